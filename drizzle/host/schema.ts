@@ -1,0 +1,235 @@
+/**
+ * The host database: who people are, where each tenant's data lives, who may enter which tenant,
+ * what they pay, and what happened. One schema file, readable on one screen.
+ */
+import { sql } from 'drizzle-orm'
+import { boolean, check, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
+import { createdAt, id, updatedAt } from '../columns.js'
+
+export const TENANT_STATUSES = ['provisioning', 'active', 'suspended', 'failed', 'deleted'] as const
+export type TenantStatus = (typeof TENANT_STATUSES)[number]
+export const MIGRATION_STATUSES = ['pending', 'running', 'current', 'failed'] as const
+export type MigrationStatus = (typeof MIGRATION_STATUSES)[number]
+export const MEMBERSHIP_ROLES = ['owner', 'admin', 'member'] as const
+export type MembershipRole = (typeof MEMBERSHIP_ROLES)[number]
+export const MEMBERSHIP_STATUSES = ['active', 'invited', 'suspended'] as const
+export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed'] as const
+export type JobStatus = (typeof JOB_STATUSES)[number]
+export const WEBHOOK_STATUSES = ['processed', 'skipped', 'failed'] as const
+
+const inList = (column: string, values: readonly string[]) => sql.raw(`${column} in (${values.map((v) => `'${v}'`).join(', ')})`)
+
+/** GlobalUser: one identity across every tenant. */
+export const users = pgTable(
+  'core_users',
+  {
+    id: id(),
+    email: text('email').notNull(),
+    name: text('name'),
+    passwordHash: text('password_hash'),
+    googleId: text('google_id'),
+    emailVerifiedAt: timestamp('email_verified_at', { withTimezone: true }),
+    stripeCustomerId: text('stripe_customer_id'),
+    lastLoginAt: timestamp('last_login_at', { withTimezone: true }),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('core_users_email_lower_uq').on(sql`lower(${t.email})`),
+    uniqueIndex('core_users_google_id_uq').on(t.googleId),
+    uniqueIndex('core_users_stripe_customer_uq').on(t.stripeCustomerId),
+  ],
+)
+
+/** TenantCatalog: the tenant's connection contract. The database URL is stored encrypted (see src/lib/crypto.ts). */
+export const tenants = pgTable(
+  'core_tenants',
+  {
+    id: id(),
+    slug: text('slug').notNull(),
+    name: text('name').notNull(),
+    planTier: text('plan_tier').notNull().default('free'),
+    status: text('status', { enum: TENANT_STATUSES }).notNull().default('provisioning'),
+    dbName: text('db_name').notNull(),
+    dbUrlEncrypted: text('db_url_encrypted').notNull(),
+    poolerUrlEncrypted: text('pooler_url_encrypted'),
+    maxConnections: integer('max_connections'),
+    migrationVersion: text('migration_version'),
+    migrationStatus: text('migration_status', { enum: MIGRATION_STATUSES }).notNull().default('pending'),
+    migrationError: text('migration_error'),
+    migratedAt: timestamp('migrated_at', { withTimezone: true }),
+    provisionStep: text('provision_step'),
+    provisionError: text('provision_error'),
+    createdBy: uuid('created_by').references(() => users.id, { onDelete: 'set null' }),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+    deletedAt: timestamp('deleted_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('core_tenants_slug_uq').on(t.slug),
+    uniqueIndex('core_tenants_db_name_uq').on(t.dbName),
+    index('core_tenants_status_idx').on(t.status),
+    index('core_tenants_migration_idx').on(t.migrationStatus, t.migrationVersion),
+    check('core_tenants_status_ck', inList('status', TENANT_STATUSES)),
+    check('core_tenants_migration_status_ck', inList('migration_status', MIGRATION_STATUSES)),
+    check('core_tenants_slug_ck', sql`slug ~ '^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$'`),
+    check('core_tenants_max_connections_ck', sql`max_connections is null or max_connections between 1 and 100`),
+  ],
+)
+
+/** Membership: which tenants a user may enter, and as what. */
+export const memberships = pgTable(
+  'core_memberships',
+  {
+    id: id(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    role: text('role', { enum: MEMBERSHIP_ROLES }).notNull().default('member'),
+    status: text('status', { enum: MEMBERSHIP_STATUSES }).notNull().default('active'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('core_memberships_user_tenant_uq').on(t.userId, t.tenantId),
+    index('core_memberships_tenant_idx').on(t.tenantId),
+    check('core_memberships_role_ck', inList('role', MEMBERSHIP_ROLES)),
+    check('core_memberships_status_ck', inList('status', MEMBERSHIP_STATUSES)),
+  ],
+)
+
+/** PricingPlan: the tiers on the pricing page, with their Stripe prices. `key` is the stable name ('pro'). */
+export const pricingPlans = pgTable(
+  'core_pricing_plans',
+  {
+    id: id(),
+    key: text('key').notNull(),
+    name: text('name').notNull(),
+    description: text('description'),
+    stripePriceMonthly: text('stripe_price_monthly'),
+    stripePriceYearly: text('stripe_price_yearly'),
+    amountMonthly: integer('amount_monthly'),
+    amountYearly: integer('amount_yearly'),
+    currency: text('currency').notNull().default('usd'),
+    trialDays: integer('trial_days').notNull().default(30),
+    features: jsonb('features').$type<string[]>().notNull().default([]),
+    tierLevel: integer('tier_level').notNull().default(0),
+    isActive: boolean('is_active').notNull().default(true),
+    sortOrder: integer('sort_order').notNull().default(0),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('core_pricing_plans_key_uq').on(t.key),
+    check('core_pricing_plans_amounts_ck', sql`coalesce(amount_monthly, 0) >= 0 and coalesce(amount_yearly, 0) >= 0 and trial_days >= 0`),
+  ],
+)
+
+/** Subscription: Stripe's subscription state, with the Stripe timestamp it reflects (never overwritten by older events). */
+export const subscriptions = pgTable(
+  'core_subscriptions',
+  {
+    id: id(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    userId: uuid('user_id').references(() => users.id, { onDelete: 'set null' }),
+    planId: uuid('plan_id').references(() => pricingPlans.id, { onDelete: 'set null' }),
+    stripeSubscriptionId: text('stripe_subscription_id').notNull(),
+    stripeCustomerId: text('stripe_customer_id').notNull(),
+    stripePriceId: text('stripe_price_id'),
+    status: text('status').notNull(),
+    billingInterval: text('billing_interval'),
+    currentPeriodStart: timestamp('current_period_start', { withTimezone: true }),
+    currentPeriodEnd: timestamp('current_period_end', { withTimezone: true }),
+    trialEnd: timestamp('trial_end', { withTimezone: true }),
+    cancelAtPeriodEnd: boolean('cancel_at_period_end').notNull().default(false),
+    canceledAt: timestamp('canceled_at', { withTimezone: true }),
+    pastDueSince: timestamp('past_due_since', { withTimezone: true }),
+    stripeUpdatedAt: timestamp('stripe_updated_at', { withTimezone: true }).notNull(),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [uniqueIndex('core_subscriptions_stripe_id_uq').on(t.stripeSubscriptionId), index('core_subscriptions_tenant_idx').on(t.tenantId)],
+)
+
+/** HostAuditLog: append-only; a trigger (migrations/host) rejects UPDATE, DELETE and TRUNCATE. */
+export const auditLogs = pgTable(
+  'sys_audit_logs',
+  {
+    id: id(),
+    actorUserId: uuid('actor_user_id'),
+    tenantId: uuid('tenant_id'),
+    action: text('action').notNull(),
+    targetType: text('target_type'),
+    targetId: text('target_id'),
+    ip: text('ip'),
+    userAgent: text('user_agent'),
+    metadata: jsonb('metadata').$type<Record<string, unknown>>().notNull().default({}),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index('sys_audit_logs_tenant_idx').on(t.tenantId, t.createdAt),
+    index('sys_audit_logs_actor_idx').on(t.actorUserId, t.createdAt),
+    index('sys_audit_logs_action_idx').on(t.action, t.createdAt),
+  ],
+)
+
+/** SystemJob: the record of a platform-level background job (provisioning, fleet migrations, cleanups). */
+export const systemJobs = pgTable(
+  'sys_jobs',
+  {
+    id: id(),
+    jobType: text('job_type').notNull(),
+    status: text('status', { enum: JOB_STATUSES }).notNull().default('pending'),
+    tenantId: uuid('tenant_id'),
+    payload: jsonb('payload').$type<Record<string, unknown>>().notNull().default({}),
+    result: jsonb('result').$type<unknown>(),
+    errorLog: text('error_log'),
+    retryCount: integer('retry_count').notNull().default(0),
+    maxRetries: integer('max_retries').notNull().default(3),
+    createdAt: createdAt(),
+    startedAt: timestamp('started_at', { withTimezone: true }),
+    finishedAt: timestamp('finished_at', { withTimezone: true }),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    index('sys_jobs_status_idx').on(t.status, t.createdAt),
+    index('sys_jobs_type_idx').on(t.jobType, t.createdAt),
+    check('sys_jobs_status_ck', inList('status', JOB_STATUSES)),
+  ],
+)
+
+/** StripeWebhookEvent: the ledger that makes every Stripe event apply exactly once. */
+export const stripeWebhookEvents = pgTable(
+  'core_stripe_webhook_events',
+  {
+    id: id(),
+    stripeEventId: text('stripe_event_id').notNull(),
+    type: text('type').notNull(),
+    status: text('status', { enum: WEBHOOK_STATUSES }).notNull(),
+    apiVersion: text('api_version'),
+    stripeCreatedAt: timestamp('stripe_created_at', { withTimezone: true }).notNull(),
+    payload: jsonb('payload').$type<Record<string, unknown>>().notNull(),
+    error: text('error'),
+    receivedAt: timestamp('received_at', { withTimezone: true }).notNull().defaultNow(),
+    processedAt: timestamp('processed_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('core_stripe_webhook_events_event_uq').on(t.stripeEventId),
+    index('core_stripe_webhook_events_type_idx').on(t.type, t.receivedAt),
+    check('core_stripe_webhook_events_status_ck', inList('status', WEBHOOK_STATUSES)),
+  ],
+)
+
+export type User = typeof users.$inferSelect
+export type Tenant = typeof tenants.$inferSelect
+export type Membership = typeof memberships.$inferSelect
+export type PricingPlan = typeof pricingPlans.$inferSelect
+export type Subscription = typeof subscriptions.$inferSelect
+export type AuditLog = typeof auditLogs.$inferSelect
+export type SystemJob = typeof systemJobs.$inferSelect
+export type StripeWebhookEvent = typeof stripeWebhookEvents.$inferSelect

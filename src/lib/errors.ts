@@ -1,0 +1,41 @@
+/**
+ * One error type for everything the API answers on purpose. The error handler turns it into
+ * `{ statusCode, error, message, code }`; anything else is a bug and becomes a 500 that hides internals.
+ */
+import { STATUS_CODES } from 'node:http'
+
+export class AppError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message)
+    this.name = 'AppError'
+  }
+}
+
+export const badRequest = (code: string, message: string, details?: Record<string, unknown>) => new AppError(400, code, message, details)
+export const unauthorized = (code = 'UNAUTHENTICATED', message = 'Authentication required') => new AppError(401, code, message)
+export const paymentRequired = (code: string, message: string) => new AppError(402, code, message)
+export const forbidden = (code: string, message: string, details?: Record<string, unknown>) => new AppError(403, code, message, details)
+export const notFound = (code: string, message: string) => new AppError(404, code, message)
+export const conflict = (code: string, message: string) => new AppError(409, code, message)
+export const unavailable = (code: string, message: string) => new AppError(503, code, message)
+
+export function errorBody(statusCode: number, code: string, message: string) {
+  return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message, code }
+}
+
+/** Postgres SQLSTATEs we branch on. */
+export const PG = {
+  uniqueViolation: '23505',
+  duplicateDatabase: '42P04',
+  invalidCatalogName: '3D000',
+  tooManyConnections: '53300',
+} as const
+
+export function pgCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined
+}

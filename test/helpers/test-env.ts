@@ -1,0 +1,79 @@
+/**
+ * One isolated world per test file: a host database cloned from the migrated template, a unique tenant
+ * database prefix and a unique Redis prefix. `cleanup()` drops every database and key it made.
+ */
+import { migrationInfo } from '../../src/db/migrations.js'
+import { connect, withDatabase } from '../../src/db/connect.js'
+import { type Config, loadConfig } from '../../src/config.js'
+import { ADMIN_URL, APP_ROLE, APP_URL, REDIS_URL, hostTemplateName, uniqueName } from './env.js'
+import { Redis } from 'ioredis'
+
+export interface TestEnv {
+  name: string
+  hostUrl: string
+  /** Environment variables for loadConfig (or a child process). */
+  vars: Record<string, string>
+  config: Config
+  /** A config with extra variables layered on top. */
+  configWith(extra: Record<string, string>): Config
+  cleanup(): Promise<void>
+}
+
+export async function createTestEnv(extra: Record<string, string> = {}): Promise<TestEnv> {
+  const name = uniqueName('tkt')
+  const hostDb = `${name}_host`
+  const admin = connect(ADMIN_URL, { max: 1 })
+  try {
+    await admin.unsafe(`create database ${hostDb} template ${hostTemplateName(migrationInfo('host').hash)} owner ${APP_ROLE}`)
+  } finally {
+    await admin.end()
+  }
+  const hostUrl = withDatabase(APP_URL, hostDb)
+  const vars: Record<string, string> = {
+    NODE_ENV: 'test',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    DATABASE_URL: hostUrl,
+    TENANT_DATABASE_URL: APP_URL,
+    TENANT_DB_PREFIX: name,
+    REDIS_URL,
+    REDIS_PREFIX: name,
+    AUTO_MIGRATE: 'false',
+    ...extra,
+  }
+  const configWith = (more: Record<string, string>) => loadConfig({ ...vars, ...more })
+  return {
+    name,
+    hostUrl,
+    vars,
+    config: configWith({}),
+    configWith,
+    cleanup: () => dropTestWorld(name),
+  }
+}
+
+/** Drop every database and Redis key whose name starts with the test world's name. */
+export async function dropTestWorld(name: string): Promise<void> {
+  const admin = connect(ADMIN_URL, { max: 1 })
+  try {
+    const dbs = await admin<{ datname: string }[]>`select datname from pg_database where datname like ${`${name}%`}`
+    for (const { datname } of dbs) {
+      await admin.unsafe(`update pg_database set datistemplate = false where datname = '${datname}'`)
+      await admin.unsafe(`drop database if exists "${datname}" with (force)`)
+    }
+  } finally {
+    await admin.end()
+  }
+  const redis = new Redis(REDIS_URL)
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${name}*`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length) await redis.del(...keys)
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+}
+
+export { withDatabase }
