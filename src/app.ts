@@ -1,0 +1,49 @@
+/**
+ * The application as a Fastify plugin (the fastify/demo layout, registered explicitly so this one
+ * file shows the whole architecture in load order):
+ *   1. plugins/external: third-party plugins, one file each;
+ *   2. plugins/app: our services as decorators (host DB, tenancy, auth, …);
+ *   3. routes: one folder per area, mounted at its prefix.
+ * Tests register this plugin; src/server.ts adds the HTTP listener around it.
+ */
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { Config } from './config.js'
+import helmet from './plugins/external/helmet.js'
+import rateLimit from './plugins/external/rate-limit.js'
+import redis from './plugins/external/redis.js'
+import swagger from './plugins/external/swagger.js'
+import errors from './plugins/app/errors.js'
+import hostDb from './plugins/app/host-db.js'
+import metrics from './plugins/app/metrics.js'
+import healthRoutes from './routes/health/index.js'
+
+export interface AppOptions {
+  config: Config
+}
+
+/** Server options that belong to the app (tests and server.ts both use them). */
+export function serverOptions(config: Config): FastifyServerOptions {
+  return {
+    trustProxy: config.trustProxy,
+    // Cap bodies at 1 MiB: nothing in this API needs more, and it bounds parser work.
+    bodyLimit: 1024 * 1024,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+  }
+}
+
+export default async function app(fastify: FastifyInstance, opts: AppOptions) {
+  // 1. external
+  await fastify.register(redis, opts)
+  await fastify.register(helmet)
+  await fastify.register(rateLimit, opts)
+  await fastify.register(swagger)
+
+  // 2. app services
+  await fastify.register(errors)
+  await fastify.register(metrics)
+  await fastify.register(hostDb, opts)
+
+  // 3. routes
+  await fastify.register(healthRoutes, { prefix: '/health' })
+}

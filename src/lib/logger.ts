@@ -1,0 +1,15 @@
+/** pino options shared by the server, the worker and the CLI: pretty on a terminal in dev, JSON otherwise, secrets redacted. */
+import type { LoggerOptions } from 'pino'
+import type { Config } from '../config.js'
+
+export function loggerOptions(config: Pick<Config, 'env' | 'logLevel'>): LoggerOptions {
+  const pretty = config.env !== 'production' && process.stdout.isTTY
+  return {
+    level: config.logLevel,
+    redact: {
+      paths: ['req.headers.cookie', 'req.headers.authorization', 'req.headers["stripe-signature"]', '*.password', '*.passwordHash', '*.dbUrl'],
+      censor: '[redacted]',
+    },
+    ...(pretty ? { transport: { target: 'pino-pretty', options: { translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } } } : {}),
+  }
+}

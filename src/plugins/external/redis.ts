@@ -1,0 +1,26 @@
+/** The shared ioredis client (sessions, rate limits, cache invalidation). Closed with the app. */
+import fp from 'fastify-plugin'
+import { Redis } from 'ioredis'
+import type { AppOptions } from '../../app.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    redis: Redis
+  }
+}
+
+export default fp<AppOptions>(
+  async (fastify, { config }) => {
+    // Fail fast per command when Redis is down (health and rate limits must answer, not hang).
+    const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: true })
+    redis.on('error', (err) => fastify.log.debug({ err }, 'redis error'))
+    await redis.connect().catch((err: Error) => {
+      throw new Error(`Redis is not reachable at ${config.redisUrl} (${err.message}). Start it with: redis-server --daemonize yes`)
+    })
+    fastify.decorate('redis', redis)
+    fastify.addHook('onClose', async () => {
+      await redis.quit().catch(() => redis.disconnect())
+    })
+  },
+  { name: 'redis' },
+)

@@ -1,0 +1,32 @@
+/** Liveness (the process answers) and readiness (its dependencies answer: host DB and Redis). */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+
+const Check = Type.Union([Type.Literal('up'), Type.Literal('down')])
+const Ready = Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]), checks: Type.Object({ database: Check, redis: Check }) })
+
+const within = <T>(ms: number, p: Promise<T>) =>
+  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref())])
+
+const health: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/', { schema: { tags: ['health'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({
+    status: 'ok' as const,
+  }))
+
+  fastify.get('/ready', { schema: { tags: ['health'], response: { 200: Ready, 503: Ready } } }, async (req, reply) => {
+    const probe = async (name: string, fn: () => Promise<unknown>) => {
+      try {
+        await within(1500, fn())
+        return 'up' as const
+      } catch (err) {
+        req.log.warn({ err, dependency: name }, 'readiness check failed')
+        return 'down' as const
+      }
+    }
+    const [database, redis] = await Promise.all([probe('database', () => fastify.host.sql`select 1`), probe('redis', () => fastify.redis.ping())])
+    const ok = database === 'up' && redis === 'up'
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks: { database, redis } })
+  })
+}
+
+export default health

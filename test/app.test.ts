@@ -1,0 +1,73 @@
+import type { FastifyInstance } from 'fastify'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildApp } from './helpers/build-app.js'
+import { createTestEnv, type TestEnv } from './helpers/test-env.js'
+
+let env: TestEnv
+let app: FastifyInstance
+
+beforeAll(async () => {
+  env = await createTestEnv()
+  app = await buildApp(env.config)
+})
+afterAll(async () => {
+  await app?.close()
+  await env?.cleanup()
+})
+
+describe('app basics', () => {
+  it('answers liveness and readiness', async () => {
+    expect((await app.inject('/health')).json()).toEqual({ status: 'ok' })
+    const ready = await app.inject('/health/ready')
+    expect(ready.statusCode).toBe(200)
+    expect(ready.json()).toEqual({ status: 'ok', checks: { database: 'up', redis: 'up' } })
+  })
+
+  it('answers unknown routes with a JSON 404 and rate limits them', async () => {
+    const res = await app.inject('/nope?x=1')
+    expect(res.statusCode).toBe(404)
+    expect(res.json()).toEqual({ statusCode: 404, error: 'Not Found', message: 'Route GET /nope not found', code: 'NOT_FOUND' })
+    let last = res
+    for (let i = 0; i <= 60; i++) last = await app.inject({ url: '/nope', remoteAddress: '10.9.9.9' })
+    expect(last.statusCode).toBe(429)
+    expect(last.json()).toMatchObject({ statusCode: 429, code: 'RATE_LIMITED' })
+  })
+
+  it('sets security headers', async () => {
+    const res = await app.inject('/health')
+    expect(res.headers['content-security-policy']).toBeDefined()
+    expect(res.headers['x-content-type-options']).toBe('nosniff')
+  })
+
+  it('serves OpenAPI and metrics', async () => {
+    const spec = (await app.inject('/docs/json')).json()
+    expect(spec.openapi).toBe('3.0.3')
+    expect(spec.paths['/health/ready']).toBeDefined()
+    const metrics = await app.inject('/metrics')
+    expect(metrics.body).toContain('http_request_duration_seconds')
+  })
+
+  it('reports Redis down as 503 naming it', async () => {
+    const broken = await buildApp(env.configWith({}))
+    try {
+      broken.redis.disconnect()
+      const res = await broken.inject('/health/ready')
+      expect(res.statusCode).toBe(503)
+      expect(res.json()).toEqual({ status: 'unavailable', checks: { database: 'up', redis: 'down' } })
+    } finally {
+      await broken.close()
+    }
+  })
+
+  it('reports the database down as 503 naming it', async () => {
+    const broken = await buildApp(env.configWith({}))
+    try {
+      await broken.host.sql.end()
+      const res = await broken.inject('/health/ready')
+      expect(res.statusCode).toBe(503)
+      expect(res.json().checks).toEqual({ database: 'down', redis: 'up' })
+    } finally {
+      await broken.close()
+    }
+  })
+})

@@ -1,0 +1,13 @@
+/** Build the app plugin (never the server) for a test, on a Fastify instance closed by the caller. */
+import Fastify, { type FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import app, { serverOptions } from '../../src/app.js'
+import type { Config } from '../../src/config.js'
+
+export async function buildApp(config: Config): Promise<FastifyInstance> {
+  const fastify = Fastify({ ...serverOptions(config), logger: config.logLevel === 'silent' ? false : { level: config.logLevel } })
+  // fp() skips encapsulation so the test sees the app's decorators (host, redis, …).
+  await fastify.register(fp(app), { config })
+  await fastify.ready()
+  return fastify
+}
