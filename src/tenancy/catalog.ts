@@ -1,0 +1,220 @@
+/**
+ * The read side of the tenant catalog: core_tenants rows with their URLs decrypted, cached per process
+ * with a TTL, one query per cold key however many requests ask at once (single-flight), and dropped in
+ * every process when any process calls invalidate() (Redis pub/sub on `channel`).
+ */
+import { randomUUID } from 'node:crypto'
+import { and, eq, isNull, sql } from 'drizzle-orm'
+import type { Redis } from 'ioredis'
+import { LRUCache } from 'lru-cache'
+import type { Logger } from 'pino'
+import { tenants } from '../../drizzle/host/schema.js'
+import type { HostDatabase } from '../db/host.js'
+import { DecryptionError, decrypt, type KeyRing } from '../lib/crypto.js'
+import type { Catalog, TenantRecord } from './types.js'
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** The pub/sub channel every process of one deployment listens on. */
+export const catalogChannel = (redisPrefix: string) => `${redisPrefix}:catalog`
+
+export interface CatalogDeps {
+  host: HostDatabase
+  /** Publishes invalidations. */
+  redis: Redis
+  /** Receives invalidations; when omitted the catalog makes (and closes) `redis.duplicate()`. */
+  subscriber?: Redis
+  keys: readonly KeyRing[]
+  /** Seconds an entry stays cached; 0 disables caching (single-flight still applies). */
+  ttlS: number
+  channel: string
+  /** Cache bound in records (default 10,000). */
+  maxEntries?: number
+  logger?: Pick<Logger, 'warn' | 'error'>
+  /** Called once per query sent to the host database (metrics, tests). */
+  onQuery?: (by: 'id' | 'slug', key: string) => void
+}
+
+export interface CatalogStats {
+  hits: number
+  misses: number
+  /** Queries sent to the host database (misses minus those that joined an in-flight query). */
+  queries: number
+  /** Records cached (each appears once, though cached under both its id and its slug). */
+  size: number
+  inflight: number
+  /** Invalidations received from other processes. */
+  remoteInvalidations: number
+  publishFailures: number
+}
+
+export interface CatalogHandle extends Catalog {
+  /** Resolves once subscribed to the invalidation channel; rejects when Redis refuses. */
+  ready: Promise<void>
+  stats(): CatalogStats
+}
+
+const columns = {
+  id: tenants.id,
+  slug: tenants.slug,
+  name: tenants.name,
+  status: tenants.status,
+  planTier: tenants.planTier,
+  dbName: tenants.dbName,
+  dbUrlEncrypted: tenants.dbUrlEncrypted,
+  poolerUrlEncrypted: tenants.poolerUrlEncrypted,
+  maxConnections: tenants.maxConnections,
+  migrationVersion: tenants.migrationVersion,
+  migrationStatus: tenants.migrationStatus,
+}
+
+export function createCatalog(deps: CatalogDeps): CatalogHandle {
+  const { host, redis, keys, ttlS, channel, logger } = deps
+  const instance = randomUUID()
+  const ownsSubscriber = !deps.subscriber
+  const subscriber = deps.subscriber ?? redis.duplicate()
+
+  // Prepared once: postgres.js sends it as a named statement, one round trip per lookup (STACK.md §0).
+  const lookup = (column: typeof tenants.id | typeof tenants.slug, name: string) =>
+    host.db
+      .select(columns)
+      .from(tenants)
+      .where(and(eq(column, sql.placeholder('key')), isNull(tenants.deletedAt)))
+      .limit(1)
+      .prepare(name)
+  const byId = lookup(tenants.id, 'tk_catalog_tenant_by_id')
+  const bySlug = lookup(tenants.slug, 'tk_catalog_tenant_by_slug')
+
+  // Keys are `i:<uuid>` and `s:<slug>`; both point at the same record object.
+  const cache = new LRUCache<string, TenantRecord>({ max: 2 * (deps.maxEntries ?? 10_000), ttl: ttlS * 1000 })
+  const inflight = new Map<string, Promise<TenantRecord | undefined>>()
+  // Bumped by every invalidation: a load that started before one must not cache what it read.
+  let epoch = 0
+  const counts = { hits: 0, misses: 0, queries: 0, remoteInvalidations: 0, publishFailures: 0 }
+  let closed = false
+
+  function toRecord(row: Awaited<ReturnType<typeof byId.execute>>[number]): TenantRecord {
+    const open = (column: string, sealed: string) => {
+      try {
+        return decrypt(sealed, keys)
+      } catch (err) {
+        // Name the tenant and column: a wrong ENCRYPTION_KEYS is an operator error that must be obvious.
+        throw new DecryptionError(`tenant "${row.slug}" (${row.id}): cannot decrypt ${column}: ${(err as Error).message}`, { cause: err })
+      }
+    }
+    return {
+      id: row.id,
+      slug: row.slug,
+      name: row.name,
+      status: row.status,
+      planTier: row.planTier,
+      dbName: row.dbName,
+      dbUrl: open('db_url_encrypted', row.dbUrlEncrypted),
+      poolerUrl: row.poolerUrlEncrypted ? open('pooler_url_encrypted', row.poolerUrlEncrypted) : undefined,
+      maxConnections: row.maxConnections ?? undefined,
+      migrationVersion: row.migrationVersion ?? undefined,
+      migrationStatus: row.migrationStatus,
+    }
+  }
+
+  async function load(by: 'id' | 'slug', value: string): Promise<TenantRecord | undefined> {
+    const startedAt = epoch
+    counts.queries++
+    deps.onQuery?.(by, value)
+    const [row] = await (by === 'id' ? byId : bySlug).execute({ key: value })
+    const record = row ? toRecord(row) : undefined
+    // Unknown slugs are not cached: a tenant created a moment later must be found at once.
+    if (record && ttlS > 0 && epoch === startedAt && !closed) {
+      cache.set(`i:${record.id}`, record)
+      cache.set(`s:${record.slug}`, record)
+    }
+    return record
+  }
+
+  function drop(tenantId: string): void {
+    epoch++
+    const id = tenantId.toLowerCase()
+    const record = cache.peek(`i:${id}`, { allowStale: true })
+    cache.delete(`i:${id}`)
+    if (record) cache.delete(`s:${record.slug}`)
+    // The id entry may have been evicted while its slug entry lives on: sweep (invalidations are rare).
+    for (const [key, value] of cache.entries()) if (value.id === id) cache.delete(key)
+    // Later callers must not join a query that may have read the old row.
+    inflight.clear()
+  }
+
+  const onMessage = (ch: string, message: string) => {
+    if (ch !== channel) return
+    let payload: { id?: unknown; from?: unknown }
+    try {
+      payload = message.startsWith('{') ? JSON.parse(message) : { id: message }
+    } catch {
+      logger?.warn({ channel, message }, 'catalog: ignoring malformed invalidation')
+      return
+    }
+    if (payload.from === instance || typeof payload.id !== 'string') return
+    counts.remoteInvalidations++
+    drop(payload.id)
+  }
+  // After a reconnect we may have missed invalidations: start from an empty cache.
+  let connectedOnce = false
+  const onReady = () => {
+    if (connectedOnce) {
+      epoch++
+      cache.clear()
+    }
+    connectedOnce = true
+  }
+  subscriber.on('message', onMessage)
+  subscriber.on('ready', onReady)
+  if (subscriber.status === 'ready') connectedOnce = true
+  const ready = subscriber.subscribe(channel).then(() => undefined)
+  ready.catch((err) => logger?.error({ err, channel }, 'catalog: cannot subscribe to invalidations'))
+
+  return {
+    ready,
+    get(idOrSlug) {
+      if (closed) return Promise.reject(new Error('catalog is closed'))
+      const isId = UUID.test(idOrSlug)
+      const value = isId ? idOrSlug.toLowerCase() : idOrSlug
+      const key = isId ? `i:${value}` : `s:${value}`
+      const cached = cache.get(key)
+      if (cached) {
+        counts.hits++
+        return Promise.resolve(cached)
+      }
+      counts.misses++
+      const running = inflight.get(key)
+      if (running) return running
+      const pending = load(isId ? 'id' : 'slug', value).finally(() => {
+        if (inflight.get(key) === pending) inflight.delete(key)
+      })
+      inflight.set(key, pending)
+      return pending
+    },
+    async invalidate(tenantId) {
+      drop(tenantId)
+      try {
+        await redis.publish(channel, JSON.stringify({ id: tenantId.toLowerCase(), from: instance }))
+      } catch (err) {
+        // The write already happened; other processes catch up when their entry expires (ttlS).
+        counts.publishFailures++
+        logger?.error({ err, tenantId, channel }, 'catalog: invalidation not published; other processes serve the old entry until TTL')
+      }
+    },
+    stats() {
+      const records = new Set<TenantRecord>()
+      for (const value of cache.values()) records.add(value)
+      return { ...counts, size: records.size, inflight: inflight.size }
+    },
+    async close() {
+      if (closed) return
+      closed = true
+      cache.clear()
+      subscriber.off('message', onMessage)
+      subscriber.off('ready', onReady)
+      if (ownsSubscriber) subscriber.disconnect()
+      else await subscriber.unsubscribe(channel).catch(() => {})
+    },
+  }
+}
