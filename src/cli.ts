@@ -1,0 +1,207 @@
+/**
+ * The operator's command line (`npm run db:migrate`, `npm run tenants -- <command>`).
+ * Commands print plain lines on stdout, errors one line on stderr; the exit code is 0 on success,
+ * 1 when something failed (a tenant migration, a provisioning, a bad config) and 2 on bad usage.
+ */
+import { pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+import { asc, sql } from 'drizzle-orm'
+import { pino, type Logger } from 'pino'
+import { tenants, users } from '../drizzle/host/schema.js'
+import { type Config, loadConfigOrExit } from './config.js'
+import { migrateHost } from './db/migrations.js'
+import { AppError } from './lib/errors.js'
+import { createServices, type Services } from './services.js'
+import { errorMessage, listBehind, migrateFleet } from './tenancy/fleet.js'
+
+export const USAGE = `usage:
+  db:migrate                                   apply host database migrations
+  tenants list                                 every tenant: slug, status, migration version and status
+  tenants behind                               tenants not on the current tenant migration
+  tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER]
+  tenants retry <slug>                         resume a failed provisioning
+  tenants migrate [--tenant SLUG]... [--concurrency N] [--continue-on-error]
+  tenants suspend <slug>
+  tenants resume <slug>
+  tenants delete <slug> [--hard]               soft delete (catalog only), or drop the database too`
+
+export interface CliIo {
+  out: (line: string) => void
+  err: (line: string) => void
+}
+
+export interface CliOptions {
+  config: Config
+  logger: Logger
+  io?: CliIo
+  /** Tenant migrations folder (tests and benchmarks use temporary copies). */
+  tenantMigrationsFolder?: string
+}
+
+class UsageError extends Error {}
+
+const stdio: CliIo = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+}
+
+/** Fixed-width columns, header first. */
+export function table(header: string[], rows: string[][]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd()
+  return [line(header), ...rows.map(line)]
+}
+
+function one(positionals: string[], what: string): string {
+  const [value, ...rest] = positionals
+  if (!value || rest.length) throw new UsageError(`expected exactly one ${what}`)
+  return value
+}
+
+async function tenantsCommand(argv: string[], services: Services, io: CliIo, folder: string | undefined): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      name: { type: 'string' },
+      owner: { type: 'string' },
+      plan: { type: 'string' },
+      tenant: { type: 'string', multiple: true },
+      concurrency: { type: 'string' },
+      'continue-on-error': { type: 'boolean', default: false },
+      hard: { type: 'boolean', default: false },
+    },
+  })
+  const [command, ...args] = positionals
+  const { host, provisioner } = services
+
+  switch (command) {
+    case 'list': {
+      const rows = await host.db.select().from(tenants).orderBy(asc(tenants.slug))
+      const lines = table(
+        ['SLUG', 'NAME', 'STATUS', 'PLAN', 'MIGRATION', 'MIGRATION STATUS'],
+        rows.map((r) => [r.slug, r.name, r.status, r.planTier, r.migrationVersion ?? '-', r.migrationStatus]),
+      )
+      for (const line of lines) io.out(line)
+      io.out(`${rows.length} tenant(s)`)
+      return 0
+    }
+    case 'behind': {
+      const rows = await listBehind({ host, folder })
+      for (const line of table(
+        ['SLUG', 'STATUS', 'MIGRATION', 'MIGRATION STATUS'],
+        rows.map((r) => [r.slug, r.status, r.migrationVersion ?? '-', r.migrationStatus]),
+      ))
+        io.out(line)
+      io.out(`${rows.length} tenant(s) behind`)
+      return 0
+    }
+    case 'provision': {
+      const slug = one(args, 'slug')
+      let ownerUserId: string | undefined
+      if (values.owner) {
+        const [owner] = await host.db.select({ id: users.id }).from(users).where(sql`lower(${users.email}) = lower(${values.owner})`)
+        if (!owner) throw new AppError(400, 'UNKNOWN_OWNER', `no user with email ${values.owner}`)
+        ownerUserId = owner.id
+      }
+      const t = await provisioner.provision({ slug, name: values.name ?? slug, ownerUserId, planTier: values.plan })
+      io.out(`provisioned ${t.slug} (${t.id}): ${t.status}, database ${t.dbName}, migration ${t.migrationVersion}`)
+      return 0
+    }
+    case 'retry': {
+      const t = await provisioner.retry(one(args, 'slug'))
+      io.out(`${t.slug}: ${t.status}`)
+      return 0
+    }
+    case 'migrate': {
+      if (args.length) throw new UsageError('tenants migrate takes --tenant SLUG options, not positional arguments')
+      const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency)
+      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64)
+        throw new UsageError('--concurrency must be an integer 1-64')
+      const summary = await migrateFleet(
+        { host, catalog: services.catalog, pools: services.pools, config: services.config, logger: services.logger, folder },
+        {
+          tenants: values.tenant,
+          concurrency,
+          continueOnError: values['continue-on-error'],
+          onProgress: (r, done, total) => {
+            const detail = r.outcome === 'failed' ? `: ${r.error}` : r.outcome === 'migrated' ? ` to ${r.version}` : ''
+            io.out(`[${done}/${total}] ${r.slug} ${r.outcome}${detail} (${r.ms} ms)`)
+          },
+        },
+      )
+      io.out(
+        `${summary.total} tenant(s) at ${summary.version}: ${summary.migrated} migrated, ${summary.skipped} already current, ` +
+          `${summary.failed} failed, ${summary.notRun} not run (${(summary.ms / 1000).toFixed(2)} s)`,
+      )
+      if (summary.notRun) io.out('stopped at the first failure; pass --continue-on-error to migrate the rest')
+      return summary.failed || summary.notRun ? 1 : 0
+    }
+    case 'suspend':
+    case 'resume': {
+      const slug = one(args, 'slug')
+      await provisioner.run(command === 'suspend' ? 'suspended' : 'resumed', slug)
+      io.out(`${slug}: ${command === 'suspend' ? 'suspended' : 'active'}`)
+      return 0
+    }
+    case 'delete': {
+      const slug = one(args, 'slug')
+      await provisioner.run(values.hard ? 'hardDeleted' : 'softDeleted', slug)
+      io.out(values.hard ? `${slug}: database dropped and catalog row removed` : `${slug}: deleted (database kept; --hard drops it)`)
+      return 0
+    }
+    default:
+      throw new UsageError(command ? `unknown tenants command "${command}"` : 'missing tenants command')
+  }
+}
+
+/** Run one command; resolves to the process exit code. */
+export async function runCli(argv: string[], opts: CliOptions): Promise<number> {
+  const io = opts.io ?? stdio
+  const [command, ...rest] = argv
+  let services: Services | undefined
+  try {
+    if (command === 'db:migrate') {
+      if (!opts.config.databaseUrl) throw new Error('DATABASE_URL is not set')
+      await migrateHost(opts.config.databaseUrl)
+      io.out('host database migrated')
+      return 0
+    }
+    if (command !== 'tenants') throw new UsageError(command ? `unknown command "${command}"` : 'missing command')
+    services = createServices(opts.config, opts.logger, { tenantMigrationsFolder: opts.tenantMigrationsFolder })
+    return await tenantsCommand(rest, services, io, opts.tenantMigrationsFolder)
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.err(`error: ${(err as Error).message}`)
+      io.err(USAGE)
+      return 2
+    }
+    if (err instanceof AppError) io.err(`error: ${err.message} (${err.code})${err.details?.error ? `: ${err.details.error}` : ''}`)
+    else io.err(`error: ${errorMessage(err)}`)
+    return 1
+  } finally {
+    await services?.close()
+  }
+}
+
+async function main(): Promise<void> {
+  const config = loadConfigOrExit()
+  // Quiet by default: the command's own lines are the output; LOG_LEVEL=info shows the service logs.
+  const logger = pino({ level: process.env.LOG_LEVEL ? config.logLevel : 'warn' }, pino.destination({ fd: 2, sync: true }))
+  let stopEmbedded: (() => Promise<void>) | undefined
+  if (!config.databaseUrl) {
+    const { startEmbeddedPostgres } = await import('./db/embedded.js')
+    const embedded = await startEmbeddedPostgres({ info: (m) => logger.info(m), warn: (m) => logger.warn(m) })
+    config.databaseUrl = embedded.url
+    stopEmbedded = embedded.stop
+  }
+  const code = await runCli(process.argv.slice(2), { config, logger })
+  await stopEmbedded?.()
+  process.exit(code)
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await main()

@@ -1,0 +1,73 @@
+/**
+ * The one wiring of the kit's long-lived services, shared by the CLI, the HTTP app and the worker:
+ * host database, Redis, tenant catalog (cached, invalidated across processes), tenant pool manager and
+ * the provisioner (which also runs the other lifecycle events). close() ends them in reverse order.
+ */
+import { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import type { Config } from './config.js'
+import { createHostDatabase, type HostDatabase } from './db/host.js'
+import { type CatalogHandle, catalogChannel, createCatalog } from './tenancy/catalog.js'
+import { createPoolManager } from './tenancy/pool-manager.js'
+import { createProvisioner, type Provisioner } from './tenancy/provisioning.js'
+import type { PoolManager } from './tenancy/types.js'
+
+export interface Services {
+  config: Config
+  logger: Logger
+  host: HostDatabase
+  redis: Redis
+  catalog: CatalogHandle
+  pools: PoolManager
+  provisioner: Provisioner
+  close(): Promise<void>
+}
+
+export interface ServiceOptions {
+  /** Tenant migrations folder (tests and benchmarks use temporary copies). */
+  tenantMigrationsFolder?: string
+}
+
+export function createServices(config: Config, logger: Logger, opts: ServiceOptions = {}): Services {
+  if (!config.databaseUrl) throw new Error('createServices needs config.databaseUrl (start the embedded Postgres first in development)')
+  const host = createHostDatabase(config.databaseUrl, config.pool.hostMax)
+  const redis = new Redis(config.redisUrl)
+  const catalog = createCatalog({
+    host,
+    redis,
+    keys: config.encryptionKeys,
+    ttlS: config.pool.catalogTtlS,
+    channel: catalogChannel(config.redisPrefix),
+    logger,
+  })
+  const pools = createPoolManager({
+    maxPerTenant: config.pool.maxPerTenant,
+    maxTenants: config.pool.maxTenants,
+    idleTimeoutS: config.pool.idleTimeoutS,
+    connectionBudget: config.pool.connectionBudget,
+    acquireTimeoutMs: config.pool.acquireTimeoutMs,
+    logger,
+  })
+  const provisioner = createProvisioner({ host, catalog, pools, config, logger, migrationsFolder: opts.tenantMigrationsFolder })
+
+  let closing: Promise<void> | undefined
+  return {
+    config,
+    logger,
+    host,
+    redis,
+    catalog,
+    pools,
+    provisioner,
+    close() {
+      closing ??= (async () => {
+        await provisioner.close()
+        await pools.close()
+        await catalog.close()
+        await redis.quit().catch(() => redis.disconnect())
+        await host.close()
+      })()
+      return closing
+    },
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The write side of the tenant catalog (core_tenants), used by provisioning, the lifecycle and fleet
+ * migrations. Every write is followed by catalog.invalidate(id), so no process keeps serving a stale
+ * entry; reads here go to the host database directly because they must see failed, provisioning and
+ * soft-deleted rows, which the cached read side hides.
+ */
+import { eq, or } from 'drizzle-orm'
+import { auditLogs, type Tenant, tenants } from '../../drizzle/host/schema.js'
+import type { HostDatabase } from '../db/host.js'
+import { decrypt, type KeyRing } from '../lib/crypto.js'
+import { notFound } from '../lib/errors.js'
+import type { Catalog } from './types.js'
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+export type TenantPatch = Partial<Omit<typeof tenants.$inferInsert, 'id' | 'createdAt'>>
+
+export interface AuditEntry {
+  action: string
+  tenantId: string
+  actorUserId?: string | undefined
+  metadata?: Record<string, unknown>
+}
+
+export interface CatalogWrites {
+  /** The raw row by id or slug, whatever its status (soft-deleted included). */
+  find(idOrSlug: string): Promise<Tenant | undefined>
+  /** find, or 404 TENANT_NOT_FOUND. */
+  get(idOrSlug: string): Promise<Tenant>
+  update(id: string, patch: TenantPatch): Promise<void>
+  remove(id: string): Promise<void>
+  audit(entry: AuditEntry): Promise<void>
+  /** The row's decrypted database URL. */
+  dbUrl(row: Pick<Tenant, 'dbUrlEncrypted'>): string
+}
+
+export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog; keys: readonly KeyRing[] }): CatalogWrites {
+  const { host, catalog, keys } = deps
+
+  async function find(idOrSlug: string): Promise<Tenant | undefined> {
+    const where = UUID.test(idOrSlug) ? or(eq(tenants.id, idOrSlug), eq(tenants.slug, idOrSlug)) : eq(tenants.slug, idOrSlug)
+    const [row] = await host.db.select().from(tenants).where(where).limit(1)
+    return row
+  }
+
+  return {
+    find,
+    async get(idOrSlug) {
+      const row = await find(idOrSlug)
+      if (!row) throw notFound('TENANT_NOT_FOUND', `no tenant "${idOrSlug}"`)
+      return row
+    },
+    async update(id, patch) {
+      await host.db
+        .update(tenants)
+        .set({ ...patch, updatedAt: new Date() })
+        .where(eq(tenants.id, id))
+      await catalog.invalidate(id)
+    },
+    async remove(id) {
+      await host.db.delete(tenants).where(eq(tenants.id, id))
+      await catalog.invalidate(id)
+    },
+    async audit(entry) {
+      await host.db.insert(auditLogs).values({
+        action: entry.action,
+        tenantId: entry.tenantId,
+        actorUserId: entry.actorUserId ?? null,
+        targetType: 'tenant',
+        targetId: entry.tenantId,
+        metadata: entry.metadata ?? {},
+      })
+    },
+    dbUrl: (row) => decrypt(row.dbUrlEncrypted, keys),
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * What happens to a tenant, in one map: each lifecycle event lists its steps in order (the stancl/tenancy
+ * idea). Read LIFECYCLE to know the whole story; the step implementations follow it. Every step is
+ * idempotent, so a run that dies anywhere can simply be run again from the step it recorded; the jobs
+ * layer runs the same steps one BullMQ job each. Every transition writes the audit log, and every
+ * catalog write invalidates the catalog cache in all processes (CatalogWrites does that).
+ */
+import { eq } from 'drizzle-orm'
+import type { Logger } from 'pino'
+import { type Tenant, type TenantStatus, users } from '../../drizzle/host/schema.js'
+import { tenantUsers } from '../../drizzle/tenant/schema.js'
+import { quoteIdent, type Sql } from '../db/connect.js'
+import type { HostDatabase } from '../db/host.js'
+import { conflict, PG, pgCode } from '../lib/errors.js'
+import type { CatalogWrites } from './catalog-writes.js'
+import { errorMessage, migrateTenant } from './fleet.js'
+import type { TenantTemplate } from './template.js'
+import type { PoolManager } from './types.js'
+
+export const LIFECYCLE = {
+  created: {
+    from: ['provisioning'],
+    steps: ['createDatabase', 'migrate', 'seedOwner', 'activate'],
+    audit: 'tenant.provisioned',
+    failedAudit: 'tenant.provision_failed',
+    // Progress and failure are kept in the catalog (provision_step, status 'failed') so retry resumes.
+    tracked: true,
+  },
+  suspended: { from: ['active'], steps: ['markSuspended', 'evictPools'], audit: 'tenant.suspended' },
+  resumed: { from: ['suspended'], steps: ['markActive'], audit: 'tenant.resumed' },
+  softDeleted: {
+    from: ['active', 'suspended', 'failed', 'provisioning'],
+    steps: ['markDeleted', 'evictPools'],
+    audit: 'tenant.deleted',
+  },
+  // Close our pools before the drop; WITH (FORCE) ends any other process' connections. Every DROP DATABASE
+  // forces a checkpoint, so fleets of hard deletes belong in a background job, not on a request path.
+  hardDeleted: {
+    from: ['active', 'suspended', 'failed', 'provisioning', 'deleted'],
+    steps: ['evictPools', 'dropDatabase', 'deleteCatalogRow'],
+    audit: 'tenant.hard_deleted',
+  },
+} as const satisfies Record<string, EventSpec>
+
+interface EventSpec {
+  from: readonly TenantStatus[]
+  steps: readonly StepName[]
+  audit: string
+  failedAudit?: string
+  tracked?: boolean
+}
+
+export type LifecycleEvent = keyof typeof LIFECYCLE
+export type StepName =
+  | 'createDatabase'
+  | 'migrate'
+  | 'seedOwner'
+  | 'activate'
+  | 'markSuspended'
+  | 'markActive'
+  | 'markDeleted'
+  | 'evictPools'
+  | 'dropDatabase'
+  | 'deleteCatalogRow'
+export type ProvisionStep = (typeof LIFECYCLE.created.steps)[number]
+
+/** Test hooks: throw from one to simulate a crash before a step, or after its work but before it is recorded. */
+export interface LifecycleFaults {
+  beforeStep?: (step: StepName, tenantId: string) => void | Promise<void>
+  afterStep?: (step: StepName, tenantId: string) => void | Promise<void>
+}
+
+export interface LifecycleContext {
+  host: HostDatabase
+  pools: PoolManager
+  writes: CatalogWrites
+  /** A pool on the maintenance database, for CREATE/DROP DATABASE. */
+  admin: Sql
+  template: TenantTemplate
+  logger: Logger
+  faults?: LifecycleFaults | undefined
+}
+
+export interface RunOptions {
+  /** Start at this step (resume); earlier steps are taken as done. */
+  from?: StepName
+  /** Stop after this step (one job per step). */
+  to?: StepName
+  actorUserId?: string | undefined
+  /** seedOwner: the owner to seed; defaults to the tenant's created_by. */
+  ownerUserId?: string | undefined
+}
+
+type Step = (row: Tenant, ctx: LifecycleContext, opts: RunOptions) => Promise<void>
+
+const STEPS: Record<StepName, Step> = {
+  async createDatabase(row, ctx) {
+    const template = await ctx.template.ensure()
+    try {
+      await ctx.admin.unsafe(`create database ${quoteIdent(row.dbName)} template ${quoteIdent(template)}`)
+    } catch (err) {
+      // The name is derived from this tenant's id and recorded in its catalog row: an existing database
+      // is the one an interrupted run created. Leave its version unknown so the migrate step checks it.
+      if (pgCode(err) === PG.duplicateDatabase) return
+      throw err
+    }
+    // A fresh clone is exactly the template: current by construction, so migrate needs no connection.
+    await ctx.writes.update(row.id, {
+      migrationVersion: ctx.template.info.version,
+      migrationStatus: 'current',
+      migratedAt: new Date(),
+      migrationError: null,
+    })
+  },
+
+  async migrate(row, ctx) {
+    await migrateTenant(row, { writes: ctx.writes, info: ctx.template.info, folder: ctx.template.folder, pools: ctx.pools })
+  },
+
+  async seedOwner(row, ctx, opts) {
+    const ownerId = opts.ownerUserId ?? row.createdBy
+    const [owner] = ownerId
+      ? await ctx.host.db.select({ id: users.id, email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
+      : []
+    const tenant = { id: row.id, dbUrl: ctx.writes.dbUrl(row), poolerUrl: undefined, maxConnections: row.maxConnections ?? undefined }
+    await ctx.pools.withTenant(tenant, (db) =>
+      db.transaction(async (tx) => {
+        if (owner) {
+          await tx
+            .insert(tenantUsers)
+            .values({ globalUserId: owner.id, email: owner.email, name: owner.name, role: 'admin' })
+            .onConflictDoUpdate({ target: tenantUsers.globalUserId, set: { role: 'admin', email: owner.email, name: owner.name } })
+        }
+        // One settings row per tenant database, however often this runs.
+        await tx.execute(`insert into core_settings (id) select gen_random_uuid() where not exists (select 1 from core_settings)`)
+      }),
+    )
+  },
+
+  activate: (row, ctx) => ctx.writes.update(row.id, { status: 'active', provisionStep: null, provisionError: null }),
+  markSuspended: (row, ctx) => ctx.writes.update(row.id, { status: 'suspended' }),
+  markActive: (row, ctx) => ctx.writes.update(row.id, { status: 'active' }),
+  markDeleted: (row, ctx) => ctx.writes.update(row.id, { status: 'deleted', deletedAt: new Date() }),
+  evictPools: (row, ctx) => ctx.pools.evict(row.id),
+
+  async dropDatabase(row, ctx) {
+    await ctx.admin.unsafe(`drop database if exists ${quoteIdent(row.dbName)} with (force)`)
+  },
+
+  deleteCatalogRow: (row, ctx) => ctx.writes.remove(row.id),
+}
+
+/** Run an event's steps for one tenant (or a slice of them: resume with `from`, one step with from = to). */
+export async function runLifecycle(event: LifecycleEvent, tenantId: string, ctx: LifecycleContext, opts: RunOptions = {}): Promise<void> {
+  const spec: EventSpec = LIFECYCLE[event]
+  const first = await ctx.writes.get(tenantId)
+  const id = first.id
+  if (!spec.from.includes(first.status)) {
+    throw conflict('INVALID_TRANSITION', `tenant "${first.slug}" is ${first.status}; "${event}" needs ${spec.from.join(' or ')}`)
+  }
+  const start = opts.from ? Math.max(0, spec.steps.indexOf(opts.from)) : 0
+  const end = opts.to ? spec.steps.indexOf(opts.to) + 1 || spec.steps.length : spec.steps.length
+  const started = performance.now()
+  let current: StepName | undefined
+  try {
+    for (let i = start; i < end; i++) {
+      const step = spec.steps[i]!
+      current = step
+      await ctx.faults?.beforeStep?.(step, id)
+      const row = i === start ? first : await ctx.writes.get(id)
+      await STEPS[step](row, ctx, opts)
+      await ctx.faults?.afterStep?.(step, id)
+      const next = spec.steps[i + 1]
+      if (spec.tracked && next) await ctx.writes.update(id, { provisionStep: next })
+    }
+  } catch (err) {
+    const error = errorMessage(err)
+    ctx.logger.error({ tenantId: id, event, step: current, err: error }, 'tenant lifecycle step failed')
+    if (spec.tracked) await ctx.writes.update(id, { status: 'failed', provisionError: `${current}: ${error}` })
+    await ctx.writes.audit({
+      action: spec.failedAudit ?? `${spec.audit}_failed`,
+      tenantId: id,
+      actorUserId: opts.actorUserId,
+      metadata: { slug: first.slug, step: current, error },
+    })
+    throw err
+  }
+  if (end === spec.steps.length) {
+    const ms = Math.round(performance.now() - started)
+    await ctx.writes.audit({ action: spec.audit, tenantId: id, actorUserId: opts.actorUserId, metadata: { slug: first.slug, ms } })
+    ctx.logger.info({ tenantId: id, slug: first.slug, event, ms }, spec.audit)
+  }
+}

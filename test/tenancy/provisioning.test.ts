@@ -1,0 +1,294 @@
+import { eq } from 'drizzle-orm'
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { auditLogs, memberships, tenants, users } from '../../drizzle/host/schema.js'
+import { connect, withDatabase } from '../../src/db/connect.js'
+import { migrationInfo } from '../../src/db/migrations.js'
+import { decrypt } from '../../src/lib/crypto.js'
+import { createServices, type Services } from '../../src/services.js'
+import type { StepName } from '../../src/tenancy/lifecycle.js'
+import { createProvisioner, type Provisioner } from '../../src/tenancy/provisioning.js'
+import { APP_URL } from '../helpers/env.js'
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+
+const logger = pino({ level: 'silent' })
+const version = migrationInfo('tenant').version
+let env: TestEnv
+let services: Services
+
+beforeAll(async () => {
+  env = await createTestEnv()
+  services = createServices(env.config, logger)
+})
+afterAll(async () => {
+  await services?.close()
+  await env?.cleanup()
+})
+
+async function newUser(email: string) {
+  const [user] = await services.host.db
+    .insert(users)
+    .values({ email, name: email.split('@')[0] })
+    .returning()
+  return user!
+}
+
+/** Tenant databases on the server with this test world's prefix (templates excluded). */
+async function tenantDatabases(): Promise<string[]> {
+  const rows = await services.host.sql<{ datname: string }[]>`
+    select datname from pg_database where datname like ${`${env.name}\\_%`} and datname not like ${`${env.name}\\_tpl\\_%`} and datname <> ${`${env.name}_host`} order by 1`
+  return rows.map((r) => r.datname)
+}
+
+async function catalogDbNames(): Promise<string[]> {
+  const rows = await services.host.db.select({ dbName: tenants.dbName }).from(tenants).orderBy(tenants.dbName)
+  return rows.map((r) => r.dbName)
+}
+
+/** Run fn with a short-lived connection to a tenant database. */
+async function inTenantDb<T>(dbName: string, fn: (sql: ReturnType<typeof connect>) => Promise<T>): Promise<T> {
+  const sql = connect(withDatabase(APP_URL, dbName), { max: 1 })
+  try {
+    return await fn(sql)
+  } finally {
+    await sql.end()
+  }
+}
+
+async function auditActions(tenantId: string): Promise<string[]> {
+  const rows = await services.host.db.select().from(auditLogs).where(eq(auditLogs.tenantId, tenantId)).orderBy(auditLogs.createdAt)
+  return rows.map((r) => r.action)
+}
+
+describe('provision', () => {
+  it('creates an active tenant: catalog row, database cloned from the template, owner seeded', async () => {
+    const owner = await newUser('ada@example.com')
+    const t = await services.provisioner.provision({ slug: 'acme', name: 'Acme Inc', ownerUserId: owner.id, planTier: 'pro' })
+    expect(t).toMatchObject({ slug: 'acme', name: 'Acme Inc', status: 'active', planTier: 'pro', migrationVersion: version })
+    expect(t.migrationStatus).toBe('current')
+    expect(t.provisionStep).toBeNull()
+    expect(t.dbName).toBe(`${env.name}_${t.id.replaceAll('-', '')}`)
+
+    const [row] = await services.host.db.select().from(tenants).where(eq(tenants.id, t.id))
+    expect(row?.dbUrlEncrypted).not.toContain(t.dbName) // encrypted at rest
+    expect(decrypt(row!.dbUrlEncrypted, env.config.encryptionKeys)).toBe(withDatabase(APP_URL, t.dbName))
+    expect(row?.createdBy).toBe(owner.id)
+    expect(row?.migratedAt).toBeInstanceOf(Date)
+
+    const members = await services.host.db.select().from(memberships).where(eq(memberships.tenantId, t.id))
+    expect(members).toMatchObject([{ userId: owner.id, role: 'owner', status: 'active' }])
+
+    expect(await tenantDatabases()).toContain(t.dbName)
+    const seeded = await inTenantDb(t.dbName, async (sql) => ({
+      users: await sql`select global_user_id, email, role from core_tenant_users`,
+      settings: await sql`select timezone, currency from core_settings`,
+      tables: await sql`select count(*)::int as n from information_schema.tables where table_schema = 'public'`,
+    }))
+    expect(seeded.users).toEqual([{ global_user_id: owner.id, email: 'ada@example.com', role: 'admin' }])
+    expect(seeded.settings).toEqual([{ timezone: 'UTC', currency: 'usd' }])
+    expect(seeded.tables[0]?.n).toBeGreaterThanOrEqual(5)
+
+    const record = await services.catalog.get('acme')
+    expect(record).toMatchObject({ id: t.id, status: 'active', migrationVersion: version, migrationStatus: 'current' })
+    expect(await auditActions(t.id)).toEqual(['tenant.provisioned'])
+  })
+
+  it('provisions without an owner (settings only)', async () => {
+    const t = await services.provisioner.provision({ slug: 'no-owner', name: 'No Owner' })
+    expect(t.status).toBe('active')
+    const counts = await inTenantDb(t.dbName, async (sql) => {
+      const [u] = await sql`select count(*)::int as n from core_tenant_users`
+      const [s] = await sql`select count(*)::int as n from core_settings`
+      return [u?.n, s?.n]
+    })
+    expect(counts).toEqual([0, 1])
+  })
+
+  it.each(['ab', 'A-team', '-abc', 'abc-', 'has_underscore', 'dots.not.allowed', 'x'.repeat(64), 'www', 'api', 'admin', 'app'])(
+    'rejects slug %j with 400 INVALID_SLUG and writes nothing',
+    async (slug) => {
+      const before = await catalogDbNames()
+      await expect(services.provisioner.provision({ slug, name: 'Bad' })).rejects.toMatchObject({ statusCode: 400, code: 'INVALID_SLUG' })
+      expect(await catalogDbNames()).toEqual(before)
+    },
+  )
+
+  it('rejects an empty name and an unknown owner with 400', async () => {
+    await expect(services.provisioner.provision({ slug: 'empty-name', name: '  ' })).rejects.toMatchObject({
+      statusCode: 400,
+      code: 'INVALID_NAME',
+    })
+    await expect(
+      services.provisioner.provision({ slug: 'ghost-owner', name: 'Ghost', ownerUserId: '0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b' }),
+    ).rejects.toMatchObject({ statusCode: 400, code: 'UNKNOWN_OWNER' })
+    expect(await services.provisioner.writes.find('ghost-owner')).toBeUndefined()
+  })
+
+  it('lets exactly one of two concurrent provisions of the same slug win; the other gets 409 SLUG_TAKEN', async () => {
+    const before = await tenantDatabases()
+    const results = await Promise.allSettled([
+      services.provisioner.provision({ slug: 'race', name: 'Race A' }),
+      services.provisioner.provision({ slug: 'race', name: 'Race B' }),
+    ])
+    const won = results.filter((r) => r.status === 'fulfilled')
+    const lost = results.filter((r) => r.status === 'rejected')
+    expect(won).toHaveLength(1)
+    expect(lost).toHaveLength(1)
+    expect((lost[0] as PromiseRejectedResult).reason).toMatchObject({ statusCode: 409, code: 'SLUG_TAKEN' })
+    const after = await tenantDatabases()
+    expect(after.filter((d) => !before.includes(d))).toHaveLength(1) // the loser created no database
+    await expect(services.provisioner.provision({ slug: 'race', name: 'Later' })).rejects.toMatchObject({ code: 'SLUG_TAKEN' })
+  })
+})
+
+describe('crash at each step, then retry', () => {
+  const steps: StepName[] = ['createDatabase', 'migrate', 'seedOwner', 'activate']
+  const cases = steps.flatMap((step) => [
+    { step, when: 'beforeStep' as const },
+    { step, when: 'afterStep' as const },
+  ])
+
+  it.each(cases)(
+    '$when $step: failed with the error recorded, then retry ends active with no orphan or duplicate',
+    async ({ step, when }) => {
+      const owner = await newUser(`owner-${when}-${step}@example.com`.toLowerCase())
+      const slug = `crash-${when}-${step}`.toLowerCase()
+      const crashing: Provisioner = createProvisioner({
+        host: services.host,
+        catalog: services.catalog,
+        pools: services.pools,
+        config: env.config,
+        logger,
+        faults: {
+          [when]: (s: StepName) => {
+            if (s === step) throw new Error(`simulated crash ${when} ${step}`)
+          },
+        },
+      })
+      try {
+        await expect(crashing.provision({ slug, name: slug, ownerUserId: owner.id })).rejects.toMatchObject({
+          statusCode: 503,
+          code: 'PROVISIONING_FAILED',
+        })
+      } finally {
+        await crashing.close()
+      }
+      const failed = await services.provisioner.describe(slug)
+      expect(failed.status).toBe('failed')
+      expect(failed.provisionError).toBe(`${step}: simulated crash ${when} ${step}`)
+      expect(await auditActions(failed.id)).toEqual(['tenant.provision_failed'])
+      // Resuming means starting at the step that did not finish (or the one after it, when activate was recorded).
+      if (step !== 'activate') expect(failed.provisionStep).toBe(step)
+
+      const done = await services.provisioner.retry(slug)
+      expect(done).toMatchObject({ status: 'active', migrationVersion: version, migrationStatus: 'current', provisionError: null })
+      expect(await auditActions(failed.id)).toEqual(['tenant.provision_failed', 'tenant.provisioned'])
+
+      // Every database on the server belongs to a catalog row and vice versa.
+      expect(await tenantDatabases()).toEqual(await catalogDbNames())
+      const counts = await inTenantDb(done.dbName, async (sql) => {
+        const [u] = await sql`select count(*)::int as n from core_tenant_users where global_user_id = ${owner.id} and role = 'admin'`
+        const [all] = await sql`select count(*)::int as n from core_tenant_users`
+        const [s] = await sql`select count(*)::int as n from core_settings`
+        const [m] = await sql`select count(*)::int as n from drizzle.__drizzle_migrations`
+        return { owner: u?.n, users: all?.n, settings: s?.n, migrations: m?.n }
+      })
+      expect(counts).toEqual({ owner: 1, users: 1, settings: 1, migrations: migrationInfo('tenant').tags.length })
+      const members = await services.host.db.select().from(memberships).where(eq(memberships.tenantId, done.id))
+      expect(members).toHaveLength(1)
+
+      // A second retry of an active tenant changes nothing.
+      expect((await services.provisioner.retry(slug)).status).toBe('active')
+    },
+  )
+
+  it('resumes a run whose process died without recording the failure (status still provisioning)', async () => {
+    const dying = createProvisioner({
+      host: services.host,
+      catalog: services.catalog,
+      pools: services.pools,
+      config: env.config,
+      logger,
+      faults: {
+        afterStep: (s) => {
+          if (s === 'createDatabase') throw new Error('killed')
+        },
+      },
+    })
+    await dying.provision({ slug: 'died-mid-run', name: 'Died' }).catch(() => {})
+    await dying.close()
+    const row = await services.provisioner.describe('died-mid-run')
+    // What a killed process leaves: still provisioning, database created, the step not recorded as done.
+    await services.host.db.update(tenants).set({ status: 'provisioning', provisionError: null }).where(eq(tenants.id, row.id))
+    expect(await tenantDatabases()).toContain(row.dbName)
+    const done = await services.provisioner.retry('died-mid-run')
+    expect(done.status).toBe('active')
+    expect(await tenantDatabases()).toEqual(await catalogDbNames())
+  })
+
+  it('runs the steps one at a time (the job queue path)', async () => {
+    const owner = await newUser('stepper@example.com')
+    const stopped = createProvisioner({
+      host: services.host,
+      catalog: services.catalog,
+      pools: services.pools,
+      config: env.config,
+      logger,
+      faults: {
+        beforeStep: (s) => {
+          if (s === 'createDatabase') throw new Error('queued instead')
+        },
+      },
+    })
+    await stopped.provision({ slug: 'one-step-at-a-time', name: 'Steps', ownerUserId: owner.id }).catch(() => {})
+    await stopped.close()
+    const { id } = await services.provisioner.describe('one-step-at-a-time')
+    await services.host.db.update(tenants).set({ status: 'provisioning' }).where(eq(tenants.id, id))
+
+    const { steps } = services.provisioner
+    await steps.createDatabase(id)
+    expect((await services.provisioner.describe(id)).provisionStep).toBe('migrate')
+    await steps.migrate(id)
+    expect((await services.provisioner.describe(id)).provisionStep).toBe('seedOwner')
+    await steps.seedOwner(id, owner.id)
+    await steps.seedOwner(id, owner.id) // a redelivered job
+    expect((await services.provisioner.describe(id)).status).toBe('provisioning')
+    await steps.activate(id)
+    const done = await services.provisioner.describe(id)
+    expect(done).toMatchObject({ status: 'active', provisionStep: null, migrationStatus: 'current' })
+    const users = await inTenantDb(done.dbName, (sql) => sql`select role from core_tenant_users`)
+    expect(users).toEqual([{ role: 'admin' }])
+    await expect(steps.activate(id)).rejects.toMatchObject({ statusCode: 409, code: 'INVALID_TRANSITION' })
+  })
+
+  it('records a real database error and keeps failing until the cause is fixed', async () => {
+    let dbName = ''
+    const sabotaged = createProvisioner({
+      host: services.host,
+      catalog: services.catalog,
+      pools: services.pools,
+      config: env.config,
+      logger,
+      faults: {
+        // Not a thrown fault: break the tenant database so the real seed query fails.
+        beforeStep: async (s, tenantId) => {
+          if (s !== 'seedOwner') return
+          dbName = (await services.provisioner.describe(tenantId)).dbName
+          await inTenantDb(dbName, (sql) => sql`drop table core_settings`)
+        },
+      },
+    })
+    await expect(sabotaged.provision({ slug: 'broken-seed', name: 'Broken' })).rejects.toMatchObject({ code: 'PROVISIONING_FAILED' })
+    await sabotaged.close()
+    const failed = await services.provisioner.describe('broken-seed')
+    expect(failed.status).toBe('failed')
+    expect(failed.provisionStep).toBe('seedOwner')
+    expect(failed.provisionError).toMatch(/^seedOwner: .*core_settings.* does not exist/)
+
+    await expect(services.provisioner.retry('broken-seed')).rejects.toMatchObject({ code: 'PROVISIONING_FAILED' })
+    expect((await services.provisioner.describe('broken-seed')).status).toBe('failed')
+
+    await inTenantDb(dbName, (sql) => sql`create table core_settings (id uuid primary key, timezone text not null default 'UTC')`)
+    expect((await services.provisioner.retry('broken-seed')).status).toBe('active')
+  })
+})
