@@ -115,9 +115,11 @@ export function createMailer(smtp: SmtpConfig, logger: MailLogger, options: Mail
   const concurrency = Math.max(1, options.batchConcurrency ?? 4)
 
   // to_email is always the actual recipient (templates mention it: "this was sent to {to_email}").
-  const variablesFor = (to: string, ...layers: (TemplateVariables | undefined)[]) => Object.assign({}, defaults, ...layers, { to_email: to })
+  const variablesFor = (to: string, ...layers: (TemplateVariables | undefined)[]) =>
+    Object.assign({}, defaults, ...layers, { to_email: to })
 
-  const renderWith = (template: EmailTemplate, message: EmailMessage) => renderTemplate(template, variablesFor(message.to, message.variables))
+  const renderWith = (template: EmailTemplate, message: EmailMessage) =>
+    renderTemplate(template, variablesFor(message.to, message.variables))
 
   async function render(message: EmailMessage): Promise<RenderedEmail> {
     assertEmailMessage(message)
@@ -137,7 +139,9 @@ export function createMailer(smtp: SmtpConfig, logger: MailLogger, options: Mail
       const { to, variables } = recipients[index]!
       try {
         // Null/undefined values mean "missing", which renderTemplate reports by name; drop them here so the schema accepts the rest.
-        const merged = Object.fromEntries(Object.entries({ ...sharedVariables, ...variables }).filter(([, v]) => v !== undefined && v !== null))
+        const merged = Object.fromEntries(
+          Object.entries({ ...sharedVariables, ...variables }).filter(([, v]) => v !== undefined && v !== null),
+        )
         const message = { to, template: templateName, variables: merged as EmailMessage['variables'] }
         assertEmailMessage(message)
         const messageId = await delivery.send({ to, template: templateName, rendered: renderWith(template, message) })

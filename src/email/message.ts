@@ -7,7 +7,14 @@ import { Value } from 'typebox/value'
 import { EMAIL_ERRORS, emailError } from './errors.js'
 
 export const EmailAddress = Type.String({ format: 'email', maxLength: 254 })
-export const TemplateVariablesSchema = Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.Union([Type.String(), Type.Number()]))
+/** Placeholder names to string or number values; other keys and value types are rejected. */
+export const TemplateVariablesSchema = Type.Record(
+  Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }),
+  Type.Union([Type.String(), Type.Number()]),
+  {
+    additionalProperties: false,
+  },
+)
 
 export const EmailMessageSchema = Type.Object(
   {

@@ -71,10 +71,15 @@ function renderHtml(template: EmailTemplate, value: (name: string) => string): s
   for (const m of html.matchAll(new RegExp(`(?:href|src)="TKV${nonce}I(\\d+)E`, 'g'))) {
     const name = order[Number(m[1])]!
     if (!/^(https?:\/\/|mailto:)/i.test(value(name))) {
-      throw emailError(400, EMAIL_ERRORS.unsafeUrl, `Email template "${template.name}": variable ${name} is a link target and must be an http(s) or mailto URL`, {
-        template: template.name,
-        variable: name,
-      })
+      throw emailError(
+        400,
+        EMAIL_ERRORS.unsafeUrl,
+        `Email template "${template.name}": variable ${name} is a link target and must be an http(s) or mailto URL`,
+        {
+          template: template.name,
+          variable: name,
+        },
+      )
     }
   }
   return html.replace(tokenAt, (_, index: string) => escapeHtml(value(order[Number(index)]!))).trimEnd()

@@ -40,7 +40,10 @@ beforeAll(async () => {
   capture = await startSmtpCapture({ rejectRecipient: (address) => address.startsWith('bounce@') })
   mailer = open(smtpVars(capture.port))
   overrides = await mkdtemp(join(tmpdir(), 'tk-email-overrides-'))
-  await writeFile(join(overrides, 'welcome.md'), '---\nsubject: Custom hello, {user_name}\n---\nThis is **our own** welcome to {tenant_name}.\n')
+  await writeFile(
+    join(overrides, 'welcome.md'),
+    '---\nsubject: Custom hello, {user_name}\n---\nThis is **our own** welcome to {tenant_name}.\n',
+  )
 })
 
 afterEach(() => {
@@ -65,7 +68,12 @@ async function rejection(p: Promise<unknown>): Promise<AppError> {
 
 describe('built-in templates over real SMTP', () => {
   it('welcome', async () => {
-    const id = await sendWelcomeEmail(mailer, { to: 'ada@example.test', userName: 'Ada', tenantName: 'Analytical Engines', dashboardUrl: 'https://acme.test/t/ae' })
+    const id = await sendWelcomeEmail(mailer, {
+      to: 'ada@example.test',
+      userName: 'Ada',
+      tenantName: 'Analytical Engines',
+      dashboardUrl: 'https://acme.test/t/ae',
+    })
     const [mail] = await capture.waitFor(1)
     expect(mail!.messageId).toBe(id)
     expect(mail!.envelope).toEqual({ from: 'no-reply@acme.test', to: ['ada@example.test'] })
@@ -98,7 +106,12 @@ describe('built-in templates over real SMTP', () => {
   })
 
   it('password_reset', async () => {
-    await sendPasswordResetEmail(mailer, { to: 'ada@example.test', userName: 'Ada', resetUrl: 'https://acme.test/reset/tok', expiresIn: '1 hour' })
+    await sendPasswordResetEmail(mailer, {
+      to: 'ada@example.test',
+      userName: 'Ada',
+      resetUrl: 'https://acme.test/reset/tok',
+      expiresIn: '1 hour',
+    })
     const [mail] = await capture.waitFor(1)
     expect(mail!.subject).toBe('Reset your Acme password')
     expect(mail!.text).toContain('Hi Ada,')
@@ -108,7 +121,12 @@ describe('built-in templates over real SMTP', () => {
   })
 
   it('verify_email', async () => {
-    await sendVerifyEmail(mailer, { to: 'ada@example.test', userName: 'Ada', verifyUrl: 'https://acme.test/verify/tok', expiresIn: '24 hours' })
+    await sendVerifyEmail(mailer, {
+      to: 'ada@example.test',
+      userName: 'Ada',
+      verifyUrl: 'https://acme.test/verify/tok',
+      expiresIn: '24 hours',
+    })
     const [mail] = await capture.waitFor(1)
     expect(mail!.subject).toBe('Confirm your email address for Acme')
     expect(mail!.text).toContain('Please confirm that ada@example.test is your email address')
@@ -135,18 +153,27 @@ describe('sendEmail', () => {
   })
 
   it('sets Reply-To when given', async () => {
-    await mailer.sendEmail({ ...welcomeEmail({ to: 'a@example.test', userName: 'A', tenantName: 'T', dashboardUrl: 'https://acme.test' }), replyTo: 'support@acme.test' })
+    await mailer.sendEmail({
+      ...welcomeEmail({ to: 'a@example.test', userName: 'A', tenantName: 'T', dashboardUrl: 'https://acme.test' }),
+      replyTo: 'support@acme.test',
+    })
     const [mail] = await capture.waitFor(1)
     expect(mail!.replyTo?.text).toBe('support@acme.test')
   })
 
   it('fails on a missing variable, naming it, and sends nothing', async () => {
-    const err = await rejection(mailer.sendEmail({ to: 'ada@example.test', template: 'password_reset', variables: { user_name: 'Ada', expires_in: '' } }))
+    const err = await rejection(
+      mailer.sendEmail({ to: 'ada@example.test', template: 'password_reset', variables: { user_name: 'Ada', expires_in: '' } }),
+    )
     expect(err.code).toBe('EMAIL_VARIABLES_MISSING')
     expect(err.message).toContain('reset_url, expires_in')
     expect(isPermanentEmailError(err)).toBe(true)
     // The next mail is the only one the server has seen.
-    await mailer.sendEmail({ to: 'next@example.test', template: 'verify_email', variables: { user_name: 'N', verify_url: 'https://acme.test/v', expires_in: '1 day' } })
+    await mailer.sendEmail({
+      to: 'next@example.test',
+      template: 'verify_email',
+      variables: { user_name: 'N', verify_url: 'https://acme.test/v', expires_in: '1 day' },
+    })
     await capture.waitFor(1)
     await new Promise((r) => setTimeout(r, 100))
     expect(capture.messages.map((m) => m.envelope.to)).toEqual([['next@example.test']])
@@ -158,6 +185,7 @@ describe('sendEmail', () => {
       { to: 'a@example.test\r\nBcc: x@evil.test', template: 'welcome', variables: {} },
       { to: 'a@example.test', template: '../secrets', variables: {} },
       { to: 'a@example.test', template: 'welcome', variables: { user_name: { nested: true } } },
+      { to: 'a@example.test', template: 'welcome', variables: { 'user-name': 'A' } },
       { to: 'a@example.test', template: 'welcome', variables: {}, cc: 'x@evil.test' },
     ]
     for (const message of bad) {
@@ -182,11 +210,15 @@ describe('sendEmail', () => {
 
   it('rejects a path-traversal template name and an unknown template', async () => {
     // A job payload with such a name fails validation; a direct call fails on the name itself.
-    expect((await rejection(mailer.sendEmail({ to: 'a@example.test', template: '../../etc/passwd', variables: {} }))).code).toBe('EMAIL_MESSAGE_INVALID')
+    expect((await rejection(mailer.sendEmail({ to: 'a@example.test', template: '../../etc/passwd', variables: {} }))).code).toBe(
+      'EMAIL_MESSAGE_INVALID',
+    )
     const traversal = await rejection(mailer.sendBatchEmails([{ to: 'a@example.test' }], '../templates/welcome'))
     expect(traversal.code).toBe('EMAIL_TEMPLATE_NAME_INVALID')
     expect(traversal.statusCode).toBe(400)
-    expect((await rejection(mailer.sendEmail({ to: 'a@example.test', template: 'nope', variables: {} }))).code).toBe('EMAIL_TEMPLATE_NOT_FOUND')
+    expect((await rejection(mailer.sendEmail({ to: 'a@example.test', template: 'nope', variables: {} }))).code).toBe(
+      'EMAIL_TEMPLATE_NOT_FOUND',
+    )
   })
 
   it('authenticates with SMTP_USER / SMTP_PASSWORD, and a wrong password is a permanent failure', async () => {
@@ -198,7 +230,9 @@ describe('sendEmail', () => {
       expect(mail!.authUser).toBe('mailer')
 
       const wrong = open(smtpVars(authed.port, { SMTP_USER: 'mailer', SMTP_PASSWORD: 'nope' }))
-      const err = await wrong.sendEmail(welcomeEmail({ to: 'a@example.test', userName: 'A', tenantName: 'T', dashboardUrl: 'https://acme.test' })).catch((e: unknown) => e)
+      const err = await wrong
+        .sendEmail(welcomeEmail({ to: 'a@example.test', userName: 'A', tenantName: 'T', dashboardUrl: 'https://acme.test' }))
+        .catch((e: unknown) => e)
       expect(err).toMatchObject({ code: 'EAUTH' })
       expect(isPermanentEmailError(err)).toBe(true)
       expect(authed.messages).toHaveLength(1)
@@ -253,13 +287,15 @@ describe('sendBatchEmails', () => {
     const port = gone.port
     await gone.close()
     const dead = open(smtpVars(port))
-    const results = await dead.sendBatchEmails(
-      [{ to: 'a@example.test' }, { to: 'b@example.test' }],
-      'verify_email',
-      { user_name: 'U', verify_url: 'https://acme.test/v', expires_in: '1 day' },
-    )
+    const results = await dead.sendBatchEmails([{ to: 'a@example.test' }, { to: 'b@example.test' }], 'verify_email', {
+      user_name: 'U',
+      verify_url: 'https://acme.test/v',
+      expires_in: '1 day',
+    })
     expect(results).toHaveLength(2)
     for (const r of results) expect(r).toMatchObject({ ok: false, error: { permanent: false } })
+    await expect(dead.verify()).rejects.toMatchObject({ code: 'ESOCKET' })
+    await expect(mailer.verify()).resolves.toBeUndefined()
     dead.close()
   })
 })
@@ -275,7 +311,12 @@ describe('log transport (no SMTP_HOST)', () => {
     })
     const dev = open({ SMTP_MAIL_FROM: FROM }, pino({ level: 'info' }, stream))
     expect(dev.transport).toBe('log')
-    const id = await sendPasswordResetEmail(dev, { to: 'dev@example.test', userName: '<Dev>', resetUrl: 'https://localhost/reset/t', expiresIn: '1 hour' })
+    const id = await sendPasswordResetEmail(dev, {
+      to: 'dev@example.test',
+      userName: '<Dev>',
+      resetUrl: 'https://localhost/reset/t',
+      expiresIn: '1 hour',
+    })
     expect(id).toMatch(/^<.+@.+>$/)
     await new Promise((r) => setImmediate(r))
     expect(lines).toHaveLength(1)
@@ -293,7 +334,9 @@ describe('log transport (no SMTP_HOST)', () => {
     })
     expect((lines[0]!.email as { text: string }).text).toContain('Hi <Dev>,')
     // Missing variables fail the same way as with SMTP.
-    expect((await rejection(dev.sendEmail({ to: 'dev@example.test', template: 'welcome', variables: {} }))).code).toBe('EMAIL_VARIABLES_MISSING')
+    expect((await rejection(dev.sendEmail({ to: 'dev@example.test', template: 'welcome', variables: {} }))).code).toBe(
+      'EMAIL_VARIABLES_MISSING',
+    )
     expect(lines).toHaveLength(1)
     expect(capture.messages).toHaveLength(0)
   })

@@ -61,7 +61,9 @@ describe('renderTemplate', () => {
     const url = 'https://app.test/reset?token=a"b&x=<1>'
     const out = renderTemplate(template('[Reset your password]({url})\n\nOr open <{url}>\n'), { name: 'Ada', url })
     expect(out.html).toContain('<a href="https://app.test/reset?token=a&quot;b&amp;x=&lt;1&gt;">Reset your password</a>')
-    expect(out.html).toContain('Or open <a href="https://app.test/reset?token=a&quot;b&amp;x=&lt;1&gt;">https://app.test/reset?token=a&quot;b&amp;x=&lt;1&gt;</a>')
+    expect(out.html).toContain(
+      'Or open <a href="https://app.test/reset?token=a&quot;b&amp;x=&lt;1&gt;">https://app.test/reset?token=a&quot;b&amp;x=&lt;1&gt;</a>',
+    )
     expect(out.text).toBe(`Reset your password (${url})\n\nOr open ${url}\n`)
   })
 
@@ -69,7 +71,9 @@ describe('renderTemplate', () => {
     const err = thrown(() => renderTemplate(template('[Go]({url})\n'), { name: 'x', url: 'javascript:alert(1)' }))
     expect(err.code).toBe('EMAIL_UNSAFE_URL')
     expect(err.message).toContain('url')
-    expect(renderTemplate(template('[Mail us]({url})\n'), { name: 'x', url: 'mailto:help@app.test' }).html).toContain('href="mailto:help@app.test"')
+    expect(renderTemplate(template('[Mail us]({url})\n'), { name: 'x', url: 'mailto:help@app.test' }).html).toContain(
+      'href="mailto:help@app.test"',
+    )
   })
 
   it('fails naming every missing variable, including empty and null ones', () => {

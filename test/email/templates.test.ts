@@ -4,7 +4,14 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AppError } from '../../src/lib/errors.js'
 import { templateVariables } from '../../src/email/render.js'
-import { BUILT_IN_TEMPLATES, BUILT_IN_TEMPLATES_DIR, getTemplate, getTemplatePath, loadTemplate, parseTemplate } from '../../src/email/templates.js'
+import {
+  BUILT_IN_TEMPLATES,
+  BUILT_IN_TEMPLATES_DIR,
+  getTemplate,
+  getTemplatePath,
+  loadTemplate,
+  parseTemplate,
+} from '../../src/email/templates.js'
 import { type TestEnv, createTestEnv } from '../helpers/test-env.js'
 
 let env: TestEnv
