@@ -8,14 +8,23 @@
  */
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { Config } from './config.js'
-import helmet from './plugins/external/helmet.js'
-import rateLimit from './plugins/external/rate-limit.js'
-import redis from './plugins/external/redis.js'
-import swagger from './plugins/external/swagger.js'
+import auth from './plugins/app/auth.js'
 import errors from './plugins/app/errors.js'
 import hostDb from './plugins/app/host-db.js'
 import metrics from './plugins/app/metrics.js'
+import tenancy from './plugins/app/tenancy.js'
+import cookie from './plugins/external/cookie.js'
+import csrf from './plugins/external/csrf.js'
+import helmet from './plugins/external/helmet.js'
+import rateLimit from './plugins/external/rate-limit.js'
+import redis from './plugins/external/redis.js'
+import session from './plugins/external/session.js'
+import swagger from './plugins/external/swagger.js'
+import apiRoutes from './routes/api/index.js'
+import authRoutes from './routes/auth/index.js'
 import healthRoutes from './routes/health/index.js'
+import meRoutes from './routes/me/index.js'
+import tenantRoutes from './routes/tenants/index.js'
 
 export interface AppOptions {
   config: Config
@@ -38,12 +47,22 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(helmet)
   await fastify.register(rateLimit, opts)
   await fastify.register(swagger)
+  await fastify.register(cookie, opts)
+  await fastify.register(session, opts)
+  await fastify.register(csrf)
 
   // 2. app services
   await fastify.register(errors)
   await fastify.register(metrics)
   await fastify.register(hostDb, opts)
+  await fastify.register(auth, opts)
+  await fastify.register(tenancy, opts)
 
   // 3. routes
   await fastify.register(healthRoutes, { prefix: '/health' })
+  await fastify.register(authRoutes, { prefix: '/auth' })
+  await fastify.register(meRoutes, { prefix: '/me' })
+  await fastify.register(tenantRoutes, { prefix: '/tenants' })
+  await fastify.register(apiRoutes, { prefix: '/api' })
+  await fastify.register(apiRoutes, { prefix: '/t/:tenant/api' })
 }

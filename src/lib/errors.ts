@@ -36,6 +36,11 @@ export const PG = {
   tooManyConnections: '53300',
 } as const
 
+/** The SQLSTATE of a postgres.js error, also when drizzle wrapped it (DrizzleQueryError keeps it in `cause`). */
 export function pgCode(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code
+  }
+  return undefined
 }

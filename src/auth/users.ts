@@ -1,0 +1,67 @@
+/**
+ * The global user repository (seed `create_or_get_global_user`). Hot-path reads are prepared
+ * statements: drizzle sends ad-hoc queries unprepared, which costs half the throughput (STACK.md §0).
+ */
+import { eq, sql } from 'drizzle-orm'
+import { type User, users } from '../../drizzle/host/schema.js'
+import type { HostDb } from '../db/host.js'
+import { PG, conflict, pgCode } from '../lib/errors.js'
+
+export type PublicUser = Pick<User, 'id' | 'email' | 'name'> & { emailVerified: boolean; createdAt: string }
+
+export const toPublicUser = (u: User): PublicUser => ({
+  id: u.id,
+  email: u.email,
+  name: u.name,
+  createdAt: u.createdAt.toISOString(),
+  emailVerified: u.emailVerifiedAt !== null,
+})
+
+export function createUsersRepository(db: HostDb) {
+  const byId = db
+    .select()
+    .from(users)
+    .where(eq(users.id, sql.placeholder('id')))
+    .prepare('users_by_id')
+  const byEmail = db
+    .select()
+    .from(users)
+    .where(eq(sql`lower(${users.email})`, sql`lower(${sql.placeholder('email')})`))
+    .prepare('users_by_email')
+
+  return {
+    findById: async (id: string) => (await byId.execute({ id }))[0],
+    findByEmail: async (email: string) => (await byEmail.execute({ email }))[0],
+
+    /** Insert a user; a duplicate email (any case) is a 409. */
+    async create(values: { email: string; name?: string | null; passwordHash?: string | null; googleId?: string | null; emailVerified?: boolean }) {
+      try {
+        const [user] = await db
+          .insert(users)
+          .values({
+            email: values.email.trim(),
+            name: values.name ?? null,
+            passwordHash: values.passwordHash ?? null,
+            googleId: values.googleId ?? null,
+            emailVerifiedAt: values.emailVerified ? new Date() : null,
+          })
+          .returning()
+        return user!
+      } catch (err) {
+        if (pgCode(err) === PG.uniqueViolation) throw conflict('EMAIL_TAKEN', 'An account with this email already exists')
+        throw err
+      }
+    },
+
+    async touchLogin(id: string) {
+      await db.update(users).set({ lastLoginAt: new Date() }).where(eq(users.id, id))
+    },
+
+    async update(id: string, values: Partial<Pick<User, 'name' | 'googleId' | 'emailVerifiedAt' | 'stripeCustomerId' | 'passwordHash'>>) {
+      const [user] = await db.update(users).set(values).where(eq(users.id, id)).returning()
+      return user
+    },
+  }
+}
+
+export type UsersRepository = ReturnType<typeof createUsersRepository>

@@ -1,0 +1,145 @@
+/**
+ * Tenancy for the request plane. Decorates the app with the tenancy services and gives routes one
+ * guard, `fastify.tenantGuard`, that a whole route scope installs (routes/api does): it resolves the
+ * tenant (header → path → subdomain → session), checks the caller's membership in the host DB on
+ * every request, refuses suspended or unready tenants, computes the effective role from the
+ * databases, enforces the route's declared minimum role / permission, and leases the tenant's pool
+ * for the request. Handlers then read `req.tenant`, `req.role` and `req.tenantDb`, never a global.
+ *
+ * Status codes (no existence leak: an unknown tenant and a tenant you're not in look the same):
+ *   401 UNAUTHENTICATED · 400 TENANT_REQUIRED · 404 TENANT_NOT_FOUND · 403 TENANT_SUSPENDED ·
+ *   409 TENANT_NOT_READY · 403 INSUFFICIENT_ROLE
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Logger } from 'pino'
+import type { Membership, User } from '../../../drizzle/host/schema.js'
+import type { AppOptions } from '../../app.js'
+import { badRequest, conflict, forbidden, notFound } from '../../lib/errors.js'
+import { type CatalogHandle, catalogChannel, createCatalog } from '../../tenancy/catalog.js'
+import { createMemberships, type Memberships } from '../../tenancy/memberships.js'
+import { createPoolManager } from '../../tenancy/pool-manager.js'
+import { createProvisioner, type ProvisionedTenant, type Provisioner } from '../../tenancy/provisioning.js'
+import { type AccessRule, createRoleResolver, type Role } from '../../tenancy/rbac.js'
+import { defaultResolvers, resolveTenantRef } from '../../tenancy/resolve.js'
+import type { PoolManager, TenantDb, TenantLease, TenantRecord } from '../../tenancy/types.js'
+
+export interface Tenancy {
+  catalog: CatalogHandle
+  pools: PoolManager
+  provisioner: Provisioner
+  memberships: Memberships
+  /** Seed `provision_new_user`: a tenant owned by `user`, ready to use. */
+  provisionPersonalTenant(user: User, slug: string, name?: string): Promise<Pick<ProvisionedTenant, 'id' | 'slug' | 'name' | 'status'>>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    tenancy: Tenancy
+    tenantGuard: (req: FastifyRequest, reply: FastifyReply) => Promise<void>
+  }
+  interface FastifyRequest {
+    tenant: TenantRecord | null
+    membership: Membership | null
+    role: Role | null
+    /** The resolved tenant's database. Throws outside a guarded route: there is no default tenant. */
+    readonly tenantDb: TenantDb
+  }
+  interface FastifyContextConfig {
+    /** Minimum role, and optionally the (resource, action) whose per-user grant or denial overrides it. */
+    access?: AccessRule
+  }
+}
+
+const kLease = Symbol('tenantLease')
+type WithLease = FastifyRequest & { [kLease]?: TenantLease }
+
+export default fp<AppOptions>(
+  async (fastify, { config }) => {
+    const catalog = createCatalog({
+      host: fastify.host,
+      redis: fastify.redis,
+      keys: config.encryptionKeys,
+      ttlS: config.pool.catalogTtlS,
+      channel: catalogChannel(config.redisPrefix),
+      logger: fastify.log,
+    })
+    const pools = createPoolManager({ ...config.pool, logger: fastify.log })
+    const memberships = createMemberships({ db: fastify.host.db, redis: fastify.redis, channel: `${config.redisPrefix}:memberships` })
+    const provisioner = createProvisioner({ host: fastify.host, catalog, pools, config, logger: fastify.log as Logger })
+    await Promise.all([catalog.ready, memberships.ready])
+    fastify.addHook('onClose', async () => {
+      await provisioner.close()
+      await pools.close()
+      await memberships.close()
+      await catalog.close()
+    })
+
+    const roles = createRoleResolver()
+    const resolvers = defaultResolvers({ domainSuffix: config.tenantDomainSuffix })
+
+    fastify.decorate('tenancy', {
+      catalog,
+      pools,
+      provisioner,
+      memberships,
+      async provisionPersonalTenant(user, slug, name) {
+        const tenant = await provisioner.provision({ slug, name: name ?? `${user.name ?? user.email.split('@')[0]}'s workspace`, ownerUserId: user.id })
+        return { id: tenant.id, slug: tenant.slug, name: tenant.name, status: tenant.status }
+      },
+    } satisfies Tenancy)
+
+    fastify.decorateRequest('tenant', null)
+    fastify.decorateRequest('membership', null)
+    fastify.decorateRequest('role', null)
+    fastify.decorateRequest('tenantDb', {
+      getter(this: WithLease) {
+        const lease = this[kLease]
+        if (!lease) throw new Error('tenant database requested outside a tenant-scoped route (no tenant resolved)')
+        return lease.db
+      },
+    })
+
+    fastify.decorate('tenantGuard', async (req: FastifyRequest) => {
+      await fastify.requireUser(req, undefined as never)
+      const user = req.user!
+      const ref = resolveTenantRef(req, resolvers)
+      if (!ref) throw badRequest('TENANT_REQUIRED', 'No tenant given: send X-Tenant-ID, use /t/:tenant/…, a tenant subdomain, or switch with PUT /me/active-tenant')
+
+      const tenant = await catalog.get(ref)
+      const membership = tenant && (await memberships.find(user.id, tenant.id))
+      if (!tenant || !membership || membership.status !== 'active' || tenant.status === 'deleted') {
+        throw notFound('TENANT_NOT_FOUND', 'No such tenant')
+      }
+      if (tenant.status === 'suspended') throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
+      if (tenant.status !== 'active') throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
+
+      const lease = await pools.acquire(tenant)
+      ;(req as WithLease)[kLease] = lease
+      req.tenant = tenant
+      req.membership = membership
+      req.role = await roles.effectiveRole(lease.db, tenant.id, user.id, membership.role)
+
+      const rule = req.routeOptions.config.access
+      if (rule && !(await roles.allows(lease.db, user.id, membership.role, req.role, rule))) {
+        throw forbidden('INSUFFICIENT_ROLE', `This action needs the ${rule.minRole} role${rule.resource ? ` or a grant on ${rule.resource}:${rule.action}` : ''}`, {
+          requiredRole: rule.minRole,
+          role: req.role,
+        })
+      }
+    })
+
+    // The lease ends with the response, however the request ended.
+    const release = async (req: FastifyRequest) => {
+      const lease = (req as WithLease)[kLease]
+      if (lease) {
+        ;(req as WithLease)[kLease] = undefined
+        lease.release()
+      }
+    }
+    fastify.addHook('onResponse', release)
+    fastify.addHook('onRequestAbort', release)
+  },
+  { name: 'tenancy', dependencies: ['host-db', 'redis', 'auth'] },
+)
+

@@ -1,0 +1,31 @@
+/**
+ * CSRF protection for cookie-authenticated writes (@fastify/csrf-protection, secret in the session).
+ * A POST/PUT/PATCH/DELETE from a logged-in session must carry `x-csrf-token` (from GET /auth/csrf or
+ * the login/signup response). Requests without a logged-in session (login, signup, webhooks) and
+ * bearer/API-key requests (no ambient cookie authority) are exempt; a route can opt out with
+ * `config: { csrf: false }`.
+ */
+import csrf from '@fastify/csrf-protection'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    csrf?: boolean
+  }
+}
+
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+export default fp(
+  async (fastify) => {
+    await fastify.register(csrf, { sessionPlugin: '@fastify/session' })
+    fastify.addHook('onRequest', (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+      if (SAFE.has(req.method) || !req.session?.userId || req.routeOptions.config.csrf === false || req.headers.authorization) {
+        return done()
+      }
+      fastify.csrfProtection(req, reply, done)
+    })
+  },
+  { name: 'csrf', dependencies: ['session'] },
+)

@@ -1,0 +1,41 @@
+import { Type } from 'typebox'
+
+export const ProjectStatus = Type.Union([Type.Literal('active'), Type.Literal('archived')])
+
+export const ProjectSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  name: Type.String(),
+  description: Type.Union([Type.String(), Type.Null()]),
+  status: ProjectStatus,
+  createdBy: Type.Union([Type.String({ format: 'uuid' }), Type.Null()]),
+  createdAt: Type.String({ format: 'date-time' }),
+  updatedAt: Type.String({ format: 'date-time' }),
+})
+
+export const CreateProjectBody = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    description: Type.Optional(Type.Union([Type.String({ maxLength: 5000 }), Type.Null()])),
+  },
+  { additionalProperties: false },
+)
+
+export const UpdateProjectBody = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    description: Type.Optional(Type.Union([Type.String({ maxLength: 5000 }), Type.Null()])),
+    status: Type.Optional(ProjectStatus),
+  },
+  { additionalProperties: false, minProperties: 1 },
+)
+
+export const ListProjectsQuery = Type.Object(
+  {
+    limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
+    cursor: Type.Optional(Type.String({ format: 'uuid' })),
+    status: Type.Optional(ProjectStatus),
+  },
+  { additionalProperties: false },
+)
+
+export const ProjectPageSchema = Type.Object({ items: Type.Array(ProjectSchema), nextCursor: Type.Union([Type.String(), Type.Null()]) })

@@ -1,0 +1,32 @@
+/**
+ * Everything tenant-scoped lives under this scope, mounted twice: at /api (tenant from header,
+ * subdomain or session) and at /t/:tenant/api (tenant from the path). The guard runs before every
+ * route in the scope, so isolation is structural: a handler can't forget it.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { errorResponses } from '../../lib/schemas.js'
+import projectRoutes from './projects/index.js'
+
+const TenantView = Type.Object({
+  tenant: Type.Object({ id: Type.String({ format: 'uuid' }), slug: Type.String(), name: Type.String(), status: Type.String(), planTier: Type.String() }),
+  role: Type.String(),
+  membershipRole: Type.String(),
+})
+
+const apiRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.addHook('preHandler', fastify.tenantGuard)
+
+  fastify.get(
+    '/tenant',
+    { schema: { tags: ['tenants'], summary: 'The resolved tenant and my role in it', response: { 200: TenantView, ...errorResponses(400, 401, 403, 404, 409) } } },
+    async (req) => {
+      const { id, slug, name, status, planTier } = req.tenant!
+      return { tenant: { id, slug, name, status, planTier }, role: req.role!, membershipRole: req.membership!.role }
+    },
+  )
+
+  await fastify.register(projectRoutes, { prefix: '/projects' })
+}
+
+export default apiRoutes

@@ -1,0 +1,142 @@
+/**
+ * Memberships: who may enter which tenant, and as what. The per-request check (`find`) is a prepared
+ * statement behind a short-TTL cache that every membership write invalidates (seed `session_cache` /
+ * `invalidate_auth_cache`), across processes through the same Redis channel idea as the catalog.
+ */
+import { and, eq, isNull, sql } from 'drizzle-orm'
+import type { Redis } from 'ioredis'
+import { LRUCache } from 'lru-cache'
+import { type Membership, type MembershipRole, memberships, tenants } from '../../drizzle/host/schema.js'
+import type { HostDb } from '../db/host.js'
+import { PG, conflict, forbidden, pgCode } from '../lib/errors.js'
+
+export interface MembershipView {
+  tenantId: string
+  slug: string
+  name: string
+  role: MembershipRole
+  status: Membership['status']
+  tenantStatus: string
+}
+
+export interface MembershipDeps {
+  db: HostDb
+  redis: Redis
+  channel: string
+  ttlMs?: number
+}
+
+const NONE = Symbol('none')
+
+export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: MembershipDeps) {
+  const cache = new LRUCache<string, Membership | typeof NONE>({ max: 50_000, ttl: ttlMs })
+  const key = (userId: string, tenantId: string) => `${userId}:${tenantId}`
+
+  const findStmt = db
+    .select()
+    .from(memberships)
+    .where(and(eq(memberships.userId, sql.placeholder('userId')), eq(memberships.tenantId, sql.placeholder('tenantId'))))
+    .prepare('memberships_find')
+
+  const subscriber = redis.duplicate()
+  subscriber.on('error', () => {})
+  const ready = subscriber.subscribe(channel).then(() => {
+    subscriber.on('message', (_ch, message: string) => {
+      const [kind, id] = message.split('|')
+      if (kind === 'm' && id) cache.delete(id)
+      // A tenant-wide change (e.g. tenant deleted) drops every cached membership of that tenant.
+      if (kind === 't' && id) for (const k of cache.keys()) if (k.endsWith(`:${id}`)) cache.delete(k)
+    })
+  })
+
+  async function invalidate(userId: string, tenantId: string) {
+    cache.delete(key(userId, tenantId))
+    await redis.publish(channel, `m|${key(userId, tenantId)}`)
+  }
+
+  return {
+    ready,
+
+    /** The membership row, cached briefly. Only active memberships grant access; callers check status. */
+    async find(userId: string, tenantId: string): Promise<Membership | undefined> {
+      const k = key(userId, tenantId)
+      const hit = cache.get(k)
+      if (hit !== undefined) return hit === NONE ? undefined : hit
+      const [row] = await findStmt.execute({ userId, tenantId })
+      cache.set(k, row ?? NONE)
+      return row
+    },
+
+    async listForUser(userId: string): Promise<MembershipView[]> {
+      return db
+        .select({
+          tenantId: tenants.id,
+          slug: tenants.slug,
+          name: tenants.name,
+          role: memberships.role,
+          status: memberships.status,
+          tenantStatus: tenants.status,
+        })
+        .from(memberships)
+        .innerJoin(tenants, eq(tenants.id, memberships.tenantId))
+        .where(and(eq(memberships.userId, userId), isNull(tenants.deletedAt)))
+        .orderBy(tenants.createdAt)
+    },
+
+    async add(userId: string, tenantId: string, role: MembershipRole) {
+      try {
+        const [row] = await db.insert(memberships).values({ userId, tenantId, role }).returning()
+        await invalidate(userId, tenantId)
+        return row!
+      } catch (err) {
+        if (pgCode(err) === PG.uniqueViolation) throw conflict('ALREADY_MEMBER', 'This user is already a member of the tenant')
+        throw err
+      }
+    },
+
+    /**
+     * Change a member's role. The last owner can't be demoted: checked under a row lock on the
+     * tenant's owner rows so two concurrent demotions can't both pass.
+     */
+    async setRole(userId: string, tenantId: string, role: MembershipRole) {
+      await db.transaction(async (tx) => {
+        await guardLastOwner(tx as unknown as HostDb, userId, tenantId, role !== 'owner')
+        await tx
+          .update(memberships)
+          .set({ role })
+          .where(and(eq(memberships.userId, userId), eq(memberships.tenantId, tenantId)))
+      })
+      await invalidate(userId, tenantId)
+    },
+
+    async remove(userId: string, tenantId: string) {
+      await db.transaction(async (tx) => {
+        await guardLastOwner(tx as unknown as HostDb, userId, tenantId, true)
+        await tx.delete(memberships).where(and(eq(memberships.userId, userId), eq(memberships.tenantId, tenantId)))
+      })
+      await invalidate(userId, tenantId)
+    },
+
+    invalidate,
+    invalidateTenant: (tenantId: string) => redis.publish(channel, `t|${tenantId}`).then(() => undefined),
+
+    async close() {
+      await ready.catch(() => {})
+      subscriber.disconnect()
+    },
+  }
+}
+
+async function guardLastOwner(tx: HostDb, userId: string, tenantId: string, losingOwnership: boolean) {
+  if (!losingOwnership) return
+  const owners = await tx
+    .select({ userId: memberships.userId })
+    .from(memberships)
+    .where(and(eq(memberships.tenantId, tenantId), eq(memberships.role, 'owner'), eq(memberships.status, 'active')))
+    .for('update')
+  if (owners.length === 1 && owners[0]!.userId === userId) {
+    throw forbidden('LAST_OWNER', 'The last owner of a tenant cannot be demoted or removed')
+  }
+}
+
+export type Memberships = ReturnType<typeof createMemberships>

@@ -1,0 +1,56 @@
+/**
+ * Which tenant a request is for. A chain of resolvers, first match wins (the order is configurable
+ * per app): X-Tenant-ID header (slug or id) → /t/:tenant/… path → subdomain of TENANT_DOMAIN_SUFFIX
+ * → the session's active tenant. A resolver only names a tenant; whether the caller may enter it is
+ * decided afterwards, from the database, by the tenancy guard.
+ */
+import type { FastifyRequest } from 'fastify'
+import { badRequest } from '../lib/errors.js'
+
+export type TenantResolver = (req: FastifyRequest) => string | undefined
+
+export interface ResolverOptions {
+  domainSuffix?: string | undefined
+}
+
+const REF = /^[a-z0-9-]{1,63}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** A malformed reference is bad input (400), not an unknown tenant. */
+function checked(ref: string | undefined, source: string): string | undefined {
+  if (ref === undefined || ref === '') return undefined
+  if (!REF.test(ref)) throw badRequest('INVALID_TENANT_REF', `Malformed tenant reference in ${source}`)
+  return ref.toLowerCase()
+}
+
+export const fromHeader: TenantResolver = (req) => {
+  const value = req.headers['x-tenant-id']
+  return checked(Array.isArray(value) ? value[0] : value, 'X-Tenant-ID header')
+}
+
+export const fromPath: TenantResolver = (req) => checked((req.params as { tenant?: string } | undefined)?.tenant, 'path')
+
+/** `acme.app.example.com` → `acme`. req.host honours X-Forwarded-Host only when trustProxy is on. */
+export const fromSubdomain =
+  (suffix: string | undefined): TenantResolver =>
+  (req) => {
+    if (!suffix) return undefined
+    const host = req.host.split(':')[0]!.toLowerCase()
+    const tail = `.${suffix.toLowerCase()}`
+    if (!host.endsWith(tail)) return undefined
+    const sub = host.slice(0, -tail.length)
+    return sub.includes('.') ? undefined : checked(sub, 'subdomain')
+  }
+
+export const fromSession: TenantResolver = (req) => req.session?.activeTenantId
+
+export function defaultResolvers(opts: ResolverOptions): TenantResolver[] {
+  return [fromHeader, fromPath, fromSubdomain(opts.domainSuffix), fromSession]
+}
+
+export function resolveTenantRef(req: FastifyRequest, resolvers: TenantResolver[]): string | undefined {
+  for (const resolve of resolvers) {
+    const ref = resolve(req)
+    if (ref) return ref
+  }
+  return undefined
+}
