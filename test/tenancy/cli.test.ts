@@ -1,0 +1,129 @@
+/**
+ * The CLI as an operator runs it: a child process (`tsx src/cli.ts …`), its output and its exit code.
+ * Each child costs about a second to start, so the remaining commands run in-process through runCli,
+ * which is what main() calls before process.exit(code).
+ */
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { eq } from 'drizzle-orm'
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { tenants } from '../../drizzle/host/schema.js'
+import { runCli } from '../../src/cli.js'
+import { connect, withDatabase } from '../../src/db/connect.js'
+import { createHostDatabase, type HostDatabase } from '../../src/db/host.js'
+import { migrationInfo } from '../../src/db/migrations.js'
+import { APP_URL } from '../helpers/env.js'
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+const version = migrationInfo('tenant').version
+let env: TestEnv
+let host: HostDatabase
+
+beforeAll(async () => {
+  env = await createTestEnv()
+  host = createHostDatabase(env.hostUrl, 2)
+})
+afterAll(async () => {
+  await host?.close()
+  await env?.cleanup()
+})
+
+function cli(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli.ts', ...args],
+      { cwd: root, env: { ...process.env, ...env.vars, ...extraEnv }, timeout: 60_000 },
+      (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+    )
+  })
+}
+
+/** The same command in this process. */
+async function runInProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = ''
+  let stderr = ''
+  const io = { out: (l: string) => (stdout += `${l}\n`), err: (l: string) => (stderr += `${l}\n`) }
+  const code = await runCli(args, { config: env.config, logger: pino({ level: 'silent' }), io })
+  return { code, stdout, stderr }
+}
+
+const dbExists = async (dbName: string) => (await host.sql`select 1 from pg_database where datname = ${dbName}`).length === 1
+
+describe('tenants CLI', () => {
+  it('provisions tenants and lists them with status and migration version', async () => {
+    const one = await cli(['tenants', 'provision', 'cli-one', '--name', 'CLI One'])
+    expect(one).toMatchObject({ code: 0, stderr: '' })
+    expect(one.stdout).toMatch(
+      new RegExp(`^provisioned cli-one \\([0-9a-f-]{36}\\): active, database ${env.name}_[0-9a-f]{32}, migration ${version}\\n$`),
+    )
+    expect((await runInProcess(['tenants', 'provision', 'cli-two'])).code).toBe(0)
+
+    const list = await cli(['tenants', 'list'])
+    expect(list.code).toBe(0)
+    const lines = list.stdout.trimEnd().split('\n')
+    expect(lines[0]).toMatch(/^SLUG\s+NAME\s+STATUS\s+PLAN\s+MIGRATION\s+MIGRATION STATUS$/)
+    expect(lines[1]).toMatch(new RegExp(`^cli-one\\s+CLI One\\s+active\\s+free\\s+${version}\\s+current$`))
+    expect(lines[2]).toMatch(new RegExp(`^cli-two\\s+cli-two\\s+active\\s+free\\s+${version}\\s+current$`))
+    expect(lines[3]).toBe('2 tenant(s)')
+  })
+
+  it('answers bad input with one error line and a non-zero exit', async () => {
+    const reserved = await cli(['tenants', 'provision', 'www'])
+    expect(reserved.code).toBe(1)
+    expect(reserved.stderr).toBe('error: slug "www" is reserved (INVALID_SLUG)\n')
+    const taken = await runInProcess(['tenants', 'provision', 'cli-one'])
+    expect(taken).toMatchObject({ code: 1, stderr: 'error: slug "cli-one" is already taken (SLUG_TAKEN)\n' })
+    const unknown = await runInProcess(['tenants', 'suspend', 'nobody-here'])
+    expect(unknown).toMatchObject({ code: 1, stderr: 'error: no tenant "nobody-here" (TENANT_NOT_FOUND)\n' })
+    const usage = await runInProcess(['tenants', 'frobnicate'])
+    expect(usage.code).toBe(2)
+    expect(usage.stderr).toMatch(/^error: unknown tenants command "frobnicate"\nusage:/)
+    const config = await cli(['tenants', 'list'], { POOL_CONNECTION_BUDGET: 'lots' })
+    expect(config).toMatchObject({
+      code: 1,
+      stdout: '',
+      stderr: 'Invalid configuration: POOL_CONNECTION_BUDGET: must be an integer, got "lots"\n',
+    })
+  })
+
+  it('suspends, resumes and deletes (soft, then hard)', async () => {
+    expect(await runInProcess(['tenants', 'suspend', 'cli-two'])).toMatchObject({ code: 0, stdout: 'cli-two: suspended\n' })
+    expect((await runInProcess(['tenants', 'list'])).stdout).toMatch(/cli-two\s+cli-two\s+suspended/)
+    expect(await runInProcess(['tenants', 'resume', 'cli-two'])).toMatchObject({ code: 0, stdout: 'cli-two: active\n' })
+
+    const [row] = await host.db.select().from(tenants).where(eq(tenants.slug, 'cli-two'))
+    expect((await runInProcess(['tenants', 'delete', 'cli-two'])).code).toBe(0)
+    expect(await dbExists(row!.dbName)).toBe(true)
+    expect((await runInProcess(['tenants', 'delete', 'cli-two', '--hard'])).code).toBe(0)
+    expect(await dbExists(row!.dbName)).toBe(false)
+    expect((await runInProcess(['tenants', 'list'])).stdout).not.toContain('cli-two')
+  })
+
+  it('migrates the fleet with progress lines and exits 1 when a tenant fails', async () => {
+    expect((await runInProcess(['tenants', 'provision', 'cli-three'])).code).toBe(0)
+    // Every tenant looks behind; cli-three's database lost its migration history, so re-running 0000 collides.
+    await host.db.update(tenants).set({ migrationVersion: null, migrationStatus: 'pending' })
+    const [broken] = await host.db.select().from(tenants).where(eq(tenants.slug, 'cli-three'))
+    const sql = connect(withDatabase(APP_URL, broken!.dbName), { max: 1 })
+    await sql`drop schema drizzle cascade`
+    await sql.end()
+
+    expect((await runInProcess(['tenants', 'behind'])).stdout).toMatch(
+      /cli-one\s+active\s+-\s+pending\ncli-three\s+active\s+-\s+pending\n2 tenant\(s\) behind/,
+    )
+    const run = await cli(['tenants', 'migrate', '--continue-on-error'])
+    expect(run.code).toBe(1)
+    expect(run.stdout).toMatch(/\[\d\/2\] cli-one migrated to /)
+    expect(run.stdout).toMatch(/\[\d\/2\] cli-three failed: relation "\w+" already exists/)
+    expect(run.stdout).toMatch(/2 tenant\(s\) at \S+: 1 migrated, 0 already current, 1 failed, 0 not run/)
+
+    const ok = await runInProcess(['tenants', 'migrate', '--tenant', 'cli-one'])
+    expect(ok.code).toBe(0)
+    expect(ok.stdout).toMatch(
+      /^\[1\/1\] cli-one skipped \(\d+ ms\)\n1 tenant\(s\) at \S+: 0 migrated, 1 already current, 0 failed, 0 not run/,
+    )
+  })
+})
