@@ -22,6 +22,9 @@ export const ENV_VARS = {
   PORT: { kind: 'int', default: '3000', min: 0, max: 65535, doc: 'HTTP listen port' },
   LOG_LEVEL: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', doc: 'pino log level' },
   TRUST_PROXY: { kind: 'bool', default: 'false', doc: 'Trust X-Forwarded-* headers (behind a load balancer)' },
+  RATE_LIMIT_MAX: { kind: 'int', default: '1000', min: 1, max: 1000000000, doc: 'Requests per client per window, all routes (login/signup have stricter limits)' },
+  RATE_LIMIT_WINDOW_S: { kind: 'int', default: '60', min: 1, max: 86400, doc: 'Rate limit window in seconds' },
+  APP_NAME: { kind: 'string', default: 'Tenantkit', doc: 'Product name used in emails and the OpenAPI title' },
   APP_BASE_URL: { kind: 'url', default: 'http://localhost:3000', doc: 'Public base URL, used for OAuth and Stripe redirects' },
 
   DATABASE_URL: { kind: 'url', default: '', doc: 'Host database URL; unset in development starts an embedded Postgres' },
@@ -101,6 +104,8 @@ export interface Config {
   logLevel: string
   trustProxy: boolean
   appBaseUrl: string
+  appName: string
+  rateLimit: { max: number; windowS: number }
   /** Host database URL; undefined means "start embedded Postgres" (development only). */
   databaseUrl: string | undefined
   databaseAdminUrl: string | undefined
@@ -261,6 +266,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: s('LOG_LEVEL'),
     trustProxy: b('TRUST_PROXY', false),
     appBaseUrl: s('APP_BASE_URL').replace(/\/$/, ''),
+    appName: s('APP_NAME'),
+    rateLimit: { max: i('RATE_LIMIT_MAX'), windowS: i('RATE_LIMIT_WINDOW_S') },
     databaseUrl,
     databaseAdminUrl: opt(s('DATABASE_ADMIN_URL')),
     tenantDatabaseUrl: opt(s('TENANT_DATABASE_URL')),

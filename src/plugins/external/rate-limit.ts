@@ -11,8 +11,8 @@ export default fp<AppOptions>(
   async (fastify, { config }) => {
     await fastify.register(rateLimit, {
       global: true,
-      max: 1000,
-      timeWindow: '1 minute',
+      max: config.rateLimit.max,
+      timeWindow: config.rateLimit.windowS * 1000,
       redis: fastify.redis,
       nameSpace: `${config.redisPrefix}:rl:`,
       skipOnError: true,

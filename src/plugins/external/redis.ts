@@ -12,7 +12,8 @@ declare module 'fastify' {
 export default fp<AppOptions>(
   async (fastify, { config }) => {
     // Fail fast per command when Redis is down (health and rate limits must answer, not hang).
-    const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: true })
+    // Auto-pipelining batches the commands of concurrent requests (session, rate limit) into one write.
+    const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: true, enableAutoPipelining: true })
     redis.on('error', (err) => fastify.log.debug({ err }, 'redis error'))
     await redis.connect().catch((err: Error) => {
       throw new Error(`Redis is not reachable at ${config.redisUrl} (${err.message}). Start it with: redis-server --daemonize yes`)

@@ -2,7 +2,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { MembershipSchema, UserSchema } from '../../auth/schemas.js'
-import { toPublicUser } from '../../auth/users.js'
 import { audit } from '../../lib/audit.js'
 import { notFound } from '../../lib/errors.js'
 import { errorResponses } from '../../lib/schemas.js'
@@ -21,7 +20,7 @@ const meRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     const user = req.user!
     const memberships = await tenancy.memberships.listForUser(user.id)
     const active = memberships.find((m) => m.tenantId === req.session.activeTenantId && m.status === 'active') ?? null
-    return { user: toPublicUser(user), memberships, activeTenant: active }
+    return { user, memberships, activeTenant: active }
   })
 
   fastify.put(

@@ -1,0 +1,59 @@
+/**
+ * The request plane's overhead: an authenticated `GET /api/projects/:id` (session in Redis → user →
+ * membership → catalog → tenant pool → role → SELECT) against a bare Fastify + postgres.js route doing
+ * the same SELECT on the same database, measured alternately in one run.
+ *
+ *   npx tsx bench/request-plane.ts        (BENCH_DURATION_S per round, default 15; BENCH_ROUNDS, default 2)
+ *
+ * Prints req/s and p99 for both, and the ratio (goal ≥ 0.85).
+ */
+import { spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import setup from '../test/global-setup.js'
+import { createTestEnv } from '../test/helpers/test-env.js'
+import { type AutocannonOptions, type AutocannonResult, runAutocannon } from './lib/autocannon.js'
+
+const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 15)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+
+await setup()
+const env = await createTestEnv({ LOG_LEVEL: 'silent', POOL_MAX_PER_TENANT: '10', RATE_LIMIT_MAX: '100000000' })
+const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./lib/request-plane-server.ts', import.meta.url))], {
+  env: { ...process.env, ...env.vars },
+  stdio: ['ignore', 'pipe', 'inherit'],
+})
+try {
+  const info = await new Promise<{ appPort: number; barePort: number; cookie: string; projectId: string }>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', (line) => resolve(JSON.parse(line)))
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)))
+  })
+  const run = (port: number, path: string, headers: Record<string, string> = {}, duration = DURATION_S) =>
+    runAutocannon({ url: `http://127.0.0.1:${port}${path}`, connections: CONNECTIONS, duration, headers } as AutocannonOptions)
+
+  const app = () => run(info.appPort, `/api/projects/${info.projectId}`, { cookie: info.cookie })
+  const bare = () => run(info.barePort, `/projects/${info.projectId}`)
+  // Warm both (JIT, pools, prepared statements) before measuring.
+  await run(info.appPort, `/api/projects/${info.projectId}`, { cookie: info.cookie }, 3)
+  await run(info.barePort, `/projects/${info.projectId}`, {}, 3)
+
+  const results: { app: AutocannonResult[]; bare: AutocannonResult[] } = { app: [], bare: [] }
+  for (let round = 0; round < ROUNDS; round++) {
+    results.bare.push(await bare())
+    results.app.push(await app())
+  }
+  const mean = (rs: AutocannonResult[], f: (r: AutocannonResult) => number) => rs.reduce((s, r) => s + f(r), 0) / rs.length
+  const rps = (rs: AutocannonResult[]) => mean(rs, (r) => r.requests.average)
+  const bad = (rs: AutocannonResult[]) => rs.reduce((s, r) => s + r.non2xx + r.errors + r.timeouts, 0)
+  console.log(`bare fastify + postgres.js req/s: ${rps(results.bare).toFixed(0)}`)
+  console.log(`bare p99 ms: ${mean(results.bare, (r) => r.latency.p99).toFixed(1)}`)
+  console.log(`app GET /api/projects/:id req/s: ${rps(results.app).toFixed(0)}`)
+  console.log(`app p99 ms: ${mean(results.app, (r) => r.latency.p99).toFixed(1)}`)
+  console.log(`ratio app/bare: ${(rps(results.app) / rps(results.bare)).toFixed(2)}`)
+  console.log(`errors or non-2xx (app, bare): ${bad(results.app)}, ${bad(results.bare)}`)
+} finally {
+  child.kill('SIGTERM')
+  await new Promise((r) => child.once('exit', r))
+  await env.cleanup()
+}
