@@ -31,6 +31,11 @@ const NONE = Symbol('none')
 export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: MembershipDeps) {
   const cache = new LRUCache<string, Membership | typeof NONE>({ max: 50_000, ttl: ttlMs })
   const key = (userId: string, tenantId: string) => `${userId}:${tenantId}`
+  // Other caches keyed by (user, tenant) — the tenant-local role and grants — follow these invalidations.
+  const listeners: ((key: string | undefined, tenantId: string | undefined) => void)[] = []
+  const notify = (k: string | undefined, tenantId: string | undefined) => {
+    for (const fn of listeners) fn(k, tenantId)
+  }
 
   const findStmt = db
     .select()
@@ -43,14 +48,21 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
   const ready = subscriber.subscribe(channel).then(() => {
     subscriber.on('message', (_ch, message: string) => {
       const [kind, id] = message.split('|')
-      if (kind === 'm' && id) cache.delete(id)
+      if (kind === 'm' && id) {
+        cache.delete(id)
+        notify(id, undefined)
+      }
       // A tenant-wide change (e.g. tenant deleted) drops every cached membership of that tenant.
-      if (kind === 't' && id) for (const k of cache.keys()) if (k.endsWith(`:${id}`)) cache.delete(k)
+      if (kind === 't' && id) {
+        for (const k of cache.keys()) if (k.endsWith(`:${id}`)) cache.delete(k)
+        notify(undefined, id)
+      }
     })
   })
 
   async function invalidate(userId: string, tenantId: string) {
     cache.delete(key(userId, tenantId))
+    notify(key(userId, tenantId), tenantId)
     await redis.publish(channel, `m|${key(userId, tenantId)}`)
   }
 
@@ -117,7 +129,13 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
       await invalidate(userId, tenantId)
     },
 
+    /** Drop the cached membership (and everything keyed on it) here and in every other process. Call after any change to a member's role, status or grants. */
     invalidate,
+    /** `key` is "userId:tenantId" for one member, undefined for a whole tenant. */
+    onInvalidate(listener: (key: string | undefined, tenantId: string | undefined) => void) {
+      listeners.push(listener)
+    },
+    key,
     invalidateTenant: (tenantId: string) => redis.publish(channel, `t|${tenantId}`).then(() => undefined),
 
     async close() {

@@ -75,7 +75,7 @@ export default fp<AppOptions>(
       await catalog.close()
     })
 
-    const roles = createRoleResolver()
+    const roles = createRoleResolver({ onInvalidate: memberships.onInvalidate })
     const resolvers = defaultResolvers({ domainSuffix: config.tenantDomainSuffix })
 
     fastify.decorate('tenancy', {
@@ -121,7 +121,7 @@ export default fp<AppOptions>(
       req.role = await roles.effectiveRole(lease.db, tenant.id, user.id, membership.role)
 
       const rule = req.routeOptions.config.access
-      if (rule && !(await roles.allows(lease.db, user.id, membership.role, req.role, rule))) {
+      if (rule && !(await roles.allows(lease.db, tenant.id, user.id, membership.role, req.role, rule))) {
         throw forbidden('INSUFFICIENT_ROLE', `This action needs the ${rule.minRole} role${rule.resource ? ` or a grant on ${rule.resource}:${rule.action}` : ''}`, {
           requiredRole: rule.minRole,
           role: req.role,
