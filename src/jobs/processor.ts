@@ -1,0 +1,178 @@
+/**
+ * What a worker does with one BullMQ job: find its definition, resolve the tenant from the payload (tenant
+ * jobs), take a tenant slot or step aside, validate the payload again, and run the processor while
+ * keeping the job's record in step with BullMQ:
+ *
+ *   start            → running (retry_count = retries so far)
+ *   success          → follow-ups submitted, then completed with the result
+ *   failure, retry   → pending, retry_count + 1, error_log = error and stack (BullMQ waits out the backoff)
+ *   failure, final   → failed with error_log (also: permanent errors and payloads that fail validation)
+ *   tenant at cap    → back to delayed (BullMQ DelayedError); not an attempt, the record stays pending
+ *
+ * The tenant and its database live in this call's context object and nowhere else, so two tenants' jobs
+ * running side by side on one worker cannot see each other's data.
+ */
+import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
+import type { Logger } from 'pino'
+import type { Sql } from '../db/connect.js'
+import type { Catalog, PoolManager, TenantDb, TenantRecord } from '../tenancy/types.js'
+import { recordsFor } from './records.js'
+import {
+  derivedJobId,
+  type FollowUp,
+  type JobContext,
+  type JobDefinition,
+  type JobRegistry,
+  type JobSubmitter,
+  payloadProblems,
+} from './registry.js'
+import type { TenantSlots } from './tenant-slots.js'
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** Marks errors whose outcome is already in the job record (the worker's 'failed' listener skips them). */
+const RECORDED = Symbol('tenantkit.jobRecorded')
+const markRecorded = <E>(err: E): E => {
+  if (typeof err === 'object' && err !== null) (err as Record<symbol, boolean>)[RECORDED] = true
+  return err
+}
+export const isRecorded = (err: unknown) => typeof err === 'object' && err !== null && (err as Record<symbol, boolean>)[RECORDED] === true
+
+/** error_log: the message with its stack, and the causes behind it. */
+export function errorLog(err: unknown): string {
+  const parts: string[] = []
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    parts.push(e instanceof Error ? (e.stack ?? `${e.name}: ${e.message}`) : String(e))
+  }
+  return parts.join('\nCaused by: ')
+}
+
+function unrecoverable(message: string, cause?: unknown): UnrecoverableError {
+  const err = new UnrecoverableError(message)
+  if (cause instanceof Error && cause.stack) err.stack = `${err.name}: ${message}\n${cause.stack}`
+  return err
+}
+
+export interface ProcessorDeps {
+  registry: JobRegistry
+  deps: unknown
+  hostSql: Sql
+  catalog: Catalog
+  pools: PoolManager
+  slots: TenantSlots
+  submitter: JobSubmitter
+  logger: Logger
+  /** First delay when a tenant is at its cap; doubles with each bounce of the same job, up to 5 s. */
+  tenantCapDelayMs: number
+}
+
+export type Processor = (job: Job, token?: string) => Promise<unknown>
+
+export function createProcessor(p: ProcessorDeps): Processor {
+  const { registry, catalog, pools, slots, logger } = p
+
+  // Bounces so far: starts that neither failed nor finished. Backing off keeps a big backlog from
+  // spinning through the workers while its tenant is at the cap.
+  const capDelay = (job: Job) => {
+    const bounces = Math.max(0, (job.attemptsStarted ?? 1) - job.attemptsMade - 1)
+    const ms = Math.min(p.tenantCapDelayMs * 2 ** Math.min(bounces, 8), 5000)
+    return Math.round(ms * (0.75 + Math.random() * 0.5))
+  }
+
+  async function followUps(def: JobDefinition, job: Job, result: unknown) {
+    if (!def.next) return
+    const list: FollowUp[] = typeof def.next === 'string' ? [{ name: def.next, payload: job.data }] : def.next(job.data, result)
+    for (const [i, f] of list.entries()) {
+      await p.submitter.submit(f.name, f.payload, { id: derivedJobId(job.id!, `next:${i}:${f.name}`) })
+    }
+  }
+
+  async function runRecorded(job: Job, def: JobDefinition, sql: Sql, tenantCtx: { tenant: TenantRecord; db: TenantDb } | undefined) {
+    const store = recordsFor(def.scope)
+    const id = job.id!
+    const retries = job.attemptsMade
+    const problems = payloadProblems(def.payload, job.data)
+    if (problems.length > 0) {
+      const err = unrecoverable(`INVALID_JOB_PAYLOAD: ${problems.slice(0, 5).join('; ')}`)
+      await store.failed(sql, id, retries, errorLog(err))
+      throw markRecorded(err)
+    }
+    await store.running(sql, id, retries)
+    const jobLogger = logger.child({ jobId: id, job: job.name, ...(tenantCtx ? { tenantId: tenantCtx.tenant.id } : {}) })
+    const ctx: JobContext = {
+      job,
+      jobId: id,
+      attempt: retries + 1,
+      logger: jobLogger,
+      deps: p.deps,
+      submit: p.submitter.submit,
+      submitMany: p.submitter.submitMany,
+      ...tenantCtx,
+    }
+    let result: unknown
+    try {
+      result = await (def.process as (ctx: JobContext, payload: unknown) => Promise<unknown>)(ctx, job.data)
+      await followUps(def, job, result)
+    } catch (err) {
+      const permanent = def.permanent?.(err) === true
+      const final = permanent || retries + 1 >= (job.opts.attempts ?? 1)
+      if (final) {
+        await store.failed(sql, id, retries, errorLog(err))
+        jobLogger.error({ err, attempt: retries + 1, permanent }, 'job failed')
+        throw markRecorded(permanent ? unrecoverable(err instanceof Error ? err.message : String(err), err) : err)
+      }
+      await store.retrying(sql, id, retries + 1, errorLog(err))
+      jobLogger.warn({ err, attempt: retries + 1 }, 'job attempt failed; will retry')
+      throw markRecorded(err)
+    }
+    await store.completed(sql, id, retries, result)
+    return result
+  }
+
+  return async function process(job, token) {
+    const def = registry[job.name]
+    if (!def) throw unrecoverable(`unknown job type "${job.name}"`)
+    if (def.scope === 'system') return runRecorded(job, def, p.hostSql, undefined)
+
+    const tenantId = (job.data as { tenantId?: unknown } | undefined)?.tenantId
+    // Without a valid tenant there is no database to hold the record: fail in BullMQ only.
+    if (typeof tenantId !== 'string' || !UUID.test(tenantId)) throw unrecoverable('INVALID_JOB_PAYLOAD: /tenantId is required')
+    const tenant = await catalog.get(tenantId)
+    if (!tenant) throw unrecoverable(`TENANT_NOT_FOUND: tenant ${tenantId} does not exist or was deleted`)
+
+    const slot = await slots.tryAcquire(tenant.id, job.id!)
+    if (!slot) {
+      await job.moveToDelayed(Date.now() + capDelay(job), token)
+      throw new DelayedError()
+    }
+    try {
+      return await pools.withTenant(tenant, (db) => runRecorded(job, def, db.$client, { tenant, db }))
+    } finally {
+      await slot.release().catch((err) => logger.warn({ err, tenantId, jobId: job.id }, 'releasing tenant slot failed'))
+    }
+  }
+}
+
+/**
+ * For failures BullMQ decides without our processor (a job stalled more often than maxStalledCount):
+ * bring the record to failed too. Best effort; the error is logged either way.
+ */
+export async function recordUnhandledFailure(
+  job: Job,
+  err: Error,
+  d: Pick<ProcessorDeps, 'registry' | 'hostSql' | 'catalog' | 'pools' | 'logger'>,
+): Promise<void> {
+  if (isRecorded(err)) return
+  const def = d.registry[job.name]
+  if (!def || !job.id) return
+  const store = recordsFor(def.scope)
+  const retries = Math.max(0, job.attemptsMade - 1)
+  try {
+    if (def.scope === 'system') return await store.failed(d.hostSql, job.id, retries, errorLog(err))
+    const tenantId = (job.data as { tenantId?: unknown } | undefined)?.tenantId
+    const tenant = typeof tenantId === 'string' && UUID.test(tenantId) ? await d.catalog.get(tenantId) : undefined
+    if (tenant) await d.pools.withTenant(tenant, (db) => store.failed(db.$client, job.id!, retries, errorLog(err)))
+  } catch (writeErr) {
+    d.logger.error({ err: writeErr, jobId: job.id }, 'could not record a job failure')
+  }
+}

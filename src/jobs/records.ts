@@ -1,0 +1,182 @@
+/**
+ * Job records (seed TenantJob): system jobs in the host DB's sys_jobs, tenant jobs in the tenant DB's
+ * tenant_jobs. Both tables share the seed's columns, so one set of statements serves both.
+ *
+ * Lifecycle: pending → running → completed | failed; a failed attempt that will be retried goes back to
+ * pending with retry_count + 1 and the error in error_log. So retry_count counts retries: never more
+ * than max_retries, and once a job is finished (completed or failed) it equals BullMQ's attemptsMade − 1
+ * (BullMQ counts every attempt, the last one included).
+ *
+ * Raw postgres.js statements: they run two to four times per job on the worker's hot path, and
+ * postgres.js prepares each one once per connection.
+ */
+import type { Sql } from '../db/connect.js'
+import type { JobScope } from './registry.js'
+
+export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed'] as const
+export type JobStatus = (typeof JOB_STATUSES)[number]
+
+export interface JobRecord {
+  id: string
+  scope: JobScope
+  /** The tenant the job works for (system jobs: when the payload names one). */
+  tenantId: string | null
+  jobType: string
+  status: JobStatus
+  payload: Record<string, unknown>
+  result: unknown
+  /** The error and stack of the last failed attempt. */
+  errorLog: string | null
+  retryCount: number
+  maxRetries: number
+  createdAt: Date
+  startedAt: Date | null
+  finishedAt: Date | null
+  updatedAt: Date
+}
+
+export interface NewRecord {
+  id: string
+  jobType: string
+  payload: unknown
+  maxRetries: number
+  tenantId: string | null
+}
+
+interface Row {
+  id: string
+  tenant_id?: string | null
+  job_type: string
+  status: JobStatus
+  payload: Record<string, unknown>
+  result: unknown
+  error_log: string | null
+  retry_count: number
+  max_retries: number
+  created_at: Date | string
+  started_at: Date | string | null
+  finished_at: Date | string | null
+  updated_at: Date | string
+}
+
+export interface RecordStore {
+  readonly scope: JobScope
+  /** Insert new records; ids that already exist are left alone. Returns the ids actually inserted. */
+  insert(sql: Sql, records: NewRecord[]): Promise<Set<string>>
+  statuses(sql: Sql, ids: string[]): Promise<Map<string, JobStatus>>
+  running(sql: Sql, id: string, retryCount: number): Promise<void>
+  retrying(sql: Sql, id: string, retryCount: number, errorLog: string): Promise<void>
+  completed(sql: Sql, id: string, retryCount: number, result: unknown): Promise<void>
+  failed(sql: Sql, id: string, retryCount: number, errorLog: string): Promise<void>
+  get(sql: Sql, id: string, tenantId?: string): Promise<JobRecord | undefined>
+  list(sql: Sql, filter: ListFilter, tenantId?: string): Promise<JobRecord[]>
+}
+
+export interface ListFilter {
+  type?: string | undefined
+  status?: JobStatus | undefined
+  limit: number
+  /** Cursor: records created before this record id. */
+  before?: string | undefined
+  /** sys_jobs only: the jobs a system job recorded for this tenant. */
+  tenantId?: string | undefined
+}
+
+// With fetch_types off, postgres.js may hand timestamptz back as text.
+const date = (value: Date | string | null): Date | null => (value === null ? null : value instanceof Date ? value : new Date(value))
+const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value))
+
+function toRecord(scope: JobScope, row: Row, tenantId: string | undefined): JobRecord {
+  return {
+    id: row.id,
+    scope,
+    tenantId: tenantId ?? row.tenant_id ?? null,
+    jobType: row.job_type,
+    status: row.status,
+    payload: row.payload,
+    result: row.result ?? null,
+    errorLog: row.error_log,
+    retryCount: row.retry_count,
+    maxRetries: row.max_retries,
+    createdAt: date(row.created_at)!,
+    startedAt: date(row.started_at),
+    finishedAt: date(row.finished_at),
+    updatedAt: date(row.updated_at)!,
+  }
+}
+
+function createStore(scope: JobScope): RecordStore {
+  const table = scope === 'system' ? 'sys_jobs' : 'tenant_jobs'
+  const hasTenant = scope === 'system'
+  return {
+    scope,
+    async insert(sql, records) {
+      if (records.length === 0) return new Set()
+      // One statement for any batch size: the rows travel as one JSON parameter.
+      const rows = JSON.stringify(
+        records.map((r) => ({ id: r.id, job_type: r.jobType, payload: r.payload, max_retries: r.maxRetries, tenant_id: r.tenantId })),
+      )
+      const inserted = hasTenant
+        ? await sql<{ id: string }[]>`
+            insert into sys_jobs (id, job_type, payload, max_retries, tenant_id)
+            select id, job_type, payload, max_retries, tenant_id
+            from jsonb_to_recordset(${rows}::jsonb) as r(id uuid, job_type text, payload jsonb, max_retries int, tenant_id uuid)
+            on conflict (id) do nothing returning id`
+        : await sql<{ id: string }[]>`
+            insert into tenant_jobs (id, job_type, payload, max_retries)
+            select id, job_type, payload, max_retries
+            from jsonb_to_recordset(${rows}::jsonb) as r(id uuid, job_type text, payload jsonb, max_retries int)
+            on conflict (id) do nothing returning id`
+      return new Set(inserted.map((r) => r.id))
+    },
+    async statuses(sql, ids) {
+      const rows = await sql<{ id: string; status: JobStatus }[]>`
+        select id, status from ${sql(table)} where id in (select jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::uuid)`
+      return new Map(rows.map((r) => [r.id, r.status]))
+    },
+    async running(sql, id, retryCount) {
+      await sql`
+        update ${sql(table)} set status = 'running', retry_count = ${retryCount}, started_at = coalesce(started_at, now()),
+          finished_at = null, updated_at = now()
+        where id = ${id}`
+    },
+    async retrying(sql, id, retryCount, errorLog) {
+      await sql`
+        update ${sql(table)} set status = 'pending', retry_count = ${retryCount}, error_log = ${errorLog}, updated_at = now()
+        where id = ${id}`
+    },
+    async completed(sql, id, retryCount, result) {
+      await sql`
+        update ${sql(table)} set status = 'completed', retry_count = ${retryCount}, result = ${json(result)}::jsonb,
+          finished_at = now(), updated_at = now()
+        where id = ${id}`
+    },
+    async failed(sql, id, retryCount, errorLog) {
+      await sql`
+        update ${sql(table)} set status = 'failed', retry_count = ${retryCount}, error_log = ${errorLog},
+          finished_at = now(), updated_at = now()
+        where id = ${id}`
+    },
+    async get(sql, id, tenantId) {
+      const [row] = await sql<Row[]>`select * from ${sql(table)} where id = ${id}`
+      return row ? toRecord(scope, row, tenantId) : undefined
+    },
+    async list(sql, filter, tenantId) {
+      const limit = Math.min(Math.max(1, Math.trunc(filter.limit)), 200)
+      const rows = await sql<Row[]>`
+        select * from ${sql(table)}
+        where true
+          ${filter.type ? sql`and job_type = ${filter.type}` : sql``}
+          ${filter.status ? sql`and status = ${filter.status}` : sql``}
+          ${hasTenant && filter.tenantId ? sql`and tenant_id = ${filter.tenantId}` : sql``}
+          ${filter.before ? sql`and (created_at, id) < (select created_at, id from ${sql(table)} where id = ${filter.before})` : sql``}
+        order by created_at desc, id desc
+        limit ${limit}`
+      return rows.map((row) => toRecord(scope, row, tenantId))
+    },
+  }
+}
+
+export const systemRecords = createStore('system')
+export const tenantRecords = createStore('tenant')
+export const recordsFor = (scope: JobScope) => (scope === 'system' ? systemRecords : tenantRecords)

@@ -1,0 +1,307 @@
+/**
+ * The task manager (seed BackgroundTaskManager): the one way the kit runs background work.
+ *
+ *   submit(name, payload)  validate (400 INVALID_JOB_PAYLOAD naming the field), write the record
+ *                          (pending), enqueue on BullMQ with the record id as job id
+ *   getJob(id, scope)      the record plus BullMQ's view of the job
+ *   listJobs(filter)       records of one tenant (tenant_jobs) or of the platform (sys_jobs)
+ *   startWorkers(opts)     BullMQ workers running the registry's processors (processor.ts)
+ *
+ * The record is written before the job is enqueued, so a worker never sees a job without a record.
+ */
+import { type Job, type JobsOptions, Worker } from 'bullmq'
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import { uuidv7 } from 'uuidv7'
+import type { Config } from '../config.js'
+import type { HostDatabase } from '../db/host.js'
+import { badRequest, notFound, unavailable } from '../lib/errors.js'
+import type { Catalog, PoolManager, TenantRecord } from '../tenancy/types.js'
+import { createProcessor, errorLog, recordUnhandledFailure } from './processor.js'
+import { createQueues, QUEUE_NAMES, type Queues, workerConnection } from './queues.js'
+import { type JobRecord, type JobStatus, type NewRecord, recordsFor, systemRecords, tenantRecords } from './records.js'
+import {
+  assertPayload,
+  type DepsOf,
+  type JobDefinition,
+  type JobRegistry,
+  type JobScope,
+  type JobSubmitter,
+  type PayloadOf,
+  type SubmitOptions,
+  type SubmittedJob,
+} from './registry.js'
+import { createTenantSlots, type TenantSlots } from './tenant-slots.js'
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+export interface TaskManagerDeps<R extends JobRegistry> {
+  registry: R
+  /** What the registry's processors need (e.g. { mailer, provisioner }). */
+  deps: DepsOf<R>
+  host: HostDatabase
+  catalog: Catalog
+  pools: PoolManager
+  /** Producer connection for the queues and the tenant slots; not closed by the task manager. */
+  redis: Redis
+  config: Pick<Config, 'redisUrl' | 'redisPrefix' | 'jobs'>
+  logger: Logger
+  /** How long BullMQ keeps finished jobs (the records keep the history). Default: 1 day / 7 days. */
+  retention?: { completedAgeS: number; failedAgeS: number }
+}
+
+export interface WorkerOptions {
+  /** Queues this process consumes (default both). */
+  scopes?: JobScope[]
+  /** Jobs at once per queue (default config.jobs.workerConcurrency). */
+  concurrency?: number
+  /** A job whose worker stops renewing its lock for this long is stalled and picked up again (default 30 s). */
+  lockDurationMs?: number
+  /** How often workers look for stalled jobs (default 30 s). */
+  stalledIntervalMs?: number
+  /** Times a job may stall before it fails (default 1). */
+  maxStalledCount?: number
+  /** First re-queue delay of a job whose tenant is at its cap (default 100 ms, doubling per bounce). */
+  tenantCapDelayMs?: number
+}
+
+export interface JobWorkers {
+  workers: Worker[]
+  /** Resolves when every worker is connected and consuming. */
+  ready(): Promise<void>
+  /**
+   * Stop taking jobs and wait for running ones, at most `timeoutMs` (then force-close: jobs still
+   * running are left to the stalled check of another worker). Resolves with whether it drained in time.
+   */
+  close(timeoutMs?: number): Promise<boolean>
+}
+
+export type JobView = JobRecord & {
+  /** BullMQ's state: waiting, delayed, active, completed, failed… or 'unknown' once BullMQ removed it. */
+  queueState: string
+}
+
+export interface ListJobsFilter {
+  /** Jobs of this tenant (its tenant_jobs); without it, the platform's sys_jobs. */
+  tenantId?: string
+  type?: string
+  status?: JobStatus
+  /** Default 50, at most 200. */
+  limit?: number
+  /** Cursor: the last id of the previous page. */
+  before?: string
+}
+
+export interface TaskManager<R extends JobRegistry> {
+  readonly registry: R
+  readonly queues: Queues
+  readonly slots: TenantSlots
+  submit<N extends keyof R & string>(name: N, payload: PayloadOf<R[N]>, opts?: SubmitOptions): Promise<SubmittedJob>
+  submitMany<N extends keyof R & string>(name: N, payloads: PayloadOf<R[N]>[], opts?: { ids?: string[] }): Promise<SubmittedJob[]>
+  /** 404 JOB_NOT_FOUND unless the job exists in that scope. */
+  getJob(id: string, scope: 'system' | { tenantId: string }): Promise<JobView>
+  listJobs(filter?: ListJobsFilter): Promise<JobRecord[]>
+  startWorkers(opts?: WorkerOptions): JobWorkers
+  /** Closes workers started here and the queues. */
+  close(): Promise<void>
+}
+
+export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>): TaskManager<R> {
+  const { registry, host, catalog, pools, redis, config, logger } = d
+  const prefix = config.redisPrefix
+  const queues = createQueues(redis, prefix)
+  // A slot lease outlives a dead worker by at most this; renewed every third of it while the job runs.
+  const slots = createTenantSlots(redis, { prefix, cap: config.jobs.tenantConcurrency, leaseMs: 30_000 })
+  const retention = d.retention ?? { completedAgeS: 86_400, failedAgeS: 7 * 86_400 }
+  const started = new Set<JobWorkers>()
+
+  const definition = (name: string): JobDefinition => {
+    const def = Object.hasOwn(registry, name) ? registry[name] : undefined
+    if (!def) throw badRequest('UNKNOWN_JOB_TYPE', `Unknown job type "${name}"`)
+    return def
+  }
+
+  async function tenantOr404(tenantId: string): Promise<TenantRecord> {
+    const tenant = UUID.test(tenantId) ? await catalog.get(tenantId) : undefined
+    if (!tenant) throw notFound('TENANT_NOT_FOUND', `Tenant ${tenantId} not found`)
+    return tenant
+  }
+
+  const jobOptions = (def: JobDefinition, id: string, delayMs?: number): JobsOptions => ({
+    jobId: id,
+    attempts: def.maxRetries + 1,
+    backoff: { type: def.backoff.type, delay: def.backoff.delayMs },
+    ...(delayMs ? { delay: delayMs } : {}),
+    removeOnComplete: { age: retention.completedAgeS },
+    removeOnFail: { age: retention.failedAgeS },
+  })
+
+  async function submitMany(name: string, payloads: unknown[], opts: { ids?: string[]; delayMs?: number } = {}): Promise<SubmittedJob[]> {
+    const def = definition(name)
+    for (const payload of payloads) assertPayload(name, def, payload)
+    const ids = opts.ids ?? payloads.map(() => uuidv7())
+    if (ids.length !== payloads.length || ids.some((id) => !UUID.test(id)))
+      throw badRequest('INVALID_JOB_ID', 'job ids must be UUIDs, one per payload')
+    const tenantOf = (payload: unknown) => (payload as { tenantId?: string }).tenantId
+    const jobs: SubmittedJob[] = payloads.map((payload, i) => ({ id: ids[i]!, name, scope: def.scope, tenantId: tenantOf(payload) }))
+    const rows: NewRecord[] = payloads.map((payload, i) => ({
+      id: ids[i]!,
+      jobType: name,
+      payload,
+      maxRetries: def.maxRetries,
+      tenantId: tenantOf(payload) ?? null,
+    }))
+
+    // Records first. An id that already has a record is enqueued again only while still pending (an
+    // earlier submit may have died before reaching Redis); once it ran, submitting it again is a no-op.
+    const enqueue = new Set<string>()
+    const writeRecords = async (sql: HostDatabase['sql'], group: NewRecord[]) => {
+      const store = recordsFor(def.scope)
+      const inserted = await store.insert(sql, group)
+      for (const id of inserted) enqueue.add(id)
+      const existing = group.filter((r) => !inserted.has(r.id)).map((r) => r.id)
+      if (existing.length > 0) {
+        for (const [id, status] of await store.statuses(sql, existing)) if (status === 'pending') enqueue.add(id)
+      }
+    }
+    if (def.scope === 'system') {
+      await writeRecords(host.sql, rows)
+    } else {
+      const byTenant = new Map<string, NewRecord[]>()
+      for (const row of rows) {
+        const group = byTenant.get(row.tenantId!)
+        if (group) group.push(row)
+        else byTenant.set(row.tenantId!, [row])
+      }
+      for (const [tenantId, group] of byTenant) {
+        const tenant = await tenantOr404(tenantId)
+        await pools.withTenant(tenant, (db) => writeRecords(db.$client, group))
+      }
+    }
+
+    const toAdd = payloads.flatMap((data, i) =>
+      enqueue.has(ids[i]!) ? [{ name, data, opts: jobOptions(def, ids[i]!, opts.delayMs) }] : [],
+    )
+    if (toAdd.length > 0) {
+      try {
+        await queues.byScope(def.scope).addBulk(toAdd)
+      } catch (err) {
+        logger.error({ err, job: name, count: toAdd.length }, 'enqueueing jobs failed; records marked failed')
+        await markEnqueueFailed(def, rows, enqueue, err).catch(() => {})
+        throw unavailable('QUEUE_UNAVAILABLE', 'The job queue is unavailable; try again later')
+      }
+    }
+    return jobs
+  }
+
+  async function markEnqueueFailed(def: JobDefinition, rows: NewRecord[], ids: Set<string>, err: unknown) {
+    const store = recordsFor(def.scope)
+    const log = `enqueue failed: ${errorLog(err)}`
+    for (const row of rows.filter((r) => ids.has(r.id))) {
+      if (def.scope === 'system') await store.failed(host.sql, row.id, 0, log)
+      else await pools.withTenant(await tenantOr404(row.tenantId!), (db) => store.failed(db.$client, row.id, 0, log))
+    }
+  }
+
+  async function submit(name: string, payload: unknown, opts: SubmitOptions = {}): Promise<SubmittedJob> {
+    const [job] = await submitMany(name, [payload], { ...(opts.id ? { ids: [opts.id] } : {}), delayMs: opts.delayMs })
+    return job!
+  }
+
+  const submitter: JobSubmitter = { submit, submitMany }
+
+  async function getJob(id: string, scope: 'system' | { tenantId: string }): Promise<JobView> {
+    const missing = () => notFound('JOB_NOT_FOUND', `Job ${id} not found`)
+    if (!UUID.test(id)) throw missing()
+    let record: JobRecord | undefined
+    if (scope === 'system') {
+      record = await systemRecords.get(host.sql, id)
+    } else {
+      const tenant = await tenantOr404(scope.tenantId)
+      record = await pools.withTenant(tenant, (db) => tenantRecords.get(db.$client, id, tenant.id))
+    }
+    if (!record) throw missing()
+    const queueState = await queues.byScope(record.scope).getJobState(id)
+    return { ...record, queueState }
+  }
+
+  async function listJobs(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
+    if (filter.before !== undefined && !UUID.test(filter.before)) throw badRequest('INVALID_CURSOR', 'before must be a job id')
+    const f = { type: filter.type, status: filter.status, limit: filter.limit ?? 50, before: filter.before }
+    if (filter.tenantId === undefined) return systemRecords.list(host.sql, f)
+    const tenant = await tenantOr404(filter.tenantId)
+    return pools.withTenant(tenant, (db) => tenantRecords.list(db.$client, f, tenant.id))
+  }
+
+  function startWorkers(opts: WorkerOptions = {}): JobWorkers {
+    const processorDeps = {
+      registry,
+      deps: d.deps,
+      hostSql: host.sql,
+      catalog,
+      pools,
+      slots,
+      submitter,
+      logger,
+      tenantCapDelayMs: opts.tenantCapDelayMs ?? 100,
+    }
+    const processor = createProcessor(processorDeps)
+    const workers = (opts.scopes ?? (['system', 'tenant'] as const)).map((scope) => {
+      const worker = new Worker(QUEUE_NAMES[scope], processor, {
+        connection: workerConnection(config.redisUrl),
+        prefix,
+        concurrency: opts.concurrency ?? config.jobs.workerConcurrency,
+        lockDuration: opts.lockDurationMs ?? 30_000,
+        stalledInterval: opts.stalledIntervalMs ?? 30_000,
+        maxStalledCount: opts.maxStalledCount ?? 1,
+      })
+      worker.on('failed', (job: Job | undefined, err: Error) => {
+        if (job) void recordUnhandledFailure(job, err, processorDeps)
+      })
+      worker.on('error', (err) => logger.error({ err, queue: scope }, 'job worker error'))
+      return worker
+    })
+
+    let closing: Promise<boolean> | undefined
+    const handle: JobWorkers = {
+      workers,
+      async ready() {
+        await Promise.all(workers.map((w) => w.waitUntilReady()))
+      },
+      close(timeoutMs = config.jobs.shutdownTimeoutMs) {
+        closing ??= (async () => {
+          let timer: NodeJS.Timeout | undefined
+          const timedOut = new Promise<false>((resolve) => {
+            timer = setTimeout(() => resolve(false), timeoutMs)
+          })
+          const drained = await Promise.race([Promise.all(workers.map((w) => w.close())).then(() => true as const), timedOut])
+          clearTimeout(timer)
+          if (!drained) {
+            logger.warn({ timeoutMs }, 'jobs still running at the shutdown deadline; leaving them to the stalled check')
+            await Promise.all(workers.map((w) => w.close(true).catch(() => {})))
+          }
+          started.delete(handle)
+          return drained
+        })()
+        return closing
+      },
+    }
+    started.add(handle)
+    return handle
+  }
+
+  return {
+    registry,
+    queues,
+    slots,
+    submit: submit as TaskManager<R>['submit'],
+    submitMany: submitMany as TaskManager<R>['submitMany'],
+    getJob,
+    listJobs,
+    startWorkers,
+    async close() {
+      await Promise.all([...started].map((w) => w.close()))
+      await queues.close()
+    },
+  }
+}

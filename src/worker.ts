@@ -1,0 +1,172 @@
+/**
+ * The worker process (`npm run worker`): consumes the job queues with the registry's processors.
+ *
+ * SIGTERM/SIGINT: stop taking jobs, let running ones finish for up to WORKER_SHUTDOWN_TIMEOUT_MS, then
+ * exit 0. Jobs still running at that deadline (or on a SIGKILL) keep their BullMQ lock until it expires;
+ * the stalled check of any worker then puts them back in the queue, so they run again rather than vanish.
+ *
+ * Flags (all optional):
+ *   --queues system,tenant      queues to consume (run separate processes per queue to scale them apart)
+ *   --concurrency N             jobs at once per queue (default WORKER_CONCURRENCY)
+ *   --lock-duration-ms N        lock lifetime; a dead worker's jobs are recovered after about this long
+ *   --stalled-interval-ms N     how often to look for stalled jobs
+ *   --jobs ./path/to/module.ts  add job definitions: the module's default export is a registry object
+ */
+import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+import { pino } from 'pino'
+import { loadConfigOrExit } from './config.js'
+import { createMailer, type Mailer } from './email/index.js'
+import { BUILT_IN_JOBS } from './jobs/built-in.js'
+import type { JobRegistry, JobScope } from './jobs/registry.js'
+import { createTaskManager, type JobWorkers, type TaskManager, type WorkerOptions } from './jobs/task-manager.js'
+import { loggerOptions } from './lib/logger.js'
+import { createServices, type Services } from './services.js'
+
+export type WorkerServices = Pick<Services, 'config' | 'logger' | 'host' | 'redis' | 'catalog' | 'pools'> &
+  Partial<Pick<Services, 'provisioner'>>
+
+export interface StartWorkersOptions extends WorkerOptions {
+  /** Job definitions added to (or overriding) the built-in ones. */
+  registry?: JobRegistry
+  /** Extra dependencies for those jobs' processors (ctx.deps); mailer and provisioner are always there. */
+  deps?: Record<string, unknown>
+  /** Defaults to a mailer built from config.smtp. */
+  mailer?: Mailer
+}
+
+export interface WorkerRuntime {
+  tasks: TaskManager<JobRegistry>
+  workers: JobWorkers
+  /** Graceful stop (see JobWorkers.close), then the task manager and the mailer. Resolves with whether it drained in time. */
+  close(timeoutMs?: number): Promise<boolean>
+}
+
+/** Start consuming. Used by this process's main() and, in-process, by tests and benchmarks. */
+export async function startWorkers(services: WorkerServices, opts: StartWorkersOptions = {}): Promise<WorkerRuntime> {
+  const { config, logger } = services
+  const ownsMailer = !opts.mailer
+  const mailer = opts.mailer ?? createMailer(config.smtp, logger)
+  const registry: JobRegistry = { ...BUILT_IN_JOBS, ...opts.registry }
+  const tasks = createTaskManager({
+    registry,
+    deps: { mailer, provisioner: services.provisioner, ...opts.deps },
+    host: services.host,
+    catalog: services.catalog,
+    pools: services.pools,
+    redis: services.redis,
+    config,
+    logger,
+  })
+  const workers = tasks.startWorkers(opts)
+  await workers.ready()
+  return {
+    tasks,
+    workers,
+    async close(timeoutMs) {
+      const drained = await workers.close(timeoutMs)
+      await tasks.close()
+      if (ownsMailer) mailer.close()
+      return drained
+    },
+  }
+}
+
+const SCOPES: readonly JobScope[] = ['system', 'tenant']
+
+function positiveInt(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got "${value}"`)
+  return n
+}
+
+export function parseWorkerFlags(argv: string[]): { options: WorkerOptions; jobModules: string[] } {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      queues: { type: 'string' },
+      concurrency: { type: 'string' },
+      'lock-duration-ms': { type: 'string' },
+      'stalled-interval-ms': { type: 'string' },
+      jobs: { type: 'string', multiple: true },
+    },
+    strict: true,
+  })
+  const scopes = values.queues?.split(',').map((s) => s.trim()) as JobScope[] | undefined
+  const unknown = scopes?.filter((s) => !SCOPES.includes(s))
+  if (unknown?.length) throw new Error(`--queues: unknown queue(s) ${unknown.join(', ')} (known: ${SCOPES.join(', ')})`)
+  const options: WorkerOptions = {}
+  if (scopes) options.scopes = scopes
+  const concurrency = positiveInt('concurrency', values.concurrency)
+  if (concurrency) options.concurrency = concurrency
+  const lock = positiveInt('lock-duration-ms', values['lock-duration-ms'])
+  if (lock) options.lockDurationMs = lock
+  const stalled = positiveInt('stalled-interval-ms', values['stalled-interval-ms'])
+  if (stalled) options.stalledIntervalMs = stalled
+  return { options, jobModules: values.jobs ?? [] }
+}
+
+export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
+  let flags: ReturnType<typeof parseWorkerFlags>
+  try {
+    flags = parseWorkerFlags(argv)
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`)
+    process.exit(2)
+  }
+  const config = loadConfigOrExit()
+  const logger = pino(loggerOptions(config))
+  let stopEmbedded: (() => Promise<void>) | undefined
+  if (!config.databaseUrl) {
+    const { startEmbeddedPostgres } = await import('./db/embedded.js')
+    const embedded = await startEmbeddedPostgres()
+    config.databaseUrl = embedded.url
+    stopEmbedded = embedded.stop
+  }
+
+  const registry: JobRegistry = {}
+  for (const path of flags.jobModules) {
+    const mod = (await import(pathToFileURL(resolve(path)).href)) as { default?: JobRegistry }
+    if (!mod.default || typeof mod.default !== 'object')
+      throw new Error(`--jobs ${path}: the module must default-export a job registry object`)
+    Object.assign(registry, mod.default)
+  }
+
+  const services = createServices(config, logger)
+  const runtime = await startWorkers(services, { ...flags.options, registry })
+  logger.info(
+    {
+      queues: flags.options.scopes ?? SCOPES,
+      concurrency: flags.options.concurrency ?? config.jobs.workerConcurrency,
+      jobs: Object.keys(runtime.tasks.registry),
+    },
+    'worker started',
+  )
+
+  let stopping = false
+  const stop = async (signal: string) => {
+    if (stopping) return
+    stopping = true
+    logger.info({ signal, timeoutMs: config.jobs.shutdownTimeoutMs }, 'worker stopping: taking no new jobs, waiting for running ones')
+    let code = 0
+    try {
+      const drained = await runtime.close(config.jobs.shutdownTimeoutMs)
+      await services.close()
+      await stopEmbedded?.()
+      logger.info({ drained }, 'worker stopped')
+    } catch (err) {
+      logger.error({ err }, 'worker shutdown failed')
+      code = 1
+    }
+    logger.flush?.()
+    process.exit(code)
+  }
+  process.on('SIGTERM', () => void stop('SIGTERM'))
+  process.on('SIGINT', () => void stop('SIGINT'))
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  await main()
+}

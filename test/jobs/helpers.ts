@@ -1,0 +1,76 @@
+/**
+ * A jobs test world: a test env (host DB, Redis prefix), the kit's services, tenants provisioned for
+ * real (cloned from the tenant template), and helpers to wait on job records.
+ */
+import { randomBytes } from 'node:crypto'
+import { pino } from 'pino'
+import { expect } from 'vitest'
+import type { JobView, TaskManager } from '../../src/jobs/task-manager.js'
+import type { JobRegistry } from '../../src/jobs/registry.js'
+import { createServices, type Services } from '../../src/services.js'
+import type { TenantRecord } from '../../src/tenancy/types.js'
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+
+export const silent = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
+
+export interface JobsWorld {
+  env: TestEnv
+  services: Services
+  tenant(label?: string): Promise<TenantRecord>
+  close(): Promise<void>
+}
+
+export async function createJobsWorld(extra: Record<string, string> = {}): Promise<JobsWorld> {
+  const env = await createTestEnv(extra)
+  const services = createServices(env.config, silent)
+  await services.catalog.ready
+  return {
+    env,
+    services,
+    async tenant(label = 'acme') {
+      const slug = `${label}-${randomBytes(3).toString('hex')}`
+      const t = await services.provisioner.provision({ slug, name: label })
+      const record = await services.catalog.get(t.id)
+      if (!record) throw new Error(`provisioned tenant ${slug} is not in the catalog`)
+      return record
+    },
+    async close() {
+      await services.close()
+      await env.cleanup()
+    },
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+export async function until<T>(check: () => Promise<T | undefined | false>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await check()
+    if (value) return value
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`)
+    await sleep(25)
+  }
+}
+
+/** Wait until the job's record is completed or failed AND BullMQ agrees; returns the view. */
+export async function settled<R extends JobRegistry>(
+  tasks: TaskManager<R>,
+  id: string,
+  scope: 'system' | { tenantId: string },
+  timeoutMs = 15_000,
+): Promise<JobView> {
+  return until(
+    async () => {
+      const view = await tasks.getJob(id, scope)
+      const done = (view.status === 'completed' || view.status === 'failed') && view.queueState === view.status
+      return done ? view : undefined
+    },
+    timeoutMs,
+    `job ${id} to settle`,
+  )
+}
+
+export function expectAppError(err: unknown, statusCode: number, code: string): asserts err is Error {
+  expect(err).toMatchObject({ name: 'AppError', statusCode, code })
+}
