@@ -6,6 +6,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { errorResponses } from '../../lib/schemas.js'
+import memberRoutes from './members/index.js'
 import projectRoutes from './projects/index.js'
 
 const TenantView = Type.Object({
@@ -27,6 +28,7 @@ const apiRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   )
 
   await fastify.register(projectRoutes, { prefix: '/projects' })
+  await fastify.register(memberRoutes, { prefix: '/members' })
 }
 
 export default apiRoutes
