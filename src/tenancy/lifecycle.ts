@@ -7,12 +7,12 @@
  */
 import { eq } from 'drizzle-orm'
 import type { Logger } from 'pino'
+import { uuidv7 } from 'uuidv7'
 import { type Tenant, type TenantStatus, users } from '../../drizzle/host/schema.js'
-import { tenantUsers } from '../../drizzle/tenant/schema.js'
 import { quoteIdent, type Sql } from '../db/connect.js'
 import type { HostDatabase } from '../db/host.js'
 import { conflict, PG, pgCode } from '../lib/errors.js'
-import type { CatalogWrites } from './catalog-writes.js'
+import type { CatalogWrites, TenantPatch } from './catalog-writes.js'
 import { errorMessage, migrateTenant } from './fleet.js'
 import type { TenantTemplate } from './template.js'
 import type { PoolManager } from './types.js'
@@ -91,7 +91,12 @@ export interface RunOptions {
   ownerUserId?: string | undefined
 }
 
-type Step = (row: Tenant, ctx: LifecycleContext, opts: RunOptions) => Promise<void>
+/**
+ * A step does its work and returns the catalog fields it changes; the runner writes them together with
+ * the progress marker in one UPDATE (and one cache invalidation). `row` is the catalog row as read when
+ * the run started, plus the runner's own writes: the fields steps use (id, names, URL, owner) never change.
+ */
+type Step = (row: Tenant, ctx: LifecycleContext, opts: RunOptions) => Promise<TenantPatch | undefined>
 
 const STEPS: Record<StepName, Step> = {
   async createDatabase(row, ctx) {
@@ -101,20 +106,16 @@ const STEPS: Record<StepName, Step> = {
     } catch (err) {
       // The name is derived from this tenant's id and recorded in its catalog row: an existing database
       // is the one an interrupted run created. Leave its version unknown so the migrate step checks it.
-      if (pgCode(err) === PG.duplicateDatabase) return
+      if (pgCode(err) === PG.duplicateDatabase) return undefined
       throw err
     }
     // A fresh clone is exactly the template: current by construction, so migrate needs no connection.
-    await ctx.writes.update(row.id, {
-      migrationVersion: ctx.template.info.version,
-      migrationStatus: 'current',
-      migratedAt: new Date(),
-      migrationError: null,
-    })
+    return { migrationVersion: ctx.template.info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
   },
 
   async migrate(row, ctx) {
     await migrateTenant(row, { writes: ctx.writes, info: ctx.template.info, folder: ctx.template.folder, pools: ctx.pools })
+    return undefined
   },
 
   async seedOwner(row, ctx, opts) {
@@ -123,37 +124,50 @@ const STEPS: Record<StepName, Step> = {
       ? await ctx.host.db.select({ id: users.id, email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
       : []
     const tenant = { id: row.id, dbUrl: ctx.writes.dbUrl(row), poolerUrl: undefined, maxConnections: row.maxConnections ?? undefined }
-    await ctx.pools.withTenant(tenant, (db) =>
-      db.transaction(async (tx) => {
-        if (owner) {
-          await tx
-            .insert(tenantUsers)
-            .values({ globalUserId: owner.id, email: owner.email, name: owner.name, role: 'admin' })
-            .onConflictDoUpdate({ target: tenantUsers.globalUserId, set: { role: 'admin', email: owner.email, name: owner.name } })
-        }
-        // One settings row per tenant database, however often this runs.
-        await tx.execute(`insert into core_settings (id) select gen_random_uuid() where not exists (select 1 from core_settings)`)
-      }),
-    )
+    // One statement (so one round trip, and atomic): the owner as local admin, and the single settings row.
+    await ctx.pools.withTenant(tenant, async (db) => {
+      const sql = db.$client
+      if (!owner) {
+        await sql`insert into core_settings (id) select ${uuidv7()} where not exists (select 1 from core_settings)`
+        return
+      }
+      await sql`
+        with seeded as (
+          insert into core_tenant_users (id, global_user_id, email, name, role)
+          values (${uuidv7()}, ${owner.id}, ${owner.email}, ${owner.name}, 'admin')
+          on conflict (global_user_id) do update set role = 'admin', email = excluded.email, name = excluded.name, updated_at = now()
+          returning 1
+        )
+        insert into core_settings (id) select ${uuidv7()} where not exists (select 1 from core_settings)`
+    })
+    return undefined
   },
 
-  activate: (row, ctx) => ctx.writes.update(row.id, { status: 'active', provisionStep: null, provisionError: null }),
-  markSuspended: (row, ctx) => ctx.writes.update(row.id, { status: 'suspended' }),
-  markActive: (row, ctx) => ctx.writes.update(row.id, { status: 'active' }),
-  markDeleted: (row, ctx) => ctx.writes.update(row.id, { status: 'deleted', deletedAt: new Date() }),
-  evictPools: (row, ctx) => ctx.pools.evict(row.id),
+  activate: async () => ({ status: 'active', provisionStep: null, provisionError: null }),
+  markSuspended: async () => ({ status: 'suspended' }),
+  markActive: async () => ({ status: 'active' }),
+  markDeleted: async () => ({ status: 'deleted', deletedAt: new Date() }),
+  async evictPools(row, ctx) {
+    await ctx.pools.evict(row.id)
+    return undefined
+  },
 
   async dropDatabase(row, ctx) {
     await ctx.admin.unsafe(`drop database if exists ${quoteIdent(row.dbName)} with (force)`)
+    return undefined
   },
 
-  deleteCatalogRow: (row, ctx) => ctx.writes.remove(row.id),
+  async deleteCatalogRow(row, ctx) {
+    await ctx.writes.remove(row.id)
+    return undefined
+  },
 }
 
 /** Run an event's steps for one tenant (or a slice of them: resume with `from`, one step with from = to). */
 export async function runLifecycle(event: LifecycleEvent, tenantId: string, ctx: LifecycleContext, opts: RunOptions = {}): Promise<void> {
   const spec: EventSpec = LIFECYCLE[event]
   const first = await ctx.writes.get(tenantId)
+  let row = first
   const id = first.id
   if (!spec.from.includes(first.status)) {
     throw conflict('INVALID_TRANSITION', `tenant "${first.slug}" is ${first.status}; "${event}" needs ${spec.from.join(' or ')}`)
@@ -167,11 +181,14 @@ export async function runLifecycle(event: LifecycleEvent, tenantId: string, ctx:
       const step = spec.steps[i]!
       current = step
       await ctx.faults?.beforeStep?.(step, id)
-      const row = i === start ? first : await ctx.writes.get(id)
-      await STEPS[step](row, ctx, opts)
+      const patch = await STEPS[step](row, ctx, opts)
       await ctx.faults?.afterStep?.(step, id)
       const next = spec.steps[i + 1]
-      if (spec.tracked && next) await ctx.writes.update(id, { provisionStep: next })
+      const write: TenantPatch = { ...patch, ...(spec.tracked && next ? { provisionStep: next } : {}) }
+      if (Object.keys(write).length) {
+        await ctx.writes.update(id, write)
+        row = { ...row, ...write } as Tenant
+      }
     }
   } catch (err) {
     const error = errorMessage(err)
