@@ -61,6 +61,7 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   // 3. routes
   await fastify.register(healthRoutes, { prefix: '/health' })
   await fastify.register(authRoutes, { prefix: '/auth' })
+  await fastify.register(import('./routes/auth/google.js'), { ...opts, prefix: '/auth/google' })
   await fastify.register(meRoutes, { prefix: '/me' })
   await fastify.register(tenantRoutes, { prefix: '/tenants' })
   await fastify.register(apiRoutes, { prefix: '/api' })
