@@ -19,7 +19,7 @@ import type { PoolManager } from './types.js'
 
 export const LIFECYCLE = {
   created: {
-    from: ['provisioning'],
+    from: ['provisioning', 'failed'],
     steps: ['createDatabase', 'migrate', 'seedOwner', 'activate'],
     audit: 'tenant.provisioned',
     failedAudit: 'tenant.provision_failed',
@@ -74,6 +74,7 @@ export interface LifecycleContext {
   host: HostDatabase
   pools: PoolManager
   writes: CatalogWrites
+  locks: TenantLocks
   /** A pool on the maintenance database, for CREATE/DROP DATABASE. */
   admin: Sql
   template: TenantTemplate
@@ -82,8 +83,10 @@ export interface LifecycleContext {
 }
 
 export interface RunOptions {
-  /** Start at this step (resume); earlier steps are taken as done. */
+  /** Start at this step; earlier steps are taken as done. */
   from?: StepName
+  /** Start at the step recorded in the catalog (provision_step): how a failed or interrupted provisioning resumes. */
+  resume?: boolean
   /** Stop after this step (one job per step). */
   to?: StepName
   actorUserId?: string | undefined
@@ -166,13 +169,30 @@ const STEPS: Record<StepName, Step> = {
 /** Run an event's steps for one tenant (or a slice of them: resume with `from`, one step with from = to). */
 export async function runLifecycle(event: LifecycleEvent, tenantId: string, ctx: LifecycleContext, opts: RunOptions = {}): Promise<void> {
   const spec: EventSpec = LIFECYCLE[event]
-  const first = await ctx.writes.get(tenantId)
+  const { id } = await ctx.writes.get(tenantId)
+  if (!(await ctx.locks.acquire(id))) {
+    throw conflict('TENANT_BUSY', `another operation on tenant ${id} is running; try again when it has finished`)
+  }
+  try {
+    await runLocked(spec, event, id, ctx, opts)
+  } finally {
+    await ctx.locks.release(id)
+  }
+}
+
+async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx: LifecycleContext, opts: RunOptions): Promise<void> {
+  // Read under the lock: the status and recorded step are now ours alone.
+  const first = await ctx.writes.get(id)
   let row = first
-  const id = first.id
   if (!spec.from.includes(first.status)) {
     throw conflict('INVALID_TRANSITION', `tenant "${first.slug}" is ${first.status}; "${event}" needs ${spec.from.join(' or ')}`)
   }
-  const start = opts.from ? Math.max(0, spec.steps.indexOf(opts.from)) : 0
+  if (spec.tracked && first.status === 'failed') {
+    await ctx.writes.update(id, { status: 'provisioning', provisionError: null })
+    row = { ...row, status: 'provisioning', provisionError: null }
+  }
+  const from = opts.resume ? ((first.provisionStep ?? undefined) as StepName | undefined) : opts.from
+  const start = from ? Math.max(0, spec.steps.indexOf(from)) : 0
   const end = opts.to ? spec.steps.indexOf(opts.to) + 1 || spec.steps.length : spec.steps.length
   const started = performance.now()
   let current: StepName | undefined
@@ -206,5 +226,41 @@ export async function runLifecycle(event: LifecycleEvent, tenantId: string, ctx:
     const ms = Math.round(performance.now() - started)
     await ctx.writes.audit({ action: spec.audit, tenantId: id, actorUserId: opts.actorUserId, metadata: { slug: first.slug, ms } })
     ctx.logger.info({ tenantId: id, slug: first.slug, event, ms }, spec.audit)
+  }
+}
+
+/** Serialises lifecycle runs per tenant, across processes. */
+export interface TenantLocks {
+  /** false when another run holds the tenant. */
+  acquire(tenantId: string): Promise<boolean>
+  release(tenantId: string): Promise<void>
+}
+
+/**
+ * Session advisory locks held on ONE dedicated connection (`sql` must be a max-1 pool on the maintenance
+ * database, where every process takes them), plus an in-process set because a session re-enters its own
+ * locks. Holding a pooled connection per run instead could starve the pool the run itself needs. A
+ * process that dies releases its locks with its connection, so a crashed provisioning can be retried.
+ */
+export function createTenantLocks(sql: Sql): TenantLocks {
+  const held = new Set<string>()
+  const key = (tenantId: string) => `tenantkit:tenant:${tenantId}`
+  return {
+    async acquire(tenantId) {
+      if (held.has(tenantId)) return false
+      held.add(tenantId)
+      try {
+        const [row] = await sql<{ ok: boolean }[]>`select pg_try_advisory_lock(hashtextextended(${key(tenantId)}, 0)) as ok`
+        if (!row?.ok) held.delete(tenantId)
+        return Boolean(row?.ok)
+      } catch (err) {
+        held.delete(tenantId)
+        throw err
+      }
+    },
+    async release(tenantId) {
+      if (!held.delete(tenantId)) return
+      await sql`select pg_advisory_unlock(hashtextextended(${key(tenantId)}, 0))`
+    },
   }
 }

@@ -15,7 +15,14 @@ import { encrypt } from '../lib/crypto.js'
 import { AppError, badRequest, conflict, PG, pgCode } from '../lib/errors.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import { errorMessage } from './fleet.js'
-import { type LifecycleContext, type LifecycleEvent, type LifecycleFaults, type ProvisionStep, runLifecycle } from './lifecycle.js'
+import {
+  createTenantLocks,
+  type LifecycleContext,
+  type LifecycleEvent,
+  type LifecycleFaults,
+  type ProvisionStep,
+  runLifecycle,
+} from './lifecycle.js'
 import { createTemplate, maintenanceUrl, type TenantTemplate, tenantDbName, tenantServerUrl } from './template.js'
 import type { Catalog, PoolManager } from './types.js'
 
@@ -145,9 +152,10 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   const { host, catalog, pools, config, logger } = deps
   const serverUrl = tenantServerUrl(config)
   const admin: Sql = connect(maintenanceUrl(config), { max: 2, idleTimeoutS: 30, applicationName: 'tenantkit-admin' })
+  const lockSql: Sql = connect(maintenanceUrl(config), { max: 1, applicationName: 'tenantkit-locks' })
   const template = createTemplate({ admin, serverUrl, prefix: config.tenantDbPrefix, folder: deps.migrationsFolder, logger })
   const writes = createCatalogWrites({ host, catalog, keys: config.encryptionKeys })
-  const ctx: LifecycleContext = { host, pools, writes, admin, template, logger, faults: deps.faults }
+  const ctx: LifecycleContext = { host, pools, writes, locks: createTenantLocks(lockSql), admin, template, logger, faults: deps.faults }
 
   const failed = (tenantId: string, err: unknown) =>
     err instanceof AppError
@@ -196,13 +204,8 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   async function retry(idOrSlug: string, opts: { actorUserId?: string } = {}): Promise<ProvisionedTenant> {
     const row = await writes.get(idOrSlug)
     if (row.status === 'active') return publicView(row)
-    if (row.status !== 'failed' && row.status !== 'provisioning') {
-      throw conflict('INVALID_TRANSITION', `tenant "${row.slug}" is ${row.status}; only failed or provisioning tenants are retried`)
-    }
-    await writes.update(row.id, { status: 'provisioning', provisionError: null })
-    const from = (row.provisionStep ?? undefined) as ProvisionStep | undefined
     try {
-      await runLifecycle('created', row.id, ctx, { from, actorUserId: opts.actorUserId })
+      await runLifecycle('created', row.id, ctx, { resume: true, actorUserId: opts.actorUserId })
     } catch (err) {
       throw failed(row.id, err)
     }
@@ -223,6 +226,8 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     describe: async (idOrSlug) => publicView(await writes.get(idOrSlug)),
     template,
     writes,
-    close: () => admin.end({ timeout: 5 }),
+    async close() {
+      await Promise.all([admin.end({ timeout: 5 }), lockSql.end({ timeout: 5 })])
+    },
   }
 }

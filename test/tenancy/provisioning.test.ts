@@ -226,6 +226,50 @@ describe('crash at each step, then retry', () => {
     expect(await tenantDatabases()).toEqual(await catalogDbNames())
   })
 
+  it('lets one lifecycle run at a time touch a tenant, across processes: the other gets 409 TENANT_BUSY', async () => {
+    let paused!: () => void
+    const pause = new Promise<void>((resolve) => {
+      paused = resolve
+    })
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    // Another "process": its own provisioner, hence its own lock session on the maintenance database.
+    const other = createProvisioner({
+      host: services.host,
+      catalog: services.catalog,
+      pools: services.pools,
+      config: env.config,
+      logger,
+      faults: {
+        beforeStep: async (s) => {
+          if (s !== 'seedOwner') return
+          paused()
+          await gate
+        },
+      },
+    })
+    try {
+      const running = other.provision({ slug: 'busy-one', name: 'Busy' })
+      await pause
+      await expect(services.provisioner.retry('busy-one')).rejects.toMatchObject({ statusCode: 409, code: 'TENANT_BUSY' })
+      await expect(services.provisioner.run('hardDeleted', 'busy-one')).rejects.toMatchObject({ code: 'TENANT_BUSY' })
+      release()
+      expect((await running).status).toBe('active')
+    } finally {
+      release()
+      await other.close()
+    }
+    // Two retries at once in one process: one runs, the other is refused; the tenant ends active once.
+    await services.host.db.update(tenants).set({ status: 'failed', provisionStep: 'createDatabase' }).where(eq(tenants.slug, 'busy-one'))
+    const results = await Promise.allSettled([services.provisioner.retry('busy-one'), services.provisioner.retry('busy-one')])
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1)
+    expect(results.find((r) => r.status === 'rejected')).toMatchObject({ reason: { code: 'TENANT_BUSY' } })
+    expect((await services.provisioner.describe('busy-one')).status).toBe('active')
+    expect(await tenantDatabases()).toEqual(await catalogDbNames())
+  })
+
   it('runs the steps one at a time (the job queue path)', async () => {
     const owner = await newUser('stepper@example.com')
     const stopped = createProvisioner({
