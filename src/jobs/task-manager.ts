@@ -46,6 +46,8 @@ export interface TaskManagerDeps<R extends JobRegistry> {
   redis: Redis
   config: Pick<Config, 'redisUrl' | 'redisPrefix' | 'jobs'>
   logger: Logger
+  /** A dead worker's tenant slots come back after this (default 30 s; renewed while the job runs). */
+  tenantSlotLeaseMs?: number
   /** How long BullMQ keeps finished jobs (the records keep the history). Default: 1 day / 7 days. */
   retention?: { completedAgeS: number; failedAgeS: number }
 }
@@ -110,8 +112,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
   const { registry, host, catalog, pools, redis, config, logger } = d
   const prefix = config.redisPrefix
   const queues = createQueues(redis, prefix)
-  // A slot lease outlives a dead worker by at most this; renewed every third of it while the job runs.
-  const slots = createTenantSlots(redis, { prefix, cap: config.jobs.tenantConcurrency, leaseMs: 30_000 })
+  const slots = createTenantSlots(redis, { prefix, cap: config.jobs.tenantConcurrency, leaseMs: d.tenantSlotLeaseMs ?? 30_000 })
   const retention = d.retention ?? { completedAgeS: 86_400, failedAgeS: 7 * 86_400 }
   const started = new Set<JobWorkers>()
 

@@ -1,0 +1,155 @@
+/**
+ * The real worker process (`node --import tsx src/worker.ts`) under SIGTERM and SIGKILL. The test
+ * process submits and inspects jobs through its own task manager; the child does the work.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { dirname, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { eq } from 'drizzle-orm'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { projects } from '../../drizzle/tenant/schema.js'
+import { createTaskManager, type TaskManager } from '../../src/jobs/task-manager.js'
+import type { TenantRecord } from '../../src/tenancy/types.js'
+import { slowJobs } from './fixtures/slow-jobs.js'
+import { createJobsWorld, type JobsWorld, settled, silent, until } from './helpers.js'
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+
+interface WorkerChild {
+  proc: ChildProcess
+  output: () => string
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  waitForLog(msg: string, timeoutMs?: number): Promise<void>
+}
+
+const children: WorkerChild[] = []
+
+function spawnWorker(vars: Record<string, string>): WorkerChild {
+  const proc = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'src/worker.ts',
+      '--queues',
+      'tenant',
+      '--concurrency',
+      '2',
+      // Short locks so a killed worker's job is recovered in about two seconds.
+      '--lock-duration-ms',
+      '1000',
+      '--stalled-interval-ms',
+      '500',
+      '--jobs',
+      'test/jobs/fixtures/slow-jobs.ts',
+    ],
+    {
+      cwd: root,
+      env: { ...process.env, ...vars, LOG_LEVEL: 'info', WORKER_SHUTDOWN_TIMEOUT_MS: '10000' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
+  let out = ''
+  proc.stdout!.on('data', (d) => {
+    out += d
+  })
+  proc.stderr!.on('data', (d) => {
+    out += d
+  })
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.once('exit', (code, signal) => r({ code, signal })),
+  )
+  const child: WorkerChild = {
+    proc,
+    output: () => out,
+    exited,
+    waitForLog: (msg, timeoutMs = 20_000) =>
+      until(async () => out.includes(`"msg":"${msg}`), timeoutMs, `worker log "${msg}"\n${out}`).then(() => {}),
+  }
+  children.push(child)
+  return child
+}
+
+let world: JobsWorld
+let tasks: TaskManager<typeof slowJobs>
+let tenant: TenantRecord
+
+beforeAll(async () => {
+  world = await createJobsWorld()
+  tasks = createTaskManager({ registry: slowJobs, deps: {}, ...world.services, config: world.env.config, logger: silent })
+  tenant = await world.tenant('proc')
+})
+afterEach(async () => {
+  // Only the children this file started, by their own handles.
+  for (const c of children.splice(0)) {
+    if (c.proc.exitCode === null && c.proc.signalCode === null) {
+      c.proc.kill('SIGKILL')
+      await c.exited
+    }
+  }
+})
+afterAll(async () => {
+  await tasks?.close()
+  await world?.close()
+})
+
+const rowsNamed = (marker: string) =>
+  world.services.pools.withTenant(tenant, (db) => db.select({ id: projects.id }).from(projects).where(eq(projects.name, marker)))
+
+async function whenRunning(id: string) {
+  await until(async () => (await tasks.getJob(id, { tenantId: tenant.id })).status === 'running', 20_000, `job ${id} to start`)
+}
+
+describe('worker process', () => {
+  it('SIGTERM during a job: takes no new jobs, lets the running one finish, exits 0', async () => {
+    const worker = spawnWorker(world.env.vars)
+    await worker.waitForLog('worker started')
+    const job = await tasks.submit('test.slow_insert', { tenantId: tenant.id, marker: 'term', ms: 1500 })
+    await whenRunning(job.id)
+
+    worker.proc.kill('SIGTERM')
+    await worker.waitForLog('worker stopping')
+    const late = await tasks.submit('test.slow_insert', { tenantId: tenant.id, marker: 'late', ms: 0 })
+
+    const { code, signal } = await worker.exited
+    expect({ code, signal }, worker.output()).toEqual({ code: 0, signal: null })
+    expect(worker.output()).toContain('"drained":true')
+    const view = await tasks.getJob(job.id, { tenantId: tenant.id })
+    expect(view).toMatchObject({ status: 'completed', queueState: 'completed', retryCount: 0 })
+    expect(view.result).toMatchObject({ marker: 'term', pid: worker.proc.pid })
+    expect(await rowsNamed('term')).toHaveLength(1)
+    // The job submitted after SIGTERM waits for the next worker.
+    expect(await tasks.getJob(late.id, { tenantId: tenant.id })).toMatchObject({ status: 'pending', queueState: 'waiting' })
+    expect(await rowsNamed('late')).toHaveLength(0)
+
+    const next = spawnWorker(world.env.vars)
+    await next.waitForLog('worker started')
+    expect(await settled(tasks, late.id, { tenantId: tenant.id })).toMatchObject({ status: 'completed' })
+    next.proc.kill('SIGTERM')
+    expect(await next.exited).toEqual({ code: 0, signal: null })
+  })
+
+  it('SIGKILL during a job: after a restart the stalled job is picked up and completes exactly once', async () => {
+    const first = spawnWorker(world.env.vars)
+    await first.waitForLog('worker started')
+    const job = await tasks.submit('test.slow_insert', { tenantId: tenant.id, marker: 'kill', ms: 1500 })
+    await whenRunning(job.id)
+    first.proc.kill('SIGKILL')
+    expect(await first.exited).toEqual({ code: null, signal: 'SIGKILL' })
+    expect(await tasks.getJob(job.id, { tenantId: tenant.id })).toMatchObject({ status: 'running', queueState: 'active' })
+
+    const second = spawnWorker(world.env.vars)
+    await second.waitForLog('worker started')
+    const view = await settled(tasks, job.id, { tenantId: tenant.id }, 20_000)
+    expect(view, second.output()).toMatchObject({ status: 'completed', retryCount: 0 })
+    expect((view.result as { pid: number }).pid).toBe(second.proc.pid)
+    expect(await rowsNamed('kill')).toHaveLength(1)
+    const bull = await tasks.queues.tenant.getJob(job.id)
+    expect(bull).toMatchObject({ stalledCounter: 1, attemptsMade: 1 })
+    // Its tenant slot was re-entered by the same job, then released.
+    expect(await tasks.slots.holders(tenant.id)).toEqual([])
+
+    second.proc.kill('SIGTERM')
+    expect(await second.exited).toEqual({ code: 0, signal: null })
+  })
+})
