@@ -1,0 +1,580 @@
+/**
+ * The isolation suite. Three live tenants (A, B, C) plus one suspended, one still provisioning, one
+ * failed and one soft-deleted; users with every role in A and B, one user in both A and B with
+ * different roles, a user in no tenant, and no session at all. Every tenant route × every
+ * (user, target tenant) × every way of naming the tenant (X-Tenant-ID by slug and by id, /t/:tenant/api
+ * by slug and by id, subdomain, session active tenant, nothing) is requested, and each response must
+ * have exactly the status and code an oracle derives from the issue's rules, and must carry no other
+ * tenant's ids, names, project names or member ids (error responses: no tenant's at all).
+ * Then hundreds of concurrent requests for different tenants, interleaved, each seeing only its own data.
+ */
+import { randomBytes } from 'node:crypto'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import { uuidv7 } from 'uuidv7'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { MembershipRole } from '../../drizzle/host/schema.js'
+import { projects } from '../../drizzle/tenant/schema.js'
+import { hashPassword } from '../../src/auth/password.js'
+import { ROLE_LEVEL, type Role } from '../../src/tenancy/rbac.js'
+import { buildApp } from '../helpers/build-app.js'
+import { type Client, createClient, PASSWORD } from '../helpers/client.js'
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+
+const SUFFIX = 'tenants.test'
+const METHODS = ['header-slug', 'header-id', 'path-slug', 'path-id', 'subdomain', 'session'] as const
+type Method = (typeof METHODS)[number] | 'none'
+type Status = 'active' | 'suspended' | 'provisioning' | 'failed' | 'deleted' | 'unknown'
+
+interface Member {
+  role: MembershipRole
+  localRole: Role
+}
+interface TenantFx {
+  key: string
+  id: string
+  slug: string
+  tok: string
+  status: Status
+  /** Seeded project ids (live tenants only). */
+  projects: string[]
+  members: Map<string, Member>
+  markers: string[]
+}
+interface UserFx {
+  key: string
+  id: string
+  email: string
+  /** null: no session at all. */
+  client: Client | null
+}
+interface Ctx {
+  user: UserFx
+  T: TenantFx
+  role: Role
+  member: Member
+}
+interface Expect {
+  status: number
+  code?: string
+}
+interface RouteCase {
+  label: string
+  method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE'
+  /** The path under /api; may prepare data (a fresh project to delete) when the caller can reach the handler. */
+  path: (ctx: Ctx | undefined) => string | Promise<string>
+  body?: unknown
+  /** For a member of a live tenant: what this route answers. */
+  expect: (ctx: Ctx) => Expect
+  /** Extra checks on a 2xx. */
+  check?: (res: LightMyRequestResponse, ctx: Ctx) => void
+}
+
+let env: TestEnv
+let app: FastifyInstance
+const tenants: Record<string, TenantFx> = {}
+const users: Record<string, UserFx> = {}
+let allMarkers: string[] = []
+let requests = 0
+
+const rand = () => randomBytes(3).toString('hex')
+const effective = (m: Member): Role => (m.role === 'owner' || m.role === 'admin' ? 'admin' : m.localRole)
+const atLeast = (role: Role, min: Role) => ROLE_LEVEL[role] >= ROLE_LEVEL[min]
+const ok = (status: number): Expect => ({ status })
+const err = (status: number, code: string): Expect => ({ status, code })
+const gate = (ctx: Ctx, min: Role, then: () => Expect) => (atLeast(ctx.role, min) ? then() : err(403, 'INSUFFICIENT_ROLE'))
+
+/** A copy of a user's client on its own remote address: same session, separate per-IP rate-limit bucket. */
+function sibling(c: Client): Client {
+  const s = createClient(app)
+  s.cookies = c.cookies
+  s.csrf = c.csrf
+  return s
+}
+
+/** Write the session's active tenant server-side, as a stale session (removed membership, deleted tenant) would hold it. */
+async function setSessionTenant(c: Client, tenantId: string | undefined) {
+  const sid = decodeURIComponent(c.cookies.sid!).split('.')[0]
+  const key = `${env.config.redisPrefix}:sess:${sid}`
+  const session = JSON.parse((await app.redis.get(key))!)
+  if (tenantId) session.activeTenantId = tenantId
+  else delete session.activeTenantId
+  await app.redis.set(key, JSON.stringify(session), 'KEEPTTL')
+}
+
+async function insertProject(T: TenantFx, name: string): Promise<string> {
+  const record = (await app.tenancy.catalog.get(T.id))!
+  const [row] = await app.tenancy.pools.withTenant(record, (db) => db.insert(projects).values({ name }).returning({ id: projects.id }))
+  return row!.id
+}
+
+/** No marker of another tenant in a success body; no marker of any tenant in an error body. */
+function assertNoLeak(res: LightMyRequestResponse, T: TenantFx, label: string) {
+  const own = new Set(res.statusCode < 300 ? T.markers : [])
+  const body = res.body
+  for (const marker of allMarkers) {
+    if (!own.has(marker) && body.includes(marker))
+      throw new Error(`${label}: response ${res.statusCode} leaks "${marker}": ${body.slice(0, 400)}`)
+  }
+}
+
+function routes(T: TenantFx): RouteCase[] {
+  const live = ['A', 'B', 'C'].map((k) => tenants[k]!)
+  const viewers = ['A', 'B', 'C'].map((k) => users[`viewer${k}`]!)
+  const outsider = users.outsider!
+  const foreignPid = (X: TenantFx) => X.projects[0]!
+  const cases: RouteCase[] = [
+    {
+      label: 'GET /projects',
+      method: 'GET',
+      path: () => '/projects?limit=100',
+      expect: (ctx) => gate(ctx, 'viewer', () => ok(200)),
+      check: (res, { T }) => {
+        const names: string[] = res.json().items.map((p: { name: string }) => p.name)
+        expect(names.every((n) => n.includes(T.tok))).toBe(true)
+        const ids = res.json().items.map((p: { id: string }) => p.id)
+        for (const id of T.projects) expect(ids).toContain(id)
+      },
+    },
+    {
+      label: 'POST /projects',
+      method: 'POST',
+      path: () => '/projects',
+      body: { name: `${T.tok} created` },
+      expect: (ctx) => gate(ctx, 'editor', () => ok(201)),
+      check: (res, { T, user }) => expect(res.json()).toMatchObject({ name: `${T.tok} created`, createdBy: user.id }),
+    },
+    {
+      label: 'GET /tenant',
+      method: 'GET',
+      path: () => '/tenant',
+      expect: (ctx) => gate(ctx, 'viewer', () => ok(200)),
+      check: (res, { T, role, member }) =>
+        expect(res.json()).toEqual({
+          tenant: expect.objectContaining({ id: T.id, slug: T.slug, status: 'active' }),
+          role,
+          membershipRole: member.role,
+        }),
+    },
+    {
+      label: 'GET /members',
+      method: 'GET',
+      path: () => '/members?limit=200',
+      expect: (ctx) => gate(ctx, 'viewer', () => ok(200)),
+      check: (res, { T }) =>
+        expect(
+          res
+            .json()
+            .items.map((m: { userId: string }) => m.userId)
+            .sort(),
+        ).toEqual([...T.members.keys()].sort()),
+    },
+    {
+      label: 'POST /members (unknown email)',
+      method: 'POST',
+      path: () => '/members',
+      body: { email: `nobody-${rand()}@example.com`, role: 'member' },
+      expect: (ctx) => gate(ctx, 'admin', () => err(404, 'USER_NOT_FOUND')),
+    },
+    {
+      label: 'DELETE /members/:outsider',
+      method: 'DELETE',
+      path: () => `/members/${outsider.id}`,
+      expect: (ctx) => gate(ctx, 'admin', () => err(404, 'MEMBER_NOT_FOUND')),
+    },
+  ]
+
+  for (const X of live) {
+    const mine = X === T
+    cases.push(
+      {
+        label: `GET /projects/:id of ${X.key}`,
+        method: 'GET',
+        path: () => `/projects/${foreignPid(X)}`,
+        expect: (ctx) => gate(ctx, 'viewer', () => (mine ? ok(200) : err(404, 'PROJECT_NOT_FOUND'))),
+        check: (res) => expect(res.json()).toMatchObject({ id: foreignPid(X), name: expect.stringContaining(T.tok) }),
+      },
+      {
+        label: `PATCH /projects/:id of ${X.key}`,
+        method: 'PATCH',
+        path: () => `/projects/${foreignPid(X)}`,
+        body: { description: 'patched by the isolation suite' },
+        expect: (ctx) => gate(ctx, 'editor', () => (mine ? ok(200) : err(404, 'PROJECT_NOT_FOUND'))),
+        check: (res) => expect(res.json()).toMatchObject({ id: foreignPid(X), description: 'patched by the isolation suite' }),
+      },
+      {
+        label: `DELETE /projects/:id of ${X.key}`,
+        method: 'DELETE',
+        // Deleting the target tenant's own project: a fresh one, so the seeded ones stay for everyone else.
+        path: async (ctx) => `/projects/${mine && ctx ? await insertProject(T, `${T.tok} to delete`) : foreignPid(X)}`,
+        expect: (ctx) => gate(ctx, 'admin', () => (mine ? ok(204) : err(404, 'PROJECT_NOT_FOUND'))),
+      },
+    )
+  }
+
+  for (const target of viewers) {
+    const inT = T.members.has(target.id)
+    cases.push(
+      {
+        label: `PATCH /members/${target.key}`,
+        method: 'PATCH',
+        path: () => `/members/${target.id}`,
+        body: { localRole: 'viewer' }, // a no-op for the viewer it may reach
+        expect: (ctx) => gate(ctx, 'admin', () => (inT ? ok(200) : err(404, 'MEMBER_NOT_FOUND'))),
+        check: (res) => expect(res.json()).toMatchObject({ userId: target.id, localRole: 'viewer' }),
+      },
+      {
+        label: `PUT /members/${target.key}/permissions`,
+        method: 'PUT',
+        path: () => `/members/${target.id}/permissions`,
+        body: { resource: 'reports', action: 'export', granted: true },
+        expect: (ctx) => gate(ctx, 'admin', () => (inT ? ok(200) : err(404, 'MEMBER_NOT_FOUND'))),
+      },
+      {
+        label: `DELETE /members/${target.key}/permissions (never granted)`,
+        method: 'DELETE',
+        path: () => `/members/${target.id}/permissions/reports/archive`,
+        expect: (ctx) => gate(ctx, 'admin', () => (inT ? err(404, 'PERMISSION_NOT_FOUND') : err(404, 'MEMBER_NOT_FOUND'))),
+      },
+    )
+    // Removing a member of ANOTHER tenant through this one (removing one of T's own would change the fixture).
+    if (!inT) {
+      cases.push({
+        label: `DELETE /members/${target.key}`,
+        method: 'DELETE',
+        path: () => `/members/${target.id}`,
+        expect: (ctx) => gate(ctx, 'admin', () => err(404, 'MEMBER_NOT_FOUND')),
+      })
+    }
+  }
+  return cases
+}
+
+/** What the issue says a request must answer, before the route's own logic. */
+function oracle(user: UserFx, T: TenantFx, how: Method, route: RouteCase): { expect: Expect; ctx?: Ctx } {
+  if (!user.client) return { expect: err(401, 'UNAUTHENTICATED') }
+  if (how === 'none') return { expect: err(400, 'TENANT_REQUIRED') }
+  const member = T.members.get(user.id)
+  if (!member || T.status === 'deleted' || T.status === 'unknown') return { expect: err(404, 'TENANT_NOT_FOUND') }
+  if (T.status === 'suspended') return { expect: err(403, 'TENANT_SUSPENDED') }
+  if (T.status !== 'active') return { expect: err(409, 'TENANT_NOT_READY') }
+  const ctx: Ctx = { user, T, member, role: effective(member) }
+  return { expect: route.expect(ctx), ctx }
+}
+
+function address(T: TenantFx, how: Method, path: string): { url: string; headers: Record<string, string> } {
+  switch (how) {
+    case 'header-slug':
+      return { url: `/api${path}`, headers: { 'x-tenant-id': T.slug } }
+    case 'header-id':
+      return { url: `/api${path}`, headers: { 'x-tenant-id': T.id } }
+    case 'path-slug':
+      return { url: `/t/${T.slug}/api${path}`, headers: {} }
+    case 'path-id':
+      return { url: `/t/${T.id}/api${path}`, headers: {} }
+    case 'subdomain':
+      return { url: `/api${path}`, headers: { host: `${T.slug}.${SUFFIX}` } }
+    default:
+      return { url: `/api${path}`, headers: {} }
+  }
+}
+
+async function send(c: Client, route: RouteCase, url: string, headers: Record<string, string>) {
+  requests++
+  return c.request({ method: route.method, url, headers, ...(route.body !== undefined ? { payload: route.body as object } : {}) })
+}
+
+/** Point the session at T the way a user would (PUT /me/active-tenant), or server-side when the API refuses. */
+async function useSessionTenant(user: UserFx, c: Client, T: TenantFx) {
+  const res = await c.put('/me/active-tenant', { tenant: T.slug })
+  requests++
+  const canSwitch = T.members.has(user.id) && T.status !== 'deleted' && T.status !== 'unknown'
+  expect(res.statusCode, `${user.key} switch to ${T.key}: ${res.body}`).toBe(canSwitch ? 200 : 404)
+  if (canSwitch) expect(res.json().activeTenant).toMatchObject({ tenantId: T.id, slug: T.slug })
+  else expect(res.json()).toMatchObject({ code: 'TENANT_NOT_FOUND' })
+  assertNoLeak(res, T, `${user.key} switch to ${T.key}`)
+  if (!canSwitch) await setSessionTenant(c, T.id)
+}
+
+async function runMatrixFor(user: UserFx): Promise<string[]> {
+  const failures: string[] = []
+  const targets = Object.values(tenants)
+  const run = async (c: Client, T: TenantFx, how: Method) => {
+    for (const route of routes(T)) {
+      const { expect: want, ctx } = oracle(user, T, how, route)
+      const path = await route.path(ctx)
+      const { url, headers } = address(T, how, path)
+      const label = `${user.key} → ${T.key} via ${how}: ${route.method} ${url}`
+      const res = await send(c, route, url, headers)
+      try {
+        expect(res.statusCode, res.body).toBe(want.status)
+        if (want.code)
+          expect(res.json()).toMatchObject({
+            statusCode: want.status,
+            code: want.code,
+            error: expect.any(String),
+            message: expect.any(String),
+          })
+        assertNoLeak(res, T, label)
+        if (ctx && res.statusCode < 300 && route.check) route.check(res, ctx)
+      } catch (e) {
+        failures.push(`${label}: ${(e as Error).message.split('\n')[0]}`)
+      }
+    }
+  }
+
+  for (const T of targets) {
+    for (const how of METHODS) {
+      const c = user.client ? sibling(user.client) : createClient(app)
+      if (how === 'session' && user.client) await useSessionTenant(user, c, T)
+      await run(c, T, how)
+    }
+  }
+  // Nothing names a tenant: no header, no /t/ path, no tenant subdomain, no active tenant in the session.
+  const c = user.client ? sibling(user.client) : createClient(app)
+  if (user.client) await setSessionTenant(c, undefined)
+  await run(c, tenants.A!, 'none')
+  return failures
+}
+
+beforeAll(async () => {
+  env = await createTestEnv({ TENANT_DOMAIN_SUFFIX: SUFFIX })
+  app = await buildApp(env.config)
+  const passwordHash = await hashPassword(PASSWORD)
+  const toks: Record<string, string> = {}
+  for (const k of ['A', 'B', 'C', 'S', 'P', 'F', 'D']) toks[k] = `tok${k.toLowerCase()}${rand()}`
+
+  async function user(key: string, tok?: string): Promise<UserFx> {
+    // Users of one tenant only carry its token in their email, so a leak of their identity is caught too.
+    const email = `${key.toLowerCase()}.${tok ?? rand()}@example.com`
+    const row = await app.users.create({ email, name: key, passwordHash })
+    const client = createClient(app)
+    expect((await client.login(email)).statusCode).toBe(200)
+    return { key, id: row.id, email, client }
+  }
+  const specs: [string, string | undefined][] = [
+    ['ownerA', toks.A],
+    ['adminA', toks.A],
+    ['editorA', toks.A],
+    ['viewerA', toks.A],
+    ['ownerB', toks.B],
+    ['adminB', toks.B],
+    ['editorB', toks.B],
+    ['viewerB', toks.B],
+    ['ownerC', toks.C],
+    ['viewerC', toks.C],
+    ['dual', undefined],
+    ['outsider', undefined],
+  ]
+  for (const u of await Promise.all(specs.map(([k, tok]) => user(k, tok)))) users[u.key] = u
+  users.anon = { key: 'anon', id: uuidv7(), email: 'anon@example.com', client: null }
+
+  async function tenant(key: string, owner: UserFx, add: [UserFx, 'admin' | 'member', Role][]): Promise<TenantFx> {
+    const tok = toks[key]!
+    const row = await app.tenancy.provisioner.provision({ slug: `${tok}-co`, name: `${tok} Inc`, ownerUserId: owner.id })
+    const T: TenantFx = {
+      key,
+      id: row.id,
+      slug: row.slug,
+      tok,
+      status: 'active',
+      projects: [],
+      members: new Map([[owner.id, { role: 'owner', localRole: 'admin' }]]),
+      markers: [tok, row.id, row.dbName],
+    }
+    for (const [u, role, localRole] of add) {
+      const res = await owner.client!.post('/api/members', { email: u.email, role, localRole }, { 'x-tenant-id': T.slug })
+      expect(res.statusCode, res.body).toBe(201)
+      T.members.set(u.id, { role, localRole })
+    }
+    for (const n of [1, 2]) {
+      const res = await owner.client!.post('/api/projects', { name: `${tok} project ${n}` }, { 'x-tenant-id': T.slug })
+      expect(res.statusCode).toBe(201)
+      T.projects.push(res.json().id)
+      T.markers.push(res.json().id)
+    }
+    return T
+  }
+  const u = users
+  const [A, B, C, S, P, F, D] = await Promise.all([
+    tenant('A', u.ownerA!, [
+      [u.adminA!, 'admin', 'admin'],
+      [u.editorA!, 'member', 'editor'],
+      [u.viewerA!, 'member', 'viewer'],
+      [u.dual!, 'member', 'viewer'],
+    ]),
+    tenant('B', u.ownerB!, [
+      [u.adminB!, 'admin', 'admin'],
+      [u.editorB!, 'member', 'editor'],
+      [u.viewerB!, 'member', 'viewer'],
+      [u.dual!, 'admin', 'admin'],
+    ]),
+    tenant('C', u.ownerC!, [[u.viewerC!, 'member', 'viewer']]),
+    tenant('S', u.ownerA!, [[u.dual!, 'member', 'editor']]),
+    tenant('P', u.ownerA!, [[u.dual!, 'member', 'editor']]),
+    tenant('F', u.ownerB!, [[u.dual!, 'admin', 'admin']]),
+    tenant('D', u.ownerB!, [[u.dual!, 'member', 'viewer']]),
+  ])
+  // Tenants that are not (or no longer) live: through the lifecycle, or catalog writes where no event leads there.
+  await app.tenancy.provisioner.run('suspended', S!.id)
+  S!.status = 'suspended'
+  await app.tenancy.provisioner.writes.update(P!.id, { status: 'provisioning', provisionStep: 'migrate' })
+  P!.status = 'provisioning'
+  await app.tenancy.provisioner.writes.update(F!.id, { status: 'failed', provisionStep: 'migrate', provisionError: 'migrate: boom' })
+  F!.status = 'failed'
+  await app.tenancy.provisioner.run('softDeleted', D!.id)
+  D!.status = 'deleted'
+  for (const T of [A, B, C, S, P, F, D]) tenants[T!.key] = T!
+  // A tenant that doesn't exist, named by a well-formed slug and id.
+  tenants.X = {
+    key: 'X',
+    id: uuidv7(),
+    slug: `ghost-${rand()}`,
+    tok: 'ghost',
+    status: 'unknown',
+    projects: [],
+    members: new Map(),
+    markers: [],
+  }
+
+  // Users of one tenant only are that tenant's markers too.
+  for (const [k, list] of Object.entries({
+    A: ['adminA', 'editorA', 'viewerA'],
+    B: ['adminB', 'editorB', 'viewerB'],
+    C: ['ownerC', 'viewerC'],
+  })) {
+    for (const key of list) tenants[k]!.markers.push(users[key]!.id)
+  }
+  allMarkers = Object.values(tenants).flatMap((t) => t.markers)
+}, 120_000)
+
+afterAll(async () => {
+  await app?.close()
+  await env?.cleanup()
+})
+
+describe('tenant isolation matrix', () => {
+  it('answers every route × user × tenant × resolution method with the specified status, leaking nothing', async () => {
+    const failures = (await Promise.all(Object.values(users).map(runMatrixFor))).flat()
+    expect(failures.slice(0, 30), `${failures.length} failures`).toEqual([])
+    // The matrix is what it claims: 13 users × 8 tenants × 6 methods × 25–27 routes, plus "nothing" (~17k requests).
+    expect(requests).toBeGreaterThan(15_000)
+
+    // Nothing written through one tenant landed in another's database.
+    for (const T of ['A', 'B', 'C'].map((k) => tenants[k]!)) {
+      const names = await app.tenancy.pools.withTenant((await app.tenancy.catalog.get(T.id))!, (db) =>
+        db.select({ name: projects.name }).from(projects),
+      )
+      expect(names.every((p) => p.name.includes(T.tok))).toBe(true)
+    }
+  }, 300_000)
+
+  it('the first resolver that names a tenant wins, and membership is checked for that tenant', async () => {
+    const { A, B } = tenants as Record<'A' | 'B', TenantFx>
+    const viewerA = sibling(users.viewerA!.client!)
+    // Header (A) beats path (B): viewerA gets A's data, not a 404 for B nor B's data.
+    const both = await viewerA.get(`/t/${B.slug}/api/tenant`, { 'x-tenant-id': A.slug })
+    expect(both.json()).toMatchObject({ tenant: { id: A.id } })
+    // Header (B) beats path (A): viewerA is not in B.
+    const wrong = await viewerA.get(`/t/${A.slug}/api/tenant`, { 'x-tenant-id': B.slug })
+    expect(wrong.statusCode).toBe(404)
+    expect(wrong.body).not.toContain(B.tok)
+    // Without trust-proxy, X-Forwarded-Host can't move the request to another tenant's subdomain.
+    const forwarded = await sibling(users.ownerB!.client!).get('/api/tenant', {
+      host: `${A.slug}.${SUFFIX}`,
+      'x-forwarded-host': `${B.slug}.${SUFFIX}`,
+    })
+    expect(forwarded.statusCode).toBe(404)
+    expect(forwarded.json()).toMatchObject({ code: 'TENANT_NOT_FOUND' })
+    // A host outside the suffix names nothing; nor does a nested subdomain.
+    for (const host of [`${A.slug}.example.org`, `x.${A.slug}.${SUFFIX}`, SUFFIX]) {
+      const c = sibling(users.viewerA!.client!)
+      await setSessionTenant(c, undefined)
+      const res = await c.get('/api/tenant', { host })
+      expect(res.statusCode, host).toBe(400)
+      expect(res.json()).toMatchObject({ code: 'TENANT_REQUIRED' })
+    }
+  })
+
+  it('a session still pointing at a tenant the user has left gets 404, not the data', async () => {
+    const { C } = tenants as Record<'C', TenantFx>
+    const leaver = createClient(app)
+    const email = `leaver.${rand()}@example.com`
+    await app.users.create({ email, name: 'leaver', passwordHash: await hashPassword(PASSWORD) })
+    await leaver.login(email)
+    const owner = sibling(users.ownerC!.client!)
+    expect((await owner.post('/api/members', { email, role: 'admin' }, { 'x-tenant-id': C.slug })).statusCode).toBe(201)
+    expect((await leaver.put('/me/active-tenant', { tenant: C.id })).statusCode).toBe(200)
+    expect((await leaver.get('/api/projects')).statusCode).toBe(200)
+    const me = (await leaver.get('/me')).json()
+    const removed = await owner.delete(`/api/members/${me.user.id}`, { 'x-tenant-id': C.slug })
+    expect(removed.statusCode).toBe(204)
+    for (const url of ['/api/projects', '/api/tenant', '/api/members', `/api/projects/${C.projects[0]}`]) {
+      const res = await leaver.get(url)
+      expect(res.statusCode, url).toBe(404)
+      expect(res.json()).toMatchObject({ code: 'TENANT_NOT_FOUND' })
+      expect(res.body).not.toContain(C.tok)
+    }
+  })
+})
+
+describe('concurrent requests for different tenants', () => {
+  it('interleaved reads and writes each see and touch only their own tenant', async () => {
+    const { A, B, C } = tenants as Record<'A' | 'B' | 'C', TenantFx>
+    // Same user (dual) in A and B, plus C's owner; every request on its own address (rate limits).
+    const plan = Array.from({ length: 360 }, (_, i) => {
+      const T = [A, B, C][i % 3]!
+      const who = T === C ? users.ownerC! : users.dual!
+      const how = (['header-slug', 'path-id', 'subdomain'] as const)[Math.floor(i / 3) % 3]!
+      const kind = (['tenant', 'list', 'read', 'write'] as const)[Math.floor(i / 9) % 4]!
+      return { i, T, who, how, kind }
+    })
+    const run = async ({ i, T, who, how, kind }: (typeof plan)[number]) => {
+      const c = sibling(who.client!)
+      const canWrite = T !== A // dual is a viewer in A
+      const path =
+        kind === 'tenant'
+          ? '/tenant'
+          : kind === 'list'
+            ? '/projects?limit=100'
+            : kind === 'read'
+              ? `/projects/${T.projects[i % 2]}`
+              : '/projects'
+      const { url, headers } = address(T, how, path)
+      const res =
+        kind === 'write'
+          ? await c.request({ method: 'POST', url, headers, payload: { name: `${T.tok} concurrent ${i}` } })
+          : await c.request({ method: 'GET', url, headers })
+      const label = `#${i} ${kind} ${T.key} via ${how}`
+      assertNoLeak(res, T, label)
+      if (kind === 'write' && !canWrite) {
+        expect(res.statusCode, label).toBe(403)
+        return
+      }
+      expect(res.statusCode, `${label}: ${res.body}`).toBe(kind === 'write' ? 201 : 200)
+      const body = res.json()
+      if (kind === 'tenant') expect(body.tenant.id, label).toBe(T.id)
+      if (kind === 'list')
+        expect(
+          body.items.every((p: { name: string }) => p.name.includes(T.tok)),
+          label,
+        ).toBe(true)
+      if (kind === 'read') expect(body.id, label).toBe(T.projects[i % 2])
+      if (kind === 'write') expect(body.name, label).toBe(`${T.tok} concurrent ${i}`)
+    }
+    await Promise.all(plan.map(run))
+
+    // Every concurrent write is in its own tenant's database, and only there.
+    for (const T of [B, C]) {
+      const names = await app.tenancy.pools.withTenant((await app.tenancy.catalog.get(T.id))!, (db) =>
+        db.select({ name: projects.name }).from(projects),
+      )
+      const concurrent = names.map((p) => p.name).filter((n) => n.includes(' concurrent '))
+      const want = plan.filter((p) => p.T === T && p.kind === 'write').map((p) => `${T.tok} concurrent ${p.i}`)
+      expect(concurrent.sort()).toEqual(want.sort())
+    }
+    const inA = await app.tenancy.pools.withTenant((await app.tenancy.catalog.get(A.id))!, (db) =>
+      db.select({ name: projects.name }).from(projects),
+    )
+    expect(inA.filter((p) => p.name.includes(' concurrent '))).toEqual([])
+  })
+})
