@@ -1,0 +1,343 @@
+/**
+ * The one place Stripe subscription state lands in core_subscriptions, shared by webhooks, the checkout
+ * success redirect and the service's own changes, so all of them follow the same ordering rule:
+ *
+ *   each row carries `stripe_updated_at`, the Stripe time (seconds) of the state it holds.
+ *   - an event snapshot newer than the row is applied; an older one is stale and ignored;
+ *   - an event snapshot from the same second is a tie: the caller refetches the subscription from Stripe;
+ *   - a fetched object is authoritative: applied unless the row already reflects a later event, and
+ *     stamped with the time it was fetched for (the event's time), so later events still apply.
+ *
+ * Written with postgres.js directly (not drizzle): this is the webhook hot path, and drizzle's ad-hoc
+ * queries are sent unprepared (STACK.md §0).
+ */
+import type Stripe from 'stripe'
+import { uuidv7 } from 'uuidv7'
+import { asDate, iso, type Tx, writeBillingAudit } from './audit.js'
+import { isUuid } from './plans.js'
+
+export type { Tx }
+
+/** Subscription statuses that grant access (past_due only within the grace period, see access.ts). */
+export const LIVE_STATUSES = ['active', 'trialing', 'past_due'] as const
+/** The plan_tier a tenant falls back to without a live subscription. */
+export const FREE_PLAN_KEY = 'free'
+
+export interface SubscriptionSnapshot {
+  stripeSubscriptionId: string
+  stripeCustomerId: string
+  status: string
+  priceId: string | null
+  interval: string | null
+  currentPeriodStart: Date | null
+  currentPeriodEnd: Date | null
+  trialEnd: Date | null
+  cancelAtPeriodEnd: boolean
+  canceledAt: Date | null
+  metadataTenantId: string | undefined
+  metadataUserId: string | undefined
+}
+
+const date = (s: number | null | undefined) => (typeof s === 'number' ? new Date(s * 1000) : null)
+export const idOf = (x: string | { id: string } | null | undefined) => (typeof x === 'string' ? x : (x?.id ?? null))
+
+/** What we keep of a Stripe Subscription. Periods live on the items since API 2025-03-31; older payloads had them on the subscription. */
+export function snapshotOf(sub: Stripe.Subscription): SubscriptionSnapshot {
+  const item = sub.items?.data?.[0]
+  const legacy = sub as unknown as { current_period_start?: number; current_period_end?: number }
+  return {
+    stripeSubscriptionId: sub.id,
+    stripeCustomerId: idOf(sub.customer as string | { id: string }) ?? '',
+    status: sub.status,
+    priceId: item?.price?.id ?? null,
+    interval: item?.price?.recurring?.interval ?? null,
+    currentPeriodStart: date(item?.current_period_start ?? legacy.current_period_start),
+    currentPeriodEnd: date(item?.current_period_end ?? legacy.current_period_end),
+    trialEnd: date(sub.trial_end),
+    cancelAtPeriodEnd: Boolean(sub.cancel_at_period_end),
+    canceledAt: date(sub.canceled_at),
+    metadataTenantId: sub.metadata?.tenant_id,
+    metadataUserId: sub.metadata?.user_id,
+  }
+}
+
+export interface PlanRef {
+  id: string
+  key: string
+}
+
+/** Price id → plan, cached briefly: plans change on deploy (db:seed), prices arrive on every event. */
+export type PlanLookup = (tx: Tx, priceId: string | null) => Promise<PlanRef | null>
+
+export function createPlanLookup(ttlMs = 30_000): PlanLookup {
+  const cache = new Map<string, { plan: PlanRef | null; until: number }>()
+  return async (tx, priceId) => {
+    if (!priceId) return null
+    const hit = cache.get(priceId)
+    if (hit && hit.until > Date.now()) return hit.plan
+    const [row] = await tx<PlanRef[]>`
+      select id, key from core_pricing_plans
+      where stripe_price_monthly = ${priceId} or stripe_price_yearly = ${priceId}
+      order by is_active desc limit 1`
+    const plan = row ? { id: row.id, key: row.key } : null
+    if (cache.size > 1000) cache.clear()
+    cache.set(priceId, { plan, until: Date.now() + ttlMs })
+    return plan
+  }
+}
+
+export interface ApplyInput {
+  snapshot: SubscriptionSnapshot
+  /** The Stripe time (unix seconds) the snapshot reflects, or was fetched for. */
+  at: number
+  source: 'event' | 'fetched'
+  /** Known tenant (a checkout session names it); otherwise taken from the subscription's metadata. */
+  tenantId?: string
+  userId?: string
+  /** invoice.payment_failed: when the payment failed (past_due_since), if the row wasn't already past due. */
+  pastDueAt?: number
+  plans: PlanLookup
+  audit: { eventId?: string; eventType?: string; actorUserId?: string | null; reason: string }
+}
+
+export interface AppliedSubscription {
+  id: string
+  tenantId: string
+  stripeSubscriptionId: string
+  status: string
+  previousStatus: string | null
+  planKey: string | null
+  created: boolean
+  /** False when the new state equals the stored one (only the watermark moved): no audit row, no plan change. */
+  changed: boolean
+}
+
+export type ApplyOutcome =
+  | { kind: 'applied'; subscription: AppliedSubscription }
+  | { kind: 'stale'; storedAt: number }
+  | { kind: 'tie' }
+  | { kind: 'no-tenant' }
+
+interface StoredRow {
+  id: string
+  tenant_id: string
+  status: string
+  plan_id: string | null
+  stripe_price_id: string | null
+  current_period_end: Date | null
+  trial_end: Date | null
+  cancel_at_period_end: boolean
+  canceled_at: Date | null
+  past_due_since: Date | null
+  stripe_updated_at: Date
+}
+
+const seconds = (d: Date) => Math.floor(d.getTime() / 1000)
+
+function normalise(r: StoredRow): StoredRow {
+  return {
+    ...r,
+    current_period_end: asDate(r.current_period_end),
+    trial_end: asDate(r.trial_end),
+    canceled_at: asDate(r.canceled_at),
+    past_due_since: asDate(r.past_due_since),
+    stripe_updated_at: asDate(r.stripe_updated_at)!,
+  }
+}
+const sameTime = (a: Date | null, b: Date | null) => (a === null || b === null ? a === b : a.getTime() === b.getTime())
+
+/** The tenant a subscription belongs to: the caller's, the metadata's, or the one already billed to the same customer. */
+async function resolveTenant(tx: Tx, s: SubscriptionSnapshot, hint: string | undefined): Promise<string | null> {
+  for (const candidate of [hint, s.metadataTenantId]) {
+    if (!isUuid(candidate)) continue
+    const [t] = await tx<{ id: string }[]>`select id from core_tenants where id = ${candidate}`
+    if (t) return t.id
+  }
+  if (!s.stripeCustomerId) return null
+  const [byCustomer] = await tx<{ tenant_id: string }[]>`
+    select tenant_id from core_subscriptions where stripe_customer_id = ${s.stripeCustomerId}
+    order by stripe_updated_at desc limit 1`
+  return byCustomer?.tenant_id ?? null
+}
+
+async function existingUser(tx: Tx, ...candidates: (string | undefined)[]): Promise<string | null> {
+  for (const c of candidates) {
+    if (!isUuid(c)) continue
+    const [u] = await tx<{ id: string }[]>`select id from core_users where id = ${c}`
+    if (u) return u.id
+  }
+  return null
+}
+
+/** Keep core_tenants.plan_tier equal to the best live subscription's plan ('free' without one). */
+export async function refreshTenantPlanTier(tx: Tx, tenantId: string): Promise<void> {
+  await tx`
+    with best as (
+      select coalesce((
+        select p.key from core_subscriptions s join core_pricing_plans p on p.id = s.plan_id
+        where s.tenant_id = ${tenantId} and s.status in ${tx(LIVE_STATUSES)}
+        order by p.tier_level desc, s.stripe_updated_at desc limit 1
+      ), ${FREE_PLAN_KEY}) as key
+    )
+    update core_tenants t set plan_tier = best.key, updated_at = now()
+    from best where t.id = ${tenantId} and t.plan_tier is distinct from best.key`
+}
+
+export async function applySubscription(tx: Tx, input: ApplyInput): Promise<ApplyOutcome> {
+  const s = input.snapshot
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const [raw] = await tx<StoredRow[]>`
+      select id, tenant_id, status, plan_id, stripe_price_id, current_period_end, trial_end, cancel_at_period_end,
+             canceled_at, past_due_since, stripe_updated_at
+      from core_subscriptions where stripe_subscription_id = ${s.stripeSubscriptionId} for update`
+
+    if (raw) {
+      const row = normalise(raw)
+      const storedAt = seconds(row.stripe_updated_at)
+      if (input.at < storedAt) return { kind: 'stale', storedAt }
+      if (input.at === storedAt && input.source === 'event') return { kind: 'tie' }
+      return { kind: 'applied', subscription: await update(tx, input, row) }
+    }
+
+    const tenantId = await resolveTenant(tx, s, input.tenantId)
+    if (!tenantId) return { kind: 'no-tenant' }
+    const inserted = await insert(tx, input, tenantId)
+    if (inserted) return { kind: 'applied', subscription: inserted }
+    // Another transaction inserted the same subscription meanwhile (ON CONFLICT waited for it): compare against its row.
+  }
+  throw new Error(`subscription ${s.stripeSubscriptionId} could not be locked`)
+}
+
+function pastDueSince(input: ApplyInput, previous: StoredRow | undefined): Date | null {
+  if (input.snapshot.status !== 'past_due') return null
+  if (previous?.status === 'past_due' && previous.past_due_since) return previous.past_due_since
+  return new Date((input.pastDueAt ?? input.at) * 1000)
+}
+
+async function insert(tx: Tx, input: ApplyInput, tenantId: string): Promise<AppliedSubscription | null> {
+  const s = input.snapshot
+  const plan = await input.plans(tx, s.priceId)
+  const userId = await existingUser(tx, input.userId, s.metadataUserId)
+  const id = uuidv7()
+  const rows = await tx`
+    insert into core_subscriptions (id, tenant_id, user_id, plan_id, stripe_subscription_id, stripe_customer_id, stripe_price_id,
+      status, billing_interval, current_period_start, current_period_end, trial_end, cancel_at_period_end, canceled_at,
+      past_due_since, stripe_updated_at)
+    values (${id}, ${tenantId}, ${userId}, ${plan?.id ?? null}, ${s.stripeSubscriptionId}, ${s.stripeCustomerId}, ${s.priceId},
+      ${s.status}, ${s.interval}, ${iso(s.currentPeriodStart)}, ${iso(s.currentPeriodEnd)}, ${iso(s.trialEnd)}, ${s.cancelAtPeriodEnd},
+      ${iso(s.canceledAt)}, ${iso(pastDueSince(input, undefined))}, ${iso(new Date(input.at * 1000))})
+    on conflict (stripe_subscription_id) do nothing
+    returning id`
+  if (rows.length === 0) return null
+  const applied: AppliedSubscription = {
+    id,
+    tenantId,
+    stripeSubscriptionId: s.stripeSubscriptionId,
+    status: s.status,
+    previousStatus: null,
+    planKey: plan?.key ?? null,
+    created: true,
+    changed: true,
+  }
+  await writeBillingAudit(tx, {
+    action: 'billing.subscription.created',
+    tenantId,
+    actorUserId: input.audit.actorUserId ?? null,
+    targetType: 'subscription',
+    targetId: id,
+    metadata: auditMetadata(input, applied),
+  })
+  await refreshTenantPlanTier(tx, tenantId)
+  return applied
+}
+
+async function update(tx: Tx, input: ApplyInput, row: StoredRow): Promise<AppliedSubscription> {
+  const s = input.snapshot
+  const plan = await input.plans(tx, s.priceId)
+  const planId = plan?.id ?? null
+  const dueSince = pastDueSince(input, row)
+  const changed =
+    row.status !== s.status ||
+    row.plan_id !== planId ||
+    row.stripe_price_id !== s.priceId ||
+    row.cancel_at_period_end !== s.cancelAtPeriodEnd ||
+    !sameTime(row.current_period_end, s.currentPeriodEnd) ||
+    !sameTime(row.trial_end, s.trialEnd) ||
+    !sameTime(row.canceled_at, s.canceledAt) ||
+    !sameTime(row.past_due_since, dueSince)
+
+  if (changed) {
+    await tx`
+      update core_subscriptions set
+        plan_id = ${planId}, stripe_customer_id = ${s.stripeCustomerId}, stripe_price_id = ${s.priceId}, status = ${s.status},
+        billing_interval = ${s.interval}, current_period_start = ${iso(s.currentPeriodStart)}, current_period_end = ${iso(s.currentPeriodEnd)},
+        trial_end = ${iso(s.trialEnd)}, cancel_at_period_end = ${s.cancelAtPeriodEnd}, canceled_at = ${iso(s.canceledAt)},
+        past_due_since = ${iso(dueSince)}, stripe_updated_at = ${iso(new Date(input.at * 1000))}, updated_at = now()
+      where id = ${row.id}`
+  } else {
+    await tx`update core_subscriptions set stripe_updated_at = ${iso(new Date(input.at * 1000))} where id = ${row.id}`
+  }
+
+  const applied: AppliedSubscription = {
+    id: row.id,
+    tenantId: row.tenant_id,
+    stripeSubscriptionId: s.stripeSubscriptionId,
+    status: s.status,
+    previousStatus: row.status,
+    planKey: plan?.key ?? null,
+    created: false,
+    changed,
+  }
+  if (changed) {
+    const action = s.status === 'canceled' && row.status !== 'canceled' ? 'billing.subscription.canceled' : 'billing.subscription.updated'
+    await writeBillingAudit(tx, {
+      action,
+      tenantId: row.tenant_id,
+      actorUserId: input.audit.actorUserId ?? null,
+      targetType: 'subscription',
+      targetId: row.id,
+      metadata: auditMetadata(input, applied),
+    })
+    if (row.status !== s.status || row.plan_id !== planId) await refreshTenantPlanTier(tx, row.tenant_id)
+  }
+  return applied
+}
+
+function auditMetadata(input: ApplyInput, a: AppliedSubscription): Record<string, unknown> {
+  return {
+    stripeSubscriptionId: a.stripeSubscriptionId,
+    status: a.status,
+    previousStatus: a.previousStatus,
+    plan: a.planKey,
+    cancelAtPeriodEnd: input.snapshot.cancelAtPeriodEnd,
+    stripeTime: new Date(input.at * 1000).toISOString(),
+    source: input.source,
+    reason: input.audit.reason,
+    ...(input.audit.eventId ? { eventId: input.audit.eventId, eventType: input.audit.eventType } : {}),
+  }
+}
+
+/** Store a Stripe customer id on the user who started checkout, unless they (or someone) already have it. */
+export async function linkCustomerToUser(
+  tx: Tx,
+  userId: string | undefined,
+  customerId: string | null,
+  tenantId: string | null,
+): Promise<boolean> {
+  if (!isUuid(userId) || !customerId) return false
+  const rows = await tx`
+    update core_users set stripe_customer_id = ${customerId}, updated_at = now()
+    where id = ${userId} and stripe_customer_id is null
+      and not exists (select 1 from core_users where stripe_customer_id = ${customerId})
+    returning id`
+  if (rows.length === 0) return false
+  await writeBillingAudit(tx, {
+    action: 'billing.customer.linked',
+    tenantId,
+    actorUserId: userId,
+    targetType: 'user',
+    targetId: userId,
+    metadata: { stripeCustomerId: customerId },
+  })
+  return true
+}

@@ -1,0 +1,335 @@
+/**
+ * Stripe webhooks, applied exactly once and in Stripe's order.
+ *
+ * 1. Verify the signature on the raw body (bad or missing → 400 INVALID_SIGNATURE, nothing written).
+ * 2. In ONE host transaction: insert the event id into the ledger (a conflict means a duplicate delivery:
+ *    answer 200 and change nothing), apply the state change, record processed | skipped | failed.
+ * 3. After commit, hand processed events to `onBillingEvent` (the jobs layer queues slow side effects).
+ *
+ * Anything transient (database, Stripe API during a refetch) throws: the transaction rolls back, the
+ * route answers 5xx, the ledger keeps no row, and Stripe's retry is processed as if new. Conditions a
+ * retry cannot fix (no tenant for a subscription, a subscription Stripe doesn't know) are recorded as
+ * `failed` and answered 200; a later redelivery of a failed event (dashboard "resend") is reprocessed.
+ */
+import type { FastifyBaseLogger } from 'fastify'
+import type postgres from 'postgres'
+import Stripe from 'stripe'
+import { uuidv7 } from 'uuidv7'
+import type { HostDatabase } from '../db/host.js'
+import { AppError } from '../lib/errors.js'
+import { asDate, iso, type Tx, writeBillingAudit } from './audit.js'
+import { isUuid } from './plans.js'
+import { billingDisabled, isTransientStripeError } from './stripe.js'
+import {
+  type AppliedSubscription,
+  type ApplyOutcome,
+  applySubscription,
+  createPlanLookup,
+  idOf,
+  linkCustomerToUser,
+  type PlanLookup,
+  snapshotOf,
+} from './subscriptions.js'
+
+export type WebhookStatus = 'processed' | 'skipped' | 'failed' | 'duplicate'
+
+export interface WebhookResult {
+  status: WebhookStatus
+  eventId: string
+  type: string
+  /** Why an event was skipped or failed (also stored in the ledger's `error` column). */
+  reason?: string
+}
+
+/** Handed to `onBillingEvent` after a processed event committed. */
+export interface BillingEvent {
+  eventId: string
+  type: string
+  /** Stripe time of the event. */
+  occurredAt: Date
+  tenantId: string | null
+  subscription?: AppliedSubscription
+  /** checkout.session.completed in payment mode: the one-time purchase to fulfil. */
+  payment?: { checkoutSessionId: string; amountTotal: number | null; currency: string | null }
+  /** invoice.* events. */
+  invoice?: { id: string; amountDue: number; amountPaid: number; currency: string; hostedInvoiceUrl: string | null }
+}
+
+export interface WebhookDeps {
+  host: HostDatabase
+  stripe: Stripe | undefined
+  webhookSecret: string | undefined
+  plans?: PlanLookup
+  /** Injection point for slow side effects (emails, tenant suspension): called once per processed event, after commit. */
+  onBillingEvent?: (e: BillingEvent) => Promise<void>
+  log?: Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>
+  /** Signature timestamp tolerance in seconds (Stripe's default 300). */
+  toleranceS?: number
+}
+
+interface Handled {
+  status: 'processed' | 'skipped' | 'failed'
+  reason?: string
+  billing?: Omit<BillingEvent, 'eventId' | 'type' | 'occurredAt'>
+}
+
+export const HANDLED_EVENT_TYPES = [
+  'checkout.session.completed',
+  'customer.subscription.created',
+  'customer.subscription.updated',
+  'customer.subscription.deleted',
+  'invoice.paid',
+  'invoice.payment_failed',
+] as const
+
+const planLookups = new WeakMap<object, PlanLookup>()
+
+export function verifyStripeEvent(
+  stripe: Stripe,
+  rawBody: Buffer | string,
+  signature: string | undefined,
+  secret: string,
+  toleranceS?: number,
+): Stripe.Event {
+  if (!signature) throw new AppError(400, 'INVALID_SIGNATURE', 'Missing Stripe-Signature header')
+  try {
+    return stripe.webhooks.constructEvent(rawBody, signature, secret, toleranceS)
+  } catch {
+    throw new AppError(400, 'INVALID_SIGNATURE', 'Stripe signature verification failed')
+  }
+}
+
+export async function processStripeEvent(
+  deps: WebhookDeps,
+  rawBody: Buffer | string,
+  signature: string | undefined,
+): Promise<WebhookResult> {
+  const { stripe, webhookSecret } = deps
+  if (!stripe || !webhookSecret) throw billingDisabled()
+  const event = verifyStripeEvent(stripe, rawBody, signature, webhookSecret, deps.toleranceS)
+  const plans = deps.plans ?? cachedPlanLookup(deps)
+  const raw = typeof rawBody === 'string' ? rawBody : rawBody.toString('utf8')
+
+  const outcome = await deps.host.sql.begin(async (tx) => {
+    // A failed event may be redelivered (dashboard resend) and is then processed again; anything else is a duplicate.
+    const fresh = await tx`
+      insert into core_stripe_webhook_events (id, stripe_event_id, type, status, api_version, stripe_created_at, payload, processed_at)
+      values (${uuidv7()}, ${event.id}, ${event.type}, 'processed', ${event.api_version}, ${iso(new Date(event.created * 1000))}, ${raw}::jsonb, now())
+      on conflict (stripe_event_id) do update set status = 'processed', error = null, processed_at = now(), received_at = now()
+        where core_stripe_webhook_events.status = 'failed'
+      returning id`
+    if (fresh.length === 0) return { status: 'duplicate' as const }
+    const handled = await handle(tx, event, { stripe, plans })
+    if (handled.status !== 'processed') {
+      await tx`update core_stripe_webhook_events set status = ${handled.status}, error = ${handled.reason ?? null} where stripe_event_id = ${event.id}`
+    }
+    return handled
+  })
+
+  const result: WebhookResult = { status: outcome.status, eventId: event.id, type: event.type }
+  if ('reason' in outcome && outcome.reason) result.reason = outcome.reason
+  if (outcome.status === 'failed')
+    deps.log?.warn({ eventId: event.id, type: event.type, reason: result.reason }, 'stripe event could not be applied')
+
+  if (outcome.status === 'processed' && deps.onBillingEvent) {
+    const billing = 'billing' in outcome ? outcome.billing : undefined
+    try {
+      await deps.onBillingEvent({
+        eventId: event.id,
+        type: event.type,
+        occurredAt: new Date(event.created * 1000),
+        tenantId: null,
+        ...billing,
+      })
+    } catch (err) {
+      // The change is committed and Stripe must not retry it; the hook is expected to only enqueue work.
+      deps.log?.error({ err, eventId: event.id }, 'onBillingEvent failed')
+    }
+  }
+  return result
+}
+
+function cachedPlanLookup(deps: WebhookDeps): PlanLookup {
+  let lookup = planLookups.get(deps.host)
+  if (!lookup) {
+    lookup = createPlanLookup()
+    planLookups.set(deps.host, lookup)
+  }
+  return lookup
+}
+
+interface HandleCtx {
+  stripe: Stripe
+  plans: PlanLookup
+}
+
+async function handle(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Promise<Handled> {
+  switch (event.type) {
+    case 'checkout.session.completed':
+      return checkoutCompleted(tx, event, ctx)
+    case 'customer.subscription.created':
+    case 'customer.subscription.updated':
+    case 'customer.subscription.deleted':
+      return subscriptionChanged(tx, event, ctx)
+    case 'invoice.paid':
+    case 'invoice.payment_failed':
+      return invoiceSettled(tx, event, ctx)
+    default:
+      return { status: 'skipped', reason: 'unhandled event type' }
+  }
+}
+
+const audit = (event: Stripe.Event, reason: string) => ({ eventId: event.id, eventType: event.type, reason })
+
+/** Retrieve a subscription during a webhook: transient failures roll the webhook back (Stripe retries). */
+export async function retrieveSubscription(stripe: Stripe, id: string): Promise<Stripe.Subscription | { missing: string }> {
+  try {
+    return await stripe.subscriptions.retrieve(id)
+  } catch (err) {
+    if (isTransientStripeError(err)) throw new AppError(503, 'STRIPE_UNAVAILABLE', 'Stripe is unavailable, the event will be retried')
+    if (err instanceof Stripe.errors.StripeError) return { missing: `Stripe could not return subscription ${id}: ${err.message}` }
+    throw err
+  }
+}
+
+function fromOutcome(o: ApplyOutcome, what: string): Handled {
+  switch (o.kind) {
+    case 'applied':
+      return { status: 'processed', billing: { tenantId: o.subscription.tenantId, subscription: o.subscription } }
+    case 'stale':
+      return { status: 'skipped', reason: `stale: ${what} already reflects ${new Date(o.storedAt * 1000).toISOString()}` }
+    case 'no-tenant':
+      return { status: 'failed', reason: `no tenant for ${what} (metadata.tenant_id missing or unknown)` }
+    case 'tie':
+      throw new Error('unreachable: a tie is resolved by refetching')
+  }
+}
+
+async function subscriptionChanged(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Promise<Handled> {
+  const sub = event.data.object as Stripe.Subscription
+  const base = { at: event.created, plans: ctx.plans, audit: audit(event, event.type) }
+  const outcome = await applySubscription(tx, { ...base, snapshot: snapshotOf(sub), source: 'event' })
+  if (outcome.kind !== 'tie') return fromOutcome(outcome, `subscription ${sub.id}`)
+  // Same second as the stored state: which came last is unknowable from timestamps; Stripe's current object decides.
+  const fetched = await retrieveSubscription(ctx.stripe, sub.id)
+  if ('missing' in fetched) return { status: 'failed', reason: fetched.missing }
+  const refetched = await applySubscription(tx, {
+    ...base,
+    snapshot: snapshotOf(fetched),
+    source: 'fetched',
+    audit: audit(event, `${event.type} (tie, refetched)`),
+  })
+  return fromOutcome(refetched, `subscription ${sub.id}`)
+}
+
+/** The subscription an invoice bills (API ≥ 2025-03-31 puts it under parent.subscription_details). */
+export function invoiceSubscriptionId(invoice: Stripe.Invoice): string | null {
+  const legacy = (invoice as unknown as { subscription?: string | { id: string } | null }).subscription
+  return idOf(invoice.parent?.subscription_details?.subscription as string | { id: string } | undefined) ?? idOf(legacy)
+}
+
+/**
+ * invoice.paid / invoice.payment_failed carry no subscription snapshot, so a delta applied to whatever
+ * the row holds could skip a transition we haven't seen yet. Unless the event is older than the row
+ * (stale), the subscription is refetched and applied as of the event's time; a payment failure dates
+ * past_due_since.
+ */
+async function invoiceSettled(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Promise<Handled> {
+  const invoice = event.data.object as Stripe.Invoice
+  const subId = invoiceSubscriptionId(invoice)
+  if (!subId) return { status: 'skipped', reason: 'invoice is not for a subscription' }
+  const [row] = await tx<
+    { stripe_updated_at: Date | string }[]
+  >`select stripe_updated_at from core_subscriptions where stripe_subscription_id = ${subId}`
+  const storedAt = asDate(row?.stripe_updated_at)
+  if (storedAt && event.created < Math.floor(storedAt.getTime() / 1000)) {
+    return { status: 'skipped', reason: `stale: subscription ${subId} already reflects ${storedAt.toISOString()}` }
+  }
+  const fetched = await retrieveSubscription(ctx.stripe, subId)
+  if ('missing' in fetched) return { status: 'failed', reason: fetched.missing }
+  const failed = event.type === 'invoice.payment_failed'
+  const outcome = await applySubscription(tx, {
+    snapshot: snapshotOf(fetched),
+    at: event.created,
+    source: 'fetched',
+    pastDueAt: failed ? event.created : undefined,
+    plans: ctx.plans,
+    audit: audit(event, event.type),
+  })
+  const handled = fromOutcome(outcome, `subscription ${subId}`)
+  if (handled.status !== 'processed' || outcome.kind !== 'applied') return handled
+  const info = {
+    id: invoice.id ?? '',
+    amountDue: invoice.amount_due,
+    amountPaid: invoice.amount_paid,
+    currency: invoice.currency,
+    hostedInvoiceUrl: invoice.hosted_invoice_url ?? null,
+  }
+  await writeBillingAudit(tx, {
+    action: failed ? 'billing.invoice.payment_failed' : 'billing.invoice.paid',
+    tenantId: outcome.subscription.tenantId,
+    targetType: 'invoice',
+    targetId: info.id,
+    metadata: { ...info, stripeSubscriptionId: subId, eventId: event.id, attemptCount: invoice.attempt_count },
+  })
+  return { ...handled, billing: { ...handled.billing, tenantId: outcome.subscription.tenantId, invoice: info } }
+}
+
+/** The tenant a checkout session was started for (metadata first, client_reference_id as a fallback), if it exists. */
+export async function checkoutTenant(tx: Tx | postgres.Sql, session: Stripe.Checkout.Session): Promise<string | null> {
+  for (const candidate of [session.metadata?.tenant_id, session.client_reference_id]) {
+    if (!isUuid(candidate)) continue
+    const [t] = await tx<{ id: string }[]>`select id from core_tenants where id = ${candidate}`
+    if (t) return t.id
+  }
+  return null
+}
+
+async function checkoutCompleted(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Promise<Handled> {
+  const session = event.data.object as Stripe.Checkout.Session
+  const tenantId = await checkoutTenant(tx, session)
+  if (!tenantId) return { status: 'failed', reason: `checkout session ${session.id} names no known tenant` }
+  const customerId = idOf(session.customer as string | { id: string } | null)
+  const userId = session.metadata?.user_id
+  await linkCustomerToUser(tx, userId, customerId, tenantId)
+
+  if (session.mode !== 'subscription') {
+    await writeBillingAudit(tx, {
+      action: 'billing.payment.completed',
+      tenantId,
+      actorUserId: isUuid(userId) ? userId : null,
+      targetType: 'checkout_session',
+      targetId: session.id,
+      metadata: { amountTotal: session.amount_total, currency: session.currency, paymentStatus: session.payment_status, eventId: event.id },
+    })
+    return {
+      status: 'processed',
+      billing: { tenantId, payment: { checkoutSessionId: session.id, amountTotal: session.amount_total, currency: session.currency } },
+    }
+  }
+
+  const subId = idOf(session.subscription as string | { id: string } | null)
+  if (!subId) return { status: 'failed', reason: `checkout session ${session.id} has no subscription` }
+  const fetched = await retrieveSubscription(ctx.stripe, subId)
+  if ('missing' in fetched) return { status: 'failed', reason: fetched.missing }
+  const outcome = await applySubscription(tx, {
+    snapshot: snapshotOf(fetched),
+    at: event.created,
+    source: 'fetched',
+    tenantId,
+    userId,
+    plans: ctx.plans,
+    audit: { ...audit(event, event.type), actorUserId: isUuid(userId) ? userId : null },
+  })
+  await writeBillingAudit(tx, {
+    action: 'billing.checkout.completed',
+    tenantId,
+    actorUserId: isUuid(userId) ? userId : null,
+    targetType: 'checkout_session',
+    targetId: session.id,
+    metadata: { stripeSubscriptionId: subId, stripeCustomerId: customerId, eventId: event.id },
+  })
+  if (outcome.kind === 'applied') return fromOutcome(outcome, `subscription ${subId}`)
+  // The row already reflects a later event: the checkout itself is still recorded as processed.
+  return { status: 'processed', billing: { tenantId } }
+}

@@ -1,0 +1,360 @@
+/**
+ * POST /webhooks/stripe against a real host database and the real SDK talking to the fake Stripe:
+ * exactly-once effects, ordering and ties, signatures, unhandled types, transient failures and the
+ * after-commit hook.
+ */
+import { uuidv7 } from 'uuidv7'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connect } from '../../src/db/connect.js'
+import type { BillingEvent } from '../../src/billing/webhooks.js'
+import stripeWebhookRoutes from '../../src/routes/webhooks/stripe.js'
+import { createStripe } from '../../src/billing/stripe.js'
+import { ADMIN_URL } from '../helpers/env.js'
+import { createTestEnv, type TestEnv, withDatabase } from '../helpers/test-env.js'
+import {
+  auditActions,
+  bareFastify,
+  type BillingWorld,
+  fixture,
+  freshIds,
+  type Ids,
+  insertTenant,
+  insertUser,
+  ledger,
+  sign,
+  startBillingWorld,
+  subscriptionState,
+  WEBHOOK_SECRET,
+} from './helpers.js'
+
+let env: TestEnv
+let w: BillingWorld
+
+beforeAll(async () => {
+  env = await createTestEnv()
+  w = await startBillingWorld(env)
+})
+
+afterAll(async () => {
+  await w?.close()
+  await env?.cleanup()
+})
+
+async function scenario(): Promise<Ids> {
+  const tenantId = await insertTenant(w.host, w.config)
+  const user = await insertUser(w.host)
+  return freshIds(tenantId, user.id)
+}
+
+/** Put Stripe's current copy of the subscription in the fake (what a refetch returns). */
+function stripeHolds(sub: Record<string, unknown>) {
+  w.fake.subscriptions.set(String(sub.id), structuredClone(sub))
+}
+
+describe('checkout → webhook → active', () => {
+  it('links the tenant and customer from checkout.session.completed, then follows the subscription to active', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    stripeHolds(created.data.object)
+    const retrieves = w.fake.count('GET', `/v1/subscriptions/${ids.subscriptionId}`)
+
+    const checkout = fixture('checkout.session.completed', ids)
+    const res = await w.deliver(checkout)
+    expect(res).toEqual({ statusCode: 200, body: { received: true, status: 'processed' } })
+    expect(w.fake.count('GET', `/v1/subscriptions/${ids.subscriptionId}`)).toBe(retrieves + 1)
+
+    let state = await subscriptionState(w.host, ids.subscriptionId)
+    expect(state).toMatchObject({ status: 'trialing', plan: 'pro', billing_interval: 'month', stripe_customer_id: ids.customerId })
+    expect(state!.stripe_updated_at).toEqual(new Date(checkout.created * 1000))
+    const [user] = await w.host.sql`select stripe_customer_id from core_users where id = ${ids.userId}`
+    expect(user!.stripe_customer_id).toBe(ids.customerId)
+    const [tenant] = await w.host.sql`select plan_tier from core_tenants where id = ${ids.tenantId}`
+    expect(tenant!.plan_tier).toBe('pro')
+
+    // customer.subscription.created is older than the checkout event: stale, ignored.
+    expect((await w.deliver(created)).body.status).toBe('skipped')
+    expect((await ledger(w.host, created.id))[0]).toMatchObject({ status: 'skipped', error: expect.stringMatching(/^stale/) })
+
+    const active = fixture('customer.subscription.updated.active', ids)
+    expect((await w.deliver(active)).body.status).toBe('processed')
+    state = await subscriptionState(w.host, ids.subscriptionId)
+    expect(state).toMatchObject({ status: 'active', plan: 'pro', past_due_since: null })
+    expect(state!.current_period_end).toEqual(new Date(active.data.object.items.data[0].current_period_end * 1000))
+
+    expect(await auditActions(w.host, ids.tenantId)).toEqual([
+      'billing.customer.linked',
+      'billing.subscription.created',
+      'billing.checkout.completed',
+      'billing.subscription.updated',
+    ])
+  })
+})
+
+describe('exactly once', () => {
+  it('acknowledges a duplicate delivery with 200 and changes nothing', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    const first = await w.deliver(created)
+    const audits = await auditActions(w.host, ids.tenantId)
+    const hooks = w.hookCalls.filter((e) => e.eventId === created.id).length
+    // The same event again, and again with a fresh signature (Stripe re-signs retries).
+    const second = await w.deliver(created)
+    const third = await w.deliver(created, { signature: sign(JSON.stringify(created)) })
+    expect([first.body.status, second.body.status, third.body.status]).toEqual(['processed', 'duplicate', 'duplicate'])
+    expect(await ledger(w.host, created.id)).toHaveLength(1)
+    expect(await auditActions(w.host, ids.tenantId)).toEqual(audits)
+    expect(w.hookCalls.filter((e) => e.eventId === created.id)).toHaveLength(hooks)
+    expect(hooks).toBe(1)
+  })
+
+  it('processes concurrent deliveries of the same event once', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    const results = await Promise.all([w.deliver(created), w.deliver(created), w.deliver(created)])
+    expect(results.map((r) => r.body.status).sort()).toEqual(['duplicate', 'duplicate', 'processed'])
+    expect(await auditActions(w.host, ids.tenantId)).toEqual(['billing.subscription.created'])
+  })
+})
+
+describe('ordering', () => {
+  it('never lets an older event overwrite a newer state', async () => {
+    const ids = await scenario()
+    const active = fixture('customer.subscription.updated.active', ids)
+    const created = fixture('customer.subscription.created', ids)
+    expect((await w.deliver(active)).body.status).toBe('processed')
+    expect((await w.deliver(created)).body.status).toBe('skipped')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({
+      status: 'active',
+      stripe_updated_at: new Date(active.created * 1000),
+    })
+  })
+
+  it('on a same-second tie refetches the subscription, and Stripe’s copy wins', async () => {
+    const ids = await scenario()
+    await w.deliver(fixture('customer.subscription.created', ids))
+    const a = fixture('customer.subscription.updated.active', ids)
+    const b = fixture('customer.subscription.updated.cancel_at_period_end', ids)
+    b.created = a.created // same second: which came last is unknowable
+    // Stripe's current object differs from both payloads.
+    const truth = structuredClone(b.data.object)
+    truth.cancel_at_period_end = false
+    truth.cancel_at = null
+    truth.status = 'past_due'
+    stripeHolds(truth)
+
+    const path = `/v1/subscriptions/${ids.subscriptionId}`
+    const before = w.fake.count('GET', path)
+    expect((await w.deliver(a)).body.status).toBe('processed')
+    expect(w.fake.count('GET', path)).toBe(before) // newer than the row: applied without asking Stripe
+    expect((await w.deliver(b)).body.status).toBe('processed')
+    expect(w.fake.count('GET', path)).toBe(before + 1)
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({
+      status: 'past_due',
+      cancel_at_period_end: false,
+      past_due_since: new Date(a.created * 1000),
+      stripe_updated_at: new Date(a.created * 1000),
+    })
+  })
+
+  it('invoice.payment_failed marks past_due with its time; invoice.paid clears it', async () => {
+    const ids = await scenario()
+    await w.deliver(fixture('customer.subscription.created', ids))
+    const active = fixture('customer.subscription.updated.active', ids)
+    await w.deliver(active)
+
+    const failed = fixture('invoice.payment_failed', ids)
+    stripeHolds({ ...active.data.object, status: 'past_due' })
+    expect((await w.deliver(failed)).body.status).toBe('processed')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({
+      status: 'past_due',
+      past_due_since: new Date(failed.created * 1000),
+    })
+
+    const paid = fixture('invoice.paid', ids)
+    stripeHolds({ ...active.data.object, status: 'active' })
+    expect((await w.deliver(paid)).body.status).toBe('processed')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'active', past_due_since: null })
+    expect(await auditActions(w.host, ids.tenantId)).toEqual([
+      'billing.subscription.created',
+      'billing.subscription.updated',
+      'billing.subscription.updated',
+      'billing.invoice.payment_failed',
+      'billing.subscription.updated',
+      'billing.invoice.paid',
+    ])
+    const hook = w.hookCalls.find((e) => e.eventId === failed.id)
+    expect(hook).toMatchObject({ type: 'invoice.payment_failed', tenantId: ids.tenantId, invoice: { amountDue: 2900, amountPaid: 0 } })
+  })
+})
+
+describe('signatures', () => {
+  it('answers 400 INVALID_SIGNATURE and writes nothing for a missing, wrong or tampered signature', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    const body = JSON.stringify(created)
+    const tampered = body.replace('"trialing"', '"active"')
+    const attempts = [
+      await w.deliver(created, { signature: null }),
+      await w.deliver(created, { signature: sign(body, 'whsec_not_the_secret') }),
+      await w.deliver(created, { body: tampered, signature: sign(body) }),
+      await w.deliver(created, { signature: 't=1,v1=deadbeef' }),
+    ]
+    for (const res of attempts) {
+      expect(res.statusCode).toBe(400)
+      expect(res.body).toMatchObject({ statusCode: 400, code: 'INVALID_SIGNATURE' })
+    }
+    expect(await ledger(w.host, created.id)).toHaveLength(0)
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toBeUndefined()
+    expect(await auditActions(w.host, ids.tenantId)).toEqual([])
+  })
+})
+
+describe('unhandled and unresolvable events', () => {
+  it('records an unhandled type as skipped and answers 200', async () => {
+    const ids = await scenario()
+    const ev = fixture('customer.created', ids)
+    const hooks = w.hookCalls.length
+    expect(await w.deliver(ev)).toEqual({ statusCode: 200, body: { received: true, status: 'skipped' } })
+    expect((await ledger(w.host, ev.id))[0]).toMatchObject({ status: 'skipped', type: 'customer.created', error: 'unhandled event type' })
+    expect(w.hookCalls.length).toBe(hooks)
+  })
+
+  it('records a subscription for an unknown tenant as failed (200), and processes it when redelivered later', async () => {
+    const ids = await scenario()
+    const unknownTenant = uuidv7()
+    const ev = fixture('customer.subscription.created', { ...ids, tenantId: unknownTenant })
+    expect((await w.deliver(ev)).body.status).toBe('failed')
+    expect((await ledger(w.host, ev.id))[0]).toMatchObject({ status: 'failed', error: expect.stringMatching(/no tenant/) })
+    await insertTenant(w.host, w.config, { id: unknownTenant })
+    expect((await w.deliver(ev)).body.status).toBe('processed')
+    expect(await ledger(w.host, ev.id)).toEqual([expect.objectContaining({ status: 'processed', error: null })])
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'trialing' })
+  })
+})
+
+describe('transient failures roll back so Stripe’s retry is processed', () => {
+  it('database failure mid-transaction → 500, no ledger row; the retry is processed exactly once', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    // A real failure after the ledger insert: the subscription table disappears for a moment.
+    const admin = connect(withDatabase(ADMIN_URL, new URL(env.hostUrl).pathname.slice(1)), { max: 1 })
+    try {
+      await admin`alter table core_subscriptions rename to core_subscriptions_offline`
+      const res = await w.deliver(created)
+      expect(res.statusCode).toBe(500)
+      expect(res.body).toMatchObject({ code: 'INTERNAL_ERROR' })
+      expect(await ledger(w.host, created.id)).toHaveLength(0)
+      expect(await auditActions(w.host, ids.tenantId)).toEqual([])
+    } finally {
+      await admin`alter table core_subscriptions_offline rename to core_subscriptions`
+      await admin.end()
+    }
+    expect((await w.deliver(created)).body.status).toBe('processed')
+    expect((await w.deliver(created)).body.status).toBe('duplicate')
+    expect(await ledger(w.host, created.id)).toEqual([expect.objectContaining({ status: 'processed' })])
+    expect(await auditActions(w.host, ids.tenantId)).toEqual(['billing.subscription.created'])
+    expect(w.hookCalls.filter((e) => e.eventId === created.id)).toHaveLength(1)
+  })
+
+  it('Stripe down during a refetch → 503, no ledger row; the retry is processed', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    await w.deliver(created)
+    const paid = fixture('invoice.paid', ids)
+    stripeHolds({ ...created.data.object, status: 'active' })
+    w.fake.fail('GET', new RegExp(`/v1/subscriptions/${ids.subscriptionId}$`), { status: 500 })
+    const res = await w.deliver(paid)
+    expect(res.statusCode).toBe(503)
+    expect(res.body).toMatchObject({ code: 'STRIPE_UNAVAILABLE' })
+    expect(await ledger(w.host, paid.id)).toHaveLength(0)
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'trialing' })
+    expect((await w.deliver(paid)).body.status).toBe('processed')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'active' })
+  })
+})
+
+describe('onBillingEvent', () => {
+  it('is called once per processed event, after commit, with the tenant and the change', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    const seenInDb: unknown[] = []
+    const calls: BillingEvent[] = []
+    const app = bareFastify()
+    await app.register(stripeWebhookRoutes, {
+      prefix: '/webhooks',
+      config: w.config,
+      host: w.host,
+      stripe: createStripe(w.config.stripe, { maxNetworkRetries: 0 }),
+      onBillingEvent: async (e) => {
+        calls.push(e)
+        // After commit: another connection already sees the row.
+        seenInDb.push((await ledger(w.host, e.eventId))[0]?.status)
+      },
+    })
+    const send = (ev: Record<string, unknown>) => {
+      const payload = JSON.stringify(ev)
+      return app.inject({
+        method: 'POST',
+        url: '/webhooks/stripe',
+        headers: { 'content-type': 'application/json', 'stripe-signature': sign(payload) },
+        payload,
+      })
+    }
+    await send(created)
+    await send(created)
+    await send(fixture('customer.created', ids))
+    expect(calls).toHaveLength(1)
+    expect(calls[0]).toMatchObject({
+      eventId: created.id,
+      type: 'customer.subscription.created',
+      tenantId: ids.tenantId,
+      occurredAt: new Date(created.created * 1000),
+      subscription: { stripeSubscriptionId: ids.subscriptionId, status: 'trialing', planKey: 'pro', created: true, changed: true },
+    })
+    expect(seenInDb).toEqual(['processed'])
+    await app.close()
+  })
+
+  it('a failing hook does not fail the webhook (the change is committed; Stripe must not retry)', async () => {
+    const ids = await scenario()
+    const app = bareFastify()
+    await app.register(stripeWebhookRoutes, {
+      prefix: '/webhooks',
+      config: w.config,
+      host: w.host,
+      stripe: createStripe(w.config.stripe, { maxNetworkRetries: 0 }),
+      onBillingEvent: async () => {
+        throw new Error('queue unavailable')
+      },
+    })
+    const payload = JSON.stringify(fixture('customer.subscription.created', ids))
+    const res = await app.inject({
+      method: 'POST',
+      url: '/webhooks/stripe',
+      headers: { 'content-type': 'application/json', 'stripe-signature': sign(payload) },
+      payload,
+    })
+    expect(res.json()).toEqual({ received: true, status: 'processed' })
+    await app.close()
+  })
+})
+
+describe('billing disabled', () => {
+  it('answers 503 BILLING_DISABLED without Stripe settings, and writes nothing', async () => {
+    const app = bareFastify()
+    await app.register(stripeWebhookRoutes, { prefix: '/webhooks', config: env.config, host: w.host })
+    const ids = await scenario()
+    const ev = fixture('customer.subscription.created', ids)
+    const payload = JSON.stringify(ev)
+    const res = await app.inject({
+      method: 'POST',
+      url: '/webhooks/stripe',
+      headers: { 'content-type': 'application/json', 'stripe-signature': sign(payload, WEBHOOK_SECRET) },
+      payload,
+    })
+    expect(res.statusCode).toBe(503)
+    expect(res.json()).toMatchObject({ code: 'BILLING_DISABLED' })
+    expect(await ledger(w.host, ev.id)).toHaveLength(0)
+    await app.close()
+  })
+})
