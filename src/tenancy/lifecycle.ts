@@ -117,8 +117,12 @@ const STEPS: Record<StepName, Step> = {
   },
 
   async migrate(row, ctx) {
-    await migrateTenant(row, { writes: ctx.writes, info: ctx.template.info, folder: ctx.template.folder, pools: ctx.pools })
-    return undefined
+    const { info, folder } = ctx.template
+    const outcome = await migrateTenant(row, { writes: ctx.writes, info, folder, pools: ctx.pools })
+    // Already written by migrateTenant; returned so the runner's copy of the row stays true.
+    return outcome === 'migrated'
+      ? { migrationVersion: info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
+      : undefined
   },
 
   async seedOwner(row, ctx, opts) {
@@ -166,21 +170,35 @@ const STEPS: Record<StepName, Step> = {
   },
 }
 
-/** Run an event's steps for one tenant (or a slice of them: resume with `from`, one step with from = to). */
-export async function runLifecycle(event: LifecycleEvent, tenantId: string, ctx: LifecycleContext, opts: RunOptions = {}): Promise<void> {
+/**
+ * Run an event's steps for one tenant (or a slice of them: resume with `from`/`resume`, one step with
+ * from = to). Resolves to the catalog row as the run left it (undefined once hard deleted).
+ */
+export async function runLifecycle(
+  event: LifecycleEvent,
+  tenantId: string,
+  ctx: LifecycleContext,
+  opts: RunOptions = {},
+): Promise<Tenant | undefined> {
   const spec: EventSpec = LIFECYCLE[event]
-  const { id } = await ctx.writes.get(tenantId)
+  const id = UUID.test(tenantId) ? tenantId.toLowerCase() : (await ctx.writes.get(tenantId)).id
   if (!(await ctx.locks.acquire(id))) {
     throw conflict('TENANT_BUSY', `another operation on tenant ${id} is running; try again when it has finished`)
   }
   try {
-    await runLocked(spec, event, id, ctx, opts)
+    return await runLocked(spec, event, id, ctx, opts)
   } finally {
     await ctx.locks.release(id)
   }
 }
 
-async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx: LifecycleContext, opts: RunOptions): Promise<void> {
+async function runLocked(
+  spec: EventSpec,
+  event: LifecycleEvent,
+  id: string,
+  ctx: LifecycleContext,
+  opts: RunOptions,
+): Promise<Tenant | undefined> {
   // Read under the lock: the status and recorded step are now ours alone.
   const first = await ctx.writes.get(id)
   let row = first
@@ -227,7 +245,10 @@ async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx
     await ctx.writes.audit({ action: spec.audit, tenantId: id, actorUserId: opts.actorUserId, metadata: { slug: first.slug, ms } })
     ctx.logger.info({ tenantId: id, slug: first.slug, event, ms }, spec.audit)
   }
+  return event === 'hardDeleted' && end === spec.steps.length ? undefined : row
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** Serialises lifecycle runs per tenant, across processes. */
 export interface TenantLocks {

@@ -194,26 +194,27 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     }
     await catalog.invalidate(id)
     try {
-      await runLifecycle('created', id, ctx, { actorUserId: input.actorUserId ?? input.ownerUserId })
+      const row = await runLifecycle('created', id, ctx, { actorUserId: input.actorUserId ?? input.ownerUserId })
+      return publicView(row!)
     } catch (err) {
       throw failed(id, err)
     }
-    return publicView(await writes.get(id))
   }
 
   async function retry(idOrSlug: string, opts: { actorUserId?: string } = {}): Promise<ProvisionedTenant> {
     const row = await writes.get(idOrSlug)
     if (row.status === 'active') return publicView(row)
     try {
-      await runLifecycle('created', row.id, ctx, { resume: true, actorUserId: opts.actorUserId })
+      const done = await runLifecycle('created', row.id, ctx, { resume: true, actorUserId: opts.actorUserId })
+      return publicView(done!)
     } catch (err) {
       throw failed(row.id, err)
     }
-    return publicView(await writes.get(row.id))
   }
 
-  const step = (s: ProvisionStep) => (tenantId: string, ownerUserId?: string) =>
-    runLifecycle('created', tenantId, ctx, { from: s, to: s, ownerUserId })
+  const step = (s: ProvisionStep) => async (tenantId: string, ownerUserId?: string) => {
+    await runLifecycle('created', tenantId, ctx, { from: s, to: s, ownerUserId })
+  }
 
   return {
     provision,
