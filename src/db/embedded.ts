@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { chown, mkdir, readdir, rm } from 'node:fs/promises'
 import { userInfo } from 'node:os'
-import { resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import { connect } from './connect.js'
 
 export const EMBEDDED_PG_PORT = 54329
@@ -105,6 +105,8 @@ export async function startEmbeddedPostgres(
       await rm(dir, { recursive: true, force: true })
     }
     logger.info(`embedded Postgres: first run, initialising ${dir} (once)`)
+    // Parents get the default mode (as root, user `postgres` must traverse them); only the data folder is private.
+    await mkdir(dirname(dir), { recursive: true })
     await mkdir(dir, { recursive: true, mode: 0o700 })
     if (root) await preparePostgresOwnedDir(dir)
     await pg.initialise().catch((err: Error) => {

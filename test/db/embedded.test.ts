@@ -33,7 +33,7 @@ beforeAll(async () => {
   base = await mkdtemp(join(tmpdir(), 'tk-embedded-'))
   // mkdtemp makes it 0700; as root the server runs as OS user `postgres`, which must traverse it.
   await chmod(base, 0o755)
-  dir = join(base, 'postgres')
+  dir = join(base, '.data', 'postgres') // like the default: a parent folder that does not exist yet
 })
 
 afterAll(async () => {
