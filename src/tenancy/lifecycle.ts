@@ -214,6 +214,9 @@ async function runLocked(
   const end = opts.to ? spec.steps.indexOf(opts.to) + 1 || spec.steps.length : spec.steps.length
   const started = performance.now()
   let current: StepName | undefined
+  // Progress (provision_step) rides along with the next catalog write instead of costing one of its own:
+  // a run that dies before it is written resumes one idempotent step earlier, which is still correct.
+  let progress: TenantPatch = {}
   try {
     for (let i = start; i < end; i++) {
       const step = spec.steps[i]!
@@ -222,16 +225,19 @@ async function runLocked(
       const patch = await STEPS[step](row, ctx, opts)
       await ctx.faults?.afterStep?.(step, id)
       const next = spec.steps[i + 1]
-      const write: TenantPatch = { ...patch, ...(spec.tracked && next ? { provisionStep: next } : {}) }
+      if (spec.tracked && next) progress = { provisionStep: next }
+      const last = i === end - 1
+      const write: TenantPatch = patch || last ? { ...progress, ...patch } : {}
       if (Object.keys(write).length) {
         await ctx.writes.update(id, write)
         row = { ...row, ...write } as Tenant
+        progress = {}
       }
     }
   } catch (err) {
     const error = errorMessage(err)
     ctx.logger.error({ tenantId: id, event, step: current, err: error }, 'tenant lifecycle step failed')
-    if (spec.tracked) await ctx.writes.update(id, { status: 'failed', provisionError: `${current}: ${error}` })
+    if (spec.tracked) await ctx.writes.update(id, { status: 'failed', provisionStep: current, provisionError: `${current}: ${error}` })
     await ctx.writes.audit({
       action: spec.failedAudit ?? `${spec.audit}_failed`,
       tenantId: id,
