@@ -41,7 +41,10 @@ export default fp<AppOptions>(
     const refreshMs = Math.min(60_000, (maxAgeS * 1000) / 10)
     fastify.addHook('onRequest', async (req) => {
       const session = req.session
-      if (session?.userId && Date.now() - (session.refreshedAt ?? 0) >= refreshMs) {
+      // A cookie signed with an older secret (rotation) must be re-issued under the newest one: left
+      // unsaved, @fastify/session clears a cookie whose signature differs, logging the user out.
+      const resign = session?.userId && req.cookies[SESSION_COOKIE] !== session.encryptedSessionId
+      if (session?.userId && (resign || Date.now() - (session.refreshedAt ?? 0) >= refreshMs)) {
         session.touch()
         session.refreshedAt = Date.now() // modifies the session: saved with a new TTL and cookie on send
       }
