@@ -97,7 +97,9 @@ export function createProcessor(p: ProcessorDeps): Processor {
       await store.failed(sql, id, retries, errorLog(err))
       throw markRecorded(err)
     }
-    await store.running(sql, id, retries)
+    // The running mark is sent as the job starts but not waited for: the work need not sit out a commit.
+    // Outcomes are written only after the mark has landed, so a record never goes back to running.
+    const marked = store.running(sql, id, retries).catch((err) => logger.warn({ err, jobId: id }, 'marking a job running failed'))
     const jobLogger = logger.child({ jobId: id, job: job.name, ...(tenantCtx ? { tenantId: tenantCtx.tenant.id } : {}) })
     const ctx: JobContext = {
       job,
@@ -114,6 +116,7 @@ export function createProcessor(p: ProcessorDeps): Processor {
       result = await (def.process as (ctx: JobContext, payload: unknown) => Promise<unknown>)(ctx, job.data)
       await followUps(def, job, result)
     } catch (err) {
+      await marked
       const permanent = def.permanent?.(err) === true
       const final = permanent || retries + 1 >= (job.opts.attempts ?? 1)
       if (final) {
@@ -125,6 +128,7 @@ export function createProcessor(p: ProcessorDeps): Processor {
       jobLogger.warn({ err, attempt: retries + 1 }, 'job attempt failed; will retry')
       throw markRecorded(err)
     }
+    await marked
     await store.completed(sql, id, retries, result)
     return result
   }

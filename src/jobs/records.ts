@@ -84,7 +84,6 @@ export interface ListFilter {
 
 // With fetch_types off, postgres.js may hand timestamptz back as text.
 const date = (value: Date | string | null): Date | null => (value === null ? null : value instanceof Date ? value : new Date(value))
-const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value))
 
 function toRecord(scope: JobScope, row: Row, tenantId: string | undefined): JobRecord {
   return {
@@ -105,9 +104,87 @@ function toRecord(scope: JobScope, row: Row, tenantId: string | undefined): JobR
   }
 }
 
+/** One status change of one record; `result` is JSON text, `error_log` is kept when absent. */
+interface Change {
+  id: string
+  status: JobStatus
+  retry_count: number
+  result?: string | null
+  error_log?: string
+}
+
+interface Pending {
+  change: Change
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+const MAX_BATCH = 500
+/** Batches in flight per database: one fills while another commits. */
+const MAX_IN_FLIGHT = 2
+
+interface Queue {
+  pending: Pending[]
+  inFlight: number
+}
+
+/**
+ * Group commit for status changes. Every running job writes its record at least twice; one UPDATE (and
+ * one commit) per write makes Postgres commits the ceiling of the whole worker. Instead, changes to the
+ * same database queue up while batches are in flight and go out together as one UPDATE … FROM
+ * jsonb_to_recordset; each caller still waits until its own change is committed. An idle system sends
+ * a lone change at once, so nothing waits on a timer.
+ */
+function createChangeWriter(table: 'sys_jobs' | 'tenant_jobs') {
+  const queues = new WeakMap<Sql, Queue>()
+
+  async function flush(sql: Sql, batch: Change[]) {
+    await sql`
+      update ${sql(table)} as j set
+        status = r.status,
+        retry_count = r.retry_count,
+        started_at = case when r.status = 'running' then coalesce(j.started_at, now()) else j.started_at end,
+        finished_at = case when r.status in ('completed', 'failed') then now() when r.status = 'running' then null else j.finished_at end,
+        result = case when r.status = 'completed' then r.result::jsonb else j.result end,
+        error_log = coalesce(r.error_log, j.error_log),
+        updated_at = now()
+      from jsonb_to_recordset(${JSON.stringify(batch)}::jsonb) as r(id uuid, status text, retry_count int, result text, error_log text)
+      where j.id = r.id`
+  }
+
+  async function drain(sql: Sql, q: Queue) {
+    q.inFlight++
+    while (q.pending.length > 0) {
+      const batch = q.pending.splice(0, MAX_BATCH)
+      try {
+        await flush(
+          sql,
+          batch.map((p) => p.change),
+        )
+        for (const p of batch) p.resolve()
+      } catch (err) {
+        for (const p of batch) p.reject(err)
+      }
+    }
+    q.inFlight--
+  }
+
+  return (sql: Sql, change: Change) =>
+    new Promise<void>((resolve, reject) => {
+      let q = queues.get(sql)
+      if (!q) {
+        q = { pending: [], inFlight: 0 }
+        queues.set(sql, q)
+      }
+      q.pending.push({ change, resolve, reject })
+      if (q.inFlight < MAX_IN_FLIGHT) void drain(sql, q)
+    })
+}
+
 function createStore(scope: JobScope): RecordStore {
   const table = scope === 'system' ? 'sys_jobs' : 'tenant_jobs'
   const hasTenant = scope === 'system'
+  const change = createChangeWriter(table)
   return {
     scope,
     async insert(sql, records) {
@@ -134,29 +211,12 @@ function createStore(scope: JobScope): RecordStore {
         select id, status from ${sql(table)} where id in (select jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::uuid)`
       return new Map(rows.map((r) => [r.id, r.status]))
     },
-    async running(sql, id, retryCount) {
-      await sql`
-        update ${sql(table)} set status = 'running', retry_count = ${retryCount}, started_at = coalesce(started_at, now()),
-          finished_at = null, updated_at = now()
-        where id = ${id}`
-    },
-    async retrying(sql, id, retryCount, errorLog) {
-      await sql`
-        update ${sql(table)} set status = 'pending', retry_count = ${retryCount}, error_log = ${errorLog}, updated_at = now()
-        where id = ${id}`
-    },
-    async completed(sql, id, retryCount, result) {
-      await sql`
-        update ${sql(table)} set status = 'completed', retry_count = ${retryCount}, result = ${json(result)}::jsonb,
-          finished_at = now(), updated_at = now()
-        where id = ${id}`
-    },
-    async failed(sql, id, retryCount, errorLog) {
-      await sql`
-        update ${sql(table)} set status = 'failed', retry_count = ${retryCount}, error_log = ${errorLog},
-          finished_at = now(), updated_at = now()
-        where id = ${id}`
-    },
+    running: (sql, id, retryCount) => change(sql, { id, status: 'running', retry_count: retryCount }),
+    retrying: (sql, id, retryCount, errorLog) => change(sql, { id, status: 'pending', retry_count: retryCount, error_log: errorLog }),
+    completed: (sql, id, retryCount, result) =>
+      // Serialised here, so a result that is not JSON fails its own job, not the whole batch.
+      change(sql, { id, status: 'completed', retry_count: retryCount, result: result === undefined ? null : JSON.stringify(result) }),
+    failed: (sql, id, retryCount, errorLog) => change(sql, { id, status: 'failed', retry_count: retryCount, error_log: errorLog }),
     async get(sql, id, tenantId) {
       const [row] = await sql<Row[]>`select * from ${sql(table)} where id = ${id}`
       return row ? toRecord(scope, row, tenantId) : undefined
