@@ -26,7 +26,7 @@ const TENANTS = Number(process.env.BENCH_TENANTS ?? 200)
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4)
 
 const line = (label: string, value: string | number) => console.log(`${label}: ${value}`)
-const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`
+const secs = (ms: number) => (ms < 1000 ? `${ms.toFixed(1)} ms` : `${(ms / 1000).toFixed(2)} s`)
 const rate = (n: number, ms: number) => `${(n / (ms / 1000)).toFixed(1)} tenants/s`
 
 async function migrationsWithExtra(): Promise<string> {

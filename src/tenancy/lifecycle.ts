@@ -2,8 +2,9 @@
  * What happens to a tenant, in one map: each lifecycle event lists its steps in order (the stancl/tenancy
  * idea). Read LIFECYCLE to know the whole story; the step implementations follow it. Every step is
  * idempotent, so a run that dies anywhere can simply be run again from the step it recorded; the jobs
- * layer runs the same steps one BullMQ job each. Every transition writes the audit log, and every
- * catalog write invalidates the catalog cache in all processes (CatalogWrites does that).
+ * layer runs the same steps one BullMQ job each. One run at a time per tenant, across processes (a
+ * second one gets 409 TENANT_BUSY). Every transition writes the audit log, and every catalog write
+ * invalidates the catalog cache in all processes (CatalogWrites does that).
  */
 import { eq } from 'drizzle-orm'
 import type { Logger } from 'pino'
