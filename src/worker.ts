@@ -19,6 +19,7 @@ import { pino } from 'pino'
 import { loadConfigOrExit } from './config.js'
 import { createMailer, type Mailer } from './email/index.js'
 import { BUILT_IN_JOBS } from './jobs/built-in.js'
+import { PROVISIONING_JOBS } from './jobs/provisioning-jobs.js'
 import type { JobRegistry, JobScope } from './jobs/registry.js'
 import { createTaskManager, type JobWorkers, type TaskManager, type WorkerOptions } from './jobs/task-manager.js'
 import { loggerOptions } from './lib/logger.js'
@@ -48,7 +49,7 @@ export async function startWorkers(services: WorkerServices, opts: StartWorkersO
   const { config, logger } = services
   const ownsMailer = !opts.mailer
   const mailer = opts.mailer ?? createMailer(config.smtp, logger)
-  const registry: JobRegistry = { ...BUILT_IN_JOBS, ...opts.registry }
+  const registry: JobRegistry = { ...BUILT_IN_JOBS, ...PROVISIONING_JOBS, ...opts.registry }
   const tasks = createTaskManager({
     registry,
     deps: { mailer, provisioner: services.provisioner, ...opts.deps },
