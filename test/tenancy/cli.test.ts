@@ -70,6 +70,12 @@ describe('tenants CLI', () => {
     expect(lines[3]).toBe('2 tenant(s)')
   })
 
+  it('db:migrate applies host migrations (none pending here)', async () => {
+    expect(await runInProcess(['db:migrate'])).toEqual({ code: 0, stdout: 'host database migrated\n', stderr: '' })
+    const [row] = await host.sql`select count(*)::int as n from drizzle.__drizzle_migrations`
+    expect(row?.n).toBe(migrationInfo('host').tags.length)
+  })
+
   it('answers bad input with one error line and a non-zero exit', async () => {
     const reserved = await cli(['tenants', 'provision', 'www'])
     expect(reserved.code).toBe(1)
