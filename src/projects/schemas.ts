@@ -12,10 +12,14 @@ export const ProjectSchema = Type.Object({
   updatedAt: Type.String({ format: 'date-time' }),
 })
 
+// Null first: with the app's ajv coerceTypes, a string-first union turns a JSON null into "" (the
+// string branch coerces it and wins), so a description could never be cleared.
+const Description = Type.Union([Type.Null(), Type.String({ maxLength: 5000 })])
+
 export const CreateProjectBody = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 200 }),
-    description: Type.Optional(Type.Union([Type.String({ maxLength: 5000 }), Type.Null()])),
+    description: Type.Optional(Description),
   },
   { additionalProperties: false },
 )
@@ -23,7 +27,7 @@ export const CreateProjectBody = Type.Object(
 export const UpdateProjectBody = Type.Object(
   {
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-    description: Type.Optional(Type.Union([Type.String({ maxLength: 5000 }), Type.Null()])),
+    description: Type.Optional(Description),
     status: Type.Optional(ProjectStatus),
   },
   { additionalProperties: false, minProperties: 1 },
