@@ -72,8 +72,9 @@ export interface JobWorkers {
   /** Resolves when every worker is connected and consuming. */
   ready(): Promise<void>
   /**
-   * Stop taking jobs and wait for running ones, at most `timeoutMs` (then force-close: jobs still
-   * running are left to the stalled check of another worker). Resolves with whether it drained in time.
+   * Stop taking jobs and wait for running ones, at most `timeoutMs`; then drop the workers' Redis
+   * connections, leaving jobs still running to the stalled check of another worker (the worker process
+   * exits right after). Resolves with whether it drained in time.
    */
   close(timeoutMs?: number): Promise<boolean>
 }
@@ -278,8 +279,10 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
           const drained = await Promise.race([Promise.all(workers.map((w) => w.close())).then(() => true as const), timedOut])
           clearTimeout(timer)
           if (!drained) {
+            // BullMQ cannot turn a graceful close into a forced one, so cut its connections instead: the
+            // running jobs' locks stop being renewed and the stalled check hands them to another worker.
             logger.warn({ timeoutMs }, 'jobs still running at the shutdown deadline; leaving them to the stalled check')
-            await Promise.all(workers.map((w) => w.close(true).catch(() => {})))
+            await Promise.all(workers.map((w) => w.disconnect().catch(() => {})))
           }
           started.delete(handle)
           return drained

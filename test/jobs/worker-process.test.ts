@@ -24,7 +24,7 @@ interface WorkerChild {
 
 const children: WorkerChild[] = []
 
-function spawnWorker(vars: Record<string, string>): WorkerChild {
+function spawnWorker(vars: Record<string, string>, extra: Record<string, string> = {}): WorkerChild {
   const proc = spawn(
     process.execPath,
     [
@@ -45,7 +45,7 @@ function spawnWorker(vars: Record<string, string>): WorkerChild {
     ],
     {
       cwd: root,
-      env: { ...process.env, ...vars, LOG_LEVEL: 'info', WORKER_SHUTDOWN_TIMEOUT_MS: '10000' },
+      env: { ...process.env, ...vars, LOG_LEVEL: 'info', WORKER_SHUTDOWN_TIMEOUT_MS: '10000', ...extra },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   )
@@ -151,5 +151,26 @@ describe('worker process', () => {
 
     second.proc.kill('SIGTERM')
     expect(await second.exited).toEqual({ code: 0, signal: null })
+  })
+
+  it('SIGTERM with a job longer than WORKER_SHUTDOWN_TIMEOUT_MS: exits 0 at the deadline; the job is recovered and runs once', async () => {
+    const impatient = spawnWorker(world.env.vars, { WORKER_SHUTDOWN_TIMEOUT_MS: '300' })
+    await impatient.waitForLog('worker started')
+    const job = await tasks.submit('test.slow_insert', { tenantId: tenant.id, marker: 'deadline', ms: 3000 })
+    await whenRunning(job.id)
+    impatient.proc.kill('SIGTERM')
+    expect(await impatient.exited).toEqual({ code: 0, signal: null })
+    // It left before the job finished: the job is still running by its record and BullMQ, with no side effect.
+    expect(impatient.output()).toContain('"drained":false')
+    expect(await tasks.getJob(job.id, { tenantId: tenant.id })).toMatchObject({ status: 'running', queueState: 'active' })
+    expect(await rowsNamed('deadline')).toHaveLength(0)
+
+    const next = spawnWorker(world.env.vars)
+    await next.waitForLog('worker started')
+    const view = await settled(tasks, job.id, { tenantId: tenant.id }, 20_000)
+    expect(view).toMatchObject({ status: 'completed', retryCount: 0 })
+    expect(await rowsNamed('deadline')).toHaveLength(1)
+    next.proc.kill('SIGTERM')
+    expect(await next.exited).toEqual({ code: 0, signal: null })
   })
 })
