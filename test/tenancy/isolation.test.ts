@@ -1,7 +1,7 @@
 /**
  * The isolation suite. Three live tenants (A, B, C) plus one suspended, one still provisioning, one
  * failed and one soft-deleted; users with every role in A and B, one user in both A and B with
- * different roles, a user in no tenant, and no session at all. Every tenant route × every
+ * different roles, an invited (not yet active) member, a user in no tenant, and no session at all. Every tenant route × every
  * (user, target tenant) × every way of naming the tenant (X-Tenant-ID by slug and by id, /t/:tenant/api
  * by slug and by id, subdomain, session active tenant, nothing) is requested, and each response must
  * have exactly the status and code an oracle derives from the issue's rules, and must carry no other
@@ -28,6 +28,8 @@ type Status = 'active' | 'suspended' | 'provisioning' | 'failed' | 'deleted' | '
 interface Member {
   role: MembershipRole
   localRole: Role
+  /** Only 'active' memberships enter; an invited user is not in yet. */
+  status?: 'invited'
 }
 interface TenantFx {
   key: string
@@ -254,7 +256,7 @@ function oracle(user: UserFx, T: TenantFx, how: Method, route: RouteCase): { exp
   if (!user.client) return { expect: err(401, 'UNAUTHENTICATED') }
   if (how === 'none') return { expect: err(400, 'TENANT_REQUIRED') }
   const member = T.members.get(user.id)
-  if (!member || T.status === 'deleted' || T.status === 'unknown') return { expect: err(404, 'TENANT_NOT_FOUND') }
+  if (!member || member.status || T.status === 'deleted' || T.status === 'unknown') return { expect: err(404, 'TENANT_NOT_FOUND') }
   if (T.status === 'suspended') return { expect: err(403, 'TENANT_SUSPENDED') }
   if (T.status !== 'active') return { expect: err(409, 'TENANT_NOT_READY') }
   const ctx: Ctx = { user, T, member, role: effective(member) }
@@ -287,7 +289,7 @@ async function send(c: Client, route: RouteCase, url: string, headers: Record<st
 async function useSessionTenant(user: UserFx, c: Client, T: TenantFx) {
   const res = await c.put('/me/active-tenant', { tenant: T.slug })
   requests++
-  const canSwitch = T.members.has(user.id) && T.status !== 'deleted' && T.status !== 'unknown'
+  const canSwitch = T.members.has(user.id) && !T.members.get(user.id)!.status && T.status !== 'deleted' && T.status !== 'unknown'
   expect(res.statusCode, `${user.key} switch to ${T.key}: ${res.body}`).toBe(canSwitch ? 200 : 404)
   if (canSwitch) expect(res.json().activeTenant).toMatchObject({ tenantId: T.id, slug: T.slug })
   else expect(res.json()).toMatchObject({ code: 'TENANT_NOT_FOUND' })
@@ -356,6 +358,7 @@ beforeAll(async () => {
     ['adminA', toks.A],
     ['editorA', toks.A],
     ['viewerA', toks.A],
+    ['invitedA', toks.A],
     ['ownerB', toks.B],
     ['adminB', toks.B],
     ['editorB', toks.B],
@@ -401,6 +404,7 @@ beforeAll(async () => {
       [u.editorA!, 'member', 'editor'],
       [u.viewerA!, 'member', 'viewer'],
       [u.dual!, 'member', 'viewer'],
+      [u.invitedA!, 'member', 'editor'],
     ]),
     tenant('B', u.ownerB!, [
       [u.adminB!, 'admin', 'admin'],
@@ -414,6 +418,10 @@ beforeAll(async () => {
     tenant('F', u.ownerB!, [[u.dual!, 'admin', 'admin']]),
     tenant('D', u.ownerB!, [[u.dual!, 'member', 'viewer']]),
   ])
+  // A membership that exists but isn't active (an invitation not yet accepted) grants nothing.
+  await app.host.sql`update core_memberships set status = 'invited' where user_id = ${u.invitedA!.id} and tenant_id = ${A!.id}`
+  await app.tenancy.memberships.invalidate(u.invitedA!.id, A!.id)
+  A!.members.get(u.invitedA!.id)!.status = 'invited'
   // Tenants that are not (or no longer) live: through the lifecycle, or catalog writes where no event leads there.
   await app.tenancy.provisioner.run('suspended', S!.id)
   S!.status = 'suspended'
@@ -438,7 +446,7 @@ beforeAll(async () => {
 
   // Users of one tenant only are that tenant's markers too.
   for (const [k, list] of Object.entries({
-    A: ['adminA', 'editorA', 'viewerA'],
+    A: ['adminA', 'editorA', 'viewerA', 'invitedA'],
     B: ['adminB', 'editorB', 'viewerB'],
     C: ['ownerC', 'viewerC'],
   })) {
@@ -456,8 +464,8 @@ describe('tenant isolation matrix', () => {
   it('answers every route × user × tenant × resolution method with the specified status, leaking nothing', async () => {
     const failures = (await Promise.all(Object.values(users).map(runMatrixFor))).flat()
     expect(failures.slice(0, 30), `${failures.length} failures`).toEqual([])
-    // The matrix is what it claims: 13 users × 8 tenants × 6 methods × 25–27 routes, plus "nothing" (~17k requests).
-    expect(requests).toBeGreaterThan(15_000)
+    // The matrix is what it claims: 14 users × 8 tenants × 6 methods × 25–27 routes, plus "nothing" (~18k requests).
+    expect(requests).toBeGreaterThan(16_500)
 
     // Nothing written through one tenant landed in another's database.
     for (const T of ['A', 'B', 'C'].map((k) => tenants[k]!)) {
