@@ -19,7 +19,7 @@ import { pino } from 'pino'
 import { loadConfigOrExit } from './config.js'
 import { createMailer, type Mailer } from './email/index.js'
 import { BUILT_IN_JOBS } from './jobs/built-in.js'
-import { PROVISIONING_JOBS } from './jobs/provisioning-jobs.js'
+import { FLEET_JOBS, PROVISIONING_JOBS } from './jobs/provisioning-jobs.js'
 import type { JobRegistry, JobScope } from './jobs/registry.js'
 import { createTaskManager, type JobWorkers, type TaskManager, type WorkerOptions } from './jobs/task-manager.js'
 import { loggerOptions } from './lib/logger.js'
@@ -31,7 +31,7 @@ export type WorkerServices = Pick<Services, 'config' | 'logger' | 'host' | 'redi
 export interface StartWorkersOptions extends WorkerOptions {
   /** Job definitions added to (or overriding) the built-in ones. */
   registry?: JobRegistry
-  /** Extra dependencies for those jobs' processors (ctx.deps); mailer and provisioner are always there. */
+  /** Extra dependencies for those jobs' processors (ctx.deps); mailer, provisioner and pools are always there. */
   deps?: Record<string, unknown>
   /** Defaults to a mailer built from config.smtp. */
   mailer?: Mailer
@@ -49,10 +49,10 @@ export async function startWorkers(services: WorkerServices, opts: StartWorkersO
   const { config, logger } = services
   const ownsMailer = !opts.mailer
   const mailer = opts.mailer ?? createMailer(config.smtp, logger)
-  const registry: JobRegistry = { ...BUILT_IN_JOBS, ...PROVISIONING_JOBS, ...opts.registry }
+  const registry: JobRegistry = { ...BUILT_IN_JOBS, ...PROVISIONING_JOBS, ...FLEET_JOBS, ...opts.registry }
   const tasks = createTaskManager({
     registry,
-    deps: { mailer, provisioner: services.provisioner, ...opts.deps },
+    deps: { mailer, provisioner: services.provisioner, pools: services.pools, ...opts.deps },
     host: services.host,
     catalog: services.catalog,
     pools: services.pools,

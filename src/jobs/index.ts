@@ -1,6 +1,13 @@
 /** The jobs module's public surface. */
 export { BUILT_IN_JOBS, type BuiltInJobs, EmailBatchSchema, type EmailJobDeps } from './built-in.js'
-export { PROVISION_FIRST_JOB, PROVISIONING_JOBS, type ProvisioningJobDeps, ProvisionPayload } from './provisioning-jobs.js'
+export {
+  FLEET_JOBS,
+  type FleetJobDeps,
+  PROVISION_FIRST_JOB,
+  PROVISIONING_JOBS,
+  type ProvisioningJobDeps,
+  ProvisionPayload,
+} from './provisioning-jobs.js'
 export { createQueues, createRedis, QUEUE_NAMES, type Queues, workerConnection } from './queues.js'
 export { JOB_STATUSES, type JobRecord, type JobStatus } from './records.js'
 export {

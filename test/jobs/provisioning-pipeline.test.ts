@@ -4,6 +4,7 @@
  */
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, expect, it } from 'vitest'
+import { migrationInfo } from '../../src/db/migrations.js'
 import { LIFECYCLE } from '../../src/tenancy/lifecycle.js'
 import { PROVISION_FIRST_JOB } from '../../src/jobs/provisioning-jobs.js'
 import { createProvisioner } from '../../src/tenancy/provisioning.js'
@@ -69,4 +70,23 @@ it('runs createDatabase → migrate → seedOwner → activate as one job each, 
     expect(records, step).toHaveLength(1)
     expect(records[0], step).toMatchObject({ status: 'completed', tenantId, retryCount: 0, scope: 'system' })
   }
+})
+
+it('tenant.migrate brings a tenant the catalog lists as behind back to current, recorded in sys_jobs', async () => {
+  const tenantId = await pendingTenant('behind-co')
+  await runtime.tasks.submit(PROVISION_FIRST_JOB, { tenantId })
+  await until(async () => (await world.services.provisioner.describe(tenantId)).status === 'active', 20_000, 'tenant to become active')
+  // As after a deploy with a new migration: the catalog says this tenant is behind.
+  await world.services.provisioner.writes.update(tenantId, { migrationVersion: '0000_old', migrationStatus: 'pending' })
+
+  const job = await runtime.tasks.submit('tenant.migrate', { tenantId })
+  const view = await until(async () => {
+    const v = await runtime.tasks.getJob(job.id, 'system')
+    return v.status === 'completed' || v.status === 'failed' ? v : undefined
+  })
+  expect(view).toMatchObject({ status: 'completed', tenantId, result: { outcome: 'migrated', version: migrationInfo('tenant').version } })
+  expect(await world.services.provisioner.describe(tenantId)).toMatchObject({
+    migrationStatus: 'current',
+    migrationVersion: migrationInfo('tenant').version,
+  })
 })
