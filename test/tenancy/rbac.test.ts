@@ -252,6 +252,27 @@ describe('owners', () => {
   })
 })
 
+describe('owners, concurrently', () => {
+  it('two owners demoting each other (or themselves) at once: exactly one succeeds, one owner remains', async () => {
+    for (const mode of ['each other', 'themselves'] as const) {
+      const t = await team()
+      expect((await t.api(t.owner).patch(`/members/${t.admin.id}`, { role: 'owner' })).statusCode).toBe(200)
+      const [x, y] = [t.owner, t.admin]
+      const results = await Promise.all([
+        t.api(x).patch(`/members/${mode === 'each other' ? y.id : x.id}`, { role: 'admin' }),
+        t.api(y).patch(`/members/${mode === 'each other' ? x.id : y.id}`, { role: 'admin' }),
+      ])
+      const codes = results.map((r) => r.statusCode).sort()
+      expect(codes, results.map((r) => r.body).join(' | ')).toEqual([200, 403])
+      expect(results.find((r) => r.statusCode === 403)!.json()).toMatchObject({
+        code: expect.stringMatching(/^(LAST_OWNER|INSUFFICIENT_ROLE)$/),
+      })
+      const owners = await app.host.sql`select user_id from core_memberships where tenant_id = ${t.tenant.id} and role = 'owner'`
+      expect(owners, mode).toHaveLength(1)
+    }
+  })
+})
+
 describe('no self-escalation', () => {
   it('ignores roles the client claims and refuses members changing their own role', async () => {
     const t = await team()
