@@ -185,47 +185,70 @@ export async function refreshTenantPlanTier(tx: Tx, tenantId: string): Promise<v
 
 export async function applySubscription(tx: Tx, input: ApplyInput): Promise<ApplyOutcome> {
   const s = input.snapshot
+  const plan = await input.plans(tx, s.priceId)
   for (let attempt = 0; attempt < 2; attempt++) {
-    const [raw] = await tx<StoredRow[]>`
-      select id, tenant_id, status, plan_id, stripe_price_id, current_period_end, trial_end, cancel_at_period_end,
-             canceled_at, past_due_since, stripe_updated_at
-      from core_subscriptions where stripe_subscription_id = ${s.stripeSubscriptionId} for update`
+    // The common case (newer than the row) in one round trip: lock, compare, write, and read back the previous state.
+    const [hit] = await writeIfNewer(tx, input, plan)
+    if (hit) return { kind: 'applied', subscription: await afterUpdate(tx, input, plan, normalise(hit), asDate(hit.new_past_due_since)) }
 
-    if (raw) {
-      const row = normalise(raw)
-      const storedAt = seconds(row.stripe_updated_at)
+    const [row] = await tx<{ stripe_updated_at: Date | string }[]>`
+      select stripe_updated_at from core_subscriptions where stripe_subscription_id = ${s.stripeSubscriptionId} for update`
+    if (row) {
+      const storedAt = seconds(asDate(row.stripe_updated_at)!)
       if (input.at < storedAt) return { kind: 'stale', storedAt }
       if (input.at === storedAt && input.source === 'event') return { kind: 'tie' }
-      return { kind: 'applied', subscription: await update(tx, input, row) }
+      continue // inserted by another transaction between our two statements: apply on the next pass
     }
 
     const tenantId = await resolveTenant(tx, s, input.tenantId)
     if (!tenantId) return { kind: 'no-tenant' }
-    const inserted = await insert(tx, input, tenantId)
+    const inserted = await insert(tx, input, plan, tenantId)
     if (inserted) return { kind: 'applied', subscription: inserted }
     // Another transaction inserted the same subscription meanwhile (ON CONFLICT waited for it): compare against its row.
   }
   throw new Error(`subscription ${s.stripeSubscriptionId} could not be locked`)
 }
 
-function pastDueSince(input: ApplyInput, previous: StoredRow | undefined): Date | null {
-  if (input.snapshot.status !== 'past_due') return null
-  if (previous?.status === 'past_due' && previous.past_due_since) return previous.past_due_since
-  return new Date((input.pastDueAt ?? input.at) * 1000)
+/**
+ * UPDATE … FROM a locked sub-select of the same row: the sub-select still sees the previous values, so
+ * RETURNING gives what the row held before (PG15 has no RETURNING OLD). Applies when the input is newer
+ * than the row, or a fetched object from the same second. past_due_since keeps the date the row first
+ * went past due, else takes the payment failure's time (or the input's).
+ */
+function writeIfNewer(tx: Tx, input: ApplyInput, plan: PlanRef | null) {
+  const s = input.snapshot
+  const at = iso(new Date(input.at * 1000))
+  const pastDueAt = iso(new Date((input.pastDueAt ?? input.at) * 1000))
+  return tx<(StoredRow & { new_past_due_since: Date | string | null })[]>`
+    update core_subscriptions cur set
+      plan_id = ${plan?.id ?? null}, stripe_customer_id = ${s.stripeCustomerId}, stripe_price_id = ${s.priceId}, status = ${s.status},
+      billing_interval = ${s.interval}, current_period_start = ${iso(s.currentPeriodStart)}, current_period_end = ${iso(s.currentPeriodEnd)},
+      trial_end = ${iso(s.trialEnd)}, cancel_at_period_end = ${s.cancelAtPeriodEnd}, canceled_at = ${iso(s.canceledAt)},
+      past_due_since = case when ${s.status} = 'past_due'
+        then coalesce(case when prev.status = 'past_due' then prev.past_due_since end, ${pastDueAt}::timestamptz) end,
+      stripe_updated_at = ${at}, updated_at = now()
+    from (
+      select id, tenant_id, status, plan_id, stripe_price_id, current_period_end, trial_end, cancel_at_period_end, canceled_at,
+             past_due_since, stripe_updated_at
+      from core_subscriptions where stripe_subscription_id = ${s.stripeSubscriptionId} for update
+    ) prev
+    where cur.id = prev.id and (prev.stripe_updated_at < ${at} or (${input.source === 'fetched'} and prev.stripe_updated_at = ${at}))
+    returning prev.id, prev.tenant_id, prev.status, prev.plan_id, prev.stripe_price_id, prev.current_period_end, prev.trial_end,
+              prev.cancel_at_period_end, prev.canceled_at, prev.past_due_since, prev.stripe_updated_at, cur.past_due_since as new_past_due_since`
 }
 
-async function insert(tx: Tx, input: ApplyInput, tenantId: string): Promise<AppliedSubscription | null> {
+async function insert(tx: Tx, input: ApplyInput, plan: PlanRef | null, tenantId: string): Promise<AppliedSubscription | null> {
   const s = input.snapshot
-  const plan = await input.plans(tx, s.priceId)
   const userId = await existingUser(tx, input.userId, s.metadataUserId)
   const id = uuidv7()
+  const pastDueSince = s.status === 'past_due' ? new Date((input.pastDueAt ?? input.at) * 1000) : null
   const rows = await tx`
     insert into core_subscriptions (id, tenant_id, user_id, plan_id, stripe_subscription_id, stripe_customer_id, stripe_price_id,
       status, billing_interval, current_period_start, current_period_end, trial_end, cancel_at_period_end, canceled_at,
       past_due_since, stripe_updated_at)
     values (${id}, ${tenantId}, ${userId}, ${plan?.id ?? null}, ${s.stripeSubscriptionId}, ${s.stripeCustomerId}, ${s.priceId},
       ${s.status}, ${s.interval}, ${iso(s.currentPeriodStart)}, ${iso(s.currentPeriodEnd)}, ${iso(s.trialEnd)}, ${s.cancelAtPeriodEnd},
-      ${iso(s.canceledAt)}, ${iso(pastDueSince(input, undefined))}, ${iso(new Date(input.at * 1000))})
+      ${iso(s.canceledAt)}, ${iso(pastDueSince)}, ${iso(new Date(input.at * 1000))})
     on conflict (stripe_subscription_id) do nothing
     returning id`
   if (rows.length === 0) return null
@@ -239,67 +262,62 @@ async function insert(tx: Tx, input: ApplyInput, tenantId: string): Promise<Appl
     created: true,
     changed: true,
   }
-  await writeBillingAudit(tx, {
-    action: 'billing.subscription.created',
-    tenantId,
-    actorUserId: input.audit.actorUserId ?? null,
-    targetType: 'subscription',
-    targetId: id,
-    metadata: auditMetadata(input, applied),
-  })
-  await refreshTenantPlanTier(tx, tenantId)
+  await Promise.all([
+    writeBillingAudit(tx, {
+      action: 'billing.subscription.created',
+      tenantId,
+      actorUserId: input.audit.actorUserId ?? null,
+      targetType: 'subscription',
+      targetId: id,
+      metadata: auditMetadata(input, applied),
+    }),
+    refreshTenantPlanTier(tx, tenantId),
+  ])
   return applied
 }
 
-async function update(tx: Tx, input: ApplyInput, row: StoredRow): Promise<AppliedSubscription> {
+/** After an update: audit a real change and keep the tenant's plan tier; both statements are pipelined. */
+async function afterUpdate(
+  tx: Tx,
+  input: ApplyInput,
+  plan: PlanRef | null,
+  prev: StoredRow,
+  pastDueSince: Date | null,
+): Promise<AppliedSubscription> {
   const s = input.snapshot
-  const plan = await input.plans(tx, s.priceId)
   const planId = plan?.id ?? null
-  const dueSince = pastDueSince(input, row)
   const changed =
-    row.status !== s.status ||
-    row.plan_id !== planId ||
-    row.stripe_price_id !== s.priceId ||
-    row.cancel_at_period_end !== s.cancelAtPeriodEnd ||
-    !sameTime(row.current_period_end, s.currentPeriodEnd) ||
-    !sameTime(row.trial_end, s.trialEnd) ||
-    !sameTime(row.canceled_at, s.canceledAt) ||
-    !sameTime(row.past_due_since, dueSince)
-
-  if (changed) {
-    await tx`
-      update core_subscriptions set
-        plan_id = ${planId}, stripe_customer_id = ${s.stripeCustomerId}, stripe_price_id = ${s.priceId}, status = ${s.status},
-        billing_interval = ${s.interval}, current_period_start = ${iso(s.currentPeriodStart)}, current_period_end = ${iso(s.currentPeriodEnd)},
-        trial_end = ${iso(s.trialEnd)}, cancel_at_period_end = ${s.cancelAtPeriodEnd}, canceled_at = ${iso(s.canceledAt)},
-        past_due_since = ${iso(dueSince)}, stripe_updated_at = ${iso(new Date(input.at * 1000))}, updated_at = now()
-      where id = ${row.id}`
-  } else {
-    await tx`update core_subscriptions set stripe_updated_at = ${iso(new Date(input.at * 1000))} where id = ${row.id}`
-  }
-
+    prev.status !== s.status ||
+    prev.plan_id !== planId ||
+    prev.stripe_price_id !== s.priceId ||
+    prev.cancel_at_period_end !== s.cancelAtPeriodEnd ||
+    !sameTime(prev.current_period_end, s.currentPeriodEnd) ||
+    !sameTime(prev.trial_end, s.trialEnd) ||
+    !sameTime(prev.canceled_at, s.canceledAt) ||
+    !sameTime(prev.past_due_since, pastDueSince)
   const applied: AppliedSubscription = {
-    id: row.id,
-    tenantId: row.tenant_id,
+    id: prev.id,
+    tenantId: prev.tenant_id,
     stripeSubscriptionId: s.stripeSubscriptionId,
     status: s.status,
-    previousStatus: row.status,
+    previousStatus: prev.status,
     planKey: plan?.key ?? null,
     created: false,
     changed,
   }
-  if (changed) {
-    const action = s.status === 'canceled' && row.status !== 'canceled' ? 'billing.subscription.canceled' : 'billing.subscription.updated'
-    await writeBillingAudit(tx, {
+  if (!changed) return applied
+  const action = s.status === 'canceled' && prev.status !== 'canceled' ? 'billing.subscription.canceled' : 'billing.subscription.updated'
+  await Promise.all([
+    writeBillingAudit(tx, {
       action,
-      tenantId: row.tenant_id,
+      tenantId: prev.tenant_id,
       actorUserId: input.audit.actorUserId ?? null,
       targetType: 'subscription',
-      targetId: row.id,
+      targetId: prev.id,
       metadata: auditMetadata(input, applied),
-    })
-    if (row.status !== s.status || row.plan_id !== planId) await refreshTenantPlanTier(tx, row.tenant_id)
-  }
+    }),
+    prev.status !== s.status || prev.plan_id !== planId ? refreshTenantPlanTier(tx, prev.tenant_id) : undefined,
+  ])
   return applied
 }
 
