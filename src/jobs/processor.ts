@@ -97,9 +97,9 @@ export function createProcessor(p: ProcessorDeps): Processor {
       await store.failed(sql, id, retries, errorLog(err))
       throw markRecorded(err)
     }
-    // The running mark is sent as the job starts but not waited for: the work need not sit out a commit.
-    // Outcomes are written only after the mark has landed, so a record never goes back to running.
-    const marked = store.running(sql, id, retries).catch((err) => logger.warn({ err, jobId: id }, 'marking a job running failed'))
+    // The running mark is sent as the job starts but not waited for: the work need not sit out a commit,
+    // and the record writer keeps this record's changes in order (a later outcome never lands first).
+    void store.running(sql, id, retries).catch((err) => logger.warn({ err, jobId: id }, 'marking a job running failed'))
     const jobLogger = logger.child({ jobId: id, job: job.name, ...(tenantCtx ? { tenantId: tenantCtx.tenant.id } : {}) })
     const ctx: JobContext = {
       job,
@@ -116,7 +116,6 @@ export function createProcessor(p: ProcessorDeps): Processor {
       result = await (def.process as (ctx: JobContext, payload: unknown) => Promise<unknown>)(ctx, job.data)
       await followUps(def, job, result)
     } catch (err) {
-      await marked
       const permanent = def.permanent?.(err) === true
       const final = permanent || retries + 1 >= (job.opts.attempts ?? 1)
       if (final) {
@@ -128,7 +127,6 @@ export function createProcessor(p: ProcessorDeps): Processor {
       jobLogger.warn({ err, attempt: retries + 1 }, 'job attempt failed; will retry')
       throw markRecorded(err)
     }
-    await marked
     await store.completed(sql, id, retries, result)
     return result
   }

@@ -7,10 +7,11 @@
  * than max_retries, and once a job is finished (completed or failed) it equals BullMQ's attemptsMade − 1
  * (BullMQ counts every attempt, the last one included).
  *
- * Raw postgres.js statements: they run two to four times per job on the worker's hot path, and
- * postgres.js prepares each one once per connection.
+ * Raw postgres.js statements (prepared once per connection); status changes go through the group-commit
+ * writer (record-writer.ts), since every job makes at least two.
  */
 import type { Sql } from '../db/connect.js'
+import { createChangeWriter } from './record-writer.js'
 import type { JobScope } from './registry.js'
 
 export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed'] as const
@@ -102,83 +103,6 @@ function toRecord(scope: JobScope, row: Row, tenantId: string | undefined): JobR
     finishedAt: date(row.finished_at),
     updatedAt: date(row.updated_at)!,
   }
-}
-
-/** One status change of one record; `result` is JSON text, `error_log` is kept when absent. */
-interface Change {
-  id: string
-  status: JobStatus
-  retry_count: number
-  result?: string | null
-  error_log?: string
-}
-
-interface Pending {
-  change: Change
-  resolve: () => void
-  reject: (err: unknown) => void
-}
-
-const MAX_BATCH = 500
-/** Batches in flight per database: one fills while another commits. */
-const MAX_IN_FLIGHT = 2
-
-interface Queue {
-  pending: Pending[]
-  inFlight: number
-}
-
-/**
- * Group commit for status changes. Every running job writes its record at least twice; one UPDATE (and
- * one commit) per write makes Postgres commits the ceiling of the whole worker. Instead, changes to the
- * same database queue up while batches are in flight and go out together as one UPDATE … FROM
- * jsonb_to_recordset; each caller still waits until its own change is committed. An idle system sends
- * a lone change at once, so nothing waits on a timer.
- */
-function createChangeWriter(table: 'sys_jobs' | 'tenant_jobs') {
-  const queues = new WeakMap<Sql, Queue>()
-
-  async function flush(sql: Sql, batch: Change[]) {
-    await sql`
-      update ${sql(table)} as j set
-        status = r.status,
-        retry_count = r.retry_count,
-        started_at = case when r.status = 'running' then coalesce(j.started_at, now()) else j.started_at end,
-        finished_at = case when r.status in ('completed', 'failed') then now() when r.status = 'running' then null else j.finished_at end,
-        result = case when r.status = 'completed' then r.result::jsonb else j.result end,
-        error_log = coalesce(r.error_log, j.error_log),
-        updated_at = now()
-      from jsonb_to_recordset(${JSON.stringify(batch)}::jsonb) as r(id uuid, status text, retry_count int, result text, error_log text)
-      where j.id = r.id`
-  }
-
-  async function drain(sql: Sql, q: Queue) {
-    q.inFlight++
-    while (q.pending.length > 0) {
-      const batch = q.pending.splice(0, MAX_BATCH)
-      try {
-        await flush(
-          sql,
-          batch.map((p) => p.change),
-        )
-        for (const p of batch) p.resolve()
-      } catch (err) {
-        for (const p of batch) p.reject(err)
-      }
-    }
-    q.inFlight--
-  }
-
-  return (sql: Sql, change: Change) =>
-    new Promise<void>((resolve, reject) => {
-      let q = queues.get(sql)
-      if (!q) {
-        q = { pending: [], inFlight: 0 }
-        queues.set(sql, q)
-      }
-      q.pending.push({ change, resolve, reject })
-      if (q.inFlight < MAX_IN_FLIGHT) void drain(sql, q)
-    })
 }
 
 function createStore(scope: JobScope): RecordStore {
