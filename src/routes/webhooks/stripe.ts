@@ -46,6 +46,8 @@ const stripeWebhookRoutes: FastifyPluginAsyncTypebox<StripeWebhookRouteOptions> 
   fastify.post(
     '/stripe',
     {
+      // Stripe's bursts (retries after an outage) must not be throttled; the signature is the gate, and a bad one costs no DB work.
+      config: { rateLimit: false },
       schema: {
         tags: ['webhooks'],
         summary: 'Stripe webhook endpoint (signed events, applied exactly once)',
