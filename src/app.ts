@@ -8,6 +8,7 @@
  */
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { Config } from './config.js'
+import { createValidatorCompiler } from './lib/validation.js'
 import auth from './plugins/app/auth.js'
 import errors from './plugins/app/errors.js'
 import hostDb from './plugins/app/host-db.js'
@@ -37,11 +38,12 @@ export function serverOptions(config: Config): FastifyServerOptions {
     // Cap bodies at 1 MiB: nothing in this API needs more, and it bounds parser work.
     bodyLimit: 1024 * 1024,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   }
 }
 
 export default async function app(fastify: FastifyInstance, opts: AppOptions) {
+  fastify.setValidatorCompiler(createValidatorCompiler())
+
   // 1. external
   await fastify.register(redis, opts)
   await fastify.register(helmet)

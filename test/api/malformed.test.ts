@@ -94,6 +94,10 @@ describe('bodies', () => {
       ['POST', '/api/projects', { name: '' }],
       ['POST', '/api/projects', { name: { first: 'x' } }],
       ['POST', '/api/projects', { name: ['a', 'b'] }],
+      // Bodies are not type-coerced (only query strings and params are): a number is not a name.
+      ['POST', '/api/projects', { name: 123 }],
+      ['POST', '/api/projects', { name: 'x', description: 42 }],
+      ['PATCH', `/api/projects/${projectId}`, { name: true }],
       ['POST', '/api/projects', { name: 'x'.repeat(201) }],
       ['POST', '/api/projects', { name: 'x', description: 'd'.repeat(5001) }],
       ['POST', '/api/projects', { name: 'x', description: { text: 'd' } }],

@@ -281,8 +281,10 @@ describe('no self-escalation', () => {
     expectError(await v.post('/projects', { name: 'x' }, claims), 403, 'INSUFFICIENT_ROLE')
     expectError(await v.delete(`/projects/${t.projectId}`), 403, 'INSUFFICIENT_ROLE')
     expect((await v.get('/tenant', claims)).json()).toMatchObject({ role: 'viewer', membershipRole: 'member' })
-    // Role fields in bodies are unknown fields, not instructions.
-    expectError(await v.post('/projects', { name: 'x', role: 'admin' }), 400, 'VALIDATION_ERROR')
+    // Authorization runs before validation, so the viewer learns nothing about the body's shape...
+    expectError(await v.post('/projects', { name: 'x', role: 'admin' }), 403, 'INSUFFICIENT_ROLE')
+    // ...and for someone allowed to write, role fields in bodies are unknown fields, not instructions.
+    expectError(await t.api(t.editor).post('/projects', { name: 'x', role: 'admin' }), 400, 'VALIDATION_ERROR')
     expectError(await v.patch(`/members/${t.viewer.id}`, { localRole: 'admin' }), 403, 'INSUFFICIENT_ROLE')
     expectError(await v.patch(`/members/${t.viewer.id}`, { role: 'owner' }), 403, 'INSUFFICIENT_ROLE')
     expectError(

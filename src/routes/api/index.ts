@@ -1,7 +1,8 @@
 /**
  * Everything tenant-scoped lives under this scope, mounted twice: at /api (tenant from header,
  * subdomain or session) and at /t/:tenant/api (tenant from the path). The guard runs before every
- * route in the scope, so isolation is structural: a handler can't forget it.
+ * route in the scope, so isolation is structural: a handler can't forget it. It runs before
+ * validation: 401/404/403 come first, and a caller who may not act learns nothing from a 400.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
@@ -16,7 +17,7 @@ const TenantView = Type.Object({
 })
 
 const apiRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
-  fastify.addHook('preHandler', fastify.tenantGuard)
+  fastify.addHook('preValidation', fastify.tenantGuard)
 
   fastify.get(
     '/tenant',
