@@ -45,6 +45,8 @@ describe('app basics', () => {
     expect(spec.paths['/health/ready']).toBeDefined()
     const metrics = await app.inject('/metrics')
     expect(metrics.body).toContain('http_request_duration_seconds')
+    expect(metrics.body).toMatch(/^tenant_pool_budget \d+$/m)
+    expect(metrics.body).toMatch(/^tenant_pools_open \d+$/m)
   })
 
   it('reports Redis down as 503 naming it', async () => {

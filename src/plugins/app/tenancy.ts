@@ -13,6 +13,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
+import { Gauge, type Registry } from 'prom-client'
 import type { Membership, User } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../app.js'
 import { badRequest, conflict, forbidden, notFound } from '../../lib/errors.js'
@@ -74,6 +75,8 @@ export default fp<AppOptions>(
       await memberships.close()
       await catalog.close()
     })
+
+    registerTenancyGauges(fastify.metrics.registry, pools, catalog)
 
     const roles = createRoleResolver({ onInvalidate: memberships.onInvalidate })
     const resolvers = defaultResolvers({ domainSuffix: config.tenantDomainSuffix })
@@ -140,6 +143,27 @@ export default fp<AppOptions>(
     fastify.addHook('onResponse', release)
     fastify.addHook('onRequestAbort', release)
   },
-  { name: 'tenancy', dependencies: ['host-db', 'redis', 'auth'] },
+  { name: 'tenancy', dependencies: ['host-db', 'redis', 'auth', 'metrics'] },
 )
+
+/** Pool and catalog gauges, read at scrape time (no work on the request path). */
+function registerTenancyGauges(registry: Registry, pools: PoolManager, catalog: CatalogHandle) {
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read())
+      },
+    })
+  gauge('tenant_pools_open', 'Tenant connection pools open', () => pools.stats().openPools)
+  gauge('tenant_pool_connections_reserved', 'Connection slots reserved by open tenant pools (the budget counts these)', () => pools.stats().reservedConnections)
+  gauge('tenant_pool_connections_open', 'Tenant connections open (estimate)', () => pools.stats().openConnections)
+  gauge('tenant_pool_waiters', 'Requests waiting for connection budget', () => pools.stats().waiters)
+  gauge('tenant_pool_budget', 'Connection budget of this process', () => pools.stats().budget)
+  gauge('tenant_catalog_cache_hits', 'Catalog cache hits since start', () => catalog.stats().hits)
+  gauge('tenant_catalog_cache_misses', 'Catalog cache misses since start', () => catalog.stats().misses)
+  gauge('tenant_catalog_cache_size', 'Tenants cached', () => catalog.stats().size)
+}
 
