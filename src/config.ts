@@ -1,7 +1,7 @@
 /**
  * Configuration, read once from the environment and validated at boot.
  * Every variable is declared here with its default and a one-line description; .env.example mirrors
- * this table (test/config.test.ts keeps the two in step). A missing or malformed value throws a
+ * this table (test/env-example.test.ts keeps the two in step). A missing or malformed value throws a
  * ConfigError whose message names the variable, and the entry points print that one line and exit.
  */
 
