@@ -26,20 +26,15 @@ export interface Services {
 export interface ServiceOptions {
   /** Tenant migrations folder (tests and benchmarks use temporary copies). */
   tenantMigrationsFolder?: string
+  /** Share an existing host database / Redis client (the HTTP app has its own); they are then not closed here. */
+  host?: HostDatabase
+  redis?: Redis
 }
 
 export function createServices(config: Config, logger: Logger, opts: ServiceOptions = {}): Services {
   if (!config.databaseUrl) throw new Error('createServices needs config.databaseUrl (start the embedded Postgres first in development)')
-  const host = createHostDatabase(config.databaseUrl, config.pool.hostMax)
-  const redis = new Redis(config.redisUrl)
-  const catalog = createCatalog({
-    host,
-    redis,
-    keys: config.encryptionKeys,
-    ttlS: config.pool.catalogTtlS,
-    channel: catalogChannel(config.redisPrefix),
-    logger,
-  })
+  const host = opts.host ?? createHostDatabase(config.databaseUrl, config.pool.hostMax)
+  const redis = opts.redis ?? new Redis(config.redisUrl)
   const pools = createPoolManager({
     maxPerTenant: config.pool.maxPerTenant,
     maxTenants: config.pool.maxTenants,
@@ -47,6 +42,18 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
     connectionBudget: config.pool.connectionBudget,
     acquireTimeoutMs: config.pool.acquireTimeoutMs,
     logger,
+  })
+  const catalog = createCatalog({
+    host,
+    redis,
+    keys: config.encryptionKeys,
+    ttlS: config.pool.catalogTtlS,
+    channel: catalogChannel(config.redisPrefix),
+    logger,
+    // Another process changed this tenant (migrated, suspended…): close our pool, reopen on next use.
+    onRemoteInvalidate: (tenantId) => {
+      pools.evict(tenantId).catch((err) => logger.warn({ err, tenantId }, 'closing a tenant pool after a catalog change failed'))
+    },
   })
   const provisioner = createProvisioner({ host, catalog, pools, config, logger, migrationsFolder: opts.tenantMigrationsFolder })
 
@@ -64,8 +71,8 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
         await provisioner.close()
         await pools.close()
         await catalog.close()
-        await redis.quit().catch(() => redis.disconnect())
-        await host.close()
+        if (!opts.redis) await redis.quit().catch(() => redis.disconnect())
+        if (!opts.host) await host.close()
       })()
       return closing
     },

@@ -31,6 +31,11 @@ export interface CatalogDeps {
   /** Cache bound in records (default 10,000). */
   maxEntries?: number
   logger?: Pick<Logger, 'warn' | 'error'>
+  /**
+   * Called when another process invalidates a tenant: the app closes that tenant's pool so a
+   * migration or suspension done elsewhere (CLI, worker) leaves no pool planned on the old state.
+   */
+  onRemoteInvalidate?: (tenantId: string) => void
   /** Called once per query sent to the host database (metrics, tests). */
   onQuery?: (by: 'id' | 'slug', key: string) => void
 }
@@ -155,6 +160,7 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
     if (payload.from === instance || typeof payload.id !== 'string') return
     counts.remoteInvalidations++
     drop(payload.id)
+    deps.onRemoteInvalidate?.(payload.id)
   }
   // After a reconnect we may have missed invalidations: start from an empty cache.
   let connectedOnce = false

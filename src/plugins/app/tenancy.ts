@@ -17,10 +17,10 @@ import { Gauge, type Registry } from 'prom-client'
 import type { Membership, User } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../app.js'
 import { badRequest, conflict, forbidden, notFound } from '../../lib/errors.js'
-import { type CatalogHandle, catalogChannel, createCatalog } from '../../tenancy/catalog.js'
+import { createServices } from '../../services.js'
+import type { CatalogHandle } from '../../tenancy/catalog.js'
 import { createMemberships, type Memberships } from '../../tenancy/memberships.js'
-import { createPoolManager } from '../../tenancy/pool-manager.js'
-import { createProvisioner, type ProvisionedTenant, type Provisioner } from '../../tenancy/provisioning.js'
+import type { ProvisionedTenant, Provisioner } from '../../tenancy/provisioning.js'
 import { type AccessRule, createRoleResolver, type Role } from '../../tenancy/rbac.js'
 import { defaultResolvers, resolveTenantRef } from '../../tenancy/resolve.js'
 import type { PoolManager, TenantDb, TenantLease, TenantRecord } from '../../tenancy/types.js'
@@ -57,23 +57,14 @@ type WithLease = FastifyRequest & { [kLease]?: TenantLease }
 
 export default fp<AppOptions>(
   async (fastify, { config }) => {
-    const catalog = createCatalog({
-      host: fastify.host,
-      redis: fastify.redis,
-      keys: config.encryptionKeys,
-      ttlS: config.pool.catalogTtlS,
-      channel: catalogChannel(config.redisPrefix),
-      logger: fastify.log,
-    })
-    const pools = createPoolManager({ ...config.pool, logger: fastify.log })
+    // The same wiring as the worker and the CLI, sharing the app's host pool and Redis client.
+    const services = createServices(config, fastify.log as Logger, { host: fastify.host, redis: fastify.redis })
+    const { catalog, pools, provisioner } = services
     const memberships = createMemberships({ db: fastify.host.db, redis: fastify.redis, channel: `${config.redisPrefix}:memberships` })
-    const provisioner = createProvisioner({ host: fastify.host, catalog, pools, config, logger: fastify.log as Logger })
     await Promise.all([catalog.ready, memberships.ready])
     fastify.addHook('onClose', async () => {
-      await provisioner.close()
-      await pools.close()
       await memberships.close()
-      await catalog.close()
+      await services.close()
     })
 
     registerTenancyGauges(fastify.metrics.registry, pools, catalog)

@@ -1,0 +1,55 @@
+/**
+ * Two "processes" (the app and a CLI-like createServices) over the same host DB and Redis: a
+ * lifecycle change made by one reaches the other through catalog invalidation, which also closes the
+ * other's pool for that tenant.
+ */
+import type { FastifyInstance } from 'fastify'
+import pino from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createServices, type Services } from '../../src/services.js'
+import { buildApp } from '../helpers/build-app.js'
+import { createClient } from '../helpers/client.js'
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+
+let env: TestEnv
+let app: FastifyInstance
+let cli: Services
+
+beforeAll(async () => {
+  env = await createTestEnv()
+  app = await buildApp(env.config)
+  cli = createServices(env.config, pino({ level: 'silent' }))
+  await cli.catalog.ready
+})
+afterAll(async () => {
+  await cli?.close()
+  await app?.close()
+  await env?.cleanup()
+})
+
+const until = async (check: () => boolean | Promise<boolean>, ms = 3000) => {
+  const end = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error('condition not reached')
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+describe('catalog changes made by another process', () => {
+  it('suspend elsewhere → this app refuses the tenant and closes its pool; resume → serves again', async () => {
+    const c = createClient(app)
+    const { tenant } = (await c.signup('cross@example.com')).json()
+    expect((await c.get('/api/projects')).statusCode).toBe(200)
+    const openBefore = app.tenancy.pools.stats().openPools
+    expect(openBefore).toBeGreaterThan(0)
+
+    await cli.provisioner.run('suspended', tenant.id)
+    await until(() => app.tenancy.pools.stats().openPools === openBefore - 1)
+    const refused = await c.get('/api/projects')
+    expect(refused.statusCode).toBe(403)
+    expect(refused.json().code).toBe('TENANT_SUSPENDED')
+
+    await cli.provisioner.run('resumed', tenant.id)
+    await until(async () => (await c.get('/api/projects')).statusCode === 200)
+  })
+})
