@@ -2,9 +2,9 @@
  * The OpenID Connect side of "Sign in with Google" (or any OIDC provider): discovery, ID token
  * verification against the issuer's JWKS, the userinfo fallback, and turning claims into an identity.
  * @fastify/oauth2 does the authorization-code exchange; it does not verify ID tokens, so this does,
- * with node:crypto only (no JOSE dependency in production code).
+ * with jose (security-critical verification uses the field's library, not hand-rolled JWS).
  */
-import { createPublicKey, type JsonWebKey, type KeyObject, constants as cryptoConstants, verify } from 'node:crypto'
+import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
 
 /** Why a sign-in failed on the provider's side; sent to the login page as `?error=<reason>`. */
 export type OidcFailure = 'provider_unavailable' | 'invalid_id_token' | 'invalid_userinfo'
@@ -100,111 +100,74 @@ export async function discoverOidc(issuerUrl: string, timeoutMs = DEFAULT_TIMEOU
   }
 }
 
-// JWS algorithms we accept: asymmetric only ("none" and HMAC with a public client secret are refused).
-const ALGS: Record<string, { hash: string; kty: string; pss?: true; ec?: true }> = {
-  RS256: { hash: 'sha256', kty: 'RSA' },
-  RS384: { hash: 'sha384', kty: 'RSA' },
-  RS512: { hash: 'sha512', kty: 'RSA' },
-  PS256: { hash: 'sha256', kty: 'RSA', pss: true },
-  PS384: { hash: 'sha384', kty: 'RSA', pss: true },
-  PS512: { hash: 'sha512', kty: 'RSA', pss: true },
-  ES256: { hash: 'sha256', kty: 'EC', ec: true },
-  ES384: { hash: 'sha384', kty: 'EC', ec: true },
-  ES512: { hash: 'sha512', kty: 'EC', ec: true },
-}
-
-const b64json = (part: string): unknown => JSON.parse(Buffer.from(part, 'base64url').toString('utf8'))
+// JWS algorithms we accept: asymmetric only ("none", and HMAC keyed with a client secret, are refused).
+const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']
 
 export interface IdTokenVerifierOptions {
   metadata: OidcMetadata
   clientId: string
   /** Tolerated clock difference with the provider. */
   clockSkewS?: number
-  /** A JWKS refetch for an unknown `kid` (key rotation) happens at most this often. */
+  /** A JWKS refetch for an unknown `kid` (key rotation) happens at most this often (jose's `cooldownDuration`). */
   jwksMinRefreshMs?: number
   timeoutMs?: number
+  /** The clock for the token's time claims (jose's `currentDate`); the JWKS cache keeps real time. */
   now?: () => number
 }
 
 /**
- * Verify an ID token (OIDC Core §3.1.3.7): signature by a key from the issuer's JWKS, `iss`, `aud`
- * (and `azp` when several audiences), `exp`, `iat`, `nbf`. Keys are cached; an unknown `kid`
- * refetches the JWKS (rotation), rate-limited so forged kids can't make us hammer the provider.
+ * Whether a failure while resolving the signing key is the provider's fault (JWKS unreachable, slow,
+ * not 200, not JSON, malformed) rather than the token's (no key for its `kid`/`alg`). The generic
+ * JOSEError is what jose throws for a non-200 or non-JSON JWKS response.
+ */
+const isProviderFault = (err: unknown) =>
+  !(err instanceof errors.JOSEError) ||
+  err instanceof errors.JWKSTimeout ||
+  err instanceof errors.JWKSInvalid ||
+  err.code === errors.JOSEError.code
+
+/**
+ * Verify an ID token (OIDC Core §3.1.3.7) with jose: signature by a key from the issuer's JWKS,
+ * `iss`, `aud`, `exp`, `nbf`. On top of jose: `azp` when there are several audiences, `iat` not in
+ * the future (jose checks that only with maxTokenAge), and a usable `sub`. The JWKS is cached; an
+ * unknown `kid` refetches it (rotation), at most once per cooldown so forged kids can't make us
+ * hammer the provider.
  */
 export function createIdTokenVerifier(opts: IdTokenVerifierOptions) {
-  const { metadata, clientId, clockSkewS = 60, jwksMinRefreshMs = 60_000, timeoutMs = DEFAULT_TIMEOUT_MS, now = Date.now } = opts
-  let keys = new Map<string, { key: KeyObject; jwk: JsonWebKey }>()
-  let fetchedAt = 0
-  let inflight: Promise<void> | undefined
-
-  async function refresh(): Promise<void> {
-    inflight ??= (async () => {
-      try {
-        const body = (await getJson(metadata.jwks_uri, timeoutMs)) as { keys?: JsonWebKey[] } | null
-        if (!Array.isArray(body?.keys)) throw new OidcError('provider_unavailable', `JWKS at ${metadata.jwks_uri} has no keys`)
-        const next = new Map<string, { key: KeyObject; jwk: JsonWebKey }>()
-        for (const jwk of body.keys) {
-          if (jwk.use && jwk.use !== 'sig') continue
-          try {
-            next.set(String(jwk.kid ?? ''), { key: createPublicKey({ key: jwk, format: 'jwk' }), jwk })
-          } catch {
-            // A key type we can't import can't have signed anything we accept; skip it.
-          }
-        }
-        keys = next
-        fetchedAt = now()
-      } finally {
-        inflight = undefined
-      }
-    })()
-    return inflight
+  const { metadata, clientId, clockSkewS = 60, jwksMinRefreshMs = 60_000, timeoutMs = DEFAULT_TIMEOUT_MS, now } = opts
+  const jwks = createRemoteJWKSet(new URL(metadata.jwks_uri), { timeoutDuration: timeoutMs, cooldownDuration: jwksMinRefreshMs })
+  const keyFor: JWTVerifyGetKey = async (header, token) => {
+    try {
+      return await jwks(header, token)
+    } catch (err) {
+      if (isProviderFault(err))
+        throw new OidcError('provider_unavailable', `JWKS at ${metadata.jwks_uri}: ${(err as Error).message}`, { cause: err })
+      throw err
+    }
   }
-
-  async function keyFor(kid: string): Promise<{ key: KeyObject; jwk: JsonWebKey } | undefined> {
-    if (!keys.has(kid) && (fetchedAt === 0 || now() - fetchedAt >= jwksMinRefreshMs)) await refresh()
-    return keys.get(kid) ?? (kid === '' && keys.size === 1 ? [...keys.values()][0] : undefined)
-  }
-
-  const invalid = (why: string) => new OidcError('invalid_id_token', `ID token rejected: ${why}`)
+  const invalid = (why: string, cause?: unknown) => new OidcError('invalid_id_token', `ID token rejected: ${why}`, { cause })
 
   return async function verifyIdToken(idToken: string): Promise<IdTokenClaims> {
-    const parts = idToken.split('.')
-    if (parts.length !== 3) throw invalid('not a compact JWS')
-    const [h, p, s] = parts as [string, string, string]
-    let header: { alg?: string; kid?: string; crit?: unknown }
-    let claims: IdTokenClaims
+    const currentDate = new Date(now ? now() : Date.now())
+    let payload: JWTPayload
     try {
-      header = b64json(h) as typeof header
-      claims = b64json(p) as IdTokenClaims
-    } catch {
-      throw invalid('malformed header or payload')
+      ;({ payload } = await jwtVerify(idToken, keyFor, {
+        issuer: metadata.issuer,
+        audience: clientId,
+        algorithms: ALGORITHMS,
+        clockTolerance: clockSkewS,
+        currentDate,
+        requiredClaims: ['exp', 'iat', 'sub'],
+      }))
+    } catch (err) {
+      if (err instanceof OidcError) throw err
+      if (err instanceof errors.JOSEError) throw invalid(err.message, err)
+      throw err
     }
-    const alg = ALGS[header.alg ?? '']
-    if (!alg) throw invalid(`algorithm ${String(header.alg)} not accepted`)
-    if (header.crit !== undefined) throw invalid('unsupported critical header')
-    const found = await keyFor(String(header.kid ?? ''))
-    if (!found || found.jwk.kty !== alg.kty || (found.jwk.alg && found.jwk.alg !== header.alg))
-      throw invalid('no matching key in the issuer JWKS')
-    const ok = verify(
-      alg.hash,
-      Buffer.from(`${h}.${p}`),
-      alg.pss
-        ? { key: found.key, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: cryptoConstants.RSA_PSS_SALTLEN_DIGEST }
-        : alg.ec
-          ? { key: found.key, dsaEncoding: 'ieee-p1363' }
-          : found.key,
-      Buffer.from(s, 'base64url'),
-    )
-    if (!ok) throw invalid('bad signature')
-
-    const t = Math.floor(now() / 1000)
-    if (claims.iss !== metadata.issuer) throw invalid(`issuer ${String(claims.iss)}`)
+    const claims = payload as IdTokenClaims
     const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud]
-    if (!aud.includes(clientId)) throw invalid('audience is not this client')
     if (aud.length > 1 && claims.azp !== clientId) throw invalid('authorized party is not this client')
-    if (typeof claims.exp !== 'number' || claims.exp + clockSkewS < t) throw invalid('expired')
-    if (typeof claims.iat !== 'number' || claims.iat - clockSkewS > t) throw invalid('issued in the future')
-    if (typeof claims.nbf === 'number' && claims.nbf - clockSkewS > t) throw invalid('not yet valid')
+    if (claims.iat - clockSkewS > Math.floor(currentDate.getTime() / 1000)) throw invalid('issued in the future')
     if (typeof claims.sub !== 'string' || claims.sub.length === 0 || claims.sub.length > 255) throw invalid('no subject')
     return claims
   }
