@@ -111,14 +111,7 @@ export async function processStripeEvent(
   const raw = typeof rawBody === 'string' ? rawBody : rawBody.toString('utf8')
 
   const outcome = await deps.host.sql.begin(async (tx) => {
-    // A failed event may be redelivered (dashboard resend) and is then processed again; anything else is a duplicate.
-    const fresh = await tx`
-      insert into core_stripe_webhook_events (id, stripe_event_id, type, status, api_version, stripe_created_at, payload, processed_at)
-      values (${uuidv7()}, ${event.id}, ${event.type}, 'processed', ${event.api_version}, ${iso(new Date(event.created * 1000))}, ${raw}::jsonb, now())
-      on conflict (stripe_event_id) do update set status = 'processed', error = null, processed_at = now(), received_at = now()
-        where core_stripe_webhook_events.status = 'failed'
-      returning id`
-    if (fresh.length === 0) return { status: 'duplicate' as const }
+    if (!(await claimEvent(tx, event, raw))) return { status: 'duplicate' as const }
     const handled = await handle(tx, event, { stripe, plans })
     if (handled.status !== 'processed') {
       await tx`update core_stripe_webhook_events set status = ${handled.status}, error = ${handled.reason ?? null} where stripe_event_id = ${event.id}`
@@ -147,6 +140,30 @@ export async function processStripeEvent(
     }
   }
   return result
+}
+
+/**
+ * Put the event in the ledger; false when it is already there. DO NOTHING (not DO UPDATE) keeps a
+ * duplicate delivery read-only: no row lock, no WAL flush at commit. A previously `failed` event may be
+ * redelivered (dashboard "resend") and is then claimed again, by exactly one of concurrent deliveries.
+ */
+async function claimEvent(tx: Tx, event: Stripe.Event, raw: string): Promise<boolean> {
+  const [r] = await tx<{ inserted: string | null; existing: string | null }[]>`
+    with ins as (
+      insert into core_stripe_webhook_events (id, stripe_event_id, type, status, api_version, stripe_created_at, payload, processed_at)
+      values (${uuidv7()}, ${event.id}, ${event.type}, 'processed', ${event.api_version}, ${iso(new Date(event.created * 1000))}, ${raw}::jsonb, now())
+      on conflict (stripe_event_id) do nothing
+      returning id
+    )
+    select (select id from ins) as inserted,
+           (select status from core_stripe_webhook_events where stripe_event_id = ${event.id}) as existing`
+  if (r?.inserted) return true
+  if (r?.existing !== 'failed') return false
+  const again = await tx`
+    update core_stripe_webhook_events set status = 'processed', error = null, processed_at = now(), received_at = now()
+    where stripe_event_id = ${event.id} and status = 'failed'
+    returning id`
+  return again.length > 0
 }
 
 function cachedPlanLookup(deps: WebhookDeps): PlanLookup {
