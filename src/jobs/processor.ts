@@ -150,7 +150,9 @@ export function createProcessor(p: ProcessorDeps): Processor {
     try {
       return await pools.withTenant(tenant, (db) => runRecorded(job, def, db.$client, { tenant, db }))
     } finally {
-      await slot.release().catch((err) => logger.warn({ err, tenantId, jobId: job.id }, 'releasing tenant slot failed'))
+      // Not awaited: commands on one Redis connection run in order, so this process's next acquire for the
+      // tenant already sees the slot free; a release lost to a Redis error expires with its lease.
+      void slot.release().catch((err) => logger.warn({ err, tenantId, jobId: job.id }, 'releasing tenant slot failed'))
     }
   }
 }
