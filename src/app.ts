@@ -10,9 +10,11 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { Config } from './config.js'
 import { createValidatorCompiler } from './lib/validation.js'
 import auth from './plugins/app/auth.js'
+import billing from './plugins/app/billing.js'
 import errors from './plugins/app/errors.js'
 import hostDb from './plugins/app/host-db.js'
 import metrics from './plugins/app/metrics.js'
+import services from './plugins/app/services.js'
 import tenancy from './plugins/app/tenancy.js'
 import cookie from './plugins/external/cookie.js'
 import csrf from './plugins/external/csrf.js'
@@ -21,11 +23,15 @@ import rateLimit from './plugins/external/rate-limit.js'
 import redis from './plugins/external/redis.js'
 import session from './plugins/external/session.js'
 import swagger from './plugins/external/swagger.js'
+import adminRoutes from './routes/admin/index.js'
 import apiRoutes from './routes/api/index.js'
 import authRoutes from './routes/auth/index.js'
+import googleRoutes from './routes/auth/google.js'
+import billingRoutes from './routes/billing/index.js'
 import healthRoutes from './routes/health/index.js'
 import meRoutes from './routes/me/index.js'
 import tenantRoutes from './routes/tenants/index.js'
+import stripeWebhookRoutes from './routes/webhooks/stripe.js'
 
 export interface AppOptions {
   config: Config
@@ -57,15 +63,20 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(errors)
   await fastify.register(metrics)
   await fastify.register(hostDb, opts)
+  await fastify.register(services, opts)
   await fastify.register(auth, opts)
   await fastify.register(tenancy, opts)
+  await fastify.register(billing, opts)
 
   // 3. routes
   await fastify.register(healthRoutes, { prefix: '/health' })
   await fastify.register(authRoutes, { prefix: '/auth' })
-  await fastify.register(import('./routes/auth/google.js'), { ...opts, prefix: '/auth/google' })
+  await fastify.register(googleRoutes, { ...opts, prefix: '/auth/google' })
   await fastify.register(meRoutes, { prefix: '/me' })
   await fastify.register(tenantRoutes, { prefix: '/tenants' })
   await fastify.register(apiRoutes, { prefix: '/api' })
   await fastify.register(apiRoutes, { prefix: '/t/:tenant/api' })
+  await fastify.register(billingRoutes, { prefix: '/billing', host: fastify.host })
+  await fastify.register(stripeWebhookRoutes, { prefix: '/webhooks', config: opts.config, host: fastify.host, onBillingEvent: fastify.onBillingEvent })
+  await fastify.register(adminRoutes, { ...opts, prefix: '/admin' })
 }

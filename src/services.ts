@@ -11,6 +11,14 @@ import { type CatalogHandle, catalogChannel, createCatalog } from './tenancy/cat
 import { createPoolManager } from './tenancy/pool-manager.js'
 import { createProvisioner, type Provisioner } from './tenancy/provisioning.js'
 import type { PoolManager } from './tenancy/types.js'
+import { createMailer, type Mailer } from './email/index.js'
+import { BUILT_IN_JOBS } from './jobs/built-in.js'
+import { FLEET_JOBS, PROVISIONING_JOBS } from './jobs/provisioning-jobs.js'
+import type { JobRegistry } from './jobs/registry.js'
+import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
+
+/** Every job the kit defines; adopters add theirs through ServiceOptions.jobs (or the worker's --jobs). */
+export const KIT_JOBS = { ...BUILT_IN_JOBS, ...PROVISIONING_JOBS, ...FLEET_JOBS }
 
 export interface Services {
   config: Config
@@ -20,6 +28,9 @@ export interface Services {
   catalog: CatalogHandle
   pools: PoolManager
   provisioner: Provisioner
+  mailer: Mailer
+  /** Submit and inspect background jobs (seed BackgroundTaskManager); the worker process consumes them. */
+  tasks: TaskManager<JobRegistry>
   close(): Promise<void>
 }
 
@@ -29,6 +40,10 @@ export interface ServiceOptions {
   /** Share an existing host database / Redis client (the HTTP app has its own); they are then not closed here. */
   host?: HostDatabase
   redis?: Redis
+  /** Job definitions added to (or overriding) the kit's. */
+  jobs?: JobRegistry
+  /** Defaults to a mailer built from config.smtp (a log transport without SMTP_HOST). */
+  mailer?: Mailer
 }
 
 export function createServices(config: Config, logger: Logger, opts: ServiceOptions = {}): Services {
@@ -57,6 +72,18 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
   })
   const provisioner = createProvisioner({ host, catalog, pools, config, logger, migrationsFolder: opts.tenantMigrationsFolder })
 
+  const mailer = opts.mailer ?? createMailer(config.smtp, logger, { defaultVariables: { app_name: config.appName } })
+  const tasks = createTaskManager({
+    registry: { ...KIT_JOBS, ...opts.jobs } as JobRegistry,
+    deps: { mailer, provisioner, pools },
+    host,
+    catalog,
+    pools,
+    redis,
+    config,
+    logger,
+  })
+
   let closing: Promise<void> | undefined
   return {
     config,
@@ -66,8 +93,12 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
     catalog,
     pools,
     provisioner,
+    mailer,
+    tasks,
     close() {
       closing ??= (async () => {
+        await tasks.close()
+        if (!opts.mailer) mailer.close()
         await provisioner.close()
         await pools.close()
         await catalog.close()

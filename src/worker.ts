@@ -18,15 +18,13 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { loadConfigOrExit } from './config.js'
 import { createMailer, type Mailer } from './email/index.js'
-import { BUILT_IN_JOBS } from './jobs/built-in.js'
-import { FLEET_JOBS, PROVISIONING_JOBS } from './jobs/provisioning-jobs.js'
 import type { JobRegistry, JobScope } from './jobs/registry.js'
 import { createTaskManager, type JobWorkers, type TaskManager, type WorkerOptions } from './jobs/task-manager.js'
 import { loggerOptions } from './lib/logger.js'
-import { createServices, type Services } from './services.js'
+import { createServices, KIT_JOBS, type Services } from './services.js'
 
 export type WorkerServices = Pick<Services, 'config' | 'logger' | 'host' | 'redis' | 'catalog' | 'pools'> &
-  Partial<Pick<Services, 'provisioner'>>
+  Partial<Pick<Services, 'provisioner' | 'tasks'>>
 
 export interface StartWorkersOptions extends WorkerOptions {
   /** Job definitions added to (or overriding) the built-in ones. */
@@ -47,19 +45,21 @@ export interface WorkerRuntime {
 /** Start consuming. Used by this process's main() and, in-process, by tests and benchmarks. */
 export async function startWorkers(services: WorkerServices, opts: StartWorkersOptions = {}): Promise<WorkerRuntime> {
   const { config, logger } = services
-  const ownsMailer = !opts.mailer
-  const mailer = opts.mailer ?? createMailer(config.smtp, logger)
-  const registry: JobRegistry = { ...BUILT_IN_JOBS, ...PROVISIONING_JOBS, ...FLEET_JOBS, ...opts.registry }
-  const tasks = createTaskManager({
-    registry,
-    deps: { mailer, provisioner: services.provisioner, pools: services.pools, ...opts.deps },
-    host: services.host,
-    catalog: services.catalog,
-    pools: services.pools,
-    redis: services.redis,
-    config,
-    logger,
-  })
+  // The services' own task manager, unless this call brings its own jobs, deps or mailer (tests, benchmarks).
+  const custom = opts.registry || opts.deps || opts.mailer || !services.tasks
+  const mailer = custom ? (opts.mailer ?? createMailer(config.smtp, logger, { defaultVariables: { app_name: config.appName } })) : undefined
+  const tasks = custom
+    ? createTaskManager({
+        registry: { ...KIT_JOBS, ...opts.registry } as JobRegistry,
+        deps: { mailer, provisioner: services.provisioner, pools: services.pools, ...opts.deps },
+        host: services.host,
+        catalog: services.catalog,
+        pools: services.pools,
+        redis: services.redis,
+        config,
+        logger,
+      })
+    : services.tasks!
   const workers = tasks.startWorkers(opts)
   await workers.ready()
   return {
@@ -67,8 +67,8 @@ export async function startWorkers(services: WorkerServices, opts: StartWorkersO
     workers,
     async close(timeoutMs) {
       const drained = await workers.close(timeoutMs)
-      await tasks.close()
-      if (ownsMailer) mailer.close()
+      if (custom) await tasks.close()
+      if (custom && !opts.mailer) mailer?.close()
       return drained
     },
   }
@@ -135,8 +135,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     Object.assign(registry, mod.default)
   }
 
-  const services = createServices(config, logger)
-  const runtime = await startWorkers(services, { ...flags.options, registry })
+  const services = createServices(config, logger, { jobs: registry })
+  const runtime = await startWorkers(services, flags.options)
   logger.info(
     {
       queues: flags.options.scopes ?? SCOPES,

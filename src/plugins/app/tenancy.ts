@@ -12,12 +12,10 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Logger } from 'pino'
 import { Gauge, type Registry } from 'prom-client'
 import type { Membership, User } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../app.js'
 import { badRequest, conflict, forbidden, notFound } from '../../lib/errors.js'
-import { createServices } from '../../services.js'
 import type { CatalogHandle } from '../../tenancy/catalog.js'
 import { createMemberships, type Memberships } from '../../tenancy/memberships.js'
 import type { ProvisionedTenant, Provisioner } from '../../tenancy/provisioning.js'
@@ -57,15 +55,10 @@ type WithLease = FastifyRequest & { [kLease]?: TenantLease }
 
 export default fp<AppOptions>(
   async (fastify, { config }) => {
-    // The same wiring as the worker and the CLI, sharing the app's host pool and Redis client.
-    const services = createServices(config, fastify.log as Logger, { host: fastify.host, redis: fastify.redis })
-    const { catalog, pools, provisioner } = services
+    const { catalog, pools, provisioner } = fastify.services
     const memberships = createMemberships({ db: fastify.host.db, redis: fastify.redis, channel: `${config.redisPrefix}:memberships` })
-    await Promise.all([catalog.ready, memberships.ready])
-    fastify.addHook('onClose', async () => {
-      await memberships.close()
-      await services.close()
-    })
+    await memberships.ready
+    fastify.addHook('onClose', () => memberships.close())
 
     registerTenancyGauges(fastify.metrics.registry, pools, catalog)
 
@@ -134,7 +127,7 @@ export default fp<AppOptions>(
     fastify.addHook('onResponse', release)
     fastify.addHook('onRequestAbort', release)
   },
-  { name: 'tenancy', dependencies: ['host-db', 'redis', 'auth', 'metrics'] },
+  { name: 'tenancy', dependencies: ['host-db', 'redis', 'auth', 'metrics', 'services'] },
 )
 
 /** Pool and catalog gauges, read at scrape time (no work on the request path). */

@@ -7,6 +7,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { errorResponses } from '../../lib/schemas.js'
+import billingRoutes from './billing/index.js'
+import jobRoutes from './jobs/index.js'
 import memberRoutes from './members/index.js'
 import projectRoutes from './projects/index.js'
 
@@ -30,6 +32,8 @@ const apiRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   await fastify.register(projectRoutes, { prefix: '/projects' })
   await fastify.register(memberRoutes, { prefix: '/members' })
+  await fastify.register(jobRoutes, { prefix: '/jobs' })
+  await fastify.register(billingRoutes, { prefix: '/billing' })
 }
 
 export default apiRoutes

@@ -1,0 +1,135 @@
+/**
+ * /api/billing — the resolved tenant's subscription, for its owners and admins (membership role, not
+ * just an effective admin: paying is the owners' business). Each route maps to one StripeService call.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
+import { Type } from 'typebox'
+import type { SubscriptionView } from '../../../billing/service.js'
+import { forbidden } from '../../../lib/errors.js'
+import { errorResponses } from '../../../lib/schemas.js'
+
+const Interval = Type.Union([Type.Literal('month'), Type.Literal('year')])
+const PlanRef = Type.String({ minLength: 1, maxLength: 64, description: 'plan key (e.g. "pro") or plan id' })
+const RedirectUrls = {
+  successUrl: Type.Optional(Type.String({ maxLength: 2000, description: 'must be on STRIPE_BASE_URL' })),
+  cancelUrl: Type.Optional(Type.String({ maxLength: 2000 })),
+}
+const CheckoutUrl = Type.Object({ id: Type.String(), url: Type.String() })
+const DateOrNull = Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
+const Subscription = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  stripeSubscriptionId: Type.String(),
+  status: Type.String(),
+  active: Type.Boolean(),
+  plan: Type.Union([Type.Object({ id: Type.String(), key: Type.String(), name: Type.String() }), Type.Null()]),
+  interval: Type.Union([Type.String(), Type.Null()]),
+  currentPeriodStart: DateOrNull,
+  currentPeriodEnd: DateOrNull,
+  trialEnd: DateOrNull,
+  cancelAtPeriodEnd: Type.Boolean(),
+  canceledAt: DateOrNull,
+  pastDueSince: DateOrNull,
+})
+const SubscriptionOrNone = Type.Object({ subscription: Type.Union([Subscription, Type.Null()]) })
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null)
+const view = (s: SubscriptionView | null) =>
+  s && {
+    ...s,
+    currentPeriodStart: iso(s.currentPeriodStart),
+    currentPeriodEnd: iso(s.currentPeriodEnd),
+    trialEnd: iso(s.trialEnd),
+    canceledAt: iso(s.canceledAt),
+    pastDueSince: iso(s.pastDueSince),
+  }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const planChoice = (ref: string) => (UUID.test(ref) ? { planId: ref } : { planKey: ref })
+const errors = errorResponses(400, 401, 402, 403, 404, 409, 502, 503)
+const tags = ['billing']
+
+async function ownersAndAdmins(req: FastifyRequest) {
+  const role = req.membership?.role
+  if (role !== 'owner' && role !== 'admin') throw forbidden('INSUFFICIENT_ROLE', 'Billing is managed by the tenant’s owners and admins')
+}
+
+const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { billing } = fastify
+  const caller = (req: FastifyRequest) => ({ id: req.user!.id, email: req.user!.email, name: req.user!.name })
+  fastify.addHook('preValidation', ownersAndAdmins)
+
+  fastify.post(
+    '/checkout',
+    {
+      schema: {
+        tags,
+        summary: 'Stripe Checkout for a subscription to a plan (trial from the plan, promotion codes allowed)',
+        body: Type.Object({ planId: PlanRef, interval: Interval, ...RedirectUrls }, { additionalProperties: false }),
+        response: { 200: CheckoutUrl, ...errors },
+      },
+    },
+    async (req) => {
+      const { planId, interval, successUrl, cancelUrl } = req.body
+      return billing.createSubscriptionCheckout({ tenantId: req.tenant!.id, user: caller(req), interval, successUrl, cancelUrl, ...planChoice(planId) })
+    },
+  )
+
+  fastify.post(
+    '/checkout/one-time',
+    {
+      schema: {
+        tags,
+        summary: 'Stripe Checkout for a one-time purchase',
+        body: Type.Object(
+          { priceId: Type.String({ pattern: '^price_[A-Za-z0-9]+$', maxLength: 255 }), quantity: Type.Integer({ minimum: 1, maximum: 1000 }), ...RedirectUrls },
+          { additionalProperties: false },
+        ),
+        response: { 200: CheckoutUrl, ...errors },
+      },
+    },
+    async (req) => billing.createOneTimeCheckout({ tenantId: req.tenant!.id, user: caller(req), ...req.body }),
+  )
+
+  fastify.post(
+    '/portal',
+    {
+      schema: {
+        tags,
+        summary: 'Stripe Customer Portal session',
+        body: Type.Optional(Type.Object({ returnUrl: Type.Optional(Type.String({ maxLength: 2000 })) }, { additionalProperties: false })),
+        response: { 200: Type.Object({ url: Type.String() }), ...errors },
+      },
+    },
+    async (req) => billing.createPortalSession({ tenantId: req.tenant!.id, user: caller(req), returnUrl: req.body?.returnUrl }),
+  )
+
+  fastify.get('/subscription', { schema: { tags, summary: 'The tenant’s current subscription', response: { 200: SubscriptionOrNone, ...errors } } }, async (req) => ({
+    subscription: view(await billing.getSubscription(req.tenant!.id)),
+  }))
+
+  fastify.post(
+    '/cancel',
+    { schema: { tags, summary: 'Cancel at the end of the current period', response: { 200: SubscriptionOrNone, ...errors } } },
+    async (req) => ({ subscription: view(await billing.cancelSubscription({ tenantId: req.tenant!.id, actorUserId: req.user!.id })) }),
+  )
+
+  fastify.post(
+    '/change-plan',
+    {
+      schema: {
+        tags,
+        summary: 'Move the subscription to another plan or interval (prorated)',
+        body: Type.Object({ planId: PlanRef, interval: Interval }, { additionalProperties: false }),
+        response: { 200: SubscriptionOrNone, ...errors },
+      },
+    },
+    async (req) => ({
+      subscription: view(
+        await billing.changePlan({ tenantId: req.tenant!.id, actorUserId: req.user!.id, interval: req.body.interval, ...planChoice(req.body.planId) }),
+      ),
+    }),
+  )
+}
+
+export default billingRoutes

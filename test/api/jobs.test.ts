@@ -1,0 +1,89 @@
+/** /api/jobs (tenant admins, the tenant's own records) and /admin/queues (platform admins only). */
+import type { FastifyInstance } from 'fastify'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
+import { buildApp } from '../helpers/build-app.js'
+import { type Client, createClient } from '../helpers/client.js'
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+
+let env: TestEnv
+let app: FastifyInstance
+let worker: WorkerRuntime
+let owner: Client
+let other: Client
+let tenantId: string
+let otherTenantId: string
+
+beforeAll(async () => {
+  env = await createTestEnv({ PLATFORM_ADMIN_EMAILS: 'ops@example.com' })
+  app = await buildApp(env.config)
+  worker = await startWorkers(app.services, { scopes: ['tenant'], concurrency: 2 })
+  owner = createClient(app)
+  tenantId = (await owner.signup('jobs-owner@example.com')).json().tenant.id
+  other = createClient(app)
+  otherTenantId = (await other.signup('jobs-other@example.com')).json().tenant.id
+})
+afterAll(async () => {
+  await worker?.close(5000)
+  await app?.close()
+  await env?.cleanup()
+})
+
+const settled = async (c: Client, id: string) => {
+  for (let i = 0; i < 100; i++) {
+    const job = (await c.get(`/api/jobs/${id}`)).json()
+    if (job.status === 'completed' || job.status === 'failed') return job
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error('job did not settle')
+}
+
+describe('/api/jobs', () => {
+  it('lists and reads the resolved tenant’s jobs, with their result and queue state', async () => {
+    await owner.post('/api/projects', { name: 'one' })
+    const submitted = await app.services.tasks.submit('projects.recount', { tenantId })
+    const job = await settled(owner, submitted.id)
+    expect(job).toMatchObject({ id: submitted.id, jobType: 'projects.recount', status: 'completed', result: { total: 1, active: 1 }, queueState: 'completed' })
+    const list = (await owner.get('/api/jobs?type=projects.recount')).json()
+    expect(list.items.map((j: { id: string }) => j.id)).toContain(submitted.id)
+  })
+
+  it('never shows another tenant’s job, and needs the admin role', async () => {
+    const theirs = await app.services.tasks.submit('projects.recount', { tenantId: otherTenantId })
+    const res = await owner.get(`/api/jobs/${theirs.id}`)
+    expect(res.statusCode).toBe(404)
+    expect(res.json().code).toBe('JOB_NOT_FOUND')
+    expect((await owner.get('/api/jobs')).json().items.map((j: { id: string }) => j.id)).not.toContain(theirs.id)
+
+    const viewer = createClient(app)
+    await viewer.signup('jobs-viewer@example.com')
+    const added = await owner.post('/api/members', { email: 'jobs-viewer@example.com', role: 'member', localRole: 'viewer' })
+    expect(added.statusCode).toBe(201)
+    const denied = await viewer.get('/api/jobs', { 'x-tenant-id': tenantId })
+    expect(denied.statusCode).toBe(403)
+    expect(denied.json().code).toBe('INSUFFICIENT_ROLE')
+  })
+
+  it('rejects bad filters', async () => {
+    expect((await owner.get('/api/jobs?status=exploded')).statusCode).toBe(400)
+    expect((await owner.get('/api/jobs?limit=0')).statusCode).toBe(400)
+    expect((await owner.get('/api/jobs/not-a-uuid')).statusCode).toBe(400)
+  })
+})
+
+describe('/admin/queues (Bull Board)', () => {
+  it('is for platform admins only', async () => {
+    expect((await app.inject('/admin/queues')).statusCode).toBe(401)
+    const denied = await owner.get('/admin/queues')
+    expect(denied.statusCode).toBe(403)
+    expect(denied.json().code).toBe('PLATFORM_ADMIN_REQUIRED')
+    const ops = createClient(app)
+    await ops.signup('ops@example.com')
+    const board = await ops.get('/admin/queues')
+    expect(board.statusCode).toBe(200)
+    expect(board.headers['content-type']).toContain('text/html')
+    const queues = await ops.get('/admin/queues/api/queues')
+    expect(queues.statusCode).toBe(200)
+    expect(queues.json().queues.map((q: { name: string }) => q.name).sort()).toEqual(['system', 'tenant'])
+  })
+})
