@@ -82,7 +82,10 @@ export const ENV_VARS = {
   STRIPE_API_HOST: { kind: 'string', default: '', doc: 'Override the Stripe API host (tests point it at a local fake)' },
   STRIPE_MONTHLY_PRICE_ID: { kind: 'string', default: '', doc: 'Seed-style default monthly price id' },
   STRIPE_YEARLY_PRICE_ID: { kind: 'string', default: '', doc: 'Seed-style default yearly price id' },
+  STRIPE_ENTERPRISE_MONTHLY_PRICE_ID: { kind: 'string', default: '', doc: 'Monthly price id of the enterprise plan (config/plans.json, read by db:seed)' },
+  STRIPE_ENTERPRISE_YEARLY_PRICE_ID: { kind: 'string', default: '', doc: 'Yearly price id of the enterprise plan (config/plans.json, read by db:seed)' },
   BILLING_GRACE_DAYS: { kind: 'int', default: '7', min: 0, max: 365, doc: 'Days a past_due subscription still counts as active' },
+  BILLING_SUSPEND_AFTER_GRACE: { kind: 'bool', default: 'true', doc: 'Suspend a tenant whose subscription is still unpaid when the grace period ends (resumed when paid)' },
 } as const satisfies Record<string, VarSpec>
 
 export type EnvName = keyof typeof ENV_VARS
@@ -150,6 +153,8 @@ export interface Config {
       }
     | undefined
   billingGraceDays: number
+  /** Suspend a tenant still past due after the grace period (a job), and resume it when it pays. */
+  billingSuspendAfterGrace: boolean
 }
 
 // Development-only fallbacks: fixed so sessions and encrypted URLs survive restarts; refused in production.
@@ -320,6 +325,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         }
       : undefined,
     billingGraceDays: i('BILLING_GRACE_DAYS'),
+    billingSuspendAfterGrace: b('BILLING_SUSPEND_AFTER_GRACE', true),
   }
   return config
 }
