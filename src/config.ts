@@ -75,6 +75,8 @@ export const ENV_VARS = {
   JOB_TENANT_CONCURRENCY: { kind: 'int', default: '2', min: 1, max: 1000, doc: 'Jobs of one tenant running at once across workers' },
   WORKER_CONCURRENCY: { kind: 'int', default: '10', min: 1, max: 1000, doc: 'Jobs one worker process runs at once' },
   WORKER_SHUTDOWN_TIMEOUT_MS: { kind: 'int', default: '30000', min: 0, max: 600000, doc: 'On SIGTERM, wait this long for running jobs' },
+  PROVISION_INLINE: { kind: 'bool', default: 'false', doc: 'Provision new tenants inside the request instead of through the queue (single-process setups, tests)' },
+  WORKER_IN_PROCESS: { kind: 'bool', default: '', doc: 'Also run the job workers inside the API process (development convenience; default: on in development)' },
 
   STRIPE_SECRET_KEY: { kind: 'string', default: '', doc: 'Stripe secret key; unset disables billing routes (503 BILLING_DISABLED)' },
   STRIPE_WEBHOOK_SECRET: { kind: 'string', default: '', doc: 'Stripe webhook signing secret (whsec_…)' },
@@ -141,7 +143,15 @@ export interface Config {
     ssl: boolean
     templatesDir: string | undefined
   }
-  jobs: { tenantConcurrency: number; workerConcurrency: number; shutdownTimeoutMs: number }
+  jobs: {
+    tenantConcurrency: number
+    workerConcurrency: number
+    shutdownTimeoutMs: number
+    /** Signup and POST /tenants provision in the request (true) or register the tenant and queue the rest (false). */
+    provisionInline: boolean
+    /** src/server.ts also starts the job workers (so `npm run dev` needs no second process). */
+    workerInProcess: boolean
+  }
   stripe:
     | {
         secretKey: string
@@ -313,6 +323,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       tenantConcurrency: i('JOB_TENANT_CONCURRENCY'),
       workerConcurrency: i('WORKER_CONCURRENCY'),
       shutdownTimeoutMs: i('WORKER_SHUTDOWN_TIMEOUT_MS'),
+      provisionInline: b('PROVISION_INLINE', false),
+      workerInProcess: b('WORKER_IN_PROCESS', nodeEnv === 'development'),
     },
     stripe: stripeKey
       ? {

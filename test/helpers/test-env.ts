@@ -38,6 +38,10 @@ export async function createTestEnv(extra: Record<string, string> = {}): Promise
     REDIS_URL,
     REDIS_PREFIX: name,
     AUTO_MIGRATE: 'false',
+    // Most tests sign up and then use the tenant at once, with no worker running: provision inside the
+    // request so the tenant is active when signup answers. Queue-mode tests pass PROVISION_INLINE=false
+    // and start a worker (src/worker.ts startWorkers) in the test process.
+    PROVISION_INLINE: 'true',
     ...extra,
   }
   const configWith = (more: Record<string, string>) => loadConfig({ ...vars, ...more })
