@@ -9,6 +9,7 @@ import { asc, sql } from 'drizzle-orm'
 import { pino, type Logger } from 'pino'
 import { tenants, users } from '../drizzle/host/schema.js'
 import { type Config, loadConfigOrExit } from './config.js'
+import { seedCommand } from './billing/seed-command.js'
 import { migrateHost } from './db/migrations.js'
 import { AppError } from './lib/errors.js'
 import { createServices, type Services } from './services.js'
@@ -16,6 +17,7 @@ import { errorMessage, listBehind, migrateFleet } from './tenancy/fleet.js'
 
 export const USAGE = `usage:
   db:migrate                                   apply host database migrations
+  db:seed [--file PATH]                        load pricing plans (default config/plans.json) into the host database
   tenants list                                 every tenant: slug, status, migration version and status
   tenants behind                               tenants not on the current tenant migration
   tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER]
@@ -36,6 +38,8 @@ export interface CliOptions {
   io?: CliIo
   /** Tenant migrations folder (tests and benchmarks use temporary copies). */
   tenantMigrationsFolder?: string
+  /** Where db:seed reads "${ENV_VAR}" price placeholders (default process.env). */
+  env?: NodeJS.ProcessEnv
 }
 
 class UsageError extends Error {}
@@ -171,6 +175,7 @@ export async function runCli(argv: string[], opts: CliOptions): Promise<number> 
       io.out('host database migrated')
       return 0
     }
+    if (command === 'db:seed') return await seedCommand(rest, { databaseUrl: opts.config.databaseUrl, env: opts.env ?? process.env, out: io.out })
     if (command !== 'tenants') throw new UsageError(command ? `unknown command "${command}"` : 'missing command')
     services = createServices(opts.config, opts.logger, { tenantMigrationsFolder: opts.tenantMigrationsFolder })
     return await tenantsCommand(rest, services, io, opts.tenantMigrationsFolder)
