@@ -225,6 +225,42 @@ export const stripeWebhookEvents = pgTable(
   ],
 )
 
+export const API_KEY_ROLES = ['admin', 'editor', 'viewer'] as const
+export type ApiKeyRole = (typeof API_KEY_ROLES)[number]
+
+/**
+ * ApiKey: a tenant's credential for scripts and integrations (src/auth/api-keys.ts). Only a SHA-256
+ * of the high-entropy secret is stored; `prefix` is what lists show. `role` is the key's maximum:
+ * it acts as its creator, never above the creator's current role.
+ */
+export const apiKeys = pgTable(
+  'core_api_keys',
+  {
+    id: id(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    createdBy: uuid('created_by')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    prefix: text('prefix').notNull(),
+    keyHash: text('key_hash').notNull(),
+    role: text('role', { enum: API_KEY_ROLES }).notNull(),
+    lastUsedAt: timestamp('last_used_at', { withTimezone: true }),
+    expiresAt: timestamp('expires_at', { withTimezone: true }),
+    revokedAt: timestamp('revoked_at', { withTimezone: true }),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex('core_api_keys_key_hash_uq').on(t.keyHash),
+    index('core_api_keys_tenant_idx').on(t.tenantId, t.id),
+    index('core_api_keys_created_by_idx').on(t.createdBy),
+    check('core_api_keys_role_ck', inList('role', API_KEY_ROLES)),
+    check('core_api_keys_key_hash_ck', sql`key_hash ~ '^[0-9a-f]{64}$'`),
+  ],
+)
+
 export type User = typeof users.$inferSelect
 export type Tenant = typeof tenants.$inferSelect
 export type Membership = typeof memberships.$inferSelect
@@ -233,3 +269,4 @@ export type Subscription = typeof subscriptions.$inferSelect
 export type AuditLog = typeof auditLogs.$inferSelect
 export type SystemJob = typeof systemJobs.$inferSelect
 export type StripeWebhookEvent = typeof stripeWebhookEvents.$inferSelect
+export type ApiKey = typeof apiKeys.$inferSelect

@@ -4,11 +4,20 @@
  * every USER_SNAPSHOT_MS (seed `session_cache`): the session itself is read from Redis on every
  * request, so logout and revocation still take effect at once. A session past its absolute lifetime
  * is destroyed here. `request.signIn(user)` regenerates the session id (no fixation) and starts the clocks.
+ *
+ * Sessions and API keys are alternatives. A request with an `Authorization` header is never
+ * authenticated by its cookie: `fastify.authenticateApiKey` (called by the tenant guard, so only under
+ * /api) turns a valid `Bearer tk_…` key into `request.user` (the key's creator) and `request.apiKey`;
+ * everywhere else (/me, /tenants, /auth/logout, /admin) `requireUser` answers 401 SESSION_REQUIRED
+ * to such a request. Those routes act on a person's identity and sessions (switching tenants, creating
+ * tenants, logging out), which a tenant-scoped key has no business doing; refusing them also means a
+ * cookie can never ride along with a header that exempts the request from CSRF checks.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { User } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../app.js'
+import { type ApiKeyIdentity, type ApiKeys, createApiKeys } from '../../auth/api-keys.js'
 import { type PublicUser, createUsersRepository, toPublicUser, type UsersRepository } from '../../auth/users.js'
 import { unauthorized } from '../../lib/errors.js'
 
@@ -16,9 +25,14 @@ declare module 'fastify' {
   interface FastifyInstance {
     users: UsersRepository
     requireUser: (req: FastifyRequest, reply: FastifyReply) => Promise<void>
+    apiKeys: ApiKeys
+    /** null without an Authorization header; else the key (setting request.user/apiKey) or 401 INVALID_API_KEY. */
+    authenticateApiKey: (req: FastifyRequest) => Promise<ApiKeyIdentity | null>
   }
   interface FastifyRequest {
     user: PublicUser | null
+    /** The API key this request was authenticated by, or null for a session (or no) caller. */
+    apiKey: ApiKeyIdentity | null
     signIn(user: User, activeTenantId?: string): Promise<void>
     signOut(): Promise<void>
   }
@@ -31,6 +45,26 @@ export default fp<AppOptions>(
     const USER_SNAPSHOT_MS = 30_000
     fastify.decorate('users', users)
     fastify.decorateRequest('user', null)
+    fastify.decorateRequest('apiKey', null)
+
+    const apiKeys = createApiKeys({
+      db: fastify.host.db,
+      redis: fastify.redis,
+      channel: `${config.redisPrefix}:api-keys`,
+      env: config.env,
+      onError: (err, what) => fastify.log.warn({ err }, `${what} failed`),
+    })
+    await apiKeys.ready
+    fastify.addHook('onClose', () => apiKeys.close())
+    fastify.decorate('apiKeys', apiKeys)
+    fastify.decorate('authenticateApiKey', async (req: FastifyRequest) => {
+      const header = req.headers.authorization
+      if (header === undefined) return null
+      const key = await apiKeys.authenticate(header)
+      req.apiKey = key
+      req.user = key.user
+      return key
+    })
 
     fastify.decorateRequest('signIn', async function signIn(this: FastifyRequest, user: User, activeTenantId?: string) {
       await this.session.regenerate()
@@ -51,6 +85,9 @@ export default fp<AppOptions>(
 
     fastify.decorate('requireUser', async (req: FastifyRequest) => {
       if (req.user) return
+      if (req.headers.authorization !== undefined) {
+        throw unauthorized('SESSION_REQUIRED', 'This route needs a logged-in session; API keys are accepted only under /api')
+      }
       const userId = req.session.userId
       if (!userId) throw unauthorized()
       if (absoluteMaxMs > 0 && Date.now() - (req.session.createdAt ?? 0) > absoluteMaxMs) {
@@ -71,5 +108,5 @@ export default fp<AppOptions>(
       req.session.userLoadedAt = Date.now()
     })
   },
-  { name: 'auth', dependencies: ['host-db', 'session'] },
+  { name: 'auth', dependencies: ['host-db', 'session', 'redis'] },
 )

@@ -9,6 +9,17 @@
  * Status codes (no existence leak: an unknown tenant and a tenant you're not in look the same):
  *   401 UNAUTHENTICATED · 400 TENANT_REQUIRED · 404 TENANT_NOT_FOUND · 403 TENANT_SUSPENDED ·
  *   409 TENANT_NOT_READY · 403 INSUFFICIENT_ROLE
+ *
+ * An API key (`Authorization: Bearer tk_…`, see src/auth/api-keys.ts) is the other way in, and the
+ * only one for that request (its cookie is ignored). The key names its own tenant: a header, path or
+ * subdomain naming another one is 404 TENANT_NOT_FOUND, and nothing named means the key's tenant (the
+ * session's active tenant plays no part). It acts as its creator, who must still be an active member
+ * of that tenant: otherwise the key no longer authenticates anyone, 401 INVALID_API_KEY (like a
+ * revoked, expired or unknown key; re-adding the creator brings the key back). Its role is
+ * min(key role, the creator's current effective role); per-user denials of the creator apply, grants
+ * never lift a key above that role. A key never acts as an owner (`req.membership.role` is at most
+ * 'admin', and 'member' below an admin-level key), so owner- and admin-membership-only actions
+ * (ownership, billing) follow the key's role too. Tenant status rules are the same as for sessions.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -19,16 +30,26 @@ import { badRequest, conflict, forbidden, notFound } from '../../lib/errors.js'
 import type { CatalogHandle } from '../../tenancy/catalog.js'
 import { createMemberships, type Memberships } from '../../tenancy/memberships.js'
 import type { ProvisionedTenant, Provisioner } from '../../tenancy/provisioning.js'
-import { type AccessRule, createRoleResolver, type Role } from '../../tenancy/rbac.js'
-import { defaultResolvers, resolveTenantRef } from '../../tenancy/resolve.js'
+import { invalidApiKey } from '../../auth/api-keys.js'
+import { type AccessRule, createRoleResolver, hasMinRole, ROLE_LEVEL, type Role } from '../../tenancy/rbac.js'
+import { defaultResolvers, fromSession, resolveTenantRef } from '../../tenancy/resolve.js'
 import type { PoolManager, TenantDb, TenantLease, TenantRecord } from '../../tenancy/types.js'
+import type { Logger } from 'pino'
+import { createTenant as createTenantIn } from '../../tenancy/create-tenant.js'
+import type { ProvisionInput } from '../../tenancy/provisioning.js'
 
 export interface Tenancy {
   catalog: CatalogHandle
   pools: PoolManager
   provisioner: Provisioner
   memberships: Memberships
-  /** Seed `provision_new_user`: a tenant owned by `user`, ready to use. */
+  /**
+   * Create a tenant in the configured mode (tenancy/create-tenant.ts): queued → answers at once with the
+   * tenant 'provisioning' (a worker makes it 'active'); PROVISION_INLINE → provisioned in the call, 'active'.
+   * 503 QUEUE_UNAVAILABLE (tenant marked failed) when the queue refuses the first job.
+   */
+  createTenant(input: ProvisionInput): Promise<ProvisionedTenant>
+  /** Seed `provision_new_user`: a tenant owned by `user` (createTenant, so 'provisioning' or 'active'). */
   provisionPersonalTenant(user: User, slug: string, name?: string): Promise<Pick<ProvisionedTenant, 'id' | 'slug' | 'name' | 'status'>>
 }
 
@@ -53,6 +74,16 @@ declare module 'fastify' {
 const kLease = Symbol('tenantLease')
 type WithLease = FastifyRequest & { [kLease]?: TenantLease }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+/** Does a resolved reference (lower-cased id or slug, read as the catalog reads it) name this tenant? */
+const names = (tenant: TenantRecord, ref: string) => (UUID.test(ref) ? ref === tenant.id : ref === tenant.slug)
+const lower = (a: Role, b: Role): Role => (ROLE_LEVEL[a] <= ROLE_LEVEL[b] ? a : b)
+/** The membership an API key acts with: never owner; an admin-level key keeps admin, anything below is a plain member. */
+const keyMembership = (m: Membership, role: Role): Membership => ({
+  ...m,
+  role: m.role === 'member' || role !== 'admin' ? 'member' : 'admin',
+})
+
 export default fp<AppOptions>(
   async (fastify, { config }) => {
     const { catalog, pools, provisioner } = fastify.services
@@ -64,14 +95,20 @@ export default fp<AppOptions>(
 
     const roles = createRoleResolver({ onInvalidate: memberships.onInvalidate })
     const resolvers = defaultResolvers({ domainSuffix: config.tenantDomainSuffix })
+    // An API-key request has no session to read a tenant from: only what the request itself names.
+    const keyResolvers = resolvers.filter((r) => r !== fromSession)
+
+    const createTenant = (input: ProvisionInput) =>
+      createTenantIn({ provisioner, tasks: fastify.services.tasks, inline: config.jobs.provisionInline, logger: fastify.log as Logger }, input)
 
     fastify.decorate('tenancy', {
       catalog,
       pools,
       provisioner,
       memberships,
+      createTenant,
       async provisionPersonalTenant(user, slug, name) {
-        const tenant = await provisioner.provision({ slug, name: name ?? `${user.name ?? user.email.split('@')[0]}'s workspace`, ownerUserId: user.id })
+        const tenant = await createTenant({ slug, name: name ?? `${user.name ?? user.email.split('@')[0]}'s workspace`, ownerUserId: user.id })
         return { id: tenant.id, slug: tenant.slug, name: tenant.name, status: tenant.status }
       },
     } satisfies Tenancy)
@@ -88,13 +125,23 @@ export default fp<AppOptions>(
     })
 
     fastify.decorate('tenantGuard', async (req: FastifyRequest) => {
-      await fastify.requireUser(req, undefined as never)
+      let tenant: TenantRecord | undefined
+      let membership: Membership | undefined
+      const key = await fastify.authenticateApiKey(req) // null without an Authorization header
+      if (key) {
+        membership = await memberships.find(key.user.id, key.tenantId)
+        if (membership?.status !== 'active') throw invalidApiKey()
+        tenant = await catalog.get(key.tenantId)
+        const ref = resolveTenantRef(req, keyResolvers)
+        if (tenant && ref && !names(tenant, ref)) tenant = undefined
+      } else {
+        await fastify.requireUser(req, undefined as never)
+        const ref = resolveTenantRef(req, resolvers)
+        if (!ref) throw badRequest('TENANT_REQUIRED', 'No tenant given: send X-Tenant-ID, use /t/:tenant/…, a tenant subdomain, or switch with PUT /me/active-tenant')
+        tenant = await catalog.get(ref)
+        membership = tenant && (await memberships.find(req.user!.id, tenant.id))
+      }
       const user = req.user!
-      const ref = resolveTenantRef(req, resolvers)
-      if (!ref) throw badRequest('TENANT_REQUIRED', 'No tenant given: send X-Tenant-ID, use /t/:tenant/…, a tenant subdomain, or switch with PUT /me/active-tenant')
-
-      const tenant = await catalog.get(ref)
-      const membership = tenant && (await memberships.find(user.id, tenant.id))
       if (!tenant || !membership || membership.status !== 'active' || tenant.status === 'deleted') {
         throw notFound('TENANT_NOT_FOUND', 'No such tenant')
       }
@@ -104,11 +151,14 @@ export default fp<AppOptions>(
       const lease = await pools.acquire(tenant)
       ;(req as WithLease)[kLease] = lease
       req.tenant = tenant
-      req.membership = membership
-      req.role = await roles.effectiveRole(lease.db, tenant.id, user.id, membership.role)
+      const role = await roles.effectiveRole(lease.db, tenant.id, user.id, membership.role)
+      req.role = key ? lower(role, key.role) : role
+      req.membership = key ? keyMembership(membership, req.role) : membership
 
       const rule = req.routeOptions.config.access
-      if (rule && !(await roles.allows(lease.db, tenant.id, user.id, membership.role, req.role, rule))) {
+      // A key is held to its role: no grant of its creator lifts it above.
+      const keyAllows = !rule || !key || hasMinRole(req.role, rule.minRole)
+      if (rule && !(keyAllows && (await roles.allows(lease.db, tenant.id, user.id, req.membership.role, req.role, rule)))) {
         throw forbidden('INSUFFICIENT_ROLE', `This action needs the ${rule.minRole} role${rule.resource ? ` or a grant on ${rule.resource}:${rule.action}` : ''}`, {
           requiredRole: rule.minRole,
           role: req.role,

@@ -7,6 +7,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { errorResponses } from '../../lib/schemas.js'
+import apiKeyRoutes from './api-keys/index.js'
 import billingRoutes from './billing/index.js'
 import jobRoutes from './jobs/index.js'
 import memberRoutes from './members/index.js'
@@ -34,6 +35,7 @@ const apiRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   await fastify.register(memberRoutes, { prefix: '/members' })
   await fastify.register(jobRoutes, { prefix: '/jobs' })
   await fastify.register(billingRoutes, { prefix: '/billing' })
+  await fastify.register(apiKeyRoutes, { prefix: '/api-keys' })
 }
 
 export default apiRoutes
