@@ -12,13 +12,14 @@ import { createPoolManager } from './tenancy/pool-manager.js'
 import { createProvisioner, type Provisioner } from './tenancy/provisioning.js'
 import type { PoolManager } from './tenancy/types.js'
 import { createMailer, type Mailer } from './email/index.js'
+import { BILLING_JOBS } from './jobs/billing-jobs.js'
 import { BUILT_IN_JOBS } from './jobs/built-in.js'
 import { FLEET_JOBS, PROVISIONING_JOBS } from './jobs/provisioning-jobs.js'
 import type { JobRegistry } from './jobs/registry.js'
 import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
 
 /** Every job the kit defines; adopters add theirs through ServiceOptions.jobs (or the worker's --jobs). */
-export const KIT_JOBS = { ...BUILT_IN_JOBS, ...PROVISIONING_JOBS, ...FLEET_JOBS }
+export const KIT_JOBS = { ...BUILT_IN_JOBS, ...PROVISIONING_JOBS, ...FLEET_JOBS, ...BILLING_JOBS }
 
 export interface Services {
   config: Config
@@ -75,7 +76,7 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
   const mailer = opts.mailer ?? createMailer(config.smtp, logger, { defaultVariables: { app_name: config.appName } })
   const tasks = createTaskManager({
     registry: { ...KIT_JOBS, ...opts.jobs } as JobRegistry,
-    deps: { mailer, provisioner, pools },
+    deps: { mailer, provisioner, pools, host, config },
     host,
     catalog,
     pools,

@@ -337,47 +337,58 @@ export function createStripeService(deps: StripeServiceDeps) {
       return getSubscription(input.tenantId)
     },
 
-    /**
-     * The checkout success redirect: read the session and its subscription from Stripe and apply them now.
-     * Stamped with the subscription's creation time, so every webhook about it still applies (or ties and refetches).
-     */
+    /** The checkout success redirect (see activateCheckout): the tenant's subscription once activated. */
     async activateFromCheckoutSession(sessionId: string, opts: { tenantId?: string } = {}): Promise<SubscriptionView | null> {
-      const { stripe } = billing()
-      if (!/^cs_[A-Za-z0-9_]+$/.test(sessionId)) throw new AppError(400, 'INVALID_CHECKOUT_SESSION', 'Not a checkout session id')
-      let session: Stripe.Checkout.Session
-      try {
-        session = await stripe.checkout.sessions.retrieve(sessionId)
-      } catch (err) {
-        if (err instanceof Stripe.errors.StripeInvalidRequestError && err.statusCode === 404) {
-          throw new AppError(404, 'CHECKOUT_SESSION_NOT_FOUND', 'No such checkout session')
-        }
-        throw stripeFailure(err)
-      }
-      if (session.mode !== 'subscription')
-        throw new AppError(400, 'NOT_A_SUBSCRIPTION_CHECKOUT', 'This checkout session is not for a subscription')
-      const tenantId = await checkoutTenant(sql, session)
-      if (!tenantId) throw new AppError(404, 'TENANT_NOT_FOUND', 'The checkout session names no known tenant')
-      if (opts.tenantId && opts.tenantId !== tenantId)
-        throw new AppError(403, 'CHECKOUT_TENANT_MISMATCH', 'This checkout session belongs to another tenant')
-      if (session.status !== 'complete') throw new AppError(409, 'CHECKOUT_NOT_COMPLETE', 'The checkout session is not complete')
-      const subId = idOf(session.subscription as string | { id: string } | null)
-      if (!subId) throw new AppError(409, 'CHECKOUT_NOT_COMPLETE', 'The checkout session has no subscription yet')
-      const sub = await callStripe(() => stripe.subscriptions.retrieve(subId))
-      const userId = session.metadata?.user_id
-      await sql.begin(async (tx) => {
-        await linkCustomerToUser(tx, userId, idOf(session.customer as string | { id: string } | null), tenantId)
-        await applySubscription(tx, {
-          snapshot: snapshotOf(sub),
-          at: sub.created,
-          source: 'fetched',
-          tenantId,
-          userId,
-          plans,
-          audit: { reason: 'checkout success redirect', actorUserId: isUuid(userId) ? userId : null },
-        })
-      })
-      return getSubscription(tenantId)
+      return (await activateCheckout(sessionId, opts)).subscription
     },
+
+    /** activateFromCheckoutSession, also naming the tenant (what GET /billing/success answers). */
+    activateCheckout,
+  }
+
+  /**
+   * The checkout success redirect: read the session and its subscription from Stripe and apply them now.
+   * Stamped with the subscription's creation time, so every webhook about it still applies (or ties and refetches).
+   */
+  async function activateCheckout(
+    sessionId: string,
+    opts: { tenantId?: string } = {},
+  ): Promise<{ tenantId: string; subscription: SubscriptionView | null }> {
+    const { stripe } = billing()
+    if (!/^cs_[A-Za-z0-9_]+$/.test(sessionId)) throw new AppError(400, 'INVALID_CHECKOUT_SESSION', 'Not a checkout session id')
+    let session: Stripe.Checkout.Session
+    try {
+      session = await stripe.checkout.sessions.retrieve(sessionId)
+    } catch (err) {
+      if (err instanceof Stripe.errors.StripeInvalidRequestError && err.statusCode === 404) {
+        throw new AppError(404, 'CHECKOUT_SESSION_NOT_FOUND', 'No such checkout session')
+      }
+      throw stripeFailure(err)
+    }
+    if (session.mode !== 'subscription')
+      throw new AppError(400, 'NOT_A_SUBSCRIPTION_CHECKOUT', 'This checkout session is not for a subscription')
+    const tenantId = await checkoutTenant(sql, session)
+    if (!tenantId) throw new AppError(404, 'TENANT_NOT_FOUND', 'The checkout session names no known tenant')
+    if (opts.tenantId && opts.tenantId !== tenantId)
+      throw new AppError(403, 'CHECKOUT_TENANT_MISMATCH', 'This checkout session belongs to another tenant')
+    if (session.status !== 'complete') throw new AppError(409, 'CHECKOUT_NOT_COMPLETE', 'The checkout session is not complete')
+    const subId = idOf(session.subscription as string | { id: string } | null)
+    if (!subId) throw new AppError(409, 'CHECKOUT_NOT_COMPLETE', 'The checkout session has no subscription yet')
+    const sub = await callStripe(() => stripe.subscriptions.retrieve(subId))
+    const userId = session.metadata?.user_id
+    await sql.begin(async (tx) => {
+      await linkCustomerToUser(tx, userId, idOf(session.customer as string | { id: string } | null), tenantId)
+      await applySubscription(tx, {
+        snapshot: snapshotOf(sub),
+        at: sub.created,
+        source: 'fetched',
+        tenantId,
+        userId,
+        plans,
+        audit: { reason: 'checkout success redirect', actorUserId: isUuid(userId) ? userId : null },
+      })
+    })
+    return { tenantId, subscription: await getSubscription(tenantId) }
   }
 
   async function audited(

@@ -1,7 +1,7 @@
 /**
  * The built-in emails as typed messages. Each `…Email(args)` builds the EmailMessage (what an email
  * job carries), and each `send…Email(mailer, args)` sends it directly. Seed vocabulary:
- * send_welcome_email, send_invitation_email, send_password_reset_email (+ verify email).
+ * send_welcome_email, send_invitation_email, send_password_reset_email (+ verify email, payment failed).
  * `app_name` comes from the mailer's default variables; `to_email` is always the recipient.
  */
 import type { Mailer } from './mailer.js'
@@ -39,6 +39,46 @@ export interface VerifyEmail {
   expiresIn: string
 }
 
+export interface PaymentFailedEmail {
+  to: string
+  tenantName: string
+  /** The plan's display name, when known. */
+  planName: string | null
+  /** What was due, in the currency's smallest unit, when known. */
+  amount: { value: number; currency: string } | null
+  /** Where owners manage billing (`${APP_BASE_URL}/billing`). */
+  billingUrl: string
+  /** When the tenant will be suspended if still unpaid (null: it won't be). */
+  suspendsAt: Date | null
+}
+
+/** "$29.00", "¥500", "29,00 €"-style amounts from Stripe's smallest-unit integers (zero-decimal currencies included). */
+export function formatAmount(value: number, currency: string): string {
+  const code = currency.toUpperCase()
+  try {
+    const format = new Intl.NumberFormat('en-US', { style: 'currency', currency: code })
+    const digits = format.resolvedOptions().maximumFractionDigits ?? 2
+    return format.format(value / 10 ** digits)
+  } catch {
+    return `${(value / 100).toFixed(2)} ${code}`
+  }
+}
+
+export const paymentFailedEmail = (a: PaymentFailedEmail): EmailMessage => {
+  const plan = a.planName ? `your ${a.planName} plan` : 'your subscription'
+  const summary = a.amount
+    ? `The payment of ${formatAmount(a.amount.value, a.amount.currency)} for ${plan} could not be collected.`
+    : `The latest payment for ${plan} could not be collected.`
+  const notice = a.suspendsAt
+    ? `If the payment is still open on ${a.suspendsAt.toUTCString()}, ${a.tenantName} will be suspended until it is settled; nothing is deleted.`
+    : `${a.tenantName} keeps working while the payment is retried.`
+  return {
+    to: a.to,
+    template: 'payment_failed',
+    variables: { tenant_name: a.tenantName, payment_summary: summary, billing_url: a.billingUrl, grace_notice: notice },
+  }
+}
+
 export const welcomeEmail = (a: WelcomeEmail): EmailMessage => ({
   to: a.to,
   template: 'welcome',
@@ -67,3 +107,4 @@ export const sendWelcomeEmail = (mailer: Mailer, a: WelcomeEmail) => mailer.send
 export const sendInvitationEmail = (mailer: Mailer, a: InvitationEmail) => mailer.sendEmail(invitationEmail(a))
 export const sendPasswordResetEmail = (mailer: Mailer, a: PasswordResetEmail) => mailer.sendEmail(passwordResetEmail(a))
 export const sendVerifyEmail = (mailer: Mailer, a: VerifyEmail) => mailer.sendEmail(verifyEmail(a))
+export const sendPaymentFailedEmail = (mailer: Mailer, a: PaymentFailedEmail) => mailer.sendEmail(paymentFailedEmail(a))

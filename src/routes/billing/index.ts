@@ -1,15 +1,26 @@
 /**
- * Public billing routes (mount with `{ prefix: '/billing' }`): GET /billing/plans, the active plans in
- * sort order for a pricing page. Served from the database, so it answers even when Stripe is not
- * configured (checkout then answers 503 BILLING_DISABLED).
+ * Public billing routes (mount with `{ prefix: '/billing' }`):
+ *   GET /billing/plans      the active plans in sort order for a pricing page. Served from the database,
+ *                           so it answers even when Stripe is not configured.
+ *   GET /billing/success    Checkout's success redirect (?session_id=cs_…): activates the subscription
+ *                           now, from Stripe's own copy of the session, so the user doesn't wait for the
+ *                           webhook. Public (the redirect may land in a fresh browser) and rate limited;
+ *                           400 INVALID_CHECKOUT_SESSION · 404 CHECKOUT_SESSION_NOT_FOUND ·
+ *                           409 CHECKOUT_NOT_COMPLETE · 503 BILLING_DISABLED.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { SubscriptionOrNone, subscriptionJson } from '../../billing/schemas.js'
+import type { StripeService } from '../../billing/service.js'
+import { billingDisabled } from '../../billing/stripe.js'
 import type { HostDatabase } from '../../db/host.js'
 import { createPlansRepository } from '../../billing/plans.js'
+import { errorResponses } from '../../lib/schemas.js'
 
 export interface BillingRouteOptions {
   host: HostDatabase
+  /** Defaults to the app's `fastify.billing`; without either, /billing/success answers 503 BILLING_DISABLED. */
+  billing?: Pick<StripeService, 'activateCheckout'>
 }
 
 const Amount = Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'In the currency’s smallest unit (cents)' })
@@ -30,6 +41,29 @@ export const PlanSchema = Type.Object({
 
 const billingRoutes: FastifyPluginAsyncTypebox<BillingRouteOptions> = async (fastify, opts) => {
   const plans = createPlansRepository(opts.host.db)
+  const billing = opts.billing ?? (fastify.hasDecorator('billing') ? fastify.billing : undefined)
+
+  fastify.get(
+    '/success',
+    {
+      // Each call costs two Stripe API requests: keep guessing and reloading cheap.
+      config: { rateLimit: { max: 20, timeWindow: '1 minute' } },
+      schema: {
+        tags: ['billing'],
+        summary: 'Checkout success redirect: activate the subscription without waiting for the webhook',
+        querystring: Type.Object({ session_id: Type.String({ minLength: 1, maxLength: 255 }) }),
+        response: {
+          200: Type.Object({ tenantId: Type.String({ format: 'uuid' }), subscription: SubscriptionOrNone }),
+          ...errorResponses(400, 403, 404, 409, 429, 502, 503),
+        },
+      },
+    },
+    async (req) => {
+      if (!billing) throw billingDisabled()
+      const { tenantId, subscription } = await billing.activateCheckout(req.query.session_id)
+      return { tenantId, subscription: subscriptionJson(subscription) }
+    },
+  )
 
   fastify.get(
     '/plans',

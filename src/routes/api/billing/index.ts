@@ -5,7 +5,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import type { SubscriptionView } from '../../../billing/service.js'
+import { SubscriptionOrNone as Subscription, subscriptionJson } from '../../../billing/schemas.js'
 import { forbidden } from '../../../lib/errors.js'
 import { errorResponses } from '../../../lib/schemas.js'
 
@@ -16,33 +16,8 @@ const RedirectUrls = {
   cancelUrl: Type.Optional(Type.String({ maxLength: 2000 })),
 }
 const CheckoutUrl = Type.Object({ id: Type.String(), url: Type.String() })
-const DateOrNull = Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
-const Subscription = Type.Object({
-  id: Type.String({ format: 'uuid' }),
-  stripeSubscriptionId: Type.String(),
-  status: Type.String(),
-  active: Type.Boolean(),
-  plan: Type.Union([Type.Object({ id: Type.String(), key: Type.String(), name: Type.String() }), Type.Null()]),
-  interval: Type.Union([Type.String(), Type.Null()]),
-  currentPeriodStart: DateOrNull,
-  currentPeriodEnd: DateOrNull,
-  trialEnd: DateOrNull,
-  cancelAtPeriodEnd: Type.Boolean(),
-  canceledAt: DateOrNull,
-  pastDueSince: DateOrNull,
-})
-const SubscriptionOrNone = Type.Object({ subscription: Type.Union([Subscription, Type.Null()]) })
-
-const iso = (d: Date | null) => (d ? d.toISOString() : null)
-const view = (s: SubscriptionView | null) =>
-  s && {
-    ...s,
-    currentPeriodStart: iso(s.currentPeriodStart),
-    currentPeriodEnd: iso(s.currentPeriodEnd),
-    trialEnd: iso(s.trialEnd),
-    canceledAt: iso(s.canceledAt),
-    pastDueSince: iso(s.pastDueSince),
-  }
+const SubscriptionOrNone = Type.Object({ subscription: Subscription })
+const view = subscriptionJson
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const planChoice = (ref: string) => (UUID.test(ref) ? { planId: ref } : { planKey: ref })

@@ -10,6 +10,7 @@ import { notFound } from '../../../lib/errors.js'
 import { IdParams, errorResponses } from '../../../lib/schemas.js'
 import { createProjectsRepository } from '../../../projects/repository.js'
 import { CreateProjectBody, ListProjectsQuery, ProjectPageSchema, ProjectSchema, UpdateProjectBody } from '../../../projects/schemas.js'
+import exportRoutes from './export.js'
 
 const toJson = (p: Project) => ({ ...p, createdAt: p.createdAt.toISOString(), updatedAt: p.updatedAt.toISOString() })
 const missing = () => notFound('PROJECT_NOT_FOUND', 'No such project')
@@ -17,6 +18,9 @@ const guarded = errorResponses(400, 401, 403, 404, 409, 503)
 const tags = ['projects']
 
 const projectRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  // GET /export: the billing-gated example (subscription + the plan's `exports` feature).
+  await fastify.register(exportRoutes)
+
   fastify.get(
     '/',
     {

@@ -1,0 +1,202 @@
+/**
+ * Billing's slow side effects, off the webhook's request path. The app's `onBillingEvent` hook only
+ * submits `billing.event_effects` (job id derived from the Stripe event id, so a redelivered or
+ * replayed event is one job); that job then:
+ *   - on invoice.payment_failed, mails every owner of the tenant through `email.send` (ids derived
+ *     from this job: one mail per owner per event, however often the job retries);
+ *   - when the subscription is past due (and BILLING_SUSPEND_AFTER_GRACE), schedules
+ *     `billing.grace_check` for past_due_since + BILLING_GRACE_DAYS (id derived from the subscription
+ *     and that date: one check per episode of non-payment);
+ *   - when the subscription is active or trialing again, resumes a tenant billing suspended.
+ * The grace check suspends the tenant (lifecycle 'suspended', audit reason billing) if the subscription
+ * is still past due or unpaid and the tenant has no subscription that counts. See billing/suspension.ts.
+ */
+import { type Static, Type } from 'typebox'
+import { asDate } from '../billing/audit.js'
+import { graceEndsAt, resumeAfterPayment, subscriptionStanding, suspendForBilling, UNPAID_STATUSES } from '../billing/suspension.js'
+import type { BillingEvent } from '../billing/webhooks.js'
+import type { Config } from '../config.js'
+import type { HostDatabase } from '../db/host.js'
+import { paymentFailedEmail } from '../email/senders.js'
+import type { Provisioner } from '../tenancy/provisioning.js'
+import { derivedJobId, type JobContext, systemJob, TenantIdSchema } from './registry.js'
+
+export interface BillingJobDeps {
+  host: HostDatabase
+  config: Pick<Config, 'appBaseUrl' | 'billingGraceDays' | 'billingSuspendAfterGrace'>
+  provisioner: Pick<Provisioner, 'run'>
+}
+
+const Uuid = Type.String({ format: 'uuid' })
+const NullableString = Type.Union([Type.String(), Type.Null()])
+
+export const BillingEffectsPayload = Type.Object(
+  {
+    eventId: Type.String({ minLength: 1, maxLength: 255 }),
+    type: Type.String({ minLength: 1, maxLength: 255 }),
+    tenantId: TenantIdSchema,
+    /** Our core_subscriptions id and the status the event left it in. */
+    subscription: Type.Optional(Type.Object({ id: Uuid, status: Type.String(), planKey: NullableString }, { additionalProperties: false })),
+    invoice: Type.Optional(
+      Type.Object(
+        { id: Type.String(), amountDue: Type.Integer(), currency: Type.String(), hostedInvoiceUrl: NullableString },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+)
+export type BillingEffects = Static<typeof BillingEffectsPayload>
+
+export const GraceCheckPayload = Type.Object(
+  { tenantId: TenantIdSchema, subscriptionId: Uuid, pastDueSince: Type.String({ format: 'date-time' }) },
+  { additionalProperties: false },
+)
+
+const GOOD_STANDING = new Set(['active', 'trialing'])
+// A fixed namespace: the effects job of a Stripe event has the same id in every process.
+const EFFECTS_NAMESPACE = 'billing.event_effects'
+
+/** The job id of an event's effects. */
+export const effectsJobId = (stripeEventId: string) => derivedJobId(EFFECTS_NAMESPACE, stripeEventId)
+
+/**
+ * What `onBillingEvent` submits for a processed event, or null when it has no effects: a payment
+ * failure, a past-due subscription, or a subscription (back) in good standing that may end a billing
+ * suspension (new, changed status, or confirmed by checkout or a paid invoice).
+ */
+export function billingEffectsFor(e: BillingEvent): BillingEffects | null {
+  if (!e.tenantId) return null
+  const sub = e.subscription
+  const wanted =
+    e.type === 'invoice.payment_failed' ||
+    (sub !== undefined &&
+      (sub.status === 'past_due' ||
+        (GOOD_STANDING.has(sub.status) &&
+          (sub.created ||
+            !GOOD_STANDING.has(sub.previousStatus ?? '') ||
+            e.type === 'checkout.session.completed' ||
+            e.type === 'invoice.paid'))))
+  if (!wanted) return null
+  return {
+    eventId: e.eventId,
+    type: e.type,
+    tenantId: e.tenantId,
+    ...(sub ? { subscription: { id: sub.id, status: sub.status, planKey: sub.planKey } } : {}),
+    ...(e.invoice
+      ? {
+          invoice: {
+            id: e.invoice.id,
+            amountDue: e.invoice.amountDue,
+            currency: e.invoice.currency,
+            hostedInvoiceUrl: e.invoice.hostedInvoiceUrl,
+          },
+        }
+      : {}),
+  }
+}
+
+interface Owner {
+  user_id: string
+  email: string
+}
+
+async function mailOwners(ctx: JobContext<BillingJobDeps>, p: BillingEffects, suspendsAt: Date | null) {
+  const { host, config } = ctx.deps
+  const [tenant] = await host.sql<{ name: string; plan_name: string | null }[]>`
+    select t.name, (
+      select pl.name from core_subscriptions s join core_pricing_plans pl on pl.id = s.plan_id
+      where s.id = ${p.subscription?.id ?? null}::uuid
+    ) as plan_name
+    from core_tenants t where t.id = ${p.tenantId}`
+  if (!tenant) return 0
+  const owners = await host.sql<Owner[]>`
+    select u.id as user_id, u.email from core_memberships m join core_users u on u.id = m.user_id
+    where m.tenant_id = ${p.tenantId} and m.role = 'owner' and m.status = 'active'
+    order by u.id`
+  if (owners.length === 0) return 0
+  const amount = p.invoice && p.invoice.amountDue > 0 ? { value: p.invoice.amountDue, currency: p.invoice.currency } : null
+  const messages = owners.map((o) =>
+    paymentFailedEmail({
+      to: o.email,
+      tenantName: tenant.name,
+      planName: tenant.plan_name,
+      amount,
+      billingUrl: `${config.appBaseUrl}/billing`,
+      suspendsAt,
+    }),
+  )
+  await ctx.submitMany('email.send', messages, { ids: owners.map((o) => derivedJobId(ctx.jobId, `owner:${o.user_id}`)) })
+  return owners.length
+}
+
+export const billingEventEffects = systemJob({
+  payload: BillingEffectsPayload,
+  maxRetries: 5,
+  backoff: { type: 'exponential', delayMs: 2000 },
+  async process(ctx: JobContext<BillingJobDeps>, p) {
+    const { host, config, provisioner } = ctx.deps
+    const result: { mailed: number; graceCheck: string | null; resume: string | null } = { mailed: 0, graceCheck: null, resume: null }
+
+    // The row as it is now (not as the event left it): a later event may already have moved it.
+    const standing = p.subscription ? await subscriptionStanding(host, p.subscription.id) : undefined
+    let suspendsAt: Date | null = null
+    if (config.billingSuspendAfterGrace && standing?.status === 'past_due' && standing.pastDueSince) {
+      suspendsAt = graceEndsAt(standing.pastDueSince, config.billingGraceDays)
+      const since = standing.pastDueSince.toISOString()
+      const job = await ctx.submit(
+        'billing.grace_check',
+        { tenantId: p.tenantId, subscriptionId: p.subscription!.id, pastDueSince: since },
+        { id: derivedJobId(p.subscription!.id, `grace:${since}`), delayMs: Math.max(0, suspendsAt.getTime() - Date.now()) },
+      )
+      result.graceCheck = job.id
+    }
+
+    if (p.type === 'invoice.payment_failed') result.mailed = await mailOwners(ctx, p, suspendsAt)
+
+    if (standing && GOOD_STANDING.has(standing.status)) {
+      result.resume = await resumeAfterPayment({ host, provisioner, graceDays: config.billingGraceDays }, p.tenantId, {
+        eventId: p.eventId,
+        eventType: p.type,
+        stripeSubscriptionId: standing.stripeSubscriptionId,
+        status: standing.status,
+      })
+    }
+    return result
+  },
+})
+
+export const billingGraceCheck = systemJob({
+  payload: GraceCheckPayload,
+  maxRetries: 5,
+  backoff: { type: 'exponential', delayMs: 5000 },
+  async process(ctx: JobContext<BillingJobDeps>, p) {
+    const { host, config, provisioner } = ctx.deps
+    if (!config.billingSuspendAfterGrace) return { outcome: 'disabled' }
+    const standing = await subscriptionStanding(host, p.subscriptionId)
+    if (!standing || !(UNPAID_STATUSES as readonly string[]).includes(standing.status)) return { outcome: 'paid-or-ended' }
+    const since = asDate(p.pastDueSince)!
+    // Paid and failed again since this check was scheduled: that episode has its own check.
+    if (standing.status === 'past_due' && standing.pastDueSince && standing.pastDueSince.getTime() !== since.getTime()) {
+      return { outcome: 'superseded' }
+    }
+    const endsAt = graceEndsAt(since, config.billingGraceDays)
+    if (endsAt.getTime() > Date.now()) {
+      // Ran early (clock skew between hosts, or the grace period was lengthened since): look again when it ends.
+      const job = await ctx.submit('billing.grace_check', p, { id: derivedJobId(ctx.jobId, 'again'), delayMs: endsAt.getTime() - Date.now() + 1000 })
+      return { outcome: 'rescheduled', jobId: job.id }
+    }
+    const outcome = await suspendForBilling({ host, provisioner, graceDays: config.billingGraceDays }, p.tenantId, {
+      stripeSubscriptionId: standing.stripeSubscriptionId,
+      status: standing.status,
+      pastDueSince: p.pastDueSince,
+      graceDays: config.billingGraceDays,
+    })
+    return { outcome }
+  },
+})
+
+export const BILLING_JOBS = {
+  'billing.event_effects': billingEventEffects,
+  'billing.grace_check': billingGraceCheck,
+}
