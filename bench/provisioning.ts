@@ -44,6 +44,7 @@ try {
   const provisioner = createProvisioner({
     host: services.host,
     catalog: services.catalog,
+    tasks: services.tasks,
     pools: services.pools,
     config: env.config,
     logger,

@@ -14,6 +14,7 @@ import { migrateHost } from './db/migrations.js'
 import { AppError } from './lib/errors.js'
 import { createServices, type Services } from './services.js'
 import { errorMessage, listBehind, migrateFleet } from './tenancy/fleet.js'
+import { queueFleetMigration } from './jobs/provisioning-jobs.js'
 
 export const USAGE = `usage:
   db:migrate                                   apply host database migrations
@@ -23,6 +24,7 @@ export const USAGE = `usage:
   tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER]
   tenants retry <slug>                         resume a failed provisioning
   tenants migrate [--tenant SLUG]... [--concurrency N] [--continue-on-error]
+  tenants migrate --queue                      one tenant.migrate job per tenant behind; the worker runs them
   tenants suspend <slug>
   tenants resume <slug>
   tenants delete <slug> [--hard]               soft delete (catalog only), or drop the database too`
@@ -77,6 +79,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       tenant: { type: 'string', multiple: true },
       concurrency: { type: 'string' },
       'continue-on-error': { type: 'boolean', default: false },
+      queue: { type: 'boolean', default: false },
       hard: { type: 'boolean', default: false },
     },
   })
@@ -123,6 +126,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
     }
     case 'migrate': {
       if (args.length) throw new UsageError('tenants migrate takes --tenant SLUG options, not positional arguments')
+      if (values.queue) return queueMigrations(values, services, io, folder)
       const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency)
       if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64)
         throw new UsageError('--concurrency must be an integer 1-64')
@@ -161,6 +165,19 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
     default:
       throw new UsageError(command ? `unknown tenants command "${command}"` : 'missing tenants command')
   }
+}
+
+/** `tenants migrate --queue`: hand the tenants that are behind to the worker, one job each. */
+async function queueMigrations(values: { tenant?: string[]; concurrency?: string; 'continue-on-error'?: boolean }, services: Services, io: CliIo, folder: string | undefined): Promise<number> {
+  if (values.tenant?.length || values.concurrency !== undefined || values['continue-on-error'])
+    throw new UsageError('--queue migrates every tenant that is behind; --tenant, --concurrency and --continue-on-error apply without --queue (the worker sets the concurrency)')
+  const { version, queued, running } = await queueFleetMigration({ host: services.host, tasks: services.tasks, folder })
+  for (const t of queued) io.out(`queued ${t.slug} (job ${t.jobId})`)
+  if (running.length) io.out(`not queued, a migration is running: ${running.join(', ')}`)
+  io.out(`${queued.length} tenant.migrate job(s) queued to bring tenants to ${version}`)
+  if (queued.length)
+    io.out('follow progress with `npm run tenants -- list` (MIGRATION STATUS per tenant) or `npm run tenants -- behind`; a worker must be running (`npm run worker`)')
+  return 0
 }
 
 /** Run one command; resolves to the process exit code. */

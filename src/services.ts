@@ -71,7 +71,17 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
       pools.evict(tenantId).catch((err) => logger.warn({ err, tenantId }, 'closing a tenant pool after a catalog change failed'))
     },
   })
-  const provisioner = createProvisioner({ host, catalog, pools, config, logger, migrationsFolder: opts.tenantMigrationsFolder })
+  // The provisioner queues the welcome email through the task manager, whose processors need the
+  // provisioner: bound late (tasks is assigned below, before anything can provision).
+  const provisioner = createProvisioner({
+    host,
+    catalog,
+    pools,
+    config,
+    logger,
+    migrationsFolder: opts.tenantMigrationsFolder,
+    tasks: { submit: (name, payload, submitOpts) => tasks.submit(name, payload as never, submitOpts) },
+  })
 
   const mailer = opts.mailer ?? createMailer(config.smtp, logger, { defaultVariables: { app_name: config.appName } })
   const tasks = createTaskManager({

@@ -7,17 +7,21 @@
  * re-run step is safe; a step that exhausts its retries leaves the tenant 'failed' at that step.
  *
  * Start it with `tasks.submit(PROVISION_FIRST_JOB, { tenantId, ownerUserId })` once the catalog row
- * exists in 'provisioning'; the tenant becomes 'active' when the last step has run.
+ * exists in 'provisioning' (provisioner.register; tenancy/create-tenant.ts does both); the tenant becomes
+ * 'active' when the last step has run. The welcome-email step submits `email.send` with an id derived from
+ * the tenant, so a retried step never mails twice.
  *
  * Fleet migrations (`tenants -- migrate --queue`): one `tenant.migrate` job per tenant; progress and
  * failures are in the catalog (migration_status / migration_error), as with the in-process fleet run.
  */
 import { Type } from 'typebox'
 import { LIFECYCLE, type ProvisionStep } from '../tenancy/lifecycle.js'
-import { migrateTenant } from '../tenancy/fleet.js'
+import type { HostDatabase } from '../db/host.js'
+import { migrationInfo, MIGRATIONS } from '../db/migrations.js'
+import { listBehind, migrateTenant } from '../tenancy/fleet.js'
 import type { Provisioner } from '../tenancy/provisioning.js'
 import type { PoolManager } from '../tenancy/types.js'
-import { type JobContext, pipeline, pipelineStart, systemJob, TenantIdSchema } from './registry.js'
+import { derivedJobId, type JobContext, type JobSubmitter, pipeline, pipelineStart, systemJob, TenantIdSchema } from './registry.js'
 
 export const ProvisionPayload = Type.Object(
   { tenantId: TenantIdSchema, ownerUserId: Type.Optional(Type.String({ format: 'uuid' })) },
@@ -29,7 +33,9 @@ export interface ProvisioningJobDeps {
 }
 
 const runStep = (step: ProvisionStep) => (ctx: JobContext<ProvisioningJobDeps>, p: { tenantId: string; ownerUserId?: string }) =>
-  step === 'seedOwner' ? ctx.deps.provisioner.steps.seedOwner(p.tenantId, p.ownerUserId) : ctx.deps.provisioner.steps[step](p.tenantId)
+  step === 'seedOwner' || step === 'sendWelcomeEmail'
+    ? ctx.deps.provisioner.steps[step](p.tenantId, p.ownerUserId)
+    : ctx.deps.provisioner.steps[step](p.tenantId)
 
 export const PROVISIONING_JOBS = pipeline(
   'tenant.provision',
@@ -62,3 +68,38 @@ export const tenantMigrate = systemJob({
 })
 
 export const FLEET_JOBS = { 'tenant.migrate': tenantMigrate }
+
+export interface QueuedFleetMigration {
+  /** The tenant migration version the jobs migrate to. */
+  version: string
+  queued: { tenantId: string; slug: string; jobId: string }[]
+  /** Behind, but a migration is running right now (a job, or `tenants migrate`): not queued again. */
+  running: string[]
+}
+
+/**
+ * `tenants migrate --queue`: one `tenant.migrate` job per tenant the catalog lists as behind. Job ids are
+ * derived from the tenant, the target version and its catalog row's last write, so running the command
+ * twice before anything happened queues nothing new, and a tenant whose job failed is queued again.
+ */
+export async function queueFleetMigration(deps: {
+  host: HostDatabase
+  tasks: Pick<JobSubmitter, 'submitMany'>
+  folder?: string | undefined
+}): Promise<QueuedFleetMigration> {
+  const { version } = migrationInfo('tenant', deps.folder ?? MIGRATIONS.tenant)
+  const behind = await listBehind({ host: deps.host, folder: deps.folder })
+  const due = behind.filter((t) => t.migrationStatus !== 'running')
+  const ids = due.map((t) => derivedJobId(t.id, `migrate:${version}:${t.updatedAt.toISOString()}`))
+  if (due.length > 0)
+    await deps.tasks.submitMany(
+      'tenant.migrate',
+      due.map((t) => ({ tenantId: t.id })),
+      { ids },
+    )
+  return {
+    version,
+    queued: due.map((t, i) => ({ tenantId: t.id, slug: t.slug, jobId: ids[i]! })),
+    running: behind.filter((t) => t.migrationStatus === 'running').map((t) => t.slug),
+  }
+}

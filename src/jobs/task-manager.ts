@@ -190,7 +190,8 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       } catch (err) {
         logger.error({ err, job: name, count: toAdd.length }, 'enqueueing jobs failed; records marked failed')
         await markEnqueueFailed(def, rows, enqueue, err).catch(() => {})
-        throw unavailable('QUEUE_UNAVAILABLE', 'The job queue is unavailable; try again later')
+        // The cause stays on the error (never in the response) for callers that record it, e.g. a tenant's provision_error.
+        throw Object.assign(unavailable('QUEUE_UNAVAILABLE', 'The job queue is unavailable; try again later'), { cause: err })
       }
     }
     return jobs

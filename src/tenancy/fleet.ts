@@ -65,6 +65,8 @@ export interface BehindTenant {
   status: Tenant['status']
   migrationVersion: string | null
   migrationStatus: Tenant['migrationStatus']
+  /** Last catalog write: a migration job's id is derived from it, so a re-run queues again only after a change. */
+  updatedAt: Date
 }
 
 /** The innermost cause's message: drizzle wraps driver errors in "Failed query: …" with the parameters. */
@@ -107,6 +109,7 @@ export async function listBehind(deps: Pick<FleetDeps, 'host' | 'folder'>): Prom
       status: tenants.status,
       migrationVersion: tenants.migrationVersion,
       migrationStatus: tenants.migrationStatus,
+      updatedAt: tenants.updatedAt,
     })
     .from(tenants)
     .where(

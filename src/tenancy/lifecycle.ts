@@ -12,6 +12,8 @@ import { uuidv7 } from 'uuidv7'
 import { type Tenant, type TenantStatus, users } from '../../drizzle/host/schema.js'
 import { quoteIdent, type Sql } from '../db/connect.js'
 import type { HostDatabase } from '../db/host.js'
+import { welcomeEmail } from '../email/senders.js'
+import { derivedJobId, type JobSubmitter } from '../jobs/registry.js'
 import { conflict, PG, pgCode } from '../lib/errors.js'
 import type { CatalogWrites, TenantPatch } from './catalog-writes.js'
 import { errorMessage, migrateTenant } from './fleet.js'
@@ -21,7 +23,10 @@ import type { PoolManager } from './types.js'
 export const LIFECYCLE = {
   created: {
     from: ['provisioning', 'failed'],
-    steps: ['createDatabase', 'migrate', 'seedOwner', 'activate'],
+    // The welcome email is queued (never sent here: all mail goes through the `email.send` job) before
+    // the tenant turns active, so 'active' still means "every step is done" and a failed enqueue leaves
+    // the tenant retryable rather than active with its last step silently missing.
+    steps: ['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'],
     audit: 'tenant.provisioned',
     failedAudit: 'tenant.provision_failed',
     // Progress and failure are kept in the catalog (provision_step, status 'failed') so retry resumes.
@@ -56,6 +61,7 @@ export type StepName =
   | 'createDatabase'
   | 'migrate'
   | 'seedOwner'
+  | 'sendWelcomeEmail'
   | 'activate'
   | 'markSuspended'
   | 'markActive'
@@ -79,9 +85,19 @@ export interface LifecycleContext {
   /** A pool on the maintenance database, for CREATE/DROP DATABASE. */
   admin: Sql
   template: TenantTemplate
+  /** Where sendWelcomeEmail submits the `email.send` job. */
+  tasks: Pick<JobSubmitter, 'submit'>
+  /** The dashboard link in the welcome email is `${appBaseUrl}/`. */
+  appBaseUrl: string
   logger: Logger
   faults?: LifecycleFaults | undefined
 }
+
+/**
+ * The welcome email's job id, derived from the tenant: a retried or re-run step submits the same id,
+ * which the task manager treats as already submitted, so the owner gets one welcome email per tenant.
+ */
+export const welcomeEmailJobId = (tenantId: string) => derivedJobId(tenantId, 'welcome-email')
 
 export interface RunOptions {
   /** Start at this step; earlier steps are taken as done. */
@@ -91,7 +107,7 @@ export interface RunOptions {
   /** Stop after this step (one job per step). */
   to?: StepName
   actorUserId?: string | undefined
-  /** seedOwner: the owner to seed; defaults to the tenant's created_by. */
+  /** seedOwner / sendWelcomeEmail: the owner; defaults to the tenant's created_by. */
   ownerUserId?: string | undefined
 }
 
@@ -148,6 +164,23 @@ const STEPS: Record<StepName, Step> = {
         )
         insert into core_settings (id) select ${uuidv7()} where not exists (select 1 from core_settings)`
     })
+    return undefined
+  },
+
+  async sendWelcomeEmail(row, ctx, opts) {
+    const ownerId = opts.ownerUserId ?? row.createdBy
+    // No owner (a tenant made from the CLI without --owner, or an owner deleted since): nobody to welcome.
+    const [owner] = ownerId
+      ? await ctx.host.db.select({ email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
+      : []
+    if (!owner) return undefined
+    const message = welcomeEmail({
+      to: owner.email,
+      userName: owner.name ?? owner.email.split('@')[0]!,
+      tenantName: row.name,
+      dashboardUrl: `${ctx.appBaseUrl}/`,
+    })
+    await ctx.tasks.submit('email.send', message, { id: welcomeEmailJobId(row.id) })
     return undefined
   },
 

@@ -1,22 +1,28 @@
 /**
- * Provisioning a tenant: validate the slug, write the catalog row ('provisioning', encrypted database
- * URL) and the owner's membership in one host transaction, then run the `created` lifecycle
- * (clone the template → migrate → seed the owner → active). A failure leaves the tenant 'failed' with
- * the step and error recorded; retry() resumes from that step and ends 'active' without an orphan
- * database or a duplicate row. The same object runs the other lifecycle events (suspend, resume, delete).
+ * Provisioning a tenant, in two parts:
+ *   register()   validate the slug, write the catalog row ('provisioning', encrypted database URL), the
+ *                owner's membership and the audit entry in one host transaction;
+ *   the `created` lifecycle (clone the template → migrate → seed the owner → queue the welcome email →
+ *                active), run by the job queue one step per job (jobs/provisioning-jobs.ts) or, by
+ *                provision(), right here.
+ * A failure leaves the tenant 'failed' with the step and error recorded; retry() resumes from that step
+ * and ends 'active' without an orphan database or a duplicate row. The same object runs the other
+ * lifecycle events (suspend, resume, delete).
  */
 import { uuidv7 } from 'uuidv7'
 import type { Logger } from 'pino'
-import { memberships, type Tenant, tenants } from '../../drizzle/host/schema.js'
+import { auditLogs, memberships, type Tenant, tenants } from '../../drizzle/host/schema.js'
 import type { Config } from '../config.js'
 import { connect, type Sql, withDatabase } from '../db/connect.js'
 import type { HostDatabase } from '../db/host.js'
+import type { JobSubmitter } from '../jobs/registry.js'
 import { encrypt } from '../lib/crypto.js'
 import { AppError, badRequest, conflict, PG, pgCode } from '../lib/errors.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import { errorMessage } from './fleet.js'
 import {
   createTenantLocks,
+  LIFECYCLE,
   type LifecycleContext,
   type LifecycleEvent,
   type LifecycleFaults,
@@ -84,6 +90,8 @@ export interface ProvisionInput {
   planTier?: string | undefined
   /** Who asked (audit log); defaults to the owner. */
   actorUserId?: string | undefined
+  /** Where the request came from, for the audit log's `tenant.created` entry. */
+  origin?: { ip?: string | undefined; userAgent?: string | undefined } | undefined
 }
 
 /** The catalog row as callers may see it: no database URL. */
@@ -105,7 +113,9 @@ export interface ProvisionerDeps {
   host: HostDatabase
   catalog: Catalog
   pools: PoolManager
-  config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys'>
+  config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys' | 'appBaseUrl'>
+  /** Where lifecycle steps submit jobs (the welcome email): the services' task manager. */
+  tasks: Pick<JobSubmitter, 'submit'>
   logger: Logger
   /** The tenant migrations folder (default migrations/tenant). */
   migrationsFolder?: string
@@ -113,6 +123,12 @@ export interface ProvisionerDeps {
 }
 
 export interface Provisioner {
+  /**
+   * The first part only: the catalog row in 'provisioning', the owner's membership and the audit entry,
+   * in one transaction. The rest is the `created` lifecycle: submit PROVISION_FIRST_JOB to run it.
+   */
+  register(input: ProvisionInput): Promise<ProvisionedTenant>
+  /** register() and the whole `created` lifecycle in this process (the CLI, PROVISION_INLINE). */
   provision(input: ProvisionInput): Promise<ProvisionedTenant>
   /** Resume a failed (or interrupted) provisioning from its recorded step. An active tenant is returned as is. */
   retry(idOrSlug: string, opts?: { actorUserId?: string }): Promise<ProvisionedTenant>
@@ -121,8 +137,14 @@ export interface Provisioner {
     createDatabase(tenantId: string): Promise<void>
     migrate(tenantId: string): Promise<void>
     seedOwner(tenantId: string, ownerUserId?: string): Promise<void>
+    sendWelcomeEmail(tenantId: string, ownerUserId?: string): Promise<void>
     activate(tenantId: string): Promise<void>
   }
+  /**
+   * Mark a registered tenant failed at `step` when its lifecycle could not even be started (the queue
+   * refused the first job), so it is not left 'provisioning' forever; retry() picks it up from there.
+   */
+  recordFailure(tenantId: string, step: ProvisionStep, err: unknown, opts?: { actorUserId?: string | undefined }): Promise<void>
   /** Run a lifecycle event: 'suspended', 'resumed', 'softDeleted', 'hardDeleted' (and 'created', which provision runs). */
   run(event: LifecycleEvent, idOrSlug: string, opts?: { actorUserId?: string }): Promise<void>
   /** The raw catalog row (any status) without its URL. */
@@ -155,7 +177,18 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   const lockSql: Sql = connect(maintenanceUrl(config), { max: 1, applicationName: 'tenantkit-locks' })
   const template = createTemplate({ admin, serverUrl, prefix: config.tenantDbPrefix, folder: deps.migrationsFolder, logger })
   const writes = createCatalogWrites({ host, catalog, keys: config.encryptionKeys })
-  const ctx: LifecycleContext = { host, pools, writes, locks: createTenantLocks(lockSql), admin, template, logger, faults: deps.faults }
+  const ctx: LifecycleContext = {
+    host,
+    pools,
+    writes,
+    locks: createTenantLocks(lockSql),
+    admin,
+    template,
+    tasks: deps.tasks,
+    appBaseUrl: config.appBaseUrl,
+    logger,
+    faults: deps.faults,
+  }
 
   const failed = (tenantId: string, err: unknown) =>
     err instanceof AppError
@@ -165,26 +198,42 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
           error: errorMessage(err),
         })
 
-  async function provision(input: ProvisionInput): Promise<ProvisionedTenant> {
+  async function register(input: ProvisionInput): Promise<ProvisionedTenant> {
     const slug = validateSlug(input.slug)
     const name = typeof input.name === 'string' ? input.name.trim() : ''
     if (name.length < 1 || name.length > 200) throw badRequest('INVALID_NAME', 'name must be 1-200 characters')
     const id = uuidv7()
     const dbName = tenantDbName(config.tenantDbPrefix, id)
+    const planTier = input.planTier ?? 'free'
+    let row: Tenant
     try {
-      await host.db.transaction(async (tx) => {
-        await tx.insert(tenants).values({
-          id,
-          slug,
-          name,
-          planTier: input.planTier ?? 'free',
-          status: 'provisioning',
-          dbName,
-          dbUrlEncrypted: encrypt(withDatabase(serverUrl, dbName), config.encryptionKeys),
-          provisionStep: 'createDatabase' satisfies ProvisionStep,
-          createdBy: input.ownerUserId ?? null,
-        })
+      row = await host.db.transaction(async (tx) => {
+        const [inserted] = await tx
+          .insert(tenants)
+          .values({
+            id,
+            slug,
+            name,
+            planTier,
+            status: 'provisioning',
+            dbName,
+            dbUrlEncrypted: encrypt(withDatabase(serverUrl, dbName), config.encryptionKeys),
+            provisionStep: LIFECYCLE.created.steps[0],
+            createdBy: input.ownerUserId ?? null,
+          })
+          .returning()
         if (input.ownerUserId) await tx.insert(memberships).values({ userId: input.ownerUserId, tenantId: id, role: 'owner' })
+        await tx.insert(auditLogs).values({
+          action: 'tenant.created',
+          tenantId: id,
+          actorUserId: input.actorUserId ?? input.ownerUserId ?? null,
+          targetType: 'tenant',
+          targetId: id,
+          ip: input.origin?.ip,
+          userAgent: input.origin?.userAgent?.slice(0, 512),
+          metadata: { slug, planTier, ownerUserId: input.ownerUserId ?? null },
+        })
+        return inserted!
       })
     } catch (err) {
       const code = pgCode(err instanceof Error ? (err.cause ?? err) : err)
@@ -193,12 +242,23 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
       throw err
     }
     await catalog.invalidate(id)
+    return publicView(row)
+  }
+
+  async function provision(input: ProvisionInput): Promise<ProvisionedTenant> {
+    const { id } = await register(input)
     try {
       const row = await runLifecycle('created', id, ctx, { actorUserId: input.actorUserId ?? input.ownerUserId })
       return publicView(row!)
     } catch (err) {
       throw failed(id, err)
     }
+  }
+
+  async function recordFailure(tenantId: string, step: ProvisionStep, err: unknown, opts: { actorUserId?: string | undefined } = {}) {
+    const error = errorMessage(err)
+    await writes.update(tenantId, { status: 'failed', provisionStep: step, provisionError: `${step}: ${error}` })
+    await writes.audit({ action: LIFECYCLE.created.failedAudit, tenantId, actorUserId: opts.actorUserId, metadata: { step, error } })
   }
 
   async function retry(idOrSlug: string, opts: { actorUserId?: string } = {}): Promise<ProvisionedTenant> {
@@ -217,9 +277,17 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   }
 
   return {
+    register,
     provision,
     retry,
-    steps: { createDatabase: step('createDatabase'), migrate: step('migrate'), seedOwner: step('seedOwner'), activate: step('activate') },
+    steps: {
+      createDatabase: step('createDatabase'),
+      migrate: step('migrate'),
+      seedOwner: step('seedOwner'),
+      sendWelcomeEmail: step('sendWelcomeEmail'),
+      activate: step('activate'),
+    },
+    recordFailure,
     async run(event, idOrSlug, opts = {}) {
       const row = await writes.get(idOrSlug)
       await runLifecycle(event, row.id, ctx, { actorUserId: opts.actorUserId })

@@ -1,61 +1,60 @@
 /**
  * Provisioning through the queue with the real provisioner steps and the worker's own startWorkers():
- * a tenant left in 'provisioning' (its catalog row written, nothing else) becomes active one job per step.
+ * a registered tenant (catalog row in 'provisioning', nothing else) becomes active one job per step, and
+ * its owner's welcome email reaches a real SMTP server exactly once, also when a step is retried.
  */
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, expect, it } from 'vitest'
+import { users } from '../../drizzle/host/schema.js'
 import { migrationInfo } from '../../src/db/migrations.js'
-import { LIFECYCLE } from '../../src/tenancy/lifecycle.js'
 import { PROVISION_FIRST_JOB } from '../../src/jobs/provisioning-jobs.js'
-import { createProvisioner } from '../../src/tenancy/provisioning.js'
+import { LIFECYCLE, welcomeEmailJobId } from '../../src/tenancy/lifecycle.js'
+import { createProvisioner, type Provisioner } from '../../src/tenancy/provisioning.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
-import { createJobsWorld, type JobsWorld, silent, until } from './helpers.js'
+import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
+import { createJobsWorld, type JobsWorld, settled, silent, sleep, until } from './helpers.js'
 
 let world: JobsWorld
 let runtime: WorkerRuntime
+let smtp: SmtpCapture
+let provisioner: Provisioner
+/** Tenants whose sendWelcomeEmail step crashes once, after it queued the email (then BullMQ retries it). */
+const crashOnce = new Set<string>()
 
 beforeAll(async () => {
-  world = await createJobsWorld()
-  runtime = await startWorkers(world.services, { concurrency: 2 })
-})
-afterAll(async () => {
-  await runtime?.close()
-  await world?.close()
-})
-
-/** A catalog row in 'provisioning' with no database yet: what a signup leaves before the pipeline runs. */
-async function pendingTenant(slug: string): Promise<string> {
-  const { services, env } = world
-  const stopped = createProvisioner({
-    ...services,
-    config: env.config,
+  smtp = await startSmtpCapture()
+  world = await createJobsWorld({ SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), SMTP_STARTTLS: 'false' })
+  // The real provisioner, with one test hook: a crash right after a step did its work.
+  provisioner = createProvisioner({
+    ...world.services,
+    config: world.env.config,
     logger: silent,
     faults: {
-      beforeStep: () => {
-        throw new Error('stop before the first step')
+      afterStep: (step, tenantId) => {
+        if (step === 'sendWelcomeEmail' && crashOnce.delete(tenantId)) throw new Error('worker crashed after queueing the welcome email')
       },
     },
   })
-  try {
-    const id = await stopped.provision({ slug, name: slug }).then(
-      () => {
-        throw new Error('provision should have stopped')
-      },
-      (err: { details?: { tenantId?: string } }) => err.details?.tenantId,
-    )
-    if (!id) throw new Error('no tenant id in the provisioning error')
-    await stopped.writes.update(id, { status: 'provisioning', provisionError: null })
-    return id
-  } finally {
-    await stopped.close()
-  }
+  runtime = await startWorkers(world.services, { concurrency: 2, deps: { provisioner } })
+})
+afterAll(async () => {
+  await runtime?.close()
+  await provisioner?.close()
+  await world?.close()
+  await smtp?.close()
+})
+
+async function owner(email: string, name: string) {
+  const [user] = await world.services.host.db.insert(users).values({ email, name }).returning()
+  return user!
 }
 
-it('runs createDatabase → migrate → seedOwner → activate as one job each, ending active', async () => {
-  const tenantId = await pendingTenant('queued-co')
+it('runs createDatabase → migrate → seedOwner → sendWelcomeEmail → activate as one job each, ending active with one welcome email', async () => {
+  const ada = await owner('ada@queued.example', 'Ada <Lovelace>')
+  const { id: tenantId } = await world.services.provisioner.register({ slug: 'queued-co', name: 'Queued & Co', ownerUserId: ada.id })
   expect(await world.services.catalog.get(tenantId)).toMatchObject({ status: 'provisioning' })
 
-  const first = await runtime.tasks.submit(PROVISION_FIRST_JOB, { tenantId })
+  const first = await runtime.tasks.submit(PROVISION_FIRST_JOB, { tenantId, ownerUserId: ada.id })
   expect(first.name).toBe('tenant.provision.createDatabase')
   await until(async () => (await world.services.provisioner.describe(tenantId)).status === 'active', 20_000, 'tenant to become active')
 
@@ -65,15 +64,48 @@ it('runs createDatabase → migrate → seedOwner → activate as one job each, 
   expect(settings).toEqual({ n: 1 })
 
   // One completed system job per lifecycle step, each recorded against the tenant.
+  expect(LIFECYCLE.created.steps).toContain('sendWelcomeEmail')
   for (const step of LIFECYCLE.created.steps) {
     const records = await runtime.tasks.listJobs({ type: `tenant.provision.${step}` })
     expect(records, step).toHaveLength(1)
     expect(records[0], step).toMatchObject({ status: 'completed', tenantId, retryCount: 0, scope: 'system' })
   }
+
+  const [mail] = await smtp.waitFor(1, 10_000)
+  expect(mail!.envelope.to).toEqual(['ada@queued.example'])
+  expect(mail!.subject).toContain('Ada <Lovelace>')
+  expect(mail!.text).toContain('Queued & Co')
+  expect(mail!.text).toContain(`${world.env.config.appBaseUrl}/`)
+  expect(mail!.html).toContain('Ada &lt;Lovelace&gt;')
+  expect(mail!.html).toContain('Queued &amp; Co')
+  const sent = await settled(runtime.tasks, welcomeEmailJobId(tenantId), 'system')
+  expect(sent).toMatchObject({ jobType: 'email.send', status: 'completed' })
+})
+
+it('a sendWelcomeEmail step retried after a crash still sends one email, and the tenant ends active', async () => {
+  const grace = await owner('grace@queued.example', 'Grace')
+  const { id: tenantId } = await world.services.provisioner.register({ slug: 'retried-co', name: 'Retried Co', ownerUserId: grace.id })
+  crashOnce.add(tenantId)
+  await runtime.tasks.submit(PROVISION_FIRST_JOB, { tenantId, ownerUserId: grace.id })
+  await until(async () => (await world.services.provisioner.describe(tenantId)).status === 'active', 20_000, 'tenant to become active')
+  expect(crashOnce.has(tenantId)).toBe(false) // the crash happened
+
+  const [step] = (await runtime.tasks.listJobs({ type: 'tenant.provision.sendWelcomeEmail' })).filter((r) => r.tenantId === tenantId)
+  expect(step).toMatchObject({ status: 'completed', retryCount: 1 })
+  await until(async () => smtp.messages.some((m) => m.envelope.to.includes('grace@queued.example')), 10_000, 'the welcome email')
+  await sleep(300) // a duplicate would be a second job, sent by now
+  expect(smtp.messages.filter((m) => m.envelope.to.includes('grace@queued.example'))).toHaveLength(1)
+})
+
+it('a tenant without an owner skips the welcome email', async () => {
+  const { id: tenantId } = await world.services.provisioner.register({ slug: 'ownerless-co', name: 'Ownerless' })
+  await runtime.tasks.submit(PROVISION_FIRST_JOB, { tenantId })
+  await until(async () => (await world.services.provisioner.describe(tenantId)).status === 'active', 20_000, 'tenant to become active')
+  await expect(runtime.tasks.getJob(welcomeEmailJobId(tenantId), 'system')).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' })
 })
 
 it('tenant.migrate brings a tenant the catalog lists as behind back to current, recorded in sys_jobs', async () => {
-  const tenantId = await pendingTenant('behind-co')
+  const { id: tenantId } = await world.services.provisioner.register({ slug: 'behind-co', name: 'Behind' })
   await runtime.tasks.submit(PROVISION_FIRST_JOB, { tenantId })
   await until(async () => (await world.services.provisioner.describe(tenantId)).status === 'active', 20_000, 'tenant to become active')
   // As after a deploy with a new migration: the catalog says this tenant is behind.

@@ -40,7 +40,7 @@ async function touch(slug: string): Promise<number> {
 
 describe('tenant lifecycle', () => {
   it('is one map of events to ordered steps', () => {
-    expect(LIFECYCLE.created.steps).toEqual(['createDatabase', 'migrate', 'seedOwner', 'activate'])
+    expect(LIFECYCLE.created.steps).toEqual(['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'])
     expect(LIFECYCLE.hardDeleted.steps).toEqual(['evictPools', 'dropDatabase', 'deleteCatalogRow'])
   })
 
@@ -58,7 +58,7 @@ describe('tenant lifecycle', () => {
     await services.provisioner.run('resumed', t.id)
     expect((await services.catalog.get('sleepy'))?.status).toBe('active')
     await expect(services.provisioner.run('resumed', 'sleepy')).rejects.toMatchObject({ statusCode: 409, code: 'INVALID_TRANSITION' })
-    expect(await auditActions(t.id)).toEqual(['tenant.provisioned', 'tenant.suspended', 'tenant.resumed'])
+    expect(await auditActions(t.id)).toEqual(['tenant.created', 'tenant.provisioned', 'tenant.suspended', 'tenant.resumed'])
   })
 
   it('soft delete hides the tenant from the catalog and keeps its database', async () => {
@@ -77,7 +77,7 @@ describe('tenant lifecycle', () => {
     // A soft-deleted tenant can still be hard deleted.
     await services.provisioner.run('hardDeleted', 'gone-soft')
     expect(await databaseExists(t.dbName)).toBe(false)
-    expect(await auditActions(t.id)).toEqual(['tenant.provisioned', 'tenant.deleted', 'tenant.hard_deleted'])
+    expect(await auditActions(t.id)).toEqual(['tenant.created', 'tenant.provisioned', 'tenant.deleted', 'tenant.hard_deleted'])
   })
 
   it('hard delete evicts pools, drops the database and removes the catalog row with its memberships', async () => {

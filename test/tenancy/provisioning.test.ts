@@ -6,7 +6,7 @@ import { connect, withDatabase } from '../../src/db/connect.js'
 import { migrationInfo } from '../../src/db/migrations.js'
 import { decrypt } from '../../src/lib/crypto.js'
 import { createServices, type Services } from '../../src/services.js'
-import type { StepName } from '../../src/tenancy/lifecycle.js'
+import { LIFECYCLE, type StepName, welcomeEmailJobId } from '../../src/tenancy/lifecycle.js'
 import { createProvisioner, type Provisioner } from '../../src/tenancy/provisioning.js'
 import { APP_URL } from '../helpers/env.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
@@ -55,6 +55,12 @@ async function inTenantDb<T>(dbName: string, fn: (sql: ReturnType<typeof connect
   }
 }
 
+/** Welcome email jobs submitted for this recipient: records in sys_jobs (no worker runs in this file). */
+async function welcomeJobs(email: string) {
+  const records = await services.tasks.listJobs({ type: 'email.send', limit: 200 })
+  return records.filter((r) => r.payload.to === email)
+}
+
 async function auditActions(tenantId: string): Promise<string[]> {
   const rows = await services.host.db.select().from(auditLogs).where(eq(auditLogs.tenantId, tenantId)).orderBy(auditLogs.createdAt)
   return rows.map((r) => r.action)
@@ -90,7 +96,31 @@ describe('provision', () => {
 
     const record = await services.catalog.get('acme')
     expect(record).toMatchObject({ id: t.id, status: 'active', migrationVersion: version, migrationStatus: 'current' })
-    expect(await auditActions(t.id)).toEqual(['tenant.provisioned'])
+    expect(await auditActions(t.id)).toEqual(['tenant.created', 'tenant.provisioned'])
+
+    // The welcome email is a job (never sent in the request), with the id derived from the tenant.
+    const [welcome] = await welcomeJobs('ada@example.com')
+    expect(welcome).toMatchObject({
+      id: welcomeEmailJobId(t.id),
+      status: 'pending',
+      payload: { to: 'ada@example.com', template: 'welcome', variables: { user_name: 'ada', tenant_name: 'Acme Inc', dashboard_url: `${env.config.appBaseUrl}/` } },
+    })
+    expect(await services.tasks.queues.system.getJob(welcomeEmailJobId(t.id))).toMatchObject({ name: 'email.send' })
+  })
+
+  it('register() writes only the catalog row, the owner membership and the audit entry', async () => {
+    const owner = await newUser('reg@example.com')
+    const before = await tenantDatabases()
+    const t = await services.provisioner.register({ slug: 'registered-only', name: 'Registered', ownerUserId: owner.id })
+    expect(t).toMatchObject({ slug: 'registered-only', status: 'provisioning', provisionStep: LIFECYCLE.created.steps[0], migrationVersion: null })
+    expect(await tenantDatabases()).toEqual(before)
+    const members = await services.host.db.select().from(memberships).where(eq(memberships.tenantId, t.id))
+    expect(members).toMatchObject([{ userId: owner.id, role: 'owner' }])
+    expect(await auditActions(t.id)).toEqual(['tenant.created'])
+    expect(await welcomeJobs('reg@example.com')).toEqual([])
+    // The queue (or a retry) finishes it.
+    expect((await services.provisioner.retry(t.id)).status).toBe('active')
+    expect(await welcomeJobs('reg@example.com')).toHaveLength(1)
   })
 
   it('provisions without an owner (settings only)', async () => {
@@ -102,6 +132,10 @@ describe('provision', () => {
       return [u?.n, s?.n]
     })
     expect(counts).toEqual([0, 1])
+    // Nobody to welcome: no email job mentions this tenant.
+    const records = await services.tasks.listJobs({ type: 'email.send', limit: 200 })
+    expect(records.filter((r) => (r.payload.variables as Record<string, string>).tenant_name === 'No Owner')).toEqual([])
+    expect(await services.tasks.queues.system.getJob(welcomeEmailJobId(t.id))).toBeUndefined()
   })
 
   it.each(['ab', 'A-team', '-abc', 'abc-', 'has_underscore', 'dots.not.allowed', 'x'.repeat(64), 'www', 'api', 'admin', 'app'])(
@@ -142,7 +176,10 @@ describe('provision', () => {
 })
 
 describe('crash at each step, then retry', () => {
-  const steps: StepName[] = ['createDatabase', 'migrate', 'seedOwner', 'activate']
+  const steps: StepName[] = [...LIFECYCLE.created.steps]
+  it('covers every provisioning step', () => {
+    expect(steps).toEqual(['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'])
+  })
   const cases = steps.flatMap((step) => [
     { step, when: 'beforeStep' as const },
     { step, when: 'afterStep' as const },
@@ -156,6 +193,7 @@ describe('crash at each step, then retry', () => {
       const crashing: Provisioner = createProvisioner({
         host: services.host,
         catalog: services.catalog,
+        tasks: services.tasks,
         pools: services.pools,
         config: env.config,
         logger,
@@ -176,13 +214,13 @@ describe('crash at each step, then retry', () => {
       const failed = await services.provisioner.describe(slug)
       expect(failed.status).toBe('failed')
       expect(failed.provisionError).toBe(`${step}: simulated crash ${when} ${step}`)
-      expect(await auditActions(failed.id)).toEqual(['tenant.provision_failed'])
+      expect(await auditActions(failed.id)).toEqual(['tenant.created', 'tenant.provision_failed'])
       // Retry resumes at the step that did not finish.
       expect(failed.provisionStep).toBe(step)
 
       const done = await services.provisioner.retry(slug)
       expect(done).toMatchObject({ status: 'active', migrationVersion: version, migrationStatus: 'current', provisionError: null })
-      expect(await auditActions(failed.id)).toEqual(['tenant.provision_failed', 'tenant.provisioned'])
+      expect(await auditActions(failed.id)).toEqual(['tenant.created', 'tenant.provision_failed', 'tenant.provisioned'])
 
       // Every database on the server belongs to a catalog row and vice versa.
       expect(await tenantDatabases()).toEqual(await catalogDbNames())
@@ -199,6 +237,12 @@ describe('crash at each step, then retry', () => {
 
       // A second retry of an active tenant changes nothing.
       expect((await services.provisioner.retry(slug)).status).toBe('active')
+
+      // One welcome email job, however often the step ran (crash after it, then retry: the same job id).
+      const welcome = await welcomeJobs(owner.email)
+      expect(welcome.map((r) => r.id)).toEqual([welcomeEmailJobId(done.id)])
+      const queued = await services.tasks.queues.system.getJobs(['waiting', 'delayed', 'prioritized'])
+      expect(queued.filter((j) => j.name === 'email.send' && j.data.to === owner.email)).toHaveLength(1)
     },
   )
 
@@ -206,6 +250,7 @@ describe('crash at each step, then retry', () => {
     const dying = createProvisioner({
       host: services.host,
       catalog: services.catalog,
+      tasks: services.tasks,
       pools: services.pools,
       config: env.config,
       logger,
@@ -239,6 +284,7 @@ describe('crash at each step, then retry', () => {
     const other = createProvisioner({
       host: services.host,
       catalog: services.catalog,
+      tasks: services.tasks,
       pools: services.pools,
       config: env.config,
       logger,
@@ -275,6 +321,7 @@ describe('crash at each step, then retry', () => {
     const stopped = createProvisioner({
       host: services.host,
       catalog: services.catalog,
+      tasks: services.tasks,
       pools: services.pools,
       config: env.config,
       logger,
@@ -296,6 +343,10 @@ describe('crash at each step, then retry', () => {
     expect((await services.provisioner.describe(id)).provisionStep).toBe('seedOwner')
     await steps.seedOwner(id, owner.id)
     await steps.seedOwner(id, owner.id) // a redelivered job
+    expect((await services.provisioner.describe(id)).provisionStep).toBe('sendWelcomeEmail')
+    await steps.sendWelcomeEmail(id, owner.id)
+    await steps.sendWelcomeEmail(id, owner.id) // a redelivered job: the same email job, not a second one
+    expect(await welcomeJobs('stepper@example.com')).toHaveLength(1)
     expect((await services.provisioner.describe(id)).status).toBe('provisioning')
     await steps.activate(id)
     const done = await services.provisioner.describe(id)
@@ -310,6 +361,7 @@ describe('crash at each step, then retry', () => {
     const sabotaged = createProvisioner({
       host: services.host,
       catalog: services.catalog,
+      tasks: services.tasks,
       pools: services.pools,
       config: env.config,
       logger,

@@ -94,6 +94,7 @@ describe('tenant template', () => {
     const provisioner = createProvisioner({
       host: services.host,
       catalog: services.catalog,
+      tasks: services.tasks,
       pools: services.pools,
       config: env.config,
       logger: pino({ level: 'silent' }),

@@ -28,8 +28,11 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         tags: ['auth'],
         summary: 'Create an account and its personal tenant; starts a session',
+        description:
+          'tenant.status is "provisioning" while the job queue sets the tenant up (poll GET /me until its tenantStatus is ' +
+          '"active"), or "active" at once with PROVISION_INLINE. 503 QUEUE_UNAVAILABLE when the queue is down.',
         body: SignupBody,
-        response: { 201: Type.Object({ user: UserSchema, tenant: TenantSummary }), ...errorResponses(400, 409, 429) },
+        response: { 201: Type.Object({ user: UserSchema, tenant: TenantSummary }), ...errorResponses(400, 409, 429, 503) },
       },
     },
     async (req, reply) => {
