@@ -102,5 +102,7 @@ export async function resumeAfterPayment(deps: SuspensionDeps, tenantId: string,
 export async function subscriptionStanding(host: HostDatabase, subscriptionId: string) {
   const [row] = await host.sql<{ status: string; past_due_since: Date | string | null; stripe_subscription_id: string }[]>`
     select status, past_due_since, stripe_subscription_id from core_subscriptions where id = ${subscriptionId}`
-  return row ? { status: row.status, pastDueSince: asDate(row.past_due_since), stripeSubscriptionId: row.stripe_subscription_id } : undefined
+  return row
+    ? { status: row.status, pastDueSince: asDate(row.past_due_since), stripeSubscriptionId: row.stripe_subscription_id }
+    : undefined
 }

@@ -183,7 +183,10 @@ export const billingGraceCheck = systemJob({
     const endsAt = graceEndsAt(since, config.billingGraceDays)
     if (endsAt.getTime() > Date.now()) {
       // Ran early (clock skew between hosts, or the grace period was lengthened since): look again when it ends.
-      const job = await ctx.submit('billing.grace_check', p, { id: derivedJobId(ctx.jobId, 'again'), delayMs: endsAt.getTime() - Date.now() + 1000 })
+      const job = await ctx.submit('billing.grace_check', p, {
+        id: derivedJobId(ctx.jobId, 'again'),
+        delayMs: endsAt.getTime() - Date.now() + 1000,
+      })
       return { outcome: 'rescheduled', jobId: job.id }
     }
     const outcome = await suspendForBilling({ host, provisioner, graceDays: config.billingGraceDays }, p.tenantId, {

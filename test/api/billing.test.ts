@@ -130,7 +130,8 @@ function expectError(res: { statusCode: number; body: string; json(): Record<str
 async function deliver(event: StripeObject, opts: { signature?: string | null } = {}) {
   const body = JSON.stringify(event)
   const headers: Record<string, string> = { 'content-type': 'application/json' }
-  if (opts.signature !== null) headers['stripe-signature'] = opts.signature ?? Stripe.webhooks.generateTestHeaderString({ payload: body, secret: WEBHOOK_SECRET })
+  if (opts.signature !== null)
+    headers['stripe-signature'] = opts.signature ?? Stripe.webhooks.generateTestHeaderString({ payload: body, secret: WEBHOOK_SECRET })
   return app.inject({ method: 'POST', url: '/webhooks/stripe', headers, payload: body })
 }
 
@@ -330,7 +331,12 @@ describe('billing disabled (no STRIPE_SECRET_KEY)', () => {
       expectError(await c.post('/api/billing/checkout', { planId: 'pro', interval: 'month' }), 503, 'BILLING_DISABLED')
       expectError(await c.post('/api/billing/portal', {}), 503, 'BILLING_DISABLED')
       expectError(await c.get('/billing/success?session_id=cs_test_x'), 503, 'BILLING_DISABLED')
-      const hook = await off.inject({ method: 'POST', url: '/webhooks/stripe', headers: { 'content-type': 'application/json' }, payload: '{}' })
+      const hook = await off.inject({
+        method: 'POST',
+        url: '/webhooks/stripe',
+        headers: { 'content-type': 'application/json' },
+        payload: '{}',
+      })
       expectError(hook, 503, 'BILLING_DISABLED')
 
       const plans = await c.get('/billing/plans')
@@ -405,7 +411,11 @@ describe('payment failure: owners mailed, tenant suspended after the grace perio
     expect(await finished(effectsJobId(paid.id))).toMatchObject({ status: 'completed', result: { resume: 'resumed', mailed: 0 } })
     expect(await tenantStatus(o.tenantId)).toBe('active')
     expect((await o.c.get('/api/tenant')).statusCode).toBe(200)
-    expect((await o.c.get('/api/billing/subscription')).json().subscription).toMatchObject({ status: 'active', active: true, pastDueSince: null })
+    expect((await o.c.get('/api/billing/subscription')).json().subscription).toMatchObject({
+      status: 'active',
+      active: true,
+      pastDueSince: null,
+    })
     const trail = await app.host.sql<{ action: string }[]>`
       select action from sys_audit_logs where tenant_id = ${o.tenantId}
         and action in ('tenant.suspended', 'billing.tenant_suspended', 'tenant.resumed', 'billing.tenant_resumed')
@@ -470,7 +480,10 @@ describe('the gated example route: GET /api/projects/export', () => {
     const jsonl = await viewer.get('/api/projects/export?format=jsonl')
     expect(jsonl.statusCode, jsonl.body).toBe(200)
     expect(jsonl.headers['content-type']).toBe('application/x-ndjson; charset=utf-8')
-    const rows = jsonl.body.trimEnd().split('\n').map((l) => JSON.parse(l))
+    const rows = jsonl.body
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l))
     expect(rows.map((r) => r.name)).toEqual(['Apollo', 'Gemini, "the twins"', '=HYPERLINK("http://evil")'])
     expect(rows[0]).toMatchObject({ status: 'active', createdBy: pro.userId, description: null })
 

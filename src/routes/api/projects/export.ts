@@ -36,7 +36,10 @@ const exportRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         tags: ['projects'],
         summary: 'Export every project as CSV or JSON lines (needs a plan with the "exports" feature)',
-        querystring: Type.Object({ format: Type.Optional(Type.Union([Type.Literal('csv'), Type.Literal('jsonl')])) }, { additionalProperties: false }),
+        querystring: Type.Object(
+          { format: Type.Optional(Type.Union([Type.Literal('csv'), Type.Literal('jsonl')])) },
+          { additionalProperties: false },
+        ),
         response: {
           200: Type.String({ description: 'text/csv (header row first) or application/x-ndjson, one project per line' }),
           ...errorResponses(400, 401, 402, 403, 404, 503),
