@@ -53,6 +53,19 @@ export const GraceCheckPayload = Type.Object(
   { additionalProperties: false },
 )
 
+/** A task manager built without the billing jobs' deps (e.g. startWorkers with a custom registry and no `deps: { host, config }`). */
+class MissingBillingDeps extends Error {
+  override name = 'MissingBillingDeps'
+}
+const isMissingDeps = (err: unknown) => err instanceof MissingBillingDeps
+
+/** ctx.deps, checked: createServices provides host and config; a hand-built task manager must too. */
+function billingDeps(ctx: JobContext<BillingJobDeps>): BillingJobDeps {
+  const { host, config, provisioner } = (ctx.deps ?? {}) as Partial<BillingJobDeps>
+  if (!host || !config || !provisioner) throw new MissingBillingDeps('billing jobs need deps.host, deps.config and deps.provisioner')
+  return { host, config, provisioner }
+}
+
 const GOOD_STANDING = new Set(['active', 'trialing'])
 // A fixed namespace: the effects job of a Stripe event has the same id in every process.
 const EFFECTS_NAMESPACE = 'billing.event_effects'
@@ -102,7 +115,7 @@ interface Owner {
 }
 
 async function mailOwners(ctx: JobContext<BillingJobDeps>, p: BillingEffects, suspendsAt: Date | null) {
-  const { host, config } = ctx.deps
+  const { host, config } = billingDeps(ctx)
   const [tenant] = await host.sql<{ name: string; plan_name: string | null }[]>`
     select t.name, (
       select pl.name from core_subscriptions s join core_pricing_plans pl on pl.id = s.plan_id
@@ -134,8 +147,9 @@ export const billingEventEffects = systemJob({
   payload: BillingEffectsPayload,
   maxRetries: 5,
   backoff: { type: 'exponential', delayMs: 2000 },
+  permanent: isMissingDeps,
   async process(ctx: JobContext<BillingJobDeps>, p) {
-    const { host, config, provisioner } = ctx.deps
+    const { host, config, provisioner } = billingDeps(ctx)
     const result: { mailed: number; graceCheck: string | null; resume: string | null } = { mailed: 0, graceCheck: null, resume: null }
 
     // The row as it is now (not as the event left it): a later event may already have moved it.
@@ -170,8 +184,9 @@ export const billingGraceCheck = systemJob({
   payload: GraceCheckPayload,
   maxRetries: 5,
   backoff: { type: 'exponential', delayMs: 5000 },
+  permanent: isMissingDeps,
   async process(ctx: JobContext<BillingJobDeps>, p) {
-    const { host, config, provisioner } = ctx.deps
+    const { host, config, provisioner } = billingDeps(ctx)
     if (!config.billingSuspendAfterGrace) return { outcome: 'disabled' }
     const standing = await subscriptionStanding(host, p.subscriptionId)
     if (!standing || !(UNPAID_STATUSES as readonly string[]).includes(standing.status)) return { outcome: 'paid-or-ended' }
