@@ -6,6 +6,10 @@
  * by slug and by id, subdomain, session active tenant, nothing) is requested, and each response must
  * have exactly the status and code an oracle derives from the issue's rules, and must carry no other
  * tenant's ids, names, project names or member ids (error responses: no tenant's at all).
+ * API keys are callers of the matrix too (src/auth/api-keys.ts): keys of A, B, a suspended tenant and a
+ * revoked one, each sent beside another user's session cookie (which must play no part). A key speaks
+ * for its own tenant only (naming another: 404), as its creator at min(key role, creator's role), and
+ * with nothing named (or only the session's active tenant) its own tenant answers.
  * Then hundreds of concurrent requests for different tenants, interleaved, each seeing only its own data.
  */
 import { randomBytes } from 'node:crypto'
@@ -44,10 +48,14 @@ interface TenantFx {
 }
 interface UserFx {
   key: string
+  /** For an API-key caller: its creator (the acting user). */
   id: string
   email: string
-  /** null: no session at all. */
+  /** null: no session at all. For an API-key caller: a session of ANOTHER user, sent along and ignored. */
   client: Client | null
+  /** An API-key caller: the key's tenant, its role, and whether it was revoked. */
+  apiKey?: { tenant: string; role: Role; revoked?: boolean }
+  bearer?: string
 }
 interface Ctx {
   user: UserFx
@@ -84,6 +92,7 @@ const atLeast = (role: Role, min: Role) => ROLE_LEVEL[role] >= ROLE_LEVEL[min]
 const ok = (status: number): Expect => ({ status })
 const err = (status: number, code: string): Expect => ({ status, code })
 const gate = (ctx: Ctx, min: Role, then: () => Expect) => (atLeast(ctx.role, min) ? then() : err(403, 'INSUFFICIENT_ROLE'))
+const lowest = (a: Role, b: Role): Role => (atLeast(a, b) ? b : a)
 
 /** A copy of a user's client on its own remote address: same session, separate per-IP rate-limit bucket. */
 function sibling(c: Client): Client {
@@ -253,6 +262,7 @@ function routes(T: TenantFx): RouteCase[] {
 
 /** What the issue says a request must answer, before the route's own logic. */
 function oracle(user: UserFx, T: TenantFx, how: Method, route: RouteCase): { expect: Expect; ctx?: Ctx } {
+  if (user.apiKey) return keyOracle(user, T, route)
   if (!user.client) return { expect: err(401, 'UNAUTHENTICATED') }
   if (how === 'none') return { expect: err(400, 'TENANT_REQUIRED') }
   const member = T.members.get(user.id)
@@ -260,6 +270,24 @@ function oracle(user: UserFx, T: TenantFx, how: Method, route: RouteCase): { exp
   if (T.status === 'suspended') return { expect: err(403, 'TENANT_SUSPENDED') }
   if (T.status !== 'active') return { expect: err(409, 'TENANT_NOT_READY') }
   const ctx: Ctx = { user, T, member, role: effective(member) }
+  return { expect: route.expect(ctx), ctx }
+}
+
+/**
+ * An API key: dead keys (revoked, creator no longer an active member) authenticate nobody; a live one
+ * answers for its own tenant K, named or not (runMatrixFor passes K when only the session names a tenant).
+ */
+function keyOracle(user: UserFx, T: TenantFx, route: RouteCase): { expect: Expect; ctx?: Ctx } {
+  const K = tenants[user.apiKey!.tenant]!
+  const creator = K.members.get(user.id)
+  if (user.apiKey!.revoked || !creator || creator.status) return { expect: err(401, 'INVALID_API_KEY') }
+  if (T !== K || K.status === 'deleted') return { expect: err(404, 'TENANT_NOT_FOUND') }
+  if (K.status === 'suspended') return { expect: err(403, 'TENANT_SUSPENDED') }
+  if (K.status !== 'active') return { expect: err(409, 'TENANT_NOT_READY') }
+  const role = lowest(user.apiKey!.role, effective(creator))
+  // A key never acts as an owner; below admin it is a plain member.
+  const member: Member = { role: role === 'admin' && creator.role !== 'member' ? 'admin' : 'member', localRole: creator.localRole }
+  const ctx: Ctx = { user, T: K, member, role }
   return { expect: route.expect(ctx), ctx }
 }
 
@@ -305,6 +333,7 @@ async function runMatrixFor(user: UserFx): Promise<string[]> {
       const { expect: want, ctx } = oracle(user, T, how, route)
       const path = await route.path(ctx)
       const { url, headers } = address(T, how, path)
+      if (user.bearer) headers.authorization = `Bearer ${user.bearer}`
       const label = `${user.key} → ${T.key} via ${how}: ${route.method} ${url}`
       const res = await send(c, route, url, headers)
       try {
@@ -324,9 +353,16 @@ async function runMatrixFor(user: UserFx): Promise<string[]> {
     }
   }
 
+  // With an API key, only the request names a tenant (the session is ignored); else it's the key's own.
+  const K = user.apiKey && tenants[user.apiKey.tenant]!
   for (const T of targets) {
     for (const how of METHODS) {
       const c = user.client ? sibling(user.client) : createClient(app)
+      if (how === 'session' && K) {
+        await setSessionTenant(c, T.id)
+        await run(c, K, how)
+        continue
+      }
       if (how === 'session' && user.client) await useSessionTenant(user, c, T)
       await run(c, T, how)
     }
@@ -334,7 +370,7 @@ async function runMatrixFor(user: UserFx): Promise<string[]> {
   // Nothing names a tenant: no header, no /t/ path, no tenant subdomain, no active tenant in the session.
   const c = user.client ? sibling(user.client) : createClient(app)
   if (user.client) await setSessionTenant(c, undefined)
-  await run(c, tenants.A!, 'none')
+  await run(c, K || tenants.A!, 'none')
   return failures
 }
 
@@ -453,6 +489,24 @@ beforeAll(async () => {
     for (const key of list) tenants[k]!.markers.push(users[key]!.id)
   }
   allMarkers = Object.values(tenants).flatMap((t) => t.markers)
+
+  // API-key callers, each beside its own login of `dual` (a member of A, B and more), whose cookie must not matter.
+  const keySpecs: [string, UserFx, TenantFx, Role, boolean?][] = [
+    ['keyOwnerA', u.ownerA!, A!, 'admin'],
+    ['keyEditorA', u.adminA!, A!, 'editor'],
+    ['keyViewerB', u.adminB!, B!, 'viewer'],
+    // Made when editorB was an admin (created directly: the route caps a new key at its creator's role): acts as editor.
+    ['keyCappedB', u.editorB!, B!, 'admin'],
+    ['keySuspended', u.ownerA!, S!, 'admin'],
+    ['keyRevokedC', u.ownerC!, C!, 'admin', true],
+  ]
+  for (const [key, creator, K, role, revoked] of keySpecs) {
+    const { key: row, secret } = await app.apiKeys.create({ tenantId: K.id, createdBy: creator.id, name: key, role })
+    if (revoked) expect(await app.apiKeys.revoke(K.id, row.id)).toMatchObject({ revoked: true })
+    const client = createClient(app)
+    expect((await client.login(u.dual!.email)).statusCode).toBe(200)
+    users[key] = { key, id: creator.id, email: creator.email, client, apiKey: { tenant: K.key, role, revoked }, bearer: secret }
+  }
 }, 120_000)
 
 afterAll(async () => {
@@ -464,8 +518,8 @@ describe('tenant isolation matrix', () => {
   it('answers every route × user × tenant × resolution method with the specified status, leaking nothing', async () => {
     const failures = (await Promise.all(Object.values(users).map(runMatrixFor))).flat()
     expect(failures.slice(0, 30), `${failures.length} failures`).toEqual([])
-    // The matrix is what it claims: 14 users × 8 tenants × 6 methods × 25–27 routes, plus "nothing" (~18k requests).
-    expect(requests).toBeGreaterThan(16_500)
+    // The matrix is what it claims: (14 users + 6 keys) × 8 tenants × 6 methods × 25–27 routes, plus "nothing" (~26k requests).
+    expect(requests).toBeGreaterThan(23_500)
 
     // Nothing written through one tenant landed in another's database.
     for (const T of ['A', 'B', 'C'].map((k) => tenants[k]!)) {
