@@ -34,6 +34,18 @@ describe('config', () => {
     }
   })
 
+  it('queues provisioning by default, and runs the workers in the API process only in development unless told', () => {
+    expect(loadConfig(base).jobs).toMatchObject({ provisionInline: false, workerInProcess: false })
+    expect(loadConfig({ NODE_ENV: 'development' }).jobs).toMatchObject({ provisionInline: false, workerInProcess: true })
+    expect(loadConfig({ ...base, NODE_ENV: 'production', ENCRYPTION_KEYS: `k1:${Buffer.alloc(32).toString('base64')}`, SESSION_SECRETS: 'x'.repeat(32), SMTP_HOST: 'smtp' }).jobs.workerInProcess).toBe(false)
+    expect(loadConfig({ NODE_ENV: 'development', WORKER_IN_PROCESS: 'false', PROVISION_INLINE: 'true' }).jobs).toMatchObject({
+      provisionInline: true,
+      workerInProcess: false,
+    })
+    expect(loadConfig({ ...base, WORKER_IN_PROCESS: 'yes' }).jobs.workerInProcess).toBe(true)
+    expect(() => loadConfig({ ...base, PROVISION_INLINE: 'sometimes' })).toThrow(/^PROVISION_INLINE:/)
+  })
+
   it('requires DATABASE_URL outside development', () => {
     expect(() => loadConfig({ NODE_ENV: 'test' })).toThrow(/^DATABASE_URL:/)
     expect(loadConfig({ NODE_ENV: 'development' }).databaseUrl).toBeUndefined()
