@@ -51,7 +51,7 @@ export async function startWorkers(services: WorkerServices, opts: StartWorkersO
   const tasks = custom
     ? createTaskManager({
         registry: { ...KIT_JOBS, ...opts.registry } as JobRegistry,
-        deps: { mailer, provisioner: services.provisioner, pools: services.pools, ...opts.deps },
+        deps: { mailer, provisioner: services.provisioner, pools: services.pools, host: services.host, config, ...opts.deps },
         host: services.host,
         catalog: services.catalog,
         pools: services.pools,

@@ -99,6 +99,7 @@ describe('built-in templates', () => {
     invitation: ['inviter_name', 'tenant_name', 'app_name', 'invitation_url', 'expires_in', 'to_email'],
     password_reset: ['app_name', 'user_name', 'reset_url', 'expires_in', 'to_email'],
     verify_email: ['app_name', 'user_name', 'to_email', 'verify_url', 'expires_in'],
+    payment_failed: ['app_name', 'tenant_name', 'payment_summary', 'billing_url', 'grace_notice', 'to_email'],
   }
 
   it.each(BUILT_IN_TEMPLATES)('%s parses and uses exactly its documented variables', async (name) => {
