@@ -10,6 +10,7 @@ import { pino, type Logger } from 'pino'
 import { tenants, users } from '../drizzle/host/schema.js'
 import { type Config, loadConfigOrExit } from './config.js'
 import { seedCommand } from './billing/seed-command.js'
+import { ensureDatabaseUrl } from './db/dev-database.js'
 import { migrateHost } from './db/migrations.js'
 import { AppError } from './lib/errors.js'
 import { createServices, type Services } from './services.js'
@@ -214,15 +215,9 @@ async function main(): Promise<void> {
   const config = loadConfigOrExit()
   // Quiet by default: the command's own lines are the output; LOG_LEVEL=info shows the service logs.
   const logger = pino({ level: process.env.LOG_LEVEL ? config.logLevel : 'warn' }, pino.destination({ fd: 2, sync: true }))
-  let stopEmbedded: (() => Promise<void>) | undefined
-  if (!config.databaseUrl) {
-    const { startEmbeddedPostgres } = await import('./db/embedded.js')
-    const embedded = await startEmbeddedPostgres({ info: (m) => logger.info(m), warn: (m) => logger.warn(m) })
-    config.databaseUrl = embedded.url
-    stopEmbedded = embedded.stop
-  }
+  const stopEmbedded = await ensureDatabaseUrl(config, { info: (m) => logger.info(m), warn: (m) => logger.warn(m) })
   const code = await runCli(process.argv.slice(2), { config, logger })
-  await stopEmbedded?.()
+  await stopEmbedded()
   process.exit(code)
 }
 

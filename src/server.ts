@@ -10,17 +10,12 @@ import Fastify from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions } from './app.js'
 import { loadConfigOrExit } from './config.js'
+import { ensureDatabaseUrl } from './db/dev-database.js'
 import { loggerOptions } from './lib/logger.js'
 import { startWorkers, type WorkerRuntime } from './worker.js'
 
 const config = loadConfigOrExit()
-let stopEmbedded: (() => Promise<void>) | undefined
-if (!config.databaseUrl) {
-  const { startEmbeddedPostgres } = await import('./db/embedded.js')
-  const embedded = await startEmbeddedPostgres()
-  config.databaseUrl = embedded.url
-  stopEmbedded = embedded.stop
-}
+const stopEmbedded = await ensureDatabaseUrl(config)
 
 const server = Fastify({
   ...serverOptions(config),
@@ -48,7 +43,7 @@ closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
   // close-with-grace's 10 s; a job still running after that is picked up again by the stalled check.
   await workers?.close(Math.min(config.jobs.shutdownTimeoutMs, 5_000))
   await server.close()
-  await stopEmbedded?.()
+  await stopEmbedded()
 })
 
 try {

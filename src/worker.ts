@@ -17,6 +17,7 @@ import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { loadConfigOrExit } from './config.js'
+import { ensureDatabaseUrl } from './db/dev-database.js'
 import { createMailer, type Mailer } from './email/index.js'
 import type { JobRegistry, JobScope } from './jobs/registry.js'
 import { createTaskManager, type JobWorkers, type TaskManager, type WorkerOptions } from './jobs/task-manager.js'
@@ -119,13 +120,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   }
   const config = loadConfigOrExit()
   const logger = pino(loggerOptions(config))
-  let stopEmbedded: (() => Promise<void>) | undefined
-  if (!config.databaseUrl) {
-    const { startEmbeddedPostgres } = await import('./db/embedded.js')
-    const embedded = await startEmbeddedPostgres()
-    config.databaseUrl = embedded.url
-    stopEmbedded = embedded.stop
-  }
+  const stopEmbedded = await ensureDatabaseUrl(config)
 
   const registry: JobRegistry = {}
   for (const path of flags.jobModules) {
@@ -155,7 +150,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     try {
       const drained = await runtime.close(config.jobs.shutdownTimeoutMs)
       await services.close()
-      await stopEmbedded?.()
+      await stopEmbedded()
       logger.info({ drained }, 'worker stopped')
     } catch (err) {
       logger.error({ err }, 'worker shutdown failed')

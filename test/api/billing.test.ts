@@ -387,6 +387,13 @@ describe('payment failure: owners mailed, tenant suspended after the grace perio
     expect(await tenantStatus(o.tenantId)).toBe('suspended')
     expectError(await o.c.get('/api/tenant'), 403, 'TENANT_SUSPENDED')
     expectError(await o.c.get('/api/projects'), 403, 'TENANT_SUSPENDED')
+    // ...but its owners can still see the subscription and reach the portal to pay.
+    const whileSuspended = await o.c.get('/api/billing/subscription')
+    expect(whileSuspended.statusCode).toBe(200)
+    expect(whileSuspended.json().subscription.status).toBe('past_due')
+    const portal = await o.c.post('/api/billing/portal', {})
+    expect(portal.statusCode, portal.body).toBe(200)
+    expectError(await o.c.post('/api/billing/checkout', { planId: 'pro', interval: 'month' }), 403, 'TENANT_SUSPENDED')
     const [reason] = await app.host.sql<{ metadata: Record<string, unknown> }[]>`
       select metadata from sys_audit_logs where tenant_id = ${o.tenantId} and action = 'billing.tenant_suspended'`
     expect(reason!.metadata).toMatchObject({ reason: 'billing', stripeSubscriptionId: sub.id, status: 'past_due', graceDays: 0 })

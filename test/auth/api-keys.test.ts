@@ -271,6 +271,10 @@ describe('using a key', () => {
       'INSUFFICIENT_ROLE',
     )
     expect((await withKey(editor.secret, 'PATCH', `/api/projects/${t.projectId}`, { body: { name: 'renamed' } })).statusCode).toBe(200)
+    // A key acting for its creator can't make the creator leave the tenant (leaving is a session action).
+    const creatorKey = await createKey(t, t.admin, { role: 'viewer' })
+    expectError(await withKey(creatorKey.secret, 'DELETE', `/api/members/${t.admin.id}`), 403, 'INSUFFICIENT_ROLE')
+    expect((await withKey(creatorKey.secret, 'GET', '/api/projects')).statusCode).toBe(200)
     // Even the owner's admin key is not an owner: ownership is handed over from a session only.
     expect((await withKey(admin.secret, 'GET', '/api/tenant')).json()).toMatchObject({ role: 'admin', membershipRole: 'admin' })
     expectError(await withKey(admin.secret, 'PATCH', `/api/members/${t.admin.id}`, { body: { role: 'owner' } }), 403, 'INSUFFICIENT_ROLE')

@@ -68,6 +68,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Minimum role, and optionally the (resource, action) whose per-user grant or denial overrides it. */
     access?: AccessRule
+    /** Let members reach this route while the tenant is suspended (e.g. billing, to pay and be resumed). */
+    allowSuspended?: boolean
   }
 }
 
@@ -145,8 +147,8 @@ export default fp<AppOptions>(
       if (!tenant || !membership || membership.status !== 'active' || tenant.status === 'deleted') {
         throw notFound('TENANT_NOT_FOUND', 'No such tenant')
       }
-      if (tenant.status === 'suspended') throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
-      if (tenant.status !== 'active') throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
+      if (tenant.status === 'suspended' && !req.routeOptions.config.allowSuspended) throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
+      if (tenant.status !== 'active' && tenant.status !== 'suspended') throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
 
       const lease = await pools.acquire(tenant)
       ;(req as WithLease)[kLease] = lease

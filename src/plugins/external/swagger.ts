@@ -11,8 +11,12 @@ export default fp(
       openapi: {
         openapi: '3.0.3',
         info: { title: 'tenantkit API', version: '0.1.0', description: 'Multi-tenant SaaS server kit' },
+        security: [{ session: [] }, { apiKey: [] }],
         components: {
-          securitySchemes: { session: { type: 'apiKey', in: 'cookie', name: 'sid' } },
+          securitySchemes: {
+            session: { type: 'apiKey', in: 'cookie', name: 'sid', description: 'Session cookie (writes also need x-csrf-token)' },
+            apiKey: { type: 'http', scheme: 'bearer', description: 'Tenant API key (tk_live_… / tk_test_…), /api routes only' },
+          },
         },
       },
     })

@@ -69,6 +69,8 @@ const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post(
     '/portal',
     {
+      // A tenant suspended for non-payment must still be able to pay.
+      config: { allowSuspended: true },
       schema: {
         tags,
         summary: 'Stripe Customer Portal session',
@@ -79,7 +81,7 @@ const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     async (req) => billing.createPortalSession({ tenantId: req.tenant!.id, user: caller(req), returnUrl: req.body?.returnUrl }),
   )
 
-  fastify.get('/subscription', { schema: { tags, summary: 'The tenant’s current subscription', response: { 200: SubscriptionOrNone, ...errors } } }, async (req) => ({
+  fastify.get('/subscription', { config: { allowSuspended: true }, schema: { tags, summary: 'The tenant’s current subscription', response: { 200: SubscriptionOrNone, ...errors } } }, async (req) => ({
     subscription: view(await billing.getSubscription(req.tenant!.id)),
   }))
 

@@ -130,7 +130,8 @@ const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     async (req, reply) => {
       const tenantId = req.tenant!.id
       const { userId } = req.params
-      const self = userId === req.user!.id
+      // Leaving is a person's decision: an API key acting for its creator can't make it.
+      const self = userId === req.user!.id && !req.apiKey
       if (!self && !hasMinRole(req.role, 'admin')) {
         throw forbidden('INSUFFICIENT_ROLE', 'Removing another member needs the admin role', { requiredRole: 'admin', role: req.role })
       }
