@@ -1,7 +1,8 @@
 /**
  * The request plane's overhead: an authenticated `GET /api/projects/:id` (session in Redis → user →
  * membership → catalog → tenant pool → role → SELECT) against a bare Fastify + postgres.js route doing
- * the same SELECT on the same database, measured alternately in one run.
+ * the same SELECT on the same database, measured alternately in one run. The same route with an API
+ * key (no session round trip to Redis) is measured too, to show what the session costs.
  *
  *   npx tsx bench/request-plane.ts        (BENCH_DURATION_S per round, default 15; BENCH_ROUNDS, default 2)
  *
@@ -25,7 +26,7 @@ const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(
   stdio: ['ignore', 'pipe', 'inherit'],
 })
 try {
-  const info = await new Promise<{ appPort: number; barePort: number; cookie: string; projectId: string }>((resolve, reject) => {
+  const info = await new Promise<{ appPort: number; barePort: number; cookie: string; apiKey: string; projectId: string }>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', (line) => resolve(JSON.parse(line)))
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)))
   })
@@ -34,14 +35,16 @@ try {
 
   const app = () => run(info.appPort, `/api/projects/${info.projectId}`, { cookie: info.cookie })
   const bare = () => run(info.barePort, `/projects/${info.projectId}`)
+  const keyed = () => run(info.appPort, `/api/projects/${info.projectId}`, { authorization: `Bearer ${info.apiKey}` })
   // Warm both (JIT, pools, prepared statements) before measuring.
   await run(info.appPort, `/api/projects/${info.projectId}`, { cookie: info.cookie }, 3)
   await run(info.barePort, `/projects/${info.projectId}`, {}, 3)
 
-  const results: { app: AutocannonResult[]; bare: AutocannonResult[] } = { app: [], bare: [] }
+  const results: { app: AutocannonResult[]; bare: AutocannonResult[]; keyed: AutocannonResult[] } = { app: [], bare: [], keyed: [] }
   for (let round = 0; round < ROUNDS; round++) {
     results.bare.push(await bare())
     results.app.push(await app())
+    results.keyed.push(await keyed())
   }
   const mean = (rs: AutocannonResult[], f: (r: AutocannonResult) => number) => rs.reduce((s, r) => s + f(r), 0) / rs.length
   const rps = (rs: AutocannonResult[]) => mean(rs, (r) => r.requests.average)
@@ -51,7 +54,10 @@ try {
   console.log(`app GET /api/projects/:id req/s: ${rps(results.app).toFixed(0)}`)
   console.log(`app p99 ms: ${mean(results.app, (r) => r.latency.p99).toFixed(1)}`)
   console.log(`ratio app/bare: ${(rps(results.app) / rps(results.bare)).toFixed(2)}`)
-  console.log(`errors or non-2xx (app, bare): ${bad(results.app)}, ${bad(results.bare)}`)
+  console.log(`app with an API key req/s: ${rps(results.keyed).toFixed(0)}`)
+  console.log(`app with an API key p99 ms: ${mean(results.keyed, (r) => r.latency.p99).toFixed(1)}`)
+  console.log(`ratio api-key/bare: ${(rps(results.keyed) / rps(results.bare)).toFixed(2)}`)
+  console.log(`errors or non-2xx (app, api key, bare): ${bad(results.app)}, ${bad(results.keyed)}, ${bad(results.bare)}`)
 } finally {
   child.kill('SIGTERM')
   await new Promise((r) => child.once('exit', r))

@@ -21,6 +21,9 @@ const cookie = `sid=${sid}`
 const csrf = (await full.inject({ url: '/auth/csrf', headers: { cookie } })).json().token
 const project = await full.inject({ method: 'POST', url: '/api/projects', headers: { cookie, 'x-csrf-token': csrf }, payload: { name: 'bench' } })
 const projectId = project.json().id as string
+const apiKey = (
+  await full.inject({ method: 'POST', url: '/api/api-keys', headers: { cookie, 'x-csrf-token': csrf }, payload: { name: 'bench', role: 'viewer' } })
+).json().secret as string
 const tenant = (await full.tenancy.catalog.get(signup.json().tenant.id))!
 
 // The baseline: the same SELECT with nothing in front of it.
@@ -35,7 +38,7 @@ bare.get<{ Params: { id: string } }>('/projects/:id', async (req, reply) => {
 await full.listen({ port: 0, host: '127.0.0.1' })
 await bare.listen({ port: 0, host: '127.0.0.1' })
 const port = (f: typeof full) => (f.server.address() as { port: number }).port
-process.stdout.write(`${JSON.stringify({ appPort: port(full), barePort: port(bare), cookie, projectId })}\n`)
+process.stdout.write(`${JSON.stringify({ appPort: port(full), barePort: port(bare), cookie, apiKey, projectId })}\n`)
 
 process.on('SIGTERM', async () => {
   await Promise.all([full.close(), bare.close(), sql.end()])
