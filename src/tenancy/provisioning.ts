@@ -74,11 +74,15 @@ export const RESERVED_SLUGS: ReadonlySet<string> = new Set([
 const SLUG = /^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/
 
 /** 400 INVALID_SLUG unless: lowercase letters, digits and hyphens, 3–63 chars, no leading/trailing '-', not reserved. */
+const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
 export function validateSlug(slug: unknown): string {
   if (typeof slug !== 'string' || !SLUG.test(slug)) {
     throw badRequest('INVALID_SLUG', 'slug must be 3-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen')
   }
   if (RESERVED_SLUGS.has(slug)) throw badRequest('INVALID_SLUG', `slug "${slug}" is reserved`)
+  // Tenants are named by slug or id everywhere (X-Tenant-ID, paths): a slug shaped like an id would be ambiguous.
+  if (UUID_SHAPE.test(slug)) throw badRequest('INVALID_SLUG', 'slug must not look like a tenant id')
   return slug
 }
 

@@ -138,7 +138,7 @@ describe('provision', () => {
     expect(await services.tasks.queues.system.getJob(welcomeEmailJobId(t.id))).toBeUndefined()
   })
 
-  it.each(['ab', 'A-team', '-abc', 'abc-', 'has_underscore', 'dots.not.allowed', 'x'.repeat(64), 'www', 'api', 'admin', 'app'])(
+  it.each(['ab', 'A-team', '-abc', 'abc-', 'has_underscore', 'dots.not.allowed', 'x'.repeat(64), 'www', 'api', 'admin', 'app', '0190a2b4-0000-7000-8000-000000000000'])(
     'rejects slug %j with 400 INVALID_SLUG and writes nothing',
     async (slug) => {
       const before = await catalogDbNames()
