@@ -30,6 +30,10 @@ export const users = pgTable(
     googleId: text('google_id'),
     emailVerifiedAt: timestamp('email_verified_at', { withTimezone: true }),
     stripeCustomerId: text('stripe_customer_id'),
+    /** Platform administrator (/admin): granted by an operator from the CLI, never by configuration alone. */
+    isPlatformAdmin: boolean('is_platform_admin').notNull().default(false),
+    /** Sessions and API keys issued before this instant are no longer valid (password reset, account takeover repair). */
+    sessionsValidAfter: timestamp('sessions_valid_after', { withTimezone: true }),
     lastLoginAt: timestamp('last_login_at', { withTimezone: true }),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
@@ -54,6 +58,8 @@ export const tenants = pgTable(
     dbUrlEncrypted: text('db_url_encrypted').notNull(),
     poolerUrlEncrypted: text('pooler_url_encrypted'),
     maxConnections: integer('max_connections'),
+    /** The tenant's own Stripe customer: billing is per tenant, never shared through a person's customer. */
+    stripeCustomerId: text('stripe_customer_id'),
     migrationVersion: text('migration_version'),
     migrationStatus: text('migration_status', { enum: MIGRATION_STATUSES }).notNull().default('pending'),
     migrationError: text('migration_error'),
@@ -68,6 +74,7 @@ export const tenants = pgTable(
   (t) => [
     uniqueIndex('core_tenants_slug_uq').on(t.slug),
     uniqueIndex('core_tenants_db_name_uq').on(t.dbName),
+    uniqueIndex('core_tenants_stripe_customer_uq').on(t.stripeCustomerId),
     index('core_tenants_status_idx').on(t.status),
     index('core_tenants_migration_idx').on(t.migrationStatus, t.migrationVersion),
     check('core_tenants_status_ck', inList('status', TENANT_STATUSES)),
