@@ -61,7 +61,7 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
 
   // 2. app services
   await fastify.register(errors)
-  await fastify.register(metrics)
+  await fastify.register(metrics, opts)
   await fastify.register(hostDb, opts)
   await fastify.register(services, opts)
   await fastify.register(auth, opts)

@@ -22,6 +22,7 @@ export const ENV_VARS = {
   PORT: { kind: 'int', default: '3000', min: 0, max: 65535, doc: 'HTTP listen port' },
   LOG_LEVEL: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', doc: 'pino log level' },
   TRUST_PROXY: { kind: 'bool', default: 'false', doc: 'Trust X-Forwarded-* headers (behind a load balancer)' },
+  METRICS_TOKEN: { kind: 'string', default: '', doc: 'Bearer token Prometheus sends to GET /metrics (unset: open outside production, off in production)' },
   RATE_LIMIT_MAX: { kind: 'int', default: '1000', min: 1, max: 1000000000, doc: 'Requests per client per window, all routes (login/signup have stricter limits)' },
   RATE_LIMIT_WINDOW_S: { kind: 'int', default: '60', min: 1, max: 86400, doc: 'Rate limit window in seconds' },
   APP_NAME: { kind: 'string', default: 'Tenantkit', doc: 'Product name used in emails and the OpenAPI title' },
@@ -110,6 +111,7 @@ export interface Config {
   trustProxy: boolean
   appBaseUrl: string
   appName: string
+  metricsToken: string | undefined
   rateLimit: { max: number; windowS: number }
   /** Host database URL; undefined means "start embedded Postgres" (development only). */
   databaseUrl: string | undefined
@@ -282,6 +284,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: b('TRUST_PROXY', false),
     appBaseUrl: s('APP_BASE_URL').replace(/\/$/, ''),
     appName: s('APP_NAME'),
+    metricsToken: opt(s('METRICS_TOKEN')),
     rateLimit: { max: i('RATE_LIMIT_MAX'), windowS: i('RATE_LIMIT_WINDOW_S') },
     databaseUrl,
     databaseAdminUrl: opt(s('DATABASE_ADMIN_URL')),

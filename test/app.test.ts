@@ -49,6 +49,21 @@ describe('app basics', () => {
     expect(metrics.body).toMatch(/^tenant_pools_open \d+$/m)
   })
 
+  it('guards /metrics with METRICS_TOKEN when set', async () => {
+    const guarded = await buildApp(env.configWith({ METRICS_TOKEN: 'scrape-me' }))
+    try {
+      const denied = await guarded.inject('/metrics')
+      expect(denied.statusCode).toBe(401)
+      expect(denied.json().code).toBe('METRICS_TOKEN_REQUIRED')
+      expect((await guarded.inject({ url: '/metrics', headers: { authorization: 'Bearer wrong-token' } })).statusCode).toBe(401)
+      const ok = await guarded.inject({ url: '/metrics', headers: { authorization: 'Bearer scrape-me' } })
+      expect(ok.statusCode).toBe(200)
+      expect(ok.body).toContain('tenant_pool_budget')
+    } finally {
+      await guarded.close()
+    }
+  })
+
   it('reports Redis down as 503 naming it', async () => {
     const broken = await buildApp(env.configWith({}))
     try {

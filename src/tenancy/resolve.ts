@@ -34,7 +34,8 @@ export const fromSubdomain =
   (suffix: string | undefined): TenantResolver =>
   (req) => {
     if (!suffix) return undefined
-    const host = req.host.split(':')[0]!.toLowerCase()
+    // An HTTP/1.0 request may carry no Host header at all.
+    const host = (req.host ?? '').split(':')[0]!.toLowerCase()
     const tail = `.${suffix.toLowerCase()}`
     if (!host.endsWith(tail)) return undefined
     const sub = host.slice(0, -tail.length)
