@@ -52,14 +52,23 @@ export function migrationInfo(set: MigrationSet, folder: string = MIGRATIONS[set
   return { version, tags, hash: h.digest('hex').slice(0, 12) }
 }
 
-/** Apply pending migrations to one database with a short-lived connection. */
+/**
+ * Apply pending migrations to one database with a short-lived connection. drizzle's migrator takes no
+ * lock, so two runners (a CLI fleet migration and a queued job, two booting app instances) would both
+ * apply the same migration: an advisory lock (scoped to this database) makes the second wait, then
+ * find nothing pending.
+ */
 export async function runMigrations(url: string, folder: string): Promise<void> {
   const sql = connect(url, { max: 1, applicationName: 'tenantkit-migrate' })
   try {
+    await sql`select pg_advisory_lock(${MIGRATION_LOCK})`
     await migrate(drizzle(sql), { migrationsFolder: folder })
   } finally {
     await sql.end({ timeout: 5 })
   }
 }
+
+/** Advisory lock key of migrations (any constant; advisory locks are per database). */
+const MIGRATION_LOCK = 7_401_002_026
 
 export const migrateHost = (url: string) => runMigrations(url, MIGRATIONS.host)

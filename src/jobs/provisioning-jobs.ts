@@ -57,7 +57,10 @@ export const tenantMigrate = systemJob({
   backoff: { type: 'exponential', delayMs: 5000 },
   async process(ctx: JobContext<FleetJobDeps>, p) {
     const { writes, template } = ctx.deps.provisioner
-    const outcome = await migrateTenant(await writes.get(p.tenantId), {
+    const row = await writes.get(p.tenantId)
+    // Like the CLI fleet run: provisioning tenants are migrated by their own pipeline, deleted ones never.
+    if (row.status !== 'active' && row.status !== 'suspended') return { outcome: 'not_run' as const, status: row.status, version: template.info.version }
+    const outcome = await migrateTenant(row, {
       writes,
       info: template.info,
       folder: template.folder,
