@@ -1,7 +1,6 @@
 /**
  * CSRF protection for cookie-authenticated writes (@fastify/csrf-protection, secret in the session).
- * A POST/PUT/PATCH/DELETE from a logged-in session must carry `x-csrf-token` (from GET /auth/csrf or
- * the login/signup response). Requests without a logged-in session (login, signup, webhooks) and
+ * A POST/PUT/PATCH/DELETE from a logged-in session must carry `x-csrf-token` (from GET /auth/csrf). Requests without a logged-in session (login, signup, webhooks) and
  * bearer/API-key requests (no ambient cookie authority) are exempt; a route can opt out with
  * `config: { csrf: false }`.
  */
