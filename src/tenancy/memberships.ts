@@ -33,7 +33,10 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
   const key = (userId: string, tenantId: string) => `${userId}:${tenantId}`
   // Other caches keyed by (user, tenant) — the tenant-local role and grants — follow these invalidations.
   const listeners: ((key: string | undefined, tenantId: string | undefined) => void)[] = []
+  // Bumped by every invalidation: a lookup that started before one must not cache what it read.
+  let epoch = 0
   const notify = (k: string | undefined, tenantId: string | undefined) => {
+    epoch++
     for (const fn of listeners) fn(k, tenantId)
   }
 
@@ -45,6 +48,15 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
 
   const subscriber = redis.duplicate()
   subscriber.on('error', () => {})
+  // After a reconnect, invalidations may have been missed: forget everything (the caches refill from the DB).
+  let connectedOnce = false
+  subscriber.on('ready', () => {
+    if (connectedOnce) {
+      cache.clear()
+      notify(undefined, undefined)
+    }
+    connectedOnce = true
+  })
   const ready = subscriber.subscribe(channel).then(() => {
     subscriber.on('message', (_ch, message: string) => {
       const [kind, id] = message.split('|')
@@ -74,8 +86,9 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
       const k = key(userId, tenantId)
       const hit = cache.get(k)
       if (hit !== undefined) return hit === NONE ? undefined : hit
+      const startedAt = epoch
       const [row] = await findStmt.execute({ userId, tenantId })
-      cache.set(k, row ?? NONE)
+      if (epoch === startedAt) cache.set(k, row ?? NONE)
       return row
     },
 
@@ -131,7 +144,7 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
 
     /** Drop the cached membership (and everything keyed on it) here and in every other process. Call after any change to a member's role, status or grants. */
     invalidate,
-    /** `key` is "userId:tenantId" for one member, undefined for a whole tenant. */
+    /** `key` is "userId:tenantId" for one member, undefined for a whole tenant; both undefined: everything. */
     onInvalidate(listener: (key: string | undefined, tenantId: string | undefined) => void) {
       listeners.push(listener)
     },

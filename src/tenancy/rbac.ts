@@ -36,9 +36,12 @@ export interface RoleResolverOptions {
 
 export function createRoleResolver(opts: RoleResolverOptions = {}) {
   const cache = new LRUCache<string, LocalAccess>({ max: 50_000, ttl: opts.ttlMs ?? 30_000 })
+  let epoch = 0
   opts.onInvalidate?.((key, tenantId) => {
+    epoch++
     if (key) cache.delete(key)
     else if (tenantId) for (const k of cache.keys()) if (k.endsWith(`:${tenantId}`)) cache.delete(k)
+    else cache.clear()
   })
 
   async function localAccess(db: TenantDb, tenantId: string, userId: string): Promise<LocalAccess> {
@@ -46,13 +49,14 @@ export function createRoleResolver(opts: RoleResolverOptions = {}) {
     const hit = cache.get(key)
     if (hit) return hit
     // Raw postgres.js tagged query: prepared per connection (drizzle's ad-hoc queries are not).
+    const startedAt = epoch
     const rows = await db.$client<{ role: Role; resource: string | null; action: string | null; granted: boolean | null }[]>`
       select u.role, p.resource, p.action, p.granted
       from core_tenant_users u left join core_permissions p on p.tenant_user_id = u.id
       where u.global_user_id = ${userId}`
     const access: LocalAccess = { role: rows[0]?.role ?? 'viewer', grants: new Map() }
     for (const r of rows) if (r.resource && r.action && r.granted !== null) access.grants.set(`${r.resource}:${r.action}`, r.granted)
-    cache.set(key, access)
+    if (epoch === startedAt) cache.set(key, access) // not when an invalidation raced this read
     return access
   }
 
