@@ -1,5 +1,5 @@
 /**
- * The operator's command line (`npm run db:migrate`, `npm run tenants -- <command>`).
+ * The operator's command line (`npm run db:migrate`, `npm run tenants -- <command>`, `npm run users -- <command>`).
  * Commands print plain lines on stdout, errors one line on stderr; the exit code is 0 on success,
  * 1 when something failed (a tenant migration, a provisioning, a bad config) and 2 on bad usage.
  */
@@ -10,6 +10,8 @@ import { pino, type Logger } from 'pino'
 import { tenants, users } from '../drizzle/host/schema.js'
 import { type Config, loadConfigOrExit } from './config.js'
 import { seedCommand } from './billing/seed-command.js'
+import { createPlatformAdmins, isBootstrapAdmin } from './auth/platform-admins.js'
+import { createHostDatabase } from './db/host.js'
 import { ensureDatabaseUrl } from './db/dev-database.js'
 import { migrateHost } from './db/migrations.js'
 import { AppError } from './lib/errors.js'
@@ -28,7 +30,10 @@ export const USAGE = `usage:
   tenants migrate --queue                      one tenant.migrate job per tenant behind; the worker runs them
   tenants suspend <slug>
   tenants resume <slug>
-  tenants delete <slug> [--hard]               soft delete (catalog only), or drop the database too`
+  tenants delete <slug> [--hard]               soft delete (catalog only), or drop the database too
+  users grant-admin <email>                    make a user a platform administrator (/admin)
+  users revoke-admin <email>                   take it back (effective on the next /admin request)
+  users list-admins                            everyone /admin admits, and why`
 
 export interface CliIo {
   out: (line: string) => void
@@ -169,16 +174,62 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
 }
 
 /** `tenants migrate --queue`: hand the tenants that are behind to the worker, one job each. */
-async function queueMigrations(values: { tenant?: string[]; concurrency?: string; 'continue-on-error'?: boolean }, services: Services, io: CliIo, folder: string | undefined): Promise<number> {
+async function queueMigrations(
+  values: { tenant?: string[]; concurrency?: string; 'continue-on-error'?: boolean },
+  services: Services,
+  io: CliIo,
+  folder: string | undefined,
+): Promise<number> {
   if (values.tenant?.length || values.concurrency !== undefined || values['continue-on-error'])
-    throw new UsageError('--queue migrates every tenant that is behind; --tenant, --concurrency and --continue-on-error apply without --queue (the worker sets the concurrency)')
+    throw new UsageError(
+      '--queue migrates every tenant that is behind; --tenant, --concurrency and --continue-on-error apply without --queue (the worker sets the concurrency)',
+    )
   const { version, queued, running } = await queueFleetMigration({ host: services.host, tasks: services.tasks, folder })
   for (const t of queued) io.out(`queued ${t.slug} (job ${t.jobId})`)
   if (running.length) io.out(`not queued, a migration is running: ${running.join(', ')}`)
   io.out(`${queued.length} tenant.migrate job(s) queued to bring tenants to ${version}`)
   if (queued.length)
-    io.out('follow progress with `npm run tenants -- list` (MIGRATION STATUS per tenant) or `npm run tenants -- behind`; a worker must be running (`npm run worker`)')
+    io.out(
+      'follow progress with `npm run tenants -- list` (MIGRATION STATUS per tenant) or `npm run tenants -- behind`; a worker must be running (`npm run worker`)',
+    )
   return 0
+}
+
+/** `users …`: platform administrators. Needs only the host database, not the tenancy services. */
+async function usersCommand(argv: string[], config: Config, io: CliIo): Promise<number> {
+  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} })
+  const [command, ...args] = positionals
+  if (command !== 'grant-admin' && command !== 'revoke-admin' && command !== 'list-admins')
+    throw new UsageError(command ? `unknown users command "${command}"` : 'missing users command')
+  const email = command === 'list-admins' ? undefined : one(args, 'email')
+  if (command === 'list-admins' && args.length) throw new UsageError('users list-admins takes no arguments')
+  if (!config.databaseUrl) throw new Error('DATABASE_URL is not set')
+  const host = createHostDatabase(config.databaseUrl, 2)
+  try {
+    const admins = createPlatformAdmins(host.db, config.platformAdminEmails)
+    if (command === 'list-admins') {
+      const rows = await admins.list()
+      for (const line of table(
+        ['EMAIL', 'ID', 'VERIFIED', 'VIA'],
+        rows.map((r) => [r.email, r.id, r.emailVerified ? 'yes' : 'no', r.sources.join(', ')]),
+      ))
+        io.out(line)
+      io.out(`${rows.length} platform admin(s)`)
+      return 0
+    }
+    if (command === 'grant-admin') {
+      const user = await admins.grant(email!)
+      io.out(`${user.email} (${user.id}) is a platform admin`)
+      return 0
+    }
+    const user = await admins.revoke(email!)
+    io.out(`${user.email} (${user.id}) is no longer a platform admin`)
+    if (isBootstrapAdmin(user, config.platformAdminEmails))
+      io.out(`note: PLATFORM_ADMIN_EMAILS still admits ${user.email} (verified email); remove it from that list too`)
+    return 0
+  } finally {
+    await host.close()
+  }
 }
 
 /** Run one command; resolves to the process exit code. */
@@ -193,7 +244,9 @@ export async function runCli(argv: string[], opts: CliOptions): Promise<number> 
       io.out('host database migrated')
       return 0
     }
-    if (command === 'db:seed') return await seedCommand(rest, { databaseUrl: opts.config.databaseUrl, env: opts.env ?? process.env, out: io.out })
+    if (command === 'db:seed')
+      return await seedCommand(rest, { databaseUrl: opts.config.databaseUrl, env: opts.env ?? process.env, out: io.out })
+    if (command === 'users') return await usersCommand(rest, opts.config, io)
     if (command !== 'tenants') throw new UsageError(command ? `unknown command "${command}"` : 'missing command')
     services = createServices(opts.config, opts.logger, { tenantMigrationsFolder: opts.tenantMigrationsFolder })
     return await tenantsCommand(rest, services, io, opts.tenantMigrationsFolder)

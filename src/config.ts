@@ -58,7 +58,7 @@ export const ENV_VARS = {
   SESSION_ABSOLUTE_MAX_S: { kind: 'int', default: '0', min: 0, max: 31536000, doc: 'Hard session lifetime regardless of activity (0 = none)' },
   COOKIE_SECURE: { kind: 'bool', default: '', doc: 'Secure cookies (default: on in production)' },
   TENANT_DOMAIN_SUFFIX: { kind: 'string', default: '', doc: 'Resolve tenants from subdomains of this domain, e.g. app.example.com' },
-  PLATFORM_ADMIN_EMAILS: { kind: 'list', default: '', doc: 'Emails allowed on /admin routes' },
+  PLATFORM_ADMIN_EMAILS: { kind: 'list', default: '', doc: 'Bootstrap platform admins: these emails reach /admin once VERIFIED (e.g. signed in with Google); grant others with npm run users -- grant-admin EMAIL' },
 
   GOOGLE_CLIENT_ID: { kind: 'string', default: '', doc: 'OAuth client id (Google or any OIDC provider)' },
   GOOGLE_CLIENT_SECRET: { kind: 'string', default: '', doc: 'OAuth client secret' },

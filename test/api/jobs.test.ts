@@ -1,6 +1,8 @@
 /** /api/jobs (tenant admins, the tenant's own records) and /admin/queues (platform admins only). */
 import type { FastifyInstance } from 'fastify'
+import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from '../../src/cli.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient } from '../helpers/client.js'
@@ -43,7 +45,13 @@ describe('/api/jobs', () => {
     await owner.post('/api/projects', { name: 'one' })
     const submitted = await app.services.tasks.submit('projects.recount', { tenantId })
     const job = await settled(owner, submitted.id)
-    expect(job).toMatchObject({ id: submitted.id, jobType: 'projects.recount', status: 'completed', result: { total: 1, active: 1 }, queueState: 'completed' })
+    expect(job).toMatchObject({
+      id: submitted.id,
+      jobType: 'projects.recount',
+      status: 'completed',
+      result: { total: 1, active: 1 },
+      queueState: 'completed',
+    })
     const list = (await owner.get('/api/jobs?type=projects.recount')).json()
     expect(list.items.map((j: { id: string }) => j.id)).toContain(submitted.id)
   })
@@ -72,18 +80,58 @@ describe('/api/jobs', () => {
 })
 
 describe('/admin/queues (Bull Board)', () => {
-  it('is for platform admins only', async () => {
+  /** The operator's `npm run users -- …`, in this process (what src/cli.ts main() runs). */
+  const users = async (...args: string[]) => {
+    const out: string[] = []
+    const code = await runCli(['users', ...args], {
+      config: env.config,
+      logger: pino({ level: 'silent' }),
+      io: { out: (l) => out.push(l), err: (l) => out.push(l) },
+    })
+    return { code, out }
+  }
+
+  it('is for platform admins only: granted from the CLI, read from the DB on each request', async () => {
     expect((await app.inject('/admin/queues')).statusCode).toBe(401)
     const denied = await owner.get('/admin/queues')
     expect(denied.statusCode).toBe(403)
     expect(denied.json().code).toBe('PLATFORM_ADMIN_REQUIRED')
+
     const ops = createClient(app)
-    await ops.signup('ops@example.com')
+    await ops.signup('granted-ops@example.com')
+    expect((await ops.get('/admin/queues')).statusCode).toBe(403)
+    expect((await users('grant-admin', 'Granted-Ops@example.com')).code).toBe(0)
     const board = await ops.get('/admin/queues')
     expect(board.statusCode).toBe(200)
     expect(board.headers['content-type']).toContain('text/html')
     const queues = await ops.get('/admin/queues/api/queues')
     expect(queues.statusCode).toBe(200)
-    expect(queues.json().queues.map((q: { name: string }) => q.name).sort()).toEqual(['system', 'tenant'])
+    expect(
+      queues
+        .json()
+        .queues.map((q: { name: string }) => q.name)
+        .sort(),
+    ).toEqual(['system', 'tenant'])
+
+    // A revocation applies on the very next request, whatever the session's user snapshot says.
+    expect((await users('revoke-admin', 'granted-ops@example.com')).code).toBe(0)
+    expect((await ops.get('/admin/queues')).statusCode).toBe(403)
+  })
+
+  it('PLATFORM_ADMIN_EMAILS admits only a verified email: signing up first with that address gets nothing', async () => {
+    // Anyone can sign up with a password as ops@example.com (listed in PLATFORM_ADMIN_EMAILS): unverified.
+    const squatter = createClient(app)
+    const { user } = (await squatter.signup('ops@example.com')).json()
+    expect(user.emailVerified).toBe(false)
+    const denied = await squatter.get('/admin/queues')
+    expect(denied.statusCode).toBe(403)
+    expect(denied.json().code).toBe('PLATFORM_ADMIN_REQUIRED')
+    expect((await users('list-admins')).out.join('\n')).not.toContain('ops@example.com')
+
+    // Once the address is verified (e.g. linked through Google), the bootstrap list applies.
+    await app.host.sql`update core_users set email_verified_at = now() where id = ${user.id}`
+    expect((await squatter.get('/admin/queues')).statusCode).toBe(200)
+    const listed = await users('list-admins')
+    expect(listed.out.find((l) => l.startsWith('ops@example.com'))).toMatch(/ops@example\.com\s+\S+\s+yes\s+PLATFORM_ADMIN_EMAILS$/)
   })
 })

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { eq } from 'drizzle-orm'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { tenants } from '../../drizzle/host/schema.js'
+import { tenants, users } from '../../drizzle/host/schema.js'
 import { runCli } from '../../src/cli.js'
 import { connect, withDatabase } from '../../src/db/connect.js'
 import { createHostDatabase, type HostDatabase } from '../../src/db/host.js'
@@ -131,5 +131,65 @@ describe('tenants CLI', () => {
     expect(ok.stdout).toMatch(
       /^\[1\/1\] cli-one skipped \(\d+ ms\)\n1 tenant\(s\) at \S+: 0 migrated, 1 already current, 0 failed, 0 not run/,
     )
+  })
+})
+
+describe('users CLI (platform admins)', () => {
+  const userId = async (email: string, verified = false) =>
+    (
+      await host.db
+        .insert(users)
+        .values({ email, emailVerifiedAt: verified ? new Date() : null })
+        .returning()
+    )[0]!.id
+  const isAdmin = async (id: string) => (await host.db.select().from(users).where(eq(users.id, id)))[0]!.isPlatformAdmin
+
+  it('grants, lists and revokes, audited; unknown emails and bad usage fail', async () => {
+    const id = await userId('cli-admin@example.com')
+    const granted = await runInProcess(['users', 'grant-admin', 'CLI-Admin@example.com'])
+    expect(granted).toEqual({ code: 0, stdout: `cli-admin@example.com (${id}) is a platform admin\n`, stderr: '' })
+    expect(await isAdmin(id)).toBe(true)
+
+    const list = await cli(['users', 'list-admins'])
+    expect(list.code).toBe(0)
+    expect(list.stdout.trimEnd().split('\n')).toEqual([
+      expect.stringMatching(/^EMAIL\s+ID\s+VERIFIED\s+VIA$/),
+      expect.stringMatching(new RegExp(`^cli-admin@example\\.com\\s+${id}\\s+no\\s+granted$`)),
+      '1 platform admin(s)',
+    ])
+
+    expect((await runInProcess(['users', 'revoke-admin', 'cli-admin@example.com'])).code).toBe(0)
+    expect(await isAdmin(id)).toBe(false)
+    expect((await runInProcess(['users', 'list-admins'])).stdout).toBe('EMAIL  ID  VERIFIED  VIA\n0 platform admin(s)\n')
+    const actions = await host.sql`select action from sys_audit_logs where target_id = ${id} order by created_at, id`
+    expect(actions.map((r) => r.action)).toEqual(['admin.platform_admin_granted', 'admin.platform_admin_revoked'])
+
+    expect(await runInProcess(['users', 'grant-admin', 'nobody@example.com'])).toMatchObject({
+      code: 1,
+      stderr: 'error: no user with email nobody@example.com (UNKNOWN_USER)\n',
+    })
+    expect((await runInProcess(['users', 'grant-admin'])).code).toBe(2)
+    expect((await runInProcess(['users', 'grant-admin', 'a@x', 'b@x'])).code).toBe(2)
+    expect((await runInProcess(['users', 'promote', 'a@x'])).stderr).toMatch(/^error: unknown users command "promote"\nusage:/)
+  })
+
+  it('lists verified users that PLATFORM_ADMIN_EMAILS admits, never unverified ones, and says so on revoke', async () => {
+    const verified = await userId('boot-verified@example.com', true)
+    await userId('boot-unverified@example.com')
+    const vars = { PLATFORM_ADMIN_EMAILS: 'Boot-Verified@example.com,boot-unverified@example.com' }
+    const list = await cli(['users', 'list-admins'], vars)
+    expect(list.stdout).toMatch(new RegExp(`^boot-verified@example\\.com\\s+${verified}\\s+yes\\s+PLATFORM_ADMIN_EMAILS$`, 'm'))
+    expect(list.stdout).not.toContain('boot-unverified')
+    expect(list.stdout).toContain('1 platform admin(s)')
+
+    let stdout = ''
+    const io = { out: (l: string) => (stdout += `${l}\n`), err: () => {} }
+    const code = await runCli(['users', 'revoke-admin', 'boot-verified@example.com'], {
+      config: env.configWith(vars),
+      logger: pino({ level: 'silent' }),
+      io,
+    })
+    expect(code).toBe(0)
+    expect(stdout).toContain('note: PLATFORM_ADMIN_EMAILS still admits boot-verified@example.com')
   })
 })
