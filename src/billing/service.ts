@@ -15,15 +15,7 @@ import { asDate, type Tx, writeBillingAudit } from './audit.js'
 import { getActiveSubscription } from './access.js'
 import { type BillingInterval, createPlansRepository, isUuid, type PricingPlan, priceFor } from './plans.js'
 import { createStripe, requireStripeSettings, type StripeSettings, stripeFailure } from './stripe.js'
-import {
-  applySubscription,
-  createPlanLookup,
-  idOf,
-  LIVE_STATUSES,
-  linkCustomerToUser,
-  type PlanLookup,
-  snapshotOf,
-} from './subscriptions.js'
+import { applySubscription, createPlanLookup, idOf, LIVE_STATUSES, type PlanLookup, snapshotOf } from './subscriptions.js'
 import { checkoutTenant } from './webhooks.js'
 
 export interface BillingUser {
@@ -54,6 +46,8 @@ export interface StripeServiceDeps {
   /** A ready client (tests pass one with retries off); otherwise built from config.stripe on first use. */
   stripe?: Stripe
   plans?: PlanLookup
+  /** Called after the service committed a change to the tenant's row (its plan tier): the app invalidates the catalog cache. */
+  onTenantChanged?: (tenantId: string) => Promise<void>
 }
 
 type PlanChoice = { planKey: string; planId?: undefined } | { planId: string; planKey?: undefined }
@@ -109,32 +103,51 @@ export function createStripeService(deps: StripeServiceDeps) {
     return { plan, price }
   }
 
-  /** The tenant's billing customer: the one its subscriptions use, else the user's, else a new one stored on the user. */
+  /**
+   * The tenant's own Stripe customer (core_tenants.stripe_customer_id), created on first checkout. One
+   * customer per TENANT, never a person's: a customer shared by two tenants would open one tenant's
+   * invoices and subscriptions in the other's portal. The acting user is only the contact email.
+   */
   async function ensureCustomer(stripe: Stripe, tenantId: string, user: BillingUser): Promise<string> {
-    const existing = await tenantCustomer(tenantId)
-    if (existing) return existing
-    const [row] = isUuid(user.id)
-      ? await sql<{ stripe_customer_id: string | null }[]>`select stripe_customer_id from core_users where id = ${user.id}`
-      : []
-    if (!row) throw new AppError(404, 'USER_NOT_FOUND', 'User not found')
-    if (row.stripe_customer_id) return row.stripe_customer_id
-    // The idempotency key makes a double click (or a retry) create one customer, not two.
+    const [tenant] = await sql<{ name: string; stripe_customer_id: string | null }[]>`
+      select name, stripe_customer_id from core_tenants where id = ${tenantId}`
+    if (!tenant) throw new AppError(404, 'TENANT_NOT_FOUND', 'Tenant not found')
+    if (tenant.stripe_customer_id) return tenant.stripe_customer_id
+    // Keyed by tenant: a double click, a retry or two admins at once create one customer, not two.
     const customer = await callStripe(() =>
       stripe.customers.create(
-        { email: user.email, name: user.name ?? undefined, metadata: { user_id: user.id } },
-        { idempotencyKey: `tenantkit-customer-${user.id}` },
+        { email: user.email, name: tenant.name, metadata: { tenant_id: tenantId, created_by_user_id: user.id } },
+        { idempotencyKey: `tenantkit-tenant-customer-${tenantId}` },
       ),
     )
     return sql.begin(async (tx) => {
-      if (await linkCustomerToUser(tx, user.id, customer.id, tenantId)) return customer.id
-      const [again] = await tx<{ stripe_customer_id: string | null }[]>`select stripe_customer_id from core_users where id = ${user.id}`
-      return again?.stripe_customer_id ?? customer.id
+      const stored = await tx`
+        update core_tenants set stripe_customer_id = ${customer.id}, updated_at = now()
+        where id = ${tenantId} and stripe_customer_id is null
+        returning id`
+      if (stored.length === 0) {
+        // A concurrent request stored one first (same customer unless Stripe's idempotency window passed): keep it.
+        const [again] = await tx<
+          { stripe_customer_id: string | null }[]
+        >`select stripe_customer_id from core_tenants where id = ${tenantId}`
+        if (again?.stripe_customer_id) return again.stripe_customer_id
+        throw new AppError(404, 'TENANT_NOT_FOUND', 'Tenant not found')
+      }
+      await writeBillingAudit(tx, {
+        action: 'billing.customer.created',
+        tenantId,
+        actorUserId: isUuid(user.id) ? user.id : null,
+        targetType: 'tenant',
+        targetId: tenantId,
+        metadata: { stripeCustomerId: customer.id },
+      })
+      return customer.id
     })
   }
 
   async function tenantCustomer(tenantId: string): Promise<string | null> {
-    const [row] = await sql<{ stripe_customer_id: string }[]>`
-      select stripe_customer_id from core_subscriptions where tenant_id = ${tenantId} order by stripe_updated_at desc limit 1`
+    if (!isUuid(tenantId)) return null
+    const [row] = await sql<{ stripe_customer_id: string | null }[]>`select stripe_customer_id from core_tenants where id = ${tenantId}`
     return row?.stripe_customer_id ?? null
   }
 
@@ -215,6 +228,12 @@ export function createStripeService(deps: StripeServiceDeps) {
         audit: { reason, actorUserId },
       }),
     )
+    await tenantChanged(tenantId)
+  }
+
+  /** After a commit that may have changed core_tenants.plan_tier: drop cached catalog copies (webhooks do the same in onBillingEvent). */
+  async function tenantChanged(tenantId: string) {
+    await deps.onTenantChanged?.(tenantId)
   }
 
   return {
@@ -282,18 +301,13 @@ export function createStripeService(deps: StripeServiceDeps) {
       return { id: session.id, url: session.url }
     },
 
-    async createPortalSession(input: { tenantId: string; user?: { id: string }; returnUrl?: string }): Promise<{ url: string }> {
+    /** The Customer Portal of the tenant's own customer only (409 NO_BILLING_ACCOUNT before its first checkout). */
+    async createPortalSession(input: { tenantId: string; returnUrl?: string }): Promise<{ url: string }> {
       const { stripe, settings } = billing()
-      let customer = isUuid(input.tenantId) ? await tenantCustomer(input.tenantId) : null
-      if (!customer && input.user && isUuid(input.user.id)) {
-        const [u] = await sql<
-          { stripe_customer_id: string | null }[]
-        >`select stripe_customer_id from core_users where id = ${input.user.id}`
-        customer = u?.stripe_customer_id ?? null
-      }
+      const customer = await tenantCustomer(input.tenantId)
       if (!customer) throw new AppError(409, 'NO_BILLING_ACCOUNT', 'This tenant has no billing account yet; start a checkout first')
       const portal = await callStripe(() =>
-        stripe.billingPortal.sessions.create({ customer: customer!, return_url: ownUrl(settings, input.returnUrl, '/billing') }),
+        stripe.billingPortal.sessions.create({ customer, return_url: ownUrl(settings, input.returnUrl, '/billing') }),
       )
       return { url: portal.url }
     },
@@ -376,9 +390,8 @@ export function createStripeService(deps: StripeServiceDeps) {
     if (!subId) throw new AppError(409, 'CHECKOUT_NOT_COMPLETE', 'The checkout session has no subscription yet')
     const sub = await callStripe(() => stripe.subscriptions.retrieve(subId))
     const userId = session.metadata?.user_id
-    await sql.begin(async (tx) => {
-      await linkCustomerToUser(tx, userId, idOf(session.customer as string | { id: string } | null), tenantId)
-      await applySubscription(tx, {
+    await sql.begin((tx) =>
+      applySubscription(tx, {
         snapshot: snapshotOf(sub),
         at: sub.created,
         source: 'fetched',
@@ -386,8 +399,9 @@ export function createStripeService(deps: StripeServiceDeps) {
         userId,
         plans,
         audit: { reason: 'checkout success redirect', actorUserId: isUuid(userId) ? userId : null },
-      })
-    })
+      }),
+    )
+    await tenantChanged(tenantId)
     return { tenantId, subscription: await getSubscription(tenantId) }
   }
 

@@ -17,7 +17,7 @@ export const STRIPE_API_VERSION = Stripe.API_VERSION
 export interface CreateStripeOptions {
   /** Retries of idempotent-safe requests on network errors and 5xx/429 (the SDK adds idempotency keys). Tests pass 0. */
   maxNetworkRetries?: number
-  /** Per-request timeout; webhook refetches run inside a transaction, so this bounds how long a row stays locked. */
+  /** Per-request timeout. No Stripe call runs inside a host transaction (webhooks refetch before theirs). */
   timeoutMs?: number
 }
 

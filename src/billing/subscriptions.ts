@@ -146,7 +146,11 @@ function normalise(r: StoredRow): StoredRow {
 }
 const sameTime = (a: Date | null, b: Date | null) => (a === null || b === null ? a === b : a.getTime() === b.getTime())
 
-/** The tenant a subscription belongs to: the caller's, the metadata's, or the one already billed to the same customer. */
+/**
+ * The tenant a subscription belongs to: the caller's, the metadata's, or the tenant whose own Stripe
+ * customer it bills (core_tenants.stripe_customer_id). Never "another tenant billed to the same customer":
+ * a customer is one tenant's, so a subscription that maps to none is not guessed onto one.
+ */
 async function resolveTenant(tx: Tx, s: SubscriptionSnapshot, hint: string | undefined): Promise<string | null> {
   for (const candidate of [hint, s.metadataTenantId]) {
     if (!isUuid(candidate)) continue
@@ -154,10 +158,8 @@ async function resolveTenant(tx: Tx, s: SubscriptionSnapshot, hint: string | und
     if (t) return t.id
   }
   if (!s.stripeCustomerId) return null
-  const [byCustomer] = await tx<{ tenant_id: string }[]>`
-    select tenant_id from core_subscriptions where stripe_customer_id = ${s.stripeCustomerId}
-    order by stripe_updated_at desc limit 1`
-  return byCustomer?.tenant_id ?? null
+  const [byCustomer] = await tx<{ id: string }[]>`select id from core_tenants where stripe_customer_id = ${s.stripeCustomerId}`
+  return byCustomer?.id ?? null
 }
 
 async function existingUser(tx: Tx, ...candidates: (string | undefined)[]): Promise<string | null> {
@@ -333,29 +335,4 @@ function auditMetadata(input: ApplyInput, a: AppliedSubscription): Record<string
     reason: input.audit.reason,
     ...(input.audit.eventId ? { eventId: input.audit.eventId, eventType: input.audit.eventType } : {}),
   }
-}
-
-/** Store a Stripe customer id on the user who started checkout, unless they (or someone) already have it. */
-export async function linkCustomerToUser(
-  tx: Tx,
-  userId: string | undefined,
-  customerId: string | null,
-  tenantId: string | null,
-): Promise<boolean> {
-  if (!isUuid(userId) || !customerId) return false
-  const rows = await tx`
-    update core_users set stripe_customer_id = ${customerId}, updated_at = now()
-    where id = ${userId} and stripe_customer_id is null
-      and not exists (select 1 from core_users where stripe_customer_id = ${customerId})
-    returning id`
-  if (rows.length === 0) return false
-  await writeBillingAudit(tx, {
-    action: 'billing.customer.linked',
-    tenantId,
-    actorUserId: userId,
-    targetType: 'user',
-    targetId: userId,
-    metadata: { stripeCustomerId: customerId },
-  })
-  return true
 }

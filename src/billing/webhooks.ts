@@ -2,9 +2,15 @@
  * Stripe webhooks, applied exactly once and in Stripe's order.
  *
  * 1. Verify the signature on the raw body (bad or missing → 400 INVALID_SIGNATURE, nothing written).
- * 2. In ONE host transaction: insert the event id into the ledger (a conflict means a duplicate delivery:
- *    answer 200 and change nothing), apply the state change, record processed | skipped | failed.
- * 3. After commit, hand processed events to `onBillingEvent` (the jobs layer queues slow side effects).
+ * 2. Outside any transaction: one read-only query (is the event already in the ledger? the subscription
+ *    row's watermark), then the Stripe refetch the event needs, if any. Stripe calls (20 s timeout, with
+ *    retries) never hold a host connection or a row lock: slow Stripe must not drain the host pool that
+ *    logins share.
+ * 3. In ONE short host transaction: insert the event id into the ledger (a conflict means a duplicate
+ *    delivery: answer 200 and change nothing), apply the state change with the watermark rule, record
+ *    processed | skipped | failed. If the row moved meanwhile so that a refetch is now needed (a tie that
+ *    wasn't one in step 2), the transaction rolls back, the object is fetched, and it runs once more.
+ * 4. After commit, hand processed events to `onBillingEvent` (the jobs layer queues slow side effects).
  *
  * Anything transient (database, Stripe API during a refetch) throws: the transaction rolls back, the
  * route answers 5xx, the ledger keeps no row, and Stripe's retry is processed as if new. Conditions a
@@ -26,7 +32,6 @@ import {
   applySubscription,
   createPlanLookup,
   idOf,
-  linkCustomerToUser,
   type PlanLookup,
   snapshotOf,
 } from './subscriptions.js'
@@ -110,14 +115,29 @@ export async function processStripeEvent(
   const plans = deps.plans ?? cachedPlanLookup(deps)
   const raw = typeof rawBody === 'string' ? rawBody : rawBody.toString('utf8')
 
-  const outcome = await deps.host.sql.begin(async (tx) => {
-    if (!(await claimEvent(tx, event, raw))) return { status: 'duplicate' as const }
-    const handled = await handle(tx, event, { stripe, plans })
-    if (handled.status !== 'processed') {
-      await tx`update core_stripe_webhook_events set status = ${handled.status}, error = ${handled.reason ?? null} where stripe_event_id = ${event.id}`
+  const sql = deps.host.sql
+  const pre = await precheck(sql, event)
+  if (pre.duplicate) return { status: 'duplicate', eventId: event.id, type: event.type }
+  const fetched: Fetched = new Map()
+  if (pre.fetch) fetched.set(pre.fetch, await retrieveSubscription(stripe, pre.fetch))
+
+  let outcome: Handled | { status: 'duplicate' } | undefined
+  for (let round = 0; outcome === undefined; round++) {
+    try {
+      outcome = await sql.begin(async (tx) => {
+        if (!(await claimEvent(tx, event, raw))) return { status: 'duplicate' as const }
+        const handled = await handle(tx, event, { plans, fetched })
+        if (handled.status !== 'processed') {
+          await tx`update core_stripe_webhook_events set status = ${handled.status}, error = ${handled.reason ?? null} where stripe_event_id = ${event.id}`
+        }
+        return handled
+      })
+    } catch (err) {
+      // Rolled back (nothing claimed): fetch without the transaction, then apply again. One event names one subscription.
+      if (!(err instanceof NeedsFetch) || round > 0) throw err
+      fetched.set(err.subscriptionId, await retrieveSubscription(stripe, err.subscriptionId))
     }
-    return handled
-  })
+  }
 
   const result: WebhookResult = { status: outcome.status, eventId: event.id, type: event.type }
   if ('reason' in outcome && outcome.reason) result.reason = outcome.reason
@@ -175,9 +195,55 @@ function cachedPlanLookup(deps: WebhookDeps): PlanLookup {
   return lookup
 }
 
+/** Subscriptions retrieved from Stripe before the transaction (or the reason Stripe could not return one). */
+type Fetched = Map<string, Stripe.Subscription | { missing: string }>
+
+/** Thrown inside the transaction when Stripe's copy is needed but wasn't fetched: roll back, fetch, run again. */
+class NeedsFetch extends Error {
+  constructor(readonly subscriptionId: string) {
+    super(`subscription ${subscriptionId} must be refetched outside the transaction`)
+  }
+}
+
 interface HandleCtx {
-  stripe: Stripe
   plans: PlanLookup
+  fetched: Fetched
+}
+
+function fetchedCopy(ctx: HandleCtx, subscriptionId: string): Stripe.Subscription | { missing: string } {
+  const copy = ctx.fetched.get(subscriptionId)
+  if (!copy) throw new NeedsFetch(subscriptionId)
+  return copy
+}
+
+/** The subscription an event is about, if any (checkout in subscription mode, subscription and invoice events). */
+function subscriptionOf(event: Stripe.Event): string | null {
+  if (event.type === 'checkout.session.completed') {
+    const session = event.data.object as Stripe.Checkout.Session
+    return session.mode === 'subscription' ? idOf(session.subscription as string | { id: string } | null) : null
+  }
+  if (event.type.startsWith('customer.subscription.')) return (event.data.object as Stripe.Subscription).id
+  if (event.type === 'invoice.paid' || event.type === 'invoice.payment_failed')
+    return invoiceSubscriptionId(event.data.object as Stripe.Invoice)
+  return null
+}
+
+/**
+ * One read-only round trip before any transaction: a delivery already in the ledger (and not failed) is a
+ * duplicate, answered without Stripe calls; otherwise which subscription to refetch, using the same
+ * rules the handlers apply (checkout: always; invoice: unless stale; subscription event: on a tie).
+ */
+async function precheck(sql: postgres.Sql, event: Stripe.Event): Promise<{ duplicate: boolean; fetch: string | null }> {
+  const subId = HANDLED_EVENT_TYPES.includes(event.type as (typeof HANDLED_EVENT_TYPES)[number]) ? subscriptionOf(event) : null
+  const [r] = await sql<{ ledger: string | null; watermark: Date | string | null }[]>`
+    select (select status from core_stripe_webhook_events where stripe_event_id = ${event.id}) as ledger,
+           (select stripe_updated_at from core_subscriptions where stripe_subscription_id = ${subId ?? ''}) as watermark`
+  if (r?.ledger && r.ledger !== 'failed') return { duplicate: true, fetch: null }
+  if (!subId) return { duplicate: false, fetch: null }
+  const storedAt = r?.watermark ? Math.floor(asDate(r.watermark)!.getTime() / 1000) : null
+  if (event.type === 'checkout.session.completed') return { duplicate: false, fetch: subId }
+  if (event.type.startsWith('customer.subscription.')) return { duplicate: false, fetch: storedAt === event.created ? subId : null }
+  return { duplicate: false, fetch: storedAt !== null && event.created < storedAt ? null : subId }
 }
 
 async function handle(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Promise<Handled> {
@@ -198,7 +264,7 @@ async function handle(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Promise<Hand
 
 const audit = (event: Stripe.Event, reason: string) => ({ eventId: event.id, eventType: event.type, reason })
 
-/** Retrieve a subscription during a webhook: transient failures roll the webhook back (Stripe retries). */
+/** Retrieve a subscription for a webhook (outside its transaction): transient failures answer 5xx, nothing recorded (Stripe retries). */
 export async function retrieveSubscription(stripe: Stripe, id: string): Promise<Stripe.Subscription | { missing: string }> {
   try {
     return await stripe.subscriptions.retrieve(id)
@@ -228,7 +294,7 @@ async function subscriptionChanged(tx: Tx, event: Stripe.Event, ctx: HandleCtx):
   const outcome = await applySubscription(tx, { ...base, snapshot: snapshotOf(sub), source: 'event' })
   if (outcome.kind !== 'tie') return fromOutcome(outcome, `subscription ${sub.id}`)
   // Same second as the stored state: which came last is unknowable from timestamps; Stripe's current object decides.
-  const fetched = await retrieveSubscription(ctx.stripe, sub.id)
+  const fetched = fetchedCopy(ctx, sub.id)
   if ('missing' in fetched) return { status: 'failed', reason: fetched.missing }
   const refetched = await applySubscription(tx, {
     ...base,
@@ -262,7 +328,7 @@ async function invoiceSettled(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Prom
   if (storedAt && event.created < Math.floor(storedAt.getTime() / 1000)) {
     return { status: 'skipped', reason: `stale: subscription ${subId} already reflects ${storedAt.toISOString()}` }
   }
-  const fetched = await retrieveSubscription(ctx.stripe, subId)
+  const fetched = fetchedCopy(ctx, subId)
   if ('missing' in fetched) return { status: 'failed', reason: fetched.missing }
   const failed = event.type === 'invoice.payment_failed'
   const outcome = await applySubscription(tx, {
@@ -308,7 +374,6 @@ async function checkoutCompleted(tx: Tx, event: Stripe.Event, ctx: HandleCtx): P
   if (!tenantId) return { status: 'failed', reason: `checkout session ${session.id} names no known tenant` }
   const customerId = idOf(session.customer as string | { id: string } | null)
   const userId = session.metadata?.user_id
-  await linkCustomerToUser(tx, userId, customerId, tenantId)
 
   if (session.mode !== 'subscription') {
     await writeBillingAudit(tx, {
@@ -327,7 +392,7 @@ async function checkoutCompleted(tx: Tx, event: Stripe.Event, ctx: HandleCtx): P
 
   const subId = idOf(session.subscription as string | { id: string } | null)
   if (!subId) return { status: 'failed', reason: `checkout session ${session.id} has no subscription` }
-  const fetched = await retrieveSubscription(ctx.stripe, subId)
+  const fetched = fetchedCopy(ctx, subId)
   if ('missing' in fetched) return { status: 'failed', reason: fetched.missing }
   const outcome = await applySubscription(tx, {
     snapshot: snapshotOf(fetched),

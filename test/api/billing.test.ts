@@ -245,7 +245,10 @@ describe('checkout → webhook → active', () => {
 describe('managing the subscription', () => {
   it('portal, plan change (prorated) and cancel at period end', async () => {
     const o = await owner()
+    // Cached in the catalog as 'free': the success redirect and change-plan must drop that copy.
+    expect((await o.c.get('/api/tenant')).json().tenant.planTier).toBe('free')
     const { subscription } = await subscribe(o)
+    expect((await o.c.get('/api/tenant')).json().tenant.planTier).toBe('pro')
 
     const portal = await o.c.post('/api/billing/portal', {})
     expect(portal.statusCode, portal.body).toBe(200)
@@ -257,6 +260,8 @@ describe('managing the subscription', () => {
     expect(changed.json().subscription).toMatchObject({ plan: { key: 'enterprise' }, cancelAtPeriodEnd: false })
     expect(fake.subscriptions.get(subscription.id)!.items.data[0].price.id).toBe(ENT_M)
     expect(fake.requests.at(-1)!.params).toMatchObject({ proration_behavior: 'create_prorations' })
+    // No webhook involved: the service invalidated the catalog entry after its own commit.
+    expect((await o.c.get('/api/tenant')).json().tenant.planTier).toBe('enterprise')
     expectError(await o.c.post('/api/billing/change-plan', { planId: 'enterprise', interval: 'month' }), 409, 'ALREADY_ON_PLAN')
 
     const canceled = await o.c.post('/api/billing/cancel')
@@ -288,6 +293,44 @@ describe('managing the subscription', () => {
     const seen = await admin.get('/api/billing/subscription')
     expect(seen.statusCode, seen.body).toBe(200)
     expect(seen.json().subscription.stripeSubscriptionId).toBe(subscription.id)
+  })
+
+  it('one Stripe customer per tenant: an admin of A only opens A’s portal, never the customer that pays for the owner’s tenant B', async () => {
+    const o = await owner('two-tenants')
+    const created = await o.c.post('/tenants', { name: 'Second Co', slug: `second-${tag()}` })
+    expect(created.statusCode, created.body).toBe(201)
+    const b = { ...o, tenantId: created.json().id as string }
+    const inB = { 'x-tenant-id': b.tenantId }
+    // O pays for both tenants.
+    const subA = (await subscribe(o)).subscription
+    const checkoutB = await o.c.post('/api/billing/checkout', { planId: 'pro', interval: 'month' }, inB)
+    expect(checkoutB.statusCode, checkoutB.body).toBe(200)
+    const subB = fake.completeCheckout(checkoutB.json().id).subscription!
+    expect((await o.c.get(`/billing/success?session_id=${checkoutB.json().id}`)).statusCode).toBe(200)
+    expect(subA.customer).not.toBe(subB.customer)
+    const [rowA, rowB] = await Promise.all(
+      [o.tenantId, b.tenantId].map(
+        async (id) =>
+          (await app.host.sql<{ stripe_customer_id: string }[]>`select stripe_customer_id from core_tenants where id = ${id}`)[0],
+      ),
+    )
+    expect(rowA!.stripe_customer_id).toBe(subA.customer)
+    expect(rowB!.stripe_customer_id).toBe(subB.customer)
+    expect(fake.customers.get(subA.customer)!.metadata).toMatchObject({ tenant_id: o.tenantId })
+    // No person's customer is kept any more.
+    expect((await app.host.sql`select stripe_customer_id from core_users where id = ${o.userId}`)[0]!.stripe_customer_id).toBeNull()
+
+    const x = await member(o, 'admin')
+    const portal = await x.post('/api/billing/portal', {})
+    expect(portal.statusCode, portal.body).toBe(200)
+    const opened = [...fake.portalSessions.values()].at(-1)!
+    expect(opened.customer).toBe(subA.customer)
+    // Nothing of B in that portal: the only subscriptions of that customer are A's.
+    const billedThere = [...fake.subscriptions.values()].filter((s) => s.customer === opened.customer).map((s) => s.id)
+    expect(billedThere).toEqual([subA.id])
+    // And B itself is not X's to name.
+    expectError(await x.c.post('/api/billing/portal', {}, inB), 404, 'TENANT_NOT_FOUND')
+    expectError(await x.c.get('/api/billing/subscription', inB), 404, 'TENANT_NOT_FOUND')
   })
 
   it('another tenant’s owner never sees or touches this subscription (404 TENANT_NOT_FOUND)', async () => {

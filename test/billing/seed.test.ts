@@ -56,7 +56,9 @@ async function inProcess(args: string[], vars: NodeJS.ProcessEnv = {}) {
 }
 
 const plans = () =>
-  host.sql<{ key: string; is_active: boolean; stripe_price_monthly: string | null; stripe_price_yearly: string | null; features: string[] }[]>`
+  host.sql<
+    { key: string; is_active: boolean; stripe_price_monthly: string | null; stripe_price_yearly: string | null; features: string[] }[]
+  >`
     select key, is_active, stripe_price_monthly, stripe_price_yearly, features from core_pricing_plans order by sort_order, key`
 
 describe('db:seed', () => {

@@ -52,7 +52,7 @@ async function subscribedTenant(planKey = 'pro') {
 }
 
 describe('subscription checkout', () => {
-  it('creates a Checkout Session with the plan price, trial days, promotion codes, tenant metadata and a new customer stored on the user', async () => {
+  it('creates a Checkout Session with the plan price, trial days, promotion codes, tenant metadata and the tenant’s own new customer', async () => {
     const tenantId = await insertTenant(w.host, w.config)
     const user = await insertUser(w.host)
     const customersBefore = w.fake.count('POST', '/v1/customers')
@@ -70,15 +70,43 @@ describe('subscription checkout', () => {
       cancel_url: 'http://localhost:3000/billing/cancel',
     })
     expect(w.fake.count('POST', '/v1/customers')).toBe(customersBefore + 1)
-    const [row] = await w.host.sql`select stripe_customer_id from core_users where id = ${user.id}`
-    expect(row!.stripe_customer_id).toBe(session.customer)
-    expect(w.fake.customers.get(session.customer)).toMatchObject({ email: user.email, metadata: { user_id: user.id } })
+    const [tenant] = await w.host.sql`select stripe_customer_id from core_tenants where id = ${tenantId}`
+    expect(tenant!.stripe_customer_id).toBe(session.customer)
+    // The acting user is the contact; the customer is the tenant's.
+    expect(w.fake.customers.get(session.customer)).toMatchObject({ email: user.email, metadata: { tenant_id: tenantId } })
+    const [person] = await w.host.sql`select stripe_customer_id from core_users where id = ${user.id}`
+    expect(person!.stripe_customer_id).toBeNull()
+    expect(await auditActions(w.host, tenantId)).toEqual(['billing.customer.created'])
 
-    // The same user checking out for another tenant reuses the customer.
-    const other = await insertTenant(w.host, w.config)
-    const again = await svc.createSubscriptionCheckout({ tenantId: other, user, planKey: 'pro', interval: 'month' })
+    // The same tenant again (an abandoned checkout, another admin) reuses its customer.
+    const again = await svc.createSubscriptionCheckout({ tenantId, user: await insertUser(w.host), planKey: 'pro', interval: 'month' })
     expect(w.fake.sessions.get(again.id)!.customer).toBe(session.customer)
     expect(w.fake.count('POST', '/v1/customers')).toBe(customersBefore + 1)
+
+    // The same user checking out for another tenant gets that tenant's own customer, never this one.
+    const other = await insertTenant(w.host, w.config)
+    const elsewhere = await svc.createSubscriptionCheckout({ tenantId: other, user, planKey: 'pro', interval: 'month' })
+    expect(w.fake.sessions.get(elsewhere.id)!.customer).not.toBe(session.customer)
+    expect(w.fake.count('POST', '/v1/customers')).toBe(customersBefore + 2)
+  })
+
+  it('concurrent first checkouts of one tenant create one customer (idempotency key per tenant) and both use it', async () => {
+    const tenantId = await insertTenant(w.host, w.config)
+    const [a, b] = [await insertUser(w.host), await insertUser(w.host)]
+    const sessions = await Promise.all(
+      [a, b].map((user) => svc.createSubscriptionCheckout({ tenantId, user, planKey: 'pro', interval: 'month' })),
+    )
+    const customers = sessions.map((s) => w.fake.sessions.get(s.id)!.customer)
+    expect(customers[0]).toBe(customers[1])
+    const creates = w.fake.requests.filter(
+      (r) =>
+        r.method === 'POST' &&
+        r.path === '/v1/customers' &&
+        (r.params.metadata as Record<string, string> | undefined)?.tenant_id === tenantId,
+    )
+    expect(new Set(creates.map((r) => r.idempotencyKey))).toEqual(new Set([`tenantkit-tenant-customer-${tenantId}`]))
+    const [tenant] = await w.host.sql`select stripe_customer_id from core_tenants where id = ${tenantId}`
+    expect(tenant!.stripe_customer_id).toBe(customers[0])
   })
 
   it('answers with stable codes for bad plans, intervals, tenants, redirects and Stripe outages', async () => {
@@ -246,8 +274,15 @@ describe('one-time checkout and the portal', () => {
     expect(url).toMatch(/^https:\/\/billing\.stripe\.com\/p\/session\//)
     const portal = [...w.fake.portalSessions.values()].at(-1)!
     expect(portal.return_url).toBe('http://localhost:3000/billing')
+    const [tenant] = await w.host.sql`select stripe_customer_id from core_tenants where id = ${tenantId}`
+    expect(portal.customer).toBe(tenant!.stripe_customer_id)
     const bare = await insertTenant(w.host, w.config)
     expect(await rejection(svc.createPortalSession({ tenantId: bare }))).toMatchObject({ statusCode: 409, code: 'NO_BILLING_ACCOUNT' })
+    // A subscription billed to some customer is not a billing account of this tenant: only its own customer opens a portal.
+    const legacy = await insertTenant(w.host, w.config)
+    const sub = w.fake.createSubscription({ customer: w.fake.createCustomer().id, price: PRO_MONTHLY, metadata: { tenant_id: legacy } })
+    expect((await w.deliver(w.fake.event('customer.subscription.created', sub))).body.status).toBe('processed')
+    expect(await rejection(svc.createPortalSession({ tenantId: legacy }))).toMatchObject({ statusCode: 409, code: 'NO_BILLING_ACCOUNT' })
   })
 })
 

@@ -10,6 +10,7 @@ import type { BillingEvent } from '../../src/billing/webhooks.js'
 import stripeWebhookRoutes from '../../src/routes/webhooks/stripe.js'
 import { createStripe } from '../../src/billing/stripe.js'
 import { ADMIN_URL } from '../helpers/env.js'
+import type { StripeObject } from '../helpers/fake-stripe.js'
 import { createTestEnv, type TestEnv, withDatabase } from '../helpers/test-env.js'
 import {
   auditActions,
@@ -66,8 +67,9 @@ describe('checkout → webhook → active', () => {
     let state = await subscriptionState(w.host, ids.subscriptionId)
     expect(state).toMatchObject({ status: 'trialing', plan: 'pro', billing_interval: 'month', stripe_customer_id: ids.customerId })
     expect(state!.stripe_updated_at).toEqual(new Date(checkout.created * 1000))
+    // Billing is per tenant: no person's customer is recorded (core_users.stripe_customer_id stays unused).
     const [user] = await w.host.sql`select stripe_customer_id from core_users where id = ${ids.userId}`
-    expect(user!.stripe_customer_id).toBe(ids.customerId)
+    expect(user!.stripe_customer_id).toBeNull()
     const [tenant] = await w.host.sql`select plan_tier from core_tenants where id = ${ids.tenantId}`
     expect(tenant!.plan_tier).toBe('pro')
 
@@ -82,7 +84,6 @@ describe('checkout → webhook → active', () => {
     expect(state!.current_period_end).toEqual(new Date(active.data.object.items.data[0].current_period_end * 1000))
 
     expect(await auditActions(w.host, ids.tenantId)).toEqual([
-      'billing.customer.linked',
       'billing.subscription.created',
       'billing.checkout.completed',
       'billing.subscription.updated',
@@ -229,6 +230,127 @@ describe('unhandled and unresolvable events', () => {
     expect((await w.deliver(ev)).body.status).toBe('processed')
     expect(await ledger(w.host, ev.id)).toEqual([expect.objectContaining({ status: 'processed', error: null })])
     expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'trialing' })
+  })
+})
+
+describe('the tenant of a subscription: one Stripe customer per tenant', () => {
+  const withoutTenantMetadata = (ev: StripeObject) => {
+    delete ev.data.object.metadata.tenant_id
+    return ev
+  }
+
+  it('a subscription without tenant metadata lands on the tenant whose own customer it bills', async () => {
+    const ids = await scenario()
+    await w.host.sql`update core_tenants set stripe_customer_id = ${ids.customerId} where id = ${ids.tenantId}`
+    const ev = withoutTenantMetadata(fixture('customer.subscription.created', ids))
+    expect((await w.deliver(ev)).body.status).toBe('processed')
+    const [row] = await w.host.sql`select tenant_id from core_subscriptions where stripe_subscription_id = ${ids.subscriptionId}`
+    expect(row!.tenant_id).toBe(ids.tenantId)
+  })
+
+  it('never lands on another tenant merely billed to the same customer: recorded failed', async () => {
+    // Tenant A has a subscription on customer C (e.g. a person's customer from before billing was per tenant).
+    const ids = await scenario()
+    expect((await w.deliver(fixture('customer.subscription.created', ids))).body.status).toBe('processed')
+    // A second subscription of C that names no tenant, and C is no tenant's own customer.
+    const other = { ...freshIds(ids.tenantId, ids.userId), customerId: ids.customerId }
+    const ev = withoutTenantMetadata(fixture('customer.subscription.created', other))
+    expect((await w.deliver(ev)).body.status).toBe('failed')
+    expect((await ledger(w.host, ev.id))[0]).toMatchObject({ status: 'failed', error: expect.stringMatching(/no tenant/) })
+    expect(await subscriptionState(w.host, other.subscriptionId)).toBeUndefined()
+  })
+})
+
+describe('Stripe is called outside the host transaction', () => {
+  const hostDb = () => new URL(env.hostUrl).pathname.slice(1)
+  /** Host-database sessions (other than this query's) inside a transaction: what a slow Stripe call would pin. */
+  const openTransactions = async () =>
+    (
+      await w.host.sql<{ n: number }[]>`
+        select count(*)::int as n from pg_stat_activity
+        where datname = ${hostDb()} and pid <> pg_backend_pid() and xact_start is not null`
+    )[0]!.n
+
+  /** Deliver `event` while Stripe holds the subscription refetch: no transaction is open meanwhile. */
+  async function deliverWhileStripeIsSlow(ids: Ids, event: Record<string, unknown>) {
+    const retrieves = w.fake.count('GET', `/v1/subscriptions/${ids.subscriptionId}`)
+    const hold = w.fake.hold('GET', new RegExp(`/v1/subscriptions/${ids.subscriptionId}$`))
+    const delivery = w.deliver(event)
+    await hold.reached
+    try {
+      expect(await openTransactions()).toBe(0)
+      expect(await ledger(w.host, String(event.id))).toHaveLength(0)
+    } finally {
+      hold.release()
+    }
+    const res = await delivery
+    expect(w.fake.count('GET', `/v1/subscriptions/${ids.subscriptionId}`)).toBe(retrieves + 1)
+    return res
+  }
+
+  it('checkout.session.completed: the subscription is fetched first, then applied in a short transaction', async () => {
+    const ids = await scenario()
+    stripeHolds(fixture('customer.subscription.created', ids).data.object)
+    const res = await deliverWhileStripeIsSlow(ids, fixture('checkout.session.completed', ids))
+    expect(res.body.status).toBe('processed')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'trialing', plan: 'pro' })
+  })
+
+  it('invoice.paid: refetched outside, applied as of the event', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    await w.deliver(created)
+    stripeHolds({ ...created.data.object, status: 'active' })
+    const res = await deliverWhileStripeIsSlow(ids, fixture('invoice.paid', ids))
+    expect(res.body.status).toBe('processed')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'active' })
+  })
+
+  it('a same-second tie seen before the transaction: refetched outside it, Stripe’s copy wins', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    await w.deliver(created)
+    const tie = fixture('customer.subscription.updated.active', ids)
+    tie.created = created.created
+    stripeHolds({ ...created.data.object, status: 'past_due' })
+    const res = await deliverWhileStripeIsSlow(ids, tie)
+    expect(res.body.status).toBe('processed')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'past_due' })
+  })
+
+  it('a tie that appears only inside the transaction rolls it back, fetches, and applies once', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    await w.deliver(created)
+    const active = fixture('customer.subscription.updated.active', ids)
+    stripeHolds({ ...active.data.object, cancel_at_period_end: true })
+    const retrieves = w.fake.count('GET', `/v1/subscriptions/${ids.subscriptionId}`)
+    // Another writer holds the row while the webhook's pre-check (no tie yet) runs, then moves the watermark to the event's second.
+    const other = connect(env.hostUrl, { max: 1 })
+    try {
+      let delivery: ReturnType<BillingWorld['deliver']> | undefined
+      await other.begin(async (tx) => {
+        await tx`select 1 from core_subscriptions where stripe_subscription_id = ${ids.subscriptionId} for update`
+        delivery = w.deliver(active)
+        for (let i = 0; ; i++) {
+          const [waiting] = await w.host.sql<{ n: number }[]>`
+            select count(*)::int as n from pg_locks l join pg_stat_activity a on a.pid = l.pid
+            where not l.granted and a.datname = ${hostDb()}`
+          if (waiting!.n > 0) break
+          if (i > 400) throw new Error('the webhook never waited for the row')
+          await new Promise((r) => setTimeout(r, 10))
+        }
+        await tx`update core_subscriptions set stripe_updated_at = ${new Date(active.created * 1000).toISOString()}
+                 where stripe_subscription_id = ${ids.subscriptionId}`
+      })
+      expect((await delivery!).body.status).toBe('processed')
+    } finally {
+      await other.end()
+    }
+    expect(w.fake.count('GET', `/v1/subscriptions/${ids.subscriptionId}`)).toBe(retrieves + 1)
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'active', cancel_at_period_end: true })
+    expect(await ledger(w.host, active.id)).toEqual([expect.objectContaining({ status: 'processed' })])
+    expect(w.hookCalls.filter((e) => e.eventId === active.id)).toHaveLength(1)
   })
 })
 

@@ -83,6 +83,11 @@ const missing = (kind: string, id: string, param = 'id') =>
   })
 const invalid = (message: string, param?: string) => new StripeHttpError(400, { error: { message, param, type: 'invalid_request_error' } })
 
+export interface Hold {
+  reached: Promise<void>
+  release(): void
+}
+
 export interface FakeStripe {
   /** `http://127.0.0.1:PORT`: pass as STRIPE_API_HOST. */
   url: string
@@ -112,6 +117,11 @@ export interface FakeStripe {
   completeCheckout(sessionId: string): { session: StripeObject; subscription: StripeObject | null }
   /** The next `times` requests matching fail with `status` (500 → StripeAPIError, 429 → rate limit). */
   fail(method: string, path: RegExp, opts?: { status?: number; times?: number; type?: string }): void
+  /**
+   * Hold the next request matching method and path until `release()` (a slow Stripe): `reached` resolves
+   * once the request arrived and is being held, so a test can look at the world while the caller waits.
+   */
+  hold(method: string, path: RegExp): Hold
   /** A Stripe-shaped event (id evt_…, object 'event', pinned api_version) around a snapshot of `object`. */
   event(type: string, object: StripeObject, opts?: { created?: number; previousAttributes?: StripeObject }): StripeObject
   close(): Promise<void>
@@ -121,6 +131,7 @@ export async function startFakeStripe(opts: { apiKeyPrefix?: string } = {}): Pro
   const keyPrefix = opts.apiKeyPrefix ?? 'sk_test_'
   const requests: RecordedRequest[] = []
   const failures: FailureRule[] = []
+  const holds: { method: string; path: RegExp; arrived: () => void; released: Promise<void> }[] = []
   const idempotent = new Map<string, { status: number; body: Obj }>()
   const customers = new Map<string, StripeObject>()
   const prices = new Map<string, StripeObject>()
@@ -479,6 +490,12 @@ export async function startFakeStripe(opts: { apiKeyPrefix?: string } = {}): Pro
       if (!auth.startsWith(`Bearer ${keyPrefix}`)) {
         return send(res, 401, { error: { message: 'Invalid API Key provided', type: 'invalid_request_error' } })
       }
+      const held = holds.findIndex((h) => h.method === method && h.path.test(url.pathname))
+      if (held >= 0) {
+        const [h] = holds.splice(held, 1)
+        h!.arrived()
+        await h!.released
+      }
       const rule = failures.find((f) => f.method === method && f.path.test(url.pathname) && f.remaining > 0)
       if (rule) {
         rule.remaining--
@@ -549,6 +566,18 @@ export async function startFakeStripe(opts: { apiKeyPrefix?: string } = {}): Pro
     completeCheckout,
     fail(method: string, path: RegExp, o: { status?: number; times?: number; type?: string } = {}) {
       failures.push({ method, path, status: o.status ?? 500, type: o.type ?? 'api_error', remaining: o.times ?? 1 })
+    },
+    hold(method: string, path: RegExp): Hold {
+      let arrived!: () => void
+      let release!: () => void
+      const reached = new Promise<void>((r) => {
+        arrived = r
+      })
+      const released = new Promise<void>((r) => {
+        release = r
+      })
+      holds.push({ method, path, arrived, released })
+      return { reached, release }
     },
     event(type: string, object: StripeObject, o: { created?: number; previousAttributes?: StripeObject } = {}) {
       const obj = object.object === 'checkout.session' ? publicSession(object) : object

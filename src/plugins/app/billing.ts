@@ -25,7 +25,15 @@ declare module 'fastify' {
 
 export default fp<AppOptions>(
   async (fastify, { config }) => {
-    fastify.decorate('billing', createStripeService({ config, host: fastify.host }))
+    fastify.decorate(
+      'billing',
+      createStripeService({
+        config,
+        host: fastify.host,
+        // change-plan, cancel and the checkout redirect write plan_tier outside the webhook: same invalidation as onBillingEvent.
+        onTenantChanged: (tenantId) => fastify.services.catalog.invalidate(tenantId),
+      }),
+    )
     fastify.decorate('onBillingEvent', async (e: BillingEvent) => {
       // The event may have changed the tenant's plan tier in the catalog row: drop cached copies everywhere.
       if (e.tenantId) await fastify.services.catalog.invalidate(e.tenantId)

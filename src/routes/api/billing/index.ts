@@ -46,7 +46,14 @@ const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     },
     async (req) => {
       const { planId, interval, successUrl, cancelUrl } = req.body
-      return billing.createSubscriptionCheckout({ tenantId: req.tenant!.id, user: caller(req), interval, successUrl, cancelUrl, ...planChoice(planId) })
+      return billing.createSubscriptionCheckout({
+        tenantId: req.tenant!.id,
+        user: caller(req),
+        interval,
+        successUrl,
+        cancelUrl,
+        ...planChoice(planId),
+      })
     },
   )
 
@@ -57,7 +64,11 @@ const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         tags,
         summary: 'Stripe Checkout for a one-time purchase',
         body: Type.Object(
-          { priceId: Type.String({ pattern: '^price_[A-Za-z0-9]+$', maxLength: 255 }), quantity: Type.Integer({ minimum: 1, maximum: 1000 }), ...RedirectUrls },
+          {
+            priceId: Type.String({ pattern: '^price_[A-Za-z0-9]+$', maxLength: 255 }),
+            quantity: Type.Integer({ minimum: 1, maximum: 1000 }),
+            ...RedirectUrls,
+          },
           { additionalProperties: false },
         ),
         response: { 200: CheckoutUrl, ...errors },
@@ -78,12 +89,19 @@ const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         response: { 200: Type.Object({ url: Type.String() }), ...errors },
       },
     },
-    async (req) => billing.createPortalSession({ tenantId: req.tenant!.id, user: caller(req), returnUrl: req.body?.returnUrl }),
+    async (req) => billing.createPortalSession({ tenantId: req.tenant!.id, returnUrl: req.body?.returnUrl }),
   )
 
-  fastify.get('/subscription', { config: { allowSuspended: true }, schema: { tags, summary: 'The tenant’s current subscription', response: { 200: SubscriptionOrNone, ...errors } } }, async (req) => ({
-    subscription: view(await billing.getSubscription(req.tenant!.id)),
-  }))
+  fastify.get(
+    '/subscription',
+    {
+      config: { allowSuspended: true },
+      schema: { tags, summary: 'The tenant’s current subscription', response: { 200: SubscriptionOrNone, ...errors } },
+    },
+    async (req) => ({
+      subscription: view(await billing.getSubscription(req.tenant!.id)),
+    }),
+  )
 
   fastify.post(
     '/cancel',
@@ -103,7 +121,12 @@ const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     },
     async (req) => ({
       subscription: view(
-        await billing.changePlan({ tenantId: req.tenant!.id, actorUserId: req.user!.id, interval: req.body.interval, ...planChoice(req.body.planId) }),
+        await billing.changePlan({
+          tenantId: req.tenant!.id,
+          actorUserId: req.user!.id,
+          interval: req.body.interval,
+          ...planChoice(req.body.planId),
+        }),
       ),
     }),
   )
