@@ -8,7 +8,9 @@
  * lookup: rows are cached per process for at most `ttlMs` (30 s), read by a prepared statement on a
  * miss. Revocation drops the entry at once in this process and, through Redis pub/sub on `channel`,
  * in every other one; the TTL bounds the damage of a missed message (the cache is also cleared when
- * the subscriber reconnects). Expiry is checked on every use, against the cached row.
+ * the subscriber reconnects). Expiry is checked on every use, against the cached row. A key created
+ * before its creator's sessions_valid_after is void like a revoked one (`invalidateCreator` drops the
+ * creator's cached keys everywhere when that cutoff moves).
  * `last_used_at` is written at most once a minute per key (the UPDATE's own WHERE also holds across processes).
  *
  * Whether the key's creator may still act in the tenant, and as what, is the tenant guard's business
@@ -113,6 +115,8 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
       expiresAt: apiKeys.expiresAt,
       revokedAt: apiKeys.revokedAt,
       lastUsedAt: apiKeys.lastUsedAt,
+      keyCreatedAt: apiKeys.createdAt,
+      creatorValidAfter: users.sessionsValidAfter,
       userId: users.id,
       email: users.email,
       name: users.name,
@@ -152,7 +156,7 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
         },
       },
       expiresAt: row.expiresAt?.getTime() ?? null,
-      revoked: row.revokedAt !== null,
+      revoked: row.revokedAt !== null || (row.creatorValidAfter !== null && row.keyCreatedAt < row.creatorValidAfter),
       touchedAt: row.lastUsedAt?.getTime() ?? 0,
     }
     if (epoch === startedAt) cache.set(hash, entry)
@@ -177,6 +181,13 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
     for (const [hash, entry] of cache.entries()) if (entry.identity.id === keyId) cache.delete(hash)
   }
 
+  function dropCreator(userId: string) {
+    epoch++
+    inflight.clear()
+    for (const [hash, entry] of cache.entries()) if (entry.identity.user.id === userId) cache.delete(hash)
+  }
+  const CREATOR = 'user:' // message prefix: every key of this creator (key ids are bare UUIDs)
+
   const subscriber = redis.duplicate()
   subscriber.on('error', (err) => onError?.(err, 'api-keys subscriber'))
   // After a reconnect we may have missed revocations: start from an empty cache.
@@ -189,7 +200,9 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
     connectedOnce = true
   })
   subscriber.on('message', (ch: string, keyId: string) => {
-    if (ch === channel) drop(keyId)
+    if (ch !== channel) return
+    if (keyId.startsWith(CREATOR)) dropCreator(keyId.slice(CREATOR.length))
+    else drop(keyId)
   })
   const ready = subscriber.subscribe(channel).then(() => undefined)
 
@@ -273,6 +286,12 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
     async invalidate(keyId: string) {
       drop(keyId)
       await redis.publish(channel, keyId)
+    },
+
+    /** Forget cached keys created by this user, here and in every process (after their sessions_valid_after moved). */
+    async invalidateCreator(userId: string) {
+      dropCreator(userId)
+      await redis.publish(channel, `${CREATOR}${userId}`)
     },
 
     async close() {

@@ -34,7 +34,13 @@ export function createUsersRepository(db: HostDb) {
     findByEmail: async (email: string) => (await byEmail.execute({ email }))[0],
 
     /** Insert a user; a duplicate email (any case) is a 409. */
-    async create(values: { email: string; name?: string | null; passwordHash?: string | null; googleId?: string | null; emailVerified?: boolean }) {
+    async create(values: {
+      email: string
+      name?: string | null
+      passwordHash?: string | null
+      googleId?: string | null
+      emailVerified?: boolean
+    }) {
       try {
         const [user] = await db
           .insert(users)
@@ -57,7 +63,10 @@ export function createUsersRepository(db: HostDb) {
       await db.update(users).set({ lastLoginAt: new Date() }).where(eq(users.id, id))
     },
 
-    async update(id: string, values: Partial<Pick<User, 'name' | 'googleId' | 'emailVerifiedAt' | 'stripeCustomerId' | 'passwordHash'>>) {
+    async update(
+      id: string,
+      values: Partial<Pick<User, 'name' | 'googleId' | 'emailVerifiedAt' | 'stripeCustomerId' | 'passwordHash' | 'sessionsValidAfter'>>,
+    ) {
       const [user] = await db.update(users).set(values).where(eq(users.id, id)).returning()
       return user
     },

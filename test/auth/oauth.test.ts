@@ -298,6 +298,78 @@ describe('GET /auth/google/callback: signing in', () => {
   })
 })
 
+describe('pre-account takeover: what the squatter obtained with the password stops working', () => {
+  const sessionKey = (c: Client) => `${env.config.redisPrefix}:sess:${decodeURIComponent(c.cookies.sid!).split('.')[0]}`
+  const useKey = (app: FastifyInstance, secret: string) =>
+    app.inject({ method: 'GET', url: '/api/projects', headers: { authorization: `Bearer ${secret}` } })
+  /** Pub/sub reaches other processes asynchronously: poll (well under the 30 s windows that would also end it). */
+  const eventually = async (probe: () => Promise<number>, want: number) => {
+    let status = await probe()
+    for (let i = 0; i < 100 && status !== want; i++) {
+      await new Promise((r) => setTimeout(r, 20))
+      status = await probe()
+    }
+    return status
+  }
+
+  it("ends the squatter's sessions and API keys when the owner signs in with Google, in every process, at once", async () => {
+    const squatter = createClient(server)
+    expect((await squatter.signup('victim@takeover.example')).statusCode).toBe(201)
+    const key = await squatter.post('/api/api-keys', { name: 'backdoor', role: 'admin' })
+    expect(key.statusCode, key.body).toBe(201)
+    const secret = key.json().secret as string
+    // A second instance, holding the same session (shared store) and the key in its cache.
+    const other = await buildApp(env.configWith(oauthVars(mock.issuerUrl)))
+    try {
+      const squatterThere = createClient(other)
+      squatterThere.cookies = { ...squatter.cookies }
+      expect((await squatterThere.get('/me')).statusCode).toBe(200)
+      expect((await useKey(server, secret)).statusCode).toBe(200)
+      expect((await useKey(other, secret)).statusCode).toBe(200)
+      expect((await squatter.get('/me')).statusCode).toBe(200) // the session's user snapshot is fresh
+
+      mock.setClaims(person('victim@takeover.example'))
+      const victim = createClient(server)
+      expect((await googleLogin(victim)).res.statusCode).toBe(302)
+
+      const me = await squatter.get('/me')
+      expect(me.statusCode).toBe(401)
+      expect(me.json().code).toBe('SESSION_REVOKED')
+      expect(await server.redis.exists(sessionKey(squatter))).toBe(0) // destroyed, not just refused
+      expect((await useKey(server, secret)).json()).toMatchObject({ statusCode: 401, code: 'INVALID_API_KEY' })
+      expect(await eventually(async () => (await squatterThere.get('/me')).statusCode, 401)).toBe(401)
+      expect(await eventually(async () => (await useKey(other, secret)).statusCode, 401)).toBe(401)
+
+      // The owner's own session and new keys work, here and there.
+      expect((await victim.get('/me')).statusCode).toBe(200)
+      await victim.get('/auth/csrf').then((r) => (victim.csrf = r.json().token))
+      const own = await victim.post('/api/api-keys', { name: 'mine', role: 'admin' })
+      expect(own.statusCode, own.body).toBe(201)
+      expect((await useKey(server, own.json().secret)).statusCode).toBe(200)
+      expect((await useKey(other, own.json().secret)).statusCode).toBe(200)
+    } finally {
+      await other.close()
+    }
+  })
+
+  it('enforces sessions_valid_after from the DB when no message arrived: at the next user re-read, and for uncached keys', async () => {
+    const c = createClient(server)
+    const { user } = (await c.signup('reread@takeover.example')).json()
+    const secret = (await c.post('/api/api-keys', { name: 'k', role: 'viewer' })).json().secret as string
+    // Written behind the app's back: no process heard of it, so the session's fresh snapshot still passes.
+    await server.host.sql`update core_users set sessions_valid_after = now() + interval '1 second' where id = ${user.id}`
+    expect((await c.get('/me')).statusCode).toBe(200)
+    // The snapshot ages past its 30 s (rewritten in the store rather than waited for): the re-read refuses.
+    const key = sessionKey(c)
+    const stored = JSON.parse((await server.redis.get(key))!)
+    await server.redis.set(key, JSON.stringify({ ...stored, userLoadedAt: 0 }), 'KEEPTTL')
+    expect((await c.get('/me')).json()).toMatchObject({ statusCode: 401, code: 'SESSION_REVOKED' })
+    expect(await server.redis.exists(key)).toBe(0)
+    // Never cached: read with its creator's cutoff.
+    expect((await useKey(server, secret)).json()).toMatchObject({ statusCode: 401, code: 'INVALID_API_KEY' })
+  })
+})
+
 describe('GET /auth/google/callback: state and provider errors', () => {
   it('answers 400 OAUTH_STATE_INVALID for a missing, foreign, forged or unknown state', async () => {
     mock.setClaims(person('state@gmail.example'))

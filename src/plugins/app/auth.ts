@@ -4,6 +4,9 @@
  * every USER_SNAPSHOT_MS (seed `session_cache`): the session itself is read from Redis on every
  * request, so logout and revocation still take effect at once. A session past its absolute lifetime
  * is destroyed here. `request.signIn(user)` regenerates the session id (no fixation) and starts the clocks.
+ * A session started before the user's sessions_valid_after is destroyed too (401 SESSION_REVOKED):
+ * checked against the DB row at each re-read, and at once on every request for cutoffs published by
+ * `fastify.revokeUserCredentials` (src/auth/session-revocations.ts), which also voids older API keys.
  *
  * Sessions and API keys are alternatives. A request with an `Authorization` header is never
  * authenticated by its cookie: `fastify.authenticateApiKey` (called by the tenant guard, so only under
@@ -18,6 +21,7 @@ import fp from 'fastify-plugin'
 import type { User } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../app.js'
 import { type ApiKeyIdentity, type ApiKeys, createApiKeys } from '../../auth/api-keys.js'
+import { createSessionRevocations } from '../../auth/session-revocations.js'
 import { type PublicUser, createUsersRepository, toPublicUser, type UsersRepository } from '../../auth/users.js'
 import { unauthorized } from '../../lib/errors.js'
 
@@ -28,6 +32,11 @@ declare module 'fastify' {
     apiKeys: ApiKeys
     /** null without an Authorization header; else the key (setting request.user/apiKey) or 401 INVALID_API_KEY. */
     authenticateApiKey: (req: FastifyRequest) => Promise<ApiKeyIdentity | null>
+    /**
+     * After writing users.sessions_valid_after = `at` (same UPDATE as the change that calls for it):
+     * the user's sessions started and API keys created before `at` stop working in every process now.
+     */
+    revokeUserCredentials: (userId: string, at: Date) => Promise<void>
   }
   interface FastifyRequest {
     user: PublicUser | null
@@ -57,6 +66,23 @@ export default fp<AppOptions>(
     await apiKeys.ready
     fastify.addHook('onClose', () => apiKeys.close())
     fastify.decorate('apiKeys', apiKeys)
+
+    const revocations = createSessionRevocations({
+      redis: fastify.redis,
+      channel: `${config.redisPrefix}:session-revocations`,
+      onError: (err, what) => fastify.log.warn({ err }, `${what} failed`),
+    })
+    await revocations.ready
+    fastify.addHook('onClose', () => revocations.close())
+    fastify.decorate('revokeUserCredentials', async (userId: string, at: Date) => {
+      await revocations.publish(userId, at)
+      await apiKeys.invalidateCreator(userId)
+    })
+    const revoked = async (req: FastifyRequest, validAfterMs: number | undefined) => {
+      if (validAfterMs === undefined || (req.session.createdAt ?? 0) >= validAfterMs) return
+      await req.session.destroy()
+      throw unauthorized('SESSION_REVOKED', 'This session was ended by a change to the account, please log in again')
+    }
     fastify.decorate('authenticateApiKey', async (req: FastifyRequest) => {
       const header = req.headers.authorization
       if (header === undefined) return null
@@ -94,6 +120,7 @@ export default fp<AppOptions>(
         await req.session.destroy()
         throw unauthorized('SESSION_EXPIRED', 'Session expired, please log in again')
       }
+      await revoked(req, revocations.validAfter(userId))
       const snapshot = req.session.user
       if (snapshot?.id === userId && Date.now() - (req.session.userLoadedAt ?? 0) < USER_SNAPSHOT_MS) {
         req.user = snapshot
@@ -104,6 +131,7 @@ export default fp<AppOptions>(
         await req.session.destroy()
         throw unauthorized()
       }
+      await revoked(req, user.sessionsValidAfter?.getTime())
       req.session.user = req.user = toPublicUser(user)
       req.session.userLoadedAt = Date.now()
     })

@@ -112,19 +112,23 @@ const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
       // Already linked to another Google identity (e.g. a recycled Workspace address): don't take it over.
       if (sameEmail.googleId) return { conflict: sameEmail }
       // An unverified account may have been pre-registered by someone else with this address: its
-      // password could be theirs, so linking removes it ("pre-account-takeover"). A verified one keeps it.
+      // password could be theirs, so linking removes it ("pre-account-takeover"), and ends every session
+      // and API key obtained with it (sessions_valid_after). A verified one keeps both.
       const clearPassword = sameEmail.emailVerifiedAt === null && sameEmail.passwordHash !== null
+      // This process's clock, like session.createdAt: the session signIn starts next must be on the valid side.
+      const cutoff = new Date()
       let linked: User | undefined
       try {
         linked = await users.update(sameEmail.id, {
           googleId: identity.subject,
           emailVerifiedAt: sameEmail.emailVerifiedAt ?? new Date(),
-          ...(clearPassword ? { passwordHash: null } : {}),
+          ...(clearPassword ? { passwordHash: null, sessionsValidAfter: cutoff } : {}),
         })
       } catch (err) {
         if (pgCode(err) === PG.uniqueViolation) return { conflict: sameEmail } // this subject got linked elsewhere meanwhile
         throw err
       }
+      if (clearPassword) await fastify.revokeUserCredentials(sameEmail.id, cutoff)
       await audit(
         host.db,
         {
