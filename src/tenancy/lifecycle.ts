@@ -11,6 +11,7 @@ import type { Logger } from 'pino'
 import { uuidv7 } from 'uuidv7'
 import { type Tenant, type TenantStatus, users } from '../../drizzle/host/schema.js'
 import { quoteIdent, type Sql } from '../db/connect.js'
+import type { TenantBillingStop } from '../billing/tenant-deletion.js'
 import type { HostDatabase } from '../db/host.js'
 import { welcomeEmail } from '../email/senders.js'
 import { derivedJobId, type JobSubmitter } from '../jobs/registry.js'
@@ -34,16 +35,18 @@ export const LIFECYCLE = {
   },
   suspended: { from: ['active'], steps: ['markSuspended', 'evictPools'], audit: 'tenant.suspended' },
   resumed: { from: ['suspended'], steps: ['markActive'], audit: 'tenant.resumed' },
+  // cancelBilling first: a tenant is never marked deleted (or dropped) while Stripe still charges it. It
+  // cancels at once, not at period end (billing/tenant-deletion.ts says why); skipped without billing.
   softDeleted: {
     from: ['active', 'suspended', 'failed', 'provisioning'],
-    steps: ['markDeleted', 'evictPools'],
+    steps: ['cancelBilling', 'markDeleted', 'evictPools'],
     audit: 'tenant.deleted',
   },
   // Close our pools before the drop; WITH (FORCE) ends any other process' connections. Every DROP DATABASE
   // forces a checkpoint, so fleets of hard deletes belong in a background job, not on a request path.
   hardDeleted: {
     from: ['active', 'suspended', 'failed', 'provisioning', 'deleted'],
-    steps: ['evictPools', 'dropDatabase', 'deleteCatalogRow'],
+    steps: ['cancelBilling', 'evictPools', 'dropDatabase', 'deleteCatalogRow'],
     audit: 'tenant.hard_deleted',
   },
 } as const satisfies Record<string, EventSpec>
@@ -66,6 +69,7 @@ export type StepName =
   | 'markSuspended'
   | 'markActive'
   | 'markDeleted'
+  | 'cancelBilling'
   | 'evictPools'
   | 'dropDatabase'
   | 'deleteCatalogRow'
@@ -90,6 +94,8 @@ export interface LifecycleContext {
   /** The dashboard link in the welcome email is `${appBaseUrl}/`. */
   appBaseUrl: string
   logger: Logger
+  /** cancelBilling: the tenant's Stripe subscriptions; undefined when billing is disabled (the step is skipped). */
+  billing?: TenantBillingStop | undefined
   faults?: LifecycleFaults | undefined
 }
 
@@ -188,6 +194,10 @@ const STEPS: Record<StepName, Step> = {
   markSuspended: async () => ({ status: 'suspended' }),
   markActive: async () => ({ status: 'active' }),
   markDeleted: async () => ({ status: 'deleted', deletedAt: new Date() }),
+  async cancelBilling(row, ctx, opts) {
+    await ctx.billing?.cancelSubscriptions(row.id, { actorUserId: opts.actorUserId })
+    return undefined
+  },
   async evictPools(row, ctx) {
     await ctx.pools.evict(row.id)
     return undefined

@@ -12,6 +12,7 @@
 import { uuidv7 } from 'uuidv7'
 import type { Logger } from 'pino'
 import { auditLogs, memberships, type Tenant, tenants } from '../../drizzle/host/schema.js'
+import { tenantBillingStopFor } from '../billing/tenant-deletion.js'
 import type { Config } from '../config.js'
 import { connect, type Sql, withDatabase } from '../db/connect.js'
 import type { HostDatabase } from '../db/host.js'
@@ -117,7 +118,9 @@ export interface ProvisionerDeps {
   host: HostDatabase
   catalog: Catalog
   pools: PoolManager
-  config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys' | 'appBaseUrl'>
+  /** With `stripe`, deleting a tenant cancels its subscriptions (lifecycle step cancelBilling). */
+  config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys' | 'appBaseUrl'> &
+    Partial<Pick<Config, 'stripe'>>
   /** Where lifecycle steps submit jobs (the welcome email): the services' task manager. */
   tasks: Pick<JobSubmitter, 'submit'>
   logger: Logger
@@ -191,6 +194,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     tasks: deps.tasks,
     appBaseUrl: config.appBaseUrl,
     logger,
+    billing: tenantBillingStopFor(host, config),
     faults: deps.faults,
   }
 

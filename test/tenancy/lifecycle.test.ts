@@ -41,7 +41,7 @@ async function touch(slug: string): Promise<number> {
 describe('tenant lifecycle', () => {
   it('is one map of events to ordered steps', () => {
     expect(LIFECYCLE.created.steps).toEqual(['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'])
-    expect(LIFECYCLE.hardDeleted.steps).toEqual(['evictPools', 'dropDatabase', 'deleteCatalogRow'])
+    expect(LIFECYCLE.hardDeleted.steps).toEqual(['cancelBilling', 'evictPools', 'dropDatabase', 'deleteCatalogRow'])
   })
 
   it('suspends (closing pools) and resumes; the catalog cache follows every change', async () => {
