@@ -2,8 +2,8 @@
  * The global user repository (seed `create_or_get_global_user`). Hot-path reads are prepared
  * statements: drizzle sends ad-hoc queries unprepared, which costs half the throughput (STACK.md §0).
  */
-import { eq, sql } from 'drizzle-orm'
-import { type User, users } from '../../drizzle/host/schema.js'
+import { and, eq, exists, not, sql } from 'drizzle-orm'
+import { memberships, type User, users } from '../../drizzle/host/schema.js'
 import type { HostDb } from '../db/host.js'
 import { PG, conflict, pgCode } from '../lib/errors.js'
 
@@ -57,6 +57,21 @@ export function createUsersRepository(db: HostDb) {
         if (pgCode(err) === PG.uniqueViolation) throw conflict('EMAIL_TAKEN', 'An account with this email already exists')
         throw err
       }
+    },
+
+    /** Any membership row at all, whatever its status or its tenant's. */
+    async hasMemberships(id: string) {
+      return (await db.select({ one: sql`1` }).from(memberships).where(eq(memberships.userId, id)).limit(1)).length > 0
+    },
+
+    /** Undo a signup whose personal tenant never got registered: deletes the user only if no membership references it. */
+    async deleteIfNoMemberships(id: string) {
+      const anyMembership = db.select({ one: sql`1` }).from(memberships).where(eq(memberships.userId, id))
+      const gone = await db
+        .delete(users)
+        .where(and(eq(users.id, id), not(exists(anyMembership))))
+        .returning({ id: users.id })
+      return gone.length === 1
     },
 
     async touchLogin(id: string) {

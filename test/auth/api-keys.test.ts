@@ -42,12 +42,12 @@ interface Actor {
   c: Client
 }
 
-async function actor(label: string): Promise<Actor> {
+/** A user who logs in (`signIn`) once they belong to a tenant: a login with no membership would provision a personal tenant. */
+async function actor(label: string): Promise<Actor & { signIn(): Promise<void> }> {
   const email = `${label}-${tag()}@example.com`
   const user = await app.users.create({ email, name: label, passwordHash })
   const c = createClient(app)
-  expect((await c.login(email)).statusCode).toBe(200)
-  return { id: user.id, email, c }
+  return { id: user.id, email, c, signIn: async () => expect((await c.login(email)).statusCode).toBe(200) }
 }
 
 /** A tenant with an owner, an admin, an editor and a viewer (added through the API) and one project. */
@@ -55,6 +55,7 @@ async function team(label = 'keys') {
   const owner = await actor(`${label}-owner`)
   const slug = `${label}-${tag()}`
   const tenant = await app.tenancy.provisioner.provision({ slug, name: `${slug} Inc`, ownerUserId: owner.id })
+  await owner.signIn()
   const api = (a: Actor, method: InjectOptions['method'], path: string, body?: unknown) =>
     a.c.request({
       method,
@@ -66,6 +67,7 @@ async function team(label = 'keys') {
     const a = await actor(label)
     const res = await api(owner, 'POST', '/members', { email: a.email, role, localRole })
     expect(res.statusCode, res.body).toBe(201)
+    await a.signIn()
     return a
   }
   const admin = await add('admin', 'admin', 'admin')

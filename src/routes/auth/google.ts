@@ -21,11 +21,11 @@ import { Type } from 'typebox'
 import { type User, users as usersTable } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../app.js'
 import { OidcError, type OidcIdentity } from '../../auth/oidc.js'
+import { ensurePersonalTenant } from '../../auth/personal-tenant.js'
 import { audit } from '../../lib/audit.js'
 import { AppError, badRequest, PG, pgCode, unavailable } from '../../lib/errors.js'
 import { errorResponses } from '../../lib/schemas.js'
 import oauth, { type OidcClient, providerFailure } from '../../plugins/external/oauth.js'
-import { personalTenantSlug } from '../../tenancy/slugs.js'
 
 const NEXT_MAX = 512
 
@@ -65,7 +65,7 @@ export function safeNextPath(next: string, appBaseUrl: string): string {
 /** A provider's `error` value as a login-page reason: OAuth error codes are snake_case words. */
 const providerReason = (error: string) => (/^[a-z0-9_]{1,64}$/.test(error) ? error : 'provider_error')
 
-type Resolution = { user: User; tenantId?: string; firstLogin?: true } | { conflict: User }
+type Resolution = { user: User; firstLogin?: true } | { conflict: User }
 
 const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, opts) => {
   await fastify.register(oauth, { config: opts.config })
@@ -101,7 +101,8 @@ const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
 
   /**
    * Seed `create_or_get_global_user`: the user with this Google subject; else the user with this
-   * (provider-verified) email, now linked; else a new user with a personal tenant.
+   * (provider-verified) email, now linked; else a new user (the callback then gives any user without
+   * a membership a personal tenant, so a first login whose tenant failed is completed by the next one).
    */
   async function createOrGetGlobalUser(identity: OidcIdentity & { email: string }, req: FastifyRequest): Promise<Resolution> {
     const known = await findByGoogleId(identity.subject)
@@ -152,9 +153,7 @@ const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
       if (winner) return { user: winner }
       throw err
     }
-    const tenant = await tenancy.provisionPersonalTenant(user, personalTenantSlug(identity.email))
-    await audit(host.db, { action: 'auth.signup', actorUserId: user.id, tenantId: tenant.id, metadata: { method: 'google' } }, req)
-    return { user, tenantId: tenant.id, firstLogin: true }
+    return { user, firstLogin: true }
   }
 
   fastify.get(
@@ -219,8 +218,14 @@ const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
       if ('conflict' in resolved) return refuse(req, reply, 'account_conflict', resolved.conflict.id)
 
       const { user } = resolved
-      const activeTenantId =
-        resolved.tenantId ?? (await tenancy.memberships.listForUser(user.id)).find((m) => m.status === 'active')?.tenantId
+      const { memberships, provisioned } = await ensurePersonalTenant({ tenancy, users, log: req.log }, user)
+      if (resolved.firstLogin)
+        await audit(
+          host.db,
+          { action: 'auth.signup', actorUserId: user.id, tenantId: provisioned?.id ?? null, metadata: { method: 'google' } },
+          req,
+        )
+      const activeTenantId = provisioned?.id ?? memberships.find((m) => m.status === 'active')?.tenantId
       await req.signIn(user, activeTenantId)
       await users.touchLogin(user.id)
       await audit(
