@@ -8,13 +8,27 @@ import { badRequest } from '../lib/errors.js'
 export const PASSWORD_MIN = 10
 export const PASSWORD_MAX = 128
 
-const COMMON = new Set(['password123', 'password1234', '1234567890', 'qwertyuiop', '1q2w3e4r5t', 'iloveyou123', 'letmein123', 'welcome123', 'admin12345'])
+const COMMON = new Set([
+  'password123',
+  'password1234',
+  '1234567890',
+  'qwertyuiop',
+  '1q2w3e4r5t',
+  'iloveyou123',
+  'letmein123',
+  'welcome123',
+  'admin12345',
+])
 
 export function assertPasswordPolicy(password: string, email?: string): void {
   if (password.length < PASSWORD_MIN) throw badRequest('WEAK_PASSWORD', `Password must be at least ${PASSWORD_MIN} characters`)
   if (password.length > PASSWORD_MAX) throw badRequest('PASSWORD_TOO_LONG', `Password must be at most ${PASSWORD_MAX} characters`)
   const lower = password.toLowerCase()
-  if (COMMON.has(lower) || new Set(password).size < 4 || (email && lower.includes(email.split('@')[0]!.toLowerCase()) && email.split('@')[0]!.length >= 4)) {
+  if (
+    COMMON.has(lower) ||
+    new Set(password).size < 4 ||
+    (email && lower.includes(email.split('@')[0]!.toLowerCase()) && email.split('@')[0]!.length >= 4)
+  ) {
     throw badRequest('WEAK_PASSWORD', 'Password is too easy to guess')
   }
 }

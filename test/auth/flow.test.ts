@@ -30,7 +30,9 @@ describe('signup → me → project → logout', () => {
 
     const me = await c.get('/me')
     expect(me.statusCode).toBe(200)
-    expect(me.json().memberships).toEqual([{ tenantId: tenant.id, slug: tenant.slug, name: "Ada's workspace", role: 'owner', status: 'active', tenantStatus: 'active' }])
+    expect(me.json().memberships).toEqual([
+      { tenantId: tenant.id, slug: tenant.slug, name: "Ada's workspace", role: 'owner', status: 'active', tenantStatus: 'active' },
+    ])
     expect(me.json().activeTenant.tenantId).toBe(tenant.id)
 
     const created = await c.post('/api/projects', { name: 'Analytical Engine' })
@@ -54,7 +56,12 @@ describe('signup → me → project → logout', () => {
     const wrongEmail = await createClient(app).login('nobody@example.com')
     for (const res of [wrongPw, wrongEmail]) {
       expect(res.statusCode).toBe(401)
-      expect(res.json()).toEqual({ statusCode: 401, error: 'Unauthorized', message: 'Email or password is incorrect', code: 'INVALID_CREDENTIALS' })
+      expect(res.json()).toEqual({
+        statusCode: 401,
+        error: 'Unauthorized',
+        message: 'Email or password is incorrect',
+        code: 'INVALID_CREDENTIALS',
+      })
     }
     const ok = await createClient(app).login('GRACE@example.com')
     expect(ok.statusCode).toBe(200)
