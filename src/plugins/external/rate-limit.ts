@@ -1,11 +1,58 @@
 /**
- * Redis-backed rate limits, shared by every instance. Global limit is generous; sensitive routes
- * (login, signup, 404s) set their own in route config. If Redis is down, requests are let through
- * rather than failing the whole API (readiness reports Redis down).
+ * Rate limits (@fastify/rate-limit), in two tiers:
+ *
+ * - The global limit (RATE_LIMIT_MAX per client IP per RATE_LIMIT_WINDOW_S, every route) is a flood
+ *   guard, counted IN THIS PROCESS (the library's LocalStore, an LRU of per-IP counters). With N app
+ *   instances behind a balancer a client may get up to N × the limit. Counting it in Redis cost a
+ *   Redis round trip on every request (~20 % of an authenticated API read's throughput) for a limit
+ *   that only needs to damp floods; anything that needs a cluster-wide count sets a route limit.
+ * - Route limits (login, signup, OAuth, tenant creation, checkout, 404s; `config.rateLimit` or
+ *   `fastify.rateLimit({...})`) stay in Redis, shared by every instance: brute force against
+ *   credentials is capped per IP and per email however many instances there are.
+ *
+ * If Redis is down, requests are let through rather than failing the whole API (readiness reports
+ * Redis down).
  */
-import rateLimit from '@fastify/rate-limit'
+import { createRequire } from 'node:module'
+import rateLimit, { type FastifyRateLimitStore as Store } from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
+import type { Redis } from 'ioredis'
 import type { AppOptions } from '../../app.js'
+
+type Callback = Parameters<Store['incr']>[1]
+/** `read` (counting without incrementing, for `{ increment: false }`) is in the stores but not the typings. */
+type StoreWithRead = Store & { read: Store['incr'] }
+
+// The library's own stores (its package has no typings for these paths).
+const require = createRequire(import.meta.url)
+const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as new (continueExceeding: boolean, exponentialBackoff: boolean, cache?: number) => StoreWithRead
+const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as new (
+  continueExceeding: boolean,
+  exponentialBackoff: boolean,
+  redis: Redis,
+  key: string,
+) => Store
+
+/** Clients tracked by the in-process global limit (~200 B each); the least recently seen drop out. */
+const LOCAL_CLIENTS = 20_000
+
+/** Global counts in process; every child (a route's or `fastify.rateLimit(...)`'s store) in Redis. */
+function tieredStore(redis: Redis, nameSpace: string) {
+  return class TieredStore implements Store {
+    // (continueExceeding and exponentialBackoff stay off, as everywhere in this app.)
+    private readonly local = new LocalStore(false, false, LOCAL_CLIENTS)
+    private readonly shared = new RedisStore(false, false, redis, nameSpace)
+    incr(key: string, cb: Callback, timeWindow: number, max: number) {
+      this.local.incr(key, cb, timeWindow, max)
+    }
+    read(key: string, cb: Callback, timeWindow: number, max: number) {
+      this.local.read(key, cb, timeWindow, max)
+    }
+    child(routeOptions: Parameters<Store['child']>[0]) {
+      return this.shared.child(routeOptions)
+    }
+  }
+}
 
 export default fp<AppOptions>(
   async (fastify, { config }) => {
@@ -13,8 +60,7 @@ export default fp<AppOptions>(
       global: true,
       max: config.rateLimit.max,
       timeWindow: config.rateLimit.windowS * 1000,
-      redis: fastify.redis,
-      nameSpace: `${config.redisPrefix}:rl:`,
+      store: tieredStore(fastify.redis, `${config.redisPrefix}:rl:`),
       skipOnError: true,
       allowList: (req) => req.url === '/health' || req.url === '/health/ready',
     })
