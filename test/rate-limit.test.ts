@@ -53,4 +53,12 @@ describe('rate limits', () => {
     expect((await login(b, ip, 'ip-21@example.com')).statusCode).toBe(429)
     expect((await a.redis.keys(`${env.config.redisPrefix}:rl:POST/auth/login-${ip}`)).length).toBe(1)
   })
+
+  it('login per email (10 per 10 min) is shared across instances and IPs through Redis', async () => {
+    const statuses = []
+    for (let i = 0; i < 10; i++) statuses.push((await login(i % 2 ? a : b, `10.20.2.${i}`, 'victim@example.com')).statusCode)
+    expect(statuses.every((s) => s === 401)).toBe(true)
+    expect((await login(a, '10.20.2.100', 'victim@example.com')).statusCode).toBe(429)
+    expect((await login(b, '10.20.2.101', 'Victim@example.com')).statusCode).toBe(429)
+  })
 })

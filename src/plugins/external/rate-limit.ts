@@ -10,14 +10,28 @@
  *   `fastify.rateLimit({...})`) stay in Redis, shared by every instance: brute force against
  *   credentials is capped per IP and per email however many instances there are.
  *
+ * A second limit on one route (per email on login and signup, after the route's per-IP one) is
+ * `fastify.extraRateLimit({...})` as a preHandler: the library's own `fastify.rateLimit(...)` handler
+ * does nothing on a request another of its limits already checked (one shared "ran" flag), so stacked
+ * that way the per-email limit was never enforced.
+ *
  * If Redis is down, requests are let through rather than failing the whole API (readiness reports
  * Redis down).
  */
 import { createRequire } from 'node:module'
-import rateLimit, { type FastifyRateLimitStore as Store } from '@fastify/rate-limit'
+import rateLimit, { type CreateRateLimitOptions, type FastifyRateLimitStore as Store } from '@fastify/rate-limit'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import type { AppOptions } from '../../app.js'
+import { AppError } from '../../lib/errors.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** A preHandler adding a Redis-backed limit to a route that has its own (429 RATE_LIMITED past it). */
+    extraRateLimit(options: CreateRateLimitOptions): (req: FastifyRequest, reply: FastifyReply) => Promise<void>
+  }
+}
 
 type Callback = Parameters<Store['incr']>[1]
 /** `read` (counting without incrementing, for `{ increment: false }`) is in the stores but not the typings. */
@@ -63,6 +77,15 @@ export default fp<AppOptions>(
       store: tieredStore(fastify.redis, `${config.redisPrefix}:rl:`),
       skipOnError: true,
       allowList: (req) => req.url === '/health' || req.url === '/health/ready',
+    })
+    fastify.decorate('extraRateLimit', (options: CreateRateLimitOptions) => {
+      const check = fastify.createRateLimit(options)
+      return async (req: FastifyRequest, reply: FastifyReply) => {
+        const limit = await check(req)
+        if (limit.isAllowed || !limit.isExceeded) return
+        reply.header('retry-after', limit.ttlInSeconds)
+        throw new AppError(429, 'RATE_LIMITED', `Rate limit exceeded, retry in ${limit.ttlInSeconds} s`)
+      }
     })
   },
   { name: 'rate-limit', dependencies: ['redis'] },
