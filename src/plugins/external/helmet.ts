@@ -2,14 +2,15 @@
  * Security headers: helmet's defaults, with a CSP that allows the Swagger UI's inline styles on /docs.
  *
  * helmet computes the header set ONCE, at startup, and one synchronous hook copies it onto every reply.
- * @fastify/helmet would instead call `helmet(options)` on every request (rebuilding its middleware
+ * (helmet is the library; @fastify/helmet, kept as a devDependency for the equivalence test,
+ * would instead call `helmet(options)` on every request (rebuilding its middleware
  * chain and re-parsing the CSP in two async hooks, then ~13 raw `setHeader` calls): ~4 % of the CPU of
  * an authenticated API read. The headers and their values are the same; the options are static, so the
  * result can't differ between requests. (No route uses per-route helmet options or CSP nonces.)
  */
-import { createRequire } from 'node:module'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import helmetMiddleware from 'helmet'
 
 interface HeaderSink {
   setHeader(name: string, value: string | number): void
@@ -17,9 +18,7 @@ interface HeaderSink {
 }
 type Helmet = (options?: object) => (req: unknown, res: HeaderSink, next: (err?: unknown) => void) => void
 
-// helmet itself, resolved from @fastify/helmet (which depends on it) so we run the same library version.
-const require = createRequire(import.meta.url)
-const helmet = createRequire(require.resolve('@fastify/helmet'))('helmet') as Helmet
+const helmet = helmetMiddleware as unknown as Helmet
 
 export const HELMET_OPTIONS = {
   contentSecurityPolicy: {
