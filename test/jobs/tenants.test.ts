@@ -168,6 +168,39 @@ describe('tenant slots', () => {
     }
   })
 
+  it('commands made in one tick (sent as one batch) keep the cap and their order', async () => {
+    const prefix = `${world.env.name}:slots-batch`
+    const client = new Redis(REDIS_URL)
+    const otherProcess = new Redis(REDIS_URL)
+    try {
+      const slots = createTenantSlots(client, { prefix, cap: 3, leaseMs: 5000 })
+      const other = createTenantSlots(otherProcess, { prefix, cap: 3, leaseMs: 5000 })
+      // Ten acquires at once for A (and one for B): the first three of A's win, in the order they were asked.
+      const [bSlot, ...aSlots] = await Promise.all([
+        slots.tryAcquire(b.id, 'b-0'),
+        ...Array.from({ length: 10 }, (_, i) => slots.tryAcquire(a.id, `a-${i}`)),
+      ])
+      expect(bSlot).toBeDefined()
+      expect(aSlots.map((s) => s !== undefined)).toEqual([true, true, true, false, false, false, false, false, false, false])
+      expect((await other.holders(a.id)).sort()).toEqual(['a-0', 'a-1', 'a-2'])
+      // A release made before an acquire in the same tick frees the slot for that acquire.
+      const release = aSlots[0]!.release()
+      const next = slots.tryAcquire(a.id, 'a-3')
+      const held = slots.holders(a.id)
+      await release
+      expect(await next).toBeDefined()
+      expect((await held).sort()).toEqual(['a-1', 'a-2', 'a-3'])
+      // Another process's view agrees: the cap is still 3 and it gets nothing.
+      expect(await other.tryAcquire(a.id, 'elsewhere')).toBeUndefined()
+      for (const s of [bSlot, aSlots[1], aSlots[2], await next]) await s!.release()
+      expect(await other.holders(a.id)).toEqual([])
+      expect(await other.holders(b.id)).toEqual([])
+    } finally {
+      client.disconnect()
+      otherProcess.disconnect()
+    }
+  })
+
   it('an abandoned lease expires', async () => {
     const prefix = `${world.env.name}:slots-expiry`
     const client = new Redis(REDIS_URL)
