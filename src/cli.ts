@@ -153,7 +153,10 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
           `${summary.failed} failed, ${summary.notRun} not run (${(summary.ms / 1000).toFixed(2)} s)`,
       )
       if (summary.notRun) io.out('stopped at the first failure; pass --continue-on-error to migrate the rest')
-      return summary.failed || summary.notRun ? 1 : 0
+      if (summary.failed || summary.notRun) return 1
+      // The fleet is on the new version: templates of older migrations are no longer needed.
+      for (const dropped of await provisioner.template.dropStale()) io.out(`dropped stale template ${dropped}`)
+      return 0
     }
     case 'suspend':
     case 'resume': {

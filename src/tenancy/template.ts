@@ -37,8 +37,14 @@ export interface TenantTemplate {
   readonly name: string
   readonly info: MigrationInfo
   readonly folder: string
-  /** Build the template if it does not exist (once across processes) and drop templates of older migrations. */
+  /** Build the template if it does not exist (once across processes). */
   ensure(): Promise<string>
+  /**
+   * Drop the templates of other migration versions. Not done by ensure(): during a rolling deploy old
+   * and new processes would drop each other's template and rebuild it on every provisioning. The
+   * operator's `tenants migrate`, run once the new version is out, calls this.
+   */
+  dropStale(): Promise<string[]>
 }
 
 export interface TemplateDeps {
@@ -80,12 +86,28 @@ export function createTemplate(deps: TemplateDeps): TenantTemplate {
     logger.info({ template: name, version: info.version, ms: Math.round(performance.now() - started) }, 'tenant template built')
   }
 
-  async function dropStale(sql: Sql): Promise<void> {
+  async function dropStale(sql: Sql): Promise<string[]> {
     const stale = await sql<{ datname: string }[]>`select datname from pg_database where datname ~ ${ours} and datname <> ${name}`
     for (const { datname } of stale) {
       await sql.unsafe(`alter database ${quoteIdent(datname)} is_template false`).catch(() => {})
       await sql.unsafe(`drop database if exists ${quoteIdent(datname)} with (force)`)
       logger.info({ template: datname }, 'stale tenant template dropped')
+    }
+    return stale.map((s) => s.datname)
+  }
+
+  /** Run fn holding the template lock (one builder or dropper at a time, across processes). */
+  async function locked<T>(fn: (conn: Sql) => Promise<T>): Promise<T> {
+    const conn = await admin.reserve()
+    try {
+      await conn`select pg_advisory_lock(hashtext(${lockKey}))`
+      try {
+        return await fn(conn as unknown as Sql)
+      } finally {
+        await conn`select pg_advisory_unlock(hashtext(${lockKey}))`
+      }
+    } finally {
+      conn.release()
     }
   }
 
@@ -95,19 +117,12 @@ export function createTemplate(deps: TemplateDeps): TenantTemplate {
     folder,
     async ensure() {
       if (await exists(admin, name)) return name
-      const conn = await admin.reserve()
-      try {
-        await conn`select pg_advisory_lock(hashtext(${lockKey}))`
-        try {
-          if (!(await exists(conn, name))) await build(conn)
-          await dropStale(conn)
-        } finally {
-          await conn`select pg_advisory_unlock(hashtext(${lockKey}))`
-        }
-      } finally {
-        conn.release()
-      }
+      await locked(async (conn) => {
+        if (!(await exists(conn, name))) await build(conn)
+      })
       return name
     },
+    // No build lock needed: each drop is atomic, and this version's own template is never touched.
+    dropStale: () => dropStale(admin),
   }
 }

@@ -80,7 +80,7 @@ describe('tenant template', () => {
     expect(built()).toHaveLength(1)
   })
 
-  it('is rebuilt when the tenant migrations change, and the old template is dropped', async () => {
+  it('is rebuilt when the tenant migrations change; old and new coexist until dropStale', async () => {
     const old = templateFor()
     await old.ensure()
     const { folder, tag } = await migrationsWithExtra('ALTER TABLE "projects" ADD COLUMN "code" text;')
@@ -88,6 +88,10 @@ describe('tenant template', () => {
     expect(next.name).not.toBe(old.name)
     expect(next.info.version).toBe(tag)
     await next.ensure()
+    // A rolling deploy: the old version's processes keep their template, the new ones get theirs.
+    await old.ensure()
+    expect((await templates()).map((t) => t.datname).sort()).toEqual([old.name, next.name].sort())
+    expect(await next.dropStale()).toEqual([old.name])
     expect(await templates()).toEqual([{ datname: next.name, datistemplate: true, datallowconn: false }])
 
     // New tenants come from the new template: the new column is there and the catalog records the new version.
@@ -121,6 +125,7 @@ describe('tenant template', () => {
     await services.host.sql.unsafe(`create database "${t.name}_build"`)
     await t.ensure()
     const names = (await templates()).map((r) => r.datname)
-    expect(names).toEqual([t.name])
+    expect(names).toContain(t.name)
+    expect(names).not.toContain(`${t.name}_build`)
   })
 })
