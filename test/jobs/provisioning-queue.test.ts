@@ -165,7 +165,10 @@ describe('tenants migrate --queue', () => {
 
     await until(async () => (await app.services.provisioner.describe(tenant.id)).migrationStatus === 'current', 20_000, 'tenant to be migrated')
     expect(await app.services.provisioner.describe(tenant.id)).toMatchObject({ migrationVersion: version, migrationStatus: 'current' })
-    const jobs = (await app.services.tasks.listJobs({ type: 'tenant.migrate' })).filter((j) => j.tenantId === tenant.id)
+    // The catalog turns current inside the job; its record completes a moment later (record writes are batched).
+    const migrateJobs = async () => (await app.services.tasks.listJobs({ type: 'tenant.migrate' })).filter((j) => j.tenantId === tenant.id)
+    await until(async () => (await migrateJobs()).every((j) => j.status === 'completed'), 20_000, 'migrate job record to complete')
+    const jobs = await migrateJobs()
     expect(jobs).toHaveLength(1)
     expect(jobs[0]).toMatchObject({ result: { outcome: 'migrated', version } })
 
