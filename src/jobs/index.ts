@@ -8,7 +8,7 @@ export {
   type ProvisioningJobDeps,
   ProvisionPayload,
 } from './provisioning-jobs.js'
-export { createQueues, createRedis, QUEUE_NAMES, type Queues, workerConnection } from './queues.js'
+export { createQueues, QUEUE_NAMES, type Queues, workerConnection } from './queues.js'
 export { JOB_STATUSES, type JobRecord, type JobStatus } from './records.js'
 export {
   type Backoff,

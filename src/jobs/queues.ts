@@ -11,19 +11,11 @@
  *   separate worker processes.
  */
 import { type ConnectionOptions, Queue } from 'bullmq'
-import { Redis, type RedisOptions } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { JobScope } from './registry.js'
 
 export const QUEUE_NAMES = { system: 'system', tenant: 'tenant' } as const satisfies Record<JobScope, string>
 export type QueueName = (typeof QUEUE_NAMES)[JobScope]
-
-/**
- * A Redis client for producers and our own commands: fails a command after a few retries, so a request
- * that submits a job gets an error instead of hanging while Redis is down.
- */
-export function createRedis(url: string, opts: RedisOptions = {}): Redis {
-  return new Redis(url, { maxRetriesPerRequest: 3, ...opts })
-}
 
 /**
  * Connection options for a BullMQ Worker. Workers block on Redis and must retry forever

@@ -5,7 +5,8 @@
  * soft-deleted rows, which the cached read side hides.
  */
 import { eq, or } from 'drizzle-orm'
-import { auditLogs, type Tenant, tenants } from '../../drizzle/host/schema.js'
+import { type Tenant, tenants } from '../../drizzle/host/schema.js'
+import { audit } from '../lib/audit.js'
 import type { HostDatabase } from '../db/host.js'
 import { decrypt, type KeyRing } from '../lib/crypto.js'
 import { notFound } from '../lib/errors.js'
@@ -61,16 +62,7 @@ export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog
       await host.db.delete(tenants).where(eq(tenants.id, id))
       await catalog.invalidate(id)
     },
-    async audit(entry) {
-      await host.db.insert(auditLogs).values({
-        action: entry.action,
-        tenantId: entry.tenantId,
-        actorUserId: entry.actorUserId ?? null,
-        targetType: 'tenant',
-        targetId: entry.tenantId,
-        metadata: entry.metadata ?? {},
-      })
-    },
+    audit: (entry) => audit(host.db, { ...entry, targetType: 'tenant', targetId: entry.tenantId }),
     dbUrl: (row) => decrypt(row.dbUrlEncrypted, keys),
   }
 }

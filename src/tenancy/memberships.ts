@@ -64,11 +64,6 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
         cache.delete(id)
         notify(id, undefined)
       }
-      // A tenant-wide change (e.g. tenant deleted) drops every cached membership of that tenant.
-      if (kind === 't' && id) {
-        for (const k of cache.keys()) if (k.endsWith(`:${id}`)) cache.delete(k)
-        notify(undefined, id)
-      }
     })
   })
 
@@ -149,7 +144,6 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
       listeners.push(listener)
     },
     key,
-    invalidateTenant: (tenantId: string) => redis.publish(channel, `t|${tenantId}`).then(() => undefined),
 
     async close() {
       await ready.catch(() => {})
