@@ -20,7 +20,7 @@ describe('app basics', () => {
     expect((await app.inject('/health')).json()).toEqual({ status: 'ok' })
     const ready = await app.inject('/health/ready')
     expect(ready.statusCode).toBe(200)
-    expect(ready.json()).toEqual({ status: 'ok', checks: { database: 'up', redis: 'up' } })
+    expect(ready.json()).toEqual({ status: 'ok', checks: { database: 'up', redis: 'up', pools: 'up' } })
   })
 
   it('answers unknown routes with a JSON 404 and rate limits them', async () => {
@@ -70,7 +70,7 @@ describe('app basics', () => {
       broken.redis.disconnect()
       const res = await broken.inject('/health/ready')
       expect(res.statusCode).toBe(503)
-      expect(res.json()).toEqual({ status: 'unavailable', checks: { database: 'up', redis: 'down' } })
+      expect(res.json()).toEqual({ status: 'unavailable', checks: { database: 'up', redis: 'down', pools: 'up' } })
     } finally {
       await broken.close()
     }
@@ -82,7 +82,7 @@ describe('app basics', () => {
       await broken.host.sql.end()
       const res = await broken.inject('/health/ready')
       expect(res.statusCode).toBe(503)
-      expect(res.json().checks).toEqual({ database: 'down', redis: 'up' })
+      expect(res.json().checks).toEqual({ database: 'down', redis: 'up', pools: 'up' })
     } finally {
       await broken.close()
     }

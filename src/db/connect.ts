@@ -11,17 +11,26 @@ export interface ConnectOptions {
   max?: number
   idleTimeoutS?: number
   applicationName?: string
+  /** Give up opening a connection after this long (CONNECT_TIMEOUT); default 10 s. */
+  connectTimeoutMs?: number
+  /** Server-side statement_timeout of every session (57014 after it); default none. */
+  statementTimeoutMs?: number
 }
 
 export function connect(url: string, opts: ConnectOptions = {}): Sql {
   return postgres(url, {
     max: opts.max ?? 10,
     idle_timeout: opts.idleTimeoutS ?? 0,
-    connect_timeout: 10,
+    // postgres.js takes seconds and accepts fractions.
+    connect_timeout: (opts.connectTimeoutMs ?? 10_000) / 1000,
     fetch_types: false,
     prepare: true,
     onnotice: () => {},
-    connection: { application_name: opts.applicationName ?? 'tenantkit' },
+    connection: {
+      application_name: opts.applicationName ?? 'tenantkit',
+      // A startup parameter: set once per connection, no extra round trip.
+      ...(opts.statementTimeoutMs ? { statement_timeout: opts.statementTimeoutMs } : {}),
+    },
   })
 }
 

@@ -10,7 +10,7 @@
 import { drizzle } from 'drizzle-orm/postgres-js'
 import type { Logger } from 'pino'
 import * as tenantSchema from '../../drizzle/tenant/schema.js'
-import { connect, type Sql } from '../db/connect.js'
+import { type ConnectOptions, connect, type Sql } from '../db/connect.js'
 import { AppError, unavailable } from '../lib/errors.js'
 import type { PoolManager, PoolStats, TenantDb, TenantLease, TenantRecord } from './types.js'
 
@@ -25,6 +25,10 @@ export interface PoolManagerDeps {
   logger?: Pick<Logger, 'warn' | 'error'>
   /** application_name of tenant connections (default 'tenantkit-tenant'). */
   applicationName?: string
+  /** Connection options of every tenant pool (timeouts); see db/connect.ts. */
+  connectOptions?: Pick<ConnectOptions, 'connectTimeoutMs' | 'statementTimeoutMs'>
+  /** How long a POOL_EXHAUSTED timeout with no grant since keeps the manager "starved" (readiness). Default 10 s. */
+  starvedWindowMs?: number
 }
 
 interface Pool {
@@ -49,7 +53,12 @@ interface Waiter {
   resolve: (pool: Pool) => void
   reject: (err: Error) => void
   timer: NodeJS.Timeout
+  /** Removes the abort listener (the waiter was served or timed out). */
+  detach: () => void
 }
+
+/** The caller gave up (its HTTP request closed) while waiting for budget: nobody reads this answer. */
+export const clientClosed = () => new AppError(499, 'CLIENT_CLOSED_REQUEST', 'the client closed the request while it waited for a tenant connection')
 
 // Errors meaning "this pool can never work" (database dropped, credentials or host wrong): close it at once
 // so its slots go back to the budget instead of waiting for the idle timer.
@@ -77,6 +86,13 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   const queue: Waiter[] = []
   let reserved = 0
   let closed = false
+  // Readiness: "starved" while POOL_EXHAUSTED timeouts keep coming and nothing was granted since the first of them.
+  const starvedWindowMs = deps.starvedWindowMs ?? 10_000
+  let firstTimeoutSinceGrant: number | undefined
+  let lastTimeout = 0
+  const granted = () => {
+    firstTimeoutSinceGrant = undefined
+  }
 
   const sweep = setInterval(
     () => {
@@ -92,7 +108,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
 
   function open(t: PoolTarget, url: string, size: number): Pool {
     // postgres.js connects lazily: no connection exists until the first query, so this never blocks.
-    const sql = connect(url, { max: size, applicationName: deps.applicationName ?? 'tenantkit-tenant' })
+    const sql = connect(url, { ...deps.connectOptions, max: size, applicationName: deps.applicationName ?? 'tenantkit-tenant' })
     let markClosed = () => {}
     const closed = new Promise<void>((resolve) => {
       markClosed = resolve
@@ -117,6 +133,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   }
 
   function take(pool: Pool): Pool {
+    granted()
     pool.leases++
     pool.peakLeases = Math.max(pool.peakLeases, pool.leases)
     pool.lastUsed = Date.now()
@@ -201,35 +218,44 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     const at = queue.indexOf(w)
     if (at !== -1) queue.splice(at, 1)
     clearTimeout(w.timer)
+    w.detach()
     w.resolve(pool)
   }
 
-  function acquirePool(tenant: PoolTarget | null | undefined): Promise<Pool> {
+  /** Leave the queue without a pool (timed out, or the caller's request closed); the head may change. */
+  function drop(w: Waiter, err: Error): void {
+    const at = queue.indexOf(w)
+    if (at === -1) return
+    queue.splice(at, 1)
+    clearTimeout(w.timer)
+    w.detach()
+    w.reject(err)
+    pump()
+  }
+
+  function acquirePool(tenant: PoolTarget | null | undefined, signal?: AbortSignal): Promise<Pool> {
     if (!tenant?.id) return Promise.reject(new Error('tenant database requested without a tenant'))
     if (closed) return Promise.reject(unavailable('POOL_CLOSED', 'the tenant pool manager is shut down'))
     const url = urlOf(tenant)
     if (!url) return Promise.reject(new Error(`tenant ${tenant.id} has no database URL`))
+    if (signal?.aborted) return Promise.reject(clientClosed())
     const live = pools.get(tenant.id)
     if (live && live.url === url) return Promise.resolve(take(live))
     return new Promise<Pool>((resolve, reject) => {
+      const onAbort = () => drop(waiter, clientClosed())
       const waiter: Waiter = {
         tenant,
         resolve,
         reject,
         timer: setTimeout(() => {
-          const at = queue.indexOf(waiter)
-          if (at === -1) return
-          queue.splice(at, 1)
-          reject(
-            new AppError(
-              503,
-              'POOL_EXHAUSTED',
-              `no tenant database connection became free within ${acquireTimeoutMs} ms; try again shortly`,
-            ),
-          )
-          pump() // the head may have changed
+          const now = Date.now()
+          firstTimeoutSinceGrant ??= now
+          lastTimeout = now
+          drop(waiter, new AppError(503, 'POOL_EXHAUSTED', `no tenant database connection became free within ${acquireTimeoutMs} ms; try again shortly`))
         }, acquireTimeoutMs),
+        detach: () => signal?.removeEventListener('abort', onAbort),
       }
+      signal?.addEventListener('abort', onAbort, { once: true })
       queue.push(waiter)
       pump()
     })
@@ -248,8 +274,14 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   }
 
   return {
-    async acquire(tenant) {
-      return leaseOf(await acquirePool(tenant))
+    async acquire(tenant, opts) {
+      const lease = leaseOf(await acquirePool(tenant, opts?.signal))
+      // Granted in the same turn the caller gave up (abort raced the grant): the slot goes straight back.
+      if (opts?.signal?.aborted) {
+        lease.release()
+        throw clientClosed()
+      }
+      return lease
     },
 
     async withTenant(tenant, fn) {
@@ -286,7 +318,10 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
         // one query at a time (withTenant's usual shape), a lower bound otherwise.
         openConnections += Math.min(pool.size, pool.peakLeases)
       }
-      return { openPools, reservedConnections: reserved, openConnections, waiters: queue.length, budget }
+      const starved = firstTimeoutSinceGrant !== undefined && Date.now() - lastTimeout < starvedWindowMs
+      let leases = 0
+      for (const pool of [...pools.values(), ...retired]) leases += pool.leases
+      return { openPools, reservedConnections: reserved, openConnections, waiters: queue.length, leases, budget, starved }
     },
 
     async close() {
@@ -295,6 +330,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
       clearInterval(sweep)
       for (const w of queue.splice(0)) {
         clearTimeout(w.timer)
+        w.detach()
         w.reject(unavailable('POOL_CLOSED', 'the tenant pool manager is shut down'))
       }
       const all = [...pools.values(), ...retired]

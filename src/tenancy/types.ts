@@ -43,7 +43,14 @@ export interface PoolStats {
   openConnections: number
   /** Callers waiting for budget. */
   waiters: number
+  /** Leases held right now (requests and jobs using a tenant pool). */
+  leases: number
   budget: number
+  /**
+   * Waiters time out (POOL_EXHAUSTED) and nobody was granted a pool since the first of those timeouts,
+   * the last one within the starved window: the process can't serve new tenants; readiness reports it.
+   */
+  starved: boolean
 }
 
 export interface TenantLease {
@@ -53,8 +60,12 @@ export interface TenantLease {
 }
 
 export interface PoolManager {
-  /** Lease the tenant's pool; throws when no tenant is given (fail closed) and 503 POOL_EXHAUSTED when the budget stays full. */
-  acquire(tenant: Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'>): Promise<TenantLease>
+  /**
+   * Lease the tenant's pool; throws when no tenant is given (fail closed) and 503 POOL_EXHAUSTED when the budget stays full.
+   * An aborted `signal` takes a waiter out of the queue (499 CLIENT_CLOSED_REQUEST), and a pool granted to an
+   * aborted caller goes straight back, so a request the client gave up on never holds budget.
+   */
+  acquire(tenant: Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'>, opts?: { signal?: AbortSignal }): Promise<TenantLease>
   /** acquire + fn + release. */
   withTenant<T>(tenant: Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'>, fn: (db: TenantDb) => Promise<T>): Promise<T>
   /** Close the tenant's pool now (waits for leases to end). Used before DROP DATABASE and on catalog changes. */

@@ -110,7 +110,7 @@ describe('pool manager', () => {
     const open = await serverConnections()
     expect(open.get(t(0).dbName)).toBe(1)
     expect(open.get(t(2).dbName)).toBe(1)
-    expect(m.stats().openPools).toBe(2)
+    await until(() => m.stats().openPools === 2) // end() resolves a moment after the server saw the close
   })
 
   it('closes idle pools to make room in the connection budget', async () => {
@@ -131,6 +131,8 @@ describe('pool manager', () => {
     await lease.db.execute(sql`select 1`)
     expect(await totalConnections()).toBe(2)
     await until(async () => (await connectionsTo(0)) === 0, 4_000)
+    // The server drops the connection a moment before postgres.js' end() resolves and the slots come back.
+    await until(() => m.stats().openPools === 1, 2_000)
     expect(m.stats()).toMatchObject({ openPools: 1, reservedConnections: 2 })
     expect(await connectionsTo(1)).toBe(1)
     lease.release()
@@ -145,6 +147,47 @@ describe('pool manager', () => {
     expect(m.stats().waiters).toBe(0)
     held.release()
     expect(await currentDb(m, t(1))).toBe(t(1).dbName) // t0 is idle now and gets evicted
+  })
+
+  it('a waiter whose caller gives up leaves the queue at once (499) and never gets a pool', async () => {
+    const m = manager({ connectionBudget: 2, acquireTimeoutMs: 30_000 })
+    const held = await m.acquire(t(0))
+    const ac = new AbortController()
+    const waiting = m.acquire(t(1), { signal: ac.signal }).catch((e: unknown) => e)
+    await until(() => m.stats().waiters === 1)
+    ac.abort()
+    expect(await waiting).toMatchObject({ statusCode: 499, code: 'CLIENT_CLOSED_REQUEST' })
+    expect(m.stats().waiters).toBe(0)
+    held.release()
+    expect(m.stats().leases).toBe(0)
+    expect(await currentDb(m, t(2))).toBe(t(2).dbName) // the whole budget is free: t0 is evicted for t2
+    // An already-aborted signal never queues.
+    await expect(m.acquire(t(3), { signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'CLIENT_CLOSED_REQUEST' })
+    expect(m.stats()).toMatchObject({ waiters: 0, leases: 0 })
+  })
+
+  it('a pool granted in the same turn its caller gave up goes straight back', async () => {
+    const m = manager()
+    await currentDb(m, t(0)) // open: the next acquire is granted synchronously
+    const ac = new AbortController()
+    const granted = m.acquire(t(0), { signal: ac.signal })
+    ac.abort() // before the caller could see its lease
+    await expect(granted).rejects.toMatchObject({ code: 'CLIENT_CLOSED_REQUEST' })
+    expect(m.stats().leases).toBe(0)
+  })
+
+  it('is starved while waiters time out with no grant since, and recovers on the next grant or after the window', async () => {
+    const m = manager({ connectionBudget: 2, acquireTimeoutMs: 100, starvedWindowMs: 400 })
+    const held = await m.acquire(t(0))
+    expect(m.stats().starved).toBe(false)
+    await expect(m.acquire(t(1))).rejects.toMatchObject({ code: 'POOL_EXHAUSTED' })
+    expect(m.stats().starved).toBe(true)
+    await until(() => !m.stats().starved, 2_000) // no timeout for a while: no longer starved
+    await expect(m.acquire(t(1))).rejects.toMatchObject({ code: 'POOL_EXHAUSTED' })
+    expect(m.stats().starved).toBe(true)
+    held.release()
+    await currentDb(m, t(1)) // a grant ends it at once
+    expect(m.stats().starved).toBe(false)
   })
 
   it('serves waiters in order as soon as a lease is released', async () => {

@@ -33,6 +33,7 @@ import type { ProvisionedTenant, Provisioner } from '../../tenancy/provisioning.
 import { invalidApiKey } from '../../auth/api-keys.js'
 import { type AccessRule, createRoleResolver, hasMinRole, ROLE_LEVEL, type Role } from '../../tenancy/rbac.js'
 import { defaultResolvers, fromSession, resolveTenantRef } from '../../tenancy/resolve.js'
+import { clientClosed } from '../../tenancy/pool-manager.js'
 import type { PoolManager, TenantDb, TenantLease, TenantRecord } from '../../tenancy/types.js'
 import type { Logger } from 'pino'
 import { createTenant as createTenantIn } from '../../tenancy/create-tenant.js'
@@ -126,7 +127,29 @@ export default fp<AppOptions>(
       },
     })
 
-    fastify.decorate('tenantGuard', async (req: FastifyRequest) => {
+    // The lease ends when the response is done, however the request ended: the raw response's 'close'
+    // fires after a normal finish, an error and a client that gave up (onResponse does not fire for the
+    // last). Closing before the lease is granted aborts the wait, so a given-up request never holds budget.
+    const release = (req: FastifyRequest) => {
+      const lease = (req as WithLease)[kLease]
+      if (lease) {
+        ;(req as WithLease)[kLease] = undefined
+        lease.release()
+      }
+    }
+    const closeSignal = (req: FastifyRequest, reply: FastifyReply): AbortSignal => {
+      const ac = new AbortController()
+      const res = reply.raw
+      if (res.destroyed || res.writableEnded) ac.abort()
+      else
+        res.once('close', () => {
+          ac.abort()
+          release(req)
+        })
+      return ac.signal
+    }
+
+    fastify.decorate('tenantGuard', async (req: FastifyRequest, reply: FastifyReply) => {
       let tenant: TenantRecord | undefined
       let membership: Membership | undefined
       const key = await fastify.authenticateApiKey(req) // null without an Authorization header
@@ -150,8 +173,14 @@ export default fp<AppOptions>(
       if (tenant.status === 'suspended' && !req.routeOptions.config.allowSuspended) throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
       if (tenant.status !== 'active' && tenant.status !== 'suspended') throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
 
-      const lease = await pools.acquire(tenant)
+      const signal = closeSignal(req, reply)
+      const lease = await pools.acquire(tenant, { signal })
       ;(req as WithLease)[kLease] = lease
+      if (signal.aborted) {
+        // The request closed while the guard ran on (acquire resolved first): nothing else would return it.
+        release(req)
+        throw clientClosed()
+      }
       req.tenant = tenant
       const role = await roles.effectiveRole(lease.db, tenant.id, user.id, membership.role)
       req.role = key ? lower(role, key.role) : role
@@ -168,16 +197,8 @@ export default fp<AppOptions>(
       }
     })
 
-    // The lease ends with the response, however the request ended.
-    const release = async (req: FastifyRequest) => {
-      const lease = (req as WithLease)[kLease]
-      if (lease) {
-        ;(req as WithLease)[kLease] = undefined
-        lease.release()
-      }
-    }
-    fastify.addHook('onResponse', release)
-    fastify.addHook('onRequestAbort', release)
+    // Belt and braces with the 'close' listener (release is idempotent); inject()ed requests end here too.
+    fastify.addHook('onResponse', async (req) => release(req))
   },
   { name: 'tenancy', dependencies: ['host-db', 'redis', 'auth', 'metrics', 'services'] },
 )

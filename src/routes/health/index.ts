@@ -1,9 +1,14 @@
-/** Liveness (the process answers) and readiness (its dependencies answer: host DB and Redis). */
+/**
+ * Liveness (the process answers) and readiness: its dependencies answer (host DB, Redis) and the tenant
+ * pool manager is not starved (waiters keep timing out with POOL_EXHAUSTED and none was served since the
+ * first of those timeouts, the last within 10 s: see PoolStats.starved), so a load balancer stops sending
+ * new work to a process that can't serve it.
+ */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 
 const Check = Type.Union([Type.Literal('up'), Type.Literal('down')])
-const Ready = Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]), checks: Type.Object({ database: Check, redis: Check }) })
+const Ready = Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]), checks: Type.Object({ database: Check, redis: Check, pools: Check }) })
 
 const within = <T>(ms: number, p: Promise<T>) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref())])
@@ -24,8 +29,11 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
     const [database, redis] = await Promise.all([probe('database', () => fastify.host.sql`select 1`), probe('redis', () => fastify.redis.ping())])
-    const ok = database === 'up' && redis === 'up'
-    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks: { database, redis } })
+    const pools = fastify.tenancy.pools.stats().starved ? ('down' as const) : ('up' as const)
+    if (pools === 'down') req.log.warn({ dependency: 'pools' }, 'readiness check failed: tenant pool budget starved')
+    const ok = database === 'up' && redis === 'up' && pools === 'up'
+    if (!ok) reply.header('retry-after', '5')
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks: { database, redis, pools } })
   })
 }
 
