@@ -1,13 +1,14 @@
 /** Request and response schemas of the identity routes. */
 import { Type } from 'typebox'
 import { PASSWORD_MAX } from './password.js'
+import { Text, Uuid } from '../lib/schemas.js'
 
 export const Email = Type.String({ format: 'email', maxLength: 254 })
 // The schema lets over-long passwords through to the policy check so they get PASSWORD_TOO_LONG, not a generic error.
 export const Password = Type.String({ minLength: 1, maxLength: PASSWORD_MAX * 8 })
 
 export const UserSchema = Type.Object({
-  id: Type.String({ format: 'uuid' }),
+  id: Uuid,
   email: Type.String(),
   name: Type.Union([Type.String(), Type.Null()]),
   emailVerified: Type.Boolean(),
@@ -15,14 +16,14 @@ export const UserSchema = Type.Object({
 })
 
 export const TenantSummary = Type.Object({
-  id: Type.String({ format: 'uuid' }),
+  id: Uuid,
   slug: Type.String(),
   name: Type.String(),
   status: Type.String(),
 })
 
 export const MembershipSchema = Type.Object({
-  tenantId: Type.String({ format: 'uuid' }),
+  tenantId: Uuid,
   slug: Type.String(),
   name: Type.String(),
   role: Type.String(),
@@ -31,7 +32,7 @@ export const MembershipSchema = Type.Object({
 })
 
 export const SignupBody = Type.Object(
-  { email: Email, password: Password, name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })) },
+  { email: Email, password: Password, name: Type.Optional(Text({ minLength: 1, maxLength: 100 })) },
   { additionalProperties: false },
 )
 export const LoginBody = Type.Object({ email: Email, password: Password }, { additionalProperties: false })

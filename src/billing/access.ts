@@ -7,7 +7,7 @@
 import type { HostDatabase } from '../db/host.js'
 import { AppError } from '../lib/errors.js'
 import { asDate } from './audit.js'
-import { isUuid } from './plans.js'
+import { isUuid } from '../lib/uuid.js'
 import { FREE_PLAN_KEY } from './subscriptions.js'
 
 export interface AccessOptions {

@@ -10,6 +10,7 @@ import { Type, type Static } from 'typebox'
 import { Value } from 'typebox/value'
 import { pricingPlans, type PricingPlan } from '../../drizzle/host/schema.js'
 import type { HostDb } from '../db/host.js'
+import { isUuid } from '../lib/uuid.js'
 
 export type { PricingPlan }
 export type BillingInterval = 'month' | 'year'
@@ -45,9 +46,6 @@ export interface PlansRepository {
   /** The plan selling this Stripe price (monthly or yearly), active or not: old subscriptions keep their plan. */
   findByPriceId(priceId: string): Promise<PricingPlan | undefined>
 }
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-export const isUuid = (s: unknown): s is string => typeof s === 'string' && UUID_RE.test(s)
 
 export function createPlansRepository(db: HostDb): PlansRepository {
   return {

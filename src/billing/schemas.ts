@@ -1,11 +1,12 @@
 /** Response shapes of billing routes shared by /api/billing and /billing (TypeBox, so they feed OpenAPI). */
 import { Type } from 'typebox'
 import type { SubscriptionView } from './service.js'
+import { Uuid } from '../lib/schemas.js'
 
 const DateOrNull = Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
 
 export const SubscriptionSchema = Type.Object({
-  id: Type.String({ format: 'uuid' }),
+  id: Uuid,
   stripeSubscriptionId: Type.String(),
   status: Type.String(),
   active: Type.Boolean(),

@@ -14,7 +14,7 @@
 import type Stripe from 'stripe'
 import { uuidv7 } from 'uuidv7'
 import { asDate, iso, type Tx, writeBillingAudit } from './audit.js'
-import { isUuid } from './plans.js'
+import { isUuid } from '../lib/uuid.js'
 
 export type { Tx }
 

@@ -24,7 +24,7 @@ import { uuidv7 } from 'uuidv7'
 import type { HostDatabase } from '../db/host.js'
 import { AppError } from '../lib/errors.js'
 import { asDate, iso, type Tx, writeBillingAudit } from './audit.js'
-import { isUuid } from './plans.js'
+import { isUuid } from '../lib/uuid.js'
 import { billingDisabled, isTransientStripeError } from './stripe.js'
 import {
   type AppliedSubscription,

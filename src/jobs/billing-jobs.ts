@@ -20,6 +20,7 @@ import type { HostDatabase } from '../db/host.js'
 import { paymentFailedEmail } from '../email/senders.js'
 import type { Provisioner } from '../tenancy/provisioning.js'
 import { derivedJobId, type JobContext, systemJob, TenantIdSchema } from './registry.js'
+import { Uuid, } from '../lib/schemas.js'
 
 export interface BillingJobDeps {
   host: HostDatabase
@@ -27,7 +28,6 @@ export interface BillingJobDeps {
   provisioner: Pick<Provisioner, 'run'>
 }
 
-const Uuid = Type.String({ format: 'uuid' })
 const NullableString = Type.Union([Type.String(), Type.Null()])
 
 export const BillingEffectsPayload = Type.Object(

@@ -27,8 +27,7 @@ import {
   payloadProblems,
 } from './registry.js'
 import type { TenantSlots } from './tenant-slots.js'
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+import { isUuid } from '../lib/uuid.js'
 
 /** Marks errors whose outcome is already in the job record (the worker's 'failed' listener skips them). */
 const RECORDED = Symbol('tenantkit.jobRecorded')
@@ -138,7 +137,7 @@ export function createProcessor(p: ProcessorDeps): Processor {
 
     const tenantId = (job.data as { tenantId?: unknown } | undefined)?.tenantId
     // Without a valid tenant there is no database to hold the record: fail in BullMQ only.
-    if (typeof tenantId !== 'string' || !UUID.test(tenantId)) throw unrecoverable('INVALID_JOB_PAYLOAD: /tenantId is required')
+    if (typeof tenantId !== 'string' || !isUuid(tenantId)) throw unrecoverable('INVALID_JOB_PAYLOAD: /tenantId is required')
     const tenant = await catalog.get(tenantId)
     if (!tenant) throw unrecoverable(`TENANT_NOT_FOUND: tenant ${tenantId} does not exist or was deleted`)
 
@@ -174,7 +173,7 @@ export async function recordUnhandledFailure(
   try {
     if (def.scope === 'system') return await store.failed(d.hostSql, job.id, retries, errorLog(err))
     const tenantId = (job.data as { tenantId?: unknown } | undefined)?.tenantId
-    const tenant = typeof tenantId === 'string' && UUID.test(tenantId) ? await d.catalog.get(tenantId) : undefined
+    const tenant = typeof tenantId === 'string' && isUuid(tenantId) ? await d.catalog.get(tenantId) : undefined
     if (tenant) await d.pools.withTenant(tenant, (db) => store.failed(db.$client, job.id!, retries, errorLog(err)))
   } catch (writeErr) {
     d.logger.error({ err: writeErr, jobId: job.id }, 'could not record a job failure')

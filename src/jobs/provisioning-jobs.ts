@@ -22,11 +22,9 @@ import { listBehind, migrateTenant } from '../tenancy/fleet.js'
 import type { Provisioner } from '../tenancy/provisioning.js'
 import type { PoolManager } from '../tenancy/types.js'
 import { derivedJobId, type JobContext, type JobSubmitter, pipeline, pipelineStart, systemJob, TenantIdSchema } from './registry.js'
+import { Uuid } from '../lib/schemas.js'
 
-export const ProvisionPayload = Type.Object(
-  { tenantId: TenantIdSchema, ownerUserId: Type.Optional(Type.String({ format: 'uuid' })) },
-  { additionalProperties: false },
-)
+export const ProvisionPayload = Type.Object({ tenantId: TenantIdSchema, ownerUserId: Type.Optional(Uuid) }, { additionalProperties: false })
 
 export interface ProvisioningJobDeps {
   provisioner: Pick<Provisioner, 'steps'>

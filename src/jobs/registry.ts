@@ -14,6 +14,7 @@ import { type Static, type TObject, type TProperties, type TSchema, type TString
 import { Compile } from 'typebox/compile'
 import { badRequest } from '../lib/errors.js'
 import type { TenantDb, TenantRecord } from '../tenancy/types.js'
+import { Uuid } from '../lib/schemas.js'
 
 export type JobScope = 'system' | 'tenant'
 
@@ -121,7 +122,7 @@ export function systemJob<S extends TSchema, D = unknown, R = unknown>(
   return { maxRetries: DEFAULT_MAX_RETRIES, backoff: DEFAULT_BACKOFF, ...def, scope: 'system' }
 }
 
-export const TenantIdSchema = Type.String({ format: 'uuid' })
+export const TenantIdSchema = Uuid
 export type TenantPayload<P extends TProperties> = TObject<{ tenantId: TString } & P>
 
 /** A tenant job: `payload` lists its own fields; `tenantId` is added (and required) for every tenant job. */

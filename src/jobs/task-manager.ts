@@ -32,8 +32,7 @@ import {
   type SubmittedJob,
 } from './registry.js'
 import { createTenantSlots, type TenantSlots } from './tenant-slots.js'
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+import { isUuid } from '../lib/uuid.js'
 
 export interface TaskManagerDeps<R extends JobRegistry> {
   registry: R
@@ -124,7 +123,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
   }
 
   async function tenantOr404(tenantId: string): Promise<TenantRecord> {
-    const tenant = UUID.test(tenantId) ? await catalog.get(tenantId) : undefined
+    const tenant = isUuid(tenantId) ? await catalog.get(tenantId) : undefined
     if (!tenant) throw notFound('TENANT_NOT_FOUND', `Tenant ${tenantId} not found`)
     return tenant
   }
@@ -142,7 +141,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     const def = definition(name)
     for (const payload of payloads) assertPayload(name, def, payload)
     const ids = opts.ids ?? payloads.map(() => uuidv7())
-    if (ids.length !== payloads.length || ids.some((id) => !UUID.test(id)))
+    if (ids.length !== payloads.length || ids.some((id) => !isUuid(id)))
       throw badRequest('INVALID_JOB_ID', 'job ids must be UUIDs, one per payload')
     const tenantOf = (payload: unknown) => (payload as { tenantId?: string }).tenantId
     const jobs: SubmittedJob[] = payloads.map((payload, i) => ({ id: ids[i]!, name, scope: def.scope, tenantId: tenantOf(payload) }))
@@ -215,7 +214,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
 
   async function getJob(id: string, scope: 'system' | { tenantId: string }): Promise<JobView> {
     const missing = () => notFound('JOB_NOT_FOUND', `Job ${id} not found`)
-    if (!UUID.test(id)) throw missing()
+    if (!isUuid(id)) throw missing()
     let record: JobRecord | undefined
     if (scope === 'system') {
       record = await systemRecords.get(host.sql, id)
@@ -229,7 +228,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
   }
 
   async function listJobs(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
-    if (filter.before !== undefined && !UUID.test(filter.before)) throw badRequest('INVALID_CURSOR', 'before must be a job id')
+    if (filter.before !== undefined && !isUuid(filter.before)) throw badRequest('INVALID_CURSOR', 'before must be a job id')
     const f = { type: filter.type, status: filter.status, limit: filter.limit ?? 50, before: filter.before }
     if (filter.tenantId === undefined) return systemRecords.list(host.sql, f)
     const tenant = await tenantOr404(filter.tenantId)

@@ -34,6 +34,10 @@ export const PG = {
   duplicateDatabase: '42P04',
   invalidCatalogName: '3D000',
   tooManyConnections: '53300',
+  /** A NUL byte in text (`character_not_in_repertoire`). */
+  characterNotInRepertoire: '22021',
+  /** `\u0000` in jsonb, or a character the encoding can't hold (`untranslatable_character`). */
+  untranslatableCharacter: '22P05',
 } as const
 
 /** The SQLSTATE of a postgres.js error, also when drizzle wrapped it (DrizzleQueryError keeps it in `cause`). */

@@ -11,8 +11,7 @@ import type { HostDatabase } from '../db/host.js'
 import { decrypt, type KeyRing } from '../lib/crypto.js'
 import { notFound } from '../lib/errors.js'
 import type { Catalog } from './types.js'
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+import { isUuid } from '../lib/uuid.js'
 
 export type TenantPatch = Partial<Omit<typeof tenants.$inferInsert, 'id' | 'createdAt'>>
 
@@ -39,7 +38,7 @@ export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog
   const { host, catalog, keys } = deps
 
   async function find(idOrSlug: string): Promise<Tenant | undefined> {
-    const where = UUID.test(idOrSlug) ? or(eq(tenants.id, idOrSlug), eq(tenants.slug, idOrSlug)) : eq(tenants.slug, idOrSlug)
+    const where = isUuid(idOrSlug) ? or(eq(tenants.id, idOrSlug), eq(tenants.slug, idOrSlug)) : eq(tenants.slug, idOrSlug)
     const [row] = await host.db.select().from(tenants).where(where).limit(1)
     return row
   }

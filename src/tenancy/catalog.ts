@@ -12,8 +12,7 @@ import { tenants } from '../../drizzle/host/schema.js'
 import type { HostDatabase } from '../db/host.js'
 import { DecryptionError, decrypt, type KeyRing } from '../lib/crypto.js'
 import type { Catalog, TenantRecord } from './types.js'
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+import { isUuid } from '../lib/uuid.js'
 
 /** The pub/sub channel every process of one deployment listens on. */
 export const catalogChannel = (redisPrefix: string) => `${redisPrefix}:catalog`
@@ -181,7 +180,7 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
     ready,
     get(idOrSlug) {
       if (closed) return Promise.reject(new Error('catalog is closed'))
-      const isId = UUID.test(idOrSlug)
+      const isId = isUuid(idOrSlug)
       const value = isId ? idOrSlug.toLowerCase() : idOrSlug
       const key = isId ? `i:${value}` : `s:${value}`
       const cached = cache.get(key)

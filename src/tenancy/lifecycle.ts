@@ -20,6 +20,7 @@ import type { CatalogWrites, TenantPatch } from './catalog-writes.js'
 import { errorMessage, migrateTenant } from './fleet.js'
 import type { TenantTemplate } from './template.js'
 import type { PoolManager } from './types.js'
+import { isUuid } from '../lib/uuid.js'
 
 export const LIFECYCLE = {
   created: {
@@ -225,7 +226,7 @@ export async function runLifecycle(
   opts: RunOptions = {},
 ): Promise<Tenant | undefined> {
   const spec: EventSpec = LIFECYCLE[event]
-  const id = UUID.test(tenantId) ? tenantId.toLowerCase() : (await ctx.writes.get(tenantId)).id
+  const id = isUuid(tenantId) ? tenantId.toLowerCase() : (await ctx.writes.get(tenantId)).id
   if (!(await ctx.locks.acquire(id))) {
     throw conflict('TENANT_BUSY', `another operation on tenant ${id} is running; try again when it has finished`)
   }
@@ -297,8 +298,6 @@ async function runLocked(
   }
   return event === 'hardDeleted' && end === spec.steps.length ? undefined : row
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** Serialises lifecycle runs per tenant, across processes. */
 export interface TenantLocks {

@@ -19,6 +19,7 @@ import type { HostDatabase } from '../db/host.js'
 import type { JobSubmitter } from '../jobs/registry.js'
 import { encrypt } from '../lib/crypto.js'
 import { AppError, badRequest, conflict, PG, pgCode } from '../lib/errors.js'
+import { isUuid } from '../lib/uuid.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import { errorMessage } from './fleet.js'
 import {
@@ -75,7 +76,6 @@ export const RESERVED_SLUGS: ReadonlySet<string> = new Set([
 const SLUG = /^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/
 
 /** 400 INVALID_SLUG unless: lowercase letters, digits and hyphens, 3–63 chars, no leading/trailing '-', not reserved. */
-const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 export function validateSlug(slug: unknown): string {
   if (typeof slug !== 'string' || !SLUG.test(slug)) {
@@ -83,7 +83,7 @@ export function validateSlug(slug: unknown): string {
   }
   if (RESERVED_SLUGS.has(slug)) throw badRequest('INVALID_SLUG', `slug "${slug}" is reserved`)
   // Tenants are named by slug or id everywhere (X-Tenant-ID, paths): a slug shaped like an id would be ambiguous.
-  if (UUID_SHAPE.test(slug)) throw badRequest('INVALID_SLUG', 'slug must not look like a tenant id')
+  if (isUuid(slug)) throw badRequest('INVALID_SLUG', 'slug must not look like a tenant id')
   return slug
 }
 

@@ -13,7 +13,8 @@ export interface ResolverOptions {
   domainSuffix?: string | undefined
 }
 
-const REF = /^[a-z0-9-]{1,63}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+// A slug or a tenant id (a UUID is also a string of this alphabet, 36 long).
+const REF = /^[a-z0-9-]{1,63}$/i
 
 /** A malformed reference is bad input (400), not an unknown tenant. */
 function checked(ref: string | undefined, source: string): string | undefined {

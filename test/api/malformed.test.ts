@@ -135,6 +135,50 @@ describe('bodies', () => {
     })
   })
 
+  it('control characters in any text field → 400 VALIDATION_ERROR (NUL was a Postgres 22021, a 500)', async () => {
+    const keyRes = await send({ method: 'POST', url: '/api/api-keys', headers: json, payload: JSON.stringify({ name: 'k', role: 'viewer' }) })
+    expect(keyRes.statusCode, keyRes.body).toBe(201)
+    for (const bad of ['a\u0000b', '\u0000', 'x\u0007y', 'line\nbreak', 'tab\there', 'del\u007f', 'c1\u0085']) {
+      const cases: [string, string, unknown][] = [
+        ['POST', '/api/projects', { name: bad }],
+        ['PATCH', `/api/projects/${projectId}`, { name: bad }],
+        ['POST', '/tenants', { name: bad, slug: 'ctl-chars' }],
+        ['POST', '/api/api-keys', { name: bad, role: 'viewer' }],
+        ['PUT', '/me/active-tenant', { tenant: bad }],
+        ['POST', '/api/billing/checkout', { planId: bad, interval: 'month' }],
+      ]
+      for (const [method, url, payload] of cases) {
+        const res = await send({ method: method as InjectOptions['method'], url, headers: json, payload: JSON.stringify(payload) })
+        expectError(res, 400, 'VALIDATION_ERROR', `${method} ${url} ${JSON.stringify(payload)}`)
+      }
+      // Signup is the one write without a session.
+      const res = await app.inject({
+        method: 'POST',
+        url: '/auth/signup',
+        headers: json,
+        remoteAddress: '10.250.0.1',
+        payload: JSON.stringify({ email: 'ctl@example.com', password: 'correct horse battery staple', name: bad }),
+      })
+      seen.push(res)
+      expectError(res, 400, 'VALIDATION_ERROR', `signup ${JSON.stringify(bad)}`)
+    }
+    // Free text may span lines (tab, LF, CR), but never carry NUL or other controls.
+    for (const bad of ['a\u0000b', 'bell\u0007', 'esc\u001b[31m']) {
+      for (const [method, url] of [['POST', '/api/projects'], ['PATCH', `/api/projects/${projectId}`]] as const) {
+        const res = await send({ method, url, headers: json, payload: JSON.stringify({ name: 'ok', description: bad }) })
+        expectError(res, 400, 'VALIDATION_ERROR', `${method} description ${JSON.stringify(bad)}`)
+      }
+    }
+    const multi = await send({
+      method: 'POST',
+      url: '/api/projects',
+      headers: json,
+      payload: JSON.stringify({ name: 'Ünïcode ✓ 名前', description: 'line one\r\nline two\tindented' }),
+    })
+    expect(multi.statusCode, multi.body).toBe(201)
+    expect(multi.json()).toMatchObject({ name: 'Ünïcode ✓ 名前', description: 'line one\r\nline two\tindented' })
+  })
+
   it('a body over the 1 MiB limit → 413 BODY_TOO_LARGE', async () => {
     const res = await send({
       method: 'POST',
@@ -155,6 +199,9 @@ describe('ids and urls', () => {
       '0190a2b4-0000-7000-8000-00000000000g',
       "1' or '1'='1",
       '%27%20or%201%3D1',
+      // Ajv's format 'uuid' accepts the URN form; Postgres does not (it was a 500).
+      'urn:uuid:0190a2b4-0000-7000-8000-000000000000',
+      '{0190a2b4-0000-7000-8000-000000000000}',
     ]) {
       for (const method of ['GET', 'PATCH', 'DELETE'] as const) {
         const res = await send({
@@ -170,6 +217,8 @@ describe('ids and urls', () => {
         'VALIDATION_ERROR',
       )
       expectError(await send({ method: 'DELETE', url: `/api/members/${id}` }), 400, 'VALIDATION_ERROR')
+      expectError(await send({ method: 'DELETE', url: `/api/api-keys/${id}` }), 400, 'VALIDATION_ERROR')
+      expectError(await send({ method: 'GET', url: `/api/jobs/${id}` }), 400, 'VALIDATION_ERROR')
     }
   })
 
@@ -238,14 +287,18 @@ describe('pagination', () => {
       'cursor=1',
       "cursor='%20or%201=1",
       'cursor=0190a2b4-0000-7000-8000-00000000000',
+      'cursor=urn:uuid:0190a2b4-0000-7000-8000-000000000000',
       'status=deleted',
       'offset=10',
       'limit=10&limit=20',
     ]) {
       expectError(await send({ method: 'GET', url: `/api/projects?${qs}` }), 400, 'VALIDATION_ERROR', qs)
     }
-    for (const qs of ['limit=0', 'limit=201', 'cursor=nope']) {
+    for (const qs of ['limit=0', 'limit=201', 'cursor=nope', 'cursor=urn:uuid:0190a2b4-0000-7000-8000-000000000000']) {
       expectError(await send({ method: 'GET', url: `/api/members?${qs}` }), 400, 'VALIDATION_ERROR', qs)
+    }
+    for (const qs of ['before=urn:uuid:0190a2b4-0000-7000-8000-000000000000', 'type=%00', 'type=a%01b', 'type=x%7F']) {
+      expectError(await send({ method: 'GET', url: `/api/jobs?${qs}` }), 400, 'VALIDATION_ERROR', qs)
     }
     // The edges are fine.
     expect((await send({ method: 'GET', url: '/api/projects?limit=1' })).statusCode).toBe(200)

@@ -4,7 +4,7 @@
  * API can't be cheaply scanned.
  */
 import fp from 'fastify-plugin'
-import { AppError, errorBody } from '../../lib/errors.js'
+import { AppError, errorBody, PG, pgCode } from '../../lib/errors.js'
 
 interface FastifyLikeError extends Error {
   statusCode?: number
@@ -28,6 +28,10 @@ const FASTIFY_CODES: Record<string, string> = {
 export function toErrorBody(err: FastifyLikeError) {
   if (err instanceof AppError) return { ...errorBody(err.statusCode, err.code, err.message), ...err.details }
   if (err.validation) return errorBody(400, 'VALIDATION_ERROR', err.message)
+  // Backstop for text the schemas let through: Postgres refusing a character is the client's input, not our bug.
+  const sqlState = pgCode(err)
+  if (sqlState === PG.characterNotInRepertoire || sqlState === PG.untranslatableCharacter)
+    return errorBody(400, 'INVALID_CHARACTERS', 'The request contains characters that cannot be stored')
   const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
   if (status === 429) return errorBody(429, 'RATE_LIMITED', err.message)
   if (status >= 500) return errorBody(status, status === 503 ? 'SERVICE_UNAVAILABLE' : 'INTERNAL_ERROR', 'Something went wrong on our side')

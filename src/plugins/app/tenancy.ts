@@ -38,6 +38,7 @@ import type { PoolManager, TenantDb, TenantLease, TenantRecord } from '../../ten
 import type { Logger } from 'pino'
 import { createTenant as createTenantIn } from '../../tenancy/create-tenant.js'
 import type { ProvisionInput } from '../../tenancy/provisioning.js'
+import { isUuid } from '../../lib/uuid.js'
 
 export interface Tenancy {
   catalog: CatalogHandle
@@ -77,9 +78,8 @@ declare module 'fastify' {
 const kLease = Symbol('tenantLease')
 type WithLease = FastifyRequest & { [kLease]?: TenantLease }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 /** Does a resolved reference (lower-cased id or slug, read as the catalog reads it) name this tenant? */
-const names = (tenant: TenantRecord, ref: string) => (UUID.test(ref) ? ref === tenant.id : ref === tenant.slug)
+const names = (tenant: TenantRecord, ref: string) => (isUuid(ref) ? ref === tenant.id : ref === tenant.slug)
 const lower = (a: Role, b: Role): Role => (ROLE_LEVEL[a] <= ROLE_LEVEL[b] ? a : b)
 /** The membership an API key acts with: never owner; an admin-level key keeps admin, anything below is a plain member. */
 const keyMembership = (m: Membership, role: Role): Membership => ({

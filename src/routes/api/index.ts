@@ -6,7 +6,7 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { errorResponses } from '../../lib/schemas.js'
+import { errorResponses, Uuid } from '../../lib/schemas.js'
 import apiKeyRoutes from './api-keys/index.js'
 import billingRoutes from './billing/index.js'
 import jobRoutes from './jobs/index.js'
@@ -14,7 +14,7 @@ import memberRoutes from './members/index.js'
 import projectRoutes from './projects/index.js'
 
 const TenantView = Type.Object({
-  tenant: Type.Object({ id: Type.String({ format: 'uuid' }), slug: Type.String(), name: Type.String(), status: Type.String(), planTier: Type.String() }),
+  tenant: Type.Object({ id: Uuid, slug: Type.String(), name: Type.String(), status: Type.String(), planTier: Type.String() }),
   role: Type.String(),
   membershipRole: Type.String(),
 })

@@ -24,7 +24,7 @@ import { OidcError, type OidcIdentity } from '../../auth/oidc.js'
 import { ensurePersonalTenant } from '../../auth/personal-tenant.js'
 import { audit } from '../../lib/audit.js'
 import { AppError, badRequest, PG, pgCode, unavailable } from '../../lib/errors.js'
-import { errorResponses } from '../../lib/schemas.js'
+import { errorResponses, MultilineText, Text } from '../../lib/schemas.js'
 import oauth, { type OidcClient, providerFailure } from '../../plugins/external/oauth.js'
 
 const NEXT_MAX = 512
@@ -37,15 +37,15 @@ const Redirect = (description: string) =>
 
 const LoginQuery = Type.Object({
   next: Type.Optional(
-    Type.String({ minLength: 1, maxLength: NEXT_MAX, description: 'Same-origin path to land on after login, e.g. /projects?tab=mine' }),
+    Text({ minLength: 1, maxLength: NEXT_MAX, description: 'Same-origin path to land on after login, e.g. /projects?tab=mine' }),
   ),
 })
 
 const CallbackQuery = Type.Object({
-  code: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
-  state: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
-  error: Type.Optional(Type.String({ maxLength: 256, description: 'set by the provider when the user refused or the request failed' })),
-  error_description: Type.Optional(Type.String({ maxLength: 4096 })),
+  code: Type.Optional(Text({ minLength: 1, maxLength: 4096 })),
+  state: Type.Optional(Text({ minLength: 1, maxLength: 512 })),
+  error: Type.Optional(Text({ maxLength: 256, description: 'set by the provider when the user refused or the request failed' })),
+  error_description: Type.Optional(MultilineText({ maxLength: 4096 })),
 })
 
 /**

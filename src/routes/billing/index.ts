@@ -15,7 +15,7 @@ import type { StripeService } from '../../billing/service.js'
 import { billingDisabled } from '../../billing/stripe.js'
 import type { HostDatabase } from '../../db/host.js'
 import { createPlansRepository } from '../../billing/plans.js'
-import { errorResponses } from '../../lib/schemas.js'
+import { errorResponses, Text, Uuid } from '../../lib/schemas.js'
 
 export interface BillingRouteOptions {
   host: HostDatabase
@@ -26,7 +26,7 @@ export interface BillingRouteOptions {
 const Amount = Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'In the currency’s smallest unit (cents)' })
 
 export const PlanSchema = Type.Object({
-  id: Type.String({ format: 'uuid' }),
+  id: Uuid,
   key: Type.String(),
   name: Type.String(),
   description: Type.Union([Type.String(), Type.Null()]),
@@ -51,9 +51,9 @@ const billingRoutes: FastifyPluginAsyncTypebox<BillingRouteOptions> = async (fas
       schema: {
         tags: ['billing'],
         summary: 'Checkout success redirect: activate the subscription without waiting for the webhook',
-        querystring: Type.Object({ session_id: Type.String({ minLength: 1, maxLength: 255 }) }),
+        querystring: Type.Object({ session_id: Text({ minLength: 1, maxLength: 255 }) }),
         response: {
-          200: Type.Object({ tenantId: Type.String({ format: 'uuid' }), subscription: SubscriptionOrNone }),
+          200: Type.Object({ tenantId: Uuid, subscription: SubscriptionOrNone }),
           ...errorResponses(400, 403, 404, 409, 429, 502, 503),
         },
       },

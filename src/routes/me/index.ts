@@ -4,7 +4,7 @@ import { Type } from 'typebox'
 import { MembershipSchema, UserSchema } from '../../auth/schemas.js'
 import { audit } from '../../lib/audit.js'
 import { notFound } from '../../lib/errors.js'
-import { errorResponses } from '../../lib/schemas.js'
+import { errorResponses, Text } from '../../lib/schemas.js'
 
 const Me = Type.Object({
   user: UserSchema,
@@ -29,7 +29,10 @@ const meRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         tags: ['me'],
         summary: 'Switch the session to another tenant the user belongs to',
-        body: Type.Object({ tenant: Type.String({ minLength: 1, maxLength: 63, description: 'tenant slug or id' }) }, { additionalProperties: false }),
+        body: Type.Object(
+          { tenant: Text({ minLength: 1, maxLength: 63, description: 'tenant slug or id' }) },
+          { additionalProperties: false },
+        ),
         response: { 200: Type.Object({ activeTenant: MembershipSchema }), ...errorResponses(400, 401, 403, 404) },
       },
     },

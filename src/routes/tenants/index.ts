@@ -2,12 +2,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { MembershipSchema } from '../../auth/schemas.js'
-import { errorResponses } from '../../lib/schemas.js'
+import { errorResponses, Text, Uuid } from '../../lib/schemas.js'
 
 const CreateTenantBody = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 100 }),
-    slug: Type.String({ minLength: 1, maxLength: 63 }),
+    name: Text({ minLength: 1, maxLength: 100 }),
+    slug: Text({ minLength: 1, maxLength: 63 }),
   },
   { additionalProperties: false },
 )
@@ -15,7 +15,7 @@ const CreateTenantBody = Type.Object(
 const CreatedTenant = (description: string) =>
   Type.Object(
     {
-      id: Type.String({ format: 'uuid' }),
+      id: Uuid,
       slug: Type.String(),
       name: Type.String(),
       status: Type.String({ description: "'provisioning' until the queue has set the tenant up, then 'active' (see GET /me)" }),

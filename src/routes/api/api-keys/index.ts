@@ -11,7 +11,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { audit } from '../../../lib/audit.js'
 import { forbidden, notFound } from '../../../lib/errors.js'
-import { errorResponses, IdParams, Uuid } from '../../../lib/schemas.js'
+import { errorResponses, IdParams, Text, Uuid } from '../../../lib/schemas.js'
 import { type AccessRule, ROLE_LEVEL } from '../../../tenancy/rbac.js'
 
 const KeyRole = Type.Union([Type.Literal('admin'), Type.Literal('editor'), Type.Literal('viewer')])
@@ -33,7 +33,7 @@ const CreatedKey = Type.Intersect([
 ])
 const CreateBody = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 100 }),
+    name: Text({ minLength: 1, maxLength: 100 }),
     role: KeyRole,
     expiresInDays: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
   },

@@ -7,20 +7,20 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { SubscriptionOrNone as Subscription, subscriptionJson } from '../../../billing/schemas.js'
 import { forbidden } from '../../../lib/errors.js'
-import { errorResponses } from '../../../lib/schemas.js'
+import { errorResponses, Text } from '../../../lib/schemas.js'
+import { isUuid } from '../../../lib/uuid.js'
 
 const Interval = Type.Union([Type.Literal('month'), Type.Literal('year')])
-const PlanRef = Type.String({ minLength: 1, maxLength: 64, description: 'plan key (e.g. "pro") or plan id' })
+const PlanRef = Text({ minLength: 1, maxLength: 64, description: 'plan key (e.g. "pro") or plan id' })
 const RedirectUrls = {
-  successUrl: Type.Optional(Type.String({ maxLength: 2000, description: 'must be on STRIPE_BASE_URL' })),
-  cancelUrl: Type.Optional(Type.String({ maxLength: 2000 })),
+  successUrl: Type.Optional(Text({ maxLength: 2000, description: 'must be on STRIPE_BASE_URL' })),
+  cancelUrl: Type.Optional(Text({ maxLength: 2000 })),
 }
 const CheckoutUrl = Type.Object({ id: Type.String(), url: Type.String() })
 const SubscriptionOrNone = Type.Object({ subscription: Subscription })
 const view = subscriptionJson
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-const planChoice = (ref: string) => (UUID.test(ref) ? { planId: ref } : { planKey: ref })
+const planChoice = (ref: string) => (isUuid(ref) ? { planId: ref } : { planKey: ref })
 const errors = errorResponses(400, 401, 402, 403, 404, 409, 502, 503)
 const tags = ['billing']
 
@@ -85,7 +85,7 @@ const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         tags,
         summary: 'Stripe Customer Portal session',
-        body: Type.Optional(Type.Object({ returnUrl: Type.Optional(Type.String({ maxLength: 2000 })) }, { additionalProperties: false })),
+        body: Type.Optional(Type.Object({ returnUrl: Type.Optional(Text({ maxLength: 2000 })) }, { additionalProperties: false })),
         response: { 200: Type.Object({ url: Type.String() }), ...errors },
       },
     },

@@ -2,12 +2,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { JobRecord } from '../../../jobs/records.js'
-import { IdParams, errorResponses } from '../../../lib/schemas.js'
+import { errorResponses, IdParams, Text, Uuid, uuid } from '../../../lib/schemas.js'
 
 const Status = Type.Union([Type.Literal('pending'), Type.Literal('running'), Type.Literal('completed'), Type.Literal('failed')])
 const DateOrNull = Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
 const Job = Type.Object({
-  id: Type.String({ format: 'uuid' }),
+  id: Uuid,
   jobType: Type.String(),
   status: Status,
   payload: Type.Record(Type.String(), Type.Unknown()),
@@ -49,10 +49,10 @@ const jobRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         summary: 'This tenant’s jobs, newest first',
         querystring: Type.Object(
           {
-            type: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+            type: Type.Optional(Text({ minLength: 1, maxLength: 100 })),
             status: Type.Optional(Status),
             limit: Type.Integer({ minimum: 1, maximum: 200, default: 50 }),
-            before: Type.Optional(Type.String({ format: 'uuid', description: 'cursor: the last id of the previous page' })),
+            before: Type.Optional(uuid({ description: 'cursor: the last id of the previous page' })),
           },
           { additionalProperties: false },
         ),
