@@ -77,6 +77,12 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(apiRoutes, { prefix: '/api' })
   await fastify.register(apiRoutes, { prefix: '/t/:tenant/api' })
   await fastify.register(billingRoutes, { prefix: '/billing', host: fastify.host })
-  await fastify.register(stripeWebhookRoutes, { prefix: '/webhooks', config: opts.config, host: fastify.host, onBillingEvent: fastify.onBillingEvent })
+  await fastify.register(stripeWebhookRoutes, {
+    prefix: '/webhooks',
+    config: opts.config,
+    host: fastify.host,
+    onBillingEvent: fastify.onBillingEvent,
+    followUps: fastify.billingFollowUps,
+  })
   await fastify.register(adminRoutes, { ...opts, prefix: '/admin' })
 }

@@ -16,6 +16,7 @@ import { BILLING_JOBS } from './jobs/billing-jobs.js'
 import { BUILT_IN_JOBS } from './jobs/built-in.js'
 import { FLEET_JOBS, PROVISIONING_JOBS } from './jobs/provisioning-jobs.js'
 import type { JobRegistry } from './jobs/registry.js'
+import { createOutbox, type Outbox } from './jobs/outbox.js'
 import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
 
 /** Every job the kit defines; adopters add theirs through ServiceOptions.jobs (or the worker's --jobs). */
@@ -32,6 +33,12 @@ export interface Services {
   mailer: Mailer
   /** Submit and inspect background jobs (seed BackgroundTaskManager); the worker process consumes them. */
   tasks: TaskManager<JobRegistry>
+  /**
+   * Jobs written in the same transaction as the change that asks for them (jobs/outbox.ts), submitted
+   * after commit and by a periodic sweep: a Redis outage delays them, never loses them. The API and the
+   * worker start the sweep (startSweeper); the CLI doesn't.
+   */
+  outbox: Outbox
   close(): Promise<void>
 }
 
@@ -95,6 +102,8 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
     logger,
   })
 
+  const outbox = createOutbox({ host, tasks, redis, redisPrefix: config.redisPrefix, logger })
+
   let closing: Promise<void> | undefined
   return {
     config,
@@ -106,8 +115,10 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
     provisioner,
     mailer,
     tasks,
+    outbox,
     close() {
       closing ??= (async () => {
+        await outbox.close()
         await tasks.close()
         if (!opts.mailer) mailer.close()
         await provisioner.close()

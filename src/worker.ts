@@ -132,6 +132,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
 
   const services = createServices(config, logger, { jobs: registry })
   const runtime = await startWorkers(services, flags.options)
+  // Submit outbox jobs still owed (written while Redis was down); the API processes sweep too, one at a time.
+  services.outbox.startSweeper(config.jobs.outboxSweepIntervalMs)
   logger.info(
     {
       queues: flags.options.scopes ?? SCOPES,

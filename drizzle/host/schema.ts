@@ -210,6 +210,36 @@ export const systemJobs = pgTable(
   ],
 )
 
+/**
+ * The transactional outbox: follow-up work (a job to submit) written in the SAME transaction as the change
+ * that asks for it, so an outage of the queue can delay the work but never lose it. The relay
+ * (src/jobs/outbox.ts) submits each row through the task manager under `job_id` (derived from job_name and
+ * dedupe_key: a second intent with the same key is the same job, and submitting it again is a no-op), right
+ * after commit and again from a periodic sweep, and sets `dispatched_at` once the queue has it. A row the
+ * task manager refuses (unknown job, payload no longer valid) gets `rejected_at` and is never retried.
+ */
+export const outbox = pgTable(
+  'core_outbox',
+  {
+    id: id(),
+    jobName: text('job_name').notNull(),
+    dedupeKey: text('dedupe_key').notNull(),
+    jobId: uuid('job_id').notNull(),
+    payload: jsonb('payload').$type<unknown>().notNull(),
+    /** Submissions tried (successful or not). */
+    attempts: integer('attempts').notNull().default(0),
+    lastError: text('last_error'),
+    createdAt: createdAt(),
+    dispatchedAt: timestamp('dispatched_at', { withTimezone: true }),
+    rejectedAt: timestamp('rejected_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('core_outbox_job_uq').on(t.jobId),
+    // The sweep reads only what is still owed, oldest first; dispatched rows leave this index.
+    index('core_outbox_pending_idx').on(t.createdAt).where(sql`dispatched_at is null and rejected_at is null`),
+  ],
+)
+
 /** StripeWebhookEvent: the ledger that makes every Stripe event apply exactly once. */
 export const stripeWebhookEvents = pgTable(
   'core_stripe_webhook_events',

@@ -8,9 +8,13 @@
  *    logins share.
  * 3. In ONE short host transaction: insert the event id into the ledger (a conflict means a duplicate
  *    delivery: answer 200 and change nothing), apply the state change with the watermark rule, record
- *    processed | skipped | failed. If the row moved meanwhile so that a refetch is now needed (a tie that
- *    wasn't one in step 2), the transaction rolls back, the object is fetched, and it runs once more.
- * 4. After commit, hand processed events to `onBillingEvent` (the jobs layer queues slow side effects).
+ *    processed | skipped | failed, and write a processed event's follow-up jobs (emails, suspension…) to
+ *    the outbox (`followUps`): they commit with the change, so a Redis outage can delay them, never lose
+ *    them. If the row moved meanwhile so that a refetch is now needed (a tie that wasn't one in step 2),
+ *    the transaction rolls back, the object is fetched, and it runs once more.
+ * 4. After commit: the outbox rows are dispatched in the background (never awaited: a Redis outage must
+ *    not hold the answer; the outbox sweep submits them later), and `onBillingEvent` runs (cache
+ *    invalidation).
  *
  * Anything transient (database, Stripe API during a refetch) throws: the transaction rolls back, the
  * route answers 5xx, the ledger keeps no row, and Stripe's retry is processed as if new. Conditions a
@@ -22,6 +26,7 @@ import type postgres from 'postgres'
 import Stripe from 'stripe'
 import { uuidv7 } from 'uuidv7'
 import type { HostDatabase } from '../db/host.js'
+import type { Outbox, OutboxIntent, OutboxRow } from '../jobs/outbox.js'
 import { AppError } from '../lib/errors.js'
 import { asDate, iso, type Tx, writeBillingAudit } from './audit.js'
 import { isUuid } from '../lib/uuid.js'
@@ -65,8 +70,13 @@ export interface WebhookDeps {
   stripe: Stripe | undefined
   webhookSecret: string | undefined
   plans?: PlanLookup
-  /** Injection point for slow side effects (emails, tenant suspension): called once per processed event, after commit. */
+  /** Called once per processed event, after commit (cache invalidation); slow side effects go through followUps. */
   onBillingEvent?: (e: BillingEvent) => Promise<void>
+  /** The jobs a processed event asks for (emails, tenant suspension), written to the outbox in the event's transaction. */
+  followUps?: {
+    intentsFor(e: BillingEvent): OutboxIntent[]
+    outbox: Pick<Outbox, 'write' | 'dispatch'>
+  }
   log?: Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>
   /** Signature timestamp tolerance in seconds (Stripe's default 300). */
   toleranceS?: number
@@ -122,6 +132,7 @@ export async function processStripeEvent(
   if (pre.fetch) fetched.set(pre.fetch, await retrieveSubscription(stripe, pre.fetch))
 
   let outcome: Handled | { status: 'duplicate' } | undefined
+  let owed: OutboxRow[] = []
   for (let round = 0; outcome === undefined; round++) {
     try {
       outcome = await sql.begin(async (tx) => {
@@ -129,6 +140,8 @@ export async function processStripeEvent(
         const handled = await handle(tx, event, { plans, fetched })
         if (handled.status !== 'processed') {
           await tx`update core_stripe_webhook_events set status = ${handled.status}, error = ${handled.reason ?? null} where stripe_event_id = ${event.id}`
+        } else if (deps.followUps) {
+          owed = await deps.followUps.outbox.write(tx, deps.followUps.intentsFor(billingEventOf(event, handled)))
         }
         return handled
       })
@@ -144,22 +157,20 @@ export async function processStripeEvent(
   if (outcome.status === 'failed')
     deps.log?.warn({ eventId: event.id, type: event.type, reason: result.reason }, 'stripe event could not be applied')
 
+  if (owed.length > 0) void deps.followUps?.outbox.dispatch(owed)
   if (outcome.status === 'processed' && deps.onBillingEvent) {
-    const billing = 'billing' in outcome ? outcome.billing : undefined
     try {
-      await deps.onBillingEvent({
-        eventId: event.id,
-        type: event.type,
-        occurredAt: new Date(event.created * 1000),
-        tenantId: null,
-        ...billing,
-      })
+      await deps.onBillingEvent(billingEventOf(event, outcome))
     } catch (err) {
-      // The change is committed and Stripe must not retry it; the hook is expected to only enqueue work.
+      // The change is committed and Stripe must not retry it; the hook runs before the answer, so it must stay quick.
       deps.log?.error({ err, eventId: event.id }, 'onBillingEvent failed')
     }
   }
   return result
+}
+
+function billingEventOf(event: Stripe.Event, handled: Handled): BillingEvent {
+  return { eventId: event.id, type: event.type, occurredAt: new Date(event.created * 1000), tenantId: null, ...handled.billing }
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
- * Billing's slow side effects, off the webhook's request path. The app's `onBillingEvent` hook only
- * submits `billing.event_effects` (job id derived from the Stripe event id, so a redelivered or
- * replayed event is one job); that job then:
+ * Billing's slow side effects, off the webhook's request path. The webhook writes `billing.event_effects`
+ * to the outbox in the event's own transaction (`billingFollowUps`; job id derived from the Stripe event
+ * id, so a redelivered or replayed event is one job), and the outbox submits it after commit, or later if
+ * Redis was down (jobs/outbox.ts); that job then:
  *   - on invoice.payment_failed, mails every owner of the tenant through `email.send` (ids derived
  *     from this job: one mail per owner per event, however often the job retries);
  *   - when the subscription is past due (and BILLING_SUSPEND_AFTER_GRACE), schedules
@@ -19,6 +20,7 @@ import type { Config } from '../config.js'
 import type { HostDatabase } from '../db/host.js'
 import { paymentFailedEmail } from '../email/senders.js'
 import type { Provisioner } from '../tenancy/provisioning.js'
+import { type OutboxIntent, outboxJobId } from './outbox.js'
 import { derivedJobId, type JobContext, systemJob, TenantIdSchema } from './registry.js'
 import { Uuid, } from '../lib/schemas.js'
 
@@ -67,14 +69,17 @@ function billingDeps(ctx: JobContext<BillingJobDeps>): BillingJobDeps {
 }
 
 const GOOD_STANDING = new Set(['active', 'trialing'])
-// A fixed namespace: the effects job of a Stripe event has the same id in every process.
-const EFFECTS_NAMESPACE = 'billing.event_effects'
+/** The job id of an event's effects (the outbox derives it from the job name and the event id: the same in every process). */
+export const effectsJobId = (stripeEventId: string) => outboxJobId('billing.event_effects', stripeEventId)
 
-/** The job id of an event's effects. */
-export const effectsJobId = (stripeEventId: string) => derivedJobId(EFFECTS_NAMESPACE, stripeEventId)
+/** What the webhook writes to the outbox for a processed event: its effects job, keyed by the event id, if it has any. */
+export function billingFollowUps(e: BillingEvent): OutboxIntent[] {
+  const effects = billingEffectsFor(e)
+  return effects ? [{ job: 'billing.event_effects', payload: effects, key: e.eventId }] : []
+}
 
 /**
- * What `onBillingEvent` submits for a processed event, or null when it has no effects: a payment
+ * The effects job's payload for a processed event, or null when it has no effects: a payment
  * failure, a past-due subscription, or a subscription (back) in good standing that may end a billing
  * suspension (new, changed status, or confirmed by checkout or a paid invoice).
  */

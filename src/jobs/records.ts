@@ -65,6 +65,12 @@ export interface RecordStore {
   /** Insert new records; ids that already exist are left alone. Returns the ids actually inserted. */
   insert(sql: Sql, records: NewRecord[]): Promise<Set<string>>
   statuses(sql: Sql, ids: string[]): Promise<Map<string, JobStatus>>
+  /**
+   * Of these ids, the records a new submit of the same id must enqueue again: still pending (an earlier
+   * submit may have died before reaching Redis), or failed at enqueue (ENQUEUE_FAILED, never started),
+   * which turn pending again. A record that ran is left alone.
+   */
+  resubmittable(sql: Sql, ids: string[]): Promise<Set<string>>
   running(sql: Sql, id: string, retryCount: number): Promise<void>
   retrying(sql: Sql, id: string, retryCount: number, errorLog: string): Promise<void>
   completed(sql: Sql, id: string, retryCount: number, result: unknown): Promise<void>
@@ -82,6 +88,9 @@ export interface ListFilter {
   /** sys_jobs only: the jobs a system job recorded for this tenant. */
   tenantId?: string | undefined
 }
+
+/** error_log prefix of a record whose job never reached the queue (task-manager.ts): a later submit of its id enqueues it. */
+export const ENQUEUE_FAILED = 'enqueue failed: '
 
 // With fetch_types off, postgres.js may hand timestamptz back as text.
 const date = (value: Date | string | null): Date | null => (value === null ? null : value instanceof Date ? value : new Date(value))
@@ -134,6 +143,20 @@ function createStore(scope: JobScope): RecordStore {
       const rows = await sql<{ id: string; status: JobStatus }[]>`
         select id, status from ${sql(table)} where id in (select jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::uuid)`
       return new Map(rows.map((r) => [r.id, r.status]))
+    },
+    async resubmittable(sql, ids) {
+      // The plain select reads the snapshot from before the update, so a revived record is listed once.
+      const rows = await sql<{ id: string }[]>`
+        with ids as (select jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::uuid as id),
+        revived as (
+          update ${sql(table)} as j set status = 'pending', updated_at = now()
+          where j.id in (select id from ids) and j.status = 'failed' and j.started_at is null
+            and starts_with(j.error_log, ${ENQUEUE_FAILED})
+          returning j.id)
+        select id from revived
+        union all
+        select j.id from ${sql(table)} as j where j.id in (select id from ids) and j.status = 'pending'`
+      return new Set(rows.map((r) => r.id))
     },
     running: (sql, id, retryCount) => change(sql, { id, status: 'running', retry_count: retryCount }),
     retrying: (sql, id, retryCount, errorLog) => change(sql, { id, status: 'pending', retry_count: retryCount, error_log: errorLog }),

@@ -19,7 +19,7 @@ import { badRequest, notFound, unavailable } from '../lib/errors.js'
 import type { Catalog, PoolManager, TenantRecord } from '../tenancy/types.js'
 import { createProcessor, errorLog, recordUnhandledFailure } from './processor.js'
 import { createQueues, QUEUE_NAMES, type Queues, workerConnection } from './queues.js'
-import { type JobRecord, type JobStatus, type NewRecord, recordsFor, systemRecords, tenantRecords } from './records.js'
+import { ENQUEUE_FAILED, type JobRecord, type JobStatus, type NewRecord, recordsFor, systemRecords, tenantRecords } from './records.js'
 import {
   assertPayload,
   type DepsOf,
@@ -153,17 +153,16 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       tenantId: tenantOf(payload) ?? null,
     }))
 
-    // Records first. An id that already has a record is enqueued again only while still pending (an
-    // earlier submit may have died before reaching Redis); once it ran, submitting it again is a no-op.
+    // Records first. An id that already has a record is enqueued again only while still pending or failed
+    // at enqueue (an earlier submit died before reaching Redis, or Redis refused it: the outbox's sweep
+    // submits it again once Redis is back); once it ran, submitting it again is a no-op.
     const enqueue = new Set<string>()
     const writeRecords = async (sql: HostDatabase['sql'], group: NewRecord[]) => {
       const store = recordsFor(def.scope)
       const inserted = await store.insert(sql, group)
       for (const id of inserted) enqueue.add(id)
       const existing = group.filter((r) => !inserted.has(r.id)).map((r) => r.id)
-      if (existing.length > 0) {
-        for (const [id, status] of await store.statuses(sql, existing)) if (status === 'pending') enqueue.add(id)
-      }
+      if (existing.length > 0) for (const id of await store.resubmittable(sql, existing)) enqueue.add(id)
     }
     if (def.scope === 'system') {
       await writeRecords(host.sql, rows)
@@ -198,7 +197,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
 
   async function markEnqueueFailed(def: JobDefinition, rows: NewRecord[], ids: Set<string>, err: unknown) {
     const store = recordsFor(def.scope)
-    const log = `enqueue failed: ${errorLog(err)}`
+    const log = `${ENQUEUE_FAILED}${errorLog(err)}`
     for (const row of rows.filter((r) => ids.has(r.id))) {
       if (def.scope === 'system') await store.failed(host.sql, row.id, 0, log)
       else await pools.withTenant(await tenantOr404(row.tenantId!), (db) => store.failed(db.$client, row.id, 0, log))

@@ -3,23 +3,25 @@
  * without STRIPE_SECRET_KEY) and the route-config gate `config: { billing: { subscription, feature } }`
  * (402 SUBSCRIPTION_REQUIRED / 403 FEATURE_NOT_IN_PLAN), which runs after the tenant guard.
  *
- * `onBillingEvent` runs after a webhook's transaction committed, on the request path: it only
- * invalidates the catalog entry and enqueues `billing.event_effects` (emails, grace checks, resuming a
- * tenant; jobs/billing-jobs.ts). If the queue is down the webhook still answers 200 (the change is
- * committed) and the failure is logged.
+ * The webhook's wiring: `billingFollowUps` writes `billing.event_effects` (emails, grace checks, resuming
+ * a tenant; jobs/billing-jobs.ts) to the outbox in the event's transaction, and the outbox submits it
+ * (after commit, or by its sweep once Redis is back). `onBillingEvent` runs after commit, on the request
+ * path, and only invalidates the tenant's catalog entry.
  */
 import fp from 'fastify-plugin'
 import type { AppOptions } from '../../app.js'
 import billingGuard from '../../billing/guard.js'
 import { createStripeService, type StripeService } from '../../billing/service.js'
-import type { BillingEvent } from '../../billing/webhooks.js'
-import { billingEffectsFor, effectsJobId } from '../../jobs/billing-jobs.js'
+import type { BillingEvent, WebhookDeps } from '../../billing/webhooks.js'
+import { billingFollowUps } from '../../jobs/billing-jobs.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     billing: StripeService
-    /** After-commit hook of the Stripe webhook: side effects of a processed billing event. */
+    /** After-commit hook of the Stripe webhook: drops cached copies of a tenant a processed billing event changed. */
     onBillingEvent: (e: BillingEvent) => Promise<void>
+    /** The Stripe webhook's follow-up jobs, through the outbox. */
+    billingFollowUps: NonNullable<WebhookDeps['followUps']>
   }
 }
 
@@ -37,9 +39,8 @@ export default fp<AppOptions>(
     fastify.decorate('onBillingEvent', async (e: BillingEvent) => {
       // The event may have changed the tenant's plan tier in the catalog row: drop cached copies everywhere.
       if (e.tenantId) await fastify.services.catalog.invalidate(e.tenantId)
-      const effects = billingEffectsFor(e)
-      if (effects) await fastify.services.tasks.submit('billing.event_effects', effects, { id: effectsJobId(e.eventId) })
     })
+    fastify.decorate('billingFollowUps', { intentsFor: billingFollowUps, outbox: fastify.services.outbox })
     await fastify.register(billingGuard, { host: fastify.host, graceDays: config.billingGraceDays })
   },
   { name: 'billing', dependencies: ['host-db', 'services', 'tenancy'] },

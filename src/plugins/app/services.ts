@@ -19,6 +19,8 @@ export default fp<AppOptions>(
     const services = createServices(config, fastify.log as Logger, { host: fastify.host, redis: fastify.redis })
     await services.catalog.ready
     fastify.decorate('services', services)
+    // This process writes outbox rows (webhooks), so it also sweeps them; the worker does too (one at a time).
+    fastify.addHook('onReady', async () => services.outbox.startSweeper(config.jobs.outboxSweepIntervalMs))
     fastify.addHook('onClose', () => services.close())
   },
   { name: 'services', dependencies: ['host-db', 'redis'] },

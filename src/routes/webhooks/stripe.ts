@@ -20,8 +20,10 @@ export interface StripeWebhookRouteOptions {
   host: HostDatabase
   /** A ready client (tests pass one with retries off); otherwise built from config.stripe. */
   stripe?: Stripe
-  /** After-commit hook for processed events (the lead wires it to the jobs layer). */
+  /** After-commit hook for processed events (the app invalidates cached catalog entries). */
   onBillingEvent?: (e: BillingEvent) => Promise<void>
+  /** The follow-up jobs of processed events, written to the outbox with the change (the app wires billing's effects). */
+  followUps?: WebhookDeps['followUps']
 }
 
 const Received = Type.Object({
@@ -36,6 +38,7 @@ const stripeWebhookRoutes: FastifyPluginAsyncTypebox<StripeWebhookRouteOptions> 
     stripe,
     webhookSecret: opts.config.stripe?.webhookSecret,
     onBillingEvent: opts.onBillingEvent,
+    followUps: opts.followUps,
     log: fastify.log,
   }
 
