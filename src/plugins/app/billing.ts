@@ -38,7 +38,9 @@ export default fp<AppOptions>(
     )
     fastify.decorate('onBillingEvent', async (e: BillingEvent) => {
       // The event may have changed the tenant's plan tier in the catalog row: drop cached copies everywhere.
-      if (e.tenantId) await fastify.services.catalog.invalidate(e.tenantId)
+      // Not awaited: the local copy is dropped at once; the cross-process publish needs Redis, and a Redis outage
+      // must not hold the webhook's answer (invalidate logs a failed publish; other processes catch up at TTL).
+      if (e.tenantId) void fastify.services.catalog.invalidate(e.tenantId)
     })
     fastify.decorate('billingFollowUps', { intentsFor: billingFollowUps, outbox: fastify.services.outbox })
     await fastify.register(billingGuard, { host: fastify.host, graceDays: config.billingGraceDays })
