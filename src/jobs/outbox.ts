@@ -231,7 +231,15 @@ export function createOutbox(d: OutboxDeps): Outbox {
     const result: SweepResult = { swept: false, dispatched: 0, rejected: 0, failed: 0 }
     if (redis.status !== 'ready') return result
     const token = randomUUID()
-    if ((await redis.set(lockKey, token, 'PX', lockTtlMs, 'NX')) !== 'OK') return result
+    let locked: string | null
+    try {
+      locked = await redis.set(lockKey, token, 'PX', lockTtlMs, 'NX')
+    } catch (err) {
+      // Redis refuses writes (out of memory, read-only replica…): the queue would refuse the jobs too.
+      warnOwed(0, err)
+      return result
+    }
+    if (locked !== 'OK') return result
     result.swept = true
     try {
       for (;;) {
