@@ -20,7 +20,7 @@ import { type FakeStripe, startFakeStripe, type StripeObject } from '../helpers/
 import { type ScratchRedis, startScratchRedis } from '../helpers/scratch-services.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
-import { fixture, WEBHOOK_SECRET } from './helpers.js'
+import { fixture, WEBHOOK_SECRET } from '../billing/helpers.js'
 
 const PRO_M = 'price_1QkT0aJx4nB2cD3eOutboxProM'
 /** What "promptly" means for a webhook answered while Redis is down (the issue saw 5–20 s). */
