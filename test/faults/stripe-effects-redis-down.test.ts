@@ -177,7 +177,8 @@ describe('Stripe webhook effects and the outbox', () => {
 
     // Exactly once: one record per event, first attempt; one suspension per tenant.
     expect((await effectRecords(eventIds)).map((r) => r.retry_count)).toEqual(eventIds.map(() => 0))
-    for (const t of tenants) expect(await suspensions(t.tenantId)).toBe(1)
+    // (billing.tenant_suspended is appended right after the lifecycle's suspension: wait for it too.)
+    for (const t of tenants) await expect.poll(() => suspensions(t.tenantId), { timeout: 20_000 }).toBe(1)
 
     // A redelivery is a duplicate: no new outbox row, and a sweep (or a resubmit of every row) changes nothing.
     for (const e of all) expect((await deliver(e)).body).toEqual({ received: true, status: 'duplicate' })
