@@ -11,7 +11,7 @@ import type { Config } from './config.js'
 import { createValidatorCompiler } from './lib/validation.js'
 import auth from './plugins/app/auth.js'
 import billing from './plugins/app/billing.js'
-import errors from './plugins/app/errors.js'
+import errors, { clientErrorHandler, frameworkErrors } from './plugins/app/errors.js'
 import hostDb from './plugins/app/host-db.js'
 import metrics from './plugins/app/metrics.js'
 import services from './plugins/app/services.js'
@@ -44,11 +44,17 @@ export function serverOptions(config: Config): FastifyServerOptions {
     // Cap bodies at 1 MiB: nothing in this API needs more, and it bounds parser work.
     bodyLimit: 1024 * 1024,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    // Errors raised before routing (bad percent-encoding, over-long parameters, unparsable HTTP) get the
+    // same { statusCode, error, message, code } body as everything else.
+    frameworkErrors,
+    clientErrorHandler,
   }
 }
 
 export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   fastify.setValidatorCompiler(createValidatorCompiler())
+  // The API speaks JSON only: a text/plain body is an unsupported media type (415), not a string the schema refuses.
+  fastify.removeContentTypeParser('text/plain')
 
   // 1. external
   await fastify.register(redis, opts)

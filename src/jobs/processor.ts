@@ -15,6 +15,7 @@
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
 import type { Logger } from 'pino'
 import type { Sql } from '../db/connect.js'
+import { errorText } from '../lib/error-log.js'
 import type { Catalog, PoolManager, TenantDb, TenantRecord } from '../tenancy/types.js'
 import { recordsFor } from './records.js'
 import {
@@ -37,14 +38,8 @@ const markRecorded = <E>(err: E): E => {
 }
 export const isRecorded = (err: unknown) => typeof err === 'object' && err !== null && (err as Record<symbol, boolean>)[RECORDED] === true
 
-/** error_log: the message with its stack, and the causes behind it. */
-export function errorLog(err: unknown): string {
-  const parts: string[] = []
-  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
-    parts.push(e instanceof Error ? (e.stack ?? `${e.name}: ${e.message}`) : String(e))
-  }
-  return parts.join('\nCaused by: ')
-}
+/** error_log: the message with its stack, and the causes behind it (a failed query by SQLSTATE and table only, never its parameters). */
+export const errorLog = (err: unknown): string => errorText(err)
 
 function unrecoverable(message: string, cause?: unknown): UnrecoverableError {
   const err = new UnrecoverableError(message)

@@ -3,7 +3,11 @@
  * `{ statusCode, error, message, code }`; 5xx never reveal internals; 404s are rate limited so the
  * API can't be cheaply scanned.
  */
+import { STATUS_CODES } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { databaseFailure } from '../../lib/error-log.js'
 import { AppError, errorBody, PG, pgCode } from '../../lib/errors.js'
 
 interface FastifyLikeError extends Error {
@@ -21,6 +25,7 @@ const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'INVALID_BODY',
   FST_ERR_BAD_URL: 'BAD_URL',
+  FST_ERR_MAX_PARAM_LENGTH: 'URI_TOO_LONG',
   FST_CSRF_MISSING_SECRET: 'CSRF_INVALID',
   FST_CSRF_INVALID_TOKEN: 'CSRF_INVALID',
 }
@@ -39,12 +44,47 @@ export function toErrorBody(err: FastifyLikeError) {
   return errorBody(status, code, err.message)
 }
 
+/**
+ * Fastify's router answers some requests before any hook or error handler runs (a path that is not
+ * valid percent-encoding, a path parameter over maxParamLength): `frameworkErrors` routes those here.
+ */
+export function frameworkErrors(err: FastifyLikeError, _req: FastifyRequest, reply: FastifyReply) {
+  const body = toErrorBody(err)
+  reply.log.info({ code: body.code, statusCode: body.statusCode }, body.message)
+  return reply.code(body.statusCode).send(body)
+}
+
+// What Node's HTTP parser rejects never becomes a request (bad Content-Length, smuggling attempts,
+// oversized headers, a client too slow to send its request).
+const CLIENT_ERRORS: Record<string, [number, string, string]> = {
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'REQUEST_TIMEOUT', 'The request was not received in time'],
+  HPE_HEADER_OVERFLOW: [431, 'HEADERS_TOO_LARGE', 'The request headers are too large'],
+  HPE_INVALID_CONTENT_LENGTH: [400, 'INVALID_CONTENT_LENGTH', 'The Content-Length header is not valid'],
+  HPE_UNEXPECTED_CONTENT_LENGTH: [400, 'INVALID_CONTENT_LENGTH', 'The Content-Length header is sent more than once'],
+  HPE_INVALID_TRANSFER_ENCODING: [400, 'INVALID_CONTENT_LENGTH', 'Content-Length and Transfer-Encoding must not both be sent'],
+}
+
+/** `clientErrorHandler`: the kit's error body for requests Node could not parse, then close the connection. */
+export function clientErrorHandler(this: FastifyInstance, err: Error & { code?: string }, socket: Duplex) {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, code, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'MALFORMED_REQUEST', 'The request could not be parsed as HTTP']
+  this.log.debug({ code, parserCode: err.code }, 'client error')
+  if (socket.writable) {
+    const body = JSON.stringify(errorBody(status, code, message))
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    )
+  }
+  socket.destroy(err)
+}
+
 export default fp(
   async (fastify) => {
     fastify.setErrorHandler((err: FastifyLikeError, req, reply) => {
       const body = toErrorBody(err)
-      if (body.statusCode >= 500) req.log.error({ err }, 'request failed')
-      else req.log.info({ code: body.code, statusCode: body.statusCode }, err.message)
+      // Described here too, not only by loggerOptions' serializer, so any logger an adopter passes is safe.
+      if (body.statusCode >= 500) req.log.error({ err: databaseFailure(err) ?? err }, 'request failed')
+      else req.log.info({ code: body.code, statusCode: body.statusCode }, body.message)
       return reply.code(body.statusCode).send(body)
     })
 
