@@ -77,6 +77,8 @@ export const ENV_VARS = {
   WORKER_CONCURRENCY: { kind: 'int', default: '10', min: 1, max: 1000, doc: 'Jobs one worker process runs at once' },
   WORKER_SHUTDOWN_TIMEOUT_MS: { kind: 'int', default: '30000', min: 0, max: 600000, doc: 'On SIGTERM, wait this long for running jobs' },
   OUTBOX_SWEEP_INTERVAL_MS: { kind: 'int', default: '5000', min: 0, max: 3600000, doc: 'How often the API and worker processes submit outbox jobs still owed (e.g. after a Redis outage); one process at a time; 0: this process never sweeps' },
+  JOB_RECONCILE_INTERVAL_MS: { kind: 'int', default: '60000', min: 0, max: 86400000, doc: 'How often a worker reconciles job records with the queue: re-queues records Redis lost, finishes records whose write was lost (0: never)' },
+  JOB_RECONCILE_AFTER_MS: { kind: 'int', default: '300000', min: 0, max: 86400000, doc: 'Only records pending or running and unchanged for this long are reconciled' },
   PROVISION_INLINE: { kind: 'bool', default: 'false', doc: 'Provision new tenants inside the request instead of through the queue (single-process setups, tests)' },
   WORKER_IN_PROCESS: { kind: 'bool', default: '', doc: 'Also run the job workers inside the API process (development convenience; default: on in development)' },
 
@@ -152,6 +154,8 @@ export interface Config {
     shutdownTimeoutMs: number
     /** Outbox sweep period (src/jobs/outbox.ts); 0 turns the sweep off in this process. */
     outboxSweepIntervalMs: number
+    reconcileIntervalMs: number
+    reconcileAfterMs: number
     /** Signup and POST /tenants provision in the request (true) or register the tenant and queue the rest (false). */
     provisionInline: boolean
     /** src/server.ts also starts the job workers (so `npm run dev` needs no second process). */
@@ -330,6 +334,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       workerConcurrency: i('WORKER_CONCURRENCY'),
       shutdownTimeoutMs: i('WORKER_SHUTDOWN_TIMEOUT_MS'),
       outboxSweepIntervalMs: i('OUTBOX_SWEEP_INTERVAL_MS'),
+      reconcileIntervalMs: i('JOB_RECONCILE_INTERVAL_MS'),
+      reconcileAfterMs: i('JOB_RECONCILE_AFTER_MS'),
       provisionInline: b('PROVISION_INLINE', false),
       workerInProcess: b('WORKER_IN_PROCESS', nodeEnv === 'development'),
     },

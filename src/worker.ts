@@ -22,6 +22,7 @@ import { createMailer, type Mailer } from './email/index.js'
 import type { JobRegistry, JobScope } from './jobs/registry.js'
 import { createTaskManager, type JobWorkers, type TaskManager, type WorkerOptions } from './jobs/task-manager.js'
 import { loggerOptions } from './lib/logger.js'
+import { warnIfRedisNotPersistent } from './lib/redis-persistence.js'
 import { createServices, KIT_JOBS, type Services } from './services.js'
 
 export type WorkerServices = Pick<Services, 'config' | 'logger' | 'host' | 'redis' | 'catalog' | 'pools'> &
@@ -131,6 +132,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   }
 
   const services = createServices(config, logger, { jobs: registry })
+  // Queued jobs live in Redis: say so at boot when a Redis restart would lose them.
+  await warnIfRedisNotPersistent(services.redis, logger)
   const runtime = await startWorkers(services, flags.options)
   // Submit outbox jobs still owed (written while Redis was down); the API processes sweep too, one at a time.
   services.outbox.startSweeper(config.jobs.outboxSweepIntervalMs)

@@ -3,7 +3,7 @@
  * what they pay, and what happened. One schema file, readable on one screen.
  */
 import { sql } from 'drizzle-orm'
-import { boolean, check, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
+import { boolean, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
 import { createdAt, id, updatedAt } from '../columns.js'
 
 export const TENANT_STATUSES = ['provisioning', 'active', 'suspended', 'failed', 'deleted'] as const
@@ -16,6 +16,7 @@ export const MEMBERSHIP_STATUSES = ['active', 'invited', 'suspended'] as const
 export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed'] as const
 export type JobStatus = (typeof JOB_STATUSES)[number]
 export const WEBHOOK_STATUSES = ['processed', 'skipped', 'failed'] as const
+export const JOB_EFFECT_STATUSES = ['started', 'done'] as const
 
 const inList = (column: string, values: readonly string[]) => sql.raw(`${column} in (${values.map((v) => `'${v}'`).join(', ')})`)
 
@@ -238,6 +239,26 @@ export const outbox = pgTable(
     // The sweep reads only what is still owed, oldest first; dispatched rows leave this index.
     index('core_outbox_pending_idx').on(t.createdAt).where(sql`dispatched_at is null and rejected_at is null`),
   ],
+)
+
+/**
+ * JobEffect: a side effect outside our databases (an SMTP send) done at most once per job id, whatever
+ * BullMQ re-runs (src/jobs/effects.ts). 'started' is written before the effect, 'done' after it; a re-run
+ * that finds 'done' skips the effect and returns the recorded result.
+ */
+export const jobEffects = pgTable(
+  'sys_job_effects',
+  {
+    jobId: uuid('job_id').notNull(),
+    effect: text('effect').notNull(),
+    status: text('status', { enum: JOB_EFFECT_STATUSES }).notNull().default('started'),
+    /** Attempts that started the effect (> 1: a re-run found it not done). */
+    attempts: integer('attempts').notNull().default(1),
+    result: jsonb('result').$type<unknown>(),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [primaryKey({ columns: [t.jobId, t.effect] }), check('sys_job_effects_status_ck', inList('status', JOB_EFFECT_STATUSES))],
 )
 
 /** StripeWebhookEvent: the ledger that makes every Stripe event apply exactly once. */

@@ -39,8 +39,11 @@ export interface Mailer {
   readonly transport: 'smtp' | 'log'
   /** Render a message without sending it (previews, tests). */
   render(message: EmailMessage): Promise<RenderedEmail>
-  /** Render and send one message; resolves with the Message-ID. */
-  sendEmail(message: EmailMessage): Promise<string>
+  /**
+   * Render and send one message; resolves with the Message-ID. `idempotencyKey` (e.g. the job id) makes
+   * the Message-ID stable, `<key@sender domain>`, so a repeat of the same send is recognisable downstream.
+   */
+  sendEmail(message: EmailMessage, opts?: { idempotencyKey?: string }): Promise<string>
   /** Render per recipient and send each on its own: one failure never stops the others. */
   sendBatchEmails(recipients: BatchRecipient[], template: string, sharedVariables?: TemplateVariables): Promise<BatchResult[]>
   /** Check the SMTP connection and credentials (no-op for the log transport). */
@@ -55,6 +58,7 @@ interface OutgoingMail {
   replyTo?: string
   template: string
   rendered: RenderedEmail
+  messageId?: string
 }
 
 interface Delivery {
@@ -80,8 +84,8 @@ function smtpDelivery(smtp: SmtpConfig & { host: string }, logger: MailLogger): 
   })
   return {
     kind: 'smtp',
-    async send({ to, replyTo, template, rendered }) {
-      const info = await transporter.sendMail({ from: smtp.from, to, replyTo, ...rendered })
+    async send({ to, replyTo, template, rendered, messageId }) {
+      const info = await transporter.sendMail({ from: smtp.from, to, replyTo, ...rendered, ...(messageId ? { messageId } : {}) })
       logger.info({ email: { to, template, messageId: info.messageId } }, 'email sent')
       return info.messageId
     },
@@ -96,8 +100,8 @@ function logDelivery(smtp: SmtpConfig, logger: MailLogger): Delivery {
   const transporter = nodemailer.createTransport({ jsonTransport: true })
   return {
     kind: 'log',
-    async send({ to, replyTo, template, rendered }) {
-      const info = await transporter.sendMail({ from: smtp.from, to, replyTo, ...rendered })
+    async send({ to, replyTo, template, rendered, messageId }) {
+      const info = await transporter.sendMail({ from: smtp.from, to, replyTo, ...rendered, ...(messageId ? { messageId } : {}) })
       logger.info(
         { email: { messageId: info.messageId, from: smtp.from, to, replyTo, template, subject: rendered.subject, text: rendered.text } },
         'email not sent (no SMTP_HOST configured); logged instead',
@@ -126,9 +130,13 @@ export function createMailer(smtp: SmtpConfig, logger: MailLogger, options: Mail
     return renderWith(await getTemplate(message.template, smtp.templatesDir), message)
   }
 
-  async function sendEmail(message: EmailMessage): Promise<string> {
+  // The sender's domain, for stable Message-IDs (RFC 5322: id-left "@" id-right).
+  const senderDomain = /@([^@>\s]+)>?\s*$/.exec(smtp.from)?.[1] ?? 'tenantkit.invalid'
+
+  async function sendEmail(message: EmailMessage, opts: { idempotencyKey?: string } = {}): Promise<string> {
     const rendered = await render(message)
-    return delivery.send({ to: message.to, replyTo: message.replyTo, template: message.template, rendered })
+    const messageId = opts.idempotencyKey ? `<${opts.idempotencyKey}@${senderDomain}>` : undefined
+    return delivery.send({ to: message.to, replyTo: message.replyTo, template: message.template, rendered, ...(messageId ? { messageId } : {}) })
   }
 
   async function sendBatchEmails(recipients: BatchRecipient[], templateName: string, sharedVariables: TemplateVariables = {}) {

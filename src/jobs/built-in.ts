@@ -22,7 +22,9 @@ export const emailSend = systemJob({
   // An unknown template, a missing variable or an SMTP 5xx will fail the same way every time.
   permanent: isPermanentEmailError,
   async process(ctx: JobContext<EmailJobDeps>, message) {
-    return { messageId: await ctx.deps.mailer.sendEmail(message) }
+    // Once per job id, whatever BullMQ re-runs (a retry after a lost record write, a stalled worker);
+    // the Message-ID is the job's, so even the one repeat effects.ts can't exclude is recognisable.
+    return ctx.once('smtp', async () => ({ messageId: await ctx.deps.mailer.sendEmail(message, { idempotencyKey: ctx.jobId }) }))
   },
 })
 

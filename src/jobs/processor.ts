@@ -9,6 +9,11 @@
  *   failure, final   → failed with error_log (also: permanent errors and payloads that fail validation)
  *   tenant at cap    → back to delayed (BullMQ DelayedError); not an attempt, the record stays pending
  *
+ * A record write that fails (its database is down) never changes the job's outcome: once the work
+ * succeeded the job completes in BullMQ and the record is retried in the background (background-writes.ts),
+ * or repaired later from BullMQ's state by the reconcile sweep. Failing the job over its own record would
+ * run the work again.
+ *
  * The tenant and its database live in this call's context object and nowhere else, so two tenants' jobs
  * running side by side on one worker cannot see each other's data.
  */
@@ -17,6 +22,8 @@ import type { Logger } from 'pino'
 import type { Sql } from '../db/connect.js'
 import { errorText } from '../lib/error-log.js'
 import type { Catalog, PoolManager, TenantDb, TenantRecord } from '../tenancy/types.js'
+import type { BackgroundWrites } from './background-writes.js'
+import type { Effects } from './effects.js'
 import { recordsFor } from './records.js'
 import {
   derivedJobId,
@@ -58,6 +65,9 @@ export interface ProcessorDeps {
   logger: Logger
   /** First delay when a tenant is at its cap; doubles with each bounce of the same job, up to 5 s. */
   tenantCapDelayMs: number
+  /** Record writes that failed after the work was done, retried in the background. */
+  writes: BackgroundWrites
+  effects: Effects
 }
 
 export type Processor = (job: Job, token?: string) => Promise<unknown>
@@ -85,10 +95,26 @@ export function createProcessor(p: ProcessorDeps): Processor {
     const store = recordsFor(def.scope)
     const id = job.id!
     const retries = job.attemptsMade
+    // A final outcome's record: written now on this lease; if that fails, retried in the background, on
+    // a fresh lease of the tenant's pool (this one ends with the job).
+    const settle = (what: string, write: (sql: Sql) => Promise<void>) => {
+      let first = true
+      return p.writes.attempt(
+        what,
+        () => {
+          if (first || !tenantCtx) {
+            first = false
+            return write(sql)
+          }
+          return pools.withTenant(tenantCtx.tenant, (db) => write(db.$client))
+        },
+        { jobId: id, job: job.name },
+      )
+    }
     const problems = payloadProblems(def.payload, job.data)
     if (problems.length > 0) {
       const err = unrecoverable(`INVALID_JOB_PAYLOAD: ${problems.slice(0, 5).join('; ')}`)
-      await store.failed(sql, id, retries, errorLog(err))
+      await settle('record failed', (s) => store.failed(s, id, retries, errorLog(err)))
       throw markRecorded(err)
     }
     // The running mark is sent as the job starts but not waited for: the work need not sit out a commit,
@@ -103,6 +129,7 @@ export function createProcessor(p: ProcessorDeps): Processor {
       deps: p.deps,
       submit: p.submitter.submit,
       submitMany: p.submitter.submitMany,
+      once: (effect, run) => p.effects.once(id, effect, run, jobLogger),
       ...tenantCtx,
     }
     let result: unknown
@@ -113,15 +140,19 @@ export function createProcessor(p: ProcessorDeps): Processor {
       const permanent = def.permanent?.(err) === true
       const final = permanent || retries + 1 >= (job.opts.attempts ?? 1)
       if (final) {
-        await store.failed(sql, id, retries, errorLog(err))
+        await settle('record failed', (s) => store.failed(s, id, retries, errorLog(err)))
         jobLogger.error({ err, attempt: retries + 1, permanent }, 'job failed')
         throw markRecorded(permanent ? unrecoverable(err instanceof Error ? err.message : String(err), err) : err)
       }
-      await store.retrying(sql, id, retries + 1, errorLog(err))
+      // Not retried in the background: the next attempt writes the record again, and a late "pending"
+      // must not land over it.
+      await store
+        .retrying(sql, id, retries + 1, errorLog(err))
+        .catch((writeErr) => jobLogger.warn({ err: writeErr }, 'recording a failed attempt failed; the retry records itself'))
       jobLogger.warn({ err, attempt: retries + 1 }, 'job attempt failed; will retry')
       throw markRecorded(err)
     }
-    await store.completed(sql, id, retries, result)
+    await settle('record completed', (s) => store.completed(s, id, retries, result))
     return result
   }
 
@@ -158,19 +189,22 @@ export function createProcessor(p: ProcessorDeps): Processor {
 export async function recordUnhandledFailure(
   job: Job,
   err: Error,
-  d: Pick<ProcessorDeps, 'registry' | 'hostSql' | 'catalog' | 'pools' | 'logger'>,
+  d: Pick<ProcessorDeps, 'registry' | 'hostSql' | 'catalog' | 'pools' | 'logger' | 'writes'>,
 ): Promise<void> {
   if (isRecorded(err)) return
   const def = d.registry[job.name]
   if (!def || !job.id) return
   const store = recordsFor(def.scope)
   const retries = Math.max(0, job.attemptsMade - 1)
-  try {
-    if (def.scope === 'system') return await store.failed(d.hostSql, job.id, retries, errorLog(err))
-    const tenantId = (job.data as { tenantId?: unknown } | undefined)?.tenantId
-    const tenant = typeof tenantId === 'string' && isUuid(tenantId) ? await d.catalog.get(tenantId) : undefined
-    if (tenant) await d.pools.withTenant(tenant, (db) => store.failed(db.$client, job.id!, retries, errorLog(err)))
-  } catch (writeErr) {
-    d.logger.error({ err: writeErr, jobId: job.id }, 'could not record a job failure')
-  }
+  const id = job.id
+  await d.writes.attempt(
+    'record failed',
+    async () => {
+      if (def.scope === 'system') return store.failed(d.hostSql, id, retries, errorLog(err))
+      const tenantId = (job.data as { tenantId?: unknown } | undefined)?.tenantId
+      const tenant = typeof tenantId === 'string' && isUuid(tenantId) ? await d.catalog.get(tenantId) : undefined
+      if (tenant) await d.pools.withTenant(tenant, (db) => store.failed(db.$client, id, retries, errorLog(err)))
+    },
+    { jobId: id, job: job.name },
+  )
 }

@@ -76,7 +76,16 @@ export interface RecordStore {
   completed(sql: Sql, id: string, retryCount: number, result: unknown): Promise<void>
   failed(sql: Sql, id: string, retryCount: number, errorLog: string): Promise<void>
   get(sql: Sql, id: string, tenantId?: string): Promise<JobRecord | undefined>
+  /** Records still pending or running whose last change is older than `olderThanMs` (the reconcile sweep), oldest first. */
+  stale(sql: Sql, olderThanMs: number, limit: number): Promise<StaleRecord[]>
   list(sql: Sql, filter: ListFilter, tenantId?: string): Promise<JobRecord[]>
+}
+
+export interface StaleRecord {
+  id: string
+  jobType: string
+  status: 'pending' | 'running'
+  payload: unknown
 }
 
 export interface ListFilter {
@@ -167,6 +176,16 @@ function createStore(scope: JobScope): RecordStore {
     async get(sql, id, tenantId) {
       const [row] = await sql<Row[]>`select * from ${sql(table)} where id = ${id}`
       return row ? toRecord(scope, row, tenantId) : undefined
+    },
+    async stale(sql, olderThanMs, limit) {
+      // status = any(…) rides the (status, created_at) index: few rows are unfinished at any time.
+      const rows = await sql<{ id: string; job_type: string; status: 'pending' | 'running'; payload: unknown }[]>`
+        select id, job_type, status, payload from ${sql(table)}
+        where status = any('{pending,running}'::text[])
+          and updated_at < now() - make_interval(secs => ${olderThanMs / 1000})
+        order by updated_at
+        limit ${limit}`
+      return rows.map((r) => ({ id: r.id, jobType: r.job_type, status: r.status, payload: r.payload }))
     },
     async list(sql, filter, tenantId) {
       const limit = Math.min(Math.max(1, Math.trunc(filter.limit)), 200)

@@ -59,6 +59,12 @@ export interface JobContext<D = unknown> extends JobSubmitter {
   logger: Logger
   /** The services the registry's processors need (mailer, provisioner…), given to createTaskManager. */
   deps: D
+  /**
+   * Run a side effect outside our databases (an SMTP send) at most once for this job id, however often
+   * BullMQ runs the job; a re-run gets the first run's result back (src/jobs/effects.ts). The result must
+   * be JSON. `effect` names the effect within the job ('smtp').
+   */
+  once<T>(effect: string, run: () => Promise<T>): Promise<T>
 }
 
 export interface TenantJobContext<D = unknown> extends JobContext<D> {

@@ -17,8 +17,11 @@ import type { Config } from '../config.js'
 import type { HostDatabase } from '../db/host.js'
 import { badRequest, notFound, unavailable } from '../lib/errors.js'
 import type { Catalog, PoolManager, TenantRecord } from '../tenancy/types.js'
+import { createBackgroundWrites } from './background-writes.js'
+import { createEffects } from './effects.js'
 import { createProcessor, errorLog, recordUnhandledFailure } from './processor.js'
 import { createQueues, QUEUE_NAMES, type Queues, workerConnection } from './queues.js'
+import { type ReconcileCounts, type ReconcileLoop, type ReconcileOptions, reconcileJobRecords, startReconcileLoop } from './reconcile.js'
 import { ENQUEUE_FAILED, type JobRecord, type JobStatus, type NewRecord, recordsFor, systemRecords, tenantRecords } from './records.js'
 import {
   assertPayload,
@@ -64,6 +67,8 @@ export interface WorkerOptions {
   maxStalledCount?: number
   /** First re-queue delay of a job whose tenant is at its cap (default 100 ms, doubling per bounce). */
   tenantCapDelayMs?: number
+  /** How often these workers run the reconcile sweep (default config.jobs.reconcileIntervalMs; 0: never). */
+  reconcileIntervalMs?: number
 }
 
 export interface JobWorkers {
@@ -103,6 +108,8 @@ export interface TaskManager<R extends JobRegistry> {
   /** 404 JOB_NOT_FOUND unless the job exists in that scope. */
   getJob(id: string, scope: 'system' | { tenantId: string }): Promise<JobView>
   listJobs(filter?: ListJobsFilter): Promise<JobRecord[]>
+  /** One reconcile sweep now (reconcile.ts); workers also run it periodically. */
+  reconcile(opts?: Partial<ReconcileOptions>): Promise<ReconcileCounts>
   startWorkers(opts?: WorkerOptions): JobWorkers
   /** Closes workers started here and the queues. */
   close(): Promise<void>
@@ -115,6 +122,8 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
   const slots = createTenantSlots(redis, { prefix, cap: config.jobs.tenantConcurrency, leaseMs: d.tenantSlotLeaseMs ?? 30_000 })
   const retention = d.retention ?? { completedAgeS: 86_400, failedAgeS: 7 * 86_400 }
   const started = new Set<JobWorkers>()
+  const writes = createBackgroundWrites({ logger })
+  const effects = createEffects(host.sql, writes)
 
   const definition = (name: string): JobDefinition => {
     const def = Object.hasOwn(registry, name) ? registry[name] : undefined
@@ -234,8 +243,22 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     return pools.withTenant(tenant, (db) => tenantRecords.list(db.$client, f, tenant.id))
   }
 
+  const reconcileDeps = {
+    registry,
+    queues,
+    hostSql: host.sql,
+    catalog,
+    pools,
+    logger,
+    jobOptions: (def: JobDefinition, id: string) => jobOptions(def, id),
+  }
+  const reconcile = (opts: Partial<ReconcileOptions> = {}) =>
+    reconcileJobRecords(reconcileDeps, { olderThanMs: config.jobs.reconcileAfterMs, ...opts })
+
   function startWorkers(opts: WorkerOptions = {}): JobWorkers {
     const processorDeps = {
+      writes,
+      effects,
       registry,
       deps: d.deps,
       hostSql: host.sql,
@@ -262,6 +285,14 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       worker.on('error', (err) => logger.error({ err, queue: scope }, 'job worker error'))
       return worker
     })
+    const intervalMs = opts.reconcileIntervalMs ?? config.jobs.reconcileIntervalMs
+    const loop: ReconcileLoop | undefined =
+      intervalMs > 0
+        ? startReconcileLoop(
+            { ...reconcileDeps, redis, lockKey: `${prefix}:jobs:reconcile-lock` },
+            { intervalMs, olderThanMs: config.jobs.reconcileAfterMs },
+          )
+        : undefined
 
     let closing: Promise<boolean> | undefined
     const handle: JobWorkers = {
@@ -271,6 +302,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       },
       close(timeoutMs = config.jobs.shutdownTimeoutMs) {
         closing ??= (async () => {
+          await loop?.stop()
           let timer: NodeJS.Timeout | undefined
           const timedOut = new Promise<false>((resolve) => {
             timer = setTimeout(() => resolve(false), timeoutMs)
@@ -301,9 +333,11 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     submitMany: submitMany as TaskManager<R>['submitMany'],
     getJob,
     listJobs,
+    reconcile,
     startWorkers,
     async close() {
       await Promise.all([...started].map((w) => w.close()))
+      writes.close()
       await queues.close()
     },
   }

@@ -137,7 +137,7 @@ export interface ScratchRedis {
   destroy(): Promise<void>
 }
 
-export async function startScratchRedis(opts: { appendonly?: boolean } = {}): Promise<ScratchRedis> {
+export async function startScratchRedis(opts: { appendonly?: boolean; extraArgs?: string[] } = {}): Promise<ScratchRedis> {
   const dir = mkdtempSync(join(tmpdir(), 'tk-redis-'))
   const port = await freePort()
   const pidfile = join(dir, 'redis.pid')
@@ -172,6 +172,7 @@ export async function startScratchRedis(opts: { appendonly?: boolean } = {}): Pr
       dir,
       '--logfile',
       join(dir, 'log'),
+      ...(opts.extraArgs ?? []),
     ]
     const r = spawnSync('redis-server', args, { encoding: 'utf8' })
     if (r.status !== 0) throw new Error(`redis-server failed: ${r.stderr || r.stdout}`)

@@ -15,6 +15,11 @@ export interface SmtpCaptureOptions {
   rejectRecipient?: (address: string) => boolean
   /** When set, AUTH must match one of these user → password pairs; otherwise any credentials are accepted. */
   users?: Record<string, string>
+  /**
+   * Runs when a message has arrived, before the server answers 250 (the sender still waits): a fault
+   * test stops a dependency here to hit the moment between "mail accepted" and the sender's next write.
+   */
+  beforeAccept?: (mail: CapturedMail) => void | Promise<void>
 }
 
 export interface SmtpCapture {
@@ -59,9 +64,12 @@ export async function startSmtpCapture(options: SmtpCaptureOptions = {}): Promis
           const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : ''
           const to = session.envelope.rcptTo.map((r) => r.address)
           const user = typeof session.user === 'string' ? session.user : undefined
-          messages.push(Object.assign(mail, { envelope: { from, to }, authUser: user }))
-          callback()
-          notify()
+          const captured = Object.assign(mail, { envelope: { from, to }, authUser: user })
+          messages.push(captured)
+          return Promise.resolve(options.beforeAccept?.(captured)).then(() => {
+            callback()
+            notify()
+          })
         })
         .catch((err: Error) => callback(err))
     },

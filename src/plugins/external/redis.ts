@@ -2,6 +2,7 @@
 import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
 import type { AppOptions } from '../../app.js'
+import { warnIfRedisNotPersistent } from '../../lib/redis-persistence.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -18,6 +19,8 @@ export default fp<AppOptions>(
     await redis.connect().catch((err: Error) => {
       throw new Error(`Redis is not reachable at ${config.redisUrl} (${err.message}). Start it with: redis-server --daemonize yes`)
     })
+    // Sessions live here: say so at boot when a Redis restart would lose them.
+    await warnIfRedisNotPersistent(redis, fastify.log)
     fastify.decorate('redis', redis)
     fastify.addHook('onClose', async () => {
       await redis.quit().catch(() => redis.disconnect())
