@@ -2,9 +2,6 @@
  * The real worker process (`node --import tsx src/worker.ts`) under SIGTERM and SIGKILL. The test
  * process submits and inspects jobs through its own task manager; the child does the work.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { dirname, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { eq } from 'drizzle-orm'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { projects } from '../../drizzle/tenant/schema.js'
@@ -12,25 +9,11 @@ import { createTaskManager, type TaskManager } from '../../src/jobs/task-manager
 import type { TenantRecord } from '../../src/tenancy/types.js'
 import { slowJobs } from './fixtures/slow-jobs.js'
 import { createJobsWorld, type JobsWorld, settled, silent, until } from './helpers.js'
+import { killSpawnedWorkers, spawnWorker as spawnChild } from './worker-child.js'
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-
-interface WorkerChild {
-  proc: ChildProcess
-  output: () => string
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  waitForLog(msg: string, timeoutMs?: number): Promise<void>
-}
-
-const children: WorkerChild[] = []
-
-function spawnWorker(vars: Record<string, string>, extra: Record<string, string> = {}): WorkerChild {
-  const proc = spawn(
-    process.execPath,
+const spawnWorker = (vars: Record<string, string>, extra: Record<string, string> = {}) =>
+  spawnChild(
     [
-      '--import',
-      'tsx',
-      'src/worker.ts',
       '--queues',
       'tenant',
       '--concurrency',
@@ -43,32 +26,9 @@ function spawnWorker(vars: Record<string, string>, extra: Record<string, string>
       '--jobs',
       'test/jobs/fixtures/slow-jobs.ts',
     ],
-    {
-      cwd: root,
-      env: { ...process.env, ...vars, LOG_LEVEL: 'info', WORKER_SHUTDOWN_TIMEOUT_MS: '10000', ...extra },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
+    vars,
+    extra,
   )
-  let out = ''
-  proc.stdout!.on('data', (d) => {
-    out += d
-  })
-  proc.stderr!.on('data', (d) => {
-    out += d
-  })
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    proc.once('exit', (code, signal) => r({ code, signal })),
-  )
-  const child: WorkerChild = {
-    proc,
-    output: () => out,
-    exited,
-    waitForLog: (msg, timeoutMs = 20_000) =>
-      until(async () => out.includes(`"msg":"${msg}`), timeoutMs, `worker log "${msg}"\n${out}`).then(() => {}),
-  }
-  children.push(child)
-  return child
-}
 
 let world: JobsWorld
 let tasks: TaskManager<typeof slowJobs>
@@ -80,13 +40,7 @@ beforeAll(async () => {
   tenant = await world.tenant('proc')
 })
 afterEach(async () => {
-  // Only the children this file started, by their own handles.
-  for (const c of children.splice(0)) {
-    if (c.proc.exitCode === null && c.proc.signalCode === null) {
-      c.proc.kill('SIGKILL')
-      await c.exited
-    }
-  }
+  await killSpawnedWorkers()
 })
 afterAll(async () => {
   await tasks?.close()
