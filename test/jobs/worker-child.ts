@@ -39,7 +39,7 @@ export function spawnWorker(args: string[], vars: Record<string, string>, extra:
     proc,
     output: () => out,
     exited,
-    waitForLog: (msg, timeoutMs = 20_000) =>
+    waitForLog: (msg, timeoutMs = 60_000) =>
       until(async () => out.includes(`"msg":"${msg}`), timeoutMs, `worker log "${msg}"\n${out}`).then(() => {}),
   }
   children.push(child)

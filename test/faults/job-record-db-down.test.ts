@@ -11,7 +11,7 @@ import { createServices, type Services } from '../../src/services.js'
 import { type ScratchPostgres, startScratchPostgres } from '../helpers/scratch-services.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
-import { silent, until } from './helpers.js'
+import { silent, until } from '../jobs/helpers.js'
 
 let pg: ScratchPostgres
 let env: TestEnv

@@ -12,8 +12,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { welcomeEmail } from '../../src/email/senders.js'
 import { welcomeEmailJobId } from '../../src/tenancy/lifecycle.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
-import { createJobsWorld, type JobsWorld, settled, until } from './helpers.js'
-import { killSpawnedWorkers, spawnWorker } from './worker-child.js'
+import { createJobsWorld, type JobsWorld, settled, until } from '../jobs/helpers.js'
+import { killSpawnedWorkers, spawnWorker } from '../jobs/worker-child.js'
 
 const CONCURRENCY = 4
 const EMAILS = 24
