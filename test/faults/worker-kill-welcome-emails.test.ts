@@ -101,5 +101,5 @@ describe('worker killed mid-batch', () => {
     expect(new Set(smtp.messages.map((m) => m.envelope.to[0])).size).toBe(EMAILS)
     const ids = new Set(owners.map((o) => `<${welcomeEmailJobId(o.tenantId)}@localhost>`))
     expect(smtp.messages.every((m) => ids.has(m.messageId!))).toBe(true)
-  }, 120_000)
+  }, 240_000)
 })

@@ -202,7 +202,7 @@ describe('Redis persistence at boot', () => {
 
     const worker = spawnWorker(['--queues', 'system'], world.env.vars)
     // A cold tsx start on a loaded machine can take a while.
-    await worker.waitForLog(NO_PERSISTENCE, 60_000)
+    await worker.waitForLog(NO_PERSISTENCE, 150_000)
     await worker.waitForLog('worker started')
-  }, 120_000)
+  }, 240_000)
 })
