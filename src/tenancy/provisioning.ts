@@ -82,6 +82,9 @@ export function validateSlug(slug: unknown): string {
     throw badRequest('INVALID_SLUG', 'slug must be 3-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen')
   }
   if (RESERVED_SLUGS.has(slug)) throw badRequest('INVALID_SLUG', `slug "${slug}" is reserved`)
+  // Slugs are DNS labels (tenant subdomains): "xn--…" is punycode, which renders as a lookalike of
+  // another tenant's name; RFC 5891 reserves "--" in 3rd and 4th position for such prefixes.
+  if (slug.slice(2, 4) === '--') throw badRequest('INVALID_SLUG', 'slug must not have "--" as its 3rd and 4th characters (xn-- is punycode)')
   // Tenants are named by slug or id everywhere (X-Tenant-ID, paths): a slug shaped like an id would be ambiguous.
   if (isUuid(slug)) throw badRequest('INVALID_SLUG', 'slug must not look like a tenant id')
   return slug

@@ -30,17 +30,24 @@ export const fromHeader: TenantResolver = (req) => {
 
 export const fromPath: TenantResolver = (req) => checked((req.params as { tenant?: string } | undefined)?.tenant, 'path')
 
-/** `acme.app.example.com` → `acme`. req.host honours X-Forwarded-Host only when trustProxy is on. */
+/** A fully qualified name may end in a dot (`acme.app.test.`): the same host. */
+const withoutRootDot = (name: string) => (name.endsWith('.') ? name.slice(0, -1) : name)
+
+/**
+ * `acme.app.example.com` → `acme`. req.host honours X-Forwarded-Host only when trustProxy is on.
+ * A deeper name (`x.acme.app.example.com`) names no tenant: 400, never a fall back to the session's.
+ */
 export const fromSubdomain =
   (suffix: string | undefined): TenantResolver =>
   (req) => {
     if (!suffix) return undefined
     // An HTTP/1.0 request may carry no Host header at all.
-    const host = (req.host ?? '').split(':')[0]!.toLowerCase()
-    const tail = `.${suffix.toLowerCase()}`
+    const host = withoutRootDot((req.host ?? '').replace(/:\d+$/, '').toLowerCase())
+    const tail = `.${withoutRootDot(suffix.toLowerCase())}`
     if (!host.endsWith(tail)) return undefined
     const sub = host.slice(0, -tail.length)
-    return sub.includes('.') ? undefined : checked(sub, 'subdomain')
+    if (sub.includes('.')) throw badRequest('INVALID_TENANT_REF', 'Malformed tenant reference in subdomain (nested subdomain)')
+    return checked(sub, 'subdomain')
   }
 
 export const fromSession: TenantResolver = (req) => req.session?.activeTenantId
@@ -55,4 +62,21 @@ export function resolveTenantRef(req: FastifyRequest, resolvers: TenantResolver[
     if (ref) return ref
   }
   return undefined
+}
+
+/**
+ * Every tenant the request names explicitly (header, path, subdomain: all resolvers but the session's
+ * fallback), without repeats; falls back to the session's active tenant only when none does. More than
+ * one distinct reference must name the same tenant (the guard checks, by catalog), else 400 TENANT_CONFLICT.
+ */
+export function resolveTenantRefs(req: FastifyRequest, resolvers: TenantResolver[]): string[] {
+  const named = new Set<string>()
+  for (const resolve of resolvers) {
+    if (resolve === fromSession) continue
+    const ref = resolve(req)
+    if (ref) named.add(ref)
+  }
+  if (named.size > 0 || !resolvers.includes(fromSession)) return [...named]
+  const active = fromSession(req)
+  return active ? [active] : []
 }

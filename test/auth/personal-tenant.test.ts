@@ -67,6 +67,9 @@ describe('personal tenant slugs', () => {
       expect(slug).toMatch(new RegExp(`^x{40}-[0-9a-f]{${bytes * 2}}$`))
     }
     expect(personalTenantSlug('a@example.com', 2, () => Buffer.from([0xab, 0xcd]))).toBe('team-abcd')
+    // A punycode-looking local part still gives a valid slug ("--" collapses; xn-- slugs are refused).
+    const puny = personalTenantSlug('xn--pple-43d@example.com')
+    expect(validateSlug(puny)).toBe(puny)
   })
 
   it('retries a taken slug with a longer suffix: signup gets a tenant when every 16-bit suffix is taken', async () => {

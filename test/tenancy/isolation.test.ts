@@ -530,14 +530,37 @@ describe('tenant isolation matrix', () => {
     }
   }, 300_000)
 
-  it('the first resolver that names a tenant wins, and membership is checked for that tenant', async () => {
+  it('references that disagree are 400 TENANT_CONFLICT, never one of them; membership is checked for the tenant named', async () => {
     const { A, B } = tenants as Record<'A' | 'B', TenantFx>
     const viewerA = sibling(users.viewerA!.client!)
-    // Header (A) beats path (B): viewerA gets A's data, not a 404 for B nor B's data.
-    const both = await viewerA.get(`/t/${B.slug}/api/tenant`, { 'x-tenant-id': A.slug })
-    expect(both.json()).toMatchObject({ tenant: { id: A.id } })
-    // Header (B) beats path (A): viewerA is not in B.
-    const wrong = await viewerA.get(`/t/${A.slug}/api/tenant`, { 'x-tenant-id': B.slug })
+    // Header and path name different tenants: neither wins (it used to be the header, silently).
+    for (const [url, headers] of [
+      [`/t/${B.slug}/api/tenant`, { 'x-tenant-id': A.slug }],
+      [`/t/${A.slug}/api/tenant`, { 'x-tenant-id': B.slug }],
+      [`/t/${B.id}/api/tenant`, { 'x-tenant-id': A.id }],
+      [`/t/${B.id}/api/tenant`, { 'x-tenant-id': A.slug }],
+      ['/api/tenant', { 'x-tenant-id': A.slug, host: `${B.slug}.${SUFFIX}` }],
+      [`/t/${A.slug}/api/tenant`, { host: `${B.slug}.${SUFFIX}` }],
+      [`/t/${A.slug}/api/tenant`, { 'x-tenant-id': 'no-such-tenant' }],
+    ] as [string, Record<string, string>][]) {
+      const res = await viewerA.get(url, headers)
+      expect(res.statusCode, `${url} ${JSON.stringify(headers)}`).toBe(400)
+      expect(res.json()).toMatchObject({ code: 'TENANT_CONFLICT' })
+      expect(res.body).not.toContain(A.tok)
+      expect(res.body).not.toContain(B.tok)
+    }
+    // The same tenant named twice, by slug and by id, in any case: fine.
+    for (const [url, headers] of [
+      [`/t/${A.slug}/api/tenant`, { 'x-tenant-id': A.slug.toUpperCase() }],
+      [`/t/${A.id}/api/tenant`, { 'x-tenant-id': A.slug }],
+      [`/t/${A.slug}/api/tenant`, { 'x-tenant-id': A.id, host: `${A.slug}.${SUFFIX}` }],
+    ] as [string, Record<string, string>][]) {
+      const res = await viewerA.get(url, headers)
+      expect(res.statusCode, `${url} ${JSON.stringify(headers)}`).toBe(200)
+      expect(res.json()).toMatchObject({ tenant: { id: A.id } })
+    }
+    // One reference, to a tenant viewerA is not in: 404.
+    const wrong = await viewerA.get(`/t/${B.slug}/api/tenant`)
     expect(wrong.statusCode).toBe(404)
     expect(wrong.body).not.toContain(B.tok)
     // Without trust-proxy, X-Forwarded-Host can't move the request to another tenant's subdomain.
@@ -547,13 +570,30 @@ describe('tenant isolation matrix', () => {
     })
     expect(forwarded.statusCode).toBe(404)
     expect(forwarded.json()).toMatchObject({ code: 'TENANT_NOT_FOUND' })
-    // A host outside the suffix names nothing; nor does a nested subdomain.
-    for (const host of [`${A.slug}.example.org`, `x.${A.slug}.${SUFFIX}`, SUFFIX]) {
+    // A fully qualified host (trailing dot) is the same host: its tenant, with or without a port.
+    for (const host of [`${A.slug}.${SUFFIX}.`, `${A.slug.toUpperCase()}.${SUFFIX}.:3000`]) {
+      const c = sibling(users.viewerA!.client!)
+      await setSessionTenant(c, B.id) // a session tenant must not win over the subdomain either
+      const res = await c.get('/api/tenant', { host })
+      expect(res.statusCode, host).toBe(200)
+      expect(res.json()).toMatchObject({ tenant: { id: A.id } })
+    }
+    // A host outside the suffix names nothing: the session's tenant, or none.
+    for (const host of [`${A.slug}.example.org`, SUFFIX, `${SUFFIX}.`]) {
       const c = sibling(users.viewerA!.client!)
       await setSessionTenant(c, undefined)
       const res = await c.get('/api/tenant', { host })
       expect(res.statusCode, host).toBe(400)
       expect(res.json()).toMatchObject({ code: 'TENANT_REQUIRED' })
+    }
+    // A nested subdomain is not a tenant reference, and never falls back to the session's tenant.
+    for (const host of [`x.${A.slug}.${SUFFIX}`, `${B.slug}.${A.slug}.${SUFFIX}.`]) {
+      const c = sibling(users.viewerA!.client!)
+      await setSessionTenant(c, A.id)
+      const res = await c.get('/api/tenant', { host })
+      expect(res.statusCode, host).toBe(400)
+      expect(res.json()).toMatchObject({ code: 'INVALID_TENANT_REF' })
+      expect(res.body).not.toContain(A.tok)
     }
   })
 

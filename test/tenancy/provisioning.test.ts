@@ -138,14 +138,27 @@ describe('provision', () => {
     expect(await services.tasks.queues.system.getJob(welcomeEmailJobId(t.id))).toBeUndefined()
   })
 
-  it.each(['ab', 'A-team', '-abc', 'abc-', 'has_underscore', 'dots.not.allowed', 'x'.repeat(64), 'www', 'api', 'admin', 'app', '0190a2b4-0000-7000-8000-000000000000'])(
-    'rejects slug %j with 400 INVALID_SLUG and writes nothing',
-    async (slug) => {
-      const before = await catalogDbNames()
-      await expect(services.provisioner.provision({ slug, name: 'Bad' })).rejects.toMatchObject({ statusCode: 400, code: 'INVALID_SLUG' })
-      expect(await catalogDbNames()).toEqual(before)
-    },
-  )
+  it.each([
+    'ab',
+    'A-team',
+    '-abc',
+    'abc-',
+    'has_underscore',
+    'dots.not.allowed',
+    'x'.repeat(64),
+    'www',
+    'api',
+    'admin',
+    'app',
+    '0190a2b4-0000-7000-8000-000000000000',
+    'xn--pple-43d',
+    'xn--80ak6aa92e',
+    'ab--cd',
+  ])('rejects slug %j with 400 INVALID_SLUG and writes nothing', async (slug) => {
+    const before = await catalogDbNames()
+    await expect(services.provisioner.provision({ slug, name: 'Bad' })).rejects.toMatchObject({ statusCode: 400, code: 'INVALID_SLUG' })
+    expect(await catalogDbNames()).toEqual(before)
+  })
 
   it('rejects an empty name and an unknown owner with 400', async () => {
     await expect(services.provisioner.provision({ slug: 'empty-name', name: '  ' })).rejects.toMatchObject({

@@ -32,7 +32,7 @@ import { createMemberships, type Memberships } from '../../tenancy/memberships.j
 import type { ProvisionedTenant, Provisioner } from '../../tenancy/provisioning.js'
 import { invalidApiKey } from '../../auth/api-keys.js'
 import { type AccessRule, createRoleResolver, hasMinRole, ROLE_LEVEL, type Role } from '../../tenancy/rbac.js'
-import { defaultResolvers, fromSession, resolveTenantRef } from '../../tenancy/resolve.js'
+import { defaultResolvers, fromSession, resolveTenantRefs } from '../../tenancy/resolve.js'
 import { clientClosed } from '../../tenancy/pool-manager.js'
 import type { PoolManager, TenantDb, TenantLease, TenantRecord } from '../../tenancy/types.js'
 import type { Logger } from 'pino'
@@ -149,6 +149,19 @@ export default fp<AppOptions>(
       return ac.signal
     }
 
+    /**
+     * The tenant the references name, when they all name the same one (a slug and an id may). Two that
+     * disagree (`X-Tenant-ID: a` on `/t/b/api/…`) are a 400, never silently one of them.
+     */
+    const agreeing = async (refs: string[]): Promise<TenantRecord | undefined> => {
+      if (refs.length === 0) return undefined
+      const tenant = await catalog.get(refs[0]!)
+      if (refs.length > 1 && (!tenant || refs.some((ref) => !names(tenant, ref)))) {
+        throw badRequest('TENANT_CONFLICT', 'The request names more than one tenant (X-Tenant-ID, /t/:tenant/ path and subdomain disagree)')
+      }
+      return tenant
+    }
+
     fastify.decorate('tenantGuard', async (req: FastifyRequest, reply: FastifyReply) => {
       let tenant: TenantRecord | undefined
       let membership: Membership | undefined
@@ -157,13 +170,14 @@ export default fp<AppOptions>(
         membership = await memberships.find(key.user.id, key.tenantId)
         if (membership?.status !== 'active') throw invalidApiKey()
         tenant = await catalog.get(key.tenantId)
-        const ref = resolveTenantRef(req, keyResolvers)
-        if (tenant && ref && !names(tenant, ref)) tenant = undefined
+        const refs = resolveTenantRefs(req, keyResolvers)
+        await agreeing(refs)
+        if (tenant && refs[0] && !names(tenant, refs[0])) tenant = undefined
       } else {
         await fastify.requireUser(req, undefined as never)
-        const ref = resolveTenantRef(req, resolvers)
-        if (!ref) throw badRequest('TENANT_REQUIRED', 'No tenant given: send X-Tenant-ID, use /t/:tenant/…, a tenant subdomain, or switch with PUT /me/active-tenant')
-        tenant = await catalog.get(ref)
+        const refs = resolveTenantRefs(req, resolvers)
+        if (!refs[0]) throw badRequest('TENANT_REQUIRED', 'No tenant given: send X-Tenant-ID, use /t/:tenant/…, a tenant subdomain, or switch with PUT /me/active-tenant')
+        tenant = await agreeing(refs)
         membership = tenant && (await memberships.find(req.user!.id, tenant.id))
       }
       const user = req.user!
