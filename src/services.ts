@@ -12,6 +12,7 @@ import { createPoolManager } from './tenancy/pool-manager.js'
 import { createProvisioner, type Provisioner } from './tenancy/provisioning.js'
 import type { PoolManager } from './tenancy/types.js'
 import { createMailer, type Mailer } from './email/index.js'
+import { ACCOUNT_JOBS } from './jobs/account-jobs.js'
 import { BILLING_JOBS } from './jobs/billing-jobs.js'
 import { BUILT_IN_JOBS } from './jobs/built-in.js'
 import { FLEET_JOBS, PROVISIONING_JOBS } from './jobs/provisioning-jobs.js'
@@ -20,7 +21,7 @@ import { createOutbox, type Outbox } from './jobs/outbox.js'
 import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
 
 /** Every job the kit defines; adopters add theirs through ServiceOptions.jobs (or the worker's --jobs). */
-export const KIT_JOBS = { ...BUILT_IN_JOBS, ...PROVISIONING_JOBS, ...FLEET_JOBS, ...BILLING_JOBS }
+export const KIT_JOBS = { ...BUILT_IN_JOBS, ...PROVISIONING_JOBS, ...FLEET_JOBS, ...BILLING_JOBS, ...ACCOUNT_JOBS }
 
 export interface Services {
   config: Config

@@ -35,6 +35,12 @@ export const users = pgTable(
     isPlatformAdmin: boolean('is_platform_admin').notNull().default(false),
     /** Sessions and API keys issued before this instant are no longer valid (password reset, account takeover repair). */
     sessionsValidAfter: timestamp('sessions_valid_after', { withTimezone: true }),
+    /** Sessions (not API keys) started before this instant are void: "log out everywhere", a password change. */
+    sessionsRevokedAt: timestamp('sessions_revoked_at', { withTimezone: true }),
+    /** The tenant the user last switched to (PUT /me/active-tenant): where login puts them if still a member. */
+    activeTenantId: uuid('active_tenant_id'),
+    /** Set by DELETE /me: the row stays (audit entries and tenants point at it), its personal data is gone. */
+    deletedAt: timestamp('deleted_at', { withTimezone: true }),
     lastLoginAt: timestamp('last_login_at', { withTimezone: true }),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
@@ -283,6 +289,37 @@ export const stripeWebhookEvents = pgTable(
   ],
 )
 
+export const USER_TOKEN_PURPOSES = ['verify_email', 'password_reset', 'email_change'] as const
+export type UserTokenPurpose = (typeof USER_TOKEN_PURPOSES)[number]
+
+/**
+ * UserToken: a single-use token mailed to a user (src/auth/user-tokens.ts). Only its SHA-256 is stored.
+ * `email` is the address it was sent to: a token for an address the account no longer has is void.
+ * `newEmail` is the address an email_change token moves the account to.
+ */
+export const userTokens = pgTable(
+  'core_user_tokens',
+  {
+    id: id(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    purpose: text('purpose', { enum: USER_TOKEN_PURPOSES }).notNull(),
+    tokenHash: text('token_hash').notNull(),
+    email: text('email').notNull(),
+    newEmail: text('new_email'),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    usedAt: timestamp('used_at', { withTimezone: true }),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex('core_user_tokens_hash_uq').on(t.tokenHash),
+    index('core_user_tokens_user_idx').on(t.userId, t.purpose),
+    check('core_user_tokens_purpose_ck', inList('purpose', USER_TOKEN_PURPOSES)),
+    check('core_user_tokens_hash_ck', sql`token_hash ~ '^[0-9a-f]{64}$'`),
+  ],
+)
+
 export const API_KEY_ROLES = ['admin', 'editor', 'viewer'] as const
 export type ApiKeyRole = (typeof API_KEY_ROLES)[number]
 
@@ -328,3 +365,4 @@ export type AuditLog = typeof auditLogs.$inferSelect
 export type SystemJob = typeof systemJobs.$inferSelect
 export type StripeWebhookEvent = typeof stripeWebhookEvents.$inferSelect
 export type ApiKey = typeof apiKeys.$inferSelect
+export type UserToken = typeof userTokens.$inferSelect

@@ -5,7 +5,14 @@
 import { and, eq, exists, not, sql } from 'drizzle-orm'
 import { memberships, type User, users } from '../../drizzle/host/schema.js'
 import type { HostDb } from '../db/host.js'
-import { PG, conflict, pgCode } from '../lib/errors.js'
+import { PG, conflict, forbidden, pgCode } from '../lib/errors.js'
+
+/** What routes answer an account whose address isn't verified yet, for what it may not do until then. */
+export const emailNotVerified = () =>
+  forbidden(
+    'EMAIL_NOT_VERIFIED',
+    'Verify your email address first: use the link we sent you (POST /auth/verify-email/request sends it again)',
+  )
 
 export type PublicUser = Pick<User, 'id' | 'email' | 'name'> & { emailVerified: boolean; createdAt: string }
 
@@ -80,7 +87,21 @@ export function createUsersRepository(db: HostDb) {
 
     async update(
       id: string,
-      values: Partial<Pick<User, 'name' | 'googleId' | 'emailVerifiedAt' | 'stripeCustomerId' | 'passwordHash' | 'sessionsValidAfter'>>,
+      values: Partial<
+        Pick<
+          User,
+          | 'name'
+          | 'email'
+          | 'googleId'
+          | 'emailVerifiedAt'
+          | 'stripeCustomerId'
+          | 'passwordHash'
+          | 'sessionsValidAfter'
+          | 'sessionsRevokedAt'
+          | 'activeTenantId'
+          | 'deletedAt'
+        >
+      >,
     ) {
       const [user] = await db.update(users).set(values).where(eq(users.id, id)).returning()
       return user

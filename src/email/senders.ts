@@ -39,6 +39,24 @@ export interface VerifyEmail {
   expiresIn: string
 }
 
+export interface EmailChangeEmail {
+  /** The new address (where the confirmation goes). */
+  to: string
+  userName: string
+  oldEmail: string
+  confirmUrl: string
+  expiresIn: string
+}
+
+export interface MemberRemovedEmail {
+  /** An owner of the tenant. */
+  to: string
+  memberEmail: string
+  tenantName: string
+  /** One sentence saying why. */
+  reason: string
+}
+
 export interface PaymentFailedEmail {
   to: string
   tenantName: string
@@ -101,6 +119,18 @@ export const verifyEmail = (a: VerifyEmail): EmailMessage => ({
   to: a.to,
   template: 'verify_email',
   variables: { user_name: a.userName, verify_url: a.verifyUrl, expires_in: a.expiresIn },
+})
+
+export const emailChangeEmail = (a: EmailChangeEmail): EmailMessage => ({
+  to: a.to,
+  template: 'email_change',
+  variables: { user_name: a.userName, old_email: a.oldEmail, confirm_url: a.confirmUrl, expires_in: a.expiresIn },
+})
+
+export const memberRemovedEmail = (a: MemberRemovedEmail): EmailMessage => ({
+  to: a.to,
+  template: 'member_removed',
+  variables: { member_email: a.memberEmail, tenant_name: a.tenantName, reason: a.reason },
 })
 
 export const sendWelcomeEmail = (mailer: Mailer, a: WelcomeEmail) => mailer.sendEmail(welcomeEmail(a))

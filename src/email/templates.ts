@@ -15,7 +15,15 @@ import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { EMAIL_ERRORS, emailError } from './errors.js'
 
-export const BUILT_IN_TEMPLATES = ['welcome', 'invitation', 'password_reset', 'verify_email', 'payment_failed'] as const
+export const BUILT_IN_TEMPLATES = [
+  'welcome',
+  'invitation',
+  'password_reset',
+  'verify_email',
+  'email_change',
+  'member_removed',
+  'payment_failed',
+] as const
 export type BuiltInTemplate = (typeof BUILT_IN_TEMPLATES)[number]
 
 export interface EmailTemplate {

@@ -45,7 +45,8 @@ interface Actor {
 /** A user who logs in (`signIn`) once they belong to a tenant: a login with no membership would provision a personal tenant. */
 async function actor(label: string): Promise<Actor & { signIn(): Promise<void> }> {
   const email = `${label}-${tag()}@example.com`
-  const user = await app.users.create({ email, name: label, passwordHash })
+  // Verified: creating API keys needs a verified address (test/auth/account-flows.test.ts covers the refusal).
+  const user = await app.users.create({ email, name: label, passwordHash, emailVerified: true })
   const c = createClient(app)
   return { id: user.id, email, c, signIn: async () => expect((await c.login(email)).statusCode).toBe(200) }
 }

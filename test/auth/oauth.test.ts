@@ -39,7 +39,7 @@ afterAll(async () => {
   await server?.close()
   await mock?.close()
   await env?.cleanup()
-})
+}, 180_000)
 beforeEach(() => {
   mock.setClaims({})
   mock.setUserinfo({})
@@ -200,7 +200,14 @@ describe('GET /auth/google/callback: signing in', () => {
     expect(me.activeTenant.tenantId).toBe(tenant.id)
     expect(await userByEmail('grace@example.com')).toMatchObject({ google_id: id.sub, password_hash: null })
     const actions = await auditActions(user.id)
-    expect(actions).toContainEqual({ action: 'auth.oauth_link', provider: 'google', issuer: mock.issuerUrl, passwordCleared: true })
+    expect(actions).toContainEqual({
+      action: 'auth.oauth_link',
+      provider: 'google',
+      issuer: mock.issuerUrl,
+      passwordCleared: true,
+      removedFrom: [],
+      revokedKeys: 0,
+    })
     expect(actions.at(-1)).toEqual({ action: 'auth.login', method: 'google', firstLogin: false })
     // The password set before anyone proved owning the address no longer opens the account.
     expect((await createClient(server).login('grace@example.com')).statusCode).toBe(401)
@@ -315,9 +322,15 @@ describe('pre-account takeover: what the squatter obtained with the password sto
   it("ends the squatter's sessions and API keys when the owner signs in with Google, in every process, at once", async () => {
     const squatter = createClient(server)
     expect((await squatter.signup('victim@takeover.example')).statusCode).toBe(201)
-    const key = await squatter.post('/api/api-keys', { name: 'backdoor', role: 'admin' })
-    expect(key.statusCode, key.body).toBe(201)
-    const secret = key.json().secret as string
+    // An unverified account can't create keys any more (403 EMAIL_NOT_VERIFIED): this one predates that rule.
+    expect((await squatter.post('/api/api-keys', { name: 'backdoor', role: 'admin' })).json().code).toBe('EMAIL_NOT_VERIFIED')
+    const squatted = (await squatter.get('/me')).json()
+    const { secret } = await server.apiKeys.create({
+      tenantId: squatted.activeTenant.tenantId,
+      createdBy: squatted.user.id,
+      name: 'backdoor',
+      role: 'admin',
+    })
     // A second instance, holding the same session (shared store) and the key in its cache.
     const other = await buildApp(env.configWith(oauthVars(mock.issuerUrl)))
     try {
@@ -355,6 +368,7 @@ describe('pre-account takeover: what the squatter obtained with the password sto
   it('enforces sessions_valid_after from the DB when no message arrived: at the next user re-read, and for uncached keys', async () => {
     const c = createClient(server)
     const { user } = (await c.signup('reread@takeover.example')).json()
+    await server.host.sql`update core_users set email_verified_at = now() where id = ${user.id}`
     const secret = (await c.post('/api/api-keys', { name: 'k', role: 'viewer' })).json().secret as string
     // Written behind the app's back: no process heard of it, so the session's fresh snapshot still passes.
     await server.host.sql`update core_users set sessions_valid_after = now() + interval '1 second' where id = ${user.id}`
@@ -367,6 +381,70 @@ describe('pre-account takeover: what the squatter obtained with the password sto
     expect(await server.redis.exists(key)).toBe(0)
     // Never cached: read with its creator's cutoff.
     expect((await useKey(server, secret)).json()).toMatchObject({ statusCode: 401, code: 'INVALID_API_KEY' })
+  })
+})
+
+describe("reproduction 2: what a squatter built into a pre-registered address doesn't survive the owner's Google sign-in", () => {
+  it('removes the account from the shared tenant (its co-owner stays behind), revokes its keys, mails the other owners, and starts the owner elsewhere', async () => {
+    const squatter = createClient(server)
+    const signup = await squatter.signup('owner@squatted.example')
+    expect(signup.statusCode).toBe(201)
+    const squattedTenant = signup.json().tenant.id as string
+    const squatterId = signup.json().user.id as string
+    // The squatter's second account, made co-owner of the squatted tenant (the invitation flow needs a verified
+    // address to accept ownership; this is the state such an account could reach before that rule existed).
+    const accomplice = createClient(server)
+    const second = (await accomplice.signup('accomplice@squatter.example')).json().user.id as string
+    await server.tenancy.memberships.add(second, squattedTenant, 'owner')
+    // An unverified account can't mint keys through the API any more; one minted before that rule:
+    expect((await squatter.post('/api/api-keys', { name: 'backdoor', role: 'admin' })).json().code).toBe('EMAIL_NOT_VERIFIED')
+    const { key, secret } = await server.apiKeys.create({
+      tenantId: squattedTenant,
+      createdBy: squatterId,
+      name: 'backdoor',
+      role: 'admin',
+    })
+    // And the squatter chose the squatted tenant as where the account starts.
+    expect((await squatter.put('/me/active-tenant', { tenant: squattedTenant })).statusCode).toBe(200)
+
+    mock.setClaims(person('owner@squatted.example'))
+    const victim = createClient(server)
+    expect((await googleLogin(victim)).res.statusCode).toBe(302)
+
+    const me = (await victim.get('/me')).json()
+    expect(me.user.id).toBe(squatterId) // the same account, now the owner's
+    expect(me.memberships.map((m: { tenantId: string }) => m.tenantId)).not.toContain(squattedTenant)
+    expect(me.activeTenant).not.toBeNull()
+    expect(me.activeTenant.tenantId).not.toBe(squattedTenant)
+    expect(await server.tenancy.memberships.find(squatterId, squattedTenant)).toBeUndefined()
+    // The accomplice is left with their own tenant, and no longer shares anything with the owner.
+    expect(await server.tenancy.memberships.find(second, squattedTenant)).toMatchObject({ role: 'owner' })
+    const [row] = await server.host.sql<{ revoked_at: Date | null }[]>`select revoked_at from core_api_keys where id = ${key.id}`
+    expect(row!.revoked_at).not.toBeNull()
+    expect((await server.inject({ url: '/api/projects', headers: { authorization: `Bearer ${secret}` } })).statusCode).toBe(401)
+    // The squatted tenant's other owner is told, through the email job.
+    const mails = await server.host.sql<{ payload: { to: string; template: string; variables: Record<string, string> } }[]>`
+      select payload from sys_jobs where job_type = 'email.send' and payload->>'template' = 'member_removed'`
+    expect(mails.map((m) => m.payload)).toContainEqual(
+      expect.objectContaining({
+        to: 'accomplice@squatter.example',
+        variables: expect.objectContaining({ member_email: 'owner@squatted.example' }),
+      }),
+    )
+    const [linked] = await server.host.sql<{ metadata: { removedFrom: string[]; revokedKeys: number } }[]>`
+      select metadata from sys_audit_logs where action = 'auth.oauth_link' and actor_user_id = ${squatterId}`
+    expect(linked!.metadata).toMatchObject({ removedFrom: [squattedTenant], revokedKeys: 1 })
+  })
+
+  it('keeps a tenant the unverified account created and never shared', async () => {
+    const early = createClient(server)
+    const signup = (await early.signup('solo@squatted.example')).json()
+    mock.setClaims(person('solo@squatted.example'))
+    const owner = createClient(server)
+    expect((await googleLogin(owner)).res.statusCode).toBe(302)
+    const me = (await owner.get('/me')).json()
+    expect(me.memberships.map((m: { tenantId: string }) => m.tenantId)).toEqual([signup.tenant.id])
+    expect(me.activeTenant.tenantId).toBe(signup.tenant.id)
   })
 })
 

@@ -99,6 +99,8 @@ describe('built-in templates', () => {
     invitation: ['inviter_name', 'tenant_name', 'app_name', 'invitation_url', 'expires_in', 'to_email'],
     password_reset: ['app_name', 'user_name', 'reset_url', 'expires_in', 'to_email'],
     verify_email: ['app_name', 'user_name', 'to_email', 'verify_url', 'expires_in'],
+    email_change: ['app_name', 'user_name', 'old_email', 'to_email', 'confirm_url', 'expires_in'],
+    member_removed: ['app_name', 'member_email', 'tenant_name', 'reason', 'to_email'],
     payment_failed: ['app_name', 'tenant_name', 'payment_summary', 'billing_url', 'grace_notice', 'to_email'],
   }
 

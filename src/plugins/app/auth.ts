@@ -22,6 +22,7 @@ import type { User } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../app.js'
 import { type ApiKeyIdentity, type ApiKeys, createApiKeys } from '../../auth/api-keys.js'
 import { createSessionRevocations } from '../../auth/session-revocations.js'
+import { createUserTokens, type UserTokens } from '../../auth/user-tokens.js'
 import { type PublicUser, createUsersRepository, toPublicUser, type UsersRepository } from '../../auth/users.js'
 import { unauthorized } from '../../lib/errors.js'
 
@@ -37,6 +38,10 @@ declare module 'fastify' {
      * the user's sessions started and API keys created before `at` stop working in every process now.
      */
     revokeUserCredentials: (userId: string, at: Date) => Promise<void>
+    /** After writing users.sessions_revoked_at = `at`: the user's sessions started before `at` end in every process now (API keys stay). */
+    revokeUserSessions: (userId: string, at: Date) => Promise<void>
+    /** Single-use tokens mailed to users (verify email, password reset, email change). */
+    userTokens: UserTokens
   }
   interface FastifyRequest {
     user: PublicUser | null
@@ -53,6 +58,7 @@ export default fp<AppOptions>(
     const absoluteMaxMs = config.session.absoluteMaxS * 1000
     const USER_SNAPSHOT_MS = 30_000
     fastify.decorate('users', users)
+    fastify.decorate('userTokens', createUserTokens(fastify.host.db))
     fastify.decorateRequest('user', null)
     fastify.decorateRequest('apiKey', null)
 
@@ -78,6 +84,12 @@ export default fp<AppOptions>(
       await revocations.publish(userId, at)
       await apiKeys.invalidateCreator(userId)
     })
+    fastify.decorate('revokeUserSessions', (userId: string, at: Date) => revocations.publish(userId, at))
+    /** Sessions die at the later of the two cutoffs: credentials (sessions and keys) and sessions only. */
+    const sessionCutoff = (user: User) => {
+      const at = Math.max(user.sessionsValidAfter?.getTime() ?? 0, user.sessionsRevokedAt?.getTime() ?? 0)
+      return at === 0 ? undefined : at
+    }
     const revoked = async (req: FastifyRequest, validAfterMs: number | undefined) => {
       if (validAfterMs === undefined || (req.session.createdAt ?? 0) >= validAfterMs) return
       await req.session.destroy()
@@ -127,11 +139,11 @@ export default fp<AppOptions>(
         return
       }
       const user = await users.findById(userId)
-      if (!user) {
+      if (!user || user.deletedAt) {
         await req.session.destroy()
         throw unauthorized()
       }
-      await revoked(req, user.sessionsValidAfter?.getTime())
+      await revoked(req, sessionCutoff(user))
       req.session.user = req.user = toPublicUser(user)
       req.session.userLoadedAt = Date.now()
     })

@@ -21,7 +21,9 @@ import { Type } from 'typebox'
 import { type User, users as usersTable } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../app.js'
 import { OidcError, type OidcIdentity } from '../../auth/oidc.js'
+import { chooseLoginTenant } from '../../auth/login-tenant.js'
 import { ensurePersonalTenant } from '../../auth/personal-tenant.js'
+import { reclaimUnverifiedAccount } from '../../auth/reclaim.js'
 import { audit } from '../../lib/audit.js'
 import { AppError, badRequest, PG, pgCode, unavailable } from '../../lib/errors.js'
 import { errorResponses, MultilineText, Text } from '../../lib/schemas.js'
@@ -130,6 +132,16 @@ const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
         throw err
       }
       if (clearPassword) await fastify.revokeUserCredentials(sameEmail.id, cutoff)
+      // Whoever registered this address unproven must not leave anything behind in it (src/auth/reclaim.ts).
+      const reclaimed =
+        sameEmail.emailVerifiedAt === null
+          ? await reclaimUnverifiedAccount(
+              { db: host.db, memberships: tenancy.memberships, apiKeys: fastify.apiKeys, tasks: fastify.services.tasks },
+              sameEmail,
+              'google',
+              req,
+            )
+          : undefined
       await audit(
         host.db,
         {
@@ -137,11 +149,18 @@ const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
           actorUserId: sameEmail.id,
           targetType: 'user',
           targetId: sameEmail.id,
-          metadata: { provider: 'google', issuer: identity.issuer, passwordCleared: clearPassword },
+          metadata: {
+            provider: 'google',
+            issuer: identity.issuer,
+            passwordCleared: clearPassword,
+            removedFrom: reclaimed?.removedFrom ?? [],
+            revokedKeys: reclaimed?.revokedKeys ?? 0,
+          },
         },
         req,
       )
-      return { user: linked ?? sameEmail }
+      // Re-read: reclaiming may have cleared the stored active tenant.
+      return { user: (reclaimed ? await users.findById(sameEmail.id) : undefined) ?? linked ?? sameEmail }
     }
 
     let user: User
@@ -225,7 +244,7 @@ const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
           { action: 'auth.signup', actorUserId: user.id, tenantId: provisioned?.id ?? null, metadata: { method: 'google' } },
           req,
         )
-      const activeTenantId = provisioned?.id ?? memberships.find((m) => m.status === 'active')?.tenantId
+      const activeTenantId = provisioned?.id ?? (await chooseLoginTenant(host.db, user, memberships))
       await req.signIn(user, activeTenantId)
       await users.touchLogin(user.id)
       await audit(

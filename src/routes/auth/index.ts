@@ -1,7 +1,10 @@
 /**
  * Email + password identity: signup (with a personal tenant, seed `provision_new_user`), login,
- * logout, and the CSRF token for cookie-authenticated writes. Login and signup are rate limited per
- * IP (route config) and per email (a second limiter keyed on the body).
+ * logout, and the CSRF token for cookie-authenticated writes. Signup is rate limited per IP (route
+ * config) and per email (a second limiter keyed on the body) and mails the address a verification link.
+ * Login is throttled on failures only (src/auth/login-throttle.ts): per email + IP and per IP, plus a
+ * growing delay per email, so nobody can lock an owner out of their account from elsewhere.
+ * Email verification and password reset: ./verify-email.ts and ./password-reset.ts.
  *
  * Signup is all or nothing when the personal tenant can't even be registered (its slug stays taken
  * after retries, or the insert fails): the new user row is deleted again and the error answered, so
@@ -14,6 +17,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import '../../plugins/external/csrf.js'
 import { Type } from 'typebox'
+import { sendVerificationEmail } from '../../auth/account-emails.js'
+import { createLoginThrottle } from '../../auth/login-throttle.js'
+import { chooseLoginTenant } from '../../auth/login-tenant.js'
 import { assertPasswordPolicy, hashPassword, verifyPassword } from '../../auth/password.js'
 import { ensurePersonalTenant, provisionPersonalTenant } from '../../auth/personal-tenant.js'
 import { LoginBody, MembershipSchema, SignupBody, TenantSummary, UserSchema } from '../../auth/schemas.js'
@@ -21,12 +27,17 @@ import { toPublicUser } from '../../auth/users.js'
 import { audit } from '../../lib/audit.js'
 import { AppError, unauthorized } from '../../lib/errors.js'
 import { errorResponses } from '../../lib/schemas.js'
+import passwordResetRoutes from './password-reset.js'
+import verifyEmailRoutes from './verify-email.js'
 
 const perEmail = (scope: string) => (req: FastifyRequest) =>
   `${scope}:${String((req.body as { email?: unknown })?.email ?? '').toLowerCase()}`
 
 const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { users, host, tenancy } = fastify
+  const { users, host, tenancy, userTokens, services } = fastify
+  const throttle = createLoginThrottle(fastify)
+  await fastify.register(verifyEmailRoutes)
+  await fastify.register(passwordResetRoutes)
 
   fastify.post(
     '/signup',
@@ -64,6 +75,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         throw err
       }
       await req.signIn(user, tenant.id)
+      await sendVerificationEmail({ userTokens, tasks: services.tasks, appBaseUrl: services.config.appBaseUrl }, user)
       await audit(host.db, { action: 'auth.signup', actorUserId: user.id, tenantId: tenant.id, metadata: { method: 'password' } }, req)
       return reply.code(201).send({ user: toPublicUser(user), tenant })
     },
@@ -72,30 +84,45 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post(
     '/login',
     {
-      config: { rateLimit: { max: 20, timeWindow: '1 minute' } },
-      preHandler: fastify.extraRateLimit({ max: 10, timeWindow: '10 minutes', keyGenerator: perEmail('login') }),
+      // A flood guard on every attempt; failures are what the throttle counts.
+      config: { rateLimit: { max: 60, timeWindow: '1 minute' } },
       schema: {
         tags: ['auth'],
         summary: 'Log in with email and password; starts a new session',
+        description:
+          'Failed logins are counted per email + IP and per IP (429 RATE_LIMITED past the limit, from that source only); ' +
+          'failures on one email from anywhere only delay the answer (at most 2 s), never refuse it.',
         body: LoginBody,
         response: { 200: Type.Object({ user: UserSchema, memberships: Type.Array(MembershipSchema) }), ...errorResponses(400, 401, 429) },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const { email, password } = req.body
+      let delayMs: number
+      try {
+        delayMs = await throttle.beforeAttempt(req)
+      } catch (err) {
+        if (err instanceof AppError && typeof err.details?.retryAfter === 'number') reply.header('retry-after', err.details.retryAfter)
+        throw err
+      }
       const user = await users.findByEmail(email)
       // One answer for "no such user" and "wrong password": no account enumeration.
       if (!(await verifyPassword(user?.passwordHash, password)) || !user) {
-        await audit(host.db, { action: 'auth.login_failed', actorUserId: user?.id ?? null, metadata: { email: email.toLowerCase() } }, req)
+        await throttle.failed(req)
+        await audit(
+          host.db,
+          { action: 'auth.login_failed', actorUserId: user?.id ?? null, metadata: { email: email.toLowerCase(), delayMs } },
+          req,
+        )
         throw unauthorized('INVALID_CREDENTIALS', 'Email or password is incorrect')
       }
       const { memberships } = await ensurePersonalTenant({ tenancy, users, log: req.log }, user)
-      const active = memberships.find((m) => m.status === 'active')
-      await req.signIn(user, active?.tenantId)
+      const activeTenantId = await chooseLoginTenant(host.db, user, memberships)
+      await req.signIn(user, activeTenantId)
       await users.touchLogin(user.id)
       await audit(
         host.db,
-        { action: 'auth.login', actorUserId: user.id, tenantId: active?.tenantId ?? null, metadata: { method: 'password' } },
+        { action: 'auth.login', actorUserId: user.id, tenantId: activeTenantId ?? null, metadata: { method: 'password', delayMs } },
         req,
       )
       return { user: toPublicUser(user), memberships }

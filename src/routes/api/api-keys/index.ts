@@ -5,10 +5,13 @@
  *
  * POST answers the secret once; nothing can show it again. A key's role can't exceed its creator's
  * effective role (403 INSUFFICIENT_ROLE); later demotions cap it again at use (src/plugins/app/tenancy.ts).
+ * Creating a key needs a verified email address (403 EMAIL_NOT_VERIFIED): an account registered with
+ * someone else's address must not mint credentials that outlive the owner reclaiming it.
  * DELETE revokes (the row stays, listed with revokedAt, for the audit trail); revoking twice is a no-op.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { emailNotVerified } from '../../../auth/users.js'
 import { audit } from '../../../lib/audit.js'
 import { forbidden, notFound } from '../../../lib/errors.js'
 import { errorResponses, IdParams, Text, Uuid } from '../../../lib/schemas.js'
@@ -70,6 +73,8 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     },
     async (req, reply) => {
       const { name, role, expiresInDays } = req.body
+      // Read fresh (the session's snapshot may be 30 s old): an unproven address can't mint credentials.
+      if (!(await fastify.users.findById(req.user!.id))?.emailVerifiedAt) throw emailNotVerified()
       const mine = req.role!
       if (ROLE_LEVEL[role] > ROLE_LEVEL[mine]) {
         throw forbidden('INSUFFICIENT_ROLE', `A key can't have a role above yours (${mine})`, { requiredRole: role, role: mine })
