@@ -410,6 +410,21 @@ describe('the tenant a login starts in', () => {
       code: 'TENANT_NOT_FOUND',
     })
   })
+
+  it('is the only membership of a user who created no tenant, and none when there is a choice', async () => {
+    const host = await signedUp('only-host')
+    const other = await signedUp('other-host')
+    const email = unique('joiner')
+    const joiner = await app.users.create({ email, passwordHash: await hashPassword(PASSWORD) })
+    await app.tenancy.memberships.add(joiner.id, host.tenantId, 'member')
+    const c = createClient(app)
+    expect((await c.login(email)).statusCode).toBe(200)
+    expect((await c.get('/me')).json().activeTenant.tenantId).toBe(host.tenantId)
+    await app.tenancy.memberships.add(joiner.id, other.tenantId, 'member')
+    const again = createClient(app)
+    expect((await again.login(email)).statusCode).toBe(200)
+    expect((await again.get('/me')).json().activeTenant).toBeNull()
+  })
 })
 
 describe('login throttling (reproduction 4: anyone could lock an address out of password login)', () => {
