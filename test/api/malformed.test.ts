@@ -27,6 +27,8 @@ beforeAll(async () => {
   expect(signup.statusCode).toBe(201)
   slug = signup.json().tenant.slug
   userId = signup.json().user.id
+  // Verified (as through the emailed link): creating API keys needs it.
+  await app.host.sql`update core_users set email_verified_at = now() where id = ${userId}`
   projectId = (await c.post('/api/projects', { name: 'target' })).json().id
 })
 afterAll(async () => {
@@ -136,7 +138,12 @@ describe('bodies', () => {
   })
 
   it('control characters in any text field → 400 VALIDATION_ERROR (NUL was a Postgres 22021, a 500)', async () => {
-    const keyRes = await send({ method: 'POST', url: '/api/api-keys', headers: json, payload: JSON.stringify({ name: 'k', role: 'viewer' }) })
+    const keyRes = await send({
+      method: 'POST',
+      url: '/api/api-keys',
+      headers: json,
+      payload: JSON.stringify({ name: 'k', role: 'viewer' }),
+    })
     expect(keyRes.statusCode, keyRes.body).toBe(201)
     for (const bad of ['a\u0000b', '\u0000', 'x\u0007y', 'line\nbreak', 'tab\there', 'del\u007f', 'c1\u0085']) {
       const cases: [string, string, unknown][] = [
@@ -145,6 +152,7 @@ describe('bodies', () => {
         ['POST', '/tenants', { name: bad, slug: 'ctl-chars' }],
         ['POST', '/api/api-keys', { name: bad, role: 'viewer' }],
         ['PUT', '/me/active-tenant', { tenant: bad }],
+        ['PATCH', '/me', { name: bad }],
         ['POST', '/api/billing/checkout', { planId: bad, interval: 'month' }],
       ]
       for (const [method, url, payload] of cases) {
@@ -164,7 +172,10 @@ describe('bodies', () => {
     }
     // Free text may span lines (tab, LF, CR), but never carry NUL or other controls.
     for (const bad of ['a\u0000b', 'bell\u0007', 'esc\u001b[31m']) {
-      for (const [method, url] of [['POST', '/api/projects'], ['PATCH', `/api/projects/${projectId}`]] as const) {
+      for (const [method, url] of [
+        ['POST', '/api/projects'],
+        ['PATCH', `/api/projects/${projectId}`],
+      ] as const) {
         const res = await send({ method, url, headers: json, payload: JSON.stringify({ name: 'ok', description: bad }) })
         expectError(res, 400, 'VALIDATION_ERROR', `${method} description ${JSON.stringify(bad)}`)
       }
