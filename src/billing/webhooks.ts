@@ -29,6 +29,7 @@ import type { HostDatabase } from '../db/host.js'
 import type { Outbox, OutboxIntent, OutboxRow } from '../jobs/outbox.js'
 import { AppError } from '../lib/errors.js'
 import { asDate, iso, type Tx, writeBillingAudit } from './audit.js'
+import { parseVerifiedEvent, recordUnusableEvent, UnusableEvent } from './event-shape.js'
 import { isUuid } from '../lib/uuid.js'
 import { billingDisabled, isTransientStripeError } from './stripe.js'
 import {
@@ -108,10 +109,12 @@ export function verifyStripeEvent(
 ): Stripe.Event {
   if (!signature) throw new AppError(400, 'INVALID_SIGNATURE', 'Missing Stripe-Signature header')
   try {
-    return stripe.webhooks.constructEvent(rawBody, signature, secret, toleranceS)
+    stripe.webhooks.signature!.verifyHeader(rawBody, signature, secret, toleranceS ?? stripe.webhooks.DEFAULT_TOLERANCE)
   } catch {
     throw new AppError(400, 'INVALID_SIGNATURE', 'Stripe signature verification failed')
   }
+  // Signed: what follows is about the content, never the signature (see event-shape.ts).
+  return parseVerifiedEvent(typeof rawBody === 'string' ? rawBody : rawBody.toString('utf8'))
 }
 
 export async function processStripeEvent(
@@ -121,9 +124,17 @@ export async function processStripeEvent(
 ): Promise<WebhookResult> {
   const { stripe, webhookSecret } = deps
   if (!stripe || !webhookSecret) throw billingDisabled()
-  const event = verifyStripeEvent(stripe, rawBody, signature, webhookSecret, deps.toleranceS)
-  const plans = deps.plans ?? cachedPlanLookup(deps)
   const raw = typeof rawBody === 'string' ? rawBody : rawBody.toString('utf8')
+  let event: Stripe.Event
+  try {
+    event = verifyStripeEvent(stripe, rawBody, signature, webhookSecret, deps.toleranceS)
+  } catch (err) {
+    if (!(err instanceof UnusableEvent)) throw err
+    await recordUnusableEvent(deps.host.sql, raw, err)
+    deps.log?.warn({ eventId: err.eventId, type: err.eventType, reason: err.reason }, 'stripe event could not be applied')
+    return { status: 'failed', eventId: err.eventId, type: err.eventType, reason: err.reason }
+  }
+  const plans = deps.plans ?? cachedPlanLookup(deps)
 
   const sql = deps.host.sql
   const pre = await precheck(sql, event)

@@ -210,6 +210,48 @@ describe('signatures', () => {
   })
 })
 
+describe('signed bodies that are not usable events', () => {
+  it('a signed body that is not JSON is 400 INVALID_BODY, not a bad signature; nothing written', async () => {
+    for (const body of ['not json', '{"id": "evt_x", ', '']) {
+      const res = await w.deliver({}, { body, signature: sign(body) })
+      expect(res.statusCode, body).toBe(400)
+      expect(res.body).toMatchObject({ statusCode: 400, code: body === '' ? expect.any(String) : 'INVALID_BODY' })
+    }
+    const [{ n }] = (await w.host.sql`select count(*)::int as n from core_stripe_webhook_events where status = 'failed' and error like 'event%'`) as unknown as [
+      { n: number },
+    ]
+    expect(n).toBe(0)
+  })
+
+  it('a signed event of an unusable shape is recorded failed and answered 200 (a retry cannot help); redelivery changes nothing', async () => {
+    const ids = await scenario()
+    const base = fixture('customer.subscription.created', ids)
+    const variants: [string, StripeObject, RegExp][] = [
+      ['data null', { ...base, id: `${base.id}a`, data: null }, /data\.object/],
+      ['data.object missing', { ...base, id: `${base.id}b`, data: {} }, /data\.object/],
+      ['created not a number', { ...base, id: `${base.id}c`, created: 'abc' }, /created/],
+      ['NUL in a field', { ...base, id: `${base.id}d`, data: { object: { ...(base.data as { object: object }).object, status: 'trial\u0000ing' } } }, /NUL/],
+      ['NUL in a key', { ...base, id: `${base.id}e`, data: { object: { 'x\u0000': 1 } } }, /NUL/],
+      ['type missing', { ...base, id: `${base.id}f`, type: undefined }, /type/],
+    ]
+    for (const [label, event, reason] of variants) {
+      const res = await w.deliver(event)
+      expect(res, label).toEqual({ statusCode: 200, body: { received: true, status: 'failed' } })
+      expect(await ledger(w.host, String(event.id)), label).toEqual([expect.objectContaining({ status: 'failed', error: expect.stringMatching(reason) })])
+      expect(await w.deliver(event), `${label} again`).toEqual({ statusCode: 200, body: { received: true, status: 'failed' } })
+      expect(await ledger(w.host, String(event.id))).toHaveLength(1)
+    }
+    // No id at all: recorded under a digest of the body, once.
+    const anonymous = JSON.stringify({ object: 'event', type: 'customer.created' })
+    expect(await w.deliver({}, { body: anonymous })).toEqual({ statusCode: 200, body: { received: true, status: 'failed' } })
+    expect(await w.deliver({}, { body: anonymous })).toEqual({ statusCode: 200, body: { received: true, status: 'failed' } })
+    const anon = await w.host.sql`select type, error from core_stripe_webhook_events where stripe_event_id like 'unusable_%'`
+    expect(anon).toEqual([{ type: 'customer.created', error: 'event id missing or malformed' }])
+    // Nothing was applied.
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toBeUndefined()
+  })
+})
+
 describe('unhandled and unresolvable events', () => {
   it('records an unhandled type as skipped and answers 200', async () => {
     const ids = await scenario()
