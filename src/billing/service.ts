@@ -367,7 +367,8 @@ export function createStripeService(deps: StripeServiceDeps) {
    */
   async function activateCheckout(
     sessionId: string,
-    opts: { tenantId?: string } = {},
+    /** tenantId: the session must be this tenant's; mayManage: the caller must be allowed to manage the session's tenant. */
+    opts: { tenantId?: string; mayManage?: (tenantId: string) => Promise<boolean> } = {},
   ): Promise<{ tenantId: string; subscription: SubscriptionView | null }> {
     const { stripe } = billing()
     if (!/^cs_[A-Za-z0-9_]+$/.test(sessionId)) throw new AppError(400, 'INVALID_CHECKOUT_SESSION', 'Not a checkout session id')
@@ -384,7 +385,7 @@ export function createStripeService(deps: StripeServiceDeps) {
       throw new AppError(400, 'NOT_A_SUBSCRIPTION_CHECKOUT', 'This checkout session is not for a subscription')
     const tenantId = await checkoutTenant(sql, session)
     if (!tenantId) throw new AppError(404, 'TENANT_NOT_FOUND', 'The checkout session names no known tenant')
-    if (opts.tenantId && opts.tenantId !== tenantId)
+    if ((opts.tenantId && opts.tenantId !== tenantId) || (opts.mayManage && !(await opts.mayManage(tenantId))))
       throw new AppError(403, 'CHECKOUT_TENANT_MISMATCH', 'This checkout session belongs to another tenant')
     if (session.status !== 'complete') throw new AppError(409, 'CHECKOUT_NOT_COMPLETE', 'The checkout session is not complete')
     const subId = idOf(session.subscription as string | { id: string } | null)

@@ -216,26 +216,39 @@ describe('checkout → webhook → active', () => {
     expect((await o.c.get('/api/tenant')).json().tenant.planTier).toBe('pro')
   })
 
-  it('the success redirect activates the subscription without any webhook', async () => {
+  it('the success redirect activates the subscription without any webhook, for an owner or admin of its tenant only', async () => {
     const o = await owner()
     const res = await o.c.post('/api/billing/checkout', { planId: 'pro', interval: 'year' })
     const { subscription } = fake.completeCheckout(res.json().id)
-    // A fresh browser (no session) lands on the redirect.
-    const success = await app.inject({ method: 'GET', url: `/billing/success?session_id=${res.json().id}`, remoteAddress: '10.99.0.1' })
+    const url = `/billing/success?session_id=${res.json().id}`
+    // Holding the session id is not enough: no session → 401; someone else's tenant, or a plain member → 403.
+    expectError(await app.inject({ method: 'GET', url, remoteAddress: '10.99.0.1' }), 401, 'UNAUTHENTICATED')
+    const stranger = await owner('stranger')
+    const plain = await member(o, 'member')
+    for (const c of [stranger.c, plain]) {
+      const denied = await c.get(url)
+      expectError(denied, 403, 'CHECKOUT_TENANT_MISMATCH')
+      expect(denied.body).not.toContain(subscription!.id)
+    }
+    expect((await o.c.get('/api/billing/subscription')).json()).toEqual({ subscription: null })
+    const success = await o.c.get(url)
     expect(success.statusCode, success.body).toBe(200)
     expect(success.json()).toMatchObject({
       tenantId: o.tenantId,
       subscription: { stripeSubscriptionId: subscription!.id, status: 'trialing', active: true, plan: { key: 'pro' }, interval: 'year' },
     })
     expect((await o.c.get('/api/billing/subscription')).json().subscription).toEqual(success.json().subscription)
+    // An admin of the tenant may land on it too (reloading the page is harmless).
+    const admin = await member(o, 'admin')
+    expect((await admin.get(url)).json()).toEqual(success.json())
   })
 
   it('the success redirect answers a bad, unknown or unfinished session with a 4xx and a code', async () => {
-    const c = createClient(app)
+    const o = await owner()
+    const c = o.c
     expectError(await c.get('/billing/success'), 400, 'VALIDATION_ERROR')
     expectError(await c.get('/billing/success?session_id=not-a-session'), 400, 'INVALID_CHECKOUT_SESSION')
     expectError(await c.get('/billing/success?session_id=cs_test_doesnotexist'), 404, 'CHECKOUT_SESSION_NOT_FOUND')
-    const o = await owner()
     const open = (await o.c.post('/api/billing/checkout', { planId: 'pro', interval: 'month' })).json()
     expectError(await c.get(`/billing/success?session_id=${open.id}`), 409, 'CHECKOUT_NOT_COMPLETE')
     expect((await o.c.get('/api/billing/subscription')).json()).toEqual({ subscription: null })

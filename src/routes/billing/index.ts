@@ -48,19 +48,27 @@ const billingRoutes: FastifyPluginAsyncTypebox<BillingRouteOptions> = async (fas
     {
       // Each call costs two Stripe API requests: keep guessing and reloading cheap.
       config: { rateLimit: { max: 20, timeWindow: '1 minute' } },
+      preHandler: fastify.requireUser,
       schema: {
         tags: ['billing'],
         summary: 'Checkout success redirect: activate the subscription without waiting for the webhook',
         querystring: Type.Object({ session_id: Text({ minLength: 1, maxLength: 255 }) }),
         response: {
           200: Type.Object({ tenantId: Uuid, subscription: SubscriptionOrNone }),
-          ...errorResponses(400, 403, 404, 409, 429, 502, 503),
+          ...errorResponses(400, 401, 403, 404, 409, 429, 502, 503),
         },
       },
     },
     async (req) => {
       if (!billing) throw billingDisabled()
-      const { tenantId, subscription } = await billing.activateCheckout(req.query.session_id)
+      // Whoever holds a session id is not thereby its tenant: only a signed-in owner or admin of the
+      // session's tenant may apply it and see that tenant's subscription.
+      const user = req.user!
+      const mayManage = async (tenantId: string) => {
+        const m = await fastify.tenancy.memberships.find(user.id, tenantId)
+        return m?.status === 'active' && (m.role === 'owner' || m.role === 'admin')
+      }
+      const { tenantId, subscription } = await billing.activateCheckout(req.query.session_id, { mayManage })
       return { tenantId, subscription: subscriptionJson(subscription) }
     },
   )
