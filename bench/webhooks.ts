@@ -1,7 +1,8 @@
 /**
  * Stripe webhook ingest: signed `customer.subscription.updated` events (≈4 KB, the fixture's shape), 30 %
  * of them redeliveries of recent events, through the real POST /webhooks/stripe route (verify, ledger,
- * ordered upsert, audit row, one transaction) against a bare Fastify handler doing the same
+ * ordered upsert, audit row, the effects job written to the outbox and submitted after commit for the events
+ * that have one (a subscription's first event), one transaction) against a bare Fastify handler doing the same
  * constructEvent + one transaction (ledger insert, watermark upsert), measured alternately in one run.
  * Each server runs in its own child process (this file with `--serve`) on its own host database;
  * autocannon signs every request here, so signatures stay fresh however long the run.
@@ -36,6 +37,7 @@ async function serve(mode: 'route' | 'bare') {
   const host = createHostDatabase(config.databaseUrl!, config.pool.hostMax)
   const app = Fastify({ logger: false })
   const outcomes: Record<string, number> = {}
+  const closers: (() => Promise<void>)[] = []
   app.addHook('onSend', async (_req, reply, payload) => {
     const status =
       typeof payload === 'string' ? (/"status":"(\w+)"/.exec(payload)?.[1] ?? `http_${reply.statusCode}`) : `http_${reply.statusCode}`
@@ -51,7 +53,19 @@ async function serve(mode: 'route' | 'bare') {
       const body = toErrorBody(err as Error & { statusCode?: number })
       return reply.code(body.statusCode).send(body)
     })
-    await app.register(routes, { prefix: '/webhooks', config, host, stripe: createStripe(config.stripe, { maxNetworkRetries: 0 }) })
+    // The app's wiring of the follow-up jobs: outbox row in the event's transaction, submitted to the queue after commit.
+    const { createServices } = await import('../src/services.js')
+    const { billingFollowUps } = await import('../src/jobs/billing-jobs.js')
+    const { pino } = await import('pino')
+    const services = createServices(config, pino({ level: 'silent' }), { host })
+    closers.push(() => services.close())
+    await app.register(routes, {
+      prefix: '/webhooks',
+      config,
+      host,
+      stripe: createStripe(config.stripe, { maxNetworkRetries: 0 }),
+      followUps: { intentsFor: billingFollowUps, outbox: services.outbox },
+    })
   } else {
     const stripe = new Stripe('sk_test_bench')
     const sql = host.sql
@@ -93,6 +107,7 @@ async function serve(mode: 'route' | 'bare') {
   })
   process.once('SIGTERM', async () => {
     await app.close()
+    for (const close of closers) await close()
     await host.close()
     process.exit(0)
   })
@@ -250,6 +265,11 @@ async function main() {
     console.log(`ratio route/bare: ${(rps(results.route) / rps(results.bare)).toFixed(2)}`)
     console.log(`outcomes bare (incl. warm-up): ${mix(await servers.bare.stats())}`)
     console.log(`outcomes route (incl. warm-up): ${mix(await servers.route.stats())}`)
+    const routeHost = createHostDatabase(envs.route.hostUrl, 1)
+    const [owed] = await routeHost.sql<{ rows: number; dispatched: number }[]>`
+      select count(*)::int as rows, count(dispatched_at)::int as dispatched from core_outbox`
+    await routeHost.close()
+    console.log(`route outbox rows written, dispatched: ${owed!.rows}, ${owed!.dispatched}`)
     console.log(`errors or non-2xx (route, bare): ${bad(results.route)}, ${bad(results.bare)}`)
   } finally {
     for (const child of children) {
