@@ -19,7 +19,8 @@ import type { BillingEvent } from '../../src/billing/webhooks.js'
 import { formatAmount, paymentFailedEmail } from '../../src/email/senders.js'
 import { getTemplate } from '../../src/email/templates.js'
 import { renderTemplate, templateVariables } from '../../src/email/render.js'
-import { billingEffectsFor, effectsJobId } from '../../src/jobs/billing-jobs.js'
+import { billingEffectsFor, billingFollowUps, effectsJobId } from '../../src/jobs/billing-jobs.js'
+import { outboxJobId } from '../../src/jobs/outbox.js'
 import { createServices, type Services } from '../../src/services.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
@@ -61,7 +62,7 @@ const sub = (status: string, previousStatus: string | null, created = false) => 
   changed: true,
 })
 
-describe('what onBillingEvent enqueues', () => {
+describe('what a processed event writes to the outbox', () => {
   it('payment failures, past-due subscriptions, and subscriptions (back) in good standing; nothing else', () => {
     const invoice = { id: 'in_1', amountDue: 2900, amountPaid: 0, currency: 'usd', hostedInvoiceUrl: null }
     const failed = event({ type: 'invoice.payment_failed', invoice, subscription: sub('past_due', 'active') })
@@ -90,6 +91,11 @@ describe('what onBillingEvent enqueues', () => {
   })
 
   it('one job per Stripe event, whichever process enqueues it', () => {
+    const failed = event({ type: 'invoice.payment_failed', subscription: sub('past_due', 'active') })
+    const [intent] = billingFollowUps(failed)
+    expect(intent).toEqual({ job: 'billing.event_effects', payload: billingEffectsFor(failed), key: failed.eventId })
+    expect(outboxJobId(intent!.job, intent!.key!)).toBe(effectsJobId(failed.eventId))
+    expect(billingFollowUps(event({ subscription: sub('active', 'trialing') }))).toEqual([])
     expect(effectsJobId('evt_1')).toBe(effectsJobId('evt_1'))
     expect(effectsJobId('evt_1')).not.toBe(effectsJobId('evt_2'))
     expect(effectsJobId('evt_1')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
