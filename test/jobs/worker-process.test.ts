@@ -5,6 +5,8 @@
 import { eq } from 'drizzle-orm'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { projects } from '../../drizzle/tenant/schema.js'
+import { uuidv7 } from 'uuidv7'
+import { outboxJobId } from '../../src/jobs/outbox.js'
 import { createTaskManager, type TaskManager } from '../../src/jobs/task-manager.js'
 import type { TenantRecord } from '../../src/tenancy/types.js'
 import { slowJobs } from './fixtures/slow-jobs.js'
@@ -82,6 +84,27 @@ describe('worker process', () => {
     next.proc.kill('SIGTERM')
     expect(await next.exited).toEqual({ code: 0, signal: null })
   })
+
+  it('sweeps the outbox: a job owed since the queue was unreachable is submitted and runs once', async () => {
+    const jobId = outboxJobId('test.slow_insert', 'worker-sweep')
+    const payload = { tenantId: tenant.id, marker: 'swept', ms: 0 }
+    // As the webhook leaves it when Redis is down: written with its change, never submitted.
+    await world.services.host.sql`
+      insert into core_outbox (id, job_name, dedupe_key, job_id, payload)
+      values (${uuidv7()}, 'test.slow_insert', 'worker-sweep', ${jobId}, ${JSON.stringify(payload)}::jsonb)`
+    const worker = spawnWorker(world.env.vars, { OUTBOX_SWEEP_INTERVAL_MS: '200' })
+    await worker.waitForLog('worker started', 60_000)
+    await until(
+      async () =>
+        (await world.services.host.sql`select 1 from core_outbox where job_id = ${jobId} and dispatched_at is not null`).length > 0,
+      10_000,
+      'the outbox row marked dispatched',
+    )
+    expect(await settled(tasks, jobId, { tenantId: tenant.id })).toMatchObject({ status: 'completed', retryCount: 0 })
+    expect(await rowsNamed('swept')).toHaveLength(1)
+    worker.proc.kill('SIGTERM')
+    expect(await worker.exited).toEqual({ code: 0, signal: null })
+  }, 120_000)
 
   it('SIGKILL during a job: after a restart the stalled job is picked up and completes exactly once', async () => {
     const first = spawnWorker(world.env.vars)
