@@ -29,6 +29,7 @@ import authRoutes from './routes/auth/index.js'
 import googleRoutes from './routes/auth/google.js'
 import billingRoutes from './routes/billing/index.js'
 import healthRoutes from './routes/health/index.js'
+import publicInvitationRoutes from './routes/invitations/index.js'
 import meRoutes from './routes/me/index.js'
 import tenantRoutes from './routes/tenants/index.js'
 import stripeWebhookRoutes from './routes/webhooks/stripe.js'
@@ -79,9 +80,10 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(authRoutes, { prefix: '/auth' })
   await fastify.register(googleRoutes, { ...opts, prefix: '/auth/google' })
   await fastify.register(meRoutes, { prefix: '/me' })
-  await fastify.register(tenantRoutes, { prefix: '/tenants' })
-  await fastify.register(apiRoutes, { prefix: '/api' })
-  await fastify.register(apiRoutes, { prefix: '/t/:tenant/api' })
+  await fastify.register(publicInvitationRoutes, { prefix: '/invitations' })
+  await fastify.register(tenantRoutes, { ...opts, prefix: '/tenants' })
+  await fastify.register(apiRoutes, { ...opts, prefix: '/api' })
+  await fastify.register(apiRoutes, { ...opts, prefix: '/t/:tenant/api' })
   await fastify.register(billingRoutes, { prefix: '/billing', host: fastify.host })
   await fastify.register(stripeWebhookRoutes, {
     prefix: '/webhooks',

@@ -79,6 +79,8 @@ export const ENV_VARS = {
   OUTBOX_SWEEP_INTERVAL_MS: { kind: 'int', default: '5000', min: 0, max: 3600000, doc: 'How often the API and worker processes submit outbox jobs still owed (e.g. after a Redis outage); one process at a time; 0: this process never sweeps' },
   JOB_RECONCILE_INTERVAL_MS: { kind: 'int', default: '60000', min: 0, max: 86400000, doc: 'How often a worker reconciles job records with the queue: re-queues records Redis lost, finishes records whose write was lost (0: never)' },
   JOB_RECONCILE_AFTER_MS: { kind: 'int', default: '300000', min: 0, max: 86400000, doc: 'Only records pending or running and unchanged for this long are reconciled' },
+  MAX_TENANTS_PER_USER: { kind: 'int', default: '5', min: 1, max: 100000, doc: 'Tenants one user may have created and not deleted (POST /tenants answers 403 TENANT_QUOTA_EXCEEDED past it)' },
+  TENANT_CREATES_PER_HOUR: { kind: 'int', default: '5', min: 1, max: 100000, doc: 'POST /tenants per user per hour, counted in Redis across instances (429 RATE_LIMITED past it)' },
   PROVISION_INLINE: { kind: 'bool', default: 'false', doc: 'Provision new tenants inside the request instead of through the queue (single-process setups, tests)' },
   WORKER_IN_PROCESS: { kind: 'bool', default: '', doc: 'Also run the job workers inside the API process (development convenience; default: on in development)' },
 
@@ -148,6 +150,8 @@ export interface Config {
     ssl: boolean
     templatesDir: string | undefined
   }
+  /** Each tenant is a database: how many a user may create (not deleted), and how fast. */
+  tenantQuota: { maxPerUser: number; createsPerHour: number }
   jobs: {
     tenantConcurrency: number
     workerConcurrency: number
@@ -329,6 +333,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ssl: b('SMTP_SSL', false),
       templatesDir: opt(s('EMAIL_TEMPLATES_DIR')),
     },
+    tenantQuota: { maxPerUser: i('MAX_TENANTS_PER_USER'), createsPerHour: i('TENANT_CREATES_PER_HOUR') },
     jobs: {
       tenantConcurrency: i('JOB_TENANT_CONCURRENCY'),
       workerConcurrency: i('WORKER_CONCURRENCY'),

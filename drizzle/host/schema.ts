@@ -356,6 +356,81 @@ export const apiKeys = pgTable(
   ],
 )
 
+export const INVITATION_ROLES = ['admin', 'member'] as const
+export type InvitationRole = (typeof INVITATION_ROLES)[number]
+
+/**
+ * Invitation: an offer to join a tenant, sent to an email address (src/invitations). Only a SHA-256
+ * of the single-use token is stored. Pending = not accepted, not revoked (and usable while
+ * expires_at is ahead); one pending invitation per address and tenant. The membership is created
+ * only when the invitee accepts, signed in with that address verified.
+ */
+export const invitations = pgTable(
+  'core_invitations',
+  {
+    id: id(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    email: text('email').notNull(),
+    role: text('role', { enum: INVITATION_ROLES }).notNull(),
+    /** The tenant-local role (core_tenant_users.role) the invitee starts with. */
+    localRole: text('local_role', { enum: API_KEY_ROLES }).notNull(),
+    tokenHash: text('token_hash').notNull(),
+    invitedBy: uuid('invited_by').references(() => users.id, { onDelete: 'set null' }),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    /** When the current token was (re)sent; a resend replaces the token and the expiry. */
+    sentAt: timestamp('sent_at', { withTimezone: true }).notNull().defaultNow(),
+    acceptedAt: timestamp('accepted_at', { withTimezone: true }),
+    acceptedBy: uuid('accepted_by').references(() => users.id, { onDelete: 'set null' }),
+    revokedAt: timestamp('revoked_at', { withTimezone: true }),
+    revokedBy: uuid('revoked_by').references(() => users.id, { onDelete: 'set null' }),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('core_invitations_token_hash_uq').on(t.tokenHash),
+    uniqueIndex('core_invitations_pending_uq')
+      .on(t.tenantId, sql`lower(${t.email})`)
+      .where(sql`accepted_at is null and revoked_at is null`),
+    index('core_invitations_tenant_idx').on(t.tenantId, t.id),
+    check('core_invitations_role_ck', inList('role', INVITATION_ROLES)),
+    check('core_invitations_local_role_ck', inList('local_role', API_KEY_ROLES)),
+    check('core_invitations_token_hash_ck', sql`token_hash ~ '^[0-9a-f]{64}$'`),
+    check('core_invitations_closed_once_ck', sql`accepted_at is null or revoked_at is null`),
+  ],
+)
+
+/**
+ * OwnershipOffer: an owner offers ownership of a tenant to one of its admins, who becomes an owner
+ * only by accepting it. Open = not accepted, not canceled (and usable while expires_at is ahead);
+ * one open offer per tenant and member.
+ */
+export const ownershipOffers = pgTable(
+  'core_ownership_offers',
+  {
+    id: id(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    offeredBy: uuid('offered_by').references(() => users.id, { onDelete: 'set null' }),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    acceptedAt: timestamp('accepted_at', { withTimezone: true }),
+    canceledAt: timestamp('canceled_at', { withTimezone: true }),
+    canceledBy: uuid('canceled_by').references(() => users.id, { onDelete: 'set null' }),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('core_ownership_offers_open_uq').on(t.tenantId, t.userId).where(sql`accepted_at is null and canceled_at is null`),
+    index('core_ownership_offers_tenant_idx').on(t.tenantId, t.id),
+    check('core_ownership_offers_closed_once_ck', sql`accepted_at is null or canceled_at is null`),
+  ],
+)
+
 export type User = typeof users.$inferSelect
 export type Tenant = typeof tenants.$inferSelect
 export type Membership = typeof memberships.$inferSelect
@@ -366,3 +441,5 @@ export type SystemJob = typeof systemJobs.$inferSelect
 export type StripeWebhookEvent = typeof stripeWebhookEvents.$inferSelect
 export type ApiKey = typeof apiKeys.$inferSelect
 export type UserToken = typeof userTokens.$inferSelect
+export type Invitation = typeof invitations.$inferSelect
+export type OwnershipOffer = typeof ownershipOffers.$inferSelect

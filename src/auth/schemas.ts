@@ -32,7 +32,13 @@ export const MembershipSchema = Type.Object({
 })
 
 export const SignupBody = Type.Object(
-  { email: Email, password: Password, name: Type.Optional(Text({ minLength: 1, maxLength: 100 })) },
+  {
+    email: Email,
+    password: Password,
+    name: Type.Optional(Text({ minLength: 1, maxLength: 100 })),
+    /** Signing up from an invitation email: the token proves the address (verified at once) and the invitation is accepted. */
+    invitationToken: Type.Optional(Text({ minLength: 1, maxLength: 100 })),
+  },
   { additionalProperties: false },
 )
 export const LoginBody = Type.Object({ email: Email, password: Password }, { additionalProperties: false })

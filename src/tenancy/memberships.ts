@@ -6,7 +6,7 @@
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import type { Redis } from 'ioredis'
 import { LRUCache } from 'lru-cache'
-import { type Membership, type MembershipRole, memberships, tenants } from '../../drizzle/host/schema.js'
+import { apiKeys, type Membership, type MembershipRole, memberships, tenants } from '../../drizzle/host/schema.js'
 import type { HostDb } from '../db/host.js'
 import { PG, conflict, forbidden, pgCode } from '../lib/errors.js'
 
@@ -129,12 +129,23 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
       await invalidate(userId, tenantId)
     },
 
-    async remove(userId: string, tenantId: string) {
-      await db.transaction(async (tx) => {
+    /**
+     * Remove a member (403 LAST_OWNER for the last owner). The API keys they created in this tenant are
+     * revoked in the same transaction, for good: re-adding the member later brings none back. Returns
+     * the ids of the keys revoked now (callers drop them from the key caches).
+     */
+    async remove(userId: string, tenantId: string): Promise<{ revokedKeyIds: string[] }> {
+      const revoked = await db.transaction(async (tx) => {
         await guardLastOwner(tx as unknown as HostDb, userId, tenantId, true)
         await tx.delete(memberships).where(and(eq(memberships.userId, userId), eq(memberships.tenantId, tenantId)))
+        return tx
+          .update(apiKeys)
+          .set({ revokedAt: sql`now()` })
+          .where(and(eq(apiKeys.tenantId, tenantId), eq(apiKeys.createdBy, userId), isNull(apiKeys.revokedAt)))
+          .returning({ id: apiKeys.id })
       })
       await invalidate(userId, tenantId)
+      return { revokedKeyIds: revoked.map((k) => k.id) }
     },
 
     /** Drop the cached membership (and everything keyed on it) here and in every other process. Call after any change to a member's role, status or grants. */

@@ -9,6 +9,7 @@
  * and ends 'active' without an orphan database or a duplicate row. The same object runs the other
  * lifecycle events (suspend, resume, delete).
  */
+import { and, count, eq, isNull, ne, sql } from 'drizzle-orm'
 import { uuidv7 } from 'uuidv7'
 import type { Logger } from 'pino'
 import { auditLogs, memberships, type Tenant, tenants } from '../../drizzle/host/schema.js'
@@ -18,7 +19,7 @@ import { connect, type Sql, withDatabase } from '../db/connect.js'
 import type { HostDatabase } from '../db/host.js'
 import type { JobSubmitter } from '../jobs/registry.js'
 import { encrypt } from '../lib/crypto.js'
-import { AppError, badRequest, conflict, PG, pgCode } from '../lib/errors.js'
+import { AppError, badRequest, conflict, forbidden, PG, pgCode } from '../lib/errors.js'
 import { isUuid } from '../lib/uuid.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import { errorMessage } from './fleet.js'
@@ -96,6 +97,12 @@ export interface ProvisionInput {
   /** The global user who owns the tenant: gets an 'owner' membership and an admin tenant user. */
   ownerUserId?: string | undefined
   planTier?: string | undefined
+  /**
+   * Refuse (403 TENANT_QUOTA_EXCEEDED) when the owner already created this many tenants that are not
+   * deleted. Counted under a per-owner lock in the registering transaction, so concurrent creations
+   * can't both slip under it. Unset: no limit (operators, the CLI).
+   */
+  maxCreatedByOwner?: number | undefined
   /** Who asked (audit log); defaults to the owner. */
   actorUserId?: string | undefined
   /** Where the request came from, for the audit log's `tenant.created` entry. */
@@ -180,6 +187,17 @@ function publicView(row: Tenant): ProvisionedTenant {
   }
 }
 
+async function assertUnderQuota(tx: HostDatabase['db'], ownerUserId: string, max: number) {
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`tenant-quota:${ownerUserId}`}, 0))`)
+  const [row] = await tx
+    .select({ n: count() })
+    .from(tenants)
+    .where(and(eq(tenants.createdBy, ownerUserId), isNull(tenants.deletedAt), ne(tenants.status, 'deleted')))
+  if ((row?.n ?? 0) >= max) {
+    throw forbidden('TENANT_QUOTA_EXCEEDED', `You have created ${max} tenants, the most allowed: delete one first`, { max })
+  }
+}
+
 export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   const { host, catalog, pools, config, logger } = deps
   const serverUrl = tenantServerUrl(config)
@@ -219,6 +237,9 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     let row: Tenant
     try {
       row = await host.db.transaction(async (tx) => {
+        if (input.ownerUserId && input.maxCreatedByOwner !== undefined) {
+          await assertUnderQuota(tx as unknown as HostDatabase['db'], input.ownerUserId, input.maxCreatedByOwner)
+        }
         const [inserted] = await tx
           .insert(tenants)
           .values({

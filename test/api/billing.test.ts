@@ -19,6 +19,7 @@ import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient } from '../helpers/client.js'
 import { type FakeStripe, startFakeStripe, type StripeObject } from '../helpers/fake-stripe.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
+import { joinTenant } from '../helpers/members.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 const PRO_M = 'price_1QkT0aJx4nB2cD3eAppProM'
@@ -111,8 +112,7 @@ async function owner(label = 'owner'): Promise<Owner> {
 /** A fresh user added to `o`'s tenant with a role; returns their client with the tenant header bound. */
 async function member(o: Owner, role: 'admin' | 'member', localRole?: 'editor' | 'viewer') {
   const m = await owner(role === 'admin' ? 'admin' : (localRole ?? 'member'))
-  const added = await o.c.post('/api/members', { email: m.email, role, ...(localRole ? { localRole } : {}) })
-  expect(added.statusCode, added.body).toBe(201)
+  await joinTenant(app, o.tenantId, { id: m.userId, email: m.email }, role, localRole)
   const h = { 'x-tenant-id': o.tenantId }
   return {
     ...m,

@@ -6,6 +6,7 @@ import { runCli } from '../../src/cli.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient } from '../helpers/client.js'
+import { joinTenant } from '../helpers/members.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 let env: TestEnv
@@ -64,9 +65,8 @@ describe('/api/jobs', () => {
     expect((await owner.get('/api/jobs')).json().items.map((j: { id: string }) => j.id)).not.toContain(theirs.id)
 
     const viewer = createClient(app)
-    await viewer.signup('jobs-viewer@example.com')
-    const added = await owner.post('/api/members', { email: 'jobs-viewer@example.com', role: 'member', localRole: 'viewer' })
-    expect(added.statusCode).toBe(201)
+    const signedUp = await viewer.signup('jobs-viewer@example.com')
+    await joinTenant(app, tenantId, signedUp.json().user, 'member', 'viewer')
     const denied = await viewer.get('/api/jobs', { 'x-tenant-id': tenantId })
     expect(denied.statusCode).toBe(403)
     expect(denied.json().code).toBe('INSUFFICIENT_ROLE')

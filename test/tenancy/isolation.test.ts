@@ -1,7 +1,8 @@
 /**
  * The isolation suite. Three live tenants (A, B, C) plus one suspended, one still provisioning, one
  * failed and one soft-deleted; users with every role in A and B, one user in both A and B with
- * different roles, an invited (not yet active) member, a user in no tenant, and no session at all. Every tenant route × every
+ * different roles, an invited (not yet active) member, a user with a pending invitation (not accepted, so
+ * no membership), a user in no tenant, and no session at all. Every tenant route × every
  * (user, target tenant) × every way of naming the tenant (X-Tenant-ID by slug and by id, /t/:tenant/api
  * by slug and by id, subdomain, session active tenant, nothing) is requested, and each response must
  * have exactly the status and code an oracle derives from the issue's rules, and must carry no other
@@ -10,6 +11,8 @@
  * revoked one, each sent beside another user's session cookie (which must play no part). A key speaks
  * for its own tenant only (naming another: 404), as its creator at min(key role, creator's role), and
  * with nothing named (or only the session's active tenant) its own tenant answers.
+ * People-management routes (members' writes, invitations, ownership offers) refuse every key (403
+ * API_KEY_NOT_ALLOWED); invitations and offers of another tenant are 404 through this one.
  * Then hundreds of concurrent requests for different tenants, interleaved, each seeing only its own data.
  */
 import { randomBytes } from 'node:crypto'
@@ -19,9 +22,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MembershipRole } from '../../drizzle/host/schema.js'
 import { projects } from '../../drizzle/tenant/schema.js'
 import { hashPassword } from '../../src/auth/password.js'
+import { createInvitationsRepository } from '../../src/invitations/repository.js'
 import { ROLE_LEVEL, type Role } from '../../src/tenancy/rbac.js'
 import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
+import { joinTenant, markVerified } from '../helpers/members.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 const SUFFIX = 'tenants.test'
@@ -43,6 +48,9 @@ interface TenantFx {
   status: Status
   /** Seeded project ids (live tenants only). */
   projects: string[]
+  /** A seeded pending invitation and ownership offer (A and B): what other tenants must not reach. */
+  invitationId?: string
+  offerId?: string
   members: Map<string, Member>
   markers: string[]
 }
@@ -77,6 +85,8 @@ interface RouteCase {
   expect: (ctx: Ctx) => Expect
   /** Extra checks on a 2xx. */
   check?: (res: LightMyRequestResponse, ctx: Ctx) => void
+  /** Manages people (config.sessionOnly): every API key gets 403 API_KEY_NOT_ALLOWED. */
+  sessionOnly?: boolean
 }
 
 let env: TestEnv
@@ -180,19 +190,92 @@ function routes(T: TenantFx): RouteCase[] {
         ).toEqual([...T.members.keys()].sort()),
     },
     {
+      // Invites (no account oracle, nobody added): the same answer as POST /invitations.
       label: 'POST /members (unknown email)',
       method: 'POST',
       path: () => '/members',
       body: { email: `nobody-${rand()}@example.com`, role: 'member' },
-      expect: (ctx) => gate(ctx, 'admin', () => err(404, 'USER_NOT_FOUND')),
+      sessionOnly: true,
+      expect: (ctx) => gate(ctx, 'admin', () => ok(201)),
+      check: (res) => expect(res.json()).toMatchObject({ state: 'pending', role: 'member' }),
     },
     {
       label: 'DELETE /members/:outsider',
       method: 'DELETE',
       path: () => `/members/${outsider.id}`,
+      sessionOnly: true,
       expect: (ctx) => gate(ctx, 'admin', () => err(404, 'MEMBER_NOT_FOUND')),
     },
+    {
+      label: 'GET /invitations',
+      method: 'GET',
+      path: () => '/invitations?limit=200',
+      sessionOnly: true,
+      expect: (ctx) => gate(ctx, 'admin', () => ok(200)),
+      check: (res, { T }) => {
+        const ids = res.json().items.map((i: { id: string }) => i.id)
+        if (T.invitationId) expect(ids).toContain(T.invitationId)
+      },
+    },
+    {
+      label: 'POST /invitations',
+      method: 'POST',
+      path: () => '/invitations',
+      body: { email: `invitee-${rand()}@example.com`, role: 'member', localRole: 'editor' },
+      sessionOnly: true,
+      expect: (ctx) => gate(ctx, 'admin', () => ok(201)),
+      check: (res) => expect(res.json()).toMatchObject({ state: 'pending', localRole: 'editor' }),
+    },
+    {
+      label: 'GET /ownership-offers',
+      method: 'GET',
+      path: () => '/ownership-offers',
+      sessionOnly: true,
+      expect: (ctx) => gate(ctx, 'admin', () => ok(200)),
+      check: (res, { T }) => expect(res.json().items.map((o: { id: string }) => o.id)).toEqual(T.offerId ? [T.offerId] : []),
+    },
   ]
+
+  // Invitations and offers of the OTHER tenants, through this one (T's own would change the fixture).
+  for (const X of live) {
+    if (X === T) continue
+    if (X.invitationId) {
+      cases.push(
+        {
+          label: `DELETE /invitations/:id of ${X.key}`,
+          method: 'DELETE',
+          path: () => `/invitations/${X.invitationId}`,
+          sessionOnly: true,
+          expect: (ctx) => gate(ctx, 'admin', () => err(404, 'INVITATION_NOT_FOUND')),
+        },
+        {
+          label: `POST /invitations/:id/resend of ${X.key}`,
+          method: 'POST',
+          path: () => `/invitations/${X.invitationId}/resend`,
+          sessionOnly: true,
+          expect: (ctx) => gate(ctx, 'admin', () => err(404, 'INVITATION_NOT_FOUND')),
+        },
+      )
+    }
+    if (X.offerId) {
+      cases.push(
+        {
+          label: `POST /ownership-offers/:id/accept of ${X.key}`,
+          method: 'POST',
+          path: () => `/ownership-offers/${X.offerId}/accept`,
+          sessionOnly: true,
+          expect: (ctx) => gate(ctx, 'admin', () => err(404, 'OFFER_NOT_FOUND')),
+        },
+        {
+          label: `DELETE /ownership-offers/:id of ${X.key}`,
+          method: 'DELETE',
+          path: () => `/ownership-offers/${X.offerId}`,
+          sessionOnly: true,
+          expect: (ctx) => gate(ctx, 'admin', () => err(404, 'OFFER_NOT_FOUND')),
+        },
+      )
+    }
+  }
 
   for (const X of live) {
     const mine = X === T
@@ -226,10 +309,26 @@ function routes(T: TenantFx): RouteCase[] {
     const inT = T.members.has(target.id)
     cases.push(
       {
+        // Ownership is offered by an owner, to an admin: these targets are viewers (or not in T).
+        label: `POST /members/${target.key}/ownership-offer`,
+        method: 'POST',
+        path: () => `/members/${target.id}/ownership-offer`,
+        sessionOnly: true,
+        expect: (ctx) =>
+          gate(ctx, 'admin', () =>
+            ctx.member.role !== 'owner'
+              ? err(403, 'INSUFFICIENT_ROLE')
+              : inT
+                ? err(409, 'OFFER_NEEDS_ADMIN')
+                : err(404, 'MEMBER_NOT_FOUND'),
+          ),
+      },
+      {
         label: `PATCH /members/${target.key}`,
         method: 'PATCH',
         path: () => `/members/${target.id}`,
         body: { localRole: 'viewer' }, // a no-op for the viewer it may reach
+        sessionOnly: true,
         expect: (ctx) => gate(ctx, 'admin', () => (inT ? ok(200) : err(404, 'MEMBER_NOT_FOUND'))),
         check: (res) => expect(res.json()).toMatchObject({ userId: target.id, localRole: 'viewer' }),
       },
@@ -238,12 +337,14 @@ function routes(T: TenantFx): RouteCase[] {
         method: 'PUT',
         path: () => `/members/${target.id}/permissions`,
         body: { resource: 'reports', action: 'export', granted: true },
+        sessionOnly: true,
         expect: (ctx) => gate(ctx, 'admin', () => (inT ? ok(200) : err(404, 'MEMBER_NOT_FOUND'))),
       },
       {
         label: `DELETE /members/${target.key}/permissions (never granted)`,
         method: 'DELETE',
         path: () => `/members/${target.id}/permissions/reports/archive`,
+        sessionOnly: true,
         expect: (ctx) => gate(ctx, 'admin', () => (inT ? err(404, 'PERMISSION_NOT_FOUND') : err(404, 'MEMBER_NOT_FOUND'))),
       },
     )
@@ -253,6 +354,7 @@ function routes(T: TenantFx): RouteCase[] {
         label: `DELETE /members/${target.key}`,
         method: 'DELETE',
         path: () => `/members/${target.id}`,
+        sessionOnly: true,
         expect: (ctx) => gate(ctx, 'admin', () => err(404, 'MEMBER_NOT_FOUND')),
       })
     }
@@ -284,6 +386,7 @@ function keyOracle(user: UserFx, T: TenantFx, route: RouteCase): { expect: Expec
   if (T !== K || K.status === 'deleted') return { expect: err(404, 'TENANT_NOT_FOUND') }
   if (K.status === 'suspended') return { expect: err(403, 'TENANT_SUSPENDED') }
   if (K.status !== 'active') return { expect: err(409, 'TENANT_NOT_READY') }
+  if (route.sessionOnly) return { expect: err(403, 'API_KEY_NOT_ALLOWED') }
   const role = lowest(user.apiKey!.role, effective(creator))
   // A key never acts as an owner; below admin it is a plain member.
   const member: Member = { role: role === 'admin' && creator.role !== 'member' ? 'admin' : 'member', localRole: creator.localRole }
@@ -395,6 +498,7 @@ beforeAll(async () => {
     ['editorA', toks.A],
     ['viewerA', toks.A],
     ['invitedA', toks.A],
+    ['pendingA', toks.A],
     ['ownerB', toks.B],
     ['adminB', toks.B],
     ['editorB', toks.B],
@@ -405,6 +509,8 @@ beforeAll(async () => {
     ['outsider', undefined],
   ]
   for (const u of await Promise.all(specs.map(([k, tok]) => user(k, tok)))) users[u.key] = u
+  // Verified addresses: inviting and ownership offers need them (the matrix is about tenants, not verification).
+  for (const u of Object.values(users)) await markVerified(app, u.id)
   users.anon = { key: 'anon', id: uuidv7(), email: 'anon@example.com', client: null }
 
   async function tenant(key: string, owner: UserFx, add: [UserFx, 'admin' | 'member', Role][]): Promise<TenantFx> {
@@ -421,8 +527,7 @@ beforeAll(async () => {
       markers: [tok, row.id, row.dbName],
     }
     for (const [u, role, localRole] of add) {
-      const res = await owner.client!.post('/api/members', { email: u.email, role, localRole }, { 'x-tenant-id': T.slug })
-      expect(res.statusCode, res.body).toBe(201)
+      await joinTenant(app, T.id, u, role, localRole)
       T.members.set(u.id, { role, localRole })
     }
     for (const n of [1, 2]) {
@@ -480,9 +585,37 @@ beforeAll(async () => {
     markers: [],
   }
 
+  // An invitation to pendingA's address, not accepted: they have no membership in A, so A is a 404 to them.
+  // Plus one open invitation and ownership offer in A and B that other tenants must not reach.
+  const invitations = createInvitationsRepository(app.host.db)
+  await invitations.create({
+    tenantId: A!.id,
+    email: users.pendingA!.email,
+    role: 'admin',
+    localRole: 'admin',
+    invitedBy: users.ownerA!.id,
+  })
+  for (const [T, owner, admin] of [
+    [A!, users.ownerA!, users.adminA!],
+    [B!, users.ownerB!, users.adminB!],
+  ] as const) {
+    const { invitation } = await invitations.create({
+      tenantId: T.id,
+      email: `seeded.${T.tok}@example.com`,
+      role: 'member',
+      localRole: 'viewer',
+      invitedBy: owner.id,
+    })
+    const offer = await owner.client!.post(`/api/members/${admin.id}/ownership-offer`, undefined, { 'x-tenant-id': T.slug })
+    expect(offer.statusCode, offer.body).toBe(201)
+    T.invitationId = invitation.id
+    T.offerId = offer.json().id
+    T.markers.push(invitation.id, offer.json().id)
+  }
+
   // Users of one tenant only are that tenant's markers too.
   for (const [k, list] of Object.entries({
-    A: ['adminA', 'editorA', 'viewerA', 'invitedA'],
+    A: ['adminA', 'editorA', 'viewerA', 'invitedA', 'pendingA'],
     B: ['adminB', 'editorB', 'viewerB'],
     C: ['ownerC', 'viewerC'],
   })) {
@@ -518,7 +651,7 @@ describe('tenant isolation matrix', () => {
   it('answers every route × user × tenant × resolution method with the specified status, leaking nothing', async () => {
     const failures = (await Promise.all(Object.values(users).map(runMatrixFor))).flat()
     expect(failures.slice(0, 30), `${failures.length} failures`).toEqual([])
-    // The matrix is what it claims: (14 users + 6 keys) × 8 tenants × 6 methods × 25–27 routes, plus "nothing" (~26k requests).
+    // The matrix is what it claims: (15 users + 6 keys) × 8 tenants × 6 methods × 29–37 routes, plus "nothing" (~30k requests).
     expect(requests).toBeGreaterThan(23_500)
 
     // Nothing written through one tenant landed in another's database.
@@ -604,7 +737,7 @@ describe('tenant isolation matrix', () => {
     await app.users.create({ email, name: 'leaver', passwordHash: await hashPassword(PASSWORD) })
     await leaver.login(email)
     const owner = sibling(users.ownerC!.client!)
-    expect((await owner.post('/api/members', { email, role: 'admin' }, { 'x-tenant-id': C.slug })).statusCode).toBe(201)
+    await joinTenant(app, C.id, { id: (await app.users.findByEmail(email))!.id, email }, 'admin')
     expect((await leaver.put('/me/active-tenant', { tenant: C.id })).statusCode).toBe(200)
     expect((await leaver.get('/api/projects')).statusCode).toBe(200)
     const me = (await leaver.get('/me')).json()

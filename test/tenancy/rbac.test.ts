@@ -1,7 +1,8 @@
 /**
  * RBAC over HTTP: the minimum role of each route, per-user grants and denials, role changes taking
  * effect on the very next request (membership cache invalidated), the last-owner rule, and that a
- * member can't raise their own role by anything they send. Members are managed through /api/members.
+ * member can't raise their own role by anything they send. Members are managed through /api/members;
+ * they join by invitation (test/helpers/members.ts here; the flow itself: test/api/invitations.test.ts).
  */
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { randomBytes } from 'node:crypto'
@@ -9,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { hashPassword } from '../../src/auth/password.js'
 import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
+import { joinTenant, markVerified } from '../helpers/members.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 let env: TestEnv
@@ -42,7 +44,7 @@ async function actor(label: string): Promise<Actor> {
   return { id: user.id, email, c }
 }
 
-/** A tenant owned by a fresh owner, plus members added through the API with each role. */
+/** A tenant owned by a fresh owner, plus members who joined (by invitation) with each role. */
 async function team() {
   const owner = await actor('owner')
   const slug = `rbac-${tag()}`
@@ -59,9 +61,17 @@ async function team() {
   }
   const add = async (label: string, role: 'admin' | 'member', localRole?: 'admin' | 'editor' | 'viewer') => {
     const a = await actor(label)
-    const res = await api(owner).post('/members', { email: a.email, role, ...(localRole ? { localRole } : {}) })
-    expect(res.statusCode, res.body).toBe(201)
+    await joinTenant(app, tenant.id, a, role, localRole)
     return a
+  }
+  /** Ownership the only way there is: offered by the owner, accepted by the admin (both verified). */
+  const makeOwner = async (a: Actor) => {
+    await markVerified(app, owner.id)
+    await markVerified(app, a.id)
+    const offer = await api(owner).post(`/members/${a.id}/ownership-offer`)
+    expect(offer.statusCode, offer.body).toBe(201)
+    const accepted = await api(a).post(`/ownership-offers/${offer.json().id}/accept`)
+    expect(accepted.statusCode, accepted.body).toBe(200)
   }
   const [admin, editor, viewer] = [
     await add('admin', 'admin'),
@@ -70,7 +80,7 @@ async function team() {
   ]
   const seeded = await api(owner).post('/projects', { name: 'seed' })
   expect(seeded.statusCode).toBe(201)
-  return { tenant, slug, owner, admin, editor, viewer, api, add, projectId: seeded.json().id as string }
+  return { tenant, slug, owner, admin, editor, viewer, api, add, makeOwner, projectId: seeded.json().id as string }
 }
 
 const expectError = (res: LightMyRequestResponse, status: number, code: string) => {
@@ -210,9 +220,7 @@ describe('role changes', () => {
     const rows = await app.host.sql<{ action: string; actor_user_id: string; target_id: string; ip: string | null }[]>`
       select action, actor_user_id, target_id, ip from sys_audit_logs where tenant_id = ${t.tenant.id} and action like 'member.%' order by created_at, id`
     expect(rows.map((r) => [r.action, r.actor_user_id, r.target_id])).toEqual([
-      ['member.added', t.owner.id, t.admin.id],
-      ['member.added', t.owner.id, t.editor.id],
-      ['member.added', t.owner.id, t.viewer.id],
+      // (Joining is audited as invitation.accepted: test/api/invitations.test.ts.)
       ['member.updated', t.admin.id, t.viewer.id],
       ['member.permission_set', t.admin.id, t.viewer.id],
       ['member.permission_removed', t.admin.id, t.viewer.id],
@@ -236,14 +244,16 @@ describe('owners', () => {
     expect((await o.get('/tenant')).json()).toMatchObject({ membershipRole: 'owner' })
   })
 
-  it('only an owner grants or revokes ownership; with two owners one may step down', async () => {
+  it('only an owner offers or revokes ownership, never by PATCH; with two owners one may step down', async () => {
     const t = await team()
     const a = t.api(t.admin)
     expectError(await a.patch(`/members/${t.owner.id}`, { role: 'admin' }), 403, 'INSUFFICIENT_ROLE')
     expectError(await a.delete(`/members/${t.owner.id}`), 403, 'INSUFFICIENT_ROLE')
     expectError(await a.patch(`/members/${t.editor.id}`, { role: 'owner' }), 403, 'INSUFFICIENT_ROLE')
+    expectError(await t.api(t.owner).patch(`/members/${t.admin.id}`, { role: 'owner' }), 403, 'OWNERSHIP_NEEDS_ACCEPTANCE')
 
-    expect((await t.api(t.owner).patch(`/members/${t.admin.id}`, { role: 'owner' })).json()).toMatchObject({ role: 'owner' })
+    await t.makeOwner(t.admin)
+    expect((await a.get('/tenant')).json()).toMatchObject({ membershipRole: 'owner' })
     expect((await t.api(t.owner).patch(`/members/${t.owner.id}`, { role: 'admin' })).json()).toMatchObject({ role: 'admin' })
     // Now the promoted admin is the last owner.
     expectError(await a.delete(`/members/${t.admin.id}`), 403, 'LAST_OWNER')
@@ -256,7 +266,7 @@ describe('owners, concurrently', () => {
   it('two owners demoting each other (or themselves) at once: exactly one succeeds, one owner remains', async () => {
     for (const mode of ['each other', 'themselves'] as const) {
       const t = await team()
-      expect((await t.api(t.owner).patch(`/members/${t.admin.id}`, { role: 'owner' })).statusCode).toBe(200)
+      await t.makeOwner(t.admin)
       const [x, y] = [t.owner, t.admin]
       const results = await Promise.all([
         t.api(x).patch(`/members/${mode === 'each other' ? y.id : x.id}`, { role: 'admin' }),
@@ -335,10 +345,12 @@ describe('/api/members', () => {
     expect(page2).toEqual({ items: [expect.objectContaining({ userId: t.viewer.id, localRole: 'viewer' })], nextCursor: null })
   })
 
-  it('adds existing users only, once, and answers 4xx for everything else', async () => {
+  it('adds nobody directly (POST invites), and answers 4xx for everything else', async () => {
     const t = await team()
     const o = t.api(t.owner)
-    expectError(await o.post('/members', { email: 'nobody-here@example.com', role: 'member' }), 404, 'USER_NOT_FOUND')
+    await markVerified(app, t.owner.id)
+    // POST /api/members is an invitation now, for any address (no USER_NOT_FOUND oracle).
+    expect((await o.post('/members', { email: 'nobody-here@example.com', role: 'member' })).json()).toMatchObject({ state: 'pending' })
     expectError(await o.post('/members', { email: t.editor.email.toUpperCase(), role: 'admin', localRole: 'admin' }), 409, 'ALREADY_MEMBER')
     // The refused duplicate didn't touch the tenant-side row.
     expect((await o.get('/members')).json().items.find((m: { userId: string }) => m.userId === t.editor.id)).toMatchObject({
@@ -370,11 +382,12 @@ describe('/api/members', () => {
       'VALIDATION_ERROR',
     )
 
-    // A member added as admin without a local role gets the admin local role; a member gets viewer.
-    const added = await o.post('/members', { email: stranger.email, role: 'member' })
-    expect(added.statusCode).toBe(201)
-    expect(added.json()).toMatchObject({ userId: stranger.id, role: 'member', localRole: 'viewer', effectiveRole: 'viewer' })
-    expect((await stranger.c.get('/api/projects', { 'x-tenant-id': t.slug })).statusCode).toBe(200)
+    // Invited as a member without a local role: viewer, once they accept (and not before).
+    const invited = await o.post('/members', { email: stranger.email, role: 'member' })
+    expect(invited.statusCode).toBe(201)
+    expect(invited.json()).toMatchObject({ email: stranger.email, role: 'member', localRole: 'viewer', state: 'pending' })
+    expectError(await stranger.c.get('/api/projects', { 'x-tenant-id': t.slug }), 404, 'TENANT_NOT_FOUND')
+    expectError(await o.patch(`/members/${stranger.id}`, { localRole: 'editor' }), 404, 'MEMBER_NOT_FOUND')
   })
 
   it('lets any member leave; leaving clears the session active tenant and removes the tenant user', async () => {
@@ -389,8 +402,9 @@ describe('/api/members', () => {
       (db) => db.$client`select 1 from core_tenant_users where global_user_id = ${t.viewer.id}`,
     )
     expect(rows).toHaveLength(0)
-    // Re-added later, they start from the role given now, with no leftover grants.
-    expect((await t.api(t.owner).post('/members', { email: t.viewer.email, role: 'member', localRole: 'editor' })).json()).toMatchObject({
+    // Re-invited later, they start from the role given now, with no leftover grants.
+    await joinTenant(app, t.tenant.id, t.viewer, 'member', 'editor')
+    expect((await t.api(t.owner).get('/members')).json().items.find((m: { userId: string }) => m.userId === t.viewer.id)).toMatchObject({
       localRole: 'editor',
       permissions: [],
     })

@@ -15,7 +15,9 @@
  * subdomain naming another one is 404 TENANT_NOT_FOUND, and nothing named means the key's tenant (the
  * session's active tenant plays no part). It acts as its creator, who must still be an active member
  * of that tenant: otherwise the key no longer authenticates anyone, 401 INVALID_API_KEY (like a
- * revoked, expired or unknown key; re-adding the creator brings the key back). Its role is
+ * revoked, expired or unknown key; removing a member revokes their keys in that tenant for good, so
+ * re-adding them brings none back). Routes with `config.sessionOnly` (managing people and credentials)
+ * refuse keys outright: 403 API_KEY_NOT_ALLOWED. Its role is
  * min(key role, the creator's current effective role); per-user denials of the creator apply, grants
  * never lift a key above that role. A key never acts as an owner (`req.membership.role` is at most
  * 'admin', and 'member' below an admin-level key), so owner- and admin-membership-only actions
@@ -72,6 +74,12 @@ declare module 'fastify' {
     access?: AccessRule
     /** Let members reach this route while the tenant is suspended (e.g. billing, to pay and be resumed). */
     allowSuspended?: boolean
+    /**
+     * A person must be signed in (403 API_KEY_NOT_ALLOWED for an API key): the route manages people or
+     * credentials (members, grants, invitations, ownership, API keys), which a leaked key must not be
+     * able to do in ways that outlive its revocation.
+     */
+    sessionOnly?: boolean
   }
 }
 
@@ -186,6 +194,10 @@ export default fp<AppOptions>(
       }
       if (tenant.status === 'suspended' && !req.routeOptions.config.allowSuspended) throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
       if (tenant.status !== 'active' && tenant.status !== 'suspended') throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
+      // Whatever the key's role: no key can do this (checked before the role, so the answer says why).
+      if (key && req.routeOptions.config.sessionOnly) {
+        throw forbidden('API_KEY_NOT_ALLOWED', 'This action needs a logged-in person; API keys cannot manage people or credentials')
+      }
 
       const signal = closeSignal(req, reply)
       const lease = await pools.acquire(tenant, { signal })

@@ -6,11 +6,14 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import type { AppOptions } from '../../app.js'
 import { errorResponses, Uuid } from '../../lib/schemas.js'
 import apiKeyRoutes from './api-keys/index.js'
 import billingRoutes from './billing/index.js'
+import invitationRoutes from './invitations/index.js'
 import jobRoutes from './jobs/index.js'
 import memberRoutes from './members/index.js'
+import ownershipOfferRoutes from './ownership-offers/index.js'
 import projectRoutes from './projects/index.js'
 
 const TenantView = Type.Object({
@@ -19,7 +22,7 @@ const TenantView = Type.Object({
   membershipRole: Type.String(),
 })
 
-const apiRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+const apiRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, opts) => {
   fastify.addHook('preValidation', fastify.tenantGuard)
 
   fastify.get(
@@ -32,7 +35,9 @@ const apiRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   )
 
   await fastify.register(projectRoutes, { prefix: '/projects' })
-  await fastify.register(memberRoutes, { prefix: '/members' })
+  await fastify.register(memberRoutes, { config: opts.config, prefix: '/members' })
+  await fastify.register(invitationRoutes, { config: opts.config, prefix: '/invitations' })
+  await fastify.register(ownershipOfferRoutes, { prefix: '/ownership-offers' })
   await fastify.register(jobRoutes, { prefix: '/jobs' })
   await fastify.register(billingRoutes, { prefix: '/billing' })
   await fastify.register(apiKeyRoutes, { prefix: '/api-keys' })

@@ -24,6 +24,9 @@ import { assertPasswordPolicy, hashPassword, verifyPassword } from '../../auth/p
 import { ensurePersonalTenant, provisionPersonalTenant } from '../../auth/personal-tenant.js'
 import { LoginBody, MembershipSchema, SignupBody, TenantSummary, UserSchema } from '../../auth/schemas.js'
 import { toPublicUser } from '../../auth/users.js'
+import { acceptInvitation, assertUsable, INVITATION_ERRORS, invitedAddress } from '../../invitations/accept.js'
+import { createInvitationsRepository } from '../../invitations/repository.js'
+import { AcceptedInvitation } from '../../invitations/schemas.js'
 import { audit } from '../../lib/audit.js'
 import { AppError, unauthorized } from '../../lib/errors.js'
 import { errorResponses } from '../../lib/schemas.js'
@@ -38,6 +41,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const throttle = createLoginThrottle(fastify)
   await fastify.register(verifyEmailRoutes)
   await fastify.register(passwordResetRoutes)
+  const invitations = createInvitationsRepository(host.db)
 
   fastify.post(
     '/signup',
@@ -51,15 +55,26 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           'tenant.status is "provisioning" while the job queue sets the tenant up (poll GET /me until its tenantStatus is ' +
           '"active"), or "active" at once with PROVISION_INLINE. 503 QUEUE_UNAVAILABLE when the queue is down (the account ' +
           'exists and owns the failed tenant: log in). 503 TENANT_SETUP_FAILED when no tenant could be registered: nothing ' +
-          'was kept, retry the signup.',
+          'was kept, retry the signup. With an invitationToken (from an invitation email, for this same email) the address ' +
+          'is verified at once, the invitation accepted (`invitation`) and the session starts in the joined tenant; an ' +
+          'unusable token answers like POST /invitations/:token/accept (404/409/410, 403 INVITATION_WRONG_ACCOUNT) and creates nothing.',
         body: SignupBody,
-        response: { 201: Type.Object({ user: UserSchema, tenant: TenantSummary }), ...errorResponses(400, 409, 429, 503) },
+        response: {
+          201: Type.Object({ user: UserSchema, tenant: TenantSummary, invitation: Type.Optional(AcceptedInvitation) }),
+          ...errorResponses(400, 403, 404, 409, 410, 429, 503),
+        },
       },
     },
     async (req, reply) => {
-      const { email, password, name } = req.body
+      const { email, password, name, invitationToken } = req.body
       assertPasswordPolicy(password, email)
-      const user = await users.create({ email, name, passwordHash: await hashPassword(password) })
+      // The token arrived at the invited address: signing up with it for that address proves the address.
+      const invitation = invitationToken === undefined ? undefined : await invitations.findByToken(invitationToken)
+      if (invitationToken !== undefined) {
+        assertUsable(invitation)
+        if (!invitedAddress(invitation.invitation, email)) throw INVITATION_ERRORS.wrongAccount()
+      }
+      const user = await users.create({ email, name, passwordHash: await hashPassword(password), emailVerified: invitation !== undefined })
       let tenant: Awaited<ReturnType<typeof provisionPersonalTenant>>
       try {
         tenant = await provisionPersonalTenant(tenancy, user)
@@ -74,10 +89,35 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           )
         throw err
       }
-      await req.signIn(user, tenant.id)
-      await sendVerificationEmail({ userTokens, tasks: services.tasks, appBaseUrl: services.config.appBaseUrl }, user)
-      await audit(host.db, { action: 'auth.signup', actorUserId: user.id, tenantId: tenant.id, metadata: { method: 'password' } }, req)
-      return reply.code(201).send({ user: toPublicUser(user), tenant })
+      const joined = invitation && (await acceptInvitation({ host: host.db, tenancy }, invitation, user))
+      await req.signIn(user, joined?.tenant.id ?? tenant.id)
+      // A signup through an invitation proved the address already.
+      if (!joined) await sendVerificationEmail({ userTokens, tasks: services.tasks, appBaseUrl: services.config.appBaseUrl }, user)
+      await audit(
+        host.db,
+        {
+          action: 'auth.signup',
+          actorUserId: user.id,
+          tenantId: tenant.id,
+          metadata: { method: 'password', invitationId: invitation?.invitation.id },
+        },
+        req,
+      )
+      if (joined) {
+        await audit(
+          host.db,
+          {
+            action: 'invitation.accepted',
+            actorUserId: user.id,
+            tenantId: joined.tenant.id,
+            targetType: 'invitation',
+            targetId: invitation!.invitation.id,
+            metadata: { role: joined.role, localRole: joined.localRole, invitedBy: invitation!.invitation.invitedBy, atSignup: true },
+          },
+          req,
+        )
+      }
+      return reply.code(201).send({ user: toPublicUser(user), tenant, ...(joined ? { invitation: joined } : {}) })
     },
   )
 

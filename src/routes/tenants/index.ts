@@ -1,6 +1,13 @@
-/** The caller's tenants, and creating a new one (the creator becomes its owner). */
+/**
+ * The caller's tenants, and creating a new one (the creator becomes its owner). Each tenant is a
+ * database, so creation is bounded per user: at most MAX_TENANTS_PER_USER created and not deleted
+ * (403 TENANT_QUOTA_EXCEEDED, counted in the registering transaction), and TENANT_CREATES_PER_HOUR
+ * (429 RATE_LIMITED, counted in Redis across instances) on top of the per-IP limit.
+ */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
+import type { AppOptions } from '../../app.js'
 import { MembershipSchema } from '../../auth/schemas.js'
 import { errorResponses, Text, Uuid } from '../../lib/schemas.js'
 
@@ -24,8 +31,13 @@ const CreatedTenant = (description: string) =>
     { description },
   )
 
-const tenantRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+const tenantRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
   const { tenancy } = fastify
+  const perUser = fastify.extraRateLimit({
+    max: config.tenantQuota.createsPerHour,
+    timeWindow: '1 hour',
+    keyGenerator: (req: FastifyRequest) => `tenant-create:${req.user!.id}`,
+  })
   fastify.addHook('preHandler', fastify.requireUser)
 
   fastify.get('/', { schema: { tags: ['tenants'], summary: 'Tenants I belong to', response: { 200: Type.Object({ items: Type.Array(MembershipSchema) }), ...errorResponses(401) } } }, async (req) => ({
@@ -36,13 +48,15 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     '/',
     {
       config: { rateLimit: { max: 10, timeWindow: '1 minute' } },
+      preHandler: perUser,
       schema: {
         tags: ['tenants'],
         summary: 'Create a tenant (the caller becomes its owner)',
         description:
           'The tenant is registered at once and set up by the job queue: 202 with status "provisioning" (poll GET /me until its ' +
           'tenantStatus is "active"; tenant routes answer 409 TENANT_NOT_READY until then). With PROVISION_INLINE it is set up ' +
-          'within the request: 201 with status "active". 503 QUEUE_UNAVAILABLE when the queue is down (the tenant is marked failed).',
+          'within the request: 201 with status "active". 503 QUEUE_UNAVAILABLE when the queue is down (the tenant is marked failed). ' +
+          '403 TENANT_QUOTA_EXCEEDED past MAX_TENANTS_PER_USER tenants created and not deleted; 429 RATE_LIMITED past TENANT_CREATES_PER_HOUR.',
         body: CreateTenantBody,
         response: {
           201: CreatedTenant('Created and already active (PROVISION_INLINE)'),
@@ -57,6 +71,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         slug: req.body.slug,
         name: req.body.name,
         ownerUserId: user.id,
+        maxCreatedByOwner: config.tenantQuota.maxPerUser,
         origin: { ip: req.ip, userAgent: req.headers['user-agent'] },
       })
       return reply

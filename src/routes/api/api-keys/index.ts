@@ -55,15 +55,10 @@ const access: AccessRule = { minRole: 'admin', resource: 'api_keys', action: 'ma
 const apiKeyRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { apiKeys, host } = fastify
 
-  // After the tenant guard (a parent preValidation hook), before any body is read.
-  fastify.addHook('preValidation', async (req) => {
-    if (req.apiKey) throw forbidden('API_KEY_NOT_ALLOWED', 'API keys are managed from a logged-in session, not with an API key')
-  })
-
   fastify.post(
     '/',
     {
-      config: { access },
+      config: { access, sessionOnly: true },
       schema: {
         tags,
         summary: 'Create an API key (the secret is shown once)',
@@ -100,7 +95,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get(
     '/',
     {
-      config: { access },
+      config: { access, sessionOnly: true },
       schema: {
         tags,
         summary: "The tenant's API keys, newest first (never the secret)",
@@ -114,7 +109,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.delete(
     '/:id',
     {
-      config: { access },
+      config: { access, sessionOnly: true },
       schema: {
         tags,
         summary: 'Revoke an API key (at once, in every process)',

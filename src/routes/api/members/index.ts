@@ -1,8 +1,12 @@
 /**
- * /api/members — who belongs to the resolved tenant, and managing them. Viewers list; admins add
- * existing users, change roles and per-user permissions, and remove members; any member may remove
- * themself. Only an owner grants or revokes ownership, and the last owner can never be demoted or
- * removed (memberships.setRole/remove check it under a row lock → 403 LAST_OWNER).
+ * /api/members — who belongs to the resolved tenant, and managing them. Viewers list; admins change
+ * roles and per-user permissions and remove members; any member may leave. Nobody is added without
+ * consent: people join by accepting an invitation (/api/invitations; POST here is a deprecated alias
+ * that invites), and ownership is only offered (POST /:userId/ownership-offer) and taken up by the
+ * admin it is offered to (/api/ownership-offers). Only an owner offers or revokes ownership, and the
+ * last owner can never be demoted or removed (memberships.setRole/remove check it under a row lock →
+ * 403 LAST_OWNER). Every write here needs a person: API keys get 403 API_KEY_NOT_ALLOWED
+ * (config.sessionOnly). Removing a member revokes their API keys in this tenant for good.
  *
  * A membership change touches two databases: the host membership and the tenant user. The tenant
  * transaction wraps the host write, so a refused host write (LAST_OWNER, ALREADY_MEMBER) rolls the
@@ -11,9 +15,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
+import type { AppOptions } from '../../../app.js'
+import { emailNotVerified, requireVerifiedUser } from '../../../auth/email-verified.js'
+import { InvitationSchema, OwnershipOfferSchema } from '../../../invitations/schemas.js'
 import { audit } from '../../../lib/audit.js'
-import { forbidden, notFound } from '../../../lib/errors.js'
+import { conflict, forbidden, notFound } from '../../../lib/errors.js'
 import { errorResponses } from '../../../lib/schemas.js'
+import { createOwnershipOffers, toOfferView } from '../../../members/ownership-offers.js'
 import { createMembersRepository, type MemberView } from '../../../members/repository.js'
 import {
   AddMemberBody,
@@ -27,14 +35,16 @@ import {
   UserIdParams,
 } from '../../../members/schemas.js'
 import { hasMinRole } from '../../../tenancy/rbac.js'
+import { inviter } from '../invitations/index.js'
 
 const tags = ['members']
 const guarded = errorResponses(400, 401, 403, 404, 409, 503)
 const memberNotFound = () => notFound('MEMBER_NOT_FOUND', 'No such member in this tenant')
-const ownersOnly = () => forbidden('INSUFFICIENT_ROLE', 'Only an owner can grant or revoke ownership', { requiredRole: 'owner' })
+const ownersOnly = () => forbidden('INSUFFICIENT_ROLE', 'Only an owner can offer or revoke ownership', { requiredRole: 'owner' })
 
-const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { host, tenancy, users } = fastify
+const memberRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
+  const { host, tenancy, users, apiKeys } = fastify
+  const { invite } = inviter(fastify, config)
   const repo = (req: FastifyRequest) => createMembersRepository({ host: host.db, tenantDb: req.tenantDb, tenantId: req.tenant!.id })
   const record = (req: FastifyRequest, action: string, targetId: string, metadata: Record<string, unknown>) =>
     audit(host.db, { action, actorUserId: req.user!.id, tenantId: req.tenant!.id, targetType: 'user', targetId, metadata }, req)
@@ -61,35 +71,26 @@ const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post(
     '/',
     {
-      config: { access: { minRole: 'admin' } },
-      schema: { tags, summary: 'Add an existing user by email', body: AddMemberBody, response: { 201: MemberSchema, ...guarded } },
+      config: { access: { minRole: 'admin' }, sessionOnly: true },
+      schema: {
+        tags,
+        summary: 'Deprecated: invites the address, exactly as POST /api/invitations (nobody is added without accepting)',
+        deprecated: true,
+        body: AddMemberBody,
+        response: { 201: InvitationSchema, ...guarded },
+      },
     },
-    async (req, reply) => {
-      const tenantId = req.tenant!.id
-      const { email, role } = req.body
-      const user = await users.findByEmail(email)
-      if (!user) throw notFound('USER_NOT_FOUND', 'No user with this email')
-      const localRole = req.body.localRole ?? (role === 'admin' ? 'admin' : 'viewer')
-      const members = repo(req)
-      await req.tenantDb.transaction(async (tx) => {
-        // A re-added user's old tenant row (if any) is reset to the role given now.
-        await members.ensureTenantUser(tx, user, localRole, true)
-        await tenancy.memberships.add(user.id, tenantId, role) // 409 ALREADY_MEMBER rolls the tenant side back
-      })
-      // Again after the tenant commit: a request between add()'s invalidation and the commit may have cached the old local role.
-      await tenancy.memberships.invalidate(user.id, tenantId)
-      await record(req, 'member.added', user.id, { role, localRole })
-      return reply.code(201).send(await mustView(req, user.id))
-    },
+    async (req, reply) => reply.code(201).send(await invite(req, req.body)),
   )
 
   fastify.patch(
     '/:userId',
     {
-      config: { access: { minRole: 'admin' } },
+      config: { access: { minRole: 'admin' }, sessionOnly: true },
       schema: {
         tags,
         summary: "Change a member's role and/or local role",
+        description: 'Never to owner: 403 OWNERSHIP_NEEDS_ACCEPTANCE (offer it: POST /api/members/:userId/ownership-offer).',
         params: UserIdParams,
         body: UpdateMemberBody,
         response: { 200: MemberSchema, ...guarded },
@@ -104,6 +105,12 @@ const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       if (!target) throw memberNotFound()
       const ownershipChanges = role !== undefined && (role === 'owner') !== (target.role === 'owner')
       if (ownershipChanges && req.membership!.role !== 'owner') throw ownersOnly()
+      if (role === 'owner' && target.role !== 'owner') {
+        throw forbidden(
+          'OWNERSHIP_NEEDS_ACCEPTANCE',
+          'Ownership is offered, not given: POST /api/members/:userId/ownership-offer, which they accept',
+        )
+      }
 
       await req.tenantDb.transaction(async (tx) => {
         if (localRole) await members.ensureTenantUser(tx, { id: userId, email: target.email, name: target.name }, localRole, true)
@@ -119,10 +126,10 @@ const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     '/:userId',
     {
       // Viewers reach the handler so that any member can leave; removing someone else needs admin.
-      config: { access: { minRole: 'viewer' } },
+      config: { access: { minRole: 'viewer' }, sessionOnly: true },
       schema: {
         tags,
-        summary: 'Remove a member (admins), or leave the tenant (yourself)',
+        summary: 'Remove a member (admins), or leave the tenant (yourself); their API keys here are revoked',
         params: UserIdParams,
         response: { 204: Type.Null(), ...guarded },
       },
@@ -130,8 +137,7 @@ const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     async (req, reply) => {
       const tenantId = req.tenant!.id
       const { userId } = req.params
-      // Leaving is a person's decision: an API key acting for its creator can't make it.
-      const self = userId === req.user!.id && !req.apiKey
+      const self = userId === req.user!.id
       if (!self && !hasMinRole(req.role, 'admin')) {
         throw forbidden('INSUFFICIENT_ROLE', 'Removing another member needs the admin role', { requiredRole: 'admin', role: req.role })
       }
@@ -140,13 +146,14 @@ const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       if (!target) throw memberNotFound()
       if (target.role === 'owner' && !self && req.membership!.role !== 'owner') throw ownersOnly()
 
-      await req.tenantDb.transaction(async (tx) => {
+      const { revokedKeyIds } = await req.tenantDb.transaction(async (tx) => {
         await members.removeTenantUser(tx, userId)
-        await tenancy.memberships.remove(userId, tenantId) // 403 LAST_OWNER
+        return tenancy.memberships.remove(userId, tenantId) // 403 LAST_OWNER; revokes their keys here
       })
       await tenancy.memberships.invalidate(userId, tenantId)
+      for (const id of revokedKeyIds) await apiKeys.invalidate(id)
       if (self && req.session.activeTenantId === tenantId) req.session.activeTenantId = undefined
-      await record(req, self ? 'member.left' : 'member.removed', userId, { role: target.role })
+      await record(req, self ? 'member.left' : 'member.removed', userId, { role: target.role, revokedApiKeys: revokedKeyIds.length })
       return reply.code(204).send(null)
     },
   )
@@ -154,7 +161,7 @@ const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.put(
     '/:userId/permissions',
     {
-      config: { access: { minRole: 'admin' } },
+      config: { access: { minRole: 'admin' }, sessionOnly: true },
       schema: {
         tags,
         summary: 'Grant (granted: true) or deny (false) one resource × action to a member, overriding their role',
@@ -184,7 +191,7 @@ const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.delete(
     '/:userId/permissions/:resource/:action',
     {
-      config: { access: { minRole: 'admin' } },
+      config: { access: { minRole: 'admin' }, sessionOnly: true },
       schema: {
         tags,
         summary: "Remove a member's grant or denial: the role default applies again",
@@ -202,6 +209,37 @@ const memberRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       await tenancy.memberships.invalidate(userId, tenantId)
       await record(req, 'member.permission_removed', userId, { resource, action })
       return reply.code(204).send(null)
+    },
+  )
+
+  fastify.post(
+    '/:userId/ownership-offer',
+    {
+      config: { access: { minRole: 'admin' }, sessionOnly: true },
+      schema: {
+        tags,
+        summary: 'Offer ownership to an admin of the tenant (owners); it takes effect when they accept',
+        description:
+          '409 OFFER_NEEDS_ADMIN unless the member is an admin; 409 ALREADY_OWNER; 409 OFFER_PENDING when one is open; ' +
+          "403 EMAIL_NOT_VERIFIED when the member's (or your) email is not verified. Accept or decline at /api/ownership-offers.",
+        params: UserIdParams,
+        response: { 201: OwnershipOfferSchema, ...guarded },
+      },
+    },
+    async (req, reply) => {
+      const { userId } = req.params
+      if (req.membership!.role !== 'owner') throw ownersOnly()
+      await requireVerifiedUser(users, req.user!.id)
+      const target = await repo(req).find(userId)
+      if (target?.status !== 'active') throw memberNotFound()
+      if (target.role === 'owner') throw conflict('ALREADY_OWNER', 'This member is already an owner')
+      if (target.role !== 'admin')
+        throw conflict('OFFER_NEEDS_ADMIN', 'Ownership is offered to admins only: make the member an admin first')
+      const targetUser = await users.findById(userId)
+      if (!targetUser?.emailVerifiedAt) throw emailNotVerified("The member's")
+      const offer = await createOwnershipOffers(host.db, req.tenant!.id).create(userId, req.user!.id)
+      await record(req, 'ownership.offered', userId, { offerId: offer.id })
+      return reply.code(201).send(toOfferView(offer))
     },
   )
 }
