@@ -42,7 +42,7 @@ afterAll(async () => {
   await app?.close()
   await smtp?.close()
   await env?.cleanup()
-}, 120_000)
+}, 300_000)
 
 const tag = () => randomBytes(4).toString('hex')
 
@@ -583,5 +583,31 @@ describe('reproduction 6: tenants per user are bounded', () => {
     expect(results.map((r) => r.statusCode).sort()).toEqual([201, 201, 403])
     const [row] = await app.host.sql`select count(*)::int as n from core_tenants where created_by = ${p.id} and deleted_at is null`
     expect(row!.n).toBe(3)
+  })
+})
+
+describe('OpenAPI', () => {
+  it('documents the new routes with their schemas and statuses', async () => {
+    const spec = (await app.inject('/docs/json')).json()
+    const op = (path: string, method: string) => spec.paths[path]?.[method]
+    const statuses = (path: string, method: string) => Object.keys(op(path, method)?.responses ?? {})
+    expect(statuses('/api/invitations', 'post')).toEqual(expect.arrayContaining(['201', '400', '401', '403', '404', '409', '429']))
+    expect(op('/api/invitations', 'post').requestBody).toBeDefined()
+    expect(statuses('/api/invitations', 'get')).toEqual(expect.arrayContaining(['200', '403']))
+    expect(statuses('/api/invitations/{id}', 'delete')).toEqual(expect.arrayContaining(['204', '404', '409']))
+    expect(statuses('/api/invitations/{id}/resend', 'post')).toEqual(expect.arrayContaining(['200', '404', '409']))
+    expect(statuses('/invitations/{token}', 'get')).toEqual(expect.arrayContaining(['200', '404', '409', '410']))
+    expect(statuses('/invitations/{token}/accept', 'post')).toEqual(expect.arrayContaining(['200', '401', '403', '404', '409', '410']))
+    expect(statuses('/api/members/{userId}/ownership-offer', 'post')).toEqual(expect.arrayContaining(['201', '403', '404', '409']))
+    expect(statuses('/api/ownership-offers/{id}/accept', 'post')).toEqual(expect.arrayContaining(['200', '403', '409', '410']))
+    expect(statuses('/api/ownership-offers/{id}', 'delete')).toEqual(expect.arrayContaining(['204', '403', '404', '410']))
+    expect(op('/api/members', 'post').deprecated).toBe(true)
+    for (const [path, method] of [
+      ['/api/invitations', 'post'],
+      ['/invitations/{token}/accept', 'post'],
+      ['/api/ownership-offers/{id}/accept', 'post'],
+    ] as const) {
+      expect(op(path, method).tags, path).toEqual(expect.arrayContaining([expect.any(String)]))
+    }
   })
 })
