@@ -23,6 +23,8 @@ export const EmailMessageSchema = Type.Object(
     template: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(\\.md)?$' }),
     variables: TemplateVariablesSchema,
     replyTo: Type.Optional(EmailAddress),
+    /** Variables sealed with ENCRYPTION_KEYS (src/email/sealed.ts): opened only when the email job renders the mail. */
+    sealedVariables: Type.Optional(Type.String({ minLength: 1, maxLength: 16_384 })),
   },
   { additionalProperties: false },
 )

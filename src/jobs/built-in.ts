@@ -6,13 +6,17 @@
 import { count } from 'drizzle-orm'
 import { Type } from 'typebox'
 import { projects } from '../../drizzle/tenant/schema.js'
+import type { Config } from '../config.js'
 import { isPermanentEmailError } from '../email/errors.js'
 import type { Mailer } from '../email/mailer.js'
 import { EmailAddress, type EmailMessage, EmailMessageSchema, TemplateVariablesSchema } from '../email/message.js'
+import { openSealedVariables } from '../email/sealed.js'
 import { derivedJobId, type JobContext, systemJob, tenantJob } from './registry.js'
 
 export interface EmailJobDeps {
   mailer: Mailer
+  /** Opens sealed variables (src/email/sealed.ts). */
+  config?: Pick<Config, 'encryptionKeys'>
 }
 
 export const emailSend = systemJob({
@@ -24,7 +28,8 @@ export const emailSend = systemJob({
   async process(ctx: JobContext<EmailJobDeps>, message) {
     // Once per job id, whatever BullMQ re-runs (a retry after a lost record write, a stalled worker);
     // the Message-ID is the job's, so even the one repeat effects.ts can't exclude is recognisable.
-    return ctx.once('smtp', async () => ({ messageId: await ctx.deps.mailer.sendEmail(message, { idempotencyKey: ctx.jobId }) }))
+    const opened = openSealedVariables(message, ctx.deps.config?.encryptionKeys)
+    return ctx.once('smtp', async () => ({ messageId: await ctx.deps.mailer.sendEmail(opened, { idempotencyKey: ctx.jobId }) }))
   },
 })
 

@@ -647,7 +647,7 @@ describe('tenant isolation matrix', () => {
       )
       expect(names.every((p) => p.name.includes(T.tok))).toBe(true)
     }
-  }, 600_000)
+  }, 900_000)
 
   it('references that disagree are 400 TENANT_CONFLICT, never one of them; membership is checked for the tenant named', async () => {
     const { A, B } = tenants as Record<'A' | 'B', TenantFx>

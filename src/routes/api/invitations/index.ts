@@ -4,7 +4,7 @@
  *
  * POST answers the same, in the same time, whether or not the address has an account: nothing here
  * looks the address up beyond this tenant's own members and invitations. The token travels only in
- * the email (the `email.send` job); the response never carries it. A resend mints a new token and a
+ * the email (the `email.send` job, sealed: src/email/sealed.ts); the response never carries it. A resend mints a new token and a
  * new 7-day expiry, so the previous link stops working.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
@@ -12,6 +12,7 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { AppOptions } from '../../../app.js'
 import { requireVerifiedUser } from '../../../auth/email-verified.js'
+import { sealVariables } from '../../../email/sealed.js'
 import { invitationEmail } from '../../../email/senders.js'
 import { createInvitationsRepository, INVITATION_TTL_DAYS, toInvitationView } from '../../../invitations/repository.js'
 import { InvitationPage, InvitationSchema, InviteBody, PageQuery } from '../../../invitations/schemas.js'
@@ -32,16 +33,15 @@ export function inviter(fastify: Parameters<FastifyPluginAsyncTypebox<AppOptions
   const repo = createInvitationsRepository(host.db)
 
   async function send(req: FastifyRequest, invitation: { email: string }, token: string, inviterName: string) {
-    await services.tasks.submit(
-      'email.send',
-      invitationEmail({
-        to: invitation.email,
-        inviterName,
-        tenantName: req.tenant!.name,
-        invitationUrl: `${config.appBaseUrl}/invitations/${token}`,
-        expiresIn: `${INVITATION_TTL_DAYS} days`,
-      }),
-    )
+    const message = invitationEmail({
+      to: invitation.email,
+      inviterName,
+      tenantName: req.tenant!.name,
+      invitationUrl: `${config.appBaseUrl}/invitations/${token}`,
+      expiresIn: `${INVITATION_TTL_DAYS} days`,
+    })
+    // The link is the token: sealed, so the job's record and Redis never hold it in clear.
+    await services.tasks.submit('email.send', sealVariables(message, ['invitation_url'], config.encryptionKeys))
   }
 
   return {
