@@ -42,6 +42,8 @@ export const ENV_VARS = {
 
   REDIS_URL: { kind: 'url', default: 'redis://127.0.0.1:6379', doc: 'Redis for sessions, queues, rate limits and cache invalidation' },
   REDIS_PREFIX: { kind: 'string', default: 'tk', doc: 'Prefix of every Redis key and BullMQ queue of this deployment' },
+  REDIS_COMMAND_TIMEOUT_MS: { kind: 'int', default: '1000', min: 50, max: 600000, doc: 'A request-path Redis command (session, rate limit, cache) fails after this long; the request answers 503' },
+  REDIS_MAX_RECONNECT_DELAY_MS: { kind: 'int', default: '1000', min: 50, max: 60000, doc: 'Cap of the growing delay between Redis reconnect attempts (so service resumes soon after Redis returns)' },
 
   ENCRYPTION_KEYS: { kind: 'list', default: '', doc: 'id:base64(32 bytes) pairs, newest first, that encrypt tenant DB URLs (required in production)' },
 
@@ -51,6 +53,8 @@ export const ENV_VARS = {
   POOL_CONNECTION_BUDGET: { kind: 'int', default: '60', min: 1, max: 10000, doc: 'Max tenant connections this process holds at once' },
   POOL_ACQUIRE_TIMEOUT_MS: { kind: 'int', default: '2000', min: 1, max: 600000, doc: 'Wait this long for budget before answering 503' },
   HOST_POOL_MAX: { kind: 'int', default: '10', min: 1, max: 1000, doc: 'Connections in the host database pool' },
+  DB_CONNECT_TIMEOUT_MS: { kind: 'int', default: '1500', min: 100, max: 600000, doc: 'Host and tenant pools give up opening a connection after this long; the request answers 503' },
+  DB_STATEMENT_TIMEOUT_MS: { kind: 'int', default: '30000', min: 0, max: 86400000, doc: 'statement_timeout of host and tenant pool sessions (0 = none); migrations use their own connections' },
   CATALOG_CACHE_TTL_S: { kind: 'int', default: '60', min: 0, max: 86400, doc: 'Seconds a tenant catalog entry stays cached' },
 
   SESSION_SECRETS: { kind: 'list', default: '', doc: 'Cookie signing secrets (>= 32 chars), newest first; required in production' },
@@ -126,6 +130,8 @@ export interface Config {
   autoMigrate: boolean
   redisUrl: string
   redisPrefix: string
+  /** Request-path Redis clients: per-command timeout and the cap of the reconnect backoff. */
+  redisTimeouts: { commandMs: number; maxReconnectDelayMs: number }
   encryptionKeys: { id: string; key: Buffer }[]
   pool: {
     maxPerTenant: number
@@ -135,6 +141,10 @@ export interface Config {
     acquireTimeoutMs: number
     hostMax: number
     catalogTtlS: number
+    /** postgres.js connect_timeout of host and tenant pools. */
+    connectTimeoutMs: number
+    /** statement_timeout of host and tenant pool sessions; 0 = none. */
+    statementTimeoutMs: number
   }
   session: { secrets: string[]; maxAgeS: number; absoluteMaxS: number; cookieSecure: boolean }
   tenantDomainSuffix: string | undefined
@@ -304,6 +314,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     autoMigrate: b('AUTO_MIGRATE', !production),
     redisUrl: s('REDIS_URL'),
     redisPrefix: s('REDIS_PREFIX'),
+    redisTimeouts: { commandMs: i('REDIS_COMMAND_TIMEOUT_MS'), maxReconnectDelayMs: i('REDIS_MAX_RECONNECT_DELAY_MS') },
     encryptionKeys: parseKeys(keys),
     pool: {
       maxPerTenant: i('POOL_MAX_PER_TENANT'),
@@ -313,6 +324,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       acquireTimeoutMs: i('POOL_ACQUIRE_TIMEOUT_MS'),
       hostMax: i('HOST_POOL_MAX'),
       catalogTtlS: i('CATALOG_CACHE_TTL_S'),
+      connectTimeoutMs: i('DB_CONNECT_TIMEOUT_MS'),
+      statementTimeoutMs: i('DB_STATEMENT_TIMEOUT_MS'),
     },
     session: {
       secrets,
@@ -365,10 +378,15 @@ export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Config {
   try {
     return loadConfig(env)
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`Invalid configuration: ${err.message}\n`)
-      process.exit(1)
-    }
-    throw err
+    exitOnConfigError(err)
   }
+}
+
+/** A ConfigError (also one found at boot, e.g. pools that don't fit max_connections) prints one line and exits 1; anything else is rethrown. */
+export function exitOnConfigError(err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`Invalid configuration: ${err.message}\n`)
+    process.exit(1)
+  }
+  throw err
 }

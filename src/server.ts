@@ -9,7 +9,7 @@ import closeWithGrace from 'close-with-grace'
 import Fastify from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions } from './app.js'
-import { loadConfigOrExit } from './config.js'
+import { exitOnConfigError, loadConfigOrExit } from './config.js'
 import { ensureDatabaseUrl } from './db/dev-database.js'
 import { loggerOptions } from './lib/logger.js'
 import { startWorkers, type WorkerRuntime } from './worker.js'
@@ -25,8 +25,13 @@ const server = Fastify({
   keepAliveTimeout: 72_000,
 })
 // fp(): the app's decorators (services) are visible here, as in tests, for the in-process workers.
-await server.register(fp(app), { config })
-await server.ready()
+try {
+  await server.register(fp(app), { config })
+  await server.ready()
+} catch (err) {
+  await stopEmbedded()
+  exitOnConfigError(err) // e.g. pools that can't fit Postgres' max_connections: one line, exit 1
+}
 
 let workers: WorkerRuntime | undefined
 if (config.jobs.workerInProcess) {

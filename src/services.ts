@@ -4,6 +4,7 @@
  * the provisioner (which also runs the other lifecycle events). close() ends them in reverse order.
  */
 import { Redis } from 'ioredis'
+import { logRedisErrors, reconnectBackoff } from './lib/redis.js'
 import type { Logger } from 'pino'
 import type { Config } from './config.js'
 import { createHostDatabase, type HostDatabase } from './db/host.js'
@@ -57,14 +58,18 @@ export interface ServiceOptions {
 
 export function createServices(config: Config, logger: Logger, opts: ServiceOptions = {}): Services {
   if (!config.databaseUrl) throw new Error('createServices needs config.databaseUrl (start the embedded Postgres first in development)')
-  const host = opts.host ?? createHostDatabase(config.databaseUrl, config.pool.hostMax)
-  const redis = opts.redis ?? new Redis(config.redisUrl)
+  const host = opts.host ?? createHostDatabase(config.databaseUrl, config.pool.hostMax, config.pool)
+  // Worker and CLI: no command timeout (long queue scripts are fine off the request path), but a capped
+  // reconnect backoff and errors logged through pino.
+  const redis = opts.redis ?? new Redis(config.redisUrl, { retryStrategy: reconnectBackoff(config.redisTimeouts.maxReconnectDelayMs) })
+  if (!opts.redis) logRedisErrors(redis, logger, 'services')
   const pools = createPoolManager({
     maxPerTenant: config.pool.maxPerTenant,
     maxTenants: config.pool.maxTenants,
     idleTimeoutS: config.pool.idleTimeoutS,
     connectionBudget: config.pool.connectionBudget,
     acquireTimeoutMs: config.pool.acquireTimeoutMs,
+    connectOptions: config.pool,
     logger,
   })
   const catalog = createCatalog({

@@ -16,7 +16,8 @@ import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
-import { loadConfigOrExit } from './config.js'
+import { exitOnConfigError, loadConfigOrExit } from './config.js'
+import { bootConnectionCheck } from './db/connection-budget.js'
 import { ensureDatabaseUrl } from './db/dev-database.js'
 import { createMailer, type Mailer } from './email/index.js'
 import type { JobRegistry, JobScope } from './jobs/registry.js'
@@ -132,6 +133,11 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   }
 
   const services = createServices(config, logger, { jobs: registry })
+  try {
+    await bootConnectionCheck(config, services.host.sql, logger)
+  } catch (err) {
+    exitOnConfigError(err)
+  }
   // Queued jobs live in Redis: say so at boot when a Redis restart would lose them.
   await warnIfRedisNotPersistent(services.redis, logger)
   const runtime = await startWorkers(services, flags.options)

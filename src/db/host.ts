@@ -1,7 +1,7 @@
 /** The host database handle: one postgres.js pool and a drizzle instance over the host schema. */
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js'
 import * as schema from '../../drizzle/host/schema.js'
-import { connect, type Sql } from './connect.js'
+import { type ConnectOptions, connect, type Sql } from './connect.js'
 
 export type HostSchema = typeof schema
 export type HostDb = PostgresJsDatabase<HostSchema>
@@ -12,8 +12,8 @@ export interface HostDatabase {
   close(): Promise<void>
 }
 
-export function createHostDatabase(url: string, max = 10): HostDatabase {
-  const sql = connect(url, { max, applicationName: 'tenantkit-host' })
+export function createHostDatabase(url: string, max = 10, opts: Pick<ConnectOptions, 'connectTimeoutMs' | 'statementTimeoutMs'> = {}): HostDatabase {
+  const sql = connect(url, { ...opts, max, applicationName: 'tenantkit-host' })
   const db = drizzle(sql, { schema })
   return { sql, db, close: () => sql.end({ timeout: 5 }) }
 }

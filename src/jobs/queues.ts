@@ -12,6 +12,7 @@
  */
 import { type ConnectionOptions, Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
+import { logRedisErrors, type RedisErrorLogger } from '../lib/redis.js'
 import type { JobScope } from './registry.js'
 
 export const QUEUE_NAMES = { system: 'system', tenant: 'tenant' } as const satisfies Record<JobScope, string>
@@ -33,9 +34,11 @@ export interface Queues {
 }
 
 /** Both queues on one shared producer connection (BullMQ does not close a connection it was given). */
-export function createQueues(connection: Redis, prefix: string): Queues {
+export function createQueues(connection: Redis, prefix: string, logger?: RedisErrorLogger): Queues {
   const system = new Queue(QUEUE_NAMES.system, { connection, prefix })
   const tenant = new Queue(QUEUE_NAMES.tenant, { connection, prefix })
+  // A Queue re-emits its connection's errors; with no listener BullMQ console.errors each one raw.
+  for (const q of [system, tenant]) logRedisErrors(q, logger ?? { warn: () => {} }, `queue ${q.name}`)
   return {
     system,
     tenant,

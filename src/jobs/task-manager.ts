@@ -11,6 +11,7 @@
  */
 import { type Job, type JobsOptions, Worker } from 'bullmq'
 import type { Redis } from 'ioredis'
+import { logRedisErrors } from '../lib/redis.js'
 import type { Logger } from 'pino'
 import { uuidv7 } from 'uuidv7'
 import type { Config } from '../config.js'
@@ -118,7 +119,7 @@ export interface TaskManager<R extends JobRegistry> {
 export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>): TaskManager<R> {
   const { registry, host, catalog, pools, redis, config, logger } = d
   const prefix = config.redisPrefix
-  const queues = createQueues(redis, prefix)
+  const queues = createQueues(redis, prefix, logger)
   const slots = createTenantSlots(redis, { prefix, cap: config.jobs.tenantConcurrency, leaseMs: d.tenantSlotLeaseMs ?? 30_000 })
   const retention = d.retention ?? { completedAgeS: 86_400, failedAgeS: 7 * 86_400 }
   const started = new Set<JobWorkers>()
@@ -282,7 +283,8 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       worker.on('failed', (job: Job | undefined, err: Error) => {
         if (job) void recordUnhandledFailure(job, err, processorDeps)
       })
-      worker.on('error', (err) => logger.error({ err, queue: scope }, 'job worker error'))
+      // Mostly Redis being down (every reconnect attempt): one line per 10 s, not one per attempt.
+      logRedisErrors(worker, logger, `worker ${scope}`)
       return worker
     })
     const intervalMs = opts.reconcileIntervalMs ?? config.jobs.reconcileIntervalMs

@@ -48,3 +48,48 @@ export function pgCode(err: unknown): string | undefined {
   }
   return undefined
 }
+
+/**
+ * Connection-class failures: a dependency (Postgres, Redis) is down, restarting, refusing or too slow,
+ * not a bug. The error handler answers them 503 SERVICE_UNAVAILABLE with Retry-After.
+ * - socket level: refused, reset, timed out, unreachable;
+ * - postgres.js: CONNECT_TIMEOUT and a connection closed/ended/destroyed under a query;
+ * - SQLSTATE: class 08 (connection exception), 57P01-57P03 (admin/crash shutdown, cannot connect now:
+ *   starting up or recovering), 53300 (too many clients), 57014 (statement_timeout);
+ * - ioredis: MaxRetriesPerRequestError, "Connection is closed.", "Command timed out", offline queue off.
+ */
+const DOWN_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'CONNECT_TIMEOUT',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+  '57014',
+])
+const REDIS_DOWN = /^(Connection is closed\.|Command timed out|Stream isn't writeable|Reached the max retries per request limit)/
+
+export function isDependencyDown(err: unknown): boolean {
+  const seen = new Set<unknown>()
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 6 && !seen.has(e); e = (e as { cause?: unknown }).cause, depth++) {
+    seen.add(e)
+    const { code, name, message } = e as { code?: unknown; name?: unknown; message?: unknown }
+    if (typeof code === 'string' && (DOWN_CODES.has(code) || code.startsWith('08'))) return true
+    if (name === 'MaxRetriesPerRequestError') return true
+    if (typeof message === 'string' && REDIS_DOWN.test(message)) return true
+    // AggregateError (e.g. a connect to both ::1 and 127.0.0.1 refused)
+    const errors = (e as { errors?: unknown }).errors
+    if (Array.isArray(errors) && errors.some((x) => isDependencyDown(x))) return true
+  }
+  return false
+}

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import type { Redis } from 'ioredis'
+import { duplicateRedis } from '../lib/redis.js'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { tenants } from '../../drizzle/host/schema.js'
@@ -76,7 +77,7 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
   const { host, redis, keys, ttlS, channel, logger } = deps
   const instance = randomUUID()
   const ownsSubscriber = !deps.subscriber
-  const subscriber = deps.subscriber ?? redis.duplicate()
+  const subscriber = deps.subscriber ?? duplicateRedis(redis, logger, 'catalog subscriber')
 
   // Prepared once: postgres.js sends it as a named statement, one round trip per lookup (STACK.md §0).
   const lookup = (column: typeof tenants.id | typeof tenants.slug, name: string) =>

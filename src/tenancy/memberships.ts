@@ -5,6 +5,7 @@
  */
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import type { Redis } from 'ioredis'
+import { duplicateRedis, type RedisErrorLogger } from '../lib/redis.js'
 import { LRUCache } from 'lru-cache'
 import { apiKeys, type Membership, type MembershipRole, memberships, tenants } from '../../drizzle/host/schema.js'
 import type { HostDb } from '../db/host.js'
@@ -24,11 +25,13 @@ export interface MembershipDeps {
   redis: Redis
   channel: string
   ttlMs?: number
+  /** Subscriber errors (Redis down) are logged here, one line per 10 s. */
+  logger?: RedisErrorLogger
 }
 
 const NONE = Symbol('none')
 
-export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: MembershipDeps) {
+export function createMemberships({ db, redis, channel, ttlMs = 30_000, logger }: MembershipDeps) {
   const cache = new LRUCache<string, Membership | typeof NONE>({ max: 50_000, ttl: ttlMs })
   const key = (userId: string, tenantId: string) => `${userId}:${tenantId}`
   // Other caches keyed by (user, tenant) — the tenant-local role and grants — follow these invalidations.
@@ -46,8 +49,7 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000 }: Member
     .where(and(eq(memberships.userId, sql.placeholder('userId')), eq(memberships.tenantId, sql.placeholder('tenantId'))))
     .prepare('memberships_find')
 
-  const subscriber = redis.duplicate()
-  subscriber.on('error', () => {})
+  const subscriber = duplicateRedis(redis, logger, 'memberships subscriber')
   // After a reconnect, invalidations may have been missed: forget everything (the caches refill from the DB).
   let connectedOnce = false
   subscriber.on('ready', () => {

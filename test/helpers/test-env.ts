@@ -7,6 +7,7 @@ import { connect, withDatabase } from '../../src/db/connect.js'
 import { type Config, loadConfig } from '../../src/config.js'
 import { ADMIN_URL, APP_ROLE, APP_URL, REDIS_URL, hostTemplateName, uniqueName } from './env.js'
 import { Redis } from 'ioredis'
+import type { ScratchPostgres } from './scratch-services.js'
 
 export interface TestEnv {
   name: string
@@ -19,23 +20,37 @@ export interface TestEnv {
   cleanup(): Promise<void>
 }
 
-export async function createTestEnv(extra: Record<string, string> = {}): Promise<TestEnv> {
+/**
+ * Fault tests point the world at a scratch cluster and Redis of their own (test/helpers/scratch-services.ts)
+ * instead of the shared ones; the caller destroys those, so cleanup() then has nothing to drop.
+ */
+export interface ScratchTarget {
+  postgres: Pick<ScratchPostgres, 'appUrl' | 'createHostDatabase'>
+  redisUrl: string
+}
+
+export async function createTestEnv(extra: Record<string, string> = {}, scratch?: ScratchTarget): Promise<TestEnv> {
   const name = uniqueName('tkt')
   const hostDb = `${name}_host`
-  const admin = connect(ADMIN_URL, { max: 1 })
-  try {
-    await admin.unsafe(`create database ${hostDb} template ${hostTemplateName(migrationInfo('host').hash)} owner ${APP_ROLE}`)
-  } finally {
-    await admin.end()
+  let hostUrl: string
+  if (scratch) {
+    hostUrl = await scratch.postgres.createHostDatabase(hostDb)
+  } else {
+    const admin = connect(ADMIN_URL, { max: 1 })
+    try {
+      await admin.unsafe(`create database ${hostDb} template ${hostTemplateName(migrationInfo('host').hash)} owner ${APP_ROLE}`)
+    } finally {
+      await admin.end()
+    }
+    hostUrl = withDatabase(APP_URL, hostDb)
   }
-  const hostUrl = withDatabase(APP_URL, hostDb)
   const vars: Record<string, string> = {
     NODE_ENV: 'test',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     DATABASE_URL: hostUrl,
-    TENANT_DATABASE_URL: APP_URL,
+    TENANT_DATABASE_URL: scratch?.postgres.appUrl ?? APP_URL,
     TENANT_DB_PREFIX: name,
-    REDIS_URL,
+    REDIS_URL: scratch?.redisUrl ?? REDIS_URL,
     REDIS_PREFIX: name,
     AUTO_MIGRATE: 'false',
     // Most tests sign up and then use the tenant at once, with no worker running: provision inside the
@@ -51,7 +66,7 @@ export async function createTestEnv(extra: Record<string, string> = {}): Promise
     vars,
     config: configWith({}),
     configWith,
-    cleanup: () => dropTestWorld(name),
+    cleanup: () => (scratch ? Promise.resolve() : dropTestWorld(name)),
   }
 }
 

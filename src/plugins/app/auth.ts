@@ -18,6 +18,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { throttledWarn } from '../../lib/redis.js'
 import type { User } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../app.js'
 import { type ApiKeyIdentity, type ApiKeys, createApiKeys } from '../../auth/api-keys.js'
@@ -62,12 +63,14 @@ export default fp<AppOptions>(
     fastify.decorateRequest('user', null)
     fastify.decorateRequest('apiKey', null)
 
+    // Subscriber errors repeat on every reconnect attempt while Redis is down: one line per 10 s each.
+    const warnThrottled = throttledWarn(fastify.log)
     const apiKeys = createApiKeys({
       db: fastify.host.db,
       redis: fastify.redis,
       channel: `${config.redisPrefix}:api-keys`,
       env: config.env,
-      onError: (err, what) => fastify.log.warn({ err }, `${what} failed`),
+      onError: warnThrottled,
     })
     await apiKeys.ready
     fastify.addHook('onClose', () => apiKeys.close())
@@ -76,7 +79,7 @@ export default fp<AppOptions>(
     const revocations = createSessionRevocations({
       redis: fastify.redis,
       channel: `${config.redisPrefix}:session-revocations`,
-      onError: (err, what) => fastify.log.warn({ err }, `${what} failed`),
+      onError: warnThrottled,
     })
     await revocations.ready
     fastify.addHook('onClose', () => revocations.close())

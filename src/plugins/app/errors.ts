@@ -2,13 +2,19 @@
  * The one error handler and the 404 handler. Every error leaves as
  * `{ statusCode, error, message, code }`; 5xx never reveal internals; 404s are rate limited so the
  * API can't be cheaply scanned.
+ *
+ * A dependency that is down (Postgres or Redis refusing, restarting, too slow: lib/errors.ts
+ * isDependencyDown) is not a bug: 503 SERVICE_UNAVAILABLE, logged as a warning without a stack. Every
+ * 503 carries Retry-After (1 s when only the pool budget is busy, 5 s for an outage).
  */
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { databaseFailure } from '../../lib/error-log.js'
-import { AppError, errorBody, PG, pgCode } from '../../lib/errors.js'
+import { AppError, errorBody, isDependencyDown, PG, pgCode } from '../../lib/errors.js'
+
+export const RETRY_AFTER_S = { outage: 5, poolBusy: 1 } as const
 
 interface FastifyLikeError extends Error {
   statusCode?: number
@@ -32,6 +38,7 @@ const FASTIFY_CODES: Record<string, string> = {
 
 export function toErrorBody(err: FastifyLikeError) {
   if (err instanceof AppError) return { ...errorBody(err.statusCode, err.code, err.message), ...err.details }
+  if (isDependencyDown(err)) return errorBody(503, 'SERVICE_UNAVAILABLE', 'A service this request needs is unavailable; try again shortly')
   if (err.validation) return errorBody(400, 'VALIDATION_ERROR', err.message)
   // Backstop for text the schemas let through: Postgres refusing a character is the client's input, not our bug.
   const sqlState = pgCode(err)
@@ -82,8 +89,15 @@ export default fp(
   async (fastify) => {
     fastify.setErrorHandler((err: FastifyLikeError, req, reply) => {
       const body = toErrorBody(err)
-      // Described here too, not only by loggerOptions' serializer, so any logger an adopter passes is safe.
-      if (body.statusCode >= 500) req.log.error({ err: databaseFailure(err) ?? err }, 'request failed')
+      if (body.statusCode === 503) {
+        // One line, no stack: the root cause's code, and for a failed query only what error-log allows (no SQL, no parameters).
+        let root: unknown = err
+        while ((root as { cause?: unknown }).cause instanceof Error) root = (root as { cause: Error }).cause
+        const db = databaseFailure(err)
+        const { code, message } = root as { code?: string; message?: string }
+        req.log.warn({ code: body.code, cause: db?.sqlState ?? db?.code ?? code, error: db ? db.message : message }, 'request answered 503')
+        reply.header('retry-after', String(body.code === 'POOL_EXHAUSTED' ? RETRY_AFTER_S.poolBusy : RETRY_AFTER_S.outage))
+      } else if (body.statusCode >= 500) req.log.error({ err: databaseFailure(err) ?? err }, 'request failed')
       else req.log.info({ code: body.code, statusCode: body.statusCode }, body.message)
       return reply.code(body.statusCode).send(body)
     })

@@ -98,7 +98,7 @@ const keyMembership = (m: Membership, role: Role): Membership => ({
 export default fp<AppOptions>(
   async (fastify, { config }) => {
     const { catalog, pools, provisioner } = fastify.services
-    const memberships = createMemberships({ db: fastify.host.db, redis: fastify.redis, channel: `${config.redisPrefix}:memberships` })
+    const memberships = createMemberships({ db: fastify.host.db, redis: fastify.redis, channel: `${config.redisPrefix}:memberships`, logger: fastify.log })
     await memberships.ready
     fastify.addHook('onClose', () => memberships.close())
 

@@ -1,6 +1,7 @@
 /** The shared ioredis client (sessions, rate limits, cache invalidation). Closed with the app. */
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
+import { createRedis } from '../../lib/redis.js'
 import type { AppOptions } from '../../app.js'
 import { warnIfRedisNotPersistent } from '../../lib/redis-persistence.js'
 
@@ -12,10 +13,9 @@ declare module 'fastify' {
 
 export default fp<AppOptions>(
   async (fastify, { config }) => {
-    // Fail fast per command when Redis is down (health and rate limits must answer, not hang).
-    // Auto-pipelining batches the commands of concurrent requests (session, rate limit) into one write.
-    const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: true, enableAutoPipelining: true })
-    redis.on('error', (err) => fastify.log.debug({ err }, 'redis error'))
+    // Fail fast per command when Redis is down (requests answer 503, health and rate limits answer, not
+    // hang): REDIS_COMMAND_TIMEOUT_MS, one retry, capped reconnect backoff (lib/redis.ts).
+    const redis = createRedis(config.redisUrl, config.redisTimeouts, fastify.log, 'app', { lazyConnect: true })
     await redis.connect().catch((err: Error) => {
       throw new Error(`Redis is not reachable at ${config.redisUrl} (${err.message}). Start it with: redis-server --daemonize yes`)
     })
