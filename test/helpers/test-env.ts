@@ -57,6 +57,10 @@ export async function createTestEnv(extra: Record<string, string> = {}, scratch?
     // request so the tenant is active when signup answers. Queue-mode tests pass PROVISION_INLINE=false
     // and start a worker (src/worker.ts startWorkers) in the test process.
     PROVISION_INLINE: 'true',
+    // The outage bounds (1 s Redis commands, 1.5 s connects) are for production; on a test machine shared by
+    // several suites a slow moment must not turn into a 503. Fault tests (test/faults) set them back.
+    REDIS_COMMAND_TIMEOUT_MS: '10000',
+    DB_CONNECT_TIMEOUT_MS: '10000',
     ...extra,
   }
   const configWith = (more: Record<string, string>) => loadConfig({ ...vars, ...more })

@@ -84,7 +84,9 @@ declare module 'fastify' {
 }
 
 const kLease = Symbol('tenantLease')
-type WithLease = FastifyRequest & { [kLease]?: TenantLease }
+const kAbort = Symbol('leaseAbort')
+const kClosed = Symbol('clientClosed')
+type WithLease = FastifyRequest & { [kLease]?: TenantLease; [kAbort]?: AbortController; [kClosed]?: boolean }
 
 /** Does a resolved reference (lower-cased id or slug, read as the catalog reads it) name this tenant? */
 const names = (tenant: TenantRecord, ref: string) => (isUuid(ref) ? ref === tenant.id : ref === tenant.slug)
@@ -147,8 +149,11 @@ export default fp<AppOptions>(
     }
     const closeSignal = (req: FastifyRequest, reply: FastifyReply): AbortSignal => {
       const ac = new AbortController()
+      ;(req as WithLease)[kAbort] = ac
       const res = reply.raw
-      if (res.destroyed || res.writableEnded) ac.abort()
+      // The client may have gone before the guard got here (session and catalog lookups come first): then
+      // 'close' has already fired and would never fire again.
+      if ((req as WithLease)[kClosed] || res.destroyed || res.writableEnded || req.raw.aborted || req.raw.socket?.destroyed) ac.abort()
       else
         res.once('close', () => {
           ac.abort()
@@ -225,6 +230,12 @@ export default fp<AppOptions>(
 
     // Belt and braces with the 'close' listener (release is idempotent); inject()ed requests end here too.
     fastify.addHook('onResponse', async (req) => release(req))
+    // Fastify's own signal that the client went away before the response: also before the guard ran.
+    fastify.addHook('onRequestAbort', async (req) => {
+      ;(req as WithLease)[kClosed] = true
+      ;(req as WithLease)[kAbort]?.abort()
+      release(req)
+    })
   },
   { name: 'tenancy', dependencies: ['host-db', 'redis', 'auth', 'metrics', 'services'] },
 )
@@ -244,6 +255,7 @@ function registerTenancyGauges(registry: Registry, pools: PoolManager, catalog: 
   gauge('tenant_pool_connections_reserved', 'Connection slots reserved by open tenant pools (the budget counts these)', () => pools.stats().reservedConnections)
   gauge('tenant_pool_connections_open', 'Tenant connections open (estimate)', () => pools.stats().openConnections)
   gauge('tenant_pool_waiters', 'Requests waiting for connection budget', () => pools.stats().waiters)
+  gauge('tenant_pool_leases', 'Tenant pool leases held (requests and jobs using a tenant database now)', () => pools.stats().leases)
   gauge('tenant_pool_budget', 'Connection budget of this process', () => pools.stats().budget)
   gauge('tenant_catalog_cache_hits', 'Catalog cache hits since start', () => catalog.stats().hits)
   gauge('tenant_catalog_cache_misses', 'Catalog cache misses since start', () => catalog.stats().misses)
