@@ -81,17 +81,21 @@ describe('aborted requests and the connection budget', () => {
     expect(stats()).toMatchObject({ reservedConnections: 2, leases: 2 })
     const ac = new AbortController()
     setMaxListeners(1000, ac.signal) // one listener per request
-    const answers = Array.from({ length: 1000 }, (_, i) => get(tenants[2 + (i % (TENANTS - 2))]!.slug, { signal: ac.signal }))
-    await expect.poll(() => stats().waiters, { timeout: 60_000, interval: 50 }).toBe(1000)
-    ac.abort()
-    expect(new Set(await Promise.all(answers))).toEqual(new Set(['aborted']))
-    await expect.poll(() => stats().waiters, { timeout: 5_000 }).toBe(0)
-    for (const lease of held) lease.release()
+    try {
+      const answers = Array.from({ length: 1000 }, (_, i) => get(tenants[2 + (i % (TENANTS - 2))]!.slug, { signal: ac.signal }))
+      await expect.poll(() => stats().waiters, { timeout: 150_000, interval: 50 }).toBe(1000) // a loaded machine takes a while to accept 1,000 sockets
+      ac.abort()
+      expect(new Set(await Promise.all(answers))).toEqual(new Set(['aborted']))
+      await expect.poll(() => stats().waiters, { timeout: 5_000 }).toBe(0)
+    } finally {
+      ac.abort()
+      for (const lease of held) lease.release()
+    }
     expect(stats()).toMatchObject({ leases: 0, waiters: 0 })
     await everyTenantServed()
     expect(stats()).toMatchObject({ leases: 0, waiters: 0, budget: 2 })
     expect(stats().reservedConnections).toBeLessThanOrEqual(2)
-  }, 120_000)
+  }, 240_000)
 
   it('clients giving up at random moments (waiting, granted, in the handler) never leave a lease behind', async () => {
     const answers = await Promise.all(
