@@ -36,6 +36,15 @@ export interface SubscriptionSnapshot {
   canceledAt: Date | null
   metadataTenantId: string | undefined
   metadataUserId: string | undefined
+  /** Every item's price and period; the plan is whichever item's price belongs to a known plan (add-ons may come first). */
+  items: SnapshotItem[]
+}
+
+export interface SnapshotItem {
+  priceId: string | null
+  interval: string | null
+  currentPeriodStart: Date | null
+  currentPeriodEnd: Date | null
 }
 
 const date = (s: number | null | undefined) => (typeof s === 'number' ? new Date(s * 1000) : null)
@@ -43,16 +52,24 @@ export const idOf = (x: string | { id: string } | null | undefined) => (typeof x
 
 /** What we keep of a Stripe Subscription. Periods live on the items since API 2025-03-31; older payloads had them on the subscription. */
 export function snapshotOf(sub: Stripe.Subscription): SubscriptionSnapshot {
-  const item = sub.items?.data?.[0]
   const legacy = sub as unknown as { current_period_start?: number; current_period_end?: number }
-  return {
-    stripeSubscriptionId: sub.id,
-    stripeCustomerId: idOf(sub.customer as string | { id: string }) ?? '',
-    status: sub.status,
+  const items: SnapshotItem[] = (Array.isArray(sub.items?.data) ? sub.items.data : []).map((item) => ({
     priceId: item?.price?.id ?? null,
     interval: item?.price?.recurring?.interval ?? null,
     currentPeriodStart: date(item?.current_period_start ?? legacy.current_period_start),
     currentPeriodEnd: date(item?.current_period_end ?? legacy.current_period_end),
+  }))
+  // Until the plan item is known (applySubscription looks prices up), the first item stands in.
+  const first = items[0]
+  return {
+    stripeSubscriptionId: sub.id,
+    stripeCustomerId: idOf(sub.customer as string | { id: string }) ?? '',
+    status: sub.status,
+    priceId: first?.priceId ?? null,
+    interval: first?.interval ?? null,
+    currentPeriodStart: first?.currentPeriodStart ?? date(legacy.current_period_start),
+    currentPeriodEnd: first?.currentPeriodEnd ?? date(legacy.current_period_end),
+    items,
     trialEnd: date(sub.trial_end),
     cancelAtPeriodEnd: Boolean(sub.cancel_at_period_end),
     canceledAt: date(sub.canceled_at),
@@ -185,9 +202,18 @@ export async function refreshTenantPlanTier(tx: Tx, tenantId: string): Promise<v
     from best where t.id = ${tenantId} and t.plan_tier is distinct from best.key`
 }
 
-export async function applySubscription(tx: Tx, input: ApplyInput): Promise<ApplyOutcome> {
-  const s = input.snapshot
-  const plan = await input.plans(tx, s.priceId)
+/** The snapshot as of its plan item: the first item whose price belongs to a known plan, else the first item. */
+async function onPlanItem(tx: Tx, s: SubscriptionSnapshot, plans: PlanLookup): Promise<{ snapshot: SubscriptionSnapshot; plan: PlanRef | null }> {
+  for (const item of s.items ?? []) {
+    const plan = await plans(tx, item.priceId)
+    if (plan) return { snapshot: { ...s, ...item }, plan }
+  }
+  return { snapshot: s, plan: await plans(tx, s.priceId) }
+}
+
+export async function applySubscription(tx: Tx, given: ApplyInput): Promise<ApplyOutcome> {
+  const { snapshot: s, plan } = await onPlanItem(tx, given.snapshot, given.plans)
+  const input: ApplyInput = { ...given, snapshot: s }
   for (let attempt = 0; attempt < 2; attempt++) {
     // The common case (newer than the row) in one round trip: lock, compare, write, and read back the previous state.
     const [hit] = await writeIfNewer(tx, input, plan)

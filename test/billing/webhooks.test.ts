@@ -91,6 +91,49 @@ describe('checkout → webhook → active', () => {
   })
 })
 
+describe('the plan item', () => {
+  it('is the item whose price belongs to a known plan, in whatever order Stripe lists the items', async () => {
+    const addOn = (n: number, interval: string) => ({
+      id: `si_addon${n}`,
+      object: 'subscription_item',
+      current_period_start: 1796115603,
+      current_period_end: interval === 'year' ? 1827651603 : 1797325203,
+      price: { id: `price_addon_${n}`, object: 'price', recurring: { interval, interval_count: 1 }, type: 'recurring', unit_amount: 500 },
+      quantity: 3,
+    })
+    const orders: ((pro: object) => object[])[] = [
+      (pro) => [addOn(1, 'year'), pro],
+      (pro) => [pro, addOn(1, 'year')],
+      (pro) => [addOn(1, 'year'), addOn(2, 'year'), pro],
+      (pro) => [addOn(2, 'year'), pro, addOn(1, 'year')],
+    ]
+    for (const order of orders) {
+      const ids = await scenario()
+      const created = fixture('customer.subscription.created', ids)
+      const items = created.data.object.items
+      const pro = items.data[0]
+      items.data = order(pro)
+      items.total_count = items.data.length
+      expect((await w.deliver(created)).body.status).toBe('processed')
+      const state = await subscriptionState(w.host, ids.subscriptionId)
+      expect(state, JSON.stringify(items.data.map((i: { price: { id: string } }) => i.price.id))).toMatchObject({
+        plan: 'pro',
+        stripe_price_id: pro.price.id,
+        billing_interval: 'month',
+        current_period_end: new Date(pro.current_period_end * 1000),
+      })
+      const [tenant] = await w.host.sql`select plan_tier from core_tenants where id = ${ids.tenantId}`
+      expect(tenant!.plan_tier).toBe('pro')
+    }
+    // No item of a known plan: no plan (free tier), not an add-on mistaken for one.
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    created.data.object.items.data = [addOn(1, 'month')]
+    expect((await w.deliver(created)).body.status).toBe('processed')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ plan: null, stripe_price_id: 'price_addon_1' })
+  })
+})
+
 describe('exactly once', () => {
   it('acknowledges a duplicate delivery with 200 and changes nothing', async () => {
     const ids = await scenario()
