@@ -6,9 +6,11 @@
  */
 import type { User } from '../../drizzle/host/schema.js'
 import { forbidden } from '../lib/errors.js'
-import type { UsersRepository } from './users.js'
+import { emailNotVerified as yourEmailNotVerified, type UsersRepository } from './users.js'
 
-export const emailNotVerified = (who = 'Your') => forbidden('EMAIL_NOT_VERIFIED', `${who} email address must be verified first`)
+/** 403 EMAIL_NOT_VERIFIED: the caller's own address (with how to verify it, users.ts), or someone else's (`who`). */
+export const emailNotVerified = (who?: string) =>
+  who ? forbidden('EMAIL_NOT_VERIFIED', `${who} email address must be verified first`) : yourEmailNotVerified()
 
 export const isEmailVerified = (user: Pick<User, 'emailVerifiedAt'> | undefined): boolean => !!user?.emailVerifiedAt
 

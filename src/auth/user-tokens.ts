@@ -13,11 +13,12 @@
  * Using a token voids the user's other unused tokens of the same purpose (a reset link mailed twice
  * works once).
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { and, eq, isNull, ne, sql } from 'drizzle-orm'
 import { type UserToken, type UserTokenPurpose, userTokens, users } from '../../drizzle/host/schema.js'
 import type { HostDb } from '../db/host.js'
 import { AppError, badRequest, conflict, notFound } from '../lib/errors.js'
+import { hashToken } from '../lib/tokens.js'
 
 export const TOKEN_PREFIX: Record<UserTokenPurpose, string> = {
   verify_email: 'tkv',
@@ -33,7 +34,8 @@ export const TOKEN_TTL: Record<UserTokenPurpose, { minutes: number; words: strin
 }
 
 const SECRET_CHARS = 43 // 32 bytes of base64url
-export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex')
+/** The one SHA-256 of single-use tokens (src/lib/tokens.ts), shared with invitations. */
+export { hashToken }
 const shapeOf = (purpose: UserTokenPurpose) => new RegExp(`^${TOKEN_PREFIX[purpose]}_[A-Za-z0-9_-]{${SECRET_CHARS}}$`)
 const SHAPES = Object.fromEntries(Object.keys(TOKEN_PREFIX).map((p) => [p, shapeOf(p as UserTokenPurpose)])) as Record<
   UserTokenPurpose,

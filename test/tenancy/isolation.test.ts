@@ -628,10 +628,11 @@ beforeAll(async () => {
   }
 }, 120_000)
 
+// Dropping this file's tenant databases takes minutes on a loaded machine.
 afterAll(async () => {
   await app?.close()
   await env?.cleanup()
-})
+}, 300_000)
 
 describe('tenant isolation matrix', () => {
   it('answers every route × user × tenant × resolution method with the specified status, leaking nothing', async () => {
