@@ -175,7 +175,8 @@ try {
   }
   const server = startProcess('dist/src/server.js', env)
   const workerArgs = ['--lock-duration-ms', '3000', '--stalled-interval-ms', '1000']
-  let worker = startProcess('dist/src/worker.js', env, workerArgs)
+  const workerEnv = { ...env, LOG_LEVEL: 'info' } // its "worker started" line is info
+  let worker = startProcess('dist/src/worker.js', workerEnv, workerArgs)
   await until(async () => (await send(base, '/health/ready')).status === 200, 60_000, `server ready\n${server.out()}`)
   await until(() => worker.out().includes('worker started') || worker.proc.exitCode !== null, 60_000, 'worker started')
   line('settings', `production build, scratch Postgres :${pg.port} and Redis :${redis.port}, ${CONCURRENCY} load loops, outages ${OUTAGE_MS / 1000} s`)
@@ -270,7 +271,7 @@ try {
     await until(() => smtp!.messages.length - before >= EMAILS / 3, 60_000, 'a third of the emails')
     worker.proc.kill('SIGKILL')
     const killedAt = smtp.messages.length - before
-    worker = startProcess('dist/src/worker.js', env, workerArgs)
+    worker = startProcess('dist/src/worker.js', workerEnv, workerArgs)
     const drained = await until(
       async () => {
         const [row] = await admin<{ open: number }[]>`select count(*)::int as open from sys_jobs where status not in ('completed', 'failed')`
