@@ -22,7 +22,8 @@ import { queueFleetMigration } from './jobs/provisioning-jobs.js'
 export const USAGE = `usage:
   db:migrate                                   apply host database migrations
   db:seed [--file PATH]                        load pricing plans (default config/plans.json) into the host database
-  tenants list                                 every tenant: slug, status, migration version and status
+  tenants list                                 every tenant: slug, status, migration version and status; flags stale provisioning
+  tenants resume-stale [--older-than S]        resume tenants stuck in provisioning (default: PROVISION_STALE_AFTER_S)
   tenants behind                               tenants not on the current tenant migration
   tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER]
   tenants retry <slug>                         resume a failed provisioning
@@ -87,6 +88,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       'continue-on-error': { type: 'boolean', default: false },
       queue: { type: 'boolean', default: false },
       hard: { type: 'boolean', default: false },
+      'older-than': { type: 'string' },
     },
   })
   const [command, ...args] = positionals
@@ -95,13 +97,42 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
   switch (command) {
     case 'list': {
       const rows = await host.db.select().from(tenants).orderBy(asc(tenants.slug))
+      const stale = new Set((await provisioner.listStale()).map((t) => t.id))
+      const now = Date.now()
       const lines = table(
-        ['SLUG', 'NAME', 'STATUS', 'PLAN', 'MIGRATION', 'MIGRATION STATUS'],
-        rows.map((r) => [r.slug, r.name, r.status, r.planTier, r.migrationVersion ?? '-', r.migrationStatus]),
+        ['SLUG', 'NAME', 'STATUS', 'PLAN', 'MIGRATION', 'MIGRATION STATUS', 'NOTE'],
+        rows.map((r) => [
+          r.slug,
+          r.name,
+          r.status,
+          r.planTier,
+          r.migrationVersion ?? '-',
+          r.migrationStatus,
+          stale.has(r.id) ? `STALE: no run holds it, unchanged for ${idleFor(now - r.updatedAt.getTime())}` : '',
+        ]),
       )
       for (const line of lines) io.out(line)
       io.out(`${rows.length} tenant(s)`)
+      if (stale.size)
+        io.out(`${stale.size} stale provisioning tenant(s): the worker's sweep resumes them, or run \`npm run tenants -- resume-stale\``)
       return 0
+    }
+    case 'resume-stale': {
+      if (args.length) throw new UsageError('tenants resume-stale takes no positional arguments')
+      const olderThan = values['older-than']
+      const olderThanS = olderThan === undefined ? undefined : Number(olderThan)
+      if (olderThanS !== undefined && (!Number.isInteger(olderThanS) || olderThanS < 0))
+        throw new UsageError('--older-than must be a whole number of seconds (0 or more)')
+      const result = await provisioner.resumeStale({ olderThanS })
+      if (result === 'busy') {
+        io.out('another sweep is running (a worker or another resume-stale); nothing done')
+        return 0
+      }
+      for (const slug of result.resumed) io.out(`${slug}: active`)
+      for (const f of result.failed) io.out(`${f.slug}: failed: ${f.error}`)
+      for (const slug of result.busy) io.out(`${slug}: skipped, another run holds it`)
+      io.out(`${result.resumed.length} resumed, ${result.failed.length} failed, ${result.busy.length} skipped`)
+      return result.failed.length ? 1 : 0
     }
     case 'behind': {
       const rows = await listBehind({ host, folder })
@@ -161,19 +192,32 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
     case 'suspend':
     case 'resume': {
       const slug = one(args, 'slug')
-      await provisioner.run(command === 'suspend' ? 'suspended' : 'resumed', slug)
-      io.out(`${slug}: ${command === 'suspend' ? 'suspended' : 'active'}`)
+      const outcome = await provisioner.run(command === 'suspend' ? 'suspended' : 'resumed', slug)
+      io.out(`${slug}: ${outcome === 'already_done' ? 'already ' : ''}${command === 'suspend' ? 'suspended' : 'active'}`)
       return 0
     }
     case 'delete': {
       const slug = one(args, 'slug')
-      await provisioner.run(values.hard ? 'hardDeleted' : 'softDeleted', slug)
-      io.out(values.hard ? `${slug}: database dropped and catalog row removed` : `${slug}: deleted (database kept; --hard drops it)`)
+      const outcome = await provisioner.run(values.hard ? 'hardDeleted' : 'softDeleted', slug)
+      io.out(
+        values.hard
+          ? `${slug}: database dropped and catalog row removed`
+          : `${slug}: ${outcome === 'already_done' ? 'already ' : ''}deleted (database kept; --hard drops it)`,
+      )
       return 0
     }
     default:
       throw new UsageError(command ? `unknown tenants command "${command}"` : 'missing tenants command')
   }
+}
+
+/** "14m", "3h", "2d": how long a stale tenant has been left. */
+function idleFor(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000))
+  if (s < 120) return `${s}s`
+  if (s < 7200) return `${Math.round(s / 60)}m`
+  if (s < 172800) return `${Math.round(s / 3600)}h`
+  return `${Math.round(s / 86400)}d`
 }
 
 /** `tenants migrate --queue`: hand the tenants that are behind to the worker, one job each. */

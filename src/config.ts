@@ -87,6 +87,9 @@ export const ENV_VARS = {
   TENANT_CREATES_PER_HOUR: { kind: 'int', default: '5', min: 1, max: 100000, doc: 'POST /tenants per user per hour, counted in Redis across instances (429 RATE_LIMITED past it)' },
   PROVISION_INLINE: { kind: 'bool', default: 'false', doc: 'Provision new tenants inside the request instead of through the queue (single-process setups, tests)' },
   WORKER_IN_PROCESS: { kind: 'bool', default: '', doc: 'Also run the job workers inside the API process (development convenience; default: on in development)' },
+  PROVISION_STALE_AFTER_S: { kind: 'int', default: '600', min: 1, max: 604800, doc: 'A tenant still provisioning, unchanged this long and held by no run, is stale: tenants list flags it, the sweep resumes it' },
+  PROVISION_SWEEP_INTERVAL_S: { kind: 'int', default: '300', min: 0, max: 86400, doc: 'How often the worker resumes stale provisioning tenants, one sweeper at a time across processes (0 = never)' },
+  PROVISION_STATEMENT_TIMEOUT_MS: { kind: 'int', default: '60000', min: 100, max: 3600000, doc: 'statement_timeout and lock_timeout of the provisioner maintenance connections (CREATE/DROP DATABASE, template and tenant locks)' },
 
   STRIPE_SECRET_KEY: { kind: 'string', default: '', doc: 'Stripe secret key; unset disables billing routes (503 BILLING_DISABLED)' },
   STRIPE_WEBHOOK_SECRET: { kind: 'string', default: '', doc: 'Stripe webhook signing secret (whsec_…)' },
@@ -174,6 +177,13 @@ export interface Config {
     provisionInline: boolean
     /** src/server.ts also starts the job workers (so `npm run dev` needs no second process). */
     workerInProcess: boolean
+  }
+  /** Tenant provisioning: how long a maintenance statement may block, and when a half-made tenant is stale. */
+  provisioning: {
+    statementTimeoutMs: number
+    staleAfterS: number
+    /** The worker's stale sweep; 0 = off. */
+    sweepIntervalS: number
   }
   stripe:
     | {
@@ -356,6 +366,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       reconcileAfterMs: i('JOB_RECONCILE_AFTER_MS'),
       provisionInline: b('PROVISION_INLINE', false),
       workerInProcess: b('WORKER_IN_PROCESS', nodeEnv === 'development'),
+    },
+    provisioning: {
+      statementTimeoutMs: i('PROVISION_STATEMENT_TIMEOUT_MS'),
+      staleAfterS: i('PROVISION_STALE_AFTER_S'),
+      sweepIntervalS: i('PROVISION_SWEEP_INTERVAL_S'),
     },
     stripe: stripeKey
       ? {

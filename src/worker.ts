@@ -1,6 +1,8 @@
 /**
  * The worker process (`npm run worker`): consumes the job queues with the registry's processors.
  *
+ * It also runs the stale provisioning sweep (tenancy/stale-sweep.ts) every PROVISION_SWEEP_INTERVAL_S.
+ *
  * SIGTERM/SIGINT: stop taking jobs, let running ones finish for up to WORKER_SHUTDOWN_TIMEOUT_MS, then
  * exit 0. Jobs still running at that deadline (or on a SIGKILL) keep their BullMQ lock until it expires;
  * the stalled check of any worker then puts them back in the queue, so they run again rather than vanish.
@@ -25,6 +27,7 @@ import { createTaskManager, type JobWorkers, type TaskManager, type WorkerOption
 import { loggerOptions } from './lib/logger.js'
 import { warnIfRedisNotPersistent } from './lib/redis-persistence.js'
 import { createServices, KIT_JOBS, type Services } from './services.js'
+import { type StaleSweeper, startStaleSweep } from './tenancy/stale-sweep.js'
 
 export type WorkerServices = Pick<Services, 'config' | 'logger' | 'host' | 'redis' | 'catalog' | 'pools'> &
   Partial<Pick<Services, 'provisioner' | 'tasks'>>
@@ -41,6 +44,8 @@ export interface StartWorkersOptions extends WorkerOptions {
 export interface WorkerRuntime {
   tasks: TaskManager<JobRegistry>
   workers: JobWorkers
+  /** The stale provisioning sweep (undefined when PROVISION_SWEEP_INTERVAL_S is 0 or there is no provisioner). */
+  sweeper: StaleSweeper | undefined
   /** Graceful stop (see JobWorkers.close), then the task manager and the mailer. Resolves with whether it drained in time. */
   close(timeoutMs?: number): Promise<boolean>
 }
@@ -65,10 +70,17 @@ export async function startWorkers(services: WorkerServices, opts: StartWorkersO
     : services.tasks!
   const workers = tasks.startWorkers(opts)
   await workers.ready()
+  const provisioner = (opts.deps?.provisioner as Services['provisioner'] | undefined) ?? services.provisioner
+  const sweeper =
+    provisioner && config.provisioning.sweepIntervalS > 0
+      ? startStaleSweep({ provisioner, intervalMs: config.provisioning.sweepIntervalS * 1000, logger })
+      : undefined
   return {
     tasks,
     workers,
+    sweeper,
     async close(timeoutMs) {
+      await sweeper?.stop()
       const drained = await workers.close(timeoutMs)
       if (custom) await tasks.close()
       if (custom && !opts.mailer) mailer?.close()

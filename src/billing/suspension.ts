@@ -68,7 +68,8 @@ export async function suspendForBilling(deps: SuspensionDeps, tenantId: string, 
   // Another subscription of the tenant still counts: nothing is owed that blocks access.
   if (await getActiveSubscription(deps.host, tenantId, { graceDays: deps.graceDays })) return 'covered'
   try {
-    await deps.provisioner.run('suspended', tenantId)
+    // Already suspended under the lock: an operator did it between our read and the lock, so not ours to claim.
+    if ((await deps.provisioner.run('suspended', tenantId)) === 'already_done') return 'suspended-by-operator'
   } catch (err) {
     // Someone else changed the tenant between our read and the lifecycle's lock: look again.
     if (isTransition(err)) return (await tenantStatus(deps.host, tenantId)) === 'suspended' ? 'suspended-by-operator' : 'not-active'
@@ -89,7 +90,8 @@ export async function resumeAfterPayment(deps: SuspensionDeps, tenantId: string,
   if (!(await isSuspendedForBilling(deps.host, tenantId))) return 'suspended-by-operator'
   if (!(await getActiveSubscription(deps.host, tenantId, { graceDays: deps.graceDays }))) return 'still-unpaid'
   try {
-    await deps.provisioner.run('resumed', tenantId)
+    // Already active under the lock: resumed by someone else meanwhile.
+    if ((await deps.provisioner.run('resumed', tenantId)) === 'already_done') return 'not-suspended'
   } catch (err) {
     if (isTransition(err)) return 'not-suspended'
     throw err

@@ -8,7 +8,8 @@
  *
  * Start it with `tasks.submit(PROVISION_FIRST_JOB, { tenantId, ownerUserId })` once the catalog row
  * exists in 'provisioning' (provisioner.register; tenancy/create-tenant.ts does both); the tenant becomes
- * 'active' when the last step has run. The welcome-email step submits `email.send` with an id derived from
+ * 'active' when the last step has run. A step re-run on a tenant already past provisioning is a no-op
+ * success ('already_done') that ends the pipeline. The welcome-email step submits `email.send` with an id derived from
  * the tenant, so a retried step never mails twice.
  *
  * Fleet migrations (`tenants -- migrate --queue`): one `tenant.migrate` job per tenant; progress and
@@ -19,7 +20,8 @@ import { LIFECYCLE, type ProvisionStep } from '../tenancy/lifecycle.js'
 import type { HostDatabase } from '../db/host.js'
 import { migrationInfo, MIGRATIONS } from '../db/migrations.js'
 import { listBehind, migrateTenant } from '../tenancy/fleet.js'
-import type { Provisioner } from '../tenancy/provisioning.js'
+import { AppError } from '../lib/errors.js'
+import type { Provisioner, StepResult } from '../tenancy/provisioning.js'
 import type { PoolManager } from '../tenancy/types.js'
 import { derivedJobId, type JobContext, type JobSubmitter, pipeline, pipelineStart, systemJob, TenantIdSchema } from './registry.js'
 import { Uuid } from '../lib/schemas.js'
@@ -35,11 +37,23 @@ const runStep = (step: ProvisionStep) => (ctx: JobContext<ProvisioningJobDeps>, 
     ? ctx.deps.provisioner.steps[step](p.tenantId, p.ownerUserId)
     : ctx.deps.provisioner.steps[step](p.tenantId)
 
+/** Retrying cannot help: the tenant was deleted (INVALID_TRANSITION from 'deleted', or its row is gone). */
+const hopeless = (err: unknown) => err instanceof AppError && (err.code === 'INVALID_TRANSITION' || err.code === 'TENANT_NOT_FOUND')
+
+/**
+ * A step on a tenant already past provisioning (a redelivered or re-submitted job) succeeds with
+ * `{ outcome: 'already_done' }` in its record, and the rest of the pipeline is not submitted.
+ */
 export const PROVISIONING_JOBS = pipeline(
   'tenant.provision',
   ProvisionPayload,
   LIFECYCLE.created.steps.map((step) => [step, runStep(step)] as const),
-  { maxRetries: 5, backoff: { type: 'exponential', delayMs: 1000 } },
+  {
+    maxRetries: 5,
+    backoff: { type: 'exponential', delayMs: 1000 },
+    permanent: hopeless,
+    finished: (result) => (result as StepResult | undefined)?.outcome === 'already_done',
+  },
 )
 
 export const PROVISION_FIRST_JOB = pipelineStart('tenant.provision', LIFECYCLE.created.steps[0]) as keyof typeof PROVISIONING_JOBS

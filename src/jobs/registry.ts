@@ -148,16 +148,23 @@ export function pipeline<N extends string, Step extends string, S extends TSchem
   name: N,
   payload: S,
   steps: readonly (readonly [step: Step, run: (ctx: JobContext<D>, payload: Static<S>) => Promise<unknown>])[],
-  policy: Partial<Pick<CommonDefinition<S, unknown>, 'maxRetries' | 'backoff' | 'permanent'>> = {},
+  policy: Partial<Pick<CommonDefinition<S, unknown>, 'maxRetries' | 'backoff' | 'permanent'>> & {
+    /** A step whose result says so ends the pipeline there (e.g. the work was already done): no next step. */
+    finished?: (result: unknown) => boolean
+  } = {},
 ): Record<`${N}.${Step}`, SystemJobDefinition<S, D, unknown>> {
+  const { finished, ...retryPolicy } = policy
   const jobs: Record<string, SystemJobDefinition<S, D, unknown>> = {}
   steps.forEach(([step, run], i) => {
     const next = steps[i + 1]
+    const nextName = next ? `${name}.${next[0]}` : undefined
     jobs[`${name}.${step}`] = systemJob<S, D, unknown>({
-      ...policy,
+      ...retryPolicy,
       payload,
       process: run,
-      ...(next ? { next: `${name}.${next[0]}` } : {}),
+      ...(nextName
+        ? { next: finished ? (p: Static<S>, result: unknown) => (finished(result) ? [] : [{ name: nextName, payload: p }]) : nextName }
+        : {}),
     })
   })
   return jobs as Record<`${N}.${Step}`, SystemJobDefinition<S, D, unknown>>

@@ -4,7 +4,7 @@
  * entry; reads here go to the host database directly because they must see failed, provisioning and
  * soft-deleted rows, which the cached read side hides.
  */
-import { eq, or } from 'drizzle-orm'
+import { and, eq, or } from 'drizzle-orm'
 import { type Tenant, tenants } from '../../drizzle/host/schema.js'
 import { audit } from '../lib/audit.js'
 import type { HostDatabase } from '../db/host.js'
@@ -28,6 +28,11 @@ export interface CatalogWrites {
   /** find, or 404 TENANT_NOT_FOUND. */
   get(idOrSlug: string): Promise<Tenant>
   update(id: string, patch: TenantPatch): Promise<void>
+  /**
+   * 'provisioning' → 'failed' with the step and error; a no-op (false) unless the tenant is still
+   * provisioning, so a late or repeated mark never undoes a run that has finished it since.
+   */
+  markFailed(id: string, failure: { provisionStep: string | undefined; provisionError: string }): Promise<boolean>
   remove(id: string): Promise<void>
   audit(entry: AuditEntry): Promise<void>
   /** The row's decrypted database URL. */
@@ -56,6 +61,15 @@ export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog
         .set({ ...patch, updatedAt: new Date() })
         .where(eq(tenants.id, id))
       await catalog.invalidate(id)
+    },
+    async markFailed(id, failure) {
+      const changed = await host.db
+        .update(tenants)
+        .set({ status: 'failed', provisionStep: failure.provisionStep, provisionError: failure.provisionError, updatedAt: new Date() })
+        .where(and(eq(tenants.id, id), eq(tenants.status, 'provisioning')))
+        .returning({ id: tenants.id })
+      await catalog.invalidate(id)
+      return changed.length > 0
     },
     async remove(id) {
       await host.db.delete(tenants).where(eq(tenants.id, id))

@@ -2,10 +2,13 @@
  * What happens to a tenant, in one map: each lifecycle event lists its steps in order (the stancl/tenancy
  * idea). Read LIFECYCLE to know the whole story; the step implementations follow it. Every step is
  * idempotent, so a run that dies anywhere can simply be run again from the step it recorded; the jobs
- * layer runs the same steps one BullMQ job each. One run at a time per tenant, across processes (a
- * second one gets 409 TENANT_BUSY). Every transition writes the audit log, and every catalog write
- * invalidates the catalog cache in all processes (CatalogWrites does that).
+ * layer runs the same steps one BullMQ job each. An event whose end state the tenant is already in
+ * (`done`) is a no-op success, so a redelivered job or a repeated command never fails a tenant that is
+ * fine. One run at a time per tenant, across processes (a second one gets 409 TENANT_BUSY). Every
+ * transition writes the audit log, and every catalog write invalidates the catalog cache in all
+ * processes (CatalogWrites does that).
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import { eq } from 'drizzle-orm'
 import type { Logger } from 'pino'
 import { uuidv7 } from 'uuidv7'
@@ -15,7 +18,7 @@ import type { TenantBillingStop } from '../billing/tenant-deletion.js'
 import type { HostDatabase } from '../db/host.js'
 import { welcomeEmail } from '../email/senders.js'
 import { derivedJobId, type JobSubmitter } from '../jobs/registry.js'
-import { conflict, PG, pgCode } from '../lib/errors.js'
+import { conflict, notFound, PG, pgCode } from '../lib/errors.js'
 import type { CatalogWrites, TenantPatch } from './catalog-writes.js'
 import { errorMessage, migrateTenant } from './fleet.js'
 import type { TenantTemplate } from './template.js'
@@ -29,24 +32,29 @@ export const LIFECYCLE = {
     // the tenant turns active, so 'active' still means "every step is done" and a failed enqueue leaves
     // the tenant retryable rather than active with its last step silently missing.
     steps: ['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'],
+    // A suspended tenant was active once: every provisioning step is behind it.
+    done: ['active', 'suspended'],
     audit: 'tenant.provisioned',
     failedAudit: 'tenant.provision_failed',
     // Progress and failure are kept in the catalog (provision_step, status 'failed') so retry resumes.
     tracked: true,
   },
-  suspended: { from: ['active'], steps: ['markSuspended', 'evictPools'], audit: 'tenant.suspended' },
-  resumed: { from: ['suspended'], steps: ['markActive'], audit: 'tenant.resumed' },
+  suspended: { from: ['active'], done: ['suspended'], steps: ['markSuspended', 'evictPools'], audit: 'tenant.suspended' },
+  resumed: { from: ['suspended'], done: ['active'], steps: ['markActive'], audit: 'tenant.resumed' },
   // cancelBilling first: a tenant is never marked deleted (or dropped) while Stripe still charges it. It
   // cancels at once, not at period end (billing/tenant-deletion.ts says why); skipped without billing.
   softDeleted: {
     from: ['active', 'suspended', 'failed', 'provisioning'],
+    done: ['deleted'],
     steps: ['cancelBilling', 'markDeleted', 'evictPools'],
     audit: 'tenant.deleted',
   },
   // Close our pools before the drop; WITH (FORCE) ends any other process' connections. Every DROP DATABASE
   // forces a checkpoint, so fleets of hard deletes belong in a background job, not on a request path.
+  // Done once the catalog row is gone (a run that finds no row under the lock is a no-op success).
   hardDeleted: {
     from: ['active', 'suspended', 'failed', 'provisioning', 'deleted'],
+    done: [],
     steps: ['cancelBilling', 'evictPools', 'dropDatabase', 'deleteCatalogRow'],
     audit: 'tenant.hard_deleted',
   },
@@ -54,6 +62,8 @@ export const LIFECYCLE = {
 
 interface EventSpec {
   from: readonly TenantStatus[]
+  /** Statuses in which the event has already happened: running it again changes nothing and succeeds. */
+  done: readonly TenantStatus[]
   steps: readonly StepName[]
   audit: string
   failedAudit?: string
@@ -98,6 +108,26 @@ export interface LifecycleContext {
   /** cancelBilling: the tenant's Stripe subscriptions; undefined when billing is disabled (the step is skipped). */
   billing?: TenantBillingStop | undefined
   faults?: LifecycleFaults | undefined
+  /** How long a failed run keeps trying to record its failure (the database may be what failed). */
+  failureMark?: Partial<FailureMarkPolicy> | undefined
+}
+
+export interface FailureMarkPolicy {
+  /** Give up after this long: the tenant stays 'provisioning' and the stale sweep finishes it. */
+  deadlineMs: number
+  /** First wait between attempts; doubles each time, at most 2 s. */
+  firstDelayMs: number
+}
+
+export const DEFAULT_FAILURE_MARK: FailureMarkPolicy = { deadlineMs: 15_000, firstDelayMs: 200 }
+
+/** What a run did: ran its steps, or found the tenant already where the event leads (nothing written). */
+export type RunOutcome = 'done' | 'already_done'
+
+export interface RunResult {
+  outcome: RunOutcome
+  /** The catalog row as the run left it (undefined once hard deleted). */
+  row: Tenant | undefined
 }
 
 /**
@@ -217,14 +247,14 @@ const STEPS: Record<StepName, Step> = {
 
 /**
  * Run an event's steps for one tenant (or a slice of them: resume with `from`/`resume`, one step with
- * from = to). Resolves to the catalog row as the run left it (undefined once hard deleted).
+ * from = to). A tenant already in one of the event's `done` statuses is left alone: 'already_done'.
  */
 export async function runLifecycle(
   event: LifecycleEvent,
   tenantId: string,
   ctx: LifecycleContext,
   opts: RunOptions = {},
-): Promise<Tenant | undefined> {
+): Promise<RunResult> {
   const spec: EventSpec = LIFECYCLE[event]
   const id = isUuid(tenantId) ? tenantId.toLowerCase() : (await ctx.writes.get(tenantId)).id
   if (!(await ctx.locks.acquire(id))) {
@@ -233,20 +263,71 @@ export async function runLifecycle(
   try {
     return await runLocked(spec, event, id, ctx, opts)
   } finally {
-    await ctx.locks.release(id)
+    // Bounded: with the database down the unlock may never be answered, and the run's own error must
+    // reach the caller. A lock whose session died is released by Postgres anyway.
+    await withDeadline(ctx.locks.release(id), RELEASE_DEADLINE_MS, 'releasing the tenant lock').catch((err: unknown) =>
+      ctx.logger.warn({ tenantId: id, err: errorMessage(err) }, 'releasing the tenant lock failed'),
+    )
   }
 }
 
-async function runLocked(
-  spec: EventSpec,
-  event: LifecycleEvent,
-  id: string,
-  ctx: LifecycleContext,
-  opts: RunOptions,
-): Promise<Tenant | undefined> {
+const RELEASE_DEADLINE_MS = 5000
+
+/** Reject after `ms` if `work` has not settled (the work itself goes on; callers must tolerate that). */
+export function withDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), Math.max(0, ms))
+  })
+  return Promise.race([work, expired]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Mark a provisioning run failed, retried with backoff until the policy's deadline: the write needs the
+ * host database, which is often what just failed. Each attempt has its own deadline too, since a
+ * query can sit in a reconnecting pool's queue for long. Guarded by status (CatalogWrites.markFailed),
+ * so a late attempt can never turn a tenant another run has finished back into 'failed'.
+ * Resolves false when it gave up: the tenant stays 'provisioning' until the stale sweep resumes it.
+ */
+export async function markProvisioningFailed(
+  ctx: Pick<LifecycleContext, 'writes' | 'logger' | 'failureMark'>,
+  tenantId: string,
+  patch: { provisionStep: string | undefined; provisionError: string },
+): Promise<boolean> {
+  const policy = { ...DEFAULT_FAILURE_MARK, ...ctx.failureMark }
+  const deadline = performance.now() + policy.deadlineMs
+  let delay = policy.firstDelayMs
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const left = deadline - performance.now()
+      await withDeadline(ctx.writes.markFailed(tenantId, patch), Math.max(left, 1), 'marking the tenant failed')
+      return true
+    } catch (err) {
+      if (performance.now() + delay >= deadline) {
+        ctx.logger.error(
+          { tenantId, attempts: attempt, err: errorMessage(err) },
+          'could not mark the tenant failed; it stays provisioning until the stale sweep (or tenants retry) resumes it',
+        )
+        return false
+      }
+      await sleep(delay)
+      delay = Math.min(delay * 2, 2000)
+    }
+  }
+}
+
+async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx: LifecycleContext, opts: RunOptions): Promise<RunResult> {
   // Read under the lock: the status and recorded step are now ours alone.
-  const first = await ctx.writes.get(id)
+  const found = await ctx.writes.find(id)
+  // Hard deleted by a run that held the lock before us (the caller looked the tenant up first).
+  if (!found && event === 'hardDeleted') return { outcome: 'already_done', row: undefined }
+  if (!found) throw notFound('TENANT_NOT_FOUND', `no tenant "${id}"`)
+  const first = found
   let row = first
+  if (spec.done.includes(first.status)) {
+    ctx.logger.info({ tenantId: id, event, status: first.status, from: opts.from, to: opts.to }, 'tenant lifecycle: already done')
+    return { outcome: 'already_done', row: first }
+  }
   if (!spec.from.includes(first.status)) {
     throw conflict('INVALID_TRANSITION', `tenant "${first.slug}" is ${first.status}; "${event}" needs ${spec.from.join(' or ')}`)
   }
@@ -282,28 +363,44 @@ async function runLocked(
   } catch (err) {
     const error = errorMessage(err)
     ctx.logger.error({ tenantId: id, event, step: current, err: error }, 'tenant lifecycle step failed')
-    if (spec.tracked) await ctx.writes.update(id, { status: 'failed', provisionStep: current, provisionError: `${current}: ${error}` })
-    await ctx.writes.audit({
-      action: spec.failedAudit ?? `${spec.audit}_failed`,
-      tenantId: id,
-      actorUserId: opts.actorUserId,
-      metadata: { slug: first.slug, step: current, error },
-    })
-    throw err
+    const marked = spec.tracked
+      ? await markProvisioningFailed(ctx, id, { provisionStep: current, provisionError: `${current}: ${error}` })
+      : true
+    // The audit entry is worth one try, not the step's own error: that is what the caller must see.
+    if (marked) {
+      await ctx.writes
+        .audit({
+          action: spec.failedAudit ?? `${spec.audit}_failed`,
+          tenantId: id,
+          actorUserId: opts.actorUserId,
+          metadata: { slug: first.slug, step: current, error },
+        })
+        .catch((auditErr: unknown) =>
+          ctx.logger.warn({ tenantId: id, err: errorMessage(auditErr) }, 'auditing a failed lifecycle run failed'),
+        )
+    }
+    throw spec.tracked ? Object.assign(err instanceof Error ? err : new Error(error), { [FAILURE_MARKED]: marked }) : err
   }
   if (end === spec.steps.length) {
     const ms = Math.round(performance.now() - started)
     await ctx.writes.audit({ action: spec.audit, tenantId: id, actorUserId: opts.actorUserId, metadata: { slug: first.slug, ms } })
     ctx.logger.info({ tenantId: id, slug: first.slug, event, ms }, spec.audit)
   }
-  return event === 'hardDeleted' && end === spec.steps.length ? undefined : row
+  return { outcome: 'done', row: event === 'hardDeleted' && end === spec.steps.length ? undefined : row }
 }
+
+/** Set on a provisioning run's error: whether the tenant could be marked failed (false: still 'provisioning'). */
+export const FAILURE_MARKED = Symbol('tenantkit.failureMarked')
+export const failureMarked = (err: unknown): boolean | undefined =>
+  typeof err === 'object' && err !== null ? ((err as Record<symbol, boolean | undefined>)[FAILURE_MARKED] ?? undefined) : undefined
 
 /** Serialises lifecycle runs per tenant, across processes. */
 export interface TenantLocks {
   /** false when another run holds the tenant. */
   acquire(tenantId: string): Promise<boolean>
   release(tenantId: string): Promise<void>
+  /** Those of these tenants a run (in any process) holds right now. */
+  held(tenantIds: readonly string[]): Promise<Set<string>>
 }
 
 /**
@@ -331,6 +428,19 @@ export function createTenantLocks(sql: Sql): TenantLocks {
     async release(tenantId) {
       if (!held.delete(tenantId)) return
       await sql`select pg_advisory_unlock(hashtextextended(${key(tenantId)}, 0))`
+    },
+    async held(tenantIds) {
+      if (tenantIds.length === 0) return new Set()
+      // pg_locks shows a bigint advisory key as two unsigned 32-bit halves (classid high, objid low).
+      const rows = await sql<{ id: string }[]>`
+        select t.id from unnest(${tenantIds as string[]}::text[]) as t(id)
+        cross join lateral (select hashtextextended('tenantkit:tenant:' || t.id, 0) as k) h
+        where exists (
+          select 1 from pg_locks l
+          where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+            and l.database = (select oid from pg_database where datname = current_database())
+            and l.classid::bigint = ((h.k >> 32) & 4294967295) and l.objid::bigint = (h.k & 4294967295))`
+      return new Set(rows.map((r) => r.id))
     },
   }
 }

@@ -6,10 +6,13 @@
  *                active), run by the job queue one step per job (jobs/provisioning-jobs.ts) or, by
  *                provision(), right here.
  * A failure leaves the tenant 'failed' with the step and error recorded; retry() resumes from that step
- * and ends 'active' without an orphan database or a duplicate row. The same object runs the other
- * lifecycle events (suspend, resume, delete).
+ * and ends 'active' without an orphan database or a duplicate row. When even the failure mark cannot
+ * be written (the host database is down), the tenant stays 'provisioning'; once it is stale (unchanged
+ * for PROVISION_STALE_AFTER_S and held by no run) resumeStale() finishes it, run by the worker's sweep
+ * (stale-sweep.ts) or `tenants resume-stale`. The same object runs the other lifecycle events
+ * (suspend, resume, delete).
  */
-import { and, count, eq, isNull, ne, sql } from 'drizzle-orm'
+import { and, asc, count, eq, isNull, lt, ne, sql } from 'drizzle-orm'
 import { uuidv7 } from 'uuidv7'
 import type { Logger } from 'pino'
 import { auditLogs, memberships, type Tenant, tenants } from '../../drizzle/host/schema.js'
@@ -25,11 +28,15 @@ import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import { errorMessage } from './fleet.js'
 import {
   createTenantLocks,
+  type FailureMarkPolicy,
+  failureMarked,
   LIFECYCLE,
   type LifecycleContext,
   type LifecycleEvent,
   type LifecycleFaults,
+  markProvisioningFailed,
   type ProvisionStep,
+  type RunOutcome,
   runLifecycle,
 } from './lifecycle.js'
 import { createTemplate, maintenanceUrl, type TenantTemplate, tenantDbName, tenantServerUrl } from './template.js'
@@ -130,13 +137,38 @@ export interface ProvisionerDeps {
   pools: PoolManager
   /** With `stripe`, deleting a tenant cancels its subscriptions (lifecycle step cancelBilling). */
   config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys' | 'appBaseUrl'> &
-    Partial<Pick<Config, 'stripe'>>
+    Partial<Pick<Config, 'stripe' | 'provisioning'>>
   /** Where lifecycle steps submit jobs (the welcome email): the services' task manager. */
   tasks: Pick<JobSubmitter, 'submit'>
   logger: Logger
   /** The tenant migrations folder (default migrations/tenant). */
   migrationsFolder?: string
   faults?: LifecycleFaults
+  /** How long a failed run keeps retrying its failure mark (tests shorten it). */
+  failureMark?: Partial<FailureMarkPolicy>
+}
+
+/** What a provisioning step job did: its step's work, or nothing because the tenant is past provisioning. */
+export interface StepResult {
+  outcome: RunOutcome
+  status: Tenant['status']
+}
+
+/** A tenant left 'provisioning' with nothing finishing it. */
+export interface StaleTenant {
+  id: string
+  slug: string
+  provisionStep: string | null
+  updatedAt: Date
+}
+
+export interface StaleSweepResult {
+  /** Resumed and now active. */
+  resumed: string[]
+  /** Resumed and failed again: 'failed' with the error recorded (tenants retry, once the cause is fixed). */
+  failed: { slug: string; error: string }[]
+  /** A run took them meanwhile: left to it. */
+  busy: string[]
 }
 
 export interface Provisioner {
@@ -149,21 +181,34 @@ export interface Provisioner {
   provision(input: ProvisionInput): Promise<ProvisionedTenant>
   /** Resume a failed (or interrupted) provisioning from its recorded step. An active tenant is returned as is. */
   retry(idOrSlug: string, opts?: { actorUserId?: string }): Promise<ProvisionedTenant>
-  /** The provisioning steps one at a time (each records progress like a full run), for the job queue. */
+  /**
+   * The provisioning steps one at a time (each records progress like a full run), for the job queue.
+   * On a tenant past provisioning (active, suspended) a step is done already: 'already_done', no write.
+   */
   steps: {
-    createDatabase(tenantId: string): Promise<void>
-    migrate(tenantId: string): Promise<void>
-    seedOwner(tenantId: string, ownerUserId?: string): Promise<void>
-    sendWelcomeEmail(tenantId: string, ownerUserId?: string): Promise<void>
-    activate(tenantId: string): Promise<void>
+    createDatabase(tenantId: string): Promise<StepResult>
+    migrate(tenantId: string): Promise<StepResult>
+    seedOwner(tenantId: string, ownerUserId?: string): Promise<StepResult>
+    sendWelcomeEmail(tenantId: string, ownerUserId?: string): Promise<StepResult>
+    activate(tenantId: string): Promise<StepResult>
   }
   /**
    * Mark a registered tenant failed at `step` when its lifecycle could not even be started (the queue
    * refused the first job), so it is not left 'provisioning' forever; retry() picks it up from there.
    */
   recordFailure(tenantId: string, step: ProvisionStep, err: unknown, opts?: { actorUserId?: string | undefined }): Promise<void>
-  /** Run a lifecycle event: 'suspended', 'resumed', 'softDeleted', 'hardDeleted' (and 'created', which provision runs). */
-  run(event: LifecycleEvent, idOrSlug: string, opts?: { actorUserId?: string }): Promise<void>
+  /**
+   * Run a lifecycle event: 'suspended', 'resumed', 'softDeleted', 'hardDeleted' (and 'created', which
+   * provision runs). 'already_done' when the tenant was in the event's end state already (nothing written).
+   */
+  run(event: LifecycleEvent, idOrSlug: string, opts?: { actorUserId?: string }): Promise<RunOutcome>
+  /**
+   * Tenants still 'provisioning' whose row has not changed for `olderThanS` (default
+   * PROVISION_STALE_AFTER_S) and that no run holds: a process died, or could not record a failure.
+   */
+  listStale(opts?: { olderThanS?: number }): Promise<StaleTenant[]>
+  /** Resume every stale tenant through retry(), one at a time; one sweep at a time across processes. */
+  resumeStale(opts?: { olderThanS?: number; signal?: AbortSignal }): Promise<StaleSweepResult | 'busy'>
   /** The raw catalog row (any status) without its URL. */
   describe(idOrSlug: string): Promise<ProvisionedTenant>
   template: TenantTemplate
@@ -198,11 +243,32 @@ async function assertUnderQuota(tx: HostDatabase['db'], ownerUserId: string, max
   }
 }
 
+/**
+ * The maintenance database URL with statement_timeout and lock_timeout as startup parameters (postgres.js
+ * sends URL query parameters it does not know as such): CREATE/DROP DATABASE and the template lock wait
+ * then end with an error instead of blocking a provisioning run without bound. Values the operator put
+ * in TENANT_DATABASE_URL win.
+ */
+export function boundedMaintenanceUrl(config: Parameters<typeof maintenanceUrl>[0], timeoutMs: number): string {
+  const url = new URL(maintenanceUrl(config))
+  for (const param of ['statement_timeout', 'lock_timeout']) {
+    if (!url.searchParams.has(param)) url.searchParams.set(param, String(timeoutMs))
+  }
+  return url.toString()
+}
+
+const DEFAULT_STATEMENT_TIMEOUT_MS = 60_000
+const DEFAULT_STALE_AFTER_S = 600
+/** The sweep's own lock, in the tenant locks' key space (never a tenant id). */
+const SWEEP_LOCK = 'sweep:provisioning'
+
 export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   const { host, catalog, pools, config, logger } = deps
   const serverUrl = tenantServerUrl(config)
-  const admin: Sql = connect(maintenanceUrl(config), { max: 2, idleTimeoutS: 30, applicationName: 'tenantkit-admin' })
-  const lockSql: Sql = connect(maintenanceUrl(config), { max: 1, applicationName: 'tenantkit-locks' })
+  const maintenance = boundedMaintenanceUrl(config, config.provisioning?.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS)
+  const admin: Sql = connect(maintenance, { max: 2, idleTimeoutS: 30, applicationName: 'tenantkit-admin' })
+  const lockSql: Sql = connect(maintenance, { max: 1, applicationName: 'tenantkit-locks' })
+  const staleAfterS = config.provisioning?.staleAfterS ?? DEFAULT_STALE_AFTER_S
   const template = createTemplate({ admin, serverUrl, prefix: config.tenantDbPrefix, folder: deps.migrationsFolder, logger })
   const writes = createCatalogWrites({ host, catalog, keys: config.encryptionKeys })
   const ctx: LifecycleContext = {
@@ -217,15 +283,20 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     logger,
     billing: tenantBillingStopFor(host, config),
     faults: deps.faults,
+    failureMark: deps.failureMark,
   }
 
   const failed = (tenantId: string, err: unknown) =>
     err instanceof AppError
       ? err
-      : new AppError(503, 'PROVISIONING_FAILED', `provisioning tenant ${tenantId} failed; it is marked failed and can be retried`, {
-          tenantId,
-          error: errorMessage(err),
-        })
+      : new AppError(
+          503,
+          'PROVISIONING_FAILED',
+          failureMarked(err) === false
+            ? `provisioning tenant ${tenantId} failed and could not be marked failed (the database is unreachable); it is resumed once stale, or with tenants retry`
+            : `provisioning tenant ${tenantId} failed; it is marked failed and can be retried`,
+          { tenantId, error: errorMessage(err) },
+        )
 
   async function register(input: ProvisionInput): Promise<ProvisionedTenant> {
     const slug = validateSlug(input.slug)
@@ -280,7 +351,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   async function provision(input: ProvisionInput): Promise<ProvisionedTenant> {
     const { id } = await register(input)
     try {
-      const row = await runLifecycle('created', id, ctx, { actorUserId: input.actorUserId ?? input.ownerUserId })
+      const { row } = await runLifecycle('created', id, ctx, { actorUserId: input.actorUserId ?? input.ownerUserId })
       return publicView(row!)
     } catch (err) {
       throw failed(id, err)
@@ -289,7 +360,8 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
 
   async function recordFailure(tenantId: string, step: ProvisionStep, err: unknown, opts: { actorUserId?: string | undefined } = {}) {
     const error = errorMessage(err)
-    await writes.update(tenantId, { status: 'failed', provisionStep: step, provisionError: `${step}: ${error}` })
+    if (!(await markProvisioningFailed(ctx, tenantId, { provisionStep: step, provisionError: `${step}: ${error}` })))
+      throw new Error(`tenant ${tenantId} could not be marked failed; the stale sweep resumes it`)
     await writes.audit({ action: LIFECYCLE.created.failedAudit, tenantId, actorUserId: opts.actorUserId, metadata: { step, error } })
   }
 
@@ -298,14 +370,54 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     if (row.status === 'active') return publicView(row)
     try {
       const done = await runLifecycle('created', row.id, ctx, { resume: true, actorUserId: opts.actorUserId })
-      return publicView(done!)
+      return publicView(done.row!)
     } catch (err) {
       throw failed(row.id, err)
     }
   }
 
   const step = (s: ProvisionStep) => async (tenantId: string, ownerUserId?: string) => {
-    await runLifecycle('created', tenantId, ctx, { from: s, to: s, ownerUserId })
+    const { outcome, row } = await runLifecycle('created', tenantId, ctx, { from: s, to: s, ownerUserId })
+    return { outcome, status: row!.status }
+  }
+
+  async function listStale(opts: { olderThanS?: number } = {}): Promise<StaleTenant[]> {
+    const olderThanS = opts.olderThanS ?? staleAfterS
+    const rows = await host.db
+      .select({ id: tenants.id, slug: tenants.slug, provisionStep: tenants.provisionStep, updatedAt: tenants.updatedAt })
+      .from(tenants)
+      .where(and(eq(tenants.status, 'provisioning'), lt(tenants.updatedAt, new Date(Date.now() - olderThanS * 1000))))
+      .orderBy(asc(tenants.updatedAt))
+    const running = await ctx.locks.held(rows.map((r) => r.id))
+    return rows.filter((r) => !running.has(r.id))
+  }
+
+  async function resumeStale(opts: { olderThanS?: number; signal?: AbortSignal } = {}): Promise<StaleSweepResult | 'busy'> {
+    if (!(await ctx.locks.acquire(SWEEP_LOCK))) return 'busy'
+    try {
+      const result: StaleSweepResult = { resumed: [], failed: [], busy: [] }
+      for (const t of await listStale(opts)) {
+        // A stopping worker finishes the tenant in hand, not the whole list: the next sweep gets the rest.
+        if (opts.signal?.aborted) break
+        try {
+          await retry(t.id)
+          result.resumed.push(t.slug)
+          logger.info({ tenantId: t.id, slug: t.slug, step: t.provisionStep }, 'stale provisioning resumed')
+        } catch (err) {
+          if (err instanceof AppError && err.code === 'TENANT_BUSY') result.busy.push(t.slug)
+          else {
+            const error = err instanceof AppError ? String(err.details?.error ?? err.message) : errorMessage(err)
+            result.failed.push({ slug: t.slug, error })
+            logger.error({ tenantId: t.id, slug: t.slug, err: error }, 'resuming a stale provisioning failed')
+          }
+        }
+      }
+      return result
+    } finally {
+      await ctx.locks
+        .release(SWEEP_LOCK)
+        .catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'releasing the sweep lock failed'))
+    }
   }
 
   return {
@@ -322,8 +434,10 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     recordFailure,
     async run(event, idOrSlug, opts = {}) {
       const row = await writes.get(idOrSlug)
-      await runLifecycle(event, row.id, ctx, { actorUserId: opts.actorUserId })
+      return (await runLifecycle(event, row.id, ctx, { actorUserId: opts.actorUserId })).outcome
     },
+    listStale,
+    resumeStale,
     describe: async (idOrSlug) => publicView(await writes.get(idOrSlug)),
     template,
     writes,

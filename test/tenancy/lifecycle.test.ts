@@ -50,15 +50,23 @@ describe('tenant lifecycle', () => {
     expect(services.pools.stats().openPools).toBeGreaterThanOrEqual(1)
     expect((await services.catalog.get('sleepy'))?.status).toBe('active') // now cached
 
-    await services.provisioner.run('suspended', 'sleepy')
+    expect(await services.provisioner.run('suspended', 'sleepy')).toBe('done')
     expect((await services.catalog.get('sleepy'))?.status).toBe('suspended')
     expect(services.pools.stats().openPools).toBe(0)
-    await expect(services.provisioner.run('suspended', 'sleepy')).rejects.toMatchObject({ statusCode: 409, code: 'INVALID_TRANSITION' })
+    // Done is done: a second suspend succeeds without writing anything (no second audit entry).
+    const suspendedAt = (await services.provisioner.writes.get('sleepy')).updatedAt
+    expect(await services.provisioner.run('suspended', 'sleepy')).toBe('already_done')
+    expect((await services.provisioner.writes.get('sleepy')).updatedAt).toEqual(suspendedAt)
 
-    await services.provisioner.run('resumed', t.id)
+    expect(await services.provisioner.run('resumed', t.id)).toBe('done')
     expect((await services.catalog.get('sleepy'))?.status).toBe('active')
-    await expect(services.provisioner.run('resumed', 'sleepy')).rejects.toMatchObject({ statusCode: 409, code: 'INVALID_TRANSITION' })
+    expect(await services.provisioner.run('resumed', 'sleepy')).toBe('already_done')
     expect(await auditActions(t.id)).toEqual(['tenant.created', 'tenant.provisioned', 'tenant.suspended', 'tenant.resumed'])
+    // A suspended tenant is past provisioning too: re-running a provisioning step there changes nothing.
+    await services.provisioner.run('suspended', 'sleepy')
+    expect(await services.provisioner.steps.activate(t.id)).toEqual({ outcome: 'already_done', status: 'suspended' })
+    expect((await services.provisioner.describe('sleepy')).status).toBe('suspended')
+    await services.provisioner.run('resumed', 'sleepy')
   })
 
   it('soft delete hides the tenant from the catalog and keeps its database', async () => {
@@ -73,6 +81,9 @@ describe('tenant lifecycle', () => {
     expect(await databaseExists(t.dbName)).toBe(true)
     expect(services.pools.stats().openPools).toBe(0)
     await expect(services.provisioner.run('resumed', 'gone-soft')).rejects.toMatchObject({ code: 'INVALID_TRANSITION' })
+    expect(await services.provisioner.run('softDeleted', 'gone-soft')).toBe('already_done')
+    // A deleted tenant is not provisioned again by a leftover step job: a 409 the job treats as final.
+    await expect(services.provisioner.steps.createDatabase(t.id)).rejects.toMatchObject({ statusCode: 409, code: 'INVALID_TRANSITION' })
 
     // A soft-deleted tenant can still be hard deleted.
     await services.provisioner.run('hardDeleted', 'gone-soft')

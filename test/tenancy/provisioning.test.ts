@@ -361,12 +361,20 @@ describe('crash at each step, then retry', () => {
     await steps.sendWelcomeEmail(id, owner.id) // a redelivered job: the same email job, not a second one
     expect(await welcomeJobs('stepper@example.com')).toHaveLength(1)
     expect((await services.provisioner.describe(id)).status).toBe('provisioning')
-    await steps.activate(id)
+    expect(await steps.activate(id)).toEqual({ outcome: 'done', status: 'active' })
     const done = await services.provisioner.describe(id)
     expect(done).toMatchObject({ status: 'active', provisionStep: null, migrationStatus: 'current' })
     const users = await inTenantDb(done.dbName, (sql) => sql`select role from core_tenant_users`)
     expect(users).toEqual([{ role: 'admin' }])
-    await expect(steps.activate(id)).rejects.toMatchObject({ statusCode: 409, code: 'INVALID_TRANSITION' })
+
+    // Done is done: every step re-run on the active tenant succeeds and changes nothing.
+    const before = await services.provisioner.writes.get(id)
+    for (const step of LIFECYCLE.created.steps) {
+      expect(await steps[step](id, owner.id), step).toEqual({ outcome: 'already_done', status: 'active' })
+    }
+    expect(await services.provisioner.writes.get(id)).toEqual(before)
+    expect(await welcomeJobs('stepper@example.com')).toHaveLength(1)
+    expect(await tenantDatabases()).toEqual(await catalogDbNames())
   })
 
   it('records a real database error and keeps failing until the cause is fixed', async () => {
