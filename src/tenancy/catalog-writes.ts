@@ -4,7 +4,7 @@
  * entry; reads here go to the host database directly because they must see failed, provisioning and
  * soft-deleted rows, which the cached read side hides.
  */
-import { and, eq, or } from 'drizzle-orm'
+import { eq, or } from 'drizzle-orm'
 import { type Tenant, tenants } from '../../drizzle/host/schema.js'
 import { audit } from '../lib/audit.js'
 import type { HostDatabase } from '../db/host.js'
@@ -30,9 +30,11 @@ export interface CatalogWrites {
   update(id: string, patch: TenantPatch): Promise<void>
   /**
    * 'provisioning' → 'failed' with the step and error; a no-op (false) unless the tenant is still
-   * provisioning, so a late or repeated mark never undoes a run that has finished it since.
+   * provisioning, so a repeated mark never undoes a run that has finished it since. With `timeoutMs`
+   * the statement is cancelled when it has not finished by then: a write left queued in a reconnecting
+   * pool must not land minutes later, after the caller gave up and said so.
    */
-  markFailed(id: string, failure: { provisionStep: string | undefined; provisionError: string }): Promise<boolean>
+  markFailed(id: string, failure: { provisionStep: string | undefined; provisionError: string }, timeoutMs?: number): Promise<boolean>
   remove(id: string): Promise<void>
   audit(entry: AuditEntry): Promise<void>
   /** The row's decrypted database URL. */
@@ -62,14 +64,29 @@ export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog
         .where(eq(tenants.id, id))
       await catalog.invalidate(id)
     },
-    async markFailed(id, failure) {
-      const changed = await host.db
-        .update(tenants)
-        .set({ status: 'failed', provisionStep: failure.provisionStep, provisionError: failure.provisionError, updatedAt: new Date() })
-        .where(and(eq(tenants.id, id), eq(tenants.status, 'provisioning')))
-        .returning({ id: tenants.id })
-      await catalog.invalidate(id)
-      return changed.length > 0
+    async markFailed(id, failure, timeoutMs) {
+      // Raw postgres.js, not drizzle: only its query object can be cancelled.
+      const query = host.sql<{ id: string }[]>`
+        update core_tenants set status = 'failed', provision_step = ${failure.provisionStep ?? null},
+          provision_error = ${failure.provisionError}, updated_at = now()
+        where id = ${id} and status = 'provisioning' returning id`
+      let timer: NodeJS.Timeout | undefined
+      const expired = new Promise<never>((_, reject) => {
+        if (timeoutMs === undefined) return
+        timer = setTimeout(() => {
+          // Unsent: dropped from the queue (and never sent). Sent: a cancel request, which may fail too.
+          // (typed void, but it returns the cancel request's promise)
+          Promise.resolve(query.cancel() as unknown).catch(() => {})
+          reject(new Error(`marking tenant ${id} failed did not finish within ${timeoutMs} ms`))
+        }, timeoutMs)
+      })
+      try {
+        const changed = await Promise.race([query, expired])
+        await catalog.invalidate(id)
+        return changed.length > 0
+      } finally {
+        clearTimeout(timer)
+      }
     },
     async remove(id) {
       await host.db.delete(tenants).where(eq(tenants.id, id))

@@ -299,8 +299,7 @@ export async function markProvisioningFailed(
   let delay = policy.firstDelayMs
   for (let attempt = 1; ; attempt++) {
     try {
-      const left = deadline - performance.now()
-      await withDeadline(ctx.writes.markFailed(tenantId, patch), Math.max(left, 1), 'marking the tenant failed')
+      await ctx.writes.markFailed(tenantId, patch, Math.max(deadline - performance.now(), 1))
       return true
     } catch (err) {
       if (performance.now() + delay >= deadline) {
@@ -432,8 +431,9 @@ export function createTenantLocks(sql: Sql): TenantLocks {
     async held(tenantIds) {
       if (tenantIds.length === 0) return new Set()
       // pg_locks shows a bigint advisory key as two unsigned 32-bit halves (classid high, objid low).
+      // Ids go in as one comma-separated string: this pool fetches no array types (fetch_types off).
       const rows = await sql<{ id: string }[]>`
-        select t.id from unnest(${tenantIds as string[]}::text[]) as t(id)
+        select t.id from unnest(string_to_array(${tenantIds.join(',')}, ',')) as t(id)
         cross join lateral (select hashtextextended('tenantkit:tenant:' || t.id, 0) as k) h
         where exists (
           select 1 from pg_locks l

@@ -122,3 +122,38 @@ it('tenant.migrate brings a tenant the catalog lists as behind back to current, 
     migrationVersion: migrationInfo('tenant').version,
   })
 })
+
+it('a step job re-run on an active tenant completes as already done, and submits no further step', async () => {
+  const { id: tenantId } = await world.services.provisioner.register({ slug: 'rerun-co', name: 'Rerun Co' })
+  await runtime.tasks.submit(PROVISION_FIRST_JOB, { tenantId })
+  await until(async () => (await world.services.provisioner.describe(tenantId)).status === 'active', 20_000, 'tenant to become active')
+  const before = await world.services.provisioner.writes.get(tenantId)
+
+  // As a redelivered or re-submitted job would: the last step, and the first one (which would chain the rest).
+  // One after the other: at once, one of them would meet the other's tenant lock (TENANT_BUSY) and retry.
+  for (const name of ['tenant.provision.activate', PROVISION_FIRST_JOB] as const) {
+    const job = await runtime.tasks.submit(name, { tenantId })
+    const view = await until(async () => {
+      const v = await runtime.tasks.getJob(job.id, 'system')
+      return v.status === 'completed' || v.status === 'failed' ? v : undefined
+    })
+    expect(view, job.name).toMatchObject({ status: 'completed', retryCount: 0, result: { outcome: 'already_done', status: 'active' } })
+  }
+  expect(await world.services.provisioner.writes.get(tenantId)).toEqual(before)
+  await sleep(300) // a chained step would be queued by now
+  const migrateJobs = (await runtime.tasks.listJobs({ type: 'tenant.provision.migrate' })).filter((r) => r.tenantId === tenantId)
+  expect(migrateJobs).toHaveLength(1) // the original pipeline's only
+})
+
+it('a step job for a deleted tenant fails at once (no retries): retrying cannot bring it back', async () => {
+  const { id: tenantId } = await world.services.provisioner.register({ slug: 'deleted-co', name: 'Deleted Co' })
+  await world.services.provisioner.run('softDeleted', tenantId)
+  const job = await runtime.tasks.submit(PROVISION_FIRST_JOB, { tenantId })
+  const view = await until(async () => {
+    const v = await runtime.tasks.getJob(job.id, 'system')
+    return v.status === 'completed' || v.status === 'failed' ? v : undefined
+  })
+  expect(view).toMatchObject({ status: 'failed', retryCount: 0 })
+  expect(view.errorLog).toContain('tenant "deleted-co" is deleted')
+  expect((await world.services.provisioner.describe(tenantId)).status).toBe('deleted')
+})
