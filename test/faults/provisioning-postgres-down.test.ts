@@ -50,7 +50,7 @@ afterAll(async () => {
   await services?.close()
   pg?.destroy()
   await env?.cleanup()
-})
+}, 120_000)
 
 function provisionerWith(faults: LifecycleFaults, failureMark?: { deadlineMs: number; firstDelayMs?: number }): Provisioner {
   const p = createProvisioner({ ...services, config, logger, faults, ...(failureMark ? { failureMark } : {}) })
