@@ -61,7 +61,7 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(redis, opts)
   await fastify.register(helmet)
   await fastify.register(rateLimit, opts)
-  await fastify.register(swagger)
+  await fastify.register(swagger, opts)
   await fastify.register(cookie, opts)
   await fastify.register(session, opts)
   await fastify.register(csrf)

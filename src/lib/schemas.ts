@@ -1,5 +1,6 @@
 /** Schemas shared by many routes: the error body, ids, text, pagination. */
-import { type TString, type TStringOptions, Type } from 'typebox'
+import { STATUS_CODES } from 'node:http'
+import { type Static, type TString, type TStringOptions, Type } from 'typebox'
 import { UUID_PATTERN } from './uuid.js'
 
 export const ErrorSchema = Type.Object(
@@ -12,8 +13,12 @@ export const ErrorSchema = Type.Object(
   { $id: 'Error', additionalProperties: true },
 )
 
-/** The error responses every route may give, so OpenAPI documents them and serialisation never drops fields. */
-export const errorResponses = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorSchema]))
+/** One error response: a reference to the shared `Error` schema (one component in OpenAPI), described by its status. */
+export const errorResponse = (code: number) =>
+  Type.Unsafe<Static<typeof ErrorSchema>>({ $ref: 'Error#', description: STATUS_CODES[code] ?? 'Error' })
+
+/** The error responses a route may give, so OpenAPI documents them and serialisation never drops fields. */
+export const errorResponses = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, errorResponse(c)]))
 
 /** A UUID in the strict 8-4-4-4-12 form (see lib/uuid.ts for why `format` alone is not enough). */
 export const uuid = (options: TStringOptions = {}): TString => Type.String({ format: 'uuid', pattern: UUID_PATTERN, ...options })

@@ -15,8 +15,11 @@ import { seedPlansFromFile } from '../../src/billing/plans.js'
 import type { Config } from '../../src/config.js'
 import { createHostDatabase, type HostDatabase } from '../../src/db/host.js'
 import { encrypt } from '../../src/lib/crypto.js'
+import { documentRoute } from '../../src/lib/openapi.js'
+import { ErrorSchema } from '../../src/lib/schemas.js'
 import { toErrorBody } from '../../src/plugins/app/errors.js'
 import stripeWebhookRoutes from '../../src/routes/webhooks/stripe.js'
+import { installContractCheck } from '../helpers/contract.js'
 import { type FakeStripe, startFakeStripe, type StripeObject } from '../helpers/fake-stripe.js'
 import type { TestEnv } from '../helpers/test-env.js'
 
@@ -107,10 +110,16 @@ export function sign(payload: string, secret = WEBHOOK_SECRET): string {
   return Stripe.webhooks.generateTestHeaderString({ payload, secret })
 }
 
-/** A bare Fastify with the app's error handler: what the webhook route needs and nothing else. */
+/**
+ * A bare Fastify with the app's error handler, shared Error schema and documented errors (what the
+ * webhook route needs and nothing else), and the response contract check of test apps.
+ */
 export function bareFastify(): FastifyInstance {
   const level = process.env.TEST_LOG_LEVEL
   const app = Fastify({ logger: level && level !== 'silent' ? { level } : false })
+  app.addSchema(ErrorSchema)
+  app.addHook('onRoute', (route) => documentRoute(route))
+  installContractCheck(app)
   app.setErrorHandler((err, req, reply) => {
     const body = toErrorBody(err as Error & { statusCode?: number })
     if (body.statusCode >= 500) req.log.error({ err }, 'request failed')

@@ -1,11 +1,17 @@
-/** Build the app plugin (never the server) for a test, on a Fastify instance closed by the caller. */
+/**
+ * Build the app plugin (never the server) for a test, on a Fastify instance closed by the caller, with
+ * the response contract check installed (test/helpers/contract.ts).
+ */
 import Fastify, { type FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions } from '../../src/app.js'
 import type { Config } from '../../src/config.js'
+import { installContractCheck } from './contract.js'
 
 export async function buildApp(config: Config): Promise<FastifyInstance> {
   const fastify = Fastify({ ...serverOptions(config), logger: config.logLevel === 'silent' ? false : { level: config.logLevel } })
+  // Every response is checked against the route's documented schemas: each test is a contract test.
+  installContractCheck(fastify)
   // fp() skips encapsulation so the test sees the app's decorators (host, redis, …).
   await fastify.register(fp(app), { config })
   await fastify.ready()

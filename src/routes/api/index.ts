@@ -7,6 +7,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { AppOptions } from '../../app.js'
+import { authScope } from '../../lib/openapi.js'
 import { errorResponses, Uuid } from '../../lib/schemas.js'
 import apiKeyRoutes from './api-keys/index.js'
 import billingRoutes from './billing/index.js'
@@ -24,6 +25,7 @@ const TenantView = Type.Object({
 
 const apiRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, opts) => {
   fastify.addHook('preValidation', fastify.tenantGuard)
+  fastify.addHook('onRoute', authScope('tenant'))
 
   fastify.get(
     '/tenant',

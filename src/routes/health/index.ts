@@ -14,11 +14,11 @@ const within = <T>(ms: number, p: Promise<T>) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref())])
 
 const health: FastifyPluginAsyncTypebox = async (fastify) => {
-  fastify.get('/', { schema: { tags: ['health'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({
+  fastify.get('/', { config: { rateLimit: false }, schema: { tags: ['health'], summary: 'Liveness: the process answers', response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({
     status: 'ok' as const,
   }))
 
-  fastify.get('/ready', { schema: { tags: ['health'], response: { 200: Ready, 503: Ready } } }, async (req, reply) => {
+  fastify.get('/ready', { config: { rateLimit: false }, schema: { tags: ['health'], summary: 'Readiness: the host database and Redis answer', response: { 200: Ready, 503: Ready } } }, async (req, reply) => {
     const probe = async (name: string, fn: () => Promise<unknown>) => {
       try {
         await within(1500, fn())

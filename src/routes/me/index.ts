@@ -15,6 +15,7 @@ import { toPublicUser } from '../../auth/users.js'
 import type { HostDb } from '../../db/host.js'
 import { audit } from '../../lib/audit.js'
 import { AppError, badRequest, conflict, forbidden, notFound, PG, pgCode } from '../../lib/errors.js'
+import { authScope } from '../../lib/openapi.js'
 import { errorResponses, Text } from '../../lib/schemas.js'
 import { TokenBody } from '../auth/verify-email.js'
 
@@ -31,6 +32,7 @@ const EXPORT_AUDIT_MAX = 10_000
 const meRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { tenancy, host, users, userTokens: tokens, services } = fastify
   fastify.addHook('preHandler', fastify.requireUser)
+  fastify.addHook('onRoute', authScope('session'))
 
   /** The user's row, fresh; a password account must confirm `currentPassword` (403 CURRENT_PASSWORD_INVALID). */
   async function confirmIdentity(userId: string, currentPassword: string | undefined, required: 'always' | 'if-set') {

@@ -9,6 +9,7 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { AppOptions } from '../../app.js'
 import { MembershipSchema } from '../../auth/schemas.js'
+import { authScope } from '../../lib/openapi.js'
 import { errorResponses, Text, Uuid } from '../../lib/schemas.js'
 
 const CreateTenantBody = Type.Object(
@@ -39,6 +40,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { co
     keyGenerator: (req: FastifyRequest) => `tenant-create:${req.user!.id}`,
   })
   fastify.addHook('preHandler', fastify.requireUser)
+  fastify.addHook('onRoute', authScope('session'))
 
   fastify.get('/', { schema: { tags: ['tenants'], summary: 'Tenants I belong to', response: { 200: Type.Object({ items: Type.Array(MembershipSchema) }), ...errorResponses(401) } } }, async (req) => ({
     items: await tenancy.memberships.listForUser(req.user!.id),

@@ -55,6 +55,8 @@ const stripeWebhookRoutes: FastifyPluginAsyncTypebox<StripeWebhookRouteOptions> 
         tags: ['webhooks'],
         summary: 'Stripe webhook endpoint (signed events, applied exactly once)',
         headers: Type.Object({ 'stripe-signature': Type.Optional(Type.String()) }),
+        // Documents the body; validates nothing (the route receives the raw bytes, verified against the signature).
+        body: Type.Unknown({ description: 'A Stripe Event object, exactly as Stripe sent it' }),
         response: { 200: Received, ...errorResponses(400, 503) },
       },
     },

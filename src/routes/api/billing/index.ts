@@ -82,6 +82,10 @@ const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     {
       // A tenant suspended for non-payment must still be able to pay.
       config: { allowSuspended: true },
+      // The body is optional: no body validates as {} (Fastify would validate `undefined` against the object schema).
+      preValidation: async (req) => {
+        req.body ??= {}
+      },
       schema: {
         tags,
         summary: 'Stripe Customer Portal session',

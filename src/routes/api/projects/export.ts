@@ -41,7 +41,13 @@ const exportRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           { additionalProperties: false },
         ),
         response: {
-          200: Type.String({ description: 'text/csv (header row first) or application/x-ndjson, one project per line' }),
+          200: {
+            description: 'Every project, oldest first: CSV with a header row (default), or JSON lines with ?format=jsonl',
+            content: {
+              'text/csv': { schema: Type.String({ description: 'RFC 4180, columns id,name,description,status,createdBy,createdAt,updatedAt' }) },
+              'application/x-ndjson': { schema: Type.String({ description: 'One project object per line' }) },
+            },
+          },
           ...errorResponses(400, 401, 402, 403, 404, 503),
         },
       },
