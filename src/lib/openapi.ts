@@ -41,7 +41,12 @@ type RouteSchema = {
   summary?: string
   security?: unknown
 }
-type Route = Pick<RouteOptions, 'method' | 'url' | 'config'> & { schema?: RouteSchema; preHandler?: unknown; onRequest?: unknown; preValidation?: unknown }
+type Route = Pick<RouteOptions, 'method' | 'url' | 'config'> & {
+  schema?: RouteSchema
+  preHandler?: unknown
+  onRequest?: unknown
+  preValidation?: unknown
+}
 
 const WRITES = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 const methodsOf = (route: Route) => (Array.isArray(route.method) ? route.method : [route.method]) as string[]
@@ -133,7 +138,8 @@ export function openapiTransform(optionalBodies: OptionalBodies) {
     if (url.includes('/:tenant/') && !(out.params as { properties?: Schema } | undefined)?.properties?.tenant) {
       out.params = withProperty(out.params, 'tenant', TenantParam, true)
     }
-    if (schema.body && (schema.body as Record<string, unknown>)['~optional']) for (const m of methodsOf(route)) optionalBodies.add(opKey(m, url))
+    if (schema.body && (schema.body as Record<string, unknown>)['~optional'])
+      for (const m of methodsOf(route)) optionalBodies.add(opKey(m, url))
     return { schema: out, url }
   }
 }
@@ -161,7 +167,8 @@ export function simplifySchema(node: unknown): unknown {
   for (const [k, v] of Object.entries(node)) out[k] = simplifySchema(v)
   const anyOf = out.anyOf
   if (!Array.isArray(anyOf)) return out
-  let members = anyOf as Json[]
+  // (@fastify/swagger writes `const` as a one-value enum already; a plain JSON Schema may not.)
+  let members = (anyOf as Json[]).map(({ const: value, ...m }) => (value === undefined ? m : { ...m, enum: [value] }))
   const nullable = members.some((m) => m.type === 'null')
   members = members.filter((m) => m.type !== 'null')
   const literalType = members[0]?.type

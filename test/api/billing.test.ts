@@ -267,6 +267,9 @@ describe('managing the subscription', () => {
     expect(portal.statusCode, portal.body).toBe(200)
     expect(portal.json().url).toMatch(/^https:\/\/billing\.stripe\.com\/p\/session\//)
     expect([...fake.portalSessions.values()].at(-1)).toMatchObject({ customer: subscription.customer, return_url: `${BASE}/billing` })
+    // The body is optional (as documented): none at all is the same as {}.
+    const bodiless = await o.c.post('/api/billing/portal')
+    expect(bodiless.statusCode, bodiless.body).toBe(200)
 
     const changed = await o.c.post('/api/billing/change-plan', { planId: 'enterprise', interval: 'month' })
     expect(changed.statusCode, changed.body).toBe(200)

@@ -52,10 +52,10 @@ export function installContractCheck(fastify: FastifyInstance) {
     }
     return fn
   }
-  const errorValidator = validator(ErrorSchema)
 
   fastify.addHook('onReady', async () => {
-    for (const [id, schema] of Object.entries(fastify.getSchemas() as Record<string, object>)) if (!ajv.getSchema(id)) ajv.addSchema(schema, id)
+    for (const [id, schema] of Object.entries(fastify.getSchemas() as Record<string, object>))
+      if (!ajv.getSchema(id)) ajv.addSchema(schema, id)
   })
 
   fastify.addHook('onSend', async (req: FastifyRequest, reply: FastifyReply, payload: unknown) => {
@@ -64,7 +64,12 @@ export function installContractCheck(fastify: FastifyInstance) {
     const message = `${req.method} ${req.routeOptions.url ?? req.url} → ${reply.statusCode}: ${problem}`
     violations.push(message)
     reply.code(500).type('application/json; charset=utf-8')
-    return JSON.stringify({ statusCode: 500, error: 'Internal Server Error', message: `Contract violation: ${message}`, code: 'CONTRACT_VIOLATION' })
+    return JSON.stringify({
+      statusCode: 500,
+      error: 'Internal Server Error',
+      message: `Contract violation: ${message}`,
+      code: 'CONTRACT_VIOLATION',
+    })
   })
 
   function check(req: FastifyRequest, reply: FastifyReply, payload: unknown): string | undefined {
@@ -86,7 +91,9 @@ export function installContractCheck(fastify: FastifyInstance) {
       if (req.method === 'HEAD') return undefined
       if (!isJsonType(mediaType)) {
         const type = (schema as Json).type
-        return type === 'string' || (type === 'null' && text === '') ? undefined : `${what}: a ${mediaType || 'bodiless'} response where JSON was documented`
+        return type === 'string' || (type === 'null' && text === '')
+          ? undefined
+          : `${what}: a ${mediaType || 'bodiless'} response where JSON was documented`
       }
       const parsed = parse()
       if (!parsed.ok) return `${what}: the body is not JSON`
@@ -97,7 +104,8 @@ export function installContractCheck(fastify: FastifyInstance) {
     const schema = req.routeOptions.schema as { hide?: boolean; response?: Json } | undefined
     if (!schema || schema.hide) {
       // Outside the documented API: only its errors are held to the kit's error shape.
-      if (status < 400 || !isJsonType(mediaType)) return status >= 400 && text !== '' ? `error answered as ${mediaType || 'no content type'}` : undefined
+      if (status < 400 || !isJsonType(mediaType))
+        return status >= 400 && text !== '' ? `error answered as ${mediaType || 'no content type'}` : undefined
       return validate(ErrorSchema, 'error body')
     }
     const documented = schema.response ? responseFor(schema.response, status) : undefined

@@ -50,7 +50,8 @@ const stripeWebhookRoutes: FastifyPluginAsyncTypebox<StripeWebhookRouteOptions> 
     '/stripe',
     {
       // Stripe's bursts (retries after an outage) must not be throttled; the signature is the gate, and a bad one costs no DB work.
-      config: { rateLimit: false },
+      // No CSRF either: Stripe sends no session cookie, and the signature authenticates the request.
+      config: { rateLimit: false, csrf: false },
       schema: {
         tags: ['webhooks'],
         summary: 'Stripe webhook endpoint (signed events, applied exactly once)',
