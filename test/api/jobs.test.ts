@@ -118,6 +118,46 @@ describe('/admin/queues (Bull Board)', () => {
     expect((await ops.get('/admin/queues')).statusCode).toBe(403)
   })
 
+  it('Bull Board writes: admin check first, then same origin (no CSRF token), errors in the kit shape without internals', async () => {
+    const ops = createClient(app)
+    await ops.signup('board-admin@example.com')
+    const pause = '/admin/queues/api/queues/system/pause'
+    const resume = '/admin/queues/api/queues/system/resume'
+    const self = 'http://localhost:80'
+    // Not an admin: refused as such, whatever the origin says (nothing is learnt about the origin rule).
+    expect((await app.inject({ method: 'PUT', url: pause, headers: { origin: self } })).statusCode).toBe(401)
+    const notAdmin = await owner.put(pause, undefined, { origin: self, 'sec-fetch-site': 'same-origin' })
+    expect(notAdmin.json()).toMatchObject({ statusCode: 403, code: 'PLATFORM_ADMIN_REQUIRED' })
+    expect((await users('grant-admin', 'board-admin@example.com')).code).toBe(0)
+
+    // An admin's browser on another site, or a request with no origin at all: refused, nothing paused.
+    for (const headers of [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site', origin: self }, { 'sec-fetch-site': 'same-site' }, {}] as Record<string, string>[]) {
+      const res = await ops.put(pause, undefined, { ...headers, 'x-csrf-token': '' })
+      expect(res.statusCode, JSON.stringify(headers)).toBe(403)
+      expect(res.json()).toEqual({ statusCode: 403, error: 'Forbidden', message: expect.any(String), code: 'CROSS_SITE_REQUEST' })
+    }
+    expect(await app.services.tasks.queues.system.isPaused()).toBe(false)
+
+    // From the board's own page (Bull Board sends no CSRF token): allowed, by Sec-Fetch-Site or by Origin.
+    const noToken = { 'x-csrf-token': 'not-a-token' }
+    expect((await ops.put(pause, undefined, { ...noToken, 'sec-fetch-site': 'same-origin' })).statusCode).toBe(200)
+    expect(await app.services.tasks.queues.system.isPaused()).toBe(true)
+    expect((await ops.put(resume, undefined, { ...noToken, origin: env.config.appBaseUrl })).statusCode).toBe(200)
+    expect(await app.services.tasks.queues.system.isPaused()).toBe(false)
+
+    // Bull Board's own errors leave in the kit's shape, without a stack trace.
+    const unknown = await ops.put('/admin/queues/api/queues/nope/pause', undefined, { origin: self })
+    expect(unknown.statusCode).toBe(404)
+    expect(unknown.json()).toMatchObject({ statusCode: 404, error: 'Not Found', code: expect.any(String) })
+    expect(unknown.body).not.toMatch(/stack|\/work\/|node_modules/)
+
+    // The page loads no third-party stylesheet (the CSP would refuse it).
+    const page = await ops.get('/admin/queues')
+    expect(page.statusCode).toBe(200)
+    expect(page.body).not.toContain('fonts.googleapis.com')
+    expect(page.body).toContain('static/css/')
+  })
+
   it('PLATFORM_ADMIN_EMAILS admits only a verified email: signing up first with that address gets nothing', async () => {
     // Anyone can sign up with a password as ops@example.com (listed in PLATFORM_ADMIN_EMAILS): unverified.
     const squatter = createClient(app)

@@ -15,7 +15,7 @@ import { FastifyAdapter } from '@bull-board/fastify'
 import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import type { AppOptions } from '../../app.js'
 import { isPlatformAdmin } from '../../auth/platform-admins.js'
-import { forbidden } from '../../lib/errors.js'
+import { errorBody, forbidden } from '../../lib/errors.js'
 import { toErrorBody } from '../../plugins/app/errors.js'
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS'])
@@ -53,7 +53,17 @@ const adminRoutes: FastifyPluginAsync<AppOptions> = async (fastify, { config }) 
     }
   })
 
-  fastify.addHook('onSend', async (req, reply, payload) => {
+  // Bull Board answers some errors itself, as `{error: {key: 'ERRORS.QUEUE_NOT_FOUND'}}`: the kit's shape instead.
+  fastify.addHook('preSerialization', async (_req, reply, payload: unknown) => {
+    if (reply.statusCode < 400 || typeof payload !== 'object' || payload === null || 'code' in payload) return payload
+    const error = (payload as { error?: unknown }).error
+    const key = typeof error === 'object' && error !== null && 'key' in error ? String(error.key) : typeof error === 'string' ? error : ''
+    const code = key.split('.').pop()?.replace(/[^A-Za-z0-9]+/g, '_').toUpperCase() || 'ADMIN_ERROR'
+    const message = code.charAt(0) + code.slice(1).toLowerCase().replaceAll('_', ' ')
+    return errorBody(reply.statusCode, code, message)
+  })
+
+  fastify.addHook('onSend', async (_req, reply, payload) => {
     if (typeof payload !== 'string' || !String(reply.getHeader('content-type') ?? '').startsWith('text/html')) return payload
     return payload.replace(EXTERNAL_STYLESHEET, '')
   })
