@@ -4,7 +4,7 @@
  * free ports, never the shared ones), with an SMTP sink. Scenarios, each printed one figure per line:
  *
  *   1. Postgres stopped 5 s under load       2. Redis stopped (SIGKILL) 5 s under load
- *   3. 1,000 requests aborted while waiting for connection budget (budget 2, 1 per tenant, 8 tenants)
+ *   3. 1,000 requests aborted while waiting for connection budget (budget 2, 1 per tenant, 5 tenants)
  *   4. worker SIGKILLed mid-batch of provisioning + email jobs, then restarted
  *
  *   npm run bench:faults      (BENCH_SKIP_BUILD=1 reuses dist/; BENCH_LOAD_CONCURRENCY, BENCH_EMAILS, BENCH_TENANTS)
@@ -22,7 +22,7 @@ import { type SmtpCapture, startSmtpCapture } from '../test/helpers/smtp.js'
 const root = fileURLToPath(new URL('..', import.meta.url))
 const CONCURRENCY = Number(process.env.BENCH_LOAD_CONCURRENCY ?? 8)
 const EMAILS = Number(process.env.BENCH_EMAILS ?? 150)
-const TENANTS = Number(process.env.BENCH_TENANTS ?? 8)
+const TENANTS = Number(process.env.BENCH_TENANTS ?? 5) // a user may own 5 tenants (quota)
 const OUTAGE_MS = 5000
 
 const line = (label: string, value: string | number) => console.log(`${label}: ${value}`)
@@ -221,7 +221,7 @@ try {
     report(name, l.samples, downAt, upAt)
   }
 
-  // 3: 1,000 requests aborted while they wait for budget (2 slots, 8 tenants, nobody else using them).
+  // 3: 1,000 requests aborted while they wait for budget (2 slots, 5 tenants, nobody else using them).
   const metric = async (name: string) => {
     const m = (await send(base, '/metrics', { headers: { authorization: `Bearer ${metricsToken}` } })).body
     return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(m)?.[1] ?? Number.NaN)
