@@ -135,6 +135,8 @@ describe('database failures', () => {
     try {
       const signup = await c.signup('keeper@example.com')
       expect(signup.statusCode).toBe(201)
+      // Verified first (API keys need a verified email), while the users table still takes writes.
+      await admin`update core_users set email_verified_at = now() where email = 'keeper@example.com'`
       await admin.unsafe('alter table core_users add constraint test_refuse_users check (false) not valid')
       await admin.unsafe('alter table core_api_keys add constraint test_refuse_keys check (false) not valid')
 

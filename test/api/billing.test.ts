@@ -416,7 +416,12 @@ describe('payment failure: owners mailed, tenant suspended after the grace perio
     const o = await owner()
     // A second owner: every owner gets the mail.
     const co = await member(o, 'admin')
-    expect((await o.c.patch(`/api/members/${co.userId}`, { role: 'owner' })).statusCode).toBe(200)
+    // Ownership is offered and accepted (never granted outright), between verified users.
+    await app.host.sql`update core_users set email_verified_at = now() where id in ${app.host.sql([o.userId, co.userId])}`
+    const offer = await o.c.post(`/api/members/${co.userId}/ownership-offer`, undefined, { 'x-tenant-id': o.tenantId })
+    expect(offer.statusCode, offer.body).toBe(201)
+    const accepted = await co.post(`/api/ownership-offers/${offer.json().id}/accept`)
+    expect(accepted.statusCode, accepted.body).toBe(200)
     const { subscription: sub } = await subscribe(o)
     fake.now += 10
     fake.setSubscription(sub.id, { status: 'active', trial_end: null })

@@ -387,8 +387,8 @@ describe('keys that do not work', () => {
         for (const marker of [b.id, b.slug, b.projectId, a.slug, a.id]) expect(res.body).not.toContain(marker)
       }
     }
-    // Header (own tenant) beats path (other tenant), as for sessions: the key's tenant answers.
-    expect((await withKey(k.secret, 'GET', `/t/${b.slug}/api/tenant`, { headers: { 'x-tenant-id': a.slug } })).json().tenant.id).toBe(a.id)
+    // Header (own tenant) and path (other tenant) disagree: refused as for sessions, never silently one of them.
+    expectError(await withKey(k.secret, 'GET', `/t/${b.slug}/api/tenant`, { headers: { 'x-tenant-id': a.slug } }), 400, 'TENANT_CONFLICT')
     // A project id of B through A is just an unknown project.
     expectError(await withKey(k.secret, 'GET', `/api/projects/${b.projectId}`), 404, 'PROJECT_NOT_FOUND')
 

@@ -79,6 +79,9 @@ export async function startSmtpCapture(options: SmtpCaptureOptions = {}): Promis
     server.once('error', reject)
     server.listen(0, '127.0.0.1', () => {
       server.off('error', reject)
+      // A client that dies mid-session (a worker killed with SIGKILL) resets its socket: that is the
+      // client's failure, not the capture's; without a listener the EPIPE/ECONNRESET would crash the process.
+      server.on('error', () => {})
       resolve()
     })
   })

@@ -64,7 +64,7 @@ describe('tenants CLI', () => {
     const list = await cli(['tenants', 'list'])
     expect(list.code).toBe(0)
     const lines = list.stdout.trimEnd().split('\n')
-    expect(lines[0]).toMatch(/^SLUG\s+NAME\s+STATUS\s+PLAN\s+MIGRATION\s+MIGRATION STATUS$/)
+    expect(lines[0]).toMatch(/^SLUG\s+NAME\s+STATUS\s+PLAN\s+MIGRATION\s+MIGRATION STATUS\s+NOTE$/)
     expect(lines[1]).toMatch(new RegExp(`^cli-one\\s+CLI One\\s+active\\s+free\\s+${version}\\s+current$`))
     expect(lines[2]).toMatch(new RegExp(`^cli-two\\s+cli-two\\s+active\\s+free\\s+${version}\\s+current$`))
     expect(lines[3]).toBe('2 tenant(s)')

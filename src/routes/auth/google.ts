@@ -39,7 +39,8 @@ const Redirect = (description: string) =>
 
 const LoginQuery = Type.Object({
   next: Type.Optional(
-    Text({ minLength: 1, maxLength: NEXT_MAX, description: 'Same-origin path to land on after login, e.g. /projects?tab=mine' }),
+    // A plain string on purpose: safeNextPath refuses control characters with its own code (INVALID_NEXT).
+    Type.String({ minLength: 1, maxLength: NEXT_MAX, description: 'Same-origin path to land on after login, e.g. /projects?tab=mine' }),
   ),
 })
 
