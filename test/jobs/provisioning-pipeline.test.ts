@@ -90,7 +90,15 @@ it('a sendWelcomeEmail step retried after a crash still sends one email, and the
   await until(async () => (await world.services.provisioner.describe(tenantId)).status === 'active', 20_000, 'tenant to become active')
   expect(crashOnce.has(tenantId)).toBe(false) // the crash happened
 
-  const [step] = (await runtime.tasks.listJobs({ type: 'tenant.provision.sendWelcomeEmail' })).filter((r) => r.tenantId === tenantId)
+  // The step's record is written just after its work (batched): wait for it, not for the clock.
+  const step = await until(
+    async () => {
+      const [r] = (await runtime.tasks.listJobs({ type: 'tenant.provision.sendWelcomeEmail' })).filter((x) => x.tenantId === tenantId)
+      return r?.status === 'completed' ? r : undefined
+    },
+    10_000,
+    'the step record completed',
+  )
   expect(step).toMatchObject({ status: 'completed', retryCount: 1 })
   await until(async () => smtp.messages.some((m) => m.envelope.to.includes('grace@queued.example')), 10_000, 'the welcome email')
   await sleep(300) // a duplicate would be a second job, sent by now
