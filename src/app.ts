@@ -14,6 +14,7 @@ import billing from './plugins/app/billing.js'
 import errors, { clientErrorHandler, frameworkErrors } from './plugins/app/errors.js'
 import hostDb from './plugins/app/host-db.js'
 import metrics from './plugins/app/metrics.js'
+import requestDeadline from './plugins/app/request-deadline.js'
 import services from './plugins/app/services.js'
 import tenancy from './plugins/app/tenancy.js'
 import cookie from './plugins/external/cookie.js'
@@ -56,6 +57,9 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   fastify.setValidatorCompiler(createValidatorCompiler())
   // The API speaks JSON only: a text/plain body is an unsupported media type (415), not a string the schema refuses.
   fastify.removeContentTypeParser('text/plain')
+
+  // First, so its clock starts before any other hook runs (session and rate-limit lookups in Redis).
+  await fastify.register(requestDeadline, opts)
 
   // 1. external
   await fastify.register(redis, opts)

@@ -25,6 +25,7 @@ export const ENV_VARS = {
   METRICS_TOKEN: { kind: 'string', default: '', doc: 'Bearer token Prometheus sends to GET /metrics (unset: open outside production, off in production)' },
   RATE_LIMIT_MAX: { kind: 'int', default: '1000', min: 1, max: 1000000000, doc: 'Requests per client per window, all routes (login/signup have stricter limits)' },
   RATE_LIMIT_WINDOW_S: { kind: 'int', default: '60', min: 1, max: 86400, doc: 'Rate limit window in seconds' },
+  REQUEST_DEADLINE_MS: { kind: 'int', default: '10000', min: 0, max: 600000, doc: 'A request not answered after this long gets 503 SERVICE_UNAVAILABLE with Retry-After, whatever its handler waits on (0 = none; a streaming route opts out with config.requestDeadline: false)' },
   APP_NAME: { kind: 'string', default: 'Tenantkit', doc: 'Product name used in emails and the OpenAPI title' },
   APP_BASE_URL: { kind: 'url', default: 'http://localhost:3000', doc: 'Public base URL, used for OAuth and Stripe redirects' },
 
@@ -125,6 +126,8 @@ export interface Config {
   appName: string
   metricsToken: string | undefined
   rateLimit: { max: number; windowS: number }
+  /** Whole-request deadline in ms (0: none). */
+  requestDeadlineMs: number
   /** Host database URL; undefined means "start embedded Postgres" (development only). */
   databaseUrl: string | undefined
   databaseAdminUrl: string | undefined
@@ -317,6 +320,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     appName: s('APP_NAME'),
     metricsToken: opt(s('METRICS_TOKEN')),
     rateLimit: { max: i('RATE_LIMIT_MAX'), windowS: i('RATE_LIMIT_WINDOW_S') },
+    requestDeadlineMs: i('REQUEST_DEADLINE_MS'),
     databaseUrl,
     databaseAdminUrl: opt(s('DATABASE_ADMIN_URL')),
     tenantDatabaseUrl: opt(s('TENANT_DATABASE_URL')),
