@@ -5,12 +5,7 @@
  * ownership) need it: an unverified account may be a squatter on someone else's address.
  */
 import type { User } from '../../drizzle/host/schema.js'
-import { forbidden } from '../lib/errors.js'
-import { emailNotVerified as yourEmailNotVerified, type UsersRepository } from './users.js'
-
-/** 403 EMAIL_NOT_VERIFIED: the caller's own address (with how to verify it, users.ts), or someone else's (`who`). */
-export const emailNotVerified = (who?: string) =>
-  who ? forbidden('EMAIL_NOT_VERIFIED', `${who} email address must be verified first`) : yourEmailNotVerified()
+import { emailNotVerified, type UsersRepository } from './users.js'
 
 export const isEmailVerified = (user: Pick<User, 'emailVerifiedAt'> | undefined): boolean => !!user?.emailVerifiedAt
 

@@ -7,12 +7,17 @@ import { memberships, type User, users } from '../../drizzle/host/schema.js'
 import type { HostDb } from '../db/host.js'
 import { PG, conflict, forbidden, pgCode } from '../lib/errors.js'
 
-/** What routes answer an account whose address isn't verified yet, for what it may not do until then. */
-export const emailNotVerified = () =>
-  forbidden(
-    'EMAIL_NOT_VERIFIED',
-    'Verify your email address first: use the link we sent you (POST /auth/verify-email/request sends it again)',
-  )
+/**
+ * 403 EMAIL_NOT_VERIFIED for what an unverified account may not do yet: the caller's own address (with
+ * how to verify it), or someone else's (`who`, e.g. "The member's").
+ */
+export const emailNotVerified = (who?: string) =>
+  who
+    ? forbidden('EMAIL_NOT_VERIFIED', `${who} email address must be verified first`)
+    : forbidden(
+        'EMAIL_NOT_VERIFIED',
+        'Verify your email address first: use the link we sent you (POST /auth/verify-email/request sends it again)',
+      )
 
 export type PublicUser = Pick<User, 'id' | 'email' | 'name'> & { emailVerified: boolean; createdAt: string }
 

@@ -9,8 +9,11 @@
  */
 import { and, eq, gt, isNull, sql } from 'drizzle-orm'
 import { type Invitation, invitations, memberships, type User } from '../../drizzle/host/schema.js'
-import { emailNotVerified, isEmailVerified } from '../auth/email-verified.js'
+import type { FastifyRequest } from 'fastify'
+import { isEmailVerified } from '../auth/email-verified.js'
+import { emailNotVerified } from '../auth/users.js'
 import type { HostDb } from '../db/host.js'
+import { audit } from '../lib/audit.js'
 import { AppError, conflict, forbidden, notFound, PG, pgCode } from '../lib/errors.js'
 import { createMembersRepository } from '../members/repository.js'
 import type { Tenancy } from '../plugins/app/tenancy.js'
@@ -55,11 +58,18 @@ export interface AcceptDeps {
 }
 
 /**
- * Create the membership and tenant user for `user` and mark the invitation used. The caller has run
- * assertUsable and assertInvitee. 409 ALREADY_MEMBER when the user is already in the tenant (the
- * invitation stays open); 409 TENANT_NOT_READY while the tenant is not set up.
+ * Create the membership and tenant user for `user`, mark the invitation used and audit
+ * `invitation.accepted`, all in one host transaction. The caller has run assertUsable and
+ * assertInvitee. 409 ALREADY_MEMBER when the user is already in the tenant (the invitation stays
+ * open); 409 TENANT_NOT_READY while the tenant is not set up. `how.atSignup` marks an acceptance made
+ * by signing up through the invitation.
  */
-export async function acceptInvitation(deps: AcceptDeps, found: InvitationByToken, user: Pick<User, 'id' | 'email' | 'name'>) {
+export async function acceptInvitation(
+  deps: AcceptDeps,
+  found: InvitationByToken,
+  user: Pick<User, 'id' | 'email' | 'name'>,
+  how: { req?: FastifyRequest; atSignup?: boolean } = {},
+) {
   const { host, tenancy } = deps
   const inv = found.invitation
   const record = await tenancy.catalog.get(inv.tenantId)
@@ -98,6 +108,18 @@ export async function acceptInvitation(deps: AcceptDeps, found: InvitationByToke
           if (pgCode(err) === PG.uniqueViolation) throw conflict('ALREADY_MEMBER', 'You are already a member of this tenant')
           throw err
         }
+        await audit(
+          htx,
+          {
+            action: 'invitation.accepted',
+            actorUserId: user.id,
+            tenantId: record.id,
+            targetType: 'invitation',
+            targetId: inv.id,
+            metadata: { role: inv.role, localRole: inv.localRole, invitedBy: inv.invitedBy, ...(how.atSignup ? { atSignup: true } : {}) },
+          },
+          how.req,
+        )
       })
     }),
   )

@@ -1,4 +1,7 @@
-/** Append a row to sys_audit_logs. Requests pass themselves so ip and user agent are always filled. */
+/**
+ * Append a row to sys_audit_logs. Requests pass themselves so ip and user agent are always filled; pass a
+ * transaction as `db` to write the row with the change it records (both or neither).
+ */
 import type { FastifyRequest } from 'fastify'
 import { auditLogs } from '../../drizzle/host/schema.js'
 import type { HostDb } from '../db/host.js'
@@ -12,7 +15,7 @@ export interface AuditEntry {
   metadata?: Record<string, unknown>
 }
 
-export async function audit(db: HostDb, entry: AuditEntry, req?: FastifyRequest): Promise<void> {
+export async function audit(db: Pick<HostDb, 'insert'>, entry: AuditEntry, req?: FastifyRequest): Promise<void> {
   await db.insert(auditLogs).values({
     action: entry.action,
     actorUserId: entry.actorUserId ?? null,

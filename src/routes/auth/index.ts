@@ -89,7 +89,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           )
         throw err
       }
-      const joined = invitation && (await acceptInvitation({ host: host.db, tenancy }, invitation, user))
+      const joined = invitation && (await acceptInvitation({ host: host.db, tenancy }, invitation, user, { req, atSignup: true }))
       await req.signIn(user, joined?.tenant.id ?? tenant.id)
       // A signup through an invitation proved the address already.
       if (!joined) await sendVerificationEmail({ userTokens, tasks: services.tasks, appBaseUrl: services.config.appBaseUrl }, user)
@@ -103,20 +103,6 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         },
         req,
       )
-      if (joined) {
-        await audit(
-          host.db,
-          {
-            action: 'invitation.accepted',
-            actorUserId: user.id,
-            tenantId: joined.tenant.id,
-            targetType: 'invitation',
-            targetId: invitation!.invitation.id,
-            metadata: { role: joined.role, localRole: joined.localRole, invitedBy: invitation!.invitation.invitedBy, atSignup: true },
-          },
-          req,
-        )
-      }
       return reply.code(201).send({ user: toPublicUser(user), tenant, ...(joined ? { invitation: joined } : {}) })
     },
   )

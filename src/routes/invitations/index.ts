@@ -12,7 +12,6 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { acceptInvitation, assertInvitee, assertUsable } from '../../invitations/accept.js'
 import { createInvitationsRepository } from '../../invitations/repository.js'
 import { AcceptedInvitation, PublicInvitation, TokenParams } from '../../invitations/schemas.js'
-import { audit } from '../../lib/audit.js'
 import { unauthorized } from '../../lib/errors.js'
 import { errorResponses } from '../../lib/schemas.js'
 
@@ -69,20 +68,8 @@ const publicInvitationRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       const user = await users.findById(req.user!.id)
       if (!user) throw unauthorized()
       assertInvitee(found.invitation, user)
-      const joined = await acceptInvitation({ host: host.db, tenancy }, found, user)
+      const joined = await acceptInvitation({ host: host.db, tenancy }, found, user, { req })
       req.session.activeTenantId = joined.tenant.id
-      await audit(
-        host.db,
-        {
-          action: 'invitation.accepted',
-          actorUserId: user.id,
-          tenantId: joined.tenant.id,
-          targetType: 'invitation',
-          targetId: found.invitation.id,
-          metadata: { role: joined.role, localRole: joined.localRole, invitedBy: found.invitation.invitedBy },
-        },
-        req,
-      )
       return joined
     },
   )
