@@ -39,6 +39,14 @@ export interface VerifyEmail {
   expiresIn: string
 }
 
+/** After an email change: the notice to the old address (so a hijacked account doesn't move silently). */
+export interface EmailChangedEmail {
+  /** The old address. */
+  to: string
+  userName: string
+  newEmail: string
+}
+
 export interface EmailChangeEmail {
   /** The new address (where the confirmation goes). */
   to: string
@@ -125,6 +133,12 @@ export const emailChangeEmail = (a: EmailChangeEmail): EmailMessage => ({
   to: a.to,
   template: 'email_change',
   variables: { user_name: a.userName, old_email: a.oldEmail, confirm_url: a.confirmUrl, expires_in: a.expiresIn },
+})
+
+export const emailChangedEmail = (a: EmailChangedEmail): EmailMessage => ({
+  to: a.to,
+  template: 'email_changed',
+  variables: { user_name: a.userName, new_email: a.newEmail },
 })
 
 export const memberRemovedEmail = (a: MemberRemovedEmail): EmailMessage => ({

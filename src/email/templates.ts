@@ -21,6 +21,7 @@ export const BUILT_IN_TEMPLATES = [
   'password_reset',
   'verify_email',
   'email_change',
+  'email_changed',
   'member_removed',
   'payment_failed',
 ] as const

@@ -10,12 +10,13 @@ import { createUsersRepository } from '../auth/users.js'
 import { createUserTokens, TOKEN_TTL } from '../auth/user-tokens.js'
 import type { Config } from '../config.js'
 import type { HostDatabase } from '../db/host.js'
+import { sealVariables } from '../email/sealed.js'
 import { passwordResetEmail } from '../email/senders.js'
 import { derivedJobId, type JobContext, systemJob } from './registry.js'
 
 export interface AccountJobDeps {
   host: HostDatabase
-  config: Pick<Config, 'appBaseUrl'>
+  config: Pick<Config, 'appBaseUrl' | 'encryptionKeys'>
 }
 
 export const PasswordResetRequestPayload = Type.Object(
@@ -39,7 +40,8 @@ export const passwordResetRequest = systemJob({
       resetUrl: passwordResetUrl(config.appBaseUrl, token),
       expiresIn: TOKEN_TTL.password_reset.words,
     })
-    await ctx.submit('email.send', message, { id: derivedJobId(ctx.jobId, 'email') })
+    // The link is the token: sealed, so the email job's record and Redis never hold it in clear.
+    await ctx.submit('email.send', sealVariables(message, ['reset_url'], config.encryptionKeys), { id: derivedJobId(ctx.jobId, 'email') })
     return { sent: true }
   },
 })

@@ -77,6 +77,12 @@ async function verified(label: string) {
   expect(res.statusCode, res.body).toBe(200)
   return u
 }
+/** The link is the token: the email job's record must never hold it in clear (src/email/sealed.ts). */
+async function expectNotInJobRecords(token: string) {
+  const payloads = await app.host.sql`select payload from sys_jobs where job_type = 'email.send'`
+  expect(payloads.length).toBeGreaterThan(0)
+  expect(JSON.stringify(payloads)).not.toContain(token)
+}
 const createKey = (c: Client) => c.post('/api/api-keys', { name: 'k', role: 'viewer' })
 const useKey = (secret: string) => app.inject({ url: '/api/projects', headers: { authorization: `Bearer ${secret}` } })
 
@@ -91,6 +97,7 @@ describe('email verification', () => {
 
     const mail = await mailTo(email, 'Confirm your email')
     expect(mail.text).toContain(`${BASE}/verify-email?token=`)
+    await expectNotInJobRecords(tokenIn(mail))
     const confirmed = await c.post('/auth/verify-email/confirm', { token: tokenIn(mail) })
     expect(confirmed.statusCode, confirmed.body).toBe(200)
     expect(confirmed.json().user).toMatchObject({ email, emailVerified: true })
@@ -204,6 +211,7 @@ describe('password reset', () => {
     expect(mail.text).toContain('30 minutes')
     expect(mail.text).toContain(`${BASE}/reset-password?token=`)
     const token = tokenIn(mail)
+    await expectNotInJobRecords(token)
     const anon = createClient(app)
     // A refused password leaves the token usable.
     expect((await anon.post('/auth/password-reset/confirm', { token, password: 'short' })).json()).toMatchObject({ statusCode: 400 })
@@ -305,6 +313,7 @@ describe('account self-service', () => {
     const mail = await mailTo(newEmail, 'Confirm your new email')
     expect(mail.text).toContain(email)
     const token = tokenIn(mail)
+    await expectNotInJobRecords(token)
     expect((await userRow(email))!.id).toBe(id) // nothing changed yet
 
     // Someone else's session can't use it, and doesn't burn it.
@@ -315,6 +324,9 @@ describe('account self-service', () => {
     expect(done.json().user).toMatchObject({ email: newEmail, emailVerified: true })
     expect((await createClient(app).login(newEmail)).statusCode).toBe(200)
     expect((await createClient(app).login(email)).statusCode).toBe(401)
+    // The old address is told where the account went.
+    const notice = await mailTo(email, 'now uses another email address')
+    expect(notice.text).toContain(newEmail)
     expect((await c.post('/me/email/confirm', { token })).json()).toMatchObject({ statusCode: 409, code: 'TOKEN_USED' })
     expect((await c.post('/me/email/confirm', { token: 'garbage' })).json()).toMatchObject({ statusCode: 400, code: 'TOKEN_MALFORMED' })
   })

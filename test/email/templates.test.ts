@@ -100,6 +100,7 @@ describe('built-in templates', () => {
     password_reset: ['app_name', 'user_name', 'reset_url', 'expires_in', 'to_email'],
     verify_email: ['app_name', 'user_name', 'to_email', 'verify_url', 'expires_in'],
     email_change: ['app_name', 'user_name', 'old_email', 'to_email', 'confirm_url', 'expires_in'],
+    email_changed: ['app_name', 'user_name', 'to_email', 'new_email'],
     member_removed: ['app_name', 'member_email', 'tenant_name', 'reason', 'to_email'],
     payment_failed: ['app_name', 'tenant_name', 'payment_summary', 'billing_url', 'grace_notice', 'to_email'],
   }

@@ -92,7 +92,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       const joined = invitation && (await acceptInvitation({ host: host.db, tenancy }, invitation, user, { req, atSignup: true }))
       await req.signIn(user, joined?.tenant.id ?? tenant.id)
       // A signup through an invitation proved the address already.
-      if (!joined) await sendVerificationEmail({ userTokens, tasks: services.tasks, appBaseUrl: services.config.appBaseUrl }, user)
+      if (!joined) await sendVerificationEmail({ userTokens, tasks: services.tasks, config: services.config }, user)
       await audit(
         host.db,
         {

@@ -43,7 +43,7 @@ const verifyEmailRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       const user = await users.findById(req.user!.id)
       if (!user) throw conflict('USER_GONE', 'This account no longer exists')
       if (user.emailVerifiedAt) throw conflict('EMAIL_ALREADY_VERIFIED', 'This email address is already verified')
-      await sendVerificationEmail({ userTokens, tasks: services.tasks, appBaseUrl: services.config.appBaseUrl }, user)
+      await sendVerificationEmail({ userTokens, tasks: services.tasks, config: services.config }, user)
       await audit(host.db, { action: 'auth.verify_email_requested', actorUserId: user.id }, req)
       return reply.code(202).send({ status: 'sent', message: `We sent a new link to ${user.email}` })
     },

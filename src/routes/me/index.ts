@@ -8,7 +8,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { and, desc, eq, isNull, or, sql } from 'drizzle-orm'
 import { Type } from 'typebox'
 import { apiKeys, auditLogs, memberships, tenants, userTokens, users as usersTable } from '../../../drizzle/host/schema.js'
-import { sendEmailChangeEmail } from '../../auth/account-emails.js'
+import { sendEmailChangedNotice, sendEmailChangeEmail } from '../../auth/account-emails.js'
 import { assertPasswordPolicy, hashPassword, verifyPassword } from '../../auth/password.js'
 import { Email, MembershipSchema, Password, UserSchema } from '../../auth/schemas.js'
 import { toPublicUser } from '../../auth/users.js'
@@ -174,7 +174,7 @@ const meRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       const newEmail = req.body.newEmail.trim()
       if (newEmail.toLowerCase() === user.email.toLowerCase())
         throw badRequest('EMAIL_UNCHANGED', 'This is already the address of your account')
-      await sendEmailChangeEmail({ userTokens: tokens, tasks: services.tasks, appBaseUrl: services.config.appBaseUrl }, user, newEmail)
+      await sendEmailChangeEmail({ userTokens: tokens, tasks: services.tasks, config: services.config }, user, newEmail)
       await audit(
         host.db,
         { action: 'user.email_change_requested', actorUserId: user.id, targetType: 'user', targetId: user.id, metadata: { newEmail } },
@@ -225,6 +225,10 @@ const meRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         host.db,
         { action: 'user.email_changed', actorUserId: me, targetType: 'user', targetId: me, metadata: { from: previous, to: user.email } },
         req,
+      )
+      // The change is made: a queue that is down delays nothing the user asked for, so the notice is best effort.
+      await sendEmailChangedNotice({ tasks: services.tasks }, user, previous).catch((err) =>
+        req.log.warn({ err }, 'email change notice to the old address not queued'),
       )
       return { user: req.user }
     },
