@@ -47,6 +47,16 @@ export interface EmailChangedEmail {
   newEmail: string
 }
 
+/** To an admin offered ownership: the offer waits for them at `offerUrl`. */
+export interface OwnershipOfferEmail {
+  to: string
+  userName: string
+  offererName: string
+  tenantName: string
+  offerUrl: string
+  expiresIn: string
+}
+
 export interface EmailChangeEmail {
   /** The new address (where the confirmation goes). */
   to: string
@@ -139,6 +149,18 @@ export const emailChangedEmail = (a: EmailChangedEmail): EmailMessage => ({
   to: a.to,
   template: 'email_changed',
   variables: { user_name: a.userName, new_email: a.newEmail },
+})
+
+export const ownershipOfferEmail = (a: OwnershipOfferEmail): EmailMessage => ({
+  to: a.to,
+  template: 'ownership_offer',
+  variables: {
+    user_name: a.userName,
+    offerer_name: a.offererName,
+    tenant_name: a.tenantName,
+    offer_url: a.offerUrl,
+    expires_in: a.expiresIn,
+  },
 })
 
 export const memberRemovedEmail = (a: MemberRemovedEmail): EmailMessage => ({

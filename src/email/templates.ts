@@ -23,6 +23,7 @@ export const BUILT_IN_TEMPLATES = [
   'email_change',
   'email_changed',
   'member_removed',
+  'ownership_offer',
   'payment_failed',
 ] as const
 export type BuiltInTemplate = (typeof BUILT_IN_TEMPLATES)[number]

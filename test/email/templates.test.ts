@@ -101,6 +101,7 @@ describe('built-in templates', () => {
     verify_email: ['app_name', 'user_name', 'to_email', 'verify_url', 'expires_in'],
     email_change: ['app_name', 'user_name', 'old_email', 'to_email', 'confirm_url', 'expires_in'],
     email_changed: ['app_name', 'user_name', 'to_email', 'new_email'],
+    ownership_offer: ['app_name', 'user_name', 'offerer_name', 'tenant_name', 'offer_url', 'expires_in', 'to_email'],
     member_removed: ['app_name', 'member_email', 'tenant_name', 'reason', 'to_email'],
     payment_failed: ['app_name', 'tenant_name', 'payment_summary', 'billing_url', 'grace_notice', 'to_email'],
   }

@@ -253,6 +253,15 @@ describe('owners', () => {
     expectError(await t.api(t.owner).patch(`/members/${t.admin.id}`, { role: 'owner' }), 403, 'OWNERSHIP_NEEDS_ACCEPTANCE')
 
     await t.makeOwner(t.admin)
+    // The admin was told by email (the email.send job; its record is written in batches, so poll).
+    const offerMails = () =>
+      app.host
+        .sql`select payload from sys_jobs where job_type = 'email.send' and payload->>'template' = 'ownership_offer' and payload->>'to' = ${t.admin.email}`
+    await expect.poll(async () => (await offerMails()).length, { timeout: 10_000 }).toBe(1)
+    expect((await offerMails())[0]!.payload.variables).toMatchObject({
+      tenant_name: t.tenant.name,
+      offer_url: expect.stringContaining('/ownership-offers/'),
+    })
     expect((await a.get('/tenant')).json()).toMatchObject({ membershipRole: 'owner' })
     expect((await t.api(t.owner).patch(`/members/${t.owner.id}`, { role: 'admin' })).json()).toMatchObject({ role: 'admin' })
     // Now the promoted admin is the last owner.

@@ -22,7 +22,8 @@ import { InvitationSchema, OwnershipOfferSchema } from '../../../invitations/sch
 import { audit } from '../../../lib/audit.js'
 import { conflict, forbidden, notFound } from '../../../lib/errors.js'
 import { errorResponses } from '../../../lib/schemas.js'
-import { createOwnershipOffers, toOfferView } from '../../../members/ownership-offers.js'
+import { createOwnershipOffers, OFFER_TTL_DAYS, toOfferView } from '../../../members/ownership-offers.js'
+import { ownershipOfferEmail } from '../../../email/senders.js'
 import { createMembersRepository, type MemberView } from '../../../members/repository.js'
 import {
   AddMemberBody,
@@ -230,7 +231,7 @@ const memberRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { co
     async (req, reply) => {
       const { userId } = req.params
       if (req.membership!.role !== 'owner') throw ownersOnly()
-      await requireVerifiedUser(users, req.user!.id)
+      const me = await requireVerifiedUser(users, req.user!.id)
       const target = await repo(req).find(userId)
       if (target?.status !== 'active') throw memberNotFound()
       if (target.role === 'owner') throw conflict('ALREADY_OWNER', 'This member is already an owner')
@@ -238,8 +239,18 @@ const memberRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { co
         throw conflict('OFFER_NEEDS_ADMIN', 'Ownership is offered to admins only: make the member an admin first')
       const targetUser = await users.findById(userId)
       if (!targetUser?.emailVerifiedAt) throw emailNotVerified("The member's")
-      const offer = await createOwnershipOffers(host.db, req.tenant!.id).create(userId, req.user!.id)
+      const offer = await createOwnershipOffers(host.db, req.tenant!.id).create(userId, me.id)
       await record(req, 'ownership.offered', userId, { offerId: offer.id })
+      // The offer is open either way (GET /api/ownership-offers lists it), so a queue that is down only delays the news.
+      const mail = ownershipOfferEmail({
+        to: targetUser.email,
+        userName: targetUser.name ?? targetUser.email.split('@')[0]!,
+        offererName: me.name ?? me.email,
+        tenantName: req.tenant!.name,
+        offerUrl: `${config.appBaseUrl}/ownership-offers/${offer.id}`,
+        expiresIn: `${OFFER_TTL_DAYS} days`,
+      })
+      await fastify.services.tasks.submit('email.send', mail).catch((err) => req.log.warn({ err }, 'ownership offer email not queued'))
       return reply.code(201).send(toOfferView(offer))
     },
   )
