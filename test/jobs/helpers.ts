@@ -6,10 +6,12 @@ import { randomBytes } from 'node:crypto'
 import { pino } from 'pino'
 import { expect } from 'vitest'
 import type { JobView, TaskManager } from '../../src/jobs/task-manager.js'
+import type { Queues } from '../../src/jobs/queues.js'
 import type { JobRegistry } from '../../src/jobs/registry.js'
 import { createServices, type Services } from '../../src/services.js'
 import type { TenantRecord } from '../../src/tenancy/types.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 export const silent = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
 
@@ -41,16 +43,21 @@ export async function createJobsWorld(extra: Record<string, string> = {}): Promi
   }
 }
 
+/** Simulated work inside a job (a duration the test chooses); never a way to wait for something. */
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-export async function until<T>(check: () => Promise<T | undefined | false>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value) return value
-    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`)
-    await sleep(25)
+/** waitFor (test/helpers/wait-for.ts) in this folder's older shape: check, timeout, what. */
+export function until<T>(check: () => Promise<T | undefined | false>, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+  return waitFor(check, { timeout: timeoutMs, message: what }) as Promise<T>
+}
+
+/** True when neither queue has a job left to run (waiting, active, delayed or retrying): whatever was queued has finished. */
+export async function queuesIdle(queues: Queues): Promise<boolean> {
+  for (const queue of [queues.system, queues.tenant]) {
+    const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children')
+    if (Object.values(counts).some((n) => n > 0)) return false
   }
+  return true
 }
 
 /** Wait until the job's record is completed or failed AND BullMQ agrees; returns the view. */

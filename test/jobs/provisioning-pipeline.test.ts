@@ -12,7 +12,7 @@ import { LIFECYCLE, welcomeEmailJobId } from '../../src/tenancy/lifecycle.js'
 import { createProvisioner, type Provisioner } from '../../src/tenancy/provisioning.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
-import { createJobsWorld, type JobsWorld, settled, silent, sleep, until } from './helpers.js'
+import { createJobsWorld, type JobsWorld, queuesIdle, settled, silent, until } from './helpers.js'
 
 let world: JobsWorld
 let runtime: WorkerRuntime
@@ -101,7 +101,8 @@ it('a sendWelcomeEmail step retried after a crash still sends one email, and the
   )
   expect(step).toMatchObject({ status: 'completed', retryCount: 1 })
   await until(async () => smtp.messages.some((m) => m.envelope.to.includes('grace@queued.example')), 10_000, 'the welcome email')
-  await sleep(300) // a duplicate would be a second job, sent by now
+  // A duplicate would be a second job: once the queues are idle, it would have been sent.
+  await until(() => queuesIdle(runtime.tasks.queues), 15_000, 'the queues to be idle')
   expect(smtp.messages.filter((m) => m.envelope.to.includes('grace@queued.example'))).toHaveLength(1)
 })
 
@@ -148,7 +149,7 @@ it('a step job re-run on an active tenant completes as already done, and submits
     expect(view, job.name).toMatchObject({ status: 'completed', retryCount: 0, result: { outcome: 'already_done', status: 'active' } })
   }
   expect(await world.services.provisioner.writes.get(tenantId)).toEqual(before)
-  await sleep(300) // a chained step would be queued by now
+  await until(() => queuesIdle(runtime.tasks.queues), 15_000, 'the queues to be idle') // a chained step would have run by then
   const migrateJobs = (await runtime.tasks.listJobs({ type: 'tenant.provision.migrate' })).filter((r) => r.tenantId === tenantId)
   expect(migrateJobs).toHaveLength(1) // the original pipeline's only
 })

@@ -16,7 +16,7 @@ import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient } from '../helpers/client.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
-import { sleep, until } from './helpers.js'
+import { queuesIdle, until } from './helpers.js'
 
 let env: TestEnv
 let app: FastifyInstance
@@ -74,7 +74,8 @@ describe('signup in queue mode', () => {
     // Signup also mails the address-verification link: count the welcome emails.
     const welcomes = () => mailTo('queued.ada@example.com').filter((m) => m.subject?.startsWith('Welcome'))
     await until(async () => welcomes().length > 0, 10_000, 'the welcome email')
-    await sleep(300) // a second email would be a second job, sent by now
+    // A second email would be a second job: once the queues are idle, it would have been sent.
+    await until(() => queuesIdle(app.services.tasks.queues), 15_000, 'the queues to be idle')
     const mails = welcomes()
     expect(mails).toHaveLength(1)
     expect(mails[0]!.subject).toContain('Ada')

@@ -8,7 +8,7 @@ import { derivedJobId, type JobContext, pipeline, systemJob, tenantJob } from '.
 import { createTaskManager, type JobWorkers, type TaskManager } from '../../src/jobs/task-manager.js'
 import type { TenantRecord } from '../../src/tenancy/types.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
-import { createJobsWorld, expectAppError, type JobsWorld, settled, silent, until } from './helpers.js'
+import { createJobsWorld, expectAppError, type JobsWorld, queuesIdle, settled, silent, until } from './helpers.js'
 
 /** Attempts seen per job id (the workers run in this process). */
 const attempts = new Map<string, number>()
@@ -222,7 +222,8 @@ describe('idempotent submit and pipelines', () => {
     await tasks.submit('test.flaky', { failTimes: 0 }, { id })
     await settled(tasks, id, 'system')
     await tasks.submit('test.flaky', { failTimes: 0 }, { id })
-    await new Promise((r) => setTimeout(r, 200))
+    // A duplicate would be queued and run: once the queues are idle, anything submitted has run.
+    await until(() => queuesIdle(tasks.queues), 15_000, 'the queues to be idle')
     expect(attempts.get(id)).toBe(1)
     expect(await tasks.getJob(id, 'system')).toMatchObject({ status: 'completed', retryCount: 0 })
   })

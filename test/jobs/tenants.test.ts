@@ -63,6 +63,11 @@ const registry = {
 }
 
 let world: JobsWorld
+/** Redis server time in ms: the clock tenant-slot leases are scored by. */
+const redisNowMs = async (redis: Redis) => {
+  const [s, us] = await redis.time()
+  return Number(s) * 1000 + Math.floor(Number(us) / 1000)
+}
 let tasks: TaskManager<typeof registry>
 let a: TenantRecord
 let b: TenantRecord
@@ -157,7 +162,9 @@ describe('tenant slots', () => {
       const held = await live.tryAcquire(b.id, 'job-3')
       expect(held).toBeDefined()
       expect(await dying.holders(b.id).catch(() => 'closed')).toBe('closed')
-      await sleep(700) // well past one lease: renewals keep it
+      // Wait on Redis' clock (the one leases are scored by) until the first lease would have lapsed: renewals keep it.
+      const firstExpiry = Number(await other.zscore(`${prefix}:tenant-slots:${b.id}`, 'job-3'))
+      await until(async () => (await redisNowMs(other)) > firstExpiry + 100, 15_000, 'the first lease to be past')
       expect(await live.holders(b.id)).toEqual(['job-3'])
       await held!.release()
 
@@ -207,11 +214,10 @@ describe('tenant slots', () => {
     try {
       const slots = createTenantSlots(client, { prefix, cap: 1, leaseMs: 300 })
       // Write a lease the way a dead worker leaves it: held, never renewed again.
-      const t = await client.time()
-      const now = Number(t[0]) * 1000 + Math.floor(Number(t[1]) / 1000)
-      await client.zadd(`${prefix}:tenant-slots:${a.id}`, now + 300, 'dead-job')
+      const expiry = (await redisNowMs(client)) + 300
+      await client.zadd(`${prefix}:tenant-slots:${a.id}`, expiry, 'dead-job')
       expect(await slots.tryAcquire(a.id, 'new-job')).toBeUndefined()
-      await sleep(400)
+      await until(async () => (await redisNowMs(client)) > expiry, 15_000, "Redis' clock to pass the lease")
       const slot = await slots.tryAcquire(a.id, 'new-job')
       expect(slot).toBeDefined()
       await slot!.release()
