@@ -9,6 +9,7 @@ import { DecryptionError, encrypt } from '../../src/lib/crypto.js'
 import { type CatalogDeps, type CatalogHandle, catalogChannel, createCatalog } from '../../src/tenancy/catalog.js'
 import { APP_URL, REDIS_URL } from '../helpers/env.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 let env: TestEnv
 let host: HostDatabase
@@ -70,14 +71,6 @@ function catalog(overrides: Partial<CatalogDeps> = {}, label = 'a'): CatalogHand
   return c
 }
 
-async function until(check: () => Promise<boolean> | boolean, timeoutMs = 3_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
-
 describe('catalog', () => {
   it('finds a tenant by id or slug with its URLs decrypted, and caches both keys', async () => {
     const row = await insertTenant({ pooler: true, maxConnections: 3 })
@@ -117,11 +110,13 @@ describe('catalog', () => {
   it('expires entries after ttlS', async () => {
     const row = await insertTenant()
     const c = catalog({ ttlS: 1 })
+    const cachedAt = Date.now()
     await c.get(row.slug)
     await c.get(row.slug)
     expect(queries).toHaveLength(1)
-    await new Promise((r) => setTimeout(r, 1_100))
-    await c.get(row.slug)
+    // Poll for the expiry (reads before it are hits and query nothing), then check it came no sooner than the TTL.
+    await waitFor(async () => (await c.get(row.slug)) && queries.length === 2, { message: 'the cached entry to expire' })
+    expect(Date.now() - cachedAt).toBeGreaterThanOrEqual(1_000)
     expect(queries).toHaveLength(2)
   })
 
@@ -160,7 +155,7 @@ describe('catalog', () => {
 
     await a.invalidate(row.id)
     expect((await a.get(row.id))?.name).toBe('Renamed')
-    await until(() => b.stats().remoteInvalidations === 1)
+    await waitFor(() => b.stats().remoteInvalidations === 1, { message: 'the invalidation to reach the other catalog' })
     expect((await b.get(row.id))?.name).toBe('Renamed')
     expect((await b.get(row.slug))?.name).toBe('Renamed')
     expect(queries.filter((q) => q.startsWith('b:'))).toEqual([`b:slug:${row.slug}`, `b:id:${row.id}`])

@@ -10,6 +10,7 @@ import { createServices, type Services } from '../../src/services.js'
 import { buildApp } from '../helpers/build-app.js'
 import { createClient } from '../helpers/client.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 let env: TestEnv
 let app: FastifyInstance
@@ -27,13 +28,7 @@ afterAll(async () => {
   await env?.cleanup()
 })
 
-const until = async (check: () => boolean | Promise<boolean>, ms = 3000) => {
-  const end = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('condition not reached')
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
+const until = (check: () => boolean | Promise<boolean>) => waitFor(check, { message: 'the change to reach this process' })
 
 describe('catalog changes made by another process', () => {
   it('suspend elsewhere → this app refuses the tenant and closes its pool; resume → serves again', async () => {

@@ -7,6 +7,7 @@ import { createPoolManager, type PoolManagerDeps, type PoolTarget } from '../../
 import type { PoolManager } from '../../src/tenancy/types.js'
 import { ADMIN_URL, APP_ROLE, APP_URL } from '../helpers/env.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 const TENANTS = 12
 let env: TestEnv
@@ -58,13 +59,7 @@ async function serverConnections(): Promise<Map<string, number>> {
 const totalConnections = async () => [...(await serverConnections()).values()].reduce((a, b) => a + b, 0)
 const connectionsTo = async (i: number) => (await serverConnections()).get(t(i).dbName) ?? 0
 
-async function until(check: () => Promise<boolean> | boolean, timeoutMs = 3_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
+const until = (check: () => Promise<boolean> | boolean, message?: string) => waitFor(check, { message })
 
 const currentDb = (m: PoolManager, tenant: PoolTarget) =>
   m.withTenant(tenant, async (db) => (await db.execute<{ db: string }>(sql`select current_database() as db`))[0]!.db)
@@ -130,10 +125,16 @@ describe('pool manager', () => {
     const lease = await m.acquire(t(1)) // a held lease is never idle
     await lease.db.execute(sql`select 1`)
     expect(await totalConnections()).toBe(2)
-    await until(async () => (await connectionsTo(0)) === 0, 4_000)
-    // The server drops the connection a moment before postgres.js' end() resolves and the slots come back.
-    await until(() => m.stats().openPools === 1, 2_000)
-    expect(m.stats()).toMatchObject({ openPools: 1, reservedConnections: 2 })
+    await until(async () => (await connectionsTo(0)) === 0, "Postgres to drop the idle pool's connection")
+    // The server drops the connection a moment before postgres.js' end() resolves and the slots come back:
+    // poll the manager's own bookkeeping too.
+    await waitFor(
+      () => {
+        expect(m.stats()).toMatchObject({ openPools: 1, reservedConnections: 2 })
+        return true
+      },
+      { message: 'the pool manager to count the idle pool closed' },
+    )
     expect(await connectionsTo(1)).toBe(1)
     lease.release()
   })
@@ -182,7 +183,7 @@ describe('pool manager', () => {
     expect(m.stats().starved).toBe(false)
     await expect(m.acquire(t(1))).rejects.toMatchObject({ code: 'POOL_EXHAUSTED' })
     expect(m.stats().starved).toBe(true)
-    await until(() => !m.stats().starved, 2_000) // no timeout for a while: no longer starved
+    await until(() => !m.stats().starved) // no timeout for a while: no longer starved
     await expect(m.acquire(t(1))).rejects.toMatchObject({ code: 'POOL_EXHAUSTED' })
     expect(m.stats().starved).toBe(true)
     held.release()
@@ -196,8 +197,7 @@ describe('pool manager', () => {
     const order: number[] = []
     const second = m.withTenant(t(1), async () => order.push(1))
     const third = m.withTenant(t(2), async () => order.push(2))
-    await new Promise((r) => setTimeout(r, 100))
-    expect(m.stats().waiters).toBe(2)
+    await until(() => m.stats().waiters === 2, 'both callers to be waiting')
     expect(order).toEqual([])
     held.release()
     await Promise.all([second, third])
@@ -217,12 +217,13 @@ describe('pool manager', () => {
     const eviction = m.evict(t(3).id).then(() => {
       evicted = true
     })
+    // Something that must NOT happen while b is held: watch for a while (a busy machine can only make this pass more easily).
     await new Promise((r) => setTimeout(r, 200))
     expect(evicted).toBe(false)
     expect(await connectionsTo(3)).toBe(2)
     b.release()
     await eviction
-    await until(async () => (await connectionsTo(3)) === 0, 1_000)
+    await until(async () => (await connectionsTo(3)) === 0)
     expect(m.stats()).toMatchObject({ openPools: 0, reservedConnections: 0 })
     await m.evict(t(3).id) // nothing open: returns at once
   })
