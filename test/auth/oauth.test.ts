@@ -13,6 +13,7 @@ import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { type MockOidc, startMockOidc } from '../helpers/oidc.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 const BASE = 'http://localhost:3000'
 const CLIENT_ID = 'tenantkit-test-client'
@@ -311,11 +312,12 @@ describe('pre-account takeover: what the squatter obtained with the password sto
     app.inject({ method: 'GET', url: '/api/projects', headers: { authorization: `Bearer ${secret}` } })
   /** Pub/sub reaches other processes asynchronously: poll (well under the 30 s windows that would also end it). */
   const eventually = async (probe: () => Promise<number>, want: number) => {
-    let status = await probe()
-    for (let i = 0; i < 100 && status !== want; i++) {
-      await new Promise((r) => setTimeout(r, 20))
+    let status = 0
+    // On timeout the caller's expect reports the last status seen.
+    await waitFor(async () => {
       status = await probe()
-    }
+      return status === want
+    }).catch(() => {})
     return status
   }
 

@@ -11,6 +11,7 @@ import type { Config } from '../../src/config.js'
 import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 let env: TestEnv
 let passwordHash: string
@@ -45,17 +46,23 @@ async function loggedIn(app: FastifyInstance, headers?: Record<string, string>) 
 const sessionKey = (config: Config, c: Client) => `${config.redisPrefix}:sess:${decodeURIComponent(c.cookies.sid!).split('.')[0]}`
 
 describe.concurrent('expiry', () => {
-  it('sliding: activity keeps a 2 s session alive past 3 s; 3 s idle ends it', async () => {
+  it('sliding: activity keeps a 2 s session alive past 3 s; idle, it ends', async () => {
     const app = await appWith({ SESSION_MAX_AGE_S: '2' })
     const { c } = await loggedIn(app)
     const started = Date.now()
-    while (Date.now() - started < 4000) {
-      await sleep(1000)
+    let lastRequestAt = started
+    // A request every half second: 1.5 s to spare before the 2 s idle limit, even on a loaded machine.
+    while (Date.now() - started < 3500) {
+      await sleep(500)
+      lastRequestAt = Date.now()
       const res = await c.get('/me')
       expect(res.statusCode, `after ${Date.now() - started} ms`).toBe(200)
     }
     expect(Date.now() - started).toBeGreaterThan(3000)
-    await sleep(3000)
+    // Idle: watch the store (a request would itself be activity) until the session's TTL has run out, then ask.
+    const key = sessionKey(env.config, c)
+    await waitFor(async () => (await app.redis.exists(key)) === 0, { message: 'the idle session to expire in Redis' })
+    expect(Date.now() - lastRequestAt).toBeGreaterThanOrEqual(1_900) // not before its idle time (2 s after the last save)
     const res = await c.get('/me')
     expect(res.statusCode).toBe(401)
     expect(res.json()).toMatchObject({ code: 'UNAUTHENTICATED' })
@@ -66,10 +73,11 @@ describe.concurrent('expiry', () => {
     const { c } = await loggedIn(app)
     const started = Date.now()
     for (let i = 0; i < 2; i++) {
-      await sleep(1000)
+      await sleep(700) // activity, well inside the 3 s (the point is that it doesn't extend the session)
       expect((await c.get('/me')).statusCode).toBe(200)
     }
-    await sleep(3300 - (Date.now() - started))
+    // A clock condition, not a wait for work: the session was created before `started`, so it is over 3 s old after this.
+    await sleep(Math.max(0, 3300 - (Date.now() - started)))
     const expired = await c.get('/me')
     expect(expired.statusCode).toBe(401)
     expect(expired.json()).toEqual({ statusCode: 401, error: 'Unauthorized', message: expect.any(String), code: 'SESSION_EXPIRED' })
