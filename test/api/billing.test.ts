@@ -21,6 +21,7 @@ import { type FakeStripe, startFakeStripe, type StripeObject } from '../helpers/
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
 import { joinTenant } from '../helpers/members.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 const PRO_M = 'price_1QkT0aJx4nB2cD3eAppProM'
 const PRO_Y = 'price_1QkT0bJx4nB2cD3eAppProY'
@@ -145,15 +146,9 @@ async function subscribe(o: Owner, planId = 'pro'): Promise<{ sessionId: string;
   return { sessionId: res.json().id, subscription: subscription! }
 }
 
-/** Poll until `check` returns something truthy (work done by the worker); fails after ~15 s, never on timing alone. */
-async function eventually<T>(what: string, check: () => Promise<T | undefined | null | false>): Promise<T> {
-  for (let i = 0; i < 300; i++) {
-    const v = await check()
-    if (v) return v
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
+/** Poll until `check` returns something truthy (work done by the worker). */
+const eventually = <T>(what: string, check: () => Promise<T | undefined | null | false>): Promise<T> =>
+  waitFor(check, { message: what, interval: 50 }) as Promise<T>
 
 const tenantStatus = async (tenantId: string) =>
   (await app.host.sql<{ status: string }[]>`select status from core_tenants where id = ${tenantId}`)[0]?.status

@@ -8,6 +8,7 @@ import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient } from '../helpers/client.js'
 import { joinTenant } from '../helpers/members.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 let env: TestEnv
 let app: FastifyInstance
@@ -32,14 +33,14 @@ afterAll(async () => {
   await env?.cleanup()
 })
 
-const settled = async (c: Client, id: string) => {
-  for (let i = 0; i < 100; i++) {
-    const job = (await c.get(`/api/jobs/${id}`)).json()
-    if (job.status === 'completed' || job.status === 'failed') return job
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error('job did not settle')
-}
+const settled = (c: Client, id: string) =>
+  waitFor(
+    async () => {
+      const job = (await c.get(`/api/jobs/${id}`)).json()
+      return job.status === 'completed' || job.status === 'failed' ? job : undefined
+    },
+    { message: `job ${id} to settle`, interval: 50 },
+  )
 
 describe('/api/jobs', () => {
   it('lists and reads the resolved tenant’s jobs, with their result and queue state', async () => {

@@ -24,6 +24,7 @@ import { outboxJobId } from '../../src/jobs/outbox.js'
 import { createServices, type Services } from '../../src/services.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 import { insertTenant, insertUser } from './helpers.js'
 
 let env: TestEnv
@@ -203,14 +204,15 @@ describe('suspending and resuming for billing', () => {
   })
 })
 
-async function settled(id: string) {
-  for (let i = 0; i < 200; i++) {
-    const [job] = await services.host.sql<{ status: string; result: Record<string, unknown> | null }[]>`
-      select status, result from sys_jobs where id = ${id}`
-    if (job && (job.status === 'completed' || job.status === 'failed')) return job
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`job ${id} did not settle`)
+function settled(id: string) {
+  return waitFor(
+    async () => {
+      const [job] = await services.host.sql<{ status: string; result: Record<string, unknown> | null }[]>`
+        select status, result from sys_jobs where id = ${id}`
+      return job && (job.status === 'completed' || job.status === 'failed') ? job : undefined
+    },
+    { message: `job ${id} to settle`, interval: 50 },
+  )
 }
 
 describe('with BILLING_SUSPEND_AFTER_GRACE=false', () => {

@@ -12,6 +12,7 @@ import { createStripe } from '../../src/billing/stripe.js'
 import { ADMIN_URL } from '../helpers/env.js'
 import type { StripeObject } from '../helpers/fake-stripe.js'
 import { createTestEnv, type TestEnv, withDatabase } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 import {
   auditActions,
   bareFastify,
@@ -417,14 +418,15 @@ describe('Stripe is called outside the host transaction', () => {
       await other.begin(async (tx) => {
         await tx`select 1 from core_subscriptions where stripe_subscription_id = ${ids.subscriptionId} for update`
         delivery = w.deliver(active)
-        for (let i = 0; ; i++) {
-          const [waiting] = await w.host.sql<{ n: number }[]>`
-            select count(*)::int as n from pg_locks l join pg_stat_activity a on a.pid = l.pid
-            where not l.granted and a.datname = ${hostDb()}`
-          if (waiting!.n > 0) break
-          if (i > 400) throw new Error('the webhook never waited for the row')
-          await new Promise((r) => setTimeout(r, 10))
-        }
+        await waitFor(
+          async () => {
+            const [waiting] = await w.host.sql<{ n: number }[]>`
+              select count(*)::int as n from pg_locks l join pg_stat_activity a on a.pid = l.pid
+              where not l.granted and a.datname = ${hostDb()}`
+            return waiting!.n > 0
+          },
+          { message: 'the webhook to wait for the row', interval: 10 },
+        )
         await tx`update core_subscriptions set stripe_updated_at = ${new Date(active.created * 1000).toISOString()}
                  where stripe_subscription_id = ${ids.subscriptionId}`
       })

@@ -175,6 +175,7 @@ describe('sendEmail', () => {
       variables: { user_name: 'N', verify_url: 'https://acme.test/v', expires_in: '1 day' },
     })
     await capture.waitFor(1)
+    // Nothing else must arrive: a short look (a loaded machine can only make it miss a stray, never fail).
     await new Promise((r) => setTimeout(r, 100))
     expect(capture.messages.map((m) => m.envelope.to)).toEqual([['next@example.test']])
   })
@@ -271,6 +272,7 @@ describe('sendBatchEmails', () => {
     expect(invalid).toMatchObject({ ok: false, error: { code: 'EMAIL_MESSAGE_INVALID', permanent: true } })
 
     await capture.waitFor(2)
+    // Nothing else must arrive: a short look (a loaded machine can only make it miss a stray, never fail).
     await new Promise((r) => setTimeout(r, 100))
     const bySubject = Object.fromEntries(capture.messages.map((m) => [m.envelope.to[0], m]))
     expect(Object.keys(bySubject).sort()).toEqual(['ada@example.test', 'grace@example.test'])

@@ -11,11 +11,11 @@ import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { connect, withDatabase } from '../../src/db/connect.js'
 import { migrateHost } from '../../src/db/migrations.js'
 import { APP_ROLE } from './env.js'
+import { waitFor } from './wait-for.js'
 
 /** A free TCP port on 127.0.0.1 (asked of the kernel, then released). */
 export async function freePort(): Promise<number> {
@@ -176,11 +176,7 @@ export async function startScratchRedis(opts: { appendonly?: boolean; extraArgs?
     ]
     const r = spawnSync('redis-server', args, { encoding: 'utf8' })
     if (r.status !== 0) throw new Error(`redis-server failed: ${r.stderr || r.stdout}`)
-    for (let i = 0; i < 100; i++) {
-      if (await ping()) return
-      await sleep(50)
-    }
-    throw new Error(`redis-server on ${port} did not answer`)
+    await waitFor(ping, { timeout: 30_000, interval: 50, message: `redis-server on ${port} to answer` })
   }
   const kill = async () => {
     let pid: number
@@ -194,15 +190,21 @@ export async function startScratchRedis(opts: { appendonly?: boolean; extraArgs?
     } catch {
       return
     }
-    for (let i = 0; i < 100; i++) {
+    // Gone, or a zombie nobody reaps (a container's PID 1 may not): redis-server daemonized, it is not our child.
+    const gone = () => {
       try {
         process.kill(pid, 0)
       } catch {
-        rmSync(pidfile, { force: true })
-        return
+        return true
       }
-      await sleep(20)
+      try {
+        return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') ?? false
+      } catch {
+        return false // no /proc here (or it just exited: the next check sees that)
+      }
     }
+    await waitFor(gone, { interval: 20, message: `redis-server (pid ${pid}) to exit after SIGKILL` })
+    rmSync(pidfile, { force: true })
   }
   await start()
   return {

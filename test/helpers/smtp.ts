@@ -91,7 +91,7 @@ export async function startSmtpCapture(options: SmtpCaptureOptions = {}): Promis
     host: '127.0.0.1',
     port,
     messages,
-    waitFor(n, timeoutMs = 5000) {
+    waitFor(n, timeoutMs = 15_000) {
       if (messages.length >= n) return Promise.resolve(messages)
       return new Promise((resolve, reject) => {
         const check = () => {
