@@ -1,4 +1,11 @@
+import { availableParallelism } from 'node:os'
 import { defineConfig } from 'vitest/config'
+
+// Test files at once: one per core by default; VITEST_MAX_WORKERS overrides (a shared or busy machine).
+// Files are isolated (own host database, Redis key prefix and tenant databases) and wait for state, never for
+// a fixed time (test/helpers/wait-for.ts): more files at once only makes each slower. Each file holds some
+// Postgres connections, so a many-core machine may need a higher max_connections (or a lower override).
+const maxWorkers = Number(process.env.VITEST_MAX_WORKERS) || availableParallelism()
 
 export default defineConfig({
   test: {
@@ -7,8 +14,7 @@ export default defineConfig({
     // Fails a test whose responses broke the documented contract (test/helpers/contract.ts).
     setupFiles: ['test/setup/contract.ts'],
     pool: 'forks',
-    // Two cores: two files at a time; each file gets its own host database, key prefix and tenant databases.
-    maxWorkers: 2,
+    maxWorkers,
     testTimeout: 30_000,
     hookTimeout: 60_000,
     teardownTimeout: 30_000,
