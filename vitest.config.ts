@@ -15,6 +15,8 @@ export default defineConfig({
     setupFiles: ['test/setup/contract.ts'],
     pool: 'forks',
     maxWorkers,
+    // expect.poll() waits for state; its 1 s default is a fixed wait in disguise on a loaded machine.
+    expect: { poll: { timeout: 15_000 } },
     testTimeout: 30_000,
     hookTimeout: 60_000,
     teardownTimeout: 30_000,
