@@ -16,7 +16,8 @@ import { ensureDatabaseUrl } from './db/dev-database.js'
 import { migrateHost } from './db/migrations.js'
 import { AppError } from './lib/errors.js'
 import { createServices, type Services } from './services.js'
-import { errorMessage, listBehind, migrateFleet } from './tenancy/fleet.js'
+import { errorMessage } from './lib/error-log.js'
+import { listBehind, migrateFleet } from './tenancy/fleet.js'
 import { queueFleetMigration } from './jobs/provisioning-jobs.js'
 
 export const USAGE = `usage:

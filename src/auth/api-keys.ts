@@ -23,6 +23,7 @@ import { LRUCache } from 'lru-cache'
 import { type ApiKey, type ApiKeyRole, apiKeys, users } from '../../drizzle/host/schema.js'
 import type { Config } from '../config.js'
 import type { HostDb } from '../db/host.js'
+import { iso } from '../lib/dates.js'
 import { unauthorized } from '../lib/errors.js'
 import type { PublicUser } from './users.js'
 
@@ -85,7 +86,6 @@ interface CachedKey {
   touchedAt: number
 }
 
-const iso = (d: Date | null) => (d ? d.toISOString() : null)
 const toView = (k: ApiKey): ApiKeyView => ({
   id: k.id,
   name: k.name,

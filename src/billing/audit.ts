@@ -25,8 +25,7 @@ export async function writeBillingAudit(tx: Tx, a: BillingAudit): Promise<void> 
 
 /**
  * host.sql is the client drizzle wraps, and drizzle makes its timestamp and json serializers pass values
- * through untouched: so billing's raw SQL sends timestamps as ISO text and JSON as text, and reads
+ * through untouched: so billing's raw SQL sends timestamps as ISO text (`iso`, src/lib/dates.ts) and JSON as text, and reads
  * timestamps back as text (or Date, on a client drizzle never touched).
  */
-export const iso = (d: Date | null | undefined): string | null => (d ? d.toISOString() : null)
 export const asDate = (v: unknown): Date | null => (v === null || v === undefined ? null : v instanceof Date ? v : new Date(String(v)))

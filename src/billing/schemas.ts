@@ -1,6 +1,7 @@
 /** Response shapes of billing routes shared by /api/billing and /billing (TypeBox, so they feed OpenAPI). */
 import { Type } from 'typebox'
 import type { SubscriptionView } from './service.js'
+import { iso } from '../lib/dates.js'
 import { Uuid } from '../lib/schemas.js'
 
 const DateOrNull = Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
@@ -22,7 +23,6 @@ export const SubscriptionSchema = Type.Object({
 
 export const SubscriptionOrNone = Type.Union([SubscriptionSchema, Type.Null()])
 
-const iso = (d: Date | null) => (d ? d.toISOString() : null)
 
 /** A SubscriptionView as JSON (dates as ISO strings). */
 export const subscriptionJson = (s: SubscriptionView | null) =>

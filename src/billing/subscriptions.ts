@@ -13,7 +13,8 @@
  */
 import type Stripe from 'stripe'
 import { uuidv7 } from 'uuidv7'
-import { asDate, iso, type Tx, writeBillingAudit } from './audit.js'
+import { iso } from '../lib/dates.js'
+import { asDate, type Tx, writeBillingAudit } from './audit.js'
 import { isUuid } from '../lib/uuid.js'
 
 export type { Tx }

@@ -86,3 +86,10 @@ export function errorText(err: unknown): string {
   for (const e of chain(err)) parts.push(e instanceof Error ? (e.stack ?? `${e.name}: ${e.message}`) : String(e))
   return parts.length ? parts.join('\nCaused by: ') : String(err)
 }
+
+/** The innermost cause's message: drizzle wraps driver errors in "Failed query: …" with the parameters. */
+export function errorMessage(err: unknown): string {
+  let e: unknown = err
+  while (e instanceof Error && e.cause instanceof Error) e = e.cause
+  return (e instanceof Error ? e.message : String(e)).slice(0, 2000)
+}

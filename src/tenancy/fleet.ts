@@ -10,6 +10,7 @@ import { type Tenant, tenants } from '../../drizzle/host/schema.js'
 import type { Config } from '../config.js'
 import type { HostDatabase } from '../db/host.js'
 import { MIGRATIONS, type MigrationInfo, migrationInfo, runMigrations } from '../db/migrations.js'
+import { errorMessage } from '../lib/error-log.js'
 import { notFound } from '../lib/errors.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import type { Catalog, PoolManager } from './types.js'
@@ -67,13 +68,6 @@ export interface BehindTenant {
   migrationStatus: Tenant['migrationStatus']
   /** Last catalog write: a migration job's id is derived from it, so a re-run queues again only after a change. */
   updatedAt: Date
-}
-
-/** The innermost cause's message: drizzle wraps driver errors in "Failed query: …" with the parameters. */
-export function errorMessage(err: unknown): string {
-  let e: unknown = err
-  while (e instanceof Error && e.cause instanceof Error) e = e.cause
-  return (e instanceof Error ? e.message : String(e)).slice(0, 2000)
 }
 
 export interface MigrateTenantDeps {

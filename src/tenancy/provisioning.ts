@@ -25,7 +25,7 @@ import { encrypt } from '../lib/crypto.js'
 import { AppError, badRequest, conflict, forbidden, PG, pgCode } from '../lib/errors.js'
 import { isUuid } from '../lib/uuid.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
-import { errorMessage } from './fleet.js'
+import { errorMessage } from '../lib/error-log.js'
 import {
   createTenantLocks,
   type FailureMarkPolicy,

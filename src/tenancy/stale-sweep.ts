@@ -10,7 +10,7 @@
  * when the previous has finished).
  */
 import type { Logger } from 'pino'
-import { errorMessage } from './fleet.js'
+import { errorMessage } from '../lib/error-log.js'
 import type { Provisioner, StaleSweepResult } from './provisioning.js'
 
 export interface StaleSweeper {

@@ -14,6 +14,7 @@ import { Email, MembershipSchema, Password, UserSchema } from '../../auth/schema
 import { toPublicUser } from '../../auth/users.js'
 import type { HostDb } from '../../db/host.js'
 import { audit } from '../../lib/audit.js'
+import { iso } from '../../lib/dates.js'
 import { AppError, badRequest, conflict, forbidden, notFound, PG, pgCode } from '../../lib/errors.js'
 import { authScope } from '../../lib/openapi.js'
 import { errorResponses, Text } from '../../lib/schemas.js'
@@ -291,7 +292,6 @@ const meRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       const me = req.user!.id
       const user = await users.findById(me)
       if (!user) throw notFound('USER_NOT_FOUND', 'This account no longer exists')
-      const iso = (d: Date | null) => d?.toISOString() ?? null
       const [memberships, keys, entries] = await Promise.all([
         tenancy.memberships.listForUser(me),
         host.db.select().from(apiKeys).where(eq(apiKeys.createdBy, me)).orderBy(desc(apiKeys.id)),

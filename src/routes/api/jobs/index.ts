@@ -2,6 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { JobRecord } from '../../../jobs/records.js'
+import { iso } from '../../../lib/dates.js'
 import { errorResponses, IdParams, Text, Uuid, uuid } from '../../../lib/schemas.js'
 
 const Status = Type.Union([Type.Literal('pending'), Type.Literal('running'), Type.Literal('completed'), Type.Literal('failed')])
@@ -21,7 +22,6 @@ const Job = Type.Object({
 })
 const JobWithState = Type.Intersect([Job, Type.Object({ queueState: Type.String() })])
 
-const iso = (d: Date | null) => (d ? d.toISOString() : null)
 const toJson = (r: JobRecord) => ({
   id: r.id,
   jobType: r.jobType,
