@@ -16,7 +16,7 @@ import { getActiveSubscription } from './access.js'
 import { isUuid } from '../lib/uuid.js'
 import { type BillingInterval, createPlansRepository, type PricingPlan, priceFor } from './plans.js'
 import { createStripe, requireStripeSettings, type StripeSettings, stripeFailure } from './stripe.js'
-import { applySubscription, createPlanLookup, idOf, LIVE_STATUSES, type PlanLookup, snapshotOf } from './subscriptions.js'
+import { applySubscription, createPlanLookup, findPlanItem, idOf, LIVE_STATUSES, type PlanLookup, snapshotOf } from './subscriptions.js'
 import { checkoutTenant } from './webhooks.js'
 
 export interface BillingUser {
@@ -232,6 +232,19 @@ export function createStripeService(deps: StripeServiceDeps) {
     await tenantChanged(tenantId)
   }
 
+  /**
+   * The item whose price changePlan swaps: the plan item, chosen as the webhooks choose it (the first item
+   * whose price belongs to a known plan), never an add-on listed before it. A subscription with a single
+   * item on a price no plan lists (a legacy price) still changes that item; with several, none is guessed.
+   */
+  async function planItemOf(sub: Stripe.Subscription): Promise<Stripe.SubscriptionItem | null> {
+    const items = sub.items?.data ?? []
+    const found = await findPlanItem(sql, items, (item) => item.price?.id ?? null, plans)
+    if (found) return found.item
+    if (items.length > 1) throw new AppError(409, 'NO_PLAN_ITEM', 'No item of this subscription belongs to a known plan')
+    return items[0] ?? null
+  }
+
   /** After a commit that may have changed core_tenants.plan_tier: drop cached catalog copies (webhooks do the same in onBillingEvent). */
   async function tenantChanged(tenantId: string) {
     await deps.onTenantChanged?.(tenantId)
@@ -331,7 +344,7 @@ export function createStripeService(deps: StripeServiceDeps) {
       const row = await liveRow(input.tenantId)
       const { plan, price } = await choosePlan(input, input.interval)
       const current = await callStripe(() => stripe.subscriptions.retrieve(row.stripe_subscription_id))
-      const item = current.items.data[0]
+      const item = await planItemOf(current)
       if (!item) throw new AppError(409, 'SUBSCRIPTION_HAS_NO_ITEMS', 'The subscription has no item to change')
       if (item.price.id === price) throw new AppError(409, 'ALREADY_ON_PLAN', `Already on ${plan.key} per ${input.interval}`)
       const sub = await callStripe(() =>

@@ -11,6 +11,7 @@
  * Written with postgres.js directly (not drizzle): this is the webhook hot path, and drizzle's ad-hoc
  * queries are sent unprepared (STACK.md §0).
  */
+import type postgres from 'postgres'
 import type Stripe from 'stripe'
 import { uuidv7 } from 'uuidv7'
 import { iso } from '../lib/dates.js'
@@ -85,7 +86,7 @@ export interface PlanRef {
 }
 
 /** Price id → plan, cached briefly: plans change on deploy (db:seed), prices arrive on every event. */
-export type PlanLookup = (tx: Tx, priceId: string | null) => Promise<PlanRef | null>
+export type PlanLookup = (tx: Tx | postgres.Sql, priceId: string | null) => Promise<PlanRef | null>
 
 export function createPlanLookup(ttlMs = 30_000): PlanLookup {
   const cache = new Map<string, { plan: PlanRef | null; until: number }>()
@@ -93,7 +94,7 @@ export function createPlanLookup(ttlMs = 30_000): PlanLookup {
     if (!priceId) return null
     const hit = cache.get(priceId)
     if (hit && hit.until > Date.now()) return hit.plan
-    const [row] = await tx<PlanRef[]>`
+    const [row] = await (tx as postgres.Sql)<PlanRef[]>`
       select id, key from core_pricing_plans
       where stripe_price_monthly = ${priceId} or stripe_price_yearly = ${priceId}
       order by is_active desc limit 1`
@@ -203,12 +204,27 @@ export async function refreshTenantPlanTier(tx: Tx, tenantId: string): Promise<v
     from best where t.id = ${tenantId} and t.plan_tier is distinct from best.key`
 }
 
-/** The snapshot as of its plan item: the first item whose price belongs to a known plan, else the first item. */
-async function onPlanItem(tx: Tx, s: SubscriptionSnapshot, plans: PlanLookup): Promise<{ snapshot: SubscriptionSnapshot; plan: PlanRef | null }> {
-  for (const item of s.items ?? []) {
-    const plan = await plans(tx, item.priceId)
-    if (plan) return { snapshot: { ...s, ...item }, plan }
+/**
+ * The plan item of a subscription: the first item whose price belongs to a known plan (add-ons may be
+ * listed before it), or null. The webhooks, the success redirect and changePlan all pick it this way.
+ */
+export async function findPlanItem<T>(
+  tx: Tx | postgres.Sql,
+  items: readonly T[],
+  priceOf: (item: T) => string | null,
+  plans: PlanLookup,
+): Promise<{ item: T; plan: PlanRef } | null> {
+  for (const item of items) {
+    const plan = await plans(tx, priceOf(item))
+    if (plan) return { item, plan }
   }
+  return null
+}
+
+/** The snapshot as of its plan item (findPlanItem), else as of the first item. */
+async function onPlanItem(tx: Tx, s: SubscriptionSnapshot, plans: PlanLookup): Promise<{ snapshot: SubscriptionSnapshot; plan: PlanRef | null }> {
+  const found = await findPlanItem(tx, s.items ?? [], (item) => item.priceId, plans)
+  if (found) return { snapshot: { ...s, ...found.item }, plan: found.plan }
   return { snapshot: s, plan: await plans(tx, s.priceId) }
 }
 

@@ -90,6 +90,23 @@ describe('subscription checkout', () => {
     expect(w.fake.count('POST', '/v1/customers')).toBe(customersBefore + 2)
   })
 
+  it('one trial per tenant: a tenant that had a subscription gets no trial on a later checkout', async () => {
+    const { tenantId, user, checkout, subscriptionId } = await subscribedTenant()
+    expect(w.fake.sessions.get(checkout.id)!._params.subscription_data).toMatchObject({ trial_period_days: '14' })
+    // The trial subscription ends (canceled in Stripe, the webhook follows): the tenant may subscribe again.
+    w.fake.now += 60
+    const ended = w.fake.setSubscription(subscriptionId, { status: 'canceled', canceled_at: w.fake.now, ended_at: w.fake.now })
+    expect((await w.deliver(w.fake.event('customer.subscription.deleted', ended))).body.status).toBe('processed')
+
+    const again = await svc.createSubscriptionCheckout({ tenantId, user, planKey: 'pro', interval: 'month' })
+    const params = w.fake.sessions.get(again.id)!._params
+    expect(params.subscription_data).toMatchObject({ metadata: { tenant_id: tenantId } })
+    expect(params.subscription_data).not.toHaveProperty('trial_period_days')
+    // Another tenant of the same user is a new tenant: it still gets its trial.
+    const other = await svc.createSubscriptionCheckout({ tenantId: await insertTenant(w.host, w.config), user, planKey: 'pro', interval: 'month' })
+    expect(w.fake.sessions.get(other.id)!._params.subscription_data).toMatchObject({ trial_period_days: '14' })
+  })
+
   it('concurrent first checkouts of one tenant create one customer (idempotency key per tenant) and both use it', async () => {
     const tenantId = await insertTenant(w.host, w.config)
     const [a, b] = [await insertUser(w.host), await insertUser(w.host)]
@@ -229,6 +246,26 @@ describe('managing a subscription', () => {
     expect(view).toMatchObject({ plan: { key: 'enterprise' } })
     const [after] = await w.host.sql`select plan_tier from core_tenants where id = ${tenantId}`
     expect(after!.plan_tier).toBe('enterprise')
+  })
+
+  it('change plan swaps the plan item, not an add-on listed before it (the item the webhooks pick)', async () => {
+    const { tenantId, user, subscriptionId } = await subscribedTenant()
+    const addOn = w.fake.addPrice({ id: 'price_1QkT0eJx4nB2cD3eAddonSeats', unitAmount: 500, interval: 'month' })
+    const stripeSub = w.fake.subscriptions.get(subscriptionId)!
+    const planItem = stripeSub.items.data[0]
+    stripeSub.items.data.unshift({ ...structuredClone(planItem), id: 'si_addonFirst01', price: structuredClone(addOn), quantity: 4 })
+    stripeSub.items.total_count = 2
+
+    const view = await svc.changePlan({ tenantId, actorUserId: user.id, planKey: 'enterprise', interval: 'month' })
+    const update = w.fake.requests.filter((r) => r.method === 'POST' && r.path === `/v1/subscriptions/${subscriptionId}`).at(-1)!
+    expect(update.params).toMatchObject({ items: [{ id: planItem.id, price: ENT_MONTHLY }] })
+    expect(stripeSub.items.data.map((i: { price: { id: string } }) => i.price.id)).toEqual([addOn.id, ENT_MONTHLY])
+    expect(view).toMatchObject({ plan: { key: 'enterprise' } })
+    // Already on the plan is judged on the plan item too, not on the add-on.
+    expect(await rejection(svc.changePlan({ tenantId, actorUserId: user.id, planKey: 'enterprise', interval: 'month' }))).toMatchObject({
+      statusCode: 409,
+      code: 'ALREADY_ON_PLAN',
+    })
   })
 
   it('cancel or change without a subscription → 404 NO_SUBSCRIPTION', async () => {
