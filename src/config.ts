@@ -100,6 +100,7 @@ export const ENV_VARS = {
   STRIPE_YEARLY_PRICE_ID: { kind: 'string', default: '', doc: 'Seed-style default yearly price id' },
   STRIPE_ENTERPRISE_MONTHLY_PRICE_ID: { kind: 'string', default: '', doc: 'Monthly price id of the enterprise plan (config/plans.json, read by db:seed)' },
   STRIPE_ENTERPRISE_YEARLY_PRICE_ID: { kind: 'string', default: '', doc: 'Yearly price id of the enterprise plan (config/plans.json, read by db:seed)' },
+  STRIPE_ONE_TIME_PRICES: { kind: 'list', default: '', doc: 'Comma-separated Stripe price ids sold by one-time checkout (POST /api/billing/checkout/one-time); besides these only plan prices are accepted' },
   BILLING_GRACE_DAYS: { kind: 'int', default: '7', min: 0, max: 365, doc: 'Days a past_due subscription still counts as active' },
   BILLING_SUSPEND_AFTER_GRACE: { kind: 'bool', default: 'true', doc: 'Suspend a tenant whose subscription is still unpaid when the grace period ends (resumed when paid)' },
 } as const satisfies Record<string, VarSpec>
@@ -196,6 +197,8 @@ export interface Config {
         apiHost: string | undefined
         monthlyPriceId: string | undefined
         yearlyPriceId: string | undefined
+        /** STRIPE_ONE_TIME_PRICES: what one-time checkout sells (with the plans' prices), and what its webhook fulfils. */
+        oneTimePriceIds: string[]
       }
     | undefined
   billingGraceDays: number
@@ -310,6 +313,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const stripeKey = s('STRIPE_SECRET_KEY')
   if (stripeKey && !s('STRIPE_WEBHOOK_SECRET')) throw new ConfigError('STRIPE_WEBHOOK_SECRET', 'is required when STRIPE_SECRET_KEY is set')
 
+  const oneTimePriceIds = l('STRIPE_ONE_TIME_PRICES')
+  const badPrice = oneTimePriceIds.find((id) => !/^price_[A-Za-z0-9_]+$/.test(id))
+  if (badPrice !== undefined) throw new ConfigError('STRIPE_ONE_TIME_PRICES', `must be Stripe price ids (price_…), got "${badPrice}"`)
+
   const config: Config = {
     env: nodeEnv,
     host: s('HOST'),
@@ -384,6 +391,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           apiHost: opt(s('STRIPE_API_HOST')),
           monthlyPriceId: opt(s('STRIPE_MONTHLY_PRICE_ID')),
           yearlyPriceId: opt(s('STRIPE_YEARLY_PRICE_ID')),
+          oneTimePriceIds,
         }
       : undefined,
     billingGraceDays: i('BILLING_GRACE_DAYS'),

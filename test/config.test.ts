@@ -23,6 +23,7 @@ describe('config', () => {
     [{ SESSION_SECRETS: 'too-short' }, 'SESSION_SECRETS'],
     [{ TENANT_DB_PREFIX: 'Bad-Prefix' }, 'TENANT_DB_PREFIX'],
     [{ STRIPE_SECRET_KEY: 'sk_test_x' }, 'STRIPE_WEBHOOK_SECRET'],
+    [{ STRIPE_ONE_TIME_PRICES: 'price_1Abc, prod_NotAPrice' }, 'STRIPE_ONE_TIME_PRICES'],
   ])('rejects %o naming %s', (bad, variable) => {
     try {
       loadConfig({ ...base, ...bad })
@@ -44,6 +45,15 @@ describe('config', () => {
     })
     expect(loadConfig({ ...base, WORKER_IN_PROCESS: 'yes' }).jobs.workerInProcess).toBe(true)
     expect(() => loadConfig({ ...base, PROVISION_INLINE: 'sometimes' })).toThrow(/^PROVISION_INLINE:/)
+  })
+
+  it('reads STRIPE_ONE_TIME_PRICES as a list of price ids', () => {
+    const stripe = { STRIPE_SECRET_KEY: 'sk_test_x', STRIPE_WEBHOOK_SECRET: 'whsec_x' }
+    expect(loadConfig({ ...base, ...stripe }).stripe!.oneTimePriceIds).toEqual([])
+    expect(loadConfig({ ...base, ...stripe, STRIPE_ONE_TIME_PRICES: ' price_1Abc ,price_2Def,' }).stripe!.oneTimePriceIds).toEqual([
+      'price_1Abc',
+      'price_2Def',
+    ])
   })
 
   it('requires DATABASE_URL outside development', () => {

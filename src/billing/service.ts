@@ -17,6 +17,7 @@ import { isUuid } from '../lib/uuid.js'
 import { type BillingInterval, createPlansRepository, type PricingPlan, priceFor } from './plans.js'
 import { createStripe, requireStripeSettings, type StripeSettings, stripeFailure } from './stripe.js'
 import { applySubscription, createPlanLookup, findPlanItem, idOf, LIVE_STATUSES, type PlanLookup, snapshotOf } from './subscriptions.js'
+import { isSellableOnce, PRICE_ID, purchaseMetadata } from './one-time.js'
 import { checkoutTenant } from './webhooks.js'
 
 export interface BillingUser {
@@ -294,10 +295,14 @@ export function createStripeService(deps: StripeServiceDeps) {
       if (!Number.isInteger(input.quantity) || input.quantity < 1 || input.quantity > 999) {
         throw new AppError(400, 'INVALID_QUANTITY', 'Quantity must be an integer between 1 and 999')
       }
-      if (!/^price_[A-Za-z0-9_]+$/.test(input.priceId)) throw new AppError(400, 'INVALID_PRICE', 'Not a Stripe price id')
+      if (!PRICE_ID.test(input.priceId)) throw new AppError(400, 'INVALID_PRICE', 'Not a Stripe price id')
+      // Only what the product sells (STRIPE_ONE_TIME_PRICES, or a plan's price): not any price of the Stripe account.
+      if (!(await isSellableOnce(sql, input.priceId, settings.oneTimePriceIds, plans)))
+        throw new AppError(400, 'PRICE_NOT_FOR_SALE', 'This price is not sold here')
       await requireTenant(input.tenantId)
       const customer = await ensureCustomer(stripe, input.tenantId, input.user)
-      const metadata = { tenant_id: input.tenantId, user_id: input.user.id }
+      // The webhook reads what was bought from here (checkout events carry no line items): see one-time.ts.
+      const metadata = purchaseMetadata({ tenantId: input.tenantId, userId: input.user.id, priceId: input.priceId, quantity: input.quantity })
       const session = await callStripe(() =>
         stripe.checkout.sessions.create({
           mode: 'payment',

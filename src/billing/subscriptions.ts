@@ -170,7 +170,7 @@ const sameTime = (a: Date | null, b: Date | null) => (a === null || b === null ?
  * customer it bills (core_tenants.stripe_customer_id). Never "another tenant billed to the same customer":
  * a customer is one tenant's, so a subscription that maps to none is not guessed onto one.
  */
-async function resolveTenant(tx: Tx, s: SubscriptionSnapshot, hint: string | undefined): Promise<string | null> {
+export async function subscriptionTenant(tx: Tx, s: SubscriptionSnapshot, hint?: string): Promise<string | null> {
   for (const candidate of [hint, s.metadataTenantId]) {
     if (!isUuid(candidate)) continue
     const [t] = await tx<{ id: string }[]>`select id from core_tenants where id = ${candidate}`
@@ -245,7 +245,7 @@ export async function applySubscription(tx: Tx, given: ApplyInput): Promise<Appl
       continue // inserted by another transaction between our two statements: apply on the next pass
     }
 
-    const tenantId = await resolveTenant(tx, s, input.tenantId)
+    const tenantId = await subscriptionTenant(tx, s, input.tenantId)
     if (!tenantId) return { kind: 'no-tenant' }
     const inserted = await insert(tx, input, plan, tenantId)
     if (inserted) return { kind: 'applied', subscription: inserted }

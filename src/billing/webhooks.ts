@@ -31,6 +31,7 @@ import { AppError } from '../lib/errors.js'
 import { iso } from '../lib/dates.js'
 import { asDate, type Tx, writeBillingAudit } from './audit.js'
 import { parseVerifiedEvent, recordUnusableEvent, UnusableEvent } from './event-shape.js'
+import { isSellableOnce, purchaseOf } from './one-time.js'
 import { isUuid } from '../lib/uuid.js'
 import { billingDisabled, isTransientStripeError } from './stripe.js'
 import {
@@ -41,6 +42,7 @@ import {
   idOf,
   type PlanLookup,
   snapshotOf,
+  subscriptionTenant,
 } from './subscriptions.js'
 
 export type WebhookStatus = 'processed' | 'skipped' | 'failed' | 'duplicate'
@@ -61,10 +63,27 @@ export interface BillingEvent {
   occurredAt: Date
   tenantId: string | null
   subscription?: AppliedSubscription
-  /** checkout.session.completed in payment mode: the one-time purchase to fulfil. */
-  payment?: { checkoutSessionId: string; amountTotal: number | null; currency: string | null }
+  /**
+   * A payment-mode checkout event (one-time purchase). `paid`: the money is in (completed with
+   * payment_status paid | no_payment_required, or async_payment_succeeded): fulfil it. `pending`: completed
+   * with a delayed payment method, not paid yet. `failed`: async_payment_failed.
+   */
+  payment?: OneTimePayment
+  /** customer.subscription.trial_will_end: when the trial ends, and our row of that subscription if we have it. */
+  trial?: { endsAt: Date; subscriptionId: string | null }
   /** invoice.* events. */
   invoice?: { id: string; amountDue: number; amountPaid: number; currency: string; hostedInvoiceUrl: string | null }
+}
+
+export interface OneTimePayment {
+  checkoutSessionId: string
+  outcome: 'paid' | 'pending' | 'failed'
+  amountTotal: number | null
+  currency: string | null
+  /** What was bought (the session's metadata, see one-time.ts); set whenever outcome is paid. */
+  priceId: string | null
+  quantity: number | null
+  userId: string | null
 }
 
 export interface WebhookDeps {
@@ -72,6 +91,8 @@ export interface WebhookDeps {
   stripe: Stripe | undefined
   webhookSecret: string | undefined
   plans?: PlanLookup
+  /** STRIPE_ONE_TIME_PRICES: besides plan prices, what a paid one-time checkout may be fulfilled for. */
+  oneTimePriceIds?: readonly string[]
   /** Called once per processed event, after commit (cache invalidation); slow side effects go through followUps. */
   onBillingEvent?: (e: BillingEvent) => Promise<void>
   /** The jobs a processed event asks for (emails, tenant suspension), written to the outbox in the event's transaction. */
@@ -90,8 +111,18 @@ interface Handled {
   billing?: Omit<BillingEvent, 'eventId' | 'type' | 'occurredAt'>
 }
 
+/** Checkout events: a session completed (paid, or awaiting a delayed payment method), then that payment's outcome. */
+const CHECKOUT_EVENT_TYPES: readonly string[] = [
+  'checkout.session.completed',
+  'checkout.session.async_payment_succeeded',
+  'checkout.session.async_payment_failed',
+]
+
 export const HANDLED_EVENT_TYPES = [
   'checkout.session.completed',
+  'checkout.session.async_payment_succeeded',
+  'checkout.session.async_payment_failed',
+  'customer.subscription.trial_will_end',
   'customer.subscription.created',
   'customer.subscription.updated',
   'customer.subscription.deleted',
@@ -149,7 +180,7 @@ export async function processStripeEvent(
     try {
       outcome = await sql.begin(async (tx) => {
         if (!(await claimEvent(tx, event, raw))) return { status: 'duplicate' as const }
-        const handled = await handle(tx, event, { plans, fetched })
+        const handled = await handle(tx, event, { plans, fetched, oneTimePriceIds: deps.oneTimePriceIds ?? [] })
         if (handled.status !== 'processed') {
           await tx`update core_stripe_webhook_events set status = ${handled.status}, error = ${handled.reason ?? null} where stripe_event_id = ${event.id}`
         } else if (deps.followUps) {
@@ -231,6 +262,7 @@ class NeedsFetch extends Error {
 interface HandleCtx {
   plans: PlanLookup
   fetched: Fetched
+  oneTimePriceIds: readonly string[]
 }
 
 function fetchedCopy(ctx: HandleCtx, subscriptionId: string): Stripe.Subscription | { missing: string } {
@@ -239,12 +271,14 @@ function fetchedCopy(ctx: HandleCtx, subscriptionId: string): Stripe.Subscriptio
   return copy
 }
 
-/** The subscription an event is about, if any (checkout in subscription mode, subscription and invoice events). */
+/** The subscription an event applies, if any (checkout in subscription mode, subscription and invoice events). */
 function subscriptionOf(event: Stripe.Event): string | null {
-  if (event.type === 'checkout.session.completed') {
+  if (CHECKOUT_EVENT_TYPES.includes(event.type)) {
     const session = event.data.object as Stripe.Checkout.Session
     return session.mode === 'subscription' ? idOf(session.subscription as string | { id: string } | null) : null
   }
+  // trial_will_end applies no state (it only mails the owners): nothing to fetch.
+  if (event.type === 'customer.subscription.trial_will_end') return null
   if (event.type.startsWith('customer.subscription.')) return (event.data.object as Stripe.Subscription).id
   if (event.type === 'invoice.paid' || event.type === 'invoice.payment_failed')
     return invoiceSubscriptionId(event.data.object as Stripe.Invoice)
@@ -264,7 +298,7 @@ async function precheck(sql: postgres.Sql, event: Stripe.Event): Promise<{ dupli
   if (r?.ledger && r.ledger !== 'failed') return { duplicate: true, fetch: null }
   if (!subId) return { duplicate: false, fetch: null }
   const storedAt = r?.watermark ? Math.floor(asDate(r.watermark)!.getTime() / 1000) : null
-  if (event.type === 'checkout.session.completed') return { duplicate: false, fetch: subId }
+  if (CHECKOUT_EVENT_TYPES.includes(event.type)) return { duplicate: false, fetch: subId }
   if (event.type.startsWith('customer.subscription.')) return { duplicate: false, fetch: storedAt === event.created ? subId : null }
   return { duplicate: false, fetch: storedAt !== null && event.created < storedAt ? null : subId }
 }
@@ -272,7 +306,11 @@ async function precheck(sql: postgres.Sql, event: Stripe.Event): Promise<{ dupli
 async function handle(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Promise<Handled> {
   switch (event.type) {
     case 'checkout.session.completed':
-      return checkoutCompleted(tx, event, ctx)
+    case 'checkout.session.async_payment_succeeded':
+    case 'checkout.session.async_payment_failed':
+      return checkoutEvent(tx, event, ctx)
+    case 'customer.subscription.trial_will_end':
+      return trialWillEnd(tx, event)
     case 'customer.subscription.created':
     case 'customer.subscription.updated':
     case 'customer.subscription.deleted':
@@ -391,28 +429,21 @@ export async function checkoutTenant(tx: Tx | postgres.Sql, session: Stripe.Chec
   return null
 }
 
-async function checkoutCompleted(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Promise<Handled> {
+/**
+ * checkout.session.completed / async_payment_succeeded / async_payment_failed. Subscription mode: the
+ * subscription object (fetched from Stripe) says what the tenant has, whatever the session's
+ * payment_status; a delayed first payment that fails also sends invoice.payment_failed, which mails the
+ * owners. Payment mode: see paymentCheckout.
+ */
+async function checkoutEvent(tx: Tx, event: Stripe.Event, ctx: HandleCtx): Promise<Handled> {
   const session = event.data.object as Stripe.Checkout.Session
   const tenantId = await checkoutTenant(tx, session)
   if (!tenantId) return { status: 'failed', reason: `checkout session ${session.id} names no known tenant` }
+  if (session.mode === 'payment') return paymentCheckout(tx, event, session, tenantId, ctx)
+  if (session.mode !== 'subscription') return { status: 'skipped', reason: `checkout session in ${session.mode} mode` }
+
   const customerId = idOf(session.customer as string | { id: string } | null)
   const userId = session.metadata?.user_id
-
-  if (session.mode !== 'subscription') {
-    await writeBillingAudit(tx, {
-      action: 'billing.payment.completed',
-      tenantId,
-      actorUserId: isUuid(userId) ? userId : null,
-      targetType: 'checkout_session',
-      targetId: session.id,
-      metadata: { amountTotal: session.amount_total, currency: session.currency, paymentStatus: session.payment_status, eventId: event.id },
-    })
-    return {
-      status: 'processed',
-      billing: { tenantId, payment: { checkoutSessionId: session.id, amountTotal: session.amount_total, currency: session.currency } },
-    }
-  }
-
   const subId = idOf(session.subscription as string | { id: string } | null)
   if (!subId) return { status: 'failed', reason: `checkout session ${session.id} has no subscription` }
   const fetched = fetchedCopy(ctx, subId)
@@ -427,14 +458,102 @@ async function checkoutCompleted(tx: Tx, event: Stripe.Event, ctx: HandleCtx): P
     audit: { ...audit(event, event.type), actorUserId: isUuid(userId) ? userId : null },
   })
   await writeBillingAudit(tx, {
-    action: 'billing.checkout.completed',
+    action: `billing.checkout.${event.type.slice('checkout.session.'.length)}`,
     tenantId,
     actorUserId: isUuid(userId) ? userId : null,
     targetType: 'checkout_session',
     targetId: session.id,
-    metadata: { stripeSubscriptionId: subId, stripeCustomerId: customerId, eventId: event.id },
+    metadata: { stripeSubscriptionId: subId, stripeCustomerId: customerId, paymentStatus: session.payment_status, eventId: event.id },
   })
   if (outcome.kind === 'applied') return fromOutcome(outcome, `subscription ${subId}`)
   // The row already reflects a later event: the checkout itself is still recorded as processed.
   return { status: 'processed', billing: { tenantId } }
+}
+
+/** Money collected: paid, or nothing to pay (a 100 % discount). `unpaid` (a delayed payment method) is not. */
+const isPaid = (session: Stripe.Checkout.Session) =>
+  session.payment_status === 'paid' || session.payment_status === 'no_payment_required'
+
+/**
+ * A one-time purchase. Fulfilled (the `billing.payment.fulfil` job, through the outbox, keyed by the
+ * session id so it runs once however many events say paid) only when the session is paid and sells a
+ * price that is for sale (one-time.ts). A paid session that isn't sellable is recorded `failed` (a
+ * dashboard "resend" after fixing STRIPE_ONE_TIME_PRICES processes it again) and audited
+ * billing.payment.not_fulfilled, so an operator can refund it.
+ */
+async function paymentCheckout(
+  tx: Tx,
+  event: Stripe.Event,
+  session: Stripe.Checkout.Session,
+  tenantId: string,
+  ctx: HandleCtx,
+): Promise<Handled> {
+  const userId = session.metadata?.user_id
+  const actorUserId = isUuid(userId) ? userId : null
+  const purchase = purchaseOf(session.metadata)
+  const outcome: OneTimePayment['outcome'] =
+    event.type === 'checkout.session.async_payment_failed' ? 'failed' : isPaid(session) ? 'paid' : 'pending'
+  const metadata = {
+    amountTotal: session.amount_total,
+    currency: session.currency,
+    paymentStatus: session.payment_status,
+    priceId: purchase?.priceId ?? null,
+    quantity: purchase?.quantity ?? null,
+    eventId: event.id,
+    eventType: event.type,
+  }
+  const record = (action: `billing.${string}`, extra: Record<string, unknown> = {}) =>
+    writeBillingAudit(tx, { action, tenantId, actorUserId, targetType: 'checkout_session', targetId: session.id, metadata: { ...metadata, ...extra } })
+
+  if (outcome === 'paid') {
+    const sellable = purchase && (await isSellableOnce(tx, purchase.priceId, ctx.oneTimePriceIds, ctx.plans))
+    if (!sellable) {
+      const reason = purchase
+        ? `checkout session ${session.id} sells ${purchase.priceId}, which is not for sale (STRIPE_ONE_TIME_PRICES or a plan's price)`
+        : `checkout session ${session.id} does not say what it sells (metadata price_id/quantity)`
+      await record('billing.payment.not_fulfilled', { reason })
+      return { status: 'failed', reason }
+    }
+  }
+  await record(outcome === 'paid' ? 'billing.payment.completed' : outcome === 'pending' ? 'billing.payment.pending' : 'billing.payment.failed')
+  return {
+    status: 'processed',
+    billing: {
+      tenantId,
+      payment: {
+        checkoutSessionId: session.id,
+        outcome,
+        amountTotal: session.amount_total,
+        currency: session.currency,
+        priceId: purchase?.priceId ?? null,
+        quantity: purchase?.quantity ?? null,
+        userId: actorUserId,
+      },
+    },
+  }
+}
+
+/**
+ * customer.subscription.trial_will_end (three days before a trial ends): the owners are mailed (the
+ * effects job, once per event). It applies no state: the subscription events carry that. Not mailed
+ * when our row says the subscription is no longer trialing (the event arrived after the trial ended or
+ * the subscription was canceled).
+ */
+async function trialWillEnd(tx: Tx, event: Stripe.Event): Promise<Handled> {
+  const sub = event.data.object as Stripe.Subscription
+  if (!sub.trial_end) return { status: 'skipped', reason: `subscription ${sub.id} has no trial end` }
+  const [row] = await tx<{ id: string; tenant_id: string; status: string }[]>`
+    select id, tenant_id, status from core_subscriptions where stripe_subscription_id = ${sub.id}`
+  if (row && row.status !== 'trialing') return { status: 'skipped', reason: `subscription ${sub.id} is ${row.status}, no longer trialing` }
+  const tenantId = row?.tenant_id ?? (await subscriptionTenant(tx, snapshotOf(sub)))
+  if (!tenantId) return { status: 'failed', reason: `no tenant for subscription ${sub.id} (metadata.tenant_id missing or unknown)` }
+  const endsAt = new Date(sub.trial_end * 1000)
+  await writeBillingAudit(tx, {
+    action: 'billing.subscription.trial_will_end',
+    tenantId,
+    targetType: 'subscription',
+    targetId: row?.id ?? sub.id,
+    metadata: { stripeSubscriptionId: sub.id, trialEnd: endsAt.toISOString(), eventId: event.id },
+  })
+  return { status: 'processed', billing: { tenantId, trial: { endsAt, subscriptionId: row?.id ?? null } } }
 }

@@ -115,6 +115,51 @@ export const paymentFailedEmail = (a: PaymentFailedEmail): EmailMessage => {
   }
 }
 
+export interface CheckoutPaymentFailedEmail {
+  to: string
+  tenantName: string
+  /** What the purchase cost, in the currency's smallest unit, when known. */
+  amount: { value: number; currency: string } | null
+  billingUrl: string
+}
+
+/** A one-time purchase paid with a delayed method (bank debit…) whose payment failed (checkout.session.async_payment_failed). */
+export const checkoutPaymentFailedEmail = (a: CheckoutPaymentFailedEmail): EmailMessage => ({
+  to: a.to,
+  template: 'checkout_payment_failed',
+  variables: {
+    tenant_name: a.tenantName,
+    payment_summary: a.amount
+      ? `The payment of ${formatAmount(a.amount.value, a.amount.currency)} for your purchase for ${a.tenantName} failed.`
+      : `The payment for your purchase for ${a.tenantName} failed.`,
+    billing_url: a.billingUrl,
+  },
+})
+
+export interface TrialWillEndEmail {
+  to: string
+  tenantName: string
+  /** The plan's display name, when known. */
+  planName: string | null
+  trialEnd: Date
+  billingUrl: string
+}
+
+/** customer.subscription.trial_will_end: Stripe sends it three days before the trial ends. */
+export const trialWillEndEmail = (a: TrialWillEndEmail): EmailMessage => {
+  const day = a.trialEnd.toUTCString()
+  return {
+    to: a.to,
+    template: 'trial_will_end',
+    variables: {
+      tenant_name: a.tenantName,
+      trial_end: day,
+      trial_summary: `The ${a.planName ? `${a.planName} ` : ''}trial of ${a.tenantName} ends on ${day}; the subscription then continues as a paid one, unless it is canceled before.`,
+      billing_url: a.billingUrl,
+    },
+  }
+}
+
 export const welcomeEmail = (a: WelcomeEmail): EmailMessage => ({
   to: a.to,
   template: 'welcome',

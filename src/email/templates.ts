@@ -25,6 +25,8 @@ export const BUILT_IN_TEMPLATES = [
   'member_removed',
   'ownership_offer',
   'payment_failed',
+  'checkout_payment_failed',
+  'trial_will_end',
 ] as const
 export type BuiltInTemplate = (typeof BUILT_IN_TEMPLATES)[number]
 

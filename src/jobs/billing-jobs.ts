@@ -9,8 +9,16 @@
  *     `billing.grace_check` for past_due_since + BILLING_GRACE_DAYS (id derived from the subscription
  *     and that date: one check per episode of non-payment);
  *   - when the subscription is active or trialing again, resumes a tenant billing suspended.
+ *   - on checkout.session.async_payment_failed of a one-time purchase, and on
+ *     customer.subscription.trial_will_end, mails every owner too (templates checkout_payment_failed and
+ *     trial_will_end).
  * The grace check suspends the tenant (lifecycle 'suspended', audit reason billing) if the subscription
  * is still past due or unpaid and the tenant has no subscription that counts. See billing/suspension.ts.
+ *
+ * A paid one-time purchase (Checkout in payment mode) gets `billing.payment.fulfil`, written to the
+ * outbox in the webhook's transaction with the checkout session id as its key: one job per purchase,
+ * however many events say it was paid (completed, then async_payment_succeeded, redeliveries). Its
+ * default handler records the purchase; THE PRODUCT'S FULFILMENT GOES THERE (see billingPaymentFulfil).
  */
 import { type Static, Type } from 'typebox'
 import { asDate } from '../billing/audit.js'
@@ -18,11 +26,13 @@ import { graceEndsAt, resumeAfterPayment, subscriptionStanding, suspendForBillin
 import type { BillingEvent } from '../billing/webhooks.js'
 import type { Config } from '../config.js'
 import type { HostDatabase } from '../db/host.js'
-import { paymentFailedEmail } from '../email/senders.js'
+import type { EmailMessage } from '../email/message.js'
+import { checkoutPaymentFailedEmail, paymentFailedEmail, trialWillEndEmail } from '../email/senders.js'
 import type { Provisioner } from '../tenancy/provisioning.js'
 import { type OutboxIntent, outboxJobId } from './outbox.js'
 import { derivedJobId, type JobContext, systemJob, TenantIdSchema } from './registry.js'
-import { Uuid, } from '../lib/schemas.js'
+import { Uuid } from '../lib/schemas.js'
+import { uuidv7 } from 'uuidv7'
 
 export interface BillingJobDeps {
   host: HostDatabase
@@ -45,6 +55,20 @@ export const BillingEffectsPayload = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    /** A one-time purchase whose delayed payment failed. */
+    payment: Type.Optional(
+      Type.Object(
+        { checkoutSessionId: Type.String(), amountTotal: Type.Union([Type.Integer(), Type.Null()]), currency: NullableString },
+        { additionalProperties: false },
+      ),
+    ),
+    /** trial_will_end: when the trial ends, and our subscription row (for the plan's name) when we have one. */
+    trial: Type.Optional(
+      Type.Object(
+        { endsAt: Type.String({ format: 'date-time' }), subscriptionId: Type.Union([Uuid, Type.Null()]) },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 )
@@ -54,6 +78,23 @@ export const GraceCheckPayload = Type.Object(
   { tenantId: TenantIdSchema, subscriptionId: Uuid, pastDueSince: Type.String({ format: 'date-time' }) },
   { additionalProperties: false },
 )
+
+export const PaymentFulfilPayload = Type.Object(
+  {
+    tenantId: TenantIdSchema,
+    checkoutSessionId: Type.String({ minLength: 1, maxLength: 255 }),
+    priceId: Type.String({ minLength: 1, maxLength: 255 }),
+    quantity: Type.Integer({ minimum: 1 }),
+    amountTotal: Type.Union([Type.Integer(), Type.Null()]),
+    currency: NullableString,
+    /** Who started the checkout (the session's metadata), if known. */
+    userId: Type.Union([Uuid, Type.Null()]),
+    /** The Stripe event that said it was paid (the first one: later ones are the same job). */
+    eventId: Type.String({ minLength: 1, maxLength: 255 }),
+  },
+  { additionalProperties: false },
+)
+export type PaymentFulfilment = Static<typeof PaymentFulfilPayload>
 
 /** A task manager built without the billing jobs' deps (e.g. startWorkers with a custom registry and no `deps: { host, config }`). */
 class MissingBillingDeps extends Error {
@@ -72,10 +113,36 @@ const GOOD_STANDING = new Set(['active', 'trialing'])
 /** The job id of an event's effects (the outbox derives it from the job name and the event id: the same in every process). */
 export const effectsJobId = (stripeEventId: string) => outboxJobId('billing.event_effects', stripeEventId)
 
-/** What the webhook writes to the outbox for a processed event: its effects job, keyed by the event id, if it has any. */
+/** The job id of a one-time purchase's fulfilment: one per checkout session. */
+export const fulfilJobId = (checkoutSessionId: string) => outboxJobId('billing.payment.fulfil', checkoutSessionId)
+
+/**
+ * What the webhook writes to the outbox for a processed event: its effects job, keyed by the event id,
+ * if it has any; and for a paid one-time purchase its fulfilment, keyed by the checkout session id.
+ */
 export function billingFollowUps(e: BillingEvent): OutboxIntent[] {
+  const intents: OutboxIntent[] = []
   const effects = billingEffectsFor(e)
-  return effects ? [{ job: 'billing.event_effects', payload: effects, key: e.eventId }] : []
+  if (effects) intents.push({ job: 'billing.event_effects', payload: effects, key: e.eventId })
+  const fulfilment = fulfilmentFor(e)
+  if (fulfilment) intents.push({ job: 'billing.payment.fulfil', payload: fulfilment, key: fulfilment.checkoutSessionId })
+  return intents
+}
+
+/** The fulfilment job's payload for a paid one-time purchase (the webhook checked its price is for sale), or null. */
+export function fulfilmentFor(e: BillingEvent): PaymentFulfilment | null {
+  const p = e.payment
+  if (!e.tenantId || p?.outcome !== 'paid' || !p.priceId || !p.quantity) return null
+  return {
+    tenantId: e.tenantId,
+    checkoutSessionId: p.checkoutSessionId,
+    priceId: p.priceId,
+    quantity: p.quantity,
+    amountTotal: p.amountTotal,
+    currency: p.currency,
+    userId: p.userId,
+    eventId: e.eventId,
+  }
 }
 
 /**
@@ -88,6 +155,8 @@ export function billingEffectsFor(e: BillingEvent): BillingEffects | null {
   const sub = e.subscription
   const wanted =
     e.type === 'invoice.payment_failed' ||
+    e.payment?.outcome === 'failed' ||
+    e.trial !== undefined ||
     (sub !== undefined &&
       (sub.status === 'past_due' ||
         (GOOD_STANDING.has(sub.status) &&
@@ -111,6 +180,10 @@ export function billingEffectsFor(e: BillingEvent): BillingEffects | null {
           },
         }
       : {}),
+    ...(e.payment?.outcome === 'failed'
+      ? { payment: { checkoutSessionId: e.payment.checkoutSessionId, amountTotal: e.payment.amountTotal, currency: e.payment.currency } }
+      : {}),
+    ...(e.trial ? { trial: { endsAt: e.trial.endsAt.toISOString(), subscriptionId: e.trial.subscriptionId } } : {}),
   }
 }
 
@@ -119,12 +192,20 @@ interface Owner {
   email: string
 }
 
-async function mailOwners(ctx: JobContext<BillingJobDeps>, p: BillingEffects, suspendsAt: Date | null) {
+interface MailContext {
+  to: string
+  tenantName: string
+  planName: string | null
+  billingUrl: string
+}
+
+/** Mail every active owner of the tenant the message `build` makes (email.send ids derived from this job: once per owner). */
+async function mailOwners(ctx: JobContext<BillingJobDeps>, p: BillingEffects, build: (m: MailContext) => EmailMessage) {
   const { host, config } = billingDeps(ctx)
   const [tenant] = await host.sql<{ name: string; plan_name: string | null }[]>`
     select t.name, (
       select pl.name from core_subscriptions s join core_pricing_plans pl on pl.id = s.plan_id
-      where s.id = ${p.subscription?.id ?? null}::uuid
+      where s.id = ${p.subscription?.id ?? p.trial?.subscriptionId ?? null}::uuid
     ) as plan_name
     from core_tenants t where t.id = ${p.tenantId}`
   if (!tenant) return 0
@@ -133,16 +214,8 @@ async function mailOwners(ctx: JobContext<BillingJobDeps>, p: BillingEffects, su
     where m.tenant_id = ${p.tenantId} and m.role = 'owner' and m.status = 'active'
     order by u.id`
   if (owners.length === 0) return 0
-  const amount = p.invoice && p.invoice.amountDue > 0 ? { value: p.invoice.amountDue, currency: p.invoice.currency } : null
   const messages = owners.map((o) =>
-    paymentFailedEmail({
-      to: o.email,
-      tenantName: tenant.name,
-      planName: tenant.plan_name,
-      amount,
-      billingUrl: `${config.appBaseUrl}/billing`,
-      suspendsAt,
-    }),
+    build({ to: o.email, tenantName: tenant.name, planName: tenant.plan_name, billingUrl: `${config.appBaseUrl}/billing` }),
   )
   await ctx.submitMany('email.send', messages, { ids: owners.map((o) => derivedJobId(ctx.jobId, `owner:${o.user_id}`)) })
   return owners.length
@@ -171,7 +244,17 @@ export const billingEventEffects = systemJob({
       result.graceCheck = job.id
     }
 
-    if (p.type === 'invoice.payment_failed') result.mailed = await mailOwners(ctx, p, suspendsAt)
+    if (p.type === 'invoice.payment_failed') {
+      const amount = p.invoice && p.invoice.amountDue > 0 ? { value: p.invoice.amountDue, currency: p.invoice.currency } : null
+      result.mailed = await mailOwners(ctx, p, (m) => paymentFailedEmail({ ...m, amount, suspendsAt }))
+    } else if (p.payment) {
+      const { amountTotal, currency } = p.payment
+      const amount = amountTotal && currency ? { value: amountTotal, currency } : null
+      result.mailed = await mailOwners(ctx, p, (m) => checkoutPaymentFailedEmail({ ...m, amount }))
+    } else if (p.trial) {
+      const trialEnd = asDate(p.trial.endsAt)!
+      result.mailed = await mailOwners(ctx, p, (m) => trialWillEndEmail({ ...m, trialEnd }))
+    }
 
     if (standing && GOOD_STANDING.has(standing.status)) {
       result.resume = await resumeAfterPayment({ host, provisioner, graceDays: config.billingGraceDays }, p.tenantId, {
@@ -219,7 +302,46 @@ export const billingGraceCheck = systemJob({
   },
 })
 
+/**
+ * A paid one-time purchase, once per checkout session. The default records it (audit
+ * `billing.payment.fulfilled`, written once per session however often the job retries) and returns.
+ *
+ * ADD YOUR PRODUCT'S FULFILMENT HERE: grant the credits, seats or download the purchase stands for
+ * (`p.priceId` × `p.quantity` for `p.tenantId`). Make it idempotent (the job runs at least once: key
+ * your own writes by `p.checkoutSessionId`), and throw on a transient failure to be retried (5 times,
+ * backing off). The webhook only enqueues this for a session that is paid and sells a price that is for
+ * sale (STRIPE_ONE_TIME_PRICES or a plan's), so the checks are done by the time it runs.
+ */
+export const billingPaymentFulfil = systemJob({
+  payload: PaymentFulfilPayload,
+  maxRetries: 5,
+  backoff: { type: 'exponential', delayMs: 2000 },
+  permanent: isMissingDeps,
+  async process(ctx: JobContext<BillingJobDeps>, p) {
+    const { host } = billingDeps(ctx)
+    const metadata = {
+      priceId: p.priceId,
+      quantity: p.quantity,
+      amountTotal: p.amountTotal,
+      currency: p.currency,
+      eventId: p.eventId,
+      jobId: ctx.jobId,
+    }
+    const recorded = await host.sql`
+      insert into sys_audit_logs (id, actor_user_id, tenant_id, action, target_type, target_id, metadata)
+      select ${uuidv7()}, (select id from core_users where id = ${p.userId}::uuid), ${p.tenantId}, 'billing.payment.fulfilled',
+             'checkout_session', ${p.checkoutSessionId}, ${JSON.stringify(metadata)}::jsonb
+      where not exists (
+        select 1 from sys_audit_logs where action = 'billing.payment.fulfilled' and target_id = ${p.checkoutSessionId}
+      )
+      returning id`
+    // Your fulfilment here (see above).
+    return { recorded: recorded.length > 0, checkoutSessionId: p.checkoutSessionId }
+  },
+})
+
 export const BILLING_JOBS = {
   'billing.event_effects': billingEventEffects,
   'billing.grace_check': billingGraceCheck,
+  'billing.payment.fulfil': billingPaymentFulfil,
 }

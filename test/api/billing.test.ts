@@ -5,14 +5,16 @@
  *   checkout → webhook → active · the success redirect activates without the webhook · portal ·
  *   cancel at period end · change plan · owners/admins only · other tenants never see it ·
  *   billing disabled (503 except /billing/plans) · bad signatures · payment failure → owners mailed,
- *   tenant suspended after the grace period, resumed when paid · the gated export route (402/403/200).
+ *   tenant suspended after the grace period, resumed when paid · one-time purchases: only prices for sale,
+ *   fulfilled once and only when paid (delayed payment methods), owners mailed when the payment fails ·
+ *   trial ending → owners mailed · the gated export route (402/403/200).
  */
 import { readFileSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
 import Stripe from 'stripe'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parsePlansFile, type PlanSeed, seedPlans } from '../../src/billing/plans.js'
-import { effectsJobId } from '../../src/jobs/billing-jobs.js'
+import { effectsJobId, fulfilJobId } from '../../src/jobs/billing-jobs.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { fixture, WEBHOOK_SECRET } from '../billing/helpers.js'
 import { buildApp } from '../helpers/build-app.js'
@@ -27,6 +29,9 @@ const PRO_M = 'price_1QkT0aJx4nB2cD3eAppProM'
 const PRO_Y = 'price_1QkT0bJx4nB2cD3eAppProY'
 const ENT_M = 'price_1QkT0cJx4nB2cD3eAppEntM'
 const BASIC_M = 'price_1QkT0dJx4nB2cD3eAppBasicM'
+/** One-time prices: credits are for sale (STRIPE_ONE_TIME_PRICES), the other is only a price of the Stripe account. */
+const CREDITS = 'price_1QkT0gJx4nB2cD3eAppCredits'
+const NOT_SOLD = 'price_1QkT0hJx4nB2cD3eAppNotSold'
 const BASE = 'http://app.example.test'
 
 /** A paid plan without `exports`: what the 403 FEATURE_NOT_IN_PLAN case needs (config/plans.json's paid plans all have it). */
@@ -57,11 +62,14 @@ beforeAll(async () => {
   fake.addPrice({ id: PRO_Y, unitAmount: 29000, interval: 'year' })
   fake.addPrice({ id: ENT_M, unitAmount: 9900, interval: 'month' })
   fake.addPrice({ id: BASIC_M, unitAmount: 900, interval: 'month' })
+  fake.addPrice({ id: CREDITS, unitAmount: 1200, interval: null })
+  fake.addPrice({ id: NOT_SOLD, unitAmount: 100, interval: null })
   env = await createTestEnv({
     APP_BASE_URL: BASE,
     STRIPE_SECRET_KEY: 'sk_test_app_level',
     STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
     STRIPE_API_HOST: fake.url,
+    STRIPE_ONE_TIME_PRICES: CREDITS,
     SMTP_HOST: smtp.host,
     SMTP_PORT: String(smtp.port),
     SMTP_STARTTLS: 'false',
@@ -512,6 +520,162 @@ describe('payment failure: owners mailed, tenant suspended after the grace perio
     })
     expect(await finished(job.id)).toMatchObject({ status: 'completed', result: { outcome: 'paid-or-ended' } })
     expect(await tenantStatus(o.tenantId)).toBe('active')
+  })
+})
+
+describe('one-time purchases', () => {
+  /** A one-time checkout through the API, completed in the fake with a delayed payment method (complete, not paid yet). */
+  async function buyWithDelayedPayment(o: Owner, quantity = 2) {
+    const res = await o.c.post('/api/billing/checkout/one-time', { priceId: CREDITS, quantity })
+    expect(res.statusCode, res.body).toBe(200)
+    const { session } = fake.completeCheckout(res.json().id)
+    session.payment_status = 'unpaid'
+    return session
+  }
+  const outboxRows = async (jobId: string) =>
+    (await app.host.sql<{ n: number }[]>`select count(*)::int as n from core_outbox where job_id = ${jobId}`)[0]!.n
+  const audits = async (tenantId: string, action: string) =>
+    app.host.sql<{ target_id: string; metadata: Record<string, unknown> }[]>`
+      select target_id, metadata from sys_audit_logs where tenant_id = ${tenantId} and action = ${action} order by id`
+  const ledgerOf = async (eventId: string) =>
+    (await app.host.sql<{ status: string; error: string | null }[]>`
+      select status, error from core_stripe_webhook_events where stripe_event_id = ${eventId}`)[0]
+
+  it('sells only prices for sale: STRIPE_ONE_TIME_PRICES or a plan’s, anything else 400 PRICE_NOT_FOR_SALE', async () => {
+    const o = await owner()
+    const sessions = fake.count('POST', '/v1/checkout/sessions')
+    for (const priceId of [NOT_SOLD, 'price_1QkT0zJx4nB2cD3eNoSuchPrice']) {
+      expectError(await o.c.post('/api/billing/checkout/one-time', { priceId, quantity: 1 }), 400, 'PRICE_NOT_FOR_SALE')
+    }
+    expect(fake.count('POST', '/v1/checkout/sessions')).toBe(sessions)
+    const ok = await o.c.post('/api/billing/checkout/one-time', { priceId: CREDITS, quantity: 2 })
+    expect(ok.statusCode, ok.body).toBe(200)
+    expect(fake.sessions.get(ok.json().id)).toMatchObject({
+      mode: 'payment',
+      amount_total: 2400,
+      metadata: { tenant_id: o.tenantId, user_id: o.userId, price_id: CREDITS, quantity: '2' },
+    })
+  })
+
+  it('a delayed payment is fulfilled when it succeeds, not at completion, and once for every event saying paid', async () => {
+    const o = await owner()
+    const session = await buyWithDelayedPayment(o)
+    const job = fulfilJobId(session.id)
+
+    // Completed with payment_status "unpaid": recorded as pending, nothing fulfilled.
+    const completed = fake.event('checkout.session.completed', session)
+    expect((await deliver(completed)).json()).toEqual({ received: true, status: 'processed' })
+    expect(await outboxRows(job)).toBe(0)
+    expect(await sysJob(job)).toBeUndefined()
+    expect((await audits(o.tenantId, 'billing.payment.pending')).map((a) => a.target_id)).toEqual([session.id])
+
+    // The bank debit clears.
+    fake.now += 10
+    session.payment_status = 'paid'
+    const succeeded = fake.event('checkout.session.async_payment_succeeded', session)
+    expect((await deliver(succeeded)).json()).toEqual({ received: true, status: 'processed' })
+    expect(await finished(job)).toMatchObject({
+      job_type: 'billing.payment.fulfil',
+      status: 'completed',
+      result: { recorded: true, checkoutSessionId: session.id },
+    })
+    const [fulfilled] = await audits(o.tenantId, 'billing.payment.fulfilled')
+    expect(fulfilled).toMatchObject({
+      target_id: session.id,
+      metadata: { priceId: CREDITS, quantity: 2, amountTotal: 2400, currency: 'usd', eventId: succeeded.id },
+    })
+
+    // Another event saying paid (a completed+paid for the same session), and redeliveries: no second fulfilment.
+    const alsoPaid = fake.event('checkout.session.completed', session)
+    expect((await deliver(alsoPaid)).json().status).toBe('processed')
+    expect((await deliver(succeeded)).json().status).toBe('duplicate')
+    expect(await outboxRows(job)).toBe(1)
+    const jobs = await app.host.sql`select id from sys_jobs where job_type = 'billing.payment.fulfil' and payload->>'checkoutSessionId' = ${session.id}`
+    expect(jobs).toHaveLength(1)
+    expect(await audits(o.tenantId, 'billing.payment.fulfilled')).toHaveLength(1)
+  })
+
+  it('a card payment (completed and paid) is fulfilled at completion', async () => {
+    const o = await owner()
+    const res = await o.c.post('/api/billing/checkout/one-time', { priceId: CREDITS, quantity: 1 })
+    const { session } = fake.completeCheckout(res.json().id)
+    expect(session.payment_status).toBe('paid')
+    expect((await deliver(fake.event('checkout.session.completed', session))).json().status).toBe('processed')
+    expect(await finished(fulfilJobId(session.id))).toMatchObject({ status: 'completed', result: { recorded: true } })
+  })
+
+  it('a failed delayed payment is recorded, the owners are mailed once, nothing is fulfilled', async () => {
+    const o = await owner()
+    const session = await buyWithDelayedPayment(o, 3)
+    expect((await deliver(fake.event('checkout.session.completed', session))).json().status).toBe('processed')
+    fake.now += 10
+    const failed = fake.event('checkout.session.async_payment_failed', session)
+    expect((await deliver(failed)).json()).toEqual({ received: true, status: 'processed' })
+
+    const effects = await finished(effectsJobId(failed.id))
+    expect(effects).toMatchObject({ status: 'completed', result: { mailed: 1 } })
+    const subject = `Your payment for ${o.tenantName} on Tenantkit failed`
+    const mail = await eventually('the payment failed mail', async () => smtp.messages.find((m) => m.subject === subject))
+    expect(mail.envelope.to).toEqual([o.email])
+    expect(mail.text).toContain('The payment of $36.00 for your purchase')
+    expect(mail.text).toContain(`${BASE}/billing`)
+    expect((await audits(o.tenantId, 'billing.payment.failed')).map((a) => a.target_id)).toEqual([session.id])
+
+    expect((await deliver(failed)).json().status).toBe('duplicate')
+    const queued = await app.host.sql`
+      select 1 from sys_jobs where job_type = 'email.send' and payload->>'template' = 'checkout_payment_failed' and payload->>'to' = ${o.email}`
+    expect(queued).toHaveLength(1)
+    expect(await outboxRows(fulfilJobId(session.id))).toBe(0)
+    expect(await audits(o.tenantId, 'billing.payment.fulfilled')).toHaveLength(0)
+  })
+
+  it('a paid session selling a price not for sale, or not saying what it sells, is recorded failed and not fulfilled', async () => {
+    const o = await owner()
+    const res = await o.c.post('/api/billing/checkout/one-time', { priceId: CREDITS, quantity: 1 })
+    const { session } = fake.completeCheckout(res.json().id)
+    // Sessions the kit did not create (a Payment Link, the dashboard) carry other metadata.
+    const variants: [string, StripeObject][] = [
+      ['price not for sale', { ...session, metadata: { ...session.metadata, price_id: NOT_SOLD } }],
+      ['no price in metadata', { ...session, metadata: { tenant_id: o.tenantId } }],
+    ]
+    for (const [label, s] of variants) {
+      const ev = fake.event('checkout.session.completed', s)
+      expect((await deliver(ev)).json(), label).toEqual({ received: true, status: 'failed' })
+      expect(await ledgerOf(ev.id), label).toMatchObject({ status: 'failed', error: expect.stringContaining(session.id) })
+    }
+    expect(await outboxRows(fulfilJobId(session.id))).toBe(0)
+    expect(await audits(o.tenantId, 'billing.payment.not_fulfilled')).toHaveLength(2)
+  })
+})
+
+describe('trial ending', () => {
+  it('customer.subscription.trial_will_end mails the owners once per event; not once the trial is over', async () => {
+    const o = await owner()
+    const { subscription: sub } = await subscribe(o)
+    expect(sub.status).toBe('trialing')
+    fake.now += 10
+    const ending = fake.event('customer.subscription.trial_will_end', sub)
+    expect((await deliver(ending)).json()).toEqual({ received: true, status: 'processed' })
+    expect(await finished(effectsJobId(ending.id))).toMatchObject({ status: 'completed', result: { mailed: 1 } })
+    const subject = `Your Tenantkit trial for ${o.tenantName} ends soon`
+    const mail = await eventually('the trial mail', async () => smtp.messages.find((m) => m.subject === subject))
+    expect(mail.envelope.to).toEqual([o.email])
+    expect(mail.text).toContain(`The Pro trial of ${o.tenantName} ends on ${new Date(sub.trial_end * 1000).toUTCString()}`)
+    expect(mail.html).toContain(`href="${BASE}/billing"`)
+    expect((await deliver(ending)).json().status).toBe('duplicate')
+    const queued = await app.host.sql`
+      select 1 from sys_jobs where job_type = 'email.send' and payload->>'template' = 'trial_will_end' and payload->>'to' = ${o.email}`
+    expect(queued).toHaveLength(1)
+    // The subscription state is not applied from this event.
+    expect((await o.c.get('/api/billing/subscription')).json().subscription).toMatchObject({ status: 'trialing' })
+
+    // Late: the trial already converted (our row is active): recorded, nobody mailed.
+    fake.now += 10
+    fake.setSubscription(sub.id, { status: 'active', trial_end: fake.now })
+    expect((await deliver(fake.event('customer.subscription.updated', sub))).json().status).toBe('processed')
+    const late = fake.event('customer.subscription.trial_will_end', { ...sub, status: 'trialing' })
+    expect((await deliver(late)).json()).toEqual({ received: true, status: 'skipped' })
+    expect(await sysJob(effectsJobId(late.id))).toBeUndefined()
   })
 })
 

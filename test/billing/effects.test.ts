@@ -85,7 +85,18 @@ describe('what a processed event writes to the outbox', () => {
     expect(billingEffectsFor(event({ subscription: sub('canceled', 'active') }))).toBeNull()
     expect(
       billingEffectsFor(
-        event({ type: 'checkout.session.completed', payment: { checkoutSessionId: 'cs_1', amountTotal: 1, currency: 'usd' } }),
+        event({
+          type: 'checkout.session.completed',
+          payment: {
+            checkoutSessionId: 'cs_1',
+            outcome: 'paid',
+            amountTotal: 1,
+            currency: 'usd',
+            priceId: 'price_1',
+            quantity: 1,
+            userId: null,
+          },
+        }),
       ),
     ).toBeNull()
     expect(billingEffectsFor(event({ type: 'invoice.payment_failed', tenantId: null }))).toBeNull()

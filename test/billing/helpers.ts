@@ -27,6 +27,10 @@ export const WEBHOOK_SECRET = 'whsec_test_5f3c1d2e9a8b7c6d5e4f3a2b1c0d9e8f'
 export const PRO_MONTHLY = 'price_1QkT0aJx4nB2cD3eProMonth'
 export const PRO_YEARLY = 'price_1QkT0bJx4nB2cD3eProYearly'
 export const ENT_MONTHLY = 'price_1QkT0cJx4nB2cD3eEntMonth'
+/** A one-time price the kit sells (STRIPE_ONE_TIME_PRICES). */
+export const SEAT_PACK = 'price_1QkT0dJx4nB2cD3eSeatPack'
+/** A one-time price Stripe knows but the kit does not sell. */
+export const NOT_FOR_SALE = 'price_1QkT0fJx4nB2cD3eNotForSale'
 
 /** The ids the fixtures in test/fixtures/stripe were recorded with. */
 export const FIXTURE = {
@@ -137,10 +141,16 @@ export async function startBillingWorld(
   fake.addPrice({ id: PRO_MONTHLY, unitAmount: 2900, interval: 'month' })
   fake.addPrice({ id: PRO_YEARLY, unitAmount: 29000, interval: 'year' })
   fake.addPrice({ id: ENT_MONTHLY, unitAmount: 9900, interval: 'month' })
-  fake.addPrice({ id: 'price_1QkT0dJx4nB2cD3eSeatPack', unitAmount: 1500, interval: null })
+  fake.addPrice({ id: SEAT_PACK, unitAmount: 1500, interval: null })
+  fake.addPrice({ id: NOT_FOR_SALE, unitAmount: 100, interval: null })
   const enabled = opts.stripeEnabled ?? true
   const config = enabled
-    ? env.configWith({ STRIPE_SECRET_KEY: 'sk_test_fake123', STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, STRIPE_API_HOST: fake.url })
+    ? env.configWith({
+        STRIPE_SECRET_KEY: 'sk_test_fake123',
+        STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+        STRIPE_API_HOST: fake.url,
+        STRIPE_ONE_TIME_PRICES: SEAT_PACK,
+      })
     : env.config
   const seedEnv = {
     STRIPE_MONTHLY_PRICE_ID: PRO_MONTHLY,

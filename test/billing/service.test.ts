@@ -11,9 +11,11 @@ import {
   type BillingWorld,
   ENT_MONTHLY,
   insertTenant,
+  NOT_FOR_SALE,
   insertUser,
   PRO_MONTHLY,
   PRO_YEARLY,
+  SEAT_PACK,
   startBillingWorld,
   subscriptionState,
 } from './helpers.js'
@@ -285,13 +287,11 @@ describe('one-time checkout and the portal', () => {
   it('one-time checkout in payment mode with quantity; bad quantities are 400', async () => {
     const tenantId = await insertTenant(w.host, w.config)
     const user = await insertUser(w.host)
-    const { id } = await svc.createOneTimeCheckout({ tenantId, user, priceId: 'price_1QkT0dJx4nB2cD3eSeatPack', quantity: 3 })
-    expect(w.fake.sessions.get(id)).toMatchObject({
-      mode: 'payment',
-      amount_total: 4500,
-      client_reference_id: tenantId,
-      metadata: { tenant_id: tenantId },
-    })
+    const { id } = await svc.createOneTimeCheckout({ tenantId, user, priceId: SEAT_PACK, quantity: 3 })
+    // What was bought rides on the session's metadata: checkout events carry no line items.
+    const metadata = { tenant_id: tenantId, user_id: user.id, price_id: SEAT_PACK, quantity: '3' }
+    expect(w.fake.sessions.get(id)).toMatchObject({ mode: 'payment', amount_total: 4500, client_reference_id: tenantId, metadata })
+    expect(w.fake.sessions.get(id)!._params.payment_intent_data).toEqual({ metadata })
     expect(
       await rejection(svc.createOneTimeCheckout({ tenantId, user, priceId: 'price_1QkT0dJx4nB2cD3eSeatPack', quantity: 0 })),
     ).toMatchObject({
@@ -303,6 +303,16 @@ describe('one-time checkout and the portal', () => {
       statusCode: 502,
       code: 'STRIPE_REQUEST_FAILED',
     })
+
+    // A price of the Stripe account that the product does not sell (not in STRIPE_ONE_TIME_PRICES, no plan's): 400, Stripe never asked.
+    const sessions = w.fake.count('POST', '/v1/checkout/sessions')
+    for (const priceId of [NOT_FOR_SALE, 'price_1QkT0zJx4nB2cD3eUnknown']) {
+      expect(await rejection(svc.createOneTimeCheckout({ tenantId, user, priceId, quantity: 1 }))).toMatchObject({
+        statusCode: 400,
+        code: 'PRICE_NOT_FOR_SALE',
+      })
+    }
+    expect(w.fake.count('POST', '/v1/checkout/sessions')).toBe(sessions)
   })
 
   it('portal session for the tenant’s customer; 409 NO_BILLING_ACCOUNT before any checkout', async () => {

@@ -21,6 +21,7 @@ const settings = (apiHost?: string) => ({
   apiHost,
   monthlyPriceId: undefined,
   yearlyPriceId: undefined,
+  oneTimePriceIds: [],
 })
 
 describe('createStripe', () => {

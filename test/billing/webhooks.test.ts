@@ -9,6 +9,8 @@ import { connect } from '../../src/db/connect.js'
 import type { BillingEvent } from '../../src/billing/webhooks.js'
 import stripeWebhookRoutes from '../../src/routes/webhooks/stripe.js'
 import { createStripe } from '../../src/billing/stripe.js'
+import { billingFollowUps, fulfilJobId } from '../../src/jobs/billing-jobs.js'
+import { outboxJobId } from '../../src/jobs/outbox.js'
 import { ADMIN_URL } from '../helpers/env.js'
 import type { StripeObject } from '../helpers/fake-stripe.js'
 import { createTestEnv, type TestEnv, withDatabase } from '../helpers/test-env.js'
@@ -23,6 +25,8 @@ import {
   insertTenant,
   insertUser,
   ledger,
+  NOT_FOR_SALE,
+  SEAT_PACK,
   sign,
   startBillingWorld,
   subscriptionState,
@@ -89,6 +93,131 @@ describe('checkout → webhook → active', () => {
       'billing.checkout.completed',
       'billing.subscription.updated',
     ])
+  })
+})
+
+describe('checkout payment status (delayed payment methods)', () => {
+  /** The fixture's checkout.session.completed as a one-time purchase of the seat pack, with this payment status. */
+  function paymentCheckout(ids: Ids, type: string, paymentStatus: string, over: Record<string, unknown> = {}) {
+    const ev = fixture('checkout.session.completed', ids)
+    ev.id = `${ev.id}${type.split('.').at(-1)}${paymentStatus}`
+    ev.type = type
+    Object.assign(ev.data.object, {
+      id: `cs_test_${ids.eventSuffix}`,
+      mode: 'payment',
+      subscription: null,
+      payment_intent: `pi_${ids.eventSuffix}`,
+      amount_subtotal: 3000,
+      amount_total: 3000,
+      payment_status: paymentStatus,
+      metadata: { tenant_id: ids.tenantId, user_id: ids.userId, price_id: SEAT_PACK, quantity: '2' },
+      ...over,
+    })
+    return ev
+  }
+  const hookFor = (eventId: string) => w.hookCalls.find((e) => e.eventId === eventId)
+  const fulfilIntents = (eventId: string) => billingFollowUps(hookFor(eventId)!).filter((i) => i.job === 'billing.payment.fulfil')
+
+  it('payment mode: "unpaid" at completion is pending (nothing to fulfil); the async success fulfils, keyed by the session', async () => {
+    const ids = await scenario()
+    const completed = paymentCheckout(ids, 'checkout.session.completed', 'unpaid')
+    expect((await w.deliver(completed)).body.status).toBe('processed')
+    expect(hookFor(completed.id)!.payment).toMatchObject({ outcome: 'pending', priceId: SEAT_PACK, quantity: 2 })
+    expect(fulfilIntents(completed.id)).toEqual([])
+
+    const succeeded = paymentCheckout(ids, 'checkout.session.async_payment_succeeded', 'paid')
+    expect((await w.deliver(succeeded)).body.status).toBe('processed')
+    const sessionId = succeeded.data.object.id
+    expect(hookFor(succeeded.id)!.payment).toMatchObject({ checkoutSessionId: sessionId, outcome: 'paid', amountTotal: 3000 })
+    const [intent] = fulfilIntents(succeeded.id)
+    expect(intent).toMatchObject({ key: sessionId, payload: { tenantId: ids.tenantId, priceId: SEAT_PACK, quantity: 2, userId: ids.userId } })
+    expect(outboxJobId(intent!.job, intent!.key!)).toBe(fulfilJobId(sessionId))
+
+    // A completed event already paid (card) fulfils too, under the same job id: one fulfilment per session.
+    const paidAtOnce = paymentCheckout(ids, 'checkout.session.completed', 'paid')
+    await w.deliver(paidAtOnce)
+    expect(fulfilIntents(paidAtOnce.id).map((i) => outboxJobId(i.job, i.key!))).toEqual([fulfilJobId(sessionId)])
+    // A free purchase (100 % off) needs no payment and is fulfilled.
+    const free = paymentCheckout(ids, 'checkout.session.completed', 'no_payment_required')
+    await w.deliver(free)
+    expect(hookFor(free.id)!.payment!.outcome).toBe('paid')
+
+    const failed = paymentCheckout(ids, 'checkout.session.async_payment_failed', 'unpaid')
+    expect((await w.deliver(failed)).body.status).toBe('processed')
+    expect(hookFor(failed.id)!.payment!.outcome).toBe('failed')
+    expect(fulfilIntents(failed.id)).toEqual([])
+    expect(billingFollowUps(hookFor(failed.id)!)).toEqual([
+      expect.objectContaining({ job: 'billing.event_effects', key: failed.id, payload: expect.objectContaining({ payment: expect.anything() }) }),
+    ])
+    expect(await auditActions(w.host, ids.tenantId)).toEqual([
+      'billing.payment.pending',
+      'billing.payment.completed',
+      'billing.payment.completed',
+      'billing.payment.completed',
+      'billing.payment.failed',
+    ])
+  })
+
+  it('payment mode: a paid session is not fulfilled unless its price is for sale (metadata, checked again at payment)', async () => {
+    const ids = await scenario()
+    for (const metadata of [
+      { tenant_id: ids.tenantId, price_id: NOT_FOR_SALE, quantity: '1' },
+      { tenant_id: ids.tenantId },
+      { tenant_id: ids.tenantId, price_id: SEAT_PACK, quantity: '0' },
+    ]) {
+      const ev = paymentCheckout(ids, 'checkout.session.completed', 'paid', { metadata })
+      ev.id = `${ev.id}${Object.keys(metadata).length}${metadata.quantity ?? ''}`
+      expect(await w.deliver(ev)).toEqual({ statusCode: 200, body: { received: true, status: 'failed' } })
+      expect((await ledger(w.host, ev.id))[0]).toMatchObject({ status: 'failed', error: expect.stringMatching(/not for sale|does not say/) })
+      expect(hookFor(ev.id)).toBeUndefined()
+    }
+    expect(await auditActions(w.host, ids.tenantId)).toEqual(Array(3).fill('billing.payment.not_fulfilled'))
+  })
+
+  it('subscription mode: the async payment events apply the subscription Stripe holds, whatever the session says', async () => {
+    const ids = await scenario()
+    stripeHolds({ ...fixture('customer.subscription.created', ids).data.object, status: 'incomplete' })
+    const completed = fixture('checkout.session.completed', ids)
+    completed.data.object.payment_status = 'unpaid'
+    expect((await w.deliver(completed)).body.status).toBe('processed')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'incomplete' })
+    const [tenant] = await w.host.sql`select plan_tier from core_tenants where id = ${ids.tenantId}`
+    expect(tenant!.plan_tier).toBe('free')
+
+    stripeHolds({ ...fixture('customer.subscription.created', ids).data.object, status: 'active' })
+    const succeeded = fixture('checkout.session.completed', ids)
+    Object.assign(succeeded, { id: `${succeeded.id}ok`, type: 'checkout.session.async_payment_succeeded', created: completed.created + 5 })
+    succeeded.data.object.payment_status = 'paid'
+    expect((await w.deliver(succeeded)).body.status).toBe('processed')
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toMatchObject({ status: 'active', plan: 'pro' })
+    expect(hookFor(succeeded.id)!.payment).toBeUndefined()
+    expect(await auditActions(w.host, ids.tenantId)).toEqual([
+      'billing.subscription.created',
+      'billing.checkout.completed',
+      'billing.subscription.updated',
+      'billing.checkout.async_payment_succeeded',
+    ])
+  })
+})
+
+describe('customer.subscription.trial_will_end', () => {
+  it('applies no state and asks no refetch; hands the trial end to the effects (owners mailed once per event)', async () => {
+    const ids = await scenario()
+    const created = fixture('customer.subscription.created', ids)
+    await w.deliver(created)
+    const before = await subscriptionState(w.host, ids.subscriptionId)
+    const retrieves = w.fake.count('GET', `/v1/subscriptions/${ids.subscriptionId}`)
+    const ending = fixture('customer.subscription.created', ids)
+    Object.assign(ending, { id: `${ending.id}trial`, type: 'customer.subscription.trial_will_end', created: created.created })
+    expect((await w.deliver(ending)).body.status).toBe('processed')
+    expect(w.fake.count('GET', `/v1/subscriptions/${ids.subscriptionId}`)).toBe(retrieves)
+    expect(await subscriptionState(w.host, ids.subscriptionId)).toEqual(before)
+    const hook = w.hookCalls.find((e) => e.eventId === ending.id)!
+    expect(hook.trial).toEqual({ endsAt: new Date(created.data.object.trial_end * 1000), subscriptionId: expect.any(String) })
+    expect(billingFollowUps(hook)).toEqual([
+      expect.objectContaining({ job: 'billing.event_effects', key: ending.id, payload: expect.objectContaining({ trial: expect.anything() }) }),
+    ])
+    expect((await auditActions(w.host, ids.tenantId)).at(-1)).toBe('billing.subscription.trial_will_end')
   })
 })
 

@@ -104,6 +104,8 @@ describe('built-in templates', () => {
     ownership_offer: ['app_name', 'user_name', 'offerer_name', 'tenant_name', 'offer_url', 'expires_in', 'to_email'],
     member_removed: ['app_name', 'member_email', 'tenant_name', 'reason', 'to_email'],
     payment_failed: ['app_name', 'tenant_name', 'payment_summary', 'billing_url', 'grace_notice', 'to_email'],
+    checkout_payment_failed: ['app_name', 'tenant_name', 'payment_summary', 'billing_url', 'to_email'],
+    trial_will_end: ['app_name', 'tenant_name', 'trial_end', 'trial_summary', 'billing_url', 'to_email'],
   }
 
   it.each(BUILT_IN_TEMPLATES)('%s parses and uses exactly its documented variables', async (name) => {

@@ -37,6 +37,7 @@ const stripeWebhookRoutes: FastifyPluginAsyncTypebox<StripeWebhookRouteOptions> 
     host: opts.host,
     stripe,
     webhookSecret: opts.config.stripe?.webhookSecret,
+    oneTimePriceIds: opts.config.stripe?.oneTimePriceIds,
     onBillingEvent: opts.onBillingEvent,
     followUps: opts.followUps,
     log: fastify.log,

@@ -62,7 +62,7 @@ const billingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     {
       schema: {
         tags,
-        summary: 'Stripe Checkout for a one-time purchase',
+        summary: 'Stripe Checkout for a one-time purchase of a price for sale (STRIPE_ONE_TIME_PRICES or a plan’s; else 400 PRICE_NOT_FOR_SALE)',
         body: Type.Object(
           {
             priceId: Type.String({ pattern: '^price_[A-Za-z0-9]+$', maxLength: 255 }),
