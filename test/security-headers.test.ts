@@ -1,21 +1,10 @@
 import helmet from '@fastify/helmet'
-import Fastify, { type FastifyInstance } from 'fastify'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import Fastify from 'fastify'
+import { describe, expect, it } from 'vitest'
 import { HELMET_OPTIONS, securityHeaders } from '../src/plugins/external/helmet.js'
-import { buildApp } from './helpers/build-app.js'
-import { createTestEnv, type TestEnv } from './helpers/test-env.js'
+import { useApp } from './helpers/use-app.js'
 
-let env: TestEnv
-let app: FastifyInstance
-
-beforeAll(async () => {
-  env = await createTestEnv()
-  app = await buildApp(env.config)
-})
-afterAll(async () => {
-  await app?.close()
-  await env?.cleanup()
-})
+const ctx = useApp()
 
 /** What @fastify/helmet itself sets for our options, from a bare Fastify with only that plugin. */
 async function fastifyHelmetHeaders() {
@@ -50,7 +39,7 @@ describe('security headers (precomputed once from helmet)', () => {
       { url: '/docs/static/swagger-ui.css', status: 200 },
     ]
     for (const { status, ...req } of requests) {
-      const res = await app.inject(req)
+      const res = await ctx.app.inject(req)
       expect(res.statusCode, req.url).toBe(status)
       for (const [name, value] of Object.entries(expected)) expect(res.headers[name], `${req.url} ${name}`).toBe(value)
     }

@@ -6,32 +6,25 @@
  * ignored beside a key, revocation reaching another process at once, and last_used_at throttling.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import { Redis } from 'ioredis'
 import { uuidv7 } from 'uuidv7'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { createApiKeys } from '../../src/auth/api-keys.js'
 import { hashPassword } from '../../src/auth/password.js'
 import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { REDIS_URL } from '../helpers/env.js'
 import { joinTenant } from '../helpers/members.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 import { waitFor } from '../helpers/wait-for.js'
 
 const SUFFIX = 'keys.test'
-let env: TestEnv
-let app: FastifyInstance
 let passwordHash: string
 
+const ctx = useApp({ TENANT_DOMAIN_SUFFIX: SUFFIX })
 beforeAll(async () => {
-  env = await createTestEnv({ TENANT_DOMAIN_SUFFIX: SUFFIX })
-  app = await buildApp(env.config)
   passwordHash = await hashPassword(PASSWORD)
-})
-afterAll(async () => {
-  await app?.close()
-  await env?.cleanup()
 })
 
 const tag = () => randomBytes(3).toString('hex')
@@ -48,8 +41,8 @@ interface Actor {
 async function actor(label: string): Promise<Actor & { signIn(): Promise<void> }> {
   const email = `${label}-${tag()}@example.com`
   // Verified: creating API keys needs a verified address (test/auth/account-flows.test.ts covers the refusal).
-  const user = await app.users.create({ email, name: label, passwordHash, emailVerified: true })
-  const c = createClient(app)
+  const user = await ctx.app.users.create({ email, name: label, passwordHash, emailVerified: true })
+  const c = createClient(ctx.app)
   return { id: user.id, email, c, signIn: async () => expect((await c.login(email)).statusCode).toBe(200) }
 }
 
@@ -57,7 +50,7 @@ async function actor(label: string): Promise<Actor & { signIn(): Promise<void> }
 async function team(label = 'keys') {
   const owner = await actor(`${label}-owner`)
   const slug = `${label}-${tag()}`
-  const tenant = await app.tenancy.provisioner.provision({ slug, name: `${slug} Inc`, ownerUserId: owner.id })
+  const tenant = await ctx.app.tenancy.provisioner.provision({ slug, name: `${slug} Inc`, ownerUserId: owner.id })
   await owner.signIn()
   const api = (a: Actor, method: InjectOptions['method'], path: string, body?: unknown) =>
     a.c.request({
@@ -68,7 +61,7 @@ async function team(label = 'keys') {
     })
   const add = async (label: string, role: 'admin' | 'member', localRole: 'admin' | 'editor' | 'viewer') => {
     const a = await actor(label)
-    await joinTenant(app, tenant.id, a, role, localRole)
+    await joinTenant(ctx.app, tenant.id, a, role, localRole)
     await a.signIn()
     return a
   }
@@ -95,7 +88,7 @@ function withKey(
   url: string,
   opts: { body?: unknown; headers?: Record<string, string> } = {},
 ) {
-  return app.inject({
+  return ctx.app.inject({
     method,
     url,
     remoteAddress: `10.99.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}`,
@@ -110,7 +103,7 @@ const expectError = (res: LightMyRequestResponse, status: number, code: string) 
 }
 
 const auditRows = (keyId: string) =>
-  app.host.sql<{ action: string; actor_user_id: string; tenant_id: string; ip: string | null; metadata: Record<string, unknown> }[]>`
+  ctx.app.host.sql<{ action: string; actor_user_id: string; tenant_id: string; ip: string | null; metadata: Record<string, unknown> }[]>`
     select action, actor_user_id, tenant_id, ip, metadata from sys_audit_logs where target_type = 'api_key' and target_id = ${keyId} order by created_at`
 
 describe('managing keys', () => {
@@ -132,7 +125,7 @@ describe('managing keys', () => {
     })
 
     // Only the hash is stored: no column holds the secret (nor its random part).
-    const [row] = await app.host.sql`select * from core_api_keys where id = ${created.id}`
+    const [row] = await ctx.app.host.sql`select * from core_api_keys where id = ${created.id}`
     expect(row!.key_hash).toBe(sha256(created.secret))
     const stored = JSON.stringify(row)
     expect(stored).not.toContain(created.secret)
@@ -257,7 +250,7 @@ describe('using a key', () => {
       expect(res.json().tenant.id).toBe(t.id)
     }
     // The bearer scheme is case-insensitive (RFC 7235).
-    expect((await app.inject({ method: 'GET', url: '/api/tenant', headers: { authorization: `bearer ${k.secret}` } })).statusCode).toBe(200)
+    expect((await ctx.app.inject({ method: 'GET', url: '/api/tenant', headers: { authorization: `bearer ${k.secret}` } })).statusCode).toBe(200)
   })
 
   it("caps the key's role: viewer keys read only, editor keys can't delete, admin keys can", async () => {
@@ -318,7 +311,7 @@ describe('using a key', () => {
       expectError(res, 401, 'INVALID_API_KEY')
       expect(res.body).not.toContain(t.slug)
     }
-    await joinTenant(app, t.id, t.admin, 'member', 'viewer')
+    await joinTenant(ctx.app, t.id, t.admin, 'member', 'viewer')
     expect((await t.api(t.admin, 'GET', '/tenant')).statusCode).toBe(200)
     expectError(await withKey(k.secret, 'GET', '/api/tenant'), 401, 'INVALID_API_KEY')
   })
@@ -329,7 +322,7 @@ describe('keys that do not work', () => {
     const t = await team()
     const live = await createKey(t, t.admin, { role: 'viewer' })
     const expired = await createKey(t, t.admin, { role: 'viewer', expiresInDays: 1 })
-    await app.host.sql`update core_api_keys set expires_at = now() - interval '1 second' where id = ${expired.id}`
+    await ctx.app.host.sql`update core_api_keys set expires_at = now() - interval '1 second' where id = ${expired.id}`
     const flipped = live.secret.slice(0, -1) + (live.secret.endsWith('A') ? 'B' : 'A')
     const random = `tk_test_${randomBytes(32).toString('base64url')}`
     for (const authorization of [
@@ -348,7 +341,7 @@ describe('keys that do not work', () => {
       '',
     ]) {
       for (const method of ['GET', 'POST'] as const) {
-        const res = await app.inject({
+        const res = await ctx.app.inject({
           method,
           url: '/api/projects',
           headers: { authorization },
@@ -422,14 +415,14 @@ describe('keys that do not work', () => {
     const p = await team('prov')
     const d = await team('dele')
     const [ks, kp, kd] = await Promise.all([s, p, d].map((t) => createKey(t, t.owner, { role: 'admin' })))
-    await app.tenancy.provisioner.run('suspended', s.id)
-    await app.tenancy.provisioner.writes.update(p.id, { status: 'provisioning', provisionStep: 'migrate' })
-    await app.tenancy.provisioner.run('softDeleted', d.id)
+    await ctx.app.tenancy.provisioner.run('suspended', s.id)
+    await ctx.app.tenancy.provisioner.writes.update(p.id, { status: 'provisioning', provisionStep: 'migrate' })
+    await ctx.app.tenancy.provisioner.run('softDeleted', d.id)
     expectError(await withKey(ks!.secret, 'GET', '/api/projects'), 403, 'TENANT_SUSPENDED')
     expectError(await withKey(ks!.secret, 'POST', '/api/projects', { body: { name: 'x' } }), 403, 'TENANT_SUSPENDED')
     expectError(await withKey(kp!.secret, 'GET', '/api/projects'), 409, 'TENANT_NOT_READY')
     expectError(await withKey(kd!.secret, 'GET', '/api/projects'), 404, 'TENANT_NOT_FOUND')
-    await app.tenancy.provisioner.run('resumed', s.id)
+    await ctx.app.tenancy.provisioner.run('resumed', s.id)
     expect((await withKey(ks!.secret, 'GET', '/api/projects')).statusCode).toBe(200)
   })
 
@@ -444,7 +437,7 @@ describe('keys that do not work', () => {
       ['POST', '/tenants', { name: 'by key', slug: `bykey-${tag()}` }],
       ['POST', '/auth/logout', undefined],
     ] as const) {
-      expectError(await app.inject({ method, url, headers: bearer, ...(payload ? { payload } : {}) }), 401, 'SESSION_REQUIRED')
+      expectError(await ctx.app.inject({ method, url, headers: bearer, ...(payload ? { payload } : {}) }), 401, 'SESSION_REQUIRED')
       const withCookie = await t.owner.c.request({ method, url, headers: bearer, ...(payload ? { payload } : {}) })
       expectError(withCookie, 401, 'SESSION_REQUIRED')
     }
@@ -457,7 +450,7 @@ describe('across processes and over time', () => {
   it('a revocation in one process stops the key in another that had it cached', async () => {
     const t = await team()
     const k = await createKey(t, t.admin, { role: 'viewer' })
-    const other = await buildApp(env.config)
+    const other = await buildApp(ctx.env.config)
     try {
       const use = () => other.inject({ method: 'GET', url: '/api/projects', headers: { authorization: `Bearer ${k.secret}` } })
       expect((await use()).statusCode).toBe(200) // now cached in `other`
@@ -480,9 +473,9 @@ describe('across processes and over time', () => {
     const k = await createKey(t, t.admin, { role: 'viewer' })
     const redis = new Redis(REDIS_URL)
     const keys = createApiKeys({
-      db: app.host.db,
+      db: ctx.app.host.db,
       redis,
-      channel: `${env.config.redisPrefix}:api-keys-touch`,
+      channel: `${ctx.env.config.redisPrefix}:api-keys-touch`,
       env: 'test',
       touchEveryMs: 1000,
     })
@@ -491,7 +484,7 @@ describe('across processes and over time', () => {
       // Microseconds since the epoch, as text (exact comparison), or null.
       const lastUsed = async () =>
         (
-          await app.host.sql<{ t: string | null }[]>`
+          await ctx.app.host.sql<{ t: string | null }[]>`
             select (extract(epoch from last_used_at) * 1e6)::bigint::text as t from core_api_keys where id = ${k.id}`
         )[0]!.t
       expect(await lastUsed()).toBeNull()

@@ -1,24 +1,13 @@
-import type { FastifyInstance } from 'fastify'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildApp } from '../helpers/build-app.js'
+
+import { describe, expect, it } from 'vitest'
 import { createClient } from '../helpers/client.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 
-let env: TestEnv
-let app: FastifyInstance
-
-beforeAll(async () => {
-  env = await createTestEnv()
-  app = await buildApp(env.config)
-})
-afterAll(async () => {
-  await app?.close()
-  await env?.cleanup()
-})
+const ctx = useApp()
 
 describe('signup → me → project → logout', () => {
   it('runs the whole first-five-minutes flow', async () => {
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     const signup = await c.signup('Ada.Lovelace@example.com', undefined, 'Ada')
     expect(signup.statusCode).toBe(201)
     const { user, tenant } = signup.json()
@@ -44,16 +33,16 @@ describe('signup → me → project → logout', () => {
     const sid = c.cookies.sid
     expect((await c.post('/auth/logout')).statusCode).toBe(204)
     // The old cookie is dead server-side, not just forgotten by the client.
-    const replay = await app.inject({ url: '/me', cookies: { sid: sid! } })
+    const replay = await ctx.app.inject({ url: '/me', cookies: { sid: sid! } })
     expect(replay.statusCode).toBe(401)
     expect(replay.json()).toMatchObject({ code: 'UNAUTHENTICATED' })
   })
 
   it('logs in with the same answer for a wrong email and a wrong password', async () => {
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     await c.signup('grace@example.com')
-    const wrongPw = await createClient(app).login('grace@example.com', 'not the password at all')
-    const wrongEmail = await createClient(app).login('nobody@example.com')
+    const wrongPw = await createClient(ctx.app).login('grace@example.com', 'not the password at all')
+    const wrongEmail = await createClient(ctx.app).login('nobody@example.com')
     for (const res of [wrongPw, wrongEmail]) {
       expect(res.statusCode).toBe(401)
       expect(res.json()).toEqual({
@@ -63,23 +52,23 @@ describe('signup → me → project → logout', () => {
         code: 'INVALID_CREDENTIALS',
       })
     }
-    const ok = await createClient(app).login('GRACE@example.com')
+    const ok = await createClient(ctx.app).login('GRACE@example.com')
     expect(ok.statusCode).toBe(200)
     expect(ok.json().memberships).toHaveLength(1)
   })
 
   it('regenerates the session id at login (no fixation)', async () => {
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     await c.signup('fix@example.com')
     const before = c.cookies.sid
     await c.login('fix@example.com')
     expect(c.cookies.sid).toBeDefined()
     expect(c.cookies.sid).not.toBe(before)
-    expect((await app.inject({ url: '/me', cookies: { sid: before! } })).statusCode).toBe(401)
+    expect((await ctx.app.inject({ url: '/me', cookies: { sid: before! } })).statusCode).toBe(401)
   })
 
   it('rejects bad signups with clear codes', async () => {
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     await c.signup('dup@example.com')
     const cases: [unknown, number, string][] = [
       [{ email: 'DUP@example.com', password: 'another good password' }, 409, 'EMAIL_TAKEN'],
@@ -90,14 +79,14 @@ describe('signup → me → project → logout', () => {
       [{ email: 'x@example.com', password: 'correct horse battery', admin: true }, 400, 'VALIDATION_ERROR'],
     ]
     for (const [body, status, code] of cases) {
-      const res = await createClient(app).post('/auth/signup', body)
+      const res = await createClient(ctx.app).post('/auth/signup', body)
       expect(res.statusCode, JSON.stringify(body)).toBe(status)
       expect(res.json()).toMatchObject({ statusCode: status, code })
     }
   })
 
   it('requires a CSRF token on cookie-authenticated writes', async () => {
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     await c.signup('csrf@example.com')
     const token = c.csrf
     c.csrf = undefined
@@ -110,12 +99,12 @@ describe('signup → me → project → logout', () => {
   })
 
   it('writes the audit log for auth events with ip and user agent', async () => {
-    const c = createClient(app, '10.200.0.1')
+    const c = createClient(ctx.app, '10.200.0.1')
     await c.signup('audit@example.com')
-    await createClient(app, '10.200.0.2').login('audit@example.com', 'wrong password here')
+    await createClient(ctx.app, '10.200.0.2').login('audit@example.com', 'wrong password here')
     await c.login('audit@example.com')
     await c.post('/auth/logout')
-    const rows = await app.host.sql<{ action: string; ip: string; user_agent: string }[]>`
+    const rows = await ctx.app.host.sql<{ action: string; ip: string; user_agent: string }[]>`
       select action, ip, user_agent from sys_audit_logs where action like 'auth.%' and metadata->>'email' is distinct from 'x'
       and (actor_user_id = (select id from core_users where email = 'audit@example.com')) order by created_at`
     expect(rows.map((r) => r.action)).toEqual(['auth.signup', 'auth.login_failed', 'auth.login', 'auth.logout'])

@@ -4,17 +4,14 @@
  * member can't raise their own role by anything they send. Members are managed through /api/members;
  * they join by invitation (test/helpers/members.ts here; the flow itself: test/api/invitations.test.ts).
  */
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { LightMyRequestResponse } from 'fastify'
 import { randomBytes } from 'node:crypto'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { hashPassword } from '../../src/auth/password.js'
-import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { joinTenant, markVerified } from '../helpers/members.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 
-let env: TestEnv
-let app: FastifyInstance
 let passwordHash: string
 
 interface Actor {
@@ -23,14 +20,9 @@ interface Actor {
   c: Client
 }
 
+const ctx = useApp()
 beforeAll(async () => {
-  env = await createTestEnv()
-  app = await buildApp(env.config)
   passwordHash = await hashPassword(PASSWORD)
-})
-afterAll(async () => {
-  await app?.close()
-  await env?.cleanup()
 })
 
 const tag = () => randomBytes(3).toString('hex')
@@ -38,8 +30,8 @@ const tag = () => randomBytes(3).toString('hex')
 /** A global user (no personal tenant) with a logged-in client. */
 async function actor(label: string): Promise<Actor> {
   const email = `${label}-${tag()}@example.com`
-  const user = await app.users.create({ email, name: label, passwordHash })
-  const c = createClient(app)
+  const user = await ctx.app.users.create({ email, name: label, passwordHash })
+  const c = createClient(ctx.app)
   expect((await c.login(email)).statusCode).toBe(200)
   return { id: user.id, email, c }
 }
@@ -48,7 +40,7 @@ async function actor(label: string): Promise<Actor> {
 async function team() {
   const owner = await actor('owner')
   const slug = `rbac-${tag()}`
-  const tenant = await app.tenancy.provisioner.provision({ slug, name: `RBAC ${slug}`, ownerUserId: owner.id })
+  const tenant = await ctx.app.tenancy.provisioner.provision({ slug, name: `RBAC ${slug}`, ownerUserId: owner.id })
   const api = (a: Actor) => {
     const h = (extra?: Record<string, string>) => ({ 'x-tenant-id': slug, ...extra })
     return {
@@ -61,13 +53,13 @@ async function team() {
   }
   const add = async (label: string, role: 'admin' | 'member', localRole?: 'admin' | 'editor' | 'viewer') => {
     const a = await actor(label)
-    await joinTenant(app, tenant.id, a, role, localRole)
+    await joinTenant(ctx.app, tenant.id, a, role, localRole)
     return a
   }
   /** Ownership the only way there is: offered by the owner, accepted by the admin (both verified). */
   const makeOwner = async (a: Actor) => {
-    await markVerified(app, owner.id)
-    await markVerified(app, a.id)
+    await markVerified(ctx.app, owner.id)
+    await markVerified(ctx.app, a.id)
     const offer = await api(owner).post(`/members/${a.id}/ownership-offer`)
     expect(offer.statusCode, offer.body).toBe(201)
     const accepted = await api(a).post(`/ownership-offers/${offer.json().id}/accept`)
@@ -170,8 +162,8 @@ describe('per-user permissions', () => {
       (await t.api(t.owner).put(`/members/${t.editor.id}/permissions`, { resource: 'projects', action: 'edit', granted: true })).statusCode,
     ).toBe(200)
     expect((await e.post('/projects', { name: 'allowed again' })).statusCode).toBe(201)
-    const rows = await app.tenancy.pools.withTenant(
-      (await app.tenancy.catalog.get(t.tenant.id))!,
+    const rows = await ctx.app.tenancy.pools.withTenant(
+      (await ctx.app.tenancy.catalog.get(t.tenant.id))!,
       (db) =>
         db.$client`select p.granted from core_permissions p join core_tenant_users u on u.id = p.tenant_user_id where u.global_user_id = ${t.editor.id}`,
     )
@@ -217,7 +209,7 @@ describe('role changes', () => {
     await t.api(t.admin).delete(`/members/${t.viewer.id}/permissions/projects/delete`)
     await t.api(t.admin).delete(`/members/${t.viewer.id}`)
     await t.api(t.editor).delete(`/members/${t.editor.id}`)
-    const rows = await app.host.sql<{ action: string; actor_user_id: string; target_id: string; ip: string | null }[]>`
+    const rows = await ctx.app.host.sql<{ action: string; actor_user_id: string; target_id: string; ip: string | null }[]>`
       select action, actor_user_id, target_id, ip from sys_audit_logs where tenant_id = ${t.tenant.id} and action like 'member.%' order by created_at, id`
     expect(rows.map((r) => [r.action, r.actor_user_id, r.target_id])).toEqual([
       // (Joining is audited as invitation.accepted: test/api/invitations.test.ts.)
@@ -255,7 +247,7 @@ describe('owners', () => {
     await t.makeOwner(t.admin)
     // The admin was told by email (the email.send job; its record is written in batches, so poll).
     const offerMails = () =>
-      app.host
+      ctx.app.host
         .sql`select payload from sys_jobs where job_type = 'email.send' and payload->>'template' = 'ownership_offer' and payload->>'to' = ${t.admin.email}`
     await expect.poll(async () => (await offerMails()).length, { timeout: 10_000 }).toBe(1)
     expect((await offerMails())[0]!.payload.variables).toMatchObject({
@@ -286,7 +278,7 @@ describe('owners, concurrently', () => {
       expect(results.find((r) => r.statusCode === 403)!.json()).toMatchObject({
         code: expect.stringMatching(/^(LAST_OWNER|INSUFFICIENT_ROLE)$/),
       })
-      const owners = await app.host.sql`select user_id from core_memberships where tenant_id = ${t.tenant.id} and role = 'owner'`
+      const owners = await ctx.app.host.sql`select user_id from core_memberships where tenant_id = ${t.tenant.id} and role = 'owner'`
       expect(owners, mode).toHaveLength(1)
     }
   })
@@ -357,7 +349,7 @@ describe('/api/members', () => {
   it('adds nobody directly (POST invites), and answers 4xx for everything else', async () => {
     const t = await team()
     const o = t.api(t.owner)
-    await markVerified(app, t.owner.id)
+    await markVerified(ctx.app, t.owner.id)
     // POST /api/members is an invitation now, for any address (no USER_NOT_FOUND oracle).
     expect((await o.post('/members', { email: 'nobody-here@example.com', role: 'member' })).json()).toMatchObject({ state: 'pending' })
     expectError(await o.post('/members', { email: t.editor.email.toUpperCase(), role: 'admin', localRole: 'admin' }), 409, 'ALREADY_MEMBER')
@@ -406,13 +398,13 @@ describe('/api/members', () => {
     expect((await t.viewer.c.delete(`/api/members/${t.viewer.id}`)).statusCode).toBe(204)
     expectError(await t.viewer.c.get('/api/tenant'), 400, 'TENANT_REQUIRED')
     expectError(await t.viewer.c.get('/api/tenant', { 'x-tenant-id': t.slug }), 404, 'TENANT_NOT_FOUND')
-    const rows = await app.tenancy.pools.withTenant(
-      (await app.tenancy.catalog.get(t.tenant.id))!,
+    const rows = await ctx.app.tenancy.pools.withTenant(
+      (await ctx.app.tenancy.catalog.get(t.tenant.id))!,
       (db) => db.$client`select 1 from core_tenant_users where global_user_id = ${t.viewer.id}`,
     )
     expect(rows).toHaveLength(0)
     // Re-invited later, they start from the role given now, with no leftover grants.
-    await joinTenant(app, t.tenant.id, t.viewer, 'member', 'editor')
+    await joinTenant(ctx.app, t.tenant.id, t.viewer, 'member', 'editor')
     expect((await t.api(t.owner).get('/members')).json().items.find((m: { userId: string }) => m.userId === t.viewer.id)).toMatchObject({
       localRole: 'editor',
       permissions: [],
