@@ -1,56 +1,46 @@
-import type { FastifyInstance } from 'fastify'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import { describe, expect, it } from 'vitest'
 import { buildApp } from './helpers/build-app.js'
-import { createTestEnv, type TestEnv } from './helpers/test-env.js'
+import { useApp } from './helpers/use-app.js'
 
-let env: TestEnv
-let app: FastifyInstance
-
-beforeAll(async () => {
-  env = await createTestEnv()
-  app = await buildApp(env.config)
-})
-afterAll(async () => {
-  await app?.close()
-  await env?.cleanup()
-})
+const ctx = useApp()
 
 describe('app basics', () => {
   it('answers liveness and readiness', async () => {
-    expect((await app.inject('/health')).json()).toEqual({ status: 'ok' })
-    const ready = await app.inject('/health/ready')
+    expect((await ctx.app.inject('/health')).json()).toEqual({ status: 'ok' })
+    const ready = await ctx.app.inject('/health/ready')
     expect(ready.statusCode).toBe(200)
     expect(ready.json()).toEqual({ status: 'ok', checks: { database: 'up', redis: 'up', pools: 'up' } })
   })
 
   it('answers unknown routes with a JSON 404 and rate limits them', async () => {
-    const res = await app.inject('/nope?x=1')
+    const res = await ctx.app.inject('/nope?x=1')
     expect(res.statusCode).toBe(404)
     expect(res.json()).toEqual({ statusCode: 404, error: 'Not Found', message: 'Route GET /nope not found', code: 'NOT_FOUND' })
     let last = res
-    for (let i = 0; i <= 60; i++) last = await app.inject({ url: '/nope', remoteAddress: '10.9.9.9' })
+    for (let i = 0; i <= 60; i++) last = await ctx.app.inject({ url: '/nope', remoteAddress: '10.9.9.9' })
     expect(last.statusCode).toBe(429)
     expect(last.json()).toMatchObject({ statusCode: 429, code: 'RATE_LIMITED' })
   })
 
   it('sets security headers', async () => {
-    const res = await app.inject('/health')
+    const res = await ctx.app.inject('/health')
     expect(res.headers['content-security-policy']).toBeDefined()
     expect(res.headers['x-content-type-options']).toBe('nosniff')
   })
 
   it('serves OpenAPI and metrics', async () => {
-    const spec = (await app.inject('/docs/json')).json()
+    const spec = (await ctx.app.inject('/docs/json')).json()
     expect(spec.openapi).toBe('3.0.3')
     expect(spec.paths['/health/ready']).toBeDefined()
-    const metrics = await app.inject('/metrics')
+    const metrics = await ctx.app.inject('/metrics')
     expect(metrics.body).toContain('http_request_duration_seconds')
     expect(metrics.body).toMatch(/^tenant_pool_budget \d+$/m)
     expect(metrics.body).toMatch(/^tenant_pools_open \d+$/m)
   })
 
   it('guards /metrics with METRICS_TOKEN when set', async () => {
-    const guarded = await buildApp(env.configWith({ METRICS_TOKEN: 'scrape-me' }))
+    const guarded = await buildApp(ctx.env.configWith({ METRICS_TOKEN: 'scrape-me' }))
     try {
       const denied = await guarded.inject('/metrics')
       expect(denied.statusCode).toBe(401)
@@ -65,7 +55,7 @@ describe('app basics', () => {
   })
 
   it('reports Redis down as 503 naming it', async () => {
-    const broken = await buildApp(env.configWith({}))
+    const broken = await buildApp(ctx.env.configWith({}))
     try {
       broken.redis.disconnect()
       const res = await broken.inject('/health/ready')
@@ -77,7 +67,7 @@ describe('app basics', () => {
   })
 
   it('reports the database down as 503 naming it', async () => {
-    const broken = await buildApp(env.configWith({}))
+    const broken = await buildApp(ctx.env.configWith({}))
     try {
       await broken.host.sql.end()
       const res = await broken.inject('/health/ready')

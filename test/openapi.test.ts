@@ -9,36 +9,28 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify from 'fastify'
 import { Type } from 'typebox'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { documentRoute, operationIdFor, simplifySchema } from '../src/lib/openapi.js'
 import { unavailable } from '../src/lib/errors.js'
 import { ErrorSchema } from '../src/lib/schemas.js'
 import { toErrorBody } from '../src/plugins/app/errors.js'
-import { buildApp } from './helpers/build-app.js'
 import { installContractCheck, takeContractViolations } from './helpers/contract.js'
-import { createTestEnv, type TestEnv } from './helpers/test-env.js'
+import { useApp } from './helpers/use-app.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: a parsed JSON document, read by path in assertions
 type Json = Record<string, any>
 
-let env: TestEnv
-let app: FastifyInstance
 let spec: Json
 const operations: { method: string; path: string; op: Json }[] = []
 
+const ctx = useApp()
 beforeAll(async () => {
-  env = await createTestEnv()
-  app = await buildApp(env.config)
-  spec = (await app.inject('/docs/json')).json()
+  spec = (await ctx.app.inject('/docs/json')).json()
   for (const [path, item] of Object.entries(spec.paths as Json)) {
     for (const [method, op] of Object.entries(item as Json)) operations.push({ method, path, op })
   }
-})
-afterAll(async () => {
-  await app?.close()
-  await env?.cleanup()
 })
 
 const op = (method: string, path: string) => {
@@ -77,7 +69,7 @@ describe('the generated OpenAPI document', () => {
     expect(ids.every((id) => typeof id === 'string' && id.length > 0)).toBe(true)
     expect(new Set(ids).size).toBe(ids.length)
     expect(operations.filter((o) => !o.op.summary).map((o) => `${o.method} ${o.path}`)).toEqual([])
-    expect(spec.servers).toEqual([{ url: env.config.appBaseUrl }])
+    expect(spec.servers).toEqual([{ url: ctx.env.config.appBaseUrl }])
     expect(operationIdFor('GET', '/t/:tenant/api/projects/:id')).toBe('getTByTenantApiProjectsById')
   })
 

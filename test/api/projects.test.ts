@@ -3,27 +3,15 @@
  * pagination that visits every row exactly once in a stable newest-first order, even while rows are
  * added or removed between pages.
  */
-import type { FastifyInstance } from 'fastify'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildApp } from '../helpers/build-app.js'
+import { describe, expect, it } from 'vitest'
 import { type Client, createClient } from '../helpers/client.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 
-let env: TestEnv
-let app: FastifyInstance
-
-beforeAll(async () => {
-  env = await createTestEnv()
-  app = await buildApp(env.config)
-})
-afterAll(async () => {
-  await app?.close()
-  await env?.cleanup()
-})
+const ctx = useApp()
 
 /** A fresh user whose session points at their own fresh personal tenant (an empty projects table). */
 async function owner(): Promise<{ c: Client; userId: string }> {
-  const c = createClient(app)
+  const c = createClient(ctx.app)
   const res = await c.signup(`p-${Math.random().toString(36).slice(2, 10)}@example.com`)
   expect(res.statusCode).toBe(201)
   return { c, userId: res.json().user.id }

@@ -16,18 +16,17 @@
  * Then hundreds of concurrent requests for different tenants, interleaved, each seeing only its own data.
  */
 import { randomBytes } from 'node:crypto'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { LightMyRequestResponse } from 'fastify'
 import { uuidv7 } from 'uuidv7'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import type { MembershipRole } from '../../drizzle/host/schema.js'
 import { projects } from '../../drizzle/tenant/schema.js'
 import { hashPassword } from '../../src/auth/password.js'
 import { createInvitationsRepository } from '../../src/invitations/repository.js'
 import { ROLE_LEVEL, type Role } from '../../src/tenancy/rbac.js'
-import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { joinTenant, markVerified } from '../helpers/members.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 
 const SUFFIX = 'tenants.test'
 const METHODS = ['header-slug', 'header-id', 'path-slug', 'path-id', 'subdomain', 'session'] as const
@@ -89,8 +88,6 @@ interface RouteCase {
   sessionOnly?: boolean
 }
 
-let env: TestEnv
-let app: FastifyInstance
 const tenants: Record<string, TenantFx> = {}
 const users: Record<string, UserFx> = {}
 let allMarkers: string[] = []
@@ -106,7 +103,7 @@ const lowest = (a: Role, b: Role): Role => (atLeast(a, b) ? b : a)
 
 /** A copy of a user's client on its own remote address: same session, separate per-IP rate-limit bucket. */
 function sibling(c: Client): Client {
-  const s = createClient(app)
+  const s = createClient(ctx.app)
   s.cookies = c.cookies
   s.csrf = c.csrf
   return s
@@ -115,16 +112,16 @@ function sibling(c: Client): Client {
 /** Write the session's active tenant server-side, as a stale session (removed membership, deleted tenant) would hold it. */
 async function setSessionTenant(c: Client, tenantId: string | undefined) {
   const sid = decodeURIComponent(c.cookies.sid!).split('.')[0]
-  const key = `${env.config.redisPrefix}:sess:${sid}`
-  const session = JSON.parse((await app.redis.get(key))!)
+  const key = `${ctx.env.config.redisPrefix}:sess:${sid}`
+  const session = JSON.parse((await ctx.app.redis.get(key))!)
   if (tenantId) session.activeTenantId = tenantId
   else delete session.activeTenantId
-  await app.redis.set(key, JSON.stringify(session), 'KEEPTTL')
+  await ctx.app.redis.set(key, JSON.stringify(session), 'KEEPTTL')
 }
 
 async function insertProject(T: TenantFx, name: string): Promise<string> {
-  const record = (await app.tenancy.catalog.get(T.id))!
-  const [row] = await app.tenancy.pools.withTenant(record, (db) => db.insert(projects).values({ name }).returning({ id: projects.id }))
+  const record = (await ctx.app.tenancy.catalog.get(T.id))!
+  const [row] = await ctx.app.tenancy.pools.withTenant(record, (db) => db.insert(projects).values({ name }).returning({ id: projects.id }))
   return row!.id
 }
 
@@ -446,7 +443,7 @@ async function runMatrixFor(user: UserFx): Promise<string[]> {
   const K = user.apiKey && tenants[user.apiKey.tenant]!
   for (const T of targets) {
     for (const how of METHODS) {
-      const c = user.client ? sibling(user.client) : createClient(app)
+      const c = user.client ? sibling(user.client) : createClient(ctx.app)
       if (how === 'session' && K) {
         await setSessionTenant(c, T.id)
         await run(c, K, how)
@@ -457,15 +454,14 @@ async function runMatrixFor(user: UserFx): Promise<string[]> {
     }
   }
   // Nothing names a tenant: no header, no /t/ path, no tenant subdomain, no active tenant in the session.
-  const c = user.client ? sibling(user.client) : createClient(app)
+  const c = user.client ? sibling(user.client) : createClient(ctx.app)
   if (user.client) await setSessionTenant(c, undefined)
   await run(c, K || tenants.A!, 'none')
   return failures
 }
 
+const ctx = useApp({ TENANT_DOMAIN_SUFFIX: SUFFIX }, { closeTimeoutMs: 300_000 })
 beforeAll(async () => {
-  env = await createTestEnv({ TENANT_DOMAIN_SUFFIX: SUFFIX })
-  app = await buildApp(env.config)
   const passwordHash = await hashPassword(PASSWORD)
   const toks: Record<string, string> = {}
   for (const k of ['A', 'B', 'C', 'S', 'P', 'F', 'D']) toks[k] = `tok${k.toLowerCase()}${rand()}`
@@ -473,8 +469,8 @@ beforeAll(async () => {
   async function user(key: string, tok?: string): Promise<UserFx> {
     // Users of one tenant only carry its token in their email, so a leak of their identity is caught too.
     const email = `${key.toLowerCase()}.${tok ?? rand()}@example.com`
-    const row = await app.users.create({ email, name: key, passwordHash })
-    const client = createClient(app)
+    const row = await ctx.app.users.create({ email, name: key, passwordHash })
+    const client = createClient(ctx.app)
     expect((await client.login(email)).statusCode).toBe(200)
     return { key, id: row.id, email, client }
   }
@@ -496,12 +492,12 @@ beforeAll(async () => {
   ]
   for (const u of await Promise.all(specs.map(([k, tok]) => user(k, tok)))) users[u.key] = u
   // Verified addresses: inviting and ownership offers need them (the matrix is about tenants, not verification).
-  for (const u of Object.values(users)) await markVerified(app, u.id)
+  for (const u of Object.values(users)) await markVerified(ctx.app, u.id)
   users.anon = { key: 'anon', id: uuidv7(), email: 'anon@example.com', client: null }
 
   async function tenant(key: string, owner: UserFx, add: [UserFx, 'admin' | 'member', Role][]): Promise<TenantFx> {
     const tok = toks[key]!
-    const row = await app.tenancy.provisioner.provision({ slug: `${tok}-co`, name: `${tok} Inc`, ownerUserId: owner.id })
+    const row = await ctx.app.tenancy.provisioner.provision({ slug: `${tok}-co`, name: `${tok} Inc`, ownerUserId: owner.id })
     const T: TenantFx = {
       key,
       id: row.id,
@@ -513,7 +509,7 @@ beforeAll(async () => {
       markers: [tok, row.id, row.dbName],
     }
     for (const [u, role, localRole] of add) {
-      await joinTenant(app, T.id, u, role, localRole)
+      await joinTenant(ctx.app, T.id, u, role, localRole)
       T.members.set(u.id, { role, localRole })
     }
     for (const n of [1, 2]) {
@@ -546,17 +542,17 @@ beforeAll(async () => {
     tenant('D', u.ownerB!, [[u.dual!, 'member', 'viewer']]),
   ])
   // A membership that exists but isn't active (an invitation not yet accepted) grants nothing.
-  await app.host.sql`update core_memberships set status = 'invited' where user_id = ${u.invitedA!.id} and tenant_id = ${A!.id}`
-  await app.tenancy.memberships.invalidate(u.invitedA!.id, A!.id)
+  await ctx.app.host.sql`update core_memberships set status = 'invited' where user_id = ${u.invitedA!.id} and tenant_id = ${A!.id}`
+  await ctx.app.tenancy.memberships.invalidate(u.invitedA!.id, A!.id)
   A!.members.get(u.invitedA!.id)!.status = 'invited'
   // Tenants that are not (or no longer) live: through the lifecycle, or catalog writes where no event leads there.
-  await app.tenancy.provisioner.run('suspended', S!.id)
+  await ctx.app.tenancy.provisioner.run('suspended', S!.id)
   S!.status = 'suspended'
-  await app.tenancy.provisioner.writes.update(P!.id, { status: 'provisioning', provisionStep: 'migrate' })
+  await ctx.app.tenancy.provisioner.writes.update(P!.id, { status: 'provisioning', provisionStep: 'migrate' })
   P!.status = 'provisioning'
-  await app.tenancy.provisioner.writes.update(F!.id, { status: 'failed', provisionStep: 'migrate', provisionError: 'migrate: boom' })
+  await ctx.app.tenancy.provisioner.writes.update(F!.id, { status: 'failed', provisionStep: 'migrate', provisionError: 'migrate: boom' })
   F!.status = 'failed'
-  await app.tenancy.provisioner.run('softDeleted', D!.id)
+  await ctx.app.tenancy.provisioner.run('softDeleted', D!.id)
   D!.status = 'deleted'
   for (const T of [A, B, C, S, P, F, D]) tenants[T!.key] = T!
   // A tenant that doesn't exist, named by a well-formed slug and id.
@@ -573,7 +569,7 @@ beforeAll(async () => {
 
   // An invitation to pendingA's address, not accepted: they have no membership in A, so A is a 404 to them.
   // Plus one open invitation and ownership offer in A and B that other tenants must not reach.
-  const invitations = createInvitationsRepository(app.host.db)
+  const invitations = createInvitationsRepository(ctx.app.host.db)
   await invitations.create({
     tenantId: A!.id,
     email: users.pendingA!.email,
@@ -620,19 +616,15 @@ beforeAll(async () => {
     ['keyRevokedC', u.ownerC!, C!, 'admin', true],
   ]
   for (const [key, creator, K, role, revoked] of keySpecs) {
-    const { key: row, secret } = await app.apiKeys.create({ tenantId: K.id, createdBy: creator.id, name: key, role })
-    if (revoked) expect(await app.apiKeys.revoke(K.id, row.id)).toMatchObject({ revoked: true })
-    const client = createClient(app)
+    const { key: row, secret } = await ctx.app.apiKeys.create({ tenantId: K.id, createdBy: creator.id, name: key, role })
+    if (revoked) expect(await ctx.app.apiKeys.revoke(K.id, row.id)).toMatchObject({ revoked: true })
+    const client = createClient(ctx.app)
     expect((await client.login(u.dual!.email)).statusCode).toBe(200)
     users[key] = { key, id: creator.id, email: creator.email, client, apiKey: { tenant: K.key, role, revoked }, bearer: secret }
   }
 }, 120_000)
 
 // Dropping this file's tenant databases takes minutes on a loaded machine.
-afterAll(async () => {
-  await app?.close()
-  await env?.cleanup()
-}, 300_000)
 
 describe('tenant isolation matrix', () => {
   it('answers every route × user × tenant × resolution method with the specified status, leaking nothing', async () => {
@@ -643,7 +635,7 @@ describe('tenant isolation matrix', () => {
 
     // Nothing written through one tenant landed in another's database.
     for (const T of ['A', 'B', 'C'].map((k) => tenants[k]!)) {
-      const names = await app.tenancy.pools.withTenant((await app.tenancy.catalog.get(T.id))!, (db) =>
+      const names = await ctx.app.tenancy.pools.withTenant((await ctx.app.tenancy.catalog.get(T.id))!, (db) =>
         db.select({ name: projects.name }).from(projects),
       )
       expect(names.every((p) => p.name.includes(T.tok))).toBe(true)
@@ -719,12 +711,12 @@ describe('tenant isolation matrix', () => {
 
   it('a session still pointing at a tenant the user has left gets 404, not the data', async () => {
     const { C } = tenants as Record<'C', TenantFx>
-    const leaver = createClient(app)
+    const leaver = createClient(ctx.app)
     const email = `leaver.${rand()}@example.com`
-    await app.users.create({ email, name: 'leaver', passwordHash: await hashPassword(PASSWORD) })
+    await ctx.app.users.create({ email, name: 'leaver', passwordHash: await hashPassword(PASSWORD) })
     await leaver.login(email)
     const owner = sibling(users.ownerC!.client!)
-    await joinTenant(app, C.id, { id: (await app.users.findByEmail(email))!.id, email }, 'admin')
+    await joinTenant(ctx.app, C.id, { id: (await ctx.app.users.findByEmail(email))!.id, email }, 'admin')
     expect((await leaver.put('/me/active-tenant', { tenant: C.id })).statusCode).toBe(200)
     expect((await leaver.get('/api/projects')).statusCode).toBe(200)
     const me = (await leaver.get('/me')).json()
@@ -787,14 +779,14 @@ describe('concurrent requests for different tenants', () => {
 
     // Every concurrent write is in its own tenant's database, and only there.
     for (const T of [B, C]) {
-      const names = await app.tenancy.pools.withTenant((await app.tenancy.catalog.get(T.id))!, (db) =>
+      const names = await ctx.app.tenancy.pools.withTenant((await ctx.app.tenancy.catalog.get(T.id))!, (db) =>
         db.select({ name: projects.name }).from(projects),
       )
       const concurrent = names.map((p) => p.name).filter((n) => n.includes(' concurrent '))
       const want = plan.filter((p) => p.T === T && p.kind === 'write').map((p) => `${T.tok} concurrent ${p.i}`)
       expect(concurrent.sort()).toEqual(want.sort())
     }
-    const inA = await app.tenancy.pools.withTenant((await app.tenancy.catalog.get(A.id))!, (db) =>
+    const inA = await ctx.app.tenancy.pools.withTenant((await ctx.app.tenancy.catalog.get(A.id))!, (db) =>
       db.select({ name: projects.name }).from(projects),
     )
     expect(inA.filter((p) => p.name.includes(' concurrent '))).toEqual([])
