@@ -188,7 +188,7 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
   }
   const CREATOR = 'user:' // message prefix: every key of this creator (key ids are bare UUIDs)
 
-  const subscriber = redis.duplicate()
+  const subscriber = redis.duplicate({ enableOfflineQueue: true }) // subscribes before it is connected
   subscriber.on('error', (err) => onError?.(err, 'api-keys subscriber'))
   // After a reconnect we may have missed revocations: start from an empty cache.
   let connectedOnce = false

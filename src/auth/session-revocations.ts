@@ -23,7 +23,7 @@ export function createSessionRevocations({ redis, channel, onError }: SessionRev
     if (ms > (cutoffs.get(userId) ?? 0)) cutoffs.set(userId, ms)
   }
 
-  const subscriber = redis.duplicate()
+  const subscriber = redis.duplicate({ enableOfflineQueue: true }) // subscribes before it is connected
   subscriber.on('error', (err) => onError?.(err, 'session-revocations subscriber'))
   subscriber.on('message', (ch: string, message: string) => {
     if (ch !== channel) return

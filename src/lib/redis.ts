@@ -37,16 +37,35 @@ export function requestPathRedisOptions(t: RedisTimeouts): RedisOptions {
   }
 }
 
-/** A request-path client, its errors logged through pino. */
+/** A request-path client, its errors logged through pino, failing fast while its connection is down. */
 export function createRedis(url: string, t: RedisTimeouts, logger: RedisErrorLogger, name: string, extra: RedisOptions = {}): Redis {
   const client = new Redis(url, { ...requestPathRedisOptions(t), ...extra })
   logRedisErrors(client, logger, name)
+  failFastWhileDisconnected(client)
   return client
+}
+
+/**
+ * Once a client has lost its connection, a new command fails at once ("Stream isn't writeable": a 503)
+ * until it is ready again, instead of waiting in the offline queue for REDIS_COMMAND_TIMEOUT_MS: every
+ * request answered during a Redis outage took the full timeout, and a request with two Redis steps twice
+ * that. Commands already sent when the connection dropped still end by the timeout. The offline queue
+ * stays on until the first connection (boot, and subscribers duplicated from this client then).
+ * ioredis reads `options.enableOfflineQueue` at each command, so flipping it is enough.
+ */
+export function failFastWhileDisconnected(client: Redis): void {
+  client.on('close', () => {
+    client.options.enableOfflineQueue = false
+  })
+  client.on('ready', () => {
+    client.options.enableOfflineQueue = true
+  })
 }
 
 /** `redis.duplicate()` (a subscriber) with its errors logged: duplicate() does not copy listeners. */
 export function duplicateRedis(redis: Redis, logger: RedisErrorLogger | undefined, name: string): Redis {
-  const client = redis.duplicate()
+  // Its own offline queue: it subscribes before it is connected (whatever state the original is in).
+  const client = redis.duplicate({ enableOfflineQueue: true })
   if (logger) logRedisErrors(client, logger, name)
   else client.on('error', () => {}) // never the raw "[ioredis] Unhandled error event"
   return client
