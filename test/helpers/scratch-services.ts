@@ -6,7 +6,7 @@
  * Postgres refuses to run as root, so the cluster runs as the `postgres` OS user when the test runs as root
  * (CI does); its socket goes to the cluster's own folder (`-k`), never Debian's default socket directory.
  */
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -50,6 +50,22 @@ function pgRun(bin: string, args: string[], opts: { allowFail?: boolean } = {}):
   if (r.status !== 0 && !opts.allowFail) throw new Error(`${bin} ${args.join(' ')} failed (${r.status}): ${r.stderr || r.stdout}`)
 }
 
+/** pgRun without blocking the event loop: for callers that time other work meanwhile (bench/faults.ts). */
+function pgRunAsync(bin: string, args: string[], opts: { allowFail?: boolean } = {}): Promise<void> {
+  const cmd = join(pgBinDir(), bin)
+  const child = asRoot ? spawn('runuser', ['-u', 'postgres', '--', cmd, ...args]) : spawn(cmd, args)
+  let output = ''
+  child.stdout.on('data', (d) => (output += d))
+  child.stderr.on('data', (d) => (output += d))
+  return new Promise((resolve, reject) => {
+    child.once('error', reject)
+    child.once('exit', (code) => {
+      if (code !== 0 && !opts.allowFail) reject(new Error(`${bin} ${args.join(' ')} failed (${code}): ${output}`))
+      else resolve()
+    })
+  })
+}
+
 export interface ScratchPostgres {
   port: number
   /** Superuser URL (database postgres). */
@@ -61,6 +77,9 @@ export interface ScratchPostgres {
   /** pg_ctl stop: 'fast' (clean), 'immediate' (crash: recovery on the next start). */
   stop(mode?: 'fast' | 'immediate'): void
   start(): void
+  /** stop/start that leave the event loop running (the caller is timing requests meanwhile). */
+  stopAsync(mode?: 'fast' | 'immediate'): Promise<void>
+  startAsync(): Promise<void>
   /** Stop and delete the cluster. */
   destroy(): void
 }
@@ -88,7 +107,8 @@ export async function startScratchPostgres(
   const o = Object.entries(settings)
     .map(([k, v]) => `-c ${k}=${v}`)
     .join(' ')
-  const start = () => pgRun('pg_ctl', ['-D', data, '-l', join(dir, 'log'), '-o', o, '-w', '-t', '30', 'start'])
+  const startArgs = ['-D', data, '-l', join(dir, 'log'), '-o', o, '-w', '-t', '30', 'start']
+  const start = () => pgRun('pg_ctl', startArgs)
   start()
   const adminUrl = `postgres://postgres@127.0.0.1:${port}/postgres`
   const appUrl = `postgres://${APP_ROLE}:${APP_ROLE}@127.0.0.1:${port}/postgres`
@@ -118,6 +138,8 @@ export async function startScratchPostgres(
       pgRun('pg_ctl', ['-D', data, '-m', mode, '-w', '-t', '30', 'stop'], { allowFail: true })
     },
     start,
+    stopAsync: (mode = 'fast') => pgRunAsync('pg_ctl', ['-D', data, '-m', mode, '-w', '-t', '30', 'stop'], { allowFail: true }),
+    startAsync: () => pgRunAsync('pg_ctl', startArgs),
     destroy() {
       if (destroyed) return
       destroyed = true
