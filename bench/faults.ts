@@ -8,7 +8,8 @@
  *      both slots held by requests blocked on a table lock the bench holds)
  *   4. worker SIGKILLed mid-batch of provisioning + email jobs, then restarted
  *
- *   npm run bench:faults      (BENCH_SKIP_BUILD=1 reuses dist/; BENCH_LOAD_CONCURRENCY, BENCH_EMAILS, BENCH_TENANTS)
+ *   npm run bench:faults      (BENCH_SKIP_BUILD=1 reuses dist/; BENCH_SCENARIOS=outages,aborts,kill picks some;
+ *                              BENCH_LOAD_CONCURRENCY, BENCH_EMAILS, BENCH_TENANTS)
  *
  * Ends with the goals of issue 9 this run missed (0 × 500, every outage answer a 503 within 2 s, first 2xx
  * < 2 s after recovery, full budget free, 0 emails lost or sent twice) and exits 2 when there is one.
@@ -29,6 +30,9 @@ const CONCURRENCY = Number(process.env.BENCH_LOAD_CONCURRENCY ?? 8)
 const EMAILS = Number(process.env.BENCH_EMAILS ?? 150)
 const TENANTS = Number(process.env.BENCH_TENANTS ?? 5) // a user may own 5 tenants (quota)
 const OUTAGE_MS = 5000
+/** BENCH_SCENARIOS=outages,aborts,kill (default: all). */
+const SCENARIOS = new Set((process.env.BENCH_SCENARIOS ?? 'outages,aborts,kill').split(',').map((x) => x.trim()))
+const runs = (scenario: 'outages' | 'aborts' | 'kill') => SCENARIOS.has(scenario)
 
 const line = (label: string, value: string | number) => console.log(`${label}: ${value}`)
 /** Goals of issue 9 missed in this run, printed at the end. */
@@ -222,11 +226,12 @@ try {
   const paths = ['/api/projects', '/me', '/api/projects', '/billing/plans']
 
   // 1 + 2: outages under load.
-  for (const [name, down, up] of [
+  const outages = [
     // Async stop/start: a blocking pg_ctl would stall the load loops' clocks and inflate latencies.
     ['postgres stop 5 s', () => pg!.stopAsync('fast'), () => pg!.startAsync()],
     ['redis stop 5 s', () => redis!.kill(), () => redis!.start()],
-  ] as const) {
+  ] as const
+  for (const [name, down, up] of runs('outages') ? outages : []) {
     const l = load(base, headers, paths, 30_000)
     await sleep(1500)
     const downAt = performance.now()
@@ -248,7 +253,7 @@ try {
   // 3: 1,000 requests aborted while they wait for budget. A server of its own with a budget of 2 and one
   // connection per tenant; both slots are held by requests to two tenants whose `projects` table the bench
   // has locked (they wait in their handlers, leases held), so every request to another tenant really waits.
-  {
+  if (runs('aborts')) {
     const port3 = await freePort()
     const base3 = `http://127.0.0.1:${port3}`
     const server3 = startProcess('dist/src/server.js', {
@@ -330,7 +335,7 @@ try {
   }
 
   // 4: worker SIGKILLed mid-batch of email + provisioning jobs, then restarted.
-  {
+  if (runs('kill')) {
     const admin = connect(hostUrl, { max: 1 })
     const { createServices } = await import('../src/services.js')
     const { loadConfig } = await import('../src/config.js')
