@@ -4,45 +4,45 @@
  * people-management routes, a removed member's keys revoked for good, and the tenant quota.
  * Reproductions 1, 3, 5 and 6 of the issue are the `reproduction` tests: each failed before.
  */
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { LightMyRequestResponse } from 'fastify'
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
-import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { markVerified } from '../helpers/members.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 
 const BASE = 'https://app.example.test'
 const TOKEN_IN_MAIL = /\/invitations\/(inv_[A-Za-z0-9_-]{43})/
 
-let env: TestEnv
-let app: FastifyInstance
 let smtp: SmtpCapture
 let worker: WorkerRuntime
 
 beforeAll(async () => {
   smtp = await startSmtpCapture()
-  env = await createTestEnv({
+})
+afterAll(async () => {
+  await smtp?.close()
+})
+// Dropping every tenant database this file made takes a while on a loaded machine.
+const ctx = useApp(
+  () => ({
     APP_BASE_URL: BASE,
     SMTP_HOST: smtp.host,
     SMTP_PORT: String(smtp.port),
     SMTP_STARTTLS: 'false',
     MAX_TENANTS_PER_USER: '3',
     TENANT_CREATES_PER_HOUR: '4',
-  })
-  app = await buildApp(env.config)
-  worker = await startWorkers(app.services, { scopes: ['system'], concurrency: 4 })
+  }),
+  { closeTimeoutMs: 300_000 },
+)
+beforeAll(async () => {
+  worker = await startWorkers(ctx.app.services, { scopes: ['system'], concurrency: 4 })
 }, 30_000)
-
-// Dropping every tenant database this file made takes a while on a loaded machine.
 afterAll(async () => {
   await worker?.close(5000)
-  await app?.close()
-  await smtp?.close()
-  await env?.cleanup()
-}, 300_000)
+})
 
 const tag = () => randomBytes(4).toString('hex')
 
@@ -58,13 +58,13 @@ interface Person {
 
 /** A fresh user (signed up: personal tenant, session), verified unless told otherwise. */
 async function person(label: string, opts: { verified?: boolean } = {}): Promise<Person> {
-  const c = createClient(app)
+  const c = createClient(ctx.app)
   const email = `${label}-${tag()}@example.com`
   const name = `${label} ${tag()}`
   const res = await c.signup(email, PASSWORD, name)
   expect(res.statusCode, res.body).toBe(201)
   const { user, tenant } = res.json()
-  if (opts.verified !== false) await markVerified(app, user.id)
+  if (opts.verified !== false) await markVerified(ctx.app, user.id)
   return { c, id: user.id, email, name, tenantId: tenant.id, slug: tenant.slug, tenantName: tenant.name }
 }
 
@@ -112,7 +112,7 @@ async function apiKey(p: Person, tenantId: string, role: 'admin' | 'editor' | 'v
 }
 
 const withKey = (secret: string, method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE', url: string, body?: unknown) =>
-  app.inject({ method, url, headers: { authorization: `Bearer ${secret}` }, ...(body !== undefined ? { payload: body as object } : {}) })
+  ctx.app.inject({ method, url, headers: { authorization: `Bearer ${secret}` }, ...(body !== undefined ? { payload: body as object } : {}) })
 
 describe('reproduction 1: nobody is added without consent', () => {
   it('POST /api/members with a registered address only invites: no membership, no name or id, no account oracle', async () => {
@@ -127,7 +127,7 @@ describe('reproduction 1: nobody is added without consent', () => {
     expectError(await victim.c.get('/api/tenant', inTenant(victim, attacker.tenantId)), 404, 'TENANT_NOT_FOUND')
     const members = (await attacker.c.get('/api/members', inTenant(attacker))).json().items.map((m: { userId: string }) => m.userId)
     expect(members).toEqual([attacker.id])
-    const relogin = createClient(app)
+    const relogin = createClient(ctx.app)
     const login = await relogin.login(victim.email)
     expect(login.json().memberships.map((m: { tenantId: string }) => m.tenantId)).toEqual([victim.tenantId])
     expect((await relogin.get('/api/tenant')).json().tenant.id).toBe(victim.tenantId)
@@ -177,14 +177,14 @@ describe('invitation flow (real SMTP)', () => {
     expect(mail.subject).toContain(owner.name)
     expect(mail.subject).toContain(owner.tenantName)
     // The host DB holds only the hash.
-    const [row] = await app.host.sql`select token_hash from core_invitations where id = ${inv.id}`
+    const [row] = await ctx.app.host.sql`select token_hash from core_invitations where id = ${inv.id}`
     expect(row!.token_hash).toMatch(/^[0-9a-f]{64}$/)
-    expect(JSON.stringify(await app.host.sql`select * from core_invitations`)).not.toContain(token)
+    expect(JSON.stringify(await ctx.app.host.sql`select * from core_invitations`)).not.toContain(token)
     // Nor does the email job's record: the link travels sealed (src/email/sealed.ts).
-    expect(JSON.stringify(await app.host.sql`select payload from sys_jobs where job_type = 'email.send'`)).not.toContain(token)
+    expect(JSON.stringify(await ctx.app.host.sql`select payload from sys_jobs where job_type = 'email.send'`)).not.toContain(token)
 
     // The public page: no session needed.
-    const page = await app.inject({ method: 'GET', url: `/invitations/${token}` })
+    const page = await ctx.app.inject({ method: 'GET', url: `/invitations/${token}` })
     expect(page.statusCode, page.body).toBe(200)
     expect(page.json()).toEqual({
       tenant: { name: owner.tenantName },
@@ -217,8 +217,8 @@ describe('invitation flow (real SMTP)', () => {
     expect((await owner.c.get('/api/invitations', inTenant(owner))).json().items).toEqual([])
 
     expectError(await invitee.c.post(`/invitations/${token}/accept`), 409, 'INVITATION_USED')
-    expectError(await app.inject({ method: 'GET', url: `/invitations/${token}` }), 409, 'INVITATION_USED')
-    const audit = await app.host
+    expectError(await ctx.app.inject({ method: 'GET', url: `/invitations/${token}` }), 409, 'INVITATION_USED')
+    const audit = await ctx.app.host
       .sql`select action from sys_audit_logs where tenant_id = ${owner.tenantId} and action like 'invitation.%' order by created_at`
     expect(audit.map((r) => r.action)).toEqual(['invitation.created', 'invitation.accepted'])
   })
@@ -229,32 +229,32 @@ describe('invitation flow (real SMTP)', () => {
     await invite(owner, email, 'admin')
     const token = await tokenFromMail(email)
 
-    const impostor = createClient(app)
+    const impostor = createClient(ctx.app)
     const otherEmail = `other-${tag()}@example.com`
     expectError(
       await impostor.post('/auth/signup', { email: otherEmail, password: PASSWORD, invitationToken: token }),
       403,
       'INVITATION_WRONG_ACCOUNT',
     )
-    expect(await app.users.findByEmail(otherEmail)).toBeUndefined()
+    expect(await ctx.app.users.findByEmail(otherEmail)).toBeUndefined()
     expectError(
       await impostor.post('/auth/signup', { email, password: PASSWORD, invitationToken: `inv_${'x'.repeat(43)}` }),
       404,
       'INVITATION_NOT_FOUND',
     )
-    expect(await app.users.findByEmail(email)).toBeUndefined()
+    expect(await ctx.app.users.findByEmail(email)).toBeUndefined()
 
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     const res = await c.post('/auth/signup', { email, password: PASSWORD, name: 'Newcomer', invitationToken: token })
     expect(res.statusCode, res.body).toBe(201)
     expect(res.json()).toMatchObject({
       user: { email, emailVerified: true },
       invitation: { tenant: { id: owner.tenantId }, role: 'admin', localRole: 'admin' },
     })
-    expect((await app.users.findByEmail(email))!.emailVerifiedAt).not.toBeNull()
+    expect((await ctx.app.users.findByEmail(email))!.emailVerifiedAt).not.toBeNull()
     expect((await c.get('/api/tenant')).json()).toMatchObject({ tenant: { id: owner.tenantId }, membershipRole: 'admin' })
     expectError(
-      await createClient(app).post('/auth/signup', { email: `x-${email}`, password: PASSWORD, invitationToken: token }),
+      await createClient(ctx.app).post('/auth/signup', { email: `x-${email}`, password: PASSWORD, invitationToken: token }),
       409,
       'INVITATION_USED',
     )
@@ -263,7 +263,7 @@ describe('invitation flow (real SMTP)', () => {
   it('every bad token has its own answer', async () => {
     const owner = await person('owner')
     const invitee = await person('invitee')
-    const get = (t: string) => app.inject({ method: 'GET', url: `/invitations/${t}` })
+    const get = (t: string) => ctx.app.inject({ method: 'GET', url: `/invitations/${t}` })
     const accept = (t: string) => invitee.c.post(`/invitations/${t}/accept`)
 
     // Unknown and malformed.
@@ -275,7 +275,7 @@ describe('invitation flow (real SMTP)', () => {
     // Expired.
     const expired = await invite(owner, invitee.email)
     const expiredToken = await tokenFromMail(invitee.email, 1)
-    await app.host.sql`update core_invitations set expires_at = now() - interval '1 second' where id = ${expired.id}`
+    await ctx.app.host.sql`update core_invitations set expires_at = now() - interval '1 second' where id = ${expired.id}`
     expectError(await get(expiredToken), 410, 'INVITATION_EXPIRED')
     expectError(await accept(expiredToken), 410, 'INVITATION_EXPIRED')
     expect((await owner.c.get('/api/invitations', inTenant(owner))).json().items[0]).toMatchObject({ id: expired.id, state: 'expired' })
@@ -307,10 +307,10 @@ describe('invitation flow (real SMTP)', () => {
     const token = await tokenFromMail(invitee.email, 3)
     const stranger = await person('stranger')
     expectError(await stranger.c.post(`/invitations/${token}/accept`), 403, 'INVITATION_WRONG_ACCOUNT')
-    await app.host.sql`update core_users set email_verified_at = null where id = ${invitee.id}`
+    await ctx.app.host.sql`update core_users set email_verified_at = null where id = ${invitee.id}`
     expectError(await accept(token), 403, 'EMAIL_NOT_VERIFIED')
-    expectError(await app.inject({ method: 'POST', url: `/invitations/${token}/accept` }), 401, 'UNAUTHENTICATED')
-    await markVerified(app, invitee.id)
+    expectError(await ctx.app.inject({ method: 'POST', url: `/invitations/${token}/accept` }), 401, 'UNAUTHENTICATED')
+    await markVerified(ctx.app, invitee.id)
     expect((await accept(token)).statusCode).toBe(200)
     expectError(await accept(token), 409, 'INVITATION_USED')
 
@@ -323,7 +323,7 @@ describe('invitation flow (real SMTP)', () => {
     const doomed = await person('doomed')
     await invite(doomed, stranger.email)
     const doomedToken = await tokenFromMail(stranger.email)
-    await app.tenancy.provisioner.run('softDeleted', doomed.tenantId)
+    await ctx.app.tenancy.provisioner.run('softDeleted', doomed.tenantId)
     expectError(await get(doomedToken), 404, 'INVITATION_NOT_FOUND')
     expectError(await stranger.c.post(`/invitations/${doomedToken}/accept`), 404, 'INVITATION_NOT_FOUND')
   })
@@ -334,11 +334,11 @@ describe('invitation flow (real SMTP)', () => {
     await invite(owner, other.email)
     const token = await tokenFromMail(other.email)
     // Joined meanwhile through another path (a second invitation can't exist; simulate with the fixture helper's path).
-    await app.host
+    await ctx.app.host
       .sql`insert into core_memberships (id, user_id, tenant_id, role) values (gen_random_uuid(), ${other.id}, ${owner.tenantId}, 'member')`
-    await app.tenancy.memberships.invalidate(other.id, owner.tenantId)
+    await ctx.app.tenancy.memberships.invalidate(other.id, owner.tenantId)
     expectError(await other.c.post(`/invitations/${token}/accept`), 409, 'ALREADY_MEMBER')
-    expect((await app.inject({ method: 'GET', url: `/invitations/${token}` })).statusCode).toBe(200)
+    expect((await ctx.app.inject({ method: 'GET', url: `/invitations/${token}` })).statusCode).toBe(200)
   })
 
   it('two acceptances of one token at once: one joins, the other gets INVITATION_USED', async () => {
@@ -346,11 +346,11 @@ describe('invitation flow (real SMTP)', () => {
     const invitee = await person('racer')
     await invite(owner, invitee.email)
     const token = await tokenFromMail(invitee.email)
-    const second = createClient(app)
+    const second = createClient(ctx.app)
     await second.login(invitee.email)
     const results = await Promise.all([invitee.c.post(`/invitations/${token}/accept`), second.post(`/invitations/${token}/accept`)])
     expect(results.map((r) => r.statusCode).sort()).toEqual([200, 409])
-    const rows = await app.host.sql`select 1 from core_memberships where user_id = ${invitee.id} and tenant_id = ${owner.tenantId}`
+    const rows = await ctx.app.host.sql`select 1 from core_memberships where user_id = ${invitee.id} and tenant_id = ${owner.tenantId}`
     expect(rows.length).toBe(1)
   })
 
@@ -391,7 +391,7 @@ describe('invitation flow (real SMTP)', () => {
       403,
       'EMAIL_NOT_VERIFIED',
     )
-    expect(await app.host.sql`select 1 from core_invitations where tenant_id = ${fresh.tenantId}`).toHaveLength(0)
+    expect(await ctx.app.host.sql`select 1 from core_invitations where tenant_id = ${fresh.tenantId}`).toHaveLength(0)
   })
 
   it("another tenant's admin reaches none of this tenant's invitations (404)", async () => {
@@ -461,7 +461,7 @@ describe('reproduction 5: removing a member revokes their API keys for good', ()
     expect((await admin.c.get('/api/tenant', inTenant(owner))).statusCode).toBe(200)
     expectError(await withKey(key.secret, 'GET', '/api/projects'), 401, 'INVALID_API_KEY')
     expect((await withKey(ownKey.secret, 'GET', '/api/projects')).statusCode).toBe(200)
-    const [audit] = await app.host.sql`select metadata from sys_audit_logs where action = 'member.removed' and target_id = ${admin.id}`
+    const [audit] = await ctx.app.host.sql`select metadata from sys_audit_logs where action = 'member.removed' and target_id = ${admin.id}`
     expect(audit!.metadata).toMatchObject({ revokedApiKeys: 1 })
   })
 
@@ -485,7 +485,7 @@ describe('ownership offers', () => {
     await join(owner, admin, 'admin')
     await join(owner, member, 'member', 'editor')
     await join(owner, unverified, 'admin')
-    await app.host.sql`update core_users set email_verified_at = null where id = ${unverified.id}`
+    await ctx.app.host.sql`update core_users set email_verified_at = null where id = ${unverified.id}`
 
     const offer = (p: Person, target: string) => p.c.post(`/api/members/${target}/ownership-offer`, undefined, inTenant(owner))
     expectError(await offer(owner, member.id), 409, 'OFFER_NEEDS_ADMIN')
@@ -511,7 +511,7 @@ describe('ownership offers', () => {
     expectError(await admin.c.post(`/api/ownership-offers/${offerId}/accept`, undefined, inTenant(owner)), 409, 'OFFER_USED')
     // Two owners now: the first may step down.
     expect((await owner.c.patch(`/api/members/${owner.id}`, { role: 'admin' }, inTenant(owner))).statusCode).toBe(200)
-    const audit = await app.host
+    const audit = await ctx.app.host
       .sql`select action from sys_audit_logs where tenant_id = ${owner.tenantId} and action like 'ownership.%' order by created_at`
     expect(audit.map((r) => r.action)).toEqual(['ownership.offered', 'ownership.accepted'])
   })
@@ -538,7 +538,7 @@ describe('ownership offers', () => {
     expectError(await owner.c.delete(`/api/ownership-offers/${declined}`, h), 410, 'OFFER_CANCELED')
 
     const expired = await make()
-    await app.host.sql`update core_ownership_offers set expires_at = now() - interval '1 second' where id = ${expired}`
+    await ctx.app.host.sql`update core_ownership_offers set expires_at = now() - interval '1 second' where id = ${expired}`
     expectError(await accept(expired), 410, 'OFFER_EXPIRED')
     expect((await owner.c.delete(`/api/ownership-offers/${expired}`, h)).statusCode).toBe(204)
 
@@ -564,16 +564,16 @@ describe('reproduction 6: tenants per user are bounded', () => {
     expect((await create(2)).statusCode).toBe(201)
     expectError(await create(3), 403, 'TENANT_QUOTA_EXCEEDED')
     // Being invited into others' tenants doesn't count; deleting one of yours frees a place.
-    await app.tenancy.provisioner.run('softDeleted', first.json().id)
+    await ctx.app.tenancy.provisioner.run('softDeleted', first.json().id)
     expect((await create(4)).statusCode).toBe(201)
     // Four creations in the hour (the refused one counts): the fifth is rate limited, from any IP.
-    const elsewhere = createClient(app)
+    const elsewhere = createClient(ctx.app)
     elsewhere.cookies = p.c.cookies
     elsewhere.csrf = p.c.csrf
-    await app.tenancy.provisioner.run(
+    await ctx.app.tenancy.provisioner.run(
       'softDeleted',
       (
-        await app.host.sql`select id from core_tenants where created_by = ${p.id} and deleted_at is null order by created_at desc limit 1`
+        await ctx.app.host.sql`select id from core_tenants where created_by = ${p.id} and deleted_at is null order by created_at desc limit 1`
       )[0]!.id,
     )
     expectError(await elsewhere.post('/tenants', { name: 'T5', slug: `quota-${tag()}-5` }), 429, 'RATE_LIMITED')
@@ -583,14 +583,14 @@ describe('reproduction 6: tenants per user are bounded', () => {
     const p = await person('racer') // 1 of 3
     const results = await Promise.all([1, 2, 3].map((n) => p.c.post('/tenants', { name: `R${n}`, slug: `race-${tag()}-${n}` })))
     expect(results.map((r) => r.statusCode).sort()).toEqual([201, 201, 403])
-    const [row] = await app.host.sql`select count(*)::int as n from core_tenants where created_by = ${p.id} and deleted_at is null`
+    const [row] = await ctx.app.host.sql`select count(*)::int as n from core_tenants where created_by = ${p.id} and deleted_at is null`
     expect(row!.n).toBe(3)
   })
 })
 
 describe('OpenAPI', () => {
   it('documents the new routes with their schemas and statuses', async () => {
-    const spec = (await app.inject('/docs/json')).json()
+    const spec = (await ctx.app.inject('/docs/json')).json()
     const op = (path: string, method: string) => spec.paths[path]?.[method]
     const statuses = (path: string, method: string) => Object.keys(op(path, method)?.responses ?? {})
     expect(statuses('/api/invitations', 'post')).toEqual(expect.arrayContaining(['201', '400', '401', '403', '404', '409', '429']))

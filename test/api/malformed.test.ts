@@ -4,24 +4,21 @@
  * references (header, path, subdomain), pagination out of range and garbage cursors. Every error body
  * is `{ statusCode, error, message, code }` with a stable code.
  */
-import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient } from '../helpers/client.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 
 const SUFFIX = 'tenants.test'
-let env: TestEnv
-let app: FastifyInstance
 let c: Client
 let slug: string
 let projectId: string
 let userId: string
 const seen: LightMyRequestResponse[] = []
 
+const ctx = useApp({ TENANT_DOMAIN_SUFFIX: SUFFIX })
 beforeAll(async () => {
-  env = await createTestEnv({ TENANT_DOMAIN_SUFFIX: SUFFIX })
-  app = await buildApp(env.config)
+  const app = ctx.app
   c = createClient(app)
   const signup = await c.signup('malformed@example.com')
   expect(signup.statusCode).toBe(201)
@@ -35,8 +32,6 @@ afterAll(async () => {
   // Whatever each test asserted, no response of this file was a 5xx or lacked the error shape.
   expect(seen.length).toBeGreaterThan(50)
   for (const res of seen) expect(res.statusCode, res.body).toBeLessThan(500)
-  await app?.close()
-  await env?.cleanup()
 })
 
 /** Send with the session (cookie + CSRF token); raw payloads and content types allowed. */
@@ -160,7 +155,7 @@ describe('bodies', () => {
         expectError(res, 400, 'VALIDATION_ERROR', `${method} ${url} ${JSON.stringify(payload)}`)
       }
       // Signup is the one write without a session.
-      const res = await app.inject({
+      const res = await ctx.app.inject({
         method: 'POST',
         url: '/auth/signup',
         headers: json,
@@ -318,7 +313,7 @@ describe('pagination', () => {
 describe('headers and cookies', () => {
   it('a garbage session cookie is simply not a session → 401', async () => {
     for (const sid of ['garbage', 'a.b.c', '', 'x'.repeat(5000)]) {
-      const res = await app.inject({ method: 'GET', url: '/api/projects', cookies: { sid } })
+      const res = await ctx.app.inject({ method: 'GET', url: '/api/projects', cookies: { sid } })
       seen.push(res)
       expectError(res, 401, 'UNAUTHENTICATED', sid.slice(0, 20))
     }

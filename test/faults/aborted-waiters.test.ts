@@ -6,29 +6,26 @@
  */
 import { setMaxListeners } from 'node:events'
 import { request as httpRequest } from 'node:http'
-import type { FastifyInstance } from 'fastify'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import type { TenantRecord } from '../../src/tenancy/types.js'
 import { buildApp } from '../helpers/build-app.js'
 import { createClient } from '../helpers/client.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 
 const TENANTS = 12
-let env: TestEnv
-let app: FastifyInstance
 let base: string
 let cookie: string
 let tenants: TenantRecord[]
 
+const ctx = useApp({
+  POOL_CONNECTION_BUDGET: '2',
+  POOL_MAX_PER_TENANT: '1',
+  // Waiters must still be waiting when their clients give up.
+  POOL_ACQUIRE_TIMEOUT_MS: '60000',
+  RATE_LIMIT_MAX: '1000000',
+})
 beforeAll(async () => {
-  env = await createTestEnv({
-    POOL_CONNECTION_BUDGET: '2',
-    POOL_MAX_PER_TENANT: '1',
-    // Waiters must still be waiting when their clients give up.
-    POOL_ACQUIRE_TIMEOUT_MS: '60000',
-    RATE_LIMIT_MAX: '1000000',
-  })
-  app = await buildApp(env.config)
+  const app = ctx.app
   await app.listen({ host: '127.0.0.1', port: 0 })
   const { port } = app.server.address() as { port: number }
   base = `http://127.0.0.1:${port}`
@@ -46,11 +43,6 @@ beforeAll(async () => {
   }
 }, 120_000)
 
-afterAll(async () => {
-  await app?.close()
-  await env?.cleanup()
-})
-
 /** GET /api/projects for a tenant over a real socket; aborts after `abortAfterMs` or on `signal`. */
 function get(slug: string, opts: { signal?: AbortSignal; abortAfterMs?: number } = {}): Promise<number | 'aborted'> {
   return new Promise((resolve) => {
@@ -65,7 +57,7 @@ function get(slug: string, opts: { signal?: AbortSignal; abortAfterMs?: number }
   })
 }
 
-const stats = () => app.tenancy.pools.stats()
+const stats = () => ctx.app.tenancy.pools.stats()
 
 /** Every tenant answers 200, one after another (each needs the LRU idle pool evicted: the whole budget cycles). */
 async function everyTenantServed() {
@@ -77,7 +69,7 @@ async function everyTenantServed() {
 describe('aborted requests and the connection budget', () => {
   it('1,000 aborted waiting requests leave the queue and the full budget is free afterwards', async () => {
     // Hold the whole budget so every request to another tenant waits.
-    const held = [await app.tenancy.pools.acquire(tenants[0]!), await app.tenancy.pools.acquire(tenants[1]!)]
+    const held = [await ctx.app.tenancy.pools.acquire(tenants[0]!), await ctx.app.tenancy.pools.acquire(tenants[1]!)]
     expect(stats()).toMatchObject({ reservedConnections: 2, leases: 2 })
     const ac = new AbortController()
     setMaxListeners(1000, ac.signal) // one listener per request
@@ -110,7 +102,7 @@ describe('aborted requests and the connection budget', () => {
 
   it('readiness turns 503 while waiters time out with nothing served, and 200 again once a tenant is served', async () => {
     const impatient = await buildApp(
-      env.configWith({ POOL_CONNECTION_BUDGET: '2', POOL_MAX_PER_TENANT: '1', POOL_ACQUIRE_TIMEOUT_MS: '150' }),
+      ctx.env.configWith({ POOL_CONNECTION_BUDGET: '2', POOL_MAX_PER_TENANT: '1', POOL_ACQUIRE_TIMEOUT_MS: '150' }),
     )
     try {
       const pools = impatient.tenancy.pools
