@@ -9,8 +9,9 @@
  *                                                      completes, so BullMQ never runs it again
  *
  * A re-run that finds 'done' skips the effect and returns the recorded result. One window is left: a
- * process killed between the effect and step 3 (an SMTP server's "250 OK" and one host DB commit, about a
- * millisecond) leaves 'started', and the re-run repeats the effect once. That is SMTP's own limit (RFC
+ * process killed between the effect and step 3 (an SMTP server's "250 OK" and one host DB commit: a few
+ * milliseconds, more on a starved CPU; bench:faults' kill -9 hit it in 2 of 7 runs at load 6–8) leaves
+ * 'started', and the re-run repeats the effect once. That is SMTP's own limit (RFC
  * 5321 §6.1: a lost reply means a duplicate); email.send gives such a repeat the same Message-ID, which
  * lets receiving systems fold it. Skipping on 'started' instead would lose mail sent never.
  */
