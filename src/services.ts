@@ -1,9 +1,11 @@
 /**
  * The one wiring of the kit's long-lived services, shared by the CLI, the HTTP app and the worker:
- * host database, Redis, tenant catalog (cached, invalidated across processes), tenant pool manager and
+ * host database, Redis, the invalidation bus (the process' one pub/sub subscriber), tenant catalog (cached,
+ * invalidated across processes), tenant pool manager and
  * the provisioner (which also runs the other lifecycle events). close() ends them in reverse order.
  */
 import { Redis } from 'ioredis'
+import { createInvalidationBus, type InvalidationBus } from './lib/invalidated-cache.js'
 import { logRedisErrors, reconnectBackoff } from './lib/redis.js'
 import type { Logger } from 'pino'
 import type { Config } from './config.js'
@@ -29,6 +31,8 @@ export interface Services {
   logger: Logger
   host: HostDatabase
   redis: Redis
+  /** The process' one pub/sub subscriber connection, shared by every cache invalidated across processes. */
+  invalidations: InvalidationBus
   catalog: CatalogHandle
   pools: PoolManager
   provisioner: Provisioner
@@ -72,9 +76,11 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
     connectOptions: config.pool,
     logger,
   })
+  const invalidations = createInvalidationBus(redis, logger)
   const catalog = createCatalog({
     host,
     redis,
+    bus: invalidations,
     keys: config.encryptionKeys,
     ttlS: config.pool.catalogTtlS,
     channel: catalogChannel(config.redisPrefix),
@@ -116,6 +122,7 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
     logger,
     host,
     redis,
+    invalidations,
     catalog,
     pools,
     provisioner,
@@ -130,6 +137,7 @@ export function createServices(config: Config, logger: Logger, opts: ServiceOpti
         await provisioner.close()
         await pools.close()
         await catalog.close()
+        await invalidations.close()
         if (!opts.redis) await redis.quit().catch(() => redis.disconnect())
         if (!opts.host) await host.close()
       })()

@@ -19,12 +19,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { and, desc, eq, isNull, lt, or, sql } from 'drizzle-orm'
 import type { Redis } from 'ioredis'
-import { LRUCache } from 'lru-cache'
 import { type ApiKey, type ApiKeyRole, apiKeys, users } from '../../drizzle/host/schema.js'
 import type { Config } from '../config.js'
 import type { HostDb } from '../db/host.js'
 import { iso } from '../lib/dates.js'
 import { unauthorized } from '../lib/errors.js'
+import { createInvalidatedCache, createInvalidationBus, type InvalidationBus } from '../lib/invalidated-cache.js'
 import type { PublicUser } from './users.js'
 
 /** `live` keys in production, `test` keys elsewhere: a key pasted into the wrong deployment fails before any lookup. */
@@ -67,8 +67,10 @@ export interface ApiKeyIdentity {
 
 export interface ApiKeysDeps {
   db: HostDb
-  /** Publishes revocations. */
+  /** Makes the module's own invalidation bus when `bus` is omitted. */
   redis: Redis
+  /** The process' invalidation bus (one subscriber connection); when omitted one is made (and closed) here. */
+  bus?: InvalidationBus
   channel: string
   env: Config['env']
   /** How long a key row stays cached (default and maximum 30 s). */
@@ -98,13 +100,9 @@ const toView = (k: ApiKey): ApiKeyView => ({
   createdAt: k.createdAt.toISOString(),
 })
 
-export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEveryMs = 60_000, onError }: ApiKeysDeps) {
+export function createApiKeys({ db, redis, bus, channel, env, ttlMs = 30_000, touchEveryMs = 60_000, onError }: ApiKeysDeps) {
   const keyEnv = apiKeyEnv(env)
   const shape = new RegExp(`^tk_${keyEnv}_[A-Za-z0-9_-]{${SECRET_CHARS}}$`)
-  const cache = new LRUCache<string, CachedKey>({ max: 20_000, ttl: Math.min(ttlMs, 30_000) })
-  const inflight = new Map<string, Promise<CachedKey | undefined>>()
-  // Bumped by every invalidation: a lookup that started before one must not cache what it read.
-  let epoch = 0
 
   // Prepared: one round trip on a cache miss (STACK.md §0). The creator comes along for req.user.
   const byHash = db
@@ -139,10 +137,9 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
     .prepare('tk_api_keys_touch')
 
   async function load(hash: string): Promise<CachedKey | undefined> {
-    const startedAt = epoch
     const [row] = await byHash.execute({ hash })
     if (!row) return undefined // unknown hashes are not cached: guessing must not fill the cache
-    const entry: CachedKey = {
+    return {
       identity: {
         id: row.id,
         tenantId: row.tenantId,
@@ -159,52 +156,25 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
       revoked: row.revokedAt !== null || (row.creatorValidAfter !== null && row.keyCreatedAt < row.creatorValidAfter),
       touchedAt: row.lastUsedAt?.getTime() ?? 0,
     }
-    if (epoch === startedAt) cache.set(hash, entry)
-    return entry
   }
 
-  function lookup(hash: string): Promise<CachedKey | undefined> {
-    const hit = cache.get(hash)
-    if (hit) return Promise.resolve(hit)
-    const running = inflight.get(hash)
-    if (running) return running
-    const pending = load(hash).finally(() => {
-      if (inflight.get(hash) === pending) inflight.delete(hash)
-    })
-    inflight.set(hash, pending)
-    return pending
-  }
-
-  function drop(keyId: string) {
-    epoch++
-    inflight.clear()
-    for (const [hash, entry] of cache.entries()) if (entry.identity.id === keyId) cache.delete(hash)
-  }
-
-  function dropCreator(userId: string) {
-    epoch++
-    inflight.clear()
-    for (const [hash, entry] of cache.entries()) if (entry.identity.user.id === userId) cache.delete(hash)
-  }
   const CREATOR = 'user:' // message prefix: every key of this creator (key ids are bare UUIDs)
-
-  const subscriber = redis.duplicate({ enableOfflineQueue: true }) // subscribes before it is connected
-  subscriber.on('error', (err) => onError?.(err, 'api-keys subscriber'))
-  // After a reconnect we may have missed revocations: start from an empty cache.
-  let connectedOnce = false
-  subscriber.on('ready', () => {
-    if (connectedOnce) {
-      epoch++
-      cache.clear()
-    }
-    connectedOnce = true
+  const drop = (keyId: string) => cache.dropWhere((entry) => entry.identity.id === keyId)
+  const dropCreator = (userId: string) => cache.dropWhere((entry) => entry.identity.user.id === userId)
+  // Keyed by the secret's SHA-256. A reconnect clears it: revocations may have been missed.
+  const cache = createInvalidatedCache<string, CachedKey>({
+    bus: bus ?? createInvalidationBus(redis, onError, 'api-keys subscriber'),
+    ownsBus: !bus,
+    channel,
+    max: 20_000,
+    ttlMs: Math.min(ttlMs, 30_000),
+    load,
+    onMessage(keyId) {
+      if (keyId.startsWith(CREATOR)) dropCreator(keyId.slice(CREATOR.length))
+      else drop(keyId)
+    },
   })
-  subscriber.on('message', (ch: string, keyId: string) => {
-    if (ch !== channel) return
-    if (keyId.startsWith(CREATOR)) dropCreator(keyId.slice(CREATOR.length))
-    else drop(keyId)
-  })
-  const ready = subscriber.subscribe(channel).then(() => undefined)
+  const ready = cache.ready
 
   return {
     ready,
@@ -218,7 +188,7 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
       const secret = BEARER.exec(header)?.[1]
       if (!secret || !shape.test(secret)) throw invalidApiKey()
       const hash = hashApiKey(secret)
-      const key = await lookup(hash)
+      const key = cache.get(hash) ?? (await cache.load(hash))
       const now = Date.now()
       if (!key || key.revoked || (key.expiresAt !== null && key.expiresAt <= now)) throw invalidApiKey()
       if (now - key.touchedAt >= touchEveryMs) {
@@ -275,7 +245,7 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
         .returning()
       if (row) {
         drop(row.id)
-        await redis.publish(channel, row.id)
+        await cache.publish(row.id)
         return { key: toView(row), revoked: true }
       }
       const [existing] = await db.select().from(apiKeys).where(where)
@@ -285,18 +255,18 @@ export function createApiKeys({ db, redis, channel, env, ttlMs = 30_000, touchEv
     /** Forget cached rows of one key here and in every process (after any change to a key row). */
     async invalidate(keyId: string) {
       drop(keyId)
-      await redis.publish(channel, keyId)
+      await cache.publish(keyId)
     },
 
     /** Forget cached keys created by this user, here and in every process (after their sessions_valid_after moved). */
     async invalidateCreator(userId: string) {
       dropCreator(userId)
-      await redis.publish(channel, `${CREATOR}${userId}`)
+      await cache.publish(`${CREATOR}${userId}`)
     },
 
     async close() {
       await ready.catch(() => {})
-      subscriber.disconnect()
+      await cache.close()
     },
   }
 }

@@ -3,34 +3,41 @@
  * password someone else may know stops counting (Google linking an unverified account, a password
  * change). requireUser checks the column whenever it re-reads the user (every 30 s per session);
  * this module closes that window: `publish(userId, at)` records the cutoff in this process at once
- * and, through Redis pub/sub on `channel`, in every other one, and `validAfter(userId)` is an
- * in-memory lookup on each request. A missed message (subscriber reconnecting) falls back to the
- * 30 s re-read, which the entries outlive.
+ * and, through Redis pub/sub on `channel` (src/lib/invalidated-cache.ts), in every other one, and
+ * `validAfter(userId)` is an in-memory lookup on each request. A missed message (subscriber
+ * reconnecting) falls back to the 30 s re-read, which the entries outlive; the cutoffs already heard
+ * are kept across a reconnect (they only ever tighten).
  */
 import type { Redis } from 'ioredis'
-import { LRUCache } from 'lru-cache'
+import { createInvalidatedCache, createInvalidationBus, type InvalidationBus } from '../lib/invalidated-cache.js'
 
 export interface SessionRevocationsDeps {
+  /** Makes the module's own invalidation bus when `bus` is omitted. */
   redis: Redis
+  /** The process' invalidation bus (one subscriber connection); when omitted one is made (and closed) here. */
+  bus?: InvalidationBus
   channel: string
   onError?: (err: unknown, what: string) => void
 }
 
-export function createSessionRevocations({ redis, channel, onError }: SessionRevocationsDeps) {
+export function createSessionRevocations({ redis, bus, channel, onError }: SessionRevocationsDeps) {
   // Longer than the user snapshot's 30 s: by the time an entry goes, the DB re-read enforces the cutoff.
-  const cutoffs = new LRUCache<string, number>({ max: 50_000, ttl: 5 * 60_000 })
+  const cutoffs = createInvalidatedCache<string, number>({
+    bus: bus ?? createInvalidationBus(redis, onError, 'session-revocations subscriber'),
+    ownsBus: !bus,
+    channel,
+    max: 50_000,
+    ttlMs: 5 * 60_000,
+    onMessage(message) {
+      const [userId, ms] = message.split(' ')
+      if (userId && Number.isFinite(Number(ms))) note(userId, Number(ms))
+    },
+    keepOnReconnect: true,
+  })
   const note = (userId: string, ms: number) => {
     if (ms > (cutoffs.get(userId) ?? 0)) cutoffs.set(userId, ms)
   }
-
-  const subscriber = redis.duplicate({ enableOfflineQueue: true }) // subscribes before it is connected
-  subscriber.on('error', (err) => onError?.(err, 'session-revocations subscriber'))
-  subscriber.on('message', (ch: string, message: string) => {
-    if (ch !== channel) return
-    const [userId, ms] = message.split(' ')
-    if (userId && Number.isFinite(Number(ms))) note(userId, Number(ms))
-  })
-  const ready = subscriber.subscribe(channel).then(() => undefined)
+  const ready = cutoffs.ready
 
   return {
     ready,
@@ -39,11 +46,11 @@ export function createSessionRevocations({ redis, channel, onError }: SessionRev
     /** Sessions of `userId` started before `at` end everywhere (the caller has written sessions_valid_after = at). */
     async publish(userId: string, at: Date) {
       note(userId, at.getTime())
-      await redis.publish(channel, `${userId} ${at.getTime()}`)
+      await cutoffs.publish(`${userId} ${at.getTime()}`)
     },
     async close() {
       await ready.catch(() => {})
-      subscriber.disconnect()
+      await cutoffs.close()
     },
   }
 }

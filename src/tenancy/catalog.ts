@@ -1,17 +1,16 @@
 /**
  * The read side of the tenant catalog: core_tenants rows with their URLs decrypted, cached per process
  * with a TTL, one query per cold key however many requests ask at once (single-flight), and dropped in
- * every process when any process calls invalidate() (Redis pub/sub on `channel`).
+ * every process when any process calls invalidate() (Redis pub/sub on `channel`, src/lib/invalidated-cache.ts).
  */
 import { randomUUID } from 'node:crypto'
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import type { Redis } from 'ioredis'
-import { duplicateRedis } from '../lib/redis.js'
-import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { tenants } from '../../drizzle/host/schema.js'
 import type { HostDatabase } from '../db/host.js'
 import { DecryptionError, decrypt, type KeyRing } from '../lib/crypto.js'
+import { createInvalidatedCache, createInvalidationBus, type InvalidationBus } from '../lib/invalidated-cache.js'
 import type { Catalog, TenantRecord } from './types.js'
 import { isUuid } from '../lib/uuid.js'
 
@@ -20,10 +19,10 @@ export const catalogChannel = (redisPrefix: string) => `${redisPrefix}:catalog`
 
 export interface CatalogDeps {
   host: HostDatabase
-  /** Publishes invalidations. */
+  /** Makes the catalog's own invalidation bus when `bus` is omitted. */
   redis: Redis
-  /** Receives invalidations; when omitted the catalog makes (and closes) `redis.duplicate()`. */
-  subscriber?: Redis
+  /** The process' invalidation bus (one subscriber connection); when omitted the catalog makes (and closes) its own. */
+  bus?: InvalidationBus
   keys: readonly KeyRing[]
   /** Seconds an entry stays cached; 0 disables caching (single-flight still applies). */
   ttlS: number
@@ -76,8 +75,6 @@ const columns = {
 export function createCatalog(deps: CatalogDeps): CatalogHandle {
   const { host, redis, keys, ttlS, channel, logger } = deps
   const instance = randomUUID()
-  const ownsSubscriber = !deps.subscriber
-  const subscriber = deps.subscriber ?? duplicateRedis(redis, logger, 'catalog subscriber')
 
   // Prepared once: postgres.js sends it as a named statement, one round trip per lookup (STACK.md §0).
   const lookup = (column: typeof tenants.id | typeof tenants.slug, name: string) =>
@@ -90,11 +87,6 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
   const byId = lookup(tenants.id, 'tk_catalog_tenant_by_id')
   const bySlug = lookup(tenants.slug, 'tk_catalog_tenant_by_slug')
 
-  // Keys are `i:<uuid>` and `s:<slug>`; both point at the same record object.
-  const cache = new LRUCache<string, TenantRecord>({ max: 2 * (deps.maxEntries ?? 10_000), ttl: ttlS * 1000 })
-  const inflight = new Map<string, Promise<TenantRecord | undefined>>()
-  // Bumped by every invalidation: a load that started before one must not cache what it read.
-  let epoch = 0
   const counts = { hits: 0, misses: 0, queries: 0, remoteInvalidations: 0, publishFailures: 0 }
   let closed = false
 
@@ -122,60 +114,47 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
     }
   }
 
-  async function load(by: 'id' | 'slug', value: string): Promise<TenantRecord | undefined> {
-    const startedAt = epoch
+  async function load(key: string): Promise<TenantRecord | undefined> {
+    const by = key.startsWith('i:') ? 'id' : 'slug'
+    const value = key.slice(2)
     counts.queries++
     deps.onQuery?.(by, value)
     const [row] = await (by === 'id' ? byId : bySlug).execute({ key: value })
-    const record = row ? toRecord(row) : undefined
-    // Unknown slugs are not cached: a tenant created a moment later must be found at once.
-    if (record && ttlS > 0 && epoch === startedAt && !closed) {
-      cache.set(`i:${record.id}`, record)
-      cache.set(`s:${record.slug}`, record)
-    }
-    return record
+    return row ? toRecord(row) : undefined
   }
+
+  // Keys are `i:<uuid>` and `s:<slug>`; both point at the same record object. Unknown slugs are not
+  // cached (load answers undefined): a tenant created a moment later must be found at once.
+  const cache = createInvalidatedCache<string, TenantRecord>({
+    bus: deps.bus ?? createInvalidationBus(redis, logger, 'catalog subscriber'),
+    ownsBus: !deps.bus,
+    channel,
+    max: 2 * (deps.maxEntries ?? 10_000),
+    ttlMs: ttlS * 1000,
+    load,
+    keysOf: (record) => [`i:${record.id}`, `s:${record.slug}`],
+    onMessage(message) {
+      let payload: { id?: unknown; from?: unknown }
+      try {
+        payload = message.startsWith('{') ? JSON.parse(message) : { id: message }
+      } catch {
+        logger?.warn({ channel, message }, 'catalog: ignoring malformed invalidation')
+        return
+      }
+      if (payload.from === instance || typeof payload.id !== 'string') return
+      counts.remoteInvalidations++
+      drop(payload.id)
+      deps.onRemoteInvalidate?.(payload.id)
+    },
+  })
+  const ready = cache.ready
+  ready.catch((err) => logger?.error({ err, channel }, 'catalog: cannot subscribe to invalidations'))
 
   function drop(tenantId: string): void {
-    epoch++
     const id = tenantId.toLowerCase()
-    const record = cache.peek(`i:${id}`, { allowStale: true })
-    cache.delete(`i:${id}`)
-    if (record) cache.delete(`s:${record.slug}`)
-    // The id entry may have been evicted while its slug entry lives on: sweep (invalidations are rare).
-    for (const [key, value] of cache.entries()) if (value.id === id) cache.delete(key)
-    // Later callers must not join a query that may have read the old row.
-    inflight.clear()
+    // Both keys of the record, and a slug entry whose id entry was evicted (invalidations are rare).
+    cache.dropWhere((record) => record.id === id)
   }
-
-  const onMessage = (ch: string, message: string) => {
-    if (ch !== channel) return
-    let payload: { id?: unknown; from?: unknown }
-    try {
-      payload = message.startsWith('{') ? JSON.parse(message) : { id: message }
-    } catch {
-      logger?.warn({ channel, message }, 'catalog: ignoring malformed invalidation')
-      return
-    }
-    if (payload.from === instance || typeof payload.id !== 'string') return
-    counts.remoteInvalidations++
-    drop(payload.id)
-    deps.onRemoteInvalidate?.(payload.id)
-  }
-  // After a reconnect we may have missed invalidations: start from an empty cache.
-  let connectedOnce = false
-  const onReady = () => {
-    if (connectedOnce) {
-      epoch++
-      cache.clear()
-    }
-    connectedOnce = true
-  }
-  subscriber.on('message', onMessage)
-  subscriber.on('ready', onReady)
-  if (subscriber.status === 'ready') connectedOnce = true
-  const ready = subscriber.subscribe(channel).then(() => undefined)
-  ready.catch((err) => logger?.error({ err, channel }, 'catalog: cannot subscribe to invalidations'))
 
   return {
     ready,
@@ -190,18 +169,12 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
         return Promise.resolve(cached)
       }
       counts.misses++
-      const running = inflight.get(key)
-      if (running) return running
-      const pending = load(isId ? 'id' : 'slug', value).finally(() => {
-        if (inflight.get(key) === pending) inflight.delete(key)
-      })
-      inflight.set(key, pending)
-      return pending
+      return cache.load(key)
     },
     async invalidate(tenantId) {
       drop(tenantId)
       try {
-        await redis.publish(channel, JSON.stringify({ id: tenantId.toLowerCase(), from: instance }))
+        await cache.publish(JSON.stringify({ id: tenantId.toLowerCase(), from: instance }))
       } catch (err) {
         // The write already happened; other processes catch up when their entry expires (ttlS).
         counts.publishFailures++
@@ -211,16 +184,12 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
     stats() {
       const records = new Set<TenantRecord>()
       for (const value of cache.values()) records.add(value)
-      return { ...counts, size: records.size, inflight: inflight.size }
+      return { ...counts, size: records.size, inflight: cache.inflight }
     },
     async close() {
       if (closed) return
       closed = true
-      cache.clear()
-      subscriber.off('message', onMessage)
-      subscriber.off('ready', onReady)
-      if (ownsSubscriber) subscriber.disconnect()
-      else await subscriber.unsubscribe(channel).catch(() => {})
+      await cache.close()
     },
   }
 }

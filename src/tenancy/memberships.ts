@@ -1,12 +1,12 @@
 /**
  * Memberships: who may enter which tenant, and as what. The per-request check (`find`) is a prepared
  * statement behind a short-TTL cache that every membership write invalidates (seed `session_cache` /
- * `invalidate_auth_cache`), across processes through the same Redis channel idea as the catalog.
+ * `invalidate_auth_cache`), across processes through Redis pub/sub (src/lib/invalidated-cache.ts).
  */
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import type { Redis } from 'ioredis'
-import { duplicateRedis, type RedisErrorLogger } from '../lib/redis.js'
-import { LRUCache } from 'lru-cache'
+import { createInvalidatedCache, createInvalidationBus, type InvalidationBus } from '../lib/invalidated-cache.js'
+import type { RedisErrorLogger } from '../lib/redis.js'
 import { apiKeys, type Membership, type MembershipRole, memberships, tenants } from '../../drizzle/host/schema.js'
 import type { HostDb } from '../db/host.js'
 import { PG, conflict, forbidden, pgCode } from '../lib/errors.js'
@@ -22,7 +22,10 @@ export interface MembershipView {
 
 export interface MembershipDeps {
   db: HostDb
+  /** Makes the module's own invalidation bus when `bus` is omitted. */
   redis: Redis
+  /** The process' invalidation bus (one subscriber connection); when omitted one is made (and closed) here. */
+  bus?: InvalidationBus
   channel: string
   ttlMs?: number
   /** Subscriber errors (Redis down) are logged here, one line per 10 s. */
@@ -31,15 +34,11 @@ export interface MembershipDeps {
 
 const NONE = Symbol('none')
 
-export function createMemberships({ db, redis, channel, ttlMs = 30_000, logger }: MembershipDeps) {
-  const cache = new LRUCache<string, Membership | typeof NONE>({ max: 50_000, ttl: ttlMs })
+export function createMemberships({ db, redis, bus, channel, ttlMs = 30_000, logger }: MembershipDeps) {
   const key = (userId: string, tenantId: string) => `${userId}:${tenantId}`
   // Other caches keyed by (user, tenant) — the tenant-local role and grants — follow these invalidations.
   const listeners: ((key: string | undefined, tenantId: string | undefined) => void)[] = []
-  // Bumped by every invalidation: a lookup that started before one must not cache what it read.
-  let epoch = 0
   const notify = (k: string | undefined, tenantId: string | undefined) => {
-    epoch++
     for (const fn of listeners) fn(k, tenantId)
   }
 
@@ -49,30 +48,34 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000, logger }
     .where(and(eq(memberships.userId, sql.placeholder('userId')), eq(memberships.tenantId, sql.placeholder('tenantId'))))
     .prepare('memberships_find')
 
-  const subscriber = duplicateRedis(redis, logger, 'memberships subscriber')
-  // After a reconnect, invalidations may have been missed: forget everything (the caches refill from the DB).
-  let connectedOnce = false
-  subscriber.on('ready', () => {
-    if (connectedOnce) {
-      cache.clear()
-      notify(undefined, undefined)
-    }
-    connectedOnce = true
-  })
-  const ready = subscriber.subscribe(channel).then(() => {
-    subscriber.on('message', (_ch, message: string) => {
+  // Absence is cached too (NONE): a non-member probing a tenant costs no query per request.
+  const cache = createInvalidatedCache<string, Membership | typeof NONE>({
+    bus: bus ?? createInvalidationBus(redis, logger, 'memberships subscriber'),
+    ownsBus: !bus,
+    channel,
+    max: 50_000,
+    ttlMs,
+    async load(k) {
+      const sep = k.indexOf(':')
+      const [row] = await findStmt.execute({ userId: k.slice(0, sep), tenantId: k.slice(sep + 1) })
+      return row ?? NONE
+    },
+    onMessage(message) {
       const [kind, id] = message.split('|')
       if (kind === 'm' && id) {
-        cache.delete(id)
+        cache.drop(id)
         notify(id, undefined)
       }
-    })
+    },
+    // After a reconnect, invalidations may have been missed: the cache was cleared, so must the others be.
+    onReconnect: () => notify(undefined, undefined),
   })
+  const ready = cache.ready
 
   async function invalidate(userId: string, tenantId: string) {
-    cache.delete(key(userId, tenantId))
+    cache.drop(key(userId, tenantId))
     notify(key(userId, tenantId), tenantId)
-    await redis.publish(channel, `m|${key(userId, tenantId)}`)
+    await cache.publish(`m|${key(userId, tenantId)}`)
   }
 
   return {
@@ -81,12 +84,8 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000, logger }
     /** The membership row, cached briefly. Only active memberships grant access; callers check status. */
     async find(userId: string, tenantId: string): Promise<Membership | undefined> {
       const k = key(userId, tenantId)
-      const hit = cache.get(k)
-      if (hit !== undefined) return hit === NONE ? undefined : hit
-      const startedAt = epoch
-      const [row] = await findStmt.execute({ userId, tenantId })
-      if (epoch === startedAt) cache.set(k, row ?? NONE)
-      return row
+      const hit = cache.get(k) ?? (await cache.load(k))
+      return hit === NONE ? undefined : hit
     },
 
     async listForUser(userId: string): Promise<MembershipView[]> {
@@ -160,7 +159,7 @@ export function createMemberships({ db, redis, channel, ttlMs = 30_000, logger }
 
     async close() {
       await ready.catch(() => {})
-      subscriber.disconnect()
+      await cache.close()
     },
   }
 }

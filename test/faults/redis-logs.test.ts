@@ -51,8 +51,8 @@ it('a Redis outage is logged as rate-limited JSON lines per client, with nothing
   const before = lines().length
 
   await redis.kill()
-  // The clients that printed raw errors before: the app's, the catalog subscriber, the queues and workers.
-  for (const client of ['app', 'catalog subscriber', 'memberships subscriber', 'queue system', 'worker system']) {
+  // The clients that printed raw errors before: the app's, the invalidation subscriber (one per process: catalog, memberships, API keys, revocations), the queues and workers.
+  for (const client of ['app', 'invalidation subscriber', 'queue system', 'worker system']) {
     await expect.poll(() => failing(client).length, { timeout: 15_000, interval: 100 }).toBeGreaterThan(0)
   }
   await redis.start()
@@ -61,7 +61,7 @@ it('a Redis outage is logged as rate-limited JSON lines per client, with nothing
   // Every reconnect attempt failed with an error event, yet each client wrote one line (10 s interval);
   // the rest were counted and reported when it came back.
   expect(JSON.parse(back()!).suppressed).toBeGreaterThan(0)
-  for (const client of ['app', 'catalog subscriber', 'queue system', 'worker system']) expect(failing(client).length, client).toBe(1)
+  for (const client of ['app', 'invalidation subscriber', 'queue system', 'worker system']) expect(failing(client).length, client).toBe(1)
 
   const outage = lines().slice(before)
   expect(out).not.toContain('[ioredis] Unhandled error event')

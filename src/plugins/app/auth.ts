@@ -63,14 +63,15 @@ export default fp<AppOptions>(
     fastify.decorateRequest('user', null)
     fastify.decorateRequest('apiKey', null)
 
-    // Subscriber errors repeat on every reconnect attempt while Redis is down: one line per 10 s each.
-    const warnThrottled = throttledWarn(fastify.log)
+    // Both listen on the process' invalidation bus (fastify.services.invalidations), which logs its own
+    // connection's errors; last_used_at write failures repeat while Postgres is down: one line per 10 s.
     const apiKeys = createApiKeys({
       db: fastify.host.db,
       redis: fastify.redis,
+      bus: fastify.services.invalidations,
       channel: `${config.redisPrefix}:api-keys`,
       env: config.env,
-      onError: warnThrottled,
+      onError: throttledWarn(fastify.log),
     })
     await apiKeys.ready
     fastify.addHook('onClose', () => apiKeys.close())
@@ -78,8 +79,8 @@ export default fp<AppOptions>(
 
     const revocations = createSessionRevocations({
       redis: fastify.redis,
+      bus: fastify.services.invalidations,
       channel: `${config.redisPrefix}:session-revocations`,
-      onError: warnThrottled,
     })
     await revocations.ready
     fastify.addHook('onClose', () => revocations.close())
@@ -151,5 +152,5 @@ export default fp<AppOptions>(
       req.session.userLoadedAt = Date.now()
     })
   },
-  { name: 'auth', dependencies: ['host-db', 'session', 'redis'] },
+  { name: 'auth', dependencies: ['host-db', 'session', 'redis', 'services'] },
 )

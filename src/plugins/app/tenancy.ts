@@ -100,7 +100,13 @@ const keyMembership = (m: Membership, role: Role): Membership => ({
 export default fp<AppOptions>(
   async (fastify, { config }) => {
     const { catalog, pools, provisioner } = fastify.services
-    const memberships = createMemberships({ db: fastify.host.db, redis: fastify.redis, channel: `${config.redisPrefix}:memberships`, logger: fastify.log })
+    const memberships = createMemberships({
+      db: fastify.host.db,
+      redis: fastify.redis,
+      bus: fastify.services.invalidations,
+      channel: `${config.redisPrefix}:memberships`,
+      logger: fastify.log,
+    })
     await memberships.ready
     fastify.addHook('onClose', () => memberships.close())
 
