@@ -9,73 +9,38 @@ import { createHash, randomBytes } from 'node:crypto'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import { Redis } from 'ioredis'
 import { uuidv7 } from 'uuidv7'
-import { beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createApiKeys } from '../../src/auth/api-keys.js'
-import { hashPassword } from '../../src/auth/password.js'
 import { buildApp } from '../helpers/build-app.js'
-import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { REDIS_URL } from '../helpers/env.js'
 import { joinTenant } from '../helpers/members.js'
+import { type Member, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
 import { waitFor } from '../helpers/wait-for.js'
 
 const SUFFIX = 'keys.test'
-let passwordHash: string
 
 const ctx = useApp({ TENANT_DOMAIN_SUFFIX: SUFFIX })
-beforeAll(async () => {
-  passwordHash = await hashPassword(PASSWORD)
-})
 
 const tag = () => randomBytes(3).toString('hex')
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex')
 const SECRET = /^tk_test_[A-Za-z0-9_-]{43}$/
 
-interface Actor {
-  id: string
-  email: string
-  c: Client
-}
-
-/** A user who logs in (`signIn`) once they belong to a tenant: a login with no membership would provision a personal tenant. */
-async function actor(label: string): Promise<Actor & { signIn(): Promise<void> }> {
-  const email = `${label}-${tag()}@example.com`
-  // Verified: creating API keys needs a verified address (test/auth/account-flows.test.ts covers the refusal).
-  const user = await ctx.app.users.create({ email, name: label, passwordHash, emailVerified: true })
-  const c = createClient(ctx.app)
-  return { id: user.id, email, c, signIn: async () => expect((await c.login(email)).statusCode).toBe(200) }
-}
-
-/** A tenant with an owner, an admin, an editor and a viewer (joined by invitation) and one project. */
+/**
+ * A tenant with an owner, an admin, an editor and a viewer (joined by invitation) and one project. Verified:
+ * creating API keys needs a verified address (test/auth/account-flows.test.ts covers the refusal). They log
+ * in once they belong to it: a login with no membership would provision a personal tenant.
+ */
 async function team(label = 'keys') {
-  const owner = await actor(`${label}-owner`)
   const slug = `${label}-${tag()}`
-  const tenant = await ctx.app.tenancy.provisioner.provision({ slug, name: `${slug} Inc`, ownerUserId: owner.id })
-  await owner.signIn()
-  const api = (a: Actor, method: InjectOptions['method'], path: string, body?: unknown) =>
-    a.c.request({
-      method,
-      url: `/api${path}`,
-      headers: { 'x-tenant-id': slug },
-      ...(body !== undefined ? { payload: body as object } : {}),
-    })
-  const add = async (label: string, role: 'admin' | 'member', localRole: 'admin' | 'editor' | 'viewer') => {
-    const a = await actor(label)
-    await joinTenant(ctx.app, tenant.id, a, role, localRole)
-    await a.signIn()
-    return a
-  }
-  const admin = await add('admin', 'admin', 'admin')
-  const editor = await add('editor', 'member', 'editor')
-  const viewer = await add('viewer', 'member', 'viewer')
-  const project = await api(owner, 'POST', '/projects', { name: `${slug} project` })
-  expect(project.statusCode).toBe(201)
-  return { id: tenant.id, slug, owner, admin, editor, viewer, api, projectId: project.json().id as string }
+  const t = await tenantWith(ctx.app, { slug, labels: { owner: `${label}-owner` }, verified: true, project: `${slug} project` })
+  const api = (a: Member, method: InjectOptions['method'], path: string, body?: unknown) => t.as(a).request(method, path, body)
+  return { ...t, api, projectId: t.projectId! }
 }
 type Team = Awaited<ReturnType<typeof team>>
 
 /** Create a key through the API as `who` (a session), expecting 201. */
-async function createKey(t: Team, who: Actor, body: { name?: string; role: string; expiresInDays?: number }) {
+async function createKey(t: Team, who: Member, body: { name?: string; role: string; expiresInDays?: number }) {
   const res = await t.api(who, 'POST', '/api-keys', { name: `key ${tag()}`, ...body })
   expect(res.statusCode, res.body).toBe(201)
   return res.json() as { id: string; secret: string; prefix: string; role: string; expiresAt: string | null }

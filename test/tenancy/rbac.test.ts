@@ -6,73 +6,32 @@
  */
 import type { LightMyRequestResponse } from 'fastify'
 import { randomBytes } from 'node:crypto'
-import { beforeAll, describe, expect, it } from 'vitest'
-import { hashPassword } from '../../src/auth/password.js'
-import { type Client, createClient, PASSWORD } from '../helpers/client.js'
+import { describe, expect, it } from 'vitest'
 import { joinTenant, markVerified } from '../helpers/members.js'
+import { type Member, newMember, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
 
-let passwordHash: string
-
-interface Actor {
-  id: string
-  email: string
-  c: Client
-}
-
 const ctx = useApp()
-beforeAll(async () => {
-  passwordHash = await hashPassword(PASSWORD)
-})
 
 const tag = () => randomBytes(3).toString('hex')
 
-/** A global user (no personal tenant) with a logged-in client. */
-async function actor(label: string): Promise<Actor> {
-  const email = `${label}-${tag()}@example.com`
-  const user = await ctx.app.users.create({ email, name: label, passwordHash })
-  const c = createClient(ctx.app)
-  expect((await c.login(email)).statusCode).toBe(200)
-  return { id: user.id, email, c }
-}
+/** A global user with a logged-in client. */
+const actor = (label: string) => newMember(ctx.app, label, { signIn: true })
 
-/** A tenant owned by a fresh owner, plus members who joined (by invitation) with each role. */
+/** A tenant owned by a fresh owner, plus members who joined (by invitation) with each role, and a 'seed' project. */
 async function team() {
-  const owner = await actor('owner')
   const slug = `rbac-${tag()}`
-  const tenant = await ctx.app.tenancy.provisioner.provision({ slug, name: `RBAC ${slug}`, ownerUserId: owner.id })
-  const api = (a: Actor) => {
-    const h = (extra?: Record<string, string>) => ({ 'x-tenant-id': slug, ...extra })
-    return {
-      get: (path: string, extra?: Record<string, string>) => a.c.get(`/api${path}`, h(extra)),
-      post: (path: string, body?: unknown, extra?: Record<string, string>) => a.c.post(`/api${path}`, body, h(extra)),
-      put: (path: string, body?: unknown) => a.c.put(`/api${path}`, body, h()),
-      patch: (path: string, body?: unknown, extra?: Record<string, string>) => a.c.patch(`/api${path}`, body, h(extra)),
-      delete: (path: string) => a.c.delete(`/api${path}`, h()),
-    }
-  }
-  const add = async (label: string, role: 'admin' | 'member', localRole?: 'admin' | 'editor' | 'viewer') => {
-    const a = await actor(label)
-    await joinTenant(ctx.app, tenant.id, a, role, localRole)
-    return a
-  }
+  const t = await tenantWith(ctx.app, { slug, name: `RBAC ${slug}`, signIn: 'before-joining', project: 'seed' })
   /** Ownership the only way there is: offered by the owner, accepted by the admin (both verified). */
-  const makeOwner = async (a: Actor) => {
-    await markVerified(ctx.app, owner.id)
+  const makeOwner = async (a: Member) => {
+    await markVerified(ctx.app, t.owner.id)
     await markVerified(ctx.app, a.id)
-    const offer = await api(owner).post(`/members/${a.id}/ownership-offer`)
+    const offer = await t.as(t.owner).post(`/members/${a.id}/ownership-offer`)
     expect(offer.statusCode, offer.body).toBe(201)
-    const accepted = await api(a).post(`/ownership-offers/${offer.json().id}/accept`)
+    const accepted = await t.as(a).post(`/ownership-offers/${offer.json().id}/accept`)
     expect(accepted.statusCode, accepted.body).toBe(200)
   }
-  const [admin, editor, viewer] = [
-    await add('admin', 'admin'),
-    await add('editor', 'member', 'editor'),
-    await add('viewer', 'member', 'viewer'),
-  ]
-  const seeded = await api(owner).post('/projects', { name: 'seed' })
-  expect(seeded.statusCode).toBe(201)
-  return { tenant, slug, owner, admin, editor, viewer, api, add, makeOwner, projectId: seeded.json().id as string }
+  return { ...t, api: t.as, makeOwner, projectId: t.projectId! }
 }
 
 const expectError = (res: LightMyRequestResponse, status: number, code: string) => {
