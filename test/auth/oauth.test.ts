@@ -12,7 +12,7 @@ import app, { serverOptions } from '../../src/app.js'
 import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { type MockOidc, startMockOidc } from '../helpers/oidc.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 import { waitFor } from '../helpers/wait-for.js'
 
 const BASE = 'http://localhost:3000'
@@ -20,9 +20,7 @@ const CLIENT_ID = 'tenantkit-test-client'
 const STATE_COOKIE = 'tk-oauth-state'
 const VERIFIER_COOKIE = 'tk-oauth-verifier'
 
-let env: TestEnv
 let mock: MockOidc
-let server: FastifyInstance
 
 const oauthVars = (issuer: string) => ({
   GOOGLE_CLIENT_ID: CLIENT_ID,
@@ -32,15 +30,12 @@ const oauthVars = (issuer: string) => ({
 })
 
 beforeAll(async () => {
-  env = await createTestEnv()
   mock = await startMockOidc()
-  server = await buildApp(env.configWith(oauthVars(mock.issuerUrl)))
 })
 afterAll(async () => {
-  await server?.close()
   await mock?.close()
-  await env?.cleanup()
-}, 180_000)
+})
+const ctx = useApp({}, { appVars: () => oauthVars(mock.issuerUrl), closeTimeoutMs: 180_000 })
 beforeEach(() => {
   mock.setClaims({})
   mock.setUserinfo({})
@@ -73,19 +68,19 @@ async function googleLogin(c: Client, query = '') {
 
 const userByEmail = async (email: string) =>
   (
-    await server.host.sql<{ id: string; google_id: string | null; password_hash: string | null; email_verified_at: Date | null }[]>`
+    await ctx.app.host.sql<{ id: string; google_id: string | null; password_hash: string | null; email_verified_at: Date | null }[]>`
     select id, google_id, password_hash, email_verified_at from core_users where lower(email) = lower(${email})`
   )[0]
 
 const auditActions = async (userId: string) =>
   (
-    await server.host.sql<{ action: string; metadata: Record<string, unknown> }[]>`
+    await ctx.app.host.sql<{ action: string; metadata: Record<string, unknown> }[]>`
     select action, metadata from sys_audit_logs where actor_user_id = ${userId} and action like 'auth.%' order by created_at, id`
   ).map((r) => ({ action: r.action, ...r.metadata }))
 
 describe('GET /auth/google/login', () => {
   it('redirects to the provider with state, PKCE S256, scopes and our callback URL, and sets signed httpOnly cookies', async () => {
-    const res = await startLogin(createClient(server))
+    const res = await startLogin(createClient(ctx.app))
     const url = new URL(res.headers.location as string)
     expect(`${url.origin}${url.pathname}`).toBe(`${mock.issuerUrl}/authorize`)
     const q = Object.fromEntries(url.searchParams)
@@ -104,16 +99,16 @@ describe('GET /auth/google/login', () => {
       // Signed: the raw value is "<value>.<signature>", never the bare state.
       expect(cookies[name]!.value).not.toBe(q.state)
     }
-    expect(server.unsignCookie(cookies[STATE_COOKIE]!.value)).toEqual({ valid: true, renew: false, value: q.state })
+    expect(ctx.app.unsignCookie(cookies[STATE_COOKIE]!.value)).toEqual({ valid: true, renew: false, value: q.state })
   })
 
   it('refuses a `next` that would leave the site', async () => {
     for (const next of ['//evil.example/x', '/\\evil.example', 'https://evil.example/', 'projects', '/a\tb', '/a\\b']) {
-      const res = await createClient(server).get(`/auth/google/login?next=${encodeURIComponent(next)}`)
+      const res = await createClient(ctx.app).get(`/auth/google/login?next=${encodeURIComponent(next)}`)
       expect(res.statusCode, next).toBe(400)
       expect(res.json(), next).toMatchObject({ code: 'INVALID_NEXT' })
     }
-    const tooLong = await createClient(server).get(`/auth/google/login?next=/${'a'.repeat(600)}`)
+    const tooLong = await createClient(ctx.app).get(`/auth/google/login?next=/${'a'.repeat(600)}`)
     expect(tooLong.json()).toMatchObject({ statusCode: 400, code: 'VALIDATION_ERROR' })
   })
 })
@@ -122,7 +117,7 @@ describe('GET /auth/google/callback: signing in', () => {
   it('creates a first-time user with a verified email and a personal tenant, starts a session, and redirects home', async () => {
     const id = person('Ada.Lovelace@gmail.example', { name: 'Ada Lovelace' })
     mock.setClaims(id)
-    const c = createClient(server)
+    const c = createClient(ctx.app)
     const { res } = await googleLogin(c)
     expect(res.statusCode, res.body).toBe(302)
     expect(res.headers.location).toBe(`${BASE}/`)
@@ -144,14 +139,14 @@ describe('GET /auth/google/callback: signing in', () => {
     expect((await c.post('/api/projects', { name: 'Engine' })).statusCode).toBe(201)
 
     // Second login, same Google subject, from another browser: same user, no second tenant.
-    const again = createClient(server)
+    const again = createClient(ctx.app)
     const second = await googleLogin(again)
     expect(second.res.statusCode).toBe(302)
     expect(again.cookies.sid).not.toBe(c.cookies.sid)
     const me2 = (await again.get('/me')).json()
     expect(me2.user.id).toBe(me.user.id)
     expect(me2.memberships).toEqual(me.memberships)
-    const rows = await server.host.sql<
+    const rows = await ctx.app.host.sql<
       { count: number }[]
     >`select count(*)::int as count from core_memberships where user_id = ${me.user.id}`
     expect(rows[0]?.count).toBe(1)
@@ -166,11 +161,11 @@ describe('GET /auth/google/callback: signing in', () => {
   it('finds the user by Google subject even when the provider now reports another email', async () => {
     const id = person('first@gmail.example')
     mock.setClaims(id)
-    const c1 = createClient(server)
+    const c1 = createClient(ctx.app)
     await googleLogin(c1)
     const before = (await c1.get('/me')).json().user
     mock.setClaims({ ...id, email: 'renamed@gmail.example' })
-    const c2 = createClient(server)
+    const c2 = createClient(ctx.app)
     expect((await googleLogin(c2)).res.statusCode).toBe(302)
     expect((await c2.get('/me')).json().user).toEqual(before)
     expect(await userByEmail('renamed@gmail.example')).toBeUndefined()
@@ -178,13 +173,13 @@ describe('GET /auth/google/callback: signing in', () => {
 
   it('lands on the `next` path given at login', async () => {
     mock.setClaims(person('next@gmail.example'))
-    const { res } = await googleLogin(createClient(server), `?next=${encodeURIComponent('/projects?tab=mine')}`)
+    const { res } = await googleLogin(createClient(ctx.app), `?next=${encodeURIComponent('/projects?tab=mine')}`)
     expect(res.statusCode).toBe(302)
     expect(res.headers.location).toBe(`${BASE}/projects?tab=mine`)
   })
 
   it('links an existing password account by verified email, and drops a password nobody verified', async () => {
-    const c = createClient(server)
+    const c = createClient(ctx.app)
     const signup = await c.signup('grace@example.com', PASSWORD, 'Grace')
     expect(signup.statusCode).toBe(201)
     const { user, tenant } = signup.json()
@@ -192,7 +187,7 @@ describe('GET /auth/google/callback: signing in', () => {
 
     const id = person('GRACE@example.com')
     mock.setClaims(id)
-    const g = createClient(server)
+    const g = createClient(ctx.app)
     expect((await googleLogin(g)).res.statusCode).toBe(302)
     const me = (await g.get('/me')).json()
     expect(me.user).toMatchObject({ id: user.id, email: 'grace@example.com', emailVerified: true })
@@ -211,25 +206,25 @@ describe('GET /auth/google/callback: signing in', () => {
     })
     expect(actions.at(-1)).toEqual({ action: 'auth.login', method: 'google', firstLogin: false })
     // The password set before anyone proved owning the address no longer opens the account.
-    expect((await createClient(server).login('grace@example.com')).statusCode).toBe(401)
+    expect((await createClient(ctx.app).login('grace@example.com')).statusCode).toBe(401)
   })
 
   it('keeps the password of an account whose email was already verified', async () => {
-    const c = createClient(server)
+    const c = createClient(ctx.app)
     const { user } = (await c.signup('hopper@example.com')).json()
-    await server.host.sql`update core_users set email_verified_at = now() where id = ${user.id}`
+    await ctx.app.host.sql`update core_users set email_verified_at = now() where id = ${user.id}`
     mock.setClaims(person('hopper@example.com'))
-    expect((await googleLogin(createClient(server))).res.statusCode).toBe(302)
+    expect((await googleLogin(createClient(ctx.app))).res.statusCode).toBe(302)
     expect((await auditActions(user.id)).find((a) => a.action === 'auth.oauth_link')).toMatchObject({ passwordCleared: false })
-    expect((await createClient(server).login('hopper@example.com')).statusCode).toBe(200)
+    expect((await createClient(ctx.app).login('hopper@example.com')).statusCode).toBe(200)
   })
 
   it('refuses an email already linked to another Google identity', async () => {
     mock.setClaims(person('shared@gmail.example'))
-    await googleLogin(createClient(server))
+    await googleLogin(createClient(ctx.app))
     const owner = await userByEmail('shared@gmail.example')
     mock.setClaims(person('shared@gmail.example'))
-    const c = createClient(server)
+    const c = createClient(ctx.app)
     const { res } = await googleLogin(c)
     expect(res.statusCode).toBe(302)
     expect(res.headers.location).toBe(`${BASE}/login?error=account_conflict`)
@@ -240,7 +235,7 @@ describe('GET /auth/google/callback: signing in', () => {
   it('refuses an email the provider has not verified, and creates nothing', async () => {
     for (const email_verified of [false, undefined, 'false']) {
       mock.setClaims(person('unverified@gmail.example', { email_verified }))
-      const c = createClient(server)
+      const c = createClient(ctx.app)
       const { res } = await googleLogin(c)
       expect(res.statusCode).toBe(302)
       expect(res.headers.location).toBe(`${BASE}/login?error=email_not_verified`)
@@ -254,13 +249,13 @@ describe('GET /auth/google/callback: signing in', () => {
     const id = person('info@gmail.example', { name: 'Info' })
     mock.setClaims({ sub: id.sub })
     mock.setUserinfo(id)
-    const c = createClient(server)
+    const c = createClient(ctx.app)
     const { res } = await googleLogin(c)
     expect(res.headers.location).toBe(`${BASE}/`)
     expect((await c.get('/me')).json().user).toMatchObject({ email: 'info@gmail.example', name: 'Info', emailVerified: true })
 
     mock.setClaims({ sub: 'someone-else' })
-    const other = await googleLogin(createClient(server))
+    const other = await googleLogin(createClient(ctx.app))
     expect(other.res.headers.location).toBe(`${BASE}/login?error=invalid_userinfo`)
   })
 
@@ -276,14 +271,14 @@ describe('GET /auth/google/callback: signing in', () => {
     ]
     for (const [label, claims] of cases) {
       mock.setClaims({ ...person(`bad-${label}@gmail.example`), ...claims })
-      const c = createClient(server)
+      const c = createClient(ctx.app)
       const { res } = await googleLogin(c)
       expect(res.headers.location, label).toBe(`${BASE}/login?error=invalid_id_token`)
       expect(c.cookies.sid, label).toBeUndefined()
     }
     // Multiple audiences are fine when we are the authorized party.
     mock.setClaims({ ...person('azp-ok@gmail.example'), aud: [CLIENT_ID, 'another-client'], azp: CLIENT_ID })
-    expect((await googleLogin(createClient(server))).res.headers.location).toBe(`${BASE}/`)
+    expect((await googleLogin(createClient(ctx.app))).res.headers.location).toBe(`${BASE}/`)
 
     // A token whose payload was changed after signing.
     mock.setClaims(person('victim@gmail.example'))
@@ -293,7 +288,7 @@ describe('GET /auth/google/callback: signing in', () => {
       const payload = { ...JSON.parse(Buffer.from(p, 'base64url').toString()), email: 'admin@example.com' }
       body.id_token = `${h}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}.${s}`
     })
-    expect((await googleLogin(createClient(server))).res.headers.location).toBe(`${BASE}/login?error=invalid_id_token`)
+    expect((await googleLogin(createClient(ctx.app))).res.headers.location).toBe(`${BASE}/login?error=invalid_id_token`)
     expect(await userByEmail('admin@example.com')).toBeUndefined()
     // An unsigned ("alg: none") token.
     mock.server.service.removeAllListeners('beforeResponse')
@@ -302,12 +297,12 @@ describe('GET /auth/google/callback: signing in', () => {
       const [, p] = body.id_token.split('.') as [string, string]
       body.id_token = `${Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url')}.${p}.`
     })
-    expect((await googleLogin(createClient(server))).res.headers.location).toBe(`${BASE}/login?error=invalid_id_token`)
+    expect((await googleLogin(createClient(ctx.app))).res.headers.location).toBe(`${BASE}/login?error=invalid_id_token`)
   })
 })
 
 describe('pre-account takeover: what the squatter obtained with the password stops working', () => {
-  const sessionKey = (c: Client) => `${env.config.redisPrefix}:sess:${decodeURIComponent(c.cookies.sid!).split('.')[0]}`
+  const sessionKey = (c: Client) => `${ctx.env.config.redisPrefix}:sess:${decodeURIComponent(c.cookies.sid!).split('.')[0]}`
   const useKey = (app: FastifyInstance, secret: string) =>
     app.inject({ method: 'GET', url: '/api/projects', headers: { authorization: `Bearer ${secret}` } })
   /** Pub/sub reaches other processes asynchronously: poll (well under the 30 s windows that would also end it). */
@@ -322,36 +317,36 @@ describe('pre-account takeover: what the squatter obtained with the password sto
   }
 
   it("ends the squatter's sessions and API keys when the owner signs in with Google, in every process, at once", async () => {
-    const squatter = createClient(server)
+    const squatter = createClient(ctx.app)
     expect((await squatter.signup('victim@takeover.example')).statusCode).toBe(201)
     // An unverified account can't create keys any more (403 EMAIL_NOT_VERIFIED): this one predates that rule.
     expect((await squatter.post('/api/api-keys', { name: 'backdoor', role: 'admin' })).json().code).toBe('EMAIL_NOT_VERIFIED')
     const squatted = (await squatter.get('/me')).json()
-    const { secret } = await server.apiKeys.create({
+    const { secret } = await ctx.app.apiKeys.create({
       tenantId: squatted.activeTenant.tenantId,
       createdBy: squatted.user.id,
       name: 'backdoor',
       role: 'admin',
     })
     // A second instance, holding the same session (shared store) and the key in its cache.
-    const other = await buildApp(env.configWith(oauthVars(mock.issuerUrl)))
+    const other = await buildApp(ctx.env.configWith(oauthVars(mock.issuerUrl)))
     try {
       const squatterThere = createClient(other)
       squatterThere.cookies = { ...squatter.cookies }
       expect((await squatterThere.get('/me')).statusCode).toBe(200)
-      expect((await useKey(server, secret)).statusCode).toBe(200)
+      expect((await useKey(ctx.app, secret)).statusCode).toBe(200)
       expect((await useKey(other, secret)).statusCode).toBe(200)
       expect((await squatter.get('/me')).statusCode).toBe(200) // the session's user snapshot is fresh
 
       mock.setClaims(person('victim@takeover.example'))
-      const victim = createClient(server)
+      const victim = createClient(ctx.app)
       expect((await googleLogin(victim)).res.statusCode).toBe(302)
 
       const me = await squatter.get('/me')
       expect(me.statusCode).toBe(401)
       expect(me.json().code).toBe('SESSION_REVOKED')
-      expect(await server.redis.exists(sessionKey(squatter))).toBe(0) // destroyed, not just refused
-      expect((await useKey(server, secret)).json()).toMatchObject({ statusCode: 401, code: 'INVALID_API_KEY' })
+      expect(await ctx.app.redis.exists(sessionKey(squatter))).toBe(0) // destroyed, not just refused
+      expect((await useKey(ctx.app, secret)).json()).toMatchObject({ statusCode: 401, code: 'INVALID_API_KEY' })
       expect(await eventually(async () => (await squatterThere.get('/me')).statusCode, 401)).toBe(401)
       expect(await eventually(async () => (await useKey(other, secret)).statusCode, 401)).toBe(401)
 
@@ -360,7 +355,7 @@ describe('pre-account takeover: what the squatter obtained with the password sto
       await victim.get('/auth/csrf').then((r) => (victim.csrf = r.json().token))
       const own = await victim.post('/api/api-keys', { name: 'mine', role: 'admin' })
       expect(own.statusCode, own.body).toBe(201)
-      expect((await useKey(server, own.json().secret)).statusCode).toBe(200)
+      expect((await useKey(ctx.app, own.json().secret)).statusCode).toBe(200)
       expect((await useKey(other, own.json().secret)).statusCode).toBe(200)
     } finally {
       await other.close()
@@ -368,39 +363,39 @@ describe('pre-account takeover: what the squatter obtained with the password sto
   })
 
   it('enforces sessions_valid_after from the DB when no message arrived: at the next user re-read, and for uncached keys', async () => {
-    const c = createClient(server)
+    const c = createClient(ctx.app)
     const { user } = (await c.signup('reread@takeover.example')).json()
-    await server.host.sql`update core_users set email_verified_at = now() where id = ${user.id}`
+    await ctx.app.host.sql`update core_users set email_verified_at = now() where id = ${user.id}`
     const secret = (await c.post('/api/api-keys', { name: 'k', role: 'viewer' })).json().secret as string
     // Written behind the app's back: no process heard of it, so the session's fresh snapshot still passes.
-    await server.host.sql`update core_users set sessions_valid_after = now() + interval '1 second' where id = ${user.id}`
+    await ctx.app.host.sql`update core_users set sessions_valid_after = now() + interval '1 second' where id = ${user.id}`
     expect((await c.get('/me')).statusCode).toBe(200)
     // The snapshot ages past its 30 s (rewritten in the store rather than waited for): the re-read refuses.
     const key = sessionKey(c)
-    const stored = JSON.parse((await server.redis.get(key))!)
-    await server.redis.set(key, JSON.stringify({ ...stored, userLoadedAt: 0 }), 'KEEPTTL')
+    const stored = JSON.parse((await ctx.app.redis.get(key))!)
+    await ctx.app.redis.set(key, JSON.stringify({ ...stored, userLoadedAt: 0 }), 'KEEPTTL')
     expect((await c.get('/me')).json()).toMatchObject({ statusCode: 401, code: 'SESSION_REVOKED' })
-    expect(await server.redis.exists(key)).toBe(0)
+    expect(await ctx.app.redis.exists(key)).toBe(0)
     // Never cached: read with its creator's cutoff.
-    expect((await useKey(server, secret)).json()).toMatchObject({ statusCode: 401, code: 'INVALID_API_KEY' })
+    expect((await useKey(ctx.app, secret)).json()).toMatchObject({ statusCode: 401, code: 'INVALID_API_KEY' })
   })
 })
 
 describe("reproduction 2: what a squatter built into a pre-registered address doesn't survive the owner's Google sign-in", () => {
   it('removes the account from the shared tenant (its co-owner stays behind), revokes its keys, mails the other owners, and starts the owner elsewhere', async () => {
-    const squatter = createClient(server)
+    const squatter = createClient(ctx.app)
     const signup = await squatter.signup('owner@squatted.example')
     expect(signup.statusCode).toBe(201)
     const squattedTenant = signup.json().tenant.id as string
     const squatterId = signup.json().user.id as string
     // The squatter's second account, made co-owner of the squatted tenant (the invitation flow needs a verified
     // address to accept ownership; this is the state such an account could reach before that rule existed).
-    const accomplice = createClient(server)
+    const accomplice = createClient(ctx.app)
     const second = (await accomplice.signup('accomplice@squatter.example')).json().user.id as string
-    await server.tenancy.memberships.add(second, squattedTenant, 'owner')
+    await ctx.app.tenancy.memberships.add(second, squattedTenant, 'owner')
     // An unverified account can't mint keys through the API any more; one minted before that rule:
     expect((await squatter.post('/api/api-keys', { name: 'backdoor', role: 'admin' })).json().code).toBe('EMAIL_NOT_VERIFIED')
-    const { key, secret } = await server.apiKeys.create({
+    const { key, secret } = await ctx.app.apiKeys.create({
       tenantId: squattedTenant,
       createdBy: squatterId,
       name: 'backdoor',
@@ -410,7 +405,7 @@ describe("reproduction 2: what a squatter built into a pre-registered address do
     expect((await squatter.put('/me/active-tenant', { tenant: squattedTenant })).statusCode).toBe(200)
 
     mock.setClaims(person('owner@squatted.example'))
-    const victim = createClient(server)
+    const victim = createClient(ctx.app)
     expect((await googleLogin(victim)).res.statusCode).toBe(302)
 
     const me = (await victim.get('/me')).json()
@@ -418,14 +413,14 @@ describe("reproduction 2: what a squatter built into a pre-registered address do
     expect(me.memberships.map((m: { tenantId: string }) => m.tenantId)).not.toContain(squattedTenant)
     expect(me.activeTenant).not.toBeNull()
     expect(me.activeTenant.tenantId).not.toBe(squattedTenant)
-    expect(await server.tenancy.memberships.find(squatterId, squattedTenant)).toBeUndefined()
+    expect(await ctx.app.tenancy.memberships.find(squatterId, squattedTenant)).toBeUndefined()
     // The accomplice is left with their own tenant, and no longer shares anything with the owner.
-    expect(await server.tenancy.memberships.find(second, squattedTenant)).toMatchObject({ role: 'owner' })
-    const [row] = await server.host.sql<{ revoked_at: Date | null }[]>`select revoked_at from core_api_keys where id = ${key.id}`
+    expect(await ctx.app.tenancy.memberships.find(second, squattedTenant)).toMatchObject({ role: 'owner' })
+    const [row] = await ctx.app.host.sql<{ revoked_at: Date | null }[]>`select revoked_at from core_api_keys where id = ${key.id}`
     expect(row!.revoked_at).not.toBeNull()
-    expect((await server.inject({ url: '/api/projects', headers: { authorization: `Bearer ${secret}` } })).statusCode).toBe(401)
+    expect((await ctx.app.inject({ url: '/api/projects', headers: { authorization: `Bearer ${secret}` } })).statusCode).toBe(401)
     // The squatted tenant's other owner is told, through the email job.
-    const mails = await server.host.sql<{ payload: { to: string; template: string; variables: Record<string, string> } }[]>`
+    const mails = await ctx.app.host.sql<{ payload: { to: string; template: string; variables: Record<string, string> } }[]>`
       select payload from sys_jobs where job_type = 'email.send' and payload->>'template' = 'member_removed'`
     expect(mails.map((m) => m.payload)).toContainEqual(
       expect.objectContaining({
@@ -433,16 +428,16 @@ describe("reproduction 2: what a squatter built into a pre-registered address do
         variables: expect.objectContaining({ member_email: 'owner@squatted.example' }),
       }),
     )
-    const [linked] = await server.host.sql<{ metadata: { removedFrom: string[]; revokedKeys: number } }[]>`
+    const [linked] = await ctx.app.host.sql<{ metadata: { removedFrom: string[]; revokedKeys: number } }[]>`
       select metadata from sys_audit_logs where action = 'auth.oauth_link' and actor_user_id = ${squatterId}`
     expect(linked!.metadata).toMatchObject({ removedFrom: [squattedTenant], revokedKeys: 1 })
   })
 
   it('keeps a tenant the unverified account created and never shared', async () => {
-    const early = createClient(server)
+    const early = createClient(ctx.app)
     const signup = (await early.signup('solo@squatted.example')).json()
     mock.setClaims(person('solo@squatted.example'))
-    const owner = createClient(server)
+    const owner = createClient(ctx.app)
     expect((await googleLogin(owner)).res.statusCode).toBe(302)
     const me = (await owner.get('/me')).json()
     expect(me.memberships.map((m: { tenantId: string }) => m.tenantId)).toEqual([signup.tenant.id])
@@ -453,7 +448,7 @@ describe("reproduction 2: what a squatter built into a pre-registered address do
 describe('GET /auth/google/callback: state and provider errors', () => {
   it('answers 400 OAUTH_STATE_INVALID for a missing, foreign, forged or unknown state', async () => {
     mock.setClaims(person('state@gmail.example'))
-    const c = createClient(server)
+    const c = createClient(ctx.app)
     const start = await startLogin(c)
     const back = await mock.authorize(start.headers.location as string)
     const code = back.searchParams.get('code')!
@@ -466,7 +461,7 @@ describe('GET /auth/google/callback: state and provider errors', () => {
       ['unsigned cookie', { url: `/auth/google/callback?code=${code}&state=${state}`, cookies: { [STATE_COOKIE]: state } }],
     ]
     for (const [label, { url, cookies }] of attempts) {
-      const res = await server.inject({ url, cookies })
+      const res = await ctx.app.inject({ url, cookies })
       expect(res.statusCode, label).toBe(400)
       expect(res.json(), label).toMatchObject({ statusCode: 400, code: 'OAUTH_STATE_INVALID' })
       expect(
@@ -482,25 +477,25 @@ describe('GET /auth/google/callback: state and provider errors', () => {
 
   it('refuses a replayed callback, even with the original cookies', async () => {
     mock.setClaims(person('replay@gmail.example'))
-    const c = createClient(server)
+    const c = createClient(ctx.app)
     const start = await startLogin(c)
     const flowCookies = { ...c.cookies }
     const back = await mock.authorize(start.headers.location as string)
     const first = await c.get(`${back.pathname}${back.search}`)
     expect(first.statusCode).toBe(302)
-    const replay = await server.inject({ url: `${back.pathname}${back.search}`, cookies: flowCookies })
+    const replay = await ctx.app.inject({ url: `${back.pathname}${back.search}`, cookies: flowCookies })
     expect(replay.statusCode).toBe(400)
     expect(replay.json()).toMatchObject({ code: 'OAUTH_STATE_INVALID' })
   })
 
   it('rejects a callback with neither code nor error', async () => {
-    const res = await server.inject({ url: '/auth/google/callback?state=abc' })
+    const res = await ctx.app.inject({ url: '/auth/google/callback?state=abc' })
     expect(res.statusCode).toBe(400)
     expect(res.json()).toMatchObject({ code: 'OAUTH_CALLBACK_INVALID' })
   })
 
   it('sends a provider error to the login page with its reason, and retires the state', async () => {
-    const c = createClient(server)
+    const c = createClient(ctx.app)
     const start = await startLogin(c)
     const state = new URL(start.headers.location as string).searchParams.get('state')!
     const flowCookies = { ...c.cookies }
@@ -509,10 +504,10 @@ describe('GET /auth/google/callback: state and provider errors', () => {
     expect(res.headers.location).toBe(`${BASE}/login?error=access_denied`)
     expect(c.cookies[STATE_COOKIE]).toBeUndefined()
     // The state can't be used afterwards.
-    const late = await server.inject({ url: `/auth/google/callback?code=whatever&state=${state}`, cookies: flowCookies })
+    const late = await ctx.app.inject({ url: `/auth/google/callback?code=whatever&state=${state}`, cookies: flowCookies })
     expect(late.json()).toMatchObject({ code: 'OAUTH_STATE_INVALID' })
 
-    const odd = await createClient(server).get(`/auth/google/callback?error=${encodeURIComponent('<script>alert(1)</script>')}`)
+    const odd = await createClient(ctx.app).get(`/auth/google/callback?error=${encodeURIComponent('<script>alert(1)</script>')}`)
     expect(odd.headers.location).toBe(`${BASE}/login?error=provider_error`)
   })
 
@@ -522,20 +517,20 @@ describe('GET /auth/google/callback: state and provider errors', () => {
       response.statusCode = 503
       response.body = { error: 'temporarily_unavailable' }
     })
-    expect((await googleLogin(createClient(server))).res.headers.location).toBe(`${BASE}/login?error=provider_unavailable`)
+    expect((await googleLogin(createClient(ctx.app))).res.headers.location).toBe(`${BASE}/login?error=provider_unavailable`)
 
     mock.server.service.removeAllListeners('beforeResponse')
     mock.server.service.on('beforeResponse', (response: MutableResponse) => {
       response.statusCode = 400
       response.body = { error: 'invalid_grant' }
     })
-    expect((await googleLogin(createClient(server))).res.headers.location).toBe(`${BASE}/login?error=code_rejected`)
+    expect((await googleLogin(createClient(ctx.app))).res.headers.location).toBe(`${BASE}/login?error=code_rejected`)
     expect(await userByEmail('flaky@gmail.example')).toBeUndefined()
   })
 
   it('maps an unreachable provider to provider_unavailable, never a 500', async () => {
     const gone = await startMockOidc()
-    const other = await buildApp(env.configWith(oauthVars(gone.issuerUrl)))
+    const other = await buildApp(ctx.env.configWith(oauthVars(gone.issuerUrl)))
     try {
       gone.setClaims(person('offline@gmail.example'))
       const c = createClient(other)
@@ -554,7 +549,7 @@ describe('GET /auth/google/callback: state and provider errors', () => {
 
 describe('configuration', () => {
   it('documents both routes in OpenAPI, with the redirect and its Location header', async () => {
-    const spec = (await server.inject('/docs/json')).json()
+    const spec = (await ctx.app.inject('/docs/json')).json()
     for (const path of ['/auth/google/login', '/auth/google/callback']) {
       const op = spec.paths[path]?.get
       expect(op?.tags, path).toEqual(['auth'])
@@ -567,7 +562,7 @@ describe('configuration', () => {
   })
 
   it('answers 503 OAUTH_DISABLED when no client id is configured', async () => {
-    const plain = await buildApp(env.config)
+    const plain = await buildApp(ctx.env.config)
     try {
       for (const url of ['/auth/google/login', '/auth/google/callback?code=x&state=y']) {
         const res = await plain.inject({ url })
@@ -582,10 +577,10 @@ describe('configuration', () => {
 
   it('refuses to boot when the issuer cannot be discovered, naming the variable', async () => {
     const port = await closedPort()
-    const fastify = Fastify({ ...serverOptions(env.config), logger: false })
+    const fastify = Fastify({ ...serverOptions(ctx.env.config), logger: false })
     try {
       const boot = async () => {
-        await fastify.register(fp(app), { config: env.configWith(oauthVars(`http://127.0.0.1:${port}`)) })
+        await fastify.register(fp(app), { config: ctx.env.configWith(oauthVars(`http://127.0.0.1:${port}`)) })
         await fastify.ready()
       }
       await expect(boot()).rejects.toThrow(/OIDC discovery failed for OAUTH_ISSUER_URL=http:\/\/127\.0\.0\.1/)

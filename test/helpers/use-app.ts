@@ -18,18 +18,23 @@ export interface AppHandle {
   readonly env: TestEnv
 }
 
+type Vars = Record<string, string> | (() => Record<string, string>)
+const resolve = (vars: Vars) => (typeof vars === 'function' ? vars() : vars)
+
 export interface UseAppOptions {
+  /** Variables for this app only, layered on the env's (ctx.env.config stays without them, for other apps the file builds). */
+  appVars?: Vars
   /** afterAll timeout (ms): dropping many tenant databases takes a while (each DROP DATABASE checkpoints). */
   closeTimeoutMs?: number
 }
 
 /** `vars` (or a function giving them, called in beforeAll) are the test env's extra variables. */
-export function useApp(vars: Record<string, string> | (() => Record<string, string>) = {}, opts: UseAppOptions = {}): AppHandle {
+export function useApp(vars: Vars = {}, opts: UseAppOptions = {}): AppHandle {
   let app: FastifyInstance | undefined
   let env: TestEnv | undefined
   beforeAll(async () => {
-    env = await createTestEnv(typeof vars === 'function' ? vars() : vars)
-    app = await buildApp(env.config)
+    env = await createTestEnv(resolve(vars))
+    app = await buildApp(opts.appVars ? env.configWith(resolve(opts.appVars)) : env.config)
   })
   afterAll(async () => {
     await app?.close()

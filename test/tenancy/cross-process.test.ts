@@ -3,43 +3,36 @@
  * lifecycle change made by one reaches the other through catalog invalidation, which also closes the
  * other's pool for that tenant.
  */
-import type { FastifyInstance } from 'fastify'
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createServices, type Services } from '../../src/services.js'
-import { buildApp } from '../helpers/build-app.js'
 import { createClient } from '../helpers/client.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 import { waitFor } from '../helpers/wait-for.js'
 
-let env: TestEnv
-let app: FastifyInstance
 let cli: Services
 
+const ctx = useApp()
 beforeAll(async () => {
-  env = await createTestEnv()
-  app = await buildApp(env.config)
-  cli = createServices(env.config, pino({ level: 'silent' }))
+  cli = createServices(ctx.env.config, pino({ level: 'silent' }))
   await cli.catalog.ready
 })
 afterAll(async () => {
   await cli?.close()
-  await app?.close()
-  await env?.cleanup()
 })
 
 const until = (check: () => boolean | Promise<boolean>) => waitFor(check, { message: 'the change to reach this process' })
 
 describe('catalog changes made by another process', () => {
-  it('suspend elsewhere → this app refuses the tenant and closes its pool; resume → serves again', async () => {
-    const c = createClient(app)
+  it('suspend elsewhere → this ctx.app refuses the tenant and closes its pool; resume → serves again', async () => {
+    const c = createClient(ctx.app)
     const { tenant } = (await c.signup('cross@example.com')).json()
     expect((await c.get('/api/projects')).statusCode).toBe(200)
-    const openBefore = app.tenancy.pools.stats().openPools
+    const openBefore = ctx.app.tenancy.pools.stats().openPools
     expect(openBefore).toBeGreaterThan(0)
 
     await cli.provisioner.run('suspended', tenant.id)
-    await until(() => app.tenancy.pools.stats().openPools === openBefore - 1)
+    await until(() => ctx.app.tenancy.pools.stats().openPools === openBefore - 1)
     const refused = await c.get('/api/projects')
     expect(refused.statusCode).toBe(403)
     expect(refused.json().code).toBe('TENANT_SUSPENDED')
