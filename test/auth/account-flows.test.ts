@@ -4,36 +4,35 @@
  * throttling. Mail goes through the real `email.send` job (a worker in this process) to a real SMTP
  * server; every token is read from the delivered message.
  */
-import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DELAY_FREE, LOGIN_FAILURES_PER_EMAIL_IP } from '../../src/auth/login-throttle.js'
 import { hashPassword } from '../../src/auth/password.js'
 import { RESET_REQUESTED } from '../../src/routes/auth/password-reset.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
-import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { type CapturedMail, type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 
 const BASE = 'http://app.account.test'
-let env: TestEnv
-let app: FastifyInstance
 let smtp: SmtpCapture
 let worker: WorkerRuntime
 
 beforeAll(async () => {
   smtp = await startSmtpCapture()
-  env = await createTestEnv({ APP_BASE_URL: BASE, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), SMTP_STARTTLS: 'false' })
-  app = await buildApp(env.config)
-  worker = await startWorkers(app.services, { scopes: ['system'], concurrency: 4 })
-}, 30_000)
+})
+afterAll(async () => {
+  await smtp?.close()
+})
 // Dropping the ~40 tenant databases this file makes takes a while (each DROP DATABASE checkpoints).
+const ctx = useApp(() => ({ APP_BASE_URL: BASE, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), SMTP_STARTTLS: 'false' }), {
+  closeTimeoutMs: 180_000,
+})
+beforeAll(async () => {
+  worker = await startWorkers(ctx.app.services, { scopes: ['system'], concurrency: 4 })
+}, 30_000)
 afterAll(async () => {
   await worker?.close(5000)
-  await app?.close()
-  await smtp?.close()
-  await env?.cleanup()
-}, 180_000)
+})
 
 let seq = 0
 const unique = (label: string) => `${label}-${Date.now().toString(36)}${(seq++).toString(36)}@account.test`
@@ -52,7 +51,7 @@ const tokenIn = (mail: CapturedMail) => {
 }
 const userRow = async (email: string) =>
   (
-    await app.host.sql<
+    await ctx.app.host.sql<
       {
         id: string
         email: string
@@ -66,25 +65,25 @@ const userRow = async (email: string) =>
 
 async function signedUp(label: string) {
   const email = unique(label)
-  const c = createClient(app)
+  const c = createClient(ctx.app)
   const res = await c.signup(email, PASSWORD, label)
   expect(res.statusCode, res.body).toBe(201)
   return { c, email, id: res.json().user.id as string, tenantId: res.json().tenant.id as string }
 }
 async function verified(label: string) {
   const u = await signedUp(label)
-  const res = await createClient(app).post('/auth/verify-email/confirm', { token: tokenIn(await mailTo(u.email, 'Confirm your email')) })
+  const res = await createClient(ctx.app).post('/auth/verify-email/confirm', { token: tokenIn(await mailTo(u.email, 'Confirm your email')) })
   expect(res.statusCode, res.body).toBe(200)
   return u
 }
 /** The link is the token: the email job's record must never hold it in clear (src/email/sealed.ts). */
 async function expectNotInJobRecords(token: string) {
-  const payloads = await app.host.sql`select payload from sys_jobs where job_type = 'email.send'`
+  const payloads = await ctx.app.host.sql`select payload from sys_jobs where job_type = 'email.send'`
   expect(payloads.length).toBeGreaterThan(0)
   expect(JSON.stringify(payloads)).not.toContain(token)
 }
 const createKey = (c: Client) => c.post('/api/api-keys', { name: 'k', role: 'viewer' })
-const useKey = (secret: string) => app.inject({ url: '/api/projects', headers: { authorization: `Bearer ${secret}` } })
+const useKey = (secret: string) => ctx.app.inject({ url: '/api/projects', headers: { authorization: `Bearer ${secret}` } })
 
 describe('email verification', () => {
   it('signup mails a link; until it is used the account works in its tenant but may not create API keys', async () => {
@@ -109,7 +108,7 @@ describe('email verification', () => {
   it('gives every bad token its own code: malformed, unknown, used, expired, stale', async () => {
     const { email, id } = await signedUp('badtoken')
     const token = tokenIn(await mailTo(email, 'Confirm your email'))
-    const confirm = (t: string) => createClient(app).post('/auth/verify-email/confirm', { token: t })
+    const confirm = (t: string) => createClient(ctx.app).post('/auth/verify-email/confirm', { token: t })
 
     expect((await confirm('not-a-token')).json()).toMatchObject({ statusCode: 400, code: 'TOKEN_MALFORMED' })
     // Right shape, wrong purpose: a reset token is not a verification token.
@@ -120,14 +119,14 @@ describe('email verification', () => {
 
     const other = await signedUp('expired')
     const late = tokenIn(await mailTo(other.email, 'Confirm your email'))
-    await app.host.sql`update core_user_tokens set expires_at = now() - interval '1 second' where user_id = ${other.id}`
+    await ctx.app.host.sql`update core_user_tokens set expires_at = now() - interval '1 second' where user_id = ${other.id}`
     expect((await confirm(late)).json()).toMatchObject({ statusCode: 410, code: 'TOKEN_EXPIRED' })
     expect((await userRow(other.email))!.email_verified_at).toBeNull()
 
     // A link mailed to an address the account has since left.
     const third = await signedUp('stale')
     const stale = tokenIn(await mailTo(third.email, 'Confirm your email'))
-    await app.host.sql`update core_users set email = ${unique('moved')} where id = ${third.id}`
+    await ctx.app.host.sql`update core_users set email = ${unique('moved')} where id = ${third.id}`
     expect((await confirm(stale)).json()).toMatchObject({ statusCode: 409, code: 'TOKEN_STALE' })
     expect(id).toBeTruthy()
   })
@@ -146,7 +145,7 @@ describe('email verification', () => {
     expect((await c.post('/auth/verify-email/confirm', { token: second })).statusCode).toBe(200)
     const fresh = await verified('already')
     expect((await fresh.c.post('/auth/verify-email/request')).json()).toMatchObject({ statusCode: 409, code: 'EMAIL_ALREADY_VERIFIED' })
-    expect((await createClient(app).post('/auth/verify-email/request')).statusCode).toBe(401)
+    expect((await createClient(ctx.app).post('/auth/verify-email/request')).statusCode).toBe(401)
   })
 
   it('needs the CSRF token from a logged-in session', async () => {
@@ -160,14 +159,14 @@ describe('password reset', () => {
   it('answers 202 with the same body for an account and for an unknown address, and queues the same job for both', async () => {
     const { email } = await signedUp('reset-same')
     const unknown = unique('nobody')
-    const known = await createClient(app).post('/auth/password-reset/request', { email })
-    const none = await createClient(app).post('/auth/password-reset/request', { email: unknown })
+    const known = await createClient(ctx.app).post('/auth/password-reset/request', { email })
+    const none = await createClient(ctx.app).post('/auth/password-reset/request', { email: unknown })
     expect(known.statusCode).toBe(202)
     expect(none.statusCode).toBe(202)
     expect(known.body).toBe(none.body)
     expect(known.json()).toEqual(RESET_REQUESTED)
     // The request path does the same work for both: one auth.password_reset_request job each.
-    const jobs = await app.services.tasks.listJobs({ type: 'auth.password_reset_request', limit: 200 })
+    const jobs = await ctx.app.services.tasks.listJobs({ type: 'auth.password_reset_request', limit: 200 })
     const forEmail = (e: string) => jobs.filter((j) => (j.payload as { email: string }).email === e)
     expect(forEmail(email)).toHaveLength(1)
     expect(forEmail(unknown)).toHaveLength(1)
@@ -178,12 +177,12 @@ describe('password reset', () => {
     const accounts: string[] = []
     for (let i = 0; i < 12; i++) {
       const email = unique('timing')
-      await app.users.create({ email, passwordHash: 'x' })
+      await ctx.app.users.create({ email, passwordHash: 'x' })
       accounts.push(email)
     }
     const time = async (email: string) => {
       const started = performance.now()
-      const res = await createClient(app).post('/auth/password-reset/request', { email })
+      const res = await createClient(ctx.app).post('/auth/password-reset/request', { email })
       expect(res.statusCode).toBe(202)
       return performance.now() - started
     }
@@ -203,16 +202,16 @@ describe('password reset', () => {
     const { c, email } = await verified('reset')
     const secret = (await createKey(c)).json().secret as string
     expect((await useKey(secret)).statusCode).toBe(200)
-    const other = createClient(app)
+    const other = createClient(ctx.app)
     expect((await other.login(email)).statusCode).toBe(200)
 
-    expect((await createClient(app).post('/auth/password-reset/request', { email })).statusCode).toBe(202)
+    expect((await createClient(ctx.app).post('/auth/password-reset/request', { email })).statusCode).toBe(202)
     const mail = await mailTo(email, 'Reset your')
     expect(mail.text).toContain('30 minutes')
     expect(mail.text).toContain(`${BASE}/reset-password?token=`)
     const token = tokenIn(mail)
     await expectNotInJobRecords(token)
-    const anon = createClient(app)
+    const anon = createClient(ctx.app)
     // A refused password leaves the token usable.
     expect((await anon.post('/auth/password-reset/confirm', { token, password: 'short' })).json()).toMatchObject({ statusCode: 400 })
     const done = await anon.post('/auth/password-reset/confirm', { token, password: 'a brand new passphrase' })
@@ -221,8 +220,8 @@ describe('password reset', () => {
     expect((await c.get('/me')).json()).toMatchObject({ statusCode: 401, code: 'SESSION_REVOKED' })
     expect((await other.get('/me')).json()).toMatchObject({ statusCode: 401, code: 'SESSION_REVOKED' })
     expect((await useKey(secret)).json()).toMatchObject({ statusCode: 401, code: 'INVALID_API_KEY' })
-    expect((await createClient(app).login(email)).statusCode).toBe(401)
-    expect((await createClient(app).login(email, 'a brand new passphrase')).statusCode).toBe(200)
+    expect((await createClient(ctx.app).login(email)).statusCode).toBe(401)
+    expect((await createClient(ctx.app).login(email, 'a brand new passphrase')).statusCode).toBe(200)
     expect((await anon.post('/auth/password-reset/confirm', { token, password: 'another new passphrase' })).json()).toMatchObject({
       statusCode: 409,
       code: 'TOKEN_USED',
@@ -231,27 +230,27 @@ describe('password reset', () => {
 
   it('marks an unverified address verified, and refuses expired, unknown and malformed tokens with their codes', async () => {
     const { email, id } = await signedUp('reset-unverified')
-    await createClient(app).post('/auth/password-reset/request', { email })
+    await createClient(ctx.app).post('/auth/password-reset/request', { email })
     const token = tokenIn(await mailTo(email, 'Reset your'))
-    const confirm = (t: string) => createClient(app).post('/auth/password-reset/confirm', { token: t, password: 'fresh passphrase here' })
+    const confirm = (t: string) => createClient(ctx.app).post('/auth/password-reset/confirm', { token: t, password: 'fresh passphrase here' })
     expect((await confirm('tkr_short')).json()).toMatchObject({ statusCode: 400, code: 'TOKEN_MALFORMED' })
     expect((await confirm(`tkr_${'b'.repeat(43)}`)).json()).toMatchObject({ statusCode: 404, code: 'TOKEN_NOT_FOUND' })
     expect((await confirm(token)).statusCode).toBe(200)
     expect((await userRow(email))!.email_verified_at).not.toBeNull()
 
-    await createClient(app).post('/auth/password-reset/request', { email })
+    await createClient(ctx.app).post('/auth/password-reset/request', { email })
     const late = tokenIn(await mailTo(email, 'Reset your', 2))
-    await app.host.sql`update core_user_tokens set expires_at = now() - interval '1 second' where user_id = ${id} and used_at is null`
+    await ctx.app.host.sql`update core_user_tokens set expires_at = now() - interval '1 second' where user_id = ${id} and used_at is null`
     expect((await confirm(late)).json()).toMatchObject({ statusCode: 410, code: 'TOKEN_EXPIRED' })
   })
 
   it('rate limits requests per address, the same for any address', async () => {
     for (const email of [unique('limit-known'), unique('limit-unknown')]) {
-      if (email.startsWith('limit-known')) await app.users.create({ email, passwordHash: 'x' })
-      for (let i = 0; i < 3; i++) expect((await createClient(app).post('/auth/password-reset/request', { email })).statusCode).toBe(202)
-      expect((await createClient(app).post('/auth/password-reset/request', { email })).json()).toMatchObject({ statusCode: 429 })
+      if (email.startsWith('limit-known')) await ctx.app.users.create({ email, passwordHash: 'x' })
+      for (let i = 0; i < 3; i++) expect((await createClient(ctx.app).post('/auth/password-reset/request', { email })).statusCode).toBe(202)
+      expect((await createClient(ctx.app).post('/auth/password-reset/request', { email })).json()).toMatchObject({ statusCode: 429 })
     }
-    expect((await createClient(app).post('/auth/password-reset/request', { email: 'not an email' })).statusCode).toBe(400)
+    expect((await createClient(ctx.app).post('/auth/password-reset/request', { email: 'not an email' })).statusCode).toBe(400)
   })
 })
 
@@ -259,7 +258,7 @@ describe('password change and sessions', () => {
   it('POST /me/password checks the current password, ends the other sessions and keeps this one (and API keys)', async () => {
     const { c, email } = await verified('change')
     const secret = (await createKey(c)).json().secret as string
-    const laptop = createClient(app)
+    const laptop = createClient(ctx.app)
     expect((await laptop.login(email)).statusCode).toBe(200)
 
     const wrong = await c.post('/me/password', { currentPassword: 'not it at all', newPassword: 'changed passphrase one' })
@@ -273,19 +272,19 @@ describe('password change and sessions', () => {
     expect((await c.patch('/me', { name: 'Still here' })).statusCode).toBe(200)
     expect((await laptop.get('/me')).json()).toMatchObject({ statusCode: 401, code: 'SESSION_REVOKED' })
     expect((await useKey(secret)).statusCode).toBe(200)
-    expect((await createClient(app).login(email, 'changed passphrase one')).statusCode).toBe(200)
-    expect((await createClient(app).login(email)).statusCode).toBe(401)
+    expect((await createClient(ctx.app).login(email, 'changed passphrase one')).statusCode).toBe(200)
+    expect((await createClient(ctx.app).login(email)).statusCode).toBe(401)
   })
 
   it('POST /me/sessions/revoke-all logs out everywhere, this session too, and needs CSRF', async () => {
     const { c, email } = await signedUp('everywhere')
-    const phone = createClient(app)
+    const phone = createClient(ctx.app)
     expect((await phone.login(email)).statusCode).toBe(200)
     expect((await c.post('/me/sessions/revoke-all', undefined, { 'x-csrf-token': 'nope' })).statusCode).toBe(403)
     expect((await c.post('/me/sessions/revoke-all')).statusCode).toBe(204)
     expect((await c.get('/me')).statusCode).toBe(401)
     expect((await phone.get('/me')).json()).toMatchObject({ statusCode: 401, code: 'SESSION_REVOKED' })
-    const back = createClient(app)
+    const back = createClient(ctx.app)
     expect((await back.login(email)).statusCode).toBe(200)
     expect((await back.get('/me')).statusCode).toBe(200)
   })
@@ -300,7 +299,7 @@ describe('account self-service', () => {
     expect((await c.get('/me')).json().user.name).toBe('Ada Lovelace')
     expect((await c.patch('/me', { name: '   ' })).json()).toMatchObject({ statusCode: 400, code: 'NAME_EMPTY' })
     expect((await c.patch('/me', { name: 'x', email: 'a@b.c' })).statusCode).toBe(400)
-    expect((await createClient(app).patch('/me', { name: 'x' })).statusCode).toBe(401)
+    expect((await createClient(ctx.app).patch('/me', { name: 'x' })).statusCode).toBe(401)
   })
 
   it('changes the email only when the link mailed to the new address is used, by the same account', async () => {
@@ -322,8 +321,8 @@ describe('account self-service', () => {
     const done = await c.post('/me/email/confirm', { token })
     expect(done.statusCode, done.body).toBe(200)
     expect(done.json().user).toMatchObject({ email: newEmail, emailVerified: true })
-    expect((await createClient(app).login(newEmail)).statusCode).toBe(200)
-    expect((await createClient(app).login(email)).statusCode).toBe(401)
+    expect((await createClient(ctx.app).login(newEmail)).statusCode).toBe(200)
+    expect((await createClient(ctx.app).login(email)).statusCode).toBe(401)
     // The old address is told where the account went.
     const notice = await mailTo(email, 'now uses another email address')
     expect(notice.text).toContain(newEmail)
@@ -336,7 +335,7 @@ describe('account self-service', () => {
     const target = unique('contested')
     await c.post('/me/email', { newEmail: target, currentPassword: PASSWORD })
     const token = tokenIn(await mailTo(target, 'Confirm your new email'))
-    await signedUp('placeholder').then(() => app.users.create({ email: target }))
+    await signedUp('placeholder').then(() => ctx.app.users.create({ email: target }))
     expect((await c.post('/me/email/confirm', { token })).json()).toMatchObject({ statusCode: 409, code: 'EMAIL_TAKEN' })
   })
 
@@ -363,7 +362,7 @@ describe('DELETE /me', () => {
   it('is refused while the user is the last owner of a tenant other people use', async () => {
     const owner = await signedUp('last-owner')
     const member = await signedUp('teammate')
-    await app.tenancy.memberships.add(member.id, owner.tenantId, 'member')
+    await ctx.app.tenancy.memberships.add(member.id, owner.tenantId, 'member')
     const refused = await owner.c.request({ method: 'DELETE', url: '/me', payload: { currentPassword: PASSWORD } })
     expect(refused.statusCode).toBe(409)
     expect(refused.json()).toMatchObject({ code: 'LAST_OWNER_OF_SHARED_TENANT', tenants: [expect.any(String)] })
@@ -374,27 +373,27 @@ describe('DELETE /me', () => {
     const leaver = await verified('leaver')
     const secret = (await createKey(leaver.c)).json().secret as string
     const host = await signedUp('host')
-    await app.tenancy.memberships.add(leaver.id, host.tenantId, 'member')
+    await ctx.app.tenancy.memberships.add(leaver.id, host.tenantId, 'member')
     expect((await leaver.c.request({ method: 'DELETE', url: '/me', payload: { currentPassword: 'wrong password!' } })).statusCode).toBe(403)
     const res = await leaver.c.request({ method: 'DELETE', url: '/me', payload: { currentPassword: PASSWORD } })
     expect(res.statusCode, res.body).toBe(204)
 
     expect((await leaver.c.get('/me')).statusCode).toBe(401)
     expect((await useKey(secret)).statusCode).toBe(401)
-    expect((await createClient(app).login(leaver.email)).statusCode).toBe(401)
+    expect((await createClient(ctx.app).login(leaver.email)).statusCode).toBe(401)
     expect(await userRow(leaver.email)).toBeUndefined()
-    const [row] = await app.host.sql<{ email: string; name: string | null; password_hash: string | null; deleted_at: Date | null }[]>`
+    const [row] = await ctx.app.host.sql<{ email: string; name: string | null; password_hash: string | null; deleted_at: Date | null }[]>`
       select email, name, password_hash, deleted_at from core_users where id = ${leaver.id}`
     expect(row).toMatchObject({ name: null, password_hash: null })
     expect(row!.email).toMatch(/@deleted\.invalid$/)
     expect(row!.deleted_at).not.toBeNull()
-    expect((await app.tenancy.catalog.get(leaver.tenantId))?.status ?? 'deleted').toBe('deleted')
-    expect(await app.tenancy.memberships.find(leaver.id, host.tenantId)).toBeUndefined()
-    expect((await app.tenancy.catalog.get(host.tenantId))!.status).toBe('active')
-    const [entry] = await app.host.sql`select metadata from sys_audit_logs where action = 'user.deleted' and actor_user_id = ${leaver.id}`
+    expect((await ctx.app.tenancy.catalog.get(leaver.tenantId))?.status ?? 'deleted').toBe('deleted')
+    expect(await ctx.app.tenancy.memberships.find(leaver.id, host.tenantId)).toBeUndefined()
+    expect((await ctx.app.tenancy.catalog.get(host.tenantId))!.status).toBe('active')
+    const [entry] = await ctx.app.host.sql`select metadata from sys_audit_logs where action = 'user.deleted' and actor_user_id = ${leaver.id}`
     expect(entry!.metadata).toMatchObject({ tenantsDeleted: [leaver.tenantId], membershipsEnded: 1, keysRevoked: 1 })
     // The address is free again.
-    expect((await createClient(app).signup(leaver.email)).statusCode).toBe(201)
+    expect((await createClient(ctx.app).signup(leaver.email)).statusCode).toBe(201)
   })
 })
 
@@ -402,19 +401,19 @@ describe('the tenant a login starts in', () => {
   it("is the user's own tenant, not an older one they were added to; then the last one they chose", async () => {
     const older = await signedUp('older')
     const victim = await signedUp('younger')
-    await app.tenancy.memberships.add(victim.id, older.tenantId, 'admin')
-    const c = createClient(app)
+    await ctx.app.tenancy.memberships.add(victim.id, older.tenantId, 'admin')
+    const c = createClient(ctx.app)
     expect((await c.login(victim.email)).statusCode).toBe(200)
     expect((await c.get('/me')).json().activeTenant.tenantId).toBe(victim.tenantId)
 
     expect((await c.put('/me/active-tenant', { tenant: older.tenantId })).statusCode).toBe(200)
-    const again = createClient(app)
+    const again = createClient(ctx.app)
     await again.login(victim.email)
     expect((await again.get('/me')).json().activeTenant.tenantId).toBe(older.tenantId)
 
     // Removed from the chosen tenant: back to their own.
-    await app.tenancy.memberships.remove(victim.id, older.tenantId)
-    const third = createClient(app)
+    await ctx.app.tenancy.memberships.remove(victim.id, older.tenantId)
+    const third = createClient(ctx.app)
     await third.login(victim.email)
     expect((await third.get('/me')).json().activeTenant.tenantId).toBe(victim.tenantId)
     expect((await c.put('/me/active-tenant', { tenant: older.tenantId })).json()).toMatchObject({
@@ -427,13 +426,13 @@ describe('the tenant a login starts in', () => {
     const host = await signedUp('only-host')
     const other = await signedUp('other-host')
     const email = unique('joiner')
-    const joiner = await app.users.create({ email, passwordHash: await hashPassword(PASSWORD) })
-    await app.tenancy.memberships.add(joiner.id, host.tenantId, 'member')
-    const c = createClient(app)
+    const joiner = await ctx.app.users.create({ email, passwordHash: await hashPassword(PASSWORD) })
+    await ctx.app.tenancy.memberships.add(joiner.id, host.tenantId, 'member')
+    const c = createClient(ctx.app)
     expect((await c.login(email)).statusCode).toBe(200)
     expect((await c.get('/me')).json().activeTenant.tenantId).toBe(host.tenantId)
-    await app.tenancy.memberships.add(joiner.id, other.tenantId, 'member')
-    const again = createClient(app)
+    await ctx.app.tenancy.memberships.add(joiner.id, other.tenantId, 'member')
+    const again = createClient(ctx.app)
     expect((await again.login(email)).statusCode).toBe(200)
     expect((await again.get('/me')).json().activeTenant).toBeNull()
   })
@@ -443,16 +442,16 @@ describe('login throttling (reproduction 4: anyone could lock an address out of 
   it("never refuses the owner's correct password from their own IP because of other IPs' failures", async () => {
     const { email } = await signedUp('target')
     // Enough failures that the old per-email limit (10 per 10 min, from anywhere) locked the owner out.
-    const attackers = Array.from({ length: 4 }, () => createClient(app))
+    const attackers = Array.from({ length: 4 }, () => createClient(ctx.app))
     for (let i = 0; i < 11; i++) {
       const res = await attackers[i % attackers.length]!.post('/auth/login', { email, password: `wrong guess ${i}` })
       expect(res.statusCode).toBe(401)
     }
-    const owner = createClient(app)
+    const owner = createClient(ctx.app)
     const res = await owner.login(email)
     expect(res.statusCode, res.body).toBe(200)
     // The owner was slowed, not refused, and the delay is audited.
-    const [entry] = await app.host.sql<{ metadata: { delayMs: number } }[]>`
+    const [entry] = await ctx.app.host.sql<{ metadata: { delayMs: number } }[]>`
       select metadata from sys_audit_logs where action = 'auth.login' and actor_user_id = ${res.json().user.id} order by created_at desc limit 1`
     expect(entry!.metadata.delayMs).toBeGreaterThan(0)
     expect(entry!.metadata.delayMs).toBeLessThanOrEqual(2000)
@@ -460,8 +459,8 @@ describe('login throttling (reproduction 4: anyone could lock an address out of 
 
   it('refuses one source that keeps failing on one email, and only that source', async () => {
     const email = unique('guessed')
-    await app.users.create({ email, passwordHash: await hashPassword(PASSWORD) })
-    const guesser = createClient(app)
+    await ctx.app.users.create({ email, passwordHash: await hashPassword(PASSWORD) })
+    const guesser = createClient(ctx.app)
     for (let i = 0; i < LOGIN_FAILURES_PER_EMAIL_IP; i++) {
       expect((await guesser.post('/auth/login', { email, password: `wrong ${i}` })).statusCode).toBe(401)
     }
@@ -469,14 +468,14 @@ describe('login throttling (reproduction 4: anyone could lock an address out of 
     expect(refused.statusCode).toBe(429)
     expect(refused.json().code).toBe('RATE_LIMITED')
     expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0)
-    expect((await createClient(app).login(email)).statusCode).toBe(200)
+    expect((await createClient(ctx.app).login(email)).statusCode).toBe(200)
   }, 60_000)
 
   it('the delay grows per email and is recorded on each failure', async () => {
     const email = unique('slowed')
-    const attacker = createClient(app)
+    const attacker = createClient(ctx.app)
     for (let i = 0; i < DELAY_FREE + 2; i++) await attacker.post('/auth/login', { email, password: `nope ${i}` })
-    const rows = await app.host.sql<{ metadata: { delayMs: number } }[]>`
+    const rows = await ctx.app.host.sql<{ metadata: { delayMs: number } }[]>`
       select metadata from sys_audit_logs where action = 'auth.login_failed' and metadata->>'email' = ${email} order by created_at`
     const delays = rows.map((r) => r.metadata.delayMs)
     expect(delays.slice(0, DELAY_FREE)).toEqual(Array(DELAY_FREE).fill(0))

@@ -5,35 +5,32 @@
  * tenant failed (not stuck) with 503; `tenants migrate --queue` hands a behind tenant to the worker.
  */
 import { eq } from 'drizzle-orm'
-import type { FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { auditLogs } from '../../drizzle/host/schema.js'
 import { runCli } from '../../src/cli.js'
 import { migrationInfo } from '../../src/db/migrations.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
-import { buildApp } from '../helpers/build-app.js'
 import { type Client, createClient } from '../helpers/client.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 import { queuesIdle, until } from './helpers.js'
 
-let env: TestEnv
-let app: FastifyInstance
 let worker: WorkerRuntime
 let smtp: SmtpCapture
 
 beforeAll(async () => {
   smtp = await startSmtpCapture()
-  env = await createTestEnv({ PROVISION_INLINE: 'false', SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), SMTP_STARTTLS: 'false' })
-  app = await buildApp(env.config)
-  worker = await startWorkers(app.services, { concurrency: 4 })
+})
+afterAll(async () => {
+  await smtp?.close()
+})
+const ctx = useApp(() => ({ PROVISION_INLINE: 'false', SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), SMTP_STARTTLS: 'false' }))
+beforeAll(async () => {
+  worker = await startWorkers(ctx.app.services, { concurrency: 4 })
 })
 afterAll(async () => {
   await worker?.close(5000)
-  await app?.close()
-  await env?.cleanup()
-  await smtp?.close()
 })
 
 /** Stop the in-process worker taking jobs (what "no worker running yet" looks like), or let it go on. */
@@ -51,7 +48,7 @@ async function tenantStatus(c: Client, tenantId: string): Promise<string | undef
 
 describe('signup in queue mode', () => {
   it('answers 201 with the tenant provisioning; tenant routes say 409 until the worker has made it active; one welcome email', async () => {
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     await pauseWorker()
     const signup = await c.signup('queued.ada@example.com', undefined, 'Ada')
     expect(signup.statusCode).toBe(201)
@@ -75,18 +72,18 @@ describe('signup in queue mode', () => {
     const welcomes = () => mailTo('queued.ada@example.com').filter((m) => m.subject?.startsWith('Welcome'))
     await until(async () => welcomes().length > 0, 10_000, 'the welcome email')
     // A second email would be a second job: once the queues are idle, it would have been sent.
-    await until(() => queuesIdle(app.services.tasks.queues), 15_000, 'the queues to be idle')
+    await until(() => queuesIdle(ctx.app.services.tasks.queues), 15_000, 'the queues to be idle')
     const mails = welcomes()
     expect(mails).toHaveLength(1)
     expect(mails[0]!.subject).toContain('Ada')
     expect(mails[0]!.text).toContain("Ada's workspace")
-    expect(mails[0]!.text).toContain(`${env.config.appBaseUrl}/`)
+    expect(mails[0]!.text).toContain(`${ctx.env.config.appBaseUrl}/`)
   })
 })
 
 describe('POST /tenants in queue mode', () => {
   it('answers 202 with the tenant provisioning, which the worker makes active', async () => {
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     await c.signup('queued.grace@example.com')
     const res = await c.post('/tenants', { name: 'Grace Labs', slug: 'grace-labs' })
     expect(res.statusCode).toBe(202)
@@ -97,42 +94,42 @@ describe('POST /tenants in queue mode', () => {
     const created = await c.post('/api/projects', { name: 'Compiler' }, { 'x-tenant-id': 'grace-labs' })
     expect(created.statusCode).toBe(201)
     // Who created it, from where: one audit entry, written with the catalog row.
-    const audit = await app.host.db.select().from(auditLogs).where(eq(auditLogs.tenantId, tenant.id))
+    const audit = await ctx.app.host.db.select().from(auditLogs).where(eq(auditLogs.tenantId, tenant.id))
     expect(audit.filter((a) => a.action === 'tenant.created')).toMatchObject([{ ip: expect.stringMatching(/^10\./) }])
     await until(async () => mailTo('queued.grace@example.com').some((m) => m.text?.includes('Grace Labs')), 10_000, 'the welcome email')
   })
 
   it('marks the tenant failed and answers 503 QUEUE_UNAVAILABLE when the queue refuses the job; retry finishes it', async () => {
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     await c.signup('queued.barbara@example.com')
     await until(async () => (await c.get('/me')).json().activeTenant?.tenantStatus === 'active', 20_000, 'personal tenant')
     // A real Redis failure, no stand-in: the system queue's wait list holds a string, so BullMQ's add
     // script fails with WRONGTYPE. The worker is paused so it does not trip over the same key.
     await pauseWorker()
-    const waitKey = `${env.config.redisPrefix}:system:wait`
-    expect(await app.redis.exists(waitKey)).toBe(0)
-    await app.redis.set(waitKey, 'not a list')
+    const waitKey = `${ctx.env.config.redisPrefix}:system:wait`
+    expect(await ctx.app.redis.exists(waitKey)).toBe(0)
+    await ctx.app.redis.set(waitKey, 'not a list')
     let res: Awaited<ReturnType<Client['post']>>
     try {
       res = await c.post('/tenants', { name: 'Broken Queue', slug: 'broken-queue' })
     } finally {
-      await app.redis.del(waitKey)
+      await ctx.app.redis.del(waitKey)
       resumeWorker()
     }
     expect(res.statusCode).toBe(503)
     expect(res.json()).toMatchObject({ code: 'QUEUE_UNAVAILABLE', slug: 'broken-queue' })
 
-    const failed = await app.services.provisioner.describe('broken-queue')
+    const failed = await ctx.app.services.provisioner.describe('broken-queue')
     expect(failed).toMatchObject({ status: 'failed', provisionStep: 'createDatabase' })
     expect(failed.provisionError).toMatch(/^createDatabase: queueing provisioning failed: .*WRONGTYPE/)
-    const actions = (await app.host.db.select().from(auditLogs).where(eq(auditLogs.tenantId, failed.id))).map((a) => a.action)
+    const actions = (await ctx.app.host.db.select().from(auditLogs).where(eq(auditLogs.tenantId, failed.id))).map((a) => a.action)
     expect(actions).toEqual(['tenant.created', 'tenant.provision_failed'])
     expect((await c.get('/api/projects', { 'x-tenant-id': 'broken-queue' })).json()).toMatchObject({ code: 'TENANT_NOT_READY' })
 
     // The retry path an operator runs (`npm run tenants -- retry broken-queue`).
     const out: string[] = []
     const code = await runCli(['tenants', 'retry', 'broken-queue'], {
-      config: env.config,
+      config: ctx.env.config,
       logger: pino({ level: 'silent' }),
       io: { out: (l) => out.push(l), err: (l) => out.push(l) },
     })
@@ -145,7 +142,7 @@ describe('tenants migrate --queue', () => {
   async function cli(args: string[]) {
     const out: string[] = []
     const code = await runCli(args, {
-      config: env.config,
+      config: ctx.env.config,
       logger: pino({ level: 'silent' }),
       io: { out: (l) => out.push(l), err: (l) => out.push(l) },
     })
@@ -154,13 +151,13 @@ describe('tenants migrate --queue', () => {
 
   it('queues one tenant.migrate job per tenant behind, once, and the worker brings it to current', async () => {
     const version = migrationInfo('tenant').version
-    const c = createClient(app)
+    const c = createClient(ctx.app)
     const { tenant } = (await c.signup('queued.behind@example.com')).json()
     await until(async () => (await tenantStatus(c, tenant.id)) === 'active', 20_000, 'tenant to become active')
     expect((await cli(['tenants', 'migrate', '--queue'])).out).toContain(`0 tenant.migrate job(s) queued to bring tenants to ${version}`)
 
     // As after a deploy with a new migration: the catalog says this tenant is behind.
-    await app.services.provisioner.writes.update(tenant.id, { migrationVersion: '0000_old', migrationStatus: 'pending' })
+    await ctx.app.services.provisioner.writes.update(tenant.id, { migrationVersion: '0000_old', migrationStatus: 'pending' })
     await pauseWorker()
     const first = await cli(['tenants', 'migrate', '--queue'])
     const again = await cli(['tenants', 'migrate', '--queue']) // nothing changed yet: the same job, not a second one
@@ -171,13 +168,13 @@ describe('tenants migrate --queue', () => {
     expect(again.out[0]).toBe(first.out[0]) // same slug, same job id
 
     await until(
-      async () => (await app.services.provisioner.describe(tenant.id)).migrationStatus === 'current',
+      async () => (await ctx.app.services.provisioner.describe(tenant.id)).migrationStatus === 'current',
       20_000,
       'tenant to be migrated',
     )
-    expect(await app.services.provisioner.describe(tenant.id)).toMatchObject({ migrationVersion: version, migrationStatus: 'current' })
+    expect(await ctx.app.services.provisioner.describe(tenant.id)).toMatchObject({ migrationVersion: version, migrationStatus: 'current' })
     // The catalog turns current inside the job; its record completes a moment later (record writes are batched).
-    const migrateJobs = async () => (await app.services.tasks.listJobs({ type: 'tenant.migrate' })).filter((j) => j.tenantId === tenant.id)
+    const migrateJobs = async () => (await ctx.app.services.tasks.listJobs({ type: 'tenant.migrate' })).filter((j) => j.tenantId === tenant.id)
     await until(async () => (await migrateJobs()).every((j) => j.status === 'completed'), 20_000, 'migrate job record to complete')
     const jobs = await migrateJobs()
     expect(jobs).toHaveLength(1)
