@@ -24,7 +24,7 @@ afterAll(async () => {
 const until = (check: () => boolean | Promise<boolean>) => waitFor(check, { message: 'the change to reach this process' })
 
 describe('catalog changes made by another process', () => {
-  it('suspend elsewhere → this ctx.app refuses the tenant and closes its pool; resume → serves again', async () => {
+  it('suspend elsewhere → this app refuses the tenant and closes its pool; resume → serves again', async () => {
     const c = createClient(ctx.app)
     const { tenant } = (await c.signup('cross@example.com')).json()
     expect((await c.get('/api/projects')).statusCode).toBe(200)
