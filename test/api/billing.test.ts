@@ -10,7 +10,6 @@
  *   trial ending → owners mailed · the gated export route (402/403/200).
  */
 import { readFileSync } from 'node:fs'
-import type { FastifyInstance } from 'fastify'
 import Stripe from 'stripe'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parsePlansFile, type PlanSeed, seedPlans } from '../../src/billing/plans.js'
@@ -22,7 +21,7 @@ import { type Client, createClient } from '../helpers/client.js'
 import { type FakeStripe, startFakeStripe, type StripeObject } from '../helpers/fake-stripe.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
 import { joinTenant } from '../helpers/members.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { useApp } from '../helpers/use-app.js'
 import { waitFor } from '../helpers/wait-for.js'
 
 const PRO_M = 'price_1QkT0aJx4nB2cD3eAppProM'
@@ -49,8 +48,6 @@ const BASIC: PlanSeed = {
   stripePriceYearly: null,
 }
 
-let env: TestEnv
-let app: FastifyInstance
 let fake: FakeStripe
 let smtp: SmtpCapture
 let worker: WorkerRuntime
@@ -64,20 +61,26 @@ beforeAll(async () => {
   fake.addPrice({ id: BASIC_M, unitAmount: 900, interval: 'month' })
   fake.addPrice({ id: CREDITS, unitAmount: 1200, interval: null })
   fake.addPrice({ id: NOT_SOLD, unitAmount: 100, interval: null })
-  env = await createTestEnv({
-    APP_BASE_URL: BASE,
-    STRIPE_SECRET_KEY: 'sk_test_app_level',
-    STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
-    STRIPE_API_HOST: fake.url,
-    STRIPE_ONE_TIME_PRICES: CREDITS,
-    SMTP_HOST: smtp.host,
-    SMTP_PORT: String(smtp.port),
-    SMTP_STARTTLS: 'false',
-    // No grace: a failed payment is due for suspension at once, so the test waits on jobs, not on time.
-    BILLING_GRACE_DAYS: '0',
-    PROVISION_INLINE: 'true',
-  })
-  app = await buildApp(env.config)
+})
+afterAll(async () => {
+  await fake?.close()
+  await smtp?.close()
+})
+const ctx = useApp(() => ({
+  APP_BASE_URL: BASE,
+  STRIPE_SECRET_KEY: 'sk_test_app_level',
+  STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+  STRIPE_API_HOST: fake.url,
+  STRIPE_ONE_TIME_PRICES: CREDITS,
+  SMTP_HOST: smtp.host,
+  SMTP_PORT: String(smtp.port),
+  SMTP_STARTTLS: 'false',
+  // No grace: a failed payment is due for suspension at once, so the test waits on jobs, not on time.
+  BILLING_GRACE_DAYS: '0',
+  PROVISION_INLINE: 'true',
+}))
+beforeAll(async () => {
+  const app = ctx.app
   const file = parsePlansFile(JSON.parse(readFileSync(new URL('../../config/plans.json', import.meta.url), 'utf8')))
   await seedPlans(app.host.db, [...file, BASIC], {
     STRIPE_MONTHLY_PRICE_ID: PRO_M,
@@ -89,10 +92,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await worker?.close(5000)
-  await app?.close()
-  await fake?.close()
-  await smtp?.close()
-  await env?.cleanup()
 })
 
 let seq = 0
@@ -109,7 +108,7 @@ interface Owner {
 
 /** A fresh user, logged in, owner of a fresh active personal tenant. */
 async function owner(label = 'owner'): Promise<Owner> {
-  const c = createClient(app)
+  const c = createClient(ctx.app)
   const email = `${label}-${tag()}@example.com`
   const res = await c.signup(email)
   expect(res.statusCode, res.body).toBe(201)
@@ -121,7 +120,7 @@ async function owner(label = 'owner'): Promise<Owner> {
 /** A fresh user added to `o`'s tenant with a role; returns their client with the tenant header bound. */
 async function member(o: Owner, role: 'admin' | 'member', localRole?: 'editor' | 'viewer') {
   const m = await owner(role === 'admin' ? 'admin' : (localRole ?? 'member'))
-  await joinTenant(app, o.tenantId, { id: m.userId, email: m.email }, role, localRole)
+  await joinTenant(ctx.app, o.tenantId, { id: m.userId, email: m.email }, role, localRole)
   const h = { 'x-tenant-id': o.tenantId }
   return {
     ...m,
@@ -141,7 +140,7 @@ async function deliver(event: StripeObject, opts: { signature?: string | null } 
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (opts.signature !== null)
     headers['stripe-signature'] = opts.signature ?? Stripe.webhooks.generateTestHeaderString({ payload: body, secret: WEBHOOK_SECRET })
-  return app.inject({ method: 'POST', url: '/webhooks/stripe', headers, payload: body })
+  return ctx.app.inject({ method: 'POST', url: '/webhooks/stripe', headers, payload: body })
 }
 
 /** Checkout through the API, paid in the fake, activated by the success redirect. */
@@ -159,10 +158,10 @@ const eventually = <T>(what: string, check: () => Promise<T | undefined | null |
   waitFor(check, { message: what, interval: 50 }) as Promise<T>
 
 const tenantStatus = async (tenantId: string) =>
-  (await app.host.sql<{ status: string }[]>`select status from core_tenants where id = ${tenantId}`)[0]?.status
+  (await ctx.app.host.sql<{ status: string }[]>`select status from core_tenants where id = ${tenantId}`)[0]?.status
 
 async function sysJob(id: string) {
-  const [row] = await app.host.sql<{ status: string; result: unknown; job_type: string }[]>`
+  const [row] = await ctx.app.host.sql<{ status: string; result: unknown; job_type: string }[]>`
     select status, result, job_type from sys_jobs where id = ${id}`
   return row
 }
@@ -225,7 +224,7 @@ describe('checkout → webhook → active', () => {
     const { subscription } = fake.completeCheckout(res.json().id)
     const url = `/billing/success?session_id=${res.json().id}`
     // Holding the session id is not enough: no session → 401; someone else's tenant, or a plain member → 403.
-    expectError(await app.inject({ method: 'GET', url, remoteAddress: '10.99.0.1' }), 401, 'UNAUTHENTICATED')
+    expectError(await ctx.app.inject({ method: 'GET', url, remoteAddress: '10.99.0.1' }), 401, 'UNAUTHENTICATED')
     const stranger = await owner('stranger')
     const plain = await member(o, 'member')
     for (const c of [stranger.c, plain]) {
@@ -288,7 +287,7 @@ describe('managing the subscription', () => {
     expect(canceled.json().subscription).toMatchObject({ status: 'trialing', active: true, cancelAtPeriodEnd: true })
     expect(fake.subscriptions.get(subscription.id)!.cancel_at_period_end).toBe(true)
 
-    const actions = await app.host.sql<{ action: string; actor_user_id: string | null }[]>`
+    const actions = await ctx.app.host.sql<{ action: string; actor_user_id: string | null }[]>`
       select action, actor_user_id from sys_audit_logs where tenant_id = ${o.tenantId} and action like 'billing.%' order by created_at, id`
     expect(actions).toEqual(
       expect.arrayContaining([
@@ -330,14 +329,14 @@ describe('managing the subscription', () => {
     const [rowA, rowB] = await Promise.all(
       [o.tenantId, b.tenantId].map(
         async (id) =>
-          (await app.host.sql<{ stripe_customer_id: string }[]>`select stripe_customer_id from core_tenants where id = ${id}`)[0],
+          (await ctx.app.host.sql<{ stripe_customer_id: string }[]>`select stripe_customer_id from core_tenants where id = ${id}`)[0],
       ),
     )
     expect(rowA!.stripe_customer_id).toBe(subA.customer)
     expect(rowB!.stripe_customer_id).toBe(subB.customer)
     expect(fake.customers.get(subA.customer)!.metadata).toMatchObject({ tenant_id: o.tenantId })
     // No person's customer is kept any more.
-    expect((await app.host.sql`select stripe_customer_id from core_users where id = ${o.userId}`)[0]!.stripe_customer_id).toBeNull()
+    expect((await ctx.app.host.sql`select stripe_customer_id from core_users where id = ${o.userId}`)[0]!.stripe_customer_id).toBeNull()
 
     const x = await member(o, 'admin')
     const portal = await x.post('/api/billing/portal', {})
@@ -376,8 +375,8 @@ describe('the Stripe webhook through the app', () => {
     expectError(await deliver(event, { signature: forged }), 400, 'INVALID_SIGNATURE')
     expectError(await deliver(event, { signature: null }), 400, 'INVALID_SIGNATURE')
     expectError(await deliver(event, { signature: 't=1,v1=deadbeef' }), 400, 'INVALID_SIGNATURE')
-    expect(await app.host.sql`select 1 from core_stripe_webhook_events where stripe_event_id = ${event.id}`).toHaveLength(0)
-    expect(await app.host.sql`select 1 from core_subscriptions where stripe_subscription_id = ${sub.id}`).toHaveLength(0)
+    expect(await ctx.app.host.sql`select 1 from core_stripe_webhook_events where stripe_event_id = ${event.id}`).toHaveLength(0)
+    expect(await ctx.app.host.sql`select 1 from core_subscriptions where stripe_subscription_id = ${sub.id}`).toHaveLength(0)
     // The same event correctly signed goes through (no session, so no CSRF token is asked for).
     expect((await deliver(event)).json()).toEqual({ received: true, status: 'processed' })
   })
@@ -385,7 +384,7 @@ describe('the Stripe webhook through the app', () => {
 
 describe('billing disabled (no STRIPE_SECRET_KEY)', () => {
   it('answers 503 BILLING_DISABLED on billing routes while plans and the rest of the app work', async () => {
-    const off = await buildApp(env.configWith({ STRIPE_SECRET_KEY: '', STRIPE_WEBHOOK_SECRET: '' }))
+    const off = await buildApp(ctx.env.configWith({ STRIPE_SECRET_KEY: '', STRIPE_WEBHOOK_SECRET: '' }))
     try {
       const c = createClient(off)
       expect((await c.signup(`nobill-${tag()}@example.com`)).statusCode).toBe(201)
@@ -420,7 +419,7 @@ describe('payment failure: owners mailed, tenant suspended after the grace perio
     // A second owner: every owner gets the mail.
     const co = await member(o, 'admin')
     // Ownership is offered and accepted (never granted outright), between verified users.
-    await app.host.sql`update core_users set email_verified_at = now() where id in ${app.host.sql([o.userId, co.userId])}`
+    await ctx.app.host.sql`update core_users set email_verified_at = now() where id in ${ctx.app.host.sql([o.userId, co.userId])}`
     const offer = await o.c.post(`/api/members/${co.userId}/ownership-offer`, undefined, { 'x-tenant-id': o.tenantId })
     expect(offer.statusCode, offer.body).toBe(201)
     const accepted = await co.post(`/api/ownership-offers/${offer.json().id}/accept`)
@@ -461,20 +460,20 @@ describe('payment failure: owners mailed, tenant suspended after the grace perio
     const portal = await o.c.post('/api/billing/portal', {})
     expect(portal.statusCode, portal.body).toBe(200)
     expectError(await o.c.post('/api/billing/checkout', { planId: 'pro', interval: 'month' }), 403, 'TENANT_SUSPENDED')
-    const [reason] = await app.host.sql<{ metadata: Record<string, unknown> }[]>`
+    const [reason] = await ctx.app.host.sql<{ metadata: Record<string, unknown> }[]>`
       select metadata from sys_audit_logs where tenant_id = ${o.tenantId} and action = 'billing.tenant_suspended'`
     expect(reason!.metadata).toMatchObject({ reason: 'billing', stripeSubscriptionId: sub.id, status: 'past_due', graceDays: 0 })
 
     // Exactly one mail per owner for this event: a redelivery is a duplicate, and resubmitting the effects job is a no-op.
     expect((await deliver(failed)).json().status).toBe('duplicate')
-    await app.services.tasks.submit(
+    await ctx.app.services.tasks.submit(
       'billing.event_effects',
       { eventId: failed.id, type: failed.type, tenantId: o.tenantId },
       { id: effectsJobId(failed.id) },
     )
-    const queued = await app.host.sql<{ n: number }[]>`
+    const queued = await ctx.app.host.sql<{ n: number }[]>`
       select count(*)::int as n from sys_jobs where job_type = 'email.send' and payload->>'template' = 'payment_failed'
-        and payload->>'to' in ${app.host.sql([o.email, co.email])}`
+        and payload->>'to' in ${ctx.app.host.sql([o.email, co.email])}`
     expect(queued[0]!.n).toBe(2)
 
     // The customer pays: invoice.paid with the subscription active again resumes the tenant.
@@ -490,7 +489,7 @@ describe('payment failure: owners mailed, tenant suspended after the grace perio
       active: true,
       pastDueSince: null,
     })
-    const trail = await app.host.sql<{ action: string }[]>`
+    const trail = await ctx.app.host.sql<{ action: string }[]>`
       select action from sys_audit_logs where tenant_id = ${o.tenantId}
         and action in ('tenant.suspended', 'billing.tenant_suspended', 'tenant.resumed', 'billing.tenant_resumed')
       order by created_at, id`
@@ -500,7 +499,7 @@ describe('payment failure: owners mailed, tenant suspended after the grace perio
   it('never resumes a tenant an operator suspended', async () => {
     const o = await owner()
     const { subscription: sub } = await subscribe(o)
-    await app.services.provisioner.run('suspended', o.tenantId)
+    await ctx.app.services.provisioner.run('suspended', o.tenantId)
     fake.now += 10
     fake.setSubscription(sub.id, { status: 'active', trial_end: null })
     const paid = fake.event('invoice.paid', invoiceFor(o, sub, { amount_due: 2900, amount_paid: 2900, status: 'paid' }))
@@ -512,8 +511,8 @@ describe('payment failure: owners mailed, tenant suspended after the grace perio
   it('a grace check finds the tenant paid meanwhile and leaves it active', async () => {
     const o = await owner()
     const { subscription: sub } = await subscribe(o)
-    const [row] = await app.host.sql<{ id: string }[]>`select id from core_subscriptions where stripe_subscription_id = ${sub.id}`
-    const job = await app.services.tasks.submit('billing.grace_check', {
+    const [row] = await ctx.app.host.sql<{ id: string }[]>`select id from core_subscriptions where stripe_subscription_id = ${sub.id}`
+    const job = await ctx.app.services.tasks.submit('billing.grace_check', {
       tenantId: o.tenantId,
       subscriptionId: row!.id,
       pastDueSince: new Date(Date.now() - 86_400_000).toISOString(),
@@ -533,12 +532,12 @@ describe('one-time purchases', () => {
     return session
   }
   const outboxRows = async (jobId: string) =>
-    (await app.host.sql<{ n: number }[]>`select count(*)::int as n from core_outbox where job_id = ${jobId}`)[0]!.n
+    (await ctx.app.host.sql<{ n: number }[]>`select count(*)::int as n from core_outbox where job_id = ${jobId}`)[0]!.n
   const audits = async (tenantId: string, action: string) =>
-    app.host.sql<{ target_id: string; metadata: Record<string, unknown> }[]>`
+    ctx.app.host.sql<{ target_id: string; metadata: Record<string, unknown> }[]>`
       select target_id, metadata from sys_audit_logs where tenant_id = ${tenantId} and action = ${action} order by id`
   const ledgerOf = async (eventId: string) =>
-    (await app.host.sql<{ status: string; error: string | null }[]>`
+    (await ctx.app.host.sql<{ status: string; error: string | null }[]>`
       select status, error from core_stripe_webhook_events where stripe_event_id = ${eventId}`)[0]
 
   it('sells only prices for sale: STRIPE_ONE_TIME_PRICES or a plan’s, anything else 400 PRICE_NOT_FOR_SALE', async () => {
@@ -590,7 +589,7 @@ describe('one-time purchases', () => {
     expect((await deliver(alsoPaid)).json().status).toBe('processed')
     expect((await deliver(succeeded)).json().status).toBe('duplicate')
     expect(await outboxRows(job)).toBe(1)
-    const jobs = await app.host.sql`select id from sys_jobs where job_type = 'billing.payment.fulfil' and payload->>'checkoutSessionId' = ${session.id}`
+    const jobs = await ctx.app.host.sql`select id from sys_jobs where job_type = 'billing.payment.fulfil' and payload->>'checkoutSessionId' = ${session.id}`
     expect(jobs).toHaveLength(1)
     expect(await audits(o.tenantId, 'billing.payment.fulfilled')).toHaveLength(1)
   })
@@ -622,7 +621,7 @@ describe('one-time purchases', () => {
     expect((await audits(o.tenantId, 'billing.payment.failed')).map((a) => a.target_id)).toEqual([session.id])
 
     expect((await deliver(failed)).json().status).toBe('duplicate')
-    const queued = await app.host.sql`
+    const queued = await ctx.app.host.sql`
       select 1 from sys_jobs where job_type = 'email.send' and payload->>'template' = 'checkout_payment_failed' and payload->>'to' = ${o.email}`
     expect(queued).toHaveLength(1)
     expect(await outboxRows(fulfilJobId(session.id))).toBe(0)
@@ -663,7 +662,7 @@ describe('trial ending', () => {
     expect(mail.text).toContain(`The Pro trial of ${o.tenantName} ends on ${new Date(sub.trial_end * 1000).toUTCString()}`)
     expect(mail.html).toContain(`href="${BASE}/billing"`)
     expect((await deliver(ending)).json().status).toBe('duplicate')
-    const queued = await app.host.sql`
+    const queued = await ctx.app.host.sql`
       select 1 from sys_jobs where job_type = 'email.send' and payload->>'template' = 'trial_will_end' and payload->>'to' = ${o.email}`
     expect(queued).toHaveLength(1)
     // The subscription state is not applied from this event.
@@ -718,6 +717,6 @@ describe('the gated example route: GET /api/projects/export', () => {
     expect(rows[0]).toMatchObject({ status: 'active', createdBy: pro.userId, description: null })
 
     expectError(await pro.c.get('/api/projects/export?format=xml'), 400, 'VALIDATION_ERROR')
-    expectError(await createClient(app).get('/api/projects/export', { 'x-tenant-id': pro.tenantId }), 401, 'UNAUTHENTICATED')
+    expectError(await createClient(ctx.app).get('/api/projects/export', { 'x-tenant-id': pro.tenantId }), 401, 'UNAUTHENTICATED')
   })
 })
