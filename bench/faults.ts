@@ -21,7 +21,7 @@ import { randomBytes } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import { request as httpRequest } from 'node:http'
 import { fileURLToPath } from 'node:url'
-import { connect, withDatabase } from '../src/db/connect.js'
+import { connect, withDatabase } from '../src/core/db/connect.js'
 import { freePort, type ScratchPostgres, type ScratchRedis, startScratchPostgres, startScratchRedis } from '../test/helpers/scratch-services.js'
 import { type SmtpCapture, startSmtpCapture } from '../test/helpers/smtp.js'
 
@@ -340,9 +340,9 @@ try {
   if (runs('kill')) {
     const admin = connect(hostUrl, { max: 1 })
     const { createServices } = await import('../src/services.js')
-    const { loadConfig } = await import('../src/config.js')
+    const { loadConfig } = await import('../src/core/config.js')
     const { pino } = await import('pino')
-    const { createTenant } = await import('../src/tenancy/create-tenant.js')
+    const { createTenant } = await import('../src/core/tenancy/create-tenant.js')
     const producer = createServices(loadConfig({ ...env, NODE_ENV: 'production' }), pino({ level: 'warn' }))
     const before = smtp.messages.length
     const started = Date.now()
@@ -391,7 +391,7 @@ try {
     const sameId = twice.filter((to) => idsPerRecipient.get(to)!.size === 1).length
     goal(
       batch.every((to) => perRecipient.get(to) === 1),
-      `worker kill -9: 0 lost, 0 run twice${sameId ? ` (${sameId} of ${twice.length} repeat(s) with the same Message-ID: the SMTP 250 → done-mark window, src/jobs/effects.ts)` : ''}`,
+      `worker kill -9: 0 lost, 0 run twice${sameId ? ` (${sameId} of ${twice.length} repeat(s) with the same Message-ID: the SMTP 250 → done-mark window, src/core/jobs/effects.ts)` : ''}`,
     )
     line('worker kill -9: provisionings active', `${tenantsActive!.n}/20`)
     line('worker kill -9: sys_jobs by status', jobs.map((j) => `${j.status} × ${j.n}`).join(', '))

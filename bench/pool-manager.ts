@@ -19,7 +19,7 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
-import { connect } from '../src/db/connect.js'
+import { connect } from '../src/core/db/connect.js'
 import { runAutocannon, type AutocannonResult } from './lib/autocannon.js'
 import { ADMIN_URL, APP_URL, connectionsTo, createTenantDatabases, dropAll, ensureAppRole } from './lib/tenant-dbs.js'
 

@@ -12,12 +12,12 @@
  */
 import { pino } from 'pino'
 import { users } from '../drizzle/host/schema.js'
-import { connect, quoteIdent, withDatabase } from '../src/db/connect.js'
-import { MIGRATIONS, runMigrations } from '../src/db/migrations.js'
+import { connect, quoteIdent, withDatabase } from '../src/core/db/connect.js'
+import { MIGRATIONS, runMigrations } from '../src/core/db/migrations.js'
 import { createServices } from '../src/services.js'
-import type { StepName } from '../src/tenancy/lifecycle.js'
-import { createProvisioner } from '../src/tenancy/provisioning.js'
-import { maintenanceUrl, tenantServerUrl } from '../src/tenancy/template.js'
+import type { StepName } from '../src/core/tenancy/lifecycle.js'
+import { createProvisioner } from '../src/core/tenancy/provisioning.js'
+import { maintenanceUrl, tenantServerUrl } from '../src/core/tenancy/template.js'
 import setup from '../test/global-setup.js'
 import { createTestEnv } from '../test/helpers/test-env.js'
 

@@ -31,8 +31,8 @@ const DUPLICATE_SHARE = 0.3
 // on stdin "stats" prints the outcome counts.
 // ---------------------------------------------------------------------------------------------------
 async function serve(mode: 'route' | 'bare') {
-  const { loadConfig } = await import('../src/config.js')
-  const { createHostDatabase } = await import('../src/db/host.js')
+  const { loadConfig } = await import('../src/core/config.js')
+  const { createHostDatabase } = await import('../src/core/db/host.js')
   const config = loadConfig(process.env)
   const host = createHostDatabase(config.databaseUrl!, config.pool.hostMax)
   const app = Fastify({ logger: false })
@@ -46,16 +46,16 @@ async function serve(mode: 'route' | 'bare') {
   })
 
   if (mode === 'route') {
-    const { toErrorBody } = await import('../src/plugins/app/errors.js')
-    const { createStripe } = await import('../src/billing/stripe.js')
-    const routes = (await import('../src/routes/webhooks/stripe.js')).default
+    const { toErrorBody } = await import('../src/core/plugins/errors.js')
+    const { createStripe } = await import('../src/features/billing/stripe.js')
+    const routes = (await import('../src/features/billing/routes/stripe-webhook.js')).default
     app.setErrorHandler((err, _req, reply) => {
       const body = toErrorBody(err as Error & { statusCode?: number })
       return reply.code(body.statusCode).send(body)
     })
     // The app's wiring of the follow-up jobs: outbox row in the event's transaction, submitted to the queue after commit.
     const { createServices } = await import('../src/services.js')
-    const { billingFollowUps } = await import('../src/jobs/billing-jobs.js')
+    const { billingFollowUps } = await import('../src/features/billing/jobs.js')
     const { pino } = await import('pino')
     const services = createServices(config, pino({ level: 'silent' }), { host })
     closers.push(() => services.close())
@@ -178,9 +178,9 @@ async function main() {
   const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
   const { default: setup } = await import('../test/global-setup.js')
   const { createTestEnv } = await import('../test/helpers/test-env.js')
-  const { createHostDatabase } = await import('../src/db/host.js')
-  const { encrypt } = await import('../src/lib/crypto.js')
-  const { seedPlansFromFile } = await import('../src/billing/plans.js')
+  const { createHostDatabase } = await import('../src/core/db/host.js')
+  const { encrypt } = await import('../src/core/lib/crypto.js')
+  const { seedPlansFromFile } = await import('../src/features/billing/plans.js')
   await setup()
 
   const stripeVars = {

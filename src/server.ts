@@ -9,9 +9,9 @@ import closeWithGrace from 'close-with-grace'
 import Fastify from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions } from './app.js'
-import { exitOnConfigError, loadConfigOrExit } from './config.js'
-import { ensureDatabaseUrl } from './db/dev-database.js'
-import { loggerOptions } from './lib/logger.js'
+import { exitOnConfigError, loadConfigOrExit } from './core/config.js'
+import { ensureDatabaseUrl } from './core/db/dev-database.js'
+import { loggerOptions } from './core/lib/logger.js'
 import { startWorkers, type WorkerRuntime } from './worker.js'
 
 const config = loadConfigOrExit()

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ConfigError, loadConfig } from '../src/config.js'
+import { ConfigError, loadConfig } from '../src/core/config.js'
 
 const base = { NODE_ENV: 'test', DATABASE_URL: 'postgres://u:p@localhost:5432/db' }
 

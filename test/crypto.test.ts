@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { DecryptionError, decrypt, encrypt, keyIdOf } from '../src/lib/crypto.js'
+import { DecryptionError, decrypt, encrypt, keyIdOf } from '../src/core/lib/crypto.js'
 
 const k1 = { id: 'k1', key: randomBytes(32) }
 const k2 = { id: 'k2', key: randomBytes(32) }

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { ENV_VARS } from '../src/config.js'
+import { ENV_VARS } from '../src/core/config.js'
 
 interface Entry {
   key: string

@@ -2,8 +2,8 @@
  * Once per `npm test`: make sure Postgres and Redis answer, create the non-superuser app role the kit
  * connects as, and build a migrated host template database that each test file clones (tens of ms).
  */
-import { migrationInfo, migrateHost } from '../src/db/migrations.js'
-import { connect, withDatabase } from '../src/db/connect.js'
+import { migrationInfo, migrateHost } from '../src/core/db/migrations.js'
+import { connect, withDatabase } from '../src/core/db/connect.js'
 import { ADMIN_URL, APP_ROLE, APP_URL, REDIS_URL, hostTemplateName } from './helpers/env.js'
 import { Redis } from 'ioredis'
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { auditLogs } from '../drizzle/host/schema.js'
-import { createHostDatabase, type HostDatabase } from '../src/db/host.js'
+import { createHostDatabase, type HostDatabase } from '../src/core/db/host.js'
 import { createTestEnv, type TestEnv } from './helpers/test-env.js'
 
 let env: TestEnv

@@ -1,11 +1,11 @@
 /**
- * The cross-process cache primitive (src/lib/invalidated-cache.ts) on its own, against real Redis:
+ * The cross-process cache primitive (src/core/lib/invalidated-cache.ts) on its own, against real Redis:
  * invalidations reach other processes over one subscriber connection per process, a load raced by an
  * invalidation stores nothing, and a subscriber reconnect clears what may have missed a message.
  */
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { createInvalidatedCache, createInvalidationBus, type InvalidatedCache, type InvalidationBus } from '../src/lib/invalidated-cache.js'
+import { createInvalidatedCache, createInvalidationBus, type InvalidatedCache, type InvalidationBus } from '../src/core/lib/invalidated-cache.js'
 import { REDIS_URL, uniqueName } from './helpers/env.js'
 import { type ScratchRedis, startScratchRedis } from './helpers/scratch-services.js'
 

@@ -1,6 +1,6 @@
 /**
  * The OpenAPI contract users generate clients from (/docs/json): Redocly's linter with its
- * recommended rules must find no error, and the rules src/lib/openapi.ts derives from route
+ * recommended rules must find no error, and the rules src/core/lib/openapi.ts derives from route
  * configuration hold on the generated document. (Responses are held to this document by the
  * contract check every test app runs: test/helpers/contract.ts.)
  */
@@ -12,10 +12,10 @@ import { promisify } from 'node:util'
 import Fastify from 'fastify'
 import { Type } from 'typebox'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { documentRoute, operationIdFor, simplifySchema } from '../src/lib/openapi.js'
-import { unavailable } from '../src/lib/errors.js'
-import { ErrorSchema } from '../src/lib/schemas.js'
-import { toErrorBody } from '../src/plugins/app/errors.js'
+import { documentRoute, operationIdFor, simplifySchema } from '../src/core/lib/openapi.js'
+import { unavailable } from '../src/core/lib/errors.js'
+import { ErrorSchema } from '../src/core/lib/schemas.js'
+import { toErrorBody } from '../src/core/plugins/errors.js'
 import { installContractCheck, takeContractViolations } from './helpers/contract.js'
 import { useApp } from './helpers/use-app.js'
 

@@ -1,12 +1,12 @@
 /**
- * The two tiers of src/plugins/external/rate-limit.ts, with two app instances on one Redis (as behind
+ * The two tiers of src/core/plugins/external/rate-limit.ts, with two app instances on one Redis (as behind
  * a balancer): the global flood guard counts per process; login failure limits (per IP and per
  * email + IP) are shared by every instance through Redis.
  */
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { LOGIN_FAILURES_PER_EMAIL_IP, LOGIN_FAILURES_PER_IP } from '../src/auth/login-throttle.js'
-import { hashPassword } from '../src/auth/password.js'
+import { LOGIN_FAILURES_PER_EMAIL_IP, LOGIN_FAILURES_PER_IP } from '../src/features/auth/login-throttle.js'
+import { hashPassword } from '../src/core/identity/password.js'
 import { buildApp } from './helpers/build-app.js'
 import { PASSWORD } from './helpers/client.js'
 import { createTestEnv, type TestEnv } from './helpers/test-env.js'

@@ -1,7 +1,7 @@
 /** The fault-test helpers themselves: a scratch Postgres and Redis start, stop and come back. */
 import { afterAll, describe, expect, it } from 'vitest'
 import { Redis } from 'ioredis'
-import { connect } from '../src/db/connect.js'
+import { connect } from '../src/core/db/connect.js'
 import { type ScratchPostgres, type ScratchRedis, startScratchPostgres, startScratchRedis } from './helpers/scratch-services.js'
 
 describe('scratch services', () => {

@@ -1,7 +1,7 @@
 import helmet from '@fastify/helmet'
 import Fastify from 'fastify'
 import { describe, expect, it } from 'vitest'
-import { HELMET_OPTIONS, securityHeaders } from '../src/plugins/external/helmet.js'
+import { HELMET_OPTIONS, securityHeaders } from '../src/core/plugins/external/helmet.js'
 import { useApp } from './helpers/use-app.js'
 
 const ctx = useApp()

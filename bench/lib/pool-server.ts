@@ -5,9 +5,9 @@
  */
 import Fastify from 'fastify'
 import { uuidv7 } from 'uuidv7'
-import { withDatabase } from '../../src/db/connect.js'
-import { createPoolManager } from '../../src/tenancy/pool-manager.js'
-import type { PoolTarget } from '../../src/tenancy/pool-manager.js'
+import { withDatabase } from '../../src/core/db/connect.js'
+import { createPoolManager } from '../../src/core/tenancy/pool-manager.js'
+import type { PoolTarget } from '../../src/core/tenancy/pool-manager.js'
 
 const env = (name: string, fallback?: string) => {
   const value = process.env[name] ?? fallback

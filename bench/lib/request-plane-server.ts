@@ -6,8 +6,8 @@
 import Fastify from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions } from '../../src/app.js'
-import { loadConfig } from '../../src/config.js'
-import { connect } from '../../src/db/connect.js'
+import { loadConfig } from '../../src/core/config.js'
+import { connect } from '../../src/core/db/connect.js'
 
 const config = loadConfig(process.env)
 const full = Fastify({ ...serverOptions(config), logger: false })

@@ -17,7 +17,7 @@ if (!pkgDir || !dbUrl || !process.send)
 
 const queueSource = readFileSync(join(pkgDir, 'src/queue.js'), 'utf8')
 const { default: postgres } = (await import(pathToFileURL(join(pkgDir, 'src/index.js')).href)) as { default: PostgresFactory }
-// The pool options of src/db/connect.ts, so the benchmark measures what the app runs.
+// The pool options of src/core/db/connect.ts, so the benchmark measures what the app runs.
 const sql = postgres(dbUrl, { max: 10, idle_timeout: 0, fetch_types: false, prepare: true, onnotice: () => {} })
 
 const app = Fastify({ logger: false })

@@ -3,8 +3,8 @@
  * CREATE DATABASE … TEMPLATE (tens of ms each). Every name starts with the run's prefix so
  * dropAll() removes exactly what this run made.
  */
-import { connect, quoteIdent, type Sql, withDatabase } from '../../src/db/connect.js'
-import { MIGRATIONS, runMigrations } from '../../src/db/migrations.js'
+import { connect, quoteIdent, type Sql, withDatabase } from '../../src/core/db/connect.js'
+import { MIGRATIONS, runMigrations } from '../../src/core/db/migrations.js'
 
 export const ADMIN_URL = process.env.BENCH_ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 export const APP_ROLE = 'tenantkit_app'

@@ -52,7 +52,7 @@ export const users = pgTable(
   ],
 )
 
-/** TenantCatalog: the tenant's connection contract. The database URL is stored encrypted (see src/lib/crypto.ts). */
+/** TenantCatalog: the tenant's connection contract. The database URL is stored encrypted (see src/core/lib/crypto.ts). */
 export const tenants = pgTable(
   'core_tenants',
   {
@@ -220,7 +220,7 @@ export const systemJobs = pgTable(
 /**
  * The transactional outbox: follow-up work (a job to submit) written in the SAME transaction as the change
  * that asks for it, so an outage of the queue can delay the work but never lose it. The relay
- * (src/jobs/outbox.ts) submits each row through the task manager under `job_id` (derived from job_name and
+ * (src/core/jobs/outbox.ts) submits each row through the task manager under `job_id` (derived from job_name and
  * dedupe_key: a second intent with the same key is the same job, and submitting it again is a no-op), right
  * after commit and again from a periodic sweep, and sets `dispatched_at` once the queue has it. A row the
  * task manager refuses (unknown job, payload no longer valid) gets `rejected_at` and is never retried.
@@ -249,7 +249,7 @@ export const outbox = pgTable(
 
 /**
  * JobEffect: a side effect outside our databases (an SMTP send) done at most once per job id, whatever
- * BullMQ re-runs (src/jobs/effects.ts). 'started' is written before the effect, 'done' after it; a re-run
+ * BullMQ re-runs (src/core/jobs/effects.ts). 'started' is written before the effect, 'done' after it; a re-run
  * that finds 'done' skips the effect and returns the recorded result.
  */
 export const jobEffects = pgTable(
@@ -293,7 +293,7 @@ export const USER_TOKEN_PURPOSES = ['verify_email', 'password_reset', 'email_cha
 export type UserTokenPurpose = (typeof USER_TOKEN_PURPOSES)[number]
 
 /**
- * UserToken: a single-use token mailed to a user (src/auth/user-tokens.ts). Only its SHA-256 is stored.
+ * UserToken: a single-use token mailed to a user (src/core/identity/user-tokens.ts). Only its SHA-256 is stored.
  * `email` is the address it was sent to: a token for an address the account no longer has is void.
  * `newEmail` is the address an email_change token moves the account to.
  */
@@ -324,7 +324,7 @@ export const API_KEY_ROLES = ['admin', 'editor', 'viewer'] as const
 export type ApiKeyRole = (typeof API_KEY_ROLES)[number]
 
 /**
- * ApiKey: a tenant's credential for scripts and integrations (src/auth/api-keys.ts). Only a SHA-256
+ * ApiKey: a tenant's credential for scripts and integrations (src/core/identity/api-keys.ts). Only a SHA-256
  * of the high-entropy secret is stored; `prefix` is what lists show. `role` is the key's maximum:
  * it acts as its creator, never above the creator's current role.
  */
@@ -360,7 +360,7 @@ export const INVITATION_ROLES = ['admin', 'member'] as const
 export type InvitationRole = (typeof INVITATION_ROLES)[number]
 
 /**
- * Invitation: an offer to join a tenant, sent to an email address (src/invitations). Only a SHA-256
+ * Invitation: an offer to join a tenant, sent to an email address (src/features/members/invitations). Only a SHA-256
  * of the single-use token is stored. Pending = not accepted, not revoked (and usable while
  * expires_at is ahead); one pending invitation per address and tenant. The membership is created
  * only when the invitee accepts, signed in with that address verified.

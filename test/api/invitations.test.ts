@@ -180,7 +180,7 @@ describe('invitation flow (real SMTP)', () => {
     const [row] = await ctx.app.host.sql`select token_hash from core_invitations where id = ${inv.id}`
     expect(row!.token_hash).toMatch(/^[0-9a-f]{64}$/)
     expect(JSON.stringify(await ctx.app.host.sql`select * from core_invitations`)).not.toContain(token)
-    // Nor does the email job's record: the link travels sealed (src/email/sealed.ts).
+    // Nor does the email job's record: the link travels sealed (src/core/email/sealed.ts).
     expect(JSON.stringify(await ctx.app.host.sql`select payload from sys_jobs where job_type = 'email.send'`)).not.toContain(token)
 
     // The public page: no session needed.

@@ -5,9 +5,9 @@
  * server; every token is read from the delivered message.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DELAY_FREE, LOGIN_FAILURES_PER_EMAIL_IP } from '../../src/auth/login-throttle.js'
-import { hashPassword } from '../../src/auth/password.js'
-import { RESET_REQUESTED } from '../../src/routes/auth/password-reset.js'
+import { DELAY_FREE, LOGIN_FAILURES_PER_EMAIL_IP } from '../../src/features/auth/login-throttle.js'
+import { hashPassword } from '../../src/core/identity/password.js'
+import { RESET_REQUESTED } from '../../src/features/auth/routes/password-reset.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { type CapturedMail, type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
@@ -76,7 +76,7 @@ async function verified(label: string) {
   expect(res.statusCode, res.body).toBe(200)
   return u
 }
-/** The link is the token: the email job's record must never hold it in clear (src/email/sealed.ts). */
+/** The link is the token: the email job's record must never hold it in clear (src/core/email/sealed.ts). */
 async function expectNotInJobRecords(token: string) {
   const payloads = await ctx.app.host.sql`select payload from sys_jobs where job_type = 'email.send'`
   expect(payloads.length).toBeGreaterThan(0)

@@ -6,10 +6,10 @@
  * tenant insert that always fails is a trigger on the test's own host database.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { SLUG_SUFFIX_BYTES } from '../../src/auth/personal-tenant.js'
-import { hashPassword } from '../../src/auth/password.js'
-import { validateSlug } from '../../src/tenancy/provisioning.js'
-import { personalTenantSlug } from '../../src/tenancy/slugs.js'
+import { SLUG_SUFFIX_BYTES } from '../../src/features/auth/personal-tenant.js'
+import { hashPassword } from '../../src/core/identity/password.js'
+import { validateSlug } from '../../src/core/tenancy/provisioning.js'
+import { personalTenantSlug } from '../../src/core/tenancy/slugs.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { type MockOidc, startMockOidc } from '../helpers/oidc.js'
 import { useApp } from '../helpers/use-app.js'

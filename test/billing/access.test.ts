@@ -5,8 +5,8 @@
  */
 import { uuidv7 } from 'uuidv7'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { checkFeatureAccess, hasActiveSubscription, requireActiveSubscription } from '../../src/billing/access.js'
-import billingGuard from '../../src/billing/guard.js'
+import { checkFeatureAccess, hasActiveSubscription, requireActiveSubscription } from '../../src/features/billing/access.js'
+import billingGuard from '../../src/features/billing/guard.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 import { type BillingWorld, bareFastify, insertTenant, startBillingWorld } from './helpers.js'
 

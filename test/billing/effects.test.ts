@@ -14,13 +14,13 @@ import {
   resumeAfterPayment,
   type SuspensionDeps,
   suspendForBilling,
-} from '../../src/billing/suspension.js'
-import type { BillingEvent } from '../../src/billing/webhooks.js'
-import { formatAmount, paymentFailedEmail } from '../../src/email/senders.js'
-import { getTemplate } from '../../src/email/templates.js'
-import { renderTemplate, templateVariables } from '../../src/email/render.js'
-import { billingEffectsFor, billingFollowUps, effectsJobId } from '../../src/jobs/billing-jobs.js'
-import { outboxJobId } from '../../src/jobs/outbox.js'
+} from '../../src/features/billing/suspension.js'
+import type { BillingEvent } from '../../src/features/billing/webhooks.js'
+import { formatAmount, paymentFailedEmail } from '../../src/core/email/senders.js'
+import { getTemplate } from '../../src/core/email/templates.js'
+import { renderTemplate, templateVariables } from '../../src/core/email/render.js'
+import { billingEffectsFor, billingFollowUps, effectsJobId } from '../../src/features/billing/jobs.js'
+import { outboxJobId } from '../../src/core/jobs/outbox.js'
 import { createServices, type Services } from '../../src/services.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'

@@ -11,9 +11,9 @@ import {
   parsePlansFile,
   seedPlans,
   seedPlansFromFile,
-} from '../../src/billing/plans.js'
-import { createHostDatabase, type HostDatabase } from '../../src/db/host.js'
-import billingRoutes from '../../src/routes/billing/index.js'
+} from '../../src/features/billing/plans.js'
+import { createHostDatabase, type HostDatabase } from '../../src/core/db/host.js'
+import billingRoutes from '../../src/features/billing/routes/billing.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 import { bareFastify } from './helpers.js'
 

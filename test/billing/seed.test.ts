@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli } from '../../src/cli.js'
-import { createHostDatabase, type HostDatabase } from '../../src/db/host.js'
+import { createHostDatabase, type HostDatabase } from '../../src/core/db/host.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))

@@ -4,7 +4,7 @@
  * one-time checkout, portal, cancel at period end, plan change with proration, and the error codes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createStripeService, type StripeService } from '../../src/billing/service.js'
+import { createStripeService, type StripeService } from '../../src/features/billing/service.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 import {
   auditActions,

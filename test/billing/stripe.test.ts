@@ -3,7 +3,7 @@
  * Stripe), retries off by option, and 503 BILLING_DISABLED without settings.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { apiHostOptions, createStripe, STRIPE_API_VERSION } from '../../src/billing/stripe.js'
+import { apiHostOptions, createStripe, STRIPE_API_VERSION } from '../../src/features/billing/stripe.js'
 import { type FakeStripe, startFakeStripe } from '../helpers/fake-stripe.js'
 
 let fake: FakeStripe

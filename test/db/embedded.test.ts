@@ -9,9 +9,9 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { connect } from '../../src/db/connect.js'
-import { type EmbeddedLogger, startEmbeddedPostgres } from '../../src/db/embedded.js'
-import { migrateHost } from '../../src/db/migrations.js'
+import { connect } from '../../src/core/db/connect.js'
+import { type EmbeddedLogger, startEmbeddedPostgres } from '../../src/core/db/embedded.js'
+import { migrateHost } from '../../src/core/db/migrations.js'
 
 async function freePort(): Promise<number> {
   const server = createServer()

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { connect, withDatabase } from '../../src/db/connect.js'
-import { MIGRATIONS, migrationInfo, runMigrations } from '../../src/db/migrations.js'
+import { connect, withDatabase } from '../../src/core/db/connect.js'
+import { MIGRATIONS, migrationInfo, runMigrations } from '../../src/core/db/migrations.js'
 import { ADMIN_URL, APP_ROLE, APP_URL } from '../helpers/env.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 

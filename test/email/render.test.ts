@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { AppError } from '../../src/lib/errors.js'
-import { renderTemplate } from '../../src/email/render.js'
-import { parseTemplate } from '../../src/email/templates.js'
+import { AppError } from '../../src/core/lib/errors.js'
+import { renderTemplate } from '../../src/core/email/render.js'
+import { parseTemplate } from '../../src/core/email/templates.js'
 import { type TestEnv, createTestEnv } from '../helpers/test-env.js'
 
 let env: TestEnv

@@ -1,10 +1,10 @@
 /** Sealed email variables: out of the job payload in clear, opened at render time, and a bad seal fails for good. */
 import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { isPermanentEmailError } from '../../src/email/errors.js'
-import { assertEmailMessage } from '../../src/email/message.js'
-import { openSealedVariables, sealVariables } from '../../src/email/sealed.js'
-import { invitationEmail } from '../../src/email/senders.js'
+import { isPermanentEmailError } from '../../src/core/email/errors.js'
+import { assertEmailMessage } from '../../src/core/email/message.js'
+import { openSealedVariables, sealVariables } from '../../src/core/email/sealed.js'
+import { invitationEmail } from '../../src/core/email/senders.js'
 
 const keys = [{ id: 'k1', key: randomBytes(32) }]
 const message = invitationEmail({

@@ -2,8 +2,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { AppError } from '../../src/lib/errors.js'
-import { templateVariables } from '../../src/email/render.js'
+import { AppError } from '../../src/core/lib/errors.js'
+import { templateVariables } from '../../src/core/email/render.js'
 import {
   BUILT_IN_TEMPLATES,
   BUILT_IN_TEMPLATES_DIR,
@@ -11,7 +11,7 @@ import {
   getTemplatePath,
   loadTemplate,
   parseTemplate,
-} from '../../src/email/templates.js'
+} from '../../src/core/email/templates.js'
 import { type TestEnv, createTestEnv } from '../helpers/test-env.js'
 
 let env: TestEnv

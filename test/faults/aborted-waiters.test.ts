@@ -7,7 +7,7 @@
 import { setMaxListeners } from 'node:events'
 import { request as httpRequest } from 'node:http'
 import { beforeAll, describe, expect, it } from 'vitest'
-import type { TenantRecord } from '../../src/tenancy/types.js'
+import type { TenantRecord } from '../../src/core/tenancy/types.js'
 import { buildApp } from '../helpers/build-app.js'
 import { createClient } from '../helpers/client.js'
 import { useApp } from '../helpers/use-app.js'

@@ -5,8 +5,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { connect } from '../../src/db/connect.js'
-import { welcomeEmail } from '../../src/email/senders.js'
+import { connect } from '../../src/core/db/connect.js'
+import { welcomeEmail } from '../../src/core/email/senders.js'
 import { createServices, type Services } from '../../src/services.js'
 import { type ScratchPostgres, startScratchPostgres } from '../helpers/scratch-services.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'

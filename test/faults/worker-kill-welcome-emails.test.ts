@@ -9,8 +9,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { welcomeEmail } from '../../src/email/senders.js'
-import { welcomeEmailJobId } from '../../src/tenancy/lifecycle.js'
+import { welcomeEmail } from '../../src/core/email/senders.js'
+import { welcomeEmailJobId } from '../../src/core/tenancy/lifecycle.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
 import { createJobsWorld, type JobsWorld, settled, until } from '../jobs/helpers.js'
 import { killSpawnedWorkers, spawnWorker } from '../jobs/worker-child.js'

@@ -5,7 +5,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions } from '../../src/app.js'
-import type { Config } from '../../src/config.js'
+import type { Config } from '../../src/core/config.js'
 import { installContractCheck } from './contract.js'
 
 export async function buildApp(config: Config): Promise<FastifyInstance> {

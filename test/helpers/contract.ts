@@ -16,7 +16,7 @@
 import { Ajv, type ValidateFunction } from 'ajv'
 import addFormats from 'ajv-formats'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ErrorSchema } from '../../src/lib/schemas.js'
+import { ErrorSchema } from '../../src/core/lib/schemas.js'
 
 type Json = Record<string, unknown>
 const violations: string[] = []

@@ -1,11 +1,11 @@
 /**
  * Fixture helper: make a user a member of a tenant the way the product does (an invitation, accepted:
- * src/invitations/accept.ts), without the email round trip. Tests of the invitation flow itself go
+ * src/features/members/invitations/accept.ts), without the email round trip. Tests of the invitation flow itself go
  * through HTTP and SMTP (test/api/invitations.test.ts); this is for suites that only need members.
  */
 import type { FastifyInstance } from 'fastify'
-import { acceptInvitation } from '../../src/invitations/accept.js'
-import { createInvitationsRepository } from '../../src/invitations/repository.js'
+import { acceptInvitation } from '../../src/features/members/invitations/accept.js'
+import { createInvitationsRepository } from '../../src/features/members/invitations/repository.js'
 
 export async function joinTenant(
   app: FastifyInstance,

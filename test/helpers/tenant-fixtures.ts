@@ -7,8 +7,8 @@
 import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { expect } from 'vitest'
-import { hashPassword } from '../../src/auth/password.js'
-import type { ProvisionedTenant } from '../../src/tenancy/provisioning.js'
+import { hashPassword } from '../../src/core/identity/password.js'
+import type { ProvisionedTenant } from '../../src/core/tenancy/provisioning.js'
 import { type Client, createClient, PASSWORD } from './client.js'
 import { joinTenant } from './members.js'
 

@@ -2,9 +2,9 @@
  * One isolated world per test file: a host database cloned from the migrated template, a unique tenant
  * database prefix and a unique Redis prefix. `cleanup()` drops every database and key it made.
  */
-import { migrationInfo } from '../../src/db/migrations.js'
-import { connect, withDatabase } from '../../src/db/connect.js'
-import { type Config, loadConfig } from '../../src/config.js'
+import { migrationInfo } from '../../src/core/db/migrations.js'
+import { connect, withDatabase } from '../../src/core/db/connect.js'
+import { type Config, loadConfig } from '../../src/core/config.js'
 import { ADMIN_URL, APP_ROLE, APP_URL, REDIS_URL, hostTemplateName, uniqueName } from './env.js'
 import { Redis } from 'ioredis'
 import type { ScratchPostgres } from './scratch-services.js'

@@ -1,5 +1,5 @@
 /**
- * The transactional outbox (src/jobs/outbox.ts), on its own: real host database, real Redis and BullMQ,
+ * The transactional outbox (src/core/jobs/outbox.ts), on its own: real host database, real Redis and BullMQ,
  * a worker running a test job that counts its runs.
  *   write: commits and rolls back with the caller's transaction, one row per key, a bad intent fails it
  *   dispatch: submits at once and marks the rows dispatched (no sweep running)
@@ -11,9 +11,9 @@
 import { Redis } from 'ioredis'
 import { Type } from 'typebox'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createOutbox, type Outbox, outboxJobId } from '../../src/jobs/outbox.js'
-import { ENQUEUE_FAILED } from '../../src/jobs/records.js'
-import { systemJob } from '../../src/jobs/registry.js'
+import { createOutbox, type Outbox, outboxJobId } from '../../src/core/jobs/outbox.js'
+import { ENQUEUE_FAILED } from '../../src/core/jobs/records.js'
+import { systemJob } from '../../src/core/jobs/registry.js'
 import { createServices, type Services } from '../../src/services.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { type ScratchRedis, startScratchRedis } from '../helpers/scratch-services.js'

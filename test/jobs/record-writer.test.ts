@@ -1,7 +1,7 @@
 import { uuidv7 } from 'uuidv7'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { createHostDatabase, type HostDatabase } from '../../src/db/host.js'
-import { systemRecords } from '../../src/jobs/records.js'
+import { createHostDatabase, type HostDatabase } from '../../src/core/db/host.js'
+import { systemRecords } from '../../src/core/jobs/records.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 import { sleep } from './helpers.js'
 

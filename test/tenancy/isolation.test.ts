@@ -7,7 +7,7 @@
  * by slug and by id, subdomain, session active tenant, nothing) is requested, and each response must
  * have exactly the status and code an oracle derives from the issue's rules, and must carry no other
  * tenant's ids, names, project names or member ids (error responses: no tenant's at all).
- * API keys are callers of the matrix too (src/auth/api-keys.ts): keys of A, B, a suspended tenant and a
+ * API keys are callers of the matrix too (src/core/identity/api-keys.ts): keys of A, B, a suspended tenant and a
  * revoked one, each sent beside another user's session cookie (which must play no part). A key speaks
  * for its own tenant only (naming another: 404), as its creator at min(key role, creator's role), and
  * with nothing named (or only the session's active tenant) its own tenant answers.
@@ -21,9 +21,9 @@ import { uuidv7 } from 'uuidv7'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { MembershipRole } from '../../drizzle/host/schema.js'
 import { projects } from '../../drizzle/tenant/schema.js'
-import { hashPassword } from '../../src/auth/password.js'
-import { createInvitationsRepository } from '../../src/invitations/repository.js'
-import { ROLE_LEVEL, type Role } from '../../src/tenancy/rbac.js'
+import { hashPassword } from '../../src/core/identity/password.js'
+import { createInvitationsRepository } from '../../src/features/members/invitations/repository.js'
+import { ROLE_LEVEL, type Role } from '../../src/core/tenancy/rbac.js'
 import { type Client, createClient, PASSWORD } from '../helpers/client.js'
 import { joinTenant, markVerified } from '../helpers/members.js'
 import { useApp } from '../helpers/use-app.js'

@@ -3,7 +3,7 @@ import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { auditLogs, memberships, tenants, users } from '../../drizzle/host/schema.js'
 import { createServices, type Services } from '../../src/services.js'
-import { LIFECYCLE } from '../../src/tenancy/lifecycle.js'
+import { LIFECYCLE } from '../../src/core/tenancy/lifecycle.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 let env: TestEnv

@@ -1,0 +1,419 @@
+/**
+ * Configuration, read once from the environment and validated at boot.
+ * Every variable is declared here with its default and a one-line description; .env.example mirrors
+ * this table (test/env-example.test.ts keeps the two in step). A missing or malformed value throws a
+ * ConfigError whose message names the variable, and the entry points print that one line and exit.
+ */
+
+type Kind = 'string' | 'int' | 'bool' | 'url' | 'list' | 'enum'
+
+interface VarSpec {
+  kind: Kind
+  default?: string
+  doc: string
+  values?: readonly string[]
+  min?: number
+  max?: number
+}
+
+export const ENV_VARS = {
+  NODE_ENV: { kind: 'enum', values: ['development', 'test', 'production'], default: 'development', doc: 'Runtime mode' },
+  HOST: { kind: 'string', default: '0.0.0.0', doc: 'HTTP listen address' },
+  PORT: { kind: 'int', default: '3000', min: 0, max: 65535, doc: 'HTTP listen port' },
+  LOG_LEVEL: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', doc: 'pino log level' },
+  TRUST_PROXY: { kind: 'bool', default: 'false', doc: 'Trust X-Forwarded-* headers (behind a load balancer)' },
+  METRICS_TOKEN: { kind: 'string', default: '', doc: 'Bearer token Prometheus sends to GET /metrics (unset: open outside production, off in production)' },
+  RATE_LIMIT_MAX: { kind: 'int', default: '1000', min: 1, max: 1000000000, doc: 'Requests per client per window, all routes (login/signup have stricter limits)' },
+  RATE_LIMIT_WINDOW_S: { kind: 'int', default: '60', min: 1, max: 86400, doc: 'Rate limit window in seconds' },
+  REQUEST_DEADLINE_MS: { kind: 'int', default: '10000', min: 0, max: 600000, doc: 'A request not answered after this long gets 503 SERVICE_UNAVAILABLE with Retry-After, whatever its handler waits on (0 = none; a streaming route opts out with config.requestDeadline: false)' },
+  APP_NAME: { kind: 'string', default: 'Tenantkit', doc: 'Product name used in emails and the OpenAPI title' },
+  APP_BASE_URL: { kind: 'url', default: 'http://localhost:3000', doc: 'Public base URL, used for OAuth and Stripe redirects' },
+
+  DATABASE_URL: { kind: 'url', default: '', doc: 'Host database URL; unset in development starts an embedded Postgres' },
+  DB_TYPE: { kind: 'enum', values: ['POSTGRESQL'], default: 'POSTGRESQL', doc: 'Seed-style alternative to DATABASE_URL (only PostgreSQL)' },
+  DB_USER: { kind: 'string', default: '', doc: 'Seed-style host DB user (used when DATABASE_URL is unset and DB_HOST is set)' },
+  DB_PASS: { kind: 'string', default: '', doc: 'Seed-style host DB password' },
+  DB_HOST: { kind: 'string', default: '', doc: 'Seed-style host DB host' },
+  DB_PORT: { kind: 'int', default: '5432', min: 1, max: 65535, doc: 'Seed-style host DB port' },
+  DB_NAME: { kind: 'string', default: 'app_host', doc: 'Seed-style host DB name' },
+  DATABASE_ADMIN_URL: { kind: 'url', default: '', doc: 'Superuser URL used only by `db:setup` to create the app role and host database' },
+  TENANT_DATABASE_URL: { kind: 'url', default: '', doc: 'Server (and credentials) tenant databases are created on; defaults to DATABASE_URL' },
+  TENANT_DB_PREFIX: { kind: 'string', default: 'tk', doc: 'Prefix of tenant and template database names' },
+  AUTO_MIGRATE: { kind: 'bool', default: '', doc: 'Run host migrations at boot (default: on outside production)' },
+
+  REDIS_URL: { kind: 'url', default: 'redis://127.0.0.1:6379', doc: 'Redis for sessions, queues, rate limits and cache invalidation' },
+  REDIS_PREFIX: { kind: 'string', default: 'tk', doc: 'Prefix of every Redis key and BullMQ queue of this deployment' },
+  REDIS_COMMAND_TIMEOUT_MS: { kind: 'int', default: '1000', min: 50, max: 600000, doc: 'A request-path Redis command (session, rate limit, cache) fails after this long; the request answers 503' },
+  REDIS_MAX_RECONNECT_DELAY_MS: { kind: 'int', default: '1000', min: 50, max: 60000, doc: 'Cap of the growing delay between Redis reconnect attempts (so service resumes soon after Redis returns)' },
+
+  ENCRYPTION_KEYS: { kind: 'list', default: '', doc: 'id:base64(32 bytes) pairs, newest first, that encrypt tenant DB URLs (required in production)' },
+
+  POOL_MAX_PER_TENANT: { kind: 'int', default: '5', min: 1, max: 100, doc: 'Connections in one tenant pool (catalog max_connections can lower it)' },
+  POOL_MAX_TENANTS: { kind: 'int', default: '50', min: 1, max: 100000, doc: 'Tenant pools kept open (LRU)' },
+  POOL_IDLE_TIMEOUT_S: { kind: 'int', default: '60', min: 1, max: 86400, doc: 'Close a tenant pool unused for this long' },
+  POOL_CONNECTION_BUDGET: { kind: 'int', default: '60', min: 1, max: 10000, doc: 'Max tenant connections this process holds at once' },
+  POOL_ACQUIRE_TIMEOUT_MS: { kind: 'int', default: '2000', min: 1, max: 600000, doc: 'Wait this long for budget before answering 503' },
+  HOST_POOL_MAX: { kind: 'int', default: '10', min: 1, max: 1000, doc: 'Connections in the host database pool' },
+  DB_CONNECT_TIMEOUT_MS: { kind: 'int', default: '1500', min: 100, max: 600000, doc: 'Host and tenant pools give up opening a connection after this long; the request answers 503' },
+  DB_STATEMENT_TIMEOUT_MS: { kind: 'int', default: '30000', min: 0, max: 86400000, doc: 'statement_timeout of host and tenant pool sessions (0 = none); migrations use their own connections' },
+  CATALOG_CACHE_TTL_S: { kind: 'int', default: '60', min: 0, max: 86400, doc: 'Seconds a tenant catalog entry stays cached' },
+
+  SESSION_SECRETS: { kind: 'list', default: '', doc: 'Cookie signing secrets (>= 32 chars), newest first; required in production' },
+  SESSION_MAX_AGE_S: { kind: 'int', default: '3600', min: 1, max: 31536000, doc: 'Sliding session lifetime: seconds of inactivity' },
+  SESSION_ABSOLUTE_MAX_S: { kind: 'int', default: '0', min: 0, max: 31536000, doc: 'Hard session lifetime regardless of activity (0 = none)' },
+  COOKIE_SECURE: { kind: 'bool', default: '', doc: 'Secure cookies (default: on in production)' },
+  TENANT_DOMAIN_SUFFIX: { kind: 'string', default: '', doc: 'Resolve tenants from subdomains of this domain, e.g. app.example.com' },
+  PLATFORM_ADMIN_EMAILS: { kind: 'list', default: '', doc: 'Bootstrap platform admins: these emails reach /admin once VERIFIED (e.g. signed in with Google); grant others with npm run users -- grant-admin EMAIL' },
+
+  GOOGLE_CLIENT_ID: { kind: 'string', default: '', doc: 'OAuth client id (Google or any OIDC provider)' },
+  GOOGLE_CLIENT_SECRET: { kind: 'string', default: '', doc: 'OAuth client secret' },
+  OAUTH_ISSUER_URL: { kind: 'url', default: 'https://accounts.google.com', doc: 'OIDC issuer; its discovery document configures the endpoints' },
+
+  SMTP_HOST: { kind: 'string', default: '', doc: 'SMTP server; unset logs mail instead of sending it (not allowed in production)' },
+  SMTP_PORT: { kind: 'int', default: '587', min: 1, max: 65535, doc: 'SMTP port' },
+  SMTP_USER: { kind: 'string', default: '', doc: 'SMTP user' },
+  SMTP_PASSWORD: { kind: 'string', default: '', doc: 'SMTP password' },
+  SMTP_MAIL_FROM: { kind: 'string', default: 'no-reply@localhost', doc: 'From address' },
+  SMTP_STARTTLS: { kind: 'bool', default: 'true', doc: 'Require STARTTLS' },
+  SMTP_SSL: { kind: 'bool', default: 'false', doc: 'Implicit TLS (port 465)' },
+  EMAIL_TEMPLATES_DIR: { kind: 'string', default: '', doc: 'Folder whose *.md templates override the built-in ones' },
+
+  JOB_TENANT_CONCURRENCY: { kind: 'int', default: '2', min: 1, max: 1000, doc: 'Jobs of one tenant running at once across workers' },
+  WORKER_CONCURRENCY: { kind: 'int', default: '10', min: 1, max: 1000, doc: 'Jobs one worker process runs at once' },
+  WORKER_SHUTDOWN_TIMEOUT_MS: { kind: 'int', default: '30000', min: 0, max: 600000, doc: 'On SIGTERM, wait this long for running jobs' },
+  OUTBOX_SWEEP_INTERVAL_MS: { kind: 'int', default: '5000', min: 0, max: 3600000, doc: 'How often the API and worker processes submit outbox jobs still owed (e.g. after a Redis outage); one process at a time; 0: this process never sweeps' },
+  JOB_RECONCILE_INTERVAL_MS: { kind: 'int', default: '60000', min: 0, max: 86400000, doc: 'How often a worker reconciles job records with the queue: re-queues records Redis lost, finishes records whose write was lost (0: never)' },
+  JOB_RECONCILE_AFTER_MS: { kind: 'int', default: '300000', min: 0, max: 86400000, doc: 'Only records pending or running and unchanged for this long are reconciled' },
+  MAX_TENANTS_PER_USER: { kind: 'int', default: '5', min: 1, max: 100000, doc: 'Tenants one user may have created and not deleted (POST /tenants answers 403 TENANT_QUOTA_EXCEEDED past it)' },
+  TENANT_CREATES_PER_HOUR: { kind: 'int', default: '5', min: 1, max: 100000, doc: 'POST /tenants per user per hour, counted in Redis across instances (429 RATE_LIMITED past it)' },
+  PROVISION_INLINE: { kind: 'bool', default: 'false', doc: 'Provision new tenants inside the request instead of through the queue (single-process setups, tests)' },
+  WORKER_IN_PROCESS: { kind: 'bool', default: '', doc: 'Also run the job workers inside the API process (development convenience; default: on in development)' },
+  PROVISION_STALE_AFTER_S: { kind: 'int', default: '600', min: 1, max: 604800, doc: 'A tenant still provisioning, unchanged this long and held by no run, is stale: tenants list flags it, the sweep resumes it' },
+  PROVISION_SWEEP_INTERVAL_S: { kind: 'int', default: '300', min: 0, max: 86400, doc: 'How often the worker resumes stale provisioning tenants, one sweeper at a time across processes (0 = never)' },
+  PROVISION_STATEMENT_TIMEOUT_MS: { kind: 'int', default: '60000', min: 100, max: 3600000, doc: 'statement_timeout and lock_timeout of the provisioner maintenance connections (CREATE/DROP DATABASE, template and tenant locks)' },
+
+  STRIPE_SECRET_KEY: { kind: 'string', default: '', doc: 'Stripe secret key; unset disables billing routes (503 BILLING_DISABLED)' },
+  STRIPE_WEBHOOK_SECRET: { kind: 'string', default: '', doc: 'Stripe webhook signing secret (whsec_…)' },
+  STRIPE_BASE_URL: { kind: 'url', default: '', doc: 'Base URL for checkout/portal redirects (defaults to APP_BASE_URL)' },
+  STRIPE_API_HOST: { kind: 'string', default: '', doc: 'Override the Stripe API host (tests point it at a local fake)' },
+  STRIPE_MONTHLY_PRICE_ID: { kind: 'string', default: '', doc: 'Seed-style default monthly price id' },
+  STRIPE_YEARLY_PRICE_ID: { kind: 'string', default: '', doc: 'Seed-style default yearly price id' },
+  STRIPE_ENTERPRISE_MONTHLY_PRICE_ID: { kind: 'string', default: '', doc: 'Monthly price id of the enterprise plan (config/plans.json, read by db:seed)' },
+  STRIPE_ENTERPRISE_YEARLY_PRICE_ID: { kind: 'string', default: '', doc: 'Yearly price id of the enterprise plan (config/plans.json, read by db:seed)' },
+  STRIPE_ONE_TIME_PRICES: { kind: 'list', default: '', doc: 'Comma-separated Stripe price ids sold by one-time checkout (POST /api/billing/checkout/one-time); besides these only plan prices are accepted' },
+  BILLING_GRACE_DAYS: { kind: 'int', default: '7', min: 0, max: 365, doc: 'Days a past_due subscription still counts as active' },
+  BILLING_SUSPEND_AFTER_GRACE: { kind: 'bool', default: 'true', doc: 'Suspend a tenant whose subscription is still unpaid when the grace period ends (resumed when paid)' },
+} as const satisfies Record<string, VarSpec>
+
+export type EnvName = keyof typeof ENV_VARS
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`)
+    this.name = 'ConfigError'
+  }
+}
+
+export interface Config {
+  env: 'development' | 'test' | 'production'
+  host: string
+  port: number
+  logLevel: string
+  trustProxy: boolean
+  appBaseUrl: string
+  appName: string
+  metricsToken: string | undefined
+  rateLimit: { max: number; windowS: number }
+  /** Whole-request deadline in ms (0: none). */
+  requestDeadlineMs: number
+  /** Host database URL; undefined means "start embedded Postgres" (development only). */
+  databaseUrl: string | undefined
+  databaseAdminUrl: string | undefined
+  tenantDatabaseUrl: string | undefined
+  tenantDbPrefix: string
+  autoMigrate: boolean
+  redisUrl: string
+  redisPrefix: string
+  /** Request-path Redis clients: per-command timeout and the cap of the reconnect backoff. */
+  redisTimeouts: { commandMs: number; maxReconnectDelayMs: number }
+  encryptionKeys: { id: string; key: Buffer }[]
+  pool: {
+    maxPerTenant: number
+    maxTenants: number
+    idleTimeoutS: number
+    connectionBudget: number
+    acquireTimeoutMs: number
+    hostMax: number
+    catalogTtlS: number
+    /** postgres.js connect_timeout of host and tenant pools. */
+    connectTimeoutMs: number
+    /** statement_timeout of host and tenant pool sessions; 0 = none. */
+    statementTimeoutMs: number
+  }
+  session: { secrets: string[]; maxAgeS: number; absoluteMaxS: number; cookieSecure: boolean }
+  tenantDomainSuffix: string | undefined
+  platformAdminEmails: string[]
+  oauth: { clientId: string; clientSecret: string; issuerUrl: string } | undefined
+  smtp: {
+    host: string | undefined
+    port: number
+    user: string
+    password: string
+    from: string
+    startTls: boolean
+    ssl: boolean
+    templatesDir: string | undefined
+  }
+  /** Each tenant is a database: how many a user may create (not deleted), and how fast. */
+  tenantQuota: { maxPerUser: number; createsPerHour: number }
+  jobs: {
+    tenantConcurrency: number
+    workerConcurrency: number
+    shutdownTimeoutMs: number
+    /** Outbox sweep period (src/core/jobs/outbox.ts); 0 turns the sweep off in this process. */
+    outboxSweepIntervalMs: number
+    reconcileIntervalMs: number
+    reconcileAfterMs: number
+    /** Signup and POST /tenants provision in the request (true) or register the tenant and queue the rest (false). */
+    provisionInline: boolean
+    /** src/server.ts also starts the job workers (so `npm run dev` needs no second process). */
+    workerInProcess: boolean
+  }
+  /** Tenant provisioning: how long a maintenance statement may block, and when a half-made tenant is stale. */
+  provisioning: {
+    statementTimeoutMs: number
+    staleAfterS: number
+    /** The worker's stale sweep; 0 = off. */
+    sweepIntervalS: number
+  }
+  stripe:
+    | {
+        secretKey: string
+        webhookSecret: string
+        baseUrl: string
+        apiHost: string | undefined
+        monthlyPriceId: string | undefined
+        yearlyPriceId: string | undefined
+        /** STRIPE_ONE_TIME_PRICES: what one-time checkout sells (with the plans' prices), and what its webhook fulfils. */
+        oneTimePriceIds: string[]
+      }
+    | undefined
+  billingGraceDays: number
+  /** Suspend a tenant still past due after the grace period (a job), and resume it when it pays. */
+  billingSuspendAfterGrace: boolean
+}
+
+// Development-only fallbacks: fixed so sessions and encrypted URLs survive restarts; refused in production.
+const DEV_ENCRYPTION_KEY = 'dev:ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE='
+const DEV_SESSION_SECRET = 'dev-only-session-secret-change-me-in-production-please'
+
+function read(env: NodeJS.ProcessEnv, name: EnvName): string {
+  const spec: VarSpec = ENV_VARS[name]
+  const raw = env[name]
+  return raw === undefined || raw === '' ? (spec.default ?? '') : raw.trim()
+}
+
+function parse(env: NodeJS.ProcessEnv, name: EnvName): string | number | boolean | string[] {
+  const spec: VarSpec = ENV_VARS[name]
+  const value = read(env, name)
+  switch (spec.kind) {
+    case 'int': {
+      if (!/^-?\d+$/.test(value)) throw new ConfigError(name, `must be an integer, got "${value}"`)
+      const n = Number(value)
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+        throw new ConfigError(name, `must be between ${spec.min} and ${spec.max}, got ${n}`)
+      }
+      return n
+    }
+    case 'bool': {
+      if (value === '') return ''
+      if (/^(1|true|yes|on)$/i.test(value)) return true
+      if (/^(0|false|no|off)$/i.test(value)) return false
+      throw new ConfigError(name, `must be true or false, got "${value}"`)
+    }
+    case 'url': {
+      if (value === '') return ''
+      try {
+        new URL(value)
+      } catch {
+        throw new ConfigError(name, `must be a URL, got "${value}"`)
+      }
+      return value
+    }
+    case 'list':
+      return value
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    case 'enum':
+      if (!spec.values?.includes(value)) throw new ConfigError(name, `must be one of ${spec.values?.join('|')}, got "${value}"`)
+      return value
+    default:
+      return value
+  }
+}
+
+function parseKeys(entries: string[]): { id: string; key: Buffer }[] {
+  return entries.map((entry) => {
+    const [id, b64] = entry.split(':')
+    const key = Buffer.from(b64 ?? '', 'base64')
+    if (!id || !/^[a-zA-Z0-9_-]+$/.test(id) || key.length !== 32) {
+      throw new ConfigError('ENCRYPTION_KEYS', 'each entry must be id:base64 of exactly 32 bytes (openssl rand -base64 32)')
+    }
+    return { id, key }
+  })
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const s = (n: EnvName) => parse(env, n) as string
+  const i = (n: EnvName) => parse(env, n) as number
+  const b = (n: EnvName, fallback: boolean) => {
+    const v = parse(env, n)
+    return v === '' ? fallback : (v as boolean)
+  }
+  const l = (n: EnvName) => parse(env, n) as string[]
+  const opt = (v: string) => (v === '' ? undefined : v)
+
+  const nodeEnv = s('NODE_ENV') as Config['env']
+  const production = nodeEnv === 'production'
+
+  let databaseUrl = opt(s('DATABASE_URL'))
+  if (!databaseUrl && s('DB_HOST')) {
+    const user = encodeURIComponent(s('DB_USER') || 'postgres')
+    const pass = s('DB_PASS') ? `:${encodeURIComponent(s('DB_PASS'))}` : ''
+    databaseUrl = `postgres://${user}${pass}@${s('DB_HOST')}:${i('DB_PORT')}/${encodeURIComponent(s('DB_NAME'))}`
+  }
+  if (!databaseUrl && nodeEnv !== 'development') {
+    throw new ConfigError('DATABASE_URL', 'is required (or DB_HOST/DB_USER/DB_PASS/DB_NAME); only development starts an embedded Postgres')
+  }
+
+  const prefix = s('TENANT_DB_PREFIX')
+  if (!/^[a-z][a-z0-9_]{0,15}$/.test(prefix)) throw new ConfigError('TENANT_DB_PREFIX', 'must be lowercase letters, digits or _, starting with a letter, at most 16 chars')
+
+  let keys = l('ENCRYPTION_KEYS')
+  if (keys.length === 0) {
+    if (production) throw new ConfigError('ENCRYPTION_KEYS', 'is required in production (id:base64 of 32 random bytes)')
+    keys = [DEV_ENCRYPTION_KEY]
+  }
+
+  let secrets = l('SESSION_SECRETS')
+  if (secrets.length === 0) {
+    if (production) throw new ConfigError('SESSION_SECRETS', 'is required in production')
+    secrets = [DEV_SESSION_SECRET]
+  }
+  if (secrets.some((x) => x.length < 32)) throw new ConfigError('SESSION_SECRETS', 'every secret must be at least 32 characters')
+
+  const smtpHost = opt(s('SMTP_HOST'))
+  if (production && !smtpHost) throw new ConfigError('SMTP_HOST', 'is required in production (mail would only be logged)')
+
+  const clientId = s('GOOGLE_CLIENT_ID')
+  const stripeKey = s('STRIPE_SECRET_KEY')
+  if (stripeKey && !s('STRIPE_WEBHOOK_SECRET')) throw new ConfigError('STRIPE_WEBHOOK_SECRET', 'is required when STRIPE_SECRET_KEY is set')
+
+  const oneTimePriceIds = l('STRIPE_ONE_TIME_PRICES')
+  const badPrice = oneTimePriceIds.find((id) => !/^price_[A-Za-z0-9_]+$/.test(id))
+  if (badPrice !== undefined) throw new ConfigError('STRIPE_ONE_TIME_PRICES', `must be Stripe price ids (price_…), got "${badPrice}"`)
+
+  const config: Config = {
+    env: nodeEnv,
+    host: s('HOST'),
+    port: i('PORT'),
+    logLevel: s('LOG_LEVEL'),
+    trustProxy: b('TRUST_PROXY', false),
+    appBaseUrl: s('APP_BASE_URL').replace(/\/$/, ''),
+    appName: s('APP_NAME'),
+    metricsToken: opt(s('METRICS_TOKEN')),
+    rateLimit: { max: i('RATE_LIMIT_MAX'), windowS: i('RATE_LIMIT_WINDOW_S') },
+    requestDeadlineMs: i('REQUEST_DEADLINE_MS'),
+    databaseUrl,
+    databaseAdminUrl: opt(s('DATABASE_ADMIN_URL')),
+    tenantDatabaseUrl: opt(s('TENANT_DATABASE_URL')),
+    tenantDbPrefix: prefix,
+    autoMigrate: b('AUTO_MIGRATE', !production),
+    redisUrl: s('REDIS_URL'),
+    redisPrefix: s('REDIS_PREFIX'),
+    redisTimeouts: { commandMs: i('REDIS_COMMAND_TIMEOUT_MS'), maxReconnectDelayMs: i('REDIS_MAX_RECONNECT_DELAY_MS') },
+    encryptionKeys: parseKeys(keys),
+    pool: {
+      maxPerTenant: i('POOL_MAX_PER_TENANT'),
+      maxTenants: i('POOL_MAX_TENANTS'),
+      idleTimeoutS: i('POOL_IDLE_TIMEOUT_S'),
+      connectionBudget: i('POOL_CONNECTION_BUDGET'),
+      acquireTimeoutMs: i('POOL_ACQUIRE_TIMEOUT_MS'),
+      hostMax: i('HOST_POOL_MAX'),
+      catalogTtlS: i('CATALOG_CACHE_TTL_S'),
+      connectTimeoutMs: i('DB_CONNECT_TIMEOUT_MS'),
+      statementTimeoutMs: i('DB_STATEMENT_TIMEOUT_MS'),
+    },
+    session: {
+      secrets,
+      maxAgeS: i('SESSION_MAX_AGE_S'),
+      absoluteMaxS: i('SESSION_ABSOLUTE_MAX_S'),
+      cookieSecure: b('COOKIE_SECURE', production),
+    },
+    tenantDomainSuffix: opt(s('TENANT_DOMAIN_SUFFIX')),
+    platformAdminEmails: l('PLATFORM_ADMIN_EMAILS').map((e) => e.toLowerCase()),
+    oauth: clientId ? { clientId, clientSecret: s('GOOGLE_CLIENT_SECRET'), issuerUrl: s('OAUTH_ISSUER_URL') } : undefined,
+    smtp: {
+      host: smtpHost,
+      port: i('SMTP_PORT'),
+      user: s('SMTP_USER'),
+      password: s('SMTP_PASSWORD'),
+      from: s('SMTP_MAIL_FROM'),
+      startTls: b('SMTP_STARTTLS', true),
+      ssl: b('SMTP_SSL', false),
+      templatesDir: opt(s('EMAIL_TEMPLATES_DIR')),
+    },
+    tenantQuota: { maxPerUser: i('MAX_TENANTS_PER_USER'), createsPerHour: i('TENANT_CREATES_PER_HOUR') },
+    jobs: {
+      tenantConcurrency: i('JOB_TENANT_CONCURRENCY'),
+      workerConcurrency: i('WORKER_CONCURRENCY'),
+      shutdownTimeoutMs: i('WORKER_SHUTDOWN_TIMEOUT_MS'),
+      outboxSweepIntervalMs: i('OUTBOX_SWEEP_INTERVAL_MS'),
+      reconcileIntervalMs: i('JOB_RECONCILE_INTERVAL_MS'),
+      reconcileAfterMs: i('JOB_RECONCILE_AFTER_MS'),
+      provisionInline: b('PROVISION_INLINE', false),
+      workerInProcess: b('WORKER_IN_PROCESS', nodeEnv === 'development'),
+    },
+    provisioning: {
+      statementTimeoutMs: i('PROVISION_STATEMENT_TIMEOUT_MS'),
+      staleAfterS: i('PROVISION_STALE_AFTER_S'),
+      sweepIntervalS: i('PROVISION_SWEEP_INTERVAL_S'),
+    },
+    stripe: stripeKey
+      ? {
+          secretKey: stripeKey,
+          webhookSecret: s('STRIPE_WEBHOOK_SECRET'),
+          baseUrl: (s('STRIPE_BASE_URL') || s('APP_BASE_URL')).replace(/\/$/, ''),
+          apiHost: opt(s('STRIPE_API_HOST')),
+          monthlyPriceId: opt(s('STRIPE_MONTHLY_PRICE_ID')),
+          yearlyPriceId: opt(s('STRIPE_YEARLY_PRICE_ID')),
+          oneTimePriceIds,
+        }
+      : undefined,
+    billingGraceDays: i('BILLING_GRACE_DAYS'),
+    billingSuspendAfterGrace: b('BILLING_SUSPEND_AFTER_GRACE', true),
+  }
+  return config
+}
+
+/** Entry points call this: a bad config prints one line naming the variable and exits 1. */
+export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Config {
+  try {
+    return loadConfig(env)
+  } catch (err) {
+    exitOnConfigError(err)
+  }
+}
+
+/** A ConfigError (also one found at boot, e.g. pools that don't fit max_connections) prints one line and exits 1; anything else is rethrown. */
+export function exitOnConfigError(err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`Invalid configuration: ${err.message}\n`)
+    process.exit(1)
+  }
+  throw err
+}

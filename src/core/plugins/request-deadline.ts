@@ -1,0 +1,86 @@
+/**
+ * A whole-request deadline (REQUEST_DEADLINE_MS): a request still unanswered after that long gets 503
+ * SERVICE_UNAVAILABLE with Retry-After, in the kit's error shape, whatever it is waiting on (a hook, a
+ * handler, a library call with no timeout of its own). The timeouts on Postgres and Redis bound the waits
+ * we know about; this bounds the ones we don't.
+ *
+ * Never a second answer: the deadline stands down once any answer has started (a handler's, a hook's, the
+ * error handler's), and whatever the handler sends, returns or throws after the deadline answered is
+ * dropped (a throw is logged at debug), so Fastify neither warns "already sent" nor logs it as an error.
+ * A route that legitimately runs long (a streamed export) opts out with `config: { requestDeadline: false }`.
+ */
+import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify'
+import fp from 'fastify-plugin'
+import type { AppOptions } from '../../app.js'
+import { errorBody } from '../lib/errors.js'
+import { RETRY_AFTER_S } from './errors.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** false: no whole-request deadline on this route (it streams or legitimately runs long). */
+    requestDeadline?: boolean
+  }
+}
+
+const kTimer = Symbol('deadlineTimer')
+const kAnswering = Symbol('answerStarted')
+const kExpired = Symbol('deadlineExpired')
+type Tracked = FastifyRequest & { [kTimer]?: NodeJS.Timeout; [kAnswering]?: boolean; [kExpired]?: boolean }
+
+const exempt = (req: FastifyRequest) => req.routeOptions.config?.requestDeadline === false
+
+function clear(req: Tracked) {
+  if (req[kTimer]) clearTimeout(req[kTimer])
+  req[kTimer] = undefined
+}
+
+export default fp<AppOptions>(
+  async (fastify, { config }) => {
+    const ms = config.requestDeadlineMs
+    if (ms <= 0) return
+
+    fastify.addHook('onRequest', async (request, reply) => {
+      const req = request as Tracked
+      if (exempt(req)) return
+      // Any answer, from anywhere (hooks, handler, error handler), goes through reply.send first.
+      const send = reply.send
+      reply.send = function (this: FastifyReply, payload?: unknown) {
+        if (req[kExpired]) return this // a late answer from the handler: the deadline already answered
+        req[kAnswering] = true
+        clear(req)
+        return send.call(this, payload)
+      }
+      req[kTimer] = setTimeout(() => {
+        req[kTimer] = undefined
+        if (req[kAnswering] || reply.sent || reply.raw.headersSent || req.raw.destroyed) return
+        req[kExpired] = true
+        req.log.warn({ code: 'SERVICE_UNAVAILABLE', deadlineMs: ms }, 'request answered 503 at its deadline')
+        const body = errorBody(503, 'SERVICE_UNAVAILABLE', 'The request took too long; try again shortly')
+        send.call(reply.code(503).header('retry-after', String(RETRY_AFTER_S.outage)), body)
+      }, ms)
+      req.raw.once('close', () => clear(req))
+    })
+    fastify.addHook('onResponse', async (req) => clear(req as Tracked))
+
+    // Results of handlers that finish after their deadline answered are dropped, not sent or logged as errors.
+    fastify.addHook('onRoute', (route) => {
+      if (route.config?.requestDeadline === false) return
+      const handler = route.handler as RouteHandlerMethod
+      route.handler = function (this: unknown, request, reply) {
+        const req = request as Tracked
+        const result: unknown = handler.call(this as never, request, reply)
+        // Only promises (async handlers) can settle after the deadline; anything else passes through untouched.
+        if (!(result instanceof Promise)) return result
+        return result.then(
+          (value) => (req[kExpired] ? undefined : value),
+          (err) => {
+            if (!req[kExpired]) throw err
+            req.log.debug({ err }, 'handler failed after its request deadline answered')
+            return undefined
+          },
+        )
+      } as RouteHandlerMethod
+    })
+  },
+  { name: 'request-deadline' },
+)

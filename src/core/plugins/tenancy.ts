@@ -1,0 +1,270 @@
+/**
+ * Tenancy for the request plane. Decorates the app with the tenancy services and gives routes one
+ * guard, `fastify.tenantGuard`, that a whole route scope installs (routes/api does): it resolves the
+ * tenant (header → path → subdomain → session), checks the caller's membership in the host DB on
+ * every request, refuses suspended or unready tenants, computes the effective role from the
+ * databases, enforces the route's declared minimum role / permission, and leases the tenant's pool
+ * for the request. Handlers then read `req.tenant`, `req.role` and `req.tenantDb`, never a global.
+ *
+ * Status codes (no existence leak: an unknown tenant and a tenant you're not in look the same):
+ *   401 UNAUTHENTICATED · 400 TENANT_REQUIRED · 404 TENANT_NOT_FOUND · 403 TENANT_SUSPENDED ·
+ *   409 TENANT_NOT_READY · 403 INSUFFICIENT_ROLE
+ *
+ * An API key (`Authorization: Bearer tk_…`, see src/core/identity/api-keys.ts) is the other way in, and the
+ * only one for that request (its cookie is ignored). The key names its own tenant: a header, path or
+ * subdomain naming another one is 404 TENANT_NOT_FOUND, and nothing named means the key's tenant (the
+ * session's active tenant plays no part). It acts as its creator, who must still be an active member
+ * of that tenant: otherwise the key no longer authenticates anyone, 401 INVALID_API_KEY (like a
+ * revoked, expired or unknown key; removing a member revokes their keys in that tenant for good, so
+ * re-adding them brings none back). Routes with `config.sessionOnly` (managing people and credentials)
+ * refuse keys outright: 403 API_KEY_NOT_ALLOWED. Its role is
+ * min(key role, the creator's current effective role); per-user denials of the creator apply, grants
+ * never lift a key above that role. A key never acts as an owner (`req.membership.role` is at most
+ * 'admin', and 'member' below an admin-level key), so owner- and admin-membership-only actions
+ * (ownership, billing) follow the key's role too. Tenant status rules are the same as for sessions.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { Gauge, type Registry } from 'prom-client'
+import type { Membership, User } from '../../../drizzle/host/schema.js'
+import type { AppOptions } from '../../app.js'
+import { badRequest, conflict, forbidden, notFound } from '../lib/errors.js'
+import type { CatalogHandle } from '../tenancy/catalog.js'
+import { createMemberships, type Memberships } from '../tenancy/memberships.js'
+import type { ProvisionedTenant, Provisioner } from '../tenancy/provisioning.js'
+import { invalidApiKey } from '../identity/api-keys.js'
+import { type AccessRule, createRoleResolver, hasMinRole, ROLE_LEVEL, type Role } from '../tenancy/rbac.js'
+import { defaultResolvers, fromSession, resolveTenantRefs } from '../tenancy/resolve.js'
+import { clientClosed } from '../tenancy/pool-manager.js'
+import type { PoolManager, TenantDb, TenantLease, TenantRecord } from '../tenancy/types.js'
+import type { Logger } from 'pino'
+import { createTenant as createTenantIn } from '../tenancy/create-tenant.js'
+import type { ProvisionInput } from '../tenancy/provisioning.js'
+import { isUuid } from '../lib/uuid.js'
+
+export interface Tenancy {
+  catalog: CatalogHandle
+  pools: PoolManager
+  provisioner: Provisioner
+  memberships: Memberships
+  /**
+   * Create a tenant in the configured mode (tenancy/create-tenant.ts): queued → answers at once with the
+   * tenant 'provisioning' (a worker makes it 'active'); PROVISION_INLINE → provisioned in the call, 'active'.
+   * 503 QUEUE_UNAVAILABLE (tenant marked failed) when the queue refuses the first job.
+   */
+  createTenant(input: ProvisionInput): Promise<ProvisionedTenant>
+  /** Seed `provision_new_user`: a tenant owned by `user` (createTenant, so 'provisioning' or 'active'). */
+  provisionPersonalTenant(user: User, slug: string, name?: string): Promise<Pick<ProvisionedTenant, 'id' | 'slug' | 'name' | 'status'>>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    tenancy: Tenancy
+    tenantGuard: (req: FastifyRequest, reply: FastifyReply) => Promise<void>
+  }
+  interface FastifyRequest {
+    tenant: TenantRecord | null
+    membership: Membership | null
+    role: Role | null
+    /** The resolved tenant's database. Throws outside a guarded route: there is no default tenant. */
+    readonly tenantDb: TenantDb
+  }
+  interface FastifyContextConfig {
+    /** Minimum role, and optionally the (resource, action) whose per-user grant or denial overrides it. */
+    access?: AccessRule
+    /** Let members reach this route while the tenant is suspended (e.g. billing, to pay and be resumed). */
+    allowSuspended?: boolean
+    /**
+     * A person must be signed in (403 API_KEY_NOT_ALLOWED for an API key): the route manages people or
+     * credentials (members, grants, invitations, ownership, API keys), which a leaked key must not be
+     * able to do in ways that outlive its revocation.
+     */
+    sessionOnly?: boolean
+  }
+}
+
+const kLease = Symbol('tenantLease')
+const kAbort = Symbol('leaseAbort')
+const kClosed = Symbol('clientClosed')
+type WithLease = FastifyRequest & { [kLease]?: TenantLease; [kAbort]?: AbortController; [kClosed]?: boolean }
+
+/** Does a resolved reference (lower-cased id or slug, read as the catalog reads it) name this tenant? */
+const names = (tenant: TenantRecord, ref: string) => (isUuid(ref) ? ref === tenant.id : ref === tenant.slug)
+const lower = (a: Role, b: Role): Role => (ROLE_LEVEL[a] <= ROLE_LEVEL[b] ? a : b)
+/** The membership an API key acts with: never owner; an admin-level key keeps admin, anything below is a plain member. */
+const keyMembership = (m: Membership, role: Role): Membership => ({
+  ...m,
+  role: m.role === 'member' || role !== 'admin' ? 'member' : 'admin',
+})
+
+export default fp<AppOptions>(
+  async (fastify, { config }) => {
+    const { catalog, pools, provisioner } = fastify.services
+    const memberships = createMemberships({
+      db: fastify.host.db,
+      redis: fastify.redis,
+      bus: fastify.services.invalidations,
+      channel: `${config.redisPrefix}:memberships`,
+      logger: fastify.log,
+    })
+    await memberships.ready
+    fastify.addHook('onClose', () => memberships.close())
+
+    registerTenancyGauges(fastify.metrics.registry, pools, catalog)
+
+    const roles = createRoleResolver({ onInvalidate: memberships.onInvalidate })
+    const resolvers = defaultResolvers({ domainSuffix: config.tenantDomainSuffix })
+    // An API-key request has no session to read a tenant from: only what the request itself names.
+    const keyResolvers = resolvers.filter((r) => r !== fromSession)
+
+    const createTenant = (input: ProvisionInput) =>
+      createTenantIn({ provisioner, tasks: fastify.services.tasks, inline: config.jobs.provisionInline, logger: fastify.log as Logger }, input)
+
+    fastify.decorate('tenancy', {
+      catalog,
+      pools,
+      provisioner,
+      memberships,
+      createTenant,
+      async provisionPersonalTenant(user, slug, name) {
+        const tenant = await createTenant({ slug, name: name ?? `${user.name ?? user.email.split('@')[0]}'s workspace`, ownerUserId: user.id })
+        return { id: tenant.id, slug: tenant.slug, name: tenant.name, status: tenant.status }
+      },
+    } satisfies Tenancy)
+
+    fastify.decorateRequest('tenant', null)
+    fastify.decorateRequest('membership', null)
+    fastify.decorateRequest('role', null)
+    fastify.decorateRequest('tenantDb', {
+      getter(this: WithLease) {
+        const lease = this[kLease]
+        if (!lease) throw new Error('tenant database requested outside a tenant-scoped route (no tenant resolved)')
+        return lease.db
+      },
+    })
+
+    // The lease ends when the response is done, however the request ended: the raw response's 'close'
+    // fires after a normal finish, an error and a client that gave up (onResponse does not fire for the
+    // last). Closing before the lease is granted aborts the wait, so a given-up request never holds budget.
+    const release = (req: FastifyRequest) => {
+      const lease = (req as WithLease)[kLease]
+      if (lease) {
+        ;(req as WithLease)[kLease] = undefined
+        lease.release()
+      }
+    }
+    const closeSignal = (req: FastifyRequest, reply: FastifyReply): AbortSignal => {
+      const ac = new AbortController()
+      ;(req as WithLease)[kAbort] = ac
+      const res = reply.raw
+      // The client may have gone before the guard got here (session and catalog lookups come first): then
+      // 'close' has already fired and would never fire again.
+      if ((req as WithLease)[kClosed] || res.destroyed || res.writableEnded || req.raw.aborted || req.raw.socket?.destroyed) ac.abort()
+      else
+        res.once('close', () => {
+          ac.abort()
+          release(req)
+        })
+      return ac.signal
+    }
+
+    /**
+     * The tenant the references name, when they all name the same one (a slug and an id may). Two that
+     * disagree (`X-Tenant-ID: a` on `/t/b/api/…`) are a 400, never silently one of them.
+     */
+    const agreeing = async (refs: string[]): Promise<TenantRecord | undefined> => {
+      if (refs.length === 0) return undefined
+      const tenant = await catalog.get(refs[0]!)
+      if (refs.length > 1 && (!tenant || refs.some((ref) => !names(tenant, ref)))) {
+        throw badRequest('TENANT_CONFLICT', 'The request names more than one tenant (X-Tenant-ID, /t/:tenant/ path and subdomain disagree)')
+      }
+      return tenant
+    }
+
+    fastify.decorate('tenantGuard', async (req: FastifyRequest, reply: FastifyReply) => {
+      let tenant: TenantRecord | undefined
+      let membership: Membership | undefined
+      const key = await fastify.authenticateApiKey(req) // null without an Authorization header
+      if (key) {
+        membership = await memberships.find(key.user.id, key.tenantId)
+        if (membership?.status !== 'active') throw invalidApiKey()
+        tenant = await catalog.get(key.tenantId)
+        const refs = resolveTenantRefs(req, keyResolvers)
+        await agreeing(refs)
+        if (tenant && refs[0] && !names(tenant, refs[0])) tenant = undefined
+      } else {
+        await fastify.requireUser(req, undefined as never)
+        const refs = resolveTenantRefs(req, resolvers)
+        if (!refs[0]) throw badRequest('TENANT_REQUIRED', 'No tenant given: send X-Tenant-ID, use /t/:tenant/…, a tenant subdomain, or switch with PUT /me/active-tenant')
+        tenant = await agreeing(refs)
+        membership = tenant && (await memberships.find(req.user!.id, tenant.id))
+      }
+      const user = req.user!
+      if (!tenant || !membership || membership.status !== 'active' || tenant.status === 'deleted') {
+        throw notFound('TENANT_NOT_FOUND', 'No such tenant')
+      }
+      if (tenant.status === 'suspended' && !req.routeOptions.config.allowSuspended) throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
+      if (tenant.status !== 'active' && tenant.status !== 'suspended') throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
+      // Whatever the key's role: no key can do this (checked before the role, so the answer says why).
+      if (key && req.routeOptions.config.sessionOnly) {
+        throw forbidden('API_KEY_NOT_ALLOWED', 'This action needs a logged-in person; API keys cannot manage people or credentials')
+      }
+
+      const signal = closeSignal(req, reply)
+      const lease = await pools.acquire(tenant, { signal })
+      ;(req as WithLease)[kLease] = lease
+      if (signal.aborted) {
+        // The request closed while the guard ran on (acquire resolved first): nothing else would return it.
+        release(req)
+        throw clientClosed()
+      }
+      req.tenant = tenant
+      const role = await roles.effectiveRole(lease.db, tenant.id, user.id, membership.role)
+      req.role = key ? lower(role, key.role) : role
+      req.membership = key ? keyMembership(membership, req.role) : membership
+
+      const rule = req.routeOptions.config.access
+      // A key is held to its role: no grant of its creator lifts it above.
+      const keyAllows = !rule || !key || hasMinRole(req.role, rule.minRole)
+      if (rule && !(keyAllows && (await roles.allows(lease.db, tenant.id, user.id, req.membership.role, req.role, rule)))) {
+        throw forbidden('INSUFFICIENT_ROLE', `This action needs the ${rule.minRole} role${rule.resource ? ` or a grant on ${rule.resource}:${rule.action}` : ''}`, {
+          requiredRole: rule.minRole,
+          role: req.role,
+        })
+      }
+    })
+
+    // Belt and braces with the 'close' listener (release is idempotent); inject()ed requests end here too.
+    fastify.addHook('onResponse', async (req) => release(req))
+    // Fastify's own signal that the client went away before the response: also before the guard ran.
+    fastify.addHook('onRequestAbort', async (req) => {
+      ;(req as WithLease)[kClosed] = true
+      ;(req as WithLease)[kAbort]?.abort()
+      release(req)
+    })
+  },
+  { name: 'tenancy', dependencies: ['host-db', 'redis', 'auth', 'metrics', 'services'] },
+)
+
+/** Pool and catalog gauges, read at scrape time (no work on the request path). */
+function registerTenancyGauges(registry: Registry, pools: PoolManager, catalog: CatalogHandle) {
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read())
+      },
+    })
+  gauge('tenant_pools_open', 'Tenant connection pools open', () => pools.stats().openPools)
+  gauge('tenant_pool_connections_reserved', 'Connection slots reserved by open tenant pools (the budget counts these)', () => pools.stats().reservedConnections)
+  gauge('tenant_pool_connections_open', 'Tenant connections open (estimate)', () => pools.stats().openConnections)
+  gauge('tenant_pool_waiters', 'Requests waiting for connection budget', () => pools.stats().waiters)
+  gauge('tenant_pool_leases', 'Tenant pool leases held (requests and jobs using a tenant database now)', () => pools.stats().leases)
+  gauge('tenant_pool_budget', 'Connection budget of this process', () => pools.stats().budget)
+  gauge('tenant_catalog_cache_hits', 'Catalog cache hits since start', () => catalog.stats().hits)
+  gauge('tenant_catalog_cache_misses', 'Catalog cache misses since start', () => catalog.stats().misses)
+  gauge('tenant_catalog_cache_size', 'Tenants cached', () => catalog.stats().size)
+}
+

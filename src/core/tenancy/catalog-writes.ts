@@ -1,0 +1,98 @@
+/**
+ * The write side of the tenant catalog (core_tenants), used by provisioning, the lifecycle and fleet
+ * migrations. Every write is followed by catalog.invalidate(id), so no process keeps serving a stale
+ * entry; reads here go to the host database directly because they must see failed, provisioning and
+ * soft-deleted rows, which the cached read side hides.
+ */
+import { eq, or } from 'drizzle-orm'
+import { type Tenant, tenants } from '../../../drizzle/host/schema.js'
+import { audit } from '../lib/audit.js'
+import type { HostDatabase } from '../db/host.js'
+import { decrypt, type KeyRing } from '../lib/crypto.js'
+import { notFound } from '../lib/errors.js'
+import type { Catalog } from './types.js'
+import { isUuid } from '../lib/uuid.js'
+
+export type TenantPatch = Partial<Omit<typeof tenants.$inferInsert, 'id' | 'createdAt'>>
+
+export interface AuditEntry {
+  action: string
+  tenantId: string
+  actorUserId?: string | undefined
+  metadata?: Record<string, unknown>
+}
+
+export interface CatalogWrites {
+  /** The raw row by id or slug, whatever its status (soft-deleted included). */
+  find(idOrSlug: string): Promise<Tenant | undefined>
+  /** find, or 404 TENANT_NOT_FOUND. */
+  get(idOrSlug: string): Promise<Tenant>
+  update(id: string, patch: TenantPatch): Promise<void>
+  /**
+   * 'provisioning' → 'failed' with the step and error; a no-op (false) unless the tenant is still
+   * provisioning, so a repeated mark never undoes a run that has finished it since. With `timeoutMs`
+   * the statement is cancelled when it has not finished by then: a write left queued in a reconnecting
+   * pool must not land minutes later, after the caller gave up and said so.
+   */
+  markFailed(id: string, failure: { provisionStep: string | undefined; provisionError: string }, timeoutMs?: number): Promise<boolean>
+  remove(id: string): Promise<void>
+  audit(entry: AuditEntry): Promise<void>
+  /** The row's decrypted database URL. */
+  dbUrl(row: Pick<Tenant, 'dbUrlEncrypted'>): string
+}
+
+export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog; keys: readonly KeyRing[] }): CatalogWrites {
+  const { host, catalog, keys } = deps
+
+  async function find(idOrSlug: string): Promise<Tenant | undefined> {
+    const where = isUuid(idOrSlug) ? or(eq(tenants.id, idOrSlug), eq(tenants.slug, idOrSlug)) : eq(tenants.slug, idOrSlug)
+    const [row] = await host.db.select().from(tenants).where(where).limit(1)
+    return row
+  }
+
+  return {
+    find,
+    async get(idOrSlug) {
+      const row = await find(idOrSlug)
+      if (!row) throw notFound('TENANT_NOT_FOUND', `no tenant "${idOrSlug}"`)
+      return row
+    },
+    async update(id, patch) {
+      await host.db
+        .update(tenants)
+        .set({ ...patch, updatedAt: new Date() })
+        .where(eq(tenants.id, id))
+      await catalog.invalidate(id)
+    },
+    async markFailed(id, failure, timeoutMs) {
+      // Raw postgres.js, not drizzle: only its query object can be cancelled.
+      const query = host.sql<{ id: string }[]>`
+        update core_tenants set status = 'failed', provision_step = ${failure.provisionStep ?? null},
+          provision_error = ${failure.provisionError}, updated_at = now()
+        where id = ${id} and status = 'provisioning' returning id`
+      let timer: NodeJS.Timeout | undefined
+      const expired = new Promise<never>((_, reject) => {
+        if (timeoutMs === undefined) return
+        timer = setTimeout(() => {
+          // Unsent: dropped from the queue (and never sent). Sent: a cancel request, which may fail too.
+          // (typed void, but it returns the cancel request's promise)
+          Promise.resolve(query.cancel() as unknown).catch(() => {})
+          reject(new Error(`marking tenant ${id} failed did not finish within ${timeoutMs} ms`))
+        }, timeoutMs)
+      })
+      try {
+        const changed = await Promise.race([query, expired])
+        await catalog.invalidate(id)
+        return changed.length > 0
+      } finally {
+        clearTimeout(timer)
+      }
+    },
+    async remove(id) {
+      await host.db.delete(tenants).where(eq(tenants.id, id))
+      await catalog.invalidate(id)
+    },
+    audit: (entry) => audit(host.db, { ...entry, targetType: 'tenant', targetId: entry.tenantId }),
+    dbUrl: (row) => decrypt(row.dbUrlEncrypted, keys),
+  }
+}

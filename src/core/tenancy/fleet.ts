@@ -1,0 +1,193 @@
+/**
+ * Fleet migrations: bring every tenant database to the current tenant migration version.
+ * The catalog records each tenant's version and status, so "who is behind" is one query and a tenant
+ * already current is skipped without opening a connection to it (django-tenants spends minutes
+ * connecting to 900 up-to-date tenants). Bounded concurrency; stop at the first failure or carry on.
+ */
+import { and, asc, inArray, isNull, ne, or, sql } from 'drizzle-orm'
+import type { Logger } from 'pino'
+import { type Tenant, tenants } from '../../../drizzle/host/schema.js'
+import type { Config } from '../config.js'
+import type { HostDatabase } from '../db/host.js'
+import { MIGRATIONS, type MigrationInfo, migrationInfo, runMigrations } from '../db/migrations.js'
+import { errorMessage } from '../lib/error-log.js'
+import { notFound } from '../lib/errors.js'
+import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
+import type { Catalog, PoolManager } from './types.js'
+
+/** Tenants whose database exists and is in service; failed/provisioning ones are finished by provisioning retry. */
+const MIGRATABLE = ['active', 'suspended'] as const
+
+export interface FleetDeps {
+  host: HostDatabase
+  catalog: Catalog
+  /** When given, a migrated tenant's pool is evicted: its prepared statements were planned on the old schema. */
+  pools?: PoolManager
+  config: Pick<Config, 'encryptionKeys'>
+  logger: Logger
+  /** The tenant migrations folder (tests use a temporary copy with extra migrations). */
+  folder?: string
+}
+
+export interface FleetOptions {
+  /** Slugs to migrate; all migratable tenants when omitted. */
+  tenants?: string[]
+  concurrency?: number
+  continueOnError?: boolean
+  onProgress?: (result: TenantMigrationResult, done: number, total: number) => void
+}
+
+export type TenantMigrationOutcome = 'skipped' | 'migrated' | 'failed' | 'not_run'
+
+export interface TenantMigrationResult {
+  id: string
+  slug: string
+  outcome: TenantMigrationOutcome
+  fromVersion: string | undefined
+  version: string | undefined
+  error?: string
+  ms: number
+}
+
+export interface FleetSummary {
+  version: string
+  total: number
+  migrated: number
+  skipped: number
+  failed: number
+  notRun: number
+  ms: number
+  results: TenantMigrationResult[]
+}
+
+export interface BehindTenant {
+  id: string
+  slug: string
+  status: Tenant['status']
+  migrationVersion: string | null
+  migrationStatus: Tenant['migrationStatus']
+  /** Last catalog write: a migration job's id is derived from it, so a re-run queues again only after a change. */
+  updatedAt: Date
+}
+
+export interface MigrateTenantDeps {
+  writes: CatalogWrites
+  info: MigrationInfo
+  folder: string
+  pools?: PoolManager | undefined
+}
+
+/** Migrate one tenant database and record the result in the catalog. No connection when already current. */
+export async function migrateTenant(row: Tenant, deps: MigrateTenantDeps): Promise<'skipped' | 'migrated'> {
+  const { writes, info, folder, pools } = deps
+  if (row.migrationVersion === info.version && row.migrationStatus === 'current') return 'skipped'
+  await writes.update(row.id, { migrationStatus: 'running', migrationError: null })
+  try {
+    await runMigrations(writes.dbUrl(row), folder)
+  } catch (err) {
+    await writes.update(row.id, { migrationStatus: 'failed', migrationError: errorMessage(err) })
+    throw err
+  }
+  await writes.update(row.id, { migrationStatus: 'current', migrationVersion: info.version, migratedAt: new Date(), migrationError: null })
+  await pools?.evict(row.id)
+  return 'migrated'
+}
+
+/** Who is behind the current tenant migrations (or failed, or interrupted): one query. */
+export async function listBehind(deps: Pick<FleetDeps, 'host' | 'folder'>): Promise<BehindTenant[]> {
+  const { version } = migrationInfo('tenant', deps.folder ?? MIGRATIONS.tenant)
+  return deps.host.db
+    .select({
+      id: tenants.id,
+      slug: tenants.slug,
+      status: tenants.status,
+      migrationVersion: tenants.migrationVersion,
+      migrationStatus: tenants.migrationStatus,
+      updatedAt: tenants.updatedAt,
+    })
+    .from(tenants)
+    .where(
+      and(
+        isNull(tenants.deletedAt),
+        inArray(tenants.status, [...MIGRATABLE]),
+        or(sql`${tenants.migrationVersion} is distinct from ${version}`, ne(tenants.migrationStatus, 'current')),
+      ),
+    )
+    .orderBy(asc(tenants.slug))
+}
+
+export async function migrateFleet(deps: FleetDeps, opts: FleetOptions = {}): Promise<FleetSummary> {
+  const started = performance.now()
+  const folder = deps.folder ?? MIGRATIONS.tenant
+  const info = migrationInfo('tenant', folder)
+  const writes = createCatalogWrites({ host: deps.host, catalog: deps.catalog, keys: deps.config.encryptionKeys })
+  const concurrency = Math.max(1, opts.concurrency ?? 4)
+
+  const rows = opts.tenants?.length
+    ? await deps.host.db
+        .select()
+        .from(tenants)
+        .where(and(isNull(tenants.deletedAt), inArray(tenants.slug, opts.tenants)))
+        .orderBy(asc(tenants.slug))
+    : await deps.host.db
+        .select()
+        .from(tenants)
+        .where(and(isNull(tenants.deletedAt), inArray(tenants.status, [...MIGRATABLE])))
+        .orderBy(asc(tenants.slug))
+  if (opts.tenants?.length) {
+    const missing = opts.tenants.filter((slug) => !rows.some((r) => r.slug === slug))
+    if (missing.length) throw notFound('TENANT_NOT_FOUND', `unknown tenant(s): ${missing.join(', ')}`)
+  }
+
+  const results: TenantMigrationResult[] = rows.map((r) => ({
+    id: r.id,
+    slug: r.slug,
+    outcome: 'not_run',
+    fromVersion: r.migrationVersion ?? undefined,
+    version: r.migrationVersion ?? undefined,
+    ms: 0,
+  }))
+  let next = 0
+  let done = 0
+  let stop = false
+
+  async function one(i: number): Promise<void> {
+    const row = rows[i]!
+    const result = results[i]!
+    const t0 = performance.now()
+    try {
+      if (!(MIGRATABLE as readonly string[]).includes(row.status)) {
+        throw new Error(`tenant is ${row.status}; finish it with provisioning retry instead`)
+      }
+      result.outcome = await migrateTenant(row, { writes, info, folder, pools: deps.pools })
+      result.version = info.version
+    } catch (err) {
+      result.outcome = 'failed'
+      result.error = errorMessage(err)
+      deps.logger.error({ tenant: row.slug, err: result.error }, 'tenant migration failed')
+      if (!opts.continueOnError) stop = true
+    }
+    result.ms = Math.round(performance.now() - t0)
+    done++
+    opts.onProgress?.(result, done, rows.length)
+  }
+
+  const worker = async () => {
+    while (!stop && next < rows.length) await one(next++)
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, rows.length) }, worker))
+
+  const count = (o: TenantMigrationOutcome) => results.filter((r) => r.outcome === o).length
+  const summary: FleetSummary = {
+    version: info.version,
+    total: rows.length,
+    migrated: count('migrated'),
+    skipped: count('skipped'),
+    failed: count('failed'),
+    notRun: count('not_run'),
+    ms: Math.round(performance.now() - started),
+    results,
+  }
+  deps.logger.info({ ...summary, results: undefined }, 'fleet migration finished')
+  return summary
+}

@@ -1,0 +1,447 @@
+/**
+ * What happens to a tenant, in one map: each lifecycle event lists its steps in order (the stancl/tenancy
+ * idea). Read LIFECYCLE to know the whole story; the step implementations follow it. Every step is
+ * idempotent, so a run that dies anywhere can simply be run again from the step it recorded; the jobs
+ * layer runs the same steps one BullMQ job each. An event whose end state the tenant is already in
+ * (`done`) is a no-op success, so a redelivered job or a repeated command never fails a tenant that is
+ * fine. One run at a time per tenant, across processes (a second one gets 409 TENANT_BUSY). Every
+ * transition writes the audit log, and every catalog write invalidates the catalog cache in all
+ * processes (CatalogWrites does that).
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import { eq } from 'drizzle-orm'
+import type { Logger } from 'pino'
+import { uuidv7 } from 'uuidv7'
+import { type Tenant, type TenantStatus, users } from '../../../drizzle/host/schema.js'
+import { quoteIdent, type Sql } from '../db/connect.js'
+import type { TenantBillingStop } from '../../features/billing/tenant-deletion.js'
+import type { HostDatabase } from '../db/host.js'
+import { welcomeEmail } from '../email/senders.js'
+import { derivedJobId, type JobSubmitter } from '../jobs/registry.js'
+import { conflict, notFound, PG, pgCode } from '../lib/errors.js'
+import type { CatalogWrites, TenantPatch } from './catalog-writes.js'
+import { errorMessage } from '../lib/error-log.js'
+import { migrateTenant } from './fleet.js'
+import type { TenantTemplate } from './template.js'
+import type { PoolManager } from './types.js'
+import { isUuid } from '../lib/uuid.js'
+
+export const LIFECYCLE = {
+  created: {
+    from: ['provisioning', 'failed'],
+    // The welcome email is queued (never sent here: all mail goes through the `email.send` job) before
+    // the tenant turns active, so 'active' still means "every step is done" and a failed enqueue leaves
+    // the tenant retryable rather than active with its last step silently missing.
+    steps: ['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'],
+    // A suspended tenant was active once: every provisioning step is behind it.
+    done: ['active', 'suspended'],
+    audit: 'tenant.provisioned',
+    failedAudit: 'tenant.provision_failed',
+    // Progress and failure are kept in the catalog (provision_step, status 'failed') so retry resumes.
+    tracked: true,
+  },
+  suspended: { from: ['active'], done: ['suspended'], steps: ['markSuspended', 'evictPools'], audit: 'tenant.suspended' },
+  resumed: { from: ['suspended'], done: ['active'], steps: ['markActive'], audit: 'tenant.resumed' },
+  // cancelBilling first: a tenant is never marked deleted (or dropped) while Stripe still charges it. It
+  // cancels at once, not at period end (billing/tenant-deletion.ts says why); skipped without billing.
+  softDeleted: {
+    from: ['active', 'suspended', 'failed', 'provisioning'],
+    done: ['deleted'],
+    steps: ['cancelBilling', 'markDeleted', 'evictPools'],
+    audit: 'tenant.deleted',
+  },
+  // Close our pools before the drop; WITH (FORCE) ends any other process' connections. Every DROP DATABASE
+  // forces a checkpoint, so fleets of hard deletes belong in a background job, not on a request path.
+  // Done once the catalog row is gone (a run that finds no row under the lock is a no-op success).
+  hardDeleted: {
+    from: ['active', 'suspended', 'failed', 'provisioning', 'deleted'],
+    done: [],
+    steps: ['cancelBilling', 'evictPools', 'dropDatabase', 'deleteCatalogRow'],
+    audit: 'tenant.hard_deleted',
+  },
+} as const satisfies Record<string, EventSpec>
+
+interface EventSpec {
+  from: readonly TenantStatus[]
+  /** Statuses in which the event has already happened: running it again changes nothing and succeeds. */
+  done: readonly TenantStatus[]
+  steps: readonly StepName[]
+  audit: string
+  failedAudit?: string
+  tracked?: boolean
+}
+
+export type LifecycleEvent = keyof typeof LIFECYCLE
+export type StepName =
+  | 'createDatabase'
+  | 'migrate'
+  | 'seedOwner'
+  | 'sendWelcomeEmail'
+  | 'activate'
+  | 'markSuspended'
+  | 'markActive'
+  | 'markDeleted'
+  | 'cancelBilling'
+  | 'evictPools'
+  | 'dropDatabase'
+  | 'deleteCatalogRow'
+export type ProvisionStep = (typeof LIFECYCLE.created.steps)[number]
+
+/** Test hooks: throw from one to simulate a crash before a step, or after its work but before it is recorded. */
+export interface LifecycleFaults {
+  beforeStep?: (step: StepName, tenantId: string) => void | Promise<void>
+  afterStep?: (step: StepName, tenantId: string) => void | Promise<void>
+}
+
+export interface LifecycleContext {
+  host: HostDatabase
+  pools: PoolManager
+  writes: CatalogWrites
+  locks: TenantLocks
+  /** A pool on the maintenance database, for CREATE/DROP DATABASE. */
+  admin: Sql
+  template: TenantTemplate
+  /** Where sendWelcomeEmail submits the `email.send` job. */
+  tasks: Pick<JobSubmitter, 'submit'>
+  /** The dashboard link in the welcome email is `${appBaseUrl}/`. */
+  appBaseUrl: string
+  logger: Logger
+  /** cancelBilling: the tenant's Stripe subscriptions; undefined when billing is disabled (the step is skipped). */
+  billing?: TenantBillingStop | undefined
+  faults?: LifecycleFaults | undefined
+  /** How long a failed run keeps trying to record its failure (the database may be what failed). */
+  failureMark?: Partial<FailureMarkPolicy> | undefined
+}
+
+export interface FailureMarkPolicy {
+  /** Give up after this long: the tenant stays 'provisioning' and the stale sweep finishes it. */
+  deadlineMs: number
+  /** First wait between attempts; doubles each time, at most 2 s. */
+  firstDelayMs: number
+}
+
+export const DEFAULT_FAILURE_MARK: FailureMarkPolicy = { deadlineMs: 15_000, firstDelayMs: 200 }
+
+/** What a run did: ran its steps, or found the tenant already where the event leads (nothing written). */
+export type RunOutcome = 'done' | 'already_done'
+
+export interface RunResult {
+  outcome: RunOutcome
+  /** The catalog row as the run left it (undefined once hard deleted). */
+  row: Tenant | undefined
+}
+
+/**
+ * The welcome email's job id, derived from the tenant: a retried or re-run step submits the same id,
+ * which the task manager treats as already submitted, so the owner gets one welcome email per tenant.
+ */
+export const welcomeEmailJobId = (tenantId: string) => derivedJobId(tenantId, 'welcome-email')
+
+export interface RunOptions {
+  /** Start at this step; earlier steps are taken as done. */
+  from?: StepName
+  /** Start at the step recorded in the catalog (provision_step): how a failed or interrupted provisioning resumes. */
+  resume?: boolean
+  /** Stop after this step (one job per step). */
+  to?: StepName
+  actorUserId?: string | undefined
+  /** seedOwner / sendWelcomeEmail: the owner; defaults to the tenant's created_by. */
+  ownerUserId?: string | undefined
+}
+
+/**
+ * A step does its work and returns the catalog fields it changes; the runner writes them together with
+ * the progress marker in one UPDATE (and one cache invalidation). `row` is the catalog row as read when
+ * the run started, plus the runner's own writes: the fields steps use (id, names, URL, owner) never change.
+ */
+type Step = (row: Tenant, ctx: LifecycleContext, opts: RunOptions) => Promise<TenantPatch | undefined>
+
+const STEPS: Record<StepName, Step> = {
+  async createDatabase(row, ctx) {
+    const template = await ctx.template.ensure()
+    try {
+      await ctx.admin.unsafe(`create database ${quoteIdent(row.dbName)} template ${quoteIdent(template)}`)
+    } catch (err) {
+      // The name is derived from this tenant's id and recorded in its catalog row: an existing database
+      // is the one an interrupted run created. Leave its version unknown so the migrate step checks it.
+      if (pgCode(err) === PG.duplicateDatabase) return undefined
+      throw err
+    }
+    // A fresh clone is exactly the template: current by construction, so migrate needs no connection.
+    return { migrationVersion: ctx.template.info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
+  },
+
+  async migrate(row, ctx) {
+    const { info, folder } = ctx.template
+    const outcome = await migrateTenant(row, { writes: ctx.writes, info, folder, pools: ctx.pools })
+    // Already written by migrateTenant; returned so the runner's copy of the row stays true.
+    return outcome === 'migrated'
+      ? { migrationVersion: info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
+      : undefined
+  },
+
+  async seedOwner(row, ctx, opts) {
+    const ownerId = opts.ownerUserId ?? row.createdBy
+    const [owner] = ownerId
+      ? await ctx.host.db.select({ id: users.id, email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
+      : []
+    const tenant = { id: row.id, dbUrl: ctx.writes.dbUrl(row), poolerUrl: undefined, maxConnections: row.maxConnections ?? undefined }
+    // One statement (so one round trip, and atomic): the owner as local admin, and the single settings row.
+    await ctx.pools.withTenant(tenant, async (db) => {
+      const sql = db.$client
+      if (!owner) {
+        await sql`insert into core_settings (id) select ${uuidv7()} where not exists (select 1 from core_settings)`
+        return
+      }
+      await sql`
+        with seeded as (
+          insert into core_tenant_users (id, global_user_id, email, name, role)
+          values (${uuidv7()}, ${owner.id}, ${owner.email}, ${owner.name}, 'admin')
+          on conflict (global_user_id) do update set role = 'admin', email = excluded.email, name = excluded.name, updated_at = now()
+          returning 1
+        )
+        insert into core_settings (id) select ${uuidv7()} where not exists (select 1 from core_settings)`
+    })
+    return undefined
+  },
+
+  async sendWelcomeEmail(row, ctx, opts) {
+    const ownerId = opts.ownerUserId ?? row.createdBy
+    // No owner (a tenant made from the CLI without --owner, or an owner deleted since): nobody to welcome.
+    const [owner] = ownerId
+      ? await ctx.host.db.select({ email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
+      : []
+    if (!owner) return undefined
+    const message = welcomeEmail({
+      to: owner.email,
+      userName: owner.name ?? owner.email.split('@')[0]!,
+      tenantName: row.name,
+      dashboardUrl: `${ctx.appBaseUrl}/`,
+    })
+    await ctx.tasks.submit('email.send', message, { id: welcomeEmailJobId(row.id) })
+    return undefined
+  },
+
+  activate: async () => ({ status: 'active', provisionStep: null, provisionError: null }),
+  markSuspended: async () => ({ status: 'suspended' }),
+  markActive: async () => ({ status: 'active' }),
+  markDeleted: async () => ({ status: 'deleted', deletedAt: new Date() }),
+  async cancelBilling(row, ctx, opts) {
+    await ctx.billing?.cancelSubscriptions(row.id, { actorUserId: opts.actorUserId })
+    return undefined
+  },
+  async evictPools(row, ctx) {
+    await ctx.pools.evict(row.id)
+    return undefined
+  },
+
+  async dropDatabase(row, ctx) {
+    await ctx.admin.unsafe(`drop database if exists ${quoteIdent(row.dbName)} with (force)`)
+    return undefined
+  },
+
+  async deleteCatalogRow(row, ctx) {
+    await ctx.writes.remove(row.id)
+    return undefined
+  },
+}
+
+/**
+ * Run an event's steps for one tenant (or a slice of them: resume with `from`/`resume`, one step with
+ * from = to). A tenant already in one of the event's `done` statuses is left alone: 'already_done'.
+ */
+export async function runLifecycle(
+  event: LifecycleEvent,
+  tenantId: string,
+  ctx: LifecycleContext,
+  opts: RunOptions = {},
+): Promise<RunResult> {
+  const spec: EventSpec = LIFECYCLE[event]
+  const id = isUuid(tenantId) ? tenantId.toLowerCase() : (await ctx.writes.get(tenantId)).id
+  if (!(await ctx.locks.acquire(id))) {
+    throw conflict('TENANT_BUSY', `another operation on tenant ${id} is running; try again when it has finished`)
+  }
+  try {
+    return await runLocked(spec, event, id, ctx, opts)
+  } finally {
+    // Bounded: with the database down the unlock may never be answered, and the run's own error must
+    // reach the caller. A lock whose session died is released by Postgres anyway.
+    await withDeadline(ctx.locks.release(id), RELEASE_DEADLINE_MS, 'releasing the tenant lock').catch((err: unknown) =>
+      ctx.logger.warn({ tenantId: id, err: errorMessage(err) }, 'releasing the tenant lock failed'),
+    )
+  }
+}
+
+const RELEASE_DEADLINE_MS = 5000
+
+/** Reject after `ms` if `work` has not settled (the work itself goes on; callers must tolerate that). */
+export function withDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), Math.max(0, ms))
+  })
+  return Promise.race([work, expired]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Mark a provisioning run failed, retried with backoff until the policy's deadline: the write needs the
+ * host database, which is often what just failed. Each attempt has its own deadline too, since a
+ * query can sit in a reconnecting pool's queue for long. Guarded by status (CatalogWrites.markFailed),
+ * so a late attempt can never turn a tenant another run has finished back into 'failed'.
+ * Resolves false when it gave up: the tenant stays 'provisioning' until the stale sweep resumes it.
+ */
+export async function markProvisioningFailed(
+  ctx: Pick<LifecycleContext, 'writes' | 'logger' | 'failureMark'>,
+  tenantId: string,
+  patch: { provisionStep: string | undefined; provisionError: string },
+): Promise<boolean> {
+  const policy = { ...DEFAULT_FAILURE_MARK, ...ctx.failureMark }
+  const deadline = performance.now() + policy.deadlineMs
+  let delay = policy.firstDelayMs
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await ctx.writes.markFailed(tenantId, patch, Math.max(deadline - performance.now(), 1))
+      return true
+    } catch (err) {
+      if (performance.now() + delay >= deadline) {
+        ctx.logger.error(
+          { tenantId, attempts: attempt, err: errorMessage(err) },
+          'could not mark the tenant failed; it stays provisioning until the stale sweep (or tenants retry) resumes it',
+        )
+        return false
+      }
+      await sleep(delay)
+      delay = Math.min(delay * 2, 2000)
+    }
+  }
+}
+
+async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx: LifecycleContext, opts: RunOptions): Promise<RunResult> {
+  // Read under the lock: the status and recorded step are now ours alone.
+  const found = await ctx.writes.find(id)
+  // Hard deleted by a run that held the lock before us (the caller looked the tenant up first).
+  if (!found && event === 'hardDeleted') return { outcome: 'already_done', row: undefined }
+  if (!found) throw notFound('TENANT_NOT_FOUND', `no tenant "${id}"`)
+  const first = found
+  let row = first
+  if (spec.done.includes(first.status)) {
+    ctx.logger.info({ tenantId: id, event, status: first.status, from: opts.from, to: opts.to }, 'tenant lifecycle: already done')
+    return { outcome: 'already_done', row: first }
+  }
+  if (!spec.from.includes(first.status)) {
+    throw conflict('INVALID_TRANSITION', `tenant "${first.slug}" is ${first.status}; "${event}" needs ${spec.from.join(' or ')}`)
+  }
+  if (spec.tracked && first.status === 'failed') {
+    await ctx.writes.update(id, { status: 'provisioning', provisionError: null })
+    row = { ...row, status: 'provisioning', provisionError: null }
+  }
+  const from = opts.resume ? ((first.provisionStep ?? undefined) as StepName | undefined) : opts.from
+  const start = from ? Math.max(0, spec.steps.indexOf(from)) : 0
+  const end = opts.to ? spec.steps.indexOf(opts.to) + 1 || spec.steps.length : spec.steps.length
+  const started = performance.now()
+  let current: StepName | undefined
+  // Progress (provision_step) rides along with the next catalog write instead of costing one of its own:
+  // a run that dies before it is written resumes one idempotent step earlier, which is still correct.
+  let progress: TenantPatch = {}
+  try {
+    for (let i = start; i < end; i++) {
+      const step = spec.steps[i]!
+      current = step
+      await ctx.faults?.beforeStep?.(step, id)
+      const patch = await STEPS[step](row, ctx, opts)
+      await ctx.faults?.afterStep?.(step, id)
+      const next = spec.steps[i + 1]
+      if (spec.tracked && next) progress = { provisionStep: next }
+      const last = i === end - 1
+      const write: TenantPatch = patch || last ? { ...progress, ...patch } : {}
+      if (Object.keys(write).length) {
+        await ctx.writes.update(id, write)
+        row = { ...row, ...write } as Tenant
+        progress = {}
+      }
+    }
+  } catch (err) {
+    const error = errorMessage(err)
+    ctx.logger.error({ tenantId: id, event, step: current, err: error }, 'tenant lifecycle step failed')
+    const marked = spec.tracked
+      ? await markProvisioningFailed(ctx, id, { provisionStep: current, provisionError: `${current}: ${error}` })
+      : true
+    // The audit entry is worth one try, not the step's own error: that is what the caller must see.
+    if (marked) {
+      await ctx.writes
+        .audit({
+          action: spec.failedAudit ?? `${spec.audit}_failed`,
+          tenantId: id,
+          actorUserId: opts.actorUserId,
+          metadata: { slug: first.slug, step: current, error },
+        })
+        .catch((auditErr: unknown) =>
+          ctx.logger.warn({ tenantId: id, err: errorMessage(auditErr) }, 'auditing a failed lifecycle run failed'),
+        )
+    }
+    throw spec.tracked ? Object.assign(err instanceof Error ? err : new Error(error), { [FAILURE_MARKED]: marked }) : err
+  }
+  if (end === spec.steps.length) {
+    const ms = Math.round(performance.now() - started)
+    await ctx.writes.audit({ action: spec.audit, tenantId: id, actorUserId: opts.actorUserId, metadata: { slug: first.slug, ms } })
+    ctx.logger.info({ tenantId: id, slug: first.slug, event, ms }, spec.audit)
+  }
+  return { outcome: 'done', row: event === 'hardDeleted' && end === spec.steps.length ? undefined : row }
+}
+
+/** Set on a provisioning run's error: whether the tenant could be marked failed (false: still 'provisioning'). */
+export const FAILURE_MARKED = Symbol('tenantkit.failureMarked')
+export const failureMarked = (err: unknown): boolean | undefined =>
+  typeof err === 'object' && err !== null ? ((err as Record<symbol, boolean | undefined>)[FAILURE_MARKED] ?? undefined) : undefined
+
+/** Serialises lifecycle runs per tenant, across processes. */
+export interface TenantLocks {
+  /** false when another run holds the tenant. */
+  acquire(tenantId: string): Promise<boolean>
+  release(tenantId: string): Promise<void>
+  /** Those of these tenants a run (in any process) holds right now. */
+  held(tenantIds: readonly string[]): Promise<Set<string>>
+}
+
+/**
+ * Session advisory locks held on ONE dedicated connection (`sql` must be a max-1 pool on the maintenance
+ * database, where every process takes them), plus an in-process set because a session re-enters its own
+ * locks. Holding a pooled connection per run instead could starve the pool the run itself needs. A
+ * process that dies releases its locks with its connection, so a crashed provisioning can be retried.
+ */
+export function createTenantLocks(sql: Sql): TenantLocks {
+  const held = new Set<string>()
+  const key = (tenantId: string) => `tenantkit:tenant:${tenantId}`
+  return {
+    async acquire(tenantId) {
+      if (held.has(tenantId)) return false
+      held.add(tenantId)
+      try {
+        const [row] = await sql<{ ok: boolean }[]>`select pg_try_advisory_lock(hashtextextended(${key(tenantId)}, 0)) as ok`
+        if (!row?.ok) held.delete(tenantId)
+        return Boolean(row?.ok)
+      } catch (err) {
+        held.delete(tenantId)
+        throw err
+      }
+    },
+    async release(tenantId) {
+      if (!held.delete(tenantId)) return
+      await sql`select pg_advisory_unlock(hashtextextended(${key(tenantId)}, 0))`
+    },
+    async held(tenantIds) {
+      if (tenantIds.length === 0) return new Set()
+      // pg_locks shows a bigint advisory key as two unsigned 32-bit halves (classid high, objid low).
+      // Ids go in as one comma-separated string: this pool fetches no array types (fetch_types off).
+      const rows = await sql<{ id: string }[]>`
+        select t.id from unnest(string_to_array(${tenantIds.join(',')}, ',')) as t(id)
+        cross join lateral (select hashtextextended('tenantkit:tenant:' || t.id, 0) as k) h
+        where exists (
+          select 1 from pg_locks l
+          where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+            and l.database = (select oid from pg_database where datname = current_database())
+            and l.classid::bigint = ((h.k >> 32) & 4294967295) and l.objid::bigint = (h.k & 4294967295))`
+      return new Set(rows.map((r) => r.id))
+    },
+  }
+}

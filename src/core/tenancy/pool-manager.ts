@@ -1,0 +1,349 @@
+/**
+ * One small postgres.js pool per tenant database, kept in an LRU, under a global connection budget.
+ *
+ * The budget counts connection SLOTS: a pool of max N reserves N slots from the moment it opens until
+ * its sql.end() has finished, so the connections this process holds can never exceed the budget, however
+ * many tenants are busy. When a new pool does not fit, the least-recently-used pools with no lease are
+ * closed; when none can be, callers wait in FIFO order and, after acquireTimeoutMs, get a 503
+ * POOL_EXHAUSTED rather than Postgres' `53300 too many clients`.
+ */
+import { drizzle } from 'drizzle-orm/postgres-js'
+import type { Logger } from 'pino'
+import * as tenantSchema from '../../../drizzle/tenant/schema.js'
+import { type ConnectOptions, connect, type Sql } from '../db/connect.js'
+import { AppError, unavailable } from '../lib/errors.js'
+import type { PoolManager, PoolStats, TenantDb, TenantLease, TenantRecord } from './types.js'
+
+export type PoolTarget = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'>
+
+export interface PoolManagerDeps {
+  maxPerTenant: number
+  maxTenants: number
+  idleTimeoutS: number
+  connectionBudget: number
+  acquireTimeoutMs: number
+  logger?: Pick<Logger, 'warn' | 'error'>
+  /** application_name of tenant connections (default 'tenantkit-tenant'). */
+  applicationName?: string
+  /** Connection options of every tenant pool (timeouts); see db/connect.ts. */
+  connectOptions?: Pick<ConnectOptions, 'connectTimeoutMs' | 'statementTimeoutMs'>
+  /** How long a POOL_EXHAUSTED timeout with no grant since keeps the manager "starved" (readiness). Default 10 s. */
+  starvedWindowMs?: number
+}
+
+interface Pool {
+  tenantId: string
+  url: string
+  /** Slots reserved from the budget (the pool's max). */
+  size: number
+  sql: Sql
+  db: TenantDb
+  leases: number
+  peakLeases: number
+  lastUsed: number
+  /** Out of the LRU; closes as soon as its last lease ends. */
+  retiring: boolean
+  ending: boolean
+  closed: Promise<void>
+  markClosed: () => void
+}
+
+interface Waiter {
+  tenant: PoolTarget
+  resolve: (pool: Pool) => void
+  reject: (err: Error) => void
+  timer: NodeJS.Timeout
+  /** Removes the abort listener (the waiter was served or timed out). */
+  detach: () => void
+}
+
+/** The caller gave up (its HTTP request closed) while waiting for budget: nobody reads this answer. */
+export const clientClosed = () => new AppError(499, 'CLIENT_CLOSED_REQUEST', 'the client closed the request while it waited for a tenant connection')
+
+// Errors meaning "this pool can never work" (database dropped, credentials or host wrong): close it at once
+// so its slots go back to the budget instead of waiting for the idle timer.
+const UNREACHABLE = new Set(['3D000', '28P01', '28000', 'ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'CONNECT_TIMEOUT'])
+
+function errorCodes(err: unknown): string[] {
+  const codes: string[] = []
+  // drizzle wraps driver errors in DrizzleQueryError; the SQLSTATE is on the cause.
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    if (code !== undefined) codes.push(String(code))
+  }
+  return codes
+}
+
+export const isUnreachable = (err: unknown) => errorCodes(err).some((c) => UNREACHABLE.has(c))
+
+export function createPoolManager(deps: PoolManagerDeps): PoolManager {
+  const { maxPerTenant, maxTenants, connectionBudget: budget, acquireTimeoutMs, logger } = deps
+  const idleMs = deps.idleTimeoutS * 1000
+  /** Live pools by tenant id; Map order is the LRU order (oldest first). */
+  const pools = new Map<string, Pool>()
+  /** Pools out of the LRU whose slots are still reserved until they finish closing. */
+  const retired = new Set<Pool>()
+  const queue: Waiter[] = []
+  let reserved = 0
+  let closed = false
+  // Readiness: "starved" while POOL_EXHAUSTED timeouts keep coming and nothing was granted since the first of them.
+  const starvedWindowMs = deps.starvedWindowMs ?? 10_000
+  let firstTimeoutSinceGrant: number | undefined
+  let lastTimeout = 0
+  const granted = () => {
+    firstTimeoutSinceGrant = undefined
+  }
+
+  const sweep = setInterval(
+    () => {
+      const now = Date.now()
+      for (const pool of pools.values()) if (pool.leases === 0 && now - pool.lastUsed >= idleMs) retire(pool)
+    },
+    Math.max(100, Math.min(idleMs / 2, 10_000)),
+  )
+  sweep.unref()
+
+  const urlOf = (t: PoolTarget) => t.poolerUrl || t.dbUrl
+  const sizeOf = (t: PoolTarget) => Math.max(1, Math.min(maxPerTenant, t.maxConnections ?? maxPerTenant, budget))
+
+  function open(t: PoolTarget, url: string, size: number): Pool {
+    // postgres.js connects lazily: no connection exists until the first query, so this never blocks.
+    const sql = connect(url, { ...deps.connectOptions, max: size, applicationName: deps.applicationName ?? 'tenantkit-tenant' })
+    let markClosed = () => {}
+    const closed = new Promise<void>((resolve) => {
+      markClosed = resolve
+    })
+    const pool: Pool = {
+      tenantId: t.id,
+      url,
+      size,
+      sql,
+      db: drizzle(sql, { schema: tenantSchema }),
+      leases: 0,
+      peakLeases: 0,
+      lastUsed: Date.now(),
+      retiring: false,
+      ending: false,
+      closed,
+      markClosed,
+    }
+    reserved += size
+    pools.set(t.id, pool)
+    return pool
+  }
+
+  function take(pool: Pool): Pool {
+    granted()
+    pool.leases++
+    pool.peakLeases = Math.max(pool.peakLeases, pool.leases)
+    pool.lastUsed = Date.now()
+    pools.delete(pool.tenantId) // move to the most-recently-used end
+    pools.set(pool.tenantId, pool)
+    return pool
+  }
+
+  function giveBack(pool: Pool): void {
+    pool.leases--
+    pool.lastUsed = Date.now()
+    if (pool.leases > 0) return
+    if (pool.retiring) end(pool)
+    else if (queue.length) pump() // an idle pool can now be evicted for a waiter
+  }
+
+  function retire(pool: Pool): void {
+    if (pool.retiring) return
+    pool.retiring = true
+    if (pools.get(pool.tenantId) === pool) pools.delete(pool.tenantId)
+    retired.add(pool)
+    if (pool.leases === 0) end(pool)
+  }
+
+  function end(pool: Pool): void {
+    if (pool.ending) return
+    pool.ending = true
+    pool.sql
+      .end({ timeout: 5 })
+      .catch((err) => logger?.warn({ err, tenantId: pool.tenantId }, 'pool-manager: error while closing a tenant pool'))
+      .finally(() => {
+        retired.delete(pool)
+        reserved -= pool.size
+        pool.markClosed()
+        pump()
+      })
+  }
+
+  /** Slots that come back without anyone releasing a lease: pools already closing. */
+  function slotsBeingFreed(): number {
+    let n = 0
+    for (const pool of retired) if (pool.ending) n += pool.size
+    return n
+  }
+
+  function lruIdle(): Pool | undefined {
+    for (const pool of pools.values()) if (pool.leases === 0) return pool
+    return undefined
+  }
+
+  /** Serve waiters in FIFO order while the budget allows, closing idle pools to make room. */
+  function pump(): void {
+    while (queue.length) {
+      const head = queue[0]!
+      const url = urlOf(head.tenant)
+      const live = pools.get(head.tenant.id)
+      if (live && live.url === url) {
+        settle(head, take(live))
+        continue
+      }
+      // The tenant moved (new URL or pooler): the old pool drains and closes, a new one opens.
+      if (live) retire(live)
+      const size = sizeOf(head.tenant)
+      const slotsShort = reserved + size - budget
+      if (slotsShort <= 0 && pools.size < maxTenants) {
+        const pool = open(head.tenant, url, size)
+        settle(head, take(pool))
+        // Waiters further back for the same tenant share the new pool instead of queueing behind others.
+        for (const w of [...queue]) if (w.tenant.id === pool.tenantId && urlOf(w.tenant) === url) settle(w, take(pool))
+        continue
+      }
+      const victim = lruIdle()
+      if (victim && (slotsShort > slotsBeingFreed() || pools.size >= maxTenants)) {
+        retire(victim)
+        continue
+      }
+      return // wait for a lease to end or a closing pool to finish
+    }
+  }
+
+  function settle(w: Waiter, pool: Pool): void {
+    const at = queue.indexOf(w)
+    if (at !== -1) queue.splice(at, 1)
+    clearTimeout(w.timer)
+    w.detach()
+    w.resolve(pool)
+  }
+
+  /** Leave the queue without a pool (timed out, or the caller's request closed); the head may change. */
+  function drop(w: Waiter, err: Error): void {
+    const at = queue.indexOf(w)
+    if (at === -1) return
+    queue.splice(at, 1)
+    clearTimeout(w.timer)
+    w.detach()
+    w.reject(err)
+    pump()
+  }
+
+  function acquirePool(tenant: PoolTarget | null | undefined, signal?: AbortSignal): Promise<Pool> {
+    if (!tenant?.id) return Promise.reject(new Error('tenant database requested without a tenant'))
+    if (closed) return Promise.reject(unavailable('POOL_CLOSED', 'the tenant pool manager is shut down'))
+    const url = urlOf(tenant)
+    if (!url) return Promise.reject(new Error(`tenant ${tenant.id} has no database URL`))
+    if (signal?.aborted) return Promise.reject(clientClosed())
+    const live = pools.get(tenant.id)
+    if (live && live.url === url) return Promise.resolve(take(live))
+    return new Promise<Pool>((resolve, reject) => {
+      const onAbort = () => drop(waiter, clientClosed())
+      const waiter: Waiter = {
+        tenant,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          const now = Date.now()
+          firstTimeoutSinceGrant ??= now
+          lastTimeout = now
+          drop(waiter, new AppError(503, 'POOL_EXHAUSTED', `no tenant database connection became free within ${acquireTimeoutMs} ms; try again shortly`))
+        }, acquireTimeoutMs),
+        detach: () => signal?.removeEventListener('abort', onAbort),
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      queue.push(waiter)
+      pump()
+    })
+  }
+
+  function leaseOf(pool: Pool): TenantLease {
+    let released = false
+    return {
+      db: pool.db,
+      release() {
+        if (released) return
+        released = true
+        giveBack(pool)
+      },
+    }
+  }
+
+  return {
+    async acquire(tenant, opts) {
+      const lease = leaseOf(await acquirePool(tenant, opts?.signal))
+      // Granted in the same turn the caller gave up (abort raced the grant): the slot goes straight back.
+      if (opts?.signal?.aborted) {
+        lease.release()
+        throw clientClosed()
+      }
+      return lease
+    },
+
+    async withTenant(tenant, fn) {
+      const pool = await acquirePool(tenant)
+      const lease = leaseOf(pool)
+      try {
+        return await fn(pool.db)
+      } catch (err) {
+        if (isUnreachable(err)) {
+          logger?.warn({ err, tenantId: pool.tenantId }, 'pool-manager: tenant database unreachable; closing its pool')
+          retire(pool)
+        }
+        throw err
+      } finally {
+        lease.release()
+      }
+    },
+
+    async evict(tenantId) {
+      const waits: Promise<void>[] = []
+      const live = pools.get(tenantId)
+      if (live) retire(live)
+      for (const pool of retired) if (pool.tenantId === tenantId) waits.push(pool.closed)
+      await Promise.all(waits)
+    },
+
+    stats(): PoolStats {
+      let openPools = 0
+      let openConnections = 0
+      for (const pool of [...pools.values(), ...retired]) {
+        openPools++
+        // postgres.js opens connections lazily, one per concurrently running query, up to max, and keeps
+        // them until the pool ends; it exposes no count. Peak concurrent leases is exact when a lease runs
+        // one query at a time (withTenant's usual shape), a lower bound otherwise.
+        openConnections += Math.min(pool.size, pool.peakLeases)
+      }
+      const starved = firstTimeoutSinceGrant !== undefined && Date.now() - lastTimeout < starvedWindowMs
+      let leases = 0
+      for (const pool of [...pools.values(), ...retired]) leases += pool.leases
+      return { openPools, reservedConnections: reserved, openConnections, waiters: queue.length, leases, budget, starved }
+    },
+
+    async close() {
+      if (closed) return
+      closed = true
+      clearInterval(sweep)
+      for (const w of queue.splice(0)) {
+        clearTimeout(w.timer)
+        w.detach()
+        w.reject(unavailable('POOL_CLOSED', 'the tenant pool manager is shut down'))
+      }
+      const all = [...pools.values(), ...retired]
+      pools.clear()
+      // Shutdown does not wait for leases: running queries get 5 s, then their connections are destroyed.
+      await Promise.all(
+        all.map(async (pool) => {
+          pool.retiring = true
+          retired.add(pool)
+          end(pool)
+          await pool.closed
+        }),
+      )
+    },
+  }
+}

@@ -1,0 +1,448 @@
+/**
+ * Provisioning a tenant, in two parts:
+ *   register()   validate the slug, write the catalog row ('provisioning', encrypted database URL), the
+ *                owner's membership and the audit entry in one host transaction;
+ *   the `created` lifecycle (clone the template → migrate → seed the owner → queue the welcome email →
+ *                active), run by the job queue one step per job (jobs/provisioning-jobs.ts) or, by
+ *                provision(), right here.
+ * A failure leaves the tenant 'failed' with the step and error recorded; retry() resumes from that step
+ * and ends 'active' without an orphan database or a duplicate row. When even the failure mark cannot
+ * be written (the host database is down), the tenant stays 'provisioning'; once it is stale (unchanged
+ * for PROVISION_STALE_AFTER_S and held by no run) resumeStale() finishes it, run by the worker's sweep
+ * (stale-sweep.ts) or `tenants resume-stale`. The same object runs the other lifecycle events
+ * (suspend, resume, delete).
+ */
+import { and, asc, count, eq, isNull, lt, ne, sql } from 'drizzle-orm'
+import { uuidv7 } from 'uuidv7'
+import type { Logger } from 'pino'
+import { auditLogs, memberships, type Tenant, tenants } from '../../../drizzle/host/schema.js'
+import { tenantBillingStopFor } from '../../features/billing/tenant-deletion.js'
+import type { Config } from '../config.js'
+import { connect, type Sql, withDatabase } from '../db/connect.js'
+import type { HostDatabase } from '../db/host.js'
+import type { JobSubmitter } from '../jobs/registry.js'
+import { encrypt } from '../lib/crypto.js'
+import { AppError, badRequest, conflict, forbidden, PG, pgCode } from '../lib/errors.js'
+import { isUuid } from '../lib/uuid.js'
+import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
+import { errorMessage } from '../lib/error-log.js'
+import {
+  createTenantLocks,
+  type FailureMarkPolicy,
+  failureMarked,
+  LIFECYCLE,
+  type LifecycleContext,
+  type LifecycleEvent,
+  type LifecycleFaults,
+  markProvisioningFailed,
+  type ProvisionStep,
+  type RunOutcome,
+  runLifecycle,
+} from './lifecycle.js'
+import { createTemplate, maintenanceUrl, type TenantTemplate, tenantDbName, tenantServerUrl } from './template.js'
+import type { Catalog, PoolManager } from './types.js'
+
+/** Names that would collide with our own subdomains and routes. */
+export const RESERVED_SLUGS: ReadonlySet<string> = new Set([
+  'www',
+  'api',
+  'admin',
+  'app',
+  'apps',
+  'auth',
+  'login',
+  'logout',
+  'signup',
+  'register',
+  'account',
+  'billing',
+  'dashboard',
+  'docs',
+  'help',
+  'support',
+  'status',
+  'health',
+  'mail',
+  'email',
+  'smtp',
+  'static',
+  'assets',
+  'cdn',
+  'blog',
+  'root',
+  'system',
+  'internal',
+  'webhooks',
+  'stripe',
+  'tenant',
+  'tenants',
+  'new',
+  'settings',
+  'public',
+])
+
+const SLUG = /^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/
+
+/** 400 INVALID_SLUG unless: lowercase letters, digits and hyphens, 3–63 chars, no leading/trailing '-', not reserved. */
+
+export function validateSlug(slug: unknown): string {
+  if (typeof slug !== 'string' || !SLUG.test(slug)) {
+    throw badRequest('INVALID_SLUG', 'slug must be 3-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen')
+  }
+  if (RESERVED_SLUGS.has(slug)) throw badRequest('INVALID_SLUG', `slug "${slug}" is reserved`)
+  // Slugs are DNS labels (tenant subdomains): "xn--…" is punycode, which renders as a lookalike of
+  // another tenant's name; RFC 5891 reserves "--" in 3rd and 4th position for such prefixes.
+  if (slug.slice(2, 4) === '--') throw badRequest('INVALID_SLUG', 'slug must not have "--" as its 3rd and 4th characters (xn-- is punycode)')
+  // Tenants are named by slug or id everywhere (X-Tenant-ID, paths): a slug shaped like an id would be ambiguous.
+  if (isUuid(slug)) throw badRequest('INVALID_SLUG', 'slug must not look like a tenant id')
+  return slug
+}
+
+export interface ProvisionInput {
+  slug: string
+  name: string
+  /** The global user who owns the tenant: gets an 'owner' membership and an admin tenant user. */
+  ownerUserId?: string | undefined
+  planTier?: string | undefined
+  /**
+   * Refuse (403 TENANT_QUOTA_EXCEEDED) when the owner already created this many tenants that are not
+   * deleted. Counted under a per-owner lock in the registering transaction, so concurrent creations
+   * can't both slip under it. Unset: no limit (operators, the CLI).
+   */
+  maxCreatedByOwner?: number | undefined
+  /** Who asked (audit log); defaults to the owner. */
+  actorUserId?: string | undefined
+  /** Where the request came from, for the audit log's `tenant.created` entry. */
+  origin?: { ip?: string | undefined; userAgent?: string | undefined } | undefined
+}
+
+/** The catalog row as callers may see it: no database URL. */
+export interface ProvisionedTenant {
+  id: string
+  slug: string
+  name: string
+  planTier: string
+  status: Tenant['status']
+  dbName: string
+  migrationVersion: string | null
+  migrationStatus: Tenant['migrationStatus']
+  provisionStep: string | null
+  provisionError: string | null
+  createdAt: Date
+}
+
+export interface ProvisionerDeps {
+  host: HostDatabase
+  catalog: Catalog
+  pools: PoolManager
+  /** With `stripe`, deleting a tenant cancels its subscriptions (lifecycle step cancelBilling). */
+  config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys' | 'appBaseUrl'> &
+    Partial<Pick<Config, 'stripe' | 'provisioning'>>
+  /** Where lifecycle steps submit jobs (the welcome email): the services' task manager. */
+  tasks: Pick<JobSubmitter, 'submit'>
+  logger: Logger
+  /** The tenant migrations folder (default migrations/tenant). */
+  migrationsFolder?: string
+  faults?: LifecycleFaults
+  /** How long a failed run keeps retrying its failure mark (tests shorten it). */
+  failureMark?: Partial<FailureMarkPolicy>
+}
+
+/** What a provisioning step job did: its step's work, or nothing because the tenant is past provisioning. */
+export interface StepResult {
+  outcome: RunOutcome
+  status: Tenant['status']
+}
+
+/** A tenant left 'provisioning' with nothing finishing it. */
+export interface StaleTenant {
+  id: string
+  slug: string
+  provisionStep: string | null
+  updatedAt: Date
+}
+
+export interface StaleSweepResult {
+  /** Resumed and now active. */
+  resumed: string[]
+  /** Resumed and failed again: 'failed' with the error recorded (tenants retry, once the cause is fixed). */
+  failed: { slug: string; error: string }[]
+  /** A run took them meanwhile: left to it. */
+  busy: string[]
+}
+
+export interface Provisioner {
+  /**
+   * The first part only: the catalog row in 'provisioning', the owner's membership and the audit entry,
+   * in one transaction. The rest is the `created` lifecycle: submit PROVISION_FIRST_JOB to run it.
+   */
+  register(input: ProvisionInput): Promise<ProvisionedTenant>
+  /** register() and the whole `created` lifecycle in this process (the CLI, PROVISION_INLINE). */
+  provision(input: ProvisionInput): Promise<ProvisionedTenant>
+  /** Resume a failed (or interrupted) provisioning from its recorded step. An active tenant is returned as is. */
+  retry(idOrSlug: string, opts?: { actorUserId?: string }): Promise<ProvisionedTenant>
+  /**
+   * The provisioning steps one at a time (each records progress like a full run), for the job queue.
+   * On a tenant past provisioning (active, suspended) a step is done already: 'already_done', no write.
+   */
+  steps: {
+    createDatabase(tenantId: string): Promise<StepResult>
+    migrate(tenantId: string): Promise<StepResult>
+    seedOwner(tenantId: string, ownerUserId?: string): Promise<StepResult>
+    sendWelcomeEmail(tenantId: string, ownerUserId?: string): Promise<StepResult>
+    activate(tenantId: string): Promise<StepResult>
+  }
+  /**
+   * Mark a registered tenant failed at `step` when its lifecycle could not even be started (the queue
+   * refused the first job), so it is not left 'provisioning' forever; retry() picks it up from there.
+   */
+  recordFailure(tenantId: string, step: ProvisionStep, err: unknown, opts?: { actorUserId?: string | undefined }): Promise<void>
+  /**
+   * Run a lifecycle event: 'suspended', 'resumed', 'softDeleted', 'hardDeleted' (and 'created', which
+   * provision runs). 'already_done' when the tenant was in the event's end state already (nothing written).
+   */
+  run(event: LifecycleEvent, idOrSlug: string, opts?: { actorUserId?: string }): Promise<RunOutcome>
+  /**
+   * Tenants still 'provisioning' whose row has not changed for `olderThanS` (default
+   * PROVISION_STALE_AFTER_S) and that no run holds: a process died, or could not record a failure.
+   */
+  listStale(opts?: { olderThanS?: number }): Promise<StaleTenant[]>
+  /** Resume every stale tenant through retry(), one at a time; one sweep at a time across processes. */
+  resumeStale(opts?: { olderThanS?: number; signal?: AbortSignal }): Promise<StaleSweepResult | 'busy'>
+  /** The raw catalog row (any status) without its URL. */
+  describe(idOrSlug: string): Promise<ProvisionedTenant>
+  template: TenantTemplate
+  writes: CatalogWrites
+  close(): Promise<void>
+}
+
+function publicView(row: Tenant): ProvisionedTenant {
+  return {
+    id: row.id,
+    slug: row.slug,
+    name: row.name,
+    planTier: row.planTier,
+    status: row.status,
+    dbName: row.dbName,
+    migrationVersion: row.migrationVersion,
+    migrationStatus: row.migrationStatus,
+    provisionStep: row.provisionStep,
+    provisionError: row.provisionError,
+    createdAt: row.createdAt,
+  }
+}
+
+async function assertUnderQuota(tx: HostDatabase['db'], ownerUserId: string, max: number) {
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`tenant-quota:${ownerUserId}`}, 0))`)
+  const [row] = await tx
+    .select({ n: count() })
+    .from(tenants)
+    .where(and(eq(tenants.createdBy, ownerUserId), isNull(tenants.deletedAt), ne(tenants.status, 'deleted')))
+  if ((row?.n ?? 0) >= max) {
+    throw forbidden('TENANT_QUOTA_EXCEEDED', `You have created ${max} tenants, the most allowed: delete one first`, { max })
+  }
+}
+
+/**
+ * The maintenance database URL with statement_timeout and lock_timeout as startup parameters (postgres.js
+ * sends URL query parameters it does not know as such): CREATE/DROP DATABASE and the template lock wait
+ * then end with an error instead of blocking a provisioning run without bound. Values the operator put
+ * in TENANT_DATABASE_URL win.
+ */
+export function boundedMaintenanceUrl(config: Parameters<typeof maintenanceUrl>[0], timeoutMs: number): string {
+  const url = new URL(maintenanceUrl(config))
+  for (const param of ['statement_timeout', 'lock_timeout']) {
+    if (!url.searchParams.has(param)) url.searchParams.set(param, String(timeoutMs))
+  }
+  return url.toString()
+}
+
+const DEFAULT_STATEMENT_TIMEOUT_MS = 60_000
+const DEFAULT_STALE_AFTER_S = 600
+/** The sweep's own lock, in the tenant locks' key space (never a tenant id). */
+const SWEEP_LOCK = 'sweep:provisioning'
+
+export function createProvisioner(deps: ProvisionerDeps): Provisioner {
+  const { host, catalog, pools, config, logger } = deps
+  const serverUrl = tenantServerUrl(config)
+  const maintenance = boundedMaintenanceUrl(config, config.provisioning?.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS)
+  const admin: Sql = connect(maintenance, { max: 2, idleTimeoutS: 30, applicationName: 'tenantkit-admin' })
+  const lockSql: Sql = connect(maintenance, { max: 1, applicationName: 'tenantkit-locks' })
+  const staleAfterS = config.provisioning?.staleAfterS ?? DEFAULT_STALE_AFTER_S
+  const template = createTemplate({ admin, serverUrl, prefix: config.tenantDbPrefix, folder: deps.migrationsFolder, logger })
+  const writes = createCatalogWrites({ host, catalog, keys: config.encryptionKeys })
+  const ctx: LifecycleContext = {
+    host,
+    pools,
+    writes,
+    locks: createTenantLocks(lockSql),
+    admin,
+    template,
+    tasks: deps.tasks,
+    appBaseUrl: config.appBaseUrl,
+    logger,
+    billing: tenantBillingStopFor(host, config),
+    faults: deps.faults,
+    failureMark: deps.failureMark,
+  }
+
+  const failed = (tenantId: string, err: unknown) =>
+    err instanceof AppError
+      ? err
+      : new AppError(
+          503,
+          'PROVISIONING_FAILED',
+          failureMarked(err) === false
+            ? `provisioning tenant ${tenantId} failed and could not be marked failed (the database is unreachable); it is resumed once stale, or with tenants retry`
+            : `provisioning tenant ${tenantId} failed; it is marked failed and can be retried`,
+          { tenantId, error: errorMessage(err) },
+        )
+
+  async function register(input: ProvisionInput): Promise<ProvisionedTenant> {
+    const slug = validateSlug(input.slug)
+    const name = typeof input.name === 'string' ? input.name.trim() : ''
+    if (name.length < 1 || name.length > 200) throw badRequest('INVALID_NAME', 'name must be 1-200 characters')
+    const id = uuidv7()
+    const dbName = tenantDbName(config.tenantDbPrefix, id)
+    const planTier = input.planTier ?? 'free'
+    let row: Tenant
+    try {
+      row = await host.db.transaction(async (tx) => {
+        if (input.ownerUserId && input.maxCreatedByOwner !== undefined) {
+          await assertUnderQuota(tx as unknown as HostDatabase['db'], input.ownerUserId, input.maxCreatedByOwner)
+        }
+        const [inserted] = await tx
+          .insert(tenants)
+          .values({
+            id,
+            slug,
+            name,
+            planTier,
+            status: 'provisioning',
+            dbName,
+            dbUrlEncrypted: encrypt(withDatabase(serverUrl, dbName), config.encryptionKeys),
+            provisionStep: LIFECYCLE.created.steps[0],
+            createdBy: input.ownerUserId ?? null,
+          })
+          .returning()
+        if (input.ownerUserId) await tx.insert(memberships).values({ userId: input.ownerUserId, tenantId: id, role: 'owner' })
+        await tx.insert(auditLogs).values({
+          action: 'tenant.created',
+          tenantId: id,
+          actorUserId: input.actorUserId ?? input.ownerUserId ?? null,
+          targetType: 'tenant',
+          targetId: id,
+          ip: input.origin?.ip,
+          userAgent: input.origin?.userAgent?.slice(0, 512),
+          metadata: { slug, planTier, ownerUserId: input.ownerUserId ?? null },
+        })
+        return inserted!
+      })
+    } catch (err) {
+      const code = pgCode(err instanceof Error ? (err.cause ?? err) : err)
+      if (code === PG.uniqueViolation) throw conflict('SLUG_TAKEN', `slug "${slug}" is already taken`)
+      if (code === '23503') throw badRequest('UNKNOWN_OWNER', 'the owner user does not exist')
+      throw err
+    }
+    await catalog.invalidate(id)
+    return publicView(row)
+  }
+
+  async function provision(input: ProvisionInput): Promise<ProvisionedTenant> {
+    const { id } = await register(input)
+    try {
+      const { row } = await runLifecycle('created', id, ctx, { actorUserId: input.actorUserId ?? input.ownerUserId })
+      return publicView(row!)
+    } catch (err) {
+      throw failed(id, err)
+    }
+  }
+
+  async function recordFailure(tenantId: string, step: ProvisionStep, err: unknown, opts: { actorUserId?: string | undefined } = {}) {
+    const error = errorMessage(err)
+    if (!(await markProvisioningFailed(ctx, tenantId, { provisionStep: step, provisionError: `${step}: ${error}` })))
+      throw new Error(`tenant ${tenantId} could not be marked failed; the stale sweep resumes it`)
+    await writes.audit({ action: LIFECYCLE.created.failedAudit, tenantId, actorUserId: opts.actorUserId, metadata: { step, error } })
+  }
+
+  async function retry(idOrSlug: string, opts: { actorUserId?: string } = {}): Promise<ProvisionedTenant> {
+    const row = await writes.get(idOrSlug)
+    if (row.status === 'active') return publicView(row)
+    try {
+      const done = await runLifecycle('created', row.id, ctx, { resume: true, actorUserId: opts.actorUserId })
+      return publicView(done.row!)
+    } catch (err) {
+      throw failed(row.id, err)
+    }
+  }
+
+  const step = (s: ProvisionStep) => async (tenantId: string, ownerUserId?: string) => {
+    const { outcome, row } = await runLifecycle('created', tenantId, ctx, { from: s, to: s, ownerUserId })
+    return { outcome, status: row!.status }
+  }
+
+  async function listStale(opts: { olderThanS?: number } = {}): Promise<StaleTenant[]> {
+    const olderThanS = opts.olderThanS ?? staleAfterS
+    const rows = await host.db
+      .select({ id: tenants.id, slug: tenants.slug, provisionStep: tenants.provisionStep, updatedAt: tenants.updatedAt })
+      .from(tenants)
+      .where(and(eq(tenants.status, 'provisioning'), lt(tenants.updatedAt, new Date(Date.now() - olderThanS * 1000))))
+      .orderBy(asc(tenants.updatedAt))
+    const running = await ctx.locks.held(rows.map((r) => r.id))
+    return rows.filter((r) => !running.has(r.id))
+  }
+
+  async function resumeStale(opts: { olderThanS?: number; signal?: AbortSignal } = {}): Promise<StaleSweepResult | 'busy'> {
+    if (!(await ctx.locks.acquire(SWEEP_LOCK))) return 'busy'
+    try {
+      const result: StaleSweepResult = { resumed: [], failed: [], busy: [] }
+      for (const t of await listStale(opts)) {
+        // A stopping worker finishes the tenant in hand, not the whole list: the next sweep gets the rest.
+        if (opts.signal?.aborted) break
+        try {
+          await retry(t.id)
+          result.resumed.push(t.slug)
+          logger.info({ tenantId: t.id, slug: t.slug, step: t.provisionStep }, 'stale provisioning resumed')
+        } catch (err) {
+          if (err instanceof AppError && err.code === 'TENANT_BUSY') result.busy.push(t.slug)
+          else {
+            const error = err instanceof AppError ? String(err.details?.error ?? err.message) : errorMessage(err)
+            result.failed.push({ slug: t.slug, error })
+            logger.error({ tenantId: t.id, slug: t.slug, err: error }, 'resuming a stale provisioning failed')
+          }
+        }
+      }
+      return result
+    } finally {
+      await ctx.locks
+        .release(SWEEP_LOCK)
+        .catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'releasing the sweep lock failed'))
+    }
+  }
+
+  return {
+    register,
+    provision,
+    retry,
+    steps: {
+      createDatabase: step('createDatabase'),
+      migrate: step('migrate'),
+      seedOwner: step('seedOwner'),
+      sendWelcomeEmail: step('sendWelcomeEmail'),
+      activate: step('activate'),
+    },
+    recordFailure,
+    async run(event, idOrSlug, opts = {}) {
+      const row = await writes.get(idOrSlug)
+      return (await runLifecycle(event, row.id, ctx, { actorUserId: opts.actorUserId })).outcome
+    },
+    listStale,
+    resumeStale,
+    describe: async (idOrSlug) => publicView(await writes.get(idOrSlug)),
+    template,
+    writes,
+    async close() {
+      await Promise.all([admin.end({ timeout: 5 }), lockSql.end({ timeout: 5 })])
+    },
+  }
+}

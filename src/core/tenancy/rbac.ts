@@ -1,0 +1,78 @@
+/**
+ * Roles inside a tenant (seed: admin 3 > editor 2 > viewer 1) and the checks behind `require_role` /
+ * `has_min_role`. The effective role is read from the databases on every request, never from the
+ * client: a tenant owner or admin member is always admin; any other member has the local role of
+ * their tenant user (cached briefly, dropped whenever the membership is invalidated). A per-user row in core_permissions (resource × action) grants or denies an
+ * action regardless of the role default; owners can't be locked out by a denial.
+ */
+import { LRUCache } from 'lru-cache'
+import type { MembershipRole } from '../../../drizzle/host/schema.js'
+import { TENANT_ROLES, type TenantRole } from '../../../drizzle/tenant/schema.js'
+import type { TenantDb } from './types.js'
+
+export type Role = TenantRole
+export const ROLE_LEVEL: Record<Role, number> = { viewer: 1, editor: 2, admin: 3 }
+export const ROLES = TENANT_ROLES
+
+export interface AccessRule {
+  minRole: Role
+  resource?: string
+  action?: string
+}
+
+export const hasMinRole = (role: Role | null | undefined, min: Role) => !!role && ROLE_LEVEL[role] >= ROLE_LEVEL[min]
+
+/** A member's tenant-local role and per-user grants, read together in one query. */
+interface LocalAccess {
+  role: Role
+  grants: Map<string, boolean>
+}
+
+export interface RoleResolverOptions {
+  /** Cache entries keyed "userId:tenantId"; drop them when memberships are invalidated. */
+  onInvalidate?: (listener: (key: string | undefined, tenantId: string | undefined) => void) => void
+  ttlMs?: number
+}
+
+export function createRoleResolver(opts: RoleResolverOptions = {}) {
+  const cache = new LRUCache<string, LocalAccess>({ max: 50_000, ttl: opts.ttlMs ?? 30_000 })
+  let epoch = 0
+  opts.onInvalidate?.((key, tenantId) => {
+    epoch++
+    if (key) cache.delete(key)
+    else if (tenantId) for (const k of cache.keys()) if (k.endsWith(`:${tenantId}`)) cache.delete(k)
+    else cache.clear()
+  })
+
+  async function localAccess(db: TenantDb, tenantId: string, userId: string): Promise<LocalAccess> {
+    const key = `${userId}:${tenantId}`
+    const hit = cache.get(key)
+    if (hit) return hit
+    // Raw postgres.js tagged query: prepared per connection (drizzle's ad-hoc queries are not).
+    const startedAt = epoch
+    const rows = await db.$client<{ role: Role; resource: string | null; action: string | null; granted: boolean | null }[]>`
+      select u.role, p.resource, p.action, p.granted
+      from core_tenant_users u left join core_permissions p on p.tenant_user_id = u.id
+      where u.global_user_id = ${userId}`
+    const access: LocalAccess = { role: rows[0]?.role ?? 'viewer', grants: new Map() }
+    for (const r of rows) if (r.resource && r.action && r.granted !== null) access.grants.set(`${r.resource}:${r.action}`, r.granted)
+    if (epoch === startedAt) cache.set(key, access) // not when an invalidation raced this read
+    return access
+  }
+
+  return {
+    async effectiveRole(db: TenantDb, tenantId: string, userId: string, membershipRole: MembershipRole): Promise<Role> {
+      if (membershipRole === 'owner' || membershipRole === 'admin') return 'admin'
+      return (await localAccess(db, tenantId, userId)).role
+    },
+
+    async allows(db: TenantDb, tenantId: string, userId: string, membershipRole: MembershipRole, role: Role, rule: AccessRule): Promise<boolean> {
+      if (membershipRole === 'owner') return true
+      if (rule.resource && rule.action) {
+        const grant = (await localAccess(db, tenantId, userId)).grants.get(`${rule.resource}:${rule.action}`)
+        if (grant !== undefined) return grant
+      }
+      return hasMinRole(role, rule.minRole)
+    },
+  }
+}

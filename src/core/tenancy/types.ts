@@ -1,0 +1,75 @@
+/**
+ * The contracts between the tenancy pieces. Code that touches a tenant's data holds a TenantRecord
+ * (resolved from the catalog) and asks the pool manager for that tenant's database; there is no
+ * ambient "current tenant" anywhere, so concurrent requests and jobs cannot see each other's data.
+ */
+import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js'
+import type { MigrationStatus, TenantStatus } from '../../../drizzle/host/schema.js'
+import type * as tenantSchema from '../../../drizzle/tenant/schema.js'
+import type { Sql } from '../db/connect.js'
+
+export type TenantSchema = typeof tenantSchema
+export type TenantDb = PostgresJsDatabase<TenantSchema> & { $client: Sql }
+
+/** A catalog row as the runtime needs it: the database URL already decrypted. Never serialised to clients. */
+export interface TenantRecord {
+  id: string
+  slug: string
+  name: string
+  status: TenantStatus
+  planTier: string
+  dbName: string
+  dbUrl: string
+  poolerUrl: string | undefined
+  maxConnections: number | undefined
+  migrationVersion: string | undefined
+  migrationStatus: MigrationStatus
+}
+
+/** Read side of the tenant catalog, cached per process and invalidated across processes. */
+export interface Catalog {
+  /** By id (uuid) or slug; undefined when unknown or soft-deleted. Single-flight per key. */
+  get(idOrSlug: string): Promise<TenantRecord | undefined>
+  /** Drop the cached entry here and in every other process (Redis pub/sub). Call after any catalog write. */
+  invalidate(tenantId: string): Promise<void>
+  close(): Promise<void>
+}
+
+export interface PoolStats {
+  openPools: number
+  /** Connection slots reserved by open pools (what the budget counts). */
+  reservedConnections: number
+  /** Connections actually open right now. */
+  openConnections: number
+  /** Callers waiting for budget. */
+  waiters: number
+  /** Leases held right now (requests and jobs using a tenant pool). */
+  leases: number
+  budget: number
+  /**
+   * Waiters time out (POOL_EXHAUSTED) and nobody was granted a pool since the first of those timeouts,
+   * the last one within the starved window: the process can't serve new tenants; readiness reports it.
+   */
+  starved: boolean
+}
+
+export interface TenantLease {
+  db: TenantDb
+  /** Return the pool to the LRU (it may then be evicted). Idempotent. */
+  release(): void
+}
+
+export interface PoolManager {
+  /**
+   * Lease the tenant's pool; throws when no tenant is given (fail closed) and 503 POOL_EXHAUSTED when the budget stays full.
+   * An aborted `signal` takes a waiter out of the queue (499 CLIENT_CLOSED_REQUEST), and a pool granted to an
+   * aborted caller goes straight back, so a request the client gave up on never holds budget.
+   */
+  acquire(tenant: Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'>, opts?: { signal?: AbortSignal }): Promise<TenantLease>
+  /** acquire + fn + release. */
+  withTenant<T>(tenant: Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'>, fn: (db: TenantDb) => Promise<T>): Promise<T>
+  /** Close the tenant's pool now (waits for leases to end). Used before DROP DATABASE and on catalog changes. */
+  evict(tenantId: string): Promise<void>
+  stats(): PoolStats
+  close(): Promise<void>
+}

@@ -1,0 +1,381 @@
+/**
+ * The one place Stripe subscription state lands in core_subscriptions, shared by webhooks, the checkout
+ * success redirect and the service's own changes, so all of them follow the same ordering rule:
+ *
+ *   each row carries `stripe_updated_at`, the Stripe time (seconds) of the state it holds.
+ *   - an event snapshot newer than the row is applied; an older one is stale and ignored;
+ *   - an event snapshot from the same second is a tie: the caller refetches the subscription from Stripe;
+ *   - a fetched object is authoritative: applied unless the row already reflects a later event, and
+ *     stamped with the time it was fetched for (the event's time), so later events still apply.
+ *
+ * Written with postgres.js directly (not drizzle): this is the webhook hot path, and drizzle's ad-hoc
+ * queries are sent unprepared (STACK.md §0).
+ */
+import type postgres from 'postgres'
+import type Stripe from 'stripe'
+import { uuidv7 } from 'uuidv7'
+import { iso } from '../../core/lib/dates.js'
+import { asDate, type Tx, writeBillingAudit } from './audit.js'
+import { isUuid } from '../../core/lib/uuid.js'
+
+export type { Tx }
+
+/** Subscription statuses that grant access (past_due only within the grace period, see access.ts). */
+export const LIVE_STATUSES = ['active', 'trialing', 'past_due'] as const
+/** The plan_tier a tenant falls back to without a live subscription. */
+export const FREE_PLAN_KEY = 'free'
+
+export interface SubscriptionSnapshot {
+  stripeSubscriptionId: string
+  stripeCustomerId: string
+  status: string
+  priceId: string | null
+  interval: string | null
+  currentPeriodStart: Date | null
+  currentPeriodEnd: Date | null
+  trialEnd: Date | null
+  cancelAtPeriodEnd: boolean
+  canceledAt: Date | null
+  metadataTenantId: string | undefined
+  metadataUserId: string | undefined
+  /** Every item's price and period; the plan is whichever item's price belongs to a known plan (add-ons may come first). */
+  items: SnapshotItem[]
+}
+
+export interface SnapshotItem {
+  priceId: string | null
+  interval: string | null
+  currentPeriodStart: Date | null
+  currentPeriodEnd: Date | null
+}
+
+const date = (s: number | null | undefined) => (typeof s === 'number' ? new Date(s * 1000) : null)
+export const idOf = (x: string | { id: string } | null | undefined) => (typeof x === 'string' ? x : (x?.id ?? null))
+
+/** What we keep of a Stripe Subscription. Periods live on the items since API 2025-03-31; older payloads had them on the subscription. */
+export function snapshotOf(sub: Stripe.Subscription): SubscriptionSnapshot {
+  const legacy = sub as unknown as { current_period_start?: number; current_period_end?: number }
+  const items: SnapshotItem[] = (Array.isArray(sub.items?.data) ? sub.items.data : []).map((item) => ({
+    priceId: item?.price?.id ?? null,
+    interval: item?.price?.recurring?.interval ?? null,
+    currentPeriodStart: date(item?.current_period_start ?? legacy.current_period_start),
+    currentPeriodEnd: date(item?.current_period_end ?? legacy.current_period_end),
+  }))
+  // Until the plan item is known (applySubscription looks prices up), the first item stands in.
+  const first = items[0]
+  return {
+    stripeSubscriptionId: sub.id,
+    stripeCustomerId: idOf(sub.customer as string | { id: string }) ?? '',
+    status: sub.status,
+    priceId: first?.priceId ?? null,
+    interval: first?.interval ?? null,
+    currentPeriodStart: first?.currentPeriodStart ?? date(legacy.current_period_start),
+    currentPeriodEnd: first?.currentPeriodEnd ?? date(legacy.current_period_end),
+    items,
+    trialEnd: date(sub.trial_end),
+    cancelAtPeriodEnd: Boolean(sub.cancel_at_period_end),
+    canceledAt: date(sub.canceled_at),
+    metadataTenantId: sub.metadata?.tenant_id,
+    metadataUserId: sub.metadata?.user_id,
+  }
+}
+
+export interface PlanRef {
+  id: string
+  key: string
+}
+
+/** Price id → plan, cached briefly: plans change on deploy (db:seed), prices arrive on every event. */
+export type PlanLookup = (tx: Tx | postgres.Sql, priceId: string | null) => Promise<PlanRef | null>
+
+export function createPlanLookup(ttlMs = 30_000): PlanLookup {
+  const cache = new Map<string, { plan: PlanRef | null; until: number }>()
+  return async (tx, priceId) => {
+    if (!priceId) return null
+    const hit = cache.get(priceId)
+    if (hit && hit.until > Date.now()) return hit.plan
+    const [row] = await (tx as postgres.Sql)<PlanRef[]>`
+      select id, key from core_pricing_plans
+      where stripe_price_monthly = ${priceId} or stripe_price_yearly = ${priceId}
+      order by is_active desc limit 1`
+    const plan = row ? { id: row.id, key: row.key } : null
+    if (cache.size > 1000) cache.clear()
+    cache.set(priceId, { plan, until: Date.now() + ttlMs })
+    return plan
+  }
+}
+
+export interface ApplyInput {
+  snapshot: SubscriptionSnapshot
+  /** The Stripe time (unix seconds) the snapshot reflects, or was fetched for. */
+  at: number
+  source: 'event' | 'fetched'
+  /** Known tenant (a checkout session names it); otherwise taken from the subscription's metadata. */
+  tenantId?: string
+  userId?: string
+  /** invoice.payment_failed: when the payment failed (past_due_since), if the row wasn't already past due. */
+  pastDueAt?: number
+  plans: PlanLookup
+  audit: { eventId?: string; eventType?: string; actorUserId?: string | null; reason: string }
+}
+
+export interface AppliedSubscription {
+  id: string
+  tenantId: string
+  stripeSubscriptionId: string
+  status: string
+  previousStatus: string | null
+  planKey: string | null
+  created: boolean
+  /** False when the new state equals the stored one (only the watermark moved): no audit row, no plan change. */
+  changed: boolean
+}
+
+export type ApplyOutcome =
+  | { kind: 'applied'; subscription: AppliedSubscription }
+  | { kind: 'stale'; storedAt: number }
+  | { kind: 'tie' }
+  | { kind: 'no-tenant' }
+
+interface StoredRow {
+  id: string
+  tenant_id: string
+  status: string
+  plan_id: string | null
+  stripe_price_id: string | null
+  current_period_end: Date | null
+  trial_end: Date | null
+  cancel_at_period_end: boolean
+  canceled_at: Date | null
+  past_due_since: Date | null
+  stripe_updated_at: Date
+}
+
+const seconds = (d: Date) => Math.floor(d.getTime() / 1000)
+
+function normalise(r: StoredRow): StoredRow {
+  return {
+    ...r,
+    current_period_end: asDate(r.current_period_end),
+    trial_end: asDate(r.trial_end),
+    canceled_at: asDate(r.canceled_at),
+    past_due_since: asDate(r.past_due_since),
+    stripe_updated_at: asDate(r.stripe_updated_at)!,
+  }
+}
+const sameTime = (a: Date | null, b: Date | null) => (a === null || b === null ? a === b : a.getTime() === b.getTime())
+
+/**
+ * The tenant a subscription belongs to: the caller's, the metadata's, or the tenant whose own Stripe
+ * customer it bills (core_tenants.stripe_customer_id). Never "another tenant billed to the same customer":
+ * a customer is one tenant's, so a subscription that maps to none is not guessed onto one.
+ */
+export async function subscriptionTenant(tx: Tx, s: SubscriptionSnapshot, hint?: string): Promise<string | null> {
+  for (const candidate of [hint, s.metadataTenantId]) {
+    if (!isUuid(candidate)) continue
+    const [t] = await tx<{ id: string }[]>`select id from core_tenants where id = ${candidate}`
+    if (t) return t.id
+  }
+  if (!s.stripeCustomerId) return null
+  const [byCustomer] = await tx<{ id: string }[]>`select id from core_tenants where stripe_customer_id = ${s.stripeCustomerId}`
+  return byCustomer?.id ?? null
+}
+
+async function existingUser(tx: Tx, ...candidates: (string | undefined)[]): Promise<string | null> {
+  for (const c of candidates) {
+    if (!isUuid(c)) continue
+    const [u] = await tx<{ id: string }[]>`select id from core_users where id = ${c}`
+    if (u) return u.id
+  }
+  return null
+}
+
+/** Keep core_tenants.plan_tier equal to the best live subscription's plan ('free' without one). */
+export async function refreshTenantPlanTier(tx: Tx, tenantId: string): Promise<void> {
+  await tx`
+    with best as (
+      select coalesce((
+        select p.key from core_subscriptions s join core_pricing_plans p on p.id = s.plan_id
+        where s.tenant_id = ${tenantId} and s.status in ${tx(LIVE_STATUSES)}
+        order by p.tier_level desc, s.stripe_updated_at desc limit 1
+      ), ${FREE_PLAN_KEY}) as key
+    )
+    update core_tenants t set plan_tier = best.key, updated_at = now()
+    from best where t.id = ${tenantId} and t.plan_tier is distinct from best.key`
+}
+
+/**
+ * The plan item of a subscription: the first item whose price belongs to a known plan (add-ons may be
+ * listed before it), or null. The webhooks, the success redirect and changePlan all pick it this way.
+ */
+export async function findPlanItem<T>(
+  tx: Tx | postgres.Sql,
+  items: readonly T[],
+  priceOf: (item: T) => string | null,
+  plans: PlanLookup,
+): Promise<{ item: T; plan: PlanRef } | null> {
+  for (const item of items) {
+    const plan = await plans(tx, priceOf(item))
+    if (plan) return { item, plan }
+  }
+  return null
+}
+
+/** The snapshot as of its plan item (findPlanItem), else as of the first item. */
+async function onPlanItem(tx: Tx, s: SubscriptionSnapshot, plans: PlanLookup): Promise<{ snapshot: SubscriptionSnapshot; plan: PlanRef | null }> {
+  const found = await findPlanItem(tx, s.items ?? [], (item) => item.priceId, plans)
+  if (found) return { snapshot: { ...s, ...found.item }, plan: found.plan }
+  return { snapshot: s, plan: await plans(tx, s.priceId) }
+}
+
+export async function applySubscription(tx: Tx, given: ApplyInput): Promise<ApplyOutcome> {
+  const { snapshot: s, plan } = await onPlanItem(tx, given.snapshot, given.plans)
+  const input: ApplyInput = { ...given, snapshot: s }
+  for (let attempt = 0; attempt < 2; attempt++) {
+    // The common case (newer than the row) in one round trip: lock, compare, write, and read back the previous state.
+    const [hit] = await writeIfNewer(tx, input, plan)
+    if (hit) return { kind: 'applied', subscription: await afterUpdate(tx, input, plan, normalise(hit), asDate(hit.new_past_due_since)) }
+
+    const [row] = await tx<{ stripe_updated_at: Date | string }[]>`
+      select stripe_updated_at from core_subscriptions where stripe_subscription_id = ${s.stripeSubscriptionId} for update`
+    if (row) {
+      const storedAt = seconds(asDate(row.stripe_updated_at)!)
+      if (input.at < storedAt) return { kind: 'stale', storedAt }
+      if (input.at === storedAt && input.source === 'event') return { kind: 'tie' }
+      continue // inserted by another transaction between our two statements: apply on the next pass
+    }
+
+    const tenantId = await subscriptionTenant(tx, s, input.tenantId)
+    if (!tenantId) return { kind: 'no-tenant' }
+    const inserted = await insert(tx, input, plan, tenantId)
+    if (inserted) return { kind: 'applied', subscription: inserted }
+    // Another transaction inserted the same subscription meanwhile (ON CONFLICT waited for it): compare against its row.
+  }
+  throw new Error(`subscription ${s.stripeSubscriptionId} could not be locked`)
+}
+
+/**
+ * UPDATE … FROM a locked sub-select of the same row: the sub-select still sees the previous values, so
+ * RETURNING gives what the row held before (PG15 has no RETURNING OLD). Applies when the input is newer
+ * than the row, or a fetched object from the same second. past_due_since keeps the date the row first
+ * went past due, else takes the payment failure's time (or the input's).
+ */
+function writeIfNewer(tx: Tx, input: ApplyInput, plan: PlanRef | null) {
+  const s = input.snapshot
+  const at = iso(new Date(input.at * 1000))
+  const pastDueAt = iso(new Date((input.pastDueAt ?? input.at) * 1000))
+  return tx<(StoredRow & { new_past_due_since: Date | string | null })[]>`
+    update core_subscriptions cur set
+      plan_id = ${plan?.id ?? null}, stripe_customer_id = ${s.stripeCustomerId}, stripe_price_id = ${s.priceId}, status = ${s.status},
+      billing_interval = ${s.interval}, current_period_start = ${iso(s.currentPeriodStart)}, current_period_end = ${iso(s.currentPeriodEnd)},
+      trial_end = ${iso(s.trialEnd)}, cancel_at_period_end = ${s.cancelAtPeriodEnd}, canceled_at = ${iso(s.canceledAt)},
+      past_due_since = case when ${s.status} = 'past_due'
+        then coalesce(case when prev.status = 'past_due' then prev.past_due_since end, ${pastDueAt}::timestamptz) end,
+      stripe_updated_at = ${at}, updated_at = now()
+    from (
+      select id, tenant_id, status, plan_id, stripe_price_id, current_period_end, trial_end, cancel_at_period_end, canceled_at,
+             past_due_since, stripe_updated_at
+      from core_subscriptions where stripe_subscription_id = ${s.stripeSubscriptionId} for update
+    ) prev
+    where cur.id = prev.id and (prev.stripe_updated_at < ${at} or (${input.source === 'fetched'} and prev.stripe_updated_at = ${at}))
+    returning prev.id, prev.tenant_id, prev.status, prev.plan_id, prev.stripe_price_id, prev.current_period_end, prev.trial_end,
+              prev.cancel_at_period_end, prev.canceled_at, prev.past_due_since, prev.stripe_updated_at, cur.past_due_since as new_past_due_since`
+}
+
+async function insert(tx: Tx, input: ApplyInput, plan: PlanRef | null, tenantId: string): Promise<AppliedSubscription | null> {
+  const s = input.snapshot
+  const userId = await existingUser(tx, input.userId, s.metadataUserId)
+  const id = uuidv7()
+  const pastDueSince = s.status === 'past_due' ? new Date((input.pastDueAt ?? input.at) * 1000) : null
+  const rows = await tx`
+    insert into core_subscriptions (id, tenant_id, user_id, plan_id, stripe_subscription_id, stripe_customer_id, stripe_price_id,
+      status, billing_interval, current_period_start, current_period_end, trial_end, cancel_at_period_end, canceled_at,
+      past_due_since, stripe_updated_at)
+    values (${id}, ${tenantId}, ${userId}, ${plan?.id ?? null}, ${s.stripeSubscriptionId}, ${s.stripeCustomerId}, ${s.priceId},
+      ${s.status}, ${s.interval}, ${iso(s.currentPeriodStart)}, ${iso(s.currentPeriodEnd)}, ${iso(s.trialEnd)}, ${s.cancelAtPeriodEnd},
+      ${iso(s.canceledAt)}, ${iso(pastDueSince)}, ${iso(new Date(input.at * 1000))})
+    on conflict (stripe_subscription_id) do nothing
+    returning id`
+  if (rows.length === 0) return null
+  const applied: AppliedSubscription = {
+    id,
+    tenantId,
+    stripeSubscriptionId: s.stripeSubscriptionId,
+    status: s.status,
+    previousStatus: null,
+    planKey: plan?.key ?? null,
+    created: true,
+    changed: true,
+  }
+  await Promise.all([
+    writeBillingAudit(tx, {
+      action: 'billing.subscription.created',
+      tenantId,
+      actorUserId: input.audit.actorUserId ?? null,
+      targetType: 'subscription',
+      targetId: id,
+      metadata: auditMetadata(input, applied),
+    }),
+    refreshTenantPlanTier(tx, tenantId),
+  ])
+  return applied
+}
+
+/** After an update: audit a real change and keep the tenant's plan tier; both statements are pipelined. */
+async function afterUpdate(
+  tx: Tx,
+  input: ApplyInput,
+  plan: PlanRef | null,
+  prev: StoredRow,
+  pastDueSince: Date | null,
+): Promise<AppliedSubscription> {
+  const s = input.snapshot
+  const planId = plan?.id ?? null
+  const changed =
+    prev.status !== s.status ||
+    prev.plan_id !== planId ||
+    prev.stripe_price_id !== s.priceId ||
+    prev.cancel_at_period_end !== s.cancelAtPeriodEnd ||
+    !sameTime(prev.current_period_end, s.currentPeriodEnd) ||
+    !sameTime(prev.trial_end, s.trialEnd) ||
+    !sameTime(prev.canceled_at, s.canceledAt) ||
+    !sameTime(prev.past_due_since, pastDueSince)
+  const applied: AppliedSubscription = {
+    id: prev.id,
+    tenantId: prev.tenant_id,
+    stripeSubscriptionId: s.stripeSubscriptionId,
+    status: s.status,
+    previousStatus: prev.status,
+    planKey: plan?.key ?? null,
+    created: false,
+    changed,
+  }
+  if (!changed) return applied
+  const action = s.status === 'canceled' && prev.status !== 'canceled' ? 'billing.subscription.canceled' : 'billing.subscription.updated'
+  await Promise.all([
+    writeBillingAudit(tx, {
+      action,
+      tenantId: prev.tenant_id,
+      actorUserId: input.audit.actorUserId ?? null,
+      targetType: 'subscription',
+      targetId: prev.id,
+      metadata: auditMetadata(input, applied),
+    }),
+    prev.status !== s.status || prev.plan_id !== planId ? refreshTenantPlanTier(tx, prev.tenant_id) : undefined,
+  ])
+  return applied
+}
+
+function auditMetadata(input: ApplyInput, a: AppliedSubscription): Record<string, unknown> {
+  return {
+    stripeSubscriptionId: a.stripeSubscriptionId,
+    status: a.status,
+    previousStatus: a.previousStatus,
+    plan: a.planKey,
+    cancelAtPeriodEnd: input.snapshot.cancelAtPeriodEnd,
+    stripeTime: new Date(input.at * 1000).toISOString(),
+    source: input.source,
+    reason: input.audit.reason,
+    ...(input.audit.eventId ? { eventId: input.audit.eventId, eventType: input.audit.eventType } : {}),
+  }
+}

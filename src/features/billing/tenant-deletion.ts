@@ -1,0 +1,87 @@
+/**
+ * Deleting a tenant stops its billing: the lifecycle step `cancelBilling` (first step of softDeleted and
+ * hardDeleted, see tenancy/lifecycle.ts) cancels every subscription of the tenant that Stripe could still
+ * charge.
+ *
+ * IMMEDIATELY, for soft and hard delete alike: a deleted tenant can't be restored (no lifecycle event
+ * leads out of 'deleted' but hardDeleted), so billing to the end of the period would charge for a service
+ * its customer can no longer reach. Stripe's cancel doesn't prorate by default: refunds of the unused
+ * part stay an operator's decision in the Stripe dashboard.
+ *
+ * Idempotent: a subscription already canceled (or unknown to Stripe) counts as done, and what Stripe
+ * returns is applied to core_subscriptions, so a re-run finds nothing live and calls Stripe no more.
+ * Transient Stripe failures throw: the step fails and the delete can be run again. Stripe's
+ * customer.subscription.deleted webhook that follows agrees (or, after a hard delete, names a tenant that
+ * no longer exists and is recorded `failed`, which is expected).
+ */
+import Stripe from 'stripe'
+import type { Config } from '../../core/config.js'
+import type { HostDatabase } from '../../core/db/host.js'
+import { asDate } from './audit.js'
+import { createStripe } from './stripe.js'
+import { applySubscription, createPlanLookup, type PlanLookup, refreshTenantPlanTier, snapshotOf } from './subscriptions.js'
+
+/** Every status in which Stripe may still charge (or retry a charge for) a subscription. */
+const ENDED_STATUSES = ['canceled', 'incomplete_expired'] as const
+
+export interface TenantBillingStop {
+  /** Cancel the tenant's live subscriptions at once; resolves to the Stripe ids it canceled (or found canceled). */
+  cancelSubscriptions(tenantId: string, opts?: { actorUserId?: string | undefined }): Promise<string[]>
+}
+
+export function createTenantBillingStop(deps: { host: HostDatabase; stripe: Stripe; plans?: PlanLookup }): TenantBillingStop {
+  const { sql } = deps.host
+  const plans = deps.plans ?? createPlanLookup()
+
+  /** Cancel in Stripe; an already-canceled or unknown subscription is done. Returns Stripe's copy, if there still is one. */
+  async function cancel(id: string): Promise<Stripe.Subscription | null> {
+    try {
+      return await deps.stripe.subscriptions.cancel(id)
+    } catch (err) {
+      if (!(err instanceof Stripe.errors.StripeInvalidRequestError)) throw err
+      if (err.code === 'resource_missing') return null
+      // Stripe refuses to cancel a subscription that already ended: its current copy says so.
+      const current = await deps.stripe.subscriptions.retrieve(id)
+      if ((ENDED_STATUSES as readonly string[]).includes(current.status)) return current
+      throw err
+    }
+  }
+
+  return {
+    async cancelSubscriptions(tenantId, opts = {}) {
+      const live = await sql<{ stripe_subscription_id: string; stripe_updated_at: Date | string }[]>`
+        select stripe_subscription_id, stripe_updated_at from core_subscriptions
+        where tenant_id = ${tenantId} and status not in ${sql(ENDED_STATUSES)}`
+      const done: string[] = []
+      for (const row of live) {
+        const sub = await cancel(row.stripe_subscription_id)
+        done.push(row.stripe_subscription_id)
+        if (!sub) {
+          // Stripe has no such subscription: nothing can charge it any more.
+          await sql.begin(async (tx) => {
+            await tx`update core_subscriptions set status = 'canceled', updated_at = now() where stripe_subscription_id = ${row.stripe_subscription_id}`
+            await refreshTenantPlanTier(tx, tenantId)
+          })
+          continue
+        }
+        // As of the row's watermark, like the service's own changes: a webhook that moved it meanwhile wins.
+        await sql.begin((tx) =>
+          applySubscription(tx, {
+            snapshot: snapshotOf(sub),
+            at: Math.floor(asDate(row.stripe_updated_at)!.getTime() / 1000),
+            source: 'fetched',
+            tenantId,
+            plans,
+            audit: { reason: 'tenant deleted', actorUserId: opts.actorUserId ?? null },
+          }),
+        )
+      }
+      return done
+    },
+  }
+}
+
+/** The step's dependency from the config: undefined when billing is disabled (the step is then skipped). */
+export function tenantBillingStopFor(host: HostDatabase, config: Partial<Pick<Config, 'stripe'>>): TenantBillingStop | undefined {
+  return config.stripe ? createTenantBillingStop({ host, stripe: createStripe(config.stripe) }) : undefined
+}

@@ -1,0 +1,63 @@
+/** Request and response schemas of /api/members. */
+import { Type } from 'typebox'
+import { Email } from '../../core/identity/schemas.js'
+import { Uuid } from '../../core/lib/schemas.js'
+
+export const MembershipRoleSchema = Type.Union([Type.Literal('owner'), Type.Literal('admin'), Type.Literal('member')])
+/** Roles POST may give: ownership is only ever handed over by an owner, through PATCH. */
+export const AddableRoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('member')])
+export const LocalRoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('editor'), Type.Literal('viewer')])
+
+/** `projects`, `reports.export`: what core_permissions rows name. */
+const Name = Type.String({ minLength: 1, maxLength: 63, pattern: '^[a-z][a-z0-9_.-]*$' })
+
+export const PermissionSchema = Type.Object({ resource: Type.String(), action: Type.String(), granted: Type.Boolean() })
+
+export const MemberSchema = Type.Object({
+  userId: Uuid,
+  email: Type.String(),
+  name: Type.Union([Type.String(), Type.Null()]),
+  role: MembershipRoleSchema,
+  status: Type.String(),
+  /** The tenant-local role (core_tenant_users.role); null when the member has no tenant user row yet. */
+  localRole: Type.Union([LocalRoleSchema, Type.Null()]),
+  /** What the guard will use: owners and admins are admin, members their local role (viewer by default). */
+  effectiveRole: LocalRoleSchema,
+  permissions: Type.Array(PermissionSchema),
+  joinedAt: Type.String({ format: 'date-time' }),
+})
+
+export const MemberPageSchema = Type.Object({ items: Type.Array(MemberSchema), nextCursor: Type.Union([Uuid, Type.Null()]) })
+
+export const ListMembersQuery = Type.Object(
+  {
+    limit: Type.Integer({ minimum: 1, maximum: 200, default: 50 }),
+    cursor: Type.Optional(Uuid),
+  },
+  { additionalProperties: false },
+)
+
+export const AddMemberBody = Type.Object(
+  {
+    email: Email,
+    role: AddableRoleSchema,
+    localRole: Type.Optional(LocalRoleSchema),
+  },
+  { additionalProperties: false },
+)
+
+export const UpdateMemberBody = Type.Object(
+  {
+    role: Type.Optional(MembershipRoleSchema),
+    localRole: Type.Optional(LocalRoleSchema),
+  },
+  { additionalProperties: false, minProperties: 1 },
+)
+
+export const UserIdParams = Type.Object({ userId: Uuid })
+
+export const PermissionBody = Type.Object({ resource: Name, action: Name, granted: Type.Boolean() }, { additionalProperties: false })
+
+export const PermissionParams = Type.Object({ userId: Uuid, resource: Name, action: Name })
+
+export const PermissionResult = Type.Object({ userId: Uuid, resource: Type.String(), action: Type.String(), granted: Type.Boolean() })

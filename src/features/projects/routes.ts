@@ -1,0 +1,87 @@
+/**
+ * /api/projects — the example tenant resource. Viewers read, editors write, admins delete; the guard
+ * in routes/api has already resolved the tenant, checked membership and the route's `access` rule,
+ * so handlers only talk to `req.tenantDb`.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import type { Project } from '../../../drizzle/tenant/schema.js'
+import { notFound } from '../../core/lib/errors.js'
+import { IdParams, errorResponses } from '../../core/lib/schemas.js'
+import { createProjectsRepository } from './repository.js'
+import { CreateProjectBody, ListProjectsQuery, ProjectPageSchema, ProjectSchema, UpdateProjectBody } from './schemas.js'
+import exportRoutes from './export.js'
+
+const toJson = (p: Project) => ({ ...p, createdAt: p.createdAt.toISOString(), updatedAt: p.updatedAt.toISOString() })
+const missing = () => notFound('PROJECT_NOT_FOUND', 'No such project')
+const guarded = errorResponses(400, 401, 403, 404, 409, 503)
+const tags = ['projects']
+
+const projectRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  // GET /export: the billing-gated example (subscription + the plan's `exports` feature).
+  await fastify.register(exportRoutes)
+
+  fastify.get(
+    '/',
+    {
+      config: { access: { minRole: 'viewer', resource: 'projects', action: 'view' } },
+      schema: { tags, summary: 'List projects, newest first (cursor pagination)', querystring: ListProjectsQuery, response: { 200: ProjectPageSchema, ...guarded } },
+    },
+    async (req) => {
+      const page = await createProjectsRepository(req.tenantDb).list(req.query)
+      return { items: page.items.map(toJson), nextCursor: page.nextCursor }
+    },
+  )
+
+  fastify.post(
+    '/',
+    {
+      config: { access: { minRole: 'editor', resource: 'projects', action: 'edit' } },
+      schema: { tags, summary: 'Create a project', body: CreateProjectBody, response: { 201: ProjectSchema, ...guarded } },
+    },
+    async (req, reply) => {
+      const project = await createProjectsRepository(req.tenantDb).create({ ...req.body, createdBy: req.user!.id })
+      return reply.code(201).send(toJson(project))
+    },
+  )
+
+  fastify.get(
+    '/:id',
+    {
+      config: { access: { minRole: 'viewer', resource: 'projects', action: 'view' } },
+      schema: { tags, summary: 'Read a project', params: IdParams, response: { 200: ProjectSchema, ...guarded } },
+    },
+    async (req) => {
+      const project = await createProjectsRepository(req.tenantDb).findById(req.params.id)
+      if (!project) throw missing()
+      return toJson(project)
+    },
+  )
+
+  fastify.patch(
+    '/:id',
+    {
+      config: { access: { minRole: 'editor', resource: 'projects', action: 'edit' } },
+      schema: { tags, summary: 'Update a project', params: IdParams, body: UpdateProjectBody, response: { 200: ProjectSchema, ...guarded } },
+    },
+    async (req) => {
+      const project = await createProjectsRepository(req.tenantDb).update(req.params.id, req.body)
+      if (!project) throw missing()
+      return toJson(project)
+    },
+  )
+
+  fastify.delete(
+    '/:id',
+    {
+      config: { access: { minRole: 'admin', resource: 'projects', action: 'delete' } },
+      schema: { tags, summary: 'Delete a project', params: IdParams, response: { 204: Type.Null(), ...guarded } },
+    },
+    async (req, reply) => {
+      if (!(await createProjectsRepository(req.tenantDb).remove(req.params.id))) throw missing()
+      return reply.code(204).send(null)
+    },
+  )
+}
+
+export default projectRoutes
