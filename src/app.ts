@@ -7,7 +7,7 @@
  * Tests register this plugin; src/server.ts adds the HTTP listener around it.
  */
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
-import type { Config } from './core/config.js'
+import type { AppOptions, Config } from './core/config.js'
 import { createValidatorCompiler } from './core/lib/validation.js'
 import auth from './core/identity/plugin.js'
 import billing from './features/billing/plugin.js'
@@ -35,9 +35,6 @@ import meRoutes from './features/auth/routes/me.js'
 import tenantRoutes from './features/tenants/routes.js'
 import stripeWebhookRoutes from './features/billing/routes/stripe-webhook.js'
 
-export interface AppOptions {
-  config: Config
-}
 
 /** Server options that belong to the app (tests and server.ts both use them). */
 export function serverOptions(config: Config): FastifyServerOptions {

@@ -117,6 +117,11 @@ export class ConfigError extends Error {
   }
 }
 
+/** What the app plugin hands every plugin and route plugin it registers. */
+export interface AppOptions {
+  config: Config
+}
+
 export interface Config {
   env: 'development' | 'test' | 'production'
   host: string

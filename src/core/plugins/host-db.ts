@@ -1,6 +1,6 @@
 /** The host database on `fastify.host`; migrated at boot when AUTO_MIGRATE is on (default outside production). */
 import fp from 'fastify-plugin'
-import type { AppOptions } from '../../app.js'
+import type { AppOptions } from '../config.js'
 import { bootConnectionCheck } from '../db/connection-budget.js'
 import { createHostDatabase, type HostDatabase } from '../db/host.js'
 import { migrateHost } from '../db/migrations.js'

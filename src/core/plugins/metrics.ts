@@ -7,7 +7,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
 import { Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { AppOptions } from '../../app.js'
+import type { AppOptions } from '../config.js'
 import { unauthorized } from '../lib/errors.js'
 
 declare module 'fastify' {

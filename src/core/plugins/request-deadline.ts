@@ -11,7 +11,7 @@
  */
 import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify'
 import fp from 'fastify-plugin'
-import type { AppOptions } from '../../app.js'
+import type { AppOptions } from '../config.js'
 import { errorBody } from '../lib/errors.js'
 import { RETRY_AFTER_S } from './errors.js'
 

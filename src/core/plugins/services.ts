@@ -5,7 +5,7 @@
  */
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
-import type { AppOptions } from '../../app.js'
+import type { AppOptions } from '../config.js'
 import { createServices, type Services } from '../../services.js'
 
 declare module 'fastify' {

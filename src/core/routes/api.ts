@@ -6,7 +6,7 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { AppOptions } from '../../app.js'
+import type { AppOptions } from '../config.js'
 import { authScope } from '../lib/openapi.js'
 import { errorResponses, Uuid } from '../lib/schemas.js'
 import apiKeyRoutes from '../../features/api-keys/routes.js'

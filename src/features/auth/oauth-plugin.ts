@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto'
 import oauth2, { type OAuth2Namespace, type OAuth2Token } from '@fastify/oauth2'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { AppOptions } from '../../app.js'
+import type { AppOptions } from '../../core/config.js'
 import {
   createIdTokenVerifier,
   discoverOidc,

@@ -9,7 +9,7 @@
  * path, and only invalidates the tenant's catalog entry.
  */
 import fp from 'fastify-plugin'
-import type { AppOptions } from '../../app.js'
+import type { AppOptions } from '../../core/config.js'
 import billingGuard from './guard.js'
 import { createStripeService, type StripeService } from './service.js'
 import type { BillingEvent, WebhookDeps } from './webhooks.js'

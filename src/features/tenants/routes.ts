@@ -7,7 +7,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import type { AppOptions } from '../../app.js'
+import type { AppOptions } from '../../core/config.js'
 import { MembershipSchema } from '../../core/identity/schemas.js'
 import { authScope } from '../../core/lib/openapi.js'
 import { errorResponses, Text, Uuid } from '../../core/lib/schemas.js'

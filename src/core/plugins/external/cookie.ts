@@ -1,7 +1,7 @@
 /** Cookie parsing and signing (sessions, OAuth state). Secrets rotate: newest first signs, all verify. */
 import cookie from '@fastify/cookie'
 import fp from 'fastify-plugin'
-import type { AppOptions } from '../../../app.js'
+import type { AppOptions } from '../../config.js'
 
 export default fp<AppOptions>(
   async (fastify, { config }) => {

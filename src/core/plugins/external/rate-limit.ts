@@ -23,7 +23,7 @@ import rateLimit, { type CreateRateLimitOptions, type FastifyRateLimitStore as S
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
-import type { AppOptions } from '../../../app.js'
+import type { AppOptions } from '../../config.js'
 import { AppError } from '../../lib/errors.js'
 
 declare module 'fastify' {

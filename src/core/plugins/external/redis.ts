@@ -2,7 +2,7 @@
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import { createRedis } from '../../lib/redis.js'
-import type { AppOptions } from '../../../app.js'
+import type { AppOptions } from '../../config.js'
 import { warnIfRedisNotPersistent } from '../../lib/redis-persistence.js'
 
 declare module 'fastify' {

@@ -8,7 +8,7 @@
 import session from '@fastify/session'
 import RedisStore from 'connect-redis'
 import fp from 'fastify-plugin'
-import type { AppOptions } from '../../../app.js'
+import type { AppOptions } from '../../config.js'
 import type { PublicUser } from '../../identity/users.js'
 
 declare module 'fastify' {

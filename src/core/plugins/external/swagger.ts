@@ -7,7 +7,7 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
-import type { AppOptions } from '../../../app.js'
+import type { AppOptions } from '../../config.js'
 import { documentRoute, openapiTransform, transformDocument } from '../../lib/openapi.js'
 import { ErrorSchema } from '../../lib/schemas.js'
 

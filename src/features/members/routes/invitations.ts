@@ -10,7 +10,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import type { AppOptions } from '../../../app.js'
+import type { AppOptions } from '../../../core/config.js'
 import { requireVerifiedUser } from '../../../core/identity/email-verified.js'
 import { sealVariables } from '../../../core/email/sealed.js'
 import { invitationEmail } from '../../../core/email/senders.js'

@@ -15,7 +15,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import type { AppOptions } from '../../../app.js'
+import type { AppOptions } from '../../../core/config.js'
 import { requireVerifiedUser } from '../../../core/identity/email-verified.js'
 import { emailNotVerified } from '../../../core/identity/users.js'
 import { InvitationSchema, OwnershipOfferSchema } from '../invitations/schemas.js'
