@@ -1,16 +1,16 @@
 /**
  * The application as a Fastify plugin (the fastify/demo layout, registered explicitly so this one
  * file shows the whole architecture in load order):
- *   1. plugins/external: third-party plugins, one file each;
- *   2. plugins/app: our services as decorators (host DB, tenancy, auth, …);
- *   3. routes: one folder per area, mounted at its prefix.
+ *   1. core/plugins/external: third-party plugins, one file each;
+ *   2. core/plugins: the core's services as decorators (host DB, services, identity, tenancy), then each
+ *      feature's plugins (src/features/index.ts, in list order);
+ *   3. routes: each feature's, at its prefix; tenant-scoped ones inside the guarded /api scope.
  * Tests register this plugin; src/server.ts adds the HTTP listener around it.
  */
-import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyServerOptions } from 'fastify'
 import type { AppOptions, Config } from './core/config.js'
 import { createValidatorCompiler } from './core/lib/validation.js'
-import auth from './core/identity/plugin.js'
-import billing from './features/billing/plugin.js'
+import identity from './core/identity/plugin.js'
 import errors, { clientErrorHandler, frameworkErrors } from './core/plugins/errors.js'
 import hostDb from './core/plugins/host-db.js'
 import metrics from './core/plugins/metrics.js'
@@ -24,16 +24,10 @@ import rateLimit from './core/plugins/external/rate-limit.js'
 import redis from './core/plugins/external/redis.js'
 import session from './core/plugins/external/session.js'
 import swagger from './core/plugins/external/swagger.js'
-import adminRoutes from './features/admin/routes.js'
 import apiRoutes from './core/routes/api.js'
-import authRoutes from './features/auth/routes/auth.js'
-import googleRoutes from './features/auth/routes/google.js'
-import billingRoutes from './features/billing/routes/billing.js'
+import type { Feature, FeatureRoute } from './core/feature.js'
+import { FEATURES } from './features/index.js'
 import healthRoutes from './core/routes/health.js'
-import publicInvitationRoutes from './features/members/routes/public-invitations.js'
-import meRoutes from './features/auth/routes/me.js'
-import tenantRoutes from './features/tenants/routes.js'
-import stripeWebhookRoutes from './features/billing/routes/stripe-webhook.js'
 
 
 /** Server options that belong to the app (tests and server.ts both use them). */
@@ -67,31 +61,23 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(session, opts)
   await fastify.register(csrf)
 
-  // 2. app services
+  // 2. core services as decorators (host DB, services, who is calling, the tenant guard), then the features' own
   await fastify.register(errors)
   await fastify.register(metrics, opts)
   await fastify.register(hostDb, opts)
-  await fastify.register(services, opts)
-  await fastify.register(auth, opts)
+  const features: readonly Feature[] = FEATURES
+  await fastify.register(services, { ...opts, features })
+  await fastify.register(identity, opts)
   await fastify.register(tenancy, opts)
-  await fastify.register(billing, opts)
+  for (const feature of features) for (const plugin of feature.plugins ?? []) await fastify.register(plugin as FastifyPluginAsync<AppOptions>, opts)
 
-  // 3. routes
+  // 3. routes: the features' at their prefix; their tenant routes inside the guarded scope, mounted twice
+  const routes: FeatureRoute[] = features.flatMap((f) => f.routes ?? [])
+  const mount = (route: FeatureRoute) =>
+    fastify.register(route.plugin as FastifyPluginAsync<object>, { ...(route.options?.(fastify, opts) ?? opts), prefix: route.prefix })
   await fastify.register(healthRoutes, { prefix: '/health' })
-  await fastify.register(authRoutes, { prefix: '/auth' })
-  await fastify.register(googleRoutes, { ...opts, prefix: '/auth/google' })
-  await fastify.register(meRoutes, { prefix: '/me' })
-  await fastify.register(publicInvitationRoutes, { prefix: '/invitations' })
-  await fastify.register(tenantRoutes, { ...opts, prefix: '/tenants' })
-  await fastify.register(apiRoutes, { ...opts, prefix: '/api' })
-  await fastify.register(apiRoutes, { ...opts, prefix: '/t/:tenant/api' })
-  await fastify.register(billingRoutes, { prefix: '/billing', host: fastify.host })
-  await fastify.register(stripeWebhookRoutes, {
-    prefix: '/webhooks',
-    config: opts.config,
-    host: fastify.host,
-    onBillingEvent: fastify.onBillingEvent,
-    followUps: fastify.billingFollowUps,
-  })
-  await fastify.register(adminRoutes, { ...opts, prefix: '/admin' })
+  for (const route of routes) if (route.scope === 'root') await mount(route)
+  const tenantRoutes = routes.filter((r) => r.scope === 'tenant')
+  await fastify.register(apiRoutes, { ...opts, routes: tenantRoutes, prefix: '/api' })
+  await fastify.register(apiRoutes, { ...opts, routes: tenantRoutes, prefix: '/t/:tenant/api' })
 }

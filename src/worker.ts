@@ -26,16 +26,16 @@ import type { JobRegistry, JobScope } from './core/jobs/registry.js'
 import { createTaskManager, type JobWorkers, type TaskManager, type WorkerOptions } from './core/jobs/task-manager.js'
 import { loggerOptions } from './core/lib/logger.js'
 import { warnIfRedisNotPersistent } from './core/lib/redis-persistence.js'
-import { createServices, KIT_JOBS, type Services } from './services.js'
+import { createServices, type Services } from './services.js'
 import { type StaleSweeper, startStaleSweep } from './core/tenancy/stale-sweep.js'
 
-export type WorkerServices = Pick<Services, 'config' | 'logger' | 'host' | 'redis' | 'catalog' | 'pools'> &
+export type WorkerServices = Pick<Services, 'config' | 'logger' | 'host' | 'redis' | 'catalog' | 'pools' | 'jobs' | 'jobDeps'> &
   Partial<Pick<Services, 'provisioner' | 'tasks'>>
 
 export interface StartWorkersOptions extends WorkerOptions {
-  /** Job definitions added to (or overriding) the built-in ones. */
+  /** Job definitions added to (or overriding) the services' (core and features). */
   registry?: JobRegistry
-  /** Extra dependencies for those jobs' processors (ctx.deps); mailer, provisioner and pools are always there. */
+  /** Extra dependencies for those jobs' processors (ctx.deps), on top of the services' jobDeps. */
   deps?: Record<string, unknown>
   /** Defaults to a mailer built from config.smtp. */
   mailer?: Mailer
@@ -58,8 +58,8 @@ export async function startWorkers(services: WorkerServices, opts: StartWorkersO
   const mailer = custom ? (opts.mailer ?? createMailer(config.smtp, logger, { defaultVariables: { app_name: config.appName } })) : undefined
   const tasks = custom
     ? createTaskManager({
-        registry: { ...KIT_JOBS, ...opts.registry } as JobRegistry,
-        deps: { mailer, provisioner: services.provisioner, pools: services.pools, host: services.host, config, ...opts.deps },
+        registry: { ...services.jobs, ...opts.registry },
+        deps: { ...services.jobDeps, mailer, ...opts.deps },
         host: services.host,
         catalog: services.catalog,
         pools: services.pools,

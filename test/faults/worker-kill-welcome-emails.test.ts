@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { welcomeEmail } from '../../src/core/email/senders.js'
-import { welcomeEmailJobId } from '../../src/core/tenancy/lifecycle.js'
+import { welcomeEmailJobId } from '../../src/features/tenants/welcome-email.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
 import { createJobsWorld, type JobsWorld, settled, until } from '../jobs/helpers.js'
 import { killSpawnedWorkers, spawnWorker } from '../jobs/worker-child.js'

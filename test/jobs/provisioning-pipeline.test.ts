@@ -8,7 +8,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest'
 import { users } from '../../drizzle/host/schema.js'
 import { migrationInfo } from '../../src/core/db/migrations.js'
 import { PROVISION_FIRST_JOB } from '../../src/core/tenancy/provisioning-jobs.js'
-import { LIFECYCLE, welcomeEmailJobId } from '../../src/core/tenancy/lifecycle.js'
+import { KIT_LIFECYCLE } from '../../src/features/index.js'
+import { welcomeEmailJobId } from '../../src/features/tenants/welcome-email.js'
 import { createProvisioner, type Provisioner } from '../../src/core/tenancy/provisioning.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
@@ -64,8 +65,8 @@ it('runs createDatabase → migrate → seedOwner → sendWelcomeEmail → activ
   expect(settings).toEqual({ n: 1 })
 
   // One completed system job per lifecycle step, each recorded against the tenant.
-  expect(LIFECYCLE.created.steps).toContain('sendWelcomeEmail')
-  for (const step of LIFECYCLE.created.steps) {
+  expect(KIT_LIFECYCLE.events.created.steps).toContain('sendWelcomeEmail')
+  for (const step of KIT_LIFECYCLE.events.created.steps) {
     const records = await runtime.tasks.listJobs({ type: `tenant.provision.${step}` })
     expect(records, step).toHaveLength(1)
     expect(records[0], step).toMatchObject({ status: 'completed', tenantId, retryCount: 0, scope: 'system' })

@@ -3,7 +3,7 @@ import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { auditLogs, memberships, tenants, users } from '../../drizzle/host/schema.js'
 import { createServices, type Services } from '../../src/services.js'
-import { LIFECYCLE } from '../../src/core/tenancy/lifecycle.js'
+import { KIT_LIFECYCLE } from '../../src/features/index.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 let env: TestEnv
@@ -40,8 +40,8 @@ async function touch(slug: string): Promise<number> {
 
 describe('tenant lifecycle', () => {
   it('is one map of events to ordered steps', () => {
-    expect(LIFECYCLE.created.steps).toEqual(['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'])
-    expect(LIFECYCLE.hardDeleted.steps).toEqual(['cancelBilling', 'evictPools', 'dropDatabase', 'deleteCatalogRow'])
+    expect(KIT_LIFECYCLE.events.created.steps).toEqual(['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'])
+    expect(KIT_LIFECYCLE.events.hardDeleted.steps).toEqual(['cancelBilling', 'evictPools', 'dropDatabase', 'deleteCatalogRow'])
   })
 
   it('suspends (closing pools) and resumes; the catalog cache follows every change', async () => {

@@ -6,7 +6,9 @@ import { connect, withDatabase } from '../../src/core/db/connect.js'
 import { migrationInfo } from '../../src/core/db/migrations.js'
 import { decrypt } from '../../src/core/lib/crypto.js'
 import { createServices, type Services } from '../../src/services.js'
-import { LIFECYCLE, type StepName, welcomeEmailJobId } from '../../src/core/tenancy/lifecycle.js'
+import type { StepName } from '../../src/core/tenancy/lifecycle.js'
+import { KIT_LIFECYCLE } from '../../src/features/index.js'
+import { welcomeEmailJobId } from '../../src/features/tenants/welcome-email.js'
 import { createProvisioner, type Provisioner } from '../../src/core/tenancy/provisioning.js'
 import { APP_URL } from '../helpers/env.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
@@ -112,7 +114,7 @@ describe('provision', () => {
     const owner = await newUser('reg@example.com')
     const before = await tenantDatabases()
     const t = await services.provisioner.register({ slug: 'registered-only', name: 'Registered', ownerUserId: owner.id })
-    expect(t).toMatchObject({ slug: 'registered-only', status: 'provisioning', provisionStep: LIFECYCLE.created.steps[0], migrationVersion: null })
+    expect(t).toMatchObject({ slug: 'registered-only', status: 'provisioning', provisionStep: KIT_LIFECYCLE.events.created.steps[0], migrationVersion: null })
     expect(await tenantDatabases()).toEqual(before)
     const members = await services.host.db.select().from(memberships).where(eq(memberships.tenantId, t.id))
     expect(members).toMatchObject([{ userId: owner.id, role: 'owner' }])
@@ -189,7 +191,7 @@ describe('provision', () => {
 })
 
 describe('crash at each step, then retry', () => {
-  const steps: StepName[] = [...LIFECYCLE.created.steps]
+  const steps: StepName[] = [...KIT_LIFECYCLE.events.created.steps]
   it('covers every provisioning step', () => {
     expect(steps).toEqual(['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'])
   })
@@ -357,8 +359,8 @@ describe('crash at each step, then retry', () => {
     await steps.seedOwner(id, owner.id)
     await steps.seedOwner(id, owner.id) // a redelivered job
     expect((await services.provisioner.describe(id)).provisionStep).toBe('sendWelcomeEmail')
-    await steps.sendWelcomeEmail(id, owner.id)
-    await steps.sendWelcomeEmail(id, owner.id) // a redelivered job: the same email job, not a second one
+    await steps.sendWelcomeEmail!(id, owner.id)
+    await steps.sendWelcomeEmail!(id, owner.id) // a redelivered job: the same email job, not a second one
     expect(await welcomeJobs('stepper@example.com')).toHaveLength(1)
     expect((await services.provisioner.describe(id)).status).toBe('provisioning')
     expect(await steps.activate(id)).toEqual({ outcome: 'done', status: 'active' })
@@ -369,8 +371,8 @@ describe('crash at each step, then retry', () => {
 
     // Done is done: every step re-run on the active tenant succeeds and changes nothing.
     const before = await services.provisioner.writes.get(id)
-    for (const step of LIFECYCLE.created.steps) {
-      expect(await steps[step](id, owner.id), step).toEqual({ outcome: 'already_done', status: 'active' })
+    for (const step of KIT_LIFECYCLE.events.created.steps) {
+      expect(await steps[step]!(id, owner.id), step).toEqual({ outcome: 'already_done', status: 'active' })
     }
     expect(await services.provisioner.writes.get(id)).toEqual(before)
     expect(await welcomeJobs('stepper@example.com')).toHaveLength(1)

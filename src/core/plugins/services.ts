@@ -1,12 +1,13 @@
 /**
- * The kit's long-lived services (src/services.ts: catalog, pools, provisioner, mailer, task manager)
- * on `fastify.services`: the same wiring the worker and the CLI use, sharing the app's host pool
- * and Redis client. Closed with the app.
+ * The kit's long-lived services (core/services.ts: catalog, pools, provisioner, mailer, task manager,
+ * with the features' jobs and lifecycle steps) on `fastify.services`: the same wiring the worker and
+ * the CLI use, sharing the app's host pool and Redis client. Closed with the app.
  */
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { AppOptions } from '../config.js'
-import { createServices, type Services } from '../../services.js'
+import type { Feature } from '../feature.js'
+import { createCoreServices, type Services } from '../services.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -14,9 +15,9 @@ declare module 'fastify' {
   }
 }
 
-export default fp<AppOptions>(
-  async (fastify, { config }) => {
-    const services = createServices(config, fastify.log as Logger, { host: fastify.host, redis: fastify.redis })
+export default fp<AppOptions & { features: readonly Feature[] }>(
+  async (fastify, { config, features }) => {
+    const services = createCoreServices(config, fastify.log as Logger, { host: fastify.host, redis: fastify.redis, features })
     await services.catalog.ready
     fastify.decorate('services', services)
     // This process writes outbox rows (webhooks), so it also sweeps them; the worker does too (one at a time).

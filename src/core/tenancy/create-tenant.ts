@@ -13,7 +13,7 @@ import { PROVISION_FIRST_JOB, type ProvisionPayload } from './provisioning-jobs.
 import type { JobSubmitter } from '../jobs/registry.js'
 import { AppError } from '../lib/errors.js'
 import { errorMessage } from '../lib/error-log.js'
-import { LIFECYCLE } from './lifecycle.js'
+import { FIRST_PROVISION_STEP } from './lifecycle.js'
 import type { ProvisionedTenant, ProvisionInput, Provisioner } from './provisioning.js'
 import type { Static } from 'typebox'
 
@@ -34,7 +34,7 @@ export async function createTenant(deps: CreateTenantDeps, input: ProvisionInput
   try {
     await tasks.submit(PROVISION_FIRST_JOB, payload)
   } catch (err) {
-    const step = LIFECYCLE.created.steps[0]
+    const step = FIRST_PROVISION_STEP
     logger.error({ err, tenantId: tenant.id, slug: tenant.slug }, 'queueing tenant provisioning failed; tenant marked failed')
     await provisioner
       .recordFailure(tenant.id, step, new Error(`queueing provisioning failed: ${errorMessage(err)}`), {

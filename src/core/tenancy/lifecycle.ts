@@ -1,6 +1,9 @@
 /**
  * What happens to a tenant, in one map: each lifecycle event lists its steps in order (the stancl/tenancy
- * idea). Read LIFECYCLE to know the whole story; the step implementations follow it. Every step is
+ * idea). CORE_LIFECYCLE holds the engine's own steps; features add theirs next to a named step
+ * (billing: cancelBilling before markDeleted; tenants: sendWelcomeEmail after seedOwner), and
+ * assembleLifecycle() puts them in place. The kit's assembled map is `services.lifecycle`
+ * (printed by `npm run tenants -- lifecycle`); the step implementations follow it. Every step is
  * idempotent, so a run that dies anywhere can simply be run again from the step it recorded; the jobs
  * layer runs the same steps one BullMQ job each. An event whose end state the tenant is already in
  * (`done`) is a no-op success, so a redelivered job or a repeated command never fails a tenant that is
@@ -14,10 +17,9 @@ import type { Logger } from 'pino'
 import { uuidv7 } from 'uuidv7'
 import { type Tenant, type TenantStatus, users } from '../../../drizzle/host/schema.js'
 import { quoteIdent, type Sql } from '../db/connect.js'
-import type { TenantBillingStop } from '../../features/billing/tenant-deletion.js'
+import type { Config } from '../config.js'
 import type { HostDatabase } from '../db/host.js'
-import { welcomeEmail } from '../email/senders.js'
-import { derivedJobId, type JobSubmitter } from '../jobs/registry.js'
+import type { JobSubmitter } from '../jobs/registry.js'
 import { conflict, notFound, PG, pgCode } from '../lib/errors.js'
 import type { CatalogWrites, TenantPatch } from './catalog-writes.js'
 import { errorMessage } from '../lib/error-log.js'
@@ -26,13 +28,12 @@ import type { TenantTemplate } from './template.js'
 import type { PoolManager } from './types.js'
 import { isUuid } from '../lib/uuid.js'
 
-export const LIFECYCLE = {
+export const CORE_LIFECYCLE = {
   created: {
     from: ['provisioning', 'failed'],
-    // The welcome email is queued (never sent here: all mail goes through the `email.send` job) before
-    // the tenant turns active, so 'active' still means "every step is done" and a failed enqueue leaves
-    // the tenant retryable rather than active with its last step silently missing.
-    steps: ['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'],
+    // Features add steps before 'activate' (e.g. the welcome email), so 'active' still means "every step
+    // is done" and a step that fails leaves the tenant retryable rather than active with it missing.
+    steps: ['createDatabase', 'migrate', 'seedOwner', 'activate'],
     // A suspended tenant was active once: every provisioning step is behind it.
     done: ['active', 'suspended'],
     audit: 'tenant.provisioned',
@@ -42,12 +43,10 @@ export const LIFECYCLE = {
   },
   suspended: { from: ['active'], done: ['suspended'], steps: ['markSuspended', 'evictPools'], audit: 'tenant.suspended' },
   resumed: { from: ['suspended'], done: ['active'], steps: ['markActive'], audit: 'tenant.resumed' },
-  // cancelBilling first: a tenant is never marked deleted (or dropped) while Stripe still charges it. It
-  // cancels at once, not at period end (billing/tenant-deletion.ts says why); skipped without billing.
   softDeleted: {
     from: ['active', 'suspended', 'failed', 'provisioning'],
     done: ['deleted'],
-    steps: ['cancelBilling', 'markDeleted', 'evictPools'],
+    steps: ['markDeleted', 'evictPools'],
     audit: 'tenant.deleted',
   },
   // Close our pools before the drop; WITH (FORCE) ends any other process' connections. Every DROP DATABASE
@@ -56,36 +55,81 @@ export const LIFECYCLE = {
   hardDeleted: {
     from: ['active', 'suspended', 'failed', 'provisioning', 'deleted'],
     done: [],
-    steps: ['cancelBilling', 'evictPools', 'dropDatabase', 'deleteCatalogRow'],
+    steps: ['evictPools', 'dropDatabase', 'deleteCatalogRow'],
     audit: 'tenant.hard_deleted',
   },
-} as const satisfies Record<string, EventSpec>
+} as const satisfies Record<string, EventSpec<CoreStepName>>
 
-interface EventSpec {
+export interface EventSpec<S extends string = string> {
   from: readonly TenantStatus[]
   /** Statuses in which the event has already happened: running it again changes nothing and succeeds. */
   done: readonly TenantStatus[]
-  steps: readonly StepName[]
+  steps: readonly S[]
   audit: string
   failedAudit?: string
   tracked?: boolean
 }
 
-export type LifecycleEvent = keyof typeof LIFECYCLE
-export type StepName =
+export type LifecycleEvent = keyof typeof CORE_LIFECYCLE
+export type CoreStepName =
   | 'createDatabase'
   | 'migrate'
   | 'seedOwner'
-  | 'sendWelcomeEmail'
   | 'activate'
   | 'markSuspended'
   | 'markActive'
   | 'markDeleted'
-  | 'cancelBilling'
   | 'evictPools'
   | 'dropDatabase'
   | 'deleteCatalogRow'
-export type ProvisionStep = (typeof LIFECYCLE.created.steps)[number]
+/** A step of some event: the core's, or one a feature contributed. */
+export type StepName = string
+export type ProvisionStep = StepName
+
+/**
+ * A step a feature adds to an event, placed right before or after one of the event's steps (a core
+ * step or one contributed earlier in the feature list). `run` gets the catalog row and may return the
+ * catalog fields it changes; it must be idempotent like every step.
+ */
+export interface LifecycleStepContribution {
+  event: LifecycleEvent
+  step: string
+  before?: StepName
+  after?: StepName
+  run: Step
+}
+
+/** The events with every step in place, and every step's implementation. */
+export interface AssembledLifecycle {
+  events: { readonly [E in LifecycleEvent]: EventSpec }
+  steps: Readonly<Record<StepName, Step>>
+}
+
+/** CORE_LIFECYCLE with the features' steps put in place; a clash or an unknown anchor is a boot error. */
+export function assembleLifecycle(contributions: readonly LifecycleStepContribution[] = []): AssembledLifecycle {
+  const events = {} as Record<LifecycleEvent, EventSpec & { steps: string[] }>
+  for (const [event, spec] of Object.entries(CORE_LIFECYCLE) as [LifecycleEvent, EventSpec][]) events[event] = { ...spec, steps: [...spec.steps] }
+  const steps: Record<string, Step> = { ...CORE_STEPS }
+  for (const c of contributions) {
+    const spec = events[c.event]
+    if (!spec) throw new Error(`lifecycle step ${c.step}: no event "${c.event}"`)
+    if (spec.steps.includes(c.step)) throw new Error(`lifecycle step ${c.step} is in "${c.event}" already`)
+    if (steps[c.step] && steps[c.step] !== c.run) throw new Error(`lifecycle step ${c.step} has two implementations`)
+    const anchor = c.before ?? c.after
+    const at = anchor === undefined ? -1 : spec.steps.indexOf(anchor)
+    if (at < 0 || (c.before !== undefined) === (c.after !== undefined)) {
+      throw new Error(`lifecycle step ${c.step}: name exactly one of before/after, a step of "${c.event}" (${spec.steps.join(', ')})`)
+    }
+    spec.steps.splice(c.before !== undefined ? at : at + 1, 0, c.step)
+    steps[c.step] = c.run
+  }
+  // The first provisioning step is where a new tenant's record starts (and its first job): the core's.
+  if (events.created.steps[0] !== CORE_LIFECYCLE.created.steps[0]) throw new Error('no lifecycle step may come before createDatabase')
+  return { events, steps }
+}
+
+/** The first step of every provisioning (a new catalog row records it as its progress). */
+export const FIRST_PROVISION_STEP = CORE_LIFECYCLE.created.steps[0]
 
 /** Test hooks: throw from one to simulate a crash before a step, or after its work but before it is recorded. */
 export interface LifecycleFaults {
@@ -101,13 +145,13 @@ export interface LifecycleContext {
   /** A pool on the maintenance database, for CREATE/DROP DATABASE. */
   admin: Sql
   template: TenantTemplate
-  /** Where sendWelcomeEmail submits the `email.send` job. */
-  tasks: Pick<JobSubmitter, 'submit'>
-  /** The dashboard link in the welcome email is `${appBaseUrl}/`. */
-  appBaseUrl: string
   logger: Logger
-  /** cancelBilling: the tenant's Stripe subscriptions; undefined when billing is disabled (the step is skipped). */
-  billing?: TenantBillingStop | undefined
+  /** The events and their steps, features' included. */
+  lifecycle: AssembledLifecycle
+  /** For features' steps: links (appBaseUrl), Stripe, … */
+  config: Pick<Config, 'appBaseUrl'> & Partial<Pick<Config, 'stripe'>>
+  /** Where steps submit jobs (e.g. the welcome email): the services' task manager. */
+  tasks: Pick<JobSubmitter, 'submit'>
   faults?: LifecycleFaults | undefined
   /** How long a failed run keeps trying to record its failure (the database may be what failed). */
   failureMark?: Partial<FailureMarkPolicy> | undefined
@@ -131,12 +175,6 @@ export interface RunResult {
   row: Tenant | undefined
 }
 
-/**
- * The welcome email's job id, derived from the tenant: a retried or re-run step submits the same id,
- * which the task manager treats as already submitted, so the owner gets one welcome email per tenant.
- */
-export const welcomeEmailJobId = (tenantId: string) => derivedJobId(tenantId, 'welcome-email')
-
 export interface RunOptions {
   /** Start at this step; earlier steps are taken as done. */
   from?: StepName
@@ -145,7 +183,7 @@ export interface RunOptions {
   /** Stop after this step (one job per step). */
   to?: StepName
   actorUserId?: string | undefined
-  /** seedOwner / sendWelcomeEmail: the owner; defaults to the tenant's created_by. */
+  /** seedOwner (and feature steps such as the welcome email): the owner; defaults to the tenant's created_by. */
   ownerUserId?: string | undefined
 }
 
@@ -154,9 +192,9 @@ export interface RunOptions {
  * the progress marker in one UPDATE (and one cache invalidation). `row` is the catalog row as read when
  * the run started, plus the runner's own writes: the fields steps use (id, names, URL, owner) never change.
  */
-type Step = (row: Tenant, ctx: LifecycleContext, opts: RunOptions) => Promise<TenantPatch | undefined>
+export type Step = (row: Tenant, ctx: LifecycleContext, opts: RunOptions) => Promise<TenantPatch | undefined>
 
-const STEPS: Record<StepName, Step> = {
+const CORE_STEPS: Record<CoreStepName, Step> = {
   async createDatabase(row, ctx) {
     const template = await ctx.template.ensure()
     try {
@@ -205,31 +243,10 @@ const STEPS: Record<StepName, Step> = {
     return undefined
   },
 
-  async sendWelcomeEmail(row, ctx, opts) {
-    const ownerId = opts.ownerUserId ?? row.createdBy
-    // No owner (a tenant made from the CLI without --owner, or an owner deleted since): nobody to welcome.
-    const [owner] = ownerId
-      ? await ctx.host.db.select({ email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
-      : []
-    if (!owner) return undefined
-    const message = welcomeEmail({
-      to: owner.email,
-      userName: owner.name ?? owner.email.split('@')[0]!,
-      tenantName: row.name,
-      dashboardUrl: `${ctx.appBaseUrl}/`,
-    })
-    await ctx.tasks.submit('email.send', message, { id: welcomeEmailJobId(row.id) })
-    return undefined
-  },
-
   activate: async () => ({ status: 'active', provisionStep: null, provisionError: null }),
   markSuspended: async () => ({ status: 'suspended' }),
   markActive: async () => ({ status: 'active' }),
   markDeleted: async () => ({ status: 'deleted', deletedAt: new Date() }),
-  async cancelBilling(row, ctx, opts) {
-    await ctx.billing?.cancelSubscriptions(row.id, { actorUserId: opts.actorUserId })
-    return undefined
-  },
   async evictPools(row, ctx) {
     await ctx.pools.evict(row.id)
     return undefined
@@ -256,7 +273,7 @@ export async function runLifecycle(
   ctx: LifecycleContext,
   opts: RunOptions = {},
 ): Promise<RunResult> {
-  const spec: EventSpec = LIFECYCLE[event]
+  const spec = ctx.lifecycle.events[event]
   const id = isUuid(tenantId) ? tenantId.toLowerCase() : (await ctx.writes.get(tenantId)).id
   if (!(await ctx.locks.acquire(id))) {
     throw conflict('TENANT_BUSY', `another operation on tenant ${id} is running; try again when it has finished`)
@@ -348,7 +365,7 @@ async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx
       const step = spec.steps[i]!
       current = step
       await ctx.faults?.beforeStep?.(step, id)
-      const patch = await STEPS[step](row, ctx, opts)
+      const patch = await ctx.lifecycle.steps[step]!(row, ctx, opts)
       await ctx.faults?.afterStep?.(step, id)
       const next = spec.steps[i + 1]
       if (spec.tracked && next) progress = { provisionStep: next }

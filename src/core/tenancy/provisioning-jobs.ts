@@ -1,22 +1,22 @@
 /**
  * Tenant lifecycle work on the queue.
  *
- * Provisioning: one system job per step of the lifecycle's `created` event, in the
- * lifecycle's order (LIFECYCLE stays the one place that says what happens), each submitting the next
+ * Provisioning: one system job per step of the lifecycle's `created` event, in the assembled
+ * lifecycle's order (it stays the one place that says what happens), each submitting the next
  * when it succeeds. Every step is idempotent and records its progress in the catalog, so a retried or
  * re-run step is safe; a step that exhausts its retries leaves the tenant 'failed' at that step.
  *
  * Start it with `tasks.submit(PROVISION_FIRST_JOB, { tenantId, ownerUserId })` once the catalog row
  * exists in 'provisioning' (provisioner.register; tenancy/create-tenant.ts does both); the tenant becomes
  * 'active' when the last step has run. A step re-run on a tenant already past provisioning is a no-op
- * success ('already_done') that ends the pipeline. The welcome-email step submits `email.send` with an id derived from
- * the tenant, so a retried step never mails twice.
+ * success ('already_done') that ends the pipeline. Steps that submit jobs (the welcome email) derive the
+ * job id from the tenant, so a retried step never submits twice.
  *
  * Fleet migrations (`tenants -- migrate --queue`): one `tenant.migrate` job per tenant; progress and
  * failures are in the catalog (migration_status / migration_error), as with the in-process fleet run.
  */
 import { Type } from 'typebox'
-import { LIFECYCLE, type ProvisionStep } from './lifecycle.js'
+import { FIRST_PROVISION_STEP, type ProvisionStep } from './lifecycle.js'
 import type { HostDatabase } from '../db/host.js'
 import { migrationInfo, MIGRATIONS } from '../db/migrations.js'
 import { listBehind, migrateTenant } from './fleet.js'
@@ -33,9 +33,7 @@ export interface ProvisioningJobDeps {
 }
 
 const runStep = (step: ProvisionStep) => (ctx: JobContext<ProvisioningJobDeps>, p: { tenantId: string; ownerUserId?: string }) =>
-  step === 'seedOwner' || step === 'sendWelcomeEmail'
-    ? ctx.deps.provisioner.steps[step](p.tenantId, p.ownerUserId)
-    : ctx.deps.provisioner.steps[step](p.tenantId)
+  ctx.deps.provisioner.steps[step]!(p.tenantId, p.ownerUserId)
 
 /** Retrying cannot help: the tenant was deleted (INVALID_TRANSITION from 'deleted', or its row is gone). */
 const hopeless = (err: unknown) => err instanceof AppError && (err.code === 'INVALID_TRANSITION' || err.code === 'TENANT_NOT_FOUND')
@@ -44,19 +42,22 @@ const hopeless = (err: unknown) => err instanceof AppError && (err.code === 'INV
  * A step on a tenant already past provisioning (a redelivered or re-submitted job) succeeds with
  * `{ outcome: 'already_done' }` in its record, and the rest of the pipeline is not submitted.
  */
-export const PROVISIONING_JOBS = pipeline(
-  'tenant.provision',
-  ProvisionPayload,
-  LIFECYCLE.created.steps.map((step) => [step, runStep(step)] as const),
-  {
-    maxRetries: 5,
-    backoff: { type: 'exponential', delayMs: 1000 },
-    permanent: hopeless,
-    finished: (result) => (result as StepResult | undefined)?.outcome === 'already_done',
-  },
-)
+export const provisioningJobs = (steps: readonly ProvisionStep[]) =>
+  pipeline(
+    'tenant.provision',
+    ProvisionPayload,
+    steps.map((step) => [step, runStep(step)] as const),
+    {
+      maxRetries: 5,
+      backoff: { type: 'exponential', delayMs: 1000 },
+      permanent: hopeless,
+      finished: (result) => (result as StepResult | undefined)?.outcome === 'already_done',
+    },
+  )
 
-export const PROVISION_FIRST_JOB = pipelineStart('tenant.provision', LIFECYCLE.created.steps[0]) as keyof typeof PROVISIONING_JOBS
+export type ProvisioningJobs = ReturnType<typeof provisioningJobs>
+
+export const PROVISION_FIRST_JOB = pipelineStart('tenant.provision', FIRST_PROVISION_STEP) as `tenant.provision.${typeof FIRST_PROVISION_STEP}`
 
 export interface FleetJobDeps {
   provisioner: Pick<Provisioner, 'writes' | 'template'>

@@ -2,8 +2,8 @@
  * Provisioning a tenant, in two parts:
  *   register()   validate the slug, write the catalog row ('provisioning', encrypted database URL), the
  *                owner's membership and the audit entry in one host transaction;
- *   the `created` lifecycle (clone the template → migrate → seed the owner → queue the welcome email →
- *                active), run by the job queue one step per job (jobs/provisioning-jobs.ts) or, by
+ *   the `created` lifecycle (clone the template → migrate → seed the owner → the features' steps, such
+ *                as queueing the welcome email → active), run by the job queue one step per job (jobs/provisioning-jobs.ts) or, by
  *                provision(), right here.
  * A failure leaves the tenant 'failed' with the step and error recorded; retry() resumes from that step
  * and ends 'active' without an orphan database or a duplicate row. When even the failure mark cannot
@@ -16,21 +16,23 @@ import { and, asc, count, eq, isNull, lt, ne, sql } from 'drizzle-orm'
 import { uuidv7 } from 'uuidv7'
 import type { Logger } from 'pino'
 import { auditLogs, memberships, type Tenant, tenants } from '../../../drizzle/host/schema.js'
-import { tenantBillingStopFor } from '../../features/billing/tenant-deletion.js'
 import type { Config } from '../config.js'
+import type { JobSubmitter } from '../jobs/registry.js'
 import { connect, type Sql, withDatabase } from '../db/connect.js'
 import type { HostDatabase } from '../db/host.js'
-import type { JobSubmitter } from '../jobs/registry.js'
 import { encrypt } from '../lib/crypto.js'
 import { AppError, badRequest, conflict, forbidden, PG, pgCode } from '../lib/errors.js'
 import { isUuid } from '../lib/uuid.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import { errorMessage } from '../lib/error-log.js'
 import {
+  type AssembledLifecycle,
+  assembleLifecycle,
+  CORE_LIFECYCLE,
   createTenantLocks,
   type FailureMarkPolicy,
+  FIRST_PROVISION_STEP,
   failureMarked,
-  LIFECYCLE,
   type LifecycleContext,
   type LifecycleEvent,
   type LifecycleFaults,
@@ -135,11 +137,13 @@ export interface ProvisionerDeps {
   host: HostDatabase
   catalog: Catalog
   pools: PoolManager
-  /** With `stripe`, deleting a tenant cancels its subscriptions (lifecycle step cancelBilling). */
+  /** appBaseUrl and stripe are for features' lifecycle steps (the welcome email's link, cancelBilling). */
   config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys' | 'appBaseUrl'> &
     Partial<Pick<Config, 'stripe' | 'provisioning'>>
   /** Where lifecycle steps submit jobs (the welcome email): the services' task manager. */
   tasks: Pick<JobSubmitter, 'submit'>
+  /** The events and their steps, features' included (services.lifecycle, KIT_LIFECYCLE); default: the core's steps only. */
+  lifecycle?: AssembledLifecycle
   logger: Logger
   /** The tenant migrations folder (default migrations/tenant). */
   migrationsFolder?: string
@@ -147,6 +151,9 @@ export interface ProvisionerDeps {
   /** How long a failed run keeps retrying its failure mark (tests shorten it). */
   failureMark?: Partial<FailureMarkPolicy>
 }
+
+/** One provisioning step, run alone (as a step job does); `ownerUserId` for the steps that need the owner. */
+export type ProvisionStepRun = (tenantId: string, ownerUserId?: string) => Promise<StepResult>
 
 /** What a provisioning step job did: its step's work, or nothing because the tenant is past provisioning. */
 export interface StepResult {
@@ -185,13 +192,9 @@ export interface Provisioner {
    * The provisioning steps one at a time (each records progress like a full run), for the job queue.
    * On a tenant past provisioning (active, suspended) a step is done already: 'already_done', no write.
    */
-  steps: {
-    createDatabase(tenantId: string): Promise<StepResult>
-    migrate(tenantId: string): Promise<StepResult>
-    seedOwner(tenantId: string, ownerUserId?: string): Promise<StepResult>
-    sendWelcomeEmail(tenantId: string, ownerUserId?: string): Promise<StepResult>
-    activate(tenantId: string): Promise<StepResult>
-  }
+  steps: { readonly [S in (typeof CORE_LIFECYCLE)['created']['steps'][number]]: ProvisionStepRun } & Readonly<
+    Record<ProvisionStep, ProvisionStepRun | undefined>
+  >
   /**
    * Mark a registered tenant failed at `step` when its lifecycle could not even be started (the queue
    * refused the first job), so it is not left 'provisioning' forever; retry() picks it up from there.
@@ -278,10 +281,10 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     locks: createTenantLocks(lockSql),
     admin,
     template,
-    tasks: deps.tasks,
-    appBaseUrl: config.appBaseUrl,
     logger,
-    billing: tenantBillingStopFor(host, config),
+    lifecycle: deps.lifecycle ?? assembleLifecycle(),
+    config,
+    tasks: deps.tasks,
     faults: deps.faults,
     failureMark: deps.failureMark,
   }
@@ -321,7 +324,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
             status: 'provisioning',
             dbName,
             dbUrlEncrypted: encrypt(withDatabase(serverUrl, dbName), config.encryptionKeys),
-            provisionStep: LIFECYCLE.created.steps[0],
+            provisionStep: FIRST_PROVISION_STEP,
             createdBy: input.ownerUserId ?? null,
           })
           .returning()
@@ -362,7 +365,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     const error = errorMessage(err)
     if (!(await markProvisioningFailed(ctx, tenantId, { provisionStep: step, provisionError: `${step}: ${error}` })))
       throw new Error(`tenant ${tenantId} could not be marked failed; the stale sweep resumes it`)
-    await writes.audit({ action: LIFECYCLE.created.failedAudit, tenantId, actorUserId: opts.actorUserId, metadata: { step, error } })
+    await writes.audit({ action: ctx.lifecycle.events.created.failedAudit!, tenantId, actorUserId: opts.actorUserId, metadata: { step, error } })
   }
 
   async function retry(idOrSlug: string, opts: { actorUserId?: string } = {}): Promise<ProvisionedTenant> {
@@ -424,13 +427,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     register,
     provision,
     retry,
-    steps: {
-      createDatabase: step('createDatabase'),
-      migrate: step('migrate'),
-      seedOwner: step('seedOwner'),
-      sendWelcomeEmail: step('sendWelcomeEmail'),
-      activate: step('activate'),
-    },
+    steps: Object.fromEntries(ctx.lifecycle.events.created.steps.map((s) => [s, step(s)])) as Provisioner['steps'],
     recordFailure,
     async run(event, idOrSlug, opts = {}) {
       const row = await writes.get(idOrSlug)

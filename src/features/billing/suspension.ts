@@ -12,7 +12,7 @@
  */
 import type { HostDatabase } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
-import { LIFECYCLE } from '../../core/tenancy/lifecycle.js'
+import { CORE_LIFECYCLE } from '../../core/tenancy/lifecycle.js'
 import type { Provisioner } from '../../core/tenancy/provisioning.js'
 import { getActiveSubscription } from './access.js'
 import { asDate, writeBillingAudit } from './audit.js'
@@ -40,7 +40,7 @@ export function graceEndsAt(pastDueSince: Date, graceDays: number): Date {
 export async function isSuspendedForBilling(host: HostDatabase, tenantId: string): Promise<boolean> {
   const [row] = await host.sql<{ action: string }[]>`
     select action from sys_audit_logs
-    where tenant_id = ${tenantId} and action in (${LIFECYCLE.suspended.audit}, ${LIFECYCLE.resumed.audit}, ${BILLING_SUSPENDED})
+    where tenant_id = ${tenantId} and action in (${CORE_LIFECYCLE.suspended.audit}, ${CORE_LIFECYCLE.resumed.audit}, ${BILLING_SUSPENDED})
     order by created_at desc, id desc limit 1`
   return row?.action === BILLING_SUSPENDED
 }

@@ -17,6 +17,7 @@
 import Stripe from 'stripe'
 import type { Config } from '../../core/config.js'
 import type { HostDatabase } from '../../core/db/host.js'
+import type { LifecycleStepContribution, Step } from '../../core/tenancy/lifecycle.js'
 import { asDate } from './audit.js'
 import { createStripe } from './stripe.js'
 import { applySubscription, createPlanLookup, type PlanLookup, refreshTenantPlanTier, snapshotOf } from './subscriptions.js'
@@ -85,3 +86,21 @@ export function createTenantBillingStop(deps: { host: HostDatabase; stripe: Stri
 export function tenantBillingStopFor(host: HostDatabase, config: Partial<Pick<Config, 'stripe'>>): TenantBillingStop | undefined {
   return config.stripe ? createTenantBillingStop({ host, stripe: createStripe(config.stripe) }) : undefined
 }
+
+const stops = new WeakMap<object, TenantBillingStop | undefined>()
+
+/**
+ * The lifecycle step cancelBilling, first of softDeleted and hardDeleted, so a tenant is never marked
+ * deleted (or dropped) while Stripe still charges it. Without billing configured it does nothing.
+ */
+const cancelBilling: Step = async (row, ctx, opts) => {
+  // One Stripe client per host database and config (a process has one of each).
+  if (!stops.has(ctx.config)) stops.set(ctx.config, tenantBillingStopFor(ctx.host, ctx.config))
+  await stops.get(ctx.config)?.cancelSubscriptions(row.id, { actorUserId: opts.actorUserId })
+  return undefined
+}
+
+export const cancelBillingSteps: LifecycleStepContribution[] = [
+  { event: 'softDeleted', step: 'cancelBilling', before: 'markDeleted', run: cancelBilling },
+  { event: 'hardDeleted', step: 'cancelBilling', before: 'evictPools', run: cancelBilling },
+]

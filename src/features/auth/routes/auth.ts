@@ -24,9 +24,14 @@ import { assertPasswordPolicy, hashPassword, verifyPassword } from '../../../cor
 import { ensurePersonalTenant, provisionPersonalTenant } from '../personal-tenant.js'
 import { LoginBody, MembershipSchema, SignupBody, TenantSummary, UserSchema } from '../../../core/identity/schemas.js'
 import { toPublicUser } from '../../../core/identity/users.js'
-import { acceptInvitation, assertUsable, INVITATION_ERRORS, invitedAddress } from '../../members/invitations/accept.js'
-import { createInvitationsRepository } from '../../members/invitations/repository.js'
-import { AcceptedInvitation } from '../../members/invitations/schemas.js'
+import {
+  AcceptedInvitation,
+  acceptInvitation,
+  assertUsable,
+  createInvitationsRepository,
+  INVITATION_ERRORS,
+  invitedAddress,
+} from '../../members/index.js'
 import { audit } from '../../../core/lib/audit.js'
 import { AppError, unauthorized } from '../../../core/lib/errors.js'
 import { errorResponses } from '../../../core/lib/schemas.js'

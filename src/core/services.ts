@@ -1,0 +1,160 @@
+/**
+ * The core's long-lived services, shared by the CLI, the HTTP app and the worker: host database,
+ * Redis, the invalidation bus (the process' one pub/sub subscriber), tenant catalog (cached, invalidated
+ * across processes), tenant pool manager, the provisioner
+ * (which also runs the other lifecycle events), mailer, task manager and outbox. The features given
+ * add their jobs (and what those jobs need) and their lifecycle steps; src/services.ts is the one call
+ * that passes the kit's feature list. close() ends everything in reverse order.
+ */
+import { Redis } from 'ioredis'
+import { logRedisErrors, reconnectBackoff } from './lib/redis.js'
+import type { Logger } from 'pino'
+import type { Config } from './config.js'
+import { createHostDatabase, type HostDatabase } from './db/host.js'
+import { createInvalidationBus, type InvalidationBus } from './lib/invalidated-cache.js'
+import { type CatalogHandle, catalogChannel, createCatalog } from './tenancy/catalog.js'
+import { createPoolManager } from './tenancy/pool-manager.js'
+import { createProvisioner, type Provisioner } from './tenancy/provisioning.js'
+import type { PoolManager } from './tenancy/types.js'
+import { createMailer, type Mailer } from './email/index.js'
+import { BUILT_IN_JOBS } from './jobs/built-in.js'
+import { FLEET_JOBS, provisioningJobs } from './tenancy/provisioning-jobs.js'
+import type { CoreServices, Feature } from './feature.js'
+import { type AssembledLifecycle, assembleLifecycle } from './tenancy/lifecycle.js'
+import type { JobRegistry } from './jobs/registry.js'
+import { createOutbox, type Outbox } from './jobs/outbox.js'
+import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
+
+export interface Services {
+  config: Config
+  logger: Logger
+  host: HostDatabase
+  redis: Redis
+  /** The process' one pub/sub subscriber connection, shared by every cache invalidated across processes. */
+  invalidations: InvalidationBus
+  catalog: CatalogHandle
+  pools: PoolManager
+  provisioner: Provisioner
+  /** Every tenant lifecycle event with its steps in order, the features' included. */
+  lifecycle: AssembledLifecycle
+  mailer: Mailer
+  /** Every job this process knows: the core's and the features' (the worker consumes them). */
+  jobs: JobRegistry
+  /** Everything job processors find in ctx.deps: the core's services and what each feature adds. */
+  jobDeps: Record<string, unknown>
+  /** Submit and inspect background jobs (seed BackgroundTaskManager); the worker process consumes them. */
+  tasks: TaskManager<JobRegistry>
+  /**
+   * Jobs written in the same transaction as the change that asks for them (jobs/outbox.ts), submitted
+   * after commit and by a periodic sweep: a Redis outage delays them, never loses them. The API and the
+   * worker start the sweep (startSweeper); the CLI doesn't.
+   */
+  outbox: Outbox
+  close(): Promise<void>
+}
+
+export interface ServiceOptions {
+  /** The features whose jobs, job dependencies and lifecycle steps join the core's (src/features/index.ts). */
+  features?: readonly Feature[]
+  /** Tenant migrations folder (tests and benchmarks use temporary copies). */
+  tenantMigrationsFolder?: string
+  /** Share an existing host database / Redis client (the HTTP app has its own); they are then not closed here. */
+  host?: HostDatabase
+  redis?: Redis
+  /** Job definitions added to (or overriding) the features'. */
+  jobs?: JobRegistry
+  /** Defaults to a mailer built from config.smtp (a log transport without SMTP_HOST). */
+  mailer?: Mailer
+}
+
+export function createCoreServices(config: Config, logger: Logger, opts: ServiceOptions = {}): Services {
+  const features = opts.features ?? []
+  if (!config.databaseUrl) throw new Error('createServices needs config.databaseUrl (start the embedded Postgres first in development)')
+  const host = opts.host ?? createHostDatabase(config.databaseUrl, config.pool.hostMax, config.pool)
+  // Worker and CLI: no command timeout (long queue scripts are fine off the request path), but a capped
+  // reconnect backoff and errors logged through pino.
+  const redis = opts.redis ?? new Redis(config.redisUrl, { retryStrategy: reconnectBackoff(config.redisTimeouts.maxReconnectDelayMs) })
+  if (!opts.redis) logRedisErrors(redis, logger, 'services')
+  const pools = createPoolManager({
+    maxPerTenant: config.pool.maxPerTenant,
+    maxTenants: config.pool.maxTenants,
+    idleTimeoutS: config.pool.idleTimeoutS,
+    connectionBudget: config.pool.connectionBudget,
+    acquireTimeoutMs: config.pool.acquireTimeoutMs,
+    connectOptions: config.pool,
+    logger,
+  })
+  const invalidations = createInvalidationBus(redis, logger)
+  const catalog = createCatalog({
+    host,
+    redis,
+    bus: invalidations,
+    keys: config.encryptionKeys,
+    ttlS: config.pool.catalogTtlS,
+    channel: catalogChannel(config.redisPrefix),
+    logger,
+    // Another process changed this tenant (migrated, suspended…): close our pool, reopen on next use.
+    onRemoteInvalidate: (tenantId) => {
+      pools.evict(tenantId).catch((err) => logger.warn({ err, tenantId }, 'closing a tenant pool after a catalog change failed'))
+    },
+  })
+  const mailer = opts.mailer ?? createMailer(config.smtp, logger, { defaultVariables: { app_name: config.appName } })
+  const lifecycle = assembleLifecycle(features.flatMap((f) => f.lifecycle ?? []))
+  // Lifecycle steps (the welcome email) submit through the task manager, whose processors need the
+  // provisioner: bound late (tasks is assigned below, before anything can provision).
+  const provisioner = createProvisioner({
+    host,
+    catalog,
+    pools,
+    config,
+    logger,
+    lifecycle,
+    migrationsFolder: opts.tenantMigrationsFolder,
+    tasks: { submit: (name, payload, submitOpts) => tasks.submit(name, payload as never, submitOpts) },
+  })
+  const core: CoreServices = { config, logger, host, redis, catalog, pools, mailer, tasks: { submit: (...a) => tasks.submit(...a), submitMany: (...a) => tasks.submitMany(...a) } }
+
+  const jobs: JobRegistry = {
+    ...BUILT_IN_JOBS,
+    ...provisioningJobs(lifecycle.events.created.steps),
+    ...FLEET_JOBS,
+    ...Object.assign({}, ...features.map((f) => f.jobs ?? {})),
+    ...opts.jobs,
+  }
+  const jobDeps: Record<string, unknown> = Object.assign({ mailer, provisioner, pools, host, config }, ...features.map((f) => f.jobDeps?.(core) ?? {}))
+  const tasks = createTaskManager({ registry: jobs, deps: jobDeps, host, catalog, pools, redis, config, logger })
+
+  const outbox = createOutbox({ host, tasks, redis, redisPrefix: config.redisPrefix, logger })
+
+  let closing: Promise<void> | undefined
+  return {
+    config,
+    logger,
+    host,
+    redis,
+    invalidations,
+    catalog,
+    pools,
+    provisioner,
+    lifecycle,
+    mailer,
+    jobs,
+    jobDeps,
+    tasks,
+    outbox,
+    close() {
+      closing ??= (async () => {
+        await outbox.close()
+        await tasks.close()
+        if (!opts.mailer) mailer.close()
+        await provisioner.close()
+        await pools.close()
+        await catalog.close()
+        await invalidations.close()
+        if (!opts.redis) await redis.quit().catch(() => redis.disconnect())
+        if (!opts.host) await host.close()
+      })()
+      return closing
+    },
+  }
+}

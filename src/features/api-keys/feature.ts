@@ -1,0 +1,8 @@
+/** Tenant API keys: create, list, revoke (people only; a key never manages keys). */
+import { defineFeature } from '../../core/feature.js'
+import apiKeyRoutes from './routes.js'
+
+export default defineFeature({
+  name: 'api-keys',
+  routes: [{ scope: 'tenant', prefix: '/api-keys', plugin: apiKeyRoutes }],
+})

@@ -1,0 +1,16 @@
+/** Signing in (password, Google), account flows (verification, reset, email change) and `/me`. */
+import { defineFeature } from '../../core/feature.js'
+import { ACCOUNT_JOBS } from './jobs.js'
+import authRoutes from './routes/auth.js'
+import googleRoutes from './routes/google.js'
+import meRoutes from './routes/me.js'
+
+export default defineFeature({
+  name: 'auth',
+  routes: [
+    { scope: 'root', prefix: '/auth', plugin: authRoutes },
+    { scope: 'root', prefix: '/auth/google', plugin: googleRoutes },
+    { scope: 'root', prefix: '/me', plugin: meRoutes },
+  ],
+  jobs: ACCOUNT_JOBS,
+})

@@ -1,0 +1,8 @@
+/** The example tenant resource: projects in each tenant's own database (list, CRUD, CSV/JSONL export). */
+import { defineFeature } from '../../core/feature.js'
+import projectRoutes from './routes.js'
+
+export default defineFeature({
+  name: 'projects',
+  routes: [{ scope: 'tenant', prefix: '/projects', plugin: projectRoutes }],
+})

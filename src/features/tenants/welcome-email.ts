@@ -1,0 +1,39 @@
+/**
+ * The welcome email, a step of the `created` lifecycle right after seedOwner: queued (never sent here:
+ * all mail goes through the `email.send` job) before the tenant turns active, so 'active' still means
+ * "every step is done" and a failed enqueue leaves the tenant retryable.
+ */
+import { eq } from 'drizzle-orm'
+import { users } from '../../../drizzle/host/schema.js'
+import { welcomeEmail } from '../../core/email/senders.js'
+import { derivedJobId } from '../../core/jobs/registry.js'
+import type { LifecycleStepContribution } from '../../core/tenancy/lifecycle.js'
+
+/**
+ * The welcome email's job id, derived from the tenant: a retried or re-run step submits the same id,
+ * which the task manager treats as already submitted, so the owner gets one welcome email per tenant.
+ */
+export const welcomeEmailJobId = (tenantId: string) => derivedJobId(tenantId, 'welcome-email')
+
+export const sendWelcomeEmail: LifecycleStepContribution = {
+  event: 'created',
+  step: 'sendWelcomeEmail',
+  after: 'seedOwner',
+  async run(row, ctx, opts) {
+    const ownerId = opts.ownerUserId ?? row.createdBy
+    // No owner (a tenant made from the CLI without --owner, or an owner deleted since): nobody to welcome.
+    const [owner] = ownerId
+      ? await ctx.host.db.select({ email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
+      : []
+    if (!owner) return undefined
+    const message = welcomeEmail({
+      to: owner.email,
+      userName: owner.name ?? owner.email.split('@')[0]!,
+      tenantName: row.name,
+      // The dashboard link in the welcome email.
+      dashboardUrl: `${ctx.config.appBaseUrl}/`,
+    })
+    await ctx.tasks.submit('email.send', message, { id: welcomeEmailJobId(row.id) })
+    return undefined
+  },
+}
