@@ -45,6 +45,7 @@ try {
     host: services.host,
     catalog: services.catalog,
     tasks: services.tasks,
+    lifecycle: services.lifecycle,
     pools: services.pools,
     config: env.config,
     logger,

@@ -99,6 +99,7 @@ describe('tenant template', () => {
       host: services.host,
       catalog: services.catalog,
       tasks: services.tasks,
+      lifecycle: services.lifecycle,
       pools: services.pools,
       config: env.config,
       logger: pino({ level: 'silent' }),
