@@ -21,7 +21,7 @@ import { BUILT_IN_JOBS } from './jobs/built-in.js'
 import { FLEET_JOBS, provisioningJobs } from './tenancy/provisioning-jobs.js'
 import type { CoreServices, Feature } from './feature.js'
 import { type AssembledLifecycle, assembleLifecycle } from './tenancy/lifecycle.js'
-import type { JobRegistry } from './jobs/registry.js'
+import type { JobRegistry, JobSubmitter, KnownJobs } from './jobs/registry.js'
 import { createOutbox, type Outbox } from './jobs/outbox.js'
 import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
 
@@ -43,7 +43,7 @@ export interface Services {
   /** Everything job processors find in ctx.deps: the core's services and what each feature adds. */
   jobDeps: Record<string, unknown>
   /** Submit and inspect background jobs (seed BackgroundTaskManager); the worker process consumes them. */
-  tasks: TaskManager<JobRegistry>
+  tasks: TaskManager<KnownJobs>
   /**
    * Jobs written in the same transaction as the change that asks for them (jobs/outbox.ts), submitted
    * after commit and by a periodic sweep: a Redis outage delays them, never loses them. The API and the
@@ -100,8 +100,12 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
   })
   const mailer = opts.mailer ?? createMailer(config.smtp, logger, { defaultVariables: { app_name: config.appName } })
   const lifecycle = assembleLifecycle(features.flatMap((f) => f.lifecycle ?? []))
-  // Lifecycle steps (the welcome email) submit through the task manager, whose processors need the
-  // provisioner: bound late (tasks is assigned below, before anything can provision).
+  // Lifecycle steps (the welcome email) and features submit through the task manager, whose processors
+  // need the provisioner: bound late (tasks is assigned below, before anything can run).
+  const lateTasks: JobSubmitter = {
+    submit: (name, payload, submitOpts) => (tasks as unknown as JobSubmitter).submit(name, payload, submitOpts),
+    submitMany: (name, payloads, submitOpts) => (tasks as unknown as JobSubmitter).submitMany(name, payloads, submitOpts),
+  }
   const provisioner = createProvisioner({
     host,
     catalog,
@@ -110,9 +114,18 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     logger,
     lifecycle,
     migrationsFolder: opts.tenantMigrationsFolder,
-    tasks: { submit: (name, payload, submitOpts) => tasks.submit(name, payload as never, submitOpts) },
+    tasks: lateTasks,
   })
-  const core: CoreServices = { config, logger, host, redis, catalog, pools, mailer, tasks: { submit: (...a) => tasks.submit(...a), submitMany: (...a) => tasks.submitMany(...a) } }
+  const core: CoreServices = {
+    config,
+    logger,
+    host,
+    redis,
+    catalog,
+    pools,
+    mailer,
+    tasks: lateTasks,
+  }
 
   const jobs: JobRegistry = {
     ...BUILT_IN_JOBS,
@@ -121,8 +134,21 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     ...Object.assign({}, ...features.map((f) => f.jobs ?? {})),
     ...opts.jobs,
   }
-  const jobDeps: Record<string, unknown> = Object.assign({ mailer, provisioner, pools, host, config }, ...features.map((f) => f.jobDeps?.(core) ?? {}))
-  const tasks = createTaskManager({ registry: jobs, deps: jobDeps, host, catalog, pools, redis, config, logger })
+  const jobDeps: Record<string, unknown> = Object.assign(
+    { mailer, provisioner, pools, host, config },
+    ...features.map((f) => f.jobDeps?.(core) ?? {}),
+  )
+  // Typed by JobTypes: every job the core and the features declare (the features given here register them).
+  const tasks = createTaskManager({
+    registry: jobs,
+    deps: jobDeps,
+    host,
+    catalog,
+    pools,
+    redis,
+    config,
+    logger,
+  }) as unknown as TaskManager<KnownJobs>
 
   const outbox = createOutbox({ host, tasks, redis, redisPrefix: config.redisPrefix, logger })
 

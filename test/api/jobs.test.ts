@@ -169,3 +169,17 @@ describe('/admin/queues (Bull Board)', () => {
     expect(listed.out.find((l) => l.startsWith('ops@example.com'))).toMatch(/ops@example\.com\s+\S+\s+yes\s+PLATFORM_ADMIN_EMAILS$/)
   })
 })
+
+describe('a feature job', () => {
+  it('submitted from a route (POST /api/projects/recount) runs in the worker', async () => {
+    await owner.post('/api/projects', { name: 'counted' })
+    const res = await owner.post('/api/projects/recount')
+    expect(res.statusCode, res.body).toBe(202)
+    expect(res.json()).toMatchObject({ jobType: 'projects.recount' })
+    const job = await settled(owner, res.json().id)
+    expect(job).toMatchObject({ jobType: 'projects.recount', status: 'completed', result: { total: expect.any(Number) } })
+    expect(job.result.total).toBeGreaterThanOrEqual(1)
+    // Viewers may not start it.
+    expect((await createClient(app).post('/api/projects/recount')).statusCode).toBe(401)
+  })
+})

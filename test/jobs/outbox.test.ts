@@ -13,7 +13,8 @@ import { Type } from 'typebox'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createOutbox, type Outbox, outboxJobId } from '../../src/core/jobs/outbox.js'
 import { ENQUEUE_FAILED } from '../../src/core/jobs/records.js'
-import { systemJob } from '../../src/core/jobs/registry.js'
+import { type JobRegistry, systemJob } from '../../src/core/jobs/registry.js'
+import type { TaskManager } from '../../src/core/jobs/task-manager.js'
 import { createServices, type Services } from '../../src/services.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { type ScratchRedis, startScratchRedis } from '../helpers/scratch-services.js'
@@ -225,7 +226,7 @@ describe('outbox relay', () => {
         timeout: 15_000,
       })
       .toBe('completed')
-    await services.tasks.submit('test.outbox_effect', one!.payload, { id })
+    await (services.tasks as TaskManager<JobRegistry>).submit('test.outbox_effect', one!.payload, { id })
     await services.host.sql`update core_outbox set dispatched_at = null where dedupe_key = ${one!.key}`
     expect(await services.outbox.sweep()).toMatchObject({ dispatched: 1 })
     // Not back in the queue: the record is still completed, and so is BullMQ's job.

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { projects } from '../../drizzle/tenant/schema.js'
 import { createMailer, type Mailer } from '../../src/core/email/index.js'
 import { BUILT_IN_JOBS } from '../../src/core/jobs/built-in.js'
+import { PROJECT_JOBS } from '../../src/features/projects/jobs.js'
 import { derivedJobId, type JobContext, pipeline, systemJob, tenantJob } from '../../src/core/jobs/registry.js'
 import { createTaskManager, type JobWorkers, type TaskManager } from '../../src/core/jobs/task-manager.js'
 import type { TenantRecord } from '../../src/core/tenancy/types.js'
@@ -17,6 +18,7 @@ const fast = { type: 'exponential', delayMs: 20 } as const
 
 const registry = {
   ...BUILT_IN_JOBS,
+  ...PROJECT_JOBS,
   'test.flaky': systemJob({
     payload: Type.Object({ failTimes: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }),
     maxRetries: 2,

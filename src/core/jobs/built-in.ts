@@ -1,17 +1,15 @@
 /**
- * The kit's own job types. All mail goes through `email.send` (one message per job, so each message
- * retries on its own); `email.send_batch` fans out one `email.send` per recipient. `projects.recount`
- * is the example tenant job: it reads the tenant's own database through the context it is given.
+ * The core's own job types. All mail goes through `email.send` (one message per job, so each message
+ * retries on its own); `email.send_batch` fans out one `email.send` per recipient. Features add their
+ * jobs in their manifests (features/projects/jobs.ts is the example tenant job).
  */
-import { count } from 'drizzle-orm'
 import { Type } from 'typebox'
-import { projects } from '../../../drizzle/tenant/schema.js'
 import type { Config } from '../config.js'
 import { isPermanentEmailError } from '../email/errors.js'
 import type { Mailer } from '../email/mailer.js'
 import { EmailAddress, type EmailMessage, EmailMessageSchema, TemplateVariablesSchema } from '../email/message.js'
 import { openSealedVariables } from '../email/sealed.js'
-import { derivedJobId, type JobContext, systemJob, tenantJob } from './registry.js'
+import { derivedJobId, type JobContext, type Jobs, systemJob } from './registry.js'
 
 export interface EmailJobDeps {
   mailer: Mailer
@@ -67,19 +65,12 @@ export const emailSendBatch = systemJob({
   },
 })
 
-export const projectsRecount = tenantJob({
-  payload: {},
-  maxRetries: 2,
-  async process(ctx) {
-    const rows = await ctx.db.select({ status: projects.status, n: count() }).from(projects).groupBy(projects.status)
-    const by = Object.fromEntries(rows.map((r) => [r.status, r.n]))
-    return { total: rows.reduce((n, r) => n + r.n, 0), active: by.active ?? 0, archived: by.archived ?? 0 }
-  },
-})
-
 export const BUILT_IN_JOBS = {
   'email.send': emailSend,
   'email.send_batch': emailSendBatch,
-  'projects.recount': projectsRecount,
 }
 export type BuiltInJobs = typeof BUILT_IN_JOBS
+
+declare module './registry.js' {
+  interface JobTypes extends Jobs<BuiltInJobs> {}
+}

@@ -108,6 +108,22 @@ export interface TenantJobDefinition<S extends TSchema = TSchema, D = unknown, R
 export type JobDefinition = SystemJobDefinition<any, any, any> | TenantJobDefinition<any, any, any>
 export type JobRegistry = Record<string, JobDefinition>
 
+/**
+ * Every job name the program knows, with its definition, so `services.tasks.submit(name, payload)` is
+ * type-checked: an unknown name or a wrong payload is a compile error. Core jobs register here from
+ * their own modules; a feature registers its jobs next to their definitions, in one line:
+ *
+ *   declare module '../../core/jobs/registry.js' { interface JobTypes extends Jobs<typeof MY_JOBS> {} }
+ *
+ * and lists them in its manifest (`jobs: MY_JOBS`), which is what makes the API and the worker run them.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled by declaration merging (core job modules and features)
+export interface JobTypes {}
+/** A registry's own type, for `interface JobTypes extends Jobs<typeof MY_JOBS> {}`. */
+export type Jobs<R extends JobRegistry> = { [K in keyof R]: R[K] }
+/** JobTypes as a registry type (a mapped type, so it satisfies JobRegistry's index signature). */
+export type KnownJobs = { [K in keyof JobTypes]: JobTypes[K] }
+
 export type PayloadOf<D extends JobDefinition> = Static<D['payload']>
 
 type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends (x: infer I) => void ? I : never

@@ -23,7 +23,16 @@ import { listBehind, migrateTenant } from './fleet.js'
 import { AppError } from '../lib/errors.js'
 import type { Provisioner, StepResult } from './provisioning.js'
 import type { PoolManager } from './types.js'
-import { derivedJobId, type JobContext, type JobSubmitter, pipeline, pipelineStart, systemJob, TenantIdSchema } from '../jobs/registry.js'
+import {
+  derivedJobId,
+  type JobContext,
+  type Jobs,
+  type JobSubmitter,
+  pipeline,
+  pipelineStart,
+  systemJob,
+  TenantIdSchema,
+} from '../jobs/registry.js'
 import { Uuid } from '../lib/schemas.js'
 
 export const ProvisionPayload = Type.Object({ tenantId: TenantIdSchema, ownerUserId: Type.Optional(Uuid) }, { additionalProperties: false })
@@ -57,7 +66,10 @@ export const provisioningJobs = (steps: readonly ProvisionStep[]) =>
 
 export type ProvisioningJobs = ReturnType<typeof provisioningJobs>
 
-export const PROVISION_FIRST_JOB = pipelineStart('tenant.provision', FIRST_PROVISION_STEP) as `tenant.provision.${typeof FIRST_PROVISION_STEP}`
+export const PROVISION_FIRST_JOB = pipelineStart(
+  'tenant.provision',
+  FIRST_PROVISION_STEP,
+) as `tenant.provision.${typeof FIRST_PROVISION_STEP}`
 
 export interface FleetJobDeps {
   provisioner: Pick<Provisioner, 'writes' | 'template'>
@@ -72,7 +84,8 @@ export const tenantMigrate = systemJob({
     const { writes, template } = ctx.deps.provisioner
     const row = await writes.get(p.tenantId)
     // Like the CLI fleet run: provisioning tenants are migrated by their own pipeline, deleted ones never.
-    if (row.status !== 'active' && row.status !== 'suspended') return { outcome: 'not_run' as const, status: row.status, version: template.info.version }
+    if (row.status !== 'active' && row.status !== 'suspended')
+      return { outcome: 'not_run' as const, status: row.status, version: template.info.version }
     const outcome = await migrateTenant(row, {
       writes,
       info: template.info,
@@ -84,6 +97,13 @@ export const tenantMigrate = systemJob({
 })
 
 export const FLEET_JOBS = { 'tenant.migrate': tenantMigrate }
+
+declare module '../jobs/registry.js' {
+  interface JobTypes extends Jobs<typeof FLEET_JOBS> {
+    /** One per step of the assembled `created` lifecycle (features add steps, so the names are open). */
+    [step: `tenant.provision.${string}`]: ProvisioningJobs[keyof ProvisioningJobs]
+  }
+}
 
 export interface QueuedFleetMigration {
   /** The tenant migration version the jobs migrate to. */

@@ -12,7 +12,7 @@ import type { Config } from '../../core/config.js'
 import type { HostDatabase } from '../../core/db/host.js'
 import { sealVariables } from '../../core/email/sealed.js'
 import { passwordResetEmail } from '../../core/email/senders.js'
-import { derivedJobId, type JobContext, systemJob } from '../../core/jobs/registry.js'
+import { derivedJobId, type JobContext, systemJob, type Jobs } from '../../core/jobs/registry.js'
 
 export interface AccountJobDeps {
   host: HostDatabase
@@ -48,4 +48,8 @@ export const passwordResetRequest = systemJob({
 
 export const ACCOUNT_JOBS = {
   'auth.password_reset_request': passwordResetRequest,
+}
+
+declare module '../../core/jobs/registry.js' {
+  interface JobTypes extends Jobs<typeof ACCOUNT_JOBS> {}
 }

@@ -30,7 +30,7 @@ import type { EmailMessage } from '../../core/email/message.js'
 import { checkoutPaymentFailedEmail, paymentFailedEmail, trialWillEndEmail } from '../../core/email/senders.js'
 import type { Provisioner } from '../../core/tenancy/provisioning.js'
 import { type OutboxIntent, outboxJobId } from '../../core/jobs/outbox.js'
-import { derivedJobId, type JobContext, systemJob, TenantIdSchema } from '../../core/jobs/registry.js'
+import { derivedJobId, type JobContext, type Jobs, systemJob, TenantIdSchema } from '../../core/jobs/registry.js'
 import { Uuid } from '../../core/lib/schemas.js'
 import { uuidv7 } from 'uuidv7'
 
@@ -344,4 +344,8 @@ export const BILLING_JOBS = {
   'billing.event_effects': billingEventEffects,
   'billing.grace_check': billingGraceCheck,
   'billing.payment.fulfil': billingPaymentFulfil,
+}
+
+declare module '../../core/jobs/registry.js' {
+  interface JobTypes extends Jobs<typeof BILLING_JOBS> {}
 }

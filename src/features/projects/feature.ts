@@ -1,8 +1,10 @@
 /** The example tenant resource: projects in each tenant's own database (list, CRUD, CSV/JSONL export). */
 import { defineFeature } from '../../core/feature.js'
+import { PROJECT_JOBS } from './jobs.js'
 import projectRoutes from './routes.js'
 
 export default defineFeature({
   name: 'projects',
   routes: [{ scope: 'tenant', prefix: '/projects', plugin: projectRoutes }],
+  jobs: PROJECT_JOBS,
 })

@@ -7,7 +7,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { Project } from '../../../drizzle/tenant/schema.js'
 import { notFound } from '../../core/lib/errors.js'
-import { IdParams, errorResponses } from '../../core/lib/schemas.js'
+import { IdParams, errorResponses, Uuid } from '../../core/lib/schemas.js'
 import { createProjectsRepository } from './repository.js'
 import { CreateProjectBody, ListProjectsQuery, ProjectPageSchema, ProjectSchema, UpdateProjectBody } from './schemas.js'
 import exportRoutes from './export.js'
@@ -30,6 +30,23 @@ const projectRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     async (req) => {
       const page = await createProjectsRepository(req.tenantDb).list(req.query)
       return { items: page.items.map(toJson), nextCursor: page.nextCursor }
+    },
+  )
+
+  // The feature's own job, submitted from a route and run by the worker (README "Extending", recipe b).
+  fastify.post(
+    '/recount',
+    {
+      config: { access: { minRole: 'editor', resource: 'projects', action: 'edit' } },
+      schema: {
+        tags,
+        summary: 'Recount this tenant’s projects in the background (the projects.recount job); follow it at /api/jobs/:id',
+        response: { 202: Type.Object({ id: Uuid, jobType: Type.Literal('projects.recount') }), ...guarded },
+      },
+    },
+    async (req, reply) => {
+      const job = await fastify.services.tasks.submit('projects.recount', { tenantId: req.tenant!.id })
+      return reply.code(202).send({ id: job.id, jobType: 'projects.recount' as const })
     },
   )
 
