@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino'
 import type { Config } from './core/config.js'
-import { createCoreServices, type ServiceOptions, type Services } from './core/services.js'
+import { createCoreServices, type ServiceOptions, type Services } from './core/core-services.js'
 import { FEATURES } from './features/index.js'
 
 export type { ServiceOptions, Services }

@@ -7,7 +7,7 @@ import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { AppOptions } from '../config.js'
 import type { Feature } from '../feature.js'
-import { createCoreServices, type Services } from '../services.js'
+import { createCoreServices, type Services } from '../core-services.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
