@@ -310,6 +310,23 @@ describe('pagination', () => {
   })
 })
 
+describe('guards before validation', () => {
+  it('an anonymous request with a bad body or query is 401, not 400, wherever a guard applies', async () => {
+    const anonymous = [
+      { method: 'PATCH', url: '/me', payload: { name: 42, extra: true } },
+      { method: 'PUT', url: '/me/active-tenant', payload: {} },
+      { method: 'POST', url: '/tenants', payload: { slug: '!!', bogus: 1 } },
+      { method: 'POST', url: '/api/projects', payload: { name: '' } },
+      { method: 'GET', url: '/billing/success' },
+    ] as const
+    for (const { method, url, ...rest } of anonymous) {
+      const res = await ctx.app.inject({ method, url, ...rest })
+      seen.push(res)
+      expectError(res, 401, 'UNAUTHENTICATED', `${method} ${url}`)
+    }
+  })
+})
+
 describe('headers and cookies', () => {
   it('a garbage session cookie is simply not a session → 401', async () => {
     for (const sid of ['garbage', 'a.b.c', '', 'x'.repeat(5000)]) {

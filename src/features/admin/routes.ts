@@ -43,7 +43,8 @@ const adminRoutes: FastifyPluginAsync<AppOptions> = async (fastify, { config }) 
     route.config = { ...route.config, csrf: false }
   })
 
-  fastify.addHook('onRequest', async (req: FastifyRequest) => {
+  // In preValidation like every guard of the kit: 401/403 before anything about the request itself.
+  fastify.addHook('preValidation', async (req: FastifyRequest) => {
     await fastify.requireUser(req, undefined as never)
     // Not the session's snapshot: a revocation must apply at once, and /admin is rarely called.
     const user = await fastify.users.findById(req.user!.id)

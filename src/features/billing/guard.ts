@@ -2,10 +2,11 @@
  * Billing gates declared in route config:
  *   fastify.get('/exports', { config: { billing: { subscription: true, feature: 'exports' } } }, handler)
  * Register this plugin AFTER the tenancy plugin: it reads `request.tenant` ({ id } | null), which the
- * tenancy plugin decorates (this file declares nothing about it). Runs as a preHandler, so tenancy
- * resolution in onRequest/preValidation/preHandler hooks registered earlier has happened.
+ * tenancy plugin decorates (this file declares nothing about it). Runs in preValidation like every
+ * guard (402/403 before a 400), as a route-level hook of each gated route: those run after the scope's
+ * own hooks, so the tenant guard has resolved the tenant by then.
  */
-import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { HostDatabase } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
@@ -43,7 +44,10 @@ export function createBillingGuard(opts: BillingGuardOptions) {
 }
 
 const billingGuardPlugin: FastifyPluginAsync<BillingGuardOptions> = async (fastify, opts) => {
-  fastify.addHook('preHandler', createBillingGuard(opts))
+  const guard = createBillingGuard(opts)
+  fastify.addHook('onRoute', (route: RouteOptions) => {
+    if (route.config?.billing) route.preValidation = [route.preValidation ?? []].flat().concat(guard)
+  })
 }
 
 export default fp(billingGuardPlugin, { name: 'billing-guard' })

@@ -39,7 +39,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { co
     timeWindow: '1 hour',
     keyGenerator: (req: FastifyRequest) => `tenant-create:${req.user!.id}`,
   })
-  fastify.addHook('preHandler', fastify.requireUser)
+  fastify.addHook('preValidation', fastify.requireUser)
   fastify.addHook('onRoute', authScope('session'))
 
   fastify.get('/', { schema: { tags: ['tenants'], summary: 'Tenants I belong to', response: { 200: Type.Object({ items: Type.Array(MembershipSchema) }), ...errorResponses(401) } } }, async (req) => ({

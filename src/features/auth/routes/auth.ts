@@ -163,7 +163,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post(
     '/logout',
     {
-      preHandler: fastify.requireUser,
+      preValidation: fastify.requireUser,
       schema: { tags: ['auth'], summary: 'End the session server-side', response: { 204: Type.Null(), ...errorResponses(401, 403) } },
     },
     async (req, reply) => {
@@ -177,7 +177,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get(
     '/csrf',
     {
-      preHandler: fastify.requireUser,
+      preValidation: fastify.requireUser,
       schema: {
         tags: ['auth'],
         summary: 'CSRF token to send as x-csrf-token on cookie-authenticated writes',

@@ -32,7 +32,7 @@ const EXPORT_AUDIT_MAX = 10_000
 
 const meRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { tenancy, host, users, userTokens: tokens, services } = fastify
-  fastify.addHook('preHandler', fastify.requireUser)
+  fastify.addHook('preValidation', fastify.requireUser)
   fastify.addHook('onRoute', authScope('session'))
 
   /** The user's row, fresh; a password account must confirm `currentPassword` (403 CURRENT_PASSWORD_INVALID). */

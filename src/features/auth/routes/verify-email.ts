@@ -29,8 +29,8 @@ const verifyEmailRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     '/verify-email/request',
     {
       config: { rateLimit: { max: 10, timeWindow: '10 minutes' } },
+      preValidation: fastify.requireUser,
       preHandler: [
-        fastify.requireUser,
         fastify.extraRateLimit({ max: 3, timeWindow: '10 minutes', keyGenerator: (req) => `verify-email:${req.user?.id ?? req.ip}` }),
       ],
       schema: {

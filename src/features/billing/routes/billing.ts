@@ -48,7 +48,7 @@ const billingRoutes: FastifyPluginAsyncTypebox<BillingRouteOptions> = async (fas
     {
       // Each call costs two Stripe API requests: keep guessing and reloading cheap.
       config: { rateLimit: { max: 20, timeWindow: '1 minute' } },
-      preHandler: fastify.requireUser,
+      preValidation: fastify.requireUser,
       schema: {
         tags: ['billing'],
         summary: 'Checkout success redirect: activate the subscription without waiting for the webhook',

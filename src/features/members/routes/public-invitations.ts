@@ -53,7 +53,7 @@ const publicInvitationRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     '/:token/accept',
     {
       config: { rateLimit },
-      preHandler: fastify.requireUser,
+      preValidation: fastify.requireUser,
       schema: {
         tags,
         summary: 'Accept an invitation: join the tenant (signed in with the invited address, verified)',
