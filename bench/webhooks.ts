@@ -55,7 +55,6 @@ async function serve(mode: 'route' | 'bare') {
     })
     // The app's wiring of the follow-up jobs: outbox row in the event's transaction, submitted to the queue after commit.
     const { createServices } = await import('../src/services.js')
-    const { billingFollowUps } = await import('../src/features/billing/jobs.js')
     const { pino } = await import('pino')
     const services = createServices(config, pino({ level: 'silent' }), { host })
     closers.push(() => services.close())
@@ -64,7 +63,7 @@ async function serve(mode: 'route' | 'bare') {
       config,
       host,
       stripe: createStripe(config.stripe, { maxNetworkRetries: 0 }),
-      followUps: { intentsFor: billingFollowUps, outbox: services.outbox },
+      followUps: { outbox: services.outbox },
     })
   } else {
     const stripe = new Stripe('sk_test_bench')

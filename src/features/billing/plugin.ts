@@ -3,9 +3,10 @@
  * without STRIPE_SECRET_KEY) and the route-config gate `config: { billing: { subscription, feature } }`
  * (402 SUBSCRIPTION_REQUIRED / 403 FEATURE_NOT_IN_PLAN), which runs after the tenant guard.
  *
- * The webhook's wiring: `billingFollowUps` writes `billing.event_effects` (emails, grace checks, resuming
- * a tenant; jobs/billing-jobs.ts) to the outbox in the event's transaction, and the outbox submits it
- * (after commit, or by its sweep once Redis is back). `onBillingEvent` runs after commit, on the request
+ * The webhook's wiring: each event's handler (stripe-events.ts) names its follow-up jobs, such as
+ * `billing.event_effects` (emails, grace checks, resuming a tenant; jobs.ts); they are written to the
+ * outbox in the event's transaction, and the outbox submits them (after commit, or by its sweep once
+ * Redis is back). `onBillingEvent` runs after commit, on the request
  * path, and only invalidates the tenant's catalog entry.
  */
 import fp from 'fastify-plugin'
@@ -13,14 +14,13 @@ import type { AppOptions } from '../../core/config.js'
 import billingGuard from './guard.js'
 import { createStripeService, type StripeService } from './service.js'
 import type { BillingEvent, WebhookDeps } from './webhooks.js'
-import { billingFollowUps } from './jobs.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     billing: StripeService
     /** After-commit hook of the Stripe webhook: drops cached copies of a tenant a processed billing event changed. */
     onBillingEvent: (e: BillingEvent) => Promise<void>
-    /** The Stripe webhook's follow-up jobs, through the outbox. */
+    /** Where the Stripe webhook writes its follow-up jobs: the outbox. */
     billingFollowUps: NonNullable<WebhookDeps['followUps']>
   }
 }
@@ -42,7 +42,7 @@ export default fp<AppOptions>(
       // must not hold the webhook's answer (invalidate logs a failed publish; other processes catch up at TTL).
       if (e.tenantId) void fastify.services.catalog.invalidate(e.tenantId)
     })
-    fastify.decorate('billingFollowUps', { intentsFor: billingFollowUps, outbox: fastify.services.outbox })
+    fastify.decorate('billingFollowUps', { outbox: fastify.services.outbox })
     await fastify.register(billingGuard, { host: fastify.host, graceDays: config.billingGraceDays })
   },
   { name: 'billing', dependencies: ['host-db', 'services', 'tenancy'] },

@@ -18,7 +18,7 @@ import { type BillingInterval, createPlansRepository, type PricingPlan, priceFor
 import { createStripe, requireStripeSettings, type StripeSettings, stripeFailure } from './stripe.js'
 import { applySubscription, createPlanLookup, findPlanItem, idOf, LIVE_STATUSES, type PlanLookup, snapshotOf } from './subscriptions.js'
 import { isSellableOnce, PRICE_ID, purchaseMetadata } from './one-time.js'
-import { checkoutTenant } from './webhooks.js'
+import { checkoutTenant } from './stripe-events.js'
 
 export interface BillingUser {
   id: string
