@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs'
 import Fastify, { type FastifyInstance } from 'fastify'
 import Stripe from 'stripe'
 import { uuidv7 } from 'uuidv7'
-import type { BillingEvent } from '../../src/features/billing/webhooks.js'
+import type { BillingEvent, WebhookDeps } from '../../src/features/billing/webhooks.js'
 import { asDate } from '../../src/features/billing/audit.js'
 import { createStripe } from '../../src/features/billing/stripe.js'
 import { seedPlansFromFile } from '../../src/features/billing/plans.js'
@@ -134,7 +134,14 @@ export function bareFastify(): FastifyInstance {
 
 export async function startBillingWorld(
   env: TestEnv,
-  opts: { stripeEnabled?: boolean; hook?: (e: BillingEvent) => Promise<void> } = {},
+  opts: {
+    stripeEnabled?: boolean
+    hook?: (e: BillingEvent) => Promise<void>
+    /** Where follow-up jobs go (none by default). */
+    followUps?: WebhookDeps['followUps']
+    /** A handler table other than the kit's (the README recipe's test). */
+    handlers?: WebhookDeps['handlers']
+  } = {},
 ): Promise<BillingWorld> {
   const host = createHostDatabase(env.hostUrl, 5)
   const fake = await startFakeStripe()
@@ -171,6 +178,8 @@ export async function startBillingWorld(
       (async (e) => {
         hookCalls.push(e)
       }),
+    followUps: opts.followUps,
+    handlers: opts.handlers,
   })
   await app.ready()
 

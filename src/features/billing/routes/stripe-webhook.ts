@@ -24,6 +24,8 @@ export interface StripeWebhookRouteOptions {
   onBillingEvent?: (e: BillingEvent) => Promise<void>
   /** The follow-up jobs of processed events, written to the outbox with the change (the app wires billing's effects). */
   followUps?: WebhookDeps['followUps']
+  /** The handler table, when not the kit's own (STRIPE_EVENT_HANDLERS). */
+  handlers?: WebhookDeps['handlers']
 }
 
 const Received = Type.Object({
@@ -40,6 +42,7 @@ const stripeWebhookRoutes: FastifyPluginAsyncTypebox<StripeWebhookRouteOptions> 
     oneTimePriceIds: opts.config.stripe?.oneTimePriceIds,
     onBillingEvent: opts.onBillingEvent,
     followUps: opts.followUps,
+    handlers: opts.handlers,
     log: fastify.log,
   }
 
