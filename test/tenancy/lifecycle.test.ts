@@ -42,6 +42,8 @@ describe('tenant lifecycle', () => {
   it('is one map of events to ordered steps', () => {
     expect(KIT_LIFECYCLE.events.created.steps).toEqual(['createDatabase', 'migrate', 'seedOwner', 'sendWelcomeEmail', 'activate'])
     expect(KIT_LIFECYCLE.events.hardDeleted.steps).toEqual(['cancelBilling', 'evictPools', 'dropDatabase', 'deleteCatalogRow'])
+    // Restoring a soft delete restarts no billing (cancelBilling has no counterpart).
+    expect(KIT_LIFECYCLE.events.restored).toMatchObject({ from: ['deleted'], done: ['active'], steps: ['markRestored'] })
   })
 
   it('suspends (closing pools) and resumes; the catalog cache follows every change', async () => {

@@ -15,15 +15,25 @@ export interface AuditEntry {
   metadata?: Record<string, unknown>
 }
 
-export async function audit(db: Pick<HostDb, 'insert'>, entry: AuditEntry, req?: FastifyRequest): Promise<void> {
+/** Where the action came from when it runs outside the request (a lifecycle run, a job): the request's ip and user agent. */
+export interface AuditSource {
+  ip?: string | undefined
+  userAgent?: string | undefined
+}
+
+/** The ip and user agent of a request, to carry into work done on its behalf later (a job's payload). */
+export const auditSource = (req: FastifyRequest): AuditSource => ({ ip: req.ip, userAgent: req.headers['user-agent']?.slice(0, 512) })
+
+export async function audit(db: Pick<HostDb, 'insert'>, entry: AuditEntry, from?: FastifyRequest | AuditSource): Promise<void> {
+  const source = from && 'raw' in from ? auditSource(from) : from
   await db.insert(auditLogs).values({
     action: entry.action,
     actorUserId: entry.actorUserId ?? null,
     tenantId: entry.tenantId ?? null,
     targetType: entry.targetType,
     targetId: entry.targetId,
-    ip: req?.ip,
-    userAgent: req?.headers['user-agent']?.slice(0, 512),
+    ip: source?.ip,
+    userAgent: source?.userAgent?.slice(0, 512),
     metadata: entry.metadata ?? {},
   })
 }

@@ -6,7 +6,7 @@
  */
 import { eq, or } from 'drizzle-orm'
 import { type Tenant, tenants } from '../../../drizzle/host/schema.js'
-import { audit } from '../lib/audit.js'
+import { type AuditSource, audit } from '../lib/audit.js'
 import type { HostDatabase } from '../db/host.js'
 import { decrypt, type KeyRing } from '../lib/crypto.js'
 import { notFound } from '../lib/errors.js'
@@ -15,10 +15,14 @@ import { isUuid } from '../lib/uuid.js'
 
 export type TenantPatch = Partial<Omit<typeof tenants.$inferInsert, 'id' | 'createdAt'>>
 
+/** Where the request that asked for a change came from (lifecycle runs write its audit entry later). */
+export type AuditOrigin = AuditSource
+
 export interface AuditEntry {
   action: string
   tenantId: string
   actorUserId?: string | undefined
+  origin?: AuditOrigin | undefined
   metadata?: Record<string, unknown>
 }
 
@@ -92,7 +96,7 @@ export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog
       await host.db.delete(tenants).where(eq(tenants.id, id))
       await catalog.invalidate(id)
     },
-    audit: (entry) => audit(host.db, { ...entry, targetType: 'tenant', targetId: entry.tenantId }),
+    audit: ({ origin, ...entry }) => audit(host.db, { ...entry, targetType: 'tenant', targetId: entry.tenantId }, origin),
     dbUrl: (row) => decrypt(row.dbUrlEncrypted, keys),
   }
 }

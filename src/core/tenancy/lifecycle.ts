@@ -21,7 +21,7 @@ import type { Config } from '../config.js'
 import type { HostDatabase } from '../db/host.js'
 import type { JobSubmitter } from '../jobs/registry.js'
 import { conflict, notFound, PG, pgCode } from '../lib/errors.js'
-import type { CatalogWrites, TenantPatch } from './catalog-writes.js'
+import type { AuditOrigin, CatalogWrites, TenantPatch } from './catalog-writes.js'
 import { errorMessage } from '../lib/error-log.js'
 import { migrateTenant } from './fleet.js'
 import type { TenantTemplate } from './template.js'
@@ -49,6 +49,9 @@ export const CORE_LIFECYCLE = {
     steps: ['markDeleted', 'evictPools'],
     audit: 'tenant.deleted',
   },
+  // Undo a soft delete (the database was kept): active again, deleted_at cleared. Billing cancelled at
+  // deletion (features' cancelBilling) is NOT restarted: the owner subscribes again, or an operator comps a plan.
+  restored: { from: ['deleted'], done: ['active'], steps: ['markRestored'], audit: 'tenant.restored' },
   // Close our pools before the drop; WITH (FORCE) ends any other process' connections. Every DROP DATABASE
   // forces a checkpoint, so fleets of hard deletes belong in a background job, not on a request path.
   // Done once the catalog row is gone (a run that finds no row under the lock is a no-op success).
@@ -79,6 +82,7 @@ export type CoreStepName =
   | 'markSuspended'
   | 'markActive'
   | 'markDeleted'
+  | 'markRestored'
   | 'evictPools'
   | 'dropDatabase'
   | 'deleteCatalogRow'
@@ -183,6 +187,8 @@ export interface RunOptions {
   /** Stop after this step (one job per step). */
   to?: StepName
   actorUserId?: string | undefined
+  /** Where the request that asked for the run came from (the audit entry's ip and user agent). */
+  origin?: AuditOrigin | undefined
   /** seedOwner (and feature steps such as the welcome email): the owner; defaults to the tenant's created_by. */
   ownerUserId?: string | undefined
 }
@@ -247,6 +253,7 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
   markSuspended: async () => ({ status: 'suspended' }),
   markActive: async () => ({ status: 'active' }),
   markDeleted: async () => ({ status: 'deleted', deletedAt: new Date() }),
+  markRestored: async () => ({ status: 'active', deletedAt: null }),
   async evictPools(row, ctx) {
     await ctx.pools.evict(row.id)
     return undefined
@@ -390,6 +397,7 @@ async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx
           action: spec.failedAudit ?? `${spec.audit}_failed`,
           tenantId: id,
           actorUserId: opts.actorUserId,
+          origin: opts.origin,
           metadata: { slug: first.slug, step: current, error },
         })
         .catch((auditErr: unknown) =>
@@ -400,7 +408,7 @@ async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx
   }
   if (end === spec.steps.length) {
     const ms = Math.round(performance.now() - started)
-    await ctx.writes.audit({ action: spec.audit, tenantId: id, actorUserId: opts.actorUserId, metadata: { slug: first.slug, ms } })
+    await ctx.writes.audit({ action: spec.audit, tenantId: id, actorUserId: opts.actorUserId, origin: opts.origin, metadata: { slug: first.slug, ms } })
     ctx.logger.info({ tenantId: id, slug: first.slug, event, ms }, spec.audit)
   }
   return { outcome: 'done', row: event === 'hardDeleted' && end === spec.steps.length ? undefined : row }

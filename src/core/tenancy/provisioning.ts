@@ -23,7 +23,7 @@ import type { HostDatabase } from '../db/host.js'
 import { encrypt } from '../lib/crypto.js'
 import { AppError, badRequest, conflict, forbidden, PG, pgCode } from '../lib/errors.js'
 import { isUuid } from '../lib/uuid.js'
-import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
+import { type AuditOrigin, type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import { errorMessage } from '../lib/error-log.js'
 import {
   type AssembledLifecycle,
@@ -201,10 +201,10 @@ export interface Provisioner {
    */
   recordFailure(tenantId: string, step: ProvisionStep, err: unknown, opts?: { actorUserId?: string | undefined }): Promise<void>
   /**
-   * Run a lifecycle event: 'suspended', 'resumed', 'softDeleted', 'hardDeleted' (and 'created', which
+   * Run a lifecycle event: 'suspended', 'resumed', 'softDeleted', 'restored', 'hardDeleted' (and 'created', which
    * provision runs). 'already_done' when the tenant was in the event's end state already (nothing written).
    */
-  run(event: LifecycleEvent, idOrSlug: string, opts?: { actorUserId?: string }): Promise<RunOutcome>
+  run(event: LifecycleEvent, idOrSlug: string, opts?: { actorUserId?: string | undefined; origin?: AuditOrigin | undefined }): Promise<RunOutcome>
   /**
    * Tenants still 'provisioning' whose row has not changed for `olderThanS` (default
    * PROVISION_STALE_AFTER_S) and that no run holds: a process died, or could not record a failure.
@@ -431,7 +431,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     recordFailure,
     async run(event, idOrSlug, opts = {}) {
       const row = await writes.get(idOrSlug)
-      return (await runLifecycle(event, row.id, ctx, { actorUserId: opts.actorUserId })).outcome
+      return (await runLifecycle(event, row.id, ctx, { actorUserId: opts.actorUserId, origin: opts.origin })).outcome
     },
     listStale,
     resumeStale,

@@ -1,8 +1,19 @@
-/** Platform administration: Bull Board at /admin/queues, for platform admins. */
+/**
+ * Platform administration, for platform admins only (guard.ts): Bull Board at /admin/queues, and the
+ * admin API under /admin/api (tenants, their lifecycle and bulk actions as a job; the job's progress).
+ */
 import { defineFeature } from '../../core/feature.js'
+import jobAdminRoutes from './api/jobs.js'
+import tenantAdminRoutes from './api/tenants.js'
+import { ADMIN_JOBS } from './jobs.js'
 import adminRoutes from './routes.js'
 
 export default defineFeature({
   name: 'admin',
-  routes: [{ scope: 'root', prefix: '/admin', plugin: adminRoutes }],
+  routes: [
+    { scope: 'root', prefix: '/admin', plugin: adminRoutes },
+    { scope: 'root', prefix: '/admin/api/tenants', plugin: tenantAdminRoutes },
+    { scope: 'root', prefix: '/admin/api/jobs', plugin: jobAdminRoutes },
+  ],
+  jobs: ADMIN_JOBS,
 })

@@ -1,6 +1,6 @@
 /**
  * /admin — platform administration, for platform administrators only (401 without a session, 403
- * PLATFORM_ADMIN_REQUIRED otherwise): Bull Board at /admin/queues. Who is one is read from the host DB
+ * PLATFORM_ADMIN_REQUIRED otherwise, guard.ts): Bull Board at /admin/queues (the JSON admin API is in api/). Who is one is read from the host DB
  * on every request (src/core/identity/platform-admins.ts): core_users.is_platform_admin, granted with
  * `npm run users -- grant-admin <email>`, or a VERIFIED email listed in PLATFORM_ADMIN_EMAILS.
  *
@@ -14,9 +14,9 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter'
 import { FastifyAdapter } from '@bull-board/fastify'
 import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import type { AppOptions } from '../../core/config.js'
-import { isPlatformAdmin } from '../../core/identity/platform-admins.js'
 import { errorBody, forbidden } from '../../core/lib/errors.js'
 import { toErrorBody } from '../../core/plugins/errors.js'
+import { platformAdminGuard } from './guard.js'
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS'])
 
@@ -44,11 +44,9 @@ const adminRoutes: FastifyPluginAsync<AppOptions> = async (fastify, { config }) 
   })
 
   // In preValidation like every guard of the kit: 401/403 before anything about the request itself.
+  const requirePlatformAdmin = platformAdminGuard(fastify, config)
   fastify.addHook('preValidation', async (req: FastifyRequest) => {
-    await fastify.requireUser(req, undefined as never)
-    // Not the session's snapshot: a revocation must apply at once, and /admin is rarely called.
-    const user = await fastify.users.findById(req.user!.id)
-    if (!user || !isPlatformAdmin(user, config.platformAdminEmails)) throw forbidden('PLATFORM_ADMIN_REQUIRED', 'Platform administrators only')
+    await requirePlatformAdmin(req)
     if (!SAFE.has(req.method) && !isSameOrigin(req, config.appBaseUrl)) {
       throw forbidden('CROSS_SITE_REQUEST', 'Admin actions must come from the admin pages of this site')
     }

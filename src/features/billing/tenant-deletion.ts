@@ -3,9 +3,10 @@
  * hardDeleted, see tenancy/lifecycle.ts) cancels every subscription of the tenant that Stripe could still
  * charge.
  *
- * IMMEDIATELY, for soft and hard delete alike: a deleted tenant can't be restored (no lifecycle event
- * leads out of 'deleted' but hardDeleted), so billing to the end of the period would charge for a service
- * its customer can no longer reach. Stripe's cancel doesn't prorate by default: refunds of the unused
+ * IMMEDIATELY, for soft and hard delete alike: a deleted tenant is out of reach, so billing to the end
+ * of the period would charge for a service its customer can no longer use. A platform admin may restore
+ * a soft-deleted tenant (lifecycle `restored`), but its billing is NOT restarted: the owner subscribes
+ * again (or an operator comps a plan). Stripe's cancel doesn't prorate by default: refunds of the unused
  * part stay an operator's decision in the Stripe dashboard.
  *
  * Idempotent: a subscription already canceled (or unknown to Stripe) counts as done, and what Stripe
