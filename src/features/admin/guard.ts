@@ -2,7 +2,8 @@
  * Who may use /admin: platform administrators only (src/core/identity/platform-admins.ts). 401 without a
  * session (or with an API key), 403 PLATFORM_ADMIN_REQUIRED for anyone else. Read from the host DB on
  * every request, not the session's snapshot: a revocation must apply at once, and /admin is rarely called.
- * Shared by Bull Board (/admin/queues) and the admin API (/admin/api/…).
+ * Shared by Bull Board (/admin/queues) and the admin API (/admin/api/…); install it in preValidation,
+ * like every guard of the kit, so a caller who may not act never learns anything from a 400.
  */
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
 import type { Config } from '../../core/config.js'
