@@ -22,6 +22,7 @@ import { FLEET_JOBS, provisioningJobs } from './tenancy/provisioning-jobs.js'
 import type { CoreServices, Feature } from './feature.js'
 import { type AssembledLifecycle, assembleLifecycle } from './tenancy/lifecycle.js'
 import type { JobRegistry, JobSubmitter, KnownJobs } from './jobs/registry.js'
+import { assemblePermissions, type PermissionRegistry } from './tenancy/rbac.js'
 import { createOutbox, type Outbox } from './jobs/outbox.js'
 import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
 
@@ -40,6 +41,8 @@ export interface Services {
   mailer: Mailer
   /** Every job this process knows: the core's and the features' (the worker consumes them). */
   jobs: JobRegistry
+  /** Every resource × action the features declare: what a per-user grant may name. */
+  permissions: PermissionRegistry
   /** Everything job processors find in ctx.deps: the core's services and what each feature adds. */
   jobDeps: Record<string, unknown>
   /** Submit and inspect background jobs (seed BackgroundTaskManager); the worker process consumes them. */
@@ -165,6 +168,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     lifecycle,
     mailer,
     jobs,
+    permissions: assemblePermissions(features.map((f) => f.permissions ?? {})),
     jobDeps,
     tasks,
     outbox,

@@ -16,6 +16,7 @@ import type { Mailer } from './email/mailer.js'
 import type { JobRegistry, JobSubmitter } from './jobs/registry.js'
 import type { CatalogHandle } from './tenancy/catalog.js'
 import type { LifecycleStepContribution } from './tenancy/lifecycle.js'
+import type { PermissionRegistry } from './tenancy/rbac.js'
 import type { PoolManager } from './tenancy/types.js'
 
 /** What a feature's factories get: the core services of this process (API, worker or CLI alike). */
@@ -57,6 +58,8 @@ export interface Feature {
   jobDeps?: (core: CoreServices) => Record<string, unknown>
   /** Steps this feature adds to tenant lifecycle events (they get the host DB, config and task manager on ctx). */
   lifecycle?: readonly LifecycleStepContribution[]
+  /** Resources and actions its routes' `config.access` and per-user grants name (declared in `Permissions` too, for the types). */
+  permissions?: PermissionRegistry
 }
 
 /** Identity with a type check: `export default defineFeature({ name: 'projects', routes: [...] })`. */

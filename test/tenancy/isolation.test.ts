@@ -319,7 +319,7 @@ function routes(T: TenantFx): RouteCase[] {
         label: `PUT /members/${target.key}/permissions`,
         method: 'PUT',
         path: () => `/members/${target.id}/permissions`,
-        body: { resource: 'reports', action: 'export', granted: true },
+        body: { resource: 'projects', action: 'view', granted: true }, // what a viewer may do anyway
         sessionOnly: true,
         expect: (ctx) => gate(ctx, 'admin', () => (inT ? ok(200) : err(404, 'MEMBER_NOT_FOUND'))),
       },

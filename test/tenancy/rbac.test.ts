@@ -11,7 +11,8 @@ import { joinTenant, markVerified } from '../helpers/members.js'
 import { type Member, newMember, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
 
-const ctx = useApp()
+// Dropping the file's many tenant databases takes a while on a loaded machine.
+const ctx = useApp({}, { closeTimeoutMs: 180_000 })
 
 const tag = () => randomBytes(3).toString('hex')
 
@@ -341,6 +342,10 @@ describe('/api/members', () => {
       400,
       'VALIDATION_ERROR',
     )
+    // Only the resource × action pairs the features declare (services.permissions).
+    for (const [resource, action] of [['reports', 'export'], ['projects', 'manage'], ['api_keys', 'view']]) {
+      expectError(await o.put(`/members/${t.editor.id}/permissions`, { resource, action, granted: true }), 400, 'VALIDATION_ERROR')
+    }
 
     // Invited as a member without a local role: viewer, once they accept (and not before).
     const invited = await o.post('/members', { email: stranger.email, role: 'member' })

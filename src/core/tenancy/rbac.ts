@@ -14,11 +14,35 @@ export type Role = TenantRole
 export const ROLE_LEVEL: Record<Role, number> = { viewer: 1, editor: 2, admin: 3 }
 export const ROLES = TENANT_ROLES
 
-export interface AccessRule {
-  minRole: Role
-  resource?: string
-  action?: string
+/**
+ * Every resource × action a route's `config.access` or a per-user grant can name, so a typo is a compile
+ * error. Filled by declaration merging: a feature declares its own next to its routes, in one line,
+ *
+ *   export const MY_PERMISSIONS = { reports: ['view', 'export'] } as const satisfies PermissionRegistry
+ *   declare module '../../core/tenancy/rbac.js' { interface Permissions extends PermissionsOf<typeof MY_PERMISSIONS> {} }
+ *
+ * and lists it in its manifest (`permissions: MY_PERMISSIONS`), which is what makes the grant API accept it.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled by declaration merging (each feature's permissions)
+export interface Permissions {}
+/** Resources and their actions, as a feature declares them (the runtime twin of `Permissions`). */
+export type PermissionRegistry = Readonly<Record<string, readonly string[]>>
+/** A registry's own type, for `interface Permissions extends PermissionsOf<typeof MY_PERMISSIONS> {}`. */
+export type PermissionsOf<R extends PermissionRegistry> = { [K in keyof R]: R[K][number] }
+export type Resource = keyof Permissions & string
+/** One known resource × action pair. */
+export type Permission = { [R in Resource]: { resource: R; action: Permissions[R] } }[Resource]
+
+/** The kit's permissions: every feature's registry merged (a resource declared twice gets both lists' actions). */
+export function assemblePermissions(registries: readonly PermissionRegistry[]): PermissionRegistry {
+  const all: Record<string, string[]> = {}
+  for (const registry of registries)
+    for (const [resource, actions] of Object.entries(registry)) all[resource] = [...new Set([...(all[resource] ?? []), ...actions])]
+  return all
 }
+
+/** A route's rule: a minimum role, and optionally the known resource × action whose grant or denial overrides it. */
+export type AccessRule = { minRole: Role } & (Permission | { resource?: undefined; action?: undefined })
 
 export const hasMinRole = (role: Role | null | undefined, min: Role) => !!role && ROLE_LEVEL[role] >= ROLE_LEVEL[min]
 
@@ -68,7 +92,7 @@ export function createRoleResolver(opts: RoleResolverOptions = {}) {
 
     async allows(db: TenantDb, tenantId: string, userId: string, membershipRole: MembershipRole, role: Role, rule: AccessRule): Promise<boolean> {
       if (membershipRole === 'owner') return true
-      if (rule.resource && rule.action) {
+      if (rule.resource !== undefined && rule.action !== undefined) {
         const grant = (await localAccess(db, tenantId, userId)).grants.get(`${rule.resource}:${rule.action}`)
         if (grant !== undefined) return grant
       }

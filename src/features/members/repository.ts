@@ -9,6 +9,7 @@ import { type MembershipRole, memberships, users } from '../../../drizzle/host/s
 import { permissions, type TenantRole, tenantUsers } from '../../../drizzle/tenant/schema.js'
 import type { HostDb } from '../../core/db/host.js'
 import type { TenantDb } from '../../core/tenancy/types.js'
+import type { Permission } from '../../core/tenancy/rbac.js'
 
 /** The tenant database or a transaction on it: writes take either, so the route owns the transaction. */
 export type TenantTx = TenantDb | Parameters<Parameters<TenantDb['transaction']>[0]>[0]
@@ -159,7 +160,7 @@ export function createMembersRepository(deps: { host: HostDb; tenantDb: TenantDb
       await tx.delete(tenantUsers).where(eq(tenantUsers.globalUserId, userId))
     },
 
-    async setPermission(tx: TenantTx, tenantUserId: string, resource: string, action: string, granted: boolean) {
+    async setPermission(tx: TenantTx, tenantUserId: string, { resource, action }: Permission, granted: boolean) {
       await tx
         .insert(permissions)
         .values({ tenantUserId, resource, action, granted })

@@ -2,13 +2,14 @@
 import { Type } from 'typebox'
 import { Email } from '../../core/identity/schemas.js'
 import { Uuid } from '../../core/lib/schemas.js'
+import type { Permission, PermissionRegistry } from '../../core/tenancy/rbac.js'
 
 export const MembershipRoleSchema = Type.Union([Type.Literal('owner'), Type.Literal('admin'), Type.Literal('member')])
 /** Roles POST may give: ownership is only ever handed over by an owner, through PATCH. */
 export const AddableRoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('member')])
 export const LocalRoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('editor'), Type.Literal('viewer')])
 
-/** `projects`, `reports.export`: what core_permissions rows name. */
+/** `projects`, `reports.export`: what core_permissions rows name (a removed feature's stay removable). */
 const Name = Type.String({ minLength: 1, maxLength: 63, pattern: '^[a-z][a-z0-9_.-]*$' })
 
 export const PermissionSchema = Type.Object({ resource: Type.String(), action: Type.String(), granted: Type.Boolean() })
@@ -56,7 +57,23 @@ export const UpdateMemberBody = Type.Object(
 
 export const UserIdParams = Type.Object({ userId: Uuid })
 
-export const PermissionBody = Type.Object({ resource: Name, action: Name, granted: Type.Boolean() }, { additionalProperties: false })
+/**
+ * A grant or denial names a resource × action some feature declares (services.permissions): one object
+ * schema per resource, so an unknown pair is a 400 and the OpenAPI document lists the known ones.
+ */
+export function permissionBody(registry: PermissionRegistry) {
+  const perResource = Object.entries(registry).map(([resource, actions]) =>
+    Type.Object(
+      {
+        resource: Type.Literal(resource),
+        action: Type.Union(actions.map((action) => Type.Literal(action))),
+        granted: Type.Boolean(),
+      },
+      { additionalProperties: false },
+    ),
+  )
+  return Type.Unsafe<Permission & { granted: boolean }>(Type.Union(perResource))
+}
 
 export const PermissionParams = Type.Object({ userId: Uuid, resource: Name, action: Name })
 

@@ -30,7 +30,7 @@ import {
   ListMembersQuery,
   MemberPageSchema,
   MemberSchema,
-  PermissionBody,
+  permissionBody,
   PermissionParams,
   PermissionResult,
   UpdateMemberBody,
@@ -168,21 +168,22 @@ const memberRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { co
         tags,
         summary: 'Grant (granted: true) or deny (false) one resource × action to a member, overriding their role',
         params: UserIdParams,
-        body: PermissionBody,
+        body: permissionBody(fastify.services.permissions),
         response: { 200: PermissionResult, ...guarded },
       },
     },
     async (req) => {
       const tenantId = req.tenant!.id
       const { userId } = req.params
-      const { resource, action, granted } = req.body
+      const { granted, ...permission } = req.body
+      const { resource, action } = permission
       const members = repo(req)
       const target = await members.find(userId)
       if (!target) throw memberNotFound()
       await req.tenantDb.transaction(async (tx) => {
         // A member without a tenant user row reads as viewer (rbac.ts); create it as such.
         const local = await members.ensureTenantUser(tx, { id: userId, email: target.email, name: target.name }, 'viewer', false)
-        await members.setPermission(tx, local.id, resource, action, granted)
+        await members.setPermission(tx, local.id, permission, granted)
       })
       await tenancy.memberships.invalidate(userId, tenantId)
       await record(req, 'member.permission_set', userId, { resource, action, granted })
