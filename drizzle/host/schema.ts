@@ -39,6 +39,11 @@ export const users = pgTable(
     sessionsRevokedAt: timestamp('sessions_revoked_at', { withTimezone: true }),
     /** The tenant the user last switched to (PUT /me/active-tenant): where login puts them if still a member. */
     activeTenantId: uuid('active_tenant_id'),
+    /**
+     * Disabled by a platform admin (POST /admin/api/users/:id/disable): login refuses the user (403 USER_DISABLED);
+     * the same UPDATE sets sessions_valid_after, so their sessions and API keys stop at once (and stay void after enable).
+     */
+    disabledAt: timestamp('disabled_at', { withTimezone: true }),
     /** Set by DELETE /me: the row stays (audit entries and tenants point at it), its personal data is gone. */
     deletedAt: timestamp('deleted_at', { withTimezone: true }),
     lastLoginAt: timestamp('last_login_at', { withTimezone: true }),

@@ -232,6 +232,20 @@ describe('GET /auth/google/callback: signing in', () => {
     expect((await userByEmail('shared@gmail.example'))?.google_id).toBe(owner?.google_id)
   })
 
+  it('refuses a user a platform admin disabled (back to the login page, no session)', async () => {
+    const identity = person('disabled@gmail.example')
+    mock.setClaims(identity)
+    expect((await googleLogin(createClient(ctx.app))).res.statusCode).toBe(302)
+    const user = await userByEmail('disabled@gmail.example')
+    await ctx.app.host.sql`update core_users set disabled_at = now() where id = ${user!.id}`
+    mock.setClaims(identity)
+    const c = createClient(ctx.app)
+    const { res } = await googleLogin(c)
+    expect(res.headers.location).toBe(`${BASE}/login?error=account_disabled`)
+    expect(c.cookies.sid).toBeUndefined()
+    expect((await auditActions(user!.id)).at(-1)).toMatchObject({ action: 'auth.login_failed', reason: 'account_disabled' })
+  })
+
   it('refuses an email the provider has not verified, and creates nothing', async () => {
     for (const email_verified of [false, undefined, 'false']) {
       mock.setClaims(person('unverified@gmail.example', { email_verified }))

@@ -24,7 +24,7 @@ import type { AppOptions } from '../config.js'
 import { type ApiKeyIdentity, type ApiKeys, createApiKeys } from './api-keys.js'
 import { createSessionRevocations } from './session-revocations.js'
 import { createUserTokens, type UserTokens } from './user-tokens.js'
-import { type PublicUser, createUsersRepository, toPublicUser, type UsersRepository } from './users.js'
+import { type PublicUser, createUsersRepository, toPublicUser, userDisabled, type UsersRepository } from './users.js'
 import { unauthorized } from '../lib/errors.js'
 
 declare module 'fastify' {
@@ -109,6 +109,8 @@ export default fp<AppOptions>(
     })
 
     fastify.decorateRequest('signIn', async function signIn(this: FastifyRequest, user: User, activeTenantId?: string) {
+      // Login routes refuse a disabled user themselves (with their own answer); this is the last line.
+      if (user.disabledAt) throw userDisabled()
       await this.session.regenerate()
       const now = Date.now()
       this.session.userId = user.id
@@ -146,6 +148,10 @@ export default fp<AppOptions>(
       if (!user || user.deletedAt) {
         await req.session.destroy()
         throw unauthorized()
+      }
+      if (user.disabledAt) {
+        await req.session.destroy()
+        throw unauthorized('USER_DISABLED', 'This account is disabled')
       }
       await revoked(req, sessionCutoff(user))
       req.session.user = req.user = toPublicUser(user)

@@ -19,6 +19,9 @@ export const emailNotVerified = (who?: string) =>
         'Verify your email address first: use the link we sent you (POST /auth/verify-email/request sends it again)',
       )
 
+/** 403 USER_DISABLED: a platform admin disabled the account (core_users.disabled_at); every login refuses it. */
+export const userDisabled = () => forbidden('USER_DISABLED', 'This account is disabled; contact support')
+
 export type PublicUser = Pick<User, 'id' | 'email' | 'name'> & { emailVerified: boolean; createdAt: string }
 
 export const toPublicUser = (u: User): PublicUser => ({

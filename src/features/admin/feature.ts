@@ -1,10 +1,12 @@
 /**
  * Platform administration, for platform admins only (guard.ts): Bull Board at /admin/queues, and the
- * admin API under /admin/api (tenants, their lifecycle and bulk actions as a job; the job's progress).
+ * admin API under /admin/api (tenants, their lifecycle and bulk actions as a job, the job's progress;
+ * users: search, disable and enable).
  */
 import { defineFeature } from '../../core/feature.js'
 import jobAdminRoutes from './api/jobs.js'
 import tenantAdminRoutes from './api/tenants.js'
+import userAdminRoutes from './api/users.js'
 import { ADMIN_JOBS } from './jobs.js'
 import adminRoutes from './routes.js'
 
@@ -13,6 +15,7 @@ export default defineFeature({
   routes: [
     { scope: 'root', prefix: '/admin', plugin: adminRoutes },
     { scope: 'root', prefix: '/admin/api/tenants', plugin: tenantAdminRoutes },
+    { scope: 'root', prefix: '/admin/api/users', plugin: userAdminRoutes },
     { scope: 'root', prefix: '/admin/api/jobs', plugin: jobAdminRoutes },
   ],
   jobs: ADMIN_JOBS,

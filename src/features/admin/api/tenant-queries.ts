@@ -31,7 +31,10 @@ export interface TenantFilter {
 /** `%`, `_` and `\` match themselves. */
 const likePattern = (q: string) => `%${q.toLowerCase().replace(/[\\%_]/g, '\\$&')}%`
 
-const ownerEmails = (tenantId: SQL | typeof tenants.id) =>
+// The tenant's id is spelled core_tenants.id where it is the outer row: drizzle leaves a lone table's
+// columns unqualified, and inside these subqueries a bare "id" would be m.id.
+const OUTER_ID = sql.raw('core_tenants.id')
+const ownerEmails = (tenantId: SQL) =>
   sql`select u.email from core_memberships m join core_users u on u.id = m.user_id where m.tenant_id = ${tenantId} and m.role = 'owner'`
 
 export function tenantFilterSql(f: TenantFilter): SQL | undefined {
@@ -41,7 +44,7 @@ export function tenantFilterSql(f: TenantFilter): SQL | undefined {
     where.push(
       sql`(lower(${tenants.slug}) like ${like} or lower(${tenants.name}) like ${like} or exists (
         select 1 from core_memberships m join core_users u on u.id = m.user_id
-        where m.tenant_id = ${tenants.id} and m.role = 'owner' and lower(u.email) like ${like}))`,
+        where m.tenant_id = ${OUTER_ID} and m.role = 'owner' and lower(u.email) like ${like}))`,
     )
   }
   if (f.status) where.push(eq(tenants.status, f.status))
@@ -61,7 +64,7 @@ const summaryColumns = {
   createdAt: tenants.createdAt,
   updatedAt: tenants.updatedAt,
   deletedAt: tenants.deletedAt,
-  ownerEmail: sql<string | null>`(${ownerEmails(tenants.id)} order by m.created_at limit 1)`,
+  ownerEmail: sql<string | null>`(${ownerEmails(OUTER_ID)} order by m.created_at limit 1)`,
 }
 
 export type TenantSummary = { [K in keyof typeof summaryColumns]: K extends 'ownerEmail' ? string | null : Tenant[K & keyof Tenant] }

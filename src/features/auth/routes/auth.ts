@@ -23,7 +23,7 @@ import { chooseLoginTenant } from '../login-tenant.js'
 import { assertPasswordPolicy, hashPassword, verifyPassword } from '../../../core/identity/password.js'
 import { ensurePersonalTenant, provisionPersonalTenant } from '../personal-tenant.js'
 import { LoginBody, MembershipSchema, SignupBody, TenantSummary, UserSchema } from '../../../core/identity/schemas.js'
-import { toPublicUser } from '../../../core/identity/users.js'
+import { toPublicUser, userDisabled } from '../../../core/identity/users.js'
 import {
   AcceptedInvitation,
   acceptInvitation,
@@ -122,9 +122,10 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         summary: 'Log in with email and password; starts a new session',
         description:
           'Failed logins are counted per email + IP and per IP (429 RATE_LIMITED past the limit, from that source only); ' +
-          'failures on one email from anywhere only delay the answer (at most 2 s), never refuse it.',
+          'failures on one email from anywhere only delay the answer (at most 2 s), never refuse it. ' +
+          '403 USER_DISABLED (after a correct password) when a platform admin disabled the account.',
         body: LoginBody,
-        response: { 200: Type.Object({ user: UserSchema, memberships: Type.Array(MembershipSchema) }), ...errorResponses(400, 401, 429) },
+        response: { 200: Type.Object({ user: UserSchema, memberships: Type.Array(MembershipSchema) }), ...errorResponses(400, 401, 403, 429) },
       },
     },
     async (req, reply) => {
@@ -146,6 +147,11 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           req,
         )
         throw unauthorized('INVALID_CREDENTIALS', 'Email or password is incorrect')
+      }
+      // Only once the password is right: nobody learns an account is disabled by guessing.
+      if (user.disabledAt) {
+        await audit(host.db, { action: 'auth.login_refused', actorUserId: user.id, metadata: { method: 'password', reason: 'disabled' } }, req)
+        throw userDisabled()
       }
       const { memberships } = await ensurePersonalTenant({ tenancy, users, log: req.log }, user)
       const activeTenantId = await chooseLoginTenant(host.db, user, memberships)

@@ -12,7 +12,7 @@
  *
  * Login-page reasons: any `error` the provider sends (e.g. access_denied), email_not_verified,
  * email_missing, account_conflict (the email belongs to an account linked to another Google
- * identity), code_rejected, invalid_id_token, invalid_userinfo, provider_unavailable.
+ * identity), account_disabled (a platform admin disabled the account), code_rejected, invalid_id_token, invalid_userinfo, provider_unavailable.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
@@ -238,6 +238,7 @@ const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
       if ('conflict' in resolved) return refuse(req, reply, 'account_conflict', resolved.conflict.id)
 
       const { user } = resolved
+      if (user.disabledAt) return refuse(req, reply, 'account_disabled', user.id)
       const { memberships, provisioned } = await ensurePersonalTenant({ tenancy, users, log: req.log }, user)
       if (resolved.firstLogin)
         await audit(
