@@ -49,6 +49,9 @@ async function serve(mode: 'route' | 'bare') {
     const { toErrorBody } = await import('../src/core/plugins/errors.js')
     const { createStripe } = await import('../src/features/billing/stripe.js')
     const routes = (await import('../src/features/billing/routes/stripe-webhook.js')).default
+    // The route's documented errors refer to the shared Error schema, which the app registers at boot.
+    const { ErrorSchema } = await import('../src/core/lib/schemas.js')
+    app.addSchema(ErrorSchema)
     app.setErrorHandler((err, _req, reply) => {
       const body = toErrorBody(err as Error & { statusCode?: number })
       return reply.code(body.statusCode).send(body)
