@@ -1,10 +1,12 @@
 /**
- * Append a row to sys_audit_logs. Requests pass themselves so ip and user agent are always filled; pass a
- * transaction as `db` to write the row with the change it records (both or neither).
+ * The one writer of sys_audit_logs rows. Requests pass themselves so ip and user agent are always filled
+ * (code acting for a request it no longer holds passes its AuditSource); pass a transaction as `db` to write
+ * the row with the change it records (both or neither): a drizzle one, or a postgres.js one that code
+ * outside drizzle opened (the Stripe webhook).
  */
 import type { FastifyRequest } from 'fastify'
 import { auditLogs } from '../../../drizzle/host/schema.js'
-import type { HostDb } from '../db/host.js'
+import { type HostDb, hostDbOn, type RawSql } from '../db/host.js'
 
 export interface AuditEntry {
   action: string
@@ -24,9 +26,11 @@ export interface AuditSource {
 /** The ip and user agent of a request, to carry into work done on its behalf later (a job's payload). */
 export const auditSource = (req: FastifyRequest): AuditSource => ({ ip: req.ip, userAgent: req.headers['user-agent']?.slice(0, 512) })
 
-export async function audit(db: Pick<HostDb, 'insert'>, entry: AuditEntry, from?: FastifyRequest | AuditSource): Promise<void> {
+export type AuditDb = Pick<HostDb, 'insert'> | RawSql
+
+export async function audit(db: AuditDb, entry: AuditEntry, from?: FastifyRequest | AuditSource): Promise<void> {
   const source = from && 'raw' in from ? auditSource(from) : from
-  await db.insert(auditLogs).values({
+  await (typeof db === 'function' ? hostDbOn(db) : db).insert(auditLogs).values({
     action: entry.action,
     actorUserId: entry.actorUserId ?? null,
     tenantId: entry.tenantId ?? null,

@@ -15,12 +15,13 @@
 import { and, asc, count, eq, isNull, lt, ne, sql } from 'drizzle-orm'
 import { uuidv7 } from 'uuidv7'
 import type { Logger } from 'pino'
-import { auditLogs, memberships, type Tenant, tenants } from '../../../drizzle/host/schema.js'
+import { memberships, type Tenant, tenants } from '../../../drizzle/host/schema.js'
 import type { Config } from '../config.js'
 import type { JobSubmitter } from '../jobs/registry.js'
 import { connect, type Sql, withDatabase } from '../db/connect.js'
 import type { HostDatabase } from '../db/host.js'
 import { encrypt } from '../lib/crypto.js'
+import { audit } from '../lib/audit.js'
 import { AppError, badRequest, conflict, forbidden, PG, pgCode } from '../lib/errors.js'
 import { isUuid } from '../lib/uuid.js'
 import { type AuditOrigin, type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
@@ -115,7 +116,7 @@ export interface ProvisionInput {
   /** Who asked (audit log); defaults to the owner. */
   actorUserId?: string | undefined
   /** Where the request came from, for the audit log's `tenant.created` entry. */
-  origin?: { ip?: string | undefined; userAgent?: string | undefined } | undefined
+  origin?: AuditOrigin | undefined
 }
 
 /** The catalog row as callers may see it: no database URL. */
@@ -329,16 +330,18 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
           })
           .returning()
         if (input.ownerUserId) await tx.insert(memberships).values({ userId: input.ownerUserId, tenantId: id, role: 'owner' })
-        await tx.insert(auditLogs).values({
-          action: 'tenant.created',
-          tenantId: id,
-          actorUserId: input.actorUserId ?? input.ownerUserId ?? null,
-          targetType: 'tenant',
-          targetId: id,
-          ip: input.origin?.ip,
-          userAgent: input.origin?.userAgent?.slice(0, 512),
-          metadata: { slug, planTier, ownerUserId: input.ownerUserId ?? null },
-        })
+        await audit(
+          tx,
+          {
+            action: 'tenant.created',
+            tenantId: id,
+            actorUserId: input.actorUserId ?? input.ownerUserId ?? null,
+            targetType: 'tenant',
+            targetId: id,
+            metadata: { slug, planTier, ownerUserId: input.ownerUserId ?? null },
+          },
+          input.origin,
+        )
         return inserted!
       })
     } catch (err) {
