@@ -4,9 +4,11 @@
  * `graceDays` since the payment failed. Features come from the best counting subscription's plan; a
  * tenant without one gets the free plan's features.
  */
-import type { HostDatabase } from '../../core/db/host.js'
+import { and, desc, eq, gt, inArray, or, sql } from 'drizzle-orm'
+import { pricingPlans, subscriptions } from '../../../drizzle/host/schema.js'
+import type { HostDatabase, HostDb } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
-import { asDate } from './audit.js'
+import { preparedFor } from '../../core/tenancy/prepared.js'
 import { isUuid } from '../../core/lib/uuid.js'
 import { FREE_PLAN_KEY } from './subscriptions.js'
 
@@ -29,42 +31,51 @@ export interface ActiveSubscription {
   pastDueSince: Date | null
 }
 
-interface Row {
-  id: string
-  stripe_subscription_id: string
-  status: string
-  plan_key: string | null
-  tier_level: number | null
-  features: string[] | null
-  current_period_end: Date | null
-  cancel_at_period_end: boolean
-  past_due_since: Date | null
-}
+const s = subscriptions
+
+/** Prepared (the billing guard runs these on every gated request; drizzle's ad-hoc queries are sent unprepared). */
+const statements = preparedFor((db: HostDb) => ({
+  activeSubscription: db
+    .select({
+      id: s.id,
+      stripeSubscriptionId: s.stripeSubscriptionId,
+      status: s.status,
+      planKey: pricingPlans.key,
+      tierLevel: pricingPlans.tierLevel,
+      features: pricingPlans.features,
+      currentPeriodEnd: s.currentPeriodEnd,
+      cancelAtPeriodEnd: s.cancelAtPeriodEnd,
+      pastDueSince: s.pastDueSince,
+    })
+    .from(s)
+    .leftJoin(pricingPlans, eq(pricingPlans.id, s.planId))
+    .where(
+      and(
+        eq(s.tenantId, sql.placeholder('tenantId')),
+        or(
+          inArray(s.status, ['active', 'trialing']),
+          and(
+            eq(s.status, 'past_due'),
+            gt(sql`coalesce(${s.pastDueSince}, ${s.stripeUpdatedAt})`, sql`now() - make_interval(days => ${sql.placeholder('graceDays')})`),
+          ),
+        ),
+      ),
+    )
+    .orderBy(sql`coalesce(${pricingPlans.tierLevel}, -1) desc`, desc(s.stripeUpdatedAt))
+    .limit(1)
+    .prepare('billing_active_subscription'),
+  activePlanFeatures: db
+    .select({ features: pricingPlans.features })
+    .from(pricingPlans)
+    .where(and(eq(pricingPlans.key, sql.placeholder('key')), eq(pricingPlans.isActive, true)))
+    .prepare('billing_active_plan_features'),
+}))
 
 /** The tenant's best subscription that currently grants access, or null. */
 export async function getActiveSubscription(host: HostDatabase, tenantId: string, opts: AccessOptions): Promise<ActiveSubscription | null> {
   if (!isUuid(tenantId)) return null
-  const [row] = await host.sql<Row[]>`
-    select s.id, s.stripe_subscription_id, s.status, p.key as plan_key, p.tier_level, p.features, s.current_period_end,
-           s.cancel_at_period_end, s.past_due_since
-    from core_subscriptions s left join core_pricing_plans p on p.id = s.plan_id
-    where s.tenant_id = ${tenantId}
-      and (s.status in ('active', 'trialing')
-           or (s.status = 'past_due' and coalesce(s.past_due_since, s.stripe_updated_at) > now() - make_interval(days => ${opts.graceDays})))
-    order by coalesce(p.tier_level, -1) desc, s.stripe_updated_at desc
-    limit 1`
-  if (!row) return null
-  return {
-    id: row.id,
-    stripeSubscriptionId: row.stripe_subscription_id,
-    status: row.status,
-    planKey: row.plan_key,
-    tierLevel: row.tier_level,
-    features: row.features ?? [],
-    currentPeriodEnd: asDate(row.current_period_end),
-    cancelAtPeriodEnd: row.cancel_at_period_end,
-    pastDueSince: asDate(row.past_due_since),
-  }
+  const [row] = await statements(host.db).activeSubscription.execute({ tenantId, graceDays: opts.graceDays })
+  return row ? { ...row, features: row.features ?? [] } : null
 }
 
 export async function hasActiveSubscription(host: HostDatabase, tenantId: string, opts: AccessOptions): Promise<boolean> {
@@ -85,7 +96,7 @@ export async function checkFeatureAccess(host: HostDatabase, tenantId: string, f
   let features = sub?.features ?? []
   const freeKey = opts.freePlanKey === undefined ? FREE_PLAN_KEY : opts.freePlanKey
   if (!sub && freeKey) {
-    const [free] = await host.sql<{ features: string[] }[]>`select features from core_pricing_plans where key = ${freeKey} and is_active`
+    const [free] = await statements(host.db).activePlanFeatures.execute({ key: freeKey })
     if (free) {
       planKey = freeKey
       features = free.features

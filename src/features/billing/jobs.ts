@@ -20,8 +20,10 @@
  * however many events say it was paid (completed, then async_payment_succeeded, redeliveries). Its
  * default handler records the purchase; THE PRODUCT'S FULFILMENT GOES THERE (see billingPaymentFulfil).
  */
+import { and, asc, eq, sql } from 'drizzle-orm'
 import { type Static, Type } from 'typebox'
-import { asDate } from './audit.js'
+import { auditLogs, memberships, pricingPlans, subscriptions, tenants, users } from '../../../drizzle/host/schema.js'
+import { audit } from '../../core/lib/audit.js'
 import { graceEndsAt, resumeAfterPayment, subscriptionStanding, suspendForBilling, UNPAID_STATUSES } from './suspension.js'
 import type { BillingEvent } from './webhooks.js'
 import type { Config } from '../../core/config.js'
@@ -32,7 +34,6 @@ import type { Provisioner } from '../../core/tenancy/provisioning.js'
 import { type OutboxIntent, outboxJobId } from '../../core/jobs/outbox.js'
 import { derivedJobId, type JobContext, type Jobs, systemJob, TenantIdSchema } from '../../core/jobs/registry.js'
 import { Uuid } from '../../core/lib/schemas.js'
-import { uuidv7 } from 'uuidv7'
 
 export interface BillingJobDeps {
   host: HostDatabase
@@ -187,11 +188,6 @@ export function billingEffectsFor(e: BillingEvent): BillingEffects | null {
   }
 }
 
-interface Owner {
-  user_id: string
-  email: string
-}
-
 interface MailContext {
   to: string
   tenantName: string
@@ -202,22 +198,25 @@ interface MailContext {
 /** Mail every active owner of the tenant the message `build` makes (email.send ids derived from this job: once per owner). */
 async function mailOwners(ctx: JobContext<BillingJobDeps>, p: BillingEffects, build: (m: MailContext) => EmailMessage) {
   const { host, config } = billingDeps(ctx)
-  const [tenant] = await host.sql<{ name: string; plan_name: string | null }[]>`
-    select t.name, (
-      select pl.name from core_subscriptions s join core_pricing_plans pl on pl.id = s.plan_id
-      where s.id = ${p.subscription?.id ?? p.trial?.subscriptionId ?? null}::uuid
-    ) as plan_name
-    from core_tenants t where t.id = ${p.tenantId}`
+  const subscriptionId = p.subscription?.id ?? p.trial?.subscriptionId ?? null
+  const [tenant] = await host.db
+    .select({ name: tenants.name, planName: pricingPlans.name })
+    .from(tenants)
+    .leftJoin(subscriptions, subscriptionId ? eq(subscriptions.id, subscriptionId) : sql`false`)
+    .leftJoin(pricingPlans, eq(pricingPlans.id, subscriptions.planId))
+    .where(eq(tenants.id, p.tenantId))
   if (!tenant) return 0
-  const owners = await host.sql<Owner[]>`
-    select u.id as user_id, u.email from core_memberships m join core_users u on u.id = m.user_id
-    where m.tenant_id = ${p.tenantId} and m.role = 'owner' and m.status = 'active'
-    order by u.id`
+  const owners = await host.db
+    .select({ userId: users.id, email: users.email })
+    .from(memberships)
+    .innerJoin(users, eq(users.id, memberships.userId))
+    .where(and(eq(memberships.tenantId, p.tenantId), eq(memberships.role, 'owner'), eq(memberships.status, 'active')))
+    .orderBy(asc(users.id))
   if (owners.length === 0) return 0
   const messages = owners.map((o) =>
-    build({ to: o.email, tenantName: tenant.name, planName: tenant.plan_name, billingUrl: `${config.appBaseUrl}/billing` }),
+    build({ to: o.email, tenantName: tenant.name, planName: tenant.planName, billingUrl: `${config.appBaseUrl}/billing` }),
   )
-  await ctx.submitMany('email.send', messages, { ids: owners.map((o) => derivedJobId(ctx.jobId, `owner:${o.user_id}`)) })
+  await ctx.submitMany('email.send', messages, { ids: owners.map((o) => derivedJobId(ctx.jobId, `owner:${o.userId}`)) })
   return owners.length
 }
 
@@ -252,7 +251,7 @@ export const billingEventEffects = systemJob({
       const amount = amountTotal && currency ? { value: amountTotal, currency } : null
       result.mailed = await mailOwners(ctx, p, (m) => checkoutPaymentFailedEmail({ ...m, amount }))
     } else if (p.trial) {
-      const trialEnd = asDate(p.trial.endsAt)!
+      const trialEnd = new Date(p.trial.endsAt)
       result.mailed = await mailOwners(ctx, p, (m) => trialWillEndEmail({ ...m, trialEnd }))
     }
 
@@ -278,7 +277,7 @@ export const billingGraceCheck = systemJob({
     if (!config.billingSuspendAfterGrace) return { outcome: 'disabled' }
     const standing = await subscriptionStanding(host, p.subscriptionId)
     if (!standing || !(UNPAID_STATUSES as readonly string[]).includes(standing.status)) return { outcome: 'paid-or-ended' }
-    const since = asDate(p.pastDueSince)!
+    const since = new Date(p.pastDueSince)
     // Paid and failed again since this check was scheduled: that episode has its own check.
     if (standing.status === 'past_due' && standing.pastDueSince && standing.pastDueSince.getTime() !== since.getTime()) {
       return { outcome: 'superseded' }
@@ -312,6 +311,8 @@ export const billingGraceCheck = systemJob({
  * backing off). The webhook only enqueues this for a session that is paid and sells a price that is for
  * sale (STRIPE_ONE_TIME_PRICES or a plan's), so the checks are done by the time it runs.
  */
+const PAYMENT_FULFILLED = 'billing.payment.fulfilled'
+
 export const billingPaymentFulfil = systemJob({
   payload: PaymentFulfilPayload,
   maxRetries: 5,
@@ -327,16 +328,27 @@ export const billingPaymentFulfil = systemJob({
       eventId: p.eventId,
       jobId: ctx.jobId,
     }
-    const recorded = await host.sql`
-      insert into sys_audit_logs (id, actor_user_id, tenant_id, action, target_type, target_id, metadata)
-      select ${uuidv7()}, (select id from core_users where id = ${p.userId}::uuid), ${p.tenantId}, 'billing.payment.fulfilled',
-             'checkout_session', ${p.checkoutSessionId}, ${JSON.stringify(metadata)}::jsonb
-      where not exists (
-        select 1 from sys_audit_logs where action = 'billing.payment.fulfilled' and target_id = ${p.checkoutSessionId}
-      )
-      returning id`
+    const recorded = await host.db.transaction(async (tx) => {
+      const [done] = await tx
+        .select({ id: auditLogs.id })
+        .from(auditLogs)
+        .where(and(eq(auditLogs.action, PAYMENT_FULFILLED), eq(auditLogs.targetId, p.checkoutSessionId)))
+        .limit(1)
+      if (done) return false
+      // The buyer, if their account still exists.
+      const [buyer] = p.userId ? await tx.select({ id: users.id }).from(users).where(eq(users.id, p.userId)) : []
+      await audit(tx, {
+        action: PAYMENT_FULFILLED,
+        actorUserId: buyer?.id ?? null,
+        tenantId: p.tenantId,
+        targetType: 'checkout_session',
+        targetId: p.checkoutSessionId,
+        metadata,
+      })
+      return true
+    })
     // Your fulfilment here (see above).
-    return { recorded: recorded.length > 0, checkoutSessionId: p.checkoutSessionId }
+    return { recorded, checkoutSessionId: p.checkoutSessionId }
   },
 })
 

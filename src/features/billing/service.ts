@@ -7,11 +7,13 @@
  * ordering rule as the webhooks: the success redirect doesn't wait for the webhook, and the webhook that
  * follows agrees with it.
  */
+import { and, desc, eq, inArray, isNull, ne } from 'drizzle-orm'
 import Stripe from 'stripe'
+import { pricingPlans, subscriptions, tenants } from '../../../drizzle/host/schema.js'
 import type { Config } from '../../core/config.js'
 import type { HostDatabase } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
-import { asDate, type Tx, writeBillingAudit } from './audit.js'
+import { writeBillingAudit } from './audit.js'
 import { getActiveSubscription } from './access.js'
 import { isUuid } from '../../core/lib/uuid.js'
 import { type BillingInterval, createPlansRepository, type PricingPlan, priceFor } from './plans.js'
@@ -59,7 +61,7 @@ export type StripeService = ReturnType<typeof createStripeService>
 export function createStripeService(deps: StripeServiceDeps) {
   const repo = createPlansRepository(deps.host.db)
   const plans = deps.plans ?? createPlanLookup()
-  const sql = deps.host.sql
+  const { sql, db } = deps.host
   let client = deps.stripe
 
   /** Every entry point starts here: 503 BILLING_DISABLED without Stripe settings. */
@@ -93,7 +95,12 @@ export function createStripeService(deps: StripeServiceDeps) {
   }
 
   async function requireTenant(tenantId: string): Promise<void> {
-    const [t] = isUuid(tenantId) ? await sql`select id from core_tenants where id = ${tenantId} and status <> 'deleted'` : []
+    const [t] = isUuid(tenantId)
+      ? await db
+          .select({ id: tenants.id })
+          .from(tenants)
+          .where(and(eq(tenants.id, tenantId), ne(tenants.status, 'deleted')))
+      : []
     if (!t) throw new AppError(404, 'TENANT_NOT_FOUND', 'Tenant not found')
   }
 
@@ -111,10 +118,12 @@ export function createStripeService(deps: StripeServiceDeps) {
    * invoices and subscriptions in the other's portal. The acting user is only the contact email.
    */
   async function ensureCustomer(stripe: Stripe, tenantId: string, user: BillingUser): Promise<string> {
-    const [tenant] = await sql<{ name: string; stripe_customer_id: string | null }[]>`
-      select name, stripe_customer_id from core_tenants where id = ${tenantId}`
+    const [tenant] = await db
+      .select({ name: tenants.name, stripeCustomerId: tenants.stripeCustomerId })
+      .from(tenants)
+      .where(eq(tenants.id, tenantId))
     if (!tenant) throw new AppError(404, 'TENANT_NOT_FOUND', 'Tenant not found')
-    if (tenant.stripe_customer_id) return tenant.stripe_customer_id
+    if (tenant.stripeCustomerId) return tenant.stripeCustomerId
     // Keyed by tenant: a double click, a retry or two admins at once create one customer, not two.
     const customer = await callStripe(() =>
       stripe.customers.create(
@@ -122,17 +131,16 @@ export function createStripeService(deps: StripeServiceDeps) {
         { idempotencyKey: `tenantkit-tenant-customer-${tenantId}` },
       ),
     )
-    return sql.begin(async (tx) => {
-      const stored = await tx`
-        update core_tenants set stripe_customer_id = ${customer.id}, updated_at = now()
-        where id = ${tenantId} and stripe_customer_id is null
-        returning id`
+    return db.transaction(async (tx) => {
+      const stored = await tx
+        .update(tenants)
+        .set({ stripeCustomerId: customer.id })
+        .where(and(eq(tenants.id, tenantId), isNull(tenants.stripeCustomerId)))
+        .returning({ id: tenants.id })
       if (stored.length === 0) {
         // A concurrent request stored one first (same customer unless Stripe's idempotency window passed): keep it.
-        const [again] = await tx<
-          { stripe_customer_id: string | null }[]
-        >`select stripe_customer_id from core_tenants where id = ${tenantId}`
-        if (again?.stripe_customer_id) return again.stripe_customer_id
+        const [again] = await tx.select({ stripeCustomerId: tenants.stripeCustomerId }).from(tenants).where(eq(tenants.id, tenantId))
+        if (again?.stripeCustomerId) return again.stripeCustomerId
         throw new AppError(404, 'TENANT_NOT_FOUND', 'Tenant not found')
       }
       await writeBillingAudit(tx, {
@@ -149,38 +157,36 @@ export function createStripeService(deps: StripeServiceDeps) {
 
   async function tenantCustomer(tenantId: string): Promise<string | null> {
     if (!isUuid(tenantId)) return null
-    const [row] = await sql<{ stripe_customer_id: string | null }[]>`select stripe_customer_id from core_tenants where id = ${tenantId}`
-    return row?.stripe_customer_id ?? null
+    const [row] = await db.select({ stripeCustomerId: tenants.stripeCustomerId }).from(tenants).where(eq(tenants.id, tenantId))
+    return row?.stripeCustomerId ?? null
   }
 
   /** The subscription the tenant would manage: a live one first, else the most recent. */
   async function currentRow(tenantId: string) {
     if (!isUuid(tenantId)) return undefined
-    const [row] = await sql<
-      {
-        id: string
-        stripe_subscription_id: string
-        status: string
-        stripe_updated_at: Date
-        plan_id: string | null
-        plan_key: string | null
-        plan_name: string | null
-        billing_interval: string | null
-        current_period_start: Date | null
-        current_period_end: Date | null
-        trial_end: Date | null
-        cancel_at_period_end: boolean
-        canceled_at: Date | null
-        past_due_since: Date | null
-      }[]
-    >`
-      select s.id, s.stripe_subscription_id, s.status, s.stripe_updated_at, s.plan_id, p.key as plan_key, p.name as plan_name,
-             s.billing_interval, s.current_period_start, s.current_period_end, s.trial_end, s.cancel_at_period_end, s.canceled_at,
-             s.past_due_since
-      from core_subscriptions s left join core_pricing_plans p on p.id = s.plan_id
-      where s.tenant_id = ${tenantId}
-      order by (s.status in ${sql(LIVE_STATUSES)}) desc, s.stripe_updated_at desc
-      limit 1`
+    const s = subscriptions
+    const [row] = await db
+      .select({
+        id: s.id,
+        stripeSubscriptionId: s.stripeSubscriptionId,
+        status: s.status,
+        stripeUpdatedAt: s.stripeUpdatedAt,
+        planId: s.planId,
+        planKey: pricingPlans.key,
+        planName: pricingPlans.name,
+        billingInterval: s.billingInterval,
+        currentPeriodStart: s.currentPeriodStart,
+        currentPeriodEnd: s.currentPeriodEnd,
+        trialEnd: s.trialEnd,
+        cancelAtPeriodEnd: s.cancelAtPeriodEnd,
+        canceledAt: s.canceledAt,
+        pastDueSince: s.pastDueSince,
+      })
+      .from(s)
+      .leftJoin(pricingPlans, eq(pricingPlans.id, s.planId))
+      .where(eq(s.tenantId, tenantId))
+      .orderBy(desc(inArray(s.status, LIVE_STATUSES)), desc(s.stripeUpdatedAt))
+      .limit(1)
     return row
   }
 
@@ -191,17 +197,17 @@ export function createStripeService(deps: StripeServiceDeps) {
     const counting = await getActiveSubscription(deps.host, tenantId, { graceDays: deps.config.billingGraceDays })
     return {
       id: row.id,
-      stripeSubscriptionId: row.stripe_subscription_id,
+      stripeSubscriptionId: row.stripeSubscriptionId,
       status: row.status,
       active: counting?.id === row.id,
-      plan: row.plan_id && row.plan_key && row.plan_name ? { id: row.plan_id, key: row.plan_key, name: row.plan_name } : null,
-      interval: row.billing_interval,
-      currentPeriodStart: asDate(row.current_period_start),
-      currentPeriodEnd: asDate(row.current_period_end),
-      trialEnd: asDate(row.trial_end),
-      cancelAtPeriodEnd: row.cancel_at_period_end,
-      canceledAt: asDate(row.canceled_at),
-      pastDueSince: asDate(row.past_due_since),
+      plan: row.planId && row.planKey && row.planName ? { id: row.planId, key: row.planKey, name: row.planName } : null,
+      interval: row.billingInterval,
+      currentPeriodStart: row.currentPeriodStart,
+      currentPeriodEnd: row.currentPeriodEnd,
+      trialEnd: row.trialEnd,
+      cancelAtPeriodEnd: row.cancelAtPeriodEnd,
+      canceledAt: row.canceledAt,
+      pastDueSince: row.pastDueSince,
     }
   }
 
@@ -215,15 +221,16 @@ export function createStripeService(deps: StripeServiceDeps) {
   /** Apply what Stripe returned for our own change, as of the row's watermark read before the call (a webhook that moved it meanwhile wins). */
   async function applyReturned(
     sub: Stripe.Subscription,
-    watermark: Date | string,
+    watermark: Date,
     actorUserId: string | null,
     reason: string,
     tenantId: string,
   ) {
+    // applySubscription takes the postgres.js transaction the webhooks open (see subscriptions.ts).
     await sql.begin((tx) =>
       applySubscription(tx, {
         snapshot: snapshotOf(sub),
-        at: Math.floor(asDate(watermark)!.getTime() / 1000),
+        at: Math.floor(watermark.getTime() / 1000),
         source: 'fetched',
         tenantId,
         plans,
@@ -263,7 +270,7 @@ export function createStripeService(deps: StripeServiceDeps) {
       }
       const customer = await ensureCustomer(stripe, input.tenantId, input.user)
       // Trial days come from the plan, once per tenant: a tenant that subscribed before doesn't get another trial.
-      const [before] = await sql`select 1 from core_subscriptions where tenant_id = ${input.tenantId} limit 1`
+      const [before] = await db.select({ id: subscriptions.id }).from(subscriptions).where(eq(subscriptions.tenantId, input.tenantId)).limit(1)
       const trialDays = before ? 0 : plan.trialDays
       const metadata = { tenant_id: input.tenantId, user_id: input.user.id, plan_key: plan.key }
       const session = await callStripe(() =>
@@ -336,9 +343,9 @@ export function createStripeService(deps: StripeServiceDeps) {
     async cancelSubscription(input: { tenantId: string; actorUserId: string | null }): Promise<SubscriptionView | null> {
       const { stripe } = billing()
       const row = await liveRow(input.tenantId)
-      const sub = await callStripe(() => stripe.subscriptions.update(row.stripe_subscription_id, { cancel_at_period_end: true }))
+      const sub = await callStripe(() => stripe.subscriptions.update(row.stripeSubscriptionId, { cancel_at_period_end: true }))
       await audited(input.tenantId, input.actorUserId, 'billing.subscription.cancel_requested', row.id, { stripeSubscriptionId: sub.id })
-      await applyReturned(sub, row.stripe_updated_at, input.actorUserId, 'cancel at period end', input.tenantId)
+      await applyReturned(sub, row.stripeUpdatedAt, input.actorUserId, 'cancel at period end', input.tenantId)
       return getSubscription(input.tenantId)
     },
 
@@ -348,12 +355,12 @@ export function createStripeService(deps: StripeServiceDeps) {
       const { stripe } = billing()
       const row = await liveRow(input.tenantId)
       const { plan, price } = await choosePlan(input, input.interval)
-      const current = await callStripe(() => stripe.subscriptions.retrieve(row.stripe_subscription_id))
+      const current = await callStripe(() => stripe.subscriptions.retrieve(row.stripeSubscriptionId))
       const item = await planItemOf(current)
       if (!item) throw new AppError(409, 'SUBSCRIPTION_HAS_NO_ITEMS', 'The subscription has no item to change')
       if (item.price.id === price) throw new AppError(409, 'ALREADY_ON_PLAN', `Already on ${plan.key} per ${input.interval}`)
       const sub = await callStripe(() =>
-        stripe.subscriptions.update(row.stripe_subscription_id, {
+        stripe.subscriptions.update(row.stripeSubscriptionId, {
           items: [{ id: item.id, price }],
           proration_behavior: 'create_prorations',
           cancel_at_period_end: false,
@@ -366,7 +373,7 @@ export function createStripeService(deps: StripeServiceDeps) {
         toPrice: price,
         plan: plan.key,
       })
-      await applyReturned(sub, row.stripe_updated_at, input.actorUserId, `plan change to ${plan.key}`, input.tenantId)
+      await applyReturned(sub, row.stripeUpdatedAt, input.actorUserId, `plan change to ${plan.key}`, input.tenantId)
       return getSubscription(input.tenantId)
     },
 
@@ -432,6 +439,6 @@ export function createStripeService(deps: StripeServiceDeps) {
     targetId: string,
     metadata: Record<string, unknown>,
   ) {
-    await sql.begin((tx: Tx) => writeBillingAudit(tx, { action, tenantId, actorUserId, targetType: 'subscription', targetId, metadata }))
+    await writeBillingAudit(db, { action, tenantId, actorUserId, targetType: 'subscription', targetId, metadata })
   }
 }

@@ -10,12 +10,14 @@
  * an operator suspended. (If the process dies between the two rows the suspension reads as an
  * operator's, so the tenant stays suspended until someone resumes it: the safe side.)
  */
+import { and, desc, eq, inArray } from 'drizzle-orm'
+import { auditLogs, subscriptions, tenants } from '../../../drizzle/host/schema.js'
 import type { HostDatabase } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
 import { CORE_LIFECYCLE } from '../../core/tenancy/lifecycle.js'
 import type { Provisioner } from '../../core/tenancy/provisioning.js'
 import { getActiveSubscription } from './access.js'
-import { asDate, writeBillingAudit } from './audit.js'
+import { writeBillingAudit } from './audit.js'
 
 export const BILLING_SUSPENDED = 'billing.tenant_suspended'
 export const BILLING_RESUMED = 'billing.tenant_resumed'
@@ -38,22 +40,29 @@ export function graceEndsAt(pastDueSince: Date, graceDays: number): Date {
 
 /** Whether the tenant's latest suspension record is billing's. */
 export async function isSuspendedForBilling(host: HostDatabase, tenantId: string): Promise<boolean> {
-  const [row] = await host.sql<{ action: string }[]>`
-    select action from sys_audit_logs
-    where tenant_id = ${tenantId} and action in (${CORE_LIFECYCLE.suspended.audit}, ${CORE_LIFECYCLE.resumed.audit}, ${BILLING_SUSPENDED})
-    order by created_at desc, id desc limit 1`
+  const [row] = await host.db
+    .select({ action: auditLogs.action })
+    .from(auditLogs)
+    .where(
+      and(
+        eq(auditLogs.tenantId, tenantId),
+        inArray(auditLogs.action, [CORE_LIFECYCLE.suspended.audit, CORE_LIFECYCLE.resumed.audit, BILLING_SUSPENDED]),
+      ),
+    )
+    .orderBy(desc(auditLogs.createdAt), desc(auditLogs.id))
+    .limit(1)
   return row?.action === BILLING_SUSPENDED
 }
 
 async function tenantStatus(host: HostDatabase, tenantId: string): Promise<string | undefined> {
-  const [row] = await host.sql<{ status: string }[]>`select status from core_tenants where id = ${tenantId}`
+  const [row] = await host.db.select({ status: tenants.status }).from(tenants).where(eq(tenants.id, tenantId))
   return row?.status
 }
 
 const isTransition = (err: unknown) => err instanceof AppError && err.code === 'INVALID_TRANSITION'
 
 async function audit(host: HostDatabase, action: typeof BILLING_SUSPENDED | typeof BILLING_RESUMED, tenantId: string, metadata: object) {
-  await host.sql.begin((tx) => writeBillingAudit(tx, { action, tenantId, metadata: { reason: 'billing', ...metadata } }))
+  await writeBillingAudit(host.db, { action, tenantId, metadata: { reason: 'billing', ...metadata } })
 }
 
 /**
@@ -102,9 +111,9 @@ export async function resumeAfterPayment(deps: SuspensionDeps, tenantId: string,
 
 /** The subscription row a grace check looks at. */
 export async function subscriptionStanding(host: HostDatabase, subscriptionId: string) {
-  const [row] = await host.sql<{ status: string; past_due_since: Date | string | null; stripe_subscription_id: string }[]>`
-    select status, past_due_since, stripe_subscription_id from core_subscriptions where id = ${subscriptionId}`
+  const [row] = await host.db
+    .select({ status: subscriptions.status, pastDueSince: subscriptions.pastDueSince, stripeSubscriptionId: subscriptions.stripeSubscriptionId })
+    .from(subscriptions)
+    .where(eq(subscriptions.id, subscriptionId))
   return row
-    ? { status: row.status, pastDueSince: asDate(row.past_due_since), stripeSubscriptionId: row.stripe_subscription_id }
-    : undefined
 }

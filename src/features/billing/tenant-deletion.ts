@@ -15,11 +15,12 @@
  * customer.subscription.deleted webhook that follows agrees (or, after a hard delete, names a tenant that
  * no longer exists and is recorded `failed`, which is expected).
  */
+import { and, eq, notInArray } from 'drizzle-orm'
 import Stripe from 'stripe'
+import { subscriptions } from '../../../drizzle/host/schema.js'
 import type { Config } from '../../core/config.js'
-import type { HostDatabase } from '../../core/db/host.js'
+import { type HostDatabase, hostDbOn } from '../../core/db/host.js'
 import type { LifecycleStepContribution, Step } from '../../core/tenancy/lifecycle.js'
-import { asDate } from './audit.js'
 import { createStripe } from './stripe.js'
 import { applySubscription, createPlanLookup, type PlanLookup, refreshTenantPlanTier, snapshotOf } from './subscriptions.js'
 
@@ -32,7 +33,7 @@ export interface TenantBillingStop {
 }
 
 export function createTenantBillingStop(deps: { host: HostDatabase; stripe: Stripe; plans?: PlanLookup }): TenantBillingStop {
-  const { sql } = deps.host
+  const { sql, db } = deps.host
   const plans = deps.plans ?? createPlanLookup()
 
   /** Cancel in Stripe; an already-canceled or unknown subscription is done. Returns Stripe's copy, if there still is one. */
@@ -51,26 +52,28 @@ export function createTenantBillingStop(deps: { host: HostDatabase; stripe: Stri
 
   return {
     async cancelSubscriptions(tenantId, opts = {}) {
-      const live = await sql<{ stripe_subscription_id: string; stripe_updated_at: Date | string }[]>`
-        select stripe_subscription_id, stripe_updated_at from core_subscriptions
-        where tenant_id = ${tenantId} and status not in ${sql(ENDED_STATUSES)}`
+      const live = await db
+        .select({ stripeSubscriptionId: subscriptions.stripeSubscriptionId, stripeUpdatedAt: subscriptions.stripeUpdatedAt })
+        .from(subscriptions)
+        .where(and(eq(subscriptions.tenantId, tenantId), notInArray(subscriptions.status, [...ENDED_STATUSES])))
       const done: string[] = []
       for (const row of live) {
-        const sub = await cancel(row.stripe_subscription_id)
-        done.push(row.stripe_subscription_id)
+        const sub = await cancel(row.stripeSubscriptionId)
+        done.push(row.stripeSubscriptionId)
         if (!sub) {
           // Stripe has no such subscription: nothing can charge it any more.
           await sql.begin(async (tx) => {
-            await tx`update core_subscriptions set status = 'canceled', updated_at = now() where stripe_subscription_id = ${row.stripe_subscription_id}`
+            await hostDbOn(tx).update(subscriptions).set({ status: 'canceled' }).where(eq(subscriptions.stripeSubscriptionId, row.stripeSubscriptionId))
             await refreshTenantPlanTier(tx, tenantId)
           })
           continue
         }
         // As of the row's watermark, like the service's own changes: a webhook that moved it meanwhile wins.
+        // (applySubscription takes the postgres.js transaction the webhooks open, see subscriptions.ts.)
         await sql.begin((tx) =>
           applySubscription(tx, {
             snapshot: snapshotOf(sub),
-            at: Math.floor(asDate(row.stripe_updated_at)!.getTime() / 1000),
+            at: Math.floor(row.stripeUpdatedAt.getTime() / 1000),
             source: 'fetched',
             tenantId,
             plans,
