@@ -15,6 +15,8 @@ import errors, { clientErrorHandler, frameworkErrors } from './core/plugins/erro
 import hostDb from './core/plugins/host-db.js'
 import metrics from './core/plugins/metrics.js'
 import requestDeadline from './core/plugins/request-deadline.js'
+import requestId from './core/plugins/request-id.js'
+import { requestIdGenerator } from './core/lib/request-context.js'
 import services from './core/plugins/services.js'
 import tenancy from './core/plugins/tenancy.js'
 import cookie from './core/plugins/external/cookie.js'
@@ -34,6 +36,9 @@ import healthRoutes from './core/routes/health.js'
 export function serverOptions(config: Config): FastifyServerOptions {
   return {
     trustProxy: config.trustProxy,
+    // x-request-id is taken only from a trusted proxy, and only when well-formed (request-context.ts).
+    requestIdHeader: false,
+    genReqId: requestIdGenerator(config.trustProxy),
     // Cap bodies at 1 MiB: nothing in this API needs more, and it bounds parser work.
     bodyLimit: 1024 * 1024,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
@@ -51,6 +56,7 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
 
   // First, so its clock starts before any other hook runs (session and rate-limit lookups in Redis).
   await fastify.register(requestDeadline, opts)
+  await fastify.register(requestId)
 
   // 1. external
   await fastify.register(redis, opts)

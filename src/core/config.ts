@@ -21,6 +21,7 @@ export const ENV_VARS = {
   HOST: { kind: 'string', default: '0.0.0.0', doc: 'HTTP listen address' },
   PORT: { kind: 'int', default: '3000', min: 0, max: 65535, doc: 'HTTP listen port' },
   LOG_LEVEL: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', doc: 'pino log level' },
+  LOG_FILE: { kind: 'string', default: '', doc: 'Also write every log line, as JSON, to this file (its folder is created; unset: standard output only)' },
   TRUST_PROXY: { kind: 'bool', default: 'false', doc: 'Trust X-Forwarded-* headers (behind a load balancer)' },
   METRICS_TOKEN: { kind: 'string', default: '', doc: 'Bearer token Prometheus sends to GET /metrics (unset: open outside production, off in production)' },
   RATE_LIMIT_MAX: { kind: 'int', default: '1000', min: 1, max: 1000000000, doc: 'Requests per client per window, all routes (login/signup have stricter limits)' },
@@ -127,6 +128,8 @@ export interface Config {
   host: string
   port: number
   logLevel: string
+  /** LOG_FILE: JSON log lines also appended here. */
+  logFile: string | undefined
   trustProxy: boolean
   appBaseUrl: string
   appName: string
@@ -327,6 +330,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host: s('HOST'),
     port: i('PORT'),
     logLevel: s('LOG_LEVEL'),
+    logFile: opt(s('LOG_FILE')),
     trustProxy: b('TRUST_PROXY', false),
     appBaseUrl: s('APP_BASE_URL').replace(/\/$/, ''),
     appName: s('APP_NAME'),

@@ -26,6 +26,7 @@ import { createSessionRevocations } from './session-revocations.js'
 import { createUserTokens, type UserTokens } from './user-tokens.js'
 import { type PublicUser, createUsersRepository, toPublicUser, userDisabled, type UsersRepository } from './users.js'
 import { unauthorized } from '../lib/errors.js'
+import { bindLogContext } from '../lib/request-context.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -105,6 +106,7 @@ export default fp<AppOptions>(
       const key = await apiKeys.authenticate(header)
       req.apiKey = key
       req.user = key.user
+      bindLogContext(req, { userId: key.user.id })
       return key
     })
 
@@ -120,6 +122,7 @@ export default fp<AppOptions>(
       this.session.user = toPublicUser(user)
       this.session.userLoadedAt = now
       this.user = this.session.user
+      bindLogContext(this, { userId: user.id })
     })
 
     fastify.decorateRequest('signOut', async function signOut(this: FastifyRequest) {
@@ -142,6 +145,7 @@ export default fp<AppOptions>(
       const snapshot = req.session.user
       if (snapshot?.id === userId && Date.now() - (req.session.userLoadedAt ?? 0) < USER_SNAPSHOT_MS) {
         req.user = snapshot
+        bindLogContext(req, { userId })
         return
       }
       const user = await users.findById(userId)
@@ -156,6 +160,7 @@ export default fp<AppOptions>(
       await revoked(req, sessionCutoff(user))
       req.session.user = req.user = toPublicUser(user)
       req.session.userLoadedAt = Date.now()
+      bindLogContext(req, { userId })
     })
   },
   { name: 'auth', dependencies: ['host-db', 'session', 'redis', 'services'] },

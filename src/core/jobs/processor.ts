@@ -72,6 +72,13 @@ export interface ProcessorDeps {
 
 export type Processor = (job: Job, token?: string) => Promise<unknown>
 
+/** The tenant a job's log lines name: a tenant job's own, or the tenant a system job works on (provisioning, lifecycle). */
+function jobTenant(job: Job, tenantCtx: { tenant: TenantRecord } | undefined): { tenantId?: string } {
+  if (tenantCtx) return { tenantId: tenantCtx.tenant.id }
+  const tenantId = (job.data as { tenantId?: unknown } | undefined)?.tenantId
+  return typeof tenantId === 'string' && isUuid(tenantId) ? { tenantId } : {}
+}
+
 export function createProcessor(p: ProcessorDeps): Processor {
   const { registry, catalog, pools, slots, logger } = p
 
@@ -120,7 +127,7 @@ export function createProcessor(p: ProcessorDeps): Processor {
     // The running mark is sent as the job starts but not waited for: the work need not sit out a commit,
     // and the record writer keeps this record's changes in order (a later outcome never lands first).
     void store.running(sql, id, retries).catch((err) => logger.warn({ err, jobId: id }, 'marking a job running failed'))
-    const jobLogger = logger.child({ jobId: id, job: job.name, ...(tenantCtx ? { tenantId: tenantCtx.tenant.id } : {}) })
+    const jobLogger = logger.child({ jobId: id, jobType: job.name, ...jobTenant(job, tenantCtx) })
     const ctx: JobContext = {
       job,
       jobId: id,

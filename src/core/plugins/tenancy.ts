@@ -41,6 +41,7 @@ import type { Logger } from 'pino'
 import { createTenant as createTenantIn } from '../tenancy/create-tenant.js'
 import type { ProvisionInput } from '../tenancy/provisioning.js'
 import { isUuid } from '../lib/uuid.js'
+import { bindLogContext } from '../lib/request-context.js'
 
 export interface Tenancy {
   catalog: CatalogHandle
@@ -219,6 +220,7 @@ export default fp<AppOptions>(
         throw clientClosed()
       }
       req.tenant = tenant
+      bindLogContext(req, { tenantId: tenant.id })
       const role = await roles.effectiveRole(lease.db, tenant.id, user.id, membership.role)
       req.role = key ? lower(role, key.role) : role
       req.membership = key ? keyMembership(membership, req.role) : membership
