@@ -26,6 +26,7 @@ import rateLimit from './core/plugins/external/rate-limit.js'
 import redis from './core/plugins/external/redis.js'
 import session from './core/plugins/external/session.js'
 import swagger from './core/plugins/external/swagger.js'
+import underPressure from './core/plugins/external/under-pressure.js'
 import apiRoutes from './core/routes/api.js'
 import type { Feature, FeatureRoute } from './core/feature.js'
 import { FEATURES } from './features/index.js'
@@ -57,6 +58,8 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   // First, so its clock starts before any other hook runs (session and rate-limit lookups in Redis).
   await fastify.register(requestDeadline, opts)
   await fastify.register(requestId)
+  // Before anything that costs work (Redis lookups, sessions): an overloaded process sheds at the door.
+  await fastify.register(underPressure, opts)
 
   // 1. external
   await fastify.register(redis, opts)

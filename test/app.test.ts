@@ -7,7 +7,8 @@ const ctx = useApp()
 
 describe('app basics', () => {
   it('answers liveness and readiness', async () => {
-    expect((await ctx.app.inject('/health')).json()).toEqual({ status: 'ok' })
+    const live = await ctx.app.inject('/health')
+    expect(live.json()).toEqual({ status: 'ok', version: expect.stringMatching(/^\d+\.\d+\.\d+/), uptimeSeconds: expect.any(Number) })
     const ready = await ctx.app.inject('/health/ready')
     expect(ready.statusCode).toBe(200)
     expect(ready.json()).toEqual({ status: 'ok', checks: { database: 'up', redis: 'up', pools: 'up' } })

@@ -27,6 +27,9 @@ export const ENV_VARS = {
   RATE_LIMIT_MAX: { kind: 'int', default: '1000', min: 1, max: 1000000000, doc: 'Requests per client per window, all routes (login/signup have stricter limits)' },
   RATE_LIMIT_WINDOW_S: { kind: 'int', default: '60', min: 1, max: 86400, doc: 'Rate limit window in seconds' },
   REQUEST_DEADLINE_MS: { kind: 'int', default: '10000', min: 0, max: 600000, doc: 'A request not answered after this long gets 503 SERVICE_UNAVAILABLE with Retry-After, whatever its handler waits on (0 = none; a streaming route opts out with config.requestDeadline: false)' },
+  PRESSURE_MAX_EVENT_LOOP_DELAY_MS: { kind: 'int', default: '1000', min: 0, max: 600000, doc: 'Shed load: while the event loop lags more than this (mean over a sample), new requests get 503 SERVICE_UNAVAILABLE with Retry-After (0 = off; /health, /health/ready and /metrics are never shed)' },
+  PRESSURE_MAX_HEAP_USED_PCT: { kind: 'int', default: '90', min: 0, max: 100, doc: 'Shed load while the V8 heap holds more than this percentage of its limit (--max-old-space-size) (0 = off)' },
+  PRESSURE_SAMPLE_INTERVAL_MS: { kind: 'int', default: '1000', min: 10, max: 60000, doc: 'How often event loop delay and heap usage are sampled for load shedding' },
   APP_NAME: { kind: 'string', default: 'Tenantkit', doc: 'Product name used in emails and the OpenAPI title' },
   APP_BASE_URL: { kind: 'url', default: 'http://localhost:3000', doc: 'Public base URL, used for OAuth and Stripe redirects' },
 
@@ -135,6 +138,8 @@ export interface Config {
   appName: string
   metricsToken: string | undefined
   rateLimit: { max: number; windowS: number }
+  /** Load shedding thresholds (core/plugins/external/under-pressure.ts); 0 turns a check off. */
+  pressure: { maxEventLoopDelayMs: number; maxHeapUsedPct: number; sampleIntervalMs: number }
   /** Whole-request deadline in ms (0: none). */
   requestDeadlineMs: number
   /** Host database URL; undefined means "start embedded Postgres" (development only). */
@@ -337,6 +342,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsToken: opt(s('METRICS_TOKEN')),
     rateLimit: { max: i('RATE_LIMIT_MAX'), windowS: i('RATE_LIMIT_WINDOW_S') },
     requestDeadlineMs: i('REQUEST_DEADLINE_MS'),
+    pressure: {
+      maxEventLoopDelayMs: i('PRESSURE_MAX_EVENT_LOOP_DELAY_MS'),
+      maxHeapUsedPct: i('PRESSURE_MAX_HEAP_USED_PCT'),
+      sampleIntervalMs: i('PRESSURE_SAMPLE_INTERVAL_MS'),
+    },
     databaseUrl,
     databaseAdminUrl: opt(s('DATABASE_ADMIN_URL')),
     tenantDatabaseUrl: opt(s('TENANT_DATABASE_URL')),

@@ -35,7 +35,7 @@ export default fp<AppOptions>(
     const token = config.metricsToken
     if (!token && config.env === 'production') return
     const expected = token ? Buffer.from(`Bearer ${token}`) : undefined
-    fastify.get('/metrics', { schema: { hide: true }, config: { rateLimit: false } }, async (req, reply) => {
+    fastify.get('/metrics', { schema: { hide: true }, config: { rateLimit: false, underPressure: false } }, async (req, reply) => {
       const given = Buffer.from(req.headers.authorization ?? '')
       if (expected && (given.length !== expected.length || !timingSafeEqual(given, expected))) throw unauthorized('METRICS_TOKEN_REQUIRED', 'Send the metrics token as a Bearer token')
       reply.type(registry.contentType)
