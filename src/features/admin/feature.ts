@@ -1,9 +1,10 @@
 /**
  * Platform administration, for platform admins only (guard.ts): Bull Board at /admin/queues, and the
  * admin API under /admin/api (tenants, their lifecycle and bulk actions as a job, the job's progress;
- * users: search, disable and enable).
+ * users: search, disable and enable; the audit log, paged or exported as JSON lines).
  */
 import { defineFeature } from '../../core/feature.js'
+import auditLogRoutes from './api/audit-logs.js'
 import jobAdminRoutes from './api/jobs.js'
 import tenantAdminRoutes from './api/tenants.js'
 import userAdminRoutes from './api/users.js'
@@ -16,6 +17,7 @@ export default defineFeature({
     { scope: 'root', prefix: '/admin', plugin: adminRoutes },
     { scope: 'root', prefix: '/admin/api/tenants', plugin: tenantAdminRoutes },
     { scope: 'root', prefix: '/admin/api/users', plugin: userAdminRoutes },
+    { scope: 'root', prefix: '/admin/api/audit-logs', plugin: auditLogRoutes },
     { scope: 'root', prefix: '/admin/api/jobs', plugin: jobAdminRoutes },
   ],
   jobs: ADMIN_JOBS,
