@@ -96,6 +96,24 @@ export const tenants = pgTable(
   ],
 )
 
+/**
+ * A tenant's former slug, kept for a while after a rename so links, subdomains and X-Tenant-ID values
+ * that name it keep reaching the tenant (the catalog falls back to it); no other tenant may take it
+ * until it expires.
+ */
+export const tenantSlugAliases = pgTable(
+  'core_tenant_slug_aliases',
+  {
+    slug: text('slug').primaryKey(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('core_tenant_slug_aliases_tenant_idx').on(t.tenantId)],
+)
+
 /** Membership: which tenants a user may enter, and as what. */
 export const memberships = pgTable(
   'core_memberships',

@@ -170,14 +170,17 @@ export default fp<AppOptions>(
     }
 
     /**
-     * The tenant the references name, when they all name the same one (a slug and an id may). Two that
-     * disagree (`X-Tenant-ID: a` on `/t/b/api/…`) are a 400, never silently one of them.
+     * The tenant the references name, when they all name the same one (a slug, an id and a former slug
+     * still kept as an alias may). Two that disagree (`X-Tenant-ID: a` on `/t/b/api/…`) are a 400, never
+     * silently one of them.
      */
     const agreeing = async (refs: string[]): Promise<TenantRecord | undefined> => {
       if (refs.length === 0) return undefined
       const tenant = await catalog.get(refs[0]!)
-      if (refs.length > 1 && (!tenant || refs.some((ref) => !names(tenant, ref)))) {
-        throw badRequest('TENANT_CONFLICT', 'The request names more than one tenant (X-Tenant-ID, /t/:tenant/ path and subdomain disagree)')
+      for (const ref of refs.slice(1)) {
+        if (!tenant || (!names(tenant, ref) && (await catalog.get(ref))?.id !== tenant.id)) {
+          throw badRequest('TENANT_CONFLICT', 'The request names more than one tenant (X-Tenant-ID, /t/:tenant/ path and subdomain disagree)')
+        }
       }
       return tenant
     }
@@ -191,8 +194,8 @@ export default fp<AppOptions>(
         if (membership?.status !== 'active') throw invalidApiKey()
         tenant = await catalog.get(key.tenantId)
         const refs = resolveTenantRefs(req, keyResolvers)
-        await agreeing(refs)
-        if (tenant && refs[0] && !names(tenant, refs[0])) tenant = undefined
+        const named = await agreeing(refs)
+        if (tenant && refs[0] && named?.id !== tenant.id) tenant = undefined
       } else {
         await fastify.requireUser(req, undefined as never)
         const refs = resolveTenantRefs(req, resolvers)

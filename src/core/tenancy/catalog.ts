@@ -4,10 +4,10 @@
  * every process when any process calls invalidate() (Redis pub/sub on `channel`, src/core/lib/invalidated-cache.ts).
  */
 import { randomUUID } from 'node:crypto'
-import { and, eq, isNull, sql } from 'drizzle-orm'
+import { and, eq, gt, isNull, sql } from 'drizzle-orm'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
-import { tenants } from '../../../drizzle/host/schema.js'
+import { tenantSlugAliases, tenants } from '../../../drizzle/host/schema.js'
 import type { HostDatabase } from '../db/host.js'
 import { DecryptionError, decrypt, type KeyRing } from '../lib/crypto.js'
 import { createInvalidatedCache, createInvalidationBus, type InvalidationBus } from '../lib/invalidated-cache.js'
@@ -86,6 +86,14 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
       .prepare(name)
   const byId = lookup(tenants.id, 'tk_catalog_tenant_by_id')
   const bySlug = lookup(tenants.slug, 'tk_catalog_tenant_by_slug')
+  // A renamed tenant's former slug, while its alias lasts (asked only when no tenant has the slug).
+  const byAlias = host.db
+    .select(columns)
+    .from(tenants)
+    .innerJoin(tenantSlugAliases, eq(tenantSlugAliases.tenantId, tenants.id))
+    .where(and(eq(tenantSlugAliases.slug, sql.placeholder('key')), gt(tenantSlugAliases.expiresAt, sql`now()`), isNull(tenants.deletedAt)))
+    .limit(1)
+    .prepare('tk_catalog_tenant_by_alias')
 
   const counts = { hits: 0, misses: 0, queries: 0, remoteInvalidations: 0, publishFailures: 0 }
   let closed = false
@@ -120,7 +128,10 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
     counts.queries++
     deps.onQuery?.(by, value)
     const [row] = await (by === 'id' ? byId : bySlug).execute({ key: value })
-    return row ? toRecord(row) : undefined
+    if (row) return toRecord(row)
+    if (by === 'id') return undefined
+    const [aliased] = await byAlias.execute({ key: value })
+    return aliased ? toRecord(aliased) : undefined
   }
 
   // Keys are `i:<uuid>` and `s:<slug>`; both point at the same record object. Unknown slugs are not

@@ -42,6 +42,7 @@ import {
   type RunOutcome,
   runLifecycle,
 } from './lifecycle.js'
+import { claimSlug } from './slugs.js'
 import { createTemplate, maintenanceUrl, type TenantTemplate, tenantDbName, tenantServerUrl } from './template.js'
 import type { Catalog, PoolManager } from './types.js'
 
@@ -95,7 +96,8 @@ export function validateSlug(slug: unknown): string {
   if (RESERVED_SLUGS.has(slug)) throw badRequest('INVALID_SLUG', `slug "${slug}" is reserved`)
   // Slugs are DNS labels (tenant subdomains): "xn--…" is punycode, which renders as a lookalike of
   // another tenant's name; RFC 5891 reserves "--" in 3rd and 4th position for such prefixes.
-  if (slug.slice(2, 4) === '--') throw badRequest('INVALID_SLUG', 'slug must not have "--" as its 3rd and 4th characters (xn-- is punycode)')
+  if (slug.slice(2, 4) === '--')
+    throw badRequest('INVALID_SLUG', 'slug must not have "--" as its 3rd and 4th characters (xn-- is punycode)')
   // Tenants are named by slug or id everywhere (X-Tenant-ID, paths): a slug shaped like an id would be ambiguous.
   if (isUuid(slug)) throw badRequest('INVALID_SLUG', 'slug must not look like a tenant id')
   return slug
@@ -205,7 +207,11 @@ export interface Provisioner {
    * Run a lifecycle event: 'suspended', 'resumed', 'softDeleted', 'restored', 'hardDeleted' (and 'created', which
    * provision runs). 'already_done' when the tenant was in the event's end state already (nothing written).
    */
-  run(event: LifecycleEvent, idOrSlug: string, opts?: { actorUserId?: string | undefined; origin?: AuditOrigin | undefined }): Promise<RunOutcome>
+  run(
+    event: LifecycleEvent,
+    idOrSlug: string,
+    opts?: { actorUserId?: string | undefined; origin?: AuditOrigin | undefined },
+  ): Promise<RunOutcome>
   /**
    * Tenants still 'provisioning' whose row has not changed for `olderThanS` (default
    * PROVISION_STALE_AFTER_S) and that no run holds: a process died, or could not record a failure.
@@ -312,6 +318,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     let row: Tenant
     try {
       row = await host.db.transaction(async (tx) => {
+        await claimSlug(tx as unknown as HostDatabase['db'], slug, id)
         if (input.ownerUserId && input.maxCreatedByOwner !== undefined) {
           await assertUnderQuota(tx as unknown as HostDatabase['db'], input.ownerUserId, input.maxCreatedByOwner)
         }
@@ -368,7 +375,12 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     const error = errorMessage(err)
     if (!(await markProvisioningFailed(ctx, tenantId, { provisionStep: step, provisionError: `${step}: ${error}` })))
       throw new Error(`tenant ${tenantId} could not be marked failed; the stale sweep resumes it`)
-    await writes.audit({ action: ctx.lifecycle.events.created.failedAudit!, tenantId, actorUserId: opts.actorUserId, metadata: { step, error } })
+    await writes.audit({
+      action: ctx.lifecycle.events.created.failedAudit!,
+      tenantId,
+      actorUserId: opts.actorUserId,
+      metadata: { step, error },
+    })
   }
 
   async function retry(idOrSlug: string, opts: { actorUserId?: string } = {}): Promise<ProvisionedTenant> {
