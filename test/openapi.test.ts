@@ -147,6 +147,20 @@ describe('the generated OpenAPI document', () => {
     }
   })
 
+  it('lists the stable error codes (the core’s and every feature’s) with their status, and the Error schema points there', () => {
+    const codes = spec['x-error-codes'] as Record<string, { status: number | number[]; description: string }>
+    expect(codes).toEqual(JSON.parse(JSON.stringify(ctx.app.services.errorCodes)))
+    expect(codes.VALIDATION_ERROR).toEqual({ status: 400, description: expect.any(String) })
+    expect(codes.TENANT_NOT_FOUND?.status).toBe(404)
+    expect(codes.PROJECT_NOT_FOUND?.status).toBe(404) // a feature's
+    expect(codes.SUBSCRIPTION_REQUIRED?.status).toBe(402)
+    for (const [code, info] of Object.entries(codes)) {
+      expect(code).toMatch(/^[A-Z][A-Z0-9_]*$/)
+      expect(info.description.length, code).toBeGreaterThan(5)
+    }
+    expect(spec.components.schemas.Error.properties.code.description).toMatch(/x-error-codes/)
+  })
+
   it('does not require query parameters that have a default (the README’s GET /api/projects)', () => {
     expect(param(op('get', '/api/projects'), 'query', 'limit')).toMatchObject({ required: false, schema: { default: 20 } })
     for (const { method, path, op } of operations) {
@@ -205,7 +219,7 @@ describe('the response contract check (test/helpers/contract.ts)', () => {
       reply.type('text/csv').send('id\n1'),
     )
     probe.get('/error', { schema: { summary: 'documented error', response: { 200: Thing } } }, async () => {
-      throw unavailable('DOWN', 'down')
+      throw unavailable('SERVICE_UNAVAILABLE', 'down')
     })
     probe.get('/hidden', { schema: { hide: true } }, async (_req, reply) => reply.code(403).send({ message: 'not the kit’s error shape' }))
     try {

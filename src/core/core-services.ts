@@ -23,6 +23,7 @@ import type { CoreServices, Feature } from './feature.js'
 import { type AssembledLifecycle, assembleLifecycle } from './tenancy/lifecycle.js'
 import type { JobRegistry, JobSubmitter, KnownJobs } from './jobs/registry.js'
 import { assemblePermissions, type PermissionRegistry } from './tenancy/rbac.js'
+import { assembleErrorCodes, CORE_ERROR_CODES, type ErrorCodeTable } from './lib/error-codes.js'
 import { createOutbox, type Outbox } from './jobs/outbox.js'
 import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
 
@@ -43,6 +44,8 @@ export interface Services {
   jobs: JobRegistry
   /** Every resource × action the features declare: what a per-user grant may name. */
   permissions: PermissionRegistry
+  /** Every error code the API can answer, with its status and meaning: the core's and the features' (OpenAPI `x-error-codes`). */
+  errorCodes: ErrorCodeTable
   /** Everything job processors find in ctx.deps: the core's services and what each feature adds. */
   jobDeps: Record<string, unknown>
   /** Submit and inspect background jobs (seed BackgroundTaskManager); the worker process consumes them. */
@@ -169,6 +172,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     mailer,
     jobs,
     permissions: assemblePermissions(features.map((f) => f.permissions ?? {})),
+    errorCodes: assembleErrorCodes([CORE_ERROR_CODES, ...features.map((f) => f.errors ?? {})]),
     jobDeps,
     tasks,
     outbox,

@@ -17,6 +17,7 @@ import type { JobRegistry, JobSubmitter } from './jobs/registry.js'
 import type { CatalogHandle } from './tenancy/catalog.js'
 import type { LifecycleStepContribution } from './tenancy/lifecycle.js'
 import type { PermissionRegistry } from './tenancy/rbac.js'
+import type { ErrorCodeTable } from './lib/error-codes.js'
 import type { PoolManager } from './tenancy/types.js'
 
 /** What a feature's factories get: the core services of this process (API, worker or CLI alike). */
@@ -60,6 +61,8 @@ export interface Feature {
   lifecycle?: readonly LifecycleStepContribution[]
   /** Resources and actions its routes' `config.access` and per-user grants name (declared in `Permissions` too, for the types). */
   permissions?: PermissionRegistry
+  /** The error codes its routes answer beyond the core's (declared in `ErrorCodes` too, for the types). */
+  errors?: ErrorCodeTable
 }
 
 /** Identity with a type check: `export default defineFeature({ name: 'projects', routes: [...] })`. */

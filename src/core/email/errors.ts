@@ -20,7 +20,9 @@ export const EMAIL_ERRORS = {
 
 const CODES = new Set<string>(Object.values(EMAIL_ERRORS))
 
-export const emailError = (statusCode: number, code: string, message: string, details?: Record<string, unknown>) =>
+export type EmailErrorCode = (typeof EMAIL_ERRORS)[keyof typeof EMAIL_ERRORS]
+
+export const emailError = (statusCode: number, code: EmailErrorCode, message: string, details?: Record<string, unknown>) =>
   new AppError(statusCode, code, message, details)
 
 /**

@@ -1,13 +1,16 @@
 /**
  * One error type for everything the API answers on purpose. The error handler turns it into
  * `{ statusCode, error, message, code }`; anything else is a bug and becomes a 500 that hides internals.
+ * Codes come from the ERROR_CODES table (error-codes.ts), each with its status: an undeclared code, or a
+ * code with another status than its declared one, does not compile.
  */
 import { STATUS_CODES } from 'node:http'
+import type { ErrorCode, ErrorCodeFor } from './error-codes.js'
 
-export class AppError extends Error {
+class KitError extends Error {
   constructor(
     readonly statusCode: number,
-    readonly code: string,
+    readonly code: ErrorCode,
     message: string,
     readonly details?: Record<string, unknown>,
   ) {
@@ -16,13 +19,18 @@ export class AppError extends Error {
   }
 }
 
-export const badRequest = (code: string, message: string, details?: Record<string, unknown>) => new AppError(400, code, message, details)
-export const unauthorized = (code = 'UNAUTHENTICATED', message = 'Authentication required') => new AppError(401, code, message)
-export const paymentRequired = (code: string, message: string) => new AppError(402, code, message)
-export const forbidden = (code: string, message: string, details?: Record<string, unknown>) => new AppError(403, code, message, details)
-export const notFound = (code: string, message: string) => new AppError(404, code, message)
-export const conflict = (code: string, message: string) => new AppError(409, code, message)
-export const unavailable = (code: string, message: string) => new AppError(503, code, message)
+/** `new AppError(404, 'PROJECT_NOT_FOUND', message)`: the code must be declared with that status (a plain `number` status takes any code). */
+export const AppError: new <S extends number>(statusCode: S, code: ErrorCodeFor<S>, message: string, details?: Record<string, unknown>) => KitError =
+  KitError
+export type AppError = KitError
+
+export const badRequest = (code: ErrorCodeFor<400>, message: string, details?: Record<string, unknown>) => new AppError(400, code, message, details)
+export const unauthorized = (code: ErrorCodeFor<401> = 'UNAUTHENTICATED', message = 'Authentication required') => new AppError(401, code, message)
+export const paymentRequired = (code: ErrorCodeFor<402>, message: string) => new AppError(402, code, message)
+export const forbidden = (code: ErrorCodeFor<403>, message: string, details?: Record<string, unknown>) => new AppError(403, code, message, details)
+export const notFound = (code: ErrorCodeFor<404>, message: string) => new AppError(404, code, message)
+export const conflict = (code: ErrorCodeFor<409>, message: string) => new AppError(409, code, message)
+export const unavailable = (code: ErrorCodeFor<503>, message: string) => new AppError(503, code, message)
 
 export function errorBody(statusCode: number, code: string, message: string) {
   return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message, code }

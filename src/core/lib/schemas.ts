@@ -8,7 +8,7 @@ export const ErrorSchema = Type.Object(
     statusCode: Type.Integer(),
     error: Type.String(),
     message: Type.String(),
-    code: Type.String(),
+    code: Type.String({ description: 'A stable code to branch on: `x-error-codes` at the root of this document lists each with its status and meaning' }),
   },
   { $id: 'Error', additionalProperties: true },
 )

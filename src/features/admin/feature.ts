@@ -5,6 +5,7 @@
  */
 import { defineFeature } from '../../core/feature.js'
 import auditLogRoutes from './api/audit-logs.js'
+import { ADMIN_ERROR_CODES } from './error-codes.js'
 import jobAdminRoutes from './api/jobs.js'
 import tenantAdminRoutes from './api/tenants.js'
 import userAdminRoutes from './api/users.js'
@@ -13,6 +14,7 @@ import adminRoutes from './routes.js'
 
 export default defineFeature({
   name: 'admin',
+  errors: ADMIN_ERROR_CODES,
   routes: [
     { scope: 'root', prefix: '/admin', plugin: adminRoutes },
     { scope: 'root', prefix: '/admin/api/tenants', plugin: tenantAdminRoutes },

@@ -1,5 +1,6 @@
 /** Billing with Stripe: plans, checkout, portal, the webhook, suspension for unpaid tenants. */
 import { defineFeature } from '../../core/feature.js'
+import { BILLING_ERROR_CODES } from './error-codes.js'
 import { BILLING_JOBS } from './jobs.js'
 import billingPlugin from './plugin.js'
 import publicBillingRoutes from './routes/billing.js'
@@ -9,6 +10,7 @@ import { cancelBillingSteps } from './tenant-deletion.js'
 
 export default defineFeature({
   name: 'billing',
+  errors: BILLING_ERROR_CODES,
   plugins: [billingPlugin],
   routes: [
     { scope: 'tenant', prefix: '/billing', plugin: tenantBillingRoutes },

@@ -9,6 +9,7 @@ import type { RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AppOptions } from '../../config.js'
 import { documentRoute, openapiTransform, transformDocument } from '../../lib/openapi.js'
+import { CORE_ERROR_CODES } from '../../lib/error-codes.js'
 import { ErrorSchema } from '../../lib/schemas.js'
 
 export default fp<AppOptions>(
@@ -20,6 +21,9 @@ export default fp<AppOptions>(
       documentRoute(route, fastify.hasDecorator('requireUser') ? fastify.requireUser : undefined),
     )
     const optionalBodies = new Set<string>()
+    const document = transformDocument(optionalBodies)
+    // The stable error codes (the core's and every feature's), read at document time: the services come after this plugin.
+    const errorCodes = () => (fastify.hasDecorator('services') ? fastify.services.errorCodes : CORE_ERROR_CODES)
     await fastify.register(swagger, {
       openapi: {
         openapi: '3.0.3',
@@ -35,7 +39,7 @@ export default fp<AppOptions>(
       // Shared schemas keep their $id as the component name ("Error", not "def-0").
       refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
       transform: openapiTransform(optionalBodies) as never,
-      transformObject: transformDocument(optionalBodies) as never,
+      transformObject: ((args: Parameters<typeof document>[0]) => ({ ...document(args), 'x-error-codes': errorCodes() })) as never,
     })
     await fastify.register(swaggerUi, { routePrefix: '/docs' })
   },

@@ -1,0 +1,14 @@
+/** The error codes of /admin (platform administration). */
+import type { ErrorCodesOf, ErrorCodeTable } from '../../core/lib/error-codes.js'
+
+export const ADMIN_ERROR_CODES = {
+  PLATFORM_ADMIN_REQUIRED: { status: 403, description: 'Platform administrators only' },
+  CROSS_SITE_REQUEST: { status: 403, description: 'Admin actions must come from the admin pages of this site' },
+  CANNOT_DISABLE_SELF: { status: 409, description: 'Platform admins cannot disable their own account' },
+  INVALID_TIME_RANGE: { status: 400, description: 'The audit log query’s since must be before its until' },
+  IDS_OR_FILTER: { status: 400, description: 'A bulk action takes exactly one of ids and filter' },
+} as const satisfies ErrorCodeTable
+
+declare module '../../core/lib/error-codes.js' {
+  interface ErrorCodes extends ErrorCodesOf<typeof ADMIN_ERROR_CODES> {}
+}
