@@ -6,9 +6,11 @@
  * and a 5xx would make Stripe retry it for days.
  */
 import { createHash } from 'node:crypto'
+import { sql } from 'drizzle-orm'
 import type postgres from 'postgres'
 import type Stripe from 'stripe'
-import { uuidv7 } from 'uuidv7'
+import { stripeWebhookEvents } from '../../../drizzle/host/schema.js'
+import { hostDbOn } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
 
 export class UnusableEvent extends Error {
@@ -59,10 +61,18 @@ export function parseVerifiedEvent(raw: string): Stripe.Event {
 }
 
 /** Record an unusable event `failed` (once per id), keeping a digest of the body rather than the body. */
-export async function recordUnusableEvent(sql: postgres.Sql, raw: string, e: UnusableEvent): Promise<void> {
+export async function recordUnusableEvent(client: postgres.Sql, raw: string, e: UnusableEvent): Promise<void> {
   const payload = { unusable: true, sha256: createHash('sha256').update(raw).digest('hex'), bytes: Buffer.byteLength(raw) }
-  await sql`
-    insert into core_stripe_webhook_events (id, stripe_event_id, type, status, stripe_created_at, payload, error, processed_at)
-    values (${uuidv7()}, ${e.eventId}, ${e.eventType}, 'failed', now(), ${JSON.stringify(payload)}::jsonb, ${e.reason}, now())
-    on conflict (stripe_event_id) do nothing`
+  await hostDbOn(client)
+    .insert(stripeWebhookEvents)
+    .values({
+      stripeEventId: e.eventId,
+      type: e.eventType,
+      status: 'failed',
+      stripeCreatedAt: sql`now()`,
+      payload,
+      error: e.reason,
+      processedAt: sql`now()`,
+    })
+    .onConflictDoNothing({ target: stripeWebhookEvents.stripeEventId })
 }

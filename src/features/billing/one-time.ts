@@ -11,14 +11,13 @@
  * Only a holder of the secret key can write metadata. A payment-mode session without them (a Payment
  * Link, a session made in the dashboard) is not fulfilled either.
  */
-import type postgres from 'postgres'
-import type { Tx } from './audit.js'
+import type { RawSql } from '../../core/db/host.js'
 import type { PlanLookup } from './subscriptions.js'
 
 export const PRICE_ID = /^price_[A-Za-z0-9_]+$/
 
 export async function isSellableOnce(
-  db: Tx | postgres.Sql,
+  db: RawSql,
   priceId: string,
   configured: readonly string[],
   plans: PlanLookup,

@@ -8,12 +8,14 @@
  *   - a fetched object is authoritative: applied unless the row already reflects a later event, and
  *     stamped with the time it was fetched for (the event's time), so later events still apply.
  *
- * Written with postgres.js directly (not drizzle): this is the webhook hot path, and drizzle's ad-hoc
- * queries are sent unprepared (STACK.md §0).
+ * The webhooks call in with the postgres.js transaction they open (`Tx`); the queries here run drizzle
+ * on that same transaction (hostDbOn), except the one conditional UPDATE every event runs (writeIfNewer).
  */
-import type postgres from 'postgres'
+import { and, desc, eq, inArray, or, sql } from 'drizzle-orm'
 import type Stripe from 'stripe'
 import { uuidv7 } from 'uuidv7'
+import { pricingPlans, subscriptions, tenants, users } from '../../../drizzle/host/schema.js'
+import { type HostDb, hostDbOn, type RawSql } from '../../core/db/host.js'
 import { iso } from '../../core/lib/dates.js'
 import { asDate, type Tx, writeBillingAudit } from './audit.js'
 import { isUuid } from '../../core/lib/uuid.js'
@@ -86,7 +88,7 @@ export interface PlanRef {
 }
 
 /** Price id → plan, cached briefly: plans change on deploy (db:seed), prices arrive on every event. */
-export type PlanLookup = (tx: Tx | postgres.Sql, priceId: string | null) => Promise<PlanRef | null>
+export type PlanLookup = (tx: RawSql, priceId: string | null) => Promise<PlanRef | null>
 
 export function createPlanLookup(ttlMs = 30_000): PlanLookup {
   const cache = new Map<string, { plan: PlanRef | null; until: number }>()
@@ -94,11 +96,12 @@ export function createPlanLookup(ttlMs = 30_000): PlanLookup {
     if (!priceId) return null
     const hit = cache.get(priceId)
     if (hit && hit.until > Date.now()) return hit.plan
-    const [row] = await (tx as postgres.Sql)<PlanRef[]>`
-      select id, key from core_pricing_plans
-      where stripe_price_monthly = ${priceId} or stripe_price_yearly = ${priceId}
-      order by is_active desc limit 1`
-    const plan = row ? { id: row.id, key: row.key } : null
+    const [plan = null] = await hostDbOn(tx)
+      .select({ id: pricingPlans.id, key: pricingPlans.key })
+      .from(pricingPlans)
+      .where(or(eq(pricingPlans.stripePriceMonthly, priceId), eq(pricingPlans.stripePriceYearly, priceId)))
+      .orderBy(desc(pricingPlans.isActive))
+      .limit(1)
     if (cache.size > 1000) cache.clear()
     cache.set(priceId, { plan, until: Date.now() + ttlMs })
     return plan
@@ -170,38 +173,44 @@ const sameTime = (a: Date | null, b: Date | null) => (a === null || b === null ?
  * customer it bills (core_tenants.stripe_customer_id). Never "another tenant billed to the same customer":
  * a customer is one tenant's, so a subscription that maps to none is not guessed onto one.
  */
-export async function subscriptionTenant(tx: Tx, s: SubscriptionSnapshot, hint?: string): Promise<string | null> {
+export async function subscriptionTenant(tx: Tx | HostDb, s: SubscriptionSnapshot, hint?: string): Promise<string | null> {
+  const db = drizzleOn(tx)
   for (const candidate of [hint, s.metadataTenantId]) {
     if (!isUuid(candidate)) continue
-    const [t] = await tx<{ id: string }[]>`select id from core_tenants where id = ${candidate}`
+    const [t] = await db.select({ id: tenants.id }).from(tenants).where(eq(tenants.id, candidate))
     if (t) return t.id
   }
   if (!s.stripeCustomerId) return null
-  const [byCustomer] = await tx<{ id: string }[]>`select id from core_tenants where stripe_customer_id = ${s.stripeCustomerId}`
+  const [byCustomer] = await db.select({ id: tenants.id }).from(tenants).where(eq(tenants.stripeCustomerId, s.stripeCustomerId))
   return byCustomer?.id ?? null
 }
 
-async function existingUser(tx: Tx, ...candidates: (string | undefined)[]): Promise<string | null> {
+async function existingUser(db: HostDb, ...candidates: (string | undefined)[]): Promise<string | null> {
   for (const c of candidates) {
     if (!isUuid(c)) continue
-    const [u] = await tx<{ id: string }[]>`select id from core_users where id = ${c}`
+    const [u] = await db.select({ id: users.id }).from(users).where(eq(users.id, c))
     if (u) return u.id
   }
   return null
 }
 
+const drizzleOn = (tx: Tx | HostDb): HostDb => (typeof tx === 'function' ? hostDbOn(tx) : tx)
+
 /** Keep core_tenants.plan_tier equal to the best live subscription's plan ('free' without one). */
-export async function refreshTenantPlanTier(tx: Tx, tenantId: string): Promise<void> {
-  await tx`
-    with best as (
-      select coalesce((
-        select p.key from core_subscriptions s join core_pricing_plans p on p.id = s.plan_id
-        where s.tenant_id = ${tenantId} and s.status in ${tx(LIVE_STATUSES)}
-        order by p.tier_level desc, s.stripe_updated_at desc limit 1
-      ), ${FREE_PLAN_KEY}) as key
-    )
-    update core_tenants t set plan_tier = best.key, updated_at = now()
-    from best where t.id = ${tenantId} and t.plan_tier is distinct from best.key`
+export async function refreshTenantPlanTier(tx: Tx | HostDb, tenantId: string): Promise<void> {
+  const db = drizzleOn(tx)
+  const best = db
+    .select({ key: pricingPlans.key })
+    .from(subscriptions)
+    .innerJoin(pricingPlans, eq(pricingPlans.id, subscriptions.planId))
+    .where(and(eq(subscriptions.tenantId, tenantId), inArray(subscriptions.status, LIVE_STATUSES)))
+    .orderBy(desc(pricingPlans.tierLevel), desc(subscriptions.stripeUpdatedAt))
+    .limit(1)
+  const planTier = sql<string>`coalesce((${best}), ${FREE_PLAN_KEY})`
+  await db
+    .update(tenants)
+    .set({ planTier })
+    .where(and(eq(tenants.id, tenantId), sql`${tenants.planTier} is distinct from ${planTier}`))
 }
 
 /**
@@ -209,7 +218,7 @@ export async function refreshTenantPlanTier(tx: Tx, tenantId: string): Promise<v
  * listed before it), or null. The webhooks, the success redirect and changePlan all pick it this way.
  */
 export async function findPlanItem<T>(
-  tx: Tx | postgres.Sql,
+  tx: RawSql,
   items: readonly T[],
   priceOf: (item: T) => string | null,
   plans: PlanLookup,
@@ -229,25 +238,29 @@ async function onPlanItem(tx: Tx, s: SubscriptionSnapshot, plans: PlanLookup): P
 }
 
 export async function applySubscription(tx: Tx, given: ApplyInput): Promise<ApplyOutcome> {
+  const db = hostDbOn(tx)
   const { snapshot: s, plan } = await onPlanItem(tx, given.snapshot, given.plans)
   const input: ApplyInput = { ...given, snapshot: s }
   for (let attempt = 0; attempt < 2; attempt++) {
     // The common case (newer than the row) in one round trip: lock, compare, write, and read back the previous state.
     const [hit] = await writeIfNewer(tx, input, plan)
-    if (hit) return { kind: 'applied', subscription: await afterUpdate(tx, input, plan, normalise(hit), asDate(hit.new_past_due_since)) }
+    if (hit) return { kind: 'applied', subscription: await afterUpdate(db, input, plan, normalise(hit), asDate(hit.new_past_due_since)) }
 
-    const [row] = await tx<{ stripe_updated_at: Date | string }[]>`
-      select stripe_updated_at from core_subscriptions where stripe_subscription_id = ${s.stripeSubscriptionId} for update`
+    const [row] = await db
+      .select({ stripeUpdatedAt: subscriptions.stripeUpdatedAt })
+      .from(subscriptions)
+      .where(eq(subscriptions.stripeSubscriptionId, s.stripeSubscriptionId))
+      .for('update')
     if (row) {
-      const storedAt = seconds(asDate(row.stripe_updated_at)!)
+      const storedAt = seconds(row.stripeUpdatedAt)
       if (input.at < storedAt) return { kind: 'stale', storedAt }
       if (input.at === storedAt && input.source === 'event') return { kind: 'tie' }
       continue // inserted by another transaction between our two statements: apply on the next pass
     }
 
-    const tenantId = await subscriptionTenant(tx, s, input.tenantId)
+    const tenantId = await subscriptionTenant(db, s, input.tenantId)
     if (!tenantId) return { kind: 'no-tenant' }
-    const inserted = await insert(tx, input, plan, tenantId)
+    const inserted = await insert(db, input, plan, tenantId)
     if (inserted) return { kind: 'applied', subscription: inserted }
     // Another transaction inserted the same subscription meanwhile (ON CONFLICT waited for it): compare against its row.
   }
@@ -259,6 +272,7 @@ export async function applySubscription(tx: Tx, given: ApplyInput): Promise<Appl
  * RETURNING gives what the row held before (PG15 has no RETURNING OLD). Applies when the input is newer
  * than the row, or a fetched object from the same second. past_due_since keeps the date the row first
  * went past due, else takes the payment failure's time (or the input's).
+ * Raw SQL: every event runs it, and it needs RETURNING of the pre-update row through a locked self-join.
  */
 function writeIfNewer(tx: Tx, input: ApplyInput, plan: PlanRef | null) {
   const s = input.snapshot
@@ -282,20 +296,32 @@ function writeIfNewer(tx: Tx, input: ApplyInput, plan: PlanRef | null) {
               prev.cancel_at_period_end, prev.canceled_at, prev.past_due_since, prev.stripe_updated_at, cur.past_due_since as new_past_due_since`
 }
 
-async function insert(tx: Tx, input: ApplyInput, plan: PlanRef | null, tenantId: string): Promise<AppliedSubscription | null> {
+async function insert(db: HostDb, input: ApplyInput, plan: PlanRef | null, tenantId: string): Promise<AppliedSubscription | null> {
   const s = input.snapshot
-  const userId = await existingUser(tx, input.userId, s.metadataUserId)
+  const userId = await existingUser(db, input.userId, s.metadataUserId)
   const id = uuidv7()
-  const pastDueSince = s.status === 'past_due' ? new Date((input.pastDueAt ?? input.at) * 1000) : null
-  const rows = await tx`
-    insert into core_subscriptions (id, tenant_id, user_id, plan_id, stripe_subscription_id, stripe_customer_id, stripe_price_id,
-      status, billing_interval, current_period_start, current_period_end, trial_end, cancel_at_period_end, canceled_at,
-      past_due_since, stripe_updated_at)
-    values (${id}, ${tenantId}, ${userId}, ${plan?.id ?? null}, ${s.stripeSubscriptionId}, ${s.stripeCustomerId}, ${s.priceId},
-      ${s.status}, ${s.interval}, ${iso(s.currentPeriodStart)}, ${iso(s.currentPeriodEnd)}, ${iso(s.trialEnd)}, ${s.cancelAtPeriodEnd},
-      ${iso(s.canceledAt)}, ${iso(pastDueSince)}, ${iso(new Date(input.at * 1000))})
-    on conflict (stripe_subscription_id) do nothing
-    returning id`
+  const rows = await db
+    .insert(subscriptions)
+    .values({
+      id,
+      tenantId,
+      userId,
+      planId: plan?.id ?? null,
+      stripeSubscriptionId: s.stripeSubscriptionId,
+      stripeCustomerId: s.stripeCustomerId,
+      stripePriceId: s.priceId,
+      status: s.status,
+      billingInterval: s.interval,
+      currentPeriodStart: s.currentPeriodStart,
+      currentPeriodEnd: s.currentPeriodEnd,
+      trialEnd: s.trialEnd,
+      cancelAtPeriodEnd: s.cancelAtPeriodEnd,
+      canceledAt: s.canceledAt,
+      pastDueSince: s.status === 'past_due' ? new Date((input.pastDueAt ?? input.at) * 1000) : null,
+      stripeUpdatedAt: new Date(input.at * 1000),
+    })
+    .onConflictDoNothing({ target: subscriptions.stripeSubscriptionId })
+    .returning({ id: subscriptions.id })
   if (rows.length === 0) return null
   const applied: AppliedSubscription = {
     id,
@@ -308,7 +334,7 @@ async function insert(tx: Tx, input: ApplyInput, plan: PlanRef | null, tenantId:
     changed: true,
   }
   await Promise.all([
-    writeBillingAudit(tx, {
+    writeBillingAudit(db, {
       action: 'billing.subscription.created',
       tenantId,
       actorUserId: input.audit.actorUserId ?? null,
@@ -316,14 +342,14 @@ async function insert(tx: Tx, input: ApplyInput, plan: PlanRef | null, tenantId:
       targetId: id,
       metadata: auditMetadata(input, applied),
     }),
-    refreshTenantPlanTier(tx, tenantId),
+    refreshTenantPlanTier(db, tenantId),
   ])
   return applied
 }
 
 /** After an update: audit a real change and keep the tenant's plan tier; both statements are pipelined. */
 async function afterUpdate(
-  tx: Tx,
+  db: HostDb,
   input: ApplyInput,
   plan: PlanRef | null,
   prev: StoredRow,
@@ -353,7 +379,7 @@ async function afterUpdate(
   if (!changed) return applied
   const action = s.status === 'canceled' && prev.status !== 'canceled' ? 'billing.subscription.canceled' : 'billing.subscription.updated'
   await Promise.all([
-    writeBillingAudit(tx, {
+    writeBillingAudit(db, {
       action,
       tenantId: prev.tenant_id,
       actorUserId: input.audit.actorUserId ?? null,
@@ -361,7 +387,7 @@ async function afterUpdate(
       targetId: prev.id,
       metadata: auditMetadata(input, applied),
     }),
-    prev.status !== s.status || prev.plan_id !== planId ? refreshTenantPlanTier(tx, prev.tenant_id) : undefined,
+    prev.status !== s.status || prev.plan_id !== planId ? refreshTenantPlanTier(db, prev.tenant_id) : undefined,
   ])
   return applied
 }
