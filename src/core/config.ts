@@ -24,6 +24,7 @@ export const ENV_VARS = {
   LOG_FILE: { kind: 'string', default: '', doc: 'Also write every log line, as JSON, to this file (its folder is created; unset: standard output only)' },
   TRUST_PROXY: { kind: 'bool', default: 'false', doc: 'Trust X-Forwarded-* headers (behind a load balancer)' },
   METRICS_TOKEN: { kind: 'string', default: '', doc: 'Bearer token Prometheus sends to GET /metrics (unset: open outside production, off in production)' },
+  METRICS_TOP_TENANTS: { kind: 'int', default: '20', min: 0, max: 1000, doc: 'GET /metrics counts requests per tenant for this many busiest tenants by name; the rest are summed as tenant="other" (bounded label cardinality)' },
   RATE_LIMIT_MAX: { kind: 'int', default: '1000', min: 1, max: 1000000000, doc: 'Requests per client per window, all routes (login/signup have stricter limits)' },
   RATE_LIMIT_WINDOW_S: { kind: 'int', default: '60', min: 1, max: 86400, doc: 'Rate limit window in seconds' },
   REQUEST_DEADLINE_MS: { kind: 'int', default: '10000', min: 0, max: 600000, doc: 'A request not answered after this long gets 503 SERVICE_UNAVAILABLE with Retry-After, whatever its handler waits on (0 = none; a streaming route opts out with config.requestDeadline: false)' },
@@ -137,6 +138,8 @@ export interface Config {
   appBaseUrl: string
   appName: string
   metricsToken: string | undefined
+  /** Tenants given their own series in tenant_http_requests_total; the rest are "other". */
+  metricsTopTenants: number
   rateLimit: { max: number; windowS: number }
   /** Load shedding thresholds (core/plugins/external/under-pressure.ts); 0 turns a check off. */
   pressure: { maxEventLoopDelayMs: number; maxHeapUsedPct: number; sampleIntervalMs: number }
@@ -340,6 +343,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     appBaseUrl: s('APP_BASE_URL').replace(/\/$/, ''),
     appName: s('APP_NAME'),
     metricsToken: opt(s('METRICS_TOKEN')),
+    metricsTopTenants: i('METRICS_TOP_TENANTS'),
     rateLimit: { max: i('RATE_LIMIT_MAX'), windowS: i('RATE_LIMIT_WINDOW_S') },
     requestDeadlineMs: i('REQUEST_DEADLINE_MS'),
     pressure: {

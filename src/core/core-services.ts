@@ -26,6 +26,7 @@ import { assemblePermissions, type PermissionRegistry } from './tenancy/rbac.js'
 import { assembleErrorCodes, CORE_ERROR_CODES, type ErrorCodeTable } from './lib/error-codes.js'
 import { createOutbox, type Outbox } from './jobs/outbox.js'
 import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
+import { createServiceMetrics, registerQueueDepth, type ServiceMetrics } from './lib/service-metrics.js'
 
 export interface Services {
   config: Config
@@ -56,6 +57,8 @@ export interface Services {
    * worker start the sweep (startSweeper); the CLI doesn't.
    */
   outbox: Outbox
+  /** Provisioning, job and queue metrics of this process (lib/service-metrics.ts); the app serves them on /metrics. */
+  metrics: ServiceMetrics
   close(): Promise<void>
 }
 
@@ -104,6 +107,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
       pools.evict(tenantId).catch((err) => logger.warn({ err, tenantId }, 'closing a tenant pool after a catalog change failed'))
     },
   })
+  const metrics = createServiceMetrics()
   const mailer = opts.mailer ?? createMailer(config.smtp, logger, { defaultVariables: { app_name: config.appName } })
   const lifecycle = assembleLifecycle(features.flatMap((f) => f.lifecycle ?? []))
   // Lifecycle steps (the welcome email) and features submit through the task manager, whose processors
@@ -121,6 +125,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     lifecycle,
     migrationsFolder: opts.tenantMigrationsFolder,
     tasks: lateTasks,
+    metrics,
   })
   const core: CoreServices = {
     config,
@@ -154,7 +159,9 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     redis,
     config,
     logger,
+    metrics,
   }) as unknown as TaskManager<KnownJobs>
+  registerQueueDepth(metrics.registry, () => tasks.queues)
 
   const outbox = createOutbox({ host, tasks, redis, redisPrefix: config.redisPrefix, logger })
 
@@ -176,6 +183,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     jobDeps,
     tasks,
     outbox,
+    metrics,
     close() {
       closing ??= (async () => {
         await outbox.close()

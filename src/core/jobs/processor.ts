@@ -36,6 +36,7 @@ import {
 } from './registry.js'
 import type { TenantSlots } from './tenant-slots.js'
 import { isUuid } from '../lib/uuid.js'
+import type { JobOutcome, ServiceMetrics } from '../lib/service-metrics.js'
 
 /** Marks errors whose outcome is already in the job record (the worker's 'failed' listener skips them). */
 const RECORDED = Symbol('tenantkit.jobRecorded')
@@ -68,6 +69,8 @@ export interface ProcessorDeps {
   /** Record writes that failed after the work was done, retried in the background. */
   writes: BackgroundWrites
   effects: Effects
+  /** Counts each run's outcome by job type (services.metrics.jobOutcomes). */
+  jobOutcomes?: Pick<ServiceMetrics['jobOutcomes'], 'inc'>
 }
 
 export type Processor = (job: Job, token?: string) => Promise<unknown>
@@ -81,6 +84,7 @@ function jobTenant(job: Job, tenantCtx: { tenant: TenantRecord } | undefined): {
 
 export function createProcessor(p: ProcessorDeps): Processor {
   const { registry, catalog, pools, slots, logger } = p
+  const counted = (job: Job, outcome: JobOutcome) => p.jobOutcomes?.inc({ job_type: job.name, outcome })
 
   // Bounces so far: starts that neither failed nor finished. Backing off keeps a big backlog from
   // spinning through the workers while its tenant is at the cap.
@@ -149,6 +153,7 @@ export function createProcessor(p: ProcessorDeps): Processor {
       if (final) {
         await settle('record failed', (s) => store.failed(s, id, retries, errorLog(err)))
         jobLogger.error({ err, attempt: retries + 1, permanent }, 'job failed')
+        counted(job, 'failed')
         throw markRecorded(permanent ? unrecoverable(err instanceof Error ? err.message : String(err), err) : err)
       }
       // Not retried in the background: the next attempt writes the record again, and a late "pending"
@@ -157,9 +162,11 @@ export function createProcessor(p: ProcessorDeps): Processor {
         .retrying(sql, id, retries + 1, errorLog(err))
         .catch((writeErr) => jobLogger.warn({ err: writeErr }, 'recording a failed attempt failed; the retry records itself'))
       jobLogger.warn({ err, attempt: retries + 1 }, 'job attempt failed; will retry')
+      counted(job, 'retried')
       throw markRecorded(err)
     }
     await settle('record completed', (s) => store.completed(s, id, retries, result))
+    counted(job, 'completed')
     return result
   }
 

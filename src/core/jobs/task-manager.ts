@@ -37,6 +37,7 @@ import {
 } from './registry.js'
 import { createTenantSlots, type TenantSlots } from './tenant-slots.js'
 import { isUuid } from '../lib/uuid.js'
+import type { ServiceMetrics } from '../lib/service-metrics.js'
 
 export interface TaskManagerDeps<R extends JobRegistry> {
   registry: R
@@ -51,6 +52,8 @@ export interface TaskManagerDeps<R extends JobRegistry> {
   logger: Logger
   /** A dead worker's tenant slots come back after this (default 30 s; renewed while the job runs). */
   tenantSlotLeaseMs?: number
+  /** Job outcomes are counted here (services.metrics); none when absent. */
+  metrics?: Pick<ServiceMetrics, 'jobOutcomes'>
   /** How long BullMQ keeps finished jobs (the records keep the history). Default: 1 day / 7 days. */
   retention?: { completedAgeS: number; failedAgeS: number }
 }
@@ -269,6 +272,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       submitter,
       logger,
       tenantCapDelayMs: opts.tenantCapDelayMs ?? 100,
+      jobOutcomes: d.metrics?.jobOutcomes,
     }
     const processor = createProcessor(processorDeps)
     const workers = (opts.scopes ?? (['system', 'tenant'] as const)).map((scope) => {

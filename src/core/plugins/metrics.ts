@@ -1,18 +1,26 @@
 /**
- * Prometheus metrics on GET /metrics: process defaults, HTTP latency by route, and gauges other
- * plugins register (pool manager, queues) through `fastify.metrics.registry`. With METRICS_TOKEN set
+ * Prometheus metrics on GET /metrics: process defaults, HTTP latency by route, requests per tenant (the
+ * METRICS_TOP_TENANTS busiest by name, the rest as tenant="other", so label cardinality stays bounded
+ * however many tenants there are), gauges other plugins register (pool manager) through
+ * `fastify.metrics.registry`, and registries included whole (the services': provisioning, jobs, queues;
+ * features' own counters).
+ * With METRICS_TOKEN set
  * the scraper must send `Authorization: Bearer <token>`; in production without a token the endpoint
  * is off (route latencies and pool gauges are not for the public).
  */
 import { timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
-import { Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { AppOptions } from '../config.js'
 import { unauthorized } from '../lib/errors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    metrics: { registry: Registry }
+    metrics: {
+      registry: Registry
+      /** Serve another registry's metrics on /metrics too (each metric name once across them). */
+      include(registry: Registry): void
+    }
   }
 }
 
@@ -27,10 +35,13 @@ export default fp<AppOptions>(
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     })
-    fastify.decorate('metrics', { registry })
+    const included: Registry[] = []
+    fastify.decorate('metrics', { registry, include: (r: Registry) => void included.push(r) })
+    const countTenant = tenantRequestCounter(registry, config.metricsTopTenants)
     fastify.addHook('onResponse', async (req, reply) => {
       // routeOptions.url is the pattern (/api/projects/:id), so label cardinality stays bounded.
       latency.observe({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status: reply.statusCode }, reply.elapsedTime / 1000)
+      if (req.tenant) countTenant(req.tenant.id, req.tenant.slug)
     })
     const token = config.metricsToken
     if (!token && config.env === 'production') return
@@ -39,8 +50,46 @@ export default fp<AppOptions>(
       const given = Buffer.from(req.headers.authorization ?? '')
       if (expected && (given.length !== expected.length || !timingSafeEqual(given, expected))) throw unauthorized('METRICS_TOKEN_REQUIRED', 'Send the metrics token as a Bearer token')
       reply.type(registry.contentType)
-      return registry.metrics()
+      return included.length === 0 ? registry.metrics() : Registry.merge([registry, ...included]).metrics()
     })
   },
   { name: 'metrics' },
 )
+
+/** Tenants counted one by one; requests of tenants beyond this many (a flood of new ones) count as "other" straight away. */
+const MAX_TRACKED_TENANTS = 10_000
+
+/**
+ * Requests per tenant (those a tenant route resolved). Counted in a map; at scrape time the `topN` busiest
+ * since start are exported under their id and slug, everyone else summed as tenant="other". A tenant that
+ * climbs into the top N takes its count out of "other" (sum over the series is exact; "other" alone is not
+ * monotonic when the ranking changes).
+ */
+function tenantRequestCounter(registry: Registry, topN: number): (tenantId: string, slug: string) => void {
+  const counts = new Map<string, { slug: string; n: number }>()
+  let untracked = 0
+  new Counter({
+    name: 'tenant_http_requests_total',
+    help: `Requests per tenant: the ${topN} busiest by id and slug, the rest as tenant="other"`,
+    labelNames: ['tenant', 'slug'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      const ranked = [...counts.entries()].sort((a, b) => b[1].n - a[1].n)
+      let other = untracked
+      for (const [i, [tenant, { slug, n }]] of ranked.entries()) {
+        if (i < topN) this.inc({ tenant, slug }, n)
+        else other += n
+      }
+      if (other > 0) this.inc({ tenant: 'other', slug: 'other' }, other)
+    },
+  })
+  return (tenantId, slug) => {
+    const entry = counts.get(tenantId)
+    if (entry) {
+      entry.n++
+      entry.slug = slug
+    } else if (counts.size < MAX_TRACKED_TENANTS) counts.set(tenantId, { slug, n: 1 })
+    else untracked++
+  }
+}

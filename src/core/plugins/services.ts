@@ -20,9 +20,10 @@ export default fp<AppOptions & { features: readonly Feature[] }>(
     const services = createCoreServices(config, fastify.log as Logger, { host: fastify.host, redis: fastify.redis, features })
     await services.catalog.ready
     fastify.decorate('services', services)
+    fastify.metrics.include(services.metrics.registry)
     // This process writes outbox rows (webhooks), so it also sweeps them; the worker does too (one at a time).
     fastify.addHook('onReady', async () => services.outbox.startSweeper(config.jobs.outboxSweepIntervalMs))
     fastify.addHook('onClose', () => services.close())
   },
-  { name: 'services', dependencies: ['host-db', 'redis'] },
+  { name: 'services', dependencies: ['host-db', 'redis', 'metrics'] },
 )

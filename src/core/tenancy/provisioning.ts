@@ -45,6 +45,7 @@ import {
 import { claimSlug } from './slugs.js'
 import { createTemplate, maintenanceUrl, type TenantTemplate, tenantDbName, tenantServerUrl } from './template.js'
 import type { Catalog, PoolManager } from './types.js'
+import type { ServiceMetrics } from '../lib/service-metrics.js'
 
 /** Names that would collide with our own subdomains and routes. */
 export const RESERVED_SLUGS: ReadonlySet<string> = new Set([
@@ -151,6 +152,8 @@ export interface ProvisionerDeps {
   /** The tenant migrations folder (default migrations/tenant). */
   migrationsFolder?: string
   faults?: LifecycleFaults
+  /** Provisioning durations are observed here (services.metrics); none when absent. */
+  metrics?: Pick<ServiceMetrics, 'provisioningDuration'>
   /** How long a failed run keeps retrying its failure mark (tests shorten it). */
   failureMark?: Partial<FailureMarkPolicy>
 }
@@ -361,12 +364,18 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     return publicView(row)
   }
 
+  const observe = (mode: 'inline' | 'queued', outcome: 'active' | 'failed', seconds: number) =>
+    deps.metrics?.provisioningDuration.observe({ mode, outcome }, seconds)
+
   async function provision(input: ProvisionInput): Promise<ProvisionedTenant> {
+    const started = performance.now()
     const { id } = await register(input)
     try {
       const { row } = await runLifecycle('created', id, ctx, { actorUserId: input.actorUserId ?? input.ownerUserId })
+      observe('inline', 'active', (performance.now() - started) / 1000)
       return publicView(row!)
     } catch (err) {
+      observe('inline', 'failed', (performance.now() - started) / 1000)
       throw failed(id, err)
     }
   }
@@ -396,6 +405,8 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
 
   const step = (s: ProvisionStep) => async (tenantId: string, ownerUserId?: string) => {
     const { outcome, row } = await runLifecycle('created', tenantId, ctx, { from: s, to: s, ownerUserId })
+    // The step that made it active ends a queued provisioning: from registration, queue waits included.
+    if (outcome === 'done' && row!.status === 'active') observe('queued', 'active', (Date.now() - row!.createdAt.getTime()) / 1000)
     return { outcome, status: row!.status }
   }
 

@@ -7,6 +7,7 @@
  *   5xx otherwise                   transient failure: nothing committed, Stripe retries
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Counter } from 'prom-client'
 import type Stripe from 'stripe'
 import { Type } from 'typebox'
 import type { Config } from '../../../core/config.js'
@@ -46,6 +47,16 @@ const stripeWebhookRoutes: FastifyPluginAsyncTypebox<StripeWebhookRouteOptions> 
     log: fastify.log,
   }
 
+  // Every verified delivery by event type and what the ledger made of it (an app without the metrics plugin, e.g. a bench, counts nothing).
+  const outcomes = fastify.hasDecorator('metrics')
+    ? new Counter({
+        name: 'stripe_webhook_events_total',
+        help: 'Stripe webhook deliveries by event type and ledger outcome (processed | skipped | failed | duplicate)',
+        labelNames: ['event_type', 'outcome'],
+        registers: [fastify.metrics.registry],
+      })
+    : undefined
+
   // The signature covers the exact bytes Stripe sent: keep them, for this encapsulated context only.
   fastify.removeContentTypeParser('application/json')
   fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body))
@@ -68,6 +79,7 @@ const stripeWebhookRoutes: FastifyPluginAsyncTypebox<StripeWebhookRouteOptions> 
     async (req) => {
       const result = await processStripeEvent(deps, req.body as Buffer | string, req.headers['stripe-signature'])
       req.log.info({ eventId: result.eventId, type: result.type, status: result.status, reason: result.reason }, 'stripe webhook')
+      outcomes?.inc({ event_type: result.type || 'unknown', outcome: result.status })
       return { received: true as const, status: result.status }
     },
   )
