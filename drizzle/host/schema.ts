@@ -30,7 +30,6 @@ export const users = pgTable(
     passwordHash: text('password_hash'),
     googleId: text('google_id'),
     emailVerifiedAt: timestamp('email_verified_at', { withTimezone: true }),
-    stripeCustomerId: text('stripe_customer_id'),
     /** Platform administrator (/admin): granted by an operator from the CLI, never by configuration alone. */
     isPlatformAdmin: boolean('is_platform_admin').notNull().default(false),
     /** Sessions and API keys issued before this instant are no longer valid (password reset, account takeover repair). */
@@ -53,7 +52,6 @@ export const users = pgTable(
   (t) => [
     uniqueIndex('core_users_email_lower_uq').on(sql`lower(${t.email})`),
     uniqueIndex('core_users_google_id_uq').on(t.googleId),
-    uniqueIndex('core_users_stripe_customer_uq').on(t.stripeCustomerId),
   ],
 )
 

@@ -336,7 +336,7 @@ describe('managing the subscription', () => {
     expect(rowB!.stripe_customer_id).toBe(subB.customer)
     expect(fake.customers.get(subA.customer)!.metadata).toMatchObject({ tenant_id: o.tenantId })
     // No person's customer is kept any more.
-    expect((await ctx.app.host.sql`select stripe_customer_id from core_users where id = ${o.userId}`)[0]!.stripe_customer_id).toBeNull()
+    expect(await ctx.app.host.sql`select 1 from information_schema.columns where table_name = 'core_users' and column_name = 'stripe_customer_id'`).toHaveLength(0)
 
     const x = await member(o, 'admin')
     const portal = await x.post('/api/billing/portal', {})

@@ -1,5 +1,5 @@
 /**
- * The global user repository (seed `create_or_get_global_user`). Hot-path reads are prepared
+ * The global user repository. Hot-path reads are prepared
  * statements: drizzle sends ad-hoc queries unprepared, which costs half the throughput (STACK.md §0).
  */
 import { and, eq, exists, not, sql } from 'drizzle-orm'
@@ -102,7 +102,6 @@ export function createUsersRepository(db: HostDb) {
           | 'email'
           | 'googleId'
           | 'emailVerifiedAt'
-          | 'stripeCustomerId'
           | 'passwordHash'
           | 'sessionsValidAfter'
           | 'sessionsRevokedAt'
