@@ -161,6 +161,10 @@ describe('the generated OpenAPI document', () => {
     expect(spec.components.schemas.Error.properties.code.description).toMatch(/x-error-codes/)
   })
 
+  it('is titled after APP_NAME', () => {
+    expect(spec.info.title).toBe(`${ctx.app.services.config.appName} API`)
+  })
+
   it('does not require query parameters that have a default (the README’s GET /api/projects)', () => {
     expect(param(op('get', '/api/projects'), 'query', 'limit')).toMatchObject({ required: false, schema: { default: 20 } })
     for (const { method, path, op } of operations) {

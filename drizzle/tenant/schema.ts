@@ -55,7 +55,7 @@ export const settings = pgTable('core_settings', {
   updatedAt: updatedAt(),
 })
 
-/** TenantJob: the record of a background job run for this tenant (seed BackgroundTaskManager). */
+/** TenantJob: the record of a background job run for this tenant (services.tasks). */
 export const tenantJobs = pgTable(
   'tenant_jobs',
   {

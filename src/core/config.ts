@@ -35,13 +35,12 @@ export const ENV_VARS = {
   APP_BASE_URL: { kind: 'url', default: 'http://localhost:3000', doc: 'Public base URL, used for OAuth and Stripe redirects' },
 
   DATABASE_URL: { kind: 'url', default: '', doc: 'Host database URL; unset in development starts an embedded Postgres' },
-  DB_TYPE: { kind: 'enum', values: ['POSTGRESQL'], default: 'POSTGRESQL', doc: 'Seed-style alternative to DATABASE_URL (only PostgreSQL)' },
-  DB_USER: { kind: 'string', default: '', doc: 'Seed-style host DB user (used when DATABASE_URL is unset and DB_HOST is set)' },
-  DB_PASS: { kind: 'string', default: '', doc: 'Seed-style host DB password' },
-  DB_HOST: { kind: 'string', default: '', doc: 'Seed-style host DB host' },
-  DB_PORT: { kind: 'int', default: '5432', min: 1, max: 65535, doc: 'Seed-style host DB port' },
-  DB_NAME: { kind: 'string', default: 'app_host', doc: 'Seed-style host DB name' },
-  DATABASE_ADMIN_URL: { kind: 'url', default: '', doc: 'Superuser URL used only by `db:setup` to create the app role and host database' },
+  DB_TYPE: { kind: 'enum', values: ['POSTGRESQL'], default: 'POSTGRESQL', doc: 'Alternative to DATABASE_URL, the host DB in parts (only PostgreSQL)' },
+  DB_USER: { kind: 'string', default: '', doc: 'Host DB user (the parts are used when DATABASE_URL is unset and DB_HOST is set)' },
+  DB_PASS: { kind: 'string', default: '', doc: 'Host DB password (with DB_HOST)' },
+  DB_HOST: { kind: 'string', default: '', doc: 'Host DB host name: set it (without DATABASE_URL) to give the URL in parts' },
+  DB_PORT: { kind: 'int', default: '5432', min: 1, max: 65535, doc: 'Host DB port (with DB_HOST)' },
+  DB_NAME: { kind: 'string', default: 'app_host', doc: 'Host DB name (with DB_HOST)' },
   TENANT_DATABASE_URL: { kind: 'url', default: '', doc: 'Server (and credentials) tenant databases are created on; defaults to DATABASE_URL' },
   TENANT_DB_PREFIX: { kind: 'string', default: 'tk', doc: 'Prefix of tenant and template database names' },
   AUTO_MIGRATE: { kind: 'bool', default: '', doc: 'Run host migrations at boot (default: on outside production)' },
@@ -101,8 +100,8 @@ export const ENV_VARS = {
   STRIPE_WEBHOOK_SECRET: { kind: 'string', default: '', doc: 'Stripe webhook signing secret (whsec_…)' },
   STRIPE_BASE_URL: { kind: 'url', default: '', doc: 'Base URL for checkout/portal redirects (defaults to APP_BASE_URL)' },
   STRIPE_API_HOST: { kind: 'string', default: '', doc: 'Override the Stripe API host (tests point it at a local fake)' },
-  STRIPE_MONTHLY_PRICE_ID: { kind: 'string', default: '', doc: 'Seed-style default monthly price id' },
-  STRIPE_YEARLY_PRICE_ID: { kind: 'string', default: '', doc: 'Seed-style default yearly price id' },
+  STRIPE_MONTHLY_PRICE_ID: { kind: 'string', default: '', doc: 'Stripe price id of the paid plan’s monthly interval (the pro plan’s stripePriceMonthly in config/plans.json)' },
+  STRIPE_YEARLY_PRICE_ID: { kind: 'string', default: '', doc: 'Stripe price id of the paid plan’s yearly interval (the pro plan’s stripePriceYearly in config/plans.json)' },
   STRIPE_ENTERPRISE_MONTHLY_PRICE_ID: { kind: 'string', default: '', doc: 'Monthly price id of the enterprise plan (config/plans.json, read by db:seed)' },
   STRIPE_ENTERPRISE_YEARLY_PRICE_ID: { kind: 'string', default: '', doc: 'Yearly price id of the enterprise plan (config/plans.json, read by db:seed)' },
   STRIPE_ONE_TIME_PRICES: { kind: 'list', default: '', doc: 'Comma-separated Stripe price ids sold by one-time checkout (POST /api/billing/checkout/one-time); besides these only plan prices are accepted' },
@@ -147,7 +146,6 @@ export interface Config {
   requestDeadlineMs: number
   /** Host database URL; undefined means "start embedded Postgres" (development only). */
   databaseUrl: string | undefined
-  databaseAdminUrl: string | undefined
   tenantDatabaseUrl: string | undefined
   tenantDbPrefix: string
   autoMigrate: boolean
@@ -352,7 +350,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sampleIntervalMs: i('PRESSURE_SAMPLE_INTERVAL_MS'),
     },
     databaseUrl,
-    databaseAdminUrl: opt(s('DATABASE_ADMIN_URL')),
     tenantDatabaseUrl: opt(s('TENANT_DATABASE_URL')),
     tenantDbPrefix: prefix,
     autoMigrate: b('AUTO_MIGRATE', !production),

@@ -49,7 +49,7 @@ export interface Services {
   errorCodes: ErrorCodeTable
   /** Everything job processors find in ctx.deps: the core's services and what each feature adds. */
   jobDeps: Record<string, unknown>
-  /** Submit and inspect background jobs (seed BackgroundTaskManager); the worker process consumes them. */
+  /** Submit and inspect background jobs; the worker process consumes them. */
   tasks: TaskManager<KnownJobs>
   /**
    * Jobs written in the same transaction as the change that asks for them (jobs/outbox.ts), submitted

@@ -105,7 +105,7 @@ describe('Swagger UI in Chromium', () => {
   it('/docs renders the API with no console error', async () => {
     const { page, problems } = await openPage()
     await page.goto(`${base}/docs`)
-    await page.locator('::-p-text(tenantkit API)').wait()
+    await page.locator(`::-p-text(${env.config.appName} API)`).wait()
     await page.locator('.opblock-summary-path').wait()
     const operations = await page.$$eval('.opblock', (els) => els.length)
     expect(operations).toBeGreaterThan(40)

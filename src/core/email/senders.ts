@@ -1,7 +1,6 @@
 /**
  * The built-in emails as typed messages. Each `…Email(args)` builds the EmailMessage (what an email
- * job carries), and each `send…Email(mailer, args)` sends it directly. Seed vocabulary:
- * send_welcome_email, send_invitation_email, send_password_reset_email (+ verify email, payment failed).
+ * job carries), and each `send…Email(mailer, args)` sends it directly.
  * `app_name` comes from the mailer's default variables; `to_email` is always the recipient.
  */
 import type { Mailer } from './mailer.js'

@@ -7,7 +7,7 @@
  *   # Welcome, {user_name}
  *
  * Built-in templates live next to this file in templates/; a file of the same name in the configured
- * overrides folder (EMAIL_TEMPLATES_DIR) wins. Seed vocabulary: get_template_path / load_template.
+ * overrides folder (EMAIL_TEMPLATES_DIR) wins.
  */
 import { existsSync } from 'node:fs'
 import { access, readFile } from 'node:fs/promises'

@@ -1,7 +1,7 @@
 /**
  * Who is calling. `fastify.requireUser` (a preValidation hook, like every guard: 401 before a 400) puts the session's user on `request.user`, or
  * answers 401 UNAUTHENTICATED. The user comes from a snapshot in the session, re-read from the host DB
- * every USER_SNAPSHOT_MS (seed `session_cache`): the session itself is read from Redis on every
+ * every USER_SNAPSHOT_MS: the session itself is read from Redis on every
  * request, so logout and revocation still take effect at once. A session past its absolute lifetime
  * is destroyed here. `request.signIn(user)` regenerates the session id (no fixation) and starts the clocks.
  * A session started before the user's sessions_valid_after is destroyed too (401 SESSION_REVOKED):

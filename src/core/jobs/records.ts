@@ -1,6 +1,6 @@
 /**
- * Job records (seed TenantJob): system jobs in the host DB's sys_jobs, tenant jobs in the tenant DB's
- * tenant_jobs. Both tables share the seed's columns, so one set of statements serves both.
+ * Job records: system jobs in the host DB's sys_jobs, tenant jobs in the tenant DB's
+ * tenant_jobs. Both tables have the same columns, so one set of statements serves both.
  *
  * Lifecycle: pending → running → completed | failed; a failed attempt that will be retried goes back to
  * pending with retry_count + 1 and the error in error_log. So retry_count counts retries: never more

@@ -1,5 +1,5 @@
 /**
- * The task manager (seed BackgroundTaskManager): the one way the kit runs background work.
+ * The task manager: the one way the kit runs background work.
  *
  *   submit(name, payload)  validate (400 INVALID_JOB_PAYLOAD naming the field), write the record
  *                          (pending), enqueue on BullMQ with the record id as job id

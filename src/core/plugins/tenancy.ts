@@ -54,7 +54,7 @@ export interface Tenancy {
    * 503 QUEUE_UNAVAILABLE (tenant marked failed) when the queue refuses the first job.
    */
   createTenant(input: ProvisionInput): Promise<ProvisionedTenant>
-  /** Seed `provision_new_user`: a tenant owned by `user` (createTenant, so 'provisioning' or 'active'). */
+  /** A personal tenant owned by `user` (createTenant, so 'provisioning' or 'active'). */
   provisionPersonalTenant(user: User, slug: string, name?: string): Promise<Pick<ProvisionedTenant, 'id' | 'slug' | 'name' | 'status'>>
 }
 

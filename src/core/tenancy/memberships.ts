@@ -1,7 +1,6 @@
 /**
  * Memberships: who may enter which tenant, and as what. The per-request check (`find`) is a prepared
- * statement behind a short-TTL cache that every membership write invalidates (seed `session_cache` /
- * `invalidate_auth_cache`), across processes through Redis pub/sub (src/core/lib/invalidated-cache.ts).
+ * statement behind a short-TTL cache that every membership write invalidates, across processes through Redis pub/sub (src/core/lib/invalidated-cache.ts).
  */
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import type { Redis } from 'ioredis'

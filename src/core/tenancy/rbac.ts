@@ -1,5 +1,5 @@
 /**
- * Roles inside a tenant (seed: admin 3 > editor 2 > viewer 1) and the checks behind `require_role` /
+ * Roles inside a tenant (admin 3 > editor 2 > viewer 1) and the checks behind `require_role` /
  * `has_min_role`. The effective role is read from the databases on every request, never from the
  * client: a tenant owner or admin member is always admin; any other member has the local role of
  * their tenant user (cached briefly, dropped whenever the membership is invalidated). A per-user row in core_permissions (resource × action) grants or denies an

@@ -1,5 +1,5 @@
 /**
- * Every user has somewhere to work (seed `provision_new_user`): a personal tenant at signup and first
+ * Every user has somewhere to work: a personal tenant at signup and first
  * Google sign-in, and again at any login that finds the user with no membership at all (the tenant
  * step of their signup failed after the user row was written). The slug is the email's local part plus
  * random hex; a taken slug is retried with a longer suffix, since 16 bits collide for common local parts.

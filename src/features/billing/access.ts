@@ -1,6 +1,6 @@
 /**
- * Gating by billing state (the seed's has_active_subscription / require_active_subscription /
- * check_feature_access). A subscription counts when it is active or trialing, or past_due for at most
+ * Gating by billing state (hasActiveSubscription / requireActiveSubscription / checkFeatureAccess).
+ * A subscription counts when it is active or trialing, or past_due for at most
  * `graceDays` since the payment failed. Features come from the best counting subscription's plan; a
  * tenant without one gets the free plan's features.
  */

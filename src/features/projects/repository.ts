@@ -1,6 +1,6 @@
 /**
- * The example resource's repository: copy this file (and routes/api/projects, test/projects) for
- * your own tables. It receives the tenant database from the request, so it can't reach another
+ * The example resource's repository: copy this folder (routes.ts, schemas.ts, feature.ts) and its
+ * test, test/api/projects.test.ts, for your own tables. It receives the tenant database from the request, so it can't reach another
  * tenant's data; reads on the hot path are prepared statements.
  */
 import { and, desc, eq, lt, sql } from 'drizzle-orm'

@@ -14,7 +14,7 @@ import type { PublicUser } from '../../identity/users.js'
 declare module 'fastify' {
   interface Session {
     userId?: string
-    /** Snapshot of the user (seed `session_cache`), refreshed from the host DB every USER_SNAPSHOT_MS. */
+    /** Snapshot of the user, refreshed from the host DB every USER_SNAPSHOT_MS. */
     user?: PublicUser
     userLoadedAt?: number
     /** ms since epoch of the last sliding refresh. */

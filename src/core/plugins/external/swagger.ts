@@ -27,7 +27,7 @@ export default fp<AppOptions>(
     await fastify.register(swagger, {
       openapi: {
         openapi: '3.0.3',
-        info: { title: 'tenantkit API', version: '0.1.0', description: 'Multi-tenant SaaS server kit' },
+        info: { title: `${config.appName} API`, version: '0.1.0', description: 'Multi-tenant SaaS server kit' },
         servers: [{ url: config.appBaseUrl }],
         components: {
           securitySchemes: {

@@ -1,5 +1,5 @@
 /**
- * Email + password identity: signup (with a personal tenant, seed `provision_new_user`), login,
+ * Email + password identity: signup (with a personal tenant), login,
  * logout, and the CSRF token for cookie-authenticated writes. Signup is rate limited per IP (route
  * config) and per email (a second limiter keyed on the body) and mails the address a verification link.
  * Login is throttled on failures only (src/features/auth/login-throttle.ts): per email + IP and per IP, plus a

@@ -99,11 +99,11 @@ const googleAuthRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
     return toLoginPage(reply, reason)
   }
 
-  /** Seed `route_user_after_login`: back to where the user was going, else the app's home. */
+  /** Back to where the user was going, else the app's home. */
   const routeUserAfterLogin = (next: string | undefined) => `${appBaseUrl}${next ?? '/'}`
 
   /**
-   * Seed `create_or_get_global_user`: the user with this Google subject; else the user with this
+   * The user with this Google subject; else the user with this
    * (provider-verified) email, now linked; else a new user (the callback then gives any user without
    * a membership a personal tenant, so a first login whose tenant failed is completed by the next one).
    */
