@@ -19,8 +19,10 @@ import { createServices, type Services } from './services.js'
 import { errorMessage } from './core/lib/error-log.js'
 import { listBehind, migrateFleet } from './core/tenancy/fleet.js'
 import { queueFleetMigration } from './core/tenancy/provisioning-jobs.js'
+import { runDoctor } from './doctor.js'
 
 export const USAGE = `usage:
+  doctor                                       check config, host DB, Redis, SMTP, Stripe, template database, tenant migrations
   db:migrate                                   apply host database migrations
   db:seed [--file PATH]                        load pricing plans (default config/plans.json) into the host database
   tenants list                                 every tenant: slug, status, migration version and status; flags stale provisioning
@@ -313,6 +315,8 @@ export async function runCli(argv: string[], opts: CliOptions): Promise<number> 
 }
 
 async function main(): Promise<void> {
+  // Before loading the config: a bad one is the doctor's first finding, not a reason to stop.
+  if (process.argv[2] === 'doctor') process.exit(await runDoctor({ env: process.env, out: stdio.out }))
   const config = loadConfigOrExit()
   // Quiet by default: the command's own lines are the output; LOG_LEVEL=info shows the service logs.
   const logger = pino({ level: process.env.LOG_LEVEL ? config.logLevel : 'warn' }, pino.destination({ fd: 2, sync: true }))
