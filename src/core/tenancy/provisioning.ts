@@ -29,7 +29,7 @@ import { errorMessage } from '../lib/error-log.js'
 import {
   type AssembledLifecycle,
   assembleLifecycle,
-  CORE_LIFECYCLE,
+  type CORE_LIFECYCLE,
   createTenantLocks,
   type FailureMarkPolicy,
   FIRST_PROVISION_STEP,
