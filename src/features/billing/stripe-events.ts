@@ -16,11 +16,13 @@
  * A new event is one entry here and one row in test/billing/event-handlers.test.ts (which also checks
  * the README's list): see README "Extending".
  */
-import type postgres from 'postgres'
+import { eq } from 'drizzle-orm'
 import type Stripe from 'stripe'
+import { subscriptions, tenants } from '../../../drizzle/host/schema.js'
+import { hostDbOn, type RawSql } from '../../core/db/host.js'
 import type { OutboxIntent } from '../../core/jobs/outbox.js'
 import { isUuid } from '../../core/lib/uuid.js'
-import { asDate, type Tx, writeBillingAudit } from './audit.js'
+import { type Tx, writeBillingAudit } from './audit.js'
 import { billingFollowUps } from './jobs.js'
 import { isSellableOnce, purchaseOf } from './one-time.js'
 import { type ApplyOutcome, applySubscription, idOf, type PlanLookup, snapshotOf, subscriptionTenant } from './subscriptions.js'
@@ -143,10 +145,11 @@ async function invoiceSettled(tx: Tx, event: InvoiceEvent, ctx: HandlerContext):
   const invoice = event.data.object
   const subId = invoiceSubscriptionId(invoice)
   if (!subId) return { status: 'skipped', reason: 'invoice is not for a subscription' }
-  const [row] = await tx<
-    { stripe_updated_at: Date | string }[]
-  >`select stripe_updated_at from core_subscriptions where stripe_subscription_id = ${subId}`
-  const storedAt = asDate(row?.stripe_updated_at)
+  const [row] = await hostDbOn(tx)
+    .select({ stripeUpdatedAt: subscriptions.stripeUpdatedAt })
+    .from(subscriptions)
+    .where(eq(subscriptions.stripeSubscriptionId, subId))
+  const storedAt = row?.stripeUpdatedAt
   if (storedAt && event.created < Math.floor(storedAt.getTime() / 1000)) {
     return { status: 'skipped', reason: `stale: subscription ${subId} already reflects ${storedAt.toISOString()}` }
   }
@@ -181,10 +184,10 @@ async function invoiceSettled(tx: Tx, event: InvoiceEvent, ctx: HandlerContext):
 }
 
 /** The tenant a checkout session was started for (metadata first, client_reference_id as a fallback), if it exists. */
-export async function checkoutTenant(tx: Tx | postgres.Sql, session: Stripe.Checkout.Session): Promise<string | null> {
+export async function checkoutTenant(tx: RawSql, session: Stripe.Checkout.Session): Promise<string | null> {
   for (const candidate of [session.metadata?.tenant_id, session.client_reference_id]) {
     if (!isUuid(candidate)) continue
-    const [t] = await tx<{ id: string }[]>`select id from core_tenants where id = ${candidate}`
+    const [t] = await hostDbOn(tx).select({ id: tenants.id }).from(tenants).where(eq(tenants.id, candidate))
     if (t) return t.id
   }
   return null
@@ -303,10 +306,12 @@ async function paymentCheckout(
 async function trialWillEnd(tx: Tx, event: EventOf<'customer.subscription.trial_will_end'>): Promise<Handled> {
   const sub = event.data.object
   if (!sub.trial_end) return { status: 'skipped', reason: `subscription ${sub.id} has no trial end` }
-  const [row] = await tx<{ id: string; tenant_id: string; status: string }[]>`
-    select id, tenant_id, status from core_subscriptions where stripe_subscription_id = ${sub.id}`
+  const [row] = await hostDbOn(tx)
+    .select({ id: subscriptions.id, tenantId: subscriptions.tenantId, status: subscriptions.status })
+    .from(subscriptions)
+    .where(eq(subscriptions.stripeSubscriptionId, sub.id))
   if (row && row.status !== 'trialing') return { status: 'skipped', reason: `subscription ${sub.id} is ${row.status}, no longer trialing` }
-  const tenantId = row?.tenant_id ?? (await subscriptionTenant(tx, snapshotOf(sub)))
+  const tenantId = row?.tenantId ?? (await subscriptionTenant(tx, snapshotOf(sub)))
   if (!tenantId) return { status: 'failed', reason: `no tenant for subscription ${sub.id} (metadata.tenant_id missing or unknown)` }
   const endsAt = new Date(sub.trial_end * 1000)
   await writeBillingAudit(tx, {
