@@ -1,7 +1,10 @@
 /**
  * The worker process (`npm run worker`): consumes the job queues with the registry's processors.
  *
- * It also runs the stale provisioning sweep (tenancy/stale-sweep.ts) every PROVISION_SWEEP_INTERVAL_S.
+ * It also runs the stale provisioning sweep (tenancy/stale-sweep.ts) every PROVISION_SWEEP_INTERVAL_S, and,
+ * when it consumes the system queue, the scheduled work (core/jobs/schedules.ts): it installs every
+ * schedule of services.schedules at start (removing schedulers no longer listed) and runs the ticks
+ * that submit them. The API process never installs schedules.
  *
  * SIGTERM/SIGINT: stop taking jobs, let running ones finish for up to WORKER_SHUTDOWN_TIMEOUT_MS, then
  * exit 0. Jobs still running at that deadline (or on a SIGKILL) keep their BullMQ lock until it expires;
@@ -28,9 +31,11 @@ import { loggerOptions } from './core/lib/logger.js'
 import { warnIfRedisNotPersistent } from './core/lib/redis-persistence.js'
 import { createServices, type Services } from './services.js'
 import { type StaleSweeper, startStaleSweep } from './core/tenancy/stale-sweep.js'
+import { type Scheduler, startScheduler } from './core/jobs/schedules.js'
+import { workerConnection } from './core/jobs/queues.js'
 
 export type WorkerServices = Pick<Services, 'config' | 'logger' | 'host' | 'redis' | 'catalog' | 'pools' | 'jobs' | 'jobDeps'> &
-  Partial<Pick<Services, 'provisioner' | 'tasks'>>
+  Partial<Pick<Services, 'provisioner' | 'tasks' | 'schedules'>>
 
 export interface StartWorkersOptions extends WorkerOptions {
   /** Job definitions added to (or overriding) the services' (core and features). */
@@ -39,6 +44,8 @@ export interface StartWorkersOptions extends WorkerOptions {
   deps?: Record<string, unknown>
   /** Defaults to a mailer built from config.smtp. */
   mailer?: Mailer
+  /** Install and tick services.schedules (default: when this process consumes the system queue). */
+  schedules?: boolean
 }
 
 export interface WorkerRuntime {
@@ -46,6 +53,8 @@ export interface WorkerRuntime {
   workers: JobWorkers
   /** The stale provisioning sweep (undefined when PROVISION_SWEEP_INTERVAL_S is 0 or there is no provisioner). */
   sweeper: StaleSweeper | undefined
+  /** The scheduled work's ticks (undefined when this process doesn't run them). */
+  scheduler: Scheduler | undefined
   /** Graceful stop (see JobWorkers.close), then the task manager and the mailer. Resolves with whether it drained in time. */
   close(timeoutMs?: number): Promise<boolean>
 }
@@ -75,11 +84,27 @@ export async function startWorkers(services: WorkerServices, opts: StartWorkersO
     provisioner && config.provisioning.sweepIntervalS > 0
       ? startStaleSweep({ provisioner, intervalMs: config.provisioning.sweepIntervalS * 1000, logger })
       : undefined
+  // Ticks submit system jobs: whoever consumes the system queue runs them (several processes may: a
+  // tick is one BullMQ job, and a tick run twice submits the same job id).
+  const consumesSystem = (opts.scopes ?? ['system']).includes('system')
+  const scheduler =
+    (opts.schedules ?? consumesSystem) && services.schedules
+      ? await startScheduler({
+          schedules: services.schedules,
+          tasks,
+          redis: services.redis,
+          workerConnection: workerConnection(config.redisUrl),
+          prefix: config.redisPrefix,
+          logger,
+        })
+      : undefined
   return {
     tasks,
     workers,
     sweeper,
+    scheduler,
     async close(timeoutMs) {
+      await scheduler?.close()
       await sweeper?.stop()
       const drained = await workers.close(timeoutMs)
       if (custom) await tasks.close()

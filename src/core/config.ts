@@ -95,6 +95,9 @@ export const ENV_VARS = {
   PROVISION_STALE_AFTER_S: { kind: 'int', default: '600', min: 1, max: 604800, doc: 'A tenant still provisioning, unchanged this long and held by no run, is stale: tenants list flags it, the sweep resumes it' },
   PROVISION_SWEEP_INTERVAL_S: { kind: 'int', default: '300', min: 0, max: 86400, doc: 'How often the worker resumes stale provisioning tenants, one sweeper at a time across processes (0 = never)' },
   PROVISION_STATEMENT_TIMEOUT_MS: { kind: 'int', default: '60000', min: 100, max: 3600000, doc: 'statement_timeout and lock_timeout of the provisioner maintenance connections (CREATE/DROP DATABASE, template and tenant locks)' },
+  TENANT_RETENTION_DAYS: { kind: 'int', default: '30', min: 0, max: 3650, doc: 'Soft-deleted tenants are hard-deleted (database dropped) this many days after deletion, by the nightly tenants.purge_deleted job' },
+  CREDENTIAL_RETENTION_DAYS: { kind: 'int', default: '30', min: 0, max: 3650, doc: 'Expired or used user tokens, expired or revoked API keys, and expired or closed invitations and ownership offers are deleted this many days later (nightly)' },
+  JOB_RECORD_RETENTION_DAYS: { kind: 'int', default: '30', min: 1, max: 3650, doc: 'Finished system job records (sys_jobs) are deleted this many days after they finished (nightly); pending and running ones are kept' },
 
   STRIPE_SECRET_KEY: { kind: 'string', default: '', doc: 'Stripe secret key; unset disables billing routes (503 BILLING_DISABLED)' },
   STRIPE_WEBHOOK_SECRET: { kind: 'string', default: '', doc: 'Stripe webhook signing secret (whsec_…)' },
@@ -107,6 +110,7 @@ export const ENV_VARS = {
   STRIPE_ONE_TIME_PRICES: { kind: 'list', default: '', doc: 'Comma-separated Stripe price ids sold by one-time checkout (POST /api/billing/checkout/one-time); besides these only plan prices are accepted' },
   BILLING_GRACE_DAYS: { kind: 'int', default: '7', min: 0, max: 365, doc: 'Days a past_due subscription still counts as active' },
   BILLING_SUSPEND_AFTER_GRACE: { kind: 'bool', default: 'true', doc: 'Suspend a tenant whose subscription is still unpaid when the grace period ends (resumed when paid)' },
+  STRIPE_WEBHOOK_RETENTION_DAYS: { kind: 'int', default: '90', min: 7, max: 3650, doc: 'Stripe webhook ledger rows are deleted this many days after they were received (nightly); must exceed how long Stripe redelivers (3 days)' },
 } as const satisfies Record<string, VarSpec>
 
 export type EnvName = keyof typeof ENV_VARS
@@ -216,6 +220,8 @@ export interface Config {
       }
     | undefined
   billingGraceDays: number
+  /** Days before nightly housekeeping deletes what is no longer needed (src/core/housekeeping, billing's ledger trim). */
+  retention: { tenantDays: number; credentialDays: number; jobRecordDays: number; stripeWebhookDays: number }
   /** Suspend a tenant still past due after the grace period (a job), and resume it when it pays. */
   billingSuspendAfterGrace: boolean
 }
@@ -415,6 +421,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         }
       : undefined,
     billingGraceDays: i('BILLING_GRACE_DAYS'),
+    retention: {
+      tenantDays: i('TENANT_RETENTION_DAYS'),
+      credentialDays: i('CREDENTIAL_RETENTION_DAYS'),
+      jobRecordDays: i('JOB_RECORD_RETENTION_DAYS'),
+      stripeWebhookDays: i('STRIPE_WEBHOOK_RETENTION_DAYS'),
+    },
     billingSuspendAfterGrace: b('BILLING_SUSPEND_AFTER_GRACE', true),
   }
   return config

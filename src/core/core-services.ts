@@ -27,6 +27,8 @@ import { assembleErrorCodes, CORE_ERROR_CODES, type ErrorCodeTable } from './lib
 import { createOutbox, type Outbox } from './jobs/outbox.js'
 import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
 import { createServiceMetrics, registerQueueDepth, type ServiceMetrics } from './lib/service-metrics.js'
+import { CORE_SCHEDULES, HOUSEKEEPING_JOBS } from './housekeeping/index.js'
+import { type Schedule, validateSchedules } from './jobs/schedules.js'
 
 export interface Services {
   config: Config
@@ -47,6 +49,8 @@ export interface Services {
   permissions: PermissionRegistry
   /** Every error code the API can answer, with its status and meaning: the core's and the features' (OpenAPI `x-error-codes`). */
   errorCodes: ErrorCodeTable
+  /** Every recurring job: the core's CORE_SCHEDULES and the features' (collectSchedules); the worker installs them. */
+  schedules: readonly Schedule[]
   /** Everything job processors find in ctx.deps: the core's services and what each feature adds. */
   jobDeps: Record<string, unknown>
   /** Submit and inspect background jobs; the worker process consumes them. */
@@ -74,6 +78,11 @@ export interface ServiceOptions {
   jobs?: JobRegistry
   /** Defaults to a mailer built from config.smtp (a log transport without SMTP_HOST). */
   mailer?: Mailer
+}
+
+/** The one list of scheduled work: the core's schedules, then each feature's, in feature order. */
+export function collectSchedules(features: readonly Feature[]): readonly Schedule[] {
+  return [...CORE_SCHEDULES, ...features.flatMap((f) => f.schedules ?? [])]
 }
 
 export function createCoreServices(config: Config, logger: Logger, opts: ServiceOptions = {}): Services {
@@ -142,13 +151,16 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     ...BUILT_IN_JOBS,
     ...provisioningJobs(lifecycle.events.created.steps),
     ...FLEET_JOBS,
+    ...HOUSEKEEPING_JOBS,
     ...Object.assign({}, ...features.map((f) => f.jobs ?? {})),
     ...opts.jobs,
   }
   const jobDeps: Record<string, unknown> = Object.assign(
-    { mailer, provisioner, pools, host, config },
+    { mailer, provisioner, pools, host, config, catalog },
     ...features.map((f) => f.jobDeps?.(core) ?? {}),
   )
+  const schedules = collectSchedules(features)
+  validateSchedules(schedules, jobs)
   // Typed by JobTypes: every job the core and the features declare (the features given here register them).
   const tasks = createTaskManager({
     registry: jobs,
@@ -180,6 +192,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     jobs,
     permissions: assemblePermissions(features.map((f) => f.permissions ?? {})),
     errorCodes: assembleErrorCodes([CORE_ERROR_CODES, ...features.map((f) => f.errors ?? {})]),
+    schedules,
     jobDeps,
     tasks,
     outbox,

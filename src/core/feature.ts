@@ -14,6 +14,7 @@ import type { AppOptions, Config } from './config.js'
 import type { HostDatabase } from './db/host.js'
 import type { Mailer } from './email/mailer.js'
 import type { JobRegistry, JobSubmitter } from './jobs/registry.js'
+import type { Schedule } from './jobs/schedules.js'
 import type { CatalogHandle } from './tenancy/catalog.js'
 import type { LifecycleStepContribution } from './tenancy/lifecycle.js'
 import type { PermissionRegistry } from './tenancy/rbac.js'
@@ -57,6 +58,12 @@ export interface Feature {
   jobs?: JobRegistry
   /** What this feature's job processors find in ctx.deps, built once per process. */
   jobDeps?: (core: CoreServices) => Record<string, unknown>
+  /**
+   * Recurring runs of this feature's jobs (src/core/jobs/schedules.ts; `schedule({...})` checks job and
+   * payload). With the core's CORE_SCHEDULES they are the one list of scheduled work, which the worker
+   * installs at start and the README's "Scheduled work" table shows.
+   */
+  schedules?: readonly Schedule[]
   /** Steps this feature adds to tenant lifecycle events (they get the host DB, config and task manager on ctx). */
   lifecycle?: readonly LifecycleStepContribution[]
   /** Resources and actions its routes' `config.access` and per-user grants name (declared in `Permissions` too, for the types). */

@@ -81,6 +81,7 @@ export const CORE_ERROR_CODES = {
   TENANT_QUOTA_EXCEEDED: { status: 403, description: 'You have created as many tenants as you may (MAX_TENANTS_PER_USER): delete one first' },
   INVALID_TRANSITION: { status: 409, description: 'The tenant’s status does not allow this lifecycle event' },
   TENANT_BUSY: { status: 409, description: 'Another lifecycle run holds this tenant: retry later' },
+  PRECONDITION_FAILED: { status: 409, description: 'The tenant changed since it was chosen for this lifecycle event (e.g. restored before a scheduled purge): not run' },
   PROVISIONING_FAILED: { status: 503, description: 'Setting the tenant up failed; it is marked failed and can be retried' },
   // Jobs (src/core/jobs)
   UNKNOWN_JOB_TYPE: { status: 400, description: 'No job of this name is registered' },

@@ -191,6 +191,11 @@ export interface RunOptions {
   origin?: AuditOrigin | undefined
   /** seedOwner (and feature steps such as the welcome email): the owner; defaults to the tenant's created_by. */
   ownerUserId?: string | undefined
+  /**
+   * Checked on the row read under the tenant lock: false → 409 PRECONDITION_FAILED and nothing runs. A
+   * scheduled purge passes "still deleted, long enough ago", so a tenant restored since it was listed is never dropped.
+   */
+  onlyIf?: ((row: Tenant) => boolean) | undefined
 }
 
 /**
@@ -351,6 +356,9 @@ async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx
   if (spec.done.includes(first.status)) {
     ctx.logger.info({ tenantId: id, event, status: first.status, from: opts.from, to: opts.to }, 'tenant lifecycle: already done')
     return { outcome: 'already_done', row: first }
+  }
+  if (opts.onlyIf && !opts.onlyIf(first)) {
+    throw conflict('PRECONDITION_FAILED', `tenant "${first.slug}" changed since it was chosen for "${event}"; not run`)
   }
   if (!spec.from.includes(first.status)) {
     throw conflict('INVALID_TRANSITION', `tenant "${first.slug}" is ${first.status}; "${event}" needs ${spec.from.join(' or ')}`)

@@ -39,6 +39,7 @@ import {
   type LifecycleFaults,
   markProvisioningFailed,
   type ProvisionStep,
+  type RunOptions,
   type RunOutcome,
   runLifecycle,
 } from './lifecycle.js'
@@ -213,7 +214,7 @@ export interface Provisioner {
   run(
     event: LifecycleEvent,
     idOrSlug: string,
-    opts?: { actorUserId?: string | undefined; origin?: AuditOrigin | undefined },
+    opts?: { actorUserId?: string | undefined; origin?: AuditOrigin | undefined; onlyIf?: RunOptions['onlyIf'] },
   ): Promise<RunOutcome>
   /**
    * Tenants still 'provisioning' whose row has not changed for `olderThanS` (default
@@ -457,7 +458,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     recordFailure,
     async run(event, idOrSlug, opts = {}) {
       const row = await writes.get(idOrSlug)
-      return (await runLifecycle(event, row.id, ctx, { actorUserId: opts.actorUserId, origin: opts.origin })).outcome
+      return (await runLifecycle(event, row.id, ctx, { actorUserId: opts.actorUserId, origin: opts.origin, onlyIf: opts.onlyIf })).outcome
     },
     listStale,
     resumeStale,

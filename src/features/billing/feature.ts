@@ -1,8 +1,10 @@
 /** Billing with Stripe: plans, checkout, portal, the webhook, suspension for unpaid tenants. */
 import { defineFeature } from '../../core/feature.js'
 import { BILLING_ERROR_CODES } from './error-codes.js'
+import { schedule } from '../../core/jobs/schedules.js'
 import { BILLING_JOBS } from './jobs.js'
 import billingPlugin from './plugin.js'
+import { BILLING_SCHEDULED_JOBS } from './reconcile-job.js'
 import publicBillingRoutes from './routes/billing.js'
 import stripeWebhookRoutes from './routes/stripe-webhook.js'
 import tenantBillingRoutes from './routes/tenant-billing.js'
@@ -27,6 +29,24 @@ export default defineFeature({
       }),
     },
   ],
-  jobs: BILLING_JOBS,
+  jobs: { ...BILLING_JOBS, ...BILLING_SCHEDULED_JOBS },
+  schedules: [
+    schedule({
+      name: 'billing.trim_webhook_ledger',
+      cron: '40 3 * * *',
+      job: 'billing.trim_webhook_ledger',
+      payload: {},
+      description:
+        'Deletes Stripe webhook ledger rows received more than `STRIPE_WEBHOOK_RETENTION_DAYS` (90) ago and processed or skipped; failed ones stay',
+    }),
+    schedule({
+      name: 'billing.reconcile_subscriptions',
+      cron: '0 4 * * *',
+      job: 'billing.reconcile_subscriptions',
+      payload: {},
+      description:
+        "Retrieves every subscription Stripe may still change and applies Stripe's copy when a webhook was missed; skipped without `STRIPE_SECRET_KEY`",
+    }),
+  ],
   lifecycle: cancelBillingSteps,
 })
