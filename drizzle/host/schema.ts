@@ -70,6 +70,10 @@ export const tenants = pgTable(
     maxConnections: integer('max_connections'),
     /** The tenant's own Stripe customer: billing is per tenant, never shared through a person's customer. */
     stripeCustomerId: text('stripe_customer_id'),
+    /** A plan granted by a platform admin (POST /admin/api/tenants/:id/plan): its entitlements apply when no subscription counts. */
+    compPlanKey: text('comp_plan_key'),
+    /** When the comped plan stops applying (null: until withdrawn). */
+    compPlanExpiresAt: timestamp('comp_plan_expires_at', { withTimezone: true }),
     migrationVersion: text('migration_version'),
     migrationStatus: text('migration_status', { enum: MIGRATION_STATUSES }).notNull().default('pending'),
     migrationError: text('migration_error'),
@@ -137,6 +141,14 @@ export const memberships = pgTable(
 )
 
 /** PricingPlan: the tiers on the pricing page, with their Stripe prices. `key` is the stable name ('pro'). */
+/** A plan's numeric caps, enforced where the resource is created (403 LIMIT_REACHED) and per request (429). */
+export interface PlanLimits {
+  members?: number | null
+  projects?: number | null
+  apiKeys?: number | null
+  requestsPerMinute?: number | null
+}
+
 export const pricingPlans = pgTable(
   'core_pricing_plans',
   {
@@ -151,6 +163,8 @@ export const pricingPlans = pgTable(
     currency: text('currency').notNull().default('usd'),
     trialDays: integer('trial_days').notNull().default(30),
     features: jsonb('features').$type<string[]>().notNull().default([]),
+    /** Numeric caps (members, projects, apiKeys, requestsPerMinute); a missing or null one is unlimited. */
+    limits: jsonb('limits').$type<PlanLimits>().notNull().default({}),
     tierLevel: integer('tier_level').notNull().default(0),
     isActive: boolean('is_active').notNull().default(true),
     sortOrder: integer('sort_order').notNull().default(0),

@@ -61,9 +61,9 @@ describe('access functions', () => {
       expect(await hasActiveSubscription(w.host, t, grace)).toBe(true)
       await expect(requireActiveSubscription(w.host, t, grace)).resolves.toMatchObject({ status, planKey: 'pro' })
       await expect(checkFeatureAccess(w.host, t, 'exports', grace)).resolves.toBeUndefined()
-      expect(await rejection(checkFeatureAccess(w.host, t, 'sso', grace))).toMatchObject({
+      expect(await rejection(checkFeatureAccess(w.host, t, 'no_such_feature', grace))).toMatchObject({
         statusCode: 403,
-        details: { feature: 'sso', plan: 'pro' },
+        details: { feature: 'no_such_feature', plan: 'pro' },
       })
     }
   })
@@ -86,12 +86,12 @@ describe('access functions', () => {
     await subscribe(t, 'active', { plan: 'pro' })
     await subscribe(t, 'trialing', { plan: 'enterprise' })
     await expect(requireActiveSubscription(w.host, t, grace)).resolves.toMatchObject({ planKey: 'enterprise' })
-    await expect(checkFeatureAccess(w.host, t, 'sso', grace)).resolves.toBeUndefined()
+    await expect(checkFeatureAccess(w.host, t, 'exports', grace)).resolves.toBeUndefined()
   })
 })
 
 describe('route guard', () => {
-  it('enforces config.billing per route: 402 / 403 with the feature name / pass-through', async () => {
+  it('enforces config.billing per route: 402 / 403 with the feature name / 403 below minTier / pass-through', async () => {
     const free = await insertTenant(w.host, w.config)
     const pro = await insertTenant(w.host, w.config)
     await subscribe(pro, 'active')
@@ -108,6 +108,8 @@ describe('route guard', () => {
     app.get('/paid', { config: { billing: { subscription: true } } }, async () => ({ ok: true }))
     app.get('/exports', { config: { billing: { feature: 'exports' } } }, async () => ({ ok: true }))
     app.get('/sso', { config: { billing: { subscription: true, feature: 'sso' } } }, async () => ({ ok: true }))
+    app.get('/tier2', { config: { billing: { minTier: 2 } } }, async () => ({ ok: true }))
+    app.get('/tier1', { config: { billing: { minTier: 1 } } }, async () => ({ ok: true }))
     await app.ready()
 
     const call = async (url: string, tenant?: string) => {
@@ -131,6 +133,9 @@ describe('route guard', () => {
     })
     expect(await call('/exports', pro)).toEqual({ status: 200, body: { ok: true } })
     expect(await call('/sso', pro)).toMatchObject({ status: 403, body: { feature: 'sso', plan: 'pro' } })
+    expect(await call('/tier1', pro)).toEqual({ status: 200, body: { ok: true } })
+    expect(await call('/tier1', free)).toMatchObject({ status: 403, body: { code: 'PLAN_TIER_TOO_LOW', minTier: 1, tier: 0, plan: 'free' } })
+    expect(await call('/tier2', pro)).toMatchObject({ status: 403, body: { code: 'PLAN_TIER_TOO_LOW', minTier: 2, tier: 1, plan: 'pro' } })
     expect(await call('/paid')).toMatchObject({ status: 404, body: { code: 'TENANT_NOT_FOUND' } })
     await app.close()
   })

@@ -1,12 +1,13 @@
 /**
  * Platform administration, for platform admins only (guard.ts): Bull Board at /admin/queues, and the
- * admin API under /admin/api (tenants, their lifecycle and bulk actions as a job, the job's progress;
+ * admin API under /admin/api (tenants, their lifecycle and bulk actions as a job, the job's progress, comping a plan;
  * users: search, disable and enable; the audit log, paged or exported as JSON lines).
  */
 import { defineFeature } from '../../core/feature.js'
 import auditLogRoutes from './api/audit-logs.js'
 import { ADMIN_ERROR_CODES } from './error-codes.js'
 import jobAdminRoutes from './api/jobs.js'
+import tenantPlanRoutes from './api/tenant-plan.js'
 import tenantAdminRoutes from './api/tenants.js'
 import userAdminRoutes from './api/users.js'
 import { ADMIN_JOBS } from './jobs.js'
@@ -18,6 +19,7 @@ export default defineFeature({
   routes: [
     { scope: 'root', prefix: '/admin', plugin: adminRoutes },
     { scope: 'root', prefix: '/admin/api/tenants', plugin: tenantAdminRoutes },
+    { scope: 'root', prefix: '/admin/api/tenants', plugin: tenantPlanRoutes },
     { scope: 'root', prefix: '/admin/api/users', plugin: userAdminRoutes },
     { scope: 'root', prefix: '/admin/api/audit-logs', plugin: auditLogRoutes },
     { scope: 'root', prefix: '/admin/api/jobs', plugin: jobAdminRoutes },

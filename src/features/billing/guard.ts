@@ -1,6 +1,7 @@
 /**
- * Billing gates declared in route config:
+ * Billing gates declared in route config, decided by the tenant's entitlements (entitlements.ts):
  *   fastify.get('/exports', { config: { billing: { subscription: true, feature: 'exports' } } }, handler)
+ *   fastify.get('/reports', { config: { billing: { minTier: 1 } } }, handler)
  * Register this plugin AFTER the tenancy plugin: it reads `request.tenant` ({ id } | null), which the
  * tenancy plugin decorates (this file declares nothing about it). Runs in preValidation like every
  * guard (402/403 before a 400), as a route-level hook of each gated route: those run after the scope's
@@ -10,13 +11,15 @@ import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { HostDatabase } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
-import { type AccessOptions, checkFeatureAccess, requireActiveSubscription } from './access.js'
+import { type Entitlements, type EntitlementsOptions, requireFeature, requirePaidPlan, requireTier, resolveEntitlements } from './entitlements.js'
 
 export interface BillingRouteConfig {
-  /** Require a counting subscription (402 SUBSCRIPTION_REQUIRED). */
+  /** Require a counting subscription or a comped plan (402 SUBSCRIPTION_REQUIRED). */
   subscription?: boolean
   /** Require a plan feature (403 FEATURE_NOT_IN_PLAN). */
   feature?: string
+  /** Require a plan of at least this tier level (config/plans.json `tierLevel`; 403 PLAN_TIER_TOO_LOW). */
+  minTier?: number
 }
 
 declare module 'fastify' {
@@ -25,21 +28,26 @@ declare module 'fastify' {
   }
 }
 
-export interface BillingGuardOptions extends AccessOptions {
+export interface BillingGuardOptions extends EntitlementsOptions {
   host: HostDatabase
+  /** Where entitlements are read (the app's per-process cache); default: the host database each time. */
+  entitlements?: (tenantId: string) => Promise<Entitlements>
 }
 
 const tenantOf = (req: FastifyRequest) => (req as unknown as { tenant?: { id: string } | null }).tenant ?? null
 
 /** The check itself, usable as a hook anywhere: throws 402/403, or 404 TENANT_NOT_FOUND when no tenant was resolved. */
 export function createBillingGuard(opts: BillingGuardOptions) {
+  const read = opts.entitlements ?? ((tenantId: string) => resolveEntitlements(opts.host, tenantId, opts))
   return async function billingGuard(req: FastifyRequest): Promise<void> {
     const need = req.routeOptions.config.billing
-    if (!need || (!need.subscription && !need.feature)) return
+    if (!need || (!need.subscription && !need.feature && need.minTier === undefined)) return
     const tenant = tenantOf(req)
     if (!tenant) throw new AppError(404, 'TENANT_NOT_FOUND', 'This route needs a tenant')
-    if (need.subscription) await requireActiveSubscription(opts.host, tenant.id, opts)
-    if (need.feature) await checkFeatureAccess(opts.host, tenant.id, need.feature, opts)
+    const e = await read(tenant.id)
+    if (need.subscription) requirePaidPlan(e)
+    if (need.minTier !== undefined) requireTier(e, need.minTier)
+    if (need.feature) requireFeature(e, need.feature)
   }
 }
 

@@ -16,6 +16,19 @@ export type { PricingPlan }
 export type BillingInterval = 'month' | 'year'
 
 const PriceId = Type.Union([Type.String({ minLength: 1 }), Type.Null()])
+/** A cap, or null for unlimited (a limit left out is unlimited too). */
+const Cap = Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])
+
+/** The numeric caps a plan may set (entitlements.ts enforces them). */
+export const PlanLimitsSchema = Type.Object(
+  {
+    members: Type.Optional(Cap),
+    projects: Type.Optional(Cap),
+    apiKeys: Type.Optional(Cap),
+    requestsPerMinute: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()])),
+  },
+  { additionalProperties: false },
+)
 
 export const PlanSeedSchema = Type.Object(
   {
@@ -27,6 +40,7 @@ export const PlanSeedSchema = Type.Object(
     currency: Type.String({ pattern: '^[a-z]{3}$' }),
     trialDays: Type.Integer({ minimum: 0, maximum: 730 }),
     features: Type.Array(Type.String({ minLength: 1 })),
+    limits: Type.Optional(PlanLimitsSchema),
     tierLevel: Type.Integer({ minimum: 0 }),
     sortOrder: Type.Integer(),
     stripePriceMonthly: Type.Optional(PriceId),
@@ -139,6 +153,7 @@ export async function seedPlans(db: HostDb, plans: PlanSeed[], env: NodeJS.Proce
         currency: p.currency,
         trialDays: p.trialDays,
         features: p.features,
+        limits: p.limits ?? {},
         tierLevel: p.tierLevel,
         sortOrder: p.sortOrder,
         isActive: p.isActive ?? true,
