@@ -1,5 +1,7 @@
 /** /admin/api/audit-logs: query by tenant, actor, action prefix and time range, paged; exported as streamed JSON lines. */
 import { randomUUID } from 'node:crypto'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { uuidv7 } from 'uuidv7'
 import { auditLogs } from '../../drizzle/host/schema.js'
@@ -115,5 +117,45 @@ describe('GET /admin/api/audit-logs?format=jsonl', () => {
     const res = await get(`/admin/api/audit-logs?format=jsonl&tenantId=${randomUUID()}`)
     expect(res.statusCode).toBe(200)
     expect(res.body).toBe('')
+  })
+})
+
+describe('a JSONL export read slowly', () => {
+  const slow = useApp({}, { appVars: { DB_STATEMENT_TIMEOUT_MS: '300' } })
+
+  it('outlasts DB_STATEMENT_TIMEOUT_MS: the cursor has its own bound, and the pool gets its setting back', async () => {
+    const { app } = slow
+    const admin = await platformAdmin(app)
+    const tenant = randomUUID()
+    await app.host.sql`
+      insert into sys_audit_logs (id, action, tenant_id, metadata)
+      select gen_random_uuid(), 'slow.entry', ${tenant}::uuid, jsonb_build_object('i', g, 'pad', repeat('x', 200)) from generate_series(1, 30000) g`
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = app.server.address() as AddressInfo
+    const cookie = Object.entries(admin.c.cookies)
+      .map(([k, v]) => `${k}=${v}`)
+      .join('; ')
+    const lines = await new Promise<number>((resolve, reject) => {
+      http
+        .get({ port, host: '127.0.0.1', path: `/admin/api/audit-logs?format=jsonl&tenantId=${tenant}`, headers: { cookie } }, (res) => {
+          let n = 0
+          let paused = false
+          res.on('data', (chunk: Buffer) => {
+            for (const b of chunk) if (b === 10) n++
+            // Stop reading for longer than the statement timeout once the export is under way.
+            if (!paused) {
+              paused = true
+              res.pause()
+              setTimeout(() => res.resume(), 1000)
+            }
+          })
+          res.on('end', () => resolve(n))
+          res.on('error', reject)
+        })
+        .on('error', reject)
+    })
+    expect(lines).toBe(30000)
+    const [timeout] = await app.host.sql<{ statement_timeout: string }[]>`show statement_timeout`
+    expect(timeout?.statement_timeout).toBe('300ms')
   })
 })

@@ -48,6 +48,12 @@ const Query = Type.Object(
 
 /** Rows a JSONL export fetches per round trip. */
 const EXPORT_BATCH = 1000
+/**
+ * The export's cursor is one statement for as long as the client reads: a slow reader or a million rows
+ * outlast DB_STATEMENT_TIMEOUT_MS (30 s), which would cut the download short. Its own connection gets
+ * this bound instead, and the pool's setting back before it is released.
+ */
+const EXPORT_STATEMENT_TIMEOUT_MS = 30 * 60_000
 
 interface Filter {
   tenantId?: string | undefined
@@ -109,9 +115,18 @@ const auditLogRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
       }
       if (format === 'jsonl') {
         await audit(fastify.host.db, { action: 'admin.audit_logs_exported', actorUserId: req.user!.id, metadata: { filter } }, req)
-        const query = sql<{ line: string }[]>`select ${sql.unsafe(LINE)} from sys_audit_logs where ${whereOf(sql, filter)} order by id desc`
         async function* lines() {
-          for await (const batch of query.cursor(EXPORT_BATCH)) yield batch.map((r) => `${r.line}\n`).join('')
+          // Reserved here, not before: a stream destroyed before its first read never runs this body (nor a finally).
+          const conn = await sql.reserve()
+          try {
+            await conn.unsafe(`set statement_timeout = ${EXPORT_STATEMENT_TIMEOUT_MS}`)
+            const query = conn<{ line: string }[]>`select ${conn.unsafe(LINE)} from sys_audit_logs where ${whereOf(conn, filter)} order by id desc`
+            for await (const batch of query.cursor(EXPORT_BATCH)) yield batch.map((r) => `${r.line}\n`).join('')
+          } finally {
+            // A client that left mid-export ends here too (the stream returns the generator).
+            await conn.unsafe('reset statement_timeout').catch(() => {})
+            conn.release()
+          }
         }
         reply.header('cache-control', 'no-store')
         reply.header('content-disposition', 'attachment; filename="audit-logs.jsonl"')
