@@ -121,15 +121,19 @@ describe('GET /admin/api/audit-logs?format=jsonl', () => {
 })
 
 describe('a JSONL export read slowly', () => {
-  const slow = useApp({}, { appVars: { DB_STATEMENT_TIMEOUT_MS: '300' } })
+  const slow = useApp({}, { appVars: { DB_STATEMENT_TIMEOUT_MS: '1000' } })
 
   it('outlasts DB_STATEMENT_TIMEOUT_MS: the cursor has its own bound, and the pool gets its setting back', async () => {
     const { app } = slow
     const admin = await platformAdmin(app)
     const tenant = randomUUID()
-    await app.host.sql`
-      insert into sys_audit_logs (id, action, tenant_id, metadata)
-      select gen_random_uuid(), 'slow.entry', ${tenant}::uuid, jsonb_build_object('i', g, 'pad', repeat('x', 200)) from generate_series(1, 30000) g`
+    // The seed itself may take longer than the timeout on a busy machine.
+    await app.host.sql.begin(async (tx) => {
+      await tx`set local statement_timeout = 0`
+      await tx`
+        insert into sys_audit_logs (id, action, tenant_id, metadata)
+        select gen_random_uuid(), 'slow.entry', ${tenant}::uuid, jsonb_build_object('i', g, 'pad', repeat('x', 200)) from generate_series(1, 30000) g`
+    })
     await app.listen({ port: 0, host: '127.0.0.1' })
     const { port } = app.server.address() as AddressInfo
     const cookie = Object.entries(admin.c.cookies)
@@ -146,7 +150,7 @@ describe('a JSONL export read slowly', () => {
             if (!paused) {
               paused = true
               res.pause()
-              setTimeout(() => res.resume(), 1000)
+              setTimeout(() => res.resume(), 2500)
             }
           })
           res.on('end', () => resolve(n))
@@ -156,6 +160,6 @@ describe('a JSONL export read slowly', () => {
     })
     expect(lines).toBe(30000)
     const [timeout] = await app.host.sql<{ statement_timeout: string }[]>`show statement_timeout`
-    expect(timeout?.statement_timeout).toBe('300ms')
+    expect(timeout?.statement_timeout).toBe('1s')
   })
 })

@@ -167,6 +167,9 @@ const tenantAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
   fastify.delete(
     '/:id',
     {
+      // A hard delete drops a database, which forces a checkpoint: on a busy server that can outlast
+      // REQUEST_DEADLINE_MS, and a 503 would hide a delete that still completes.
+      config: { requestDeadline: false },
       schema: {
         tags,
         summary: 'Delete a tenant: soft (kept, restorable) or, with ?hard=true, its database dropped and catalog row removed',
