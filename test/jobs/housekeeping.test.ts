@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { uuidv7 } from 'uuidv7'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connect, type Sql } from '../../src/core/db/connect.js'
+import { trimTenantJobId } from '../../src/core/housekeeping/job-records.js'
 import { createTenantLocks } from '../../src/core/tenancy/lifecycle.js'
 import { boundedMaintenanceUrl } from '../../src/core/tenancy/provisioning.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
@@ -21,7 +22,7 @@ let sql: Sql
 beforeAll(async () => {
   world = await createJobsWorld()
   sql = world.services.host.sql
-  runtime = await startWorkers(world.services, { scopes: ['system'], concurrency: 2, schedules: false })
+  runtime = await startWorkers(world.services, { concurrency: 2, schedules: false })
 })
 afterAll(async () => {
   await runtime?.close(5000)
@@ -35,7 +36,7 @@ const hash = () => randomBytes(32).toString('hex')
 /** Hard deletes drop databases, and DROP DATABASE waits for a checkpoint: slow on a machine busy with other suites. */
 const DROP_TIMEOUT_MS = 60_000
 
-async function run(job: 'tenants.purge_deleted' | 'identity.purge_expired' | 'jobs.trim_records', timeoutMs?: number) {
+async function run(job: 'tenants.purge_deleted' | 'identity.purge_expired', timeoutMs?: number) {
   const submitted = await world.services.tasks.submit(job, {})
   const view = await settled(world.services.tasks, submitted.id, 'system', timeoutMs)
   expect(view.status, view.errorLog ?? '').toBe('completed')
@@ -70,8 +71,8 @@ describe('tenants.purge_deleted', () => {
         )
         expect(attempt.errorLog).toContain(`1 of 2 tenants could not be hard-deleted (1 were): ${alsoOld!.slug}: `)
         expect(attempt.errorLog).toContain('TENANT_BUSY')
-      // Its retry (a minute later) would race the runs below for the same tenant lock: taken out of the queue.
-      await (await services.tasks.queues.system.getJob(first.id))?.remove()
+        // Its retry (a minute later) would race the runs below for the same tenant lock: taken out of the queue.
+        await (await services.tasks.queues.system.getJob(first.id))?.remove()
       } finally {
         await locks.release(alsoOld!.id)
         await lockSql.end()
@@ -165,7 +166,7 @@ describe('identity.purge_expired', () => {
 })
 
 describe('jobs.trim_records', () => {
-  it('deletes finished job records past JOB_RECORD_RETENTION_DAYS with their effects and dispatched outbox rows; never pending or running ones', async () => {
+  it('deletes finished job records past JOB_RECORD_RETENTION_DAYS, host and tenant, with their effects and dispatched outbox rows; never pending or running ones', async () => {
     const tag = randomBytes(3).toString('hex')
     const ids: Record<string, string> = {}
     const record = (label: string, status: string, daysAgo: number, finished: boolean) => {
@@ -194,7 +195,37 @@ describe('jobs.trim_records', () => {
     await outbox('owed-old', 31, false)
     await outbox('dispatched-recent', 1, true)
 
-    expect(await run('jobs.trim_records')).toEqual({ jobRecords: 2, jobEffects: 1, outbox: 1 })
+    // A tenant's own job records, in its database.
+    const tenant = await world.tenant('trim')
+    const tenantRecord = (label: string, status: string, daysAgo: number) => {
+      const at = ago(daysAgo)
+      return world.services.pools.withTenant(
+        tenant,
+        (db) => db.$client`insert into tenant_jobs (id, job_type, status, created_at, updated_at, finished_at)
+          values (${uuidv7()}, ${`test.${tag}.${label}`}, ${status}, ${at}::timestamptz, ${at}::timestamptz,
+                  ${status === 'completed' ? at : null}::timestamptz)`,
+      )
+    }
+    await tenantRecord('t-completed-old', 'completed', 31)
+    await tenantRecord('t-pending-old', 'pending', 60)
+    await tenantRecord('t-completed-recent', 'completed', 2)
+    const tenantLeft = () =>
+      world.services.pools.withTenant(tenant, async (db) =>
+        (await db.$client`select job_type from tenant_jobs where job_type like ${`test.${tag}.%`} order by job_type`).map((r) =>
+          String(r.job_type).split('.').pop(),
+        ),
+      )
+
+    const submitted = await world.services.tasks.submit('jobs.trim_records', {})
+    const view = await settled(world.services.tasks, submitted.id, 'system', 30_000)
+    expect(view.status, view.errorLog ?? '').toBe('completed')
+    expect(view.result).toMatchObject({ jobRecords: 2, jobEffects: 1, outbox: 1 })
+    // Every active tenant gets its trim, except the fake catalog rows of the test above (no database behind them).
+    expect((view.result as { tenants: { submitted: number } }).tenants.submitted).toBeGreaterThanOrEqual(1)
+    // The tenant's trim is a tenant job of its own, under an id derived from the run's.
+    const tenantTrim = await settled(world.services.tasks, trimTenantJobId(submitted.id, tenant.id), { tenantId: tenant.id })
+    expect(tenantTrim).toMatchObject({ status: 'completed', result: { jobRecords: 1 } })
+    expect(await tenantLeft()).toEqual(['t-completed-recent', 't-pending-old'])
     const left = async () => ({
       records: (await sql`select job_type from sys_jobs where job_type like ${`test.${tag}.%`} order by job_type`).map((r) =>
         String(r.job_type).split('.').pop(),
@@ -210,7 +241,11 @@ describe('jobs.trim_records', () => {
       outbox: [`${tag}-dispatched-recent`, `${tag}-owed-old`],
     }
     expect(await left()).toEqual(expected)
-    expect(await run('jobs.trim_records')).toEqual({ jobRecords: 0, jobEffects: 0, outbox: 0 })
+    const again = await world.services.tasks.submit('jobs.trim_records', {})
+    expect((await settled(world.services.tasks, again.id, 'system')).result).toMatchObject({ jobRecords: 0, jobEffects: 0, outbox: 0 })
+    const tenantAgain = await settled(world.services.tasks, trimTenantJobId(again.id, tenant.id), { tenantId: tenant.id })
+    expect(tenantAgain).toMatchObject({ status: 'completed', result: { jobRecords: 0 } })
     expect(await left()).toEqual(expected)
+    expect(await tenantLeft()).toEqual(['t-completed-recent', 't-pending-old'])
   })
 })

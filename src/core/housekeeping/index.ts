@@ -6,13 +6,14 @@
 import type { Jobs } from '../jobs/registry.js'
 import { schedule } from '../jobs/schedules.js'
 import { identityPurgeExpired } from './expired-credentials.js'
-import { jobsTrimRecords } from './job-records.js'
+import { jobsTrimRecords, jobsTrimTenantRecords } from './job-records.js'
 import { tenantsPurgeDeleted } from './tenant-retention.js'
 
 export const HOUSEKEEPING_JOBS = {
   'tenants.purge_deleted': tenantsPurgeDeleted,
   'identity.purge_expired': identityPurgeExpired,
   'jobs.trim_records': jobsTrimRecords,
+  'jobs.trim_tenant_records': jobsTrimTenantRecords,
 }
 
 declare module '../jobs/registry.js' {
@@ -34,7 +35,7 @@ export const CORE_SCHEDULES = [
     job: 'jobs.trim_records',
     payload: {},
     description:
-      'Deletes system job records finished more than `JOB_RECORD_RETENTION_DAYS` (30) ago, their effect marks and dispatched outbox rows; never a pending or running job',
+      'Deletes system job records finished more than `JOB_RECORD_RETENTION_DAYS` (30) ago, their effect marks and dispatched outbox rows, then submits `jobs.trim_tenant_records` per active tenant for its `tenant_jobs`; never a pending or running job',
   }),
   schedule({
     name: 'tenants.purge_deleted',
