@@ -34,6 +34,7 @@ export const USAGE = `usage:
   tenants migrate --queue                      one tenant.migrate job per tenant behind; the worker runs them
   tenants suspend <slug>
   tenants resume <slug>
+  tenants restore <slug>                       undo a soft delete (active again; billing is not restarted)
   tenants delete <slug> [--hard]               soft delete (catalog only), or drop the database too
   users grant-admin <email>                    make a user a platform administrator (/admin)
   users revoke-admin <email>                   take it back (effective on the next /admin request)
@@ -193,9 +194,11 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       return 0
     }
     case 'suspend':
-    case 'resume': {
+    case 'resume':
+    case 'restore': {
       const slug = one(args, 'slug')
-      const outcome = await provisioner.run(command === 'suspend' ? 'suspended' : 'resumed', slug)
+      const event = command === 'suspend' ? 'suspended' : command === 'resume' ? 'resumed' : 'restored'
+      const outcome = await provisioner.run(event, slug)
       io.out(`${slug}: ${outcome === 'already_done' ? 'already ' : ''}${command === 'suspend' ? 'suspended' : 'active'}`)
       return 0
     }
