@@ -7,15 +7,30 @@
  * effective role (403 INSUFFICIENT_ROLE); later demotions cap it again at use (src/core/plugins/tenancy.ts).
  * Creating a key needs a verified email address (403 EMAIL_NOT_VERIFIED): an account registered with
  * someone else's address must not mint credentials that outlive the owner reclaiming it.
+ * The tenant's plan must include `api_access` (403 FEATURE_NOT_IN_PLAN; requests made with a key are
+ * refused the same way once the plan loses it) and have room under its `apiKeys` limit (403 LIMIT_REACHED).
  * DELETE revokes (the row stays, listed with revokedAt, for the audit trail); revoking twice is a no-op.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { and, eq, gt, isNull, or, sql } from 'drizzle-orm'
+import { apiKeys as apiKeysTable } from '../../../drizzle/host/schema.js'
+import type { HostDb } from '../../core/db/host.js'
 import { Type } from 'typebox'
 import { emailNotVerified } from '../../core/identity/users.js'
 import { audit } from '../../core/lib/audit.js'
 import { forbidden, notFound } from '../../core/lib/errors.js'
 import { errorResponses, IdParams, Text, Uuid } from '../../core/lib/schemas.js'
 import { type AccessRule, ROLE_LEVEL } from '../../core/tenancy/rbac.js'
+import { requireApiAccess, requireBelowLimit } from '../billing/index.js'
+
+/** Keys that still work (not revoked, not expired): what the plan's `apiKeys` limit counts. */
+async function countLiveKeys(db: HostDb, tenantId: string): Promise<number> {
+  const [row] = await db
+    .select({ n: sql<number>`count(*)::int` })
+    .from(apiKeysTable)
+    .where(and(eq(apiKeysTable.tenantId, tenantId), isNull(apiKeysTable.revokedAt), or(isNull(apiKeysTable.expiresAt), gt(apiKeysTable.expiresAt, sql`now()`))))
+  return row!.n
+}
 
 const KeyRole = Type.Union([Type.Literal('admin'), Type.Literal('editor'), Type.Literal('viewer')])
 const DateOrNull = Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
@@ -62,6 +77,8 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         tags,
         summary: 'Create an API key (the secret is shown once)',
+        description:
+          'Needs api_access in the tenant’s plan (403 FEATURE_NOT_IN_PLAN); 403 LIMIT_REACHED (details.limit, details.resource) when the tenant has as many live keys as its plan allows.',
         body: CreateBody,
         response: { 201: CreatedKey, ...guarded },
       },
@@ -75,6 +92,9 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         throw forbidden('INSUFFICIENT_ROLE', `A key can't have a role above yours (${mine})`, { requiredRole: role, role: mine })
       }
       const tenantId = req.tenant!.id
+      const plan = await fastify.entitlements.get(tenantId)
+      requireApiAccess(plan)
+      await requireBelowLimit(plan, 'apiKeys', () => countLiveKeys(host.db, tenantId))
       const { key, secret } = await apiKeys.create({ tenantId, createdBy: req.user!.id, name, role, expiresInDays })
       await audit(
         host.db,

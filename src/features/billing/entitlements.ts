@@ -132,6 +132,14 @@ export function requireFeature(e: Entitlements, feature: string): void {
   }
 }
 
+/**
+ * API keys (creating one, and every request made with one) need `api_access`. A deployment with no plan
+ * at all (source 'none': config/plans.json never seeded) has no billing model to enforce: keys work.
+ */
+export function requireApiAccess(e: Entitlements): void {
+  if (e.source !== 'none') requireFeature(e, 'api_access')
+}
+
 /** 402 SUBSCRIPTION_REQUIRED unless the tenant pays (or was comped a plan, which counts the same). */
 export function requirePaidPlan(e: Entitlements): void {
   if (e.source !== 'subscription' && e.source !== 'comp') throw new AppError(402, 'SUBSCRIPTION_REQUIRED', 'An active subscription is required for this action')

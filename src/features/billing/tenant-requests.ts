@@ -14,7 +14,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../../core/lib/errors.js'
 import type { Entitlements } from './entitlements.js'
-import { requireFeature } from './entitlements.js'
+import { requireApiAccess } from './entitlements.js'
 
 const WINDOW_MS = 60_000
 const kRpm = Symbol('tenantRequestsPerMinute')
@@ -29,8 +29,7 @@ export function createTenantRequestHook(fastify: FastifyInstance, entitlements: 
     const tenant = req.tenant
     if (!tenant) return
     const e = await entitlements(tenant.id)
-    // No plan at all ('none': config/plans.json never seeded) leaves keys alone: there is no billing model to enforce.
-    if (req.apiKey && e.source !== 'none') requireFeature(e, 'api_access')
+    if (req.apiKey) requireApiAccess(e)
     const rpm = e.limits.requestsPerMinute
     if (!rpm) return
     ;(req as WithRpm)[kRpm] = rpm

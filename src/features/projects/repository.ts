@@ -37,6 +37,12 @@ export function createProjectsRepository(db: TenantDb) {
       return { items, nextCursor: rows.length > limit ? items.at(-1)!.id : null }
     },
 
+    /** How many projects the tenant has (its plan's `projects` limit counts these). */
+    async count() {
+      const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(projects)
+      return row!.n
+    },
+
     async create(values: { name: string; description?: string | null | undefined; createdBy: string }) {
       const [row] = await db.insert(projects).values(values).returning()
       return row!

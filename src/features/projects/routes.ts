@@ -8,6 +8,7 @@ import { Type } from 'typebox'
 import type { Project } from '../../../drizzle/tenant/schema.js'
 import { notFound } from '../../core/lib/errors.js'
 import { IdParams, errorResponses, Uuid } from '../../core/lib/schemas.js'
+import { requireBelowLimit } from '../billing/index.js'
 import { createProjectsRepository } from './repository.js'
 import { CreateProjectBody, ListProjectsQuery, ProjectPageSchema, ProjectSchema, UpdateProjectBody } from './schemas.js'
 import exportRoutes from './export.js'
@@ -54,10 +55,18 @@ const projectRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     '/',
     {
       config: { access: { minRole: 'editor', resource: 'projects', action: 'edit' } },
-      schema: { tags, summary: 'Create a project', body: CreateProjectBody, response: { 201: ProjectSchema, ...guarded } },
+      schema: {
+        tags,
+        summary: 'Create a project',
+        description: '403 LIMIT_REACHED (details.limit, details.resource) when the tenant has as many projects as its plan allows.',
+        body: CreateProjectBody,
+        response: { 201: ProjectSchema, ...guarded },
+      },
     },
     async (req, reply) => {
-      const project = await createProjectsRepository(req.tenantDb).create({ ...req.body, createdBy: req.user!.id })
+      const projects = createProjectsRepository(req.tenantDb)
+      await requireBelowLimit(await fastify.entitlements.get(req.tenant!.id), 'projects', () => projects.count())
+      const project = await projects.create({ ...req.body, createdBy: req.user!.id })
       return reply.code(201).send(toJson(project))
     },
   )

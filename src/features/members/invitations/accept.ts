@@ -15,7 +15,10 @@ import { emailNotVerified } from '../../../core/identity/users.js'
 import type { HostDb } from '../../../core/db/host.js'
 import { audit } from '../../../core/lib/audit.js'
 import { AppError, conflict, forbidden, notFound, PG, pgCode } from '../../../core/lib/errors.js'
+import type { Entitlements } from '../../billing/index.js'
+import { requireBelowLimit } from '../../billing/index.js'
 import { createMembersRepository } from '../repository.js'
+import { countActiveMembersLocked } from '../seats.js'
 import type { Tenancy } from '../../../core/plugins/tenancy.js'
 import { type InvitationByToken, invitationState } from './repository.js'
 
@@ -55,13 +58,16 @@ export const invitedAddress = (inv: Invitation, email: string) => sameEmail(inv.
 export interface AcceptDeps {
   host: HostDb
   tenancy: Pick<Tenancy, 'catalog' | 'pools' | 'memberships'>
+  /** The tenant's plan (fastify.entitlements.get): its `members` limit is checked as the membership is added. */
+  entitlements?: (tenantId: string) => Promise<Entitlements>
 }
 
 /**
  * Create the membership and tenant user for `user`, mark the invitation used and audit
  * `invitation.accepted`, all in one host transaction. The caller has run assertUsable and
  * assertInvitee. 409 ALREADY_MEMBER when the user is already in the tenant (the invitation stays
- * open); 409 TENANT_NOT_READY while the tenant is not set up. `how.atSignup` marks an acceptance made
+ * open); 409 TENANT_NOT_READY while the tenant is not set up; 403 LIMIT_REACHED when the tenant has as
+ * many members as its plan allows (the invitation stays open). `how.atSignup` marks an acceptance made
  * by signing up through the invitation.
  */
 export async function acceptInvitation(
@@ -77,6 +83,7 @@ export async function acceptInvitation(
   if (record.status !== 'active' && record.status !== 'suspended') {
     throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${record.status})`)
   }
+  const plan = await deps.entitlements?.(record.id)
   await tenancy.pools.withTenant(record, (tenantDb) =>
     tenantDb.transaction(async (tx) => {
       const members = createMembersRepository({ host, tenantDb, tenantId: record.id })
@@ -102,6 +109,7 @@ export async function acceptInvitation(
           throwForState(now)
           throw INVITATION_ERRORS.notFound() // renewed: this token is no longer the invitation's
         }
+        if (plan) await requireBelowLimit(plan, 'members', () => countActiveMembersLocked(htx, record.id))
         try {
           await htx.insert(memberships).values({ userId: user.id, tenantId: record.id, role: inv.role })
         } catch (err) {

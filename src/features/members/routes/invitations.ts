@@ -20,6 +20,8 @@ import { audit } from '../../../core/lib/audit.js'
 import { conflict, notFound } from '../../../core/lib/errors.js'
 import { errorResponses, IdParams } from '../../../core/lib/schemas.js'
 import type { AccessRule } from '../../../core/tenancy/rbac.js'
+import { requireBelowLimit } from '../../billing/index.js'
+import { countSeatsTaken } from '../seats.js'
 
 const tags = ['invitations']
 const guarded = errorResponses(400, 401, 403, 404, 409, 503)
@@ -54,6 +56,7 @@ export function inviter(fastify: Parameters<FastifyPluginAsyncTypebox<AppOptions
       const me = await requireVerifiedUser(users, req.user!.id)
       const tenantId = req.tenant!.id
       const localRole = body.localRole ?? (body.role === 'admin' ? 'admin' : 'viewer')
+      await requireBelowLimit(await fastify.entitlements.get(tenantId), 'members', () => countSeatsTaken(host.db, tenantId))
       const { invitation, token } = await repo.create({ tenantId, email: body.email, role: body.role, localRole, invitedBy: me.id })
       try {
         await send(req, invitation, token, me.name ?? me.email)
@@ -95,7 +98,8 @@ const invitationRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
         summary: 'Invite an email address to the tenant (the token is emailed, never returned)',
         description:
           'The same answer whether or not the address has an account. 409 ALREADY_MEMBER when a member has this address; ' +
-          '409 INVITATION_PENDING when an invitation to it is open (resend or revoke it); 403 EMAIL_NOT_VERIFIED until your ' +
+          '409 INVITATION_PENDING when an invitation to it is open (resend or revoke it); 403 LIMIT_REACHED when members and open ' +
+          'invitations fill the plan’s members limit; 403 EMAIL_NOT_VERIFIED until your ' +
           'email is verified; 403 API_KEY_NOT_ALLOWED with an API key.',
         body: InviteBody,
         response: { 201: InvitationSchema, ...guarded, ...errorResponses(429) },
