@@ -14,6 +14,7 @@
 import type { RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AppOptions } from '../../core/config.js'
+import { seedPlansAtBoot } from './dev-seed.js'
 import { createEntitlementsCache, type EntitlementsCache } from './entitlements.js'
 import billingGuard from './guard.js'
 import { documentTenantRateLimit, isTenantRoute } from './rate-limit-docs.js'
@@ -35,6 +36,8 @@ declare module 'fastify' {
 
 export default fp<AppOptions>(
   async (fastify, { config }) => {
+    // The host database was just migrated (host-db): in development, the plans follow config/plans.json.
+    await seedPlansAtBoot(config, fastify.host.db, fastify.log)
     const entitlements = createEntitlementsCache({
       host: fastify.host,
       bus: fastify.services.invalidations,
