@@ -64,6 +64,7 @@ describe('entitlements', () => {
           tierLevel: 2,
           features: ['projects', 'members', 'api_access', 'exports'],
           limits: { members: null, projects: null, apiKeys: null, requestsPerMinute: 12000 },
+          compExpiresAt: null,
         },
       })
       await waitFor(async () => (await elsewhere.get(other.id)).source === 'comp', { message: 'the other process drops its copy' })
@@ -91,8 +92,18 @@ describe('entitlements', () => {
     const other = await tenantWith(ctx.app)
     const expiresAt = new Date(Date.now() + 1500).toISOString()
     const res = await comp(ops, other.id, { planKey: 'pro', expiresAt })
-    expect(res.json()).toMatchObject({ compPlanKey: 'pro', compExpiresAt: expiresAt, entitlements: { source: 'comp', planKey: 'pro' } })
+    expect(res.json()).toMatchObject({ compPlanKey: 'pro', compExpiresAt: expiresAt, entitlements: { source: 'comp', planKey: 'pro', compExpiresAt: expiresAt } })
+    // What the tenant's members see.
+    expect((await other.as(other.viewer).get('/billing/entitlements')).json()).toMatchObject({ source: 'comp', planKey: 'pro', tierLevel: 1, compExpiresAt: expiresAt })
     await waitFor(async () => (await ctx.app.entitlements.get(other.id)).source === 'free', { message: 'the comp expires' })
+    expect((await other.as(other.viewer).get('/billing/entitlements')).json()).toEqual({
+      source: 'free',
+      planKey: 'free',
+      tierLevel: 0,
+      features: ['projects', 'members', 'api_access'],
+      limits: { members: 3, projects: 10, apiKeys: 2, requestsPerMinute: 600 },
+      compExpiresAt: null,
+    })
     const [row] = await ctx.app.host.db.select({ key: tenants.compPlanKey }).from(tenants).where(eq(tenants.id, other.id))
     expect(row!.key).toBe('pro') // kept for the record; it simply no longer applies
   })

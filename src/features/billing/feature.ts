@@ -6,6 +6,7 @@ import { BILLING_JOBS } from './jobs.js'
 import billingPlugin from './plugin.js'
 import { BILLING_SCHEDULED_JOBS } from './reconcile-job.js'
 import publicBillingRoutes from './routes/billing.js'
+import entitlementsRoutes from './routes/entitlements.js'
 import stripeWebhookRoutes from './routes/stripe-webhook.js'
 import tenantBillingRoutes from './routes/tenant-billing.js'
 import { cancelBillingSteps } from './tenant-deletion.js'
@@ -16,6 +17,7 @@ export default defineFeature({
   plugins: [billingPlugin],
   routes: [
     { scope: 'tenant', prefix: '/billing', plugin: tenantBillingRoutes },
+    { scope: 'tenant', prefix: '/billing', plugin: entitlementsRoutes },
     { scope: 'root', prefix: '/billing', plugin: publicBillingRoutes, options: (fastify) => ({ host: fastify.host }) },
     {
       scope: 'root',

@@ -10,7 +10,7 @@ import type { AppOptions } from '../../../core/config.js'
 import { auditSource } from '../../../core/lib/audit.js'
 import { iso } from '../../../core/lib/dates.js'
 import { errorResponses, IdParams, Uuid } from '../../../core/lib/schemas.js'
-import { compPlan } from '../../billing/index.js'
+import { compPlan, EntitlementsSchema, entitlementsJson } from '../../billing/index.js'
 import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { DateTime, DateTimeOrNull, StringOrNull, tags } from './schemas.js'
 
@@ -22,20 +22,11 @@ const CompBody = Type.Object(
   { additionalProperties: false },
 )
 
-const Cap = Type.Union([Type.Integer(), Type.Null()], { description: 'null: unlimited' })
 const CompResult = Type.Object({
   tenantId: Uuid,
   compPlanKey: StringOrNull,
   compExpiresAt: DateTimeOrNull,
-  entitlements: Type.Object({
-    source: Type.Union([Type.Literal('subscription'), Type.Literal('comp'), Type.Literal('free'), Type.Literal('none')], {
-      description: 'Where the plan in force comes from: a subscription outranks a comp',
-    }),
-    planKey: StringOrNull,
-    tierLevel: Type.Integer(),
-    features: Type.Array(Type.String()),
-    limits: Type.Object({ members: Cap, projects: Cap, apiKeys: Cap, requestsPerMinute: Cap }),
-  }),
+  entitlements: EntitlementsSchema,
 })
 
 const tenantPlanRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
@@ -62,13 +53,11 @@ const tenantPlanRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
         auditSource(req),
       )
       await fastify.entitlements.invalidate(id)
-      const e = await fastify.entitlements.get(id)
-      const { members = null, projects = null, apiKeys = null, requestsPerMinute = null } = e.limits
       return {
         tenantId: id,
         compPlanKey: result.planKey,
         compExpiresAt: iso(result.expiresAt),
-        entitlements: { source: e.source, planKey: e.planKey, tierLevel: e.tierLevel, features: [...e.features], limits: { members, projects, apiKeys, requestsPerMinute } },
+        entitlements: entitlementsJson(await fastify.entitlements.get(id)),
       }
     },
   )
