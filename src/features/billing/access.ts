@@ -1,8 +1,8 @@
 /**
  * Gating by billing state (hasActiveSubscription / requireActiveSubscription / checkFeatureAccess).
  * A subscription counts when it is active or trialing, or past_due for at most
- * `graceDays` since the payment failed. Features come from the best counting subscription's plan; a
- * tenant without one gets the free plan's features.
+ * `graceDays` since the payment failed. Which features a tenant has is entitlements.ts's answer
+ * (checkFeatureAccess asks it): the best counting subscription's plan, else a comp, else the free plan.
  */
 import { and, desc, eq, gt, inArray, or, sql } from 'drizzle-orm'
 import { pricingPlans, subscriptions } from '../../../drizzle/host/schema.js'
@@ -10,7 +10,7 @@ import type { HostDatabase, HostDb } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
 import { preparedFor } from '../../core/tenancy/prepared.js'
 import { isUuid } from '../../core/lib/uuid.js'
-import { FREE_PLAN_KEY } from './subscriptions.js'
+import { requireFeature, resolveEntitlements } from './entitlements.js'
 
 export interface AccessOptions {
   /** Days a past_due subscription still counts (config.billingGraceDays). */
@@ -64,11 +64,6 @@ const statements = preparedFor((db: HostDb) => ({
     .orderBy(sql`coalesce(${pricingPlans.tierLevel}, -1) desc`, desc(s.stripeUpdatedAt))
     .limit(1)
     .prepare('billing_active_subscription'),
-  activePlanFeatures: db
-    .select({ features: pricingPlans.features })
-    .from(pricingPlans)
-    .where(and(eq(pricingPlans.key, sql.placeholder('key')), eq(pricingPlans.isActive, true)))
-    .prepare('billing_active_plan_features'),
 }))
 
 /** The tenant's best subscription that currently grants access, or null. */
@@ -89,20 +84,10 @@ export async function requireActiveSubscription(host: HostDatabase, tenantId: st
   return sub
 }
 
-/** 403 FEATURE_NOT_IN_PLAN (with `feature` and `plan` in the body) unless the tenant's plan includes the feature. */
+/**
+ * 403 FEATURE_NOT_IN_PLAN (with `feature` and `plan` in the body) unless the tenant's plan includes the
+ * feature: the plan entitlements.ts decides (subscription, else comp, else free), read uncached.
+ */
 export async function checkFeatureAccess(host: HostDatabase, tenantId: string, feature: string, opts: AccessOptions): Promise<void> {
-  const sub = await getActiveSubscription(host, tenantId, opts)
-  let planKey = sub?.planKey ?? null
-  let features = sub?.features ?? []
-  const freeKey = opts.freePlanKey === undefined ? FREE_PLAN_KEY : opts.freePlanKey
-  if (!sub && freeKey) {
-    const [free] = await statements(host.db).activePlanFeatures.execute({ key: freeKey })
-    if (free) {
-      planKey = freeKey
-      features = free.features
-    }
-  }
-  if (!features.includes(feature)) {
-    throw new AppError(403, 'FEATURE_NOT_IN_PLAN', `Your plan does not include "${feature}"`, { feature, plan: planKey })
-  }
+  requireFeature(await resolveEntitlements(host, tenantId, opts), feature)
 }
