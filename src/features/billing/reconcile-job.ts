@@ -11,13 +11,14 @@
  * failures then fail the job, which retries later and re-checks everything (idempotent). Skipped
  * without STRIPE_SECRET_KEY.
  */
+import { and, asc, gt, notInArray } from 'drizzle-orm'
 import type Stripe from 'stripe'
 import { Type } from 'typebox'
+import { subscriptions } from '../../../drizzle/host/schema.js'
 import type { Config } from '../../core/config.js'
 import type { HostDatabase } from '../../core/db/host.js'
 import { type JobContext, type Jobs, systemJob } from '../../core/jobs/registry.js'
 import type { Catalog } from '../../core/tenancy/types.js'
-import { asDate } from './audit.js'
 import { createStripe, isTransientStripeError, Stripe as StripeSdk } from './stripe.js'
 import { applySubscription, createPlanLookup, snapshotOf } from './subscriptions.js'
 import { billingTrimWebhookLedger } from './webhook-ledger-job.js'
@@ -61,26 +62,28 @@ export const billingReconcileSubscriptions = systemJob({
     const counts: ReconcileCounts = { checked: 0, updated: 0, unchanged: 0, movedMeanwhile: 0, unknownToStripe: 0, failed: 0 }
     let after = NO_ID
     for (;;) {
-      const rows = await host.sql<{ id: string; stripe_subscription_id: string; stripe_updated_at: Date | string }[]>`
-        select id, stripe_subscription_id, stripe_updated_at from core_subscriptions
-        where status not in ${host.sql(FINAL_STATUSES)} and id > ${after}::uuid
-        order by id limit ${PAGE}`
+      const rows = await host.db
+        .select({ id: subscriptions.id, stripeSubscriptionId: subscriptions.stripeSubscriptionId, stripeUpdatedAt: subscriptions.stripeUpdatedAt })
+        .from(subscriptions)
+        .where(and(notInArray(subscriptions.status, [...FINAL_STATUSES]), gt(subscriptions.id, after)))
+        .orderBy(asc(subscriptions.id))
+        .limit(PAGE)
       for (const row of rows) {
         counts.checked++
         let sub: Stripe.Subscription
         try {
-          sub = await stripe.subscriptions.retrieve(row.stripe_subscription_id)
+          sub = await stripe.subscriptions.retrieve(row.stripeSubscriptionId)
         } catch (err) {
           if (err instanceof StripeSdk.errors.StripeError && !isTransientStripeError(err)) {
             counts.unknownToStripe++
-            ctx.logger.warn({ err, subscription: row.stripe_subscription_id }, 'reconcile: Stripe could not return the subscription')
+            ctx.logger.warn({ err, subscription: row.stripeSubscriptionId }, 'reconcile: Stripe could not return the subscription')
           } else {
             counts.failed++
-            ctx.logger.warn({ err, subscription: row.stripe_subscription_id }, 'reconcile: retrieving the subscription failed')
+            ctx.logger.warn({ err, subscription: row.stripeSubscriptionId }, 'reconcile: retrieving the subscription failed')
           }
           continue
         }
-        const at = Math.floor(asDate(row.stripe_updated_at)!.getTime() / 1000)
+        const at = Math.floor(row.stripeUpdatedAt.getTime() / 1000)
         const outcome = await host.sql.begin((tx) =>
           applySubscription(tx, {
             snapshot: snapshotOf(sub),
@@ -94,7 +97,7 @@ export const billingReconcileSubscriptions = systemJob({
           counts.updated++
           ctx.logger.info(
             {
-              subscription: row.stripe_subscription_id,
+              subscription: row.stripeSubscriptionId,
               status: outcome.subscription.status,
               previous: outcome.subscription.previousStatus,
             },
