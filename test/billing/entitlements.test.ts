@@ -88,6 +88,15 @@ describe('entitlements', () => {
     }
   })
 
+  it('a catalog invalidation (what the worker’s reconcile sends after applying a subscription) drops them too', async () => {
+    const other = await tenantWith(ctx.app)
+    expect((await ctx.app.entitlements.get(other.id)).source).toBe('free')
+    await subscribe(other.id, 'pro')
+    expect((await ctx.app.entitlements.get(other.id)).source).toBe('free') // cached
+    await ctx.app.services.catalog.invalidate(other.id)
+    await waitFor(async () => (await ctx.app.entitlements.get(other.id)).planKey === 'pro', { message: 'entitlements follow the catalog' })
+  })
+
   it('a comp with an expiry stops applying when it runs out, without any write', async () => {
     const other = await tenantWith(ctx.app)
     const expiresAt = new Date(Date.now() + 1500).toISOString()

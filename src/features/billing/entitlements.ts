@@ -8,7 +8,7 @@
  *
  * Cached per process (every tenant request reads it) and dropped in every process through the
  * invalidation bus: by the Stripe webhook and the billing service after a subscription change, by the
- * admin comp route, by seeding plans ('*'). Time-bound answers (a grace period or a comp running out)
+ * admin comp route, and whenever the tenant's catalog entry is invalidated (the worker's reconcile). Time-bound answers (a grace period or a comp running out)
  * also carry `validUntil`, past which the cached copy is not used.
  */
 import { and, desc, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm'
@@ -186,6 +186,12 @@ export interface EntitlementsCacheDeps extends EntitlementsOptions {
   ttlS: number
   maxEntries?: number
   logger?: { error(obj: object, msg: string): void }
+  /**
+   * The tenant catalog's channel: a tenant invalidated there is dropped here too. Whatever changes a
+   * plan invalidates the catalog (plan_tier lives there), the worker's nightly reconcile included, so
+   * no writer is missed; other catalog changes only cost a re-read.
+   */
+  catalogChannel?: string
 }
 
 const ALL = '*'
@@ -202,6 +208,21 @@ export function createEntitlementsCache(deps: EntitlementsCacheDeps): Entitlemen
       else c.drop(message)
     },
   })
+  const catalog = deps.catalogChannel
+    ? deps.bus.listen(deps.catalogChannel, {
+        message(message) {
+          // The catalog's format: {"id": ..., "from": ...}, or a bare id.
+          let id: unknown = message
+          try {
+            if (message.startsWith('{')) id = (JSON.parse(message) as { id?: unknown }).id
+          } catch {
+            return
+          }
+          if (typeof id === 'string') cache.drop(id.toLowerCase())
+        },
+        reconnected: () => cache.clear(),
+      })
+    : undefined
   const publish = async (message: string) => {
     try {
       await cache.publish(message)
@@ -211,7 +232,7 @@ export function createEntitlementsCache(deps: EntitlementsCacheDeps): Entitlemen
     }
   }
   return {
-    ready: cache.ready,
+    ready: catalog ? Promise.all([cache.ready, catalog.ready]).then(() => undefined) : cache.ready,
     async get(tenantId) {
       const id = tenantId.toLowerCase()
       const cached = cache.get(id)
@@ -228,6 +249,9 @@ export function createEntitlementsCache(deps: EntitlementsCacheDeps): Entitlemen
       cache.clear()
       await publish(ALL)
     },
-    close: () => cache.close(),
+    async close() {
+      await catalog?.stop()
+      await cache.close()
+    },
   }
 }

@@ -14,6 +14,7 @@
 import type { RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AppOptions } from '../../core/config.js'
+import { catalogChannel } from '../../core/tenancy/catalog.js'
 import { seedPlansAtBoot } from './dev-seed.js'
 import { createEntitlementsCache, type EntitlementsCache } from './entitlements.js'
 import billingGuard from './guard.js'
@@ -42,6 +43,7 @@ export default fp<AppOptions>(
       host: fastify.host,
       bus: fastify.services.invalidations,
       channel: `${config.redisPrefix}:entitlements`,
+      catalogChannel: catalogChannel(config.redisPrefix),
       ttlS: config.pool.catalogTtlS,
       graceDays: config.billingGraceDays,
       logger: fastify.log,
