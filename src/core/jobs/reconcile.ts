@@ -119,7 +119,7 @@ export async function reconcileJobRecords(d: ReconcileDeps, o: ReconcileOptions)
 export const TENANT_SWEEP_EVERY = 10
 
 export interface ReconcileLoop {
-  /** Runs one sweep now (if no other worker holds the lock); resolves with its counts, or undefined if skipped. */
+  /** Runs one sweep now (if no other worker holds the lock; tenant databases too when `tenants`, else every TENANT_SWEEP_EVERY-th sweep); resolves with its counts, or undefined if skipped. */
   runOnce(tenants?: boolean): Promise<ReconcileCounts | undefined>
   stop(): Promise<void>
 }
@@ -129,16 +129,20 @@ export function startReconcileLoop(
   d: ReconcileDeps & { redis: Redis; lockKey: string },
   o: { intervalMs: number; olderThanMs: number },
 ): ReconcileLoop {
-  let runs = 0
+  // Sweeps this process ran (held the lock), not timer ticks: the lock outlives short intervals (1 s at
+  // least), and counting ticks would let the lock's period phase-lock with TENANT_SWEEP_EVERY so that
+  // the sweeps that run are never the tenant ones.
+  let sweeps = 0
   let current: Promise<unknown> | undefined
   let stopped = false
 
-  async function runOnce(tenants = false): Promise<ReconcileCounts | undefined> {
+  async function runOnce(tenantsNow?: boolean): Promise<ReconcileCounts | undefined> {
     const token = `${process.pid}:${Math.random().toString(36).slice(2)}`
     // Held for most of an interval: other workers skip this round; released early by nobody (a sweep
     // is cheap when nothing is stale, and the next round is the next interval anyway).
     const got = await d.redis.set(d.lockKey, token, 'PX', Math.max(1000, Math.floor(o.intervalMs * 0.9)), 'NX')
     if (got !== 'OK') return undefined
+    const tenants = tenantsNow ?? ++sweeps % TENANT_SWEEP_EVERY === 0
     const started = Date.now()
     const counts = await reconcileJobRecords(d, { olderThanMs: o.olderThanMs, tenants })
     if (counts.requeued + counts.completed + counts.failed > 0)
@@ -148,8 +152,7 @@ export function startReconcileLoop(
 
   const timer = setInterval(() => {
     if (stopped || current) return // a sweep longer than the interval: skip a round rather than overlap
-    const tenants = ++runs % TENANT_SWEEP_EVERY === 0
-    current = runOnce(tenants)
+    current = runOnce()
       .catch((err) => d.logger.warn({ err }, 'job record reconcile sweep failed; next interval retries'))
       .finally(() => {
         current = undefined
