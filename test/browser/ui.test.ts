@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApp } from '../helpers/build-app.js'
 import { createClient, PASSWORD } from '../helpers/client.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 const CHROMIUM_CANDIDATES = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].filter(Boolean) as string[]
 
@@ -83,18 +84,25 @@ describe('Bull Board in Chromium', () => {
 
     await page.goto(`${base}/admin/queues/queue/${queue.name}`)
     // Bull Board's queue actions menu (Radix dropdown): Pause, then its confirmation if asked for.
+    // Whether the board asks for a confirmation is its own setting, and on a busy machine the dialog can
+    // take seconds to appear: click the item, then until the queue is in the state asked for, confirm
+    // whenever a confirmation is showing (never a fixed wait that a slow render outlasts).
     const act = async (label: 'Pause' | 'Resume') => {
+      const want = label === 'Pause'
       await page.locator('button[aria-haspopup="menu"]').click()
       await page.locator(`[role="menuitem"]::-p-text(${label})`).click()
-      const confirm = await page
-        .waitForSelector('[role="alertdialog"] button::-p-text(Confirm), [role="dialog"] button::-p-text(Confirm)', { timeout: 5_000 })
-        .catch(() => null)
-      await confirm?.click()
+      await waitFor(
+        async () => {
+          if ((await queue.isPaused()) === want) return true
+          const confirm = await page.$('[role="alertdialog"] button::-p-text(Confirm), [role="dialog"] button::-p-text(Confirm)')
+          await confirm?.click().catch(() => undefined) // (it may close between finding and clicking)
+          return false
+        },
+        { timeout: STEP_MS, interval: 100, message: `queue ${label.toLowerCase()}d from the board` },
+      )
     }
     await act('Pause')
-    await expect.poll(() => queue.isPaused(), { timeout: STEP_MS, interval: 100 }).toBe(true)
     await act('Resume')
-    await expect.poll(() => queue.isPaused(), { timeout: STEP_MS, interval: 100 }).toBe(false)
 
     expect(problems).toEqual([])
     await page.close()
