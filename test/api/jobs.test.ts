@@ -105,7 +105,7 @@ describe('/admin/queues (Bull Board)', () => {
         .json()
         .queues.map((q: { name: string }) => q.name)
         .sort(),
-    ).toEqual(['system', 'tenant'])
+    ).toEqual(['schedules', 'system', 'tenant'])
 
     // A revocation applies on the very next request, whatever the session's user snapshot says.
     expect((await users('revoke-admin', 'granted-ops@example.com')).code).toBe(0)

@@ -1,6 +1,7 @@
 /**
  * /admin — platform administration, for platform administrators only (401 without a session, 403
- * PLATFORM_ADMIN_REQUIRED otherwise, guard.ts): Bull Board at /admin/queues (the JSON admin API is in api/). Who is one is read from the host DB
+ * PLATFORM_ADMIN_REQUIRED otherwise, guard.ts): Bull Board at /admin/queues (the system, tenant and schedules
+ * queues; the JSON admin API is in api/). Who is one is read from the host DB
  * on every request (src/core/identity/platform-admins.ts): core_users.is_platform_admin, granted with
  * `npm run users -- grant-admin <email>`, or a VERIFIED email listed in PLATFORM_ADMIN_EMAILS.
  *
@@ -12,8 +13,11 @@
 import { createBullBoard } from '@bull-board/api'
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter'
 import { FastifyAdapter } from '@bull-board/fastify'
+import { Queue } from 'bullmq'
 import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import type { AppOptions } from '../../core/config.js'
+import { SCHEDULES_QUEUE } from '../../core/jobs/schedules.js'
+import { logRedisErrors } from '../../core/lib/redis.js'
 import { errorBody, forbidden } from '../../core/lib/errors.js'
 import { toErrorBody } from '../../core/plugins/errors.js'
 import { platformAdminGuard } from './guard.js'
@@ -69,7 +73,15 @@ const adminRoutes: FastifyPluginAsync<AppOptions> = async (fastify, { config }) 
 
   const board = new FastifyAdapter()
   const { queues } = fastify.services.tasks
-  createBullBoard({ queues: [new BullMQAdapter(queues.system), new BullMQAdapter(queues.tenant)], serverAdapter: board })
+  // The schedulers' ticks (src/core/jobs/schedules.ts): only the worker process makes that queue, so the
+  // board gets its own handle on it, over the shared producer connection (not closed by BullMQ).
+  const schedules = new Queue(SCHEDULES_QUEUE, { connection: fastify.services.redis, prefix: config.redisPrefix })
+  logRedisErrors(schedules, fastify.log, `queue ${SCHEDULES_QUEUE}`)
+  fastify.addHook('onClose', () => schedules.close())
+  createBullBoard({
+    queues: [new BullMQAdapter(queues.system), new BullMQAdapter(queues.tenant), new BullMQAdapter(schedules)],
+    serverAdapter: board,
+  })
   // The kit's error shape, not Bull Board's (which carries the stack trace): its plugin installs this handler for its routes.
   board.setErrorHandler((err: Error) => {
     const body = toErrorBody(err)
