@@ -1,5 +1,6 @@
 /** /admin/api/users: platform admins search people, read one, disable (sessions and API keys stop at once) and enable. */
 import { beforeAll, describe, expect, it } from 'vitest'
+import { createClient } from '../helpers/client.js'
 import { type Member, newMember } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
 import { auditRows, platformAdmin, UA, ua } from './helpers.js'
@@ -33,13 +34,16 @@ describe('who may call /admin/api/users', () => {
       ['GET', `/admin/api/users/${some}`],
       ['POST', `/admin/api/users/${target.id}/disable`],
       ['POST', `/admin/api/users/${target.id}/enable`],
+      ['POST', `/admin/api/users/${target.id}/revoke-sessions`],
     ] as const) {
       expect((await ctx.app.inject({ method, url })).statusCode, `${method} ${url}`).toBe(401)
       const denied = await plain.c.request({ method, url })
       expect(denied.statusCode, `${method} ${url}`).toBe(403)
       expect(denied.json()).toMatchObject({ statusCode: 403, code: 'PLATFORM_ADMIN_REQUIRED' })
     }
-    expect((await ctx.app.users.findById(target.id))?.disabledAt).toBeNull()
+    const untouched = await ctx.app.users.findById(target.id)
+    expect(untouched?.disabledAt).toBeNull()
+    expect(untouched?.sessionsRevokedAt).toBeNull()
   })
 })
 
@@ -74,6 +78,7 @@ describe('GET /admin/api/users/:id', () => {
       emailVerified: false,
       platformAdmin: false,
       platformAdminSources: [],
+      sessionsRevokedAt: null,
       memberships: [{ tenantId: tenant.id, slug: 'target-co', role: 'owner', status: 'active', tenantStatus: 'active' }],
     })
     expect((await get(ops, `/admin/api/users/${ops.id}`)).json()).toMatchObject({ platformAdmin: true, platformAdminSources: ['granted'] })
@@ -129,5 +134,46 @@ describe('disable and enable', () => {
     expect(missing.json()).toMatchObject({ code: 'USER_NOT_FOUND' })
     expect((await post(ops, '/admin/api/users/00000000-0000-4000-8000-000000000000/enable')).statusCode).toBe(404)
     expect((await post(ops, '/admin/api/users/nope/disable')).statusCode).toBe(400)
+  })
+})
+
+describe('POST /admin/api/users/:id/revoke-sessions', () => {
+  it('ends every session of the user now, without disabling them: API keys keep working, login works', async () => {
+    const key = (await ctx.app.apiKeys.create({ tenantId: tenant.id, createdBy: target.id, name: 'after-enable', role: 'viewer' })).secret
+    // Two browsers of the same person: both end.
+    const second = createClient(ctx.app)
+    expect((await second.login(target.email)).statusCode).toBe(200)
+    expect((await target.c.get('/me')).statusCode).toBe(200)
+    expect((await second.get('/me')).statusCode).toBe(200)
+
+    const res = await post(ops, `/admin/api/users/${target.id}/revoke-sessions`)
+    expect(res.statusCode).toBe(200)
+    expect(res.json()).toEqual({ id: target.id, sessionsRevokedAt: expect.any(String) })
+    const [entry] = await auditRows(ctx.app, 'admin.user_sessions_revoked', target.id)
+    expect(entry).toMatchObject({ actorUserId: ops.id, targetType: 'user', userAgent: UA, ip: expect.stringMatching(/^10\./), metadata: { email: target.email } })
+
+    for (const c of [target.c, second]) {
+      const me = await c.get('/me')
+      expect(me.statusCode).toBe(401)
+      expect(me.json()).toMatchObject({ code: 'SESSION_REVOKED' })
+    }
+    expect((await withKey(key)).statusCode).toBe(200)
+    const detail = (await get(ops, `/admin/api/users/${target.id}`)).json()
+    expect(detail).toMatchObject({ disabledAt: null, sessionsRevokedAt: res.json().sessionsRevokedAt })
+    expect((await target.c.login(target.email)).statusCode).toBe(200)
+    expect((await target.c.get('/me')).statusCode).toBe(200)
+    // The admin's own session is untouched.
+    expect((await get(ops, '/admin/api/users?limit=1')).statusCode).toBe(200)
+  })
+
+  it('404 USER_NOT_FOUND for an unknown user (no audit entry), 400 for a malformed id', async () => {
+    const unknown = '00000000-0000-4000-8000-000000000000'
+    const missing = await post(ops, `/admin/api/users/${unknown}/revoke-sessions`)
+    expect(missing.statusCode).toBe(404)
+    expect(missing.json()).toMatchObject({ statusCode: 404, code: 'USER_NOT_FOUND' })
+    expect(await auditRows(ctx.app, 'admin.user_sessions_revoked', unknown)).toHaveLength(0)
+    const bad = await post(ops, '/admin/api/users/nope/revoke-sessions')
+    expect(bad.statusCode).toBe(400)
+    expect(bad.json()).toMatchObject({ statusCode: 400, code: expect.any(String) })
   })
 })

@@ -1,6 +1,6 @@
 /**
  * /admin/api/users — every person on the platform, for platform admins (guard.ts): search by email or
- * name, one user with their memberships, and disable / enable.
+ * name, one user with their memberships, disable / enable, and ending every session of a user.
  *
  * Disable sets disabled_at and, in the same UPDATE, sessions_valid_after: every session of the user
  * and every API key they created stop at once in every process (fastify.revokeUserCredentials), and
@@ -8,6 +8,10 @@
  * `account_disabled`). Enable clears disabled_at only: the user logs in again, and the API keys made
  * before the disable stay void (new ones must be created). An admin cannot disable themselves (409),
  * so the last admin can't lock everyone out by mistake. Both are audited with actor, ip and user agent.
+ *
+ * Revoke sessions (a stolen laptop, a shared browser) ends every session the user has now, without
+ * disabling them: sessions_revoked_at, as the user's own "log out everywhere" (POST /me/sessions/revoke-all)
+ * writes it, published to every process at once. Their API keys keep working; they may log in again.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { and, desc, eq, isNotNull, isNull, lt, type SQL, sql } from 'drizzle-orm'
@@ -39,6 +43,9 @@ const UserSummary = Type.Object({
 const UserDetail = Type.Intersect([
   UserSummary,
   Type.Object({
+    sessionsRevokedAt: Type.Union([DateTime, Type.Null()], {
+      description: 'Sessions started before this were ended (disable, password change, revoke-sessions); null if never',
+    }),
     platformAdminSources: Type.Array(Type.Union([Type.Literal('granted'), Type.Literal('PLATFORM_ADMIN_EMAILS')])),
     memberships: Type.Array(
       Type.Object({
@@ -59,6 +66,8 @@ const UserActionResult = Type.Object({
   disabledAt: DateTimeOrNull,
   outcome: Type.Union([Type.Literal('done'), Type.Literal('already_done')], { description: 'already_done: nothing changed (no audit entry)' }),
 })
+
+const RevokeSessionsResult = Type.Object({ id: Uuid, sessionsRevokedAt: DateTime })
 
 const ListQuery = Type.Object(
   {
@@ -139,8 +148,10 @@ const userAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, {
         .innerJoin(tenants, eq(tenants.id, memberships.tenantId))
         .where(eq(memberships.userId, user.id))
         .orderBy(memberships.createdAt)
+      const cutoff = Math.max(user.sessionsValidAfter?.getTime() ?? 0, user.sessionsRevokedAt?.getTime() ?? 0)
       return {
         ...summaryJson(user, rows.length),
+        sessionsRevokedAt: cutoff === 0 ? null : new Date(cutoff).toISOString(),
         platformAdminSources: [
           ...(user.isPlatformAdmin ? (['granted'] as const) : []),
           ...(isBootstrapAdmin(user, config.platformAdminEmails) ? (['PLATFORM_ADMIN_EMAILS'] as const) : []),
@@ -203,6 +214,32 @@ const userAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, {
       })
       if (!changed) await getUser(id)
       return { id, disabledAt: null, outcome: changed ? ('done' as const) : ('already_done' as const) }
+    },
+  )
+
+  fastify.post(
+    '/:id/revoke-sessions',
+    {
+      schema: {
+        tags,
+        summary: 'End every session of a user now, without disabling them (API keys keep working; they may log in again)',
+        params: IdParams,
+        response: { 200: RevokeSessionsResult, ...errors },
+      },
+    },
+    async (req) => {
+      const { id } = req.params
+      const at = new Date()
+      const revoked = await db.transaction(async (tx) => {
+        const [row] = await tx.update(users).set({ sessionsRevokedAt: at }).where(eq(users.id, id)).returning({ id: users.id, email: users.email })
+        if (row)
+          await audit(tx, { action: 'admin.user_sessions_revoked', actorUserId: req.user!.id, targetType: 'user', targetId: id, metadata: { email: row.email } }, req)
+        return row !== undefined
+      })
+      if (!revoked) throw notFound('USER_NOT_FOUND', `no user ${id}`)
+      // After commit: every process ends the user's sessions on their next request, not at its next re-read.
+      await fastify.revokeUserSessions(id, at)
+      return { id, sessionsRevokedAt: at.toISOString() }
     },
   )
 }
