@@ -218,6 +218,8 @@ export const auditLogs = pgTable(
     ip: text('ip'),
     userAgent: text('user_agent'),
     metadata: jsonb('metadata').$type<Record<string, unknown>>().notNull().default({}),
+    /** The platform API key (tka_…, core_admin_api_keys) that acted, when one did; actor_user_id is then its creator. */
+    actorApiKeyId: uuid('actor_api_key_id'),
     createdAt: createdAt(),
   },
   (t) => [
@@ -391,6 +393,33 @@ export const apiKeys = pgTable(
   ],
 )
 
+/**
+ * AdminApiKey: a platform administrator's credential for scripts on /admin/api (src/features/admin/api-keys.ts),
+ * `tka_<live|test>_…`. Only a SHA-256 of the secret is stored. It acts as its creator, and only while the
+ * creator is a platform admin (read on every use): no tenant, no role of its own.
+ */
+export const adminApiKeys = pgTable(
+  'core_admin_api_keys',
+  {
+    id: id(),
+    createdBy: uuid('created_by')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    prefix: text('prefix').notNull(),
+    keyHash: text('key_hash').notNull(),
+    lastUsedAt: timestamp('last_used_at', { withTimezone: true }),
+    expiresAt: timestamp('expires_at', { withTimezone: true }),
+    revokedAt: timestamp('revoked_at', { withTimezone: true }),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex('core_admin_api_keys_key_hash_uq').on(t.keyHash),
+    index('core_admin_api_keys_created_by_idx').on(t.createdBy),
+    check('core_admin_api_keys_key_hash_ck', sql`key_hash ~ '^[0-9a-f]{64}$'`),
+  ],
+)
+
 export const INVITATION_ROLES = ['admin', 'member'] as const
 export type InvitationRole = (typeof INVITATION_ROLES)[number]
 
@@ -475,6 +504,7 @@ export type AuditLog = typeof auditLogs.$inferSelect
 export type SystemJob = typeof systemJobs.$inferSelect
 export type StripeWebhookEvent = typeof stripeWebhookEvents.$inferSelect
 export type ApiKey = typeof apiKeys.$inferSelect
+export type AdminApiKey = typeof adminApiKeys.$inferSelect
 export type UserToken = typeof userTokens.$inferSelect
 export type Invitation = typeof invitations.$inferSelect
 export type OwnershipOffer = typeof ownershipOffers.$inferSelect

@@ -6,6 +6,7 @@ export const ADMIN_ERROR_CODES = {
   CROSS_SITE_REQUEST: { status: 403, description: 'Admin actions must come from the admin pages of this site' },
   CANNOT_DISABLE_SELF: { status: 409, description: 'Platform admins cannot disable their own account' },
   INVALID_TIME_RANGE: { status: 400, description: 'The audit log query’s since must be before its until' },
+  ADMIN_API_KEY_NOT_FOUND: { status: 404, description: 'No such platform API key' },
   IDS_OR_FILTER: { status: 400, description: 'A bulk action takes exactly one of ids and filter' },
 } as const satisfies ErrorCodeTable
 

@@ -1,9 +1,11 @@
 /**
  * Platform administration, for platform admins only (guard.ts): Bull Board at /admin/queues, and the
  * admin API under /admin/api (tenants, their lifecycle and bulk actions as a job, the job's progress, comping a plan;
- * users: search, disable and enable; the audit log, paged or exported as JSON lines).
+ * users: search, disable and enable; the audit log, paged or exported as JSON lines; platform API keys, `tka_…`,
+ * which every /admin/api route accepts instead of a session).
  */
 import { defineFeature } from '../../core/feature.js'
+import adminApiKeyRoutes from './api/api-keys.js'
 import auditLogRoutes from './api/audit-logs.js'
 import { ADMIN_ERROR_CODES } from './error-codes.js'
 import jobAdminRoutes from './api/jobs.js'
@@ -23,6 +25,7 @@ export default defineFeature({
     { scope: 'root', prefix: '/admin/api/users', plugin: userAdminRoutes },
     { scope: 'root', prefix: '/admin/api/audit-logs', plugin: auditLogRoutes },
     { scope: 'root', prefix: '/admin/api/jobs', plugin: jobAdminRoutes },
+    { scope: 'root', prefix: '/admin/api/api-keys', plugin: adminApiKeyRoutes },
   ],
   jobs: ADMIN_JOBS,
 })

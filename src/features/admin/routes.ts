@@ -48,7 +48,7 @@ const adminRoutes: FastifyPluginAsync<AppOptions> = async (fastify, { config }) 
   })
 
   // In preValidation like every guard of the kit: 401/403 before anything about the request itself.
-  const requirePlatformAdmin = platformAdminGuard(fastify, config)
+  const requirePlatformAdmin = platformAdminGuard(fastify, config, { apiKeys: false })
   fastify.addHook('preValidation', async (req: FastifyRequest) => {
     await requirePlatformAdmin(req)
     if (!SAFE.has(req.method) && !isSameOrigin(req, config.appBaseUrl)) {

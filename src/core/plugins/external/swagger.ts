@@ -33,6 +33,7 @@ export default fp<AppOptions>(
           securitySchemes: {
             session: { type: 'apiKey', in: 'cookie', name: 'sid', description: 'Session cookie (writes also need x-csrf-token)' },
             apiKey: { type: 'http', scheme: 'bearer', description: 'Tenant API key (tk_live_… / tk_test_…), /api routes only' },
+            adminApiKey: { type: 'http', scheme: 'bearer', description: 'Platform API key (tka_live_… / tka_test_…), /admin/api routes only' },
           },
         },
       },

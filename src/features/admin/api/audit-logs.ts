@@ -23,6 +23,7 @@ const AuditEntry = Type.Object({
   id: Uuid,
   action: Type.String(),
   actorUserId: Type.Union([Uuid, Type.Null()]),
+  actorApiKeyId: Type.Union([Uuid, Type.Null()], { description: 'The platform API key (tka_…) the actor used, if any' }),
   tenantId: Type.Union([Uuid, Type.Null()]),
   targetType: StringOrNull,
   targetId: StringOrNull,
@@ -36,6 +37,7 @@ const Query = Type.Object(
   {
     tenantId: Type.Optional(Uuid),
     actorUserId: Type.Optional(Uuid),
+    actorApiKeyId: Type.Optional(Uuid),
     action: Type.Optional(Text({ minLength: 1, maxLength: 100, description: 'Action prefix: `tenant.` matches tenant.suspended, tenant.deleted…' })),
     since: Type.Optional(Type.String({ format: 'date-time', description: 'From this instant (inclusive)' })),
     until: Type.Optional(Type.String({ format: 'date-time', description: 'Before this instant (exclusive)' })),
@@ -58,6 +60,7 @@ const EXPORT_STATEMENT_TIMEOUT_MS = 30 * 60_000
 interface Filter {
   tenantId?: string | undefined
   actorUserId?: string | undefined
+  actorApiKeyId?: string | undefined
   action?: string | undefined
   since?: string | undefined
   until?: string | undefined
@@ -68,6 +71,7 @@ function whereOf(sql: Sql, f: Filter, cursor?: string) {
   const parts = [
     f.tenantId ? sql`tenant_id = ${f.tenantId}` : undefined,
     f.actorUserId ? sql`actor_user_id = ${f.actorUserId}` : undefined,
+    f.actorApiKeyId ? sql`actor_api_key_id = ${f.actorApiKeyId}` : undefined,
     f.action ? sql`action like ${`${f.action.replace(/[\\%_]/g, '\\$&')}%`}` : undefined,
     f.since ? sql`created_at >= ${f.since}::timestamptz` : undefined,
     f.until ? sql`created_at < ${f.until}::timestamptz` : undefined,
@@ -78,7 +82,7 @@ function whereOf(sql: Sql, f: Filter, cursor?: string) {
 
 // One JSON object per row, built by Postgres: the same shape as the JSON pages.
 const LINE = `json_build_object(
-  'id', id, 'action', action, 'actorUserId', actor_user_id, 'tenantId', tenant_id, 'targetType', target_type,
+  'id', id, 'action', action, 'actorUserId', actor_user_id, 'actorApiKeyId', actor_api_key_id, 'tenantId', tenant_id, 'targetType', target_type,
   'targetId', target_id, 'ip', ip, 'userAgent', user_agent, 'metadata', metadata,
   'createdAt', to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text as line`
 
