@@ -179,18 +179,46 @@ describe('tenant lifecycle from the admin API', () => {
     expect((await get(ops, `/admin/api/tenants/${globex.id}`)).json().databaseSizeBytes).toBeGreaterThan(0)
   })
 
-  it('hard deletes with ?hard=true: database dropped, row gone, audited', async () => {
+  it('hard deletes with ?hard=true in a tenants.delete job: 202 with its id, database dropped, row gone, audited', async () => {
     const doomed = await ctx.app.services.provisioner.provision({ slug: 'doomed', name: 'Doomed' })
     const bad = await ops.c.delete(`/admin/api/tenants/${doomed.id}?hard=maybe`, ua)
     expect(bad.statusCode).toBe(400)
+    expect(bad.json()).toMatchObject({ statusCode: 400, code: expect.any(String) })
+    const denied = await plain.c.delete(`/admin/api/tenants/${doomed.id}?hard=true`)
+    expect(denied.statusCode).toBe(403)
+    expect(denied.json()).toMatchObject({ code: 'PLATFORM_ADMIN_REQUIRED' })
+    expect(await ctx.app.services.provisioner.writes.find(doomed.id)).toBeDefined()
+
     const res = await ops.c.delete(`/admin/api/tenants/${doomed.id}?hard=true`, ua)
-    expect(res.statusCode).toBe(200)
-    expect(res.json()).toEqual({ id: doomed.id, status: null, outcome: 'done' })
+    expect(res.statusCode).toBe(202)
+    const { jobId } = res.json()
+    expect(res.json()).toEqual({ id: doomed.id, jobId: expect.any(String), jobType: 'tenants.delete' })
+    expect((await auditRows(ctx.app, 'admin.tenant_hard_delete_requested', doomed.id))[0]).toMatchObject({
+      actorUserId: ops.id,
+      tenantId: doomed.id,
+      userAgent: UA,
+      ip: expect.stringMatching(/^10\./),
+      metadata: { jobId },
+    })
+    // Asked again before it ran (or while it runs): the same job, not a second one.
+    const again = await ops.c.delete(`/admin/api/tenants/${doomed.id}?hard=true`, ua)
+    if (again.statusCode === 202) expect(again.json().jobId).toBe(jobId)
+    else expect(again.statusCode).toBe(404)
+
+    const job = await waitFor(
+      async () => {
+        const j = (await get(ops, `/admin/api/jobs/${jobId}`)).json()
+        return j.status === 'completed' || j.status === 'failed' ? j : undefined
+      },
+      { message: 'the hard delete job to settle', interval: 100, timeout: 25_000 },
+    )
+    expect(job).toMatchObject({ jobType: 'tenants.delete', status: 'completed', result: { event: 'hardDeleted', outcome: 'done' } })
     expect(await ctx.app.services.provisioner.writes.find(doomed.id)).toBeUndefined()
     const dbs = await ctx.app.host.sql`select 1 from pg_database where datname = ${doomed.dbName}`
     expect(dbs).toHaveLength(0)
-    expect(await lastAudit('tenant.hard_deleted', doomed.id)).toMatchObject({ actorUserId: ops.id, userAgent: UA })
+    expect(await lastAudit('tenant.hard_deleted', doomed.id)).toMatchObject({ actorUserId: ops.id, userAgent: UA, ip: expect.stringMatching(/^10\./) })
     expect((await ops.c.delete(`/admin/api/tenants/${doomed.id}`, ua)).statusCode).toBe(404)
+    expect((await ops.c.delete(`/admin/api/tenants/${doomed.id}?hard=true`, ua)).statusCode).toBe(404)
   })
 })
 

@@ -7,7 +7,7 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { audit } from '../../core/lib/audit.js'
+import { audit, auditSource } from '../../core/lib/audit.js'
 import { badRequest, forbidden } from '../../core/lib/errors.js'
 import { errorResponses, Text, Uuid } from '../../core/lib/schemas.js'
 import { renameTenant, SLUG_ALIAS_DAYS } from '../../core/tenancy/rename.js'
@@ -70,7 +70,7 @@ const tenantSelfService: FastifyPluginAsyncTypebox = async (fastify) => {
         throw badRequest('CONFIRMATION_MISMATCH', `Send { "confirm": "${tenant.slug}" } to delete this tenant`)
       const job = await fastify.services.tasks.submit(
         'tenants.delete',
-        { tenantId: tenant.id, actorUserId: req.user!.id },
+        { tenantId: tenant.id, actorUserId: req.user!.id, origin: auditSource(req) },
         { id: tenantDeleteJobId(tenant.id) },
       )
       await audit(

@@ -1,7 +1,7 @@
 /**
  * /admin/api/tenants — every tenant of the platform, for platform admins (guard.ts). Search and filters,
  * one tenant in detail (never its database URL), and the lifecycle: suspend, resume, soft delete, restore
- * and hard delete, each through provisioner.run, so the steps, the per-tenant lock (409 TENANT_BUSY), the
+ * and hard delete (queued: the `tenants.delete` job), each through provisioner.run, so the steps, the per-tenant lock (409 TENANT_BUSY), the
  * allowed transitions (409 INVALID_TRANSITION) and the audit entry are the lifecycle's own; the entry
  * names the admin, the ip and the user agent. Bulk suspend and resume run as a job (jobs.ts): 202 with its id.
  *
@@ -11,6 +11,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { AppOptions } from '../../../core/config.js'
+import { derivedJobId } from '../../../core/jobs/registry.js'
 import { audit, auditSource } from '../../../core/lib/audit.js'
 import { iso } from '../../../core/lib/dates.js'
 import { badRequest } from '../../../core/lib/errors.js'
@@ -87,6 +88,12 @@ const BulkBody = Type.Object(
   },
   { additionalProperties: false, description: 'Exactly one of ids and filter' },
 )
+const HardDeleteAccepted = Type.Object(
+  { id: Uuid, jobId: Uuid, jobType: Type.Literal('tenants.delete') },
+  { description: 'The hard delete is queued: follow the job at GET /admin/api/jobs/{jobId}' },
+)
+/** One hard delete job per tenant: asking twice while it is queued or done queues nothing more. */
+const hardDeleteJobId = (tenantId: string) => derivedJobId(tenantId, 'hard-delete')
 const BulkAccepted = Type.Object({ id: Uuid, jobType: Type.Literal('admin.tenants.bulk') }, { description: 'Follow it at GET /admin/api/jobs/{id}' })
 
 const summaryJson = (t: TenantSummary) => ({
@@ -167,22 +174,34 @@ const tenantAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
   fastify.delete(
     '/:id',
     {
-      // A hard delete drops a database, which forces a checkpoint: on a busy server that can outlast
-      // REQUEST_DEADLINE_MS, and a 503 would hide a delete that still completes.
-      config: { requestDeadline: false },
       schema: {
         tags,
-        summary: 'Delete a tenant: soft (kept, restorable) or, with ?hard=true, its database dropped and catalog row removed',
+        summary: 'Delete a tenant: soft (kept, restorable) at once, or with ?hard=true its database dropped and catalog row removed by a job',
+        description:
+          'Soft: 200 with the outcome. Hard: 202 with the id of the `tenants.delete` job (lifecycle hardDeleted; follow it at ' +
+          'GET /admin/api/jobs/{id}): DROP DATABASE forces a cluster-wide checkpoint, so it never runs in the request. Asking twice ' +
+          'queues one job; a job that failed is run again with POST /admin/api/jobs/retry.',
         params: IdParams,
         querystring: Type.Object({ hard: Type.Boolean({ default: false }) }, { additionalProperties: false }),
-        response: { 200: ActionResult, ...errors },
+        response: { 200: ActionResult, 202: HardDeleteAccepted, ...errors },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const { id } = await provisioner.writes.get(req.params.id)
-      const event = req.query.hard ? 'hardDeleted' : 'softDeleted'
-      const outcome = await provisioner.run(event, id, { actorUserId: req.user!.id, origin: auditSource(req) })
-      return { id, status: req.query.hard ? null : (await provisioner.writes.get(id)).status, outcome }
+      const origin = auditSource(req)
+      if (!req.query.hard) {
+        const outcome = await provisioner.run('softDeleted', id, { actorUserId: req.user!.id, origin })
+        return { id, status: (await provisioner.writes.get(id)).status, outcome }
+      }
+      // Every status may be hard deleted (lifecycle.ts), so there is nothing to refuse here: the job's
+      // lifecycle run writes the tenant.hard_deleted entry; this one records who asked, when.
+      const job = await tasks.submit('tenants.delete', { tenantId: id, actorUserId: req.user!.id, hard: true, origin }, { id: hardDeleteJobId(id) })
+      await audit(
+        db,
+        { action: 'admin.tenant_hard_delete_requested', actorUserId: req.user!.id, tenantId: id, targetType: 'tenant', targetId: id, metadata: { jobId: job.id } },
+        req,
+      )
+      return reply.code(202).send({ id, jobId: job.id, jobType: 'tenants.delete' as const })
     },
   )
 
