@@ -90,6 +90,11 @@ export const CORE_ERROR_CODES = {
   INVALID_CURSOR: { status: 400, description: 'The pagination cursor is not valid' },
   JOB_NOT_FOUND: { status: 404, description: 'No such job in this tenant' },
   QUEUE_UNAVAILABLE: { status: 503, description: 'The job queue (Redis) is unavailable: nothing was queued' },
+  // Data helpers (src/core/data)
+  INVALID_MONEY: { status: 400, description: 'The amount is not a valid money amount for its currency (format, decimals or range)' },
+  UNKNOWN_QUERY: { status: 404, description: 'No named query with this id is registered' },
+  INVALID_QUERY_PARAMS: { status: 400, description: 'The named query’s parameters are missing, extra or of the wrong type (details.errors)' },
+  INVALID_ROWS: { status: 400, description: 'Rows given to a bulk helper are not valid (empty key, unknown column, mixed shapes)' },
   // Email (src/core/email/errors.ts)
   EMAIL_MESSAGE_INVALID: { status: 400, description: 'The email message (to, template, variables) is not valid' },
   EMAIL_TEMPLATE_NAME_INVALID: { status: 400, description: 'The email template name is not a plain file name' },

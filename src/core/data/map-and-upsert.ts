@@ -1,0 +1,308 @@
+/**
+ * JSON → table bulk load (the seed's map_and_upsert / apply_schema): rows from an API, a file or a
+ * stream are renamed, flattened, cast to the table's column types in JS (with the row number and field
+ * in every error), streamed into a temporary staging table with COPY, then merged with one
+ * `INSERT … SELECT … ON CONFLICT (key) DO UPDATE`. All in one transaction: the table sees all of the
+ * load or none of it. Rows that can't be loaded are returned with their reasons, never silently dropped.
+ *
+ *   const result = await mapAndUpsert(req.tenantDb, {
+ *     rows: items,                                   // array, iterable or async iterable (a parsed file)
+ *     table: projects, key: projects.name,
+ *     columnMap: { title: 'name', 'meta.note': 'description' },
+ *     unnest: ['meta'],                             // { meta: { note } } → meta_note (and meta.note)
+ *   })
+ *   // { inserted, updated, rejected, duplicates, rejectedRows: [{ row, field, reason }], ignoredFields }
+ *
+ * Memory stays flat however many rows: they flow from the source through COPY (backpressure included);
+ * only rejected rows' reasons are kept (up to `maxRejectedDetails`).
+ */
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { type Column, getTableColumns } from 'drizzle-orm'
+import { getTableConfig, type PgColumn, type PgTable } from 'drizzle-orm/pg-core'
+import type { Sql } from '../db/connect.js'
+import { badRequest } from '../lib/errors.js'
+import { primaryKey } from './table-helpers.js'
+
+export type CastKind = 'text' | 'uuid' | 'integer' | 'numeric' | 'boolean' | 'date' | 'datetime' | 'json'
+type Row = Record<string, unknown>
+
+export interface MapAndUpsertOptions {
+  rows: Iterable<Row> | AsyncIterable<Row>
+  table: PgTable
+  /** The conflict target (a unique index's columns); default the primary key. */
+  key?: PgColumn | readonly PgColumn[]
+  /** Source field (after flattening; dotted or underscored) → column (property or SQL name). */
+  columnMap?: Record<string, string>
+  /** Nested objects to flatten: `address: { city }` → `address_city`. Default: every nested plain object. */
+  unnest?: readonly string[]
+  /** Override the cast of a column (by property or SQL name); default: from the column's type. */
+  typeMap?: Record<string, CastKind>
+  /** Keep at most this many rejected rows' details (the count is always exact). Default 1,000. */
+  maxRejectedDetails?: number
+}
+
+export interface RejectedRow {
+  /** 1-based position in the input. */
+  row: number
+  field?: string
+  reason: string
+}
+
+export interface MapAndUpsertResult {
+  inserted: number
+  updated: number
+  rejected: number
+  /** Rows with the same key as a later row of the same load (the later one wins). */
+  duplicates: number
+  rejectedRows: RejectedRow[]
+  /** Source fields that match no column (ignored, listed once). */
+  ignoredFields: string[]
+}
+
+interface Target {
+  prop: string
+  column: Column
+  cast: CastKind
+}
+
+class RowError extends Error {
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
+    super(reason)
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const NUMERIC = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/
+const DATE = /^(\d{4})-(\d{2})-(\d{2})$/
+const TRUE = new Set(['true', 't', 'yes', 'y', '1'])
+const FALSE = new Set(['false', 'f', 'no', 'n', '0'])
+
+function castKindOf(column: Column): CastKind {
+  switch (column.columnType) {
+    case 'PgUUID':
+      return 'uuid'
+    case 'PgInteger':
+    case 'PgSmallInt':
+    case 'PgBigInt53':
+    case 'PgBigInt64':
+    case 'PgSerial':
+    case 'PgBigSerial53':
+    case 'PgBigSerial64':
+      return 'integer'
+    case 'PgNumeric':
+    case 'PgReal':
+    case 'PgDoublePrecision':
+      return 'numeric'
+    case 'PgBoolean':
+      return 'boolean'
+    case 'PgDate':
+    case 'PgDateString':
+      return 'date'
+    case 'PgTimestamp':
+    case 'PgTimestampString':
+      return 'datetime'
+    case 'PgJson':
+    case 'PgJsonb':
+      return 'json'
+    default:
+      return 'text'
+  }
+}
+
+/** A value as COPY text (null → \N), or a RowError naming the field. The seed's apply_schema. */
+export function castValue(value: unknown, kind: CastKind, field: string, column?: Column): string | null {
+  if (value === null || value === undefined || (value === '' && kind !== 'text')) return null
+  const bad = (what: string) => new RowError(field, `${JSON.stringify(value)?.slice(0, 80)} is not ${what}`)
+  switch (kind) {
+    case 'uuid':
+      if (typeof value !== 'string' || !UUID.test(value)) throw bad('a UUID')
+      return value
+    case 'integer': {
+      const n = typeof value === 'number' ? value : typeof value === 'string' && /^[+-]?\d+$/.test(value.trim()) ? Number(value) : Number.NaN
+      if (!Number.isSafeInteger(n)) throw bad('an integer')
+      if (column?.columnType === 'PgInteger' && (n > 2 ** 31 - 1 || n < -(2 ** 31))) throw bad('a 32-bit integer')
+      if (column?.columnType === 'PgSmallInt' && (n > 32767 || n < -32768)) throw bad('a 16-bit integer')
+      return String(n)
+    }
+    case 'numeric': {
+      const text = typeof value === 'number' && Number.isFinite(value) ? String(value) : typeof value === 'string' ? value.trim() : ''
+      if (!NUMERIC.test(text)) throw bad('a number')
+      return text
+    }
+    case 'boolean': {
+      if (typeof value === 'boolean') return value ? 't' : 'f'
+      const text = String(value).trim().toLowerCase()
+      if (TRUE.has(text)) return 't'
+      if (FALSE.has(text)) return 'f'
+      throw bad('a boolean')
+    }
+    case 'date': {
+      const m = typeof value === 'string' ? DATE.exec(value.trim()) : null
+      const d = m ? new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))) : undefined
+      // 2024-02-30 parses as March 1st: a real date round-trips.
+      if (!m || !d || d.toISOString().slice(0, 10) !== m[0]) throw bad('a date (YYYY-MM-DD)')
+      return m[0]
+    }
+    case 'datetime': {
+      const d = value instanceof Date ? value : typeof value === 'number' ? new Date(value) : typeof value === 'string' && /^\d{4}-\d{2}-\d{2}/.test(value) ? new Date(value) : undefined
+      if (!d || Number.isNaN(d.getTime())) throw bad('a date-time (ISO 8601 or epoch milliseconds)')
+      return d.toISOString()
+    }
+    case 'json':
+      return JSON.stringify(value)
+    default: {
+      if (typeof value === 'object') throw bad('text')
+      const text = String(value)
+      const allowed = column?.enumValues
+      if (allowed?.length && !allowed.includes(text)) throw bad(`one of ${allowed.join(', ')}`)
+      return text
+    }
+  }
+}
+
+/** Flattens the nested objects named (or all of them): { a: { b: 1 } } → { a_b: 1 }, recursively. */
+export function flatten(row: Row, unnest?: readonly string[], prefix = ''): Row {
+  const out: Row = {}
+  for (const [field, value] of Object.entries(row)) {
+    const path = prefix ? `${prefix}_${field}` : field
+    const nested = value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date)
+    if (nested && (prefix || !unnest || unnest.includes(field))) Object.assign(out, flatten(value as Row, undefined, path))
+    else out[path] = value
+  }
+  return out
+}
+
+// COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
+const copyText = (v: string | null) => (v === null ? '\\N' : v.replace(/[\\\t\n\r]/g, (c) => ({ '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' })[c]!))
+const ident = (name: string) => `"${name.replaceAll('"', '""')}"`
+
+export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptions): Promise<MapAndUpsertResult> {
+  const { table } = opts
+  const tableName = getTableConfig(table).name
+  const schemaName = getTableConfig(table).schema
+  const qualified = schemaName ? `${ident(schemaName)}.${ident(tableName)}` : ident(tableName)
+  const columns = getTableColumns(table) as Record<string, Column>
+  const byName = new Map<string, { prop: string; column: Column }>()
+  for (const [prop, column] of Object.entries(columns)) {
+    byName.set(prop, { prop, column })
+    byName.set(column.name, { prop, column })
+  }
+  const resolve = (name: string) => {
+    const found = byName.get(name)
+    if (!found) throw badRequest('INVALID_ROWS', `table ${tableName} has no column ${name}`)
+    return found
+  }
+  const key = (opts.key ? (Array.isArray(opts.key) ? opts.key : [opts.key]) : [primaryKey(table)]) as PgColumn[]
+  const keyNames = new Set(key.map((c) => c.name))
+  const columnMap = new Map<string, string>()
+  for (const [from, to] of Object.entries(opts.columnMap ?? {})) {
+    resolve(to) // a typo in the map is the caller's error, said before anything is read
+    columnMap.set(from.replaceAll('.', '_'), to)
+  }
+  const typeMap = new Map(Object.entries(opts.typeMap ?? {}).map(([name, kind]) => [resolve(name).prop, kind]))
+  const maxDetails = opts.maxRejectedDetails ?? 1000
+  const result: MapAndUpsertResult = { inserted: 0, updated: 0, rejected: 0, duplicates: 0, rejectedRows: [], ignoredFields: [] }
+  const ignored = new Set<string>()
+  const reject = (r: RejectedRow) => {
+    result.rejected++
+    if (result.rejectedRows.length < maxDetails) result.rejectedRows.push(r)
+  }
+
+  const source = opts.rows
+  const iterator: AsyncIterator<Row> | Iterator<Row> = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : (source as Iterable<Row>)[Symbol.iterator]()
+  const first = await iterator.next()
+  if (first.done) return result
+
+  /** The source row with its fields mapped to column properties. */
+  const mapRow = (raw: Row): Map<string, unknown> => {
+    const mapped = new Map<string, unknown>()
+    for (const [field, value] of Object.entries(flatten(raw, opts.unnest))) {
+      const target = byName.get(columnMap.get(field) ?? field)
+      if (target) mapped.set(target.prop, value)
+      else ignored.add(field)
+    }
+    return mapped
+  }
+
+  // The load's columns: those the first row and the map name, those with a JS-side default (ids), and the key.
+  const firstMapped = mapRow(first.value)
+  const props = new Set<string>([...firstMapped.keys(), ...[...columnMap.values()].map((n) => resolve(n).prop)])
+  // Columns only the JS default fills (a new row's id) are written on insert, never on update.
+  const insertOnlyProps = new Set<string>()
+  for (const [prop, column] of Object.entries(columns)) {
+    if (!props.has(prop) && column.defaultFn) insertOnlyProps.add(prop)
+    if (column.defaultFn || keyNames.has(column.name)) props.add(prop)
+  }
+  const targets: Target[] = [...props].map((prop) => ({ prop, column: columns[prop]!, cast: typeMap.get(prop) ?? castKindOf(columns[prop]!) }))
+
+  let rowNumber = 0
+  function* lines(mapped: Map<string, unknown>): Generator<string> {
+    rowNumber++
+    try {
+      const values = targets.map(({ prop, column, cast }) => {
+        let value = mapped.get(prop)
+        if (value === undefined && column.defaultFn) value = column.defaultFn()
+        const text = castValue(value, cast, prop, column)
+        if (text === null && keyNames.has(column.name)) throw new RowError(prop, 'the key is missing')
+        if (text === null && column.notNull) throw new RowError(prop, 'is required')
+        if (text?.includes('\u0000')) throw new RowError(prop, 'contains a NUL character')
+        return copyText(text)
+      })
+      yield `${values.join('\t')}\t${rowNumber}\n`
+    } catch (err) {
+      if (!(err instanceof RowError)) throw err
+      reject({ row: rowNumber, field: err.field, reason: err.message })
+    }
+  }
+  async function* copyStream(): AsyncGenerator<string> {
+    yield* lines(firstMapped)
+    for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
+      const raw = next.value
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+        rowNumber++
+        reject({ row: rowNumber, reason: 'not an object' })
+        continue
+      }
+      yield* lines(mapRow(raw))
+    }
+  }
+
+  const stage = 'map_and_upsert_stage'
+  const columnList = targets.map((t) => ident(t.column.name)).join(', ')
+  const keyList = key.map((c) => ident(c.name)).join(', ')
+  const updates = targets.filter((t) => !keyNames.has(t.column.name) && !insertOnlyProps.has(t.prop)).map((t) => `${ident(t.column.name)} = excluded.${ident(t.column.name)}`)
+  for (const [prop, column] of Object.entries(columns)) {
+    // updated_at-style columns move forward on update, as drizzle's update() does (only now() is supported here).
+    if (column.onUpdateFn && !props.has(prop)) updates.push(`${ident(column.name)} = now()`)
+  }
+  const conflict = updates.length ? `do update set ${updates.join(', ')}` : 'do nothing'
+
+  await db.$client.begin(async (tx) => {
+    // Typed like the target (so COPY parses each value as its column would), gone at commit.
+    await tx.unsafe(`create temp table ${stage} on commit drop as select ${columnList}, 0::bigint as __row from ${qualified} with no data`)
+    const writable = await tx.unsafe(`copy ${stage} (${columnList}, __row) from stdin`).writable()
+    await pipeline(Readable.from(copyStream()), writable)
+    // The last row of a key wins; an earlier one with the same key counts as a duplicate.
+    const [counts] = await tx.unsafe<{ inserted: string; updated: string; staged: string }[]>(
+      `with merged as (
+         insert into ${qualified} (${columnList})
+         select distinct on (${keyList}) ${columnList} from ${stage} order by ${keyList}, __row desc
+         on conflict (${keyList}) ${conflict}
+         returning (xmax = 0) as fresh
+       )
+       select count(*) filter (where fresh) as inserted, count(*) filter (where not fresh) as updated,
+              (select count(*) from ${stage}) as staged, (select count(distinct (${keyList})) from ${stage}) as distinct_keys
+       from merged`,
+    )
+    const row = counts as unknown as { inserted: string; updated: string; staged: string; distinct_keys: string }
+    result.inserted = Number(row.inserted)
+    result.updated = Number(row.updated)
+    result.duplicates = Number(row.staged) - Number(row.distinct_keys)
+  })
+  result.ignoredFields = [...ignored]
+  return result
+}
