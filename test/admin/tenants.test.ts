@@ -36,6 +36,7 @@ const post = (m: Member, url: string, body?: unknown) => m.c.post(url, body, ua)
 describe('who may call /admin/api', () => {
   const routes: [string, string][] = [
     ['GET', '/admin/api/tenants'],
+    ['POST', '/admin/api/tenants'],
     ['GET', `/admin/api/tenants/00000000-0000-4000-8000-000000000000`],
     ['POST', `/admin/api/tenants/00000000-0000-4000-8000-000000000000/suspend`],
     ['POST', `/admin/api/tenants/00000000-0000-4000-8000-000000000000/resume`],
@@ -97,6 +98,49 @@ describe('GET /admin/api/tenants', () => {
       expect(res.statusCode, query).toBe(400)
       expect(res.json()).toMatchObject({ statusCode: 400, error: 'Bad Request', code: expect.any(String), message: expect.any(String) })
     }
+  })
+})
+
+describe('POST /admin/api/tenants', () => {
+  it('provisions a tenant owned by an existing account (PROVISION_INLINE: 201, active), audited with the admin', async () => {
+    const newOwner = await newMember(ctx.app, 'new-owner')
+    const res = await post(ops, '/admin/api/tenants', { slug: 'initech', name: 'Initech', ownerEmail: newOwner.email.toUpperCase() })
+    expect(res.statusCode).toBe(201)
+    const { id } = res.json()
+    expect(res.json()).toEqual({ id: expect.any(String), slug: 'initech', name: 'Initech', status: 'active', ownerUserId: newOwner.id })
+    const detail = (await get(ops, `/admin/api/tenants/${id}`)).json()
+    expect(detail).toMatchObject({ status: 'active', ownerEmail: newOwner.email, membersCount: 1, createdBy: newOwner.id, migration: { behind: false } })
+    expect((await auditRows(ctx.app, 'tenant.created', id))[0]).toMatchObject({
+      actorUserId: ops.id,
+      tenantId: id,
+      userAgent: UA,
+      ip: expect.stringMatching(/^10\./),
+      metadata: { slug: 'initech', ownerUserId: newOwner.id },
+    })
+    // The owner reaches it like any tenant of theirs.
+    await newOwner.signIn()
+    expect((await newOwner.c.get('/api/projects', { 'x-tenant-id': 'initech' })).statusCode).toBe(200)
+
+    // Without an owner, like `tenants provision` without --owner.
+    const bare = await post(ops, '/admin/api/tenants', { slug: 'ownerless', name: 'Ownerless' })
+    expect(bare.statusCode).toBe(201)
+    expect(bare.json()).toMatchObject({ status: 'active', ownerUserId: null })
+  })
+
+  it('409 SLUG_TAKEN, 400 for bad slugs and bodies, 404 OWNER_NOT_FOUND: nothing registered', async () => {
+    const before = (await ctx.app.host.db.select({ id: tenants.id }).from(tenants)).length
+    const taken = await post(ops, '/admin/api/tenants', { slug: 'acme-corp', name: 'Another Acme' })
+    expect(taken.statusCode).toBe(409)
+    expect(taken.json()).toMatchObject({ statusCode: 409, error: 'Conflict', code: 'SLUG_TAKEN' })
+    for (const body of [{ slug: 'Bad Slug', name: 'x' }, { slug: 'admin', name: 'x' }, { slug: 'fine-slug' }, { slug: 'fine-slug', name: 'x', ownerEmail: 'not-an-email' }, { slug: 'fine-slug', name: 'x', planTier: 'pro' }]) {
+      const res = await post(ops, '/admin/api/tenants', body)
+      expect(res.statusCode, JSON.stringify(body)).toBe(400)
+      expect(res.json()).toMatchObject({ statusCode: 400, code: expect.any(String), message: expect.any(String) })
+    }
+    const nobody = await post(ops, '/admin/api/tenants', { slug: 'fine-slug', name: 'x', ownerEmail: 'nobody-here@example.com' })
+    expect(nobody.statusCode).toBe(404)
+    expect(nobody.json()).toMatchObject({ code: 'OWNER_NOT_FOUND' })
+    expect((await ctx.app.host.db.select({ id: tenants.id }).from(tenants)).length).toBe(before)
   })
 })
 

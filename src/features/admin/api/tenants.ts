@@ -14,8 +14,9 @@ import type { AppOptions } from '../../../core/config.js'
 import { derivedJobId } from '../../../core/jobs/registry.js'
 import { audit, auditSource } from '../../../core/lib/audit.js'
 import { iso } from '../../../core/lib/dates.js'
-import { badRequest } from '../../../core/lib/errors.js'
-import { errorResponses, IdParams, Uuid } from '../../../core/lib/schemas.js'
+import { Email } from '../../../core/identity/schemas.js'
+import { badRequest, conflict, notFound } from '../../../core/lib/errors.js'
+import { errorResponses, IdParams, Text, Uuid } from '../../../core/lib/schemas.js'
 import type { LifecycleEvent } from '../../../core/tenancy/lifecycle.js'
 import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { type BulkEvent, MAX_BULK_IDS, MigrationStatusSchema, TenantFilterSchema, TenantStatusSchema } from '../jobs.js'
@@ -81,6 +82,26 @@ const ActionResult = Type.Object({
   }),
 })
 
+const CreateBody = Type.Object(
+  {
+    slug: Text({ minLength: 1, maxLength: 63, description: '3-63 lowercase letters, digits and hyphens; not reserved' }),
+    name: Text({ minLength: 1, maxLength: 200 }),
+    ownerEmail: Type.Optional({ ...Email, description: 'An existing account, made the owner (omitted: a tenant with no owner yet, as `tenants provision` without --owner)' }),
+  },
+  { additionalProperties: false },
+)
+const CreatedTenant = (description: string) =>
+  Type.Object(
+    {
+      id: Uuid,
+      slug: Type.String(),
+      name: Type.String(),
+      status: TenantStatusSchema,
+      ownerUserId: Type.Union([Uuid, Type.Null()]),
+    },
+    { description },
+  )
+
 const BulkBody = Type.Object(
   {
     ids: Type.Optional(Type.Array(Uuid, { minItems: 1, maxItems: MAX_BULK_IDS, uniqueItems: true })),
@@ -124,6 +145,42 @@ const tenantAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
     async (req) => {
       const result = await listTenants(db, req.query)
       return { items: result.items.map(summaryJson), nextCursor: result.nextCursor }
+    },
+  )
+
+  fastify.post(
+    '/',
+    {
+      schema: {
+        tags,
+        summary: 'Provision a tenant (slug, name, owner by email) through the same provisioning as signups and `tenants provision`',
+        description:
+          'Queued (default): 202 with status "provisioning"; follow it at GET /admin/api/tenants/{id} until "active" (or "failed", ' +
+          'then `npm run tenants -- retry <slug>`). With PROVISION_INLINE: 201, already "active". 409 SLUG_TAKEN; 400 INVALID_SLUG; ' +
+          '404 OWNER_NOT_FOUND / 409 OWNER_DISABLED for the owner email; 503 QUEUE_UNAVAILABLE (the tenant is marked failed). ' +
+          'No per-user tenant quota applies.',
+        body: CreateBody,
+        response: {
+          201: CreatedTenant('Provisioned in the request (PROVISION_INLINE): active'),
+          202: CreatedTenant('Registered; the job queue is setting it up (status "provisioning")'),
+          ...errorResponses(400, 404, 409, 503),
+        },
+      },
+    },
+    async (req, reply) => {
+      const { slug, name, ownerEmail } = req.body
+      let ownerUserId: string | undefined
+      if (ownerEmail !== undefined) {
+        const owner = await fastify.users.findByEmail(ownerEmail)
+        if (!owner || owner.deletedAt) throw notFound('OWNER_NOT_FOUND', `no account has the email ${ownerEmail}`)
+        if (owner.disabledAt) throw conflict('OWNER_DISABLED', `the account ${ownerEmail} is disabled`)
+        ownerUserId = owner.id
+      }
+      // tenant.created is written by the registration, in its transaction, with the admin, ip and user agent.
+      const tenant = await fastify.tenancy.createTenant({ slug, name, ownerUserId, actorUserId: req.user!.id, origin: auditSource(req) })
+      return reply
+        .code(tenant.status === 'active' ? 201 : 202)
+        .send({ id: tenant.id, slug: tenant.slug, name: tenant.name, status: tenant.status, ownerUserId: ownerUserId ?? null })
     },
   )
 
