@@ -9,6 +9,7 @@ import adminApiKeyRoutes from './api/api-keys.js'
 import auditLogRoutes from './api/audit-logs.js'
 import { ADMIN_ERROR_CODES } from './error-codes.js'
 import jobAdminRoutes from './api/jobs.js'
+import migrationAdminRoutes from './api/migrations.js'
 import tenantPlanRoutes from './api/tenant-plan.js'
 import tenantAdminRoutes from './api/tenants.js'
 import userAdminRoutes from './api/users.js'
@@ -25,6 +26,7 @@ export default defineFeature({
     { scope: 'root', prefix: '/admin/api/users', plugin: userAdminRoutes },
     { scope: 'root', prefix: '/admin/api/audit-logs', plugin: auditLogRoutes },
     { scope: 'root', prefix: '/admin/api/jobs', plugin: jobAdminRoutes },
+    { scope: 'root', prefix: '/admin/api/migrations', plugin: migrationAdminRoutes },
     { scope: 'root', prefix: '/admin/api/api-keys', plugin: adminApiKeyRoutes },
   ],
   jobs: ADMIN_JOBS,
