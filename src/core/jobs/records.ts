@@ -96,6 +96,9 @@ export interface ListFilter {
   before?: string | undefined
   /** sys_jobs only: the jobs a system job recorded for this tenant. */
   tenantId?: string | undefined
+  /** Created at or after / before this instant. */
+  since?: Date | undefined
+  until?: Date | undefined
 }
 
 /** error_log prefix of a record whose job never reached the queue (task-manager.ts): a later submit of its id enqueues it. */
@@ -188,13 +191,15 @@ function createStore(scope: JobScope): RecordStore {
       return rows.map((r) => ({ id: r.id, jobType: r.job_type, status: r.status, payload: r.payload }))
     },
     async list(sql, filter, tenantId) {
-      const limit = Math.min(Math.max(1, Math.trunc(filter.limit)), 200)
+      const limit = Math.min(Math.max(1, Math.trunc(filter.limit)), 1000)
       const rows = await sql<Row[]>`
         select * from ${sql(table)}
         where true
           ${filter.type ? sql`and job_type = ${filter.type}` : sql``}
           ${filter.status ? sql`and status = ${filter.status}` : sql``}
           ${hasTenant && filter.tenantId ? sql`and tenant_id = ${filter.tenantId}` : sql``}
+          ${filter.since ? sql`and created_at >= ${filter.since.toISOString()}::timestamptz` : sql``}
+          ${filter.until ? sql`and created_at < ${filter.until.toISOString()}::timestamptz` : sql``}
           ${filter.before ? sql`and (created_at, id) < (select created_at, id from ${sql(table)} where id = ${filter.before})` : sql``}
         order by created_at desc, id desc
         limit ${limit}`

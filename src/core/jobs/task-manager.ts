@@ -95,9 +95,14 @@ export type JobView = JobRecord & {
 export interface ListJobsFilter {
   /** Jobs of this tenant (its tenant_jobs); without it, the platform's sys_jobs. */
   tenantId?: string
+  /** 'system' with a tenantId: the platform's sys_jobs recorded for that tenant, not its tenant_jobs. */
+  scope?: JobScope
   type?: string
   status?: JobStatus
-  /** Default 50, at most 200. */
+  /** Created at or after / before. */
+  since?: Date
+  until?: Date
+  /** Default 50, at most 1000. */
   limit?: number
   /** Cursor: the last id of the previous page. */
   before?: string
@@ -241,7 +246,8 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
 
   async function listJobs(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
     if (filter.before !== undefined && !isUuid(filter.before)) throw badRequest('INVALID_CURSOR', 'before must be a job id')
-    const f = { type: filter.type, status: filter.status, limit: filter.limit ?? 50, before: filter.before }
+    const f = { type: filter.type, status: filter.status, limit: filter.limit ?? 50, before: filter.before, since: filter.since, until: filter.until }
+    if (filter.scope === 'system') return systemRecords.list(host.sql, { ...f, tenantId: filter.tenantId })
     if (filter.tenantId === undefined) return systemRecords.list(host.sql, f)
     const tenant = await tenantOr404(filter.tenantId)
     return pools.withTenant(tenant, (db) => tenantRecords.list(db.$client, f, tenant.id))
