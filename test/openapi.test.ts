@@ -5,7 +5,7 @@
  * contract check every test app runs: test/helpers/contract.ts.)
  */
 import { execFile } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -245,5 +245,33 @@ describe('the response contract check (test/helpers/contract.ts)', () => {
       takeContractViolations()
       await probe.close()
     }
+  })
+})
+
+describe('the platform admin API in the document', () => {
+  const admin = () => operations.filter((o) => o.path.startsWith('/admin/api/'))
+
+  it('every /admin/api route: tag admin, session or platform key, typed input, 2xx and its errors (400 for input, 401, 403)', () => {
+    expect(admin().length).toBeGreaterThan(20)
+    for (const { method, path, op: o } of admin()) {
+      const name = `${method.toUpperCase()} ${path}`
+      expect(o.tags, name).toEqual(['admin'])
+      expect(o.security, name).toEqual([{ session: [] }, { adminApiKey: [] }])
+      const statuses = Object.keys(o.responses)
+      expect(statuses.some((s) => s.startsWith('2')), name).toBe(true)
+      expect(statuses, name).toEqual(expect.arrayContaining(['401', '403']))
+      const takesInput = (o.parameters ?? []).length > 0 || o.requestBody !== undefined
+      if (takesInput) expect(statuses, name).toContain('400')
+      for (const status of statuses.filter((s) => s !== '204')) expect(o.responses[status].content, `${name} ${status}`).toBeDefined()
+    }
+  })
+
+  it('README lists every /admin/api route, and only those', async () => {
+    const readme = await readFile(join(import.meta.dirname, '..', 'README.md'), 'utf8')
+    const table = readme.slice(readme.indexOf('<!-- admin-api:start -->'), readme.indexOf('<!-- admin-api:end -->'))
+    const listed = [...table.matchAll(/^\| `([A-Z]+ \/admin\/api\/[^`]*)` \|/gm)].map((m) => m[1])
+    expect(listed.length).toBeGreaterThan(0)
+    expect(new Set(listed).size).toBe(listed.length)
+    expect([...listed].sort()).toEqual(admin().map((o) => `${o.method.toUpperCase()} ${o.path}`).sort())
   })
 })
