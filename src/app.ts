@@ -18,13 +18,13 @@ import requestDeadline from './core/plugins/request-deadline.js'
 import requestId from './core/plugins/request-id.js'
 import { requestIdGenerator } from './core/lib/request-context.js'
 import services from './core/plugins/services.js'
+import session from './core/plugins/session.js'
 import tenancy from './core/plugins/tenancy.js'
 import cookie from './core/plugins/external/cookie.js'
 import csrf from './core/plugins/external/csrf.js'
 import helmet from './core/plugins/external/helmet.js'
 import rateLimit from './core/plugins/external/rate-limit.js'
 import redis from './core/plugins/external/redis.js'
-import session from './core/plugins/external/session.js'
 import swagger from './core/plugins/external/swagger.js'
 import underPressure from './core/plugins/external/under-pressure.js'
 import apiRoutes from './core/routes/api.js'
@@ -67,8 +67,6 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(rateLimit, opts)
   await fastify.register(swagger, opts)
   await fastify.register(cookie, opts)
-  await fastify.register(session, opts)
-  await fastify.register(csrf)
 
   // 2. core services as decorators (host DB, services, who is calling, the tenant guard), then the features' own
   await fastify.register(errors)
@@ -76,6 +74,9 @@ export default async function app(fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(hostDb, opts)
   const features: readonly Feature[] = FEATURES
   await fastify.register(services, { ...opts, features })
+  // Sessions cache what they read and drop it on the process' invalidation bus (in services).
+  await fastify.register(session, opts)
+  await fastify.register(csrf)
   await fastify.register(identity, opts)
   await fastify.register(tenancy, opts)
   for (const feature of features) for (const plugin of feature.plugins ?? []) await fastify.register(plugin as FastifyPluginAsync<AppOptions>, opts)

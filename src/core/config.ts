@@ -65,6 +65,7 @@ export const ENV_VARS = {
   SESSION_SECRETS: { kind: 'list', default: '', doc: 'Cookie signing secrets (>= 32 chars), newest first; required in production' },
   SESSION_MAX_AGE_S: { kind: 'int', default: '3600', min: 1, max: 31536000, doc: 'Sliding session lifetime: seconds of inactivity' },
   SESSION_ABSOLUTE_MAX_S: { kind: 'int', default: '0', min: 0, max: 31536000, doc: 'Hard session lifetime regardless of activity (0 = none)' },
+  SESSION_CACHE_TTL_MS: { kind: 'int', default: '5000', min: 0, max: 60000, doc: 'Milliseconds a session read from Redis stays cached in the process (0 = off); logout and saves drop it in every process at once' },
   COOKIE_SECURE: { kind: 'bool', default: '', doc: 'Secure cookies (default: on in production)' },
   TENANT_DOMAIN_SUFFIX: { kind: 'string', default: '', doc: 'Resolve tenants from subdomains of this domain, e.g. app.example.com' },
   PLATFORM_ADMIN_EMAILS: { kind: 'list', default: '', doc: 'Bootstrap platform admins: these emails reach /admin once VERIFIED (e.g. signed in with Google); grant others with npm run users -- grant-admin EMAIL' },
@@ -171,7 +172,7 @@ export interface Config {
     /** statement_timeout of host and tenant pool sessions; 0 = none. */
     statementTimeoutMs: number
   }
-  session: { secrets: string[]; maxAgeS: number; absoluteMaxS: number; cookieSecure: boolean }
+  session: { secrets: string[]; maxAgeS: number; absoluteMaxS: number; cacheTtlMs: number; cookieSecure: boolean }
   tenantDomainSuffix: string | undefined
   platformAdminEmails: string[]
   oauth: { clientId: string; clientSecret: string; issuerUrl: string } | undefined
@@ -378,6 +379,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       secrets,
       maxAgeS: i('SESSION_MAX_AGE_S'),
       absoluteMaxS: i('SESSION_ABSOLUTE_MAX_S'),
+      cacheTtlMs: i('SESSION_CACHE_TTL_MS'),
       cookieSecure: b('COOKIE_SECURE', production),
     },
     tenantDomainSuffix: opt(s('TENANT_DOMAIN_SUFFIX')),

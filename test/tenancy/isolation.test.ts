@@ -117,6 +117,7 @@ async function setSessionTenant(c: Client, tenantId: string | undefined) {
   if (tenantId) session.activeTenantId = tenantId
   else delete session.activeTenantId
   await ctx.app.redis.set(key, JSON.stringify(session), 'KEEPTTL')
+  await ctx.app.sessions.drop(sid!) // written behind the kit's back: drop cached copies
 }
 
 async function insertProject(T: TenantFx, name: string): Promise<string> {
