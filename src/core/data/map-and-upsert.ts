@@ -21,7 +21,7 @@ import { pipeline } from 'node:stream/promises'
 import { type Column, getTableColumns } from 'drizzle-orm'
 import { getTableConfig, type PgColumn, type PgTable } from 'drizzle-orm/pg-core'
 import type { Sql } from '../db/connect.js'
-import { badRequest } from '../lib/errors.js'
+import { badRequest, pgCode } from '../lib/errors.js'
 import { primaryKey } from './table-helpers.js'
 
 export type CastKind = 'text' | 'uuid' | 'integer' | 'numeric' | 'boolean' | 'date' | 'datetime' | 'json'
@@ -113,24 +113,33 @@ function castKindOf(column: Column): CastKind {
   }
 }
 
+const INTEGER = /^\s*[+-]?\d{1,16}\s*$/
+// ISO 8601 with a zone (Z or ±hh:mm): passed to Postgres as written once its fields are in range.
+const ISO_DATETIME = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)$/
+const daysIn = (y: number, m: number) => new Date(Date.UTC(y, m, 0)).getUTCDate()
+const validDate = (y: number, m: number, d: number) => m >= 1 && m <= 12 && d >= 1 && d <= (d > 28 ? daysIn(y, m) : 28)
+
+function rowError(field: string, value: unknown, what: string): RowError {
+  return new RowError(field, `${JSON.stringify(value)?.slice(0, 80)} is not ${what}`)
+}
+
 /** A value as COPY text (null → \N), or a RowError naming the field. The seed's apply_schema. */
 export function castValue(value: unknown, kind: CastKind, field: string, column?: Column): string | null {
   if (value === null || value === undefined || (value === '' && kind !== 'text')) return null
-  const bad = (what: string) => new RowError(field, `${JSON.stringify(value)?.slice(0, 80)} is not ${what}`)
   switch (kind) {
     case 'uuid':
-      if (typeof value !== 'string' || !UUID.test(value)) throw bad('a UUID')
+      if (typeof value !== 'string' || !UUID.test(value)) throw rowError(field, value, 'a UUID')
       return value
     case 'integer': {
-      const n = typeof value === 'number' ? value : typeof value === 'string' && /^[+-]?\d+$/.test(value.trim()) ? Number(value) : Number.NaN
-      if (!Number.isSafeInteger(n)) throw bad('an integer')
-      if (column?.columnType === 'PgInteger' && (n > 2 ** 31 - 1 || n < -(2 ** 31))) throw bad('a 32-bit integer')
-      if (column?.columnType === 'PgSmallInt' && (n > 32767 || n < -32768)) throw bad('a 16-bit integer')
+      const n = typeof value === 'number' ? value : typeof value === 'string' && INTEGER.test(value) ? Number(value) : Number.NaN
+      if (!Number.isSafeInteger(n)) throw rowError(field, value, 'an integer')
+      if (column?.columnType === 'PgInteger' && (n > 2_147_483_647 || n < -2_147_483_648)) throw rowError(field, value, 'a 32-bit integer')
+      if (column?.columnType === 'PgSmallInt' && (n > 32767 || n < -32768)) throw rowError(field, value, 'a 16-bit integer')
       return String(n)
     }
     case 'numeric': {
       const text = typeof value === 'number' && Number.isFinite(value) ? String(value) : typeof value === 'string' ? value.trim() : ''
-      if (!NUMERIC.test(text)) throw bad('a number')
+      if (!NUMERIC.test(text)) throw rowError(field, value, 'a number')
       return text
     }
     case 'boolean': {
@@ -138,42 +147,55 @@ export function castValue(value: unknown, kind: CastKind, field: string, column?
       const text = String(value).trim().toLowerCase()
       if (TRUE.has(text)) return 't'
       if (FALSE.has(text)) return 'f'
-      throw bad('a boolean')
+      throw rowError(field, value, 'a boolean')
     }
     case 'date': {
       const m = typeof value === 'string' ? DATE.exec(value.trim()) : null
-      const d = m ? new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))) : undefined
-      // 2024-02-30 parses as March 1st: a real date round-trips.
-      if (!m || !d || d.toISOString().slice(0, 10) !== m[0]) throw bad('a date (YYYY-MM-DD)')
+      // 2024-02-30 is refused here, not by Postgres halfway through a load.
+      if (!m || !validDate(Number(m[1]), Number(m[2]), Number(m[3]))) throw rowError(field, value, 'a date (YYYY-MM-DD)')
       return m[0]
     }
     case 'datetime': {
+      if (typeof value === 'string') {
+        const m = ISO_DATETIME.exec(value)
+        if (m && validDate(Number(m[1]), Number(m[2]), Number(m[3])) && Number(m[4]) < 24 && Number(m[5]) < 60 && Number(m[6] ?? 0) < 60) return value
+      }
+      // Anything else Date understands (a Date, epoch milliseconds, an ISO string without a zone: UTC).
       const d = value instanceof Date ? value : typeof value === 'number' ? new Date(value) : typeof value === 'string' && /^\d{4}-\d{2}-\d{2}/.test(value) ? new Date(value) : undefined
-      if (!d || Number.isNaN(d.getTime())) throw bad('a date-time (ISO 8601 or epoch milliseconds)')
+      if (!d || Number.isNaN(d.getTime())) throw rowError(field, value, 'a date-time (ISO 8601 or epoch milliseconds)')
       return d.toISOString()
     }
     case 'json':
       return JSON.stringify(value)
     default: {
-      if (typeof value === 'object') throw bad('text')
-      const text = String(value)
+      if (typeof value === 'object') throw rowError(field, value, 'text')
+      const text = typeof value === 'string' ? value : String(value)
       const allowed = column?.enumValues
-      if (allowed?.length && !allowed.includes(text)) throw bad(`one of ${allowed.join(', ')}`)
+      if (allowed?.length && !allowed.includes(text)) throw rowError(field, value, `one of ${allowed.join(', ')}`)
       return text
     }
   }
 }
 
+const isNested = (value: unknown) => value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date)
+
 /** Flattens the nested objects named (or all of them): { a: { b: 1 } } → { a_b: 1 }, recursively. */
-export function flatten(row: Row, unnest?: readonly string[], prefix = ''): Row {
+export function flatten(row: Row, unnest?: readonly string[]): Row {
   const out: Row = {}
-  for (const [field, value] of Object.entries(row)) {
-    const path = prefix ? `${prefix}_${field}` : field
-    const nested = value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date)
-    if (nested && (prefix || !unnest || unnest.includes(field))) Object.assign(out, flatten(value as Row, undefined, path))
-    else out[path] = value
+  for (const field in row) {
+    const value = row[field]
+    if (isNested(value) && (!unnest || unnest.includes(field))) flattenInto(out, value as Row, field)
+    else out[field] = value
   }
   return out
+}
+
+function flattenInto(out: Row, row: Row, prefix: string) {
+  for (const field in row) {
+    const value = row[field]
+    if (isNested(value)) flattenInto(out, value as Row, `${prefix}_${field}`)
+    else out[`${prefix}_${field}`] = value
+  }
 }
 
 // COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
@@ -217,13 +239,24 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
   const first = await iterator.next()
   if (first.done) return result
 
+  // Which column a source field lands in (null: none), resolved once per distinct field name.
+  const fieldTargets = new Map<string, string | null>()
+  const targetOf = (field: string) => {
+    let prop = fieldTargets.get(field)
+    if (prop === undefined) {
+      prop = byName.get(columnMap.get(field) ?? field)?.prop ?? null
+      fieldTargets.set(field, prop)
+      if (prop === null) ignored.add(field)
+    }
+    return prop
+  }
   /** The source row with its fields mapped to column properties. */
   const mapRow = (raw: Row): Map<string, unknown> => {
     const mapped = new Map<string, unknown>()
-    for (const [field, value] of Object.entries(flatten(raw, opts.unnest))) {
-      const target = byName.get(columnMap.get(field) ?? field)
-      if (target) mapped.set(target.prop, value)
-      else ignored.add(field)
+    const flat = flatten(raw, opts.unnest)
+    for (const field in flat) {
+      const prop = targetOf(field)
+      if (prop !== null) mapped.set(prop, flat[field])
     }
     return mapped
   }
@@ -240,7 +273,8 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
   const targets: Target[] = [...props].map((prop) => ({ prop, column: columns[prop]!, cast: typeMap.get(prop) ?? castKindOf(columns[prop]!) }))
 
   let rowNumber = 0
-  function* lines(mapped: Map<string, unknown>): Generator<string> {
+  /** The row as one line of COPY text, or '' when it is rejected (and recorded). */
+  function line(mapped: Map<string, unknown>): string {
     rowNumber++
     try {
       const values = targets.map(({ prop, column, cast }) => {
@@ -252,14 +286,16 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
         if (text?.includes('\u0000')) throw new RowError(prop, 'contains a NUL character')
         return copyText(text)
       })
-      yield `${values.join('\t')}\t${rowNumber}\n`
+      return `${values.join('\t')}\t${rowNumber}\n`
     } catch (err) {
       if (!(err instanceof RowError)) throw err
       reject({ row: rowNumber, field: err.field, reason: err.message })
+      return ''
     }
   }
+  // Lines are sent in ~64 KiB chunks: one COPY message and one stream write per chunk, not per row.
   async function* copyStream(): AsyncGenerator<string> {
-    yield* lines(firstMapped)
+    let chunk = line(firstMapped)
     for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
       const raw = next.value
       if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
@@ -267,8 +303,13 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
         reject({ row: rowNumber, reason: 'not an object' })
         continue
       }
-      yield* lines(mapRow(raw))
+      chunk += line(mapRow(raw))
+      if (chunk.length >= 65_536) {
+        yield chunk
+        chunk = ''
+      }
     }
+    if (chunk) yield chunk
   }
 
   const stage = 'map_and_upsert_stage'
@@ -286,22 +327,31 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
     await tx.unsafe(`create temp table ${stage} on commit drop as select ${columnList}, 0::bigint as __row from ${qualified} with no data`)
     const writable = await tx.unsafe(`copy ${stage} (${columnList}, __row) from stdin`).writable()
     await pipeline(Readable.from(copyStream()), writable)
-    // The last row of a key wins; an earlier one with the same key counts as a duplicate.
-    const [counts] = await tx.unsafe<{ inserted: string; updated: string; staged: string }[]>(
-      `with merged as (
-         insert into ${qualified} (${columnList})
-         select distinct on (${keyList}) ${columnList} from ${stage} order by ${keyList}, __row desc
-         on conflict (${keyList}) ${conflict}
-         returning (xmax = 0) as fresh
-       )
-       select count(*) filter (where fresh) as inserted, count(*) filter (where not fresh) as updated,
-              (select count(*) from ${stage}) as staged, (select count(distinct (${keyList})) from ${stage}) as distinct_keys
-       from merged`,
-    )
-    const row = counts as unknown as { inserted: string; updated: string; staged: string; distinct_keys: string }
-    result.inserted = Number(row.inserted)
-    result.updated = Number(row.updated)
-    result.duplicates = Number(row.staged) - Number(row.distinct_keys)
+    // Most loads have one row per key: merge straight from the stage. If two rows share a key, Postgres
+    // refuses (21000: a command cannot affect a row twice); then, back at the savepoint, the last row of
+    // each key wins and the earlier ones are counted as duplicates.
+    const merge = (q: typeof tx, distinct: boolean) =>
+      q.unsafe<{ inserted: string; updated: string }[]>(
+        `with merged as (
+           insert into ${qualified} (${columnList})
+           select ${distinct ? `distinct on (${keyList})` : ''} ${columnList} from ${stage} ${distinct ? `order by ${keyList}, __row desc` : ''}
+           on conflict (${keyList}) ${conflict}
+           returning (xmax = 0) as fresh
+         )
+         select count(*) filter (where fresh) as inserted, count(*) filter (where not fresh) as updated from merged`,
+      )
+    let counts: { inserted: string; updated: string } | undefined
+    try {
+      // (postgres.js' savepoint rolls back to it when the merge fails, leaving the transaction usable)
+      ;[counts] = await tx.savepoint((sp) => merge(sp, false))
+    } catch (err) {
+      if (pgCode(err) !== '21000') throw err
+      ;[counts] = await merge(tx, true)
+      const [dup] = await tx.unsafe<{ n: string }[]>(`select count(*) - count(distinct (${keyList})) as n from ${stage}`)
+      result.duplicates = Number(dup!.n)
+    }
+    result.inserted = Number(counts!.inserted)
+    result.updated = Number(counts!.updated)
   })
   result.ignoredFields = [...ignored]
   return result
