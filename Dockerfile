@@ -39,6 +39,7 @@ WORKDIR /app
 COPY package.json ./
 COPY patches ./patches
 COPY migrations ./migrations
+COPY config ./config
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 USER node

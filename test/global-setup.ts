@@ -4,7 +4,7 @@
  */
 import { migrationInfo, migrateHost } from '../src/core/db/migrations.js'
 import { connect, withDatabase } from '../src/core/db/connect.js'
-import { ADMIN_URL, APP_ROLE, APP_URL, REDIS_URL, hostTemplateName } from './helpers/env.js'
+import { ADMIN_URL, APP_ROLE, APP_URL, REDIS_URL, SHARED_ROLE, hostTemplateName } from './helpers/env.js'
 import { Redis } from 'ioredis'
 
 export default async function setup() {
@@ -26,6 +26,13 @@ export default async function setup() {
     if (!role) {
       await admin.unsafe(`create role ${APP_ROLE} login createdb password '${APP_ROLE}'`).catch((err) => {
         if (err.code !== '42710') throw err // created concurrently by another run
+      })
+    }
+    // Shared isolation's data role: row-level security binds it (no BYPASSRLS, owns no table).
+    const [shared] = await admin`select 1 from pg_roles where rolname = ${SHARED_ROLE}`
+    if (!shared) {
+      await admin.unsafe(`create role ${SHARED_ROLE} login nosuperuser nobypassrls password '${SHARED_ROLE}'`).catch((err) => {
+        if (err.code !== '42710') throw err
       })
     }
     const template = hostTemplateName(migrationInfo('host').hash)

@@ -10,6 +10,9 @@ export const TENANT_STATUSES = ['provisioning', 'active', 'suspended', 'failed',
 export type TenantStatus = (typeof TENANT_STATUSES)[number]
 export const MIGRATION_STATUSES = ['pending', 'running', 'current', 'failed'] as const
 export type MigrationStatus = (typeof MIGRATION_STATUSES)[number]
+export const TENANT_ISOLATIONS = ['database', 'shared'] as const
+/** How a tenant's data is kept apart: a database of its own, or its rows in the shared database under row-level security. */
+export type TenantIsolation = (typeof TENANT_ISOLATIONS)[number]
 export const MEMBERSHIP_ROLES = ['owner', 'admin', 'member'] as const
 export type MembershipRole = (typeof MEMBERSHIP_ROLES)[number]
 export const MEMBERSHIP_STATUSES = ['active', 'invited', 'suspended'] as const
@@ -64,6 +67,11 @@ export const tenants = pgTable(
     name: text('name').notNull(),
     planTier: text('plan_tier').notNull().default('free'),
     status: text('status', { enum: TENANT_STATUSES }).notNull().default('provisioning'),
+    /**
+     * 'database': its own database (db_name, db_url). 'shared': rows tagged tenant_id in the shared database
+     * (db_name/db_url name that database; row-level security keeps tenants apart). Chosen at provisioning from the plan.
+     */
+    isolation: text('isolation', { enum: TENANT_ISOLATIONS }).notNull().default('database'),
     dbName: text('db_name').notNull(),
     dbUrlEncrypted: text('db_url_encrypted').notNull(),
     poolerUrlEncrypted: text('pooler_url_encrypted'),
@@ -87,11 +95,13 @@ export const tenants = pgTable(
   },
   (t) => [
     uniqueIndex('core_tenants_slug_uq').on(t.slug),
-    uniqueIndex('core_tenants_db_name_uq').on(t.dbName),
+    // Shared tenants all name the shared database; a database of its own belongs to one tenant.
+    uniqueIndex('core_tenants_db_name_uq').on(t.dbName).where(sql`isolation = 'database'`),
     uniqueIndex('core_tenants_stripe_customer_uq').on(t.stripeCustomerId),
     index('core_tenants_status_idx').on(t.status),
     index('core_tenants_migration_idx').on(t.migrationStatus, t.migrationVersion),
     check('core_tenants_status_ck', inList('status', TENANT_STATUSES)),
+    check('core_tenants_isolation_ck', inList('isolation', TENANT_ISOLATIONS)),
     check('core_tenants_migration_status_ck', inList('migration_status', MIGRATION_STATUSES)),
     check('core_tenants_slug_ck', sql`slug ~ '^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$'`),
     check('core_tenants_max_connections_ck', sql`max_connections is null or max_connections between 1 and 100`),

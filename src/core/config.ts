@@ -43,6 +43,9 @@ export const ENV_VARS = {
   DB_NAME: { kind: 'string', default: 'app_host', doc: 'Host DB name (with DB_HOST)' },
   TENANT_DATABASE_URL: { kind: 'url', default: '', doc: 'Server (and credentials) tenant databases are created on; defaults to DATABASE_URL' },
   TENANT_DB_PREFIX: { kind: 'string', default: 'tk', doc: 'Prefix of tenant and template database names' },
+  SHARED_DATABASE_URL: { kind: 'url', default: '', doc: 'The shared database of shared-isolation tenants, with the credentials of its data role (not the tables\' owner, no BYPASSRLS); unset: every tenant gets a database of its own' },
+  TENANT_ISOLATION: { kind: 'string', default: 'plan', doc: 'Isolation of new tenants that name none: plan (the plan\'s `isolation` in config/plans.json), database or shared' },
+  SHARED_POOL_MAX: { kind: 'int', default: '10', min: 1, max: 1000, doc: 'Connections of the one pool every shared tenant uses (counted in POOL_CONNECTION_BUDGET)' },
   AUTO_MIGRATE: { kind: 'bool', default: '', doc: 'Run host migrations at boot (default: on outside production)' },
 
   REDIS_URL: { kind: 'url', default: 'redis://127.0.0.1:6379', doc: 'Redis for sessions, queues, rate limits and cache invalidation' },
@@ -153,6 +156,10 @@ export interface Config {
   databaseUrl: string | undefined
   tenantDatabaseUrl: string | undefined
   tenantDbPrefix: string
+  /** Shared isolation: the shared database's URL (its data role); undefined: shared isolation is off. */
+  sharedDatabaseUrl: string | undefined
+  /** Isolation of new tenants that name none: from their plan, or one mode for all. */
+  tenantIsolation: 'plan' | 'database' | 'shared'
   autoMigrate: boolean
   redisUrl: string
   redisPrefix: string
@@ -166,6 +173,8 @@ export interface Config {
     connectionBudget: number
     acquireTimeoutMs: number
     hostMax: number
+    /** The shared database's pool (one per process, inside connectionBudget). */
+    sharedMax: number
     catalogTtlS: number
     /** postgres.js connect_timeout of host and tenant pools. */
     connectTimeoutMs: number
@@ -314,6 +323,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const prefix = s('TENANT_DB_PREFIX')
   if (!/^[a-z][a-z0-9_]{0,15}$/.test(prefix)) throw new ConfigError('TENANT_DB_PREFIX', 'must be lowercase letters, digits or _, starting with a letter, at most 16 chars')
 
+  const sharedDatabaseUrl = opt(s('SHARED_DATABASE_URL'))
+  const tenantIsolation = s('TENANT_ISOLATION') as Config['tenantIsolation']
+  if (!['plan', 'database', 'shared'].includes(tenantIsolation)) throw new ConfigError('TENANT_ISOLATION', 'must be plan, database or shared')
+  if (tenantIsolation === 'shared' && !sharedDatabaseUrl) throw new ConfigError('TENANT_ISOLATION', 'shared needs SHARED_DATABASE_URL')
+
   let keys = l('ENCRYPTION_KEYS')
   if (keys.length === 0) {
     if (production) throw new ConfigError('ENCRYPTION_KEYS', 'is required in production (id:base64 of 32 random bytes)')
@@ -359,6 +373,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl,
     tenantDatabaseUrl: opt(s('TENANT_DATABASE_URL')),
     tenantDbPrefix: prefix,
+    sharedDatabaseUrl,
+    tenantIsolation,
     autoMigrate: b('AUTO_MIGRATE', !production),
     redisUrl: s('REDIS_URL'),
     redisPrefix: s('REDIS_PREFIX'),
@@ -371,6 +387,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       connectionBudget: i('POOL_CONNECTION_BUDGET'),
       acquireTimeoutMs: i('POOL_ACQUIRE_TIMEOUT_MS'),
       hostMax: i('HOST_POOL_MAX'),
+      sharedMax: i('SHARED_POOL_MAX'),
       catalogTtlS: i('CATALOG_CACHE_TTL_S'),
       connectTimeoutMs: i('DB_CONNECT_TIMEOUT_MS'),
       statementTimeoutMs: i('DB_STATEMENT_TIMEOUT_MS'),

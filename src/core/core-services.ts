@@ -14,6 +14,7 @@ import { createHostDatabase, type HostDatabase } from './db/host.js'
 import { createInvalidationBus, type InvalidationBus } from './lib/invalidated-cache.js'
 import { type CatalogHandle, catalogChannel, createCatalog } from './tenancy/catalog.js'
 import { createPoolManager } from './tenancy/pool-manager.js'
+import { loadPlanIsolation } from './tenancy/plan-isolation.js'
 import { createProvisioner, type Provisioner } from './tenancy/provisioning.js'
 import type { PoolManager } from './tenancy/types.js'
 import { createMailer, type Mailer } from './email/index.js'
@@ -99,6 +100,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     idleTimeoutS: config.pool.idleTimeoutS,
     connectionBudget: config.pool.connectionBudget,
     acquireTimeoutMs: config.pool.acquireTimeoutMs,
+    sharedMax: config.pool.sharedMax,
     connectOptions: config.pool,
     logger,
   })
@@ -133,6 +135,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     logger,
     lifecycle,
     migrationsFolder: opts.tenantMigrationsFolder,
+    planIsolation: loadPlanIsolation(),
     tasks: lateTasks,
     metrics,
   })

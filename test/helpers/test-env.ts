@@ -5,7 +5,7 @@
 import { migrationInfo } from '../../src/core/db/migrations.js'
 import { connect, withDatabase } from '../../src/core/db/connect.js'
 import { type Config, loadConfig } from '../../src/core/config.js'
-import { ADMIN_URL, APP_ROLE, APP_URL, REDIS_URL, hostTemplateName, uniqueName } from './env.js'
+import { ADMIN_URL, APP_ROLE, APP_URL, REDIS_URL, hostTemplateName, sharedUrl, uniqueName } from './env.js'
 import { Redis } from 'ioredis'
 import type { ScratchPostgres } from './scratch-services.js'
 
@@ -63,6 +63,8 @@ export async function createTestEnv(extra: Record<string, string> = {}, scratch?
     DB_CONNECT_TIMEOUT_MS: '10000',
     ...extra,
   }
+  // 'auto': this world's own shared database (dropped with the world), reached as the shared data role.
+  if (vars.SHARED_DATABASE_URL === 'auto') vars.SHARED_DATABASE_URL = sharedUrl(name)
   const configWith = (more: Record<string, string>) => loadConfig({ ...vars, ...more })
   return {
     name,

@@ -82,6 +82,7 @@ describe('catalog', () => {
       name: row.name,
       status: 'active',
       planTier: 'free',
+      isolation: 'database',
       dbName: row.dbName,
       dbUrl: row.dbUrl,
       poolerUrl: row.poolerUrl,

@@ -21,6 +21,8 @@ const root = [resolve(here, '../..'), resolve(here, '../../..')].find((dir) => {
   }
 })
 if (!root) throw new Error('migrations/ folder not found next to the application')
+/** Where migrations/ and config/ are (the repository, or beside dist/ after a build). */
+export const PROJECT_ROOT: string = root
 
 export const MIGRATIONS = {
   host: join(root, 'migrations/host'),

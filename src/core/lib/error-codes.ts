@@ -75,6 +75,8 @@ export const CORE_ERROR_CODES = {
   POOL_EXHAUSTED: { status: 503, description: 'The tenant’s database connections are all busy: retry after Retry-After' },
   POOL_CLOSED: { status: 503, description: 'The tenant pool manager is shut down (the process is stopping)' },
   INVALID_SLUG: { status: 400, description: 'The tenant slug is not valid (or reserved)' },
+  INVALID_ISOLATION: { status: 400, description: 'A tenant\'s isolation is database or shared' },
+  SHARED_ISOLATION_OFF: { status: 400, description: 'Shared isolation was asked for, but this deployment has no shared database (SHARED_DATABASE_URL)' },
   INVALID_NAME: { status: 400, description: 'The tenant name is not valid' },
   UNKNOWN_OWNER: { status: 400, description: 'The tenant’s owner user does not exist' },
   SLUG_TAKEN: { status: 409, description: 'Another tenant has this slug' },

@@ -13,6 +13,8 @@ import { MIGRATIONS, type MigrationInfo, migrationInfo, runMigrations } from '..
 import { errorMessage } from '../lib/error-log.js'
 import { notFound } from '../lib/errors.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
+import { sharedPoolKey } from './pool-manager.js'
+import type { SharedDatabase } from './shared/shared-database.js'
 import type { Catalog, PoolManager } from './types.js'
 
 /** Tenants whose database exists and is in service; failed/provisioning ones are finished by provisioning retry. */
@@ -27,6 +29,8 @@ export interface FleetDeps {
   logger: Logger
   /** The tenant migrations folder (tests use a temporary copy with extra migrations). */
   folder?: string
+  /** The shared database (provisioner.shared): migrated and sharedified once per run when a shared tenant is behind. */
+  shared?: SharedDatabase | undefined
 }
 
 export interface FleetOptions {
@@ -75,6 +79,8 @@ export interface MigrateTenantDeps {
   info: MigrationInfo
   folder: string
   pools?: PoolManager | undefined
+  /** Shared tenants: their version is the shared database's, brought current by ensure(). */
+  shared?: Pick<SharedDatabase, 'ensure'> | undefined
 }
 
 /** Migrate one tenant database and record the result in the catalog. No connection when already current. */
@@ -83,7 +89,12 @@ export async function migrateTenant(row: Tenant, deps: MigrateTenantDeps): Promi
   if (row.migrationVersion === info.version && row.migrationStatus === 'current') return 'skipped'
   await writes.update(row.id, { migrationStatus: 'running', migrationError: null })
   try {
-    await runMigrations(writes.dbUrl(row), folder)
+    if (row.isolation === 'shared') {
+      if (!deps.shared) throw new Error('tenant is in the shared database, but shared isolation is not configured (SHARED_DATABASE_URL)')
+      await deps.shared.ensure()
+    } else {
+      await runMigrations(writes.dbUrl(row), folder)
+    }
   } catch (err) {
     await writes.update(row.id, { migrationStatus: 'failed', migrationError: errorMessage(err) })
     throw err
@@ -150,6 +161,16 @@ export async function migrateFleet(deps: FleetDeps, opts: FleetOptions = {}): Pr
   let next = 0
   let done = 0
   let stop = false
+  // The shared database is migrated (and sharedified) once per run, by the first shared tenant behind;
+  // its pool is then closed: prepared statements were planned on the old schema.
+  const { shared, pools } = deps
+  let sharedRun: Promise<void> | undefined
+  const sharedOnce = shared && {
+    ensure: () => {
+      sharedRun ??= shared.migrate().then(() => pools?.evict(sharedPoolKey(shared.url)))
+      return sharedRun
+    },
+  }
 
   async function one(i: number): Promise<void> {
     const row = rows[i]!
@@ -159,7 +180,7 @@ export async function migrateFleet(deps: FleetDeps, opts: FleetOptions = {}): Pr
       if (!(MIGRATABLE as readonly string[]).includes(row.status)) {
         throw new Error(`tenant is ${row.status}; finish it with provisioning retry instead`)
       }
-      result.outcome = await migrateTenant(row, { writes, info, folder, pools: deps.pools })
+      result.outcome = await migrateTenant(row, { writes, info, folder, pools: deps.pools, shared: sharedOnce })
       result.version = info.version
     } catch (err) {
       result.outcome = 'failed'

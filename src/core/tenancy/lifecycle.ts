@@ -24,8 +24,9 @@ import { conflict, notFound, PG, pgCode } from '../lib/errors.js'
 import type { AuditOrigin, CatalogWrites, TenantPatch } from './catalog-writes.js'
 import { errorMessage } from '../lib/error-log.js'
 import { migrateTenant } from './fleet.js'
+import type { SharedDatabase } from './shared/shared-database.js'
 import type { TenantTemplate } from './template.js'
-import type { PoolManager } from './types.js'
+import type { PoolManager, PoolTargetOf } from './types.js'
 import { isUuid } from '../lib/uuid.js'
 
 export const CORE_LIFECYCLE = {
@@ -149,6 +150,8 @@ export interface LifecycleContext {
   /** A pool on the maintenance database, for CREATE/DROP DATABASE. */
   admin: Sql
   template: TenantTemplate
+  /** The shared database of shared-isolation tenants; undefined when SHARED_DATABASE_URL is unset. */
+  shared?: SharedDatabase | undefined
   logger: Logger
   /** The events and their steps, features' included. */
   lifecycle: AssembledLifecycle
@@ -205,8 +208,30 @@ export interface RunOptions {
  */
 export type Step = (row: Tenant, ctx: LifecycleContext, opts: RunOptions) => Promise<TenantPatch | undefined>
 
+/** The shared database, or a clear error for a shared tenant on a deployment that has none configured. */
+function sharedOf(ctx: LifecycleContext): SharedDatabase {
+  if (!ctx.shared) throw new Error('tenant is in the shared database, but shared isolation is not configured (SHARED_DATABASE_URL)')
+  return ctx.shared
+}
+
+/** The pool manager's view of a catalog row. */
+export const poolTarget = (row: Tenant, ctx: Pick<LifecycleContext, 'writes'>): PoolTargetOf => ({
+  id: row.id,
+  dbUrl: ctx.writes.dbUrl(row),
+  poolerUrl: undefined,
+  maxConnections: row.maxConnections ?? undefined,
+  isolation: row.isolation,
+})
+
+// Each step covers both isolation modes: a shared tenant's "database" is its rows in the shared database.
 const CORE_STEPS: Record<CoreStepName, Step> = {
   async createDatabase(row, ctx) {
+    if (row.isolation === 'shared') {
+      // Created, migrated and sharedified once per process; a new tenant is rows, not a database.
+      const shared = sharedOf(ctx)
+      await shared.ensure()
+      return { migrationVersion: shared.info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
+    }
     const template = await ctx.template.ensure()
     try {
       await ctx.admin.unsafe(`create database ${quoteIdent(row.dbName)} template ${quoteIdent(template)}`)
@@ -222,7 +247,7 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
 
   async migrate(row, ctx) {
     const { info, folder } = ctx.template
-    const outcome = await migrateTenant(row, { writes: ctx.writes, info, folder, pools: ctx.pools })
+    const outcome = await migrateTenant(row, { writes: ctx.writes, info, folder, pools: ctx.pools, shared: ctx.shared })
     // Already written by migrateTenant; returned so the runner's copy of the row stays true.
     return outcome === 'migrated'
       ? { migrationVersion: info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
@@ -234,7 +259,7 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
     const [owner] = ownerId
       ? await ctx.host.db.select({ id: users.id, email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
       : []
-    const tenant = { id: row.id, dbUrl: ctx.writes.dbUrl(row), poolerUrl: undefined, maxConnections: row.maxConnections ?? undefined }
+    const tenant = poolTarget(row, ctx)
     // One statement (so one round trip, and atomic): the owner as local admin, and the single settings row.
     await ctx.pools.withTenant(tenant, async (db) => {
       const sql = db.$client
@@ -242,11 +267,15 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
         await sql`insert into core_settings (id) select ${uuidv7()} where not exists (select 1 from core_settings)`
         return
       }
+      // Update, else insert: no ON CONFLICT on global_user_id, whose unique index leads with tenant_id in the shared layout.
       await sql`
-        with seeded as (
+        with promoted as (
+          update core_tenant_users set role = 'admin', email = ${owner.email}, name = ${owner.name}, updated_at = now()
+          where global_user_id = ${owner.id}
+          returning 1
+        ), seeded as (
           insert into core_tenant_users (id, global_user_id, email, name, role)
-          values (${uuidv7()}, ${owner.id}, ${owner.email}, ${owner.name}, 'admin')
-          on conflict (global_user_id) do update set role = 'admin', email = excluded.email, name = excluded.name, updated_at = now()
+          select ${uuidv7()}, ${owner.id}, ${owner.email}, ${owner.name}, 'admin' where not exists (select 1 from promoted)
           returning 1
         )
         insert into core_settings (id) select ${uuidv7()} where not exists (select 1 from core_settings)`
@@ -265,6 +294,13 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
   },
 
   async dropDatabase(row, ctx) {
+    if (row.isolation === 'shared') {
+      // Erasure: every row of the tenant, through its own scoped handle, then checked gone (erase throws otherwise).
+      const shared = sharedOf(ctx)
+      const deleted = await ctx.pools.withTenant(poolTarget(row, ctx), (db) => shared.erase(db))
+      ctx.logger.info({ tenantId: row.id, deleted }, 'shared tenant rows erased')
+      return undefined
+    }
     await ctx.admin.unsafe(`drop database if exists ${quoteIdent(row.dbName)} with (force)`)
     return undefined
   },

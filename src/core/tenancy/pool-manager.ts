@@ -12,9 +12,18 @@ import type { Logger } from 'pino'
 import * as tenantSchema from '../../../drizzle/tenant/schema.js'
 import { type ConnectOptions, connect, type Sql } from '../db/connect.js'
 import { AppError, unavailable } from '../lib/errors.js'
+import { createScopedClient } from './shared/scoped-client.js'
 import type { PoolManager, PoolStats, TenantDb, TenantLease, TenantRecord } from './types.js'
 
-export type PoolTarget = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'>
+export type PoolTarget = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation'>>
+
+/**
+ * The pool key of a shared database: every shared tenant on it leases this one pool (its handle, a
+ * scoped client over the pool, is per tenant). Database tenants' pools are keyed by tenant id.
+ */
+export const sharedPoolKey = (url: string) => `shared:${url}`
+/** Shared tenants' handles kept per shared pool (cheap to rebuild; bounded so the map cannot grow without end). */
+const MAX_SHARED_HANDLES = 10_000
 
 export interface PoolManagerDeps {
   maxPerTenant: number
@@ -27,12 +36,18 @@ export interface PoolManagerDeps {
   applicationName?: string
   /** Connection options of every tenant pool (timeouts); see db/connect.ts. */
   connectOptions?: Pick<ConnectOptions, 'connectTimeoutMs' | 'statementTimeoutMs'>
+  /** Connections of a shared database's pool (SHARED_POOL_MAX); default maxPerTenant. */
+  sharedMax?: number
   /** How long a POOL_EXHAUSTED timeout with no grant since keeps the manager "starved" (readiness). Default 10 s. */
   starvedWindowMs?: number
 }
 
 interface Pool {
+  /** The tenant id, or sharedPoolKey(url) for a shared database's pool. */
   tenantId: string
+  /** A shared database's pool: leases get a per-tenant scoped handle (handles), never `db`. */
+  shared: boolean
+  handles: Map<string, TenantDb>
   url: string
   /** Slots reserved from the budget (the pool's max). */
   size: number
@@ -104,7 +119,26 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   sweep.unref()
 
   const urlOf = (t: PoolTarget) => t.poolerUrl || t.dbUrl
-  const sizeOf = (t: PoolTarget) => Math.max(1, Math.min(maxPerTenant, t.maxConnections ?? maxPerTenant, budget))
+  const isShared = (t: PoolTarget) => t.isolation === 'shared'
+  const keyOf = (t: PoolTarget) => (isShared(t) ? sharedPoolKey(urlOf(t)) : t.id)
+  const sizeOf = (t: PoolTarget) =>
+    isShared(t)
+      ? Math.max(1, Math.min(deps.sharedMax ?? maxPerTenant, budget))
+      : Math.max(1, Math.min(maxPerTenant, t.maxConnections ?? maxPerTenant, budget))
+
+  /** A shared tenant's handle on its shared pool: drizzle over a client that scopes every statement to the tenant. */
+  function handleOf(pool: Pool, tenantId: string): TenantDb {
+    if (!pool.shared) return pool.db
+    let db = pool.handles.get(tenantId)
+    if (db) {
+      pool.handles.delete(tenantId) // most recently used last
+    } else {
+      db = drizzle(createScopedClient(pool.sql, tenantId), { schema: tenantSchema }) as TenantDb
+      if (pool.handles.size >= MAX_SHARED_HANDLES) pool.handles.delete(pool.handles.keys().next().value!)
+    }
+    pool.handles.set(tenantId, db)
+    return db
+  }
 
   function open(t: PoolTarget, url: string, size: number): Pool {
     // postgres.js connects lazily: no connection exists until the first query, so this never blocks.
@@ -113,8 +147,11 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     const closed = new Promise<void>((resolve) => {
       markClosed = resolve
     })
+    const key = keyOf(t)
     const pool: Pool = {
-      tenantId: t.id,
+      tenantId: key,
+      shared: isShared(t),
+      handles: new Map(),
       url,
       size,
       sql,
@@ -128,7 +165,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
       markClosed,
     }
     reserved += size
-    pools.set(t.id, pool)
+    pools.set(key, pool)
     return pool
   }
 
@@ -189,7 +226,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     while (queue.length) {
       const head = queue[0]!
       const url = urlOf(head.tenant)
-      const live = pools.get(head.tenant.id)
+      const live = pools.get(keyOf(head.tenant))
       if (live && live.url === url) {
         settle(head, take(live))
         continue
@@ -202,7 +239,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
         const pool = open(head.tenant, url, size)
         settle(head, take(pool))
         // Waiters further back for the same tenant share the new pool instead of queueing behind others.
-        for (const w of [...queue]) if (w.tenant.id === pool.tenantId && urlOf(w.tenant) === url) settle(w, take(pool))
+        for (const w of [...queue]) if (keyOf(w.tenant) === pool.tenantId && urlOf(w.tenant) === url) settle(w, take(pool))
         continue
       }
       const victim = lruIdle()
@@ -239,7 +276,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     const url = urlOf(tenant)
     if (!url) return Promise.reject(new Error(`tenant ${tenant.id} has no database URL`))
     if (signal?.aborted) return Promise.reject(clientClosed())
-    const live = pools.get(tenant.id)
+    const live = pools.get(keyOf(tenant))
     if (live && live.url === url) return Promise.resolve(take(live))
     return new Promise<Pool>((resolve, reject) => {
       const onAbort = () => drop(waiter, clientClosed())
@@ -261,10 +298,10 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     })
   }
 
-  function leaseOf(pool: Pool): TenantLease {
+  function leaseOf(pool: Pool, tenantId: string): TenantLease {
     let released = false
     return {
-      db: pool.db,
+      db: handleOf(pool, tenantId),
       release() {
         if (released) return
         released = true
@@ -275,7 +312,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
 
   return {
     async acquire(tenant, opts) {
-      const lease = leaseOf(await acquirePool(tenant, opts?.signal))
+      const lease = leaseOf(await acquirePool(tenant, opts?.signal), tenant.id)
       // Granted in the same turn the caller gave up (abort raced the grant): the slot goes straight back.
       if (opts?.signal?.aborted) {
         lease.release()
@@ -286,9 +323,9 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
 
     async withTenant(tenant, fn) {
       const pool = await acquirePool(tenant)
-      const lease = leaseOf(pool)
+      const lease = leaseOf(pool, tenant.id)
       try {
-        return await fn(pool.db)
+        return await fn(lease.db)
       } catch (err) {
         if (isUnreachable(err)) {
           logger?.warn({ err, tenantId: pool.tenantId }, 'pool-manager: tenant database unreachable; closing its pool')
@@ -302,6 +339,8 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
 
     async evict(tenantId) {
       const waits: Promise<void>[] = []
+      // A shared tenant: forget its handle (the shared pool stays for the others); evict(sharedPoolKey(url)) closes that pool.
+      for (const pool of pools.values()) if (pool.shared) pool.handles.delete(tenantId)
       const live = pools.get(tenantId)
       if (live) retire(live)
       for (const pool of retired) if (pool.tenantId === tenantId) waits.push(pool.closed)

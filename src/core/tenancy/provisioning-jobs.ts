@@ -72,7 +72,7 @@ export const PROVISION_FIRST_JOB = pipelineStart(
 ) as `tenant.provision.${typeof FIRST_PROVISION_STEP}`
 
 export interface FleetJobDeps {
-  provisioner: Pick<Provisioner, 'writes' | 'template'>
+  provisioner: Pick<Provisioner, 'writes' | 'template' | 'shared'>
   pools: PoolManager
 }
 
@@ -91,6 +91,7 @@ export const tenantMigrate = systemJob({
       info: template.info,
       folder: template.folder,
       pools: ctx.deps.pools,
+      shared: ctx.deps.provisioner.shared,
     })
     return { outcome, version: template.info.version }
   },

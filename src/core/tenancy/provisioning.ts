@@ -15,7 +15,7 @@
 import { and, asc, count, eq, isNull, lt, ne, sql } from 'drizzle-orm'
 import { uuidv7 } from 'uuidv7'
 import type { Logger } from 'pino'
-import { memberships, type Tenant, tenants } from '../../../drizzle/host/schema.js'
+import { memberships, type Tenant, type TenantIsolation, tenants } from '../../../drizzle/host/schema.js'
 import type { Config } from '../config.js'
 import type { JobSubmitter } from '../jobs/registry.js'
 import { connect, type Sql, withDatabase } from '../db/connect.js'
@@ -43,6 +43,7 @@ import {
   type RunOutcome,
   runLifecycle,
 } from './lifecycle.js'
+import { createSharedDatabase, type SharedDatabase } from './shared/shared-database.js'
 import { claimSlug } from './slugs.js'
 import { createTemplate, maintenanceUrl, type TenantTemplate, tenantDbName, tenantServerUrl } from './template.js'
 import type { Catalog, PoolManager } from './types.js'
@@ -112,6 +113,11 @@ export interface ProvisionInput {
   ownerUserId?: string | undefined
   planTier?: string | undefined
   /**
+   * 'database' or 'shared'; default: TENANT_ISOLATION ('plan': the plan's `isolation` in config/plans.json,
+   * database when the plan names none or shared isolation is off).
+   */
+  isolation?: TenantIsolation | undefined
+  /**
    * Refuse (403 TENANT_QUOTA_EXCEEDED) when the owner already created this many tenants that are not
    * deleted. Counted under a per-owner lock in the registering transaction, so concurrent creations
    * can't both slip under it. Unset: no limit (operators, the CLI).
@@ -129,6 +135,7 @@ export interface ProvisionedTenant {
   slug: string
   name: string
   planTier: string
+  isolation: TenantIsolation
   status: Tenant['status']
   dbName: string
   migrationVersion: string | null
@@ -144,7 +151,9 @@ export interface ProvisionerDeps {
   pools: PoolManager
   /** appBaseUrl and stripe are for features' lifecycle steps (the welcome email's link, cancelBilling). */
   config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys' | 'appBaseUrl'> &
-    Partial<Pick<Config, 'stripe' | 'provisioning'>>
+    Partial<Pick<Config, 'stripe' | 'provisioning' | 'sharedDatabaseUrl' | 'tenantIsolation'>>
+  /** A plan's isolation (config/plans.json `isolation`), for TENANT_ISOLATION=plan; default: none (database). */
+  planIsolation?: (planTier: string) => TenantIsolation | undefined
   /** Where lifecycle steps submit jobs (the welcome email): the services' task manager. */
   tasks: Pick<JobSubmitter, 'submit'>
   /** The events and their steps, features' included (services.lifecycle, KIT_LIFECYCLE); default: the core's steps only. */
@@ -226,6 +235,8 @@ export interface Provisioner {
   /** The raw catalog row (any status) without its URL. */
   describe(idOrSlug: string): Promise<ProvisionedTenant>
   template: TenantTemplate
+  /** The shared database of shared-isolation tenants; undefined when SHARED_DATABASE_URL is unset. */
+  shared: SharedDatabase | undefined
   writes: CatalogWrites
   close(): Promise<void>
 }
@@ -236,6 +247,7 @@ function publicView(row: Tenant): ProvisionedTenant {
     slug: row.slug,
     name: row.name,
     planTier: row.planTier,
+    isolation: row.isolation,
     status: row.status,
     dbName: row.dbName,
     migrationVersion: row.migrationVersion,
@@ -285,7 +297,11 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   const staleAfterS = config.provisioning?.staleAfterS ?? DEFAULT_STALE_AFTER_S
   const template = createTemplate({ admin, serverUrl, prefix: config.tenantDbPrefix, folder: deps.migrationsFolder, logger })
   const writes = createCatalogWrites({ host, catalog, keys: config.encryptionKeys })
+  const shared = config.sharedDatabaseUrl
+    ? createSharedDatabase({ admin, serverUrl, url: config.sharedDatabaseUrl, folder: deps.migrationsFolder, logger })
+    : undefined
   const ctx: LifecycleContext = {
+    shared,
     host,
     pools,
     writes,
@@ -312,13 +328,27 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
           { tenantId, error: errorMessage(err) },
         )
 
+  /** Explicit choice, else TENANT_ISOLATION (plan: the plan's); a plan asking for shared gets database when shared is off. */
+  function isolationOf(input: ProvisionInput, planTier: string): TenantIsolation {
+    const explicit = input.isolation ?? (config.tenantIsolation && config.tenantIsolation !== 'plan' ? config.tenantIsolation : undefined)
+    if (explicit !== undefined) {
+      if (explicit !== 'database' && explicit !== 'shared') throw badRequest('INVALID_ISOLATION', 'isolation must be database or shared')
+      if (explicit === 'shared' && !shared) throw badRequest('SHARED_ISOLATION_OFF', 'shared isolation is not configured (SHARED_DATABASE_URL)')
+      return explicit
+    }
+    return deps.planIsolation?.(planTier) === 'shared' && shared ? 'shared' : 'database'
+  }
+
   async function register(input: ProvisionInput): Promise<ProvisionedTenant> {
     const slug = validateSlug(input.slug)
     const name = typeof input.name === 'string' ? input.name.trim() : ''
     if (name.length < 1 || name.length > 200) throw badRequest('INVALID_NAME', 'name must be 1-200 characters')
     const id = uuidv7()
-    const dbName = tenantDbName(config.tenantDbPrefix, id)
     const planTier = input.planTier ?? 'free'
+    const isolation = isolationOf(input, planTier)
+    // A shared tenant's catalog row names the shared database (its data role's URL): the pool manager keys its pool by it.
+    const dbName = isolation === 'shared' ? shared!.dbName : tenantDbName(config.tenantDbPrefix, id)
+    const dbUrl = isolation === 'shared' ? shared!.url : withDatabase(serverUrl, dbName)
     let row: Tenant
     try {
       row = await host.db.transaction(async (tx) => {
@@ -333,9 +363,10 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
             slug,
             name,
             planTier,
+            isolation,
             status: 'provisioning',
             dbName,
-            dbUrlEncrypted: encrypt(withDatabase(serverUrl, dbName), config.encryptionKeys),
+            dbUrlEncrypted: encrypt(dbUrl, config.encryptionKeys),
             provisionStep: FIRST_PROVISION_STEP,
             createdBy: input.ownerUserId ?? null,
           })
@@ -349,7 +380,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
             actorUserId: input.actorUserId ?? input.ownerUserId ?? null,
             targetType: 'tenant',
             targetId: id,
-            metadata: { slug, planTier, ownerUserId: input.ownerUserId ?? null },
+            metadata: { slug, planTier, isolation, ownerUserId: input.ownerUserId ?? null },
           },
           input.origin,
         )
@@ -464,6 +495,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     resumeStale,
     describe: async (idOrSlug) => publicView(await writes.get(idOrSlug)),
     template,
+    shared,
     writes,
     async close() {
       await Promise.all([admin.end({ timeout: 5 }), lockSql.end({ timeout: 5 })])

@@ -4,11 +4,15 @@
  * ambient "current tenant" anywhere, so concurrent requests and jobs cannot see each other's data.
  */
 import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js'
-import type { MigrationStatus, TenantStatus } from '../../../drizzle/host/schema.js'
+import type { MigrationStatus, TenantIsolation, TenantStatus } from '../../../drizzle/host/schema.js'
 import type * as tenantSchema from '../../../drizzle/tenant/schema.js'
 import type { Sql } from '../db/connect.js'
 
 export type TenantSchema = typeof tenantSchema
+/**
+ * A tenant's database handle, the same type in both isolation modes: a database tenant's pool, or (shared)
+ * a client over the shared pool that runs every statement in a transaction scoped to the tenant.
+ */
 export type TenantDb = PostgresJsDatabase<TenantSchema> & { $client: Sql }
 
 /** A catalog row as the runtime needs it: the database URL already decrypted. Never serialised to clients. */
@@ -18,6 +22,8 @@ export interface TenantRecord {
   name: string
   status: TenantStatus
   planTier: string
+  /** 'shared': dbUrl is the shared database (its data role), and the pool manager hands out a handle scoped to this tenant. */
+  isolation: TenantIsolation
   dbName: string
   dbUrl: string
   poolerUrl: string | undefined
@@ -59,16 +65,22 @@ export interface TenantLease {
   release(): void
 }
 
+/** What the pool manager needs of a tenant (isolation defaults to 'database'). */
+export type PoolTargetOf = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation'>>
+
 export interface PoolManager {
   /**
    * Lease the tenant's pool; throws when no tenant is given (fail closed) and 503 POOL_EXHAUSTED when the budget stays full.
    * An aborted `signal` takes a waiter out of the queue (499 CLIENT_CLOSED_REQUEST), and a pool granted to an
    * aborted caller goes straight back, so a request the client gave up on never holds budget.
    */
-  acquire(tenant: Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'>, opts?: { signal?: AbortSignal }): Promise<TenantLease>
+  acquire(tenant: PoolTargetOf, opts?: { signal?: AbortSignal }): Promise<TenantLease>
   /** acquire + fn + release. */
-  withTenant<T>(tenant: Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'>, fn: (db: TenantDb) => Promise<T>): Promise<T>
-  /** Close the tenant's pool now (waits for leases to end). Used before DROP DATABASE and on catalog changes. */
+  withTenant<T>(tenant: PoolTargetOf, fn: (db: TenantDb) => Promise<T>): Promise<T>
+  /**
+   * Close the tenant's pool now (waits for leases to end). Used before DROP DATABASE and on catalog changes.
+   * A shared tenant's handle is dropped; sharedPoolKey(url) closes the shared pool itself (after a shared migration).
+   */
   evict(tenantId: string): Promise<void>
   stats(): PoolStats
   close(): Promise<void>

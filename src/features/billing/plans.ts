@@ -41,6 +41,8 @@ export const PlanSeedSchema = Type.Object(
     trialDays: Type.Integer({ minimum: 0, maximum: 730 }),
     features: Type.Array(Type.String({ minLength: 1 })),
     limits: Type.Optional(PlanLimitsSchema),
+    /** Where the plan's tenants' data lives (read by provisioning from the file, src/core/tenancy/plan-isolation.ts; not seeded). */
+    isolation: Type.Optional(Type.Union([Type.Literal('database'), Type.Literal('shared')])),
     tierLevel: Type.Integer({ minimum: 0 }),
     sortOrder: Type.Integer(),
     stripePriceMonthly: Type.Optional(PriceId),

@@ -106,22 +106,31 @@ export function createMembersRepository(deps: { host: HostDb; tenantDb: TenantDb
     return row
   }
 
-  /** The tenant user row of a global user, created (with `role`) when missing; an existing row keeps its role unless `overwrite`. */
+  /**
+   * The tenant user row of a global user, created (with `role`) when missing; an existing row keeps its role unless `overwrite`.
+   * Update, else insert: no ON CONFLICT on the natural key, whose unique index leads with tenant_id in the shared layout.
+   */
   async function ensureTenantUser(
     tx: TenantTx,
     user: { id: string; email: string; name: string | null },
     role: TenantRole,
     overwrite: boolean,
   ) {
-    const [row] = await tx
+    const update = () =>
+      tx
+        .update(tenantUsers)
+        .set(overwrite ? { email: user.email, name: user.name, role, updatedAt: new Date() } : { email: user.email, name: user.name, updatedAt: new Date() })
+        .where(eq(tenantUsers.globalUserId, user.id))
+        .returning({ id: tenantUsers.id, role: tenantUsers.role })
+    const [existing] = await update()
+    if (existing) return existing
+    const [inserted] = await tx
       .insert(tenantUsers)
       .values({ globalUserId: user.id, email: user.email, name: user.name, role })
-      .onConflictDoUpdate({
-        target: tenantUsers.globalUserId,
-        set: overwrite ? { email: user.email, name: user.name, role } : { email: user.email, name: user.name },
-      })
+      .onConflictDoNothing()
       .returning({ id: tenantUsers.id, role: tenantUsers.role })
-    return row!
+    // Inserted concurrently by another transaction since the update: update the row that won.
+    return inserted ?? (await update())[0]!
   }
 
   return {
@@ -161,10 +170,16 @@ export function createMembersRepository(deps: { host: HostDb; tenantDb: TenantDb
     },
 
     async setPermission(tx: TenantTx, tenantUserId: string, { resource, action }: Permission, granted: boolean) {
-      await tx
-        .insert(permissions)
-        .values({ tenantUserId, resource, action, granted })
-        .onConflictDoUpdate({ target: [permissions.tenantUserId, permissions.resource, permissions.action], set: { granted } })
+      // Update, else insert (the same in both isolation layouts; see ensureTenantUser).
+      const update = () =>
+        tx
+          .update(permissions)
+          .set({ granted })
+          .where(and(eq(permissions.tenantUserId, tenantUserId), eq(permissions.resource, resource), eq(permissions.action, action)))
+          .returning({ id: permissions.id })
+      if ((await update()).length) return
+      const inserted = await tx.insert(permissions).values({ tenantUserId, resource, action, granted }).onConflictDoNothing().returning({ id: permissions.id })
+      if (!inserted.length) await update()
     },
 
     /** true when a row was deleted. */

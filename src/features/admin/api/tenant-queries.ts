@@ -143,10 +143,12 @@ export async function describeTenant(
 
 /**
  * pg_database_size, asked on the tenant's own database server (it may not be the host's). null when the
- * database can't be reached: not yet created, or the server is down; the rest of the detail still answers.
+ * database can't be reached (not yet created, or the server is down) and for a shared tenant; the rest of the detail still answers.
  */
 async function databaseSize(row: Tenant, deps: { pools: PoolManager; dbUrl: (row: Tenant) => string }): Promise<number | null> {
   if (row.status === 'provisioning' || row.status === 'failed') return null
+  // A shared tenant has no database of its own: the shared database's size is not its size.
+  if (row.isolation === 'shared') return null
   try {
     const tenant = { id: row.id, dbUrl: deps.dbUrl(row), poolerUrl: undefined, maxConnections: row.maxConnections ?? undefined }
     return await deps.pools.withTenant(tenant, async (tdb) => {

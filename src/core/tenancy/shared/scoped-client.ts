@@ -1,0 +1,187 @@
+/**
+ * A shared tenant's postgres.js client: the shared database's pool, where every statement runs as its own
+ * transaction that first sets `app.tenant_id` (transaction-local), so row-level security shows it only
+ * its tenant's rows. Handed to drizzle like any client, so a shared tenant's `TenantDb` has the same type
+ * and the same API as a database tenant's; code reaching for `db.$client` gets this too.
+ *
+ * One statement = one network round trip: on a reserved connection, `begin; select set_config(…)`, the
+ * statement and `commit` are written together without waiting in between (postgres.js pipelines queries
+ * sent to one connection), and the connection goes back to the pool only once `commit` has answered, so
+ * a pooled connection never carries a tenant id (LESSONS.md §3: transaction scope only, never session).
+ * A failing statement makes that `commit` a rollback. `begin(fn)` (drizzle's transaction) sets the tenant
+ * first in the transaction, pipelined with fn's first statement.
+ *
+ * How: a postgres.js Query runs by calling its `handler` when first awaited; the tagged template and
+ * `unsafe()` build the pool's own Query objects (so fragments, `.values()`, `.raw()` behave as usual)
+ * with the handler swapped for the unit-of-work one below.
+ */
+import type postgres from 'postgres'
+import type { Sql } from '../../db/connect.js'
+import { isUuid } from '../../lib/uuid.js'
+
+/** The setting row-level security reads; policies use nullif(current_setting('app.tenant_id', true), '')::uuid. */
+export const TENANT_SETTING = 'app.tenant_id'
+
+/** What postgres.js' Query exposes to its connection: not in its public types. */
+interface QueryInternals {
+  handler: (q: QueryInternals) => void
+  executed: boolean
+  resolve: (x: unknown) => void
+  reject: (e: unknown) => void
+  strings: readonly string[]
+  execute(): unknown
+}
+
+const internals = (q: unknown) => q as QueryInternals
+
+/** Statements naming the setting are refused: a handle must not move itself to another tenant. */
+function refuseSettingChange(text: string): void {
+  if (/app\.tenant_id/i.test(text)) throw new Error(`a shared tenant's handle may not read or set ${TENANT_SETTING} itself`)
+}
+
+/** `select set_config('app.tenant_id', '<id>', true)`; the id is checked to be a uuid, so inlining it is safe. */
+export function setTenantSql(tenantId: string): string {
+  if (!isUuid(tenantId)) throw new Error(`not a tenant id: ${String(tenantId)}`)
+  return `select set_config('${TENANT_SETTING}', '${tenantId.toLowerCase()}', true)`
+}
+
+export interface ScopedClientStats {
+  /** Units of work (single statements) run. */
+  units: number
+}
+
+/**
+ * The client a shared tenant's drizzle instance is built over. Only statements and transactions are
+ * offered: reserve/listen/notify/file/subscribe/end would escape the tenant scope or own the shared pool.
+ */
+/** undefined when the query succeeded, its error otherwise. */
+const settled = (p: unknown) =>
+  Promise.resolve(p as Promise<unknown>).then(
+    () => undefined,
+    (err: unknown) => err ?? new Error('query failed'),
+  )
+
+export function createScopedClient(pool: Sql, tenantId: string, stats?: ScopedClientStats): Sql {
+  const begin = `begin; ${setTenantSql(tenantId)}`
+
+  /** Run one already-built statement as begin+set_config / statement / commit, written as one batch. */
+  async function unitHandler(q: QueryInternals): Promise<void> {
+    let reserved: postgres.ReservedSql
+    try {
+      reserved = await pool.reserve()
+    } catch (err) {
+      q.reject(err)
+      return
+    }
+    if (stats) stats.units++
+    // A Query built on the reserved connection carries its handler: the way to put our statements on it.
+    const send = internals(reserved.unsafe('')).handler
+    const opening = internals(reserved.unsafe(begin))
+    const closing = internals(reserved.unsafe('commit'))
+    const resolve = q.resolve
+    const reject = q.reject
+    let result: { value: unknown } | undefined
+    let failure: { error: unknown } | undefined
+    // The statement's answer arrives before commit's: hold it until the commit is known to have worked.
+    q.resolve = (value) => {
+      result = { value }
+    }
+    q.reject = (error) => {
+      failure ??= { error }
+    }
+    opening.executed = true
+    closing.executed = true
+    q.handler = send
+    send(opening)
+    send(q)
+    send(closing)
+    // Answers arrive in order; release only after commit's, so the connection goes back outside any transaction.
+    const openingError = await settled(opening)
+    const closingError = await settled(closing)
+    reserved.release()
+    // Whatever failed first is the answer; a statement that ran without its tenant set is never reported as a success.
+    if (openingError !== undefined) reject(openingError)
+    else if (failure) reject(failure.error)
+    else if (closingError !== undefined) reject(closingError)
+    else if (result) resolve(result.value)
+    else reject(new Error('shared tenant statement finished without an answer'))
+  }
+
+  function scoped<Q>(query: Q): Q {
+    const q = internals(query)
+    refuseSettingChange(q.strings.join('?'))
+    q.handler = unitHandler as unknown as QueryInternals['handler']
+    return query
+  }
+
+  function client(first: unknown, ...rest: unknown[]): unknown {
+    // Tagged template → a statement; anything else (identifiers, value lists) is a helper that runs nothing.
+    if (Array.isArray(first) && Array.isArray((first as unknown as TemplateStringsArray).raw)) {
+      return scoped((pool as unknown as (...a: unknown[]) => unknown)(first, ...rest))
+    }
+    return (pool as unknown as (...a: unknown[]) => unknown)(first, ...rest)
+  }
+
+  const refused = (name: string) => () => {
+    throw new Error(`${name}() is not available on a shared tenant's database handle`)
+  }
+
+  Object.assign(client, {
+    unsafe: (query: string, args?: unknown[], options?: unknown) => scoped(pool.unsafe(query, args as never, options as never)),
+    begin(options: unknown, fn?: unknown) {
+      const run = (typeof options === 'function' ? options : fn) as (tx: postgres.TransactionSql) => unknown
+      const mode = typeof options === 'string' ? options : ''
+      return pool.begin(mode, (tx) => {
+        // Pipelined ahead of fn's first statement; a failure here aborts the transaction and is what fn's caller sees.
+        tx.unsafe(setTenantSql(tenantId)).execute()
+        return run(guardTransaction(tx))
+      })
+    },
+    json: pool.json,
+    array: pool.array,
+    typed: pool.typed,
+    types: pool.types,
+    options: pool.options,
+    parameters: pool.parameters,
+    PostgresError: pool.PostgresError,
+    CLOSE: pool.CLOSE,
+    END: pool.END,
+    reserve: refused('reserve'),
+    listen: refused('listen'),
+    notify: refused('notify'),
+    subscribe: refused('subscribe'),
+    file: refused('file'),
+    largeObject: refused('largeObject'),
+    end: refused('end'),
+    close: refused('close'),
+  })
+  return client as unknown as Sql
+}
+
+/** Inside a shared tenant's transaction: the same refusal of statements naming the setting. */
+function guardTransaction(tx: postgres.TransactionSql): postgres.TransactionSql {
+  const check = (text: string) => refuseSettingChange(text)
+  return new Proxy(tx, {
+    apply(target, self, args: unknown[]) {
+      const first = args[0]
+      if (Array.isArray(first) && Array.isArray((first as unknown as TemplateStringsArray).raw)) check(first.join('?'))
+      return Reflect.apply(target as unknown as (...a: unknown[]) => unknown, self, args)
+    },
+    get(target, prop, receiver) {
+      if (prop === 'unsafe') {
+        return (query: string, ...rest: unknown[]) => {
+          check(query)
+          return (target.unsafe as (...a: unknown[]) => unknown)(query, ...rest)
+        }
+      }
+      if (prop === 'savepoint') {
+        const savepoint = Reflect.get(target, prop, receiver) as (...a: unknown[]) => Promise<unknown>
+        return (...a: unknown[]) => {
+          const fn = a.at(-1) as (sp: postgres.TransactionSql) => unknown
+          return savepoint.apply(target, [...a.slice(0, -1), (sp: postgres.TransactionSql) => fn(guardTransaction(sp))])
+        }
+      }
+      return Reflect.get(target, prop, receiver)
+    },
+  })
+}

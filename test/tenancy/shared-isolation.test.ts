@@ -1,0 +1,242 @@
+/**
+ * Shared isolation (issue 14): tenants whose rows live in one shared database under FORCED row-level
+ * security, reached through the same TenantDb handle as a database tenant. What must hold: a forgotten
+ * tenant setting sees no row (never all rows); tenant A's handle cannot read, change or delete B's rows
+ * even with hand-written SQL; rows are stamped by the database; a pooled connection never keeps a tenant
+ * id; the layout is made mechanically from the tenant migrations (idempotently); provisioning, suspend,
+ * fleet migration and erasure (verified) work for a shared tenant.
+ */
+import { eq } from 'drizzle-orm'
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { auditLogs, users } from '../../drizzle/host/schema.js'
+import { projects, tenantUsers } from '../../drizzle/tenant/schema.js'
+import { connect, type Sql, withDatabase } from '../../src/core/db/connect.js'
+import { migrateFleet } from '../../src/core/tenancy/fleet.js'
+import { createScopedClient } from '../../src/core/tenancy/shared/scoped-client.js'
+import { sharedify } from '../../src/core/tenancy/shared/sharedify.js'
+import type { TenantDb, TenantRecord } from '../../src/core/tenancy/types.js'
+import { createServices, type Services } from '../../src/services.js'
+import { ADMIN_URL, SHARED, SHARED_ROLE } from '../helpers/env.js'
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+
+let env: TestEnv
+let services: Services
+/** The shared database as its data role, with no tenant set: what a forgotten set_config would see. */
+let raw: Sql
+/** The shared database as a superuser (row-level security does not apply): the ground truth. */
+let truth: Sql
+let A: TenantRecord
+let B: TenantRecord
+let owner: string
+
+const record = async (slug: string) => {
+  const r = await services.catalog.get(slug)
+  if (!r) throw new Error(`no tenant ${slug}`)
+  return r
+}
+const as = <T>(t: TenantRecord, fn: (db: TenantDb) => Promise<T>) => services.pools.withTenant(t, fn)
+
+beforeAll(async () => {
+  env = await createTestEnv({ ...SHARED })
+  services = createServices(env.config, pino({ level: 'silent' }))
+  const [u] = await services.host.db.insert(users).values({ email: `owner-${env.name}@example.com`, name: 'Owner' }).returning()
+  owner = u!.id
+  await services.provisioner.provision({ slug: 'shared-a', name: 'A', ownerUserId: owner, isolation: 'shared' })
+  await services.provisioner.provision({ slug: 'shared-b', name: 'B', ownerUserId: owner, isolation: 'shared' })
+  A = await record('shared-a')
+  B = await record('shared-b')
+  raw = connect(env.config.sharedDatabaseUrl!, { max: 1 })
+  truth = connect(withDatabase(ADMIN_URL, `${env.name}_shared`), { max: 1 })
+})
+afterAll(async () => {
+  await raw?.end()
+  await truth?.end()
+  await services?.close()
+  await env?.cleanup()
+})
+
+describe('the shared layout', () => {
+  it('records the mode in the catalog; both tenants name the one shared database', async () => {
+    expect(A).toMatchObject({ isolation: 'shared', dbName: `${env.name}_shared`, status: 'active', migrationStatus: 'current' })
+    expect(B.dbName).toBe(A.dbName)
+  })
+
+  it('forces row-level security on every tenant table, and the data role owns none and bypasses nothing', async () => {
+    const tables = await truth<{ t: string; forced: boolean; on: boolean; owner: string }[]>`
+      select c.relname as t, c.relrowsecurity as on, c.relforcerowsecurity as forced, pg_get_userbyid(c.relowner) as owner
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind = 'r'`
+    expect(tables.map((t) => t.t).sort()).toEqual(['core_permissions', 'core_settings', 'core_tenant_users', 'projects', 'tenant_jobs'])
+    for (const t of tables) expect(t, t.t).toMatchObject({ on: true, forced: true })
+    expect(tables.every((t) => t.owner !== SHARED_ROLE)).toBe(true)
+    const [role] = await truth`select rolsuper, rolbypassrls from pg_roles where rolname = ${SHARED_ROLE}`
+    expect(role).toEqual({ rolsuper: false, rolbypassrls: false })
+    // Keys and indexes lead with tenant_id: a global user is unique per tenant, not across the database.
+    const [fk] = await truth`select pg_get_constraintdef(oid) as def from pg_constraint where conname = 'core_permissions_tenant_user_id_core_tenant_users_id_fk'`
+    expect(fk!.def).toBe('FOREIGN KEY (tenant_id, tenant_user_id) REFERENCES core_tenant_users(tenant_id, id) ON DELETE CASCADE')
+    const [uq] = await truth`select indexdef from pg_indexes where indexname = 'core_tenant_users_global_uq'`
+    expect(uq!.indexdef).toContain('(tenant_id, global_user_id)')
+  })
+
+  it('sharedify is idempotent: a second run changes nothing', async () => {
+    const owner = connect(withDatabase(env.config.tenantDatabaseUrl!, `${env.name}_shared`), { max: 1 })
+    try {
+      expect((await sharedify(owner, SHARED_ROLE)).changes).toEqual([])
+    } finally {
+      await owner.end()
+    }
+  })
+})
+
+describe('a forgotten tenant setting', () => {
+  it('returns no rows, never all rows, and cannot write', async () => {
+    await as(A, (db) => db.insert(projects).values({ id: crypto.randomUUID(), name: 'a-visible' }))
+    expect((await truth`select count(*)::int as n from projects`)[0]!.n).toBeGreaterThan(0)
+    // Never set in this session, then set to '' by an ended transaction: both read as no tenant.
+    expect(await raw`select * from projects`).toEqual([])
+    await raw.begin((tx) => tx`select set_config('app.tenant_id', ${A.id}, true)`)
+    expect((await raw`select current_setting('app.tenant_id', true) as v`)[0]!.v).toBe('')
+    expect(await raw`select * from projects`).toEqual([])
+    expect(await raw`select * from core_tenant_users`).toEqual([])
+    // tenant_id comes from the setting: with none, the insert fails rather than writing an orphan row.
+    await expect(raw`insert into projects (id, name) values (${crypto.randomUUID()}, 'orphan')`).rejects.toMatchObject({ code: expect.stringMatching(/^(42501|23502)$/) })
+    expect(await raw`update projects set name = 'x'`).toHaveProperty('count', 0)
+    expect(await raw`delete from projects`).toHaveProperty('count', 0)
+  })
+})
+
+describe('tenant A through its handle', () => {
+  it('sees only its rows; tenant_id is stamped by the database, not by the caller', async () => {
+    const aId = crypto.randomUUID()
+    const bId = crypto.randomUUID()
+    await as(A, (db) => db.insert(projects).values({ id: aId, name: 'a-1' }))
+    await as(B, (db) => db.insert(projects).values({ id: bId, name: 'b-1' }))
+    const [stamped] = await truth`select tenant_id from projects where id = ${aId}`
+    expect(stamped!.tenant_id).toBe(A.id)
+    const seenByA = await as(A, (db) => db.select().from(projects))
+    expect(seenByA.map((p) => p.id)).toContain(aId)
+    expect(seenByA.map((p) => p.id)).not.toContain(bId)
+    expect(await as(A, (db) => db.select().from(projects).where(eq(projects.id, bId)))).toEqual([])
+    // The owner seeded by provisioning: one per tenant, same global user in both (unique per tenant only).
+    expect(await as(A, (db) => db.select({ g: tenantUsers.globalUserId }).from(tenantUsers))).toEqual([{ g: owner }])
+    expect(await as(B, (db) => db.select({ g: tenantUsers.globalUserId }).from(tenantUsers))).toEqual([{ g: owner }])
+  })
+
+  it('cannot read, update or delete B’s rows with hand-written SQL, nor write a row into B', async () => {
+    const bId = crypto.randomUUID()
+    await as(B, (db) => db.$client`insert into projects (id, name) values (${bId}, 'b-secret')`)
+    const before = (await truth`select count(*)::int as n from projects where tenant_id = ${B.id}`)[0]!.n
+    await as(A, async (db) => {
+      const sql = db.$client
+      expect(await sql`select * from projects where id = ${bId}`).toEqual([])
+      expect(await sql`select * from projects where tenant_id = ${B.id}`).toEqual([])
+      expect(await sql.unsafe(`select count(*)::int as n from projects where name = 'b-secret'`)).toEqual([{ n: 0 }])
+      expect(await sql`update projects set name = 'stolen' where id = ${bId}`).toHaveProperty('count', 0)
+      // Moving its own rows into B: WITH CHECK refuses.
+      await expect(sql`update projects set tenant_id = ${B.id}`).rejects.toMatchObject({ code: '42501' })
+      await sql`delete from projects` // every row A can see: its own
+      await expect(sql`insert into projects (tenant_id, id, name) values (${B.id}, ${crypto.randomUUID()}, 'planted')`).rejects.toMatchObject({
+        code: '42501',
+      })
+      // The handle may not move itself to another tenant.
+      expect(() => sql`select set_config('app.tenant_id', ${B.id}, true)`).toThrow(/app.tenant_id/)
+      expect(() => sql.unsafe(`select set_config('app.tenant_id', '${B.id}', false)`)).toThrow(/app.tenant_id/)
+      await expect(db.transaction(async (tx) => tx.execute(`select set_config('app.tenant_id', '${B.id}', true)`))).rejects.toThrow(/app.tenant_id/)
+    })
+    expect((await truth`select count(*)::int as n from projects where tenant_id = ${B.id}`)[0]!.n).toBe(before)
+    expect((await truth`select name from projects where id = ${bId}`)[0]!.name).toBe('b-secret')
+    expect((await truth`select count(*)::int as n from projects where tenant_id = ${A.id}`)[0]!.n).toBe(0)
+  })
+
+  it('runs drizzle transactions scoped to the tenant, and rolls back on error', async () => {
+    const id = crypto.randomUUID()
+    await expect(
+      as(A, (db) =>
+        db.transaction(async (tx) => {
+          await tx.insert(projects).values({ id, name: 'tx' })
+          expect((await tx.select().from(projects).where(eq(projects.id, id))).length).toBe(1)
+          throw new Error('roll back')
+        }),
+      ),
+    ).rejects.toThrow('roll back')
+    expect(await truth`select 1 from projects where id = ${id}`).toEqual([])
+    await as(A, (db) => db.transaction((tx) => tx.insert(projects).values({ id, name: 'tx' })))
+    expect((await truth`select tenant_id from projects where id = ${id}`)[0]!.tenant_id).toBe(A.id)
+  })
+
+  it('a failing statement rolls back its unit and the connection goes back clean', async () => {
+    const pool = connect(env.config.sharedDatabaseUrl!, { max: 1 })
+    try {
+      const a = createScopedClient(pool, A.id)
+      const id = crypto.randomUUID()
+      await a`insert into projects (id, name) values (${id}, 'once')`
+      await expect(a`insert into projects (id, name) values (${id}, 'twice')`).rejects.toMatchObject({ code: '23505' })
+      // Concurrent units on one connection queue up; each sees its own tenant.
+      const b = createScopedClient(pool, B.id)
+      const [ra, rb] = await Promise.all([a`select count(*)::int as n from projects where id = ${id}`, b`select count(*)::int as n from projects where id = ${id}`])
+      expect([ra![0]!.n, rb![0]!.n]).toEqual([1, 0])
+      // The pool's only connection, after all that: no tenant, no open transaction.
+      const [state] = await pool`select coalesce(current_setting('app.tenant_id', true), '') as v`
+      expect(state).toEqual({ v: '' })
+      await expect(pool.unsafe('savepoint still_open')).rejects.toMatchObject({ code: '25P01' }) // no transaction block
+    } finally {
+      await pool.end()
+    }
+  })
+})
+
+describe('a shared tenant’s lifecycle', () => {
+  it('provisions as a catalog row plus rows, suspends, and migrates with the fleet', async () => {
+    const t = await services.provisioner.provision({ slug: 'shared-c', name: 'C', ownerUserId: owner, isolation: 'shared' })
+    expect(t).toMatchObject({ isolation: 'shared', status: 'active' })
+    // No database of its own.
+    expect(await truth`select 1 from pg_database where datname like ${`${env.name}_0%`}`).toEqual([])
+    expect(await services.provisioner.run('suspended', 'shared-c')).toBe('done')
+    expect((await record('shared-c')).status).toBe('suspended')
+    expect(await services.provisioner.run('resumed', 'shared-c')).toBe('done')
+
+    await services.provisioner.writes.update(t.id, { migrationStatus: 'pending', migrationVersion: null })
+    const summary = await migrateFleet(
+      { host: services.host, catalog: services.catalog, pools: services.pools, config: env.config, logger: pino({ level: 'silent' }), shared: services.provisioner.shared },
+      { tenants: ['shared-c'] },
+    )
+    expect(summary).toMatchObject({ migrated: 1, failed: 0 })
+    expect((await services.provisioner.writes.get('shared-c')).migrationStatus).toBe('current')
+  })
+
+  it('hard delete erases every row of the tenant (verified) and leaves the others’', async () => {
+    await as(A, (db) => db.insert(projects).values({ id: crypto.randomUUID(), name: 'a-doomed' }))
+    const bRows = (await truth`select count(*)::int as n from projects where tenant_id = ${B.id}`)[0]!.n
+    expect(await services.provisioner.run('hardDeleted', 'shared-a')).toBe('done')
+    const left = await truth`
+      select (select count(*) from projects where tenant_id = ${A.id})::int + (select count(*) from core_tenant_users where tenant_id = ${A.id})::int
+        + (select count(*) from core_settings where tenant_id = ${A.id})::int + (select count(*) from tenant_jobs where tenant_id = ${A.id})::int
+        + (select count(*) from core_permissions where tenant_id = ${A.id})::int as n`
+    expect(left[0]!.n).toBe(0)
+    expect((await truth`select count(*)::int as n from projects where tenant_id = ${B.id}`)[0]!.n).toBe(bRows)
+    expect(await services.catalog.get('shared-a')).toBeUndefined()
+    const actions = (await services.host.db.select().from(auditLogs).where(eq(auditLogs.tenantId, A.id))).map((r) => r.action)
+    expect(actions).toContain('tenant.hard_deleted')
+  })
+
+  it('asking for shared isolation where none is configured is a 400', async () => {
+    const plain = createServices(env.configWith({ SHARED_DATABASE_URL: '' }), pino({ level: 'silent' }))
+    try {
+      await expect(plain.provisioner.register({ slug: 'nope-shared', name: 'N', isolation: 'shared' })).rejects.toMatchObject({
+        statusCode: 400,
+        code: 'SHARED_ISOLATION_OFF',
+      })
+      // A plan that asks for shared gets a database of its own there.
+      const t = await plain.provisioner.register({ slug: 'plan-free', name: 'F', planTier: 'free' })
+      expect(t.isolation).toBe('database')
+    } finally {
+      await plain.close()
+    }
+  })
+
+  it('the plan decides when nothing is named (config/plans.json: free → shared, enterprise → database)', async () => {
+    const free = await services.provisioner.register({ slug: 'plan-free-s', name: 'F', planTier: 'free' })
+    const ent = await services.provisioner.register({ slug: 'plan-ent', name: 'E', planTier: 'enterprise' })
+    expect([free.isolation, ent.isolation]).toEqual(['shared', 'database'])
+  })
+})
