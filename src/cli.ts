@@ -25,10 +25,10 @@ export const USAGE = `usage:
   doctor                                       check config, host DB, Redis, SMTP, Stripe, template database, tenant migrations
   db:migrate                                   apply host database migrations
   db:seed [--file PATH]                        load pricing plans (default config/plans.json) into the host database
-  tenants list                                 every tenant: slug, status, migration version and status; flags stale provisioning
+  tenants list                                 every tenant: slug, status, plan, isolation, server, migration version and status; flags stale provisioning
   tenants resume-stale [--older-than S]        resume tenants stuck in provisioning (default: PROVISION_STALE_AFTER_S)
   tenants behind                               tenants not on the current tenant migration
-  tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER]
+  tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER] [--isolation shared|database]
   tenants retry <slug>                         resume a failed provisioning
   tenants migrate [--tenant SLUG]... [--concurrency N] [--continue-on-error]
   tenants migrate --queue                      one tenant.migrate job per tenant behind; the worker runs them
@@ -79,6 +79,16 @@ function one(positionals: string[], what: string): string {
   return value
 }
 
+/** host:port of a tenant's database server (the catalog's URL; a `server` column can replace this later). */
+function serverOf(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.hostname}:${u.port || '5432'}`
+  } catch {
+    return '-'
+  }
+}
+
 async function tenantsCommand(argv: string[], services: Services, io: CliIo, folder: string | undefined): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -87,6 +97,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       name: { type: 'string' },
       owner: { type: 'string' },
       plan: { type: 'string' },
+      isolation: { type: 'string' },
       tenant: { type: 'string', multiple: true },
       concurrency: { type: 'string' },
       'continue-on-error': { type: 'boolean', default: false },
@@ -104,12 +115,14 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       const stale = new Set((await provisioner.listStale()).map((t) => t.id))
       const now = Date.now()
       const lines = table(
-        ['SLUG', 'NAME', 'STATUS', 'PLAN', 'MIGRATION', 'MIGRATION STATUS', 'NOTE'],
+        ['SLUG', 'NAME', 'STATUS', 'PLAN', 'ISOLATION', 'SERVER', 'MIGRATION', 'MIGRATION STATUS', 'NOTE'],
         rows.map((r) => [
           r.slug,
           r.name,
           r.status,
           r.planTier,
+          r.isolation,
+          serverOf(provisioner.writes.dbUrl(r)),
           r.migrationVersion ?? '-',
           r.migrationStatus,
           stale.has(r.id) ? `STALE: no run holds it, unchanged for ${idleFor(now - r.updatedAt.getTime())}` : '',
@@ -156,8 +169,11 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
         if (!owner) throw new AppError(400, 'UNKNOWN_OWNER', `no user with email ${values.owner}`)
         ownerUserId = owner.id
       }
-      const t = await provisioner.provision({ slug, name: values.name ?? slug, ownerUserId, planTier: values.plan })
-      io.out(`provisioned ${t.slug} (${t.id}): ${t.status}, database ${t.dbName}, migration ${t.migrationVersion}`)
+      const isolation = values.isolation
+      if (isolation !== undefined && isolation !== 'shared' && isolation !== 'database') throw new UsageError('--isolation must be shared or database')
+      const t = await provisioner.provision({ slug, name: values.name ?? slug, ownerUserId, planTier: values.plan, isolation })
+      const where = t.isolation === 'shared' ? `shared database ${t.dbName}` : `database ${t.dbName}`
+      io.out(`provisioned ${t.slug} (${t.id}): ${t.status}, ${where}, migration ${t.migrationVersion}`)
       return 0
     }
     case 'retry': {
@@ -172,7 +188,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64)
         throw new UsageError('--concurrency must be an integer 1-64')
       const summary = await migrateFleet(
-        { host, catalog: services.catalog, pools: services.pools, config: services.config, logger: services.logger, folder },
+        { host, catalog: services.catalog, pools: services.pools, config: services.config, logger: services.logger, folder, shared: provisioner.shared },
         {
           tenants: values.tenant,
           concurrency,

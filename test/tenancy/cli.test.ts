@@ -13,11 +13,12 @@ import { runCli } from '../../src/cli.js'
 import { connect, withDatabase } from '../../src/core/db/connect.js'
 import { createHostDatabase, type HostDatabase } from '../../src/core/db/host.js'
 import { migrationInfo } from '../../src/core/db/migrations.js'
-import { APP_URL } from '../helpers/env.js'
+import { APP_URL, sharedUrl } from '../helpers/env.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const version = migrationInfo('tenant').version
+const SERVER = new URL(APP_URL).host.replace(/^([^:]+)$/, '$1:5432').replaceAll('.', '\\.')
 let env: TestEnv
 let host: HostDatabase
 
@@ -42,11 +43,11 @@ function cli(args: string[], extraEnv: Record<string, string> = {}): Promise<{ c
 }
 
 /** The same command in this process. */
-async function runInProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function runInProcess(args: string[], vars: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = ''
   let stderr = ''
   const io = { out: (l: string) => (stdout += `${l}\n`), err: (l: string) => (stderr += `${l}\n`) }
-  const code = await runCli(args, { config: env.config, logger: pino({ level: 'silent' }), io })
+  const code = await runCli(args, { config: env.configWith(vars), logger: pino({ level: 'silent' }), io })
   return { code, stdout, stderr }
 }
 
@@ -64,9 +65,9 @@ describe('tenants CLI', () => {
     const list = await cli(['tenants', 'list'])
     expect(list.code).toBe(0)
     const lines = list.stdout.trimEnd().split('\n')
-    expect(lines[0]).toMatch(/^SLUG\s+NAME\s+STATUS\s+PLAN\s+MIGRATION\s+MIGRATION STATUS\s+NOTE$/)
-    expect(lines[1]).toMatch(new RegExp(`^cli-one\\s+CLI One\\s+active\\s+free\\s+${version}\\s+current$`))
-    expect(lines[2]).toMatch(new RegExp(`^cli-two\\s+cli-two\\s+active\\s+free\\s+${version}\\s+current$`))
+    expect(lines[0]).toMatch(/^SLUG\s+NAME\s+STATUS\s+PLAN\s+ISOLATION\s+SERVER\s+MIGRATION\s+MIGRATION STATUS\s+NOTE$/)
+    expect(lines[1]).toMatch(new RegExp(`^cli-one\\s+CLI One\\s+active\\s+free\\s+database\\s+${SERVER}\\s+${version}\\s+current$`))
+    expect(lines[2]).toMatch(new RegExp(`^cli-two\\s+cli-two\\s+active\\s+free\\s+database\\s+${SERVER}\\s+${version}\\s+current$`))
     expect(lines[3]).toBe('2 tenant(s)')
   })
 
@@ -194,5 +195,40 @@ describe('users CLI (platform admins)', () => {
     })
     expect(code).toBe(0)
     expect(stdout).toContain('note: PLATFORM_ADMIN_EMAILS still admits boot-verified@example.com')
+  })
+})
+
+describe('tenants CLI: isolation modes', () => {
+  it('provisions with --isolation, lists each tenant\'s mode and server, and erases a shared tenant on hard delete', async () => {
+    const vars = { SHARED_DATABASE_URL: sharedUrl(env.name) }
+    const shared = await cli(['tenants', 'provision', 'cli-shared', '--isolation', 'shared'], vars)
+    expect(shared).toMatchObject({ code: 0, stderr: '' })
+    expect(shared.stdout).toMatch(new RegExp(`^provisioned cli-shared \\([0-9a-f-]{36}\\): active, shared database ${env.name}_shared, migration ${version}\\n$`))
+    expect(await runInProcess(['tenants', 'provision', 'cli-own', '--isolation', 'database'], vars)).toMatchObject({ code: 0 })
+    expect(await runInProcess(['tenants', 'provision', 'cli-rls', '--isolation', 'rls'], vars)).toMatchObject({ code: 2 })
+    // Without a shared database configured, asking for one fails cleanly.
+    const off = await runInProcess(['tenants', 'provision', 'cli-off', '--isolation', 'shared'])
+    expect(off.code).toBe(1)
+    expect(off.stderr).toContain('SHARED_ISOLATION_OFF')
+
+    const list = (await runInProcess(['tenants', 'list'], vars)).stdout
+    expect(list).toMatch(new RegExp(`\\ncli-own\\s+cli-own\\s+active\\s+free\\s+database\\s+${SERVER}\\s+${version}\\s+current\\n`))
+    expect(list).toMatch(new RegExp(`\\ncli-shared\\s+cli-shared\\s+active\\s+free\\s+shared\\s+${SERVER}\\s+${version}\\s+current\\n`))
+
+    const [row] = await host.db.select().from(tenants).where(eq(tenants.slug, 'cli-shared'))
+    const truth = connect(withDatabase(APP_URL, `${env.name}_shared`), { max: 1 })
+    try {
+      // The owner role is subject to FORCE ROW LEVEL SECURITY too: ask as the tenant.
+      const rows = () => truth.begin(async (tx) => {
+        await tx`select set_config('app.tenant_id', ${row!.id}, true)`
+        return (await tx`select count(*)::int as n from core_settings`)[0]!.n as number
+      })
+      expect(await rows()).toBe(1)
+      expect((await runInProcess(['tenants', 'delete', 'cli-shared', '--hard'], vars)).code).toBe(0)
+      expect(await rows()).toBe(0)
+    } finally {
+      await truth.end()
+    }
+    expect((await runInProcess(['tenants', 'list'], vars)).stdout).not.toContain('cli-shared')
   })
 })
