@@ -430,7 +430,12 @@ export const adminApiKeys = pgTable(
   ],
 )
 
-export const INVITATION_ROLES = ['admin', 'member'] as const
+/**
+ * 'owner' only from a platform admin provisioning a tenant for an address with no account yet
+ * (POST /admin/api/tenants): tenant admins invite admins and members, and ownership is otherwise only
+ * ever offered to an admin (ownership offers).
+ */
+export const INVITATION_ROLES = ['admin', 'member', 'owner'] as const
 export type InvitationRole = (typeof INVITATION_ROLES)[number]
 
 /**

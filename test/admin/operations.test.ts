@@ -7,12 +7,25 @@ import { uuidv7 } from 'uuidv7'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { tenants } from '../../drizzle/host/schema.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
+import { createClient, PASSWORD } from '../helpers/client.js'
+import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
 import { type Member, newMember } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
 import { waitFor } from '../helpers/wait-for.js'
 import { auditRows, platformAdmin, UA, ua } from './helpers.js'
 
-const ctx = useApp({}, { appVars: { PROVISION_INLINE: 'false' } })
+const BASE = 'https://app.example.test'
+const TOKEN_IN_MAIL = /\/invitations\/(inv_[A-Za-z0-9_-]{43})/
+let smtp: SmtpCapture
+beforeAll(async () => {
+  smtp = await startSmtpCapture()
+})
+afterAll(async () => {
+  await smtp?.close()
+})
+const ctx = useApp(() => ({ APP_BASE_URL: BASE, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), SMTP_STARTTLS: 'false' }), {
+  appVars: { PROVISION_INLINE: 'false' },
+})
 let worker: WorkerRuntime
 let ops: Member
 let plain: Member
@@ -55,7 +68,7 @@ describe('POST /admin/api/tenants, queued', () => {
     const owner = await newMember(ctx.app, 'queued-owner')
     const res = await post(ops, '/admin/api/tenants', { slug: 'queued-co', name: 'Queued Co', ownerEmail: owner.email })
     expect(res.statusCode).toBe(202)
-    expect(res.json()).toEqual({ id: expect.any(String), slug: 'queued-co', name: 'Queued Co', status: 'provisioning', ownerUserId: owner.id })
+    expect(res.json()).toEqual({ id: expect.any(String), slug: 'queued-co', name: 'Queued Co', status: 'provisioning', ownerUserId: owner.id, invitedOwner: null })
     const { id } = res.json()
     expect((await auditRows(ctx.app, 'tenant.created', id))[0]).toMatchObject({ actorUserId: ops.id, userAgent: UA, ip: expect.stringMatching(/^10\./) })
     await waitFor(async () => (await get(ops, `/admin/api/tenants/${id}`)).json().status === 'active', {
@@ -64,6 +77,45 @@ describe('POST /admin/api/tenants, queued', () => {
       timeout: 25_000,
     })
     expect((await get(ops, `/admin/api/tenants/${id}`)).json()).toMatchObject({ ownerEmail: owner.email, migration: { behind: false } })
+  })
+})
+
+describe('POST /admin/api/tenants for an address with no account', () => {
+  it('invites it as owner; signing up through the invitation makes them the owner', async () => {
+    const email = `future-owner-${uuidv7().slice(-6)}@example.com`
+    const res = await post(ops, '/admin/api/tenants', { slug: 'invited-co', name: 'Invited Co', ownerEmail: email })
+    expect(res.statusCode).toBe(202)
+    expect(res.json()).toMatchObject({
+      status: 'provisioning',
+      ownerUserId: null,
+      invitedOwner: { invitationId: expect.any(String), email, expiresAt: expect.any(String) },
+    })
+    const { id, invitedOwner } = res.json()
+    expect((await auditRows(ctx.app, 'invitation.created', invitedOwner.invitationId))[0]).toMatchObject({
+      actorUserId: ops.id,
+      tenantId: id,
+      userAgent: UA,
+      metadata: { email, role: 'owner', localRole: 'admin' },
+    })
+    await waitFor(async () => (await get(ops, `/admin/api/tenants/${id}`)).json().status === 'active', {
+      message: 'the invited tenant to be active',
+      interval: 100,
+      timeout: 25_000,
+    })
+
+    const mailed = () => smtp.messages.filter((m) => m.envelope.to.some((t) => t.toLowerCase() === email) && /invited you/.test(m.subject ?? ''))
+    await expect.poll(() => mailed().length, { timeout: 10_000 }).toBe(1)
+    const token = TOKEN_IN_MAIL.exec(mailed()[0]!.text ?? '')?.[1]
+    expect(token).toBeTruthy()
+    const page = await ctx.app.inject(`/invitations/${token}`)
+    expect(page.json()).toMatchObject({ tenant: { name: 'Invited Co' }, email, role: 'owner', localRole: 'admin' })
+
+    const invitee = createClient(ctx.app)
+    const signup = await invitee.post('/auth/signup', { email, password: PASSWORD, invitationToken: token })
+    expect(signup.statusCode, signup.body).toBeLessThan(300)
+    const detail = (await get(ops, `/admin/api/tenants/${id}`)).json()
+    expect(detail).toMatchObject({ ownerEmail: email, membersCount: 1 })
+    expect((await invitee.get('/api/projects', { 'x-tenant-id': 'invited-co' })).statusCode).toBe(200)
   })
 })
 

@@ -1,7 +1,7 @@
 /** /admin/api/tenants (and /admin/api/jobs/:id): platform admins list, inspect and run tenants' lifecycle. */
 import { eq } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { tenants } from '../../drizzle/host/schema.js'
+import { tenants, users } from '../../drizzle/host/schema.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { createClient } from '../helpers/client.js'
 import { type Member, newMember } from '../helpers/tenant-fixtures.js'
@@ -107,7 +107,7 @@ describe('POST /admin/api/tenants', () => {
     const res = await post(ops, '/admin/api/tenants', { slug: 'initech', name: 'Initech', ownerEmail: newOwner.email.toUpperCase() })
     expect(res.statusCode).toBe(201)
     const { id } = res.json()
-    expect(res.json()).toEqual({ id: expect.any(String), slug: 'initech', name: 'Initech', status: 'active', ownerUserId: newOwner.id })
+    expect(res.json()).toEqual({ id: expect.any(String), slug: 'initech', name: 'Initech', status: 'active', ownerUserId: newOwner.id, invitedOwner: null })
     const detail = (await get(ops, `/admin/api/tenants/${id}`)).json()
     expect(detail).toMatchObject({ status: 'active', ownerEmail: newOwner.email, membersCount: 1, createdBy: newOwner.id, migration: { behind: false } })
     expect((await auditRows(ctx.app, 'tenant.created', id))[0]).toMatchObject({
@@ -124,10 +124,10 @@ describe('POST /admin/api/tenants', () => {
     // Without an owner, like `tenants provision` without --owner.
     const bare = await post(ops, '/admin/api/tenants', { slug: 'ownerless', name: 'Ownerless' })
     expect(bare.statusCode).toBe(201)
-    expect(bare.json()).toMatchObject({ status: 'active', ownerUserId: null })
+    expect(bare.json()).toMatchObject({ status: 'active', ownerUserId: null, invitedOwner: null })
   })
 
-  it('409 SLUG_TAKEN, 400 for bad slugs and bodies, 404 OWNER_NOT_FOUND: nothing registered', async () => {
+  it('409 SLUG_TAKEN, 400 for bad slugs and bodies, 409 OWNER_DISABLED: nothing registered', async () => {
     const before = (await ctx.app.host.db.select({ id: tenants.id }).from(tenants)).length
     const taken = await post(ops, '/admin/api/tenants', { slug: 'acme-corp', name: 'Another Acme' })
     expect(taken.statusCode).toBe(409)
@@ -137,9 +137,11 @@ describe('POST /admin/api/tenants', () => {
       expect(res.statusCode, JSON.stringify(body)).toBe(400)
       expect(res.json()).toMatchObject({ statusCode: 400, code: expect.any(String), message: expect.any(String) })
     }
-    const nobody = await post(ops, '/admin/api/tenants', { slug: 'fine-slug', name: 'x', ownerEmail: 'nobody-here@example.com' })
-    expect(nobody.statusCode).toBe(404)
-    expect(nobody.json()).toMatchObject({ code: 'OWNER_NOT_FOUND' })
+    const disabledOwner = await newMember(ctx.app, 'disabled-owner')
+    await ctx.app.host.db.update(users).set({ disabledAt: new Date() }).where(eq(users.id, disabledOwner.id))
+    const disabled = await post(ops, '/admin/api/tenants', { slug: 'fine-slug', name: 'x', ownerEmail: disabledOwner.email })
+    expect(disabled.statusCode).toBe(409)
+    expect(disabled.json()).toMatchObject({ statusCode: 409, code: 'OWNER_DISABLED' })
     expect((await ctx.app.host.db.select({ id: tenants.id }).from(tenants)).length).toBe(before)
   })
 })

@@ -7,6 +7,8 @@ import type { Permission, PermissionRegistry } from '../../core/tenancy/rbac.js'
 export const MembershipRoleSchema = Type.Union([Type.Literal('owner'), Type.Literal('admin'), Type.Literal('member')])
 /** Roles POST may give: ownership is only ever handed over by an owner, through PATCH. */
 export const AddableRoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('member')])
+/** What an invitation may carry: what tenant admins invite, or 'owner' from a platform admin (POST /admin/api/tenants). */
+export const InvitedRoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('member'), Type.Literal('owner')])
 export const LocalRoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('editor'), Type.Literal('viewer')])
 
 /** `projects`, `reports.export`: what core_permissions rows name (a removed feature's stay removable). */

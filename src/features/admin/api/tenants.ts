@@ -18,6 +18,7 @@ import { Email } from '../../../core/identity/schemas.js'
 import { badRequest, conflict, notFound } from '../../../core/lib/errors.js'
 import { errorResponses, IdParams, Text, Uuid } from '../../../core/lib/schemas.js'
 import type { LifecycleEvent } from '../../../core/tenancy/lifecycle.js'
+import { inviteOwner } from '../../members/index.js'
 import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { type BulkEvent, MAX_BULK_IDS, MigrationStatusSchema, TenantFilterSchema, TenantStatusSchema } from '../jobs.js'
 import { Cursor, DateTime, DateTimeOrNull, Limit, page, StringOrNull, tags } from './schemas.js'
@@ -86,7 +87,12 @@ const CreateBody = Type.Object(
   {
     slug: Text({ minLength: 1, maxLength: 63, description: '3-63 lowercase letters, digits and hyphens; not reserved' }),
     name: Text({ minLength: 1, maxLength: 200 }),
-    ownerEmail: Type.Optional({ ...Email, description: 'An existing account, made the owner (omitted: a tenant with no owner yet, as `tenants provision` without --owner)' }),
+    ownerEmail: Type.Optional({
+      ...Email,
+      description:
+        'The owner: an existing account is made the owner at once; an address with no account is invited as owner (it becomes the owner by ' +
+        'accepting). Omitted: no owner yet, as `tenants provision` without --owner',
+    }),
   },
   { additionalProperties: false },
 )
@@ -98,6 +104,9 @@ const CreatedTenant = (description: string) =>
       name: Type.String(),
       status: TenantStatusSchema,
       ownerUserId: Type.Union([Uuid, Type.Null()]),
+      invitedOwner: Type.Union([Type.Object({ invitationId: Uuid, email: Type.String(), expiresAt: DateTime }), Type.Null()], {
+        description: 'The owner invitation mailed to an ownerEmail with no account (null otherwise)',
+      }),
     },
     { description },
   )
@@ -157,7 +166,8 @@ const tenantAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
         description:
           'Queued (default): 202 with status "provisioning"; follow it at GET /admin/api/tenants/{id} until "active" (or "failed", ' +
           'then `npm run tenants -- retry <slug>`). With PROVISION_INLINE: 201, already "active". 409 SLUG_TAKEN; 400 INVALID_SLUG; ' +
-          '404 OWNER_NOT_FOUND / 409 OWNER_DISABLED for the owner email; 503 QUEUE_UNAVAILABLE (the tenant is marked failed). ' +
+          'An ownerEmail with no account is invited as owner (an invitation email; accepting it makes them the owner). ' +
+          '404 OWNER_NOT_FOUND (a deleted account) / 409 OWNER_DISABLED; 503 QUEUE_UNAVAILABLE (the tenant is marked failed). ' +
           'No per-user tenant quota applies.',
         body: CreateBody,
         response: {
@@ -169,18 +179,24 @@ const tenantAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
     },
     async (req, reply) => {
       const { slug, name, ownerEmail } = req.body
-      let ownerUserId: string | undefined
-      if (ownerEmail !== undefined) {
-        const owner = await fastify.users.findByEmail(ownerEmail)
-        if (!owner || owner.deletedAt) throw notFound('OWNER_NOT_FOUND', `no account has the email ${ownerEmail}`)
-        if (owner.disabledAt) throw conflict('OWNER_DISABLED', `the account ${ownerEmail} is disabled`)
-        ownerUserId = owner.id
-      }
+      const owner = ownerEmail === undefined ? undefined : await fastify.users.findByEmail(ownerEmail)
+      if (owner?.deletedAt) throw notFound('OWNER_NOT_FOUND', `the account ${ownerEmail} was deleted`)
+      if (owner?.disabledAt) throw conflict('OWNER_DISABLED', `the account ${ownerEmail} is disabled`)
       // tenant.created is written by the registration, in its transaction, with the admin, ip and user agent.
-      const tenant = await fastify.tenancy.createTenant({ slug, name, ownerUserId, actorUserId: req.user!.id, origin: auditSource(req) })
+      const tenant = await fastify.tenancy.createTenant({ slug, name, ownerUserId: owner?.id, actorUserId: req.user!.id, origin: auditSource(req) })
+      let invitedOwner = null
+      if (ownerEmail !== undefined && !owner) {
+        const admin = req.user!
+        const invitation = await inviteOwner(
+          { host: db, tasks, config },
+          { tenantId: tenant.id, tenantName: tenant.name, email: ownerEmail, invitedBy: admin.id, inviterName: admin.name ?? admin.email },
+          req,
+        )
+        invitedOwner = { invitationId: invitation.id, email: invitation.email, expiresAt: invitation.expiresAt.toISOString() }
+      }
       return reply
         .code(tenant.status === 'active' ? 201 : 202)
-        .send({ id: tenant.id, slug: tenant.slug, name: tenant.name, status: tenant.status, ownerUserId: ownerUserId ?? null })
+        .send({ id: tenant.id, slug: tenant.slug, name: tenant.name, status: tenant.status, ownerUserId: owner?.id ?? null, invitedOwner })
     },
   )
 

@@ -2,7 +2,7 @@
 import { Type } from 'typebox'
 import { Email } from '../../../core/identity/schemas.js'
 import { Text, Uuid } from '../../../core/lib/schemas.js'
-import { AddableRoleSchema, LocalRoleSchema } from '../schemas.js'
+import { AddableRoleSchema, InvitedRoleSchema, LocalRoleSchema } from '../schemas.js'
 
 const DateTime = Type.String({ format: 'date-time' })
 
@@ -20,7 +20,7 @@ export const InviteBody = Type.Object(
 export const InvitationSchema = Type.Object({
   id: Uuid,
   email: Type.String(),
-  role: AddableRoleSchema,
+  role: InvitedRoleSchema,
   localRole: LocalRoleSchema,
   state: Type.Union([Type.Literal('pending'), Type.Literal('expired'), Type.Literal('accepted'), Type.Literal('revoked')]),
   invitedBy: Type.Union([Uuid, Type.Null()]),
@@ -43,14 +43,14 @@ export const PublicInvitation = Type.Object({
   tenant: Type.Object({ name: Type.String() }),
   inviter: Type.Object({ name: Type.Union([Type.String(), Type.Null()]) }),
   email: Type.String({ description: 'the invited address: accept signed in with it (verified), or sign up with it and this token' }),
-  role: AddableRoleSchema,
+  role: InvitedRoleSchema,
   localRole: LocalRoleSchema,
   expiresAt: DateTime,
 })
 
 export const AcceptedInvitation = Type.Object({
   tenant: Type.Object({ id: Uuid, slug: Type.String(), name: Type.String() }),
-  role: AddableRoleSchema,
+  role: InvitedRoleSchema,
   localRole: LocalRoleSchema,
 })
 

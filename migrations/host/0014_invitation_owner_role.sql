@@ -1,0 +1,2 @@
+ALTER TABLE "core_invitations" DROP CONSTRAINT "core_invitations_role_ck";--> statement-breakpoint
+ALTER TABLE "core_invitations" ADD CONSTRAINT "core_invitations_role_ck" CHECK (role in ('admin', 'member', 'owner'));
