@@ -149,6 +149,26 @@ describe('mapAndUpsert', () => {
     }
   })
 
+  it('fills columns a row lacks from defaults, and rolls the whole load back when beforeCommit throws', async () => {
+    const result = await mapAndUpsert(db(), { rows: [{ ext: 'd1' }], table: customers, key: customers.externalId, columnMap, defaults: { name: 'Unnamed', visits: 7 } })
+    expect(result.inserted).toBe(1)
+    expect((await client`select name, visits from customers where external_id = 'd1'`)[0]).toEqual({ name: 'Unnamed', visits: 7 })
+    await expect(
+      mapAndUpsert(db(), {
+        rows: [source(1), source(2)],
+        table: customers,
+        key: customers.externalId,
+        columnMap,
+        beforeCommit: async (tx) => {
+          const [row] = await tx<{ n: number }[]>`select count(*)::int as n from customers`
+          const n = row!.n
+          if (n > 2) throw new Error(`over the limit: ${n}`)
+        },
+      }),
+    ).rejects.toThrow('over the limit: 3')
+    expect((await client`select count(*)::int as n from customers`)[0]!.n).toBe(1)
+  })
+
   it('does nothing for an empty source', async () => {
     expect(await mapAndUpsert(db(), { rows: [], table: customers })).toMatchObject({ inserted: 0, updated: 0, rejected: 0 })
   })

@@ -20,6 +20,7 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { type Column, getTableColumns } from 'drizzle-orm'
 import { getTableConfig, type PgColumn, type PgTable } from 'drizzle-orm/pg-core'
+import type postgres from 'postgres'
 import type { Sql } from '../db/connect.js'
 import { badRequest, pgCode } from '../lib/errors.js'
 import { primaryKey } from './table-helpers.js'
@@ -40,6 +41,13 @@ export interface MapAndUpsertOptions {
   typeMap?: Record<string, CastKind>
   /** Keep at most this many rejected rows' details (the count is always exact). Default 1,000. */
   maxRejectedDetails?: number
+  /** Values for columns a row does not give (by property or SQL name): e.g. `{ createdBy: userId }`. */
+  defaults?: Record<string, unknown>
+  /**
+   * Runs after the merge, before the commit, in the load's transaction: check an invariant the whole
+   * load must keep (a plan's row limit) and throw to roll all of it back.
+   */
+  beforeCommit?: (tx: postgres.TransactionSql, result: MapAndUpsertResult) => Promise<void>
 }
 
 export interface RejectedRow {
@@ -225,6 +233,7 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
     resolve(to) // a typo in the map is the caller's error, said before anything is read
     columnMap.set(from.replaceAll('.', '_'), to)
   }
+  const defaults = new Map(Object.entries(opts.defaults ?? {}).map(([name, value]) => [resolve(name).prop, value]))
   const typeMap = new Map(Object.entries(opts.typeMap ?? {}).map(([name, kind]) => [resolve(name).prop, kind]))
   const maxDetails = opts.maxRejectedDetails ?? 1000
   const result: MapAndUpsertResult = { inserted: 0, updated: 0, rejected: 0, duplicates: 0, rejectedRows: [], ignoredFields: [] }
@@ -263,7 +272,7 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
 
   // The load's columns: those the first row and the map name, those with a JS-side default (ids), and the key.
   const firstMapped = mapRow(first.value)
-  const props = new Set<string>([...firstMapped.keys(), ...[...columnMap.values()].map((n) => resolve(n).prop)])
+  const props = new Set<string>([...firstMapped.keys(), ...[...columnMap.values()].map((n) => resolve(n).prop), ...defaults.keys()])
   // Columns only the JS default fills (a new row's id) are written on insert, never on update.
   const insertOnlyProps = new Set<string>()
   for (const [prop, column] of Object.entries(columns)) {
@@ -279,7 +288,7 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
     try {
       const values = targets.map(({ prop, column, cast }) => {
         let value = mapped.get(prop)
-        if (value === undefined && column.defaultFn) value = column.defaultFn()
+        if (value === undefined) value = defaults.has(prop) ? defaults.get(prop) : column.defaultFn?.()
         const text = castValue(value, cast, prop, column)
         if (text === null && keyNames.has(column.name)) throw new RowError(prop, 'the key is missing')
         if (text === null && column.notNull) throw new RowError(prop, 'is required')
@@ -352,6 +361,7 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
     }
     result.inserted = Number(counts!.inserted)
     result.updated = Number(counts!.updated)
+    await opts.beforeCommit?.(tx, result)
   })
   result.ignoredFields = [...ignored]
   return result
