@@ -23,7 +23,8 @@ import { getTableConfig, type PgColumn, type PgTable } from 'drizzle-orm/pg-core
 import type postgres from 'postgres'
 import type { Sql } from '../db/connect.js'
 import { badRequest, pgCode } from '../lib/errors.js'
-import { primaryKey } from './table-helpers.js'
+import { isSharedTenantDb } from '../tenancy/shared/scoped-client.js'
+import { isPrimaryKey, primaryKey } from './table-helpers.js'
 
 export type CastKind = 'text' | 'uuid' | 'integer' | 'numeric' | 'boolean' | 'date' | 'datetime' | 'json'
 type Row = Record<string, unknown>
@@ -211,6 +212,7 @@ const copyText = (v: string | null) => (v === null ? '\\N' : v.replace(/[\\\t\n\
 const ident = (name: string) => `"${name.replaceAll('"', '""')}"`
 
 export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptions): Promise<MapAndUpsertResult> {
+  const shared = isSharedTenantDb(db)
   const { table } = opts
   const tableName = getTableConfig(table).name
   const schemaName = getTableConfig(table).schema
@@ -324,6 +326,8 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
   const stage = 'map_and_upsert_stage'
   const columnList = targets.map((t) => ident(t.column.name)).join(', ')
   const keyList = key.map((c) => ident(c.name)).join(', ')
+  // A shared tenant's unique keys (not its primary key: ids) lead with tenant_id (stamped by the column's default from the transaction's tenant).
+  const conflictList = shared && !isPrimaryKey(table, key) ? `"tenant_id", ${keyList}` : keyList
   const updates = targets.filter((t) => !keyNames.has(t.column.name) && !insertOnlyProps.has(t.prop)).map((t) => `${ident(t.column.name)} = excluded.${ident(t.column.name)}`)
   for (const [prop, column] of Object.entries(columns)) {
     // updated_at-style columns move forward on update, as drizzle's update() does (only now() is supported here).
@@ -344,7 +348,7 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
         `with merged as (
            insert into ${qualified} (${columnList})
            select ${distinct ? `distinct on (${keyList})` : ''} ${columnList} from ${stage} ${distinct ? `order by ${keyList}, __row desc` : ''}
-           on conflict (${keyList}) ${conflict}
+           on conflict (${conflictList}) ${conflict}
            returning (xmax = 0) as fresh
          )
          select count(*) filter (where fresh) as inserted, count(*) filter (where not fresh) as updated from merged`,

@@ -12,6 +12,7 @@
 import { type Column, getTableColumns, inArray, type SQL, sql } from 'drizzle-orm'
 import { getTableConfig, type PgColumn, type PgDatabase, type PgQueryResultHKT, type PgTable, type PgTransactionConfig } from 'drizzle-orm/pg-core'
 import { badRequest, pgCode } from '../lib/errors.js'
+import { isSharedTenantDb } from '../tenancy/shared/scoped-client.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: any schema: the helpers only use the query builder.
 export type AnyDb = PgDatabase<PgQueryResultHKT, any, any>
@@ -41,6 +42,23 @@ export function primaryKey(table: PgTable): PgColumn {
 }
 
 const asList = (key: KeyColumns): PgColumn[] => (Array.isArray(key) ? [...key] : [key as PgColumn])
+
+/**
+ * An ON CONFLICT target for this handle. In a shared tenant's layout the primary key stays (id: uuids,
+ * unique across tenants) but every other unique key leads with tenant_id (stamped by the database,
+ * absent from the drizzle table), so it is named first there.
+ */
+function conflictTarget(db: AnyDb, table: PgTable, key: PgColumn[]): PgColumn[] {
+  return isSharedTenantDb(db) && !isPrimaryKey(table, key) ? [TENANT_ID_COLUMN, ...key] : key
+}
+
+export function isPrimaryKey(table: PgTable, key: readonly { name: string }[]): boolean {
+  const config = getTableConfig(table)
+  const pk = config.primaryKeys[0]?.columns ?? config.columns.filter((c) => c.primary)
+  return pk.length === key.length && pk.every((c) => key.some((k) => k.name === c.name))
+}
+// What drizzle reads of a conflict target column: its name (tenant_id is not in the drizzle table).
+const TENANT_ID_COLUMN = { name: 'tenant_id', keyAsName: false } as unknown as PgColumn
 
 /** `set` of ON CONFLICT DO UPDATE: each given non-key column takes the proposed row's value (EXCLUDED). */
 function excludedSet(table: PgTable, rows: readonly Record<string, unknown>[], key: PgColumn[]): Record<string, SQL> {
@@ -79,7 +97,7 @@ export async function bulkInsertOnly<T extends PgTable>(
     const query = db
       .insert(table)
       .values(chunk as NewRowOf<T>[])
-      .onConflictDoNothing(opts.target ? { target: asList(opts.target) } : {})
+      .onConflictDoNothing(opts.target ? { target: conflictTarget(db, table, asList(opts.target)) } : {})
       .returning()
     out.push(...((await query) as RowOf<T>[]))
   }
@@ -109,7 +127,8 @@ export async function bulkUpsert<T extends PgTable>(
   const columns = getTableColumns(table)
   for (const chunk of chunks(rows, opts.chunkSize ?? rowsPerStatement(table))) {
     const insert = db.insert(table).values(chunk as NewRowOf<T>[])
-    const upsert = Object.keys(set).length > 0 ? insert.onConflictDoUpdate({ target: key, set }) : insert.onConflictDoNothing({ target: key })
+    const target = conflictTarget(db, table, key)
+    const upsert = Object.keys(set).length > 0 ? insert.onConflictDoUpdate({ target, set }) : insert.onConflictDoNothing({ target })
     const returned = (await upsert.returning({ ...columns, __inserted: sql<boolean>`(xmax = 0)` })) as (RowOf<T> & { __inserted: boolean })[]
     for (const { __inserted, ...row } of returned) {
       if (__inserted) result.inserted++

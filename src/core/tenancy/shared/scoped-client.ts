@@ -34,6 +34,18 @@ interface QueryInternals {
 
 const internals = (q: unknown) => q as QueryInternals
 
+// The clients (and their transactions) of shared tenants' handles: see isSharedTenantDb.
+const sharedClients = new WeakSet<object>()
+
+/**
+ * Whether a drizzle handle (a TenantDb, or a transaction of one) is a shared tenant's: its tables carry
+ * tenant_id and their unique keys lead with it, so an ON CONFLICT target must name it first.
+ */
+export function isSharedTenantDb(db: object): boolean {
+  const client = (db as { $client?: object }).$client ?? (db as { session?: { client?: object } }).session?.client
+  return client !== undefined && sharedClients.has(client)
+}
+
 /** Statements naming the setting are refused: a handle must not move itself to another tenant. */
 function refuseSettingChange(text: string): void {
   if (/app\.tenant_id/i.test(text)) throw new Error(`a shared tenant's handle may not read or set ${TENANT_SETTING} itself`)
@@ -155,13 +167,14 @@ export function createScopedClient(pool: Sql, tenantId: string, stats?: ScopedCl
     end: refused('end'),
     close: refused('close'),
   })
+  sharedClients.add(client)
   return client as unknown as Sql
 }
 
 /** Inside a shared tenant's transaction: the same refusal of statements naming the setting. */
 function guardTransaction(tx: postgres.TransactionSql): postgres.TransactionSql {
   const check = (text: string) => refuseSettingChange(text)
-  return new Proxy(tx, {
+  const guarded = new Proxy(tx, {
     apply(target, self, args: unknown[]) {
       const first = args[0]
       if (Array.isArray(first) && Array.isArray((first as unknown as TemplateStringsArray).raw)) check(first.join('?'))
@@ -184,4 +197,6 @@ function guardTransaction(tx: postgres.TransactionSql): postgres.TransactionSql 
       return Reflect.get(target, prop, receiver)
     },
   })
+  sharedClients.add(guarded)
+  return guarded
 }
