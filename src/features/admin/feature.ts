@@ -1,8 +1,10 @@
 /**
- * Platform administration, for platform admins only (guard.ts): Bull Board at /admin/queues, and the
- * admin API under /admin/api (tenants, their lifecycle and bulk actions as a job, the job's progress, comping a plan;
- * users: search, disable and enable; the audit log, paged or exported as JSON lines; platform API keys, `tka_…`,
- * which every /admin/api route accepts instead of a session).
+ * Platform administration, for platform admins only (guard.ts): Bull Board at /admin/queues (system, tenant and
+ * schedules queues), and the admin API under /admin/api: tenants (provisioning, their lifecycle with the hard
+ * delete as a job, bulk actions as a job, comping a plan); users (search, disable and enable, ending their
+ * sessions); jobs (records by state, type, tenant and time; retrying failed ones; one job's progress); tenant
+ * migrations across the fleet (who is behind; queueing the fleet migration); the audit log, paged or exported
+ * as JSON lines; platform API keys, `tka_…`, which every /admin/api route accepts instead of a session.
  */
 import { defineFeature } from '../../core/feature.js'
 import adminApiKeyRoutes from './api/api-keys.js'
