@@ -36,6 +36,13 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
+# pg_dump for tenant exports (POST /api/tenant/export): bookworm's client is 15, like the server we target
+# (pg_dump must be at least the server's major version). EXPORT_DIR (.data/exports) is the app's to write.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client-15 \
+ && rm -rf /var/lib/apt/lists/* \
+ && pg_dump --version \
+ && mkdir -p /app/.data/exports && chown -R node:node /app/.data
 COPY package.json ./
 COPY patches ./patches
 COPY migrations ./migrations

@@ -430,6 +430,40 @@ export const adminApiKeys = pgTable(
   ],
 )
 
+export const TENANT_EXPORT_STATUSES = ['pending', 'running', 'ready', 'failed', 'downloaded', 'expired'] as const
+export type TenantExportStatus = (typeof TENANT_EXPORT_STATUSES)[number]
+
+/**
+ * TenantExport: an owner's export of their tenant (POST /api/tenant/export, src/features/tenants/export): a
+ * pg_dump of its database and its host rows in one .tar.gz under EXPORT_DIR, downloaded once, gone after 24 h.
+ */
+export const tenantExports = pgTable(
+  'core_tenant_exports',
+  {
+    id: id(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    requestedBy: uuid('requested_by').references(() => users.id, { onDelete: 'set null' }),
+    status: text('status', { enum: TENANT_EXPORT_STATUSES }).notNull().default('pending'),
+    /** The archive's file name under EXPORT_DIR while it exists. */
+    fileName: text('file_name'),
+    sizeBytes: integer('size_bytes'),
+    error: text('error'),
+    readyAt: timestamp('ready_at', { withTimezone: true }),
+    downloadedAt: timestamp('downloaded_at', { withTimezone: true }),
+    /** After this the archive is deleted (status expired) if nobody downloaded it. */
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    index('core_tenant_exports_tenant_idx').on(t.tenantId, t.id),
+    index('core_tenant_exports_expires_idx').on(t.status, t.expiresAt),
+    check('core_tenant_exports_status_ck', inList('status', TENANT_EXPORT_STATUSES)),
+  ],
+)
+
 /**
  * 'owner' only from a platform admin provisioning a tenant for an address with no account yet
  * (POST /admin/api/tenants): tenant admins invite admins and members, and ownership is otherwise only
@@ -520,6 +554,7 @@ export type SystemJob = typeof systemJobs.$inferSelect
 export type StripeWebhookEvent = typeof stripeWebhookEvents.$inferSelect
 export type ApiKey = typeof apiKeys.$inferSelect
 export type AdminApiKey = typeof adminApiKeys.$inferSelect
+export type TenantExport = typeof tenantExports.$inferSelect
 export type UserToken = typeof userTokens.$inferSelect
 export type Invitation = typeof invitations.$inferSelect
 export type OwnershipOffer = typeof ownershipOffers.$inferSelect

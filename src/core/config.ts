@@ -86,6 +86,8 @@ export const ENV_VARS = {
   SMTP_SSL: { kind: 'bool', default: 'false', doc: 'Implicit TLS (port 465)' },
   EMAIL_TEMPLATES_DIR: { kind: 'string', default: '', doc: 'Folder whose *.md templates override the built-in ones' },
 
+  EXPORT_DIR: { kind: 'string', default: '.data/exports', doc: 'Where tenant exports (POST /api/tenant/export) wait for their one download, 24 h at most; the API and the worker must share it' },
+
   JOB_TENANT_CONCURRENCY: { kind: 'int', default: '2', min: 1, max: 1000, doc: 'Jobs of one tenant running at once across workers' },
   WORKER_CONCURRENCY: { kind: 'int', default: '10', min: 1, max: 1000, doc: 'Jobs one worker process runs at once' },
   WORKER_SHUTDOWN_TIMEOUT_MS: { kind: 'int', default: '30000', min: 0, max: 600000, doc: 'On SIGTERM, wait this long for running jobs' },
@@ -141,6 +143,8 @@ export interface Config {
   logLevel: string
   /** LOG_FILE: JSON log lines also appended here. */
   logFile: string | undefined
+  /** EXPORT_DIR: tenant export archives until downloaded (or 24 h old). */
+  exportDir: string
   trustProxy: boolean
   appBaseUrl: string
   appName: string
@@ -358,6 +362,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: i('PORT'),
     logLevel: s('LOG_LEVEL'),
     logFile: opt(s('LOG_FILE')),
+    exportDir: s('EXPORT_DIR'),
     trustProxy: b('TRUST_PROXY', false),
     appBaseUrl: s('APP_BASE_URL').replace(/\/$/, ''),
     appName: s('APP_NAME'),

@@ -37,6 +37,7 @@ describe('the list of scheduled work', () => {
         'identity.purge_expired',
         'jobs.trim_records',
         'tenants.purge_deleted',
+        'tenants.purge_exports',
       ])
     } finally {
       await world.close()

@@ -12,6 +12,7 @@ import { Type } from 'typebox'
 import { derivedJobId, type JobContext, type Jobs, systemJob, TenantIdSchema } from '../../core/jobs/registry.js'
 import { Uuid } from '../../core/lib/schemas.js'
 import type { Provisioner } from '../../core/tenancy/provisioning.js'
+import { tenantsExport, tenantsPurgeExports } from './export/jobs.js'
 
 export const tenantDeleteJobId = (tenantId: string) => derivedJobId(tenantId, 'delete')
 
@@ -33,7 +34,7 @@ export const tenantsDelete = systemJob({
   },
 })
 
-export const TENANT_JOBS = { 'tenants.delete': tenantsDelete }
+export const TENANT_JOBS = { 'tenants.delete': tenantsDelete, 'tenants.export': tenantsExport, 'tenants.purge_exports': tenantsPurgeExports }
 
 declare module '../../core/jobs/registry.js' {
   interface JobTypes extends Jobs<typeof TENANT_JOBS> {}
