@@ -13,13 +13,15 @@ import { eq } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { tenantExports } from '../../drizzle/host/schema.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
-import { type TenantFixture, tenantWith } from '../helpers/tenant-fixtures.js'
+import { SHARED } from '../helpers/env.js'
+import { newMember, type TenantFixture, tenantApi, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
 import { waitFor } from '../helpers/wait-for.js'
 
 const run = promisify(execFile)
 const exportDir = join(tmpdir(), `tk-exports-${process.pid}-${Date.now()}`)
-const ctx = useApp({ EXPORT_DIR: exportDir })
+// SHARED: this world also has a shared database, for the shared-isolation case (tenants default to their own database).
+const ctx = useApp({ EXPORT_DIR: exportDir, TENANT_ISOLATION: 'database', ...SHARED })
 let worker: WorkerRuntime
 let t: TenantFixture
 let other: TenantFixture
@@ -121,5 +123,33 @@ describe('owner export', () => {
     await waitFor(async () => (await other.as(other.owner).get(`/tenant/export/${id}`)).json().status === 'expired', { message: 'the export to expire' })
     expect(existsSync(join(exportDir, `${id}.tar.gz`))).toBe(false)
     expect((await other.as(other.owner).get(`/tenant/export/${id}/download`)).json()).toMatchObject({ code: 'EXPORT_GONE' })
+  })
+
+  it('a shared-isolation tenant’s dump holds its own rows only (read through row-level security)', async () => {
+    const sharedTenant = async (label: string) => {
+      const owner = await newMember(ctx.app, label)
+      const tenant = await ctx.app.services.provisioner.provision({ slug: `${label}-${process.pid}`, name: label, ownerUserId: owner.id, isolation: 'shared' })
+      expect(tenant.isolation).toBe('shared')
+      await owner.signIn()
+      const api = tenantApi(owner, tenant.slug)
+      expect((await api.post('/projects', { name: `${label} secret project` })).statusCode).toBe(201)
+      return api
+    }
+    const a = await sharedTenant('shared-a')
+    await sharedTenant('shared-b')
+    const queued = await a.post('/tenant/export')
+    expect(queued.statusCode, queued.body).toBe(202)
+    const { id } = queued.json()
+    await waitFor(async () => (await a.get(`/tenant/export/${id}`)).json().status === 'ready', { message: 'the shared export to be ready', timeout: 30_000 })
+    const res = await a.get(`/tenant/export/${id}/download`)
+    expect(res.statusCode).toBe(200)
+    const dir = join(scratch, 'shared')
+    await run('mkdir', ['-p', dir])
+    await writeFile(join(dir, 'a.tar.gz'), res.rawPayload)
+    await run('tar', ['-xzf', join(dir, 'a.tar.gz'), '-C', dir])
+    const { stdout: data } = await run('pg_restore', ['--data-only', '--table=projects', '--file=-', join(dir, 'database.dump')])
+    expect(data).toContain('shared-a secret project')
+    expect(data).not.toContain('shared-b secret project')
+    expect(JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'))).toMatchObject({ isolation: 'shared' })
   })
 })

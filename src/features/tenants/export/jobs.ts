@@ -3,6 +3,8 @@
  * `<EXPORT_DIR>/<export id>.tar.gz` holding
  *   database.dump      pg_dump of the tenant's database, custom format (`pg_restore --list`, `pg_restore -d …`),
  *                      made with the catalog's (decrypted) URL, passed to pg_dump in its environment, never argv;
+ *                      a shared-isolation tenant's: the shared database read through its row-level security with
+ *                      app.tenant_id set to the tenant, so only its rows (tables keep their tenant_id column);
  *   tenant.json        the catalog row, without its database URLs (encrypted or not) and internal columns;
  *   memberships.json   who may enter it, as what (with each member's email);
  *   subscriptions.json its Stripe subscriptions;
@@ -119,8 +121,13 @@ export const tenantsExport = systemJob({
     try {
       const dump = join(work, 'database.dump')
       // Custom format, uncompressed inside (the archive is gzip'd as a whole); no owners or grants: restorable anywhere.
-      await run('pg_dump', ['--format=custom', '--compress=0', '--no-owner', '--no-privileges', `--file=${dump}`], {
-        env: { ...process.env, ...libpqEnv(tenant.dbUrl) },
+      // A shared-isolation tenant's URL is the shared database: its data role sees this tenant's rows only once
+      // app.tenant_id names it (forced row-level security), and pg_dump must then read through the policies.
+      const shared = tenant.isolation === 'shared'
+      // (Its migration bookkeeping, schema drizzle, is the owner's: not the data role's to read, nor the tenant's.)
+      const scope = shared ? ['--enable-row-security', '--schema=public'] : []
+      await run('pg_dump', ['--format=custom', '--compress=0', '--no-owner', '--no-privileges', ...scope, `--file=${dump}`], {
+        env: { ...process.env, ...libpqEnv(tenant.dbUrl), ...(shared ? { PGOPTIONS: `-c app.tenant_id=${tenant.id}` } : {}) },
         maxBuffer: 16 << 20,
       }).catch((err: Error & { stderr?: string }) => {
         // stderr names the database and user at most, never the password (it is not in argv).
@@ -137,6 +144,7 @@ export const tenantsExport = systemJob({
           exportId,
           tenantId,
           slug: tenant.slug,
+          isolation: tenant.isolation,
           createdAt: new Date().toISOString(),
           pgDump: version.trim(),
           files: { 'database.dump': 'pg_dump --format=custom: pg_restore --list database.dump; pg_restore --no-owner -d <url> database.dump' },
