@@ -32,7 +32,7 @@ let plain: Member
 let acme: { id: string; slug: string }
 
 beforeAll(async () => {
-  worker = await startWorkers(ctx.app.services, { scopes: ['system'], concurrency: 2 })
+  worker = await startWorkers(ctx.app.services, { scopes: ['system', 'tenant'], concurrency: 2 })
   ops = await platformAdmin(ctx.app)
   plain = await newMember(ctx.app, 'plain', { signIn: true })
   acme = await ctx.app.services.provisioner.provision({ slug: 'ops-acme', name: 'Ops Acme' })
@@ -215,11 +215,52 @@ describe('/admin/api/jobs: list and retry failed jobs', () => {
   it('lists one tenant’s jobs (queue=tenant)', async () => {
     const job = await ctx.app.services.tasks.submit('projects.recount', { tenantId: acme.id })
     const res = (await get(ops, `/admin/api/jobs?queue=tenant&tenantId=${acme.id}`)).json()
-    expect(res.items[0]).toMatchObject({ id: job.id, queue: 'tenant', tenantId: acme.id, jobType: 'projects.recount', status: 'pending' })
+    expect(res.items[0]).toMatchObject({ id: job.id, queue: 'tenant', tenantId: acme.id, jobType: 'projects.recount' })
     const noTenant = await get(ops, '/admin/api/jobs?queue=tenant')
     expect(noTenant.statusCode).toBe(400)
     expect(noTenant.json()).toMatchObject({ code: 'TENANT_ID_REQUIRED' })
     expect((await get(ops, `/admin/api/jobs?queue=tenant&tenantId=${SOME}`)).json()).toMatchObject({ statusCode: 404, code: 'TENANT_NOT_FOUND' })
+  })
+
+  it('lists every tenant’s failed jobs from the queue (queue=tenant&state=failed), cursor paged; retries them by filter', async () => {
+    const other = await ctx.app.services.provisioner.provision({ slug: 'ops-globex', name: 'Ops Globex' })
+    // A payload the job refuses (an unknown field) fails at once, unrecoverable: a failed job in the tenant queue.
+    const broken = async (tenantId: string) => {
+      const id = uuidv7()
+      await ctx.app.services.tasks.queues.tenant.add('projects.recount', { tenantId, unexpected: true }, { jobId: id, attempts: 3 })
+      return id
+    }
+    const a = await broken(acme.id)
+    const b = await broken(other.id)
+    const list = (query: string) => get(ops, `/admin/api/jobs?queue=tenant&state=failed&type=projects.recount${query}`)
+    await waitFor(async () => (await list('')).json().items.length >= 2, { message: 'both tenant jobs to fail', interval: 100, timeout: 25_000 })
+    const all = (await list('')).json()
+    expect(all.items.map((j: { id: string }) => j.id).sort()).toEqual([a, b].sort())
+    expect(all.items.find((j: { id: string }) => j.id === b)).toMatchObject({
+      queue: 'tenant',
+      tenantId: other.id,
+      jobType: 'projects.recount',
+      status: 'failed',
+      errorLog: expect.stringContaining('INVALID_JOB_PAYLOAD'),
+      maxRetries: 2,
+    })
+    expect(all.nextCursor).toBeNull()
+    const first = (await list('&limit=1')).json()
+    expect(first.items).toHaveLength(1)
+    const second = (await list(`&limit=1&cursor=${first.nextCursor}`)).json()
+    expect(second.items).toHaveLength(1)
+    expect(second.nextCursor).toBeNull()
+    expect([first.items[0].id, second.items[0].id].sort()).toEqual([a, b].sort())
+    expect((await list(`&until=${new Date(Date.now() - 3_600_000).toISOString()}`)).json().items).toEqual([])
+    const badCursor = await list(`&cursor=${SOME}`)
+    expect(badCursor.statusCode).toBe(400)
+    expect(badCursor.json()).toMatchObject({ code: 'INVALID_CURSOR' })
+    expect((await get(ops, '/admin/api/jobs?queue=tenant&state=pending')).json()).toMatchObject({ statusCode: 400, code: 'TENANT_ID_REQUIRED' })
+
+    // Retried across tenants by a filter on the tenant queue: both back to waiting (and failing again, the payload is still wrong).
+    const retried = await post(ops, '/admin/api/jobs/retry', { queue: 'tenant', filter: { type: 'projects.recount' } })
+    expect(retried.json()).toMatchObject({ matched: 2, retried: 2, skipped: [] })
+    expect((await auditRows(ctx.app, 'admin.jobs_retried', 'tenant'))[0]).toMatchObject({ actorUserId: ops.id, userAgent: UA, metadata: { retried: 2 } })
   })
 
   it('retries failed jobs by ids: BullMQ runs them again; unknown ids are named, not retried', async () => {

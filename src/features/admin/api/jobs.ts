@@ -3,8 +3,8 @@
  *
  *   GET /            job records, newest first: the system queue's (sys_jobs, optionally those recorded for one
  *                    tenant) or one tenant's (its tenant_jobs: the tenant queue's records live in each tenant's
- *                    database, so that queue is listed one tenant at a time), filtered by state, type and time
- *                    range, cursor paged.
+ *                    database), filtered by state, type and time range, cursor paged; and every tenant's failed
+ *                    jobs at once from BullMQ's failed set (queue=tenant&state=failed without tenantId).
  *   GET /:id         a system job's record and queue state: how a bulk action's progress is followed.
  *   POST /retry      retry failed jobs, by ids or by a filter, with BullMQ's own job.retry(): the job goes back
  *                    to waiting with its attempts reset (a manual retry gets the job's full retries again), and
@@ -33,6 +33,8 @@ const JobType = Text({ minLength: 1, maxLength: 200, description: 'A job type, e
 /** Jobs one retry request may move (a filter matching more leaves the rest for another request). */
 export const MAX_RETRY = 10_000
 const FAILED_PAGE = 500
+/** Failed jobs one page of the every-tenant listing may scan. */
+const MAX_SCAN = 10_000
 const MAX_SKIPPED_LISTED = 100
 
 const JobSummary = Type.Object({
@@ -60,7 +62,10 @@ const ListQuery = Type.Object(
     limit: Limit,
     cursor: Type.Optional(Cursor),
   },
-  { additionalProperties: false, description: 'queue=tenant needs tenantId (its records are in its own database)' },
+  {
+    additionalProperties: false,
+    description: 'queue=tenant: one tenant’s records (tenantId), or every tenant’s failed jobs (state=failed, from the queue; the cursor is a job id)',
+  },
 )
 
 const RetryFilter = Type.Object(
@@ -121,7 +126,9 @@ const jobAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
       schema: {
         tags,
         summary: 'Job records, newest first: the system queue’s, or one tenant’s; by state, type, tenant and time range, cursor paged',
-        description: 'state=failed lists what POST /admin/api/jobs/retry can retry. 400 TENANT_ID_REQUIRED for queue=tenant without tenantId.',
+        description:
+          'state=failed lists what POST /admin/api/jobs/retry can retry. queue=tenant reads one tenant’s records (tenantId), or without ' +
+          'tenantId every tenant’s failed jobs from BullMQ’s failed set (state=failed only: 400 TENANT_ID_REQUIRED otherwise).',
         querystring: ListQuery,
         response: { 200: page(JobSummary), ...errorResponses(400, 404) },
       },
@@ -129,7 +136,11 @@ const jobAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
     async (req) => {
       const { queue = 'system', state, type, tenantId, limit, cursor } = req.query
       const { since, until } = timeRange(req.query.since, req.query.until)
-      if (queue === 'tenant' && !tenantId) throw badRequest('TENANT_ID_REQUIRED', 'queue=tenant lists one tenant’s jobs: give its tenantId')
+      if (queue === 'tenant' && !tenantId) {
+        if (state !== 'failed')
+          throw badRequest('TENANT_ID_REQUIRED', 'queue=tenant lists one tenant’s job records (give tenantId), or every tenant’s failed jobs (state=failed)')
+        return failedTenantJobs({ type, since, until, limit, cursor })
+      }
       const rows = await tasks.listJobs({
         scope: queue,
         ...(tenantId ? { tenantId } : {}),
@@ -159,6 +170,66 @@ const jobAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
       }
     },
   )
+
+  /**
+   * Every tenant's failed jobs: their records are spread over the tenant databases, so they are read from
+   * BullMQ's failed set (newest failure first; kept 7 days), filtered while scanning. The cursor is the last
+   * job scanned, resumed from its rank; at most MAX_SCAN jobs are scanned per page, so a rare type may
+   * answer a short page with a cursor.
+   */
+  async function failedTenantJobs(f: { type?: string | undefined; since?: Date | undefined; until?: Date | undefined; limit: number; cursor?: string | undefined }) {
+    const queue = tasks.queues.tenant
+    let start = 0
+    if (f.cursor) {
+      const client = fastify.services.redis
+      const rank = await client.zrevrank(queue.toKey('failed'), f.cursor)
+      if (rank === null) throw badRequest('INVALID_CURSOR', 'The cursor’s job is no longer failed (retried or removed): start from the first page')
+      start = rank + 1
+    }
+    const items: Job[] = []
+    let lastScanned: string | undefined
+    let more = true
+    for (let scanned = 0; items.length < f.limit && scanned < MAX_SCAN; scanned += FAILED_PAGE) {
+      const jobs = (await queue.getJobs(['failed'], start + scanned, start + scanned + FAILED_PAGE - 1)).filter((j): j is Job => Boolean(j))
+      for (const job of jobs) {
+        lastScanned = job.id
+        if (
+          (!f.type || job.name === f.type) &&
+          (!f.since || job.timestamp >= f.since.getTime()) &&
+          (!f.until || job.timestamp < f.until.getTime())
+        )
+          items.push(job)
+        if (items.length === f.limit) break
+      }
+      if (jobs.length < FAILED_PAGE && items.length < f.limit) {
+        more = false
+        break
+      }
+    }
+    // Is anything left after the last job scanned? One look past it says.
+    if (more && lastScanned) {
+      const client = fastify.services.redis
+      const rank = await client.zrevrank(queue.toKey('failed'), lastScanned)
+      more = rank !== null && (await client.zcard(queue.toKey('failed'))) > rank + 1
+    }
+    const date = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null)
+    return {
+      items: items.map((job) => ({
+        id: job.id!,
+        queue: 'tenant' as const,
+        tenantId: ((job.data as { tenantId?: string })?.tenantId ?? null) as string | null,
+        jobType: job.name,
+        status: 'failed' as const,
+        errorLog: job.failedReason ?? null,
+        retryCount: Math.max(0, job.attemptsMade - 1),
+        maxRetries: Math.max(0, (job.opts.attempts ?? 1) - 1),
+        createdAt: new Date(job.timestamp).toISOString(),
+        startedAt: date(job.processedOn),
+        finishedAt: date(job.finishedOn),
+      })),
+      nextCursor: more && lastScanned ? lastScanned : null,
+    }
+  }
 
   fastify.post(
     '/retry',
