@@ -1,0 +1,145 @@
+/**
+ * Shared isolation (issue 14): what row-level security with a per-statement tenant transaction costs.
+ *
+ * In one run, on one shared database seeded with BENCH_TENANTS shared tenants × BENCH_ROWS projects,
+ * BENCH_CONCURRENCY loops read one project by id through pools of the same size (SHARED_POOL_MAX):
+ *   plain      SELECT … FROM projects WHERE tenant_id = $1 AND id = $2 (a role that bypasses RLS; one round trip)
+ *   pipelined  the shared tenant's handle (scoped client): begin + set_config, the SELECT, commit written
+ *              as one batch on a reserved connection (one round trip), RLS adding the tenant filter
+ *   naive      sql.begin(tx => { set_config; SELECT }): begin, set_config, SELECT, commit one after another
+ *   drizzle    the shared tenant's TenantDb: db.select().from(projects).where(eq(id)) (unprepared, as routes write it)
+ * Rounds are interleaved (BENCH_ROUNDS × BENCH_SECONDS each) so every mode sees the same machine; the
+ * ratios to plain are printed with the load average. Goal: pipelined ≥ 0.5× plain (the naive way: 0.23–0.30×).
+ * Then shared tenant provisioning (catalog row + rows in the shared tables): p50/p99 over the tenants above.
+ *
+ *   npm run bench:shared     (BENCH_TENANTS 200, BENCH_ROWS 20, BENCH_CONCURRENCY 32, BENCH_SECONDS 5, BENCH_ROUNDS 3)
+ *
+ * Runs in an isolated world (like a test file) and drops everything it made at the end.
+ */
+import { loadavg } from 'node:os'
+import { eq } from 'drizzle-orm'
+import { pino } from 'pino'
+import { users } from '../drizzle/host/schema.js'
+import { projects } from '../drizzle/tenant/schema.js'
+import { connect, withDatabase } from '../src/core/db/connect.js'
+import { createScopedClient, setTenantSql } from '../src/core/tenancy/shared/scoped-client.js'
+import type { TenantRecord } from '../src/core/tenancy/types.js'
+import { createServices } from '../src/services.js'
+import setup from '../test/global-setup.js'
+import { ADMIN_URL, SHARED } from '../test/helpers/env.js'
+import { createTestEnv } from '../test/helpers/test-env.js'
+
+const TENANTS = Number(process.env.BENCH_TENANTS ?? 200)
+const ROWS = Number(process.env.BENCH_ROWS ?? 20)
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32)
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+
+const line = (label: string, value: string | number) => console.log(`${label}: ${value}`)
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? Number.NaN
+}
+const ms = (x: number) => `${x.toFixed(1)} ms`
+const load = () =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')
+
+await setup()
+const env = await createTestEnv({ ...SHARED })
+const logger = pino({ level: 'silent' })
+const services = createServices(env.config, logger)
+const poolMax = env.config.pool.sharedMax
+const sharedDb = `${env.name}_shared`
+try {
+  line('load average at start', load())
+  const [owner] = await services.host.db.insert(users).values({ email: `bench-${env.name}@example.com`, name: 'Bench' }).returning()
+
+  // Provisioning: the first one also creates, migrates and sharedifies the shared database.
+  const provisionMs: number[] = []
+  const tenants: TenantRecord[] = []
+  for (let i = 0; i < TENANTS; i++) {
+    const t0 = performance.now()
+    const t = await services.provisioner.provision({ slug: `bench-${i}`, name: `Bench ${i}`, ownerUserId: owner!.id, isolation: 'shared' })
+    const took = performance.now() - t0
+    if (i === 0) line('first shared tenant (creates + migrates + sharedifies the shared database)', ms(took))
+    else provisionMs.push(took)
+    tenants.push((await services.catalog.get(t.id))!)
+  }
+  line(`shared tenant provisioning, ${provisionMs.length} tenants one after another`, `p50 ${ms(pct(provisionMs, 50))}, p99 ${ms(pct(provisionMs, 99))}`)
+
+  // Seed: ROWS projects per tenant, through each tenant's handle (tenant_id stamped by the database).
+  const ids: string[][] = []
+  for (const t of tenants) {
+    const rows = Array.from({ length: ROWS }, (_, i) => ({ id: crypto.randomUUID(), name: `p${i}` }))
+    await services.pools.withTenant(t, (db) => db.insert(projects).values(rows))
+    ids.push(rows.map((r) => r.id))
+  }
+  await services.pools.withTenant(tenants[0]!, (db) => db.$client`analyze projects`.catch(() => undefined))
+
+  // Same pool size for every mode. plain bypasses RLS (superuser): the single-database baseline.
+  const plainSql = connect(withDatabase(ADMIN_URL, sharedDb), { max: poolMax })
+  const dataSql = connect(env.config.sharedDatabaseUrl!, { max: poolMax })
+  const scoped = tenants.map((t) => createScopedClient(dataSql, t.id))
+  const handles = await Promise.all(tenants.map((t) => services.pools.acquire(t)))
+  const pick = () => {
+    const t = Math.floor(Math.random() * tenants.length)
+    return { t, id: ids[t]![Math.floor(Math.random() * ROWS)]! }
+  }
+  const modes: Record<string, () => Promise<unknown>> = {
+    plain: () => {
+      const { t, id } = pick()
+      return plainSql`select id, name, status from projects where tenant_id = ${tenants[t]!.id} and id = ${id}`
+    },
+    pipelined: () => {
+      const { t, id } = pick()
+      return scoped[t]!`select id, name, status from projects where id = ${id}`
+    },
+    naive: () => {
+      const { t, id } = pick()
+      return dataSql.begin(async (tx) => {
+        await tx.unsafe(setTenantSql(tenants[t]!.id))
+        return tx`select id, name, status from projects where id = ${id}`
+      })
+    },
+    drizzle: () => {
+      const { t, id } = pick()
+      return handles[t]!.db.select({ id: projects.id, name: projects.name, status: projects.status }).from(projects).where(eq(projects.id, id))
+    },
+  }
+  // Every mode must find its row: a wrong answer would make a fast number meaningless.
+  for (const [name, run] of Object.entries(modes)) {
+    const rows = (await run()) as unknown[]
+    if (rows.length !== 1) throw new Error(`${name}: expected 1 row, got ${rows.length}`)
+  }
+
+  async function round(run: () => Promise<unknown>): Promise<number> {
+    const until = performance.now() + SECONDS * 1000
+    let n = 0
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (performance.now() < until) {
+          await run()
+          n++
+        }
+      }),
+    )
+    return n
+  }
+  const totals: Record<string, number> = Object.fromEntries(Object.keys(modes).map((m) => [m, 0]))
+  for (const run of Object.values(modes)) await round(run) // warm up (prepared statements, connections)
+  for (let r = 0; r < ROUNDS; r++) for (const [name, run] of Object.entries(modes)) totals[name]! += await round(run)
+  const perSecond = (name: string) => totals[name]! / (ROUNDS * SECONDS)
+  line('setup', `${TENANTS} shared tenants × ${ROWS} projects, pools of ${poolMax}, ${CONCURRENCY} concurrent loops, ${ROUNDS} × ${SECONDS} s per mode, interleaved`)
+  for (const name of Object.keys(modes)) {
+    line(`${name.padEnd(9)} reads/s`, `${Math.round(perSecond(name))} (${(perSecond(name) / perSecond('plain')).toFixed(2)}× plain)`)
+  }
+  line('load average at end', load())
+
+  for (const h of handles) h.release()
+  await Promise.all([plainSql.end(), dataSql.end()])
+} finally {
+  await services.close()
+  await env.cleanup()
+}
