@@ -19,7 +19,7 @@ import { and, count, inArray } from 'drizzle-orm'
 import { tenants } from '../../../drizzle/host/schema.js'
 
 /** One of these strings (a union of literals, an `enum` in OpenAPI). */
-const literals = <T extends string>(values: readonly T[]) => Type.Unsafe<T>(Type.Union(values.map((v) => Type.Literal(v))))
+export const literals = <T extends string>(values: readonly T[]) => Type.Unsafe<T>(Type.Union(values.map((v) => Type.Literal(v))))
 
 export const TenantStatusSchema = literals(TENANT_STATUSES)
 export const MigrationStatusSchema = literals(MIGRATION_STATUSES)

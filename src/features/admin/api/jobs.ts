@@ -23,9 +23,9 @@ import { iso } from '../../../core/lib/dates.js'
 import { badRequest } from '../../../core/lib/errors.js'
 import { errorResponses, IdParams, Text, Uuid } from '../../../core/lib/schemas.js'
 import { platformAdminGuard, platformAdminScope } from '../guard.js'
+import { literals } from '../jobs.js'
 import { Cursor, DateTime, DateTimeOrNull, Limit, page, StringOrNull, tags } from './schemas.js'
 
-const literals = <T extends string>(values: readonly T[]) => Type.Unsafe<T>(Type.Union(values.map((v) => Type.Literal(v))))
 const QueueName = literals(['system', 'tenant'] as const)
 const JobState = literals(JOB_STATUSES)
 const JobType = Text({ minLength: 1, maxLength: 200, description: 'A job type, e.g. email.send' })
