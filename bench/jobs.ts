@@ -3,12 +3,21 @@
  * running/completed record updates per job) against raw BullMQ (addBulk + a no-op worker) on the same
  * Redis in the same run. Goal: task manager ≥ 0.5× raw for both enqueue and process.
  *
- *   npx tsx bench/jobs.ts     (BENCH_JOBS, default 20000; BENCH_CONCURRENCY, default 50; BENCH_ROUNDS, default 3)
+ *   npx tsx bench/jobs.ts     (BENCH_JOBS, default 10000; BENCH_CONCURRENCY, default 50; BENCH_ROUNDS, default 6)
+ *   BENCH_BASELINE_REF=<commit> npx tsx bench/jobs.ts
+ *       also measures the task manager as of that commit (its src/core/jobs loaded from a temporary git
+ *       worktree into this process, on the same services), so before and after share the run.
  *
- * Rounds alternate raw / system task manager / tenant task manager so drift in a shared machine hits
- * all three; the best round of each is reported. Runs in an isolated world (its own host database,
+ * Rounds alternate raw / system / tenant (/ baseline system / baseline tenant) so drift on a shared
+ * machine hits all of them; each round's ratio is taken against that round's raw run, and the median
+ * over rounds is reported (with the load average). Runs in an isolated world (its own host database,
  * tenant prefix and Redis prefix) and drops everything at the end.
  */
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Queue, Worker } from 'bullmq'
 import { pino } from 'pino'
 import { Type } from 'typebox'
@@ -19,9 +28,11 @@ import { createServices } from '../src/services.js'
 import setup from '../test/global-setup.js'
 import { createTestEnv } from '../test/helpers/test-env.js'
 
-const JOBS = Number(process.env.BENCH_JOBS ?? 20_000)
+const JOBS = Number(process.env.BENCH_JOBS ?? 10_000)
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 50)
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6)
+const BASELINE_REF = process.env.BENCH_BASELINE_REF
+const root = fileURLToPath(new URL('..', import.meta.url))
 const BATCH = 1000
 
 const line = (label: string, value: string | number) => console.log(`${label}: ${value}`)
@@ -37,6 +48,15 @@ const registry = {
   'bench.tenant_noop': tenantJob({ payload: { n: Type.Integer() }, process: async () => null }),
 }
 const tasks = createTaskManager({ registry, deps: {}, ...services, config: env.config, logger })
+let baselineTree: string | undefined
+let baselineTasks: typeof tasks | undefined
+if (BASELINE_REF) {
+  baselineTree = mkdtempSync(join(tmpdir(), 'jobs-baseline-'))
+  execFileSync('git', ['-C', root, 'worktree', 'add', '--detach', baselineTree, BASELINE_REF], { stdio: 'ignore' })
+  symlinkSync(join(root, 'node_modules'), join(baselineTree, 'node_modules'))
+  const old = (await import(pathToFileURL(join(baselineTree, 'src/core/jobs/task-manager.ts')).href)) as { createTaskManager: typeof createTaskManager }
+  baselineTasks = old.createTaskManager({ registry, deps: {}, ...services, config: env.config, logger })
+}
 const retention = { removeOnComplete: { age: 86_400 }, removeOnFail: { age: 7 * 86_400 } }
 
 async function drained(workers: Worker[], target: number): Promise<void> {
@@ -81,7 +101,7 @@ async function raw(round: number): Promise<Figures> {
   return { enqueue: rate(JOBS, enqueueMs), process: rate(JOBS, processMs) }
 }
 
-async function managed(name: 'bench.noop' | 'bench.tenant_noop', tenantId?: string): Promise<Figures> {
+async function managed(tasks: NonNullable<typeof baselineTasks>, name: 'bench.noop' | 'bench.tenant_noop', tenantId?: string): Promise<Figures> {
   let t = performance.now()
   for (let i = 0; i < JOBS; i += BATCH) {
     const payloads = Array.from({ length: Math.min(BATCH, JOBS - i) }, (_, k) => ({ n: i + k, ...(tenantId ? { tenantId } : {}) }))
@@ -99,38 +119,52 @@ async function managed(name: 'bench.noop' | 'bench.tenant_noop', tenantId?: stri
   return { enqueue: rate(JOBS, enqueueMs), process: rate(JOBS, processMs) }
 }
 
+const median = (xs: number[]) => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+const load = () => loadavg().map((l) => l.toFixed(2)).join(' ')
+
 try {
   const t = await services.provisioner.provision({ slug: 'bench-jobs', name: 'Bench' })
   line('jobs per round', JOBS)
   line('worker concurrency', CONCURRENCY)
-  const best = { raw: { enqueue: 0, process: 0 }, system: { enqueue: 0, process: 0 }, tenant: { enqueue: 0, process: 0 } }
+  const subjects: [string, () => Promise<Figures>][] = [
+    ['system', () => managed(tasks, 'bench.noop')],
+    ['tenant', () => managed(tasks, 'bench.tenant_noop', t.id)],
+  ]
+  if (baselineTasks) {
+    const old = baselineTasks
+    subjects.push([`system @${BASELINE_REF}`, () => managed(old, 'bench.noop')])
+    subjects.push([`tenant @${BASELINE_REF}`, () => managed(old, 'bench.tenant_noop', t.id)])
+  }
+  const ratios = new Map(subjects.map(([name]) => [name, { enqueue: [] as number[], process: [] as number[] }]))
+  const raws: Figures[] = []
   for (let round = 1; round <= ROUNDS; round++) {
     const r = await raw(round)
-    const s = await managed('bench.noop')
-    const tn = await managed('bench.tenant_noop', t.id)
-    for (const [key, f] of [
-      ['raw', r],
-      ['system', s],
-      ['tenant', tn],
-    ] as const) {
-      best[key].enqueue = Math.max(best[key].enqueue, f.enqueue)
-      best[key].process = Math.max(best[key].process, f.process)
+    raws.push(r)
+    const figures: string[] = []
+    for (const [name, measure] of subjects) {
+      const f = await measure()
+      ratios.get(name)!.enqueue.push(f.enqueue / r.enqueue)
+      ratios.get(name)!.process.push(f.process / r.process)
+      figures.push(`${name} ${f.enqueue}/${f.process}`)
     }
-    line(`round ${round} enqueue/s raw | system | tenant`, `${r.enqueue} | ${s.enqueue} | ${tn.enqueue}`)
-    line(`round ${round} processed/s raw | system | tenant`, `${r.process} | ${s.process} | ${tn.process}`)
+    line(`round ${round} (load ${load()}) enqueue/processed per s`, `raw ${r.enqueue}/${r.process} | ${figures.join(' | ')}`)
   }
-  line('raw BullMQ enqueue (addBulk) jobs/s', best.raw.enqueue)
-  line('raw BullMQ processed jobs/s', best.raw.process)
-  line('task manager system enqueue (submitMany, records in sys_jobs) jobs/s', best.system.enqueue)
-  line('task manager system processed (records running → completed) jobs/s', best.system.process)
-  line('task manager tenant enqueue (records in tenant_jobs) jobs/s', best.tenant.enqueue)
-  line('task manager tenant processed (+ tenant slot, pool lease) jobs/s', best.tenant.process)
-  line('ratio system enqueue vs raw', (best.system.enqueue / best.raw.enqueue).toFixed(2))
-  line('ratio system processed vs raw', (best.system.process / best.raw.process).toFixed(2))
-  line('ratio tenant enqueue vs raw', (best.tenant.enqueue / best.raw.enqueue).toFixed(2))
-  line('ratio tenant processed vs raw', (best.tenant.process / best.raw.process).toFixed(2))
+  line('raw BullMQ median enqueue (addBulk) | processed jobs/s', `${median(raws.map((r) => r.enqueue))} | ${median(raws.map((r) => r.process))}`)
+  for (const [name] of subjects) {
+    const r = ratios.get(name)!
+    line(`median ratio to raw, ${name}: enqueue | processed`, `${median(r.enqueue).toFixed(2)} | ${median(r.process).toFixed(2)}`)
+  }
 } finally {
   await tasks.close()
+  await baselineTasks?.close()
   await services.close()
   await env.cleanup()
+  if (baselineTree) {
+    rmSync(join(baselineTree, 'node_modules'))
+    execFileSync('git', ['-C', root, 'worktree', 'remove', '--force', baselineTree], { stdio: 'ignore' })
+  }
 }

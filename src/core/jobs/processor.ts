@@ -131,16 +131,20 @@ export function createProcessor(p: ProcessorDeps): Processor {
     // The running mark is sent as the job starts but not waited for: the work need not sit out a commit,
     // and the record writer keeps this record's changes in order (a later outcome never lands first).
     void store.running(sql, id, retries).catch((err) => logger.warn({ err, jobId: id }, 'marking a job running failed'))
-    const jobLogger = logger.child({ jobId: id, jobType: job.name, ...jobTenant(job, tenantCtx) })
+    // Made on first use: a pino child per job was a measurable share of a short job's cost (issue 14).
+    let childLogger: Logger | undefined
+    const jobLog = () => (childLogger ??= logger.child({ jobId: id, jobType: job.name, ...jobTenant(job, tenantCtx) }))
     const ctx: JobContext = {
       job,
       jobId: id,
       attempt: retries + 1,
-      logger: jobLogger,
+      get logger() {
+        return jobLog()
+      },
       deps: p.deps,
       submit: p.submitter.submit,
       submitMany: p.submitter.submitMany,
-      once: (effect, run) => p.effects.once(id, effect, run, jobLogger),
+      once: (effect, run) => p.effects.once(id, effect, run, jobLog()),
       ...tenantCtx,
     }
     let result: unknown
@@ -152,7 +156,7 @@ export function createProcessor(p: ProcessorDeps): Processor {
       const final = permanent || retries + 1 >= (job.opts.attempts ?? 1)
       if (final) {
         await settle('record failed', (s) => store.failed(s, id, retries, errorLog(err)))
-        jobLogger.error({ err, attempt: retries + 1, permanent }, 'job failed')
+        jobLog().error({ err, attempt: retries + 1, permanent }, 'job failed')
         counted(job, 'failed')
         throw markRecorded(permanent ? unrecoverable(err instanceof Error ? err.message : String(err), err) : err)
       }
@@ -160,8 +164,8 @@ export function createProcessor(p: ProcessorDeps): Processor {
       // must not land over it.
       await store
         .retrying(sql, id, retries + 1, errorLog(err))
-        .catch((writeErr) => jobLogger.warn({ err: writeErr }, 'recording a failed attempt failed; the retry records itself'))
-      jobLogger.warn({ err, attempt: retries + 1 }, 'job attempt failed; will retry')
+        .catch((writeErr) => jobLog().warn({ err: writeErr }, 'recording a failed attempt failed; the retry records itself'))
+      jobLog().warn({ err, attempt: retries + 1 }, 'job attempt failed; will retry')
       counted(job, 'retried')
       throw markRecorded(err)
     }
