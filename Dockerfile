@@ -42,7 +42,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends postgresql-client-15 \
  && rm -rf /var/lib/apt/lists/* \
  && pg_dump --version \
- && mkdir -p /app/.data/exports && chown -R node:node /app/.data
+ && mkdir -p /app/.data/exports /app/.data/imports && chown -R node:node /app/.data
 COPY package.json ./
 COPY patches ./patches
 COPY migrations ./migrations

@@ -85,6 +85,8 @@ export const ENV_VARS = {
   SMTP_STARTTLS: { kind: 'bool', default: 'true', doc: 'Require STARTTLS' },
   SMTP_SSL: { kind: 'bool', default: 'false', doc: 'Implicit TLS (port 465)' },
   EMAIL_TEMPLATES_DIR: { kind: 'string', default: '', doc: 'Folder whose *.md templates override the built-in ones' },
+  IMPORT_DIR: { kind: 'string', default: '.data/imports', doc: 'Where uploaded import files (POST /api/projects/import) wait for their job; the API and the worker must share it' },
+  IMPORT_MAX_BYTES: { kind: 'int', default: '52428800', min: 1024, max: 10737418240, doc: 'Largest import upload accepted (bytes); larger is 413 BODY_TOO_LARGE' },
 
   EXPORT_DIR: { kind: 'string', default: '.data/exports', doc: 'Where tenant exports (POST /api/tenant/export) wait for their one download, 24 h at most; the API and the worker must share it' },
 
@@ -156,6 +158,8 @@ export interface Config {
   pressure: { maxEventLoopDelayMs: number; maxHeapUsedPct: number; sampleIntervalMs: number }
   /** Whole-request deadline in ms (0: none). */
   requestDeadlineMs: number
+  /** Uploaded import files (IMPORT_DIR), shared by the API and the worker, and the largest upload (IMPORT_MAX_BYTES). */
+  imports: { dir: string; maxBytes: number }
   /** Host database URL; undefined means "start embedded Postgres" (development only). */
   databaseUrl: string | undefined
   tenantDatabaseUrl: string | undefined
@@ -370,6 +374,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsTopTenants: i('METRICS_TOP_TENANTS'),
     rateLimit: { max: i('RATE_LIMIT_MAX'), windowS: i('RATE_LIMIT_WINDOW_S') },
     requestDeadlineMs: i('REQUEST_DEADLINE_MS'),
+    imports: { dir: s('IMPORT_DIR'), maxBytes: i('IMPORT_MAX_BYTES') },
     pressure: {
       maxEventLoopDelayMs: i('PRESSURE_MAX_EVENT_LOOP_DELAY_MS'),
       maxHeapUsedPct: i('PRESSURE_MAX_HEAP_USED_PCT'),

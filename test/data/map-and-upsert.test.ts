@@ -169,6 +169,26 @@ describe('mapAndUpsert', () => {
     expect((await client`select count(*)::int as n from customers`)[0]!.n).toBe(1)
   })
 
+  it('keeps stored values a row leaves out on an update, takes defaults on an insert, and refuses an explicit null for a NOT NULL column', async () => {
+    await mapAndUpsert(db(), { rows: [{ ...source(1), visits: 5 }], table: customers, key: customers.externalId, columnMap })
+    const result = await mapAndUpsert(db(), {
+      rows: [{ ext: 'c1', vip: false }, { ext: 'c2', fullName: 'New' }, { ext: 'c3', fullName: null }, { ext: 'c4' }],
+      table: customers,
+      key: customers.externalId,
+      columnMap,
+      columns: ['name', 'visits', 'address_city'],
+    })
+    expect(result).toMatchObject({ inserted: 1, updated: 1, rejected: 2 })
+    expect(result.rejectedRows).toEqual([
+      { row: 3, field: 'name', reason: 'must not be null' },
+      { row: 4, field: 'name', reason: 'is required' }, // a new row: nothing to keep
+    ])
+    const [kept] = await client`select name, visits, vip, address_city from customers where external_id = 'c1'`
+    expect(kept).toEqual({ name: 'Customer 1', visits: 5, vip: false, address_city: 'Oslo' })
+    const [fresh] = await client`select name, visits, address_city from customers where external_id = 'c2'`
+    expect(fresh).toEqual({ name: 'New', visits: 0, address_city: null }) // visits: the column's default
+  })
+
   it('does nothing for an empty source', async () => {
     expect(await mapAndUpsert(db(), { rows: [], table: customers })).toMatchObject({ inserted: 0, updated: 0, rejected: 0 })
   })

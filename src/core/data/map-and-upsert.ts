@@ -1,20 +1,22 @@
 /**
  * JSON → table bulk load (the seed's map_and_upsert / apply_schema): rows from an API, a file or a
  * stream are renamed, flattened, cast to the table's column types in JS (with the row number and field
- * in every error), streamed into a temporary staging table with COPY, then merged with one
- * `INSERT … SELECT … ON CONFLICT (key) DO UPDATE`. All in one transaction: the table sees all of the
- * load or none of it. Rows that can't be loaded are returned with their reasons, never silently dropped.
+ * in every error), streamed into a temporary staging table with COPY, then merged by key with one
+ * UPDATE … FROM and one INSERT … SELECT. All in one transaction: the table sees all of the load or none
+ * of it. Rows that can't be loaded are returned with their reasons, never silently dropped.
  *
  *   const result = await mapAndUpsert(req.tenantDb, {
  *     rows: items,                                   // array, iterable or async iterable (a parsed file)
- *     table: projects, key: projects.name,
- *     columnMap: { title: 'name', 'meta.note': 'description' },
+ *     table: customers, key: customers.externalId,
+ *     columnMap: { id: 'external_id', 'meta.note': 'description' },
  *     unnest: ['meta'],                             // { meta: { note } } → meta_note (and meta.note)
  *   })
  *   // { inserted, updated, rejected, duplicates, rejectedRows: [{ row, field, reason }], ignoredFields }
  *
- * Memory stays flat however many rows: they flow from the source through COPY (backpressure included);
- * only rejected rows' reasons are kept (up to `maxRejectedDetails`).
+ * A field a row leaves out keeps the stored value on an update and takes the column's default on an
+ * insert; an explicit null is a null (refused for a NOT NULL column). Two rows with one key: the last
+ * wins. Memory stays flat however many rows: they flow from the source through COPY (with
+ * backpressure); only rejected rows' reasons are kept (up to `maxRejectedDetails`).
  */
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -22,9 +24,8 @@ import { type Column, getTableColumns } from 'drizzle-orm'
 import { getTableConfig, type PgColumn, type PgTable } from 'drizzle-orm/pg-core'
 import type postgres from 'postgres'
 import type { Sql } from '../db/connect.js'
-import { badRequest, pgCode } from '../lib/errors.js'
-import { isSharedTenantDb } from '../tenancy/shared/scoped-client.js'
-import { isPrimaryKey, primaryKey } from './table-helpers.js'
+import { badRequest } from '../lib/errors.js'
+import { primaryKey } from './table-helpers.js'
 
 export type CastKind = 'text' | 'uuid' | 'integer' | 'numeric' | 'boolean' | 'date' | 'datetime' | 'json'
 type Row = Record<string, unknown>
@@ -42,8 +43,10 @@ export interface MapAndUpsertOptions {
   typeMap?: Record<string, CastKind>
   /** Keep at most this many rejected rows' details (the count is always exact). Default 1,000. */
   maxRejectedDetails?: number
-  /** Values for columns a row does not give (by property or SQL name): e.g. `{ createdBy: userId }`. */
+  /** Values for new rows' columns a row does not give (by property or SQL name): e.g. `{ createdBy: userId }`. Never used on an update. */
   defaults?: Record<string, unknown>
+  /** Columns every row may give (by property or SQL name), beyond those of the first row and the map. */
+  columns?: readonly string[]
   /**
    * Runs after the merge, before the commit, in the load's transaction: check an invariant the whole
    * load must keep (a plan's row limit) and throw to roll all of it back.
@@ -212,7 +215,6 @@ const copyText = (v: string | null) => (v === null ? '\\N' : v.replace(/[\\\t\n\
 const ident = (name: string) => `"${name.replaceAll('"', '""')}"`
 
 export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptions): Promise<MapAndUpsertResult> {
-  const shared = isSharedTenantDb(db)
   const { table } = opts
   const tableName = getTableConfig(table).name
   const schemaName = getTableConfig(table).schema
@@ -247,7 +249,15 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
 
   const source = opts.rows
   const iterator: AsyncIterator<Row> | Iterator<Row> = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : (source as Iterable<Row>)[Symbol.iterator]()
-  const first = await iterator.next()
+  let rowNumber = 0
+  const isRow = (raw: unknown): raw is Row => raw !== null && typeof raw === 'object' && !Array.isArray(raw) && !(raw instanceof Error)
+  const rejectItem = (raw: unknown) => {
+    rowNumber++
+    // (a source may yield an Error for an item it could not read, e.g. a line that is not JSON)
+    reject({ row: rowNumber, reason: raw instanceof Error ? raw.message : 'not an object' })
+  }
+  let first = await iterator.next()
+  for (; !first.done && !isRow(first.value); first = await iterator.next()) rejectItem(first.value)
   if (first.done) return result
 
   // Which column a source field lands in (null: none), resolved once per distinct field name.
@@ -274,7 +284,11 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
 
   // The load's columns: those the first row and the map name, those with a JS-side default (ids), and the key.
   const firstMapped = mapRow(first.value)
-  const props = new Set<string>([...firstMapped.keys(), ...[...columnMap.values()].map((n) => resolve(n).prop), ...defaults.keys()])
+  const props = new Set<string>([
+    ...firstMapped.keys(),
+    ...[...columnMap.values(), ...(opts.columns ?? [])].map((n) => resolve(n).prop),
+    ...defaults.keys(),
+  ])
   // Columns only the JS default fills (a new row's id) are written on insert, never on update.
   const insertOnlyProps = new Set<string>()
   for (const [prop, column] of Object.entries(columns)) {
@@ -283,21 +297,22 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
   }
   const targets: Target[] = [...props].map((prop) => ({ prop, column: columns[prop]!, cast: typeMap.get(prop) ?? castKindOf(columns[prop]!) }))
 
-  let rowNumber = 0
   /** The row as one line of COPY text, or '' when it is rejected (and recorded). */
   function line(mapped: Map<string, unknown>): string {
     rowNumber++
     try {
+      let given = ''
       const values = targets.map(({ prop, column, cast }) => {
         let value = mapped.get(prop)
+        given += value === undefined ? '0' : '1'
+        if (value === null && column.notNull && !keyNames.has(column.name)) throw new RowError(prop, 'must not be null')
         if (value === undefined) value = defaults.has(prop) ? defaults.get(prop) : column.defaultFn?.()
         const text = castValue(value, cast, prop, column)
         if (text === null && keyNames.has(column.name)) throw new RowError(prop, 'the key is missing')
-        if (text === null && column.notNull) throw new RowError(prop, 'is required')
         if (text?.includes('\u0000')) throw new RowError(prop, 'contains a NUL character')
         return copyText(text)
       })
-      return `${values.join('\t')}\t${rowNumber}\n`
+      return `${values.join('\t')}\t${rowNumber}\t${given}\n`
     } catch (err) {
       if (!(err instanceof RowError)) throw err
       reject({ row: rowNumber, field: err.field, reason: err.message })
@@ -309,9 +324,8 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
     let chunk = line(firstMapped)
     for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
       const raw = next.value
-      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-        rowNumber++
-        reject({ row: rowNumber, reason: 'not an object' })
+      if (!isRow(raw)) {
+        rejectItem(raw)
         continue
       }
       chunk += line(mapRow(raw))
@@ -324,49 +338,66 @@ export async function mapAndUpsert(db: { $client: Sql }, opts: MapAndUpsertOptio
   }
 
   const stage = 'map_and_upsert_stage'
-  const columnList = targets.map((t) => ident(t.column.name)).join(', ')
+  const col = (t: Target) => ident(t.column.name)
+  const columnList = targets.map(col).join(', ')
   const keyList = key.map((c) => ident(c.name)).join(', ')
-  // A shared tenant's unique keys (not its primary key: ids) lead with tenant_id (stamped by the column's default from the transaction's tenant).
-  const conflictList = shared && !isPrimaryKey(table, key) ? `"tenant_id", ${keyList}` : keyList
-  const updates = targets.filter((t) => !keyNames.has(t.column.name) && !insertOnlyProps.has(t.prop)).map((t) => `${ident(t.column.name)} = excluded.${ident(t.column.name)}`)
-  for (const [prop, column] of Object.entries(columns)) {
-    // updated_at-style columns move forward on update, as drizzle's update() does (only now() is supported here).
-    if (column.onUpdateFn && !props.has(prop)) updates.push(`${ident(column.name)} = now()`)
-  }
-  const conflict = updates.length ? `do update set ${updates.join(', ')}` : 'do nothing'
+  const sameKey = (a: string, b: string) => key.map((c) => `${a}.${ident(c.name)} = ${b}.${ident(c.name)}`).join(' and ')
+  const existing = `exists (select 1 from ${qualified} t where ${sameKey('t', 's')})`
+  // Whether the row gave the field (its bit in __given): a field left out is not the same as a null.
+  const given = (t: Target) => `get_bit(s.__given, ${targets.indexOf(t)}) = 1`
+  /** Staged values that are not the row's own but a fallback for a new row (`defaults`, a JS default such as an id). */
+  const hasFallback = (t: Target) => defaults.has(t.prop) || t.column.defaultFn !== undefined
 
   await db.$client.begin(async (tx) => {
     // Typed like the target (so COPY parses each value as its column would), gone at commit.
-    await tx.unsafe(`create temp table ${stage} on commit drop as select ${columnList}, 0::bigint as __row from ${qualified} with no data`)
-    const writable = await tx.unsafe(`copy ${stage} (${columnList}, __row) from stdin`).writable()
+    await tx.unsafe(`create temp table ${stage} on commit drop as select ${columnList}, 0::bigint as __row, ''::varbit as __given from ${qualified} with no data`)
+    const writable = await tx.unsafe(`copy ${stage} (${columnList}, __row, __given) from stdin`).writable()
     await pipeline(Readable.from(copyStream()), writable)
-    // Most loads have one row per key: merge straight from the stage. If two rows share a key, Postgres
-    // refuses (21000: a command cannot affect a row twice); then, back at the savepoint, the last row of
-    // each key wins and the earlier ones are counted as duplicates.
-    const merge = (q: typeof tx, distinct: boolean) =>
-      q.unsafe<{ inserted: string; updated: string }[]>(
-        `with merged as (
-           insert into ${qualified} (${columnList})
-           select ${distinct ? `distinct on (${keyList})` : ''} ${columnList} from ${stage} ${distinct ? `order by ${keyList}, __row desc` : ''}
-           on conflict (${conflictList}) ${conflict}
-           returning (xmax = 0) as fresh
-         )
-         select count(*) filter (where fresh) as inserted, count(*) filter (where not fresh) as updated from merged`,
+
+    // Two rows with one key: the last one wins, the earlier ones are counted as duplicates.
+    const [counts] = await tx.unsafe<{ staged: string; keys: string }[]>(`select count(*) as staged, count(distinct (${keyList})) as keys from ${stage}`)
+    result.duplicates = Number(counts!.staged) - Number(counts!.keys)
+    if (result.duplicates > 0) await tx.unsafe(`delete from ${stage} s using ${stage} later where ${sameKey('s', 'later')} and s.__row < later.__row`)
+
+    // A field a row leaves out keeps the stored value on an update and takes the column's default on an
+    // insert. A new row without a NOT NULL column that has no default is rejected here, with its line
+    // number, rather than failing the whole load in Postgres.
+    const defaultsOf = new Map(
+      (
+        await tx.unsafe<{ name: string; expr: string }[]>(
+          `select a.attname as name, pg_get_expr(d.adbin, d.adrelid) as expr from pg_attribute a
+           join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum where a.attrelid = '${qualified.replaceAll("'", "''")}'::regclass`,
+        )
+      ).map((r) => [r.name, r.expr]),
+    )
+    const valueColumns = targets.filter((t) => !keyNames.has(t.column.name))
+    const required = valueColumns.filter((t) => t.column.notNull && !defaultsOf.has(t.column.name) && !hasFallback(t))
+    if (required.length) {
+      const missing = await tx.unsafe<{ row: string; field: string }[]>(
+        `delete from ${stage} s where (${required.map((t) => `not ${given(t)}`).join(' or ')}) and not ${existing}
+         returning s.__row as row, case ${required.map((t) => `when not ${given(t)} then '${t.prop}'`).join(' ')} end as field`,
       )
-    let counts: { inserted: string; updated: string } | undefined
-    try {
-      // (postgres.js' savepoint rolls back to it when the merge fails, leaving the transaction usable)
-      ;[counts] = await tx.savepoint((sp) => merge(sp, false))
-    } catch (err) {
-      if (pgCode(err) !== '21000') throw err
-      ;[counts] = await merge(tx, true)
-      const [dup] = await tx.unsafe<{ n: string }[]>(`select count(*) - count(distinct (${keyList})) as n from ${stage}`)
-      result.duplicates = Number(dup!.n)
+      for (const m of missing) reject({ row: Number(m.row), field: m.field, reason: 'is required' })
     }
-    result.inserted = Number(counts!.inserted)
-    result.updated = Number(counts!.updated)
+
+    const updatable = valueColumns.filter((t) => !insertOnlyProps.has(t.prop))
+    if (updatable.length) {
+      const sets = updatable.map((t) => `${col(t)} = case when ${given(t)} then s.${col(t)} else t.${col(t)} end`)
+      // updated_at-style columns move forward on update, as drizzle's update() does (only now() is supported here).
+      for (const [prop, column] of Object.entries(columns)) if (column.onUpdateFn && !props.has(prop)) sets.push(`${ident(column.name)} = now()`)
+      const updated = await tx.unsafe(`update ${qualified} t set ${sets.join(', ')} from ${stage} s where ${sameKey('t', 's')}`)
+      result.updated = updated.count
+    }
+    const values = targets.map((t) => {
+      const fallback = defaultsOf.get(t.column.name)
+      return hasFallback(t) || !fallback || keyNames.has(t.column.name) ? `s.${col(t)}` : `case when ${given(t)} then s.${col(t)} else ${fallback} end`
+    })
+    // In a shared tenant's layout the database stamps tenant_id, and `t` shows only this tenant's rows.
+    const inserted = await tx.unsafe(`insert into ${qualified} (${columnList}) select ${values.join(', ')} from ${stage} s where not ${existing}`)
+    result.inserted = inserted.count
     await opts.beforeCommit?.(tx, result)
   })
+  result.rejectedRows.sort((a, b) => a.row - b.row)
   result.ignoredFields = [...ignored]
   return result
 }

@@ -5,6 +5,7 @@
 import { count } from 'drizzle-orm'
 import { projects } from '../../../drizzle/tenant/schema.js'
 import { type Jobs, tenantJob } from '../../core/jobs/registry.js'
+import { projectsImport } from './import.js'
 
 export const projectsRecount = tenantJob({
   payload: {},
@@ -16,7 +17,7 @@ export const projectsRecount = tenantJob({
   },
 })
 
-export const PROJECT_JOBS = { 'projects.recount': projectsRecount }
+export const PROJECT_JOBS = { 'projects.recount': projectsRecount, 'projects.import': projectsImport }
 
 declare module '../../core/jobs/registry.js' {
   interface JobTypes extends Jobs<typeof PROJECT_JOBS> {}

@@ -12,6 +12,7 @@ import { requireBelowLimit } from '../billing/index.js'
 import { createProjectsRepository } from './repository.js'
 import { CreateProjectBody, ListProjectsQuery, ProjectPageSchema, ProjectSchema, UpdateProjectBody } from './schemas.js'
 import exportRoutes from './export.js'
+import importRoutes from './import.js'
 
 const toJson = (p: Project) => ({ ...p, createdAt: p.createdAt.toISOString(), updatedAt: p.updatedAt.toISOString() })
 const missing = () => notFound('PROJECT_NOT_FOUND', 'No such project')
@@ -21,6 +22,8 @@ const tags = ['projects']
 const projectRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   // GET /export: the billing-gated example (subscription + the plan's `exports` feature).
   await fastify.register(exportRoutes)
+  // POST /import: a JSON-lines upload loaded by the projects.import job (core/data's mapAndUpsert).
+  await fastify.register(importRoutes)
 
   fastify.get(
     '/',
