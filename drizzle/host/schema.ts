@@ -157,6 +157,8 @@ export interface PlanLimits {
   projects?: number | null
   apiKeys?: number | null
   requestsPerMinute?: number | null
+  /** MB the tenant may store (src/features/billing/storage.ts). */
+  storageMb?: number | null
 }
 
 export const pricingPlans = pgTable(
@@ -173,7 +175,7 @@ export const pricingPlans = pgTable(
     currency: text('currency').notNull().default('usd'),
     trialDays: integer('trial_days').notNull().default(30),
     features: jsonb('features').$type<string[]>().notNull().default([]),
-    /** Numeric caps (members, projects, apiKeys, requestsPerMinute); a missing or null one is unlimited. */
+    /** Numeric caps (members, projects, apiKeys, requestsPerMinute, storageMb); a missing or null one is unlimited. */
     limits: jsonb('limits').$type<PlanLimits>().notNull().default({}),
     tierLevel: integer('tier_level').notNull().default(0),
     isActive: boolean('is_active').notNull().default(true),

@@ -2,3 +2,4 @@
 export { type CompInput, type CompResult, compPlan } from './comp.js'
 export { type Entitlements, type LimitedResource, limitOf, type PlanLimits, requireApiAccess, requireBelowLimit, requireFeature } from './entitlements.js'
 export { EntitlementsSchema, entitlementsJson } from './entitlements-view.js'
+export { requireStorageBelowLimit } from './storage.js'

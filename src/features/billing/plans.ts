@@ -26,6 +26,7 @@ export const PlanLimitsSchema = Type.Object(
     projects: Type.Optional(Cap),
     apiKeys: Type.Optional(Cap),
     requestsPerMinute: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()])),
+    storageMb: Type.Optional(Cap),
   },
   { additionalProperties: false },
 )

@@ -8,7 +8,7 @@ import { Type } from 'typebox'
 import type { Project } from '../../../drizzle/tenant/schema.js'
 import { notFound } from '../../core/lib/errors.js'
 import { IdParams, errorResponses, Uuid } from '../../core/lib/schemas.js'
-import { requireBelowLimit } from '../billing/index.js'
+import { requireBelowLimit, requireStorageBelowLimit } from '../billing/index.js'
 import { createProjectsRepository } from './repository.js'
 import { CreateProjectBody, ListProjectsQuery, ProjectPageSchema, ProjectSchema, UpdateProjectBody } from './schemas.js'
 import exportRoutes from './export.js'
@@ -61,14 +61,18 @@ const projectRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         tags,
         summary: 'Create a project',
-        description: '403 LIMIT_REACHED (details.limit, details.resource) when the tenant has as many projects as its plan allows.',
+        description:
+          '403 LIMIT_REACHED (details.limit, details.resource) when the tenant has as many projects as its plan allows, or stores as many MB (resource storageMb, details.usedMb).',
         body: CreateProjectBody,
         response: { 201: ProjectSchema, ...guarded },
       },
     },
     async (req, reply) => {
       const projects = createProjectsRepository(req.tenantDb)
-      await requireBelowLimit(await fastify.entitlements.get(req.tenant!.id), 'projects', () => projects.count())
+      const plan = await fastify.entitlements.get(req.tenant!.id)
+      await requireBelowLimit(plan, 'projects', () => projects.count())
+      // Creating is where the example resource grows; updates stay open, so a tenant over its storage can still trim.
+      await requireStorageBelowLimit(plan, req.tenant!, req.tenantDb)
       const project = await projects.create({ ...req.body, createdBy: req.user!.id })
       return reply.code(201).send(toJson(project))
     },
