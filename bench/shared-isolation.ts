@@ -5,7 +5,9 @@
  * BENCH_CONCURRENCY loops read one project by id through pools of the same size (SHARED_POOL_MAX):
  *   plain      SELECT … FROM projects WHERE tenant_id = $1 AND id = $2 (a role that bypasses RLS; one round trip)
  *   pipelined  the shared tenant's handle (scoped client): begin + set_config, the SELECT, commit written
- *              as one batch on a reserved connection (one round trip), RLS adding the tenant filter
+ *              as one batch (one round trip) on a statement lane, several units back to back per lane
+ *              (as the pool manager builds it), RLS adding the tenant filter
+ *   reserving  the same unit, but reserving a connection per unit (one unit per connection at a time)
  *   naive      sql.begin(tx => { set_config; SELECT }): begin, set_config, SELECT, commit one after another
  *   drizzle    the shared tenant's TenantDb: db.select().from(projects).where(eq(id)) (unprepared, as routes write it)
  * Rounds are interleaved (BENCH_ROUNDS × BENCH_SECONDS each) so every mode sees the same machine; the
@@ -22,7 +24,7 @@ import { pino } from 'pino'
 import { users } from '../drizzle/host/schema.js'
 import { projects } from '../drizzle/tenant/schema.js'
 import { connect, withDatabase } from '../src/core/db/connect.js'
-import { createScopedClient, setTenantSql } from '../src/core/tenancy/shared/scoped-client.js'
+import { createScopedClient, createUnitLanes, setTenantSql } from '../src/core/tenancy/shared/scoped-client.js'
 import type { TenantRecord } from '../src/core/tenancy/types.js'
 import { createServices } from '../src/services.js'
 import setup from '../test/global-setup.js'
@@ -81,7 +83,10 @@ try {
   // Same pool size for every mode. plain bypasses RLS (superuser): the single-database baseline.
   const plainSql = connect(withDatabase(ADMIN_URL, sharedDb), { max: poolMax })
   const dataSql = connect(env.config.sharedDatabaseUrl!, { max: poolMax })
-  const scoped = tenants.map((t) => createScopedClient(dataSql, t.id))
+  // As the pool manager builds them: statement lanes on all but one connection.
+  const lanes = createUnitLanes(dataSql, poolMax - 1)
+  const scoped = tenants.map((t) => createScopedClient(dataSql, t.id, lanes))
+  const unlaned = tenants.map((t) => createScopedClient(dataSql, t.id))
   const handles = await Promise.all(tenants.map((t) => services.pools.acquire(t)))
   const pick = () => {
     const t = Math.floor(Math.random() * tenants.length)
@@ -95,6 +100,10 @@ try {
     pipelined: () => {
       const { t, id } = pick()
       return scoped[t]!`select id, name, status from projects where id = ${id}`
+    },
+    reserving: () => {
+      const { t, id } = pick()
+      return unlaned[t]!`select id, name, status from projects where id = ${id}`
     },
     naive: () => {
       const { t, id } = pick()
@@ -138,6 +147,7 @@ try {
   line('load average at end', load())
 
   for (const h of handles) h.release()
+  lanes.close()
   await Promise.all([plainSql.end(), dataSql.end()])
 } finally {
   await services.close()

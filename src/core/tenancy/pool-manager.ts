@@ -12,7 +12,7 @@ import type { Logger } from 'pino'
 import * as tenantSchema from '../../../drizzle/tenant/schema.js'
 import { type ConnectOptions, connect, type Sql } from '../db/connect.js'
 import { AppError, unavailable } from '../lib/errors.js'
-import { createScopedClient } from './shared/scoped-client.js'
+import { createScopedClient, createUnitLanes, type UnitLanes } from './shared/scoped-client.js'
 import type { PoolManager, PoolStats, TenantDb, TenantLease, TenantRecord } from './types.js'
 
 export type PoolTarget = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation'>>
@@ -48,6 +48,8 @@ interface Pool {
   /** A shared database's pool: leases get a per-tenant scoped handle (handles), never `db`. */
   shared: boolean
   handles: Map<string, TenantDb>
+  /** A shared pool's statement lanes (connections carrying the tenants' single-statement units). */
+  lanes: UnitLanes | undefined
   url: string
   /** Slots reserved from the budget (the pool's max). */
   size: number
@@ -133,7 +135,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     if (db) {
       pool.handles.delete(tenantId) // most recently used last
     } else {
-      db = drizzle(createScopedClient(pool.sql, tenantId), { schema: tenantSchema }) as TenantDb
+      db = drizzle(createScopedClient(pool.sql, tenantId, pool.lanes), { schema: tenantSchema }) as TenantDb
       if (pool.handles.size >= MAX_SHARED_HANDLES) pool.handles.delete(pool.handles.keys().next().value!)
     }
     pool.handles.set(tenantId, db)
@@ -152,6 +154,8 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
       tenantId: key,
       shared: isShared(t),
       handles: new Map(),
+      // One connection stays out of the lanes for drizzle transactions (pool.begin).
+      lanes: isShared(t) && size >= 2 ? createUnitLanes(sql, size - 1) : undefined,
       url,
       size,
       sql,
@@ -198,6 +202,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   function end(pool: Pool): void {
     if (pool.ending) return
     pool.ending = true
+    pool.lanes?.close()
     pool.sql
       .end({ timeout: 5 })
       .catch((err) => logger?.warn({ err, tenantId: pool.tenantId }, 'pool-manager: error while closing a tenant pool'))

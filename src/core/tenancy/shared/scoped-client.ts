@@ -4,10 +4,13 @@
  * its tenant's rows. Handed to drizzle like any client, so a shared tenant's `TenantDb` has the same type
  * and the same API as a database tenant's; code reaching for `db.$client` gets this too.
  *
- * One statement = one network round trip: on a reserved connection, `begin; select set_config(…)`, the
+ * One statement = one network round trip: on one connection, `begin; select set_config(…)`, the
  * statement and `commit` are written together without waiting in between (postgres.js pipelines queries
- * sent to one connection), and the connection goes back to the pool only once `commit` has answered, so
- * a pooled connection never carries a tenant id (LESSONS.md §3: transaction scope only, never session).
+ * sent to one connection). The pool manager gives the shared pool statement lanes (createUnitLanes):
+ * reserved connections that carry several such units back to back; without lanes a unit reserves a
+ * connection of its own. Either way a connection goes back to the pool only once every `commit` sent on
+ * it has answered, so a pooled connection never carries a tenant id (LESSONS.md §3: transaction scope
+ * only, never session).
  * A failing statement makes that `commit` a rollback. `begin(fn)` (drizzle's transaction) sets the tenant
  * first in the transaction, pipelined with fn's first statement.
  *
@@ -57,11 +60,6 @@ export function setTenantSql(tenantId: string): string {
   return `select set_config('${TENANT_SETTING}', '${tenantId.toLowerCase()}', true)`
 }
 
-export interface ScopedClientStats {
-  /** Units of work (single statements) run. */
-  units: number
-}
-
 /**
  * The client a shared tenant's drizzle instance is built over. Only statements and transactions are
  * offered: reserve/listen/notify/file/subscribe/end would escape the tenant scope or own the shared pool.
@@ -73,11 +71,135 @@ const settled = (p: unknown) =>
     (err: unknown) => err ?? new Error('query failed'),
   )
 
-export function createScopedClient(pool: Sql, tenantId: string, stats?: ScopedClientStats): Sql {
-  const begin = `begin; ${setTenantSql(tenantId)}`
+/**
+ * Write begin + set_config, the statement and commit on one connection without waiting in between (one
+ * round trip); settle the statement's promise once commit has answered. `send` is the connection's handler.
+ */
+async function runUnit(send: QueryInternals['handler'], conn: postgres.ReservedSql, q: QueryInternals, opening: string): Promise<void> {
+  // A Query built on the connection carries its handler; ours are sent by hand, in order.
+  const open = internals(conn.unsafe(opening))
+  const close = internals(conn.unsafe('commit'))
+  const resolve = q.resolve
+  const reject = q.reject
+  let result: { value: unknown } | undefined
+  let failure: { error: unknown } | undefined
+  // The statement's answer arrives before commit's: hold it until the commit is known to have worked.
+  q.resolve = (value) => {
+    result = { value }
+  }
+  q.reject = (error) => {
+    failure ??= { error }
+  }
+  open.executed = true
+  close.executed = true
+  q.handler = send
+  send(open)
+  send(q)
+  send(close)
+  // Answers arrive in order; the caller frees the connection only after commit's, outside any transaction.
+  const openError = await settled(open)
+  const closeError = await settled(close)
+  // Whatever failed first is the answer; a statement that ran without its tenant set is never reported as a success.
+  if (openError !== undefined) reject(openError)
+  else if (failure) reject(failure.error)
+  else if (closeError !== undefined) reject(closeError)
+  else if (result) resolve(result.value)
+  else reject(new Error('shared tenant statement finished without an answer'))
+  const broken = [openError, failure?.error, closeError].find((e) => /^CONNECTION_/.test(String((e as { code?: unknown } | undefined)?.code ?? '')))
+  if (broken) throw broken
+}
 
-  /** Run one already-built statement as begin+set_config / statement / commit, written as one batch. */
+/**
+ * The shared pool's statement lanes: connections reserved for tenant units, each carrying several units
+ * back to back (each its own begin…commit, so they cannot see each other's tenant), the way postgres.js
+ * pipelines plain queries on a busy connection. Without this every unit would reserve and release a
+ * connection and wait for its own round trip alone. Drizzle transactions (pool.begin) use the connections
+ * left over, so lanes take at most the pool's size minus one.
+ */
+export interface UnitLanes {
+  run(q: QueryInternals, tenantId: string): Promise<void>
+  /** Give every lane's connection back to the pool (before the pool ends). */
+  close(): void
+}
+
+interface Lane {
+  conn: postgres.ReservedSql
+  send: QueryInternals['handler']
+  inflight: number
+}
+
+export function createUnitLanes(pool: Sql, size: number, depth = 8): UnitLanes {
+  const lanes: Lane[] = []
+  let opening = 0
+  let closed = false
+  const waiting: (() => void)[] = []
+
+  async function pick(): Promise<Lane> {
+    for (;;) {
+      if (closed) throw new Error('the shared pool is closing')
+      let best: Lane | undefined
+      for (const lane of lanes) if (!best || lane.inflight < best.inflight) best = lane
+      if (best && best.inflight === 0) return take(best)
+      if (lanes.length + opening < size) {
+        opening++
+        try {
+          const conn = await pool.reserve()
+          const lane = { conn, send: internals(conn.unsafe('')).handler, inflight: 0 }
+          lanes.push(lane)
+          return take(lane)
+        } finally {
+          opening--
+        }
+      }
+      if (best && best.inflight < depth) return take(best)
+      await new Promise<void>((resolve) => waiting.push(resolve))
+    }
+  }
+
+  function take(lane: Lane): Lane {
+    lane.inflight++
+    return lane
+  }
+
+  function drop(lane: Lane): void {
+    const at = lanes.indexOf(lane)
+    if (at !== -1) lanes.splice(at, 1)
+    lane.conn.release()
+  }
+
+  return {
+    async run(q, tenantId) {
+      let lane: Lane
+      try {
+        lane = await pick()
+      } catch (err) {
+        q.reject(err)
+        return
+      }
+      try {
+        await runUnit(lane.send, lane.conn, q, `begin; ${setTenantSql(tenantId)}`)
+      } catch {
+        drop(lane) // its connection broke: the pool reconnects it for whoever asks next
+      } finally {
+        lane.inflight--
+        waiting.shift()?.()
+        if (closed && lane.inflight === 0 && lanes.includes(lane)) drop(lane)
+      }
+    },
+    close() {
+      closed = true
+      for (const lane of [...lanes]) if (lane.inflight === 0) drop(lane)
+      for (const wake of waiting.splice(0)) wake()
+    },
+  }
+}
+
+export function createScopedClient(pool: Sql, tenantId: string, lanes?: UnitLanes): Sql {
+  const setTenant = setTenantSql(tenantId)
+
+  /** Run one already-built statement as begin + set_config / statement / commit, written as one batch. */
   async function unitHandler(q: QueryInternals): Promise<void> {
+    if (lanes) return lanes.run(q, tenantId)
     let reserved: postgres.ReservedSql
     try {
       reserved = await pool.reserve()
@@ -85,38 +207,11 @@ export function createScopedClient(pool: Sql, tenantId: string, stats?: ScopedCl
       q.reject(err)
       return
     }
-    if (stats) stats.units++
-    // A Query built on the reserved connection carries its handler: the way to put our statements on it.
-    const send = internals(reserved.unsafe('')).handler
-    const opening = internals(reserved.unsafe(begin))
-    const closing = internals(reserved.unsafe('commit'))
-    const resolve = q.resolve
-    const reject = q.reject
-    let result: { value: unknown } | undefined
-    let failure: { error: unknown } | undefined
-    // The statement's answer arrives before commit's: hold it until the commit is known to have worked.
-    q.resolve = (value) => {
-      result = { value }
+    try {
+      await runUnit(internals(reserved.unsafe('')).handler, reserved, q, `begin; ${setTenant}`)
+    } finally {
+      reserved.release()
     }
-    q.reject = (error) => {
-      failure ??= { error }
-    }
-    opening.executed = true
-    closing.executed = true
-    q.handler = send
-    send(opening)
-    send(q)
-    send(closing)
-    // Answers arrive in order; release only after commit's, so the connection goes back outside any transaction.
-    const openingError = await settled(opening)
-    const closingError = await settled(closing)
-    reserved.release()
-    // Whatever failed first is the answer; a statement that ran without its tenant set is never reported as a success.
-    if (openingError !== undefined) reject(openingError)
-    else if (failure) reject(failure.error)
-    else if (closingError !== undefined) reject(closingError)
-    else if (result) resolve(result.value)
-    else reject(new Error('shared tenant statement finished without an answer'))
   }
 
   function scoped<Q>(query: Q): Q {
