@@ -19,6 +19,8 @@ export const MEMBERSHIP_STATUSES = ['active', 'invited', 'suspended'] as const
 export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed'] as const
 export type JobStatus = (typeof JOB_STATUSES)[number]
 export const WEBHOOK_STATUSES = ['processed', 'skipped', 'failed'] as const
+export const INBOUND_WEBHOOK_STATUSES = ['received', 'processed', 'failed'] as const
+export type InboundWebhookStatus = (typeof INBOUND_WEBHOOK_STATUSES)[number]
 export const JOB_EFFECT_STATUSES = ['started', 'done'] as const
 
 const inList = (column: string, values: readonly string[]) => sql.raw(`${column} in (${values.map((v) => `'${v}'`).join(', ')})`)
@@ -335,6 +337,31 @@ export const stripeWebhookEvents = pgTable(
     uniqueIndex('core_stripe_webhook_events_event_uq').on(t.stripeEventId),
     index('core_stripe_webhook_events_type_idx').on(t.type, t.receivedAt),
     check('core_stripe_webhook_events_status_ck', inList('status', WEBHOOK_STATUSES)),
+  ],
+)
+
+/**
+ * InboundWebhookEvent: the ledger of signed deliveries from any provider (src/features/inbound-webhooks):
+ * one row per (webhook, provider event id), written with the outbox row of the job that processes it, so a
+ * redelivery finds the row and changes nothing. `payload` is the body exactly as received (its bytes were signed).
+ */
+export const inboundWebhookEvents = pgTable(
+  'core_inbound_webhook_events',
+  {
+    id: id(),
+    webhook: text('webhook').notNull(),
+    eventId: text('event_id').notNull(),
+    eventType: text('event_type'),
+    status: text('status', { enum: INBOUND_WEBHOOK_STATUSES }).notNull().default('received'),
+    payload: text('payload').notNull(),
+    error: text('error'),
+    receivedAt: timestamp('received_at', { withTimezone: true }).notNull().defaultNow(),
+    processedAt: timestamp('processed_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('core_inbound_webhook_events_event_uq').on(t.webhook, t.eventId),
+    index('core_inbound_webhook_events_received_idx').on(t.webhook, t.receivedAt),
+    check('core_inbound_webhook_events_status_ck', inList('status', INBOUND_WEBHOOK_STATUSES)),
   ],
 )
 

@@ -119,6 +119,11 @@ export const ENV_VARS = {
   BILLING_GRACE_DAYS: { kind: 'int', default: '7', min: 0, max: 365, doc: 'Days a past_due subscription still counts as active' },
   BILLING_SUSPEND_AFTER_GRACE: { kind: 'bool', default: 'true', doc: 'Suspend a tenant whose subscription is still unpaid when the grace period ends (resumed when paid)' },
   STRIPE_WEBHOOK_RETENTION_DAYS: { kind: 'int', default: '90', min: 7, max: 3650, doc: 'Stripe webhook ledger rows are deleted this many days after they were received (nightly); must exceed how long Stripe redelivers (3 days)' },
+
+  GITHUB_WEBHOOK_SECRET: { kind: 'string', default: '', doc: 'Secret of the GitHub webhook (POST /webhooks/github, X-Hub-Signature-256); unset: the route is not mounted (404)' },
+  WEBHOOKS_ALLOW_PRIVATE: { kind: 'bool', default: 'false', doc: 'Let outbound webhook endpoints resolve to private, loopback or link-local addresses (tests, on-premises); refused in production' },
+  WEBHOOKS_TIMEOUT_MS: { kind: 'int', default: '10000', min: 100, max: 60000, doc: 'How long one outbound webhook delivery may take (connect to response) before it counts as failed' },
+  WEBHOOKS_DISABLE_AFTER: { kind: 'int', default: '20', min: 1, max: 10000, doc: 'An outbound webhook endpoint is disabled (and its tenant owners emailed) after this many consecutive failed deliveries' },
 } as const satisfies Record<string, VarSpec>
 
 export type EnvName = keyof typeof ENV_VARS
@@ -242,6 +247,8 @@ export interface Config {
   retention: { tenantDays: number; credentialDays: number; jobRecordDays: number; stripeWebhookDays: number }
   /** Suspend a tenant still past due after the grace period (a job), and resume it when it pays. */
   billingSuspendAfterGrace: boolean
+  /** Inbound webhook secrets (src/features/inbound-webhooks) and outbound delivery policy (src/features/webhooks). */
+  webhooks: { githubSecret: string | undefined; allowPrivateTargets: boolean; timeoutMs: number; disableAfterFailures: number }
 }
 
 // Development-only fallbacks: fixed so sessions and encrypted URLs survive restarts; refused in production.
@@ -356,6 +363,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const stripeKey = s('STRIPE_SECRET_KEY')
   if (stripeKey && !s('STRIPE_WEBHOOK_SECRET')) throw new ConfigError('STRIPE_WEBHOOK_SECRET', 'is required when STRIPE_SECRET_KEY is set')
 
+  // An endpoint a tenant registers must not reach our own network (SSRF): only tests and on-premises setups may allow it.
+  if (production && b('WEBHOOKS_ALLOW_PRIVATE', false)) throw new ConfigError('WEBHOOKS_ALLOW_PRIVATE', 'must not be true in production (tenants could reach internal addresses)')
+
   const oneTimePriceIds = l('STRIPE_ONE_TIME_PRICES')
   const badPrice = oneTimePriceIds.find((id) => !/^price_[A-Za-z0-9_]+$/.test(id))
   if (badPrice !== undefined) throw new ConfigError('STRIPE_ONE_TIME_PRICES', `must be Stripe price ids (price_…), got "${badPrice}"`)
@@ -457,6 +467,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stripeWebhookDays: i('STRIPE_WEBHOOK_RETENTION_DAYS'),
     },
     billingSuspendAfterGrace: b('BILLING_SUSPEND_AFTER_GRACE', true),
+    webhooks: {
+      githubSecret: opt(s('GITHUB_WEBHOOK_SECRET')),
+      allowPrivateTargets: b('WEBHOOKS_ALLOW_PRIVATE', false),
+      timeoutMs: i('WEBHOOKS_TIMEOUT_MS'),
+      disableAfterFailures: i('WEBHOOKS_DISABLE_AFTER'),
+    },
   }
   return config
 }

@@ -10,13 +10,14 @@ import apiKeys from './api-keys/feature.js'
 import auditLog from './audit-log/feature.js'
 import auth from './auth/feature.js'
 import billing from './billing/feature.js'
+import inboundWebhooks from './inbound-webhooks/feature.js'
 import jobs from './jobs/feature.js'
 import members from './members/feature.js'
 import projects from './projects/feature.js'
 import settings from './settings/feature.js'
 import tenants from './tenants/feature.js'
 
-export const FEATURES = [auth, members, tenants, projects, settings, jobs, billing, apiKeys, auditLog, admin] as const satisfies readonly Feature[]
+export const FEATURES = [auth, members, tenants, projects, settings, jobs, billing, apiKeys, auditLog, admin, inboundWebhooks] as const satisfies readonly Feature[]
 
 /** What happens to a tenant, features' steps included: the map every process runs (services.lifecycle). */
 export const KIT_LIFECYCLE = assembleLifecycle(FEATURES.flatMap((f: Feature) => f.lifecycle ?? []))
