@@ -13,10 +13,15 @@ import { auditLogs, users } from '../../drizzle/host/schema.js'
 import { projects, tenantUsers } from '../../drizzle/tenant/schema.js'
 import { connect, type Sql, withDatabase } from '../../src/core/db/connect.js'
 import { migrateFleet } from '../../src/core/tenancy/fleet.js'
+import { createPoolManager } from '../../src/core/tenancy/pool-manager.js'
 import { createScopedClient } from '../../src/core/tenancy/shared/scoped-client.js'
 import { sharedify } from '../../src/core/tenancy/shared/sharedify.js'
 import type { TenantDb, TenantRecord } from '../../src/core/tenancy/types.js'
 import { createServices, type Services } from '../../src/services.js'
+import { tenantJob } from '../../src/core/jobs/registry.js'
+import { createTaskManager } from '../../src/core/jobs/task-manager.js'
+import { Type } from 'typebox'
+import { settled } from '../jobs/helpers.js'
 import { ADMIN_URL, SHARED, SHARED_ROLE } from '../helpers/env.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
@@ -181,6 +186,63 @@ describe('tenant A through its handle', () => {
       await expect(pool.unsafe('savepoint still_open')).rejects.toMatchObject({ code: '25P01' }) // no transaction block
     } finally {
       await pool.end()
+    }
+  })
+})
+
+describe('the shared pool', () => {
+  it('is one pool for every shared tenant, counted in the connection budget like a tenant pool', async () => {
+    const pools = createPoolManager({ maxPerTenant: 5, maxTenants: 10, idleTimeoutS: 60, connectionBudget: 12, acquireTimeoutMs: 200, sharedMax: 10 })
+    try {
+      const a = await pools.acquire(A)
+      const b = await pools.acquire(B)
+      expect(pools.stats()).toMatchObject({ openPools: 1, reservedConnections: 10, leases: 2 })
+      expect(await a.db.select({ id: projects.id }).from(projects).where(eq(projects.name, 'b-1'))).toEqual([])
+      // A database tenant's pool of 5 does not fit beside it (10 + 5 > 12) while shared tenants hold leases.
+      const own = { id: crypto.randomUUID(), dbUrl: 'postgres://nobody@127.0.0.1:1/none', poolerUrl: undefined, maxConnections: undefined }
+      await expect(pools.acquire(own)).rejects.toMatchObject({ code: 'POOL_EXHAUSTED' })
+      a.release()
+      b.release()
+      // Idle now: the shared pool is closed to make room (its lanes go back first, so it ends promptly).
+      const lease = await pools.acquire(own)
+      expect(pools.stats()).toMatchObject({ openPools: 1, reservedConnections: 5 })
+      lease.release()
+    } finally {
+      await pools.close()
+    }
+  })
+})
+
+describe('jobs of shared tenants', () => {
+  it('run with the tenant’s handle: each job sees only its tenant’s rows, and its record is in its tenant’s rows', async () => {
+    const registry = {
+      'test.shared': tenantJob({
+        payload: { marker: Type.String() },
+        maxRetries: 0,
+        async process(ctx, p) {
+          await ctx.db.insert(projects).values({ id: crypto.randomUUID(), name: `job-${p.marker}` })
+          const names = (await ctx.db.select({ name: projects.name }).from(projects)).map((r) => r.name)
+          return { jobNames: names.filter((n) => n.startsWith('job-')) }
+        },
+      }),
+    }
+    const tasks = createTaskManager({ registry, deps: {}, ...services, config: env.config, logger: pino({ level: 'silent' }) })
+    const workers = tasks.startWorkers({ scopes: ['tenant'], concurrency: 4 })
+    try {
+      await workers.ready()
+      const jobs = await Promise.all([A, B].map(async (t) => ({ t, job: await tasks.submit('test.shared', { tenantId: t.id, marker: t.slug }) })))
+      for (const { t, job } of jobs) {
+        const view = await settled(tasks, job.id, { tenantId: t.id })
+        expect(view.status, view.errorLog ?? '').toBe('completed')
+        expect(view.result).toEqual({ jobNames: [`job-${t.slug}`] })
+        // The job record (tenant_jobs) is the tenant's row, invisible to the other tenant.
+        const other = t === A ? B : A
+        expect((await truth`select tenant_id from tenant_jobs where id = ${job.id}`)[0]!.tenant_id).toBe(t.id)
+        await expect(tasks.getJob(job.id, { tenantId: other.id })).rejects.toMatchObject({ statusCode: 404 })
+      }
+    } finally {
+      await workers.close()
+      await tasks.close()
     }
   })
 })
