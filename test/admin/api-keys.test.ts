@@ -101,6 +101,23 @@ describe('POST/GET/DELETE /admin/api/api-keys', () => {
   })
 })
 
+describe('every /admin/api route', () => {
+  it('takes a platform key (documented: session or adminApiKey) and refuses a tenant key', async () => {
+    const spec = (await ctx.app.inject('/docs/json')).json() as { paths: Record<string, Record<string, { security?: unknown }>> }
+    const ops = Object.entries(spec.paths)
+      .filter(([path]) => path.startsWith('/admin/api/'))
+      .flatMap(([path, item]) => Object.entries(item).map(([method, op]) => ({ method, path, op })))
+    expect(ops.length).toBeGreaterThan(15)
+    for (const { method, path, op } of ops) expect(op.security, `${method} ${path}`).toEqual([{ session: [] }, { adminApiKey: [] }])
+    // The guard, not only the document: one read per route file with a tenant key and with a platform key.
+    const { secret } = await createKey()
+    for (const path of ['/admin/api/tenants', '/admin/api/users', '/admin/api/audit-logs', '/admin/api/api-keys']) {
+      expect((await bearer(tenantKey, 'GET', path)).statusCode, path).toBe(401)
+      expect((await bearer(secret, 'GET', path)).statusCode, path).toBe(200)
+    }
+  })
+})
+
 describe('cross-type refusal', () => {
   it('a tenant key never works on /admin/api, even one made by a platform admin', async () => {
     const adminsTenantKey = (await ctx.app.apiKeys.create({ tenantId: tenant.id, createdBy: ops.id, name: 'x', role: 'admin' })).secret

@@ -50,6 +50,15 @@ describe('storageMb', () => {
     expect(refused.statusCode).toBe(403)
     expect(refused.json()).toMatchObject({ statusCode: 403, code: 'LIMIT_REACHED', limit: 1, resource: 'storageMb', plan: 'free' })
     expect(refused.json().usedMb).toBeGreaterThan(1)
+    // An import too, before its upload is stored.
+    const imported = await t.editor.c.request({
+      method: 'POST',
+      url: '/api/projects/import',
+      headers: { 'x-tenant-id': t.slug, 'content-type': 'application/x-ndjson' },
+      payload: '{"name":"from a file"}\n',
+    })
+    expect(imported.statusCode).toBe(403)
+    expect(imported.json()).toMatchObject({ code: 'LIMIT_REACHED', resource: 'storageMb' })
     expect((await comp(t.id, 'roomy')).statusCode).toBe(200)
     expect((await t.as(t.editor).post('/projects', { name: 'one' })).statusCode).toBe(201)
   })

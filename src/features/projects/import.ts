@@ -24,7 +24,7 @@ import { type TenantJobContext, tenantJob } from '../../core/jobs/registry.js'
 import type { Config } from '../../core/config.js'
 import { AppError } from '../../core/lib/errors.js'
 import { errorResponses, Uuid } from '../../core/lib/schemas.js'
-import { limitOf } from '../billing/index.js'
+import { limitOf, requireStorageBelowLimit } from '../billing/index.js'
 
 /** The fields a file may set; anything else on a line is ignored (and listed in the result). */
 const IMPORTED_FIELDS = ['id', 'name', 'description', 'status'] as const
@@ -134,7 +134,7 @@ const importRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         tags: ['projects'],
         summary: 'Import projects from a JSON-lines file (the projects.import job; follow it at /api/jobs/:id)',
         description:
-          'Body: `application/x-ndjson`, one project per line: `{"id"?, "name", "description"?, "status"?}`. A line with the id of an existing project updates it. Loaded in one transaction by the job: all of it or, over the plan’s project limit, none (LIMIT_REACHED in the job’s error). The job’s result counts inserted, updated and rejected lines, each rejection with its line number and field.',
+          'Body: `application/x-ndjson`, one project per line: `{"id"?, "name", "description"?, "status"?}`. A line with the id of an existing project updates it. Loaded in one transaction by the job: all of it or, over the plan’s project limit, none (LIMIT_REACHED in the job’s error). 403 LIMIT_REACHED (resource storageMb) at once when the tenant already stores as much as its plan allows. The job’s result counts inserted, updated and rejected lines, each rejection with its line number and field.',
         consumes: ['application/x-ndjson'],
         // Documents the body; validates nothing (a stream, written to disk and read by the job).
         body: Type.Unknown({ description: 'JSON lines: one project object per line' }),
@@ -145,9 +145,11 @@ const importRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       const tenantId = req.tenant!.id
       const uploadId = uuidv7()
       const path = importFile(dir, tenantId, uploadId)
+      const entitlements = await fastify.entitlements.get(tenantId)
+      // A tenant already at its plan's storage gets 403 LIMIT_REACHED before its upload is stored.
+      await requireStorageBelowLimit(entitlements, req.tenant!, req.tenantDb)
       await mkdir(join(dir, tenantId), { recursive: true })
       const bytes = await storeUpload(req.body as NodeJS.ReadableStream, path, maxBytes)
-      const entitlements = await fastify.entitlements.get(tenantId)
       try {
         const job = await fastify.services.tasks.submit('projects.import', { tenantId, uploadId, userId: req.user!.id, maxProjects: limitOf(entitlements, 'projects') })
         return reply.code(202).send({ id: job.id, jobType: 'projects.import' as const, bytes })
