@@ -116,6 +116,14 @@ describe('owner export', () => {
     expect((await t.as(t.owner).get(`/tenant/export/${id}/download`)).statusCode).toBe(200)
   })
 
+  it('works while the tenant is suspended (its data is still the owner’s to take)', async () => {
+    const s = await tenantWith(ctx.app)
+    expect(await ctx.app.services.provisioner.run('suspended', s.id)).toBe('done')
+    expect((await s.as(s.owner).get('/projects')).json()).toMatchObject({ code: 'TENANT_SUSPENDED' })
+    const id = await readyExport(s)
+    expect((await s.as(s.owner).get(`/tenant/export/${id}/download`)).statusCode).toBe(200)
+  })
+
   it('purges an archive nobody downloaded once it expires', async () => {
     const id = await readyExport(other)
     await ctx.app.host.db.update(tenantExports).set({ expiresAt: new Date(Date.now() - 1000) }).where(eq(tenantExports.id, id))

@@ -1,7 +1,8 @@
 /**
  * /api/tenant/export — an owner takes their tenant with them (jobs.ts builds the archive: pg_dump of the
  * tenant's database + its host rows, one .tar.gz). Owners only (admins and members 403 INSUFFICIENT_ROLE),
- * people only (403 API_KEY_NOT_ALLOWED: a whole database is not for a script's key).
+ * people only (403 API_KEY_NOT_ALLOWED: a whole database is not for a script's key). A suspended tenant's owner
+ * may still export it: suspension stops the service, not the owner's right to take their data.
  *
  *   POST /                 202 { id, status }: queues `tenants.export` (409 EXPORT_IN_PROGRESS while one runs)
  *   GET  /:id              its status: pending → running → ready (→ downloaded | expired) or failed
@@ -77,7 +78,7 @@ const tenantExportRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify
   fastify.post(
     '/',
     {
-      config: { access: access_, sessionOnly: true },
+      config: { access: access_, sessionOnly: true, allowSuspended: true },
       schema: {
         tags,
         summary: 'Export the tenant (owners): a pg_dump of its database and its host rows, as one .tar.gz to download once',
@@ -111,7 +112,7 @@ const tenantExportRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify
   fastify.get(
     '/:id',
     {
-      config: { access: access_, sessionOnly: true },
+      config: { access: access_, sessionOnly: true, allowSuspended: true },
       schema: { tags, summary: 'An export’s status (owners)', params: IdParams, response: { 200: ExportSchema, ...errors } },
     },
     async (req) => view(await find(req.tenant!.id, req.params.id)),
@@ -120,7 +121,7 @@ const tenantExportRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify
   fastify.get(
     '/:id/download',
     {
-      config: { access: access_, sessionOnly: true, requestDeadline: false },
+      config: { access: access_, sessionOnly: true, allowSuspended: true, requestDeadline: false },
       schema: {
         tags,
         summary: 'Download an export, once (owners): the file is deleted after it; again is 410 EXPORT_GONE',
@@ -165,7 +166,7 @@ const tenantExportRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify
   fastify.get(
     '/',
     {
-      config: { access: access_, sessionOnly: true },
+      config: { access: access_, sessionOnly: true, allowSuspended: true },
       schema: { tags, summary: 'The tenant’s recent exports, newest first (owners)', response: { 200: Type.Object({ items: Type.Array(ExportSchema) }), ...errors } },
     },
     async (req) => {
