@@ -24,7 +24,7 @@ import { pino } from 'pino'
 import { users } from '../drizzle/host/schema.js'
 import { projects } from '../drizzle/tenant/schema.js'
 import { connect, withDatabase } from '../src/core/db/connect.js'
-import { createScopedClient, createUnitLanes, setTenantSql } from '../src/core/tenancy/shared/scoped-client.js'
+import { createScopedClient, createUnitLanes, laneCount, setTenantSql } from '../src/core/tenancy/shared/scoped-client.js'
 import type { TenantRecord } from '../src/core/tenancy/types.js'
 import { createServices } from '../src/services.js'
 import setup from '../test/global-setup.js'
@@ -83,8 +83,8 @@ try {
   // Same pool size for every mode. plain bypasses RLS (superuser): the single-database baseline.
   const plainSql = connect(withDatabase(ADMIN_URL, sharedDb), { max: poolMax })
   const dataSql = connect(env.config.sharedDatabaseUrl!, { max: poolMax })
-  // As the pool manager builds them: statement lanes on all but one connection.
-  const lanes = createUnitLanes(dataSql, poolMax - 1)
+  // As the pool manager builds them: statement lanes on half the connections.
+  const lanes = createUnitLanes(dataSql, laneCount(poolMax))
   const scoped = tenants.map((t) => createScopedClient(dataSql, t.id, lanes))
   const unlaned = tenants.map((t) => createScopedClient(dataSql, t.id))
   const handles = await Promise.all(tenants.map((t) => services.pools.acquire(t)))

@@ -12,7 +12,7 @@ import type { Logger } from 'pino'
 import * as tenantSchema from '../../../drizzle/tenant/schema.js'
 import { type ConnectOptions, connect, type Sql } from '../db/connect.js'
 import { AppError, unavailable } from '../lib/errors.js'
-import { createScopedClient, createUnitLanes, type UnitLanes } from './shared/scoped-client.js'
+import { createScopedClient, createUnitLanes, laneCount, type UnitLanes } from './shared/scoped-client.js'
 import type { PoolManager, PoolStats, TenantDb, TenantLease, TenantRecord } from './types.js'
 
 export type PoolTarget = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation'>>
@@ -154,8 +154,8 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
       tenantId: key,
       shared: isShared(t),
       handles: new Map(),
-      // One connection stays out of the lanes for drizzle transactions (pool.begin).
-      lanes: isShared(t) && size >= 2 ? createUnitLanes(sql, size - 1) : undefined,
+      // Half the connections carry single statements; the rest serve drizzle transactions (pool.begin).
+      lanes: isShared(t) && laneCount(size) >= 1 ? createUnitLanes(sql, laneCount(size)) : undefined,
       url,
       size,
       sql,

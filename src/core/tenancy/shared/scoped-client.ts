@@ -55,6 +55,15 @@ function refuseSettingChange(text: string): void {
 }
 
 /** `select set_config('app.tenant_id', '<id>', true)`; the id is checked to be a uuid, so inlining it is safe. */
+/**
+ * A unit's opening: `begin; set local app.tenant_id = '<id>'` (SET LOCAL is set_config(…, true) as a
+ * utility statement: nothing for the planner, cheaper than a SELECT on every unit).
+ */
+export function beginTenantSql(tenantId: string): string {
+  if (!isUuid(tenantId)) throw new Error(`not a tenant id: ${String(tenantId)}`)
+  return `begin; set local ${TENANT_SETTING} = '${tenantId.toLowerCase()}'`
+}
+
 export function setTenantSql(tenantId: string): string {
   if (!isUuid(tenantId)) throw new Error(`not a tenant id: ${String(tenantId)}`)
   return `select set_config('${TENANT_SETTING}', '${tenantId.toLowerCase()}', true)`
@@ -114,7 +123,7 @@ async function runUnit(send: QueryInternals['handler'], conn: postgres.ReservedS
  * back to back (each its own begin…commit, so they cannot see each other's tenant), the way postgres.js
  * pipelines plain queries on a busy connection. Without this every unit would reserve and release a
  * connection and wait for its own round trip alone. Drizzle transactions (pool.begin) use the connections
- * left over, so lanes take at most the pool's size minus one.
+ * left over (laneCount).
  */
 export interface UnitLanes {
   run(q: QueryInternals, tenantId: string): Promise<void>
@@ -127,6 +136,12 @@ interface Lane {
   send: QueryInternals['handler']
   inflight: number
 }
+
+/**
+ * How many of a shared pool's connections become lanes: half. The rest serve drizzle transactions
+ * (pool.begin), so a transaction that opens another on the same handle still finds a connection.
+ */
+export const laneCount = (poolSize: number) => Math.floor(poolSize / 2)
 
 export function createUnitLanes(pool: Sql, size: number, depth = 8): UnitLanes {
   const lanes: Lane[] = []
@@ -177,7 +192,7 @@ export function createUnitLanes(pool: Sql, size: number, depth = 8): UnitLanes {
         return
       }
       try {
-        await runUnit(lane.send, lane.conn, q, `begin; ${setTenantSql(tenantId)}`)
+        await runUnit(lane.send, lane.conn, q, beginTenantSql(tenantId))
       } catch {
         drop(lane) // its connection broke: the pool reconnects it for whoever asks next
       } finally {
@@ -195,7 +210,7 @@ export function createUnitLanes(pool: Sql, size: number, depth = 8): UnitLanes {
 }
 
 export function createScopedClient(pool: Sql, tenantId: string, lanes?: UnitLanes): Sql {
-  const setTenant = setTenantSql(tenantId)
+  const opening = beginTenantSql(tenantId)
 
   /** Run one already-built statement as begin + set_config / statement / commit, written as one batch. */
   async function unitHandler(q: QueryInternals): Promise<void> {
@@ -208,7 +223,7 @@ export function createScopedClient(pool: Sql, tenantId: string, lanes?: UnitLane
       return
     }
     try {
-      await runUnit(internals(reserved.unsafe('')).handler, reserved, q, `begin; ${setTenant}`)
+      await runUnit(internals(reserved.unsafe('')).handler, reserved, q, opening)
     } finally {
       reserved.release()
     }
