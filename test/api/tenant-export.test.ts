@@ -96,6 +96,20 @@ describe('owner export', () => {
   })
 
   it('refuses admins and members (403), another tenant’s owner (404), bad ids (400)', async () => {
+    // One at a time: while one is pending or running (made within the hour) another request is 409.
+    const [stuck] = await ctx.app.host.db
+      .insert(tenantExports)
+      .values({ tenantId: other.id, status: 'running', expiresAt: new Date(Date.now() + 3600_000) })
+      .returning()
+    const busy = await other.as(other.owner).post('/tenant/export')
+    expect(busy.statusCode).toBe(409)
+    expect(busy.json()).toMatchObject({ code: 'EXPORT_IN_PROGRESS', exportId: stuck!.id })
+    // …but one stuck for over an hour (its worker died for good) no longer blocks.
+    await ctx.app.host.db.update(tenantExports).set({ createdAt: new Date(Date.now() - 2 * 3600_000) }).where(eq(tenantExports.id, stuck!.id))
+    const unblocked = await other.as(other.owner).post('/tenant/export')
+    expect(unblocked.statusCode, unblocked.body).toBe(202)
+    await waitFor(async () => (await other.as(other.owner).get(`/tenant/export/${unblocked.json().id}`)).json().status === 'ready', { message: 'the export' })
+    await ctx.app.host.db.update(tenantExports).set({ status: 'failed' }).where(eq(tenantExports.id, stuck!.id))
     for (const who of [t.admin, t.editor, t.viewer]) {
       const res = await t.as(who).post('/tenant/export')
       expect(res.statusCode).toBe(403)

@@ -4,7 +4,8 @@
  * people only (403 API_KEY_NOT_ALLOWED: a whole database is not for a script's key). A suspended tenant's owner
  * may still export it: suspension stops the service, not the owner's right to take their data.
  *
- *   POST /                 202 { id, status }: queues `tenants.export` (409 EXPORT_IN_PROGRESS while one runs)
+ *   POST /                 202 { id, status }: queues `tenants.export` (409 EXPORT_IN_PROGRESS while one made in the
+ *                          last hour is pending or running)
  *   GET  /:id              its status: pending → running → ready (→ downloaded | expired) or failed
  *   GET  /:id/download     the archive, streamed ONCE: the row is claimed atomically (a second download, or one
  *                          after 24 h, is 410 EXPORT_GONE; before it is ready 409 EXPORT_NOT_READY) and the file
@@ -91,7 +92,14 @@ const tenantExportRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify
       const [busy] = await db
         .select({ id: tenantExports.id })
         .from(tenantExports)
-        .where(and(eq(tenantExports.tenantId, tenantId), inArray(tenantExports.status, ['pending', 'running'])))
+        // An export stuck for an hour (its worker died for good) no longer blocks the next one.
+        .where(
+          and(
+            eq(tenantExports.tenantId, tenantId),
+            inArray(tenantExports.status, ['pending', 'running']),
+            gt(tenantExports.createdAt, sql`now() - interval '1 hour'`),
+          ),
+        )
       if (busy) throw new AppError(409, 'EXPORT_IN_PROGRESS', 'An export of this tenant is already being made', { exportId: busy.id })
       const [row] = await db
         .insert(tenantExports)
