@@ -38,10 +38,11 @@ export default fp<AppOptions>(
     const included: Registry[] = []
     fastify.decorate('metrics', { registry, include: (r: Registry) => void included.push(r) })
     const countTenant = tenantRequestCounter(registry, config.metricsTopTenants)
-    fastify.addHook('onResponse', async (req, reply) => {
+    fastify.addHook('onResponse', (req, reply, done) => {
       // routeOptions.url is the pattern (/api/projects/:id), so label cardinality stays bounded.
       latency.observe({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status: reply.statusCode }, reply.elapsedTime / 1000)
       if (req.tenant) countTenant(req.tenant.id, req.tenant.slug)
+      done()
     })
     const token = config.metricsToken
     if (!token && config.env === 'production') return

@@ -39,9 +39,10 @@ export default fp<AppOptions>(
     const ms = config.requestDeadlineMs
     if (ms <= 0) return
 
-    fastify.addHook('onRequest', async (request, reply) => {
+    // Callback-style hooks: nothing here awaits, and a promise per hook per request is measurable (issue 14).
+    fastify.addHook('onRequest', (request, reply, done) => {
       const req = request as Tracked
-      if (exempt(req)) return
+      if (exempt(req)) return done()
       // Any answer, from anywhere (hooks, handler, error handler), goes through reply.send first.
       const send = reply.send
       reply.send = function (this: FastifyReply, payload?: unknown) {
@@ -59,8 +60,12 @@ export default fp<AppOptions>(
         send.call(reply.code(503).header('retry-after', String(RETRY_AFTER_S.outage)), body)
       }, ms)
       req.raw.once('close', () => clear(req))
+      done()
     })
-    fastify.addHook('onResponse', async (req) => clear(req as Tracked))
+    fastify.addHook('onResponse', (req, _reply, done) => {
+      clear(req as Tracked)
+      done()
+    })
 
     // Results of handlers that finish after their deadline answered are dropped, not sent or logged as errors.
     fastify.addHook('onRoute', (route) => {

@@ -8,8 +8,10 @@ import { REQUEST_ID_HEADER } from '../lib/request-context.js'
 
 export default fp(
   async (fastify) => {
-    fastify.addHook('onSend', async (req, reply) => {
+    // Callback style, like the other per-request hooks with nothing to await: no promise per request.
+    fastify.addHook('onSend', (req, reply, _payload, done) => {
       reply.header(REQUEST_ID_HEADER, req.id)
+      done()
     })
   },
   { name: 'request-id' },

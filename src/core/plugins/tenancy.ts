@@ -251,7 +251,10 @@ export default fp<AppOptions>(
     })
 
     // Belt and braces with the 'close' listener (release is idempotent); inject()ed requests end here too.
-    fastify.addHook('onResponse', async (req) => release(req))
+    fastify.addHook('onResponse', (req, _reply, done) => {
+      release(req)
+      done()
+    })
     // Fastify's own signal that the client went away before the response: also before the guard ran.
     fastify.addHook('onRequestAbort', async (req) => {
       ;(req as WithLease)[kClosed] = true
