@@ -94,8 +94,62 @@ export const projects = pgTable(
   (t) => [check('projects_status_ck', sql`status in ('active', 'archived')`), index('projects_created_idx').on(t.createdAt)],
 )
 
+export const WEBHOOK_DELIVERY_STATUSES = ['pending', 'succeeded', 'failed'] as const
+export type WebhookDeliveryStatus = (typeof WEBHOOK_DELIVERY_STATUSES)[number]
+
+/**
+ * WebhookEndpoint: a URL the tenant's admins registered to receive its domain events (src/features/webhooks).
+ * The signing secret is sealed with ENCRYPTION_KEYS; `consecutiveFailures` counts failed attempts since the
+ * last success, and the endpoint is disabled when it reaches WEBHOOKS_DISABLE_AFTER.
+ */
+export const webhookEndpoints = pgTable('webhook_endpoints', {
+  id: id(),
+  url: text('url').notNull(),
+  description: text('description'),
+  events: text('events').array().notNull(),
+  secretSealed: text('secret_sealed').notNull(),
+  enabled: boolean('enabled').notNull().default(true),
+  consecutiveFailures: integer('consecutive_failures').notNull().default(0),
+  disabledReason: text('disabled_reason'),
+  lastSuccessAt: timestamp('last_success_at', { withTimezone: true }),
+  lastFailureAt: timestamp('last_failure_at', { withTimezone: true }),
+  createdAt: createdAt(),
+  updatedAt: updatedAt(),
+})
+
+/** WebhookDelivery: one event sent (or to be sent) to one endpoint, with the outcome of its last attempt. */
+export const webhookDeliveries = pgTable(
+  'webhook_deliveries',
+  {
+    id: id(),
+    endpointId: uuid('endpoint_id')
+      .notNull()
+      .references(() => webhookEndpoints.id, { onDelete: 'cascade' }),
+    eventId: uuid('event_id').notNull(),
+    eventType: text('event_type').notNull(),
+    /** The body sent, exactly (what the signature covers). */
+    payload: text('payload').notNull(),
+    status: text('status', { enum: WEBHOOK_DELIVERY_STATUSES }).notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    responseStatus: integer('response_status'),
+    /** The first KB of the last response, or why the attempt failed. */
+    responseBody: text('response_body'),
+    error: text('error'),
+    durationMs: integer('duration_ms'),
+    lastAttemptAt: timestamp('last_attempt_at', { withTimezone: true }),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    index('webhook_deliveries_endpoint_idx').on(t.endpointId, t.id),
+    check('webhook_deliveries_status_ck', inList('status', WEBHOOK_DELIVERY_STATUSES)),
+  ],
+)
+
 export type TenantUser = typeof tenantUsers.$inferSelect
 export type Permission = typeof permissions.$inferSelect
 export type Settings = typeof settings.$inferSelect
 export type TenantJob = typeof tenantJobs.$inferSelect
 export type Project = typeof projects.$inferSelect
+export type WebhookEndpoint = typeof webhookEndpoints.$inferSelect
+export type WebhookDelivery = typeof webhookDeliveries.$inferSelect

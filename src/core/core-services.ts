@@ -26,6 +26,7 @@ import type { JobRegistry, JobSubmitter, KnownJobs } from './jobs/registry.js'
 import { assemblePermissions, type PermissionRegistry } from './tenancy/rbac.js'
 import { assembleErrorCodes, CORE_ERROR_CODES, type ErrorCodeTable } from './lib/error-codes.js'
 import { createOutbox, type Outbox } from './jobs/outbox.js'
+import { createDomainEvents, type DomainEvents } from './events/domain-events.js'
 import { createTaskManager, type TaskManager } from './jobs/task-manager.js'
 import { createServiceMetrics, registerQueueDepth, type ServiceMetrics } from './lib/service-metrics.js'
 import { CORE_SCHEDULES, HOUSEKEEPING_JOBS } from './housekeeping/index.js'
@@ -62,6 +63,8 @@ export interface Services {
    * worker start the sweep (startSweeper); the CLI doesn't.
    */
   outbox: Outbox
+  /** Domain events: features publish what happened in a tenant after commit; features' `listen` hooks receive them. */
+  events: DomainEvents
   /** Provisioning, job and queue metrics of this process (lib/service-metrics.ts); the app serves them on /metrics. */
   metrics: ServiceMetrics
   close(): Promise<void>
@@ -179,6 +182,8 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
   registerQueueDepth(metrics.registry, () => tasks.queues)
 
   const outbox = createOutbox({ host, tasks, redis, redisPrefix: config.redisPrefix, logger })
+  const events = createDomainEvents(logger)
+  for (const f of features) if (f.listen) events.listen(f.listen({ ...core, outbox }))
 
   let closing: Promise<void> | undefined
   return {
@@ -199,6 +204,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     jobDeps,
     tasks,
     outbox,
+    events,
     metrics,
     close() {
       closing ??= (async () => {

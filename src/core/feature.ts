@@ -13,6 +13,8 @@ import type { Logger } from 'pino'
 import type { AppOptions, Config } from './config.js'
 import type { HostDatabase } from './db/host.js'
 import type { Mailer } from './email/mailer.js'
+import type { DomainEventListener } from './events/domain-events.js'
+import type { Outbox } from './jobs/outbox.js'
 import type { JobRegistry, JobSubmitter } from './jobs/registry.js'
 import type { Schedule } from './jobs/schedules.js'
 import type { CatalogHandle } from './tenancy/catalog.js'
@@ -70,6 +72,8 @@ export interface Feature {
   permissions?: PermissionRegistry
   /** The error codes its routes answer beyond the core's (declared in `ErrorCodes` too, for the types). */
   errors?: ErrorCodeTable
+  /** A listener for the domain events every feature publishes (src/core/events/domain-events.ts), made once per process. */
+  listen?: (core: CoreServices & { outbox: Pick<Outbox, 'write' | 'dispatch'> }) => DomainEventListener
 }
 
 /** Identity with a type check: `export default defineFeature({ name: 'projects', routes: [...] })`. */

@@ -106,6 +106,7 @@ describe('built-in templates', () => {
     payment_failed: ['app_name', 'tenant_name', 'payment_summary', 'billing_url', 'grace_notice', 'to_email'],
     checkout_payment_failed: ['app_name', 'tenant_name', 'payment_summary', 'billing_url', 'to_email'],
     trial_will_end: ['app_name', 'tenant_name', 'trial_end', 'trial_summary', 'billing_url', 'to_email'],
+    webhook_endpoint_disabled: ['app_name', 'tenant_name', 'endpoint_url', 'failures', 'last_error', 'webhooks_url', 'to_email'],
   }
 
   it.each(BUILT_IN_TEMPLATES)('%s parses and uses exactly its documented variables', async (name) => {

@@ -27,6 +27,7 @@ export const BUILT_IN_TEMPLATES = [
   'payment_failed',
   'checkout_payment_failed',
   'trial_will_end',
+  'webhook_endpoint_disabled',
 ] as const
 export type BuiltInTemplate = (typeof BUILT_IN_TEMPLATES)[number]
 

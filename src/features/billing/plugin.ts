@@ -21,6 +21,7 @@ import billingGuard from './guard.js'
 import { documentTenantRateLimit, isTenantRoute } from './rate-limit-docs.js'
 import { createStripeService, type StripeService } from './service.js'
 import { createTenantRequestHook } from './tenant-requests.js'
+import './events.js'
 import type { BillingEvent, WebhookDeps } from './webhooks.js'
 
 declare module 'fastify' {
@@ -70,6 +71,11 @@ export default fp<AppOptions>(
       // Not awaited: the local copy is dropped at once; the cross-process publish needs Redis, and a Redis outage
       // must not hold the webhook's answer (invalidate logs a failed publish; other processes catch up at TTL).
       if (e.tenantId) void tenantChanged(e.tenantId)
+      const sub = e.subscription
+      if (sub?.changed) {
+        const { id, status, previousStatus, planKey, created } = sub
+        await fastify.services.events.publish(sub.tenantId, 'subscription.changed', { subscription: { id, status, previousStatus, planKey, created } })
+      }
     })
     fastify.decorate('billingFollowUps', { outbox: fastify.services.outbox })
     // Every tenant route, right after the tenant guard: API keys need api_access, requests per minute

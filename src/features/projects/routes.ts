@@ -13,6 +13,7 @@ import { createProjectsRepository } from './repository.js'
 import { CreateProjectBody, ListProjectsQuery, ProjectPageSchema, ProjectSchema, UpdateProjectBody } from './schemas.js'
 import exportRoutes from './export.js'
 import importRoutes from './import.js'
+import './events.js'
 
 const toJson = (p: Project) => ({ ...p, createdAt: p.createdAt.toISOString(), updatedAt: p.updatedAt.toISOString() })
 const missing = () => notFound('PROJECT_NOT_FOUND', 'No such project')
@@ -73,8 +74,9 @@ const projectRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       await requireBelowLimit(plan, 'projects', () => projects.count())
       // Creating is where the example resource grows; updates stay open, so a tenant over its storage can still trim.
       await requireStorageBelowLimit(plan, req.tenant!, req.tenantDb)
-      const project = await projects.create({ ...req.body, createdBy: req.user!.id })
-      return reply.code(201).send(toJson(project))
+      const project = toJson(await projects.create({ ...req.body, createdBy: req.user!.id }))
+      await fastify.services.events.publish(req.tenant!.id, 'project.created', { project })
+      return reply.code(201).send(project)
     },
   )
 
@@ -98,9 +100,11 @@ const projectRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: { tags, summary: 'Update a project', params: IdParams, body: UpdateProjectBody, response: { 200: ProjectSchema, ...guarded } },
     },
     async (req) => {
-      const project = await createProjectsRepository(req.tenantDb).update(req.params.id, req.body)
-      if (!project) throw missing()
-      return toJson(project)
+      const updated = await createProjectsRepository(req.tenantDb).update(req.params.id, req.body)
+      if (!updated) throw missing()
+      const project = toJson(updated)
+      await fastify.services.events.publish(req.tenant!.id, 'project.updated', { project })
+      return project
     },
   )
 
@@ -112,6 +116,7 @@ const projectRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     },
     async (req, reply) => {
       if (!(await createProjectsRepository(req.tenantDb).remove(req.params.id))) throw missing()
+      await fastify.services.events.publish(req.tenant!.id, 'project.deleted', { project: { id: req.params.id } })
       return reply.code(204).send(null)
     },
   )

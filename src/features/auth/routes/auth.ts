@@ -94,7 +94,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           )
         throw err
       }
-      const joined = invitation && (await acceptInvitation({ host: host.db, tenancy, entitlements: fastify.entitlements.get }, invitation, user, { req, atSignup: true }))
+      const joined = invitation && (await acceptInvitation({ host: host.db, tenancy, entitlements: fastify.entitlements.get, events: fastify.services.events }, invitation, user, { req, atSignup: true }))
       await req.signIn(user, joined?.tenant.id ?? tenant.id)
       // A signup through an invitation proved the address already.
       if (!joined) await sendVerificationEmail({ userTokens, tasks: services.tasks, config: services.config }, user)

@@ -20,6 +20,8 @@ import { requireBelowLimit } from '../../billing/index.js'
 import { createMembersRepository } from '../repository.js'
 import { countActiveMembersLocked } from '../seats.js'
 import type { Tenancy } from '../../../core/plugins/tenancy.js'
+import type { DomainEvents } from '../../../core/events/domain-events.js'
+import '../events.js'
 import { type InvitationByToken, invitationState } from './repository.js'
 
 export const INVITATION_ERRORS = {
@@ -60,6 +62,8 @@ export interface AcceptDeps {
   tenancy: Pick<Tenancy, 'catalog' | 'pools' | 'memberships'>
   /** The tenant's plan (fastify.entitlements.get): its `members` limit is checked as the membership is added. */
   entitlements?: (tenantId: string) => Promise<Entitlements>
+  /** Where `member.joined` is published once the membership committed. */
+  events?: Pick<DomainEvents, 'publish'>
 }
 
 /**
@@ -132,5 +136,8 @@ export async function acceptInvitation(
     }),
   )
   await tenancy.memberships.invalidate(user.id, record.id)
+  await deps.events?.publish(record.id, 'member.joined', {
+    member: { userId: user.id, email: user.email, role: inv.role, localRole: inv.localRole ?? null },
+  })
   return { tenant: { id: record.id, slug: record.slug, name: record.name }, role: inv.role, localRole: inv.localRole }
 }

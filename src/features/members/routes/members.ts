@@ -37,6 +37,7 @@ import {
   UserIdParams,
 } from '../schemas.js'
 import { hasMinRole } from '../../../core/tenancy/rbac.js'
+import '../events.js'
 import { inviter } from './invitations.js'
 
 const tags = ['members']
@@ -156,6 +157,7 @@ const memberRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { co
       for (const id of revokedKeyIds) await apiKeys.invalidate(id)
       if (self && req.session.activeTenantId === tenantId) req.session.activeTenantId = undefined
       await record(req, self ? 'member.left' : 'member.removed', userId, { role: target.role, revokedApiKeys: revokedKeyIds.length })
+      await fastify.services.events.publish(tenantId, 'member.left', { member: { userId, role: target.role }, removedBy: self ? null : req.user!.id })
       return reply.code(204).send(null)
     },
   )

@@ -68,7 +68,7 @@ const publicInvitationRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       const user = await users.findById(req.user!.id)
       if (!user) throw unauthorized()
       assertInvitee(found.invitation, user)
-      const joined = await acceptInvitation({ host: host.db, tenancy, entitlements: fastify.entitlements.get }, found, user, { req })
+      const joined = await acceptInvitation({ host: host.db, tenancy, entitlements: fastify.entitlements.get, events: fastify.services.events }, found, user, { req })
       req.session.activeTenantId = joined.tenant.id
       return joined
     },
