@@ -183,7 +183,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
 
   const outbox = createOutbox({ host, tasks, redis, redisPrefix: config.redisPrefix, logger })
   const events = createDomainEvents(logger)
-  for (const f of features) if (f.listen) events.listen(f.listen({ ...core, outbox }))
+  for (const f of features) if (f.listen) events.listen(f.listen({ ...core, outbox, invalidations }))
 
   let closing: Promise<void> | undefined
   return {

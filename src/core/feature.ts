@@ -15,6 +15,7 @@ import type { HostDatabase } from './db/host.js'
 import type { Mailer } from './email/mailer.js'
 import type { DomainEventListener } from './events/domain-events.js'
 import type { Outbox } from './jobs/outbox.js'
+import type { InvalidationBus } from './lib/invalidated-cache.js'
 import type { JobRegistry, JobSubmitter } from './jobs/registry.js'
 import type { Schedule } from './jobs/schedules.js'
 import type { CatalogHandle } from './tenancy/catalog.js'
@@ -73,7 +74,7 @@ export interface Feature {
   /** The error codes its routes answer beyond the core's (declared in `ErrorCodes` too, for the types). */
   errors?: ErrorCodeTable
   /** A listener for the domain events every feature publishes (src/core/events/domain-events.ts), made once per process. */
-  listen?: (core: CoreServices & { outbox: Pick<Outbox, 'write' | 'dispatch'> }) => DomainEventListener
+  listen?: (core: CoreServices & { outbox: Pick<Outbox, 'write' | 'dispatch'>; invalidations: InvalidationBus }) => DomainEventListener
 }
 
 /** Identity with a type check: `export default defineFeature({ name: 'projects', routes: [...] })`. */

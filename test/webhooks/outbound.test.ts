@@ -140,6 +140,21 @@ describe('delivery', () => {
     expect(log.map((d) => d.responseStatus)).toEqual([200, 200])
   })
 
+  it('costs a tenant without a subscribed endpoint no outbox row and no job, and sees a new endpoint at once', async () => {
+    const fanOuts = async (tenantId: string) =>
+      (await ctx.app.host.sql<{ n: number }[]>`
+        select count(*)::int as n from core_outbox where job_name = 'webhooks.fan_out' and payload->>'tenantId' = ${tenantId}`)[0]!.n
+    const before = await fanOuts(b.id)
+    expect((await b.as(b.editor).post('/projects', { name: 'unwatched' })).statusCode).toBe(201)
+    expect(await fanOuts(b.id)).toBe(before)
+    const r = await receiver()
+    await register(b, r.url, ['project.created'])
+    expect((await b.as(b.editor).post('/projects', { name: 'watched' })).statusCode).toBe(201)
+    expect(await fanOuts(b.id)).toBe(before + 1)
+    const [got] = await waitFor(() => (r.received.length > 0 ? r.received : undefined), { message: 'the watched project delivered' })
+    expect(JSON.parse(got!.body)).toMatchObject({ type: 'project.created', data: { project: { name: 'watched' } } })
+  })
+
   it('delivers subscription.changed when billing applies a Stripe event that changed the subscription', async () => {
     const r = await receiver()
     const endpoint = await register(b, r.url, ['subscription.changed'])

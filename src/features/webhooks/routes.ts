@@ -25,6 +25,7 @@ import {
   ListDeliveriesQuery,
   UpdateEndpointBody,
 } from './schemas.js'
+import { endpointsChanged } from './gate.js'
 import { newEndpointSecret } from './signing.js'
 import { assertPublicTarget, ForbiddenTarget } from './ssrf.js'
 
@@ -66,6 +67,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { c
     return url.toString()
   }
 
+  // Every process's listener learns at once that this tenant's endpoints changed (gate.ts).
+  const changed = (tenantId: string) => endpointsChanged(fastify.services.invalidations, config.redisPrefix, tenantId)
   const deliver = (tenantId: string, deliveryId: string) =>
     fastify.services.tasks.submit('webhooks.deliver', { tenantId, deliveryId }, { id: deliveryId })
 
@@ -96,6 +99,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { c
         events: req.body.events,
         secretSealed: encrypt(secret, config.encryptionKeys),
       })
+      await changed(req.tenant!.id)
       return reply.code(201).send({ ...endpointJson(endpoint), secret })
     },
   )
@@ -127,6 +131,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { c
       const patch = { ...rest, ...(url !== undefined ? { url: await checkedUrl(url) } : {}) }
       const endpoint = await createWebhooksRepository(req.tenantDb).update(req.params.id, patch)
       if (!endpoint) throw endpointMissing()
+      await changed(req.tenant!.id)
       return endpointJson(endpoint)
     },
   )
@@ -139,6 +144,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { c
     },
     async (req, reply) => {
       if (!(await createWebhooksRepository(req.tenantDb).remove(req.params.id))) throw endpointMissing()
+      await changed(req.tenant!.id)
       return reply.code(204).send(null)
     },
   )
