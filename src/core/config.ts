@@ -123,6 +123,7 @@ export const ENV_VARS = {
   GITHUB_WEBHOOK_SECRET: { kind: 'string', default: '', doc: 'Secret of the GitHub webhook (POST /webhooks/github, X-Hub-Signature-256); unset: the route is not mounted (404)' },
   WEBHOOKS_ALLOW_PRIVATE: { kind: 'bool', default: 'false', doc: 'Let outbound webhook endpoints resolve to private, loopback or link-local addresses (tests, on-premises); refused in production' },
   WEBHOOKS_TIMEOUT_MS: { kind: 'int', default: '10000', min: 100, max: 60000, doc: 'How long one outbound webhook delivery may take (connect to response) before it counts as failed' },
+  WEBHOOK_RETENTION_DAYS: { kind: 'int', default: '30', min: 1, max: 3650, doc: 'Processed inbound webhook ledger rows (nightly) and outbound delivery log rows (as new events fan out) are deleted this many days after they were received or created' },
   WEBHOOKS_DISABLE_AFTER: { kind: 'int', default: '20', min: 1, max: 10000, doc: 'An outbound webhook endpoint is disabled (and its tenant owners emailed) after this many consecutive failed deliveries' },
 } as const satisfies Record<string, VarSpec>
 
@@ -248,7 +249,7 @@ export interface Config {
   /** Suspend a tenant still past due after the grace period (a job), and resume it when it pays. */
   billingSuspendAfterGrace: boolean
   /** Inbound webhook secrets (src/features/inbound-webhooks) and outbound delivery policy (src/features/webhooks). */
-  webhooks: { githubSecret: string | undefined; allowPrivateTargets: boolean; timeoutMs: number; disableAfterFailures: number }
+  webhooks: { githubSecret: string | undefined; allowPrivateTargets: boolean; timeoutMs: number; disableAfterFailures: number; retentionDays: number }
 }
 
 // Development-only fallbacks: fixed so sessions and encrypted URLs survive restarts; refused in production.
@@ -472,6 +473,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       allowPrivateTargets: b('WEBHOOKS_ALLOW_PRIVATE', false),
       timeoutMs: i('WEBHOOKS_TIMEOUT_MS'),
       disableAfterFailures: i('WEBHOOKS_DISABLE_AFTER'),
+      retentionDays: i('WEBHOOK_RETENTION_DAYS'),
     },
   }
   return config

@@ -35,6 +35,7 @@ describe('the list of scheduled work', () => {
         'billing.reconcile_subscriptions',
         'billing.trim_webhook_ledger',
         'identity.purge_expired',
+        'inbound-webhooks.trim_ledger',
         'jobs.trim_records',
         'tenants.purge_deleted',
         'tenants.purge_exports',

@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { signHmac, verifyHmacSignature } from '../../src/features/inbound-webhooks/signature.js'
+import { inboundTrimLedger } from '../../src/features/inbound-webhooks/trim-job.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { buildApp } from '../helpers/build-app.js'
 import { useApp } from '../helpers/use-app.js'
@@ -126,5 +127,18 @@ describe('POST /webhooks/github', () => {
     } finally {
       await app.close()
     }
+  })
+
+  it('trims processed ledger rows past WEBHOOK_RETENTION_DAYS, keeping received and failed ones', async () => {
+    const sql = ctx.app.host.sql
+    const ids = { oldProcessed: randomUUID(), oldFailed: randomUUID(), recentProcessed: randomUUID() }
+    await sql`insert into core_inbound_webhook_events (id, webhook, event_id, status, payload, received_at) values
+      (${randomUUID()}, 'trim-test', ${ids.oldProcessed}, 'processed', '{}', now() - interval '40 days'),
+      (${randomUUID()}, 'trim-test', ${ids.oldFailed}, 'failed', '{}', now() - interval '40 days'),
+      (${randomUUID()}, 'trim-test', ${ids.recentProcessed}, 'processed', '{}', now() - interval '2 days')`
+    const result = await inboundTrimLedger.process({ deps: { host: ctx.app.host, config: ctx.app.services.config } } as never, {})
+    expect(result.deleted).toBeGreaterThanOrEqual(1)
+    const left = await sql<{ event_id: string }[]>`select event_id from core_inbound_webhook_events where webhook = 'trim-test' order by event_id`
+    expect(left.map((r) => r.event_id).sort()).toEqual([ids.oldFailed, ids.recentProcessed].sort())
   })
 })

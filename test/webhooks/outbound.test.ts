@@ -7,8 +7,10 @@
  */
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { eq, sql } from 'drizzle-orm'
 import { Webhook } from 'standardwebhooks'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { webhookDeliveries } from '../../drizzle/tenant/schema.js'
 import { compPlan } from '../../src/features/billing/comp.js'
 import { type PlanSeed, seedPlans } from '../../src/features/billing/plans.js'
 import { sendWebhook } from '../../src/features/webhooks/sender.js'
@@ -153,6 +155,26 @@ describe('delivery', () => {
     expect(await fanOuts(b.id)).toBe(before + 1)
     const [got] = await waitFor(() => (r.received.length > 0 ? r.received : undefined), { message: 'the watched project delivered' })
     expect(JSON.parse(got!.body)).toMatchObject({ type: 'project.created', data: { project: { name: 'watched' } } })
+  })
+
+  it('trims the delivery log past WEBHOOK_RETENTION_DAYS when the next event fans out', async () => {
+    const r = await receiver()
+    const endpoint = await register(a, r.url, ['project.created'])
+    await a.as(a.admin).post(`/webhooks/${endpoint.id}/test`)
+    const [old] = await waitFor(async () => {
+      const items = await deliveries(a, endpoint.id)
+      return items[0]?.status === 'succeeded' ? items : undefined
+    }, { message: 'the test delivery' })
+    const record = (await ctx.app.services.catalog.get(a.id))!
+    await ctx.app.services.pools.withTenant(record, (db) =>
+      db.update(webhookDeliveries).set({ createdAt: sql`now() - interval '40 days'` }).where(eq(webhookDeliveries.id, old!.id)),
+    )
+    expect((await a.as(a.editor).post('/projects', { name: 'trims the log' })).statusCode).toBe(201)
+    const items = await waitFor(async () => {
+      const now = await deliveries(a, endpoint.id)
+      return now.length === 1 && now[0]!.eventType === 'project.created' ? now : undefined
+    }, { message: 'the old delivery trimmed, the new one logged' })
+    expect(items.map((d) => d.id)).not.toContain(old!.id)
   })
 
   it('delivers subscription.changed when billing applies a Stripe event that changed the subscription', async () => {

@@ -60,8 +60,10 @@ export const webhooksFanOut = tenantJob({
   payload: { event: EventPayload },
   maxRetries: 5,
   backoff: { type: 'exponential', delayMs: 2000 },
-  async process(ctx, p) {
+  async process(ctx: TenantJobContext<WebhookJobDeps>, p) {
     const repo = createWebhooksRepository(ctx.db)
+    // The delivery log keeps WEBHOOK_RETENTION_DAYS: trimmed here, where it grows (a bounded batch per event).
+    await repo.trimDeliveries(ctx.deps.config.webhooks.retentionDays)
     const endpoints = await repo.subscribedTo(p.event.type)
     if (endpoints.length === 0) return { deliveries: 0 }
     const payload = webhookBody(p.event)

@@ -1,5 +1,5 @@
 /** The tenant's webhook endpoints and their delivery log (in the tenant's own database or rows, like projects). */
-import { and, arrayContains, desc, eq, lt, sql } from 'drizzle-orm'
+import { and, arrayContains, desc, eq, inArray, lt, sql } from 'drizzle-orm'
 import { type WebhookDelivery, type WebhookEndpoint, webhookDeliveries, webhookEndpoints } from '../../../drizzle/tenant/schema.js'
 import type { TenantDb } from '../../core/tenancy/types.js'
 
@@ -53,6 +53,16 @@ export function createWebhooksRepository(db: TenantDb) {
 
     findDelivery: async (endpointId: string, id: string): Promise<WebhookDelivery | undefined> =>
       (await db.select().from(webhookDeliveries).where(and(eq(webhookDeliveries.id, id), eq(webhookDeliveries.endpointId, endpointId))))[0],
+
+    /** Deletes up to 1000 deliveries created more than `days` ago. */
+    async trimDeliveries(days: number) {
+      const old = db
+        .select({ id: webhookDeliveries.id })
+        .from(webhookDeliveries)
+        .where(lt(webhookDeliveries.createdAt, sql`now() - make_interval(days => ${days})`))
+        .limit(1000)
+      await db.delete(webhookDeliveries).where(inArray(webhookDeliveries.id, old))
+    },
 
     /** A delivery row; an id already there (a fan-out run again) is left as it is. */
     async addDelivery(values: { id: string; endpointId: string; eventId: string; eventType: string; payload: string }) {
