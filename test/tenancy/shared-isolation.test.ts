@@ -71,7 +71,7 @@ describe('the shared layout', () => {
     const tables = await truth<{ t: string; forced: boolean; on: boolean; owner: string }[]>`
       select c.relname as t, c.relrowsecurity as on, c.relforcerowsecurity as forced, pg_get_userbyid(c.relowner) as owner
       from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind = 'r'`
-    expect(tables.map((t) => t.t).sort()).toEqual(['core_permissions', 'core_settings', 'core_tenant_users', 'projects', 'tenant_jobs'])
+    expect(tables.map((t) => t.t).sort()).toEqual(['core_permissions', 'core_settings', 'core_tenant_users', 'projects', 'tenant_jobs', 'webhook_deliveries', 'webhook_endpoints'])
     for (const t of tables) expect(t, t.t).toMatchObject({ on: true, forced: true })
     expect(tables.every((t) => t.owner !== SHARED_ROLE)).toBe(true)
     const [role] = await truth`select rolsuper, rolbypassrls from pg_roles where rolname = ${SHARED_ROLE}`
