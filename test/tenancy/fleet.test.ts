@@ -110,8 +110,8 @@ describe('fleet migrations', () => {
     expect(code).toBe(1)
     expect(lines.filter((l) => l.startsWith('['))).toHaveLength(4)
     expect(lines).toContainEqual(expect.stringMatching(/^\[\d\/4\] fleet-a failed: column "code" of relation "projects" already exists/))
-    expect(lines).toContainEqual(expect.stringMatching(/^\[\d\/4\] fleet-c migrated to 0001_test_add_project_code \(\d+ ms\)$/))
-    expect(lines.at(-1)).toMatch(/^4 tenant\(s\) at 0001_test_add_project_code: 3 migrated, 0 already current, 1 failed, 0 not run/)
+    expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^\\[\\d/4\\] fleet-c migrated to ${tag} \\(\\d+ ms\\)$`)))
+    expect(lines.at(-1)).toMatch(new RegExp(`^4 tenant\\(s\\) at ${tag}: 3 migrated, 0 already current, 1 failed, 0 not run`))
 
     for (const slug of ['fleet-b', 'fleet-c', 'fleet-d']) {
       const r = await row(t[slug]!.id)
