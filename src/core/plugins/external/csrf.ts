@@ -18,6 +18,8 @@ const SAFE = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 export default fp(
   async (fastify) => {
+    // '@fastify/session' mode only means "the secret is a property of req.session": our own sessions
+    // (src/core/identity/sessions.ts) behave so, and save it when it is first set.
     await fastify.register(csrf, { sessionPlugin: '@fastify/session' })
     fastify.addHook('onRequest', (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
       if (SAFE.has(req.method) || !req.session?.userId || req.routeOptions.config.csrf === false || req.headers.authorization) {
