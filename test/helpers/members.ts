@@ -23,7 +23,7 @@ export async function joinTenant(
     invitedBy: null,
   })
   const found = await repo.findByToken(token)
-  return acceptInvitation({ host: app.host.db, tenancy: app.tenancy }, found!, { id: user.id, email: user.email, name: user.name ?? null })
+  return acceptInvitation({ host: app.host.db, tenancy: app.tenancy, events: app.services.events }, found!, { id: user.id, email: user.email, name: user.name ?? null })
 }
 
 /** Mark an address verified, as the verification flow would (the session snapshot catches up by itself: checks read the DB). */

@@ -177,6 +177,15 @@ describe('delivery', () => {
     expect(items.map((d) => d.id)).not.toContain(old!.id)
   })
 
+  it('delivers member.joined when an invitation is accepted', async () => {
+    const r = await receiver()
+    const endpoint = await register(b, r.url, ['member.joined'])
+    const newcomer = await b.add('newcomer', 'member', 'editor')
+    const [got] = await waitFor(() => (r.received.length > 0 ? r.received : undefined), { message: 'member.joined delivered' })
+    const event = new Webhook(endpoint.secret).verify(got!.body, got!.headers as Record<string, string>) as { type: string; data: unknown }
+    expect(event).toMatchObject({ type: 'member.joined', data: { member: { userId: newcomer.id, email: newcomer.email, role: 'member', localRole: 'editor' } } })
+  })
+
   it('delivers subscription.changed when billing applies a Stripe event that changed the subscription', async () => {
     const r = await receiver()
     const endpoint = await register(b, r.url, ['subscription.changed'])
