@@ -90,6 +90,11 @@ export const tenants = pgTable(
     migratedAt: timestamp('migrated_at', { withTimezone: true }),
     provisionStep: text('provision_step'),
     provisionError: text('provision_error'),
+    /**
+     * Set while the tenant moves to another location (core_tenant_moves): writes are refused (503
+     * TENANT_MOVING) and its database handles are read-only; reads keep working. Null otherwise.
+     */
+    movingSince: timestamp('moving_since', { withTimezone: true }),
     createdBy: uuid('created_by').references(() => users.id, { onDelete: 'set null' }),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
@@ -492,6 +497,60 @@ export const tenantExports = pgTable(
     check('core_tenant_exports_status_ck', inList('status', TENANT_EXPORT_STATUSES)),
   ],
 )
+
+export const TENANT_MOVE_STATES = ['running', 'done', 'failed'] as const
+export type TenantMoveState = (typeof TENANT_MOVE_STATES)[number]
+/** A move's steps in order; `step` is the next one to run ('done' once all have). src/core/tenancy/move/. */
+export const TENANT_MOVE_STEPS = ['mark', 'prepare', 'copy', 'verify', 'switch', 'cleanup', 'clear', 'done'] as const
+export type TenantMoveStep = (typeof TENANT_MOVE_STEPS)[number]
+
+/**
+ * A tenant moving from one location to another (isolation mode, and the database server when there are
+ * several): the durable record that makes the move resumable after a crash at any step. Source and
+ * target are fixed when the move starts; `step` is the next step to run. One open (running) move per tenant.
+ */
+export const tenantMoves = pgTable(
+  'core_tenant_moves',
+  {
+    id: id(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    state: text('state', { enum: TENANT_MOVE_STATES }).notNull().default('running'),
+    step: text('step', { enum: TENANT_MOVE_STEPS }).notNull().default('mark'),
+    fromIsolation: text('from_isolation', { enum: TENANT_ISOLATIONS }).notNull(),
+    /** The database server's name (null: the deployment's one tenant server). */
+    fromServer: text('from_server'),
+    fromDbName: text('from_db_name').notNull(),
+    fromDbUrlEncrypted: text('from_db_url_encrypted').notNull(),
+    toIsolation: text('to_isolation', { enum: TENANT_ISOLATIONS }).notNull(),
+    toServer: text('to_server'),
+    toDbName: text('to_db_name').notNull(),
+    toDbUrlEncrypted: text('to_db_url_encrypted').notNull(),
+    /** Per table: rows and checksum of the source, as verified against the target. */
+    verified: jsonb('verified').$type<Record<string, { rows: number; checksum: string }>>(),
+    rowsCopied: integer('rows_copied'),
+    /** The `tenants.move` job running it, when queued. */
+    jobId: uuid('job_id'),
+    requestedBy: uuid('requested_by').references(() => users.id, { onDelete: 'set null' }),
+    /** The last failure (the move stays running and resumes from `step`). */
+    error: text('error'),
+    markedAt: timestamp('marked_at', { withTimezone: true }),
+    switchedAt: timestamp('switched_at', { withTimezone: true }),
+    finishedAt: timestamp('finished_at', { withTimezone: true }),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('core_tenant_moves_open_uq').on(t.tenantId).where(sql`state = 'running'`),
+    index('core_tenant_moves_tenant_idx').on(t.tenantId, t.id),
+    check('core_tenant_moves_state_ck', inList('state', TENANT_MOVE_STATES)),
+    check('core_tenant_moves_step_ck', inList('step', TENANT_MOVE_STEPS)),
+    check('core_tenant_moves_from_isolation_ck', inList('from_isolation', TENANT_ISOLATIONS)),
+    check('core_tenant_moves_to_isolation_ck', inList('to_isolation', TENANT_ISOLATIONS)),
+  ],
+)
+export type TenantMove = typeof tenantMoves.$inferSelect
 
 /**
  * 'owner' only from a platform admin provisioning a tenant for an address with no account yet
