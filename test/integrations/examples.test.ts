@@ -1,0 +1,25 @@
+/**
+ * The README's runnable examples (examples/*.ts) run as documented (`npx tsx examples/<name>.ts`), so the
+ * sections showing them can't rot: each must exit 0 and print what the README says it prints.
+ */
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { describe, expect, it } from 'vitest'
+
+const run = promisify(execFile)
+const example = (name: string) =>
+  run(process.execPath, ['--import', 'tsx', `examples/${name}.ts`], { cwd: new URL('../..', import.meta.url).pathname, timeout: 60_000 })
+
+describe('examples', () => {
+  it('http-client: a token, two retries (503, then 429 with Retry-After), the data, and a 404 as HttpError', async () => {
+    const { stdout } = await example('http-client')
+    expect(stdout).toContain("contacts: [ { id: 1, name: 'Ada' } ]")
+    expect(stdout).toContain("HttpError: HTTP_STATUS 404 { error: 'no such contact' }")
+    const lines = stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l))
+    expect(lines.filter((l) => l.msg === 'http call: retrying').map((l) => l.status)).toEqual([503, 429])
+    expect(lines.every((l) => l.tenantId === 'the-tenant-id')).toBe(true)
+  })
+})
