@@ -14,11 +14,26 @@ import inboundWebhooks from './inbound-webhooks/feature.js'
 import jobs from './jobs/feature.js'
 import members from './members/feature.js'
 import projects from './projects/feature.js'
+import realtime from './realtime/feature.js'
 import settings from './settings/feature.js'
 import tenants from './tenants/feature.js'
 import webhooks from './webhooks/feature.js'
 
-export const FEATURES = [auth, members, tenants, projects, settings, jobs, billing, apiKeys, auditLog, admin, inboundWebhooks, webhooks] as const satisfies readonly Feature[]
+export const FEATURES = [
+  auth,
+  members,
+  tenants,
+  projects,
+  settings,
+  jobs,
+  billing,
+  apiKeys,
+  auditLog,
+  admin,
+  inboundWebhooks,
+  webhooks,
+  realtime,
+] as const satisfies readonly Feature[]
 
 /** What happens to a tenant, features' steps included: the map every process runs (services.lifecycle). */
 export const KIT_LIFECYCLE = assembleLifecycle(FEATURES.flatMap((f: Feature) => f.lifecycle ?? []))

@@ -81,6 +81,12 @@ declare module 'fastify' {
      * able to do in ways that outlive its revocation.
      */
     sessionOnly?: boolean
+    /**
+     * A connection that stays open (Server-Sent Events, a WebSocket): the tenant's pool lease ends as
+     * soon as the guard has decided, so an open stream holds no connection budget; its handler has no
+     * `req.tenantDb`.
+     */
+    longLived?: boolean
   }
 }
 
@@ -123,7 +129,10 @@ export default fp<AppOptions>(
     const keyResolvers = resolvers.filter((r) => r !== fromSession)
 
     const createTenant = (input: ProvisionInput) =>
-      createTenantIn({ provisioner, tasks: fastify.services.tasks, inline: config.jobs.provisionInline, logger: fastify.log as Logger }, input)
+      createTenantIn(
+        { provisioner, tasks: fastify.services.tasks, inline: config.jobs.provisionInline, logger: fastify.log as Logger },
+        input,
+      )
 
     fastify.decorate('tenancy', {
       catalog,
@@ -132,7 +141,11 @@ export default fp<AppOptions>(
       memberships,
       createTenant,
       async provisionPersonalTenant(user, slug, name) {
-        const tenant = await createTenant({ slug, name: name ?? `${user.name ?? user.email.split('@')[0]}'s workspace`, ownerUserId: user.id })
+        const tenant = await createTenant({
+          slug,
+          name: name ?? `${user.name ?? user.email.split('@')[0]}'s workspace`,
+          ownerUserId: user.id,
+        })
         return { id: tenant.id, slug: tenant.slug, name: tenant.name, status: tenant.status }
       },
     } satisfies Tenancy)
@@ -164,7 +177,8 @@ export default fp<AppOptions>(
       const res = reply.raw
       // The client may have gone before the guard got here (session and catalog lookups come first): then
       // 'close' has already fired and would never fire again.
-      if ((req as WithLease)[kClosed] || res.destroyed || res.writableEnded || req.raw.aborted || req.raw.socket?.destroyed) ac.abort(CLOSED)
+      if ((req as WithLease)[kClosed] || res.destroyed || res.writableEnded || req.raw.aborted || req.raw.socket?.destroyed)
+        ac.abort(CLOSED)
       else
         res.once('close', () => {
           // Only a wait for budget has anything to abort: aborting on every finished request cost an
@@ -185,7 +199,10 @@ export default fp<AppOptions>(
       const tenant = await catalog.get(refs[0]!)
       for (const ref of refs.slice(1)) {
         if (!tenant || (!names(tenant, ref) && (await catalog.get(ref))?.id !== tenant.id)) {
-          throw badRequest('TENANT_CONFLICT', 'The request names more than one tenant (X-Tenant-ID, /t/:tenant/ path and subdomain disagree)')
+          throw badRequest(
+            'TENANT_CONFLICT',
+            'The request names more than one tenant (X-Tenant-ID, /t/:tenant/ path and subdomain disagree)',
+          )
         }
       }
       return tenant
@@ -205,7 +222,11 @@ export default fp<AppOptions>(
       } else {
         await fastify.requireUser(req, undefined as never)
         const refs = resolveTenantRefs(req, resolvers)
-        if (!refs[0]) throw badRequest('TENANT_REQUIRED', 'No tenant given: send X-Tenant-ID, use /t/:tenant/…, a tenant subdomain, or switch with PUT /me/active-tenant')
+        if (!refs[0])
+          throw badRequest(
+            'TENANT_REQUIRED',
+            'No tenant given: send X-Tenant-ID, use /t/:tenant/…, a tenant subdomain, or switch with PUT /me/active-tenant',
+          )
         tenant = await agreeing(refs)
         membership = tenant && (await memberships.find(req.user!.id, tenant.id))
       }
@@ -213,8 +234,10 @@ export default fp<AppOptions>(
       if (!tenant || !membership || membership.status !== 'active' || tenant.status === 'deleted') {
         throw notFound('TENANT_NOT_FOUND', 'No such tenant')
       }
-      if (tenant.status === 'suspended' && !req.routeOptions.config.allowSuspended) throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
-      if (tenant.status !== 'active' && tenant.status !== 'suspended') throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
+      if (tenant.status === 'suspended' && !req.routeOptions.config.allowSuspended)
+        throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
+      if (tenant.status !== 'active' && tenant.status !== 'suspended')
+        throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
       // Whatever the key's role: no key can do this (checked before the role, so the answer says why).
       if (key && req.routeOptions.config.sessionOnly) {
         throw forbidden('API_KEY_NOT_ALLOWED', 'This action needs a logged-in person; API keys cannot manage people or credentials')
@@ -243,11 +266,16 @@ export default fp<AppOptions>(
       // A key is held to its role: no grant of its creator lifts it above.
       const keyAllows = !rule || !key || hasMinRole(req.role, rule.minRole)
       if (rule && !(keyAllows && (await roles.allows(lease.db, tenant.id, user.id, req.membership.role, req.role, rule)))) {
-        throw forbidden('INSUFFICIENT_ROLE', `This action needs the ${rule.minRole} role${rule.resource ? ` or a grant on ${rule.resource}:${rule.action}` : ''}`, {
-          requiredRole: rule.minRole,
-          role: req.role,
-        })
+        throw forbidden(
+          'INSUFFICIENT_ROLE',
+          `This action needs the ${rule.minRole} role${rule.resource ? ` or a grant on ${rule.resource}:${rule.action}` : ''}`,
+          {
+            requiredRole: rule.minRole,
+            role: req.role,
+          },
+        )
       }
+      if (req.routeOptions.config.longLived) release(req)
     })
 
     // Belt and braces with the 'close' listener (release is idempotent); inject()ed requests end here too.
@@ -277,7 +305,11 @@ function registerTenancyGauges(registry: Registry, pools: PoolManager, catalog: 
       },
     })
   gauge('tenant_pools_open', 'Tenant connection pools open', () => pools.stats().openPools)
-  gauge('tenant_pool_connections_reserved', 'Connection slots reserved by open tenant pools (the budget counts these)', () => pools.stats().reservedConnections)
+  gauge(
+    'tenant_pool_connections_reserved',
+    'Connection slots reserved by open tenant pools (the budget counts these)',
+    () => pools.stats().reservedConnections,
+  )
   gauge('tenant_pool_connections_open', 'Tenant connections open (estimate)', () => pools.stats().openConnections)
   gauge('tenant_pool_waiters', 'Requests waiting for connection budget', () => pools.stats().waiters)
   gauge('tenant_pool_leases', 'Tenant pool leases held (requests and jobs using a tenant database now)', () => pools.stats().leases)
@@ -286,4 +318,3 @@ function registerTenancyGauges(registry: Registry, pools: PoolManager, catalog: 
   gauge('tenant_catalog_cache_misses', 'Catalog cache misses since start', () => catalog.stats().misses)
   gauge('tenant_catalog_cache_size', 'Tenants cached', () => catalog.stats().size)
 }
-

@@ -1,0 +1,346 @@
+/**
+ * The realtime hub of one API process: its clients (SSE and WebSocket alike, behind `RealtimeClient`),
+ * ONE Redis subscriber connection for every client (a channel per tenant with clients here, subscribed
+ * with the first and dropped with the last), and what ends a client:
+ *
+ * - membership: every membership invalidation (removal, role change; from any process, the core's
+ *   invalidation bus) re-reads the membership of the clients it concerns: gone or inactive → closed
+ *   ('membership_ended'), another role → closed so the client reconnects through the guard ('reconnect');
+ * - tenant status: every catalog invalidation of a tenant with clients here re-reads it; no longer active
+ *   (suspended, deleted) → its clients are closed ('tenant_unavailable');
+ * - backpressure: a client whose unsent bytes exceed REALTIME_MAX_BUFFER_KB after a write is dropped
+ *   ('slow_consumer'): the process never buffers more than that per client;
+ * - shutdown: SSE clients get a `retry:` and the end of the stream, WebSockets close 1012 (reconnect).
+ *
+ * Each event is serialised once per process (events.ts, `Frame`) and written to each client whose role
+ * may see it. A client resuming from a Last-Event-ID is attached first (live events wait in its queue),
+ * then sent the replay from the tenant's stream, then its queue; seq orders and dedupes the two.
+ * When the subscriber reconnects (messages may have been lost), each tenant catches up from its stream.
+ */
+import { randomUUID } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import type { Config } from '../../core/config.js'
+import { createInvalidationBus, type InvalidationBus, type Subscription } from '../../core/lib/invalidated-cache.js'
+import type { CatalogHandle } from '../../core/tenancy/catalog.js'
+import { catalogChannel } from '../../core/tenancy/catalog.js'
+import type { Memberships } from '../../core/tenancy/memberships.js'
+import { compareSeq, type Frame, frameOf } from './events.js'
+import { acquireSlot, type ConnectionCaps, type RealtimeKeys, readSince, realtimeKeys, refreshSlots, releaseSlot } from './stream.js'
+
+export type CloseReason = 'membership_ended' | 'tenant_unavailable' | 'reconnect' | 'slow_consumer' | 'shutdown' | 'dead_peer'
+
+/** One open stream, whatever carries it (routes.ts adapts SSE responses and WebSockets). */
+export interface RealtimeClient {
+  readonly id: string
+  readonly kind: 'sse' | 'ws'
+  readonly tenantId: string
+  readonly userId: string
+  /** ROLE_LEVEL of the effective role the guard gave it. */
+  readonly level: number
+  /** The membership role it connected with (a change ends it: the guard decides again). */
+  readonly membershipRole: string
+  write(frame: Frame): void
+  /** Unsent bytes held in this process. */
+  buffered(): number
+  /** A heartbeat; false: the peer missed the last one (a WebSocket that sent no pong). */
+  heartbeat(): boolean
+  /** A gap in the replay: the client should refetch what it shows. */
+  reset(reason: string): void
+  close(reason: CloseReason): void
+}
+
+interface ClientState {
+  client: RealtimeClient
+  /** The last seq written (replay and live may overlap). */
+  lastSeq: string | undefined
+  /** Live frames held while its replay is read. */
+  queue: Frame[] | null
+  closed: boolean
+}
+
+interface TenantState {
+  clients: Set<ClientState>
+  subscription: Subscription
+  /** The last seq this process heard for the tenant (the subscriber's catch-up starts there). */
+  lastSeq: string | undefined
+  /** Live frames held while the tenant catches up after a subscriber reconnect. */
+  held: Frame[] | null
+}
+
+export interface RealtimeHubDeps {
+  /** The app's Redis client (commands); the hub duplicates it once for its subscriber. */
+  redis: Redis
+  /** The core's invalidation bus: catalog invalidations (tenant status). */
+  coreBus: InvalidationBus
+  catalog: CatalogHandle
+  memberships: Pick<Memberships, 'find' | 'onInvalidate'>
+  config: Pick<Config, 'redisPrefix' | 'realtime'>
+  logger: Logger
+  /** Called for every client dropped or closed by the hub (metrics). */
+  onClose?: (reason: CloseReason, kind: 'sse' | 'ws') => void
+  onDeliver?: (count: number) => void
+}
+
+export class ConnectionLimitError extends Error {
+  constructor(
+    readonly scope: 'tenant' | 'user',
+    readonly limit: number,
+  ) {
+    super(`too many realtime connections (${scope})`)
+  }
+}
+
+const REPLAY_BATCH = 1000
+
+export function createRealtimeHub(deps: RealtimeHubDeps) {
+  const { redis, config, logger } = deps
+  const rt = config.realtime
+  const keys: RealtimeKeys = realtimeKeys(config.redisPrefix)
+  const bus = createInvalidationBus(redis, logger, 'realtime subscriber')
+  const tenants = new Map<string, TenantState>()
+  const byId = new Map<string, ClientState>()
+  const lapseMs = 3 * rt.heartbeatMs + 5000
+  let closing = false
+
+  // --- delivery -------------------------------------------------------------------------------------
+
+  function deliver(state: ClientState, frame: Frame): boolean {
+    if (state.closed || state.client.level < frame.minLevel) return false
+    if (state.lastSeq !== undefined && compareSeq(frame.seq, state.lastSeq) <= 0) return false
+    state.lastSeq = frame.seq
+    state.client.write(frame)
+    if (state.client.buffered() > rt.maxBufferBytes) end(state, 'slow_consumer')
+    return true
+  }
+
+  function dispatch(tenant: TenantState, frame: Frame) {
+    if (tenant.lastSeq !== undefined && compareSeq(frame.seq, tenant.lastSeq) <= 0) return
+    tenant.lastSeq = frame.seq
+    let n = 0
+    for (const state of tenant.clients) {
+      if (state.queue) state.queue.push(frame)
+      else if (deliver(state, frame)) n++
+    }
+    if (n) deps.onDeliver?.(n)
+  }
+
+  function onMessage(tenant: TenantState, message: string) {
+    const nl = message.indexOf('\n')
+    const sp = message.indexOf(' ')
+    if (nl < 0 || sp < 0 || sp > nl) return
+    const frame = frameOf(message.slice(0, sp), message.slice(sp + 1, nl), message.slice(nl + 1))
+    if (tenant.held) tenant.held.push(frame)
+    else dispatch(tenant, frame)
+  }
+
+  /** After a subscriber reconnect: what the tenant's stream holds past the last event heard here. */
+  async function catchUp(tenantId: string, tenant: TenantState) {
+    if (tenant.held || tenant.lastSeq === undefined) return
+    tenant.held = []
+    try {
+      const { entries } = await readSince(redis, keys.log(tenantId), tenant.lastSeq, REPLAY_BATCH)
+      for (const e of entries) dispatch(tenant, frameOf(e.seq, e.type, e.body))
+    } catch (err) {
+      logger.warn({ err, tenantId }, 'realtime: catching up after a subscriber reconnect failed')
+    } finally {
+      const held = tenant.held ?? []
+      tenant.held = null
+      for (const f of held) dispatch(tenant, f)
+    }
+  }
+
+  function tenantState(tenantId: string): TenantState {
+    let tenant = tenants.get(tenantId)
+    if (tenant) return tenant
+    const state: TenantState = { clients: new Set(), lastSeq: undefined, held: null, subscription: undefined as unknown as Subscription }
+    state.subscription = bus.listen(keys.channel(tenantId), {
+      message: (m) => onMessage(state, m),
+      reconnected: () => void catchUp(tenantId, state),
+    })
+    tenants.set(tenantId, state)
+    tenant = state
+    return tenant
+  }
+
+  // --- ending clients -----------------------------------------------------------------------------------
+
+  function end(state: ClientState, reason: CloseReason) {
+    if (state.closed) return
+    detach(state.client)
+    try {
+      state.client.close(reason)
+    } catch (err) {
+      logger.warn({ err, reason }, 'realtime: closing a client failed')
+    }
+    deps.onClose?.(reason, state.client.kind)
+  }
+
+  const clientsOf = (tenantId: string | undefined, userId?: string): ClientState[] => {
+    const pool = tenantId ? [...(tenants.get(tenantId)?.clients ?? [])] : [...byId.values()]
+    return userId ? pool.filter((s) => s.client.userId === userId) : pool
+  }
+
+  async function recheckMembers(states: ClientState[]) {
+    const groups = new Map<string, ClientState[]>()
+    for (const s of states) {
+      const k = `${s.client.userId}:${s.client.tenantId}`
+      groups.set(k, [...(groups.get(k) ?? []), s])
+    }
+    await Promise.all(
+      [...groups.values()].map(async (group) => {
+        const { userId, tenantId } = group[0]!.client
+        try {
+          const m = await deps.memberships.find(userId, tenantId)
+          for (const s of group) {
+            if (m?.status !== 'active') end(s, 'membership_ended')
+            else if (m.role !== s.client.membershipRole) end(s, 'reconnect')
+          }
+        } catch (err) {
+          logger.warn({ err, userId, tenantId }, 'realtime: re-reading a membership failed; the clients stay until the next change')
+        }
+      }),
+    )
+  }
+
+  async function recheckTenant(tenantId: string) {
+    if (!tenants.has(tenantId)) return
+    try {
+      const t = await deps.catalog.get(tenantId)
+      if (t?.status !== 'active') for (const s of clientsOf(tenantId)) end(s, 'tenant_unavailable')
+    } catch (err) {
+      logger.warn({ err, tenantId }, 'realtime: re-reading a tenant failed; its clients stay until the next change')
+    }
+  }
+
+  deps.memberships.onInvalidate((key, tenantId) => {
+    if (closing || byId.size === 0) return
+    if (key) {
+      const sep = key.indexOf(':')
+      void recheckMembers(clientsOf(key.slice(sep + 1), key.slice(0, sep)))
+    } else void recheckMembers(clientsOf(tenantId))
+  })
+  const catalogWatch = deps.coreBus.listen(catalogChannel(config.redisPrefix), {
+    message(message) {
+      let id: unknown
+      try {
+        id = message.startsWith('{') ? JSON.parse(message).id : message
+      } catch {
+        return
+      }
+      // After the catalog's own listener (registered first) dropped its entry: the read is fresh.
+      if (typeof id === 'string') void recheckTenant(id.toLowerCase())
+    },
+    reconnected() {
+      for (const id of tenants.keys()) void recheckTenant(id)
+    },
+  })
+
+  // --- heartbeats and connection slots -------------------------------------------------------------
+
+  const beat = setInterval(() => {
+    for (const state of [...byId.values()]) {
+      if (state.closed) continue
+      if (!state.client.heartbeat()) end(state, 'dead_peer')
+      else if (state.client.buffered() > rt.maxBufferBytes) end(state, 'slow_consumer')
+    }
+    const held = [...byId.values()].map((s) => s.client)
+    refreshSlots(redis, keys, held, lapseMs).catch((err) => logger.warn({ err }, 'realtime: refreshing connection slots failed'))
+  }, rt.heartbeatMs)
+  beat.unref()
+
+  function detach(client: RealtimeClient) {
+    const state = byId.get(client.id)
+    if (!state || state.closed) return
+    state.closed = true
+    byId.delete(client.id)
+    const tenant = tenants.get(client.tenantId)
+    if (tenant) {
+      tenant.clients.delete(state)
+      if (tenant.clients.size === 0) {
+        tenants.delete(client.tenantId)
+        void tenant.subscription.stop()
+      }
+    }
+    releaseSlot(redis, keys, client).catch((err) => logger.warn({ err }, 'realtime: releasing a connection slot failed'))
+  }
+
+  return {
+    keys,
+    /** A fresh connection id, counted against the caps (ConnectionLimitError when either is reached). */
+    async admit(
+      who: { tenantId: string; userId: string },
+      caps: ConnectionCaps = { tenant: rt.maxPerTenant, user: rt.maxPerUser },
+    ): Promise<string> {
+      const id = randomUUID()
+      const taken = await acquireSlot(redis, keys, { ...who, id }, caps, lapseMs)
+      if (taken === 1) throw new ConnectionLimitError('tenant', caps.tenant)
+      if (taken === 2) throw new ConnectionLimitError('user', caps.user)
+      return id
+    },
+    /** Give back a slot admitted for a connection that never opened. */
+    release: (who: { tenantId: string; userId: string; id: string }) => releaseSlot(redis, keys, who),
+
+    /**
+     * Start streaming to `client` (admitted under its id): live events from now on, after the replay of
+     * those past `lastEventId` when given. Resolves once subscribed (and the replay written).
+     */
+    async attach(client: RealtimeClient, lastEventId?: string): Promise<void> {
+      if (closing) {
+        client.close('shutdown')
+        return
+      }
+      const state: ClientState = { client, lastSeq: undefined, queue: lastEventId ? [] : null, closed: false }
+      byId.set(client.id, state)
+      const tenant = tenantState(client.tenantId)
+      tenant.clients.add(state)
+      try {
+        await tenant.subscription.ready
+      } catch (err) {
+        end(state, 'reconnect')
+        throw err
+      }
+      if (!lastEventId) return
+      try {
+        let after = lastEventId
+        let first = true
+        for (;;) {
+          const { entries, gap } = await readSince(redis, keys.log(client.tenantId), after, REPLAY_BATCH)
+          if (state.closed) return
+          if (first && gap) client.reset('replay_gap')
+          first = false
+          for (const e of entries) deliver(state, frameOf(e.seq, e.type, e.body))
+          if (entries.length < REPLAY_BATCH) break
+          after = entries[entries.length - 1]!.seq
+        }
+      } catch (err) {
+        logger.warn({ err, tenantId: client.tenantId }, 'realtime: reading the replay buffer failed')
+        if (!state.closed) client.reset('replay_unavailable')
+      } finally {
+        const queued = state.queue ?? []
+        state.queue = null
+        for (const f of queued) deliver(state, f)
+      }
+    },
+    detach,
+    /** Tell every client to reconnect (elsewhere, or here after the restart) and stop taking new ones. */
+    shutdown() {
+      closing = true
+      for (const state of [...byId.values()]) end(state, 'shutdown')
+    },
+    stats() {
+      let sse = 0
+      for (const s of byId.values()) if (s.client.kind === 'sse') sse++
+      return { connections: byId.size, sse, ws: byId.size - sse, tenants: tenants.size }
+    },
+    async close() {
+      closing = true
+      clearInterval(beat)
+      for (const state of [...byId.values()]) end(state, 'shutdown')
+      await catalogWatch.stop()
+      await bus.close()
+    },
+  }
+}
+
+export type RealtimeHub = ReturnType<typeof createRealtimeHub>
