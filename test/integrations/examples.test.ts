@@ -22,4 +22,13 @@ describe('examples', () => {
     expect(lines.filter((l) => l.msg === 'http call: retrying').map((l) => l.status)).toEqual([503, 429])
     expect(lines.every((l) => l.tenantId === 'the-tenant-id')).toBe(true)
   })
+
+  it('graphql-client: 10 pages streamed and accumulated, a mutation, a GraphQL error as GraphQLRequestError', async () => {
+    const { stdout } = await example('graphql-client')
+    expect(stdout.match(/^page \d+:/gm)).toHaveLength(10)
+    expect(stdout).toContain('page 10: 5 orders, first id 91')
+    expect(stdout).toContain('accumulated: 95 orders')
+    expect(stdout).toContain("refund: { id: '7', total: 0 }")
+    expect(stdout).toContain('GraphQLRequestError: GRAPHQL_ERRORS not allowed { secret: null }')
+  })
 })
