@@ -20,6 +20,7 @@ import type { PoolManager } from './tenancy/types.js'
 import { createMailer, type Mailer } from './email/index.js'
 import { BUILT_IN_JOBS } from './jobs/built-in.js'
 import { FLEET_JOBS, provisioningJobs } from './tenancy/provisioning-jobs.js'
+import { createTenantMover, MOVE_JOBS, type TenantMover } from './tenancy/move/index.js'
 import type { CoreServices, Feature } from './feature.js'
 import { type AssembledLifecycle, assembleLifecycle } from './tenancy/lifecycle.js'
 import type { JobRegistry, JobSubmitter, KnownJobs } from './jobs/registry.js'
@@ -42,6 +43,8 @@ export interface Services {
   catalog: CatalogHandle
   pools: PoolManager
   provisioner: Provisioner
+  /** Moves tenants between isolation modes (tenancy/move): start, run, queue (`tenants.move`), abort. */
+  mover: TenantMover
   /** Every tenant lifecycle event with its steps in order, the features' included. */
   lifecycle: AssembledLifecycle
   mailer: Mailer
@@ -117,8 +120,8 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     channel: catalogChannel(config.redisPrefix),
     logger,
     // Another process changed this tenant (migrated, suspended…): close our pool, reopen on next use.
-    onRemoteInvalidate: (tenantId) => {
-      pools.evict(tenantId).catch((err) => logger.warn({ err, tenantId }, 'closing a tenant pool after a catalog change failed'))
+    onRemoteInvalidate: (tenantId, hint) => {
+      pools.evict(tenantId, { readOnly: hint.moving === true }).catch((err) => logger.warn({ err, tenantId }, 'closing a tenant pool after a catalog change failed'))
     },
   })
   const metrics = createServiceMetrics()
@@ -142,6 +145,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     tasks: lateTasks,
     metrics,
   })
+  const mover = createTenantMover({ config, host, catalog, pools, provisioner, tasks: lateTasks, logger })
   const core: CoreServices = {
     config,
     logger,
@@ -157,12 +161,13 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     ...BUILT_IN_JOBS,
     ...provisioningJobs(lifecycle.events.created.steps),
     ...FLEET_JOBS,
+    ...MOVE_JOBS,
     ...HOUSEKEEPING_JOBS,
     ...Object.assign({}, ...features.map((f) => f.jobs ?? {})),
     ...opts.jobs,
   }
   const jobDeps: Record<string, unknown> = Object.assign(
-    { mailer, provisioner, pools, host, config, catalog },
+    { mailer, provisioner, mover, pools, host, config, catalog },
     ...features.map((f) => f.jobDeps?.(core) ?? {}),
   )
   const schedules = collectSchedules(features)
@@ -195,6 +200,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     catalog,
     pools,
     provisioner,
+    mover,
     lifecycle,
     mailer,
     jobs,
@@ -211,6 +217,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
         await outbox.close()
         await tasks.close()
         if (!opts.mailer) mailer.close()
+        await mover.close()
         await provisioner.close()
         await pools.close()
         await catalog.close()

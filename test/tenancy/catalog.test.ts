@@ -89,6 +89,7 @@ describe('catalog', () => {
       maxConnections: 3,
       migrationVersion: '0000_init',
       migrationStatus: 'current',
+      moving: false,
     })
     expect(await c.get(row.id)).toBe(bySlug)
     expect(await c.get(row.id.toUpperCase())).toBe(bySlug)

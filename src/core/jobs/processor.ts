@@ -8,6 +8,7 @@
  *   failure, retry   → pending, retry_count + 1, error_log = error and stack (BullMQ waits out the backoff)
  *   failure, final   → failed with error_log (also: permanent errors and payloads that fail validation)
  *   tenant at cap    → back to delayed (BullMQ DelayedError); not an attempt, the record stays pending
+ *   tenant moving    → the same: its database is read-only until the move switches (tenancy/move)
  *
  * A record write that fails (its database is down) never changes the job's outcome: once the work
  * succeeded the job completes in BullMQ and the record is retried in the background (background-writes.ts),
@@ -81,6 +82,9 @@ function jobTenant(job: Job, tenantCtx: { tenant: TenantRecord } | undefined): {
   const tenantId = (job.data as { tenantId?: unknown } | undefined)?.tenantId
   return typeof tenantId === 'string' && isUuid(tenantId) ? { tenantId } : {}
 }
+
+/** The least a tenant job waits while its tenant moves. */
+const MOVING_DELAY_MS = 1000
 
 export function createProcessor(p: ProcessorDeps): Processor {
   const { registry, catalog, pools, slots, logger } = p
@@ -184,6 +188,12 @@ export function createProcessor(p: ProcessorDeps): Processor {
     if (typeof tenantId !== 'string' || !isUuid(tenantId)) throw unrecoverable('INVALID_JOB_PAYLOAD: /tenantId is required')
     const tenant = await catalog.get(tenantId)
     if (!tenant) throw unrecoverable(`TENANT_NOT_FOUND: tenant ${tenantId} does not exist or was deleted`)
+    // A moving tenant's database is read-only until the move switches (tenancy/move): the job waits, like
+    // a tenant at its cap (not an attempt), and runs on the tenant's new database.
+    if (tenant.moving) {
+      await job.moveToDelayed(Date.now() + Math.max(capDelay(job), MOVING_DELAY_MS), token)
+      throw new DelayedError()
+    }
 
     const slot = await slots.tryAcquire(tenant.id, job.id!)
     if (!slot) {

@@ -32,6 +32,10 @@ export const notFound = (code: ErrorCodeFor<404>, message: string) => new AppErr
 export const conflict = (code: ErrorCodeFor<409>, message: string) => new AppError(409, code, message)
 export const unavailable = (code: ErrorCodeFor<503>, message: string) => new AppError(503, code, message)
 
+export const TENANT_MOVING_MESSAGE = 'This tenant is moving to another database: writes are paused for a moment, reads work; try again shortly'
+/** 503 TENANT_MOVING (Retry-After): a write to a tenant while it moves (src/core/tenancy/move). */
+export const tenantMoving = () => new AppError(503, 'TENANT_MOVING', TENANT_MOVING_MESSAGE)
+
 export function errorBody(statusCode: number, code: string, message: string) {
   return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message, code }
 }
@@ -42,6 +46,8 @@ export const PG = {
   duplicateDatabase: '42P04',
   invalidCatalogName: '3D000',
   tooManyConnections: '53300',
+  /** A write in a read-only transaction: only a moving tenant's handles are read-only (tenancy/move). */
+  readOnlyTransaction: '25006',
   /** A NUL byte in text (`character_not_in_repertoire`). */
   characterNotInRepertoire: '22021',
   /** `\u0000` in jsonb, or a character the encoding can't hold (`untranslatable_character`). */

@@ -5,16 +5,17 @@
  *
  * A dependency that is down (Postgres or Redis refusing, restarting, too slow: lib/errors.ts
  * isDependencyDown) is not a bug: 503 SERVICE_UNAVAILABLE, logged as a warning without a stack. Every
- * 503 carries Retry-After (1 s when only the pool budget is busy, 5 s for an outage).
+ * 503 carries Retry-After (1 s when only the pool budget is busy, 2 s while the tenant moves, 5 s for an outage).
  */
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { databaseFailure } from '../lib/error-log.js'
-import { AppError, errorBody, isDependencyDown, PG, pgCode } from '../lib/errors.js'
+import { AppError, errorBody, isDependencyDown, PG, pgCode, TENANT_MOVING_MESSAGE } from '../lib/errors.js'
 
-export const RETRY_AFTER_S = { outage: 5, poolBusy: 1 } as const
+export const RETRY_AFTER_S = { outage: 5, poolBusy: 1, moving: 2 } as const
+
 
 interface FastifyLikeError extends Error {
   statusCode?: number
@@ -38,6 +39,8 @@ const FASTIFY_CODES: Record<string, string> = {
 
 export function toErrorBody(err: FastifyLikeError) {
   if (err instanceof AppError) return { ...errorBody(err.statusCode, err.code, err.message), ...err.details }
+  // A write that passed the guard just before its tenant started moving, or a GET that writes.
+  if (pgCode(err) === PG.readOnlyTransaction) return errorBody(503, 'TENANT_MOVING', TENANT_MOVING_MESSAGE)
   if (isDependencyDown(err)) return errorBody(503, 'SERVICE_UNAVAILABLE', 'A service this request needs is unavailable; try again shortly')
   if (err.validation) return errorBody(400, 'VALIDATION_ERROR', err.message)
   // Backstop for text the schemas let through: Postgres refusing a character is the client's input, not our bug.
@@ -96,7 +99,8 @@ export default fp(
         const db = databaseFailure(err)
         const { code, message } = root as { code?: string; message?: string }
         req.log.warn({ code: body.code, cause: db?.sqlState ?? db?.code ?? code, error: db ? db.message : message }, 'request answered 503')
-        reply.header('retry-after', String(body.code === 'POOL_EXHAUSTED' ? RETRY_AFTER_S.poolBusy : RETRY_AFTER_S.outage))
+        const retryAfter = body.code === 'POOL_EXHAUSTED' ? RETRY_AFTER_S.poolBusy : body.code === 'TENANT_MOVING' ? RETRY_AFTER_S.moving : RETRY_AFTER_S.outage
+        reply.header('retry-after', String(retryAfter))
       } else if (body.statusCode >= 500) req.log.error({ err: databaseFailure(err) ?? err }, 'request failed')
       else req.log.info({ code: body.code, statusCode: body.statusCode }, body.message)
       return reply.code(body.statusCode).send(body)

@@ -8,7 +8,7 @@
  *
  * Status codes (no existence leak: an unknown tenant and a tenant you're not in look the same):
  *   401 UNAUTHENTICATED · 400 TENANT_REQUIRED · 404 TENANT_NOT_FOUND · 403 TENANT_SUSPENDED ·
- *   409 TENANT_NOT_READY · 403 INSUFFICIENT_ROLE
+ *   409 TENANT_NOT_READY · 403 INSUFFICIENT_ROLE · 503 TENANT_MOVING (a write while the tenant moves; Retry-After)
  *
  * An API key (`Authorization: Bearer tk_…`, see src/core/identity/api-keys.ts) is the other way in, and the
  * only one for that request (its cookie is ignored). The key names its own tenant: a header, path or
@@ -28,7 +28,7 @@ import fp from 'fastify-plugin'
 import { Gauge, type Registry } from 'prom-client'
 import type { Membership, User } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../config.js'
-import { badRequest, conflict, forbidden, notFound } from '../lib/errors.js'
+import { badRequest, conflict, forbidden, notFound, tenantMoving } from '../lib/errors.js'
 import type { CatalogHandle } from '../tenancy/catalog.js'
 import { createMemberships, type Memberships } from '../tenancy/memberships.js'
 import type { ProvisionedTenant, Provisioner } from '../tenancy/provisioning.js'
@@ -90,6 +90,8 @@ declare module 'fastify' {
   }
 }
 
+/** What a moving tenant still serves. */
+const READ_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
 const kLease = Symbol('tenantLease')
 /** The abort reason: a plain value, not the DOMException (with its stack trace) abort() makes by default. */
 const CLOSED = 'client closed'
@@ -238,6 +240,8 @@ export default fp<AppOptions>(
         throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
       if (tenant.status !== 'active' && tenant.status !== 'suspended')
         throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
+      // Moving (tenancy/move): reads go on against the old copy through a read-only handle; writes wait.
+      if (tenant.moving && !READ_METHODS.has(req.method)) throw tenantMoving()
       // Whatever the key's role: no key can do this (checked before the role, so the answer says why).
       if (key && req.routeOptions.config.sessionOnly) {
         throw forbidden('API_KEY_NOT_ALLOWED', 'This action needs a logged-in person; API keys cannot manage people or credentials')

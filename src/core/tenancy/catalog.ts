@@ -11,7 +11,7 @@ import { tenantSlugAliases, tenants } from '../../../drizzle/host/schema.js'
 import type { HostDatabase } from '../db/host.js'
 import { DecryptionError, decrypt, type KeyRing } from '../lib/crypto.js'
 import { createInvalidatedCache, createInvalidationBus, type InvalidationBus } from '../lib/invalidated-cache.js'
-import type { Catalog, TenantRecord } from './types.js'
+import type { Catalog, InvalidationHint, TenantRecord } from './types.js'
 import { isUuid } from '../lib/uuid.js'
 
 /** The pub/sub channel every process of one deployment listens on. */
@@ -34,7 +34,7 @@ export interface CatalogDeps {
    * Called when another process invalidates a tenant: the app closes that tenant's pool so a
    * migration or suspension done elsewhere (CLI, worker) leaves no pool planned on the old state.
    */
-  onRemoteInvalidate?: (tenantId: string) => void
+  onRemoteInvalidate?: (tenantId: string, hint: InvalidationHint) => void
   /** Called once per query sent to the host database (metrics, tests). */
   onQuery?: (by: 'id' | 'slug', key: string) => void
 }
@@ -71,6 +71,7 @@ const columns = {
   maxConnections: tenants.maxConnections,
   migrationVersion: tenants.migrationVersion,
   migrationStatus: tenants.migrationStatus,
+  movingSince: tenants.movingSince,
 }
 
 export function createCatalog(deps: CatalogDeps): CatalogHandle {
@@ -121,6 +122,7 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
       maxConnections: row.maxConnections ?? undefined,
       migrationVersion: row.migrationVersion ?? undefined,
       migrationStatus: row.migrationStatus,
+      moving: row.movingSince !== null,
     }
   }
 
@@ -147,7 +149,7 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
     load,
     keysOf: (record) => [`i:${record.id}`, `s:${record.slug}`],
     onMessage(message) {
-      let payload: { id?: unknown; from?: unknown }
+      let payload: { id?: unknown; from?: unknown; moving?: unknown }
       try {
         payload = message.startsWith('{') ? JSON.parse(message) : { id: message }
       } catch {
@@ -157,7 +159,7 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
       if (payload.from === instance || typeof payload.id !== 'string') return
       counts.remoteInvalidations++
       drop(payload.id)
-      deps.onRemoteInvalidate?.(payload.id)
+      deps.onRemoteInvalidate?.(payload.id, payload.moving === true ? { moving: true } : {})
     },
   })
   const ready = cache.ready
@@ -184,10 +186,10 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
       counts.misses++
       return cache.load(key)
     },
-    async invalidate(tenantId) {
+    async invalidate(tenantId, hint) {
       drop(tenantId)
       try {
-        await cache.publish(JSON.stringify({ id: tenantId.toLowerCase(), from: instance }))
+        await cache.publish(JSON.stringify({ id: tenantId.toLowerCase(), from: instance, ...(hint?.moving ? { moving: true } : {}) }))
       } catch (err) {
         // The write already happened; other processes catch up when their entry expires (ttlS).
         counts.publishFailures++

@@ -12,10 +12,28 @@ import type { Logger } from 'pino'
 import * as tenantSchema from '../../../drizzle/tenant/schema.js'
 import { type ConnectOptions, connect, type Sql } from '../db/connect.js'
 import { AppError, unavailable } from '../lib/errors.js'
-import { createScopedClient, createUnitLanes, laneCount, type UnitLanes } from './shared/scoped-client.js'
+import { createScopedClient, createUnitLanes, laneCount, type ScopedClientState, type UnitLanes } from './shared/scoped-client.js'
 import type { PoolManager, PoolStats, TenantDb, TenantLease, TenantRecord } from './types.js'
 
-export type PoolTarget = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation'>>
+export type PoolTarget = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation' | 'moving'>>
+
+/**
+ * A moving tenant's URL: the same database with `default_transaction_read_only=on` (and its own
+ * application_name) as startup parameters (postgres.js sends URL parameters it does not know as such), so every transaction on its
+ * connections is read-only and a write fails with 25006 (answered 503 TENANT_MOVING). A different URL
+ * is a different pool: a database tenant's read-write pool drains and closes as for any URL change;
+ * shared tenants on the move share one read-only pool of the shared database.
+ */
+export function readOnlyUrl(url: string): string {
+  const u = new URL(url)
+  u.searchParams.set('default_transaction_read_only', 'on')
+  // Named apart, so a move can tell read-only connections from the read-write ones it waits out (move/drain.ts).
+  u.searchParams.set('application_name', READ_ONLY_APPLICATION)
+  return u.toString()
+}
+
+/** application_name of a moving tenant's read-only connections. */
+export const READ_ONLY_APPLICATION = 'tenantkit-readonly'
 
 /**
  * The pool key of a shared database: every shared tenant on it leases this one pool (its handle, a
@@ -47,7 +65,7 @@ interface Pool {
   tenantId: string
   /** A shared database's pool: leases get a per-tenant scoped handle (handles), never `db`. */
   shared: boolean
-  handles: Map<string, TenantDb>
+  handles: Map<string, { db: TenantDb; state: ScopedClientState }>
   /** A shared pool's statement lanes (connections carrying the tenants' single-statement units). */
   lanes: UnitLanes | undefined
   url: string
@@ -120,7 +138,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   )
   sweep.unref()
 
-  const urlOf = (t: PoolTarget) => t.poolerUrl || t.dbUrl
+  const urlOf = (t: PoolTarget) => (t.moving ? readOnlyUrl(t.poolerUrl || t.dbUrl) : t.poolerUrl || t.dbUrl)
   const isShared = (t: PoolTarget) => t.isolation === 'shared'
   const keyOf = (t: PoolTarget) => (isShared(t) ? sharedPoolKey(urlOf(t)) : t.id)
   const sizeOf = (t: PoolTarget) =>
@@ -131,15 +149,16 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   /** A shared tenant's handle on its shared pool: drizzle over a client that scopes every statement to the tenant. */
   function handleOf(pool: Pool, tenantId: string): TenantDb {
     if (!pool.shared) return pool.db
-    let db = pool.handles.get(tenantId)
-    if (db) {
+    let handle = pool.handles.get(tenantId)
+    if (handle) {
       pool.handles.delete(tenantId) // most recently used last
     } else {
-      db = drizzle(createScopedClient(pool.sql, tenantId, pool.lanes), { schema: tenantSchema }) as TenantDb
+      const state: ScopedClientState = { readOnly: false }
+      handle = { db: drizzle(createScopedClient(pool.sql, tenantId, pool.lanes, state), { schema: tenantSchema }) as TenantDb, state }
       if (pool.handles.size >= MAX_SHARED_HANDLES) pool.handles.delete(pool.handles.keys().next().value!)
     }
-    pool.handles.set(tenantId, db)
-    return db
+    pool.handles.set(tenantId, handle)
+    return handle.db
   }
 
   function open(t: PoolTarget, url: string, size: number): Pool {
@@ -342,10 +361,16 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
       }
     },
 
-    async evict(tenantId) {
+    async evict(tenantId, opts) {
       const waits: Promise<void>[] = []
       // A shared tenant: forget its handle (the shared pool stays for the others); evict(sharedPoolKey(url)) closes that pool.
-      for (const pool of pools.values()) if (pool.shared) pool.handles.delete(tenantId)
+      for (const pool of pools.values()) {
+        if (!pool.shared) continue
+        const handle = pool.handles.get(tenantId)
+        // Leases still holding it (requests begun before the move) go on read-only.
+        if (handle && opts?.readOnly) handle.state.readOnly = true
+        pool.handles.delete(tenantId)
+      }
       const live = pools.get(tenantId)
       if (live) retire(live)
       for (const pool of retired) if (pool.tenantId === tenantId) waits.push(pool.closed)

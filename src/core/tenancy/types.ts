@@ -30,6 +30,17 @@ export interface TenantRecord {
   maxConnections: number | undefined
   migrationVersion: string | undefined
   migrationStatus: MigrationStatus
+  /**
+   * The tenant is moving to another location (src/core/tenancy/move): writes are refused (503 TENANT_MOVING)
+   * and the pool manager hands out read-only handles; reads keep working.
+   */
+  moving?: boolean
+}
+
+/** Why a tenant's entry was invalidated, when other processes must act on it beyond reloading. */
+export interface InvalidationHint {
+  /** The tenant started moving (tenancy/move): its handles still leased must turn read-only. */
+  moving?: boolean
 }
 
 /** Read side of the tenant catalog, cached per process and invalidated across processes. */
@@ -37,7 +48,7 @@ export interface Catalog {
   /** By id (uuid) or slug; undefined when unknown or soft-deleted. Single-flight per key. */
   get(idOrSlug: string): Promise<TenantRecord | undefined>
   /** Drop the cached entry here and in every other process (Redis pub/sub). Call after any catalog write. */
-  invalidate(tenantId: string): Promise<void>
+  invalidate(tenantId: string, hint?: InvalidationHint): Promise<void>
   close(): Promise<void>
 }
 
@@ -66,7 +77,7 @@ export interface TenantLease {
 }
 
 /** What the pool manager needs of a tenant (isolation defaults to 'database'). */
-export type PoolTargetOf = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation'>>
+export type PoolTargetOf = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation' | 'moving'>>
 
 export interface PoolManager {
   /**
@@ -80,8 +91,9 @@ export interface PoolManager {
   /**
    * Close the tenant's pool now (waits for leases to end). Used before DROP DATABASE and on catalog changes.
    * A shared tenant's handle is dropped; sharedPoolKey(url) closes the shared pool itself (after a shared migration).
+   * `readOnly` (the tenant started moving): a shared tenant's handle still leased runs its later statements read-only.
    */
-  evict(tenantId: string): Promise<void>
+  evict(tenantId: string, opts?: { readOnly?: boolean }): Promise<void>
   stats(): PoolStats
   close(): Promise<void>
 }

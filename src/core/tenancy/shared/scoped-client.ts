@@ -126,7 +126,8 @@ async function runUnit(send: QueryInternals['handler'], conn: postgres.ReservedS
  * left over (laneCount).
  */
 export interface UnitLanes {
-  run(q: QueryInternals, tenantId: string): Promise<void>
+  /** Run one statement as a unit opened by `opening` (beginTenantSql). */
+  run(q: QueryInternals, opening: string): Promise<void>
   /** Give every lane's connection back to the pool (before the pool ends). */
   close(): void
 }
@@ -183,7 +184,7 @@ export function createUnitLanes(pool: Sql, size: number, depth = 8): UnitLanes {
   }
 
   return {
-    async run(q, tenantId) {
+    async run(q, opening) {
       let lane: Lane
       try {
         lane = await pick()
@@ -192,7 +193,7 @@ export function createUnitLanes(pool: Sql, size: number, depth = 8): UnitLanes {
         return
       }
       try {
-        await runUnit(lane.send, lane.conn, q, beginTenantSql(tenantId))
+        await runUnit(lane.send, lane.conn, q, opening)
       } catch {
         drop(lane) // its connection broke: the pool reconnects it for whoever asks next
       } finally {
@@ -209,12 +210,23 @@ export function createUnitLanes(pool: Sql, size: number, depth = 8): UnitLanes {
   }
 }
 
-export function createScopedClient(pool: Sql, tenantId: string, lanes?: UnitLanes): Sql {
-  const opening = beginTenantSql(tenantId)
+/**
+ * A handle's mode, changeable while leases hold it: once `readOnly` is set (the tenant started moving,
+ * tenancy/move), every later unit and transaction of the handle runs read-only, so a request that leased
+ * it before the move began cannot write to the copy being moved.
+ */
+export interface ScopedClientState {
+  readOnly: boolean
+}
+
+export function createScopedClient(pool: Sql, tenantId: string, lanes?: UnitLanes, state: ScopedClientState = { readOnly: false }): Sql {
+  const readWrite = beginTenantSql(tenantId)
+  const readOnly = readWrite.replace(/^begin;/, 'begin read only;')
+  const openingOf = () => (state.readOnly ? readOnly : readWrite)
 
   /** Run one already-built statement as begin + set_config / statement / commit, written as one batch. */
   async function unitHandler(q: QueryInternals): Promise<void> {
-    if (lanes) return lanes.run(q, tenantId)
+    if (lanes) return lanes.run(q, openingOf())
     let reserved: postgres.ReservedSql
     try {
       reserved = await pool.reserve()
@@ -223,7 +235,7 @@ export function createScopedClient(pool: Sql, tenantId: string, lanes?: UnitLane
       return
     }
     try {
-      await runUnit(internals(reserved.unsafe('')).handler, reserved, q, opening)
+      await runUnit(internals(reserved.unsafe('')).handler, reserved, q, openingOf())
     } finally {
       reserved.release()
     }
@@ -252,7 +264,8 @@ export function createScopedClient(pool: Sql, tenantId: string, lanes?: UnitLane
     unsafe: (query: string, args?: unknown[], options?: unknown) => scoped(pool.unsafe(query, args as never, options as never)),
     begin(options: unknown, fn?: unknown) {
       const run = (typeof options === 'function' ? options : fn) as (tx: postgres.TransactionSql) => unknown
-      const mode = typeof options === 'string' ? options : ''
+      const given = typeof options === 'string' ? options : ''
+      const mode = state.readOnly ? `${given} read only`.trim() : given
       return pool.begin(mode, (tx) => {
         // Pipelined ahead of fn's first statement; a failure here aborts the transaction and is what fn's caller sees.
         tx.unsafe(setTenantSql(tenantId)).execute()

@@ -1,0 +1,187 @@
+/**
+ * Copying one tenant's rows between two locations, whatever their modes: each side is an Endpoint, a
+ * connection to its database plus, for the shared layout, the tenant every transaction is scoped to
+ * (`set local app.tenant_id`: row-level security then shows and deletes only the tenant's rows, and the
+ * column default stamps tenant_id on insert). Nothing here knows which mode or server a side is on.
+ *
+ *   copyTenant      one read-only snapshot of the source, one transaction on the target that first empties
+ *                   the tenant's rows there, then inserts every table's rows (parents first) in batches:
+ *                   all or nothing, so running it again after a crash starts clean.
+ *   checksumTenant  per table: row count and md5 over the rows' JSON in primary-key order, tenant_id left
+ *                   out (it exists only in the shared layout), so both layouts give the same figures.
+ *   clearTenant     delete the tenant's rows (children first) and check that none is left.
+ */
+import type postgres from 'postgres'
+import { connect, type Sql } from '../../db/connect.js'
+import { setTenantSql } from '../shared/scoped-client.js'
+import { TENANT_COLUMN } from '../shared/sharedify.js'
+
+/** application_name of a move's own connections (drains leave them out). */
+export const MOVE_APPLICATION = 'tenantkit-move'
+const BATCH_ROWS = 2000
+
+export interface Endpoint {
+  sql: Sql
+  /** Shared layout: the tenant each transaction is scoped to. Undefined: the database holds one tenant. */
+  tenantId: string | undefined
+  close(): Promise<void>
+}
+
+export function openEndpoint(url: string, tenantId: string | undefined): Endpoint {
+  const sql = connect(url, { max: 2, applicationName: MOVE_APPLICATION })
+  return { sql, tenantId, close: () => sql.end({ timeout: 5 }) }
+}
+
+export interface TableInfo {
+  name: string
+  /** Copied columns in name order (generated columns and tenant_id left out). */
+  columns: string[]
+  primaryKey: string[]
+}
+
+const ident = (name: string) => `"${name.replaceAll('"', '""')}"`
+
+/** A transaction on the endpoint, scoped to its tenant first when it has one; timestamps rendered in UTC. */
+export function inTransaction<T>(ep: Endpoint, mode: string, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
+  return ep.sql.begin(mode, async (tx) => {
+    if (ep.tenantId) await tx.unsafe(setTenantSql(ep.tenantId))
+    await tx.unsafe(`set local timezone = 'UTC'`)
+    return fn(tx)
+  }) as Promise<T>
+}
+
+/** The tenant tables of the endpoint's database (schema public), with their columns and primary keys. */
+export async function tenantTables(sql: Sql | postgres.TransactionSql): Promise<TableInfo[]> {
+  const cols = await sql<{ t: string; c: string }[]>`
+    select c.relname as t, a.attname as c from pg_class c
+    join pg_namespace n on n.oid = c.relnamespace
+    join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
+    where n.nspname = 'public' and c.relkind in ('r', 'p') and a.attname <> ${TENANT_COLUMN}
+    order by c.relname, a.attname`
+  const pks = await sql<{ t: string; c: string }[]>`
+    select c.relname as t, a.attname as c from pg_index i
+    join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace
+    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+    where n.nspname = 'public' and i.indisprimary
+    order by c.relname, array_position(i.indkey::int2[], a.attnum)`
+  const byName = new Map<string, TableInfo>()
+  for (const { t, c } of cols) {
+    const table = byName.get(t) ?? { name: t, columns: [], primaryKey: [] }
+    byName.set(t, table)
+    table.columns.push(c)
+  }
+  for (const { t, c } of pks) if (c !== TENANT_COLUMN) byName.get(t)?.primaryKey.push(c)
+  const tables = [...byName.values()]
+  // Without a key the order of rows (and so the checksum) would not be defined: use every column.
+  for (const t of tables) if (t.primaryKey.length === 0) t.primaryKey = [...t.columns]
+  return order(tables, await foreignKeys(sql))
+}
+
+async function foreignKeys(sql: Sql | postgres.TransactionSql) {
+  return sql<{ child: string; parent: string }[]>`
+    select c.relname as child, p.relname as parent from pg_constraint con
+    join pg_class c on c.oid = con.conrelid join pg_class p on p.oid = con.confrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    where con.contype = 'f' and n.nspname = 'public' and c.oid <> p.oid`
+}
+
+/** Parents before children (insert order); reversed for deletes. A cycle keeps its tables in name order. */
+function order(tables: TableInfo[], edges: { child: string; parent: string }[]): TableInfo[] {
+  const out: TableInfo[] = []
+  const left = new Map(tables.map((t) => [t.name, t]))
+  while (left.size) {
+    const ready = [...left.values()].filter((t) => !edges.some((e) => e.child === t.name && e.parent !== t.name && left.has(e.parent)))
+    for (const t of ready.length ? ready : [...left.values()]) {
+      out.push(t)
+      left.delete(t.name)
+    }
+  }
+  return out
+}
+
+/** The same tables with the same columns on both sides, or an error naming the first difference. */
+export function assertSameLayout(source: TableInfo[], target: TableInfo[]): void {
+  const shape = (t: TableInfo) => t.columns.join(',')
+  const want = new Map(source.map((t) => [t.name, shape(t)]))
+  const have = new Map(target.map((t) => [t.name, shape(t)]))
+  for (const [name, cols] of want) {
+    if (!have.has(name)) throw new Error(`the target has no table ${name}: are both on the same tenant migration?`)
+    if (have.get(name) !== cols)
+      throw new Error(`table ${name} has other columns on the target (${have.get(name)}) than on the source (${cols})`)
+  }
+  for (const name of have.keys()) if (!want.has(name)) throw new Error(`the target has a table the source lacks: ${name}`)
+}
+
+const columnList = (t: TableInfo) => t.columns.map(ident).join(', ')
+const orderBy = (t: TableInfo, alias = '') => t.primaryKey.map((c) => `${alias}${ident(c)}`).join(', ')
+
+export interface CopyResult {
+  rows: Record<string, number>
+  total: number
+}
+
+/**
+ * Replace the tenant's rows on the target by the source's, in one target transaction. The source is read
+ * in one repeatable-read snapshot, so every table is copied as of the same moment.
+ */
+export async function copyTenant(source: Endpoint, target: Endpoint): Promise<CopyResult> {
+  const rows: Record<string, number> = {}
+  let total = 0
+  await inTransaction(source, 'isolation level repeatable read read only', async (src) => {
+    const tables = await tenantTables(src)
+    await inTransaction(target, 'isolation level read committed', async (dst) => {
+      assertSameLayout(tables, await tenantTables(dst))
+      for (const t of [...tables].reverse()) await dst.unsafe(`delete from ${ident(t.name)}`)
+      for (const t of tables) {
+        const insert = `insert into ${ident(t.name)} (${columnList(t)}) overriding system value
+          select ${columnList(t)} from json_populate_recordset(null::${ident(t.name)}, $1::text::json)`
+        let n = 0
+        // A cursor keeps memory flat whatever the table's size; each batch goes over as one JSON array.
+        const read = src.unsafe(
+          `select row_to_json(r)::text as j from (select ${columnList(t)} from ${ident(t.name)} order by ${orderBy(t)}) r`,
+        )
+        for await (const batch of read.cursor(BATCH_ROWS) as AsyncIterable<{ j: string }[]>) {
+          await dst.unsafe(insert, [`[${batch.map((r) => r.j).join(',')}]`])
+          n += batch.length
+        }
+        rows[t.name] = n
+        total += n
+      }
+    })
+  })
+  return { rows, total }
+}
+
+export type Checksums = Record<string, { rows: number; checksum: string }>
+
+/** Row count and checksum of each table: md5 of the rows' md5s in primary-key order (tenant_id left out). */
+export async function checksumTenant(ep: Endpoint): Promise<Checksums> {
+  return inTransaction(ep, 'isolation level repeatable read read only', async (tx) => {
+    const out: Checksums = {}
+    for (const t of await tenantTables(tx)) {
+      const [r] = await tx.unsafe<{ n: number; sum: string }[]>(
+        `select count(*)::int as n, md5(coalesce(string_agg(md5(row_to_json(r)::text), '' order by ${orderBy(t, 'r.')}), '')) as sum
+         from (select ${columnList(t)} from ${ident(t.name)}) r`,
+      )
+      out[t.name] = { rows: r!.n, checksum: r!.sum }
+    }
+    return out
+  })
+}
+
+/** Tables whose count or checksum differ (empty: equal). */
+export function checksumDifferences(a: Checksums, b: Checksums): string[] {
+  const names = new Set([...Object.keys(a), ...Object.keys(b)])
+  return [...names].filter((t) => a[t]?.rows !== b[t]?.rows || a[t]?.checksum !== b[t]?.checksum).sort()
+}
+
+/** Delete the tenant's rows (children first, one transaction), then check every table is empty for it. Returns rows deleted. */
+export async function clearTenant(ep: Endpoint): Promise<number> {
+  let deleted = 0
+  await inTransaction(ep, 'isolation level read committed', async (tx) => {
+    for (const t of [...(await tenantTables(tx))].reverse()) deleted += (await tx.unsafe(`delete from ${ident(t.name)}`)).count
+  })
+  const left = Object.entries(await checksumTenant(ep)).filter(([, v]) => v.rows > 0)
+  if (left.length) throw new Error(`removing the old copy left rows behind: ${left.map(([t, v]) => `${t} ${v.rows}`).join(', ')}`)
+  return deleted
+}
