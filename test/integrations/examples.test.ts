@@ -31,4 +31,15 @@ describe('examples', () => {
     expect(stdout).toContain("refund: { id: '7', total: 0 }")
     expect(stdout).toContain('GraphQLRequestError: GRAPHQL_ERRORS not allowed { secret: null }')
   })
+
+  it('workflow: results passed on; a failing step retried, then the completed steps compensated in reverse', async () => {
+    const { stdout } = await example('workflow')
+    expect(stdout).toContain(
+      'results: {"reserve":{"reservation":"R-1"},"charge":{"charge":"C-4200","for":"R-1"},"ship":{"tracking":"T-1","after":["reserve","charge"]}}',
+    )
+    const order2 = stdout.slice(stdout.indexOf('order 2:'))
+    expect(order2.match(/ship attempt \d/g)).toEqual(['ship attempt 1', 'ship attempt 2', 'ship attempt 3'])
+    expect(order2.indexOf('refund C-990')).toBeLessThan(order2.indexOf('release R-2'))
+    expect(stdout).toContain('WorkflowError: workflow step "ship" failed: carrier down; compensated charge, reserve')
+  })
 })

@@ -92,6 +92,8 @@ interface CommonDefinition<S extends TSchema, R> {
    * between re-submits the same ids (no-ops) rather than new jobs.
    */
   next?: string | ((payload: Static<S>, result: R) => FollowUp[])
+  /** Set on a workflow's own job (workflows.ts): its step jobs in order and its compensation job; `tasks.submitWorkflow` reads it. */
+  workflow?: { steps: readonly string[]; compensate: string }
 }
 
 export interface SystemJobDefinition<S extends TSchema = TSchema, D = unknown, R = unknown> extends CommonDefinition<S, R> {

@@ -9,7 +9,7 @@
  *
  * The record is written before the job is enqueued, so a worker never sees a job without a record.
  */
-import { type Job, type JobsOptions, Worker } from 'bullmq'
+import { FlowProducer, type FlowJob, type Job, type JobsOptions, Worker } from 'bullmq'
 import type { Redis } from 'ioredis'
 import { logRedisErrors } from '../lib/redis.js'
 import type { Logger } from 'pino'
@@ -26,6 +26,7 @@ import { type ReconcileCounts, type ReconcileLoop, type ReconcileOptions, reconc
 import { ENQUEUE_FAILED, type JobRecord, type JobStatus, type NewRecord, recordsFor, systemRecords, tenantRecords } from './records.js'
 import {
   assertPayload,
+  derivedJobId,
   type DepsOf,
   type JobDefinition,
   type JobRegistry,
@@ -108,12 +109,23 @@ export interface ListJobsFilter {
   before?: string
 }
 
+export interface SubmittedWorkflow extends SubmittedJob {
+  /** The step jobs' ids, in order (their records carry payload.workflowId = id). */
+  steps: { name: string; id: string }[]
+}
+
 export interface TaskManager<R extends JobRegistry> {
   readonly registry: R
   readonly queues: Queues
   readonly slots: TenantSlots
   submit<N extends keyof R & string>(name: N, payload: PayloadOf<R[N]>, opts?: SubmitOptions): Promise<SubmittedJob>
   submitMany<N extends keyof R & string>(name: N, payloads: PayloadOf<R[N]>[], opts?: { ids?: string[] }): Promise<SubmittedJob[]>
+  /**
+   * Start a workflow (src/core/jobs/workflows.ts) as one BullMQ flow: a record per step and for the workflow's own
+   * job (its id is the workflow id, its record the workflow's status), then the flow. 400 UNKNOWN_JOB_TYPE when
+   * `name` is not a workflow; the same `id` again is a no-op once started.
+   */
+  submitWorkflow<N extends keyof R & string>(name: N, payload: PayloadOf<R[N]>, opts?: { id?: string }): Promise<SubmittedWorkflow>
   /** 404 JOB_NOT_FOUND unless the job exists in that scope. */
   getJob(id: string, scope: 'system' | { tenantId: string }): Promise<JobView>
   listJobs(filter?: ListJobsFilter): Promise<JobRecord[]>
@@ -133,6 +145,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
   const started = new Set<JobWorkers>()
   const writes = createBackgroundWrites({ logger })
   const effects = createEffects(host.sql, writes)
+  let flows: FlowProducer | undefined
 
   const definition = (name: string): JobDefinition => {
     const def = Object.hasOwn(registry, name) ? registry[name] : undefined
@@ -171,31 +184,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       tenantId: tenantOf(payload) ?? null,
     }))
 
-    // Records first. An id that already has a record is enqueued again only while still pending or failed
-    // at enqueue (an earlier submit died before reaching Redis, or Redis refused it: the outbox's sweep
-    // submits it again once Redis is back); once it ran, submitting it again is a no-op.
-    const enqueue = new Set<string>()
-    const writeRecords = async (sql: HostDatabase['sql'], group: NewRecord[]) => {
-      const store = recordsFor(def.scope)
-      const inserted = await store.insert(sql, group)
-      for (const id of inserted) enqueue.add(id)
-      const existing = group.filter((r) => !inserted.has(r.id)).map((r) => r.id)
-      if (existing.length > 0) for (const id of await store.resubmittable(sql, existing)) enqueue.add(id)
-    }
-    if (def.scope === 'system') {
-      await writeRecords(host.sql, rows)
-    } else {
-      const byTenant = new Map<string, NewRecord[]>()
-      for (const row of rows) {
-        const group = byTenant.get(row.tenantId!)
-        if (group) group.push(row)
-        else byTenant.set(row.tenantId!, [row])
-      }
-      for (const [tenantId, group] of byTenant) {
-        const tenant = await tenantOr404(tenantId)
-        await pools.withTenant(tenant, (db) => writeRecords(db.$client, group))
-      }
-    }
+    const enqueue = await writeRecords(def.scope, rows)
 
     const toAdd = payloads.flatMap((data, i) =>
       enqueue.has(ids[i]!) ? [{ name, data, opts: jobOptions(def, ids[i]!, opts.delayMs) }] : [],
@@ -211,6 +200,83 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       }
     }
     return jobs
+  }
+
+  /**
+   * Records first. An id that already has a record is enqueued again only while still pending or failed
+   * at enqueue (an earlier submit died before reaching Redis, or Redis refused it: the outbox's sweep
+   * submits it again once Redis is back); once it ran, submitting it again is a no-op. Returns the ids to enqueue.
+   */
+  async function writeRecords(scope: JobScope, rows: NewRecord[]): Promise<Set<string>> {
+    const enqueue = new Set<string>()
+    const store = recordsFor(scope)
+    const write = async (sql: HostDatabase['sql'], group: NewRecord[]) => {
+      const inserted = await store.insert(sql, group)
+      for (const id of inserted) enqueue.add(id)
+      const existing = group.filter((r) => !inserted.has(r.id)).map((r) => r.id)
+      if (existing.length > 0) for (const id of await store.resubmittable(sql, existing)) enqueue.add(id)
+    }
+    if (scope === 'system') {
+      await write(host.sql, rows)
+    } else {
+      const byTenant = new Map<string, NewRecord[]>()
+      for (const row of rows) {
+        const group = byTenant.get(row.tenantId!)
+        if (group) group.push(row)
+        else byTenant.set(row.tenantId!, [row])
+      }
+      for (const [tenantId, group] of byTenant) {
+        const tenant = await tenantOr404(tenantId)
+        await pools.withTenant(tenant, (db) => write(db.$client, group))
+      }
+    }
+    return enqueue
+  }
+
+  async function submitWorkflow(name: string, payload: unknown, opts: { id?: string } = {}) {
+    const root = definition(name)
+    const info = root.workflow
+    if (!info) throw badRequest('UNKNOWN_JOB_TYPE', `"${name}" is not a workflow`)
+    assertPayload(name, root, payload)
+    const id = opts.id ?? uuidv7()
+    if (!isUuid(id)) throw badRequest('INVALID_JOB_ID', 'a workflow id must be a UUID')
+    const { tenantId, ...input } = payload as { tenantId?: string } & Record<string, unknown>
+    const stepData = root.scope === 'tenant' ? { tenantId, workflowId: id, input } : { workflowId: id, input: payload }
+    const steps = info.steps.map((step) => ({ name: step, id: derivedJobId(id, `step:${step}`), def: definition(step) }))
+    for (const step of steps) assertPayload(step.name, step.def, stepData)
+    const row = (jobId: string, jobType: string, data: unknown, def: JobDefinition): NewRecord => ({
+      id: jobId,
+      jobType,
+      payload: data,
+      maxRetries: def.maxRetries,
+      tenantId: tenantId ?? null,
+    })
+    const rows = [row(id, name, payload, root), ...steps.map((s) => row(s.id, s.name, stepData, s.def))]
+    const enqueue = await writeRecords(root.scope, rows)
+    const submitted = { id, name, scope: root.scope, tenantId, steps: steps.map(({ name, id }) => ({ name, id })) }
+    if (!enqueue.has(id)) return submitted
+    // The chain: the workflow's job waits on the last step, which waits on the one before… so the first step runs
+    // first and each step's only child is the step before it (its result is that child's return value).
+    const queueName = QUEUE_NAMES[root.scope]
+    let child: FlowJob | undefined
+    for (const s of steps) {
+      child = {
+        name: s.name,
+        queueName,
+        data: stepData,
+        opts: { ...jobOptions(s.def, s.id), failParentOnFailure: true },
+        ...(child ? { children: [child] } : {}),
+      }
+    }
+    flows ??= new FlowProducer({ connection: redis, prefix })
+    try {
+      await flows.add({ name, queueName, data: payload, opts: jobOptions(root, id), children: [child!] })
+    } catch (err) {
+      logger.error({ err, job: name, id }, 'enqueueing a workflow failed; records marked failed')
+      await markEnqueueFailed(root, rows, new Set(rows.map((r) => r.id)), err).catch(() => {})
+      throw Object.assign(unavailable('QUEUE_UNAVAILABLE', 'The job queue is unavailable; try again later'), { cause: err })
+    }
+    return submitted
   }
 
   async function markEnqueueFailed(def: JobDefinition, rows: NewRecord[], ids: Set<string>, err: unknown) {
@@ -246,7 +312,14 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
 
   async function listJobs(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
     if (filter.before !== undefined && !isUuid(filter.before)) throw badRequest('INVALID_CURSOR', 'before must be a job id')
-    const f = { type: filter.type, status: filter.status, limit: filter.limit ?? 50, before: filter.before, since: filter.since, until: filter.until }
+    const f = {
+      type: filter.type,
+      status: filter.status,
+      limit: filter.limit ?? 50,
+      before: filter.before,
+      since: filter.since,
+      until: filter.until,
+    }
     if (filter.scope === 'system') return systemRecords.list(host.sql, { ...f, tenantId: filter.tenantId })
     if (filter.tenantId === undefined) return systemRecords.list(host.sql, f)
     const tenant = await tenantOr404(filter.tenantId)
@@ -343,6 +416,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     slots,
     submit: submit as TaskManager<R>['submit'],
     submitMany: submitMany as TaskManager<R>['submitMany'],
+    submitWorkflow: submitWorkflow as TaskManager<R>['submitWorkflow'],
     getJob,
     listJobs,
     reconcile,
@@ -350,6 +424,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     async close() {
       await Promise.all([...started].map((w) => w.close()))
       writes.close()
+      await flows?.close()
       await queues.close()
     },
   }
