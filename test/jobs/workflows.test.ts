@@ -194,6 +194,18 @@ describe('workflows as BullMQ flows', () => {
     expect(viaOther.json().code).toBe('TENANT_NOT_FOUND')
   })
 
+  it('a step queued without its flow (Redis lost it; the reconcile sweep re-queues records alone) fails at once, uncompensated', async () => {
+    const workflowId = '01938a2b-0000-7000-8000-000000000001'
+    const job = await tasks.submit('test.order.charge', { tenantId: a.id, workflowId, input: { orderId: 'lost' } })
+    const view = await settled(tasks, job.id, { tenantId: a.id })
+    expect(view.status).toBe('failed')
+    expect(view.retryCount).toBe(0)
+    expect(view.errorLog).toMatch(/WORKFLOW_FLOW_LOST: test.order.charge has no result of the step before it/)
+    expect(events.filter((e) => e.includes('lost'))).toEqual([])
+    const compensations = await tasks.listJobs({ tenantId: a.id, type: 'test.order.compensate' })
+    expect(compensations.filter((j) => j.payload.workflowId === workflowId)).toEqual([])
+  })
+
   it('refuses what is not a workflow, and a payload that does not match', async () => {
     await expect(tasks.submitWorkflow('test.order.ship' as 'test.order', { tenantId: a.id, orderId: 'x' })).rejects.toMatchObject({
       statusCode: 400,
@@ -206,6 +218,28 @@ describe('workflows as BullMQ flows', () => {
     await expect(tasks.submitWorkflow('test.order', { tenantId: a.id, orderId: 'x' }, { id: 'nope' })).rejects.toMatchObject({
       code: 'INVALID_JOB_ID',
     })
+  })
+})
+
+describe('a system workflow', () => {
+  const PLATFORM = systemWorkflow('test.platform', {
+    payload: Type.Object({ label: Type.String() }, { additionalProperties: false }),
+    steps: [
+      { name: 'one', maxRetries: 0, run: ({ payload }) => `${payload.label}-1` },
+      { name: 'two', maxRetries: 0, run: ({ previous }, step) => `${previous}-2 (${step.attempt})` },
+    ],
+  })
+  it('runs with its records in sys_jobs', async () => {
+    const sys = createTaskManager({ registry: PLATFORM, deps: {}, ...ctx.app.services, config: ctx.env.config, logger: silent })
+    try {
+      await sys.startWorkers({ scopes: ['system'], concurrency: 2, reconcileIntervalMs: 0 }).ready()
+      const run = await sys.submitWorkflow('test.platform', { label: 'x' })
+      const root = await settled(sys, run.id, 'system')
+      expect(root).toMatchObject({ scope: 'system', status: 'completed', result: { results: { one: 'x-1', two: 'x-1-2 (1)' } } })
+      expect((await settled(sys, run.steps[0]!.id, 'system')).payload).toEqual({ workflowId: run.id, input: { label: 'x' } })
+    } finally {
+      await sys.close()
+    }
   })
 })
 

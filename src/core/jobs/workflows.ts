@@ -30,6 +30,7 @@ import {
   DEFAULT_MAX_RETRIES,
   derivedJobId,
   type JobContext,
+  type JobDefinition,
   type SystemJobDefinition,
   systemJob,
   type TenantJobContext,
@@ -259,10 +260,34 @@ const compensationPayload = <S extends TSchema>(input: S) => ({
   results: Type.Record(Type.String(), Type.Unknown()),
 })
 
+/**
+ * A step (or the workflow's job) found no step before it in its flow: Redis lost the flow (no persistence) and the
+ * reconcile sweep queued the job again on its own. Its input is gone, so it fails at once (no retry, no
+ * compensation: what completed is unknown); start the workflow again.
+ */
+export class WorkflowFlowLostError extends Error {
+  constructor(job: string) {
+    super(`WORKFLOW_FLOW_LOST: ${job} has no result of the step before it (the flow was lost from the queue); start the workflow again`)
+    this.name = 'WorkflowFlowLostError'
+  }
+}
+const flowLost = (err: unknown) => err instanceof WorkflowFlowLostError
+
 /** The last step's results, as the step's or workflow job's only child returned them. */
 async function resultsBefore(job: Job): Promise<Record<string, unknown>> {
   const values = Object.values(await job.getChildrenValues()) as { results?: Record<string, unknown> }[]
-  return values[0]?.results ?? {}
+  if (values.length === 0 || typeof values[0]?.results !== 'object') throw new WorkflowFlowLostError(job.name)
+  return values[0].results as Record<string, unknown>
+}
+
+/** What a step job (and, with the failure's fields, the compensation job) is given. */
+interface FlowPayload {
+  tenantId?: string
+  workflowId: string
+  input: Record<string, unknown>
+  failedStep?: string
+  error?: string
+  results?: Record<string, unknown>
 }
 
 function flowJobs<P, C extends JobContext & { signal?: AbortSignal }>(
@@ -270,10 +295,16 @@ function flowJobs<P, C extends JobContext & { signal?: AbortSignal }>(
   steps: readonly WorkflowStep<P, C & { signal: AbortSignal }>[],
   opts: { compensationRetries?: number },
   make: {
-    // biome-ignore lint/suspicious/noExplicitAny: the definition factory is tenantJob or systemJob, each typed at its call site
-    job(def: { payload: TSchema | TProperties; maxRetries: number; backoff: Backoff; process(ctx: C, p: any): Promise<unknown> }): any
-    payloadOf(p: { input: Record<string, unknown>; tenantId?: string }): P
-    submitPayload(p: { input: Record<string, unknown>; tenantId?: string }): Record<string, unknown>
+    /** tenantJob or systemJob, each typed at its call site. */
+    job(def: {
+      payload: TSchema | TProperties
+      maxRetries: number
+      backoff: Backoff
+      permanent?: (err: unknown) => boolean
+      process(ctx: C, p: FlowPayload): Promise<unknown>
+    }): JobDefinition
+    payloadOf(p: FlowPayload): P
+    submitPayload(p: FlowPayload): Record<string, unknown>
     input: TSchema
   },
 ) {
@@ -289,6 +320,7 @@ function flowJobs<P, C extends JobContext & { signal?: AbortSignal }>(
       payload: stepPayload(make.input),
       maxRetries,
       backoff: step.backoff ?? DEFAULT_BACKOFF,
+      permanent: flowLost,
       async process(ctx, p) {
         const results = index === 0 ? {} : await resultsBefore(ctx.job)
         const payload = make.payloadOf(p)
@@ -328,7 +360,8 @@ function flowJobs<P, C extends JobContext & { signal?: AbortSignal }>(
     backoff: DEFAULT_BACKOFF,
     async process(ctx, p) {
       const payload = make.payloadOf(p)
-      const failedAt = steps.findIndex((s) => s.name === p.failedStep)
+      const { failedStep, error, results } = p as Required<FlowPayload>
+      const failedAt = steps.findIndex((s) => s.name === failedStep)
       const compensated: string[] = []
       for (const step of steps.slice(0, Math.max(failedAt, 0)).reverse()) {
         if (!step.compensate) continue
@@ -336,7 +369,7 @@ function flowJobs<P, C extends JobContext & { signal?: AbortSignal }>(
         await ctx.once(`compensate:${step.name}`, async () => {
           await withStepTimeout(step.name, step.timeoutMs, undefined, (signal) =>
             step.compensate!(
-              { payload, result: p.results[step.name], results: p.results, failedStep: p.failedStep, error: p.error },
+              { payload, result: results[step.name], results, failedStep, error },
               Object.assign(Object.create(ctx), { signal }),
             ),
           )
@@ -344,7 +377,7 @@ function flowJobs<P, C extends JobContext & { signal?: AbortSignal }>(
         })
         compensated.push(step.name)
       }
-      return { failedStep: p.failedStep, compensated }
+      return { failedStep, compensated }
     },
   })
   return { jobs, info: { steps: steps.map((s) => `${name}.${s.name}`), compensate: compensateName } satisfies WorkflowInfo }
@@ -370,9 +403,10 @@ export function tenantWorkflow<const N extends string, P extends TProperties, co
 ): WorkflowRegistry<N, Step, TenantJobDefinition<TenantPayload<P>, D, { results: Record<string, unknown> }>, TenantJobDefinition> {
   const input = Type.Object(def.payload, { additionalProperties: false })
   const { jobs, info } = flowJobs<Static<TObject<P>> & { tenantId: string }, TenantStepContext<D>>(name, def.steps, def, {
-    job: (d) => tenantJob({ ...d, payload: d.payload as TProperties }),
+    // The step's payload type is FlowPayload by construction (its schema is built from the same fields).
+    job: (d) => tenantJob({ ...d, payload: d.payload as TProperties } as unknown as Parameters<typeof tenantJob>[0]),
     payloadOf: (p) => ({ ...(p.input as Static<TObject<P>>), tenantId: p.tenantId! }),
-    submitPayload: (p) => ({ tenantId: p.tenantId, workflowId: (p as { workflowId?: string }).workflowId, input: p.input }),
+    submitPayload: (p) => ({ tenantId: p.tenantId, workflowId: p.workflowId, input: p.input }),
     input,
   })
   const root = tenantJob<P, D, { results: Record<string, unknown> }>({
@@ -391,9 +425,12 @@ export function systemWorkflow<const N extends string, S extends TObject, const 
   def: { payload: S; steps: readonly (WorkflowStep<Static<S>, SystemStepContext<D>> & { name: Step })[]; compensationRetries?: number },
 ): WorkflowRegistry<N, Step, SystemJobDefinition<S, D, { results: Record<string, unknown> }>, SystemJobDefinition> {
   const { jobs, info } = flowJobs<Static<S>, SystemStepContext<D>>(name, def.steps, def, {
-    job: (d) => systemJob({ ...d, payload: Type.Object(d.payload as TProperties, { additionalProperties: false }) }),
+    job: (d) =>
+      systemJob({ ...d, payload: Type.Object(d.payload as TProperties, { additionalProperties: false }) } as Parameters<
+        typeof systemJob
+      >[0]),
     payloadOf: (p) => p.input as Static<S>,
-    submitPayload: (p) => ({ workflowId: (p as { workflowId?: string }).workflowId, input: p.input }),
+    submitPayload: (p) => ({ workflowId: p.workflowId, input: p.input }),
     input: def.payload,
   })
   const root = systemJob<S, D, { results: Record<string, unknown> }>({
