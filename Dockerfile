@@ -47,6 +47,7 @@ COPY package.json ./
 COPY patches ./patches
 COPY migrations ./migrations
 COPY config ./config
+COPY content ./content
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 USER node

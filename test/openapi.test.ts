@@ -196,6 +196,8 @@ describe('the generated OpenAPI document', () => {
     expect(op('post', '/webhooks/stripe').requestBody).toMatchObject({ required: true, content: { 'application/json': {} } })
     expect(op('post', '/api/billing/portal').requestBody.required).toBe(false)
     expect(op('post', '/api/projects').requestBody.required).toBe(true)
+    // A streamed upload is bytes on the wire (a typeless body schema stops Swagger UI's rendering).
+    expect(op('post', '/api/projects/import').requestBody.content['application/x-ndjson'].schema).toMatchObject({ type: 'string', format: 'binary' })
   })
 })
 

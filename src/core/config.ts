@@ -229,6 +229,10 @@ export const ENV_VARS = {
     default: '.data/exports',
     doc: 'Where tenant exports (POST /api/tenant/export) wait for their one download, 24 h at most; the API and the worker must share it',
   },
+  CONTENT_DIR: { kind: 'string', default: 'content', doc: 'Folder of the site content: blog/*.md posts with front matter, served at /blog (reloaded on change in development)' },
+  BLOG_PAGE_SIZE: { kind: 'int', default: '10', min: 1, max: 100, doc: 'Posts per page of GET /blog' },
+  SITEMAP_PATHS: { kind: 'list', default: '/', doc: 'Comma-separated paths of static pages listed in /sitemap.xml besides the blog (e.g. /,/pricing)' },
+
 
   JOB_TENANT_CONCURRENCY: { kind: 'int', default: '2', min: 1, max: 1000, doc: 'Jobs of one tenant running at once across workers' },
   WORKER_CONCURRENCY: { kind: 'int', default: '10', min: 1, max: 1000, doc: 'Jobs one worker process runs at once' },
@@ -482,6 +486,8 @@ export interface Config {
   pressure: { maxEventLoopDelayMs: number; maxHeapUsedPct: number; sampleIntervalMs: number }
   /** Whole-request deadline in ms (0: none). */
   requestDeadlineMs: number
+  /** Site content (CONTENT_DIR): the blog, its page size, and the static pages the sitemap lists. */
+  content: { dir: string; pageSize: number; sitemapPaths: string[] }
   /** Uploaded import files (IMPORT_DIR), shared by the API and the worker, and the largest upload (IMPORT_MAX_BYTES). */
   imports: { dir: string; maxBytes: number }
   /** Host database URL; undefined means "start embedded Postgres" (development only). */
@@ -705,6 +711,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (production && b('WEBHOOKS_ALLOW_PRIVATE', false))
     throw new ConfigError('WEBHOOKS_ALLOW_PRIVATE', 'must not be true in production (tenants could reach internal addresses)')
 
+  const badPath = l('SITEMAP_PATHS').find((p) => !/^\/[^\s?#]*$/.test(p))
+  if (badPath !== undefined) throw new ConfigError('SITEMAP_PATHS', `must be absolute paths like /pricing, got "${badPath}"`)
   const oneTimePriceIds = l('STRIPE_ONE_TIME_PRICES')
   const badPrice = oneTimePriceIds.find((id) => !/^price_[A-Za-z0-9_]+$/.test(id))
   if (badPrice !== undefined) throw new ConfigError('STRIPE_ONE_TIME_PRICES', `must be Stripe price ids (price_…), got "${badPrice}"`)
@@ -724,6 +732,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimit: { max: i('RATE_LIMIT_MAX'), windowS: i('RATE_LIMIT_WINDOW_S') },
     requestDeadlineMs: i('REQUEST_DEADLINE_MS'),
     imports: { dir: s('IMPORT_DIR'), maxBytes: i('IMPORT_MAX_BYTES') },
+    content: { dir: s('CONTENT_DIR'), pageSize: i('BLOG_PAGE_SIZE'), sitemapPaths: l('SITEMAP_PATHS') },
     pressure: {
       maxEventLoopDelayMs: i('PRESSURE_MAX_EVENT_LOOP_DELAY_MS'),
       maxHeapUsedPct: i('PRESSURE_MAX_HEAP_USED_PCT'),

@@ -10,6 +10,7 @@ import apiKeys from './api-keys/feature.js'
 import auditLog from './audit-log/feature.js'
 import auth from './auth/feature.js'
 import billing from './billing/feature.js'
+import content from './content/feature.js'
 import inboundWebhooks from './inbound-webhooks/feature.js'
 import jobs from './jobs/feature.js'
 import members from './members/feature.js'
@@ -33,6 +34,7 @@ export const FEATURES = [
   inboundWebhooks,
   webhooks,
   realtime,
+  content,
 ] as const satisfies readonly Feature[]
 
 /** What happens to a tenant, features' steps included: the map every process runs (services.lifecycle). */

@@ -62,7 +62,7 @@ describe('entitlements', () => {
           source: 'comp',
           planKey: 'enterprise',
           tierLevel: 2,
-          features: ['projects', 'members', 'api_access', 'exports', 'audit_log_export'],
+          features: ['projects', 'members', 'api_access', 'exports', 'audit_log_export', 'webhooks'],
           limits: { members: null, projects: null, apiKeys: null, requestsPerMinute: 12000, storageMb: null },
           compExpiresAt: null,
         },

@@ -174,7 +174,7 @@ describe('Postgres stops during provisioning', () => {
       .toBe(3)
     const list = await cli(['tenants', 'list'])
     expect(list.out).toContain("3 stale provisioning tenant(s): the worker's sweep resumes them, or run `npm run tenants -- resume-stale`")
-    expect(list.out.find((l) => l.startsWith('warm-up'))).toMatch(/active\s+free\s+\S+\s+current$/)
+    expect(list.out.find((l) => l.startsWith('warm-up'))).toMatch(/active\s+free\s+database\s+\S+\s+\S+\s+current$/)
 
     // The worker's sweep (every PROVISION_SWEEP_INTERVAL_S = 1 s here) resumes them.
     const worker = await startWorkers(services, { concurrency: 1 })

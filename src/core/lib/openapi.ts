@@ -198,6 +198,12 @@ export function transformDocument(optionalBodies: OptionalBodies) {
           if (p.in === 'query' && isObject(p.schema) && p.schema.default !== undefined) p.required = false
         }
         if (isObject(op.requestBody) && optionalBodies.has(opKey(method, url))) op.requestBody.required = false
+        // A streamed upload's body schema validates nothing (Type.Unknown: the handler reads a stream), so it
+        // has no type; documented as what it is on the wire, bytes. (Swagger UI stops rendering at a typeless body.)
+        for (const [mediaType, media] of Object.entries(((op.requestBody as Json | undefined)?.content ?? {}) as Record<string, Json>)) {
+          if (!/^application\/(.+\+)?json$/.test(mediaType) && isObject(media.schema) && media.schema.type === undefined && media.schema.$ref === undefined)
+            media.schema = { type: 'string', format: 'binary', ...media.schema }
+        }
         for (const [status, response] of Object.entries((op.responses ?? {}) as Record<string, Json>)) {
           if (response.description === 'Default Response') response.description = STATUS_CODES[status] ?? 'Response'
         }

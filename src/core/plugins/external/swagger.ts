@@ -42,7 +42,9 @@ export default fp<AppOptions>(
       transform: openapiTransform(optionalBodies) as never,
       transformObject: ((args: Parameters<typeof document>[0]) => ({ ...document(args), 'x-error-codes': errorCodes() })) as never,
     })
-    await fastify.register(swaggerUi, { routePrefix: '/docs' })
+    // Tags start collapsed: with every operation expanded at once (160+), Swagger UI 5 stops rendering after the
+    // first few, silently; one tag at a time renders all of them (test/browser/ui.test.ts opens each).
+    await fastify.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'none', deepLinking: true } })
   },
   { name: 'swagger' },
 )
