@@ -6,6 +6,9 @@
  * - membership: every membership invalidation (removal, role change; from any process, the core's
  *   invalidation bus) re-reads the membership of the clients it concerns: gone or inactive → closed
  *   ('membership_ended'), another role → closed so the client reconnects through the guard ('reconnect');
+ * - credentials: a session destroyed (logout, revoke-all, password change: the sessions and
+ *   session-revocations channels) or an API key revoked (the api-keys channel) ends its clients
+ *   ('credentials_ended'; a change to the key's creator: 'reconnect', the guard decides again);
  * - tenant status: every catalog invalidation of a tenant with clients here re-reads it; no longer active
  *   (suspended, deleted) → its clients are closed ('tenant_unavailable');
  * - backpressure: a client whose unsent bytes exceed REALTIME_MAX_BUFFER_KB after a write is dropped
@@ -28,7 +31,21 @@ import type { Memberships } from '../../core/tenancy/memberships.js'
 import { compareSeq, type Frame, frameOf } from './events.js'
 import { acquireSlot, type ConnectionCaps, type RealtimeKeys, readSince, realtimeKeys, refreshSlots, releaseSlot } from './stream.js'
 
-export type CloseReason = 'membership_ended' | 'tenant_unavailable' | 'reconnect' | 'slow_consumer' | 'shutdown' | 'dead_peer'
+export type CloseReason =
+  | 'membership_ended'
+  | 'tenant_unavailable'
+  | 'credentials_ended'
+  | 'reconnect'
+  | 'slow_consumer'
+  | 'shutdown'
+  | 'dead_peer'
+
+/** How the client got in: its session (id, when it started) or its API key. */
+export interface ClientCredentials {
+  sessionId?: string
+  sessionCreatedAt?: number
+  apiKeyId?: string
+}
 
 /** One open stream, whatever carries it (routes.ts adapts SSE responses and WebSockets). */
 export interface RealtimeClient {
@@ -40,6 +57,7 @@ export interface RealtimeClient {
   readonly level: number
   /** The membership role it connected with (a change ends it: the guard decides again). */
   readonly membershipRole: string
+  readonly credentials: ClientCredentials
   write(frame: Frame): void
   /** Unsent bytes held in this process. */
   buffered(): number
@@ -75,6 +93,8 @@ export interface RealtimeHubDeps {
   coreBus: InvalidationBus
   catalog: CatalogHandle
   memberships: Pick<Memberships, 'find' | 'onInvalidate'>
+  /** The key's row (revoked, expiry), read when the api-keys channel names it. */
+  apiKeyStatus(keyId: string): Promise<{ revokedAt: Date | null; expiresAt: Date | null }[]>
   config: Pick<Config, 'redisPrefix' | 'realtime'>
   logger: Logger
   /** Called for every client dropped or closed by the hub (metrics). */
@@ -236,6 +256,58 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
     },
   })
 
+  // The core's credential channels (src/core/plugins/session.ts, src/core/identity/plugin.ts name them so).
+  const sessionKey = (id: string) => `${config.redisPrefix}:sess:${id}`
+  const watches = [
+    // `<origin> <session id>` on every save and destroy: ended when its session is gone from Redis.
+    deps.coreBus.listen(`${config.redisPrefix}:sessions`, {
+      message(message) {
+        const id = message.slice(message.indexOf(' ') + 1)
+        const holders = [...byId.values()].filter((s) => s.client.credentials.sessionId === id)
+        if (holders.length === 0) return
+        redis.exists(sessionKey(id)).then(
+          (n) => {
+            if (n === 0) for (const s of holders) end(s, 'credentials_ended')
+          },
+          (err) => logger.warn({ err }, 'realtime: re-reading a session failed'),
+        )
+      },
+      reconnected() {},
+    }),
+    // `<user id> <ms>`: that user's sessions started before are void.
+    deps.coreBus.listen(`${config.redisPrefix}:session-revocations`, {
+      message(message) {
+        const [userId, ms] = message.split(' ')
+        const cutoff = Number(ms)
+        for (const s of [...byId.values()]) {
+          const c = s.client
+          if (c.userId === userId && c.credentials.sessionId && (c.credentials.sessionCreatedAt ?? 0) < cutoff) end(s, 'credentials_ended')
+        }
+      },
+      reconnected() {},
+    }),
+    // `<key id>` after a key changed (revoked), `user:<user id>` after its creator's cutoff moved.
+    deps.coreBus.listen(`${config.redisPrefix}:api-keys`, {
+      message(message) {
+        for (const s of [...byId.values()]) {
+          const c = s.client
+          if (!c.credentials.apiKeyId) continue
+          if (c.credentials.apiKeyId === message) void recheckKey(s)
+          else if (message === `user:${c.userId}`) end(s, 'reconnect')
+        }
+      },
+      reconnected() {},
+    }),
+  ]
+  async function recheckKey(state: ClientState) {
+    try {
+      const [row] = await deps.apiKeyStatus(state.client.credentials.apiKeyId!)
+      if (!row || row.revokedAt !== null || (row.expiresAt !== null && row.expiresAt <= new Date())) end(state, 'credentials_ended')
+    } catch (err) {
+      logger.warn({ err }, 'realtime: re-reading an API key failed')
+    }
+  }
+
   // --- heartbeats and connection slots -------------------------------------------------------------
 
   const beat = setInterval(() => {
@@ -337,7 +409,7 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
       closing = true
       clearInterval(beat)
       for (const state of [...byId.values()]) end(state, 'shutdown')
-      await catalogWatch.stop()
+      await Promise.all([catalogWatch, ...watches].map((w) => w.stop()))
       await bus.close()
     },
   }

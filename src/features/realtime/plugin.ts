@@ -7,6 +7,8 @@ import websocket from '@fastify/websocket'
 import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
 import type { Logger } from 'pino'
+import { eq } from 'drizzle-orm'
+import { apiKeys } from '../../../drizzle/host/schema.js'
 import type { AppOptions } from '../../core/config.js'
 import { createRealtimeHub, type RealtimeHub } from './hub.js'
 
@@ -38,6 +40,8 @@ export default fp<AppOptions>(
       coreBus: fastify.services.invalidations,
       catalog: fastify.services.catalog,
       memberships: fastify.tenancy.memberships,
+      apiKeyStatus: (keyId) =>
+        fastify.host.db.select({ revokedAt: apiKeys.revokedAt, expiresAt: apiKeys.expiresAt }).from(apiKeys).where(eq(apiKeys.id, keyId)),
       config,
       logger: fastify.log as Logger,
       onClose: (reason, kind) => closed.inc({ reason, kind }),
@@ -72,5 +76,5 @@ export default fp<AppOptions>(
     })
     fastify.addHook('onClose', () => hub.close())
   },
-  { name: 'realtime', dependencies: ['redis', 'services', 'tenancy', 'metrics'] },
+  { name: 'realtime', dependencies: ['redis', 'host-db', 'services', 'tenancy', 'metrics'] },
 )

@@ -44,11 +44,12 @@ const ResumeHeaders = Type.Object({ 'last-event-id': Type.Optional(Seq) })
 const RETRY_MS = 2000
 const retryJitter = () => RETRY_MS + Math.floor(Math.random() * 3000)
 
-/** WebSocket close codes: 1012 service restart (reconnect), 4000 reconnect (the guard decides again), 4403 no longer allowed. */
+/** WebSocket close codes: 1012 service restart (reconnect), 4000 reconnect (the guard decides again), 4401 credentials ended, 4403 no longer allowed. */
 export const WS_CLOSE_CODES: Record<CloseReason, number> = {
   shutdown: 1012,
   reconnect: 4000,
   membership_ended: 4403,
+  credentials_ended: 4401,
   tenant_unavailable: 4403,
   slow_consumer: 1008,
   dead_peer: 1001,
@@ -68,6 +69,7 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
     ...who(req),
     level: ROLE_LEVEL[req.role!],
     membershipRole: req.membership!.role,
+    credentials: req.apiKey ? { apiKeyId: req.apiKey.id } : { sessionId: req.session.sessionId, sessionCreatedAt: req.session.createdAt },
   })
   async function admit(req: FastifyRequest): Promise<string> {
     try {
@@ -132,7 +134,7 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
     schema: {
       tags: ['realtime'],
       summary: 'The tenant’s events on a WebSocket',
-      description: `A WebSocket handshake (\`Upgrade: websocket\`); the server sends one JSON text message per event, and \`{ "type": "reset", "reason" }\` when events to resume from are gone. Resume with \`?lastEventId=\`. The Origin of a browser's handshake must be APP_BASE_URL's or in REALTIME_ALLOWED_ORIGINS. Close codes: 1012 server restart (reconnect), 4000 reconnect, 4403 access ended (membership removed, tenant suspended), 1008 too slow a reader. ${EVENT_DOC}`,
+      description: `A WebSocket handshake (\`Upgrade: websocket\`); the server sends one JSON text message per event, and \`{ "type": "reset", "reason" }\` when events to resume from are gone. Resume with \`?lastEventId=\`. The Origin of a browser's handshake must be APP_BASE_URL's or in REALTIME_ALLOWED_ORIGINS. Close codes: 1012 server restart (reconnect), 4000 reconnect, 4401 credentials ended (logout, session or API key revoked), 4403 access ended (membership removed, tenant suspended), 1008 too slow a reader. ${EVENT_DOC}`,
       querystring: ResumeQuery,
       response: {
         101: { description: 'Switching Protocols: the WebSocket is open' },
