@@ -132,6 +132,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
   const lateTasks: JobSubmitter = {
     submit: (name, payload, submitOpts) => (tasks as unknown as JobSubmitter).submit(name, payload, submitOpts),
     submitMany: (name, payloads, submitOpts) => (tasks as unknown as JobSubmitter).submitMany(name, payloads, submitOpts),
+    submitWorkflow: (name, payload, submitOpts) => (tasks as unknown as JobSubmitter).submitWorkflow(name, payload, submitOpts),
   }
   const provisioner = createProvisioner({
     host,

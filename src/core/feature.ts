@@ -34,7 +34,7 @@ export interface CoreServices {
   pools: PoolManager
   mailer: Mailer
   /** The process' task manager (bound late: usable once the services are built, i.e. from any step or job). */
-  tasks: Pick<JobSubmitter, 'submit' | 'submitMany'>
+  tasks: Pick<JobSubmitter, 'submit' | 'submitMany' | 'submitWorkflow'>
 }
 
 /** Any Fastify plugin (each carries its own options and type provider; registering checks nothing more). */

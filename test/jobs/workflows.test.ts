@@ -9,6 +9,7 @@ import { eq, like } from 'drizzle-orm'
 import { Type } from 'typebox'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { projects } from '../../drizzle/tenant/schema.js'
+import { derivedJobId, tenantJob } from '../../src/core/jobs/registry.js'
 import { createTaskManager, type JobWorkers, type TaskManager } from '../../src/core/jobs/task-manager.js'
 import {
   StepTimeoutError,
@@ -80,14 +81,31 @@ const names: OrderJobs[] = ['test.order', 'test.order.reserve', 'test.order.char
 const notAJob: OrderJobs = 'test.order.refund'
 void notAJob
 
-let tasks: TaskManager<typeof ORDER>
+/** A job that starts a workflow (ctx.submitWorkflow), with an id derived from its own so a re-run starts none twice. */
+const REGISTRY = {
+  ...ORDER,
+  'test.kickoff': tenantJob({
+    payload: { orderId: Type.String() },
+    maxRetries: 0,
+    async process(ctx, p) {
+      const run = await ctx.submitWorkflow(
+        'test.order',
+        { tenantId: p.tenantId, orderId: p.orderId },
+        { id: derivedJobId(ctx.jobId, 'workflow') },
+      )
+      return { workflowId: run.id }
+    },
+  }),
+}
+
+let tasks: TaskManager<typeof REGISTRY>
 let workers: JobWorkers
 let a: TenantFixture
 let b: TenantFixture
 
 beforeAll(async () => {
   const app = ctx.app
-  tasks = createTaskManager({ registry: ORDER, deps: {}, ...app.services, config: ctx.env.config, logger: silent })
+  tasks = createTaskManager({ registry: REGISTRY, deps: {}, ...app.services, config: ctx.env.config, logger: silent })
   workers = tasks.startWorkers({ scopes: ['tenant'], concurrency: 4, reconcileIntervalMs: 0 })
   await workers.ready()
   a = await tenantWith(app)
@@ -204,6 +222,16 @@ describe('workflows as BullMQ flows', () => {
     expect(events.filter((e) => e.includes('lost'))).toEqual([])
     const compensations = await tasks.listJobs({ tenantId: a.id, type: 'test.order.compensate' })
     expect(compensations.filter((j) => j.payload.workflowId === workflowId)).toEqual([])
+  })
+
+  it('a job can start a workflow', async () => {
+    const kickoff = await tasks.submit('test.kickoff', { tenantId: a.id, orderId: 'o5' })
+    const done = await settled(tasks, kickoff.id, { tenantId: a.id })
+    const { workflowId } = done.result as { workflowId: string }
+    expect(workflowId).toBe(derivedJobId(kickoff.id, 'workflow'))
+    const root = await settled(tasks, workflowId, { tenantId: a.id })
+    expect(root.status).toBe('completed')
+    expect(events).toContain('ship:o5')
   })
 
   it('refuses what is not a workflow, and a payload that does not match', async () => {

@@ -148,6 +148,7 @@ export function createProcessor(p: ProcessorDeps): Processor {
       deps: p.deps,
       submit: p.submitter.submit,
       submitMany: p.submitter.submitMany,
+      submitWorkflow: p.submitter.submitWorkflow,
       once: (effect, run) => p.effects.once(id, effect, run, jobLog()),
       ...tenantCtx,
     }

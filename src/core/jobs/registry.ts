@@ -44,10 +44,17 @@ export interface SubmittedJob {
   tenantId: string | undefined
 }
 
+export interface SubmittedWorkflow extends SubmittedJob {
+  /** The step jobs' ids, in order (their records carry payload.workflowId = id). */
+  steps: { name: string; id: string }[]
+}
+
 /** What a processor may use to enqueue more work (validated like any other submit). */
 export interface JobSubmitter {
   submit(name: string, payload: unknown, opts?: SubmitOptions): Promise<SubmittedJob>
   submitMany(name: string, payloads: unknown[], opts?: { ids?: string[] }): Promise<SubmittedJob[]>
+  /** Start a workflow (workflows.ts); from a job, give an id derived from the job's (derivedJobId) so a re-run starts none twice. */
+  submitWorkflow(name: string, payload: unknown, opts?: { id?: string }): Promise<SubmittedWorkflow>
 }
 
 export interface JobContext<D = unknown> extends JobSubmitter {

@@ -35,6 +35,7 @@ import {
   type PayloadOf,
   type SubmitOptions,
   type SubmittedJob,
+  type SubmittedWorkflow,
 } from './registry.js'
 import { createTenantSlots, type TenantSlots } from './tenant-slots.js'
 import { isUuid } from '../lib/uuid.js'
@@ -109,10 +110,7 @@ export interface ListJobsFilter {
   before?: string
 }
 
-export interface SubmittedWorkflow extends SubmittedJob {
-  /** The step jobs' ids, in order (their records carry payload.workflowId = id). */
-  steps: { name: string; id: string }[]
-}
+export type { SubmittedWorkflow }
 
 export interface TaskManager<R extends JobRegistry> {
   readonly registry: R
@@ -293,7 +291,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     return job!
   }
 
-  const submitter: JobSubmitter = { submit, submitMany }
+  const submitter: JobSubmitter = { submit, submitMany, submitWorkflow }
 
   async function getJob(id: string, scope: 'system' | { tenantId: string }): Promise<JobView> {
     const missing = () => notFound('JOB_NOT_FOUND', `Job ${id} not found`)
