@@ -20,6 +20,7 @@ import { errorMessage } from './core/lib/error-log.js'
 import { listBehind, migrateFleet } from './core/tenancy/fleet.js'
 import { queueFleetMigration } from './core/tenancy/provisioning-jobs.js'
 import { runDoctor } from './doctor.js'
+import { moveFigures } from './core/tenancy/move/index.js'
 
 export const USAGE = `usage:
   doctor                                       check config, host DB, Redis, SMTP, Stripe, template database, tenant migrations
@@ -30,6 +31,10 @@ export const USAGE = `usage:
   tenants behind                               tenants not on the current tenant migration
   tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER] [--isolation shared|database]
   tenants retry <slug>                         resume a failed provisioning
+  tenants move <slug> --isolation shared|database [--queue]
+                                               move the tenant's data to the other mode (writes paused briefly,
+                                               rows verified); run again to resume an interrupted move
+  tenants move <slug> --abort                  give up the tenant's move (only before it has switched)
   tenants migrate [--tenant SLUG]... [--concurrency N] [--continue-on-error]
   tenants migrate --queue                      one tenant.migrate job per tenant behind; the worker runs them
   tenants suspend <slug>
@@ -104,6 +109,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       queue: { type: 'boolean', default: false },
       hard: { type: 'boolean', default: false },
       'older-than': { type: 'string' },
+      abort: { type: 'boolean', default: false },
     },
   })
   const [command, ...args] = positionals
@@ -176,6 +182,8 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       io.out(`provisioned ${t.slug} (${t.id}): ${t.status}, ${where}, migration ${t.migrationVersion}`)
       return 0
     }
+    case 'move':
+      return moveCommand(one(args, 'slug'), values, services, io)
     case 'retry': {
       const t = await provisioner.retry(one(args, 'slug'))
       io.out(`${t.slug}: ${t.status}`)
@@ -231,6 +239,39 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
     default:
       throw new UsageError(command ? `unknown tenants command "${command}"` : 'missing tenants command')
   }
+}
+
+/** `tenants move`: inline by default (progress in the catalog either way), `--queue` for the worker. */
+async function moveCommand(
+  slug: string,
+  values: { isolation?: string | undefined; queue?: boolean | undefined; abort?: boolean | undefined },
+  services: Services,
+  io: CliIo,
+): Promise<number> {
+  const { mover } = services
+  if (values.abort) {
+    const tenant = await services.provisioner.writes.get(slug)
+    const open = await mover.openFor(tenant.id)
+    if (!open) throw new AppError(404, 'MOVE_NOT_FOUND', `tenant "${slug}" is not moving`)
+    const aborted = await mover.abort(open.id)
+    io.out(`${slug}: move ${aborted.id} aborted at ${open.step}; writes resumed on its ${open.fromIsolation} location`)
+    return 0
+  }
+  const isolation = values.isolation
+  if (isolation !== 'shared' && isolation !== 'database') throw new UsageError('--isolation must be shared or database')
+  const request = { target: { isolation } as const }
+  if (values.queue) {
+    const q = await mover.queue(slug, request)
+    io.out(`${slug}: move ${q.moveId} queued (job ${q.jobId}); the worker runs it`)
+    return 0
+  }
+  const move = await mover.moveTenant(slug, request)
+  const f = moveFigures(move)
+  io.out(
+    `${slug}: moved from ${move.fromIsolation} to ${move.toIsolation} (${move.toDbName}): ${f.rows} rows copied and verified, ` +
+      `writes paused ${f.writePauseMs ?? '?'} ms, ${f.totalMs ?? '?'} ms in all`,
+  )
+  return 0
 }
 
 /** "14m", "3h", "2d": how long a stale tenant has been left. */

@@ -231,4 +231,26 @@ describe('tenants CLI: isolation modes', () => {
     }
     expect((await runInProcess(['tenants', 'list'], vars)).stdout).not.toContain('cli-shared')
   })
+
+  it('moves a tenant to the other mode, queues a move and aborts it', async () => {
+    const vars = { SHARED_DATABASE_URL: sharedUrl(env.name) }
+    expect(await runInProcess(['tenants', 'provision', 'cli-mover', '--isolation', 'database'], vars)).toMatchObject({ code: 0 })
+    const moved = await runInProcess(['tenants', 'move', 'cli-mover', '--isolation', 'shared'], vars)
+    expect(moved).toMatchObject({ code: 0, stderr: '' })
+    expect(moved.stdout).toMatch(
+      new RegExp(`^cli-mover: moved from database to shared \\(${env.name}_shared\\): \\d+ rows copied and verified, writes paused \\d+ ms, \\d+ ms in all\\n$`),
+    )
+    expect((await runInProcess(['tenants', 'list'], vars)).stdout).toMatch(/\ncli-mover\s+cli-mover\s+active\s+free\s+shared\s/)
+    expect(await runInProcess(['tenants', 'move', 'cli-mover', '--isolation', 'shared'], vars)).toMatchObject({ code: 1, stderr: expect.stringContaining('MOVE_NOT_NEEDED') })
+    expect(await runInProcess(['tenants', 'move', 'cli-mover', '--isolation', 'rls'], vars)).toMatchObject({ code: 2 })
+
+    // Queued: recorded and handed to the worker (none runs here), then given up before it started.
+    const queued = await runInProcess(['tenants', 'move', 'cli-mover', '--isolation', 'database', '--queue'], vars)
+    expect(queued).toMatchObject({ code: 0 })
+    expect(queued.stdout).toMatch(/^cli-mover: move [0-9a-f-]{36} queued \(job [0-9a-f-]{36}\); the worker runs it\n$/)
+    const aborted = await runInProcess(['tenants', 'move', 'cli-mover', '--abort'], vars)
+    expect(aborted).toMatchObject({ code: 0 })
+    expect(aborted.stdout).toMatch(/^cli-mover: move [0-9a-f-]{36} aborted at mark; writes resumed on its shared location\n$/)
+    expect(await runInProcess(['tenants', 'move', 'cli-mover', '--abort'], vars)).toMatchObject({ code: 1, stderr: expect.stringContaining('MOVE_NOT_FOUND') })
+  })
 })
