@@ -196,6 +196,26 @@ describe('execute, query, mutation', () => {
     expect(down.code).toBe('HTTP_NETWORK')
   })
 
+  it('a 2xx that is not a GraphQL answer is a GraphQLRequestError', async () => {
+    const { createServer: plain } = await import('node:http')
+    const html = plain((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' })
+      res.end('<html>a login page</html>')
+    })
+    await new Promise<void>((resolve) => html.listen(0, '127.0.0.1', resolve))
+    try {
+      const c = createGraphQLClient({ url: `http://127.0.0.1:${(html.address() as AddressInfo).port}/graphql` })
+      clients.push(c)
+      const err = (await c.query('query Q { hello(name: "x") }').catch((e: unknown) => e)) as GraphQLRequestError
+      expect(err).toBeInstanceOf(GraphQLRequestError)
+      expect(err.status).toBe(200)
+      expect(err.message).toMatch(/^Q failed: not a GraphQL response/)
+    } finally {
+      html.closeAllConnections()
+      await new Promise((resolve) => html.close(resolve))
+    }
+  })
+
   it("logs with the caller's context", async () => {
     const lines: Record<string, unknown>[] = []
     const logger = pino(

@@ -192,6 +192,22 @@ describe('retries', () => {
     expect(err.message).toMatch(/ECONNREFUSED.*after 3 attempts/)
   })
 
+  it('a POST that met a network failure is not sent again (it may have been applied); redirects are returned, not followed', async () => {
+    const p = await peer((req, res) => {
+      if (req.method === 'POST') return req.socket.destroy()
+      res.writeHead(302, { location: '/elsewhere' })
+      res.end()
+    })
+    const c = client({ baseUrl: p.url, retry: FAST })
+    const err = (await failure(c.postJson('/pay', { amount: 1 }))) as HttpNetworkError
+    expect(err.code).toBe('HTTP_NETWORK')
+    expect(p.hits).toHaveLength(1)
+    const res = await c.get('/old')
+    expect(res.status).toBe(302)
+    expect(res.headers.location).toBe('/elsewhere')
+    expect(p.hits).toHaveLength(2)
+  })
+
   it('backoff grows exponentially with jitter, capped at maxDelayMs', () => {
     expect(backoffMs(0, 100, 10_000, () => 0)).toBe(50)
     expect(backoffMs(0, 100, 10_000, () => 1)).toBe(100)
