@@ -100,7 +100,7 @@ describe('tenant jobs of a moving tenant', () => {
       await waitFor(
         async () =>
           (await services.tasks.queues.byScope('tenant').getJobState(job.id)) === 'delayed' &&
-          (await services.tasks.queues.byScope('tenant').getJob(job.id))?.attemptsStarted! >= 1,
+          ((await services.tasks.queues.byScope('tenant').getJob(job.id))?.attemptsStarted ?? 0) >= 1,
         {
           message: 'the job to be taken and put back',
         },
