@@ -166,6 +166,8 @@ export interface PlanLimits {
   requestsPerMinute?: number | null
   /** MB the tenant may store (src/features/billing/storage.ts). */
   storageMb?: number | null
+  /** Open realtime connections (SSE and WebSocket) at once (src/features/realtime), under REALTIME_MAX_PER_TENANT. */
+  realtimeConnections?: number | null
 }
 
 export const pricingPlans = pgTable(
@@ -182,7 +184,7 @@ export const pricingPlans = pgTable(
     currency: text('currency').notNull().default('usd'),
     trialDays: integer('trial_days').notNull().default(30),
     features: jsonb('features').$type<string[]>().notNull().default([]),
-    /** Numeric caps (members, projects, apiKeys, requestsPerMinute, storageMb); a missing or null one is unlimited. */
+    /** Numeric caps (members, projects, apiKeys, requestsPerMinute, storageMb, realtimeConnections); a missing or null one is unlimited. */
     limits: jsonb('limits').$type<PlanLimits>().notNull().default({}),
     tierLevel: integer('tier_level').notNull().default(0),
     isActive: boolean('is_active').notNull().default(true),

@@ -41,7 +41,7 @@ describe('entitlements', () => {
   it('a tenant with neither subscription nor comp has the free plan, its features and limits', async () => {
     const e = await ctx.app.entitlements.get(t.id)
     expect(e).toMatchObject({ source: 'free', planKey: 'free', tierLevel: 0, features: ['projects', 'members', 'api_access'] })
-    expect(e.limits).toEqual({ members: 3, projects: 10, apiKeys: 2, requestsPerMinute: 600, storageMb: 100 })
+    expect(e.limits).toEqual({ members: 3, projects: 10, apiKeys: 2, requestsPerMinute: 600, storageMb: 100, realtimeConnections: 25 })
   })
 
   it('a comp applies at once in every process; a subscription outranks it; withdrawing it falls back', async () => {
@@ -63,7 +63,7 @@ describe('entitlements', () => {
           planKey: 'enterprise',
           tierLevel: 2,
           features: ['projects', 'members', 'api_access', 'exports', 'audit_log_export', 'webhooks'],
-          limits: { members: null, projects: null, apiKeys: null, requestsPerMinute: 12000, storageMb: null },
+          limits: { members: null, projects: null, apiKeys: null, requestsPerMinute: 12000, storageMb: null, realtimeConnections: null },
           compExpiresAt: null,
         },
       })
@@ -110,7 +110,7 @@ describe('entitlements', () => {
       planKey: 'free',
       tierLevel: 0,
       features: ['projects', 'members', 'api_access'],
-      limits: { members: 3, projects: 10, apiKeys: 2, requestsPerMinute: 600, storageMb: 100 },
+      limits: { members: 3, projects: 10, apiKeys: 2, requestsPerMinute: 600, storageMb: 100, realtimeConnections: 25 },
       compExpiresAt: null,
     })
     const [row] = await ctx.app.host.db.select({ key: tenants.compPlanKey }).from(tenants).where(eq(tenants.id, other.id))

@@ -13,6 +13,7 @@ import { connect } from 'node:net'
 import { createRequire } from 'node:module'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { compPlan } from '../../src/features/billing/comp.js'
 import { type PlanSeed, seedPlans } from '../../src/features/billing/plans.js'
 import { buildApp } from '../helpers/build-app.js'
 import { type Member, type TenantFixture, tenantWith } from '../helpers/tenant-fixtures.js'
@@ -184,7 +185,10 @@ const track = <T extends { close(): void }>(x: T): T => {
 }
 
 beforeAll(async () => {
-  await seedPlans(ctx.app.host.db, [plan])
+  await seedPlans(ctx.app.host.db, [
+    plan,
+    { ...plan, key: 'tiny', name: 'tiny', tierLevel: 1, sortOrder: 1, limits: { realtimeConnections: 2 } },
+  ])
   app2 = await buildApp(ctx.env.config)
   const listen = async (app: FastifyInstance) => {
     await app.listen({ port: 0, host: '127.0.0.1' })
@@ -349,6 +353,20 @@ describe('the guard', () => {
     )
     track(after)
     for (const s of [...held, after]) s.close()
+  })
+  it('caps connections per tenant by its plan’s realtimeConnections (429, scope tenant), across instances', async () => {
+    const t = await tenantWith(ctx.app)
+    await compPlan(ctx.app.host.db, { tenantId: t.id, planKey: 'tiny', expiresAt: null, actorUserId: t.owner.id })
+    await ctx.app.entitlements.invalidate(t.id)
+    const held = [track(await openSse(base1, headersOf(t.viewer, t.slug))), track(await openSse(base2, headersOf(t.editor, t.slug)))]
+    expect(held.map((s) => s.status)).toEqual([200, 200])
+    const over = await openSse(base2, headersOf(t.owner, t.slug))
+    expect(over.status).toBe(429)
+    expect(over.error).toMatchObject({ code: 'REALTIME_CONNECTION_LIMIT', scope: 'tenant', limit: 2 })
+    // Another tenant is not affected.
+    const elsewhere = track(await openSse(base2, headersOf(b.owner, b.slug)))
+    expect(elsewhere.status).toBe(200)
+    for (const s of [...held, elsewhere]) s.close()
   })
 })
 

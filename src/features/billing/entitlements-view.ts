@@ -12,18 +12,18 @@ export const EntitlementsSchema = Type.Object({
   planKey: Type.Union([Type.String(), Type.Null()]),
   tierLevel: Type.Integer(),
   features: Type.Array(Type.String()),
-  limits: Type.Object({ members: Cap, projects: Cap, apiKeys: Cap, requestsPerMinute: Cap, storageMb: Cap }),
+  limits: Type.Object({ members: Cap, projects: Cap, apiKeys: Cap, requestsPerMinute: Cap, storageMb: Cap, realtimeConnections: Cap }),
   compExpiresAt: DateTimeOrNull,
 })
 
 export function entitlementsJson(e: Entitlements) {
-  const { members = null, projects = null, apiKeys = null, requestsPerMinute = null, storageMb = null } = e.limits
+  const { members = null, projects = null, apiKeys = null, requestsPerMinute = null, storageMb = null, realtimeConnections = null } = e.limits
   return {
     source: e.source,
     planKey: e.planKey,
     tierLevel: e.tierLevel,
     features: [...e.features],
-    limits: { members, projects, apiKeys, requestsPerMinute, storageMb },
+    limits: { members, projects, apiKeys, requestsPerMinute, storageMb, realtimeConnections },
     compExpiresAt: e.compExpiresAt?.toISOString() ?? null,
   }
 }

@@ -21,7 +21,7 @@ import { preparedFor } from '../../core/tenancy/prepared.js'
 import { FREE_PLAN_KEY } from './subscriptions.js'
 
 export type { PlanLimits }
-export type LimitedResource = Exclude<keyof PlanLimits, 'requestsPerMinute' | 'storageMb'>
+export type LimitedResource = Exclude<keyof PlanLimits, 'requestsPerMinute' | 'storageMb' | 'realtimeConnections'>
 
 export interface Entitlements {
   tenantId: string

@@ -27,6 +27,7 @@ export const PlanLimitsSchema = Type.Object(
     apiKeys: Type.Optional(Cap),
     requestsPerMinute: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()])),
     storageMb: Type.Optional(Cap),
+    realtimeConnections: Type.Optional(Cap),
   },
   { additionalProperties: false },
 )

@@ -5,7 +5,7 @@ export const REALTIME_ERROR_CODES = {
   REALTIME_CONNECTION_LIMIT: {
     status: 429,
     description:
-      'Too many open realtime connections: details.scope is "user" (REALTIME_MAX_PER_USER, all tenants) or "tenant" (REALTIME_MAX_PER_TENANT), details.limit the cap; close one first',
+      'Too many open realtime connections: details.scope is "user" (REALTIME_MAX_PER_USER, all tenants) or "tenant" (the plan’s realtimeConnections under REALTIME_MAX_PER_TENANT), details.limit the cap; close one first',
   },
   ORIGIN_NOT_ALLOWED: {
     status: 403,

@@ -11,7 +11,8 @@
  *   in for pages, and the Origin must be APP_BASE_URL's or in REALTIME_ALLOWED_ORIGINS (a page elsewhere
  *   can't ride a user's cookie: 403 ORIGIN_NOT_ALLOWED).
  *
- * Both count against REALTIME_MAX_PER_TENANT and REALTIME_MAX_PER_USER (429 REALTIME_CONNECTION_LIMIT)
+ * Both count against the tenant's cap (its plan's `realtimeConnections` under REALTIME_MAX_PER_TENANT) and
+ * REALTIME_MAX_PER_USER (429 REALTIME_CONNECTION_LIMIT)
  * and hold no tenant database connection while open (`config.longLived`).
  */
 import type { ServerResponse } from 'node:http'
@@ -22,6 +23,7 @@ import type { AppOptions } from '../../core/config.js'
 import { AppError, forbidden } from '../../core/lib/errors.js'
 import { errorResponses } from '../../core/lib/schemas.js'
 import { ROLE_LEVEL } from '../../core/tenancy/rbac.js'
+import { limitOf } from '../billing/index.js'
 import { SEQ_PATTERN } from './events.js'
 import { type CloseReason, ConnectionLimitError, type RealtimeClient } from './hub.js'
 
@@ -71,9 +73,17 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
     membershipRole: req.membership!.role,
     credentials: req.apiKey ? { apiKeyId: req.apiKey.id } : { sessionId: req.session.sessionId, sessionCreatedAt: req.session.createdAt },
   })
+  /** The tenant's cap: its plan's `realtimeConnections` under REALTIME_MAX_PER_TENANT (0 there: the plan's alone). */
+  async function tenantCap(tenantId: string): Promise<number> {
+    const plan = limitOf(await fastify.entitlements.get(tenantId), 'realtimeConnections')
+    const ceiling = config.realtime.maxPerTenant
+    if (plan === null) return ceiling
+    if (plan <= 0) throw new ConnectionLimitError('tenant', 0)
+    return ceiling > 0 ? Math.min(plan, ceiling) : plan
+  }
   async function admit(req: FastifyRequest): Promise<string> {
     try {
-      return await hub.admit(who(req))
+      return await hub.admit(who(req), { tenant: await tenantCap(req.tenant!.id), user: config.realtime.maxPerUser })
     } catch (err) {
       if (err instanceof ConnectionLimitError) {
         throw new AppError(
