@@ -120,6 +120,24 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
   const bus = createInvalidationBus(redis, logger, 'realtime subscriber')
   const tenants = new Map<string, TenantState>()
   const byId = new Map<string, ClientState>()
+  // Indexes for the invalidations, which name a user, a session or a key (never a scan of every client).
+  const byUser = new Map<string, Set<ClientState>>()
+  const bySession = new Map<string, Set<ClientState>>()
+  const byKey = new Map<string, Set<ClientState>>()
+  const index = (map: Map<string, Set<ClientState>>, key: string | undefined, state: ClientState, add: boolean) => {
+    if (!key) return
+    const set = map.get(key) ?? new Set<ClientState>()
+    if (add) {
+      set.add(state)
+      map.set(key, set)
+    } else if (set.delete(state) && set.size === 0) map.delete(key)
+  }
+  const indexAll = (state: ClientState, add: boolean) => {
+    index(byUser, state.client.userId, state, add)
+    index(bySession, state.client.credentials.sessionId, state, add)
+    index(byKey, state.client.credentials.apiKeyId, state, add)
+  }
+  const of = (map: Map<string, Set<ClientState>>, key: string) => [...(map.get(key) ?? [])]
   const lapseMs = 3 * rt.heartbeatMs + 5000
   let closing = false
 
@@ -197,8 +215,8 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
   }
 
   const clientsOf = (tenantId: string | undefined, userId?: string): ClientState[] => {
-    const pool = tenantId ? [...(tenants.get(tenantId)?.clients ?? [])] : [...byId.values()]
-    return userId ? pool.filter((s) => s.client.userId === userId) : pool
+    if (userId) return of(byUser, userId).filter((s) => !tenantId || s.client.tenantId === tenantId)
+    return tenantId ? [...(tenants.get(tenantId)?.clients ?? [])] : [...byId.values()]
   }
 
   async function recheckMembers(states: ClientState[]) {
@@ -263,7 +281,7 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
     deps.coreBus.listen(`${config.redisPrefix}:sessions`, {
       message(message) {
         const id = message.slice(message.indexOf(' ') + 1)
-        const holders = [...byId.values()].filter((s) => s.client.credentials.sessionId === id)
+        const holders = of(bySession, id)
         if (holders.length === 0) return
         redis.exists(sessionKey(id)).then(
           (n) => {
@@ -279,9 +297,9 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
       message(message) {
         const [userId, ms] = message.split(' ')
         const cutoff = Number(ms)
-        for (const s of [...byId.values()]) {
+        for (const s of of(byUser, userId ?? '')) {
           const c = s.client
-          if (c.userId === userId && c.credentials.sessionId && (c.credentials.sessionCreatedAt ?? 0) < cutoff) end(s, 'credentials_ended')
+          if (c.credentials.sessionId && (c.credentials.sessionCreatedAt ?? 0) < cutoff) end(s, 'credentials_ended')
         }
       },
       reconnected() {},
@@ -289,12 +307,9 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
     // `<key id>` after a key changed (revoked), `user:<user id>` after its creator's cutoff moved.
     deps.coreBus.listen(`${config.redisPrefix}:api-keys`, {
       message(message) {
-        for (const s of [...byId.values()]) {
-          const c = s.client
-          if (!c.credentials.apiKeyId) continue
-          if (c.credentials.apiKeyId === message) void recheckKey(s)
-          else if (message === `user:${c.userId}`) end(s, 'reconnect')
-        }
+        if (message.startsWith('user:')) {
+          for (const s of of(byUser, message.slice(5))) if (s.client.credentials.apiKeyId) end(s, 'reconnect')
+        } else for (const s of of(byKey, message)) void recheckKey(s)
       },
       reconnected() {},
     }),
@@ -326,6 +341,7 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
     if (!state || state.closed) return
     state.closed = true
     byId.delete(client.id)
+    indexAll(state, false)
     const tenant = tenants.get(client.tenantId)
     if (tenant) {
       tenant.clients.delete(state)
@@ -364,6 +380,7 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
       }
       const state: ClientState = { client, lastSeq: undefined, queue: lastEventId ? [] : null, closed: false }
       byId.set(client.id, state)
+      indexAll(state, true)
       const tenant = tenantState(client.tenantId)
       tenant.clients.add(state)
       try {

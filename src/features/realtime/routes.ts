@@ -121,8 +121,13 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
     },
     async (req, reply) => {
       const id = await admit(req)
-      reply.hijack()
       const res = reply.raw
+      // The client may have gone while it was admitted: its 'close' has fired already and won't again.
+      if (res.destroyed || res.writableEnded || req.raw.socket?.destroyed) {
+        await hub.release({ ...who(req), id })
+        return reply.hijack()
+      }
+      reply.hijack()
       res.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',
