@@ -3,9 +3,10 @@
  * server to another): the steps, each recorded in core_tenant_moves before the next one starts, so a
  * move killed anywhere is run again from its recorded step and ends consistent with nothing lost.
  *
+ *   prepare  the target made ready: a database cloned from the template; nothing for the shared database.
+ *            (Before mark: it needs no pause.)
  *   mark     moving_since set: every process refuses the tenant's writes (503 TENANT_MOVING, reads go on)
  *            and hands out read-only handles; then the writes already under way are waited out (drain.ts).
- *   prepare  the target made ready: a database cloned from the template; nothing for the shared database.
  *   copy     the tenant's rows replaced on the target by the source's, in one target transaction (copy.ts).
  *   verify   row count and checksum of every table, source against target; a difference goes back to copy.
  *   switch   the source checked once more against what was verified, then in one host transaction the
@@ -36,7 +37,8 @@ import { type DrainOptions, drainWriters } from './drain.js'
 import type { Locations, MoveTarget, TenantLocation } from './locations.js'
 
 export type RunnableStep = Exclude<TenantMoveStep, 'done'>
-export const MOVE_STEPS: readonly RunnableStep[] = ['mark', 'prepare', 'copy', 'verify', 'switch', 'cleanup', 'clear']
+/** Prepare comes before mark: cloning the target's database needs no pause, so writes are refused only from mark to switch. */
+export const MOVE_STEPS: readonly RunnableStep[] = ['prepare', 'mark', 'copy', 'verify', 'switch', 'cleanup', 'clear']
 
 /** Test hooks: throw from one to simulate a crash before a step, or after its work but before it is recorded. */
 export interface MoveFaults {
@@ -339,6 +341,7 @@ export function createMover(deps: MoverDeps): Mover {
             toDbName: target.dbName,
             toDbUrlEncrypted: encrypt(target.dbUrl, keys),
             requestedBy: request.requestedBy ?? null,
+            step: MOVE_STEPS[0],
           })
           .returning()
         await audit(
