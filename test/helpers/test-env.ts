@@ -61,6 +61,11 @@ export async function createTestEnv(extra: Record<string, string> = {}, scratch?
     // several suites a slow moment must not turn into a 503. Fault tests (test/faults) set them back.
     REDIS_COMMAND_TIMEOUT_MS: '10000',
     DB_CONNECT_TIMEOUT_MS: '10000',
+    // Load shedding off: on a machine running several suites (and Chromium) at once the event loop can lag a
+    // second, and a 503 "overloaded" is not what those tests are about. test/observability/under-pressure.test.ts
+    // sets its thresholds itself.
+    PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0',
+    PRESSURE_MAX_HEAP_USED_PCT: '0',
     ...extra,
   }
   // 'auto': this world's own shared database (dropped with the world), reached as the shared data role.
