@@ -307,6 +307,16 @@ describe('resume', () => {
   })
 })
 
+describe('heartbeats', () => {
+  it('sends an idle SSE stream a comment line every REALTIME_HEARTBEAT_S (1 s here)', async () => {
+    const c = await tenantWith(ctx.app)
+    const idle = track(await openSse(base2, headersOf(c.viewer, c.slug)))
+    await waitFor(() => idle.comments >= 2, { message: 'two heartbeats', timeout: 5000 })
+    expect(idle.events).toEqual([])
+    idle.close()
+  })
+})
+
 describe('the guard', () => {
   it('answers 401 without credentials and 404 for a tenant the caller is not in, on both routes', async () => {
     const anon = await openSse(base1, { 'x-tenant-id': a.slug })

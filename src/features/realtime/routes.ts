@@ -5,7 +5,7 @@
  *
  * - GET /api/events/stream: Server-Sent Events. `id:` is the event's seq: reconnecting with
  *   `Last-Event-ID` (or `?lastEventId=`) replays what was missed from the tenant's replay buffer
- *   (`event: reset` when some of it is gone); `: hb` comment lines every REALTIME_HEARTBEAT_S.
+ *   (`event: reset` when some of it is gone); `: hb` comment lines on an idle stream every REALTIME_HEARTBEAT_S.
  * - GET /api/events/ws: the same events as JSON text messages on a WebSocket (pinged every
  *   REALTIME_HEARTBEAT_S). Browsers can't send headers on a WebSocket, so the session cookie is the way
  *   in for pages, and the Origin must be APP_BASE_URL's or in REALTIME_ALLOWED_ORIGINS (a page elsewhere
@@ -107,7 +107,7 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
       schema: {
         tags: ['realtime'],
         summary: 'The tenant’s events as Server-Sent Events',
-        description: `A \`text/event-stream\` that stays open: \`id: <seq>\`, \`event: <type>\`, \`data: <JSON>\` per event; \`: hb\` comment lines as heartbeats; \`event: reset\` when events to resume from are gone (refetch); \`event: close\` with the reason when access ended. Reconnect with \`Last-Event-ID\` (EventSource does) or \`?lastEventId=\` to get what was missed. ${EVENT_DOC}`,
+        description: `A \`text/event-stream\` that stays open: \`id: <seq>\`, \`event: <type>\`, \`data: <JSON>\` per event; \`: hb\` comment lines as heartbeats on an idle stream; \`event: reset\` when events to resume from are gone (refetch); \`event: close\` with the reason when access ended. Reconnect with \`Last-Event-ID\` (EventSource does) or \`?lastEventId=\` to get what was missed. ${EVENT_DOC}`,
         querystring: ResumeQuery,
         headers: ResumeHeaders,
         response: {
@@ -190,8 +190,9 @@ function sseClient(
     kind: 'sse',
     write: (frame) => void res.write(frame.sse),
     buffered: () => res.writableLength,
-    heartbeat() {
-      res.write(': hb\n\n')
+    heartbeat(idle) {
+      // Only an idle stream needs one: events keep proxies and clients from timing it out as well.
+      if (idle) res.write(': hb\n\n')
       return true
     },
     reset: (reason) => void res.write(`event: reset\ndata: {"reason":"${reason}"}\n\n`),
