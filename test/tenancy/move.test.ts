@@ -18,6 +18,7 @@ import type { TenantDb, TenantRecord } from '../../src/core/tenancy/types.js'
 import { ADMIN_URL, SHARED } from '../helpers/env.js'
 import { type TenantFixture, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // Tenants start with a database of their own (the free plan's isolation would otherwise be shared).
 const ctx = useApp({ ...SHARED, TENANT_ISOLATION: 'database' })
@@ -57,26 +58,22 @@ async function fill(id: string, n: number) {
     await db
       .insert(tenantSchema.permissions)
       .values(users.map((u, i) => ({ tenantUserId: u.id, resource: 'projects', action: `a${i}`, granted: i % 2 === 0 })))
-    await db
-      .insert(tenantSchema.tenantJobs)
-      .values(
-        Array.from({ length: n }, (_, i) => ({
-          jobType: 'x.y',
-          payload: { i, s: "quote ' and \\ slash" },
-          result: i % 2 ? null : [i, 'r'],
-          retryCount: i % 4,
-          startedAt: new Date(Date.now() - i * 1000),
-        })),
-      )
-    await db
-      .insert(tenantSchema.projects)
-      .values(
-        Array.from({ length: n }, (_, i) => ({
-          name: `P ${i} ü 😀`,
-          description: i % 2 ? null : 'line\nbreak',
-          status: i % 5 ? ('active' as const) : ('archived' as const),
-        })),
-      )
+    await db.insert(tenantSchema.tenantJobs).values(
+      Array.from({ length: n }, (_, i) => ({
+        jobType: 'x.y',
+        payload: { i, s: "quote ' and \\ slash" },
+        result: i % 2 ? null : [i, 'r'],
+        retryCount: i % 4,
+        startedAt: new Date(Date.now() - i * 1000),
+      })),
+    )
+    await db.insert(tenantSchema.projects).values(
+      Array.from({ length: n }, (_, i) => ({
+        name: `P ${i} ü 😀`,
+        description: i % 2 ? null : 'line\nbreak',
+        status: i % 5 ? ('active' as const) : ('archived' as const),
+      })),
+    )
     const endpoints = await db
       .insert(tenantSchema.webhookEndpoints)
       .values([
@@ -84,18 +81,16 @@ async function fill(id: string, n: number) {
         { url: 'https://example.com/b', events: [], secretSealed: 'sealed-b', enabled: false },
       ])
       .returning()
-    await db
-      .insert(tenantSchema.webhookDeliveries)
-      .values(
-        Array.from({ length: n }, (_, i) => ({
-          endpointId: endpoints[i % 2]!.id,
-          eventId: randomUUID(),
-          eventType: 'project.created',
-          payload: `{"i":${i}}`,
-          attempts: i % 3,
-          durationMs: i,
-        })),
-      )
+    await db.insert(tenantSchema.webhookDeliveries).values(
+      Array.from({ length: n }, (_, i) => ({
+        endpointId: endpoints[i % 2]!.id,
+        eventId: randomUUID(),
+        eventType: 'project.created',
+        payload: `{"i":${i}}`,
+        attempts: i % 3,
+        durationMs: i,
+      })),
+    )
     await db.update(tenantSchema.settings).set({ featureFlags: { beta: true }, timezone: 'Europe/Paris' })
   })
 }
@@ -244,6 +239,63 @@ describe('while a move runs', () => {
       release()
       await mover.close()
     }
+  })
+})
+
+describe('writes under way when the move starts', () => {
+  // A request that leased the tenant's handle before the mark still holds it when the move begins.
+  const sneak = (db: TenantDb, name: string) => db.insert(tenantSchema.projects).values({ name })
+  const moving = () =>
+    waitFor(async () => (await ctx.app.host.db.select({ m: tenants.movingSince }).from(tenants).where(eq(tenants.id, t.id)))[0]?.m)
+
+  it('database: the move waits for the read-write lease to end, and what it wrote is moved', async () => {
+    if ((await record(t.id)).isolation !== 'database') await services().mover.moveTenant(t.id, { target: { isolation: 'database' } })
+    const lease = await services().pools.acquire(await record(t.id))
+    const running = services().mover.moveTenant(t.id, { target: { isolation: 'shared' } })
+    try {
+      await moving()
+      // Still read-write: the drain waits for this connection rather than cutting it off.
+      await sneak(lease.db, 'written while the move waited')
+    } finally {
+      lease.release()
+    }
+    const move = await running
+    expect(move.state).toBe('done')
+    const names = await withDb(t.id, async (db) => (await db.select().from(tenantSchema.projects)).map((p) => p.name))
+    expect(names).toContain('written while the move waited')
+  })
+
+  it('shared: a handle leased before the mark turns read-only', async () => {
+    expect((await record(t.id)).isolation).toBe('shared')
+    let release!: () => void
+    const gate = new Promise<void>((r) => {
+      release = r
+    })
+    const mover = moverWith({
+      beforeStep: async (step) => {
+        if (step === 'copy') await gate
+      },
+    })
+    const lease = await services().pools.acquire(await record(t.id))
+    try {
+      const running = mover.moveTenant(t.id, { target: { isolation: 'database' } })
+      await moving()
+      await waitFor(async () => {
+        await expect(sneak(lease.db, 'too late')).rejects.toMatchObject({ cause: expect.objectContaining({ code: '25006' }) })
+        return true
+      })
+      // Reads through it go on.
+      expect((await lease.db.select().from(tenantSchema.projects)).length).toBeGreaterThan(0)
+      lease.release()
+      release()
+      expect((await running).state).toBe('done')
+    } finally {
+      lease.release()
+      release()
+      await mover.close()
+    }
+    const names = await withDb(t.id, async (db) => (await db.select().from(tenantSchema.projects)).map((p) => p.name))
+    expect(names).not.toContain('too late')
   })
 })
 
