@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { asc, sql } from 'drizzle-orm'
 import { pino, type Logger } from 'pino'
-import { tenants, users } from '../drizzle/host/schema.js'
+import { DEFAULT_DB_SERVER, tenants, users } from '../drizzle/host/schema.js'
 import { type Config, loadConfigOrExit } from './core/config.js'
 import { seedCommand } from './features/billing/seed-command.js'
 import { createPlatformAdmins, isBootstrapAdmin } from './core/identity/platform-admins.js'
@@ -21,6 +21,8 @@ import { listBehind, migrateFleet } from './core/tenancy/fleet.js'
 import { queueFleetMigration } from './core/tenancy/provisioning-jobs.js'
 import { runDoctor } from './doctor.js'
 import { moveFigures } from './core/tenancy/move/index.js'
+import { connect, withDatabase } from './core/db/connect.js'
+import { PROVISIONER_CONNECTIONS, readServerLimit } from './core/db/connection-budget.js'
 
 export const USAGE = `usage:
   doctor                                       check config, host DB, Redis, SMTP, Stripe, template database, tenant migrations
@@ -29,7 +31,12 @@ export const USAGE = `usage:
   tenants list                                 every tenant: slug, status, plan, isolation, server, migration version and status; flags stale provisioning
   tenants resume-stale [--older-than S]        resume tenants stuck in provisioning (default: PROVISION_STALE_AFTER_S)
   tenants behind                               tenants not on the current tenant migration
-  tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER] [--isolation shared|database]
+  tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER] [--isolation shared|database] [--server NAME]
+  tenants servers list                         the database servers: role, status, tenant databases, capacity, budget
+  tenants servers add <name> --url URL [--role dedicated|shared] [--capacity N] [--max-connections N]
+                                               register a Postgres server (a CREATEDB role's URL; checked first)
+  tenants servers drain <name>                 take no new tenants there (placement skips it)
+  tenants servers activate <name>              take new tenants again
   tenants retry <slug>                         resume a failed provisioning
   tenants move <slug> --isolation shared|database [--queue]
                                                move the tenant's data to the other mode (writes paused briefly,
@@ -84,13 +91,88 @@ function one(positionals: string[], what: string): string {
   return value
 }
 
-/** host:port of a tenant's database server (the catalog's URL; a `server` column can replace this later). */
-function serverOf(url: string): string {
+/** host:port of a server URL, never its credentials. */
+function hostOf(url: string): string {
   try {
     const u = new URL(url)
     return `${u.hostname}:${u.port || '5432'}`
   } catch {
     return '-'
+  }
+}
+
+const count = (v: string | undefined, what: string, min: number): number | undefined => {
+  if (v === undefined) return undefined
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${what} must be a whole number (${min} or more)`)
+  return n
+}
+
+/** `tenants servers …`: the Postgres servers tenant databases live on. */
+async function serversCommand(
+  args: string[],
+  values: { url?: string | undefined; role?: string | undefined; capacity?: string | undefined; 'max-connections'?: string | undefined },
+  services: Services,
+  io: CliIo,
+): Promise<number> {
+  const [sub, ...rest] = args
+  const { servers } = services.provisioner
+  switch (sub) {
+    case 'list': {
+      if (rest.length) throw new UsageError('tenants servers list takes no arguments')
+      const [all, load] = await Promise.all([servers.list(), servers.load()])
+      const lines = table(
+        ['NAME', 'ROLE', 'STATUS', 'TENANTS', 'CAPACITY', 'BUDGET', 'HOST'],
+        all.map((s) => [
+          s.name,
+          s.role,
+          s.status,
+          String(load.find((l) => l.name === s.name)?.tenants ?? 0),
+          s.capacity === null ? '-' : String(s.capacity),
+          String(s.maxConnections ?? services.config.pool.connectionBudget),
+          hostOf(s.adminUrl),
+        ]),
+      )
+      for (const line of lines) io.out(line)
+      io.out(`${all.length} server(s)`)
+      return 0
+    }
+    case 'add': {
+      const name = one(rest, 'server name')
+      if (!values.url) throw new UsageError('tenants servers add needs --url postgres://role:password@host:port/postgres')
+      const role = values.role ?? 'dedicated'
+      if (role !== 'dedicated' && role !== 'shared') throw new UsageError('--role must be dedicated or shared')
+      const capacity = count(values.capacity, '--capacity', 0)
+      const maxConnections = count(values['max-connections'], '--max-connections', 1)
+      // It must answer, let its role create databases, and fit the budget, before any tenant is put there.
+      const probe = connect(withDatabase(values.url, 'postgres'), { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
+      try {
+        const [me] = await probe<{ createdb: boolean; superuser: boolean }[]>`select rolcreatedb as createdb, rolsuper as superuser from pg_roles where rolname = current_user`
+        if (!me?.createdb && !me?.superuser) throw new AppError(400, 'INVALID_SERVER', 'the role of --url cannot create databases (needs CREATEDB)')
+        const limit = await readServerLimit(probe)
+        const need = (maxConnections ?? services.config.pool.connectionBudget) + PROVISIONER_CONNECTIONS
+        if (need > limit.maxConnections - limit.reserved)
+          throw new AppError(
+            400,
+            'INVALID_SERVER',
+            `a budget of ${need - PROVISIONER_CONNECTIONS} (+${PROVISIONER_CONNECTIONS} provisioning) does not fit its max_connections ${limit.maxConnections} - ${limit.reserved} reserved; pass a smaller --max-connections`,
+          )
+      } finally {
+        await probe.end({ timeout: 1 })
+      }
+      const s = await servers.add({ name, adminUrl: values.url, role, capacity, maxConnections })
+      io.out(`added server ${s.name} (${s.role}) at ${hostOf(s.adminUrl)}`)
+      return 0
+    }
+    case 'drain':
+    case 'activate': {
+      const name = one(rest, 'server name')
+      await servers.setStatus(name, sub === 'drain' ? 'draining' : 'active')
+      io.out(sub === 'drain' ? `${name}: draining (no new tenants)` : `${name}: active`)
+      return 0
+    }
+    default:
+      throw new UsageError(sub ? `unknown tenants servers command "${sub}"` : 'missing tenants servers command (list, add, drain, activate)')
   }
 }
 
@@ -103,6 +185,11 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       owner: { type: 'string' },
       plan: { type: 'string' },
       isolation: { type: 'string' },
+      server: { type: 'string' },
+      url: { type: 'string' },
+      role: { type: 'string' },
+      capacity: { type: 'string' },
+      'max-connections': { type: 'string' },
       tenant: { type: 'string', multiple: true },
       concurrency: { type: 'string' },
       'continue-on-error': { type: 'boolean', default: false },
@@ -128,7 +215,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
           r.status,
           r.planTier,
           r.isolation,
-          serverOf(provisioner.writes.dbUrl(r)),
+          r.server,
           r.migrationVersion ?? '-',
           r.migrationStatus,
           stale.has(r.id) ? `STALE: no run holds it, unchanged for ${idleFor(now - r.updatedAt.getTime())}` : '',
@@ -177,13 +264,15 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       }
       const isolation = values.isolation
       if (isolation !== undefined && isolation !== 'shared' && isolation !== 'database') throw new UsageError('--isolation must be shared or database')
-      const t = await provisioner.provision({ slug, name: values.name ?? slug, ownerUserId, planTier: values.plan, isolation })
-      const where = t.isolation === 'shared' ? `shared database ${t.dbName}` : `database ${t.dbName}`
+      const t = await provisioner.provision({ slug, name: values.name ?? slug, ownerUserId, planTier: values.plan, isolation, server: values.server })
+      const where = t.isolation === 'shared' ? `shared database ${t.dbName}` : `database ${t.dbName} on server ${t.server}`
       io.out(`provisioned ${t.slug} (${t.id}): ${t.status}, ${where}, migration ${t.migrationVersion}`)
       return 0
     }
     case 'move':
       return moveCommand(one(args, 'slug'), values, services, io)
+    case 'servers':
+      return serversCommand(args, values, services, io)
     case 'retry': {
       const t = await provisioner.retry(one(args, 'slug'))
       io.out(`${t.slug}: ${t.status}`)
@@ -213,9 +302,21 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       )
       if (summary.notRun) io.out('stopped at the first failure; pass --continue-on-error to migrate the rest')
       if (summary.failed || summary.notRun) return 1
-      // The fleet is on the new version: templates of older migrations are no longer needed.
-      for (const dropped of await provisioner.template.dropStale()) io.out(`dropped stale template ${dropped}`)
-      return 0
+      // The fleet is on the new version, on every server: each server's template of older migrations is no
+      // longer needed, and each active server's current template is built now rather than by its next provisioning.
+      let code = 0
+      for (const server of await provisioner.servers.list()) {
+        const on = server.name === DEFAULT_DB_SERVER ? '' : ` on ${server.name}`
+        try {
+          const template = await provisioner.servers.template(server.name)
+          for (const dropped of await template.dropStale()) io.out(`dropped stale template ${dropped}${on}`)
+          if (server.name !== DEFAULT_DB_SERVER && server.status === 'active') await template.ensure()
+        } catch (err) {
+          io.err(`server ${server.name}: templates not updated: ${errorMessage(err)}`)
+          code = 1
+        }
+      }
+      return code
     }
     case 'suspend':
     case 'resume':

@@ -11,7 +11,8 @@ describe('app basics', () => {
     expect(live.json()).toEqual({ status: 'ok', version: expect.stringMatching(/^\d+\.\d+\.\d+/), uptimeSeconds: expect.any(Number) })
     const ready = await ctx.app.inject('/health/ready')
     expect(ready.statusCode).toBe(200)
-    expect(ready.json()).toEqual({ status: 'ok', checks: { database: 'up', redis: 'up', pools: 'up' } })
+    // Each database server is reported too: here the config's, the 'default' row.
+    expect(ready.json()).toEqual({ status: 'ok', checks: { database: 'up', redis: 'up', pools: 'up' }, servers: { default: { status: 'up', pools: 'up' } } })
   })
 
   it('answers unknown routes with a JSON 404 and rate limits them', async () => {
@@ -61,7 +62,7 @@ describe('app basics', () => {
       broken.redis.disconnect()
       const res = await broken.inject('/health/ready')
       expect(res.statusCode).toBe(503)
-      expect(res.json()).toEqual({ status: 'unavailable', checks: { database: 'up', redis: 'down', pools: 'up' } })
+      expect(res.json()).toEqual({ status: 'unavailable', checks: { database: 'up', redis: 'down', pools: 'up' }, servers: { default: { status: 'up', pools: 'up' } } })
     } finally {
       await broken.close()
     }

@@ -22,6 +22,14 @@ export const WEBHOOK_STATUSES = ['processed', 'skipped', 'failed'] as const
 export const INBOUND_WEBHOOK_STATUSES = ['received', 'processed', 'failed'] as const
 export type InboundWebhookStatus = (typeof INBOUND_WEBHOOK_STATUSES)[number]
 export const JOB_EFFECT_STATUSES = ['started', 'done'] as const
+export const DB_SERVER_ROLES = ['shared', 'dedicated'] as const
+/** 'shared': holds shared databases (and takes database tenants when no dedicated server can); 'dedicated': databases of their own only. */
+export type DbServerRole = (typeof DB_SERVER_ROLES)[number]
+export const DB_SERVER_STATUSES = ['active', 'draining'] as const
+/** 'draining': placement skips it, and `tenants servers drain` moves its tenants away. */
+export type DbServerStatus = (typeof DB_SERVER_STATUSES)[number]
+/** The server every install starts with: its admin URL is the config's (TENANT_DATABASE_URL, else DATABASE_URL), never stored. */
+export const DEFAULT_DB_SERVER = 'default'
 
 const inList = (column: string, values: readonly string[]) => sql.raw(`${column} in (${values.map((v) => `'${v}'`).join(', ')})`)
 
@@ -60,6 +68,35 @@ export const users = pgTable(
   ],
 )
 
+/**
+ * A Postgres server tenant databases live on. The row named 'default' (made by the migration) is the
+ * server of the config (TENANT_DATABASE_URL, else DATABASE_URL) and stores no URL; every other server's admin
+ * URL (a role with CREATEDB, database postgres) is stored encrypted like core_tenants.db_url_encrypted.
+ */
+export const dbServers = pgTable(
+  'core_db_servers',
+  {
+    name: text('name').primaryKey(),
+    adminUrlEncrypted: text('admin_url_encrypted'),
+    role: text('role', { enum: DB_SERVER_ROLES }).notNull().default('dedicated'),
+    status: text('status', { enum: DB_SERVER_STATUSES }).notNull().default('active'),
+    /** Most tenant databases placement puts here (null: no limit). */
+    capacity: integer('capacity'),
+    /** Tenant connections ONE process may hold on this server: its pool budget (null: POOL_CONNECTION_BUDGET). */
+    maxConnections: integer('max_connections'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  () => [
+    check('core_db_servers_role_ck', inList('role', DB_SERVER_ROLES)),
+    check('core_db_servers_status_ck', inList('status', DB_SERVER_STATUSES)),
+    check('core_db_servers_name_ck', sql`name ~ '^[a-z0-9][a-z0-9_-]{0,62}$'`),
+    check('core_db_servers_url_ck', sql`name = 'default' or admin_url_encrypted is not null`),
+    check('core_db_servers_capacity_ck', sql`capacity is null or capacity >= 0`),
+    check('core_db_servers_max_connections_ck', sql`max_connections is null or max_connections >= 1`),
+  ],
+)
+
 /** TenantCatalog: the tenant's connection contract. The database URL is stored encrypted (see src/core/lib/crypto.ts). */
 export const tenants = pgTable(
   'core_tenants',
@@ -74,6 +111,11 @@ export const tenants = pgTable(
      * (db_name/db_url name that database; row-level security keeps tenants apart). Chosen at provisioning from the plan.
      */
     isolation: text('isolation', { enum: TENANT_ISOLATIONS }).notNull().default('database'),
+    /** The Postgres server its database (or, shared, the shared database) is on. */
+    server: text('server')
+      .notNull()
+      .default(DEFAULT_DB_SERVER)
+      .references(() => dbServers.name),
     dbName: text('db_name').notNull(),
     dbUrlEncrypted: text('db_url_encrypted').notNull(),
     poolerUrlEncrypted: text('pooler_url_encrypted'),
@@ -107,6 +149,7 @@ export const tenants = pgTable(
     uniqueIndex('core_tenants_stripe_customer_uq').on(t.stripeCustomerId),
     index('core_tenants_status_idx').on(t.status),
     index('core_tenants_migration_idx').on(t.migrationStatus, t.migrationVersion),
+    index('core_tenants_server_idx').on(t.server),
     check('core_tenants_status_ck', inList('status', TENANT_STATUSES)),
     check('core_tenants_isolation_ck', inList('isolation', TENANT_ISOLATIONS)),
     check('core_tenants_migration_status_ck', inList('migration_status', MIGRATION_STATUSES)),
@@ -636,6 +679,7 @@ export const ownershipOffers = pgTable(
 
 export type User = typeof users.$inferSelect
 export type Tenant = typeof tenants.$inferSelect
+export type DbServer = typeof dbServers.$inferSelect
 export type Membership = typeof memberships.$inferSelect
 export type PricingPlan = typeof pricingPlans.$inferSelect
 export type Subscription = typeof subscriptions.$inferSelect

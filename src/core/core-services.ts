@@ -105,6 +105,8 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     maxTenants: config.pool.maxTenants,
     idleTimeoutS: config.pool.idleTimeoutS,
     connectionBudget: config.pool.connectionBudget,
+    // Each database server's own budget (core_db_servers.max_connections), as the registry last read it.
+    serverBudget: (server) => provisioner.servers.budgetOf(server),
     acquireTimeoutMs: config.pool.acquireTimeoutMs,
     sharedMax: config.pool.sharedMax,
     connectOptions: config.pool,
@@ -147,6 +149,13 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     metrics,
   })
   const mover = createTenantMover({ config, host, catalog, pools, provisioner, tasks: lateTasks, logger })
+  // Read the servers' budgets now and every minute (a server added or changed elsewhere); the pool manager
+  // uses POOL_CONNECTION_BUDGET for a server until then.
+  const refreshServers = () =>
+    provisioner.servers.refresh().catch((err: unknown) => logger.warn({ err }, 'reading the database servers failed; budgets unchanged'))
+  void refreshServers()
+  const serverRefresh = setInterval(refreshServers, 60_000)
+  serverRefresh.unref()
   const core: CoreServices = {
     config,
     logger,
@@ -215,6 +224,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     metrics,
     close() {
       closing ??= (async () => {
+        clearInterval(serverRefresh)
         await outbox.close()
         await tasks.close()
         if (!opts.mailer) mailer.close()

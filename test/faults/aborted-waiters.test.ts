@@ -113,7 +113,7 @@ describe('aborted requests and the connection budget', () => {
       expect(exhausted.json()).toMatchObject({ code: 'POOL_EXHAUSTED' })
       const notReady = await impatient.inject('/health/ready')
       expect(notReady.statusCode).toBe(503)
-      expect(notReady.json()).toEqual({ status: 'unavailable', checks: { database: 'up', redis: 'up', pools: 'down' } })
+      expect(notReady.json()).toMatchObject({ status: 'unavailable', checks: { database: 'up', redis: 'up', pools: 'down' } })
       for (const lease of held) lease.release()
       expect((await impatient.inject({ url: '/api/projects', headers })).statusCode).toBe(200)
       const ready = await impatient.inject('/health/ready')

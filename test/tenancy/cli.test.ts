@@ -18,7 +18,7 @@ import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const version = migrationInfo('tenant').version
-const SERVER = new URL(APP_URL).host.replace(/^([^:]+)$/, '$1:5432').replaceAll('.', '\\.')
+const SERVER = 'default'
 let env: TestEnv
 let host: HostDatabase
 
@@ -58,7 +58,7 @@ describe('tenants CLI', () => {
     const one = await cli(['tenants', 'provision', 'cli-one', '--name', 'CLI One'])
     expect(one).toMatchObject({ code: 0, stderr: '' })
     expect(one.stdout).toMatch(
-      new RegExp(`^provisioned cli-one \\([0-9a-f-]{36}\\): active, database ${env.name}_[0-9a-f]{32}, migration ${version}\\n$`),
+      new RegExp(`^provisioned cli-one \\([0-9a-f-]{36}\\): active, database ${env.name}_[0-9a-f]{32} on server default, migration ${version}\\n$`),
     )
     expect((await runInProcess(['tenants', 'provision', 'cli-two'])).code).toBe(0)
 

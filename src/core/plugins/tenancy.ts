@@ -36,7 +36,7 @@ import { invalidApiKey } from '../identity/api-keys.js'
 import { type AccessRule, createRoleResolver, hasMinRole, ROLE_LEVEL, type Role } from '../tenancy/rbac.js'
 import { defaultResolvers, fromSession, resolveTenantRefs } from '../tenancy/resolve.js'
 import { clientClosed } from '../tenancy/pool-manager.js'
-import type { PoolManager, TenantDb, TenantLease, TenantRecord } from '../tenancy/types.js'
+import type { PoolManager, ServerPoolStats, TenantDb, TenantLease, TenantRecord } from '../tenancy/types.js'
 import type { Logger } from 'pino'
 import { createTenant as createTenantIn } from '../tenancy/create-tenant.js'
 import type { ProvisionInput } from '../tenancy/provisioning.js'
@@ -318,6 +318,23 @@ function registerTenancyGauges(registry: Registry, pools: PoolManager, catalog: 
   gauge('tenant_pool_waiters', 'Requests waiting for connection budget', () => pools.stats().waiters)
   gauge('tenant_pool_leases', 'Tenant pool leases held (requests and jobs using a tenant database now)', () => pools.stats().leases)
   gauge('tenant_pool_budget', 'Connection budget of this process', () => pools.stats().budget)
+  // Per database server (core_db_servers): each has its own budget; label cardinality is the server count.
+  const perServer = (name: string, help: string, read: (s: ServerPoolStats) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['server'],
+      registers: [registry],
+      collect() {
+        this.reset()
+        for (const [server, s] of Object.entries(pools.stats().servers)) this.set({ server }, read(s))
+      },
+    })
+  perServer('tenant_server_pools_open', 'Tenant connection pools open, per database server', (s) => s.openPools)
+  perServer('tenant_server_pool_connections_reserved', 'Connection slots reserved per database server (its budget counts these)', (s) => s.reservedConnections)
+  perServer('tenant_server_pool_waiters', 'Requests waiting for a database server\'s budget', (s) => s.waiters)
+  perServer('tenant_server_pool_budget', 'Connection budget of this process on each database server', (s) => s.budget)
+  perServer('tenant_server_pool_starved', '1 while a database server\'s budget is starved (POOL_EXHAUSTED and no grant since)', (s) => Number(s.starved))
   gauge('tenant_catalog_cache_hits', 'Catalog cache hits since start', () => catalog.stats().hits)
   gauge('tenant_catalog_cache_misses', 'Catalog cache misses since start', () => catalog.stats().misses)
   gauge('tenant_catalog_cache_size', 'Tenants cached', () => catalog.stats().size)

@@ -14,6 +14,12 @@ const Check = Type.Union([Type.Literal('up'), Type.Literal('down')])
 const Ready = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
   checks: Type.Object({ database: Check, redis: Check, pools: Check, pressure: Type.Optional(Type.Literal('down')) }),
+  servers: Type.Optional(
+    Type.Record(Type.String(), Type.Object({ status: Check, pools: Check }), {
+      description:
+        'Each database server (core_db_servers): it answers, and its pool budget is not starved. Reported, not counted in status: a server down affects its own tenants only, and taking every process out of the load balancer for it would take everyone down',
+    }),
+  ),
 })
 const Live = Type.Object({
   status: Type.Literal('ok'),
@@ -42,15 +48,24 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
         return 'down' as const
       }
     }
-    const [database, redis] = await Promise.all([probe('database', () => fastify.host.sql`select 1`), probe('redis', () => fastify.redis.ping())])
-    const pools = fastify.tenancy.pools.stats().starved ? ('down' as const) : ('up' as const)
+    const [database, redis, reachable] = await Promise.all([
+      probe('database', () => fastify.host.sql`select 1`),
+      probe('redis', () => fastify.redis.ping()),
+      within(2000, fastify.tenancy.provisioner.servers.probe(1500)).catch(() => ({}) as Record<string, 'up' | 'down'>),
+    ])
+    const stats = fastify.tenancy.pools.stats()
+    const pools = stats.starved ? ('down' as const) : ('up' as const)
+    const servers = Object.fromEntries(
+      Object.entries(reachable).map(([name, status]) => [name, { status, pools: stats.servers[name]?.starved ? ('down' as const) : ('up' as const) }]),
+    )
+    for (const [name, s] of Object.entries(servers)) if (s.status === 'down') req.log.warn({ dependency: 'server', server: name }, 'database server unreachable')
     if (pools === 'down') req.log.warn({ dependency: 'pools' }, 'readiness check failed: tenant pool budget starved')
     const pressure = fastify.isUnderPressure()
     if (pressure) req.log.warn({ dependency: 'pressure', ...fastify.memoryUsage() }, 'readiness check failed: shedding load')
     const ok = database === 'up' && redis === 'up' && pools === 'up' && !pressure
     if (!ok) reply.header('retry-after', '5')
     const checks = { database, redis, pools, ...(pressure ? { pressure: 'down' as const } : {}) }
-    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks })
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks, servers })
   })
 }
 

@@ -25,6 +25,7 @@ import type { AuditOrigin, CatalogWrites, TenantPatch } from './catalog-writes.j
 import { errorMessage } from '../lib/error-log.js'
 import { migrateTenant } from './fleet.js'
 import type { SharedDatabase } from './shared/shared-database.js'
+import type { ServerRegistry } from './servers.js'
 import type { TenantTemplate } from './template.js'
 import type { PoolManager, PoolTargetOf } from './types.js'
 import { isUuid } from '../lib/uuid.js'
@@ -147,9 +148,12 @@ export interface LifecycleContext {
   pools: PoolManager
   writes: CatalogWrites
   locks: TenantLocks
-  /** A pool on the maintenance database, for CREATE/DROP DATABASE. */
+  /** A pool on the default server's maintenance database (servers.admin(name) for a tenant's own server). */
   admin: Sql
+  /** The default server's template: its info and folder are every server's (servers.template(name) builds each server's). */
   template: TenantTemplate
+  /** The database servers: each tenant's database is created, and dropped, on the server its catalog row names. */
+  servers: ServerRegistry
   /** The shared database of shared-isolation tenants; undefined when SHARED_DATABASE_URL is unset. */
   shared?: SharedDatabase | undefined
   logger: Logger
@@ -221,6 +225,7 @@ export const poolTarget = (row: Tenant, ctx: Pick<LifecycleContext, 'writes'>): 
   poolerUrl: undefined,
   maxConnections: row.maxConnections ?? undefined,
   isolation: row.isolation,
+  server: row.server,
 })
 
 // Each step covers both isolation modes: a shared tenant's "database" is its rows in the shared database.
@@ -232,9 +237,11 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
       await shared.ensure()
       return { migrationVersion: shared.info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
     }
-    const template = await ctx.template.ensure()
+    // The tenant's own server, from that server's template (each server has its own, built on first use).
+    const [admin, serverTemplate] = await Promise.all([ctx.servers.admin(row.server), ctx.servers.template(row.server)])
+    const template = await serverTemplate.ensure()
     try {
-      await ctx.admin.unsafe(`create database ${quoteIdent(row.dbName)} template ${quoteIdent(template)}`)
+      await admin.unsafe(`create database ${quoteIdent(row.dbName)} template ${quoteIdent(template)}`)
     } catch (err) {
       // The name is derived from this tenant's id and recorded in its catalog row: an existing database
       // is the one an interrupted run created. Leave its version unknown so the migrate step checks it.
@@ -301,7 +308,7 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
       ctx.logger.info({ tenantId: row.id, deleted }, 'shared tenant rows erased')
       return undefined
     }
-    await ctx.admin.unsafe(`drop database if exists ${quoteIdent(row.dbName)} with (force)`)
+    await (await ctx.servers.admin(row.server)).unsafe(`drop database if exists ${quoteIdent(row.dbName)} with (force)`)
     return undefined
   },
 

@@ -1,21 +1,28 @@
 /**
- * One small postgres.js pool per tenant database, kept in an LRU, under a global connection budget.
+ * One small postgres.js pool per tenant database, kept in an LRU, under a connection budget per
+ * Postgres server (each server has its own max_connections: core_db_servers.max_connections, else
+ * POOL_CONNECTION_BUDGET).
  *
- * The budget counts connection SLOTS: a pool of max N reserves N slots from the moment it opens until
- * its sql.end() has finished, so the connections this process holds can never exceed the budget, however
- * many tenants are busy. When a new pool does not fit, the least-recently-used pools with no lease are
- * closed; when none can be, callers wait in FIFO order and, after acquireTimeoutMs, get a 503
- * POOL_EXHAUSTED rather than Postgres' `53300 too many clients`.
+ * The budget counts connection SLOTS: a pool of max N reserves N slots on its server from the moment it
+ * opens until its sql.end() has finished, so the connections this process holds on a server can never
+ * exceed that server's budget, however many tenants are busy. When a new pool does not fit, the
+ * least-recently-used pools with no lease on the same server are closed; when none can be, callers wait
+ * in FIFO order per server (a full server never holds up another server's tenants) and, after
+ * acquireTimeoutMs, get a 503 POOL_EXHAUSTED rather than Postgres' `53300 too many clients`.
  */
 import { drizzle } from 'drizzle-orm/postgres-js'
 import type { Logger } from 'pino'
+import { DEFAULT_DB_SERVER } from '../../../drizzle/host/schema.js'
 import * as tenantSchema from '../../../drizzle/tenant/schema.js'
 import { type ConnectOptions, connect, type Sql } from '../db/connect.js'
 import { AppError, unavailable } from '../lib/errors.js'
 import { createScopedClient, createUnitLanes, laneCount, type ScopedClientState, type UnitLanes } from './shared/scoped-client.js'
-import type { PoolManager, PoolStats, TenantDb, TenantLease, TenantRecord } from './types.js'
+import type { PoolManager, PoolStats, ServerPoolStats, TenantDb, TenantLease, TenantRecord } from './types.js'
 
-export type PoolTarget = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation' | 'moving'>>
+export type PoolTarget = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation' | 'moving' | 'server'>>
+
+/** The server a target's budget is counted on: its catalog row's, else the default server. */
+export const serverOfTarget = (t: Pick<PoolTarget, 'server'>) => t.server ?? DEFAULT_DB_SERVER
 
 /**
  * A moving tenant's URL: the same database with `default_transaction_read_only=on` (and its own
@@ -47,7 +54,10 @@ export interface PoolManagerDeps {
   maxPerTenant: number
   maxTenants: number
   idleTimeoutS: number
+  /** Slots per server when serverBudget names none (POOL_CONNECTION_BUDGET). */
   connectionBudget: number
+  /** A server's own budget (core_db_servers.max_connections), read on every grant decision; undefined: connectionBudget. */
+  serverBudget?: (server: string) => number | undefined
   acquireTimeoutMs: number
   logger?: Pick<Logger, 'warn' | 'error'>
   /** application_name of tenant connections (default 'tenantkit-tenant'). */
@@ -63,6 +73,8 @@ export interface PoolManagerDeps {
 interface Pool {
   /** The tenant id, or sharedPoolKey(url) for a shared database's pool. */
   tenantId: string
+  /** The server whose budget its slots count against. */
+  server: string
   /** A shared database's pool: leases get a per-tenant scoped handle (handles), never `db`. */
   shared: boolean
   handles: Map<string, { db: TenantDb; state: ScopedClientState }>
@@ -112,21 +124,32 @@ function errorCodes(err: unknown): string[] {
 export const isUnreachable = (err: unknown) => errorCodes(err).some((c) => UNREACHABLE.has(c))
 
 export function createPoolManager(deps: PoolManagerDeps): PoolManager {
-  const { maxPerTenant, maxTenants, connectionBudget: budget, acquireTimeoutMs, logger } = deps
+  const { maxPerTenant, maxTenants, connectionBudget: defaultBudget, acquireTimeoutMs, logger } = deps
+  const budgetOf = (server: string) => Math.max(1, deps.serverBudget?.(server) ?? defaultBudget)
   const idleMs = deps.idleTimeoutS * 1000
   /** Live pools by tenant id; Map order is the LRU order (oldest first). */
   const pools = new Map<string, Pool>()
   /** Pools out of the LRU whose slots are still reserved until they finish closing. */
   const retired = new Set<Pool>()
   const queue: Waiter[] = []
-  let reserved = 0
+  /** Slots reserved per server. */
+  const reserved = new Map<string, number>()
+  const reservedOn = (server: string) => reserved.get(server) ?? 0
+  const reserve = (server: string, n: number) => {
+    const left = reservedOn(server) + n
+    if (left === 0) reserved.delete(server)
+    else reserved.set(server, left)
+  }
+  /** Per server: POOL_EXHAUSTED timeouts since its last grant (what its readiness line reports). */
+  const serverTimeouts = new Map<string, { first: number; last: number }>()
   let closed = false
   // Readiness: "starved" while POOL_EXHAUSTED timeouts keep coming and nothing was granted since the first of them.
   const starvedWindowMs = deps.starvedWindowMs ?? 10_000
   let firstTimeoutSinceGrant: number | undefined
   let lastTimeout = 0
-  const granted = () => {
+  const granted = (server: string) => {
     firstTimeoutSinceGrant = undefined
+    serverTimeouts.delete(server)
   }
 
   const sweep = setInterval(
@@ -141,10 +164,12 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   const urlOf = (t: PoolTarget) => (t.moving ? readOnlyUrl(t.poolerUrl || t.dbUrl) : t.poolerUrl || t.dbUrl)
   const isShared = (t: PoolTarget) => t.isolation === 'shared'
   const keyOf = (t: PoolTarget) => (isShared(t) ? sharedPoolKey(urlOf(t)) : t.id)
-  const sizeOf = (t: PoolTarget) =>
-    isShared(t)
+  const sizeOf = (t: PoolTarget) => {
+    const budget = budgetOf(serverOfTarget(t))
+    return isShared(t)
       ? Math.max(1, Math.min(deps.sharedMax ?? maxPerTenant, budget))
       : Math.max(1, Math.min(maxPerTenant, t.maxConnections ?? maxPerTenant, budget))
+  }
 
   /** A shared tenant's handle on its shared pool: drizzle over a client that scopes every statement to the tenant. */
   function handleOf(pool: Pool, tenantId: string): TenantDb {
@@ -171,6 +196,7 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     const key = keyOf(t)
     const pool: Pool = {
       tenantId: key,
+      server: serverOfTarget(t),
       shared: isShared(t),
       handles: new Map(),
       // Half the connections carry single statements; the rest serve drizzle transactions (pool.begin).
@@ -187,13 +213,13 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
       closed,
       markClosed,
     }
-    reserved += size
+    reserve(pool.server, size)
     pools.set(key, pool)
     return pool
   }
 
   function take(pool: Pool): Pool {
-    granted()
+    granted(pool.server)
     pool.leases++
     pool.peakLeases = Math.max(pool.peakLeases, pool.leases)
     pool.lastUsed = Date.now()
@@ -227,38 +253,50 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
       .catch((err) => logger?.warn({ err, tenantId: pool.tenantId }, 'pool-manager: error while closing a tenant pool'))
       .finally(() => {
         retired.delete(pool)
-        reserved -= pool.size
+        reserve(pool.server, -pool.size)
         pool.markClosed()
         pump()
       })
   }
 
-  /** Slots that come back without anyone releasing a lease: pools already closing. */
-  function slotsBeingFreed(): number {
+  /** Slots on `server` that come back without anyone releasing a lease: pools already closing. */
+  function slotsBeingFreed(server: string): number {
     let n = 0
-    for (const pool of retired) if (pool.ending) n += pool.size
+    for (const pool of retired) if (pool.ending && pool.server === server) n += pool.size
     return n
   }
 
-  function lruIdle(): Pool | undefined {
-    for (const pool of pools.values()) if (pool.leases === 0) return pool
+  /** The least recently used pool with no lease (on `server` when given). */
+  function lruIdle(server?: string): Pool | undefined {
+    for (const pool of pools.values()) if (pool.leases === 0 && (server === undefined || pool.server === server)) return pool
     return undefined
   }
 
-  /** Serve waiters in FIFO order while the budget allows, closing idle pools to make room. */
+  /**
+   * Serve waiters in FIFO order per server while its budget allows, closing idle pools on that server to
+   * make room. A server that can't serve its first waiter is skipped for the rest of the pass, so its
+   * later waiters keep their order and other servers' waiters are not held up behind it.
+   */
   function pump(): void {
-    while (queue.length) {
-      const head = queue[0]!
+    const blocked = new Set<string>()
+    let i = 0
+    while (i < queue.length) {
+      const head = queue[i]!
+      const server = serverOfTarget(head.tenant)
+      if (blocked.has(server)) {
+        i++
+        continue
+      }
       const url = urlOf(head.tenant)
       const live = pools.get(keyOf(head.tenant))
       if (live && live.url === url) {
         settle(head, take(live))
         continue
       }
-      // The tenant moved (new URL or pooler): the old pool drains and closes, a new one opens.
+      // The tenant moved (new URL, pooler or server): the old pool drains and closes, a new one opens.
       if (live) retire(live)
       const size = sizeOf(head.tenant)
-      const slotsShort = reserved + size - budget
+      const slotsShort = reservedOn(server) + size - budgetOf(server)
       if (slotsShort <= 0 && pools.size < maxTenants) {
         const pool = open(head.tenant, url, size)
         settle(head, take(pool))
@@ -266,12 +304,14 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
         for (const w of [...queue]) if (keyOf(w.tenant) === pool.tenantId && urlOf(w.tenant) === url) settle(w, take(pool))
         continue
       }
-      const victim = lruIdle()
-      if (victim && (slotsShort > slotsBeingFreed() || pools.size >= maxTenants)) {
+      // Short of slots: only an idle pool on the same server makes room. At the pool count limit: any idle pool.
+      const victim = slotsShort > 0 ? lruIdle(server) : lruIdle()
+      if (victim && (slotsShort > slotsBeingFreed(server) || pools.size >= maxTenants)) {
         retire(victim)
         continue
       }
-      return // wait for a lease to end or a closing pool to finish
+      blocked.add(server) // wait for a lease to end or a closing pool to finish
+      i++
     }
   }
 
@@ -312,6 +352,8 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
           const now = Date.now()
           firstTimeoutSinceGrant ??= now
           lastTimeout = now
+          const server = serverOfTarget(tenant)
+          serverTimeouts.set(server, { first: serverTimeouts.get(server)?.first ?? now, last: now })
           drop(waiter, new AppError(503, 'POOL_EXHAUSTED', `no tenant database connection became free within ${acquireTimeoutMs} ms; try again shortly`))
         }, acquireTimeoutMs),
         detach: () => signal?.removeEventListener('abort', onAbort),
@@ -378,19 +420,42 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     },
 
     stats(): PoolStats {
+      const now = Date.now()
+      const servers: Record<string, ServerPoolStats> = {}
+      const of = (server: string) => {
+        servers[server] ??= {
+          openPools: 0,
+          reservedConnections: reservedOn(server),
+          openConnections: 0,
+          waiters: 0,
+          leases: 0,
+          budget: budgetOf(server),
+          starved: false,
+        }
+        return servers[server]
+      }
       let openPools = 0
       let openConnections = 0
+      let leases = 0
       for (const pool of [...pools.values(), ...retired]) {
+        const s = of(pool.server)
         openPools++
+        s.openPools++
         // postgres.js opens connections lazily, one per concurrently running query, up to max, and keeps
         // them until the pool ends; it exposes no count. Peak concurrent leases is exact when a lease runs
         // one query at a time (withTenant's usual shape), a lower bound otherwise.
-        openConnections += Math.min(pool.size, pool.peakLeases)
+        const open = Math.min(pool.size, pool.peakLeases)
+        openConnections += open
+        s.openConnections += open
+        leases += pool.leases
+        s.leases += pool.leases
       }
-      const starved = firstTimeoutSinceGrant !== undefined && Date.now() - lastTimeout < starvedWindowMs
-      let leases = 0
-      for (const pool of [...pools.values(), ...retired]) leases += pool.leases
-      return { openPools, reservedConnections: reserved, openConnections, waiters: queue.length, leases, budget, starved }
+      for (const w of queue) of(serverOfTarget(w.tenant)).waiters++
+      for (const [server, t] of serverTimeouts) if (now - t.last < starvedWindowMs) of(server).starved = true
+      let reservedConnections = 0
+      for (const n of reserved.values()) reservedConnections += n
+      const starved = firstTimeoutSinceGrant !== undefined && now - lastTimeout < starvedWindowMs
+      return { openPools, reservedConnections, openConnections, waiters: queue.length, leases, budget: defaultBudget, starved, servers }
     },
 
     async close() {

@@ -46,6 +46,7 @@ import {
 import { createSharedDatabase, type SharedDatabase } from './shared/shared-database.js'
 import { claimSlug } from './slugs.js'
 import { createTemplate, maintenanceUrl, type TenantTemplate, tenantDbName, tenantServerUrl } from './template.js'
+import { createServerRegistry, DEFAULT_DB_SERVER, defaultPlacement, type PlacementPolicy, type ServerRegistry } from './servers.js'
 import type { Catalog, PoolManager } from './types.js'
 import type { ServiceMetrics } from '../lib/service-metrics.js'
 
@@ -118,6 +119,12 @@ export interface ProvisionInput {
    */
   isolation?: TenantIsolation | undefined
   /**
+   * The database server (core_db_servers.name) of a database tenant; default: the placement policy's choice.
+   * Refused when unknown (404 SERVER_NOT_FOUND), draining (409 SERVER_DRAINING) or for a shared tenant
+   * other than the shared database's server (400 INVALID_SERVER).
+   */
+  server?: string | undefined
+  /**
    * Refuse (403 TENANT_QUOTA_EXCEEDED) when the owner already created this many tenants that are not
    * deleted. Counted under a per-owner lock in the registering transaction, so concurrent creations
    * can't both slip under it. Unset: no limit (operators, the CLI).
@@ -136,6 +143,8 @@ export interface ProvisionedTenant {
   name: string
   planTier: string
   isolation: TenantIsolation
+  /** The database server it is on. */
+  server: string
   status: Tenant['status']
   dbName: string
   migrationVersion: string | null
@@ -154,6 +163,8 @@ export interface ProvisionerDeps {
     Partial<Pick<Config, 'stripe' | 'provisioning' | 'sharedDatabaseUrl' | 'tenantIsolation'>>
   /** A plan's isolation (config/plans.json `isolation`), for TENANT_ISOLATION=plan; default: none (database). */
   planIsolation?: (planTier: string) => TenantIsolation | undefined
+  /** Where a new database tenant goes among the active servers (servers.ts); default: defaultPlacement. */
+  placement?: PlacementPolicy
   /** Where lifecycle steps submit jobs (the welcome email): the services' task manager. */
   tasks: Pick<JobSubmitter, 'submit'>
   /** The events and their steps, features' included (services.lifecycle, KIT_LIFECYCLE); default: the core's steps only. */
@@ -234,7 +245,10 @@ export interface Provisioner {
   resumeStale(opts?: { olderThanS?: number; signal?: AbortSignal }): Promise<StaleSweepResult | 'busy'>
   /** The raw catalog row (any status) without its URL. */
   describe(idOrSlug: string): Promise<ProvisionedTenant>
+  /** The default server's template (servers.template(name) for another server's). */
   template: TenantTemplate
+  /** The database servers (core_db_servers): their maintenance pools and templates. */
+  servers: ServerRegistry
   /** The shared database of shared-isolation tenants; undefined when SHARED_DATABASE_URL is unset. */
   shared: SharedDatabase | undefined
   writes: CatalogWrites
@@ -248,6 +262,7 @@ function publicView(row: Tenant): ProvisionedTenant {
     name: row.name,
     planTier: row.planTier,
     isolation: row.isolation,
+    server: row.server,
     status: row.status,
     dbName: row.dbName,
     migrationVersion: row.migrationVersion,
@@ -276,7 +291,12 @@ async function assertUnderQuota(tx: HostDatabase['db'], ownerUserId: string, max
  * in TENANT_DATABASE_URL win.
  */
 export function boundedMaintenanceUrl(config: Parameters<typeof maintenanceUrl>[0], timeoutMs: number): string {
-  const url = new URL(maintenanceUrl(config))
+  return withTimeouts(maintenanceUrl(config), timeoutMs)
+}
+
+/** statement_timeout and lock_timeout as startup parameters, unless the URL sets them (any server's maintenance URL). */
+export function withTimeouts(maintenance: string, timeoutMs: number): string {
+  const url = new URL(maintenance)
   for (const param of ['statement_timeout', 'lock_timeout']) {
     if (!url.searchParams.has(param)) url.searchParams.set(param, String(timeoutMs))
   }
@@ -291,12 +311,23 @@ const SWEEP_LOCK = 'sweep:provisioning'
 export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   const { host, catalog, pools, config, logger } = deps
   const serverUrl = tenantServerUrl(config)
-  const maintenance = boundedMaintenanceUrl(config, config.provisioning?.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS)
+  const statementTimeoutMs = config.provisioning?.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS
+  const maintenance = boundedMaintenanceUrl(config, statementTimeoutMs)
   const admin: Sql = connect(maintenance, { max: 2, idleTimeoutS: 30, applicationName: 'tenantkit-admin' })
   const lockSql: Sql = connect(maintenance, { max: 1, applicationName: 'tenantkit-locks' })
   const staleAfterS = config.provisioning?.staleAfterS ?? DEFAULT_STALE_AFTER_S
   const template = createTemplate({ admin, serverUrl, prefix: config.tenantDbPrefix, folder: deps.migrationsFolder, logger })
   const writes = createCatalogWrites({ host, catalog, keys: config.encryptionKeys })
+  const servers = createServerRegistry({
+    host,
+    config,
+    logger,
+    defaultAdmin: admin,
+    defaultTemplate: template,
+    folder: deps.migrationsFolder,
+    bound: (url) => withTimeouts(url, statementTimeoutMs),
+  })
+  const placement = deps.placement ?? defaultPlacement
   const shared = config.sharedDatabaseUrl
     ? createSharedDatabase({ admin, serverUrl, url: config.sharedDatabaseUrl, folder: deps.migrationsFolder, logger })
     : undefined
@@ -308,6 +339,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     locks: createTenantLocks(lockSql),
     admin,
     template,
+    servers,
     logger,
     lifecycle: deps.lifecycle ?? assembleLifecycle(),
     config,
@@ -348,11 +380,31 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     const isolation = isolationOf(input, planTier)
     // A shared tenant's catalog row names the shared database (its data role's URL): the pool manager keys its pool by it.
     const dbName = isolation === 'shared' ? shared!.dbName : tenantDbName(config.tenantDbPrefix, id)
-    const dbUrl = isolation === 'shared' ? shared!.url : withDatabase(serverUrl, dbName)
+    // Where its database goes: a shared tenant on the shared database's server; a database tenant on the
+    // server asked for, or the placement policy's choice among the active servers.
+    if (isolation === 'shared' && input.server !== undefined && input.server !== DEFAULT_DB_SERVER)
+      throw badRequest('INVALID_SERVER', `shared tenants live on the shared database's server ("${DEFAULT_DB_SERVER}")`)
+    const asked = isolation === 'database' && input.server !== undefined ? await servers.get(input.server) : undefined
+    if (asked?.status === 'draining') throw conflict('SERVER_DRAINING', `database server "${asked.name}" is draining; it takes no new tenants`)
+    const active = isolation === 'database' && !asked ? (await servers.list()).filter((s) => s.status === 'active') : []
+    // One server with no capacity set (every install that never added one): nothing to choose, no lock, no count.
+    const only = active.length === 1 && active[0]!.capacity === null ? active[0] : undefined
     let row: Tenant
     try {
       row = await host.db.transaction(async (tx) => {
-        await claimSlug(tx as unknown as HostDatabase['db'], slug, id)
+        const htx = tx as unknown as HostDatabase['db']
+        let server = asked ?? only
+        if (isolation === 'database' && !server) {
+          // Under a lock, so concurrent registrations see each other's rows in the counts.
+          await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended('tenantkit:placement', 0))`)
+          const load = (await servers.load(htx)).filter((l) => active.some((s) => s.name === l.name))
+          const name = placement({ tenantId: id, slug, planTier, isolation }, load)
+          server = active.find((s) => s.name === name)
+          if (!server) throw new AppError(503, 'NO_SERVER_AVAILABLE', 'no database server can take a new tenant (all full or draining)')
+        }
+        const serverName = server?.name ?? DEFAULT_DB_SERVER
+        const dbUrl = isolation === 'shared' ? shared!.url : withDatabase(server!.adminUrl, dbName)
+        await claimSlug(htx, slug, id)
         if (input.ownerUserId && input.maxCreatedByOwner !== undefined) {
           await assertUnderQuota(tx as unknown as HostDatabase['db'], input.ownerUserId, input.maxCreatedByOwner)
         }
@@ -364,6 +416,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
             name,
             planTier,
             isolation,
+            server: serverName,
             status: 'provisioning',
             dbName,
             dbUrlEncrypted: encrypt(dbUrl, config.encryptionKeys),
@@ -380,7 +433,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
             actorUserId: input.actorUserId ?? input.ownerUserId ?? null,
             targetType: 'tenant',
             targetId: id,
-            metadata: { slug, planTier, isolation, ownerUserId: input.ownerUserId ?? null },
+            metadata: { slug, planTier, isolation, server: serverName, ownerUserId: input.ownerUserId ?? null },
           },
           input.origin,
         )
@@ -495,9 +548,11 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     resumeStale,
     describe: async (idOrSlug) => publicView(await writes.get(idOrSlug)),
     template,
+    servers,
     shared,
     writes,
     async close() {
+      await servers.close()
       await Promise.all([admin.end({ timeout: 5 }), lockSql.end({ timeout: 5 })])
     },
   }

@@ -22,6 +22,8 @@ export interface TenantRecord {
   name: string
   status: TenantStatus
   planTier: string
+  /** The Postgres server (core_db_servers.name) its database is on; its pool counts against that server's budget. */
+  server: string
   /** 'shared': dbUrl is the shared database (its data role), and the pool manager hands out a handle scoped to this tenant. */
   isolation: TenantIsolation
   dbName: string
@@ -52,6 +54,19 @@ export interface Catalog {
   close(): Promise<void>
 }
 
+/** One server's share of the pool manager (PoolStats.servers). */
+export interface ServerPoolStats {
+  openPools: number
+  reservedConnections: number
+  openConnections: number
+  waiters: number
+  leases: number
+  /** This server's budget (core_db_servers.max_connections, else POOL_CONNECTION_BUDGET). */
+  budget: number
+  /** POOL_EXHAUSTED timeouts on this server within the starved window and no grant on it since. */
+  starved: boolean
+}
+
 export interface PoolStats {
   openPools: number
   /** Connection slots reserved by open pools (what the budget counts). */
@@ -62,7 +77,10 @@ export interface PoolStats {
   waiters: number
   /** Leases held right now (requests and jobs using a tenant pool). */
   leases: number
+  /** The budget of a server that sets none (POOL_CONNECTION_BUDGET); each server's own is in `servers`. */
   budget: number
+  /** Per server, every server with a pool open, a waiter or a recent POOL_EXHAUSTED. */
+  servers: Record<string, ServerPoolStats>
   /**
    * Waiters time out (POOL_EXHAUSTED) and nobody was granted a pool since the first of those timeouts,
    * the last one within the starved window: the process can't serve new tenants; readiness reports it.
@@ -77,7 +95,7 @@ export interface TenantLease {
 }
 
 /** What the pool manager needs of a tenant (isolation defaults to 'database'). */
-export type PoolTargetOf = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation' | 'moving'>>
+export type PoolTargetOf = Pick<TenantRecord, 'id' | 'dbUrl' | 'poolerUrl' | 'maxConnections'> & Partial<Pick<TenantRecord, 'isolation' | 'moving' | 'server'>>
 
 export interface PoolManager {
   /**

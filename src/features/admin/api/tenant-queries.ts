@@ -150,7 +150,7 @@ async function databaseSize(row: Tenant, deps: { pools: PoolManager; dbUrl: (row
   // A shared tenant has no database of its own: the shared database's size is not its size.
   if (row.isolation === 'shared') return null
   try {
-    const tenant = { id: row.id, dbUrl: deps.dbUrl(row), poolerUrl: undefined, maxConnections: row.maxConnections ?? undefined }
+    const tenant = { id: row.id, dbUrl: deps.dbUrl(row), poolerUrl: undefined, maxConnections: row.maxConnections ?? undefined, server: row.server }
     return await deps.pools.withTenant(tenant, async (tdb) => {
       const [size] = await tdb.$client<{ bytes: string }[]>`select pg_database_size(current_database())::text as bytes`
       return size ? Number(size.bytes) : null

@@ -1,0 +1,288 @@
+/**
+ * The Postgres servers tenant databases live on (core_db_servers), and where a new tenant goes.
+ *
+ * The row named 'default' is the config's server (TENANT_DATABASE_URL, else DATABASE_URL): the migration
+ * makes it, so an install that never adds a server keeps working unchanged, and it stores no URL (the
+ * config stays its one source). Every other server is added by an operator (`tenants servers add`) with
+ * an admin URL (a role with CREATEDB, on the server's `postgres` database) kept encrypted like a tenant's
+ * database URL. Each server gets its own maintenance pool and its own tenant template, made on first use.
+ *
+ * Placement (placeServer): a pluggable policy picks the server of each new database tenant from the
+ * active servers and their load; shared tenants stay on the server that holds the shared database
+ * (SHARED_DATABASE_URL, the default server). Draining servers get nothing new, and `tenants servers drain`
+ * moves what they hold elsewhere.
+ */
+import { asc, count, eq, sql } from 'drizzle-orm'
+import type { Logger } from 'pino'
+import {
+  DB_SERVER_ROLES,
+  DEFAULT_DB_SERVER,
+  type DbServer,
+  type DbServerRole,
+  type DbServerStatus,
+  dbServers,
+  type TenantIsolation,
+  tenants,
+} from '../../../drizzle/host/schema.js'
+import type { Config } from '../config.js'
+import { connect, type Sql, withDatabase } from '../db/connect.js'
+import type { HostDatabase, HostDb } from '../db/host.js'
+import { decrypt, encrypt, type KeyRing } from '../lib/crypto.js'
+import { badRequest, conflict, notFound, PG, pgCode } from '../lib/errors.js'
+import { createTemplate, type TenantTemplate, tenantServerUrl } from './template.js'
+
+export { DEFAULT_DB_SERVER }
+
+/** A server as the runtime needs it: its admin URL decrypted. Never serialised to clients. */
+export interface DbServerInfo {
+  name: string
+  role: DbServerRole
+  status: DbServerStatus
+  /** Most tenant databases placement puts on it; null: no limit. */
+  capacity: number | null
+  /** Tenant connections one process may hold on it (its pool budget); null: POOL_CONNECTION_BUDGET. */
+  maxConnections: number | null
+  /** A role with CREATEDB on the server's maintenance database: tenant databases' URLs are made from it. */
+  adminUrl: string
+  createdAt: Date
+}
+
+/** What a placement policy sees of a server: no URL. */
+export interface ServerLoad {
+  name: string
+  role: DbServerRole
+  status: DbServerStatus
+  capacity: number | null
+  /** Tenant databases on it now (every catalog row with a database of its own, deleted ones kept included). */
+  tenants: number
+}
+
+export interface PlacementRequest {
+  tenantId: string
+  slug: string
+  planTier: string
+  isolation: TenantIsolation
+}
+
+/**
+ * Choose the server of a new database tenant: a name among `servers` (active ones, each with its load),
+ * or undefined when none will do (provisioning then answers 503 NO_SERVER_AVAILABLE). Pass your own as
+ * ProvisionerDeps.placement, e.g. to put a plan on servers of its own.
+ */
+export type PlacementPolicy = (request: PlacementRequest, servers: readonly ServerLoad[]) => string | undefined
+
+/**
+ * The kit's policy: servers with room (tenants < capacity), dedicated before shared (a shared server
+ * also holds the long tail's shared database), then the least full (tenants / capacity; a server with no
+ * capacity counts as empty), then the fewest tenants, then by name.
+ */
+export const defaultPlacement: PlacementPolicy = (_request, servers) => {
+  const fill = (s: ServerLoad) => (s.capacity ? s.tenants / s.capacity : 0)
+  const open = servers.filter((s) => s.status === 'active' && (s.capacity === null || s.tenants < s.capacity))
+  open.sort(
+    (a, b) =>
+      Number(a.role !== 'dedicated') - Number(b.role !== 'dedicated') ||
+      fill(a) - fill(b) ||
+      a.tenants - b.tenants ||
+      a.name.localeCompare(b.name),
+  )
+  return open[0]?.name
+}
+
+export interface AddServerInput {
+  name: string
+  adminUrl: string
+  role?: DbServerRole | undefined
+  capacity?: number | null | undefined
+  maxConnections?: number | null | undefined
+}
+
+export interface ServerRegistry {
+  /** Every server, the default first. */
+  list(): Promise<DbServerInfo[]>
+  /** One server, or 404 SERVER_NOT_FOUND. */
+  get(name: string): Promise<DbServerInfo>
+  /** Tenant databases per server (every server listed, 0 included). */
+  load(db?: HostDb): Promise<ServerLoad[]>
+  /** Register a server (409 SERVER_EXISTS). The caller checks that it answers first (see probe). */
+  add(input: AddServerInput): Promise<DbServerInfo>
+  /** active ⇄ draining. */
+  setStatus(name: string, status: DbServerStatus): Promise<void>
+  /** A server's budget as last read (list/get/load refresh it); undefined before the first read. Sync: the pool manager asks it per grant. */
+  budgetOf(name: string): number | undefined
+  /** Re-read every server (budgets). */
+  refresh(): Promise<void>
+  /** The server's maintenance pool (CREATE/DROP DATABASE), opened on first use. */
+  admin(name: string): Promise<Sql>
+  /** The server's tenant template (same migrations, same name on every server), made on first use. */
+  template(name: string): Promise<TenantTemplate>
+  /** select 1 on each server's maintenance database, within `timeoutMs`: 'up' or 'down' per server. */
+  probe(timeoutMs?: number): Promise<Record<string, 'up' | 'down'>>
+  close(): Promise<void>
+}
+
+export interface ServerRegistryDeps {
+  host: HostDatabase
+  config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys'>
+  logger: Logger
+  /** The default server's maintenance pool and template (the provisioner's own). */
+  defaultAdmin: Sql
+  defaultTemplate: TenantTemplate
+  /** The tenant migrations folder (default migrations/tenant). */
+  folder?: string | undefined
+  /** Adds statement/lock timeouts to a maintenance URL (provisioning's bounded admin connections). */
+  bound: (url: string) => string
+}
+
+const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/
+
+export function validateServerName(name: unknown): string {
+  if (typeof name !== 'string' || !NAME.test(name)) {
+    throw badRequest('INVALID_SERVER', 'server name must be 1-63 lowercase letters, digits, "-" or "_", starting with a letter or digit')
+  }
+  return name
+}
+
+export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
+  const { host, config, logger } = deps
+  const keys: readonly KeyRing[] = config.encryptionKeys
+  const budgets = new Map<string, number | undefined>()
+  const admins = new Map<string, Sql>([[DEFAULT_DB_SERVER, deps.defaultAdmin]])
+  const templates = new Map<string, TenantTemplate>([[DEFAULT_DB_SERVER, deps.defaultTemplate]])
+  /** The admin URL each opened pool was made from: a server re-added under the same name with another URL gets a new pool. */
+  const openedWith = new Map<string, string>()
+
+  function toInfo(row: DbServer): DbServerInfo {
+    budgets.set(row.name, row.maxConnections ?? undefined)
+    const adminUrl = row.name === DEFAULT_DB_SERVER ? withDatabase(tenantServerUrl(config), 'postgres') : decrypt(row.adminUrlEncrypted!, keys)
+    return {
+      name: row.name,
+      role: row.role,
+      status: row.status,
+      capacity: row.capacity,
+      maxConnections: row.maxConnections,
+      adminUrl,
+      createdAt: row.createdAt,
+    }
+  }
+
+  async function list(): Promise<DbServerInfo[]> {
+    const rows = await host.db.select().from(dbServers).orderBy(sql`${dbServers.name} <> ${DEFAULT_DB_SERVER}`, asc(dbServers.name))
+    return rows.map(toInfo)
+  }
+
+  async function get(name: string): Promise<DbServerInfo> {
+    const [row] = await host.db.select().from(dbServers).where(eq(dbServers.name, name))
+    if (!row) throw notFound('SERVER_NOT_FOUND', `no database server "${name}"`)
+    return toInfo(row)
+  }
+
+  async function admin(name: string): Promise<Sql> {
+    if (name === DEFAULT_DB_SERVER) return deps.defaultAdmin
+    const server = await get(name)
+    const existing = admins.get(name)
+    if (existing && openedWith.get(name) === server.adminUrl) return existing
+    if (existing) await existing.end({ timeout: 5 }).catch(() => {})
+    const sql = connect(deps.bound(server.adminUrl), { max: 2, idleTimeoutS: 30, applicationName: 'tenantkit-admin' })
+    admins.set(name, sql)
+    openedWith.set(name, server.adminUrl)
+    templates.delete(name)
+    return sql
+  }
+
+  return {
+    list,
+    get,
+    async load(db = host.db) {
+      const [servers, counts] = await Promise.all([
+        db.select().from(dbServers).orderBy(asc(dbServers.name)),
+        db
+          .select({ server: tenants.server, n: count() })
+          .from(tenants)
+          .where(eq(tenants.isolation, 'database'))
+          .groupBy(tenants.server),
+      ])
+      return servers.map((s) => {
+        budgets.set(s.name, s.maxConnections ?? undefined)
+        return { name: s.name, role: s.role, status: s.status, capacity: s.capacity, tenants: counts.find((c) => c.server === s.name)?.n ?? 0 }
+      })
+    },
+    async add(input) {
+      const name = validateServerName(input.name)
+      let url: URL
+      try {
+        url = new URL(input.adminUrl)
+      } catch {
+        throw badRequest('INVALID_SERVER', 'the admin URL must be a postgres:// URL')
+      }
+      if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw badRequest('INVALID_SERVER', 'the admin URL must be a postgres:// URL')
+      const role = input.role ?? 'dedicated'
+      if (!DB_SERVER_ROLES.includes(role)) throw badRequest('INVALID_SERVER', 'role must be shared or dedicated')
+      for (const [what, n] of [
+        ['capacity', input.capacity],
+        ['max connections', input.maxConnections],
+      ] as const) {
+        if (n !== undefined && n !== null && (!Number.isInteger(n) || n < (what === 'capacity' ? 0 : 1)))
+          throw badRequest('INVALID_SERVER', `${what} must be a whole number`)
+      }
+      try {
+        const [row] = await host.db
+          .insert(dbServers)
+          .values({
+            name,
+            adminUrlEncrypted: encrypt(withDatabase(input.adminUrl, 'postgres'), keys),
+            role,
+            capacity: input.capacity ?? null,
+            maxConnections: input.maxConnections ?? null,
+          })
+          .returning()
+        logger.info({ server: name, role }, 'database server added')
+        return toInfo(row!)
+      } catch (err) {
+        if (pgCode(err instanceof Error ? (err.cause ?? err) : err) === PG.uniqueViolation) throw conflict('SERVER_EXISTS', `database server "${name}" exists already`)
+        throw err
+      }
+    },
+    async setStatus(name, status) {
+      const changed = await host.db.update(dbServers).set({ status, updatedAt: new Date() }).where(eq(dbServers.name, name)).returning({ name: dbServers.name })
+      if (!changed.length) throw notFound('SERVER_NOT_FOUND', `no database server "${name}"`)
+    },
+    budgetOf: (name) => budgets.get(name),
+    async refresh() {
+      await list()
+    },
+    admin,
+    async template(name) {
+      const sql = await admin(name)
+      let template = templates.get(name)
+      if (!template) {
+        const server = await get(name)
+        template = createTemplate({ admin: sql, serverUrl: server.adminUrl, prefix: config.tenantDbPrefix, folder: deps.folder, logger })
+        templates.set(name, template)
+      }
+      return template
+    },
+    async probe(timeoutMs = 1500) {
+      const out: Record<string, 'up' | 'down'> = {}
+      await Promise.all(
+        (await list()).map(async (s) => {
+          try {
+            const sql = await admin(s.name)
+            await Promise.race([
+              sql`select 1`,
+              new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), timeoutMs).unref()),
+            ])
+            out[s.name] = 'up'
+          } catch {
+            out[s.name] = 'down'
+          }
+        }),
+      )
+      return out
+    },
+    async close() {
+      await Promise.all([...admins].filter(([name]) => name !== DEFAULT_DB_SERVER).map(([, sql]) => sql.end({ timeout: 5 })))
+      admins.clear()
+    },
+  }
+}
