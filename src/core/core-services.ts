@@ -148,7 +148,15 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     tasks: lateTasks,
     metrics,
   })
-  const mover = createTenantMover({ config, host, catalog, pools, provisioner, tasks: lateTasks, logger })
+  const mover = createTenantMover({
+    config,
+    host,
+    catalog,
+    pools,
+    provisioner,
+    tasks: lateTasks,
+    logger,
+  })
   // Read the servers' budgets now and every minute (a server added or changed elsewhere); the pool manager
   // uses POOL_CONNECTION_BUDGET for a server until then.
   const refreshServers = () =>

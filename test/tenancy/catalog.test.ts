@@ -83,6 +83,7 @@ describe('catalog', () => {
       status: 'active',
       planTier: 'free',
       isolation: 'database',
+      server: 'default',
       dbName: row.dbName,
       dbUrl: row.dbUrl,
       poolerUrl: row.poolerUrl,

@@ -16,10 +16,10 @@ import { type JobContext, type Jobs, type JobSubmitter, systemJob, TenantIdSchem
 import { Uuid } from '../../lib/schemas.js'
 import { createTenantLocks } from '../lifecycle.js'
 import { boundedMaintenanceUrl, type Provisioner } from '../provisioning.js'
-import { tenantServerUrl } from '../template.js'
 import type { Catalog, PoolManager } from '../types.js'
 import { MOVE_APPLICATION } from './copy.js'
-import { type Locations, singleServerLocations } from './locations.js'
+import type { Locations } from './locations.js'
+import { serverLocations } from './server-locations.js'
 import { createMover, hopelessMove, type MoveFaults, type Mover, type MoveRequest } from './mover.js'
 import type { DrainOptions } from './drain.js'
 
@@ -37,10 +37,10 @@ export interface TenantMoverDeps {
   host: HostDatabase
   catalog: Pick<Catalog, 'invalidate'>
   pools: Pick<PoolManager, 'evict'>
-  provisioner: Pick<Provisioner, 'template' | 'shared'>
+  provisioner: Pick<Provisioner, 'template' | 'shared' | 'servers'>
   tasks: Pick<JobSubmitter, 'submit'>
   logger: Logger
-  /** Where locations live; default: the one tenant server (a multi-server deployment passes its own). */
+  /** Where locations live; default: the database servers of core_db_servers (server-locations.ts). */
   locations?: (admin: Sql) => Locations
   drain?: DrainOptions
   faults?: MoveFaults
@@ -54,11 +54,10 @@ export function createTenantMover(deps: TenantMoverDeps): TenantMover {
   const lockSql: Sql = connect(maintenance, { max: 1, idleTimeoutS: 60, applicationName: 'tenantkit-locks' })
   const locations =
     deps.locations?.(admin) ??
-    singleServerLocations({
-      admin,
-      serverUrl: tenantServerUrl(config),
+    serverLocations({
+      servers: deps.provisioner.servers,
       prefix: config.tenantDbPrefix,
-      template: deps.provisioner.template,
+      templateInfo: deps.provisioner.template.info,
       shared: deps.provisioner.shared,
     })
   const mover = createMover({

@@ -8,7 +8,7 @@
  * The default here is the deployment's one tenant server (TENANT_DATABASE_URL): 'database' is
  * `${prefix}_${tenant id}` cloned from the template, 'shared' is SHARED_DATABASE_URL's database.
  */
-import type { Tenant, TenantIsolation } from '../../../../drizzle/host/schema.js'
+import { DEFAULT_DB_SERVER, type Tenant, type TenantIsolation } from '../../../../drizzle/host/schema.js'
 import { quoteIdent, type Sql, withDatabase } from '../../db/connect.js'
 import { badRequest, PG, pgCode } from '../../lib/errors.js'
 import type { SharedDatabase } from '../shared/shared-database.js'
@@ -35,7 +35,7 @@ export interface Locations {
   /** The location a catalog row names (`dbUrl` already decrypted). */
   current(row: Pick<Tenant, 'id' | 'isolation' | 'dbName'> & { dbUrl: string; server?: string | null | undefined }): TenantLocation
   /** Where `target` puts this tenant. 400 when the target cannot exist on this deployment. */
-  resolve(tenantId: string, target: MoveTarget): TenantLocation
+  resolve(tenantId: string, target: MoveTarget): TenantLocation | Promise<TenantLocation>
   /** Make the location ready to receive the tenant's rows (create its database from the template); idempotent. */
   prepare(location: TenantLocation): Promise<void>
   /**
@@ -67,7 +67,7 @@ export function singleServerLocations(deps: SingleServerDeps): Locations {
     return shared
   }
   const onlyServer = (server: string | undefined) => {
-    if (server !== undefined) throw badRequest('UNKNOWN_SERVER', `no database server "${server}": this deployment has one tenant server`)
+    if (server !== undefined && server !== DEFAULT_DB_SERVER) throw badRequest('UNKNOWN_SERVER', `no database server "${server}": this deployment has one tenant server`)
   }
   return {
     current: (row) => ({ isolation: row.isolation, server: row.server ?? undefined, dbName: row.dbName, dbUrl: row.dbUrl }),

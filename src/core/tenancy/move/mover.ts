@@ -193,10 +193,11 @@ export function createMover(deps: MoverDeps): Mover {
       await sameData(await using(from(m), m.tenantId, checksumTenant), m, 'the source changed since it was verified')
       const target = to(m)
       await host.db.transaction(async (tx) => {
-        // The server column of a multi-server catalog is set here too, once there is one.
         await tx
           .update(tenants)
           .set({
+            // Several servers (serverLocations): the catalog names the new server.
+            ...(target.server !== undefined ? { server: target.server } : {}),
             isolation: target.isolation,
             dbName: target.dbName,
             dbUrlEncrypted: encrypt(target.dbUrl, keys),
@@ -314,7 +315,7 @@ export function createMover(deps: MoverDeps): Mover {
     if (row.status !== 'active' && row.status !== 'suspended')
       throw conflict('TENANT_NOT_MOVABLE', `tenant "${row.slug}" is ${row.status}; only active or suspended tenants move`)
     const source = locations.current({ ...row, dbUrl: decrypt(row.dbUrlEncrypted, keys) })
-    const target = locations.resolve(row.id, request.target)
+    const target = await locations.resolve(row.id, request.target)
     if (source.isolation === target.isolation && source.server === target.server && source.dbName === target.dbName) {
       throw conflict('MOVE_NOT_NEEDED', `tenant "${row.slug}" is already in ${target.isolation} isolation there`)
     }
@@ -390,7 +391,8 @@ export function createMover(deps: MoverDeps): Mover {
       }
       const target = to(now)
       const [row] = await host.db.select().from(tenants).where(eq(tenants.id, now.tenantId))
-      if (row && row.dbName === target.dbName && row.isolation === target.isolation)
+      // A server move keeps the database's name: the server tells the target from the source.
+      if (row && row.dbName === target.dbName && row.isolation === target.isolation && (target.server === undefined || row.server === target.server))
         throw new Error(`move ${moveId}: the catalog names the target; refusing to remove it`)
       // The target's partial copy: nobody reads it (the catalog never named it).
       if (target.isolation === 'database') await locations.dropDatabase(target)

@@ -1,0 +1,83 @@
+/**
+ * Locations on several Postgres servers (core_db_servers): what the mover uses once servers exist. A
+ * database location is `${prefix}_${tenant id}` on a named server, created from that server's own
+ * template; the shared location is SHARED_DATABASE_URL's database, on the default server. So a server
+ * move (`tenants move <slug> --server NAME`, a drain) is a move whose two locations differ only in their
+ * server: the same mark → prepare → copy → verify → switch → cleanup steps, write pause and checks.
+ */
+import type { MigrationInfo } from '../../db/migrations.js'
+import { quoteIdent, withDatabase } from '../../db/connect.js'
+import { AppError, badRequest, conflict, PG, pgCode } from '../../lib/errors.js'
+import { DEFAULT_DB_SERVER, type ServerRegistry } from '../servers.js'
+import type { SharedDatabase } from '../shared/shared-database.js'
+import { tenantDbName } from '../template.js'
+import type { Locations, TenantLocation } from './locations.js'
+
+export interface ServerLocationsDeps {
+  servers: ServerRegistry
+  prefix: string
+  /** The tenant migrations every server's template is built from (the provisioner's template info). */
+  templateInfo: MigrationInfo
+  shared: Pick<SharedDatabase, 'ensure' | 'dbName' | 'url' | 'info'> | undefined
+}
+
+export function serverLocations(deps: ServerLocationsDeps): Locations {
+  const { servers, prefix, shared } = deps
+  const sharedOf = () => {
+    if (!shared) throw badRequest('SHARED_ISOLATION_OFF', 'shared isolation is not configured (SHARED_DATABASE_URL)')
+    return shared
+  }
+  /** The named server, as a move target: known (400 UNKNOWN_SERVER otherwise) and not draining. */
+  async function targetServer(name: string) {
+    try {
+      const server = await servers.get(name)
+      if (server.status === 'draining') throw conflict('SERVER_DRAINING', `database server "${name}" is draining; it takes no tenants`)
+      return server
+    } catch (err) {
+      if (err instanceof AppError && err.code === 'SERVER_NOT_FOUND') throw badRequest('UNKNOWN_SERVER', `no database server "${name}"`)
+      throw err
+    }
+  }
+  const serverOf = (location: TenantLocation) => location.server ?? DEFAULT_DB_SERVER
+
+  return {
+    current: (row) => ({ isolation: row.isolation, server: row.server ?? DEFAULT_DB_SERVER, dbName: row.dbName, dbUrl: row.dbUrl }),
+    async resolve(tenantId, target) {
+      if (target.isolation === 'shared') {
+        if (target.server !== undefined && target.server !== DEFAULT_DB_SERVER) {
+          await targetServer(target.server)
+          throw badRequest('INVALID_SERVER', `shared tenants live on the shared database's server ("${DEFAULT_DB_SERVER}")`)
+        }
+        const s = sharedOf()
+        return { isolation: 'shared', server: DEFAULT_DB_SERVER, dbName: s.dbName, dbUrl: s.url }
+      }
+      if (target.isolation !== 'database') throw badRequest('INVALID_ISOLATION', 'isolation must be database or shared')
+      // Omitted: the default server (a mode move that names no server).
+      const server = await targetServer(target.server ?? DEFAULT_DB_SERVER)
+      const dbName = tenantDbName(prefix, tenantId)
+      return { isolation: 'database', server: server.name, dbName, dbUrl: withDatabase(server.adminUrl, dbName) }
+    },
+    async prepare(location) {
+      if (location.isolation === 'shared') return sharedOf().ensure()
+      const name = serverOf(location)
+      const [admin, template] = await Promise.all([servers.admin(name), servers.template(name)])
+      const tpl = await template.ensure()
+      try {
+        await admin.unsafe(`create database ${quoteIdent(location.dbName)} template ${quoteIdent(tpl)}`)
+      } catch (err) {
+        // Derived from the tenant id and recorded in the move: an existing one is what an interrupted run
+        // created. The copy step empties it before it writes, so whatever it holds is replaced.
+        if (pgCode(err) !== PG.duplicateDatabase) throw err
+      }
+    },
+    async dropDatabase(location) {
+      if (location.isolation !== 'database') throw new Error("a shared location is never dropped: delete the tenant's rows instead")
+      await (await servers.admin(serverOf(location))).unsafe(`drop database if exists ${quoteIdent(location.dbName)} with (force)`)
+    },
+    async databaseExists(location) {
+      const admin = await servers.admin(serverOf(location))
+      return (await admin`select 1 from pg_database where datname = ${location.dbName}`).length > 0
+    },
+    version: (isolation) => (isolation === 'shared' ? sharedOf().info.version : deps.templateInfo.version),
+  }
+}
