@@ -21,6 +21,7 @@ import { listBehind, migrateFleet } from './core/tenancy/fleet.js'
 import { queueFleetMigration } from './core/tenancy/provisioning-jobs.js'
 import { runDoctor } from './doctor.js'
 import { moveFigures } from './core/tenancy/move/index.js'
+import { drainServer } from './core/tenancy/move/drain-server.js'
 import { connect, withDatabase } from './core/db/connect.js'
 import { PROVISIONER_CONNECTIONS, readServerLimit } from './core/db/connection-budget.js'
 
@@ -35,12 +36,13 @@ export const USAGE = `usage:
   tenants servers list                         the database servers: role, status, tenant databases, capacity, budget
   tenants servers add <name> --url URL [--role dedicated|shared] [--capacity N] [--max-connections N]
                                                register a Postgres server (a CREATEDB role's URL; checked first)
-  tenants servers drain <name>                 take no new tenants there (placement skips it)
+  tenants servers drain <name> [--inline]      take no new tenants there, and move each of its database tenants to
+                                               the server placement picks: tenants.move jobs (--inline: one by one here)
   tenants servers activate <name>              take new tenants again
   tenants retry <slug>                         resume a failed provisioning
-  tenants move <slug> --isolation shared|database [--queue]
-                                               move the tenant's data to the other mode (writes paused briefly,
-                                               rows verified); run again to resume an interrupted move
+  tenants move <slug> --isolation shared|database [--server NAME] [--queue]
+  tenants move <slug> --server NAME [--queue]  move the tenant's data to the other mode or another server (writes
+                                               paused briefly, rows verified); run again to resume an interrupted move
   tenants move <slug> --abort                  give up the tenant's move (only before it has switched)
   tenants migrate [--tenant SLUG]... [--concurrency N] [--continue-on-error]
   tenants migrate --queue                      one tenant.migrate job per tenant behind; the worker runs them
@@ -111,7 +113,13 @@ const count = (v: string | undefined, what: string, min: number): number | undef
 /** `tenants servers …`: the Postgres servers tenant databases live on. */
 async function serversCommand(
   args: string[],
-  values: { url?: string | undefined; role?: string | undefined; capacity?: string | undefined; 'max-connections'?: string | undefined },
+  values: {
+    url?: string | undefined
+    role?: string | undefined
+    capacity?: string | undefined
+    'max-connections'?: string | undefined
+    inline?: boolean | undefined
+  },
   services: Services,
   io: CliIo,
 ): Promise<number> {
@@ -164,11 +172,21 @@ async function serversCommand(
       io.out(`added server ${s.name} (${s.role}) at ${hostOf(s.adminUrl)}`)
       return 0
     }
-    case 'drain':
+    case 'drain': {
+      const name = one(rest, 'server name')
+      const result = await drainServer({ host: services.host, provisioner: services.provisioner, mover: services.mover }, name, { inline: values.inline })
+      io.out(`${name}: draining (no new tenants)`)
+      for (const m of result.moved)
+        io.out(values.inline ? `${m.slug}: moved to ${m.to} (move ${m.moveId})` : `${m.slug}: move to ${m.to} queued (move ${m.moveId}, job ${m.jobId})`)
+      for (const s of result.skipped) io.out(`${s.slug}: not moved: ${s.reason}`)
+      io.out(`${result.moved.length} tenant(s) ${values.inline ? 'moved' : 'queued to move'}, ${result.skipped.length} left`)
+      if (!values.inline && result.moved.length) io.out('the worker runs the moves (`npm run worker`); follow them with `npm run tenants -- servers list`')
+      return result.skipped.some((s) => !s.reason.startsWith('shared tenant')) ? 1 : 0
+    }
     case 'activate': {
       const name = one(rest, 'server name')
-      await servers.setStatus(name, sub === 'drain' ? 'draining' : 'active')
-      io.out(sub === 'drain' ? `${name}: draining (no new tenants)` : `${name}: active`)
+      await servers.setStatus(name, 'active')
+      io.out(`${name}: active`)
       return 0
     }
     default:
@@ -197,6 +215,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       hard: { type: 'boolean', default: false },
       'older-than': { type: 'string' },
       abort: { type: 'boolean', default: false },
+      inline: { type: 'boolean', default: false },
     },
   })
   const [command, ...args] = positionals
@@ -273,6 +292,8 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       return moveCommand(one(args, 'slug'), values, services, io)
     case 'servers':
       return serversCommand(args, values, services, io)
+    case 'move':
+      return moveCommand(one(args, 'slug'), values, services, io)
     case 'retry': {
       const t = await provisioner.retry(one(args, 'slug'))
       io.out(`${t.slug}: ${t.status}`)
@@ -345,7 +366,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
 /** `tenants move`: inline by default (progress in the catalog either way), `--queue` for the worker. */
 async function moveCommand(
   slug: string,
-  values: { isolation?: string | undefined; queue?: boolean | undefined; abort?: boolean | undefined },
+  values: { isolation?: string | undefined; server?: string | undefined; queue?: boolean | undefined; abort?: boolean | undefined },
   services: Services,
   io: CliIo,
 ): Promise<number> {
@@ -358,9 +379,10 @@ async function moveCommand(
     io.out(`${slug}: move ${aborted.id} aborted at ${open.step}; writes resumed on its ${open.fromIsolation} location`)
     return 0
   }
-  const isolation = values.isolation
-  if (isolation !== 'shared' && isolation !== 'database') throw new UsageError('--isolation must be shared or database')
-  const request = { target: { isolation } as const }
+  // --server alone: another server, same mode (a database of its own; shared tenants stay with the shared database).
+  const isolation = values.isolation ?? (values.server !== undefined ? 'database' : undefined)
+  if (isolation !== 'shared' && isolation !== 'database') throw new UsageError('--isolation must be shared or database (or give --server)')
+  const request = { target: { isolation, server: values.server } as const }
   if (values.queue) {
     const q = await mover.queue(slug, request)
     io.out(`${slug}: move ${q.moveId} queued (job ${q.jobId}); the worker runs it`)
@@ -368,9 +390,11 @@ async function moveCommand(
   }
   const move = await mover.moveTenant(slug, request)
   const f = moveFigures(move)
+  // Servers are named when the move changed server.
+  const where = (server: string | null) => (server && move.fromServer !== move.toServer ? ` on ${server}` : '')
   io.out(
-    `${slug}: moved from ${move.fromIsolation} to ${move.toIsolation} (${move.toDbName}): ${f.rows} rows copied and verified, ` +
-      `writes paused ${f.writePauseMs ?? '?'} ms, ${f.totalMs ?? '?'} ms in all`,
+    `${slug}: moved from ${move.fromIsolation}${where(move.fromServer)} to ${move.toIsolation}${where(move.toServer)} (${move.toDbName}): ` +
+      `${f.rows} rows copied and verified, writes paused ${f.writePauseMs ?? '?'} ms, ${f.totalMs ?? '?'} ms in all`,
   )
   return 0
 }

@@ -249,6 +249,8 @@ export interface Provisioner {
   template: TenantTemplate
   /** The database servers (core_db_servers): their maintenance pools and templates. */
   servers: ServerRegistry
+  /** Where new database tenants go (ProvisionerDeps.placement): a drain asks it where each tenant goes. */
+  placement: PlacementPolicy
   /** The shared database of shared-isolation tenants; undefined when SHARED_DATABASE_URL is unset. */
   shared: SharedDatabase | undefined
   writes: CatalogWrites
@@ -549,6 +551,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     describe: async (idOrSlug) => publicView(await writes.get(idOrSlug)),
     template,
     servers,
+    placement,
     shared,
     writes,
     async close() {

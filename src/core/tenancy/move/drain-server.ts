@@ -1,0 +1,70 @@
+/**
+ * Draining a database server: it takes no new tenants (status 'draining', placement skips it), and each
+ * database tenant on it gets a move to the server the placement policy picks among the active ones, with
+ * the move's brief write pause and verification. Moves are recorded and queued as `tenants.move` jobs (the
+ * worker runs them, one at a time per tenant, resumable), or run here one after another (`inline`).
+ * Running it again queues only what is left: a tenant with its move open keeps that move.
+ */
+import { and, asc, eq, isNull } from 'drizzle-orm'
+import { tenants } from '../../../../drizzle/host/schema.js'
+import type { HostDatabase } from '../../db/host.js'
+import { errorMessage } from '../../lib/error-log.js'
+import type { Provisioner } from '../provisioning.js'
+import type { TenantMover } from './index.js'
+
+export interface DrainDeps {
+  host: HostDatabase
+  provisioner: Pick<Provisioner, 'servers' | 'placement'>
+  mover: Pick<TenantMover, 'queue' | 'moveTenant'>
+}
+
+export interface DrainResult {
+  /** Tenants whose move was queued (or, inline, done), with the server each goes to. */
+  moved: { slug: string; to: string; moveId: string; jobId?: string | undefined }[]
+  /** Tenants left where they are, and why (shared tenants, tenants not active, no room anywhere, a failed move). */
+  skipped: { slug: string; reason: string }[]
+}
+
+export async function drainServer(deps: DrainDeps, name: string, opts: { inline?: boolean } = {}): Promise<DrainResult> {
+  const { servers, placement } = deps.provisioner
+  await servers.get(name) // 404 SERVER_NOT_FOUND before anything changes
+  await servers.setStatus(name, 'draining')
+  const rows = await deps.host.db
+    .select()
+    .from(tenants)
+    .where(and(eq(tenants.server, name), isNull(tenants.deletedAt)))
+    .orderBy(asc(tenants.slug))
+  // Counted as the moves are planned, so one drain spreads its tenants instead of sending all to the emptiest server.
+  const load = (await servers.load()).filter((s) => s.status === 'active' && s.name !== name)
+  const result: DrainResult = { moved: [], skipped: [] }
+  for (const row of rows) {
+    if (row.isolation === 'shared') {
+      result.skipped.push({ slug: row.slug, reason: 'shared tenant: its rows are in the shared database, which stays on this server' })
+      continue
+    }
+    if (row.status !== 'active' && row.status !== 'suspended') {
+      result.skipped.push({ slug: row.slug, reason: `${row.status}: only active or suspended tenants move` })
+      continue
+    }
+    const to = placement({ tenantId: row.id, slug: row.slug, planTier: row.planTier, isolation: 'database' }, load)
+    const target = load.find((s) => s.name === to)
+    if (!target) {
+      result.skipped.push({ slug: row.slug, reason: 'no active server has room' })
+      continue
+    }
+    const request = { target: { isolation: 'database' as const, server: target.name } }
+    try {
+      if (opts.inline) {
+        const m = await deps.mover.moveTenant(row.id, request)
+        result.moved.push({ slug: row.slug, to: target.name, moveId: m.id })
+      } else {
+        const q = await deps.mover.queue(row.id, request)
+        result.moved.push({ slug: row.slug, to: target.name, moveId: q.moveId, jobId: q.jobId })
+      }
+      target.tenants++
+    } catch (err) {
+      result.skipped.push({ slug: row.slug, reason: errorMessage(err) })
+    }
+  }
+  return result
+}
