@@ -292,8 +292,6 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       return moveCommand(one(args, 'slug'), values, services, io)
     case 'servers':
       return serversCommand(args, values, services, io)
-    case 'move':
-      return moveCommand(one(args, 'slug'), values, services, io)
     case 'retry': {
       const t = await provisioner.retry(one(args, 'slug'))
       io.out(`${t.slug}: ${t.status}`)

@@ -10,7 +10,7 @@ describe('app basics', () => {
     const live = await ctx.app.inject('/health')
     expect(live.json()).toEqual({ status: 'ok', version: expect.stringMatching(/^\d+\.\d+\.\d+/), uptimeSeconds: expect.any(Number) })
     const ready = await ctx.app.inject('/health/ready')
-    expect(ready.statusCode).toBe(200)
+    expect(ready.statusCode, ready.body).toBe(200)
     // Each database server is reported too: here the config's, the 'default' row.
     expect(ready.json()).toEqual({ status: 'ok', checks: { database: 'up', redis: 'up', pools: 'up' }, servers: { default: { status: 'up', pools: 'up' } } })
   })

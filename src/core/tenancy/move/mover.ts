@@ -304,7 +304,9 @@ export function createMover(deps: MoverDeps): Mover {
     const [row] = await host.db.select().from(tenants).where(where)
     if (!row || row.status === 'deleted') throw notFound('TENANT_NOT_FOUND', `no tenant "${idOrSlug}"`)
     const open = await openFor(row.id)
-    const sameTarget = (o: TenantMove) => o.toIsolation === request.target.isolation && (o.toServer ?? undefined) === request.target.server
+    // A request naming no server matches the open move's, whichever server that resolved to.
+    const sameTarget = (o: TenantMove) =>
+      o.toIsolation === request.target.isolation && (request.target.server === undefined || (o.toServer ?? undefined) === request.target.server)
     if (open) {
       if (sameTarget(open)) return open
       throw conflict(
