@@ -4,12 +4,17 @@
  * databases created on their server from that server's own template; a budget per server in the pool
  * manager; drain; hard delete on the right server.
  */
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { eq } from 'drizzle-orm'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { dbServers, tenants } from '../../drizzle/host/schema.js'
 import { runCli } from '../../src/cli.js'
 import { connect, withDatabase } from '../../src/core/db/connect.js'
+import { MIGRATIONS } from '../../src/core/db/migrations.js'
+import { migrateFleet } from '../../src/core/tenancy/fleet.js'
 import { createPoolManager } from '../../src/core/tenancy/pool-manager.js'
 import { defaultPlacement } from '../../src/core/tenancy/servers.js'
 import { createServices, type Services } from '../../src/services.js'
@@ -124,6 +129,39 @@ describe.skipIf(unavailable)('several Postgres servers', () => {
     expect(servers.stdout.split('\n')[0]).toMatch(/^NAME\s+ROLE\s+STATUS\s+TENANTS\s+CAPACITY\s+BUDGET\s+HOST$/)
     expect(servers.stdout).toMatch(/\ndefault\s+shared\s+active\s+1\s+-\s+\d+\s+127\.0\.0\.1:5432\n/)
     expect(servers.stdout).toMatch(/\nsecond\s+dedicated\s+active\s+2\s+2\s+4\s+127\.0\.0\.1:55433\n/)
+  })
+
+  it('migrates tenants on every server (fleet migrations use each catalog row\'s own URL)', async () => {
+    // A copy of migrations/tenant with one more migration: a deploy with a new tenant migration.
+    const folder = await mkdtemp(join(tmpdir(), 'tk-tenant-migrations-'))
+    await cp(MIGRATIONS.tenant, folder, { recursive: true })
+    const journalPath = join(folder, 'meta/_journal.json')
+    const journal = JSON.parse(await readFile(journalPath, 'utf8')) as { entries: { idx: number; when: number; tag: string }[] }
+    const last = journal.entries.at(-1)!
+    const tag = `${String(last.idx + 1).padStart(4, '0')}_test_servers`
+    journal.entries.push({ ...last, idx: last.idx + 1, when: last.when + 1000, tag })
+    await writeFile(journalPath, JSON.stringify(journal, null, 2))
+    await writeFile(join(folder, `${tag}.sql`), 'ALTER TABLE "projects" ADD COLUMN "server_test" text;')
+    try {
+      const summary = await migrateFleet(
+        { host: services.host, catalog: services.catalog, pools: services.pools, config: services.config, logger, folder },
+        { tenants: ['on-second-a', 'on-default-c'] },
+      )
+      expect(summary).toMatchObject({ version: tag, migrated: 2, failed: 0 })
+      const hasColumn = async (url: string) => {
+        const sql = connect(url, { max: 1 })
+        try {
+          return (await sql`select 1 from information_schema.columns where table_name = 'projects' and column_name = 'server_test'`).length === 1
+        } finally {
+          await sql.end()
+        }
+      }
+      expect(await hasColumn(withDatabase(SECOND_APP_URL, (await rowOf('on-second-a')).dbName))).toBe(true)
+      expect(await hasColumn(withDatabase(APP_URL, (await rowOf('on-default-c')).dbName))).toBe(true)
+      expect(await rowOf('on-second-a')).toMatchObject({ migrationVersion: tag, migrationStatus: 'current' })
+    } finally {
+      await rm(folder, { recursive: true, force: true })
+    }
   })
 
   it('provisions on the server asked for, and refuses an unknown or draining one', async () => {

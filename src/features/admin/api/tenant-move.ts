@@ -18,6 +18,13 @@ const MoveBody = Type.Object(
     isolation: Type.Union([Type.Literal('shared'), Type.Literal('database')], {
       description: "Where the tenant's data goes: the shared database (row-level security) or a database of its own",
     }),
+    server: Type.Optional(
+      Type.String({
+        pattern: '^[a-z0-9][a-z0-9_-]{0,62}$',
+        description:
+          'The database server (core_db_servers) a database of its own goes to; omitted: the default server. 400 UNKNOWN_SERVER, 409 SERVER_DRAINING',
+      }),
+    ),
   },
   { additionalProperties: false },
 )
@@ -46,7 +53,7 @@ const tenantMoveRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
     async (req, reply) => {
       const { id } = await provisioner.writes.get(req.params.id)
       const queued = await mover.queue(id, {
-        target: { isolation: req.body.isolation },
+        target: { isolation: req.body.isolation, server: req.body.server },
         requestedBy: req.user!.id,
         origin: auditSource(req),
       })
@@ -58,7 +65,7 @@ const tenantMoveRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, 
           tenantId: id,
           targetType: 'tenant',
           targetId: id,
-          metadata: { moveId: queued.moveId, jobId: queued.jobId, isolation: req.body.isolation },
+          metadata: { moveId: queued.moveId, jobId: queued.jobId, isolation: req.body.isolation, server: req.body.server ?? null },
         },
         req,
       )
