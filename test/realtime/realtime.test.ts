@@ -149,9 +149,10 @@ function openWs(
   base: string,
   headers: Record<string, string>,
   origin: string | undefined = ORIGIN,
+  query = '',
 ): Promise<Ws | { status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(`${base.replace('http', 'ws')}/api/events/ws`, { headers, ...(origin ? { origin } : {}) })
+    const socket = new WebSocket(`${base.replace('http', 'ws')}/api/events/ws${query}`, { headers, ...(origin ? { origin } : {}) })
     const ws: Ws = { messages: [], closed: undefined, socket }
     socket.on('message', (data) => ws.messages.push(JSON.parse(data.toString('utf8'))))
     socket.on('close', (code, reason) => {
@@ -285,7 +286,15 @@ describe('resume', () => {
     expect(again.events.filter((e) => dataOf(e).data.project.id.endsWith('e'))).toHaveLength(1)
     again.close()
 
-    // ?lastEventId= does the same (EventSource can't set headers on its first connection).
+    // A WebSocket resumes the same way, with ?lastEventId=.
+    const ws = await openWs(base2, headersOf(a.viewer, a.slug), ORIGIN, `?lastEventId=${seen.id}`)
+    if (!isOpen(ws)) throw new Error(`ws refused: ${JSON.stringify(ws)}`)
+    await waitFor(() => ws.messages.length >= 4, { message: 'the replay on the WebSocket' })
+    const replayed = ws.messages.slice(0, 4).map((m) => (m as { data: { project: { id: string } } }).data.project.id)
+    expect(replayed).toEqual([...missed, '00000000-0000-4000-8000-00000000000e'])
+    ws.socket.close()
+
+    // ?lastEventId= does the same on the stream (EventSource can't set headers on its first connection).
     const byQuery = track(await openSse(base1, headersOf(a.viewer, a.slug), `/api/events/stream?lastEventId=${seen.id}`))
     await waitFor(() => byQuery.events.length >= 4, { message: 'the replay by query' })
     byQuery.close()
