@@ -7,6 +7,8 @@
  * time, failed reads (goal 0) and rows lost (goal 0). Baseline in the same run: one plain read of every row.
  *
  *   npm run bench:move              (BENCH_ROWS)
+ *   BENCH_MOVE=server npm run bench:move   database → database on the second cluster (127.0.0.1:55433,
+ *                                          .ci/second-postgres) and back: server moves instead of mode moves
  *
  * Runs in an isolated world (host database, tenant prefix and Redis prefix of its own, like a test file)
  * and drops every database it made at the end.
@@ -22,8 +24,14 @@ import { moveFigures, type RunnableStep } from '../src/core/tenancy/move/mover.j
 import { createServices } from '../src/services.js'
 import setup from '../test/global-setup.js'
 import { createTestEnv } from '../test/helpers/test-env.js'
+import { dropOnSecondServer, ensureSecondServer, SECOND_APP_URL } from '../test/helpers/second-server.js'
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 100_000)
+const SERVER_MOVES = process.env.BENCH_MOVE === 'server'
+if (SERVER_MOVES) {
+  const why = await ensureSecondServer()
+  if (why) throw new Error(why)
+}
 const line = (label: string, value: string | number) => console.log(`${label}: ${value}`)
 
 await setup()
@@ -43,6 +51,7 @@ try {
     isolation: 'database',
   })
   await services.provisioner.shared!.ensure()
+  if (SERVER_MOVES) await services.provisioner.servers.add({ name: 'second', adminUrl: SECOND_APP_URL, role: 'dedicated' })
   const record = async () => (await services.catalog.get(tenant.id))!
   const projectRows = Math.round(ROWS * 0.8)
   await services.pools.withTenant(await record(), async (db) => {
@@ -97,7 +106,13 @@ try {
   })
 
   let written = 0
-  for (const target of ['shared', 'database'] as const) {
+  const targets = SERVER_MOVES
+    ? ([
+        { isolation: 'database', server: 'second' },
+        { isolation: 'database', server: 'default' },
+      ] as const)
+    : ([{ isolation: 'shared' }, { isolation: 'database' }] as const)
+  for (const target of targets) {
     for (const k of Object.keys(stepMs)) delete stepMs[k as RunnableStep]
     let running = true
     const w = { ok: 0, refused: 0, failed: 0, firstRefused: 0, lastRefused: 0, resumedAt: 0 }
@@ -138,7 +153,7 @@ try {
     })()
     await sleep(200)
     const before = w.ok
-    const move = await mover.moveTenant(tenant.id, { target: { isolation: target } })
+    const move = await mover.moveTenant(tenant.id, { target })
     await sleep(200)
     running = false
     await Promise.all([writer, reader])
@@ -146,7 +161,7 @@ try {
     const [{ n } = { n: 0 }] = await services.pools.withTenant(await record(), (db) => db.select({ n: count() }).from(projects))
     written += w.ok
     const expected = projectRows + written
-    const label = `${move.fromIsolation} → ${move.toIsolation}`
+    const label = SERVER_MOVES ? `${move.fromServer} → ${move.toServer}` : `${move.fromIsolation} → ${move.toIsolation}`
     line(`${label}: rows copied and verified`, f.rows)
     line(`${label}: write pause (recorded, mark → switch)`, `${f.writePauseMs} ms`)
     line(`${label}: write pause seen by the writer (first refused → first accepted)`, `${(w.resumedAt - w.firstRefused).toFixed(0)} ms`)
@@ -169,5 +184,6 @@ try {
 } finally {
   await services.close()
   await env.cleanup()
+  if (SERVER_MOVES) await dropOnSecondServer(env.name)
   line('wall time', `${((performance.now() - t0) / 1000).toFixed(1)} s`)
 }
