@@ -1,0 +1,172 @@
+/**
+ * Uniform random traffic over a fleet of tenants (issue 14, Benchmarks): shared, database and hybrid
+ * isolation against the single-warm-tenant figure, measured in the same run.
+ *
+ *   npm run bench:fleet-traffic
+ *     BENCH_TENANTS      shared tenants (default 1000)
+ *     BENCH_DB_TENANTS   database tenants (default 1000; creating them takes minutes, dropping them too:
+ *                        every DROP DATABASE forces a checkpoint). What ran is printed.
+ *     BENCH_DURATION_S   seconds per phase (default 60: some defects only show after 30 s, shared/STACK.md §0;
+ *                        e.g. 5 for a smoke run)
+ *     BENCH_CONNECTIONS  autocannon connections (default 50)
+ *     POOL_CONNECTION_BUDGET (default 40), POOL_MAX_PER_TENANT (default 1), SHARED_POOL_MAX (default 10),
+ *     POOL_ACQUIRE_TIMEOUT_MS (default 2000): the server's pool manager
+ *
+ * Every tenant is provisioned through the kit (services.provisioner, owner seeded) and gets one project.
+ * A server process (bench/lib/fleet-server.ts) answers `GET /r/:kind/:n` through the kit's tenant path:
+ * catalog.get → pools.withTenant → a drizzle SELECT on the tenant's TenantDb (direct reads: no session;
+ * bench:request-plane measures what authentication adds). Phases, one after another, each BENCH_DURATION_S:
+ *   1 database tenant     the single warm tenant (the baseline every ratio is taken against)
+ *   1 shared tenant       the same, one shared tenant
+ *   shared fleet          uniform random over BENCH_TENANTS shared tenants      goals: ≥ 0.5×, 0 non-2xx
+ *   database fleet        uniform random over BENCH_DB_TENANTS database tenants goals: 0 non-2xx, p99 < 1 s
+ *   hybrid                950 shared + 50 database tenants (fewer if fewer exist), the database ones
+ *                         getting 50 % of the requests
+ * Runs in its own test world (like a test file) and drops every database and Redis key it made.
+ *
+ * Measured: see the closing figures below each run (filled in by hand).
+ */
+import { spawn } from 'node:child_process'
+import { loadavg } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { pino } from 'pino'
+import { users } from '../drizzle/host/schema.js'
+import { projects } from '../drizzle/tenant/schema.js'
+import type { TenantIsolation } from '../drizzle/host/schema.js'
+import { createServices } from '../src/services.js'
+import setup from '../test/global-setup.js'
+import { SHARED } from '../test/helpers/env.js'
+import { createTestEnv } from '../test/helpers/test-env.js'
+import { type AutocannonResult, runAutocannon } from './lib/autocannon.js'
+
+const SHARED_TENANTS = Number(process.env.BENCH_TENANTS ?? 1000)
+const DB_TENANTS = Number(process.env.BENCH_DB_TENANTS ?? 1000)
+const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 60)
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const HYBRID_SHARED = Math.min(950, SHARED_TENANTS)
+const HYBRID_DB = Math.min(50, DB_TENANTS)
+
+const line = (label: string, value: string | number) => console.log(`${label}: ${value}`)
+const load = () =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')
+const seconds = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`
+
+await setup()
+const env = await createTestEnv({
+  ...SHARED,
+  POOL_CONNECTION_BUDGET: process.env.POOL_CONNECTION_BUDGET ?? '40',
+  POOL_MAX_PER_TENANT: process.env.POOL_MAX_PER_TENANT ?? '1',
+  SHARED_POOL_MAX: process.env.SHARED_POOL_MAX ?? '10',
+  POOL_ACQUIRE_TIMEOUT_MS: process.env.POOL_ACQUIRE_TIMEOUT_MS ?? '2000',
+})
+let server: ReturnType<typeof spawn> | undefined
+let cleaned = false
+async function cleanup() {
+  if (cleaned) return
+  cleaned = true
+  if (server && server.exitCode === null) {
+    server.kill('SIGTERM')
+    await new Promise((r) => server!.once('exit', r))
+  }
+  const t0 = performance.now()
+  await env.cleanup()
+  line('cleanup', `test world dropped in ${seconds(t0)}`)
+}
+process.on('SIGINT', () => {
+  cleanup().finally(() => process.exit(130))
+})
+
+try {
+  line('load average at start', load())
+  // Provisioning through the kit, then one project per tenant through its own handle.
+  const services = createServices(env.config, pino({ level: 'silent' }))
+  try {
+    const [owner] = await services.host.db.insert(users).values({ email: `fleet-${env.name}@example.com`, name: 'Fleet' }).returning()
+    async function provisionAll(isolation: TenantIsolation, count: number, concurrency: number) {
+      const t0 = performance.now()
+      let next = 0
+      await Promise.all(
+        Array.from({ length: Math.min(concurrency, count) }, async () => {
+          while (next < count) {
+            const i = next++
+            const t = await services.provisioner.provision({ slug: `fleet-${isolation[0]}${i}`, name: `Fleet ${i}`, ownerUserId: owner!.id, isolation })
+            const record = (await services.catalog.get(t.id))!
+            await services.pools.withTenant(record, (db) => db.insert(projects).values({ name: `project of ${i}` }))
+          }
+        }),
+      )
+      line(`${isolation} tenants provisioned (+ one project each)`, `${count} in ${seconds(t0)}`)
+    }
+    await provisionAll('shared', SHARED_TENANTS, 2)
+    await provisionAll('database', DB_TENANTS, 4)
+  } finally {
+    await services.close()
+  }
+
+  server = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./lib/fleet-server.ts', import.meta.url))], {
+    env: { ...process.env, ...env.vars },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const base = await new Promise<string>((resolve, reject) => {
+    server!.once('exit', (code) => reject(new Error(`server exited with ${code}`)))
+    server!.stdout!.on('data', (chunk: Buffer) => {
+      const m = /listening (\S+)/.exec(chunk.toString())
+      if (m) resolve(m[1]!)
+    })
+  })
+  line(
+    'settings',
+    `${SHARED_TENANTS} shared + ${DB_TENANTS} database tenants; budget ${env.vars.POOL_CONNECTION_BUDGET} connections, ` +
+      `${env.vars.POOL_MAX_PER_TENANT} per database tenant, shared pool ${env.vars.SHARED_POOL_MAX}, acquire timeout ${env.vars.POOL_ACQUIRE_TIMEOUT_MS} ms; ` +
+      `${CONNECTIONS} autocannon connections, ${DURATION_S} s per phase`,
+  )
+
+  const random = (n: number) => Math.floor(Math.random() * n)
+  async function measure(label: string, path: () => string, duration: number): Promise<AutocannonResult> {
+    await fetch(`${base}/stats/reset`, { method: 'POST' })
+    const result = await runAutocannon({
+      url: base,
+      connections: CONNECTIONS,
+      duration,
+      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: path() }) }],
+    })
+    const stats = (await (await fetch(`${base}/stats`)).json()) as { failures: number; failureCodes: object; maxWaiters: number; openPools: number }
+    if (label) {
+      line(`${label} req/s`, Math.round(result.requests.average))
+      line(`${label} latency p50 / p99 / max ms`, `${result.latency.p50} / ${result.latency.p99} / ${result.latency.max}`)
+      line(`${label} errors / timeouts / non-2xx`, `${result.errors} / ${result.timeouts} / ${result.non2xx}`)
+      if (stats.failures) line(`${label} server-side failures`, JSON.stringify(stats.failureCodes))
+      line(`${label} open pools at end / most waiters`, `${stats.openPools} / ${stats.maxWaiters}`)
+      line(`${label} load average`, load())
+    }
+    return result
+  }
+
+  const hasDb = DB_TENANTS > 0
+  // Warm-up: JIT, the shared pool, the first database pool.
+  await measure('', () => `/r/s/${random(SHARED_TENANTS)}`, Math.min(5, DURATION_S))
+  const oneDb = hasDb ? await measure('1 database tenant', () => '/r/d/0', DURATION_S) : undefined
+  const oneShared = await measure('1 shared tenant', () => '/r/s/0', DURATION_S)
+  const baseline = (oneDb ?? oneShared).requests.average
+  const baselineName = oneDb ? '1 database tenant' : '1 shared tenant'
+  const ratio = (r: AutocannonResult) => `${(r.requests.average / baseline).toFixed(3)}× ${baselineName}, ${(r.requests.average / oneShared.requests.average).toFixed(3)}× 1 shared tenant`
+  const sharedFleet = await measure(`${SHARED_TENANTS} shared tenants`, () => `/r/s/${random(SHARED_TENANTS)}`, DURATION_S)
+  const dbFleet = hasDb ? await measure(`${DB_TENANTS} database tenants`, () => `/r/d/${random(DB_TENANTS)}`, DURATION_S) : undefined
+  const hybrid = hasDb
+    ? await measure(
+        `hybrid ${HYBRID_SHARED} shared + ${HYBRID_DB} database (50 % of requests to the database ones)`,
+        () => (Math.random() < 0.5 ? `/r/d/${random(HYBRID_DB)}` : `/r/s/${random(HYBRID_SHARED)}`),
+        DURATION_S,
+      )
+    : undefined
+
+  line('summary', '')
+  line(`  ${SHARED_TENANTS} shared tenants (goal ≥ 0.5×, 0 non-2xx)`, `${ratio(sharedFleet)}; non-2xx ${sharedFleet.non2xx + sharedFleet.errors}`)
+  if (dbFleet) line(`  ${DB_TENANTS} database tenants (goal 0 non-2xx, p99 < 1000 ms)`, `${ratio(dbFleet)}; non-2xx ${dbFleet.non2xx + dbFleet.errors}; p99 ${dbFleet.latency.p99} ms`)
+  if (hybrid) line(`  hybrid ${HYBRID_SHARED} + ${HYBRID_DB}`, `${ratio(hybrid)}; non-2xx ${hybrid.non2xx + hybrid.errors}; p99 ${hybrid.latency.p99} ms`)
+  line('load average at end', load())
+} finally {
+  await cleanup()
+}
