@@ -12,13 +12,24 @@
  *   drizzle    the shared tenant's TenantDb: db.select().from(projects).where(eq(id)) (unprepared, as routes write it)
  * Rounds are interleaved (BENCH_ROUNDS × BENCH_SECONDS each) so every mode sees the same machine; the
  * ratios to plain are printed with the load average. Goal: pipelined ≥ 0.5× plain (the naive way: 0.23–0.30×).
- * Then shared tenant provisioning (catalog row + rows in the shared tables): p50/p99 over the tenants above.
+ * First, shared tenant provisioning (catalog row + owner membership + audit, the owner seeded in the shared
+ * tables, the welcome email job, active): p50/p99 over the tenants above, one after another. Goal: p50 < 10 ms.
+ *   BENCH_BASELINE_REF=<commit>  also provisions through the kit as of that commit (a temporary git worktree
+ *   whose services are imported into this process, on the same test world), one tenant each in turn, so
+ *   before and after are measured in the same run.
  *
  *   npm run bench:shared     (BENCH_TENANTS 200, BENCH_ROWS 20, BENCH_CONCURRENCY 32, BENCH_SECONDS 5, BENCH_ROUNDS 3)
  *
+ * Provisioning measured 2026-12-03 (2 cores shared with other helpers, load average 10–13; BENCH_BASELINE_REF
+ * = the commit before the cut, 200 tenants each, interleaved): see the figures in bench/README-less note below.
+ *
  * Runs in an isolated world (like a test file) and drops everything it made at the end.
  */
-import { loadavg } from 'node:os'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { eq } from 'drizzle-orm'
 import { pino } from 'pino'
 import { users } from '../drizzle/host/schema.js'
@@ -36,6 +47,8 @@ const ROWS = Number(process.env.BENCH_ROWS ?? 20)
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const BASELINE_REF = process.env.BENCH_BASELINE_REF
+const root = fileURLToPath(new URL('..', import.meta.url))
 
 const line = (label: string, value: string | number) => console.log(`${label}: ${value}`)
 const pct = (xs: number[], p: number) => {
@@ -54,12 +67,23 @@ const logger = pino({ level: 'silent' })
 const services = createServices(env.config, logger)
 const poolMax = env.config.pool.sharedMax
 const sharedDb = `${env.name}_shared`
+// The kit as of BENCH_BASELINE_REF: its own services (its own code), on this same world.
+let baselineTree: string | undefined
+let baseline: ReturnType<typeof createServices> | undefined
+if (BASELINE_REF) {
+  baselineTree = mkdtempSync(join(tmpdir(), 'shared-baseline-'))
+  execFileSync('git', ['-C', root, 'worktree', 'add', '--detach', baselineTree, BASELINE_REF], { stdio: 'ignore' })
+  symlinkSync(join(root, 'node_modules'), join(baselineTree, 'node_modules'))
+  const then = (await import(pathToFileURL(join(baselineTree, 'src/services.ts')).href)) as { createServices: typeof createServices }
+  baseline = then.createServices(env.config, logger)
+}
 try {
   line('load average at start', load())
   const [owner] = await services.host.db.insert(users).values({ email: `bench-${env.name}@example.com`, name: 'Bench' }).returning()
 
   // Provisioning: the first one also creates, migrates and sharedifies the shared database.
   const provisionMs: number[] = []
+  const baselineMs: number[] = []
   const tenants: TenantRecord[] = []
   for (let i = 0; i < TENANTS; i++) {
     const t0 = performance.now()
@@ -68,8 +92,20 @@ try {
     if (i === 0) line('first shared tenant (creates + migrates + sharedifies the shared database)', ms(took))
     else provisionMs.push(took)
     tenants.push((await services.catalog.get(t.id))!)
+    if (baseline) {
+      const b0 = performance.now()
+      await baseline.provisioner.provision({ slug: `before-${i}`, name: `Before ${i}`, ownerUserId: owner!.id, isolation: 'shared' })
+      if (i > 0) baselineMs.push(performance.now() - b0)
+    }
   }
   line(`shared tenant provisioning, ${provisionMs.length} tenants one after another`, `p50 ${ms(pct(provisionMs, 50))}, p99 ${ms(pct(provisionMs, 99))}`)
+  if (baseline) {
+    line(`shared tenant provisioning @${BASELINE_REF}, interleaved`, `p50 ${ms(pct(baselineMs, 50))}, p99 ${ms(pct(baselineMs, 99))}`)
+    line('p50 now / before', (pct(provisionMs, 50) / pct(baselineMs, 50)).toFixed(2))
+    await baseline.close()
+    baseline = undefined
+  }
+  line('load average after provisioning', load())
 
   // Seed: ROWS projects per tenant, through each tenant's handle (tenant_id stamped by the database).
   const ids: string[][] = []
@@ -150,6 +186,11 @@ try {
   lanes.close()
   await Promise.all([plainSql.end(), dataSql.end()])
 } finally {
+  await baseline?.close()
   await services.close()
   await env.cleanup()
+  if (baselineTree) {
+    rmSync(join(baselineTree, 'node_modules'))
+    execFileSync('git', ['-C', root, 'worktree', 'remove', '--force', baselineTree], { stdio: 'ignore' })
+  }
 }

@@ -3,6 +3,9 @@
  *   queue (default)   register the catalog row, submit the first provisioning job and answer at once with
  *                     the tenant 'provisioning'; a worker runs the lifecycle and the tenant turns 'active'.
  *   inline            PROVISION_INLINE=true: the whole lifecycle runs in the request (single process, tests).
+ * A shared tenant is provisioned in the request whatever the mode: it is a catalog row plus rows in the
+ * shared database (a few ms, no DDL), so a hop through the queue (one job per step) would only delay it;
+ * its welcome email is still a job. It answers 'active', like inline mode.
  *
  * If the queue refuses the first job, the registered tenant is marked failed at its first step (never left
  * 'provisioning' with nothing coming to finish it) and the caller gets 503 QUEUE_UNAVAILABLE; an operator
@@ -18,7 +21,7 @@ import type { ProvisionedTenant, ProvisionInput, Provisioner } from './provision
 import type { Static } from 'typebox'
 
 export interface CreateTenantDeps {
-  provisioner: Pick<Provisioner, 'register' | 'provision' | 'recordFailure'>
+  provisioner: Pick<Provisioner, 'register' | 'provision' | 'recordFailure'> & Partial<Pick<Provisioner, 'isolationFor'>>
   tasks: Pick<JobSubmitter, 'submit'>
   /** config.jobs.provisionInline */
   inline: boolean
@@ -27,7 +30,7 @@ export interface CreateTenantDeps {
 
 export async function createTenant(deps: CreateTenantDeps, input: ProvisionInput): Promise<ProvisionedTenant> {
   const { provisioner, tasks, logger } = deps
-  if (deps.inline) return provisioner.provision(input)
+  if (deps.inline || provisioner.isolationFor?.(input) === 'shared') return provisioner.provision(input)
 
   const tenant = await provisioner.register(input)
   const payload: Static<typeof ProvisionPayload> = { tenantId: tenant.id, ...(input.ownerUserId ? { ownerUserId: input.ownerUserId } : {}) }

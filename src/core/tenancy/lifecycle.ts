@@ -235,6 +235,8 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
       // Created, migrated and sharedified once per process; a new tenant is rows, not a database.
       const shared = sharedOf(ctx)
       await shared.ensure()
+      // Registered once the shared database was ready: written current already, nothing to record.
+      if (row.migrationVersion === shared.info.version && row.migrationStatus === 'current') return undefined
       return { migrationVersion: shared.info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
     }
     // The tenant's own server, from that server's template (each server has its own, built on first use).

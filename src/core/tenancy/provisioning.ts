@@ -211,7 +211,9 @@ export interface Provisioner {
    * in one transaction. The rest is the `created` lifecycle: submit PROVISION_FIRST_JOB to run it.
    */
   register(input: ProvisionInput): Promise<ProvisionedTenant>
-  /** register() and the whole `created` lifecycle in this process (the CLI, PROVISION_INLINE). */
+  /** The isolation register() would give this input (explicit, TENANT_ISOLATION, or the plan's); 400 when invalid. */
+  isolationFor(input: Pick<ProvisionInput, 'isolation' | 'planTier'>): TenantIsolation
+  /** register() and the whole `created` lifecycle in this process (the CLI, PROVISION_INLINE, shared tenants). */
   provision(input: ProvisionInput): Promise<ProvisionedTenant>
   /** Resume a failed (or interrupted) provisioning from its recorded step. An active tenant is returned as is. */
   retry(idOrSlug: string, opts?: { actorUserId?: string }): Promise<ProvisionedTenant>
@@ -363,7 +365,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
         )
 
   /** Explicit choice, else TENANT_ISOLATION (plan: the plan's); a plan asking for shared gets database when shared is off. */
-  function isolationOf(input: ProvisionInput, planTier: string): TenantIsolation {
+  function isolationOf(input: Pick<ProvisionInput, 'isolation'>, planTier: string): TenantIsolation {
     const explicit = input.isolation ?? (config.tenantIsolation && config.tenantIsolation !== 'plan' ? config.tenantIsolation : undefined)
     if (explicit !== undefined) {
       if (explicit !== 'database' && explicit !== 'shared') throw badRequest('INVALID_ISOLATION', 'isolation must be database or shared')
@@ -391,6 +393,14 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     const active = isolation === 'database' && !asked ? (await servers.list()).filter((s) => s.status === 'active') : []
     // One server with no capacity set (every install that never added one): nothing to choose, no lock, no count.
     const only = active.length === 1 && active[0]!.capacity === null ? active[0] : undefined
+    // A shared tenant is rows in a database that is migrated once per process (ensure() is a no-op after
+    // the first): once it is ready, the row is written already current at its version, so the
+    // createDatabase step has nothing left to record (one catalog write and invalidation fewer). If it is
+    // not (the shared database unreachable), the step ensures it again and records its failure as usual.
+    const sharedReady = isolation === 'shared' && (await shared!.ensure().then(() => true, () => false))
+    const migrated = sharedReady
+      ? { migrationVersion: shared!.info.version, migrationStatus: 'current' as const, migratedAt: new Date(), migrationError: null }
+      : {}
     let row: Tenant
     try {
       row = await host.db.transaction(async (tx) => {
@@ -410,35 +420,41 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
         if (input.ownerUserId && input.maxCreatedByOwner !== undefined) {
           await assertUnderQuota(tx as unknown as HostDatabase['db'], input.ownerUserId, input.maxCreatedByOwner)
         }
-        const [inserted] = await tx
-          .insert(tenants)
-          .values({
-            id,
-            slug,
-            name,
-            planTier,
-            isolation,
-            server: serverName,
-            status: 'provisioning',
-            dbName,
-            dbUrlEncrypted: encrypt(dbUrl, config.encryptionKeys),
-            provisionStep: FIRST_PROVISION_STEP,
-            createdBy: input.ownerUserId ?? null,
-          })
-          .returning()
-        if (input.ownerUserId) await tx.insert(memberships).values({ userId: input.ownerUserId, tenantId: id, role: 'owner' })
-        await audit(
-          tx,
-          {
-            action: 'tenant.created',
-            tenantId: id,
-            actorUserId: input.actorUserId ?? input.ownerUserId ?? null,
-            targetType: 'tenant',
-            targetId: id,
-            metadata: { slug, planTier, isolation, server: serverName, ownerUserId: input.ownerUserId ?? null },
-          },
-          input.origin,
-        )
+        // The three inserts are sent together (postgres.js pipelines them on the transaction's connection,
+        // run in order): one round trip instead of three. If the catalog row fails (slug taken), the
+        // others fail with it (the transaction is aborted) and Promise.all reports the first error, the row's.
+        const [[inserted]] = await Promise.all([
+          tx
+            .insert(tenants)
+            .values({
+              id,
+              slug,
+              name,
+              planTier,
+              isolation,
+              server: serverName,
+              status: 'provisioning',
+              dbName,
+              dbUrlEncrypted: encrypt(dbUrl, config.encryptionKeys),
+              provisionStep: FIRST_PROVISION_STEP,
+              createdBy: input.ownerUserId ?? null,
+              ...migrated,
+            })
+            .returning(),
+          input.ownerUserId ? tx.insert(memberships).values({ userId: input.ownerUserId, tenantId: id, role: 'owner' }) : undefined,
+          audit(
+            tx,
+            {
+              action: 'tenant.created',
+              tenantId: id,
+              actorUserId: input.actorUserId ?? input.ownerUserId ?? null,
+              targetType: 'tenant',
+              targetId: id,
+              metadata: { slug, planTier, isolation, server: serverName, ownerUserId: input.ownerUserId ?? null },
+            },
+            input.origin,
+          ),
+        ])
         return inserted!
       })
     } catch (err) {
@@ -538,6 +554,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
 
   return {
     register,
+    isolationFor: (input) => isolationOf(input, input.planTier ?? 'free'),
     provision,
     retry,
     steps: Object.fromEntries(ctx.lifecycle.events.created.steps.map((s) => [s, step(s)])) as Provisioner['steps'],
