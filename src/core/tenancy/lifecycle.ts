@@ -228,6 +228,37 @@ export const poolTarget = (row: Tenant, ctx: Pick<LifecycleContext, 'writes'>): 
   server: row.server,
 })
 
+/** The tenant's owner as the `created` steps need them (seedOwner, the welcome email). */
+export interface LifecycleOwner {
+  id: string
+  email: string
+  name: string | null
+}
+const owners = new WeakMap<RunOptions, Promise<LifecycleOwner | undefined>>()
+
+/**
+ * The run's owner (opts.ownerUserId, else the tenant's created_by), read once per run: the steps of one
+ * run share their RunOptions object, so seedOwner and the features' steps after it cost one query, not one
+ * each. Undefined when there is none (a tenant made without --owner, or an owner deleted since).
+ */
+export function lifecycleOwner(row: Pick<Tenant, 'createdBy'>, ctx: Pick<LifecycleContext, 'host'>, opts: RunOptions): Promise<LifecycleOwner | undefined> {
+  let owner = owners.get(opts)
+  if (!owner) {
+    const ownerId = opts.ownerUserId ?? row.createdBy
+    owner = ownerId
+      ? ctx.host.db
+          .select({ id: users.id, email: users.email, name: users.name })
+          .from(users)
+          .where(eq(users.id, ownerId))
+          .then(([found]) => found)
+      : Promise.resolve(undefined)
+    // A failed read is not kept: a retried step reads again.
+    owner.catch(() => owners.delete(opts))
+    owners.set(opts, owner)
+  }
+  return owner
+}
+
 // Each step covers both isolation modes: a shared tenant's "database" is its rows in the shared database.
 const CORE_STEPS: Record<CoreStepName, Step> = {
   async createDatabase(row, ctx) {
@@ -264,10 +295,7 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
   },
 
   async seedOwner(row, ctx, opts) {
-    const ownerId = opts.ownerUserId ?? row.createdBy
-    const [owner] = ownerId
-      ? await ctx.host.db.select({ id: users.id, email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
-      : []
+    const owner = await lifecycleOwner(row, ctx, opts)
     const tenant = poolTarget(row, ctx)
     // One statement (so one round trip, and atomic): the owner as local admin, and the single settings row.
     await ctx.pools.withTenant(tenant, async (db) => {

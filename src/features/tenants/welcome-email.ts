@@ -3,11 +3,9 @@
  * all mail goes through the `email.send` job) before the tenant turns active, so 'active' still means
  * "every step is done" and a failed enqueue leaves the tenant retryable.
  */
-import { eq } from 'drizzle-orm'
-import { users } from '../../../drizzle/host/schema.js'
 import { welcomeEmail } from '../../core/email/senders.js'
 import { derivedJobId } from '../../core/jobs/registry.js'
-import type { LifecycleStepContribution } from '../../core/tenancy/lifecycle.js'
+import { type LifecycleStepContribution, lifecycleOwner } from '../../core/tenancy/lifecycle.js'
 
 /**
  * The welcome email's job id, derived from the tenant: a retried or re-run step submits the same id,
@@ -20,11 +18,9 @@ export const sendWelcomeEmail: LifecycleStepContribution = {
   step: 'sendWelcomeEmail',
   after: 'seedOwner',
   async run(row, ctx, opts) {
-    const ownerId = opts.ownerUserId ?? row.createdBy
     // No owner (a tenant made from the CLI without --owner, or an owner deleted since): nobody to welcome.
-    const [owner] = ownerId
-      ? await ctx.host.db.select({ email: users.email, name: users.name }).from(users).where(eq(users.id, ownerId))
-      : []
+    // Read once per run (seedOwner read it already).
+    const owner = await lifecycleOwner(row, ctx, opts)
     if (!owner) return undefined
     const message = welcomeEmail({
       to: owner.email,
