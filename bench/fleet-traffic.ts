@@ -9,7 +9,7 @@
  *     BENCH_DURATION_S   seconds per phase (default 60: some defects only show after 30 s, shared/STACK.md §0;
  *                        e.g. 5 for a smoke run)
  *     BENCH_CONNECTIONS  autocannon connections (default 50)
- *     POOL_CONNECTION_BUDGET (default 40), POOL_MAX_PER_TENANT (default 1), SHARED_POOL_MAX (default 10),
+ *     POOL_CONNECTION_BUDGET (default 40), POOL_MAX_PER_TENANT (default 5, the kit's), SHARED_POOL_MAX (default 10),
  *     POOL_ACQUIRE_TIMEOUT_MS (default 2000): the server's pool manager
  *
  * Every tenant is provisioned through the kit (services.provisioner, owner seeded) and gets one project.
@@ -57,7 +57,7 @@ await setup()
 const env = await createTestEnv({
   ...SHARED,
   POOL_CONNECTION_BUDGET: process.env.POOL_CONNECTION_BUDGET ?? '40',
-  POOL_MAX_PER_TENANT: process.env.POOL_MAX_PER_TENANT ?? '1',
+  POOL_MAX_PER_TENANT: process.env.POOL_MAX_PER_TENANT ?? '5',
   SHARED_POOL_MAX: process.env.SHARED_POOL_MAX ?? '10',
   POOL_ACQUIRE_TIMEOUT_MS: process.env.POOL_ACQUIRE_TIMEOUT_MS ?? '2000',
 })
