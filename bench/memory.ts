@@ -15,6 +15,13 @@
  *   npm run bench:memory     (node --expose-gc --import tsx bench/memory.ts)
  *
  * Runs in its own test world and drops everything it made.
+ *
+ * Measured 2026-12-03 (2 cores shared with other helpers, load average 10.6 → 12.9):
+ *   catalog: 10,000 cached; heap 14.1 → 20.6 MB = 0.66 KB per cached tenant, RSS 129.3 → 140.5 MB = 1.15 KB (goal < 10 KB)
+ *   pools: 1,000 tenants over 10 databases, budget 10, LRU of 5: heap with 1 pool open 15.8 MB; after 100 / 250 / 500 /
+ *          1,000 opened (5 open each time) +0.5 / +0.6 / +0.7 / +0.8 MB; after the manager closed 15.0 MB (−0.7 MB);
+ *          RSS flat at 133 MB throughout. Evicted pools free their memory (what stays is < 1 KB per pool ever
+ *          opened, within GC noise); 35 pools/s opened on that machine.
  */
 import { randomBytes } from 'node:crypto'
 import { loadavg } from 'node:os'

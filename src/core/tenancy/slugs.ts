@@ -25,9 +25,13 @@ export function personalTenantSlug(email: string, suffixBytes = 2, random: (n: n
  * racing for the same former slug.
  */
 export async function claimSlug(tx: Pick<HostDb, 'execute'>, slug: string, tenantId: string): Promise<void> {
-  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`slug:${slug}`}, 0))`)
-  const held = await tx.execute<{ tenant_id: string }>(
-    sql`select tenant_id from core_tenant_slug_aliases where slug = ${slug} and expires_at > now() and tenant_id <> ${tenantId}`,
-  )
+  // Sent together (one round trip): the connection runs them in order, so the check starts (and takes its
+  // snapshot, read committed) only once the lock is held, exactly as if it had waited for the lock's answer.
+  const [, held] = await Promise.all([
+    tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`slug:${slug}`}, 0))`),
+    tx.execute<{ tenant_id: string }>(
+      sql`select tenant_id from core_tenant_slug_aliases where slug = ${slug} and expires_at > now() and tenant_id <> ${tenantId}`,
+    ),
+  ])
   if (held.length > 0) throw conflict('SLUG_TAKEN', `slug "${slug}" is already taken`)
 }
