@@ -60,7 +60,7 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? Number.NaN
 }
-const ms = (x: number) => `${x.toFixed(1)} ms`
+const ms = (x: number) => `${x.toFixed(x < 1 ? 2 : 1)} ms`
 const load = () =>
   loadavg()
     .map((x) => x.toFixed(2))
@@ -110,6 +110,14 @@ try {
     await baseline.close()
     baseline = undefined
   }
+  // What one round trip costs on this machine right now: provisioning is a chain of them.
+  const rtt: number[] = []
+  for (let i = 0; i < 200; i++) {
+    const t0 = performance.now()
+    await services.host.sql`select 1`
+    rtt.push(performance.now() - t0)
+  }
+  line('one host round trip (select 1), 200 one after another', `p50 ${ms(pct(rtt, 50))}, p99 ${ms(pct(rtt, 99))}`)
   line('load average after provisioning', load())
 
   // Seed: ROWS projects per tenant, through each tenant's handle (tenant_id stamped by the database).

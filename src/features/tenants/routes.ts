@@ -56,8 +56,8 @@ const tenantRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { co
         summary: 'Create a tenant (the caller becomes its owner)',
         description:
           'The tenant is registered at once and set up by the job queue: 202 with status "provisioning" (poll GET /me until its ' +
-          'tenantStatus is "active"; tenant routes answer 409 TENANT_NOT_READY until then). With PROVISION_INLINE it is set up ' +
-          'within the request: 201 with status "active". 503 QUEUE_UNAVAILABLE when the queue is down (the tenant is marked failed). ' +
+          'tenantStatus is "active"; tenant routes answer 409 TENANT_NOT_READY until then). With PROVISION_INLINE, or when it is a shared tenant (rows, ' +
+          'not a database), it is set up within the request: 201 with status "active". 503 QUEUE_UNAVAILABLE when the queue is down (the tenant is marked failed). ' +
           '403 TENANT_QUOTA_EXCEEDED past MAX_TENANTS_PER_USER tenants created and not deleted; 429 RATE_LIMITED past TENANT_CREATES_PER_HOUR.',
         body: CreateTenantBody,
         response: {
