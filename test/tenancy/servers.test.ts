@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { dbServers, tenants } from '../../drizzle/host/schema.js'
 import { runCli } from '../../src/cli.js'
 import { connect, withDatabase } from '../../src/core/db/connect.js'
+import { checkConnectionBudget } from '../../src/core/db/connection-budget.js'
 import { MIGRATIONS } from '../../src/core/db/migrations.js'
 import { migrateFleet } from '../../src/core/tenancy/fleet.js'
 import { createPoolManager } from '../../src/core/tenancy/pool-manager.js'
@@ -100,6 +101,17 @@ describe.skipIf(unavailable)('several Postgres servers', () => {
     const [row] = await services.host.db.select().from(dbServers).where(eq(dbServers.name, 'second'))
     expect(row!.adminUrlEncrypted).not.toContain('55433')
     expect((await services.provisioner.servers.get('second')).adminUrl).toBe(SECOND_APP_URL)
+  })
+
+  it("checks every server's budget at boot against its own max_connections", async () => {
+    await expect(checkConnectionBudget(env.config, services.host.sql)).resolves.toBeUndefined()
+    // The server's max_connections (100) cannot hold a budget of 500 per process: the boot check says which server.
+    await services.host.db.update(dbServers).set({ maxConnections: 500 }).where(eq(dbServers.name, 'second'))
+    try {
+      await expect(checkConnectionBudget(env.config, services.host.sql)).rejects.toThrow(/database server "second": a budget of 500/)
+    } finally {
+      await services.host.db.update(dbServers).set({ maxConnections: 4 }).where(eq(dbServers.name, 'second'))
+    }
   })
 
   it('places database tenants on the dedicated server until it is full, each created from its own server\'s template', async () => {

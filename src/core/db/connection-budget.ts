@@ -4,12 +4,16 @@
  * for a non-superuser is max_connections minus the reserved slots (superuser_reserved_connections, and
  * reserved_connections from Postgres 16); what other processes hold is not knowable here, so this is the
  * bound for ONE process: HOST_POOL_MAX + POOL_CONNECTION_BUDGET (+ the provisioner's 3 admin/lock
- * connections) when tenants live on the host's server, each server checked on its own otherwise.
+ * connections) when tenants live on the host's server, each server checked on its own otherwise. Every other
+ * database server of core_db_servers is checked against its own budget (its max_connections, else
+ * POOL_CONNECTION_BUDGET) + the provisioning connections; one that does not answer is reported, not fatal
+ * (its tenants wait for it; the others are served).
  */
 import type { Logger } from 'pino'
 import type { Config } from '../config.js'
 import { ConfigError } from '../config.js'
-import { isDependencyDown } from '../lib/errors.js'
+import { decrypt } from '../lib/crypto.js'
+import { isDependencyDown, pgCode } from '../lib/errors.js'
 import { maintenanceUrl } from '../tenancy/template.js'
 import { connect, type Sql } from './connect.js'
 
@@ -35,7 +39,48 @@ const serverOf = (url: string) => {
 }
 
 /** Throws a one-line ConfigError when the configured pools can't fit; resolves otherwise. */
-export async function checkConnectionBudget(config: Config, hostSql: Sql): Promise<void> {
+export async function checkConnectionBudget(
+  config: Config,
+  hostSql: Sql,
+  onUnreachable: (server: string, err: unknown) => void = () => {},
+): Promise<void> {
+  await checkDefaultServer(config, hostSql)
+  // The other database servers (core_db_servers), each against its own budget.
+  let rows: { name: string; url: string; max: number | null }[]
+  try {
+    rows = await hostSql<{ name: string; url: string; max: number | null }[]>`
+      select name, admin_url_encrypted as url, max_connections as max from core_db_servers where name <> 'default' order by name`
+  } catch (err) {
+    if (pgCode(err) === '42P01') return // host database not migrated yet: nothing registered
+    throw err
+  }
+  for (const row of rows) {
+    const budget = row.max ?? config.pool.connectionBudget
+    const sql = connect(decrypt(row.url, config.encryptionKeys), {
+      max: 1,
+      connectTimeoutMs: config.pool.connectTimeoutMs,
+      applicationName: 'tenantkit-boot-check',
+    })
+    let limit: ServerLimit
+    try {
+      limit = await readServerLimit(sql)
+    } catch (err) {
+      onUnreachable(row.name, err)
+      continue
+    } finally {
+      await sql.end({ timeout: 1 })
+    }
+    const allowed = limit.maxConnections - limit.reserved
+    if (budget + PROVISIONER_CONNECTIONS > allowed) {
+      throw new ConfigError(
+        'POOL_CONNECTION_BUDGET',
+        `database server "${row.name}": a budget of ${budget} + ${PROVISIONER_CONNECTIONS} provisioning = ${budget + PROVISIONER_CONNECTIONS} connections per process, but it allows ${allowed} (max_connections ${limit.maxConnections} - ${limit.reserved} reserved); lower its max_connections (core_db_servers) or raise the server's`,
+      )
+    }
+  }
+}
+
+async function checkDefaultServer(config: Config, hostSql: Sql): Promise<void> {
   const hostUrl = config.databaseUrl!
   const tenantUrl = config.tenantDatabaseUrl ?? hostUrl
   const shared = serverOf(hostUrl) === serverOf(tenantUrl)
@@ -68,7 +113,9 @@ export async function checkConnectionBudget(config: Config, hostSql: Sql): Promi
  */
 export async function bootConnectionCheck(config: Config, hostSql: Sql, logger: Pick<Logger, 'warn'>): Promise<void> {
   try {
-    await checkConnectionBudget(config, hostSql)
+    await checkConnectionBudget(config, hostSql, (server, err) =>
+      logger.warn({ err, server }, 'database server unreachable at boot; its connection budget not checked'),
+    )
   } catch (err) {
     if (err instanceof ConfigError || !isDependencyDown(err)) throw err
     logger.warn({ err }, 'could not read max_connections at boot (Postgres unreachable); connection budget not checked')
