@@ -4,7 +4,7 @@
  * entry; reads here go to the host database directly because they must see failed, provisioning and
  * soft-deleted rows, which the cached read side hides.
  */
-import { eq, or } from 'drizzle-orm'
+import { eq, or, sql } from 'drizzle-orm'
 import { type Tenant, tenants } from '../../../drizzle/host/schema.js'
 import { type AuditSource, audit } from '../lib/audit.js'
 import type { HostDatabase } from '../db/host.js'
@@ -48,9 +48,17 @@ export interface CatalogWrites {
 export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog; keys: readonly KeyRing[] }): CatalogWrites {
   const { host, catalog, keys } = deps
 
+  // Prepared (every lifecycle run reads its row under the lock with one): drizzle sends ad-hoc queries unprepared.
+  const byIdOrSlug = host.db
+    .select()
+    .from(tenants)
+    .where(or(eq(tenants.id, sql.placeholder('id')), eq(tenants.slug, sql.placeholder('slug'))))
+    .limit(1)
+    .prepare('tk_writes_tenant_by_id_or_slug')
+  const bySlug = host.db.select().from(tenants).where(eq(tenants.slug, sql.placeholder('slug'))).limit(1).prepare('tk_writes_tenant_by_slug')
+
   async function find(idOrSlug: string): Promise<Tenant | undefined> {
-    const where = isUuid(idOrSlug) ? or(eq(tenants.id, idOrSlug), eq(tenants.slug, idOrSlug)) : eq(tenants.slug, idOrSlug)
-    const [row] = await host.db.select().from(tenants).where(where).limit(1)
+    const [row] = isUuid(idOrSlug) ? await byIdOrSlug.execute({ id: idOrSlug, slug: idOrSlug }) : await bySlug.execute({ slug: idOrSlug })
     return row
   }
 
