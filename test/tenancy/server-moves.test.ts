@@ -13,7 +13,7 @@ import { runCli } from '../../src/cli.js'
 import { connect, withDatabase } from '../../src/core/db/connect.js'
 import { moveFigures, type TenantMover } from '../../src/core/tenancy/move/index.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
-import { APP_URL } from '../helpers/env.js'
+import { APP_URL, SHARED } from '../helpers/env.js'
 import { dropOnSecondServer, ensureSecondServer, SECOND_ADMIN_URL, SECOND_APP_URL } from '../helpers/second-server.js'
 import { type TenantFixture, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
@@ -23,7 +23,7 @@ const unavailable = await ensureSecondServer()
 if (unavailable) console.warn(`server-moves.test.ts skipped: ${unavailable}`)
 
 // Tenants with a database of their own (the free plan's isolation would otherwise be shared).
-const ctx = useApp({ TENANT_ISOLATION: 'database' })
+const ctx = useApp({ ...SHARED, TENANT_ISOLATION: 'database' })
 const services = () => ctx.app.services
 let t: TenantFixture
 let worker: WorkerRuntime | undefined
@@ -113,6 +113,17 @@ describe.skipIf(unavailable)('moving tenants between servers', () => {
     })
   })
 
+  it('a shared tenant moved to a database of its own goes where placement puts it (the dedicated server)', async () => {
+    const small = await services().provisioner.provision({ slug: 'upgraded', name: 'Upgraded', isolation: 'shared' })
+    expect(small.server).toBe('default')
+    const move = await services().mover.moveTenant('upgraded', { target: { isolation: 'database' } })
+    expect(move).toMatchObject({ state: 'done', fromIsolation: 'shared', toIsolation: 'database', toServer: 'second' })
+    expect((await services().catalog.get('upgraded'))!.server).toBe('second')
+    expect(await portOf(small.id)).toBe('55433')
+    // A database already: naming no server keeps it where it is.
+    await expect(services().mover.start('upgraded', { target: { isolation: 'database' } })).rejects.toMatchObject({ code: 'MOVE_NOT_NEEDED' })
+  })
+
   it('drains the second server: every database tenant on it moved away as tenants.move jobs, none placed there again', async () => {
     // Placed by the policy: the dedicated server first.
     const other = await services().provisioner.provision({ slug: 'placed-second', name: 'Placed' })
@@ -125,7 +136,8 @@ describe.skipIf(unavailable)('moving tenants between servers', () => {
     expect(code, stdout).toBe(0)
     expect(stdout).toMatch(new RegExp(`\\n${t.slug}: move to default queued \\(move [0-9a-f-]{36}, job [0-9a-f-]{36}\\)\\n`))
     expect(stdout).toMatch(/\nplaced-second: move to default queued/)
-    expect(stdout).toMatch(/\n2 tenant\(s\) queued to move, 0 left\n/)
+    expect(stdout).toMatch(/\nupgraded: move to default queued/)
+    expect(stdout).toMatch(/\n3 tenant\(s\) queued to move, 0 left\n/)
 
     await waitFor(
       async () => (await services().host.db.select().from(tenants).where(eq(tenants.server, 'second'))).length === 0,

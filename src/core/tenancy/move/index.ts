@@ -18,6 +18,8 @@ import { createTenantLocks } from '../lifecycle.js'
 import { boundedMaintenanceUrl, type Provisioner } from '../provisioning.js'
 import type { Catalog, PoolManager } from '../types.js'
 import { MOVE_APPLICATION } from './copy.js'
+import { eq } from 'drizzle-orm'
+import { tenants } from '../../../../drizzle/host/schema.js'
 import type { Locations } from './locations.js'
 import { serverLocations } from './server-locations.js'
 import { createMover, hopelessMove, type MoveFaults, type Mover, type MoveRequest } from './mover.js'
@@ -37,7 +39,7 @@ export interface TenantMoverDeps {
   host: HostDatabase
   catalog: Pick<Catalog, 'invalidate'>
   pools: Pick<PoolManager, 'evict'>
-  provisioner: Pick<Provisioner, 'template' | 'shared' | 'servers'>
+  provisioner: Pick<Provisioner, 'template' | 'shared' | 'servers' | 'placement'>
   tasks: Pick<JobSubmitter, 'submit'>
   logger: Logger
   /** Where locations live; default: the database servers of core_db_servers (server-locations.ts). */
@@ -59,6 +61,15 @@ export function createTenantMover(deps: TenantMoverDeps): TenantMover {
       prefix: config.tenantDbPrefix,
       templateInfo: deps.provisioner.template.info,
       shared: deps.provisioner.shared,
+      async place(tenantId) {
+        const [row] = await deps.host.db.select().from(tenants).where(eq(tenants.id, tenantId))
+        if (!row) return undefined
+        // A database already: it stays on its server (a move there is not needed).
+        if (row.isolation === 'database') return row.server
+        const { servers, placement } = deps.provisioner
+        const load = (await servers.load()).filter((s) => s.status === 'active')
+        return placement({ tenantId, slug: row.slug, planTier: row.planTier, isolation: 'database' }, load)
+      },
     })
   const mover = createMover({
     host: deps.host,

@@ -19,6 +19,11 @@ export interface ServerLocationsDeps {
   /** The tenant migrations every server's template is built from (the provisioner's template info). */
   templateInfo: MigrationInfo
   shared: Pick<SharedDatabase, 'ensure' | 'dbName' | 'url' | 'info'> | undefined
+  /**
+   * The server of a move to a database that names none (a shared tenant upgraded): the placement policy's
+   * choice, or the tenant's own server when it has a database already. Default: the default server.
+   */
+  place?: (tenantId: string) => Promise<string | undefined>
 }
 
 export function serverLocations(deps: ServerLocationsDeps): Locations {
@@ -52,8 +57,10 @@ export function serverLocations(deps: ServerLocationsDeps): Locations {
         return { isolation: 'shared', server: DEFAULT_DB_SERVER, dbName: s.dbName, dbUrl: s.url }
       }
       if (target.isolation !== 'database') throw badRequest('INVALID_ISOLATION', 'isolation must be database or shared')
-      // Omitted: the default server (a mode move that names no server).
-      const server = await targetServer(target.server ?? DEFAULT_DB_SERVER)
+      // Omitted: placement's choice (deps.place), else the default server.
+      const named = target.server ?? (deps.place ? await deps.place(tenantId) : DEFAULT_DB_SERVER)
+      if (named === undefined) throw new AppError(503, 'NO_SERVER_AVAILABLE', 'no database server can take the tenant (all full or draining)')
+      const server = await targetServer(named)
       const dbName = tenantDbName(prefix, tenantId)
       return { isolation: 'database', server: server.name, dbName, dbUrl: withDatabase(server.adminUrl, dbName) }
     },
