@@ -20,15 +20,17 @@
  *
  *   npm run bench:shared     (BENCH_TENANTS 200, BENCH_ROWS 20, BENCH_CONCURRENCY 32, BENCH_SECONDS 5, BENCH_ROUNDS 3)
  *
- * Provisioning measured 2026-12-03 (2 cores shared with other helpers, load average 8.3–10.5; BENCH_BASELINE_REF=main
- * = before the round-trip cuts, 200 tenants each, interleaved): p50 32.5 ms, p99 152 ms; before 38.7 / 148 ms
- * (p50 0.84×). The goal (p50 < 10 ms) is not reached on that machine: what is left per provisioning is the
- * registering transaction (begin, slug lock, alias check, the three inserts pipelined, commit), the tenant lock
- * and its release, the catalog read under it, the owner (one read), the owner seeded in the shared database (one
- * pipelined unit), the welcome email job (its record, then BullMQ), the activating update, the audit entry and
- * two catalog invalidations (Redis) — about 14 round trips, each 1–3 ms when Postgres waits for a core.
- *
- * Runs in an isolated world (like a test file) and drops everything it made at the end.
+ * Provisioning measured 2026-12-03 (2 cores shared with other helpers; 200 tenants each, interleaved, before = the
+ * commit before the cuts):
+ *   load average 3.7–4.4, BENCH_BASELINE_REF=fc03c2b: p50 28.0 ms, p99 48.6 ms; before 34.7 / 65.5 ms (p50 0.81×)
+ *   load average 8.3–10.5, BENCH_BASELINE_REF=main (then): p50 32.5 / p99 152 ms; before 38.7 / 148 ms (p50 0.84×)
+ * The goal (p50 < 10 ms) is not reached. Round trips are not what is left: one host round trip is p50 0.14 ms
+ * (printed), and the chain is down to about a dozen (the registering transaction: begin, slug lock + alias check,
+ * the three inserts, commit; the tenant lock, the row under it, the owner, the owner seeded in the shared database,
+ * the welcome email's record and its BullMQ add, the activating update, the audit entry, the unlock). A profile at
+ * load 2.3 (18.5 ms p50 in total) puts ~1–1.5 ms on each drizzle statement (the registering transaction alone 5.4 ms,
+ * the unprepared update 1.7, the audit insert 1.3, the job record 1.7): the next cut is raw or prepared SQL for
+ * the registering transaction and the lifecycle's writes, as the catalog lookup (prepared: 1.2 → 0.45 ms) shows.
  */
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs'
