@@ -13,6 +13,7 @@
  * later acquire or holders() of this process. Leases are renewed by one timer for all held slots.
  */
 import type { Redis } from 'ioredis'
+import { defineScript } from '../lib/redis.js'
 
 // One call runs a batch of slot commands in order, each on its own key: KEYS[i] with op ARGV[1 + 2i] and
 // member ARGV[2 + 2i] (ARGV[1], ARGV[2]: cap and lease). Ops: a = acquire (drop expired leases, then grant
@@ -79,7 +80,7 @@ export interface TenantSlotOptions {
 }
 
 export function createTenantSlots(redis: Redis, opts: TenantSlotOptions): TenantSlots {
-  if (!('tkSlots' in redis)) redis.defineCommand('tkSlots', { lua: BATCH })
+  defineScript(redis, 'tkSlots', { lua: BATCH })
   const commands = redis as unknown as SlotCommands
   const keyOf = (tenantId: string) => `${opts.prefix}:tenant-slots:${tenantId}`
   // Renew well before expiry; a renewal that finds the slot gone (lease lapsed during a long GC pause or

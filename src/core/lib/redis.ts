@@ -37,6 +37,20 @@ export function requestPathRedisOptions(t: RedisTimeouts): RedisOptions {
   }
 }
 
+/**
+ * A Lua script as a command of `client` (ioredis `defineCommand`), kept out of auto-pipelining. An
+ * auto-pipeline copies the client's scripts when it is created: a script defined lazily while one is
+ * already open in the same tick isn't on it, the call fails, and its orphaned callback later crashes the
+ * process with "results[i] is not iterable" (seen in CI when a domain event's first realtime publish met a
+ * session read). A script is one round trip either way; the commands around it still batch.
+ */
+export function defineScript(client: Redis, name: string, definition: { lua: string; numberOfKeys?: number }): void {
+  if (name in client) return
+  client.defineCommand(name, definition)
+  const ignored = client.options.autoPipeliningIgnoredCommands ?? []
+  if (!ignored.includes(name)) client.options.autoPipeliningIgnoredCommands = [...ignored, name]
+}
+
 /** A request-path client, its errors logged through pino, failing fast while its connection is down. */
 export function createRedis(url: string, t: RedisTimeouts, logger: RedisErrorLogger, name: string, extra: RedisOptions = {}): Redis {
   const client = new Redis(url, { ...requestPathRedisOptions(t), ...extra })

@@ -20,6 +20,7 @@
  */
 import type { Redis } from 'ioredis'
 import type { DomainEvent } from '../../core/events/domain-events.js'
+import { defineScript } from '../../core/lib/redis.js'
 import { compareSeq } from './events.js'
 
 export const realtimeKeys = (prefix: string) => ({
@@ -63,10 +64,8 @@ type Scripted = Redis & {
 }
 
 function scripted(redis: Redis): Scripted {
-  if (!('tkRtPublish' in redis)) {
-    redis.defineCommand('tkRtPublish', { numberOfKeys: 2, lua: PUBLISH })
-    redis.defineCommand('tkRtAcquire', { numberOfKeys: 2, lua: ACQUIRE })
-  }
+  defineScript(redis, 'tkRtPublish', { numberOfKeys: 2, lua: PUBLISH })
+  defineScript(redis, 'tkRtAcquire', { numberOfKeys: 2, lua: ACQUIRE })
   return redis as Scripted
 }
 
