@@ -5,14 +5,9 @@
  * locations, so moving between servers (several Postgres servers, drains) is the same machinery with
  * another `Locations`: one that knows the servers and where each mode lives on them.
  *
- * The default here is the deployment's one tenant server (TENANT_DATABASE_URL): 'database' is
- * `${prefix}_${tenant id}` cloned from the template, 'shared' is SHARED_DATABASE_URL's database.
+ * The implementation is server-locations.ts (the servers of core_db_servers, the default one included).
  */
-import { DEFAULT_DB_SERVER, type Tenant, type TenantIsolation } from '../../../../drizzle/host/schema.js'
-import { quoteIdent, type Sql, withDatabase } from '../../db/connect.js'
-import { badRequest, PG, pgCode } from '../../lib/errors.js'
-import type { SharedDatabase } from '../shared/shared-database.js'
-import { type TenantTemplate, tenantDbName } from '../template.js'
+import type { Tenant, TenantIsolation } from '../../../../drizzle/host/schema.js'
 
 /** Where a move takes a tenant: a mode, and (with several servers) the server by name. */
 export interface MoveTarget {
@@ -47,61 +42,4 @@ export interface Locations {
   databaseExists(location: TenantLocation): Promise<boolean>
   /** The migration version a location has once prepared (the template's, the shared database's). */
   version(isolation: TenantIsolation): string
-}
-
-export interface SingleServerDeps {
-  /** A pool on the tenant server's maintenance database (CREATE/DROP DATABASE). */
-  admin: Sql
-  /** TENANT_DATABASE_URL (or DATABASE_URL): the owner's credentials. */
-  serverUrl: string
-  prefix: string
-  template: Pick<TenantTemplate, 'ensure' | 'info'>
-  shared: Pick<SharedDatabase, 'ensure' | 'dbName' | 'url' | 'info'> | undefined
-}
-
-/** The deployment's one tenant server: both modes live on it. */
-export function singleServerLocations(deps: SingleServerDeps): Locations {
-  const { admin, serverUrl, prefix, template, shared } = deps
-  const sharedOf = () => {
-    if (!shared) throw badRequest('SHARED_ISOLATION_OFF', 'shared isolation is not configured (SHARED_DATABASE_URL)')
-    return shared
-  }
-  const onlyServer = (server: string | undefined) => {
-    if (server !== undefined && server !== DEFAULT_DB_SERVER) throw badRequest('UNKNOWN_SERVER', `no database server "${server}": this deployment has one tenant server`)
-  }
-  return {
-    current: (row) => ({ isolation: row.isolation, server: row.server ?? undefined, dbName: row.dbName, dbUrl: row.dbUrl }),
-    resolve(tenantId, target) {
-      onlyServer(target.server)
-      if (target.isolation === 'shared') {
-        const s = sharedOf()
-        return { isolation: 'shared', server: undefined, dbName: s.dbName, dbUrl: s.url }
-      }
-      if (target.isolation !== 'database') throw badRequest('INVALID_ISOLATION', 'isolation must be database or shared')
-      const dbName = tenantDbName(prefix, tenantId)
-      return { isolation: 'database', server: undefined, dbName, dbUrl: withDatabase(serverUrl, dbName) }
-    },
-    async prepare(location) {
-      onlyServer(location.server)
-      if (location.isolation === 'shared') return sharedOf().ensure()
-      const tpl = await template.ensure()
-      try {
-        await admin.unsafe(`create database ${quoteIdent(location.dbName)} template ${quoteIdent(tpl)}`)
-      } catch (err) {
-        // Derived from the tenant id and recorded in the move: an existing one is what an interrupted run
-        // created. The copy step empties it before it writes, so whatever it holds is replaced.
-        if (pgCode(err) !== PG.duplicateDatabase) throw err
-      }
-    },
-    async dropDatabase(location) {
-      onlyServer(location.server)
-      if (location.isolation !== 'database') throw new Error("a shared location is never dropped: delete the tenant's rows instead")
-      await admin.unsafe(`drop database if exists ${quoteIdent(location.dbName)} with (force)`)
-    },
-    async databaseExists(location) {
-      onlyServer(location.server)
-      return (await admin`select 1 from pg_database where datname = ${location.dbName}`).length > 0
-    },
-    version: (isolation) => (isolation === 'shared' ? sharedOf().info.version : template.info.version),
-  }
 }
