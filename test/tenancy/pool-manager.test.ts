@@ -205,6 +205,31 @@ describe('pool manager', () => {
     expect(m.stats().waiters).toBe(0)
   })
 
+  it('opens one-slot pools while other tenants wait, and grows a busy one back once there is room', async () => {
+    const m = manager({ connectionBudget: 4, maxPerTenant: 2 })
+    const held = [await m.acquire(t(0)), await m.acquire(t(1))] // two full pools: the budget is reserved
+    expect(m.stats().reservedConnections).toBe(4)
+    const waiting = [2, 3, 4].map((i) => m.acquire(t(i)))
+    await until(() => m.stats().waiters === 3, 'three tenants to wait')
+    for (const lease of held) lease.release()
+    const leases = await Promise.all(waiting)
+    // t2 and t3 opened while others waited (one slot each); t4, the last, got its full two.
+    expect(m.stats()).toMatchObject({ openPools: 3, reservedConnections: 4, waiters: 0 })
+    for (const lease of leases) lease.release()
+    expect(await currentDb(m, t(2))).toBe(t(2).dbName)
+
+    await m.evict(t(4).id) // room for a full pool again
+    expect(m.stats().reservedConnections).toBe(2)
+    const busy = await m.acquire(t(2)) // holds t2's only connection
+    const second = await m.acquire(t(2)) // would queue behind it: a full pool replaces the small one
+    expect(m.stats().reservedConnections).toBe(1 + 1 + 2) // t3, t2's small pool draining, t2's full pool
+    await Promise.all([busy.db.execute(sql`select pg_sleep(0.05)`), second.db.execute(sql`select pg_sleep(0.05)`)])
+    busy.release()
+    second.release()
+    await until(() => m.stats().reservedConnections === 3, "t2's small pool to close")
+    expect(await connectionsTo(2)).toBeLessThanOrEqual(2)
+  })
+
   it('evict waits for the leases, then really closes the connections; release is idempotent', async () => {
     const m = manager()
     const a = await m.acquire(t(3))
