@@ -12,10 +12,10 @@
  * processes (CatalogWrites does that).
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import { eq } from 'drizzle-orm'
+import { and, eq } from 'drizzle-orm'
 import type { Logger } from 'pino'
 import { uuidv7 } from 'uuidv7'
-import { type Tenant, type TenantStatus, users } from '../../../drizzle/host/schema.js'
+import { type Tenant, type TenantMove, tenantMoves, type TenantStatus, users } from '../../../drizzle/host/schema.js'
 import { quoteIdent, type Sql } from '../db/connect.js'
 import type { Config } from '../config.js'
 import type { HostDatabase } from '../db/host.js'
@@ -50,6 +50,8 @@ export const CORE_LIFECYCLE = {
     done: ['deleted'],
     steps: ['markDeleted', 'evictPools'],
     audit: 'tenant.deleted',
+    // A moving tenant is not deleted under its move (move/mover.ts): 409 MOVE_IN_PROGRESS until it ends.
+    refusedWhileMoving: true,
   },
   // Undo a soft delete (the database was kept): active again, deleted_at cleared. Billing cancelled at
   // deletion (features' cancelBilling) is NOT restarted: the owner subscribes again, or an operator comps a plan.
@@ -62,6 +64,9 @@ export const CORE_LIFECYCLE = {
     done: [],
     steps: ['evictPools', 'dropDatabase', 'deleteCatalogRow'],
     audit: 'tenant.hard_deleted',
+    // Dropping the database (or erasing the rows) a move is copying would leave the move copying nothing,
+    // or switching the catalog to a copy of a tenant that is gone: refused while a move is open.
+    refusedWhileMoving: true,
   },
 } as const satisfies Record<string, EventSpec<CoreStepName>>
 
@@ -73,6 +78,12 @@ export interface EventSpec<S extends string = string> {
   audit: string
   failedAudit?: string
   tracked?: boolean
+  /**
+   * Refused (409 MOVE_IN_PROGRESS) while the tenant has an open move (core_tenant_moves, state running),
+   * checked under the tenant lock, which a move also takes to start and to run: the deletions. Suspend,
+   * resume and rename only change catalog fields a move leaves alone, so they run during a move.
+   */
+  refusedWhileMoving?: boolean
 }
 
 export type LifecycleEvent = keyof typeof CORE_LIFECYCLE
@@ -436,6 +447,10 @@ async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx
   if (!spec.from.includes(first.status)) {
     throw conflict('INVALID_TRANSITION', `tenant "${first.slug}" is ${first.status}; "${event}" needs ${spec.from.join(' or ')}`)
   }
+  if (spec.refusedWhileMoving) {
+    const move = await openMoveOf(ctx.host, id)
+    if (move) throw movingConflict(first.slug, event, move)
+  }
   if (spec.tracked && first.status === 'failed') {
     await ctx.writes.update(id, { status: 'provisioning', provisionError: null })
     row = { ...row, status: 'provisioning', provisionError: null }
@@ -493,6 +508,24 @@ async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx
     ctx.logger.info({ tenantId: id, slug: first.slug, event, ms }, spec.audit)
   }
   return { outcome: 'done', row: event === 'hardDeleted' && end === spec.steps.length ? undefined : row }
+}
+
+/** The tenant's open move (core_tenant_moves, state running), if any. */
+export async function openMoveOf(host: HostDatabase, tenantId: string): Promise<Pick<TenantMove, 'id' | 'step' | 'toIsolation' | 'toServer'> | undefined> {
+  const [move] = await host.db
+    .select({ id: tenantMoves.id, step: tenantMoves.step, toIsolation: tenantMoves.toIsolation, toServer: tenantMoves.toServer })
+    .from(tenantMoves)
+    .where(and(eq(tenantMoves.tenantId, tenantId), eq(tenantMoves.state, 'running')))
+  return move
+}
+
+/** 409 MOVE_IN_PROGRESS: what `what` (an event, a request) would do to a tenant while it moves. */
+export function movingConflict(slug: string, what: string, move: Pick<TenantMove, 'id' | 'step' | 'toIsolation' | 'toServer'>) {
+  return conflict(
+    'MOVE_IN_PROGRESS',
+    `tenant "${slug}" is moving to ${move.toIsolation}${move.toServer ? ` on ${move.toServer}` : ''} (move ${move.id}, at ${move.step}); ` +
+      `"${what}" is refused until the move has finished, or has been aborted (tenants move ${slug} --abort)`,
+  )
 }
 
 /** Set on a provisioning run's error: whether the tenant could be marked failed (false: still 'provisioning'). */

@@ -10,6 +10,7 @@ import { Type } from 'typebox'
 import { audit, auditSource } from '../../core/lib/audit.js'
 import { badRequest, forbidden } from '../../core/lib/errors.js'
 import { errorResponses, Text, Uuid } from '../../core/lib/schemas.js'
+import { movingConflict, openMoveOf } from '../../core/tenancy/lifecycle.js'
 import { renameTenant, SLUG_ALIAS_DAYS } from '../../core/tenancy/rename.js'
 import { tenantDeleteJobId } from './jobs.js'
 
@@ -52,7 +53,9 @@ const tenantSelfService: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         tags,
         summary: 'Delete the tenant (owners): billing is cancelled, then it is soft deleted, in the background',
-        description: 'The body repeats the slug (400 CONFIRMATION_MISMATCH otherwise). 202 with the job to follow at /api/jobs/:id.',
+        description:
+          'The body repeats the slug (400 CONFIRMATION_MISMATCH otherwise). 202 with the job to follow at /api/jobs/:id. ' +
+          '409 MOVE_IN_PROGRESS while the tenant moves to another database.',
         body: Type.Object(
           { confirm: Type.String({ minLength: 1, maxLength: 63, description: 'the tenant’s slug' }) },
           { additionalProperties: false },
@@ -68,6 +71,9 @@ const tenantSelfService: FastifyPluginAsyncTypebox = async (fastify) => {
       if (req.membership!.role !== 'owner') throw ownersOnly('delete the tenant')
       if (req.body.confirm !== tenant.slug)
         throw badRequest('CONFIRMATION_MISMATCH', `Send { "confirm": "${tenant.slug}" } to delete this tenant`)
+      // Not under a move (the job's lifecycle run checks again under the tenant lock).
+      const move = await openMoveOf(fastify.host, tenant.id)
+      if (move) throw movingConflict(tenant.slug, 'delete', move)
       const job = await fastify.services.tasks.submit(
         'tenants.delete',
         { tenantId: tenant.id, actorUserId: req.user!.id, origin: auditSource(req) },

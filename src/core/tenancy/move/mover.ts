@@ -20,10 +20,10 @@
  * copy empties the target first, switch and clear write their step in the same transaction as their change.
  * One run at a time per tenant, with the lifecycle's tenant lock (a lifecycle run meanwhile: TENANT_BUSY).
  */
-import { eq, sql } from 'drizzle-orm'
+import { and, eq, inArray, sql } from 'drizzle-orm'
 import type { Logger } from 'pino'
 import { uuidv7 } from 'uuidv7'
-import { type TenantMove, type TenantMoveStep, tenantMoves, tenants } from '../../../../drizzle/host/schema.js'
+import { systemJobs, type TenantMove, type TenantMoveStep, tenantMoves, tenants } from '../../../../drizzle/host/schema.js'
 import type { HostDatabase } from '../../db/host.js'
 import { type AuditSource, audit } from '../../lib/audit.js'
 import { decrypt, encrypt, type KeyRing } from '../../lib/crypto.js'
@@ -97,6 +97,12 @@ export function moveFigures(m: TenantMove) {
 
 class StepSetBack extends Error {}
 
+/**
+ * The system jobs that delete a tenant (the tenants feature's `tenants.delete`, soft or hard): while one
+ * is queued or running for a tenant, the tenant does not start a move (409 TENANT_NOT_MOVABLE).
+ */
+export const TENANT_DELETION_JOBS = ['tenants.delete'] as const
+
 export function createMover(deps: MoverDeps): Mover {
   const { host, catalog, pools, keys, locations, locks, logger } = deps
 
@@ -134,6 +140,15 @@ export function createMover(deps: MoverDeps): Mover {
       .from(tenantMoves)
       .where(sql`${tenantMoves.tenantId} = ${tenantId} and ${tenantMoves.state} = 'running'`)
     return m
+  }
+  /** A deletion job of the tenant not finished yet (queued, running, or waiting for a retry). */
+  async function deletionQueued(tenantId: string) {
+    const [job] = await host.db
+      .select({ id: systemJobs.id, status: systemJobs.status })
+      .from(systemJobs)
+      .where(and(eq(systemJobs.tenantId, tenantId), inArray(systemJobs.jobType, [...TENANT_DELETION_JOBS]), inArray(systemJobs.status, ['pending', 'running'])))
+      .limit(1)
+    return job
   }
   async function record(id: string, patch: Partial<typeof tenantMoves.$inferInsert>): Promise<TenantMove> {
     const [m] = await host.db
@@ -301,8 +316,25 @@ export function createMover(deps: MoverDeps): Mover {
 
   async function start(idOrSlug: string, request: MoveRequest): Promise<TenantMove> {
     const where = isUuid(idOrSlug) ? eq(tenants.id, idOrSlug.toLowerCase()) : eq(tenants.slug, idOrSlug)
-    const [row] = await host.db.select().from(tenants).where(where)
-    if (!row || row.status === 'deleted') throw notFound('TENANT_NOT_FOUND', `no tenant "${idOrSlug}"`)
+    const [found] = await host.db.select().from(tenants).where(where)
+    if (!found || found.status === 'deleted') throw notFound('TENANT_NOT_FOUND', `no tenant "${idOrSlug}"`)
+    // The tenant lock, as a lifecycle run takes it: a deletion under way (it holds the lock) refuses the
+    // move, and a deletion that comes later finds the move recorded (lifecycle: MOVE_IN_PROGRESS).
+    if (!(await locks.acquire(found.id)))
+      throw conflict('TENANT_BUSY', `another operation on tenant "${found.slug}" is running (a deletion, another move); try again when it has finished`)
+    try {
+      return await startLocked(found.id, request)
+    } finally {
+      await withDeadline(locks.release(found.id), 5000, 'releasing the tenant lock').catch((err: unknown) =>
+        logger.warn({ tenantId: found.id, err: errorMessage(err) }, 'releasing the tenant lock failed'),
+      )
+    }
+  }
+
+  async function startLocked(tenantId: string, request: MoveRequest): Promise<TenantMove> {
+    // Read again under the lock: a run that held it may have changed or removed the tenant.
+    const [row] = await host.db.select().from(tenants).where(eq(tenants.id, tenantId))
+    if (!row || row.status === 'deleted') throw notFound('TENANT_NOT_FOUND', `no tenant "${tenantId}"`)
     const open = await openFor(row.id)
     // A request naming no server matches the open move's, whichever server that resolved to.
     const sameTarget = (o: TenantMove) =>
@@ -316,6 +348,9 @@ export function createMover(deps: MoverDeps): Mover {
     }
     if (row.status !== 'active' && row.status !== 'suspended')
       throw conflict('TENANT_NOT_MOVABLE', `tenant "${row.slug}" is ${row.status}; only active or suspended tenants move`)
+    const deletion = await deletionQueued(row.id)
+    if (deletion)
+      throw conflict('TENANT_NOT_MOVABLE', `tenant "${row.slug}" is being deleted (job ${deletion.id}, ${deletion.status}); it does not move`)
     const source = locations.current({ ...row, dbUrl: decrypt(row.dbUrlEncrypted, keys) })
     const target = await locations.resolve(row.id, request.target)
     if (source.isolation === target.isolation && source.server === target.server && source.dbName === target.dbName) {

@@ -17,7 +17,7 @@ import { iso } from '../../../core/lib/dates.js'
 import { Email } from '../../../core/identity/schemas.js'
 import { badRequest, conflict, notFound } from '../../../core/lib/errors.js'
 import { errorResponses, IdParams, Text, Uuid } from '../../../core/lib/schemas.js'
-import type { LifecycleEvent } from '../../../core/tenancy/lifecycle.js'
+import { type LifecycleEvent, movingConflict, openMoveOf } from '../../../core/tenancy/lifecycle.js'
 import { inviteOwner } from '../../members/index.js'
 import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { type BulkEvent, MAX_BULK_IDS, MigrationStatusSchema, TenantFilterSchema, TenantStatusSchema } from '../jobs.js'
@@ -253,7 +253,8 @@ const tenantAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
         description:
           'Soft: 200 with the outcome. Hard: 202 with the id of the `tenants.delete` job (lifecycle hardDeleted; follow it at ' +
           'GET /admin/api/jobs/{id}): DROP DATABASE forces a cluster-wide checkpoint, so it never runs in the request. Asking twice ' +
-          'queues one job; a job that failed is run again with POST /admin/api/jobs/retry.',
+          'queues one job; a job that failed is run again with POST /admin/api/jobs/retry. 409 MOVE_IN_PROGRESS while the tenant ' +
+          'moves (soft or hard; the job checks again and waits for the move by retrying).',
         params: IdParams,
         querystring: Type.Object({ hard: Type.Boolean({ default: false }) }, { additionalProperties: false }),
         response: { 200: ActionResult, 202: HardDeleteAccepted, ...errors },
@@ -266,8 +267,11 @@ const tenantAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
         const outcome = await provisioner.run('softDeleted', id, { actorUserId: req.user!.id, origin })
         return { id, status: (await provisioner.writes.get(id)).status, outcome }
       }
-      // Every status may be hard deleted (lifecycle.ts), so there is nothing to refuse here: the job's
-      // lifecycle run writes the tenant.hard_deleted entry; this one records who asked, when.
+      // Every status may be hard deleted (lifecycle.ts), but not while the tenant moves: the job would be
+      // refused (and retried) anyway; say so now. The job's lifecycle run checks again under the tenant
+      // lock and writes the tenant.hard_deleted entry; this one records who asked, when.
+      const move = await openMoveOf(fastify.host, id)
+      if (move) throw movingConflict((await provisioner.writes.get(id)).slug, 'hard delete', move)
       const job = await tasks.submit('tenants.delete', { tenantId: id, actorUserId: req.user!.id, hard: true, origin }, { id: hardDeleteJobId(id) })
       await audit(
         db,
