@@ -15,6 +15,11 @@
  *                 ratio 0.017, max 12 tenant connections seen, 40 slots reserved.
  *   1 per tenant: 1 tenant 12,431 req/s (p50 2 / p99 18 ms); 300 tenants 279 req/s (p50 158 / p99 717 ms),
  *                 ratio 0.022, max 40 tenant connections seen, 40 slots reserved.
+ * 2026-12-03, after pools open with one slot while other tenants wait (5 per tenant, 30 s, load average 7–11 from
+ * other work): 1 tenant 10,430 req/s (p50 2 / p99 32 ms, 5 connections); 300 tenants 182 req/s (p50 316 / p99
+ * 481 ms), max 39 tenant connections seen: the "1 per tenant" shape without giving a hot tenant fewer connections.
+ * In-process A/B on 100 databases (pools.withTenant → select 1, 50 callers, budget 40, 5 per tenant, alternated,
+ * load ~6): before 185 / 107 calls/s, p99 524 / 920 ms with 8 pools; after 309 / 255 calls/s, p99 478 / 572 ms with 36.
  */
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
