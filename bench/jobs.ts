@@ -85,7 +85,7 @@ async function raw(round: number): Promise<Figures> {
   }
   const enqueueMs = performance.now() - t
   const worker = new Worker(`raw${round}`, async () => null, {
-    connection: workerConnection(env.config.redisUrl),
+    connection: workerConnection(env.config),
     prefix: env.config.redisPrefix,
     concurrency: CONCURRENCY,
     autorun: false,

@@ -11,7 +11,6 @@
  *   template database the tenant server lets us create databases; the template for the current tenant migrations exists
  *   tenant migrations no active or suspended tenant is behind the current tenant migration
  */
-import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { ConfigError, type Config, loadConfig } from './core/config.js'
 import { connect, type Sql } from './core/db/connect.js'
@@ -19,6 +18,7 @@ import { createHostDatabase } from './core/db/host.js'
 import { MIGRATIONS, migrationInfo } from './core/db/migrations.js'
 import { createMailer } from './core/email/index.js'
 import { errorMessage } from './core/lib/error-log.js'
+import { newRedisClient, type RedisTarget } from './core/lib/redis.js'
 import { listBehind } from './core/tenancy/fleet.js'
 import { maintenanceUrl, templateName } from './core/tenancy/template.js'
 import { createStripe } from './features/billing/stripe.js'
@@ -111,7 +111,7 @@ export async function doctorChecks(opts: DoctorOptions): Promise<CheckResult[]> 
       : skip('host database', 'DATABASE_URL unset: `npm run dev` starts an embedded Postgres')
     results.push(host)
 
-    results.push(await run('redis', () => pingRedis(config.redisUrl, ms)))
+    results.push(await run('redis', () => pingRedis(config, ms)))
 
     results.push(
       config.smtp.host
@@ -173,9 +173,9 @@ async function appliedHostMigrations(sql: Sql): Promise<number> {
   return row?.n ?? 0
 }
 
-async function pingRedis(url: string, ms: number): Promise<string> {
+async function pingRedis(target: RedisTarget, ms: number): Promise<string> {
   // One attempt, no reconnects, no offline queue: a Redis that is not there fails at once.
-  const redis = new Redis(url, { lazyConnect: true, connectTimeout: ms, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
+  const redis = newRedisClient(target, { lazyConnect: true, connectTimeout: ms, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
   // connect() rejects with a bare "Connection is closed."; the socket's own error (ECONNREFUSED, auth) says why.
   let cause: Error | undefined
   redis.on('error', (err: Error) => {
@@ -187,7 +187,15 @@ async function pingRedis(url: string, ms: number): Promise<string> {
     })
     const pong = await redis.ping()
     const version = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1]
-    return `${pong}${version ? ` (Redis ${version})` : ''}`
+    // A cluster answers even with slots unserved: say its state (and refuse one that is not ok).
+    let cluster = ''
+    if (target.redisCluster) {
+      const info = String(await redis.cluster('INFO'))
+      const state = /cluster_state:(\S+)/.exec(info)?.[1] ?? 'unknown'
+      if (state !== 'ok') throw new Error(`Redis Cluster state is ${state}`)
+      cluster = `, cluster of ${/cluster_size:(\d+)/.exec(info)?.[1] ?? '?'} masters`
+    }
+    return `${pong}${version ? ` (Redis ${version}${cluster})` : ''}`
   } finally {
     redis.disconnect()
   }

@@ -31,8 +31,8 @@ import { loggerOptions } from './core/lib/logger.js'
 import { warnIfRedisNotPersistent } from './core/lib/redis-persistence.js'
 import { createServices, type Services } from './services.js'
 import { type StaleSweeper, startStaleSweep } from './core/tenancy/stale-sweep.js'
-import { type Scheduler, startScheduler } from './core/jobs/schedules.js'
-import { workerConnection } from './core/jobs/queues.js'
+import { SCHEDULES_QUEUE, type Scheduler, startScheduler } from './core/jobs/schedules.js'
+import { queuePrefix, workerConnection } from './core/jobs/queues.js'
 
 export type WorkerServices = Pick<Services, 'config' | 'logger' | 'host' | 'redis' | 'catalog' | 'pools' | 'jobs' | 'jobDeps'> &
   Partial<Pick<Services, 'provisioner' | 'tasks' | 'schedules'>>
@@ -93,8 +93,8 @@ export async function startWorkers(services: WorkerServices, opts: StartWorkersO
           schedules: services.schedules,
           tasks,
           redis: services.redis,
-          workerConnection: workerConnection(config.redisUrl),
-          prefix: config.redisPrefix,
+          workerConnection: workerConnection(config),
+          prefix: queuePrefix(config, SCHEDULES_QUEUE),
           logger,
         })
       : undefined

@@ -122,6 +122,11 @@ export const ENV_VARS = {
 
   REDIS_URL: { kind: 'url', default: 'redis://127.0.0.1:6379', doc: 'Redis for sessions, queues, rate limits and cache invalidation' },
   REDIS_PREFIX: { kind: 'string', default: 'tk', doc: 'Prefix of every Redis key and BullMQ queue of this deployment' },
+  REDIS_CLUSTER: {
+    kind: 'bool',
+    default: 'false',
+    doc: 'REDIS_URL is one node (or the configuration endpoint) of a Redis Cluster: the clients discover the others, its user, password and rediss:// apply to all; queues and multi-key scripts get hash-tagged keys (docs/scaling.md)',
+  },
   REDIS_COMMAND_TIMEOUT_MS: {
     kind: 'int',
     default: '1000',
@@ -501,6 +506,8 @@ export interface Config {
   autoMigrate: boolean
   redisUrl: string
   redisPrefix: string
+  /** REDIS_URL names a node of a Redis Cluster (lib/redis.ts builds `Redis.Cluster` clients; keys that must share a slot are hash-tagged). */
+  redisCluster: boolean
   /** Request-path Redis clients: per-command timeout and the cap of the reconnect backoff. */
   redisTimeouts: { commandMs: number; maxReconnectDelayMs: number }
   encryptionKeys: { id: string; key: Buffer }[]
@@ -746,6 +753,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     autoMigrate: b('AUTO_MIGRATE', !production),
     redisUrl: s('REDIS_URL'),
     redisPrefix: s('REDIS_PREFIX'),
+    redisCluster: b('REDIS_CLUSTER', false),
     redisTimeouts: { commandMs: i('REDIS_COMMAND_TIMEOUT_MS'), maxReconnectDelayMs: i('REDIS_MAX_RECONNECT_DELAY_MS') },
     encryptionKeys: parseKeys(keys),
     pool: {

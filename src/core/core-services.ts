@@ -6,8 +6,8 @@
  * add their jobs (and what those jobs need) and their lifecycle steps; src/services.ts is the one call
  * that passes the kit's feature list. close() ends everything in reverse order.
  */
-import { Redis } from 'ioredis'
-import { logRedisErrors, reconnectBackoff } from './lib/redis.js'
+import type { Redis } from 'ioredis'
+import { logRedisErrors, newRedisClient, reconnectBackoff } from './lib/redis.js'
 import type { Logger } from 'pino'
 import type { Config } from './config.js'
 import { createHostDatabase, type HostDatabase } from './db/host.js'
@@ -98,7 +98,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
   const host = opts.host ?? createHostDatabase(config.databaseUrl, config.pool.hostMax, config.pool)
   // Worker and CLI: no command timeout (long queue scripts are fine off the request path), but a capped
   // reconnect backoff and errors logged through pino.
-  const redis = opts.redis ?? new Redis(config.redisUrl, { retryStrategy: reconnectBackoff(config.redisTimeouts.maxReconnectDelayMs) })
+  const redis = opts.redis ?? newRedisClient(config, { retryStrategy: reconnectBackoff(config.redisTimeouts.maxReconnectDelayMs) })
   if (!opts.redis) logRedisErrors(redis, logger, 'services')
   const pools = createPoolManager({
     maxPerTenant: config.pool.maxPerTenant,

@@ -1,6 +1,10 @@
 /**
  * The BullMQ queues of one deployment, over ioredis, every key under the deployment prefix
- * (REDIS_PREFIX → BullMQ `prefix`, so `${prefix}:system:…` and `${prefix}:tenant:…`).
+ * (REDIS_PREFIX → BullMQ `prefix`, so `${prefix}:system:…` and `${prefix}:tenant:…`). On a Redis Cluster
+ * (REDIS_CLUSTER) each queue has a hash-tagged prefix of its own, `{${prefix}:system}` and
+ * `{${prefix}:tenant}` (queuePrefix): BullMQ's scripts touch many keys of a queue at once, which must share
+ * a slot, and two tags let the two queues live on different nodes. A workflow (one BullMQ flow) keeps its
+ * parent and steps in one queue, so a flow never spans two slots.
  *
  * Two queues, split by what a job needs before it may run:
  * - `system`: platform work (email, provisioning steps, fleet chores). Its record lives in the host DB
@@ -12,18 +16,29 @@
  */
 import { type ConnectionOptions, Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
-import { logRedisErrors, type RedisErrorLogger } from '../lib/redis.js'
+import { logRedisErrors, newRedisClient, type RedisErrorLogger, type RedisTarget, slotGroup } from '../lib/redis.js'
 import type { JobScope } from './registry.js'
 
 export const QUEUE_NAMES = { system: 'system', tenant: 'tenant' } as const satisfies Record<JobScope, string>
 export type QueueName = (typeof QUEUE_NAMES)[JobScope]
 
+/** The deployment's Redis prefix and whether Redis is a cluster (what queue prefixes are made of). */
+export type QueueTarget = Pick<RedisTarget, 'redisCluster'> & { redisPrefix: string }
+
+/** A queue's BullMQ `prefix`: REDIS_PREFIX, on a cluster `{REDIS_PREFIX:<queue>}` (lib/redis.ts slotGroup). */
+export function queuePrefix(target: QueueTarget, queue: string): string {
+  return target.redisCluster ? slotGroup(target.redisPrefix, queue, true) : target.redisPrefix
+}
+
 /**
- * Connection options for a BullMQ Worker. Workers block on Redis and must retry forever
- * (`maxRetriesPerRequest: null`); BullMQ opens and closes these connections itself.
+ * The connection of a BullMQ Worker. Workers block on Redis and must retry forever
+ * (`maxRetriesPerRequest: null`); BullMQ opens and closes these connections itself: from options on one
+ * server, and on a cluster by duplicating the (lazy, never connected) Cluster given here, since options
+ * alone would make BullMQ open a plain single-node client.
  */
-export function workerConnection(url: string): ConnectionOptions {
-  return { url, maxRetriesPerRequest: null }
+export function workerConnection(target: RedisTarget): ConnectionOptions {
+  if (!target.redisCluster) return { url: target.redisUrl, maxRetriesPerRequest: null }
+  return newRedisClient(target, { maxRetriesPerRequest: null, lazyConnect: true })
 }
 
 export interface Queues {
@@ -34,9 +49,9 @@ export interface Queues {
 }
 
 /** Both queues on one shared producer connection (BullMQ does not close a connection it was given). */
-export function createQueues(connection: Redis, prefix: string, logger?: RedisErrorLogger): Queues {
-  const system = new Queue(QUEUE_NAMES.system, { connection, prefix })
-  const tenant = new Queue(QUEUE_NAMES.tenant, { connection, prefix })
+export function createQueues(connection: Redis, target: QueueTarget, logger?: RedisErrorLogger): Queues {
+  const system = new Queue(QUEUE_NAMES.system, { connection, prefix: queuePrefix(target, QUEUE_NAMES.system) })
+  const tenant = new Queue(QUEUE_NAMES.tenant, { connection, prefix: queuePrefix(target, QUEUE_NAMES.tenant) })
   // A Queue re-emits its connection's errors; with no listener BullMQ console.errors each one raw.
   for (const q of [system, tenant]) logRedisErrors(q, logger ?? { warn: () => {} }, `queue ${q.name}`)
   return {

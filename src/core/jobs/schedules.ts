@@ -113,6 +113,7 @@ export interface SchedulerDeps {
   /** Producer connection (shared, not closed here) and the worker's own connection options. */
   redis: Redis
   workerConnection: ConnectionOptions
+  /** The ticks' queue prefix: queuePrefix(config, SCHEDULES_QUEUE) (hash-tagged on a cluster). */
   prefix: string
   logger: Logger
 }

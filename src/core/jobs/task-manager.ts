@@ -21,7 +21,7 @@ import type { Catalog, PoolManager, TenantRecord } from '../tenancy/types.js'
 import { createBackgroundWrites } from './background-writes.js'
 import { createEffects } from './effects.js'
 import { createProcessor, errorLog, recordUnhandledFailure } from './processor.js'
-import { createQueues, QUEUE_NAMES, type Queues, workerConnection } from './queues.js'
+import { createQueues, QUEUE_NAMES, type Queues, queuePrefix, workerConnection } from './queues.js'
 import { type ReconcileCounts, type ReconcileLoop, type ReconcileOptions, reconcileJobRecords, startReconcileLoop } from './reconcile.js'
 import { ENQUEUE_FAILED, type JobRecord, type JobStatus, type NewRecord, recordsFor, systemRecords, tenantRecords } from './records.js'
 import {
@@ -50,7 +50,7 @@ export interface TaskManagerDeps<R extends JobRegistry> {
   pools: PoolManager
   /** Producer connection for the queues and the tenant slots; not closed by the task manager. */
   redis: Redis
-  config: Pick<Config, 'redisUrl' | 'redisPrefix' | 'jobs'>
+  config: Pick<Config, 'redisUrl' | 'redisPrefix' | 'redisCluster' | 'jobs'>
   logger: Logger
   /** A dead worker's tenant slots come back after this (default 30 s; renewed while the job runs). */
   tenantSlotLeaseMs?: number
@@ -137,7 +137,7 @@ export interface TaskManager<R extends JobRegistry> {
 export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>): TaskManager<R> {
   const { registry, host, catalog, pools, redis, config, logger } = d
   const prefix = config.redisPrefix
-  const queues = createQueues(redis, prefix, logger)
+  const queues = createQueues(redis, config, logger)
   const slots = createTenantSlots(redis, { prefix, cap: config.jobs.tenantConcurrency, leaseMs: d.tenantSlotLeaseMs ?? 30_000 })
   const retention = d.retention ?? { completedAgeS: 86_400, failedAgeS: 7 * 86_400 }
   const started = new Set<JobWorkers>()
@@ -256,11 +256,15 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     // The chain: the workflow's job waits on the last step, which waits on the one before… so the first step runs
     // first and each step's only child is the step before it (its result is that child's return value).
     const queueName = QUEUE_NAMES[root.scope]
+    // Every node names its queue's prefix (a node does not inherit its parent's): on a cluster the flow's jobs
+    // are added in one MULTI, all in that queue's slot.
+    const nodePrefix = queuePrefix(config, queueName)
     let child: FlowJob | undefined
     for (const s of steps) {
       child = {
         name: s.name,
         queueName,
+        prefix: nodePrefix,
         data: stepData,
         opts: { ...jobOptions(s.def, s.id), failParentOnFailure: true },
         ...(child ? { children: [child] } : {}),
@@ -268,7 +272,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     }
     flows ??= new FlowProducer({ connection: redis, prefix })
     try {
-      await flows.add({ name, queueName, data: payload, opts: jobOptions(root, id), children: [child!] })
+      await flows.add({ name, queueName, prefix: nodePrefix, data: payload, opts: jobOptions(root, id), children: [child!] })
     } catch (err) {
       logger.error({ err, job: name, id }, 'enqueueing a workflow failed; records marked failed')
       await markEnqueueFailed(root, rows, new Set(rows.map((r) => r.id)), err).catch(() => {})
@@ -354,8 +358,8 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     const processor = createProcessor(processorDeps)
     const workers = (opts.scopes ?? (['system', 'tenant'] as const)).map((scope) => {
       const worker = new Worker(QUEUE_NAMES[scope], processor, {
-        connection: workerConnection(config.redisUrl),
-        prefix,
+        connection: workerConnection(config),
+        prefix: queuePrefix(config, QUEUE_NAMES[scope]),
         concurrency: opts.concurrency ?? config.jobs.workerConcurrency,
         lockDuration: opts.lockDurationMs ?? 30_000,
         stalledInterval: opts.stalledIntervalMs ?? 30_000,

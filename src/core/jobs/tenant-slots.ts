@@ -11,9 +11,11 @@
  * are queued and sent together once per event-loop turn as one script call (one write and one wake-up
  * of Redis instead of one per command), run in the order they were made: a release always reaches Redis before a
  * later acquire or holders() of this process. Leases are renewed by one timer for all held slots.
+ * On a Redis Cluster the tenants' keys are in different slots, which one script call can't span: a batch
+ * is then split into one call per key (still sent together: the cluster client pipelines them per node).
  */
 import type { Redis } from 'ioredis'
-import { defineScript } from '../lib/redis.js'
+import { defineScript, isCluster } from '../lib/redis.js'
 
 // One call runs a batch of slot commands in order, each on its own key: KEYS[i] with op ARGV[1 + 2i] and
 // member ARGV[2 + 2i] (ARGV[1], ARGV[2]: cap and lease). Ops: a = acquire (drop expired leases, then grant
@@ -88,8 +90,15 @@ export function createTenantSlots(redis: Redis, opts: TenantSlotOptions): Tenant
   const renewEveryMs = Math.max(50, Math.floor(opts.leaseMs / 3))
 
   let queued: { op: Op; key: string; member: string; resolve: (reply: unknown) => void; reject: (err: unknown) => void }[] = []
+  const cluster = isCluster(redis)
   const flush = () => {
-    for (let i = 0; i < queued.length; i += MAX_BATCH) call(queued.slice(i, i + MAX_BATCH))
+    if (cluster) {
+      const byKey = new Map<string, typeof queued>()
+      for (const c of queued) byKey.get(c.key)?.push(c) ?? byKey.set(c.key, [c])
+      for (const group of byKey.values()) for (let i = 0; i < group.length; i += MAX_BATCH) call(group.slice(i, i + MAX_BATCH))
+    } else {
+      for (let i = 0; i < queued.length; i += MAX_BATCH) call(queued.slice(i, i + MAX_BATCH))
+    }
     queued = []
   }
   const call = (batch: typeof queued) => {

@@ -15,7 +15,7 @@
  */
 import type { Redis } from 'ioredis'
 import { LRUCache } from 'lru-cache'
-import { duplicateRedis, type RedisErrorLogger } from './redis.js'
+import { duplicateClient, duplicateRedis, type RedisErrorLogger } from './redis.js'
 
 export interface ChannelListener {
   /** A message on the channel, from any process (this one included). */
@@ -47,7 +47,7 @@ export function createInvalidationBus(
   name = 'invalidation subscriber',
 ): InvalidationBus {
   // Its own offline queue (as duplicateRedis does): it subscribes before it is connected.
-  const subscriber = typeof report === 'function' ? redis.duplicate({ enableOfflineQueue: true }) : duplicateRedis(redis, report, name)
+  const subscriber = typeof report === 'function' ? duplicateClient(redis, { enableOfflineQueue: true }) : duplicateRedis(redis, report, name)
   if (typeof report === 'function') subscriber.on('error', (err) => report(err, name))
   const channels = new Map<string, { listeners: Set<ChannelListener>; subscribed: Promise<void> }>()
   let closed = false

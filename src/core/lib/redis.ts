@@ -10,13 +10,71 @@
  * ioredis prints raw multi-line "[ioredis] Unhandled error event" stacks outside the JSON log on every
  * reconnect attempt. The listener logs one pino line per client per interval, with how many errors it
  * folded in, and one line when the client is ready again.
+ *
+ * Redis Cluster (REDIS_CLUSTER): `newRedisClient` builds every client of the kit, a `Redis.Cluster` on a
+ * cluster, typed as `Redis` so every consumer works unchanged (the command API is the same; commands are
+ * routed by key slot, pub/sub goes through one node and classic PUBLISH reaches every node). The few
+ * differences are handled here: `duplicateClient` (Cluster.duplicate takes startup nodes first), `isCluster`,
+ * and `slotGroup` for keys that one script, MULTI or BullMQ queue must find in one slot.
  */
 import type { EventEmitter } from 'node:events'
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Config } from '../config.js'
 
 type RedisTimeouts = Config['redisTimeouts']
+/** Where Redis is: one server, or a node (configuration endpoint) of a cluster. */
+export type RedisTarget = Pick<Config, 'redisUrl' | 'redisCluster'>
+
+/** A `Redis.Cluster` behind the `Redis` type (newRedisClient). */
+export const isCluster = (client: Redis): boolean => (client as unknown as { isCluster?: boolean }).isCluster === true
+
+/**
+ * A client for REDIS_URL: `new Redis(url, options)`, or on a cluster a `Redis.Cluster` started from that node,
+ * with the URL's user, password and TLS (`rediss:`) for every node, the per-node options (timeouts, retries)
+ * as its `redisOptions`, and `retryStrategy` as its `clusterRetryStrategy` (ioredis reconnects a cluster as
+ * a whole, never node connections one by one). Typed as `Redis`: see the header.
+ */
+export function newRedisClient(target: RedisTarget, options: RedisOptions = {}): Redis {
+  if (!target.redisCluster) return new Redis(target.redisUrl, options)
+  const url = new URL(target.redisUrl)
+  const db = url.pathname.replace(/^\//, '')
+  if (db !== '' && db !== '0') throw new Error(`REDIS_URL names database ${db}: a Redis Cluster has only database 0`)
+  const { lazyConnect, enableOfflineQueue, enableAutoPipelining, autoPipeliningIgnoredCommands, retryStrategy, ...perNode } = options
+  const tls = url.protocol === 'rediss:'
+  const cluster: ClusterOptions = {
+    redisOptions: {
+      ...perNode,
+      ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+      ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+      ...(tls ? { tls: {} } : {}),
+    },
+    // Managed clusters (ElastiCache, Memorystore) announce node addresses their TLS certificates name; keep them.
+    ...(tls ? { dnsLookup: (address: string, done: (err: null, address: string) => void) => done(null, address) } : {}),
+    ...(lazyConnect !== undefined ? { lazyConnect } : {}),
+    ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),
+    ...(enableAutoPipelining !== undefined ? { enableAutoPipelining } : {}),
+    ...(autoPipeliningIgnoredCommands ? { autoPipeliningIgnoredCommands } : {}),
+    ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) } : {}),
+  }
+  return new Cluster([{ host: url.hostname, port: Number(url.port || 6379) }], cluster) as unknown as Redis
+}
+
+/** `client.duplicate(overrides)` for a server or a cluster (Cluster.duplicate takes startup nodes first). */
+export function duplicateClient(client: Redis, overrides: Pick<RedisOptions, 'enableOfflineQueue' | 'lazyConnect'> = {}): Redis {
+  if (isCluster(client)) return (client as unknown as Cluster).duplicate([], overrides) as unknown as Redis
+  return client.duplicate(overrides)
+}
+
+/**
+ * The prefix of keys that must share a slot (the keys of one BullMQ queue, of one script or MULTI): on a
+ * cluster `{<prefix>:<group>}`, a hash tag, so each group sits on one node and groups spread over nodes;
+ * `<prefix>:<group>` on one server (the key names a single Redis always had) or when REDIS_PREFIX already
+ * has a hash tag (then every key of the deployment is in that one slot anyway).
+ */
+export function slotGroup(prefix: string, group: string, cluster: boolean): string {
+  return cluster && !/\{[^}]+\}/.test(prefix) ? `{${prefix}:${group}}` : `${prefix}:${group}`
+}
 /** What the error listeners need of a pino logger ('info' for the reconnect line, when given). */
 export type RedisErrorLogger = Pick<Logger, 'warn'> & Partial<Pick<Logger, 'info'>>
 
@@ -47,13 +105,14 @@ export function requestPathRedisOptions(t: RedisTimeouts): RedisOptions {
 export function defineScript(client: Redis, name: string, definition: { lua: string; numberOfKeys?: number }): void {
   if (name in client) return
   client.defineCommand(name, definition)
+  // (A Cluster keeps the same option under the same name.)
   const ignored = client.options.autoPipeliningIgnoredCommands ?? []
   if (!ignored.includes(name)) client.options.autoPipeliningIgnoredCommands = [...ignored, name]
 }
 
 /** A request-path client, its errors logged through pino, failing fast while its connection is down. */
-export function createRedis(url: string, t: RedisTimeouts, logger: RedisErrorLogger, name: string, extra: RedisOptions = {}): Redis {
-  const client = new Redis(url, { ...requestPathRedisOptions(t), ...extra })
+export function createRedis(target: RedisTarget, t: RedisTimeouts, logger: RedisErrorLogger, name: string, extra: RedisOptions = {}): Redis {
+  const client = newRedisClient(target, { ...requestPathRedisOptions(t), ...extra })
   logRedisErrors(client, logger, name)
   failFastWhileDisconnected(client)
   return client
@@ -79,7 +138,7 @@ export function failFastWhileDisconnected(client: Redis): void {
 /** `redis.duplicate()` (a subscriber) with its errors logged: duplicate() does not copy listeners. */
 export function duplicateRedis(redis: Redis, logger: RedisErrorLogger | undefined, name: string): Redis {
   // Its own offline queue: it subscribes before it is connected (whatever state the original is in).
-  const client = redis.duplicate({ enableOfflineQueue: true })
+  const client = duplicateClient(redis, { enableOfflineQueue: true })
   if (logger) logRedisErrors(client, logger, name)
   else client.on('error', () => {}) // never the raw "[ioredis] Unhandled error event"
   return client

@@ -17,6 +17,7 @@ import { Queue } from 'bullmq'
 import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import type { AppOptions } from '../../core/config.js'
 import { SCHEDULES_QUEUE } from '../../core/jobs/schedules.js'
+import { queuePrefix } from '../../core/jobs/queues.js'
 import { logRedisErrors } from '../../core/lib/redis.js'
 import { errorBody, forbidden } from '../../core/lib/errors.js'
 import { toErrorBody } from '../../core/plugins/errors.js'
@@ -75,7 +76,7 @@ const adminRoutes: FastifyPluginAsync<AppOptions> = async (fastify, { config }) 
   const { queues } = fastify.services.tasks
   // The schedulers' ticks (src/core/jobs/schedules.ts): only the worker process makes that queue, so the
   // board gets its own handle on it, over the shared producer connection (not closed by BullMQ).
-  const schedules = new Queue(SCHEDULES_QUEUE, { connection: fastify.services.redis, prefix: config.redisPrefix })
+  const schedules = new Queue(SCHEDULES_QUEUE, { connection: fastify.services.redis, prefix: queuePrefix(config, SCHEDULES_QUEUE) })
   logRedisErrors(schedules, fastify.log, `queue ${SCHEDULES_QUEUE}`)
   fastify.addHook('onClose', () => schedules.close())
   createBullBoard({

@@ -19,7 +19,7 @@ export default defineFeature({
   plugins: [realtimePlugin],
   routes: [{ scope: 'tenant', prefix: '/events', plugin: realtimeRoutes }],
   listen: ({ redis, config, logger }) => {
-    const keys = realtimeKeys(config.redisPrefix)
+    const keys = realtimeKeys(config.redisPrefix, config.redisCluster)
     return function streamToRealtime(event) {
       if (!isRealtimeEventType(event.type)) return
       publishRealtime(redis, keys, event, config.realtime).catch((err) =>

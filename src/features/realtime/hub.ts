@@ -99,7 +99,7 @@ export interface RealtimeHubDeps {
   memberships: Pick<Memberships, 'find' | 'onInvalidate'>
   /** The key's row (revoked, expiry), read when the api-keys channel names it. */
   apiKeyStatus(keyId: string): Promise<{ revokedAt: Date | null; expiresAt: Date | null }[]>
-  config: Pick<Config, 'redisPrefix' | 'realtime'>
+  config: Pick<Config, 'redisPrefix' | 'redisCluster' | 'realtime'>
   logger: Logger
   /** Called for every client dropped or closed by the hub (metrics). */
   onClose?: (reason: CloseReason, kind: 'sse' | 'ws') => void
@@ -122,7 +122,7 @@ const SLICES = 10
 export function createRealtimeHub(deps: RealtimeHubDeps) {
   const { redis, config, logger } = deps
   const rt = config.realtime
-  const keys: RealtimeKeys = realtimeKeys(config.redisPrefix)
+  const keys: RealtimeKeys = realtimeKeys(config.redisPrefix, config.redisCluster)
   const bus = createInvalidationBus(redis, logger, 'realtime subscriber')
   const tenants = new Map<string, TenantState>()
   const byId = new Map<string, ClientState>()

@@ -16,25 +16,31 @@
  *
  * Connection caps: one sorted set per tenant and per user, members the connection ids scored by when they
  * lapse; every instance refreshes its own connections at each heartbeat, so those of a crashed instance
- * lapse by themselves within a few heartbeats.
+ * lapse by themselves within a few heartbeats. One script checks a tenant's and a user's set together, so
+ * on a Redis Cluster every connection set shares one slot (`{<prefix>:rt:conn}:…`, lib/redis.ts slotGroup);
+ * the replay buffers and channels are spread by tenant (the publish script's only key is the buffer: the
+ * channel is an argument, as a channel is not a key).
  */
 import type { Redis } from 'ioredis'
 import type { DomainEvent } from '../../core/events/domain-events.js'
-import { defineScript } from '../../core/lib/redis.js'
+import { defineScript, slotGroup } from '../../core/lib/redis.js'
 import { compareSeq } from './events.js'
 
-export const realtimeKeys = (prefix: string) => ({
-  channel: (tenantId: string) => `${prefix}:rt:ev:${tenantId}`,
-  log: (tenantId: string) => `${prefix}:rt:log:${tenantId}`,
-  tenantConnections: (tenantId: string) => `${prefix}:rt:conn:t:${tenantId}`,
-  userConnections: (userId: string) => `${prefix}:rt:conn:u:${userId}`,
-})
+export const realtimeKeys = (prefix: string, cluster = false) => {
+  const conn = slotGroup(prefix, 'rt:conn', cluster)
+  return {
+    channel: (tenantId: string) => `${prefix}:rt:ev:${tenantId}`,
+    log: (tenantId: string) => `${prefix}:rt:log:${tenantId}`,
+    tenantConnections: (tenantId: string) => `${conn}:t:${tenantId}`,
+    userConnections: (userId: string) => `${conn}:u:${userId}`,
+  }
+}
 export type RealtimeKeys = ReturnType<typeof realtimeKeys>
 
 const PUBLISH = `
 local seq = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[4] .. '\\n' .. ARGV[3])
+redis.call('PUBLISH', ARGV[5], seq .. ' ' .. ARGV[4] .. '\\n' .. ARGV[3])
 return seq`
 
 // KEYS: tenant set, user set. ARGV: now, lapse, connection id, tenant cap, user cap, set ttl (ms). 0 ok, 1 tenant full, 2 user full.
@@ -50,7 +56,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return 0`
 
 type Scripted = Redis & {
-  tkRtPublish(log: string, channel: string, max: number, ttlMs: number, body: string, type: string): Promise<string>
+  tkRtPublish(log: string, max: number, ttlMs: number, body: string, type: string, channel: string): Promise<string>
   tkRtAcquire(
     tenantSet: string,
     userSet: string,
@@ -64,7 +70,7 @@ type Scripted = Redis & {
 }
 
 function scripted(redis: Redis): Scripted {
-  defineScript(redis, 'tkRtPublish', { numberOfKeys: 2, lua: PUBLISH })
+  defineScript(redis, 'tkRtPublish', { numberOfKeys: 1, lua: PUBLISH })
   defineScript(redis, 'tkRtAcquire', { numberOfKeys: 2, lua: ACQUIRE })
   return redis as Scripted
 }
@@ -80,11 +86,11 @@ export function publishRealtime(
 ): Promise<string> {
   return scripted(redis).tkRtPublish(
     keys.log(event.tenantId),
-    keys.channel(event.tenantId),
     opts.replayMax,
     opts.replayTtlMs,
     eventBody(event),
     event.type,
+    keys.channel(event.tenantId),
   )
 }
 

@@ -15,7 +15,7 @@ export default fp<AppOptions>(
   async (fastify, { config }) => {
     // Fail fast per command when Redis is down (requests answer 503, health and rate limits answer, not
     // hang): REDIS_COMMAND_TIMEOUT_MS, one retry, capped reconnect backoff (lib/redis.ts).
-    const redis = createRedis(config.redisUrl, config.redisTimeouts, fastify.log, 'app', { lazyConnect: true })
+    const redis = createRedis(config, config.redisTimeouts, fastify.log, 'app', { lazyConnect: true })
     await redis.connect().catch((err: Error) => {
       throw new Error(`Redis is not reachable at ${config.redisUrl} (${err.message}). Start it with: redis-server --daemonize yes`)
     })

@@ -1,0 +1,73 @@
+/**
+ * The local Redis Cluster of the cluster tests: three masters on 127.0.0.1:7001-7003, started by
+ * .ci/redis-cluster (CI runs it before `npm test`; a test that finds it down runs it too). Tests skip,
+ * saying why, only when it cannot be started at all (no redis-server on the machine).
+ */
+import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
+import { Redis } from 'ioredis'
+
+export const CLUSTER_PORTS = (process.env.TENANTKIT_REDIS_CLUSTER_PORTS ?? '7001 7002 7003').split(/\s+/).filter(Boolean).map(Number)
+/** What a test world needs to run on the cluster: REDIS_URL names one node, the clients discover the others. */
+export const CLUSTER_VARS = { REDIS_URL: `redis://127.0.0.1:${CLUSTER_PORTS[0]}`, REDIS_CLUSTER: 'true' }
+
+async function healthy(): Promise<boolean> {
+  const node = new Redis({ host: '127.0.0.1', port: CLUSTER_PORTS[0], lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+  node.on('error', () => {})
+  try {
+    await node.connect()
+    return /cluster_state:ok/.test(String(await node.cluster('INFO')))
+  } catch {
+    return false
+  } finally {
+    node.disconnect()
+  }
+}
+
+/** Start the cluster if needed: undefined when it is up, else why it could not be started. */
+export async function ensureRedisCluster(): Promise<string | undefined> {
+  if (await healthy()) return undefined
+  try {
+    execFileSync(join(import.meta.dirname, '../../.ci/redis-cluster'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  } catch (err) {
+    const e = err as { stderr?: string; message: string }
+    return `the Redis Cluster (127.0.0.1 ports ${CLUSTER_PORTS.join(', ')}) could not be started: ${(e.stderr || e.message).trim()}`
+  }
+  return (await healthy()) ? undefined : `the Redis Cluster (127.0.0.1 ports ${CLUSTER_PORTS.join(', ')}) was started but is not ok`
+}
+
+/** Per master: the keys that contain `part` (test-env's cleanup scans only the Redis on 6379). */
+export async function clusterKeys(part: string): Promise<Map<number, string[]>> {
+  const found = new Map<number, string[]>()
+  for (const port of CLUSTER_PORTS) {
+    const node = new Redis({ host: '127.0.0.1', port })
+    try {
+      const keys: string[] = []
+      let cursor = '0'
+      do {
+        const [next, batch] = await node.scan(cursor, 'MATCH', `*${part}*`, 'COUNT', 1000)
+        cursor = next
+        keys.push(...batch)
+      } while (cursor !== '0')
+      found.set(port, keys)
+    } finally {
+      node.disconnect()
+    }
+  }
+  return found
+}
+
+/** Drop a test world's keys from every master (one DEL per key: they are in different slots). */
+export async function dropClusterKeys(part: string): Promise<void> {
+  for (const [port, keys] of await clusterKeys(part)) {
+    if (keys.length === 0) continue
+    const node = new Redis({ host: '127.0.0.1', port })
+    try {
+      const pipeline = node.pipeline()
+      for (const key of keys) pipeline.del(key)
+      await pipeline.exec()
+    } finally {
+      node.disconnect()
+    }
+  }
+}
