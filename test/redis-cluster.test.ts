@@ -19,6 +19,7 @@ import { queuePrefix } from '../src/core/jobs/queues.js'
 import { systemJob, tenantJob } from '../src/core/jobs/registry.js'
 import { tenantWorkflow } from '../src/core/jobs/workflows.js'
 import { isCluster } from '../src/core/lib/redis.js'
+import { runDoctor } from '../src/doctor.js'
 import { type PlanSeed, seedPlans } from '../src/features/billing/plans.js'
 import { LOGIN_FAILURES_PER_IP } from '../src/features/auth/login-throttle.js'
 import { realtimeKeys } from '../src/features/realtime/stream.js'
@@ -119,6 +120,13 @@ describe.skipIf(unavailable)('on a Redis Cluster', () => {
   it('builds every client as a Redis.Cluster', () => {
     expect(env.config.redisCluster).toBe(true)
     expect([one.redis, two.redis, one.services.redis].map(isCluster)).toEqual([true, true, true])
+  })
+
+  it('doctor: checks the cluster, its size and state', async () => {
+    const lines: string[] = []
+    await runDoctor({ env: env.vars, out: (l) => lines.push(l) })
+    const redis = lines.find((l) => l.slice(6).startsWith('redis'))
+    expect(redis, lines.join('\n')).toMatch(new RegExp(`PONG \\(Redis [\\d.]+, cluster of ${CLUSTER_PORTS.length} masters\\)`))
   })
 
   it('sessions: a login on one instance is a session on the other; logout revokes it on both', async () => {
@@ -238,6 +246,9 @@ describe.skipIf(unavailable)('on a Redis Cluster', () => {
     expect([system, tenant]).toEqual([`{${redisPrefix}:system}`, `{${redisPrefix}:tenant}`])
     expect(await slot(`${system}:system:wait`)).toBe(await slot(`${system}:system:meta`))
     expect(await slot(`${system}:system:wait`)).not.toBe(await slot(`${tenant}:tenant:wait`))
+    // The scheduler's ticks (the worker's third queue) were installed under their own tagged prefix.
+    expect(runtime.scheduler?.queue.opts.prefix).toBe(`{${redisPrefix}:schedules}`)
+    expect((await runtime.scheduler!.queue.getJobSchedulers()).length).toBeGreaterThan(0)
     const keys = realtimeKeys(redisPrefix, true)
     expect(await slot(keys.tenantConnections(t.id))).toBe(await slot(keys.userConnections(t.owner.id)))
     // The world's keys (sessions, queues, rate limits, replay buffers) are spread over the masters.
