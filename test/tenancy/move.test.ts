@@ -177,6 +177,49 @@ describe('a move between modes', () => {
     expect((await t.as(t.viewer).get('/projects')).statusCode).toBe(200)
   })
 
+  it('writes between the first copy and the pause arrive: the pause sends only the buckets they changed', async () => {
+    await fill(t.id, 40)
+    const lines: { level: number; msg: string; sent?: number; deleted?: number; rows?: number }[] = []
+    const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l)) })
+    let rows: Awaited<ReturnType<typeof snapshot>> | undefined
+    const from = await record(t.id)
+    const mover = moverWith(
+      {
+        // After the first copy, before the pause: the tenant keeps writing (inserts, updates, deletes, parent and child).
+        afterStep: async (step) => {
+          if (step !== 'prepare') return
+          await withDb(t.id, async (db) => {
+            // A filled user (the fixture's members have no permission rows) and its permission.
+            const [grant] = await db.select().from(tenantSchema.permissions).limit(1)
+            await db.delete(tenantSchema.permissions).where(eq(tenantSchema.permissions.tenantUserId, grant!.tenantUserId))
+            await db.delete(tenantSchema.tenantUsers).where(eq(tenantSchema.tenantUsers.id, grant!.tenantUserId))
+            const [renamed] = await db.select().from(tenantSchema.projects).limit(1)
+            await db.update(tenantSchema.projects).set({ name: 'renamed during the move' }).where(eq(tenantSchema.projects.id, renamed!.id))
+            await db.insert(tenantSchema.projects).values({ name: 'created during the move' })
+            await db.update(tenantSchema.settings).set({ timezone: 'Asia/Tokyo' })
+          })
+          rows = await snapshot(t.id)
+        },
+      },
+      logger,
+    )
+    try {
+      const move = await mover.moveTenant(t.slug, { target: { isolation: from.isolation === 'shared' ? 'database' : 'shared' } })
+      expect(move).toMatchObject({ state: 'done', error: null })
+      expect(await snapshot(t.id)).toEqual(rows)
+      const synced = lines.find((l) => l.msg === 'tenant move: target synced')
+      expect(synced, JSON.stringify(lines.filter((l) => l.level >= 40))).toBeDefined()
+      // A user and its permission deleted, a project renamed and one created, the settings row: a few buckets' rows.
+      expect(synced!.deleted).toBe(2)
+      expect(synced!.sent).toBeGreaterThanOrEqual(3)
+      expect(synced!.sent).toBeLessThan(synced!.rows! / 4)
+    } finally {
+      await mover.close()
+      // Back where it was, for the tests after this one.
+      if ((await record(t.id)).isolation !== from.isolation) await services().mover.moveTenant(t.slug, { target: { isolation: from.isolation } })
+    }
+  })
+
   it('refuses a move to where the tenant is (409 MOVE_NOT_NEEDED) and an unknown server (400)', async () => {
     await expect(services().mover.start(t.slug, { target: { isolation: 'database' } })).rejects.toMatchObject({
       statusCode: 409,
@@ -389,7 +432,7 @@ describe('aborting', () => {
   })
 })
 
-function moverWith(faults: Parameters<typeof createTenantMover>[0]['faults']): TenantMover {
+function moverWith(faults: Parameters<typeof createTenantMover>[0]['faults'], logger = pino({ level: 'silent' })): TenantMover {
   const s = services()
   return createTenantMover({
     config: s.config,
@@ -398,7 +441,7 @@ function moverWith(faults: Parameters<typeof createTenantMover>[0]['faults']): T
     pools: s.pools,
     provisioner: s.provisioner,
     tasks: s.tasks,
-    logger: pino({ level: 'silent' }),
+    logger,
     faults,
   })
 }

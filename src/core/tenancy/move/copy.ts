@@ -7,6 +7,10 @@
  *   copyTenant      one read-only snapshot of the source, one transaction on the target that first empties
  *                   the tenant's rows there, then inserts every table's rows (parents first) in batches:
  *                   all or nothing, so running it again after a crash starts clean.
+ *   syncTenant      the same outcome as copyTenant, sending only what changed since an earlier copy: rows are
+ *                   spread over buckets by a hash of their key, both sides sum their rows' hashes per bucket,
+ *                   and only the buckets that differ are sent again. A move copies while writes still go on,
+ *                   then syncs inside its write pause (which then lasts a scan, not a copy).
  *   checksumTenant  per table: row count and a sum of 64-bit hashes of the rows' text, tenant_id left out
  *                   (it exists only in the shared layout), so both layouts give the same figures.
  *   clearTenant     delete the tenant's rows (children first) and check that none is left.
@@ -166,6 +170,130 @@ export async function copyTenant(source: Endpoint, target: Endpoint): Promise<Co
 async function settle(writing: Promise<unknown>): Promise<void> {
   const outcome = (await writing) as { err: unknown } | null
   if (outcome) throw outcome.err
+}
+
+/** Rows per bucket a sync compares at most (on average): a changed row costs re-sending its bucket. */
+const BUCKET_ROWS = 32
+
+export interface SyncResult extends CopyResult {
+  /** Rows the target was sent again (upserted), and rows it had that the source no longer has (deleted). */
+  sent: number
+  deleted: number
+}
+
+/**
+ * Make the tenant's rows on the target equal to the source's, as copyTenant does, when the target already
+ * holds an earlier copy: per table, each side sums its rows' hashes (the checksumTenant hash) per bucket of
+ * the key's hash, one scan each; for the buckets that differ, the target's rows the source lacks are deleted
+ * (children first) and the source's rows are upserted (parents first; a row already equal is left alone).
+ * With an empty target every bucket differs: a full copy. The source is one repeatable-read snapshot, the
+ * target one transaction. Throws on a conflict only a full copy resolves (a unique key other than the
+ * primary one swapped between rows): the caller then runs copyTenant.
+ */
+export async function syncTenant(source: Endpoint, target: Endpoint): Promise<SyncResult> {
+  const rows: Record<string, number> = {}
+  let total = 0
+  let sent = 0
+  let deleted = 0
+  await inTransaction(source, 'isolation level repeatable read read only', async (src) => {
+    const tables = await tenantTables(src)
+    await inTransaction(target, 'isolation level read committed', async (dst) => {
+      assertSameLayout(tables, await tenantTables(dst))
+      const constraints = await primaryKeyConstraints(dst)
+      // Which buckets differ, per table (both sides scanned at once, on their own connections).
+      const plans: { t: TableInfo; mask: number; buckets: number[] }[] = []
+      for (const t of tables) {
+        const n = (await src.unsafe<{ n: number }[]>(`select count(*)::int as n from ${ident(t.name)}`))[0]!.n
+        rows[t.name] = n
+        total += n
+        const mask = bucketCount(n) - 1
+        const [a, b] = await Promise.all([bucketSums(src, t, mask), bucketSums(dst, t, mask)])
+        const buckets = [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k))
+        if (buckets.length) plans.push({ t, mask, buckets })
+      }
+      // Rows the source no longer has, children first (a parent row goes after the rows referring to it).
+      for (const { t, mask, buckets: list } of [...plans].reverse()) {
+        const buckets = intArray(list)
+        const inBuckets = `(${bucketOf(t, mask, ident(t.name))}) = any($1::int[])`
+        if (!constraints.has(t.name)) {
+          // No primary key: nothing refers to the table; its rows in those buckets are sent again whole.
+          deleted += (await dst.unsafe(`delete from ${ident(t.name)} where ${inBuckets}`, [buckets])).count
+          continue
+        }
+        const keys = await src.unsafe<{ k: string }[]>(
+          `select coalesce(json_agg(json_build_object(${t.primaryKey.map((c) => `'${c.replaceAll("'", "''")}', ${ident(c)}`).join(', ')})), '[]')::text as k
+           from ${ident(t.name)} where ${inBuckets}`,
+          [buckets],
+        )
+        const pk = t.primaryKey.map(ident).join(', ')
+        deleted += (
+          await dst.unsafe(
+            `delete from ${ident(t.name)} where ${inBuckets}
+             and (${pk}) not in (select ${pk} from json_populate_recordset(null::${ident(t.name)}, $2::text::json))`,
+            [buckets, keys[0]!.k],
+          )
+        ).count
+      }
+      // The source's rows of those buckets, parents first.
+      for (const { t, mask, buckets: list } of plans) {
+        const buckets = intArray(list)
+        const name = constraints.get(t.name)
+        const cols = columnList(t)
+        const changed = t.columns.filter((c) => !t.primaryKey.includes(c))
+        const upsert = !name
+          ? ''
+          : changed.length === 0
+            ? ` on conflict on constraint ${ident(name)} do nothing`
+            : ` on conflict on constraint ${ident(name)} do update set ${changed.map((c) => `${ident(c)} = excluded.${ident(c)}`).join(', ')}
+                where (${changed.map((c) => `${ident(t.name)}.${ident(c)}`).join(', ')}) is distinct from (${changed.map((c) => `excluded.${ident(c)}`).join(', ')})`
+        const insert = `insert into ${ident(t.name)} (${cols}) overriding system value
+          select ${cols} from json_populate_recordset(null::${ident(t.name)}, $1::text::json)${upsert}`
+        const read = src.unsafe(
+          `select row_to_json(r)::text as j from (select ${cols} from ${ident(t.name)} where (${bucketOf(t, mask, ident(t.name))}) = any($1::int[])) r`,
+          [buckets],
+        )
+        let writing: Promise<unknown> = Promise.resolve(null)
+        for await (const batch of read.cursor(BATCH_ROWS) as AsyncIterable<{ j: string }[]>) {
+          await settle(writing)
+          writing = dst.unsafe(insert, [`[${batch.map((r) => r.j).join(',')}]`]).then(
+            () => null,
+            (err: unknown) => ({ err }),
+          )
+          sent += batch.length
+        }
+        await settle(writing)
+      }
+    })
+  })
+  return { rows, total, sent, deleted }
+}
+
+/** An int[] parameter as Postgres' array text (postgres.js' unsafe() does not infer array types). */
+const intArray = (ns: number[]) => `{${ns.join(',')}}`
+
+/** Buckets for n rows: a power of two, about BUCKET_ROWS rows each. */
+const bucketCount = (n: number) => 2 ** Math.max(0, Math.ceil(Math.log2(Math.max(1, n / BUCKET_ROWS))))
+
+/** A row's bucket: the hash of its key's text, masked (a power of two's mask keeps it non-negative). */
+const bucketOf = (t: TableInfo, mask: number, alias: string) =>
+  `(hashtextextended(row(${t.primaryKey.map((c) => `${alias}.${ident(c)}`).join(', ')})::text, 0) & ${mask})::int`
+
+/** Per bucket, the sum of its rows' hashes (as checksumTenant hashes them) and their count, as one string. */
+async function bucketSums(sql: postgres.TransactionSql, t: TableInfo, mask: number): Promise<Map<number, string>> {
+  const rows = await sql.unsafe<{ b: number; s: string }[]>(
+    `select ${bucketOf(t, mask, 'r')} as b, count(*) || ':' || sum(hashtextextended(r::text, 0)::numeric) as s
+     from (select ${columnList(t)} from ${ident(t.name)}) r group by 1`,
+  )
+  return new Map(rows.map((r) => [r.b, r.s]))
+}
+
+/** The primary key constraint's name of each table that has one (the upsert's conflict target). */
+async function primaryKeyConstraints(sql: postgres.TransactionSql): Promise<Map<string, string>> {
+  const rows = await sql<{ t: string; name: string }[]>`
+    select c.relname as t, con.conname as name from pg_constraint con
+    join pg_class c on c.oid = con.conrelid join pg_namespace n on n.oid = c.relnamespace
+    where con.contype = 'p' and n.nspname = 'public'`
+  return new Map(rows.map((r) => [r.t, r.name]))
 }
 
 export type Checksums = Record<string, { rows: number; checksum: string }>

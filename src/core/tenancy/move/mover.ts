@@ -3,11 +3,13 @@
  * server to another): the steps, each recorded in core_tenant_moves before the next one starts, so a
  * move killed anywhere is run again from its recorded step and ends consistent with nothing lost.
  *
- *   prepare  the target made ready: a database cloned from the template; nothing for the shared database.
- *            (Before mark: it needs no pause.)
+ *   prepare  the target made ready (a database cloned from the template; nothing for the shared database),
+ *            then a first copy of the tenant's rows while its writes still go on. (Before mark: no pause.)
  *   mark     moving_since set: every process refuses the tenant's writes (503 TENANT_MOVING, reads go on)
  *            and hands out read-only handles; then the writes already under way are waited out (drain.ts).
- *   copy     the tenant's rows replaced on the target by the source's, in one target transaction (copy.ts).
+ *   copy     the target brought up to the source in one target transaction, sending only the rows in key
+ *            buckets that differ since the first copy (copy.ts syncTenant): the pause lasts a scan of the
+ *            tenant's rows on both sides, not a copy. A conflict only a full copy resolves: a full copy.
  *   verify   row count and checksum of every table, source against target; a difference goes back to copy.
  *   switch   the source checked once more against what was verified, then in one host transaction the
  *            catalog row names the target and moving_since is cleared (the write pause ends here); caches
@@ -32,7 +34,8 @@ import { AppError, conflict, notFound, PG, pgCode } from '../../lib/errors.js'
 import { isUuid } from '../../lib/uuid.js'
 import { type TenantLocks, withDeadline } from '../lifecycle.js'
 import type { Catalog, PoolManager } from '../types.js'
-import { type Checksums, checksumDifferences, checksumTenant, clearTenant, copyTenant, type Endpoint, openEndpoint } from './copy.js'
+import { type Checksums, checksumDifferences, checksumTenant, clearTenant, copyTenant, type Endpoint, openEndpoint, syncTenant } from './copy.js'
+import { isUnreachable } from '../pool-manager.js'
 import { type DrainOptions, drainWriters } from './drain.js'
 import type { Locations, MoveTarget, TenantLocation } from './locations.js'
 
@@ -129,6 +132,16 @@ export function createMover(deps: MoverDeps): Mover {
     }
   }
 
+  async function withEndpoints<T>(m: TenantMove, fn: (source: Endpoint, target: Endpoint) => Promise<T>): Promise<T> {
+    const source = endpoint(from(m), m.tenantId)
+    const target = endpoint(to(m), m.tenantId)
+    try {
+      return await fn(source, target)
+    } finally {
+      await Promise.all([source.close(), target.close()])
+    }
+  }
+
   async function get(moveId: string): Promise<TenantMove | undefined> {
     if (!isUuid(moveId)) return undefined
     const [m] = await host.db.select().from(tenantMoves).where(eq(tenantMoves.id, moveId))
@@ -186,17 +199,23 @@ export function createMover(deps: MoverDeps): Mover {
     },
     async prepare(m) {
       await locations.prepare(to(m))
+      // The bulk of the copy, before the pause; copy (in the pause) sends what changed meanwhile.
+      await withEndpoints(m, (source, target) => copyTenant(source, target))
       return {}
     },
     async copy(m) {
-      const source = endpoint(from(m), m.tenantId)
-      const target = endpoint(to(m), m.tenantId)
-      try {
-        const copied = await copyTenant(source, target)
-        return { rowsCopied: copied.total }
-      } finally {
-        await Promise.all([source.close(), target.close()])
-      }
+      const copied = await withEndpoints(m, async (source, target) => {
+        try {
+          const synced = await syncTenant(source, target)
+          logger.info({ tenantId: m.tenantId, moveId: m.id, rows: synced.total, sent: synced.sent, deleted: synced.deleted }, 'tenant move: target synced')
+          return synced
+        } catch (err) {
+          if (isUnreachable(err)) throw err
+          logger.warn({ tenantId: m.tenantId, moveId: m.id, err: errorMessage(err) }, 'tenant move: sync failed; copying in full')
+          return copyTenant(source, target)
+        }
+      })
+      return { rowsCopied: copied.total }
     },
     async verify(m) {
       const [a, b] = await Promise.all([using(from(m), m.tenantId, checksumTenant), using(to(m), m.tenantId, checksumTenant)])
