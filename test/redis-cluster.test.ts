@@ -102,7 +102,8 @@ describe.skipIf(unavailable)('on a Redis Cluster', () => {
   let t: TenantFixture
 
   beforeAll(async () => {
-    env = await createTestEnv(CLUSTER_VARS)
+    // Heartbeats every second: the connection slots are refreshed (a pipeline) while the stream is open.
+    env = await createTestEnv({ ...CLUSTER_VARS, REALTIME_HEARTBEAT_S: '1' })
     one = await buildApp(env.config)
     two = await buildApp(env.config)
     await seedPlans(one.host.db, [plan])
@@ -208,7 +209,10 @@ describe.skipIf(unavailable)('on a Redis Cluster', () => {
     await waitFor(async () => (await two.services.catalog.get(t.id))?.name === 'Renamed Inc', { message: 'the invalidation on the other instance' })
   })
 
-  it('realtime: an event published on one instance reaches a client streaming from the other', async () => {
+  it('realtime: an event published on one instance reaches a client streaming from the other; its connection slot is renewed, then released', async () => {
+    const keys = realtimeKeys(env.config.redisPrefix, true)
+    // The connection's lease in the tenant's set: [member, score] (the acquire script, then heartbeats' pipeline).
+    const lease = () => one.redis.zrange(keys.tenantConnections(t.id), '0', '-1', 'WITHSCORES')
     await two.listen({ port: 0, host: '127.0.0.1' })
     const base = `http://127.0.0.1:${(two.server.address() as AddressInfo).port}`
     const cookie = Object.entries(t.viewer.c.cookies)
@@ -233,9 +237,18 @@ describe.skipIf(unavailable)('on a Redis Cluster', () => {
         message: 'the realtime event on the other instance',
         timeout: 10_000,
       })
+      const [member, first] = await lease()
+      expect(member).toBeDefined()
+      expect(await one.redis.zscore(keys.userConnections(t.viewer.id), member!)).toBe(first)
+      await waitFor(async () => Number((await lease())[1]) > Number(first), { message: 'a heartbeat to renew the lease', timeout: 5000 })
     } finally {
       req.destroy()
     }
+    // Released at once (MULTI over the tenant's and the user's set), not left to lapse (8 s here).
+    await waitFor(async () => (await lease()).length === 0 && (await one.redis.zcard(keys.userConnections(t.viewer.id))) === 0, {
+      message: 'the connection slot released',
+      timeout: 4000,
+    })
   })
 
   it('layout: each queue in a slot of its own, connection sets in one slot, keys on every master', async () => {
