@@ -4,6 +4,7 @@
  * saying why, only when it cannot be started at all (no redis-server on the machine).
  */
 import { execFileSync } from 'node:child_process'
+import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 
@@ -70,4 +71,69 @@ export async function dropClusterKeys(part: string): Promise<void> {
       node.disconnect()
     }
   }
+}
+
+/** A cluster of the test's own (masters and replicas), started fresh and stopped by its pid files: the failover test kills its nodes. */
+export interface ScratchCluster {
+  ports: number[]
+  url: string
+  /** The port of the master serving `key`'s slot now. */
+  masterOf(key: string): Promise<number>
+  /** SIGKILL the server on `port` (by its pid file). */
+  kill(port: number): void
+  stop(): Promise<void>
+}
+
+export async function startScratchCluster(opts: { ports: number[]; replicas: number; nodeTimeoutMs: number; dir: string }): Promise<ScratchCluster> {
+  const pidOf = (port: number) => {
+    try {
+      return Number(readFileSync(join(opts.dir, String(port), 'redis.pid'), 'utf8').trim())
+    } catch {
+      return undefined
+    }
+  }
+  const kill = (port: number) => {
+    const pid = pidOf(port)
+    if (!pid) return
+    try {
+      process.kill(pid, 'SIGKILL')
+    } catch {}
+  }
+  const stop = async () => {
+    for (const port of opts.ports) kill(port)
+    await new Promise((r) => setTimeout(r, 200))
+    rmSync(opts.dir, { recursive: true, force: true })
+  }
+  await stop() // what an earlier run left (it killed a master: that cluster is not reusable)
+  execFileSync(join(import.meta.dirname, '../../.ci/redis-cluster'), {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      ...process.env,
+      TENANTKIT_REDIS_CLUSTER_PORTS: opts.ports.join(' '),
+      TENANTKIT_REDIS_CLUSTER_DIR: opts.dir,
+      TENANTKIT_REDIS_CLUSTER_REPLICAS: String(opts.replicas),
+      TENANTKIT_REDIS_CLUSTER_NODE_TIMEOUT_MS: String(opts.nodeTimeoutMs),
+    },
+  })
+  const foreign = opts.ports.filter((port) => pidOf(port) === undefined)
+  if (foreign.length > 0) throw new Error(`ports ${foreign.join(', ')} already serve a Redis this test did not start`)
+  const masterOf = async (key: string) => {
+    for (const port of opts.ports) {
+      const node = new Redis({ host: '127.0.0.1', port, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+      node.on('error', () => {})
+      try {
+        await node.connect()
+        const slot = Number(await node.cluster('KEYSLOT', key))
+        const range = (await node.cluster('SLOTS')).find(([from, to]) => slot >= from && slot <= to)
+        if (range?.[2]) return range[2][1]
+      } catch {
+        // a dead node: ask the next
+      } finally {
+        node.disconnect()
+      }
+    }
+    throw new Error(`no live node knows the master of ${key}`)
+  }
+  return { ports: opts.ports, url: `redis://127.0.0.1:${opts.ports[0]}`, masterOf, kill, stop }
 }
