@@ -33,8 +33,17 @@ declare module 'fastify' {
     users: UsersRepository
     requireUser: (req: FastifyRequest, reply: FastifyReply) => Promise<void>
     apiKeys: ApiKeys
-    /** null without an Authorization header; else the key (setting request.user/apiKey) or 401 INVALID_API_KEY. */
-    authenticateApiKey: (req: FastifyRequest) => Promise<ApiKeyIdentity | null>
+    /**
+     * null without an Authorization header; else the key (setting request.user/apiKey) or 401 INVALID_API_KEY.
+     * Synchronous when the key is cached (a promise only on a miss or a due last_used_at write; errors may be thrown).
+     */
+    authenticateApiKey: (req: FastifyRequest) => ApiKeyIdentity | null | Promise<ApiKeyIdentity | null>
+    /**
+     * requireUser's check without a promise when it needs none (the session's user snapshot is fresh):
+     * undefined once `request.user` is set, a promise when it must read the user or end the session.
+     * Errors may be thrown synchronously. Hooks use `requireUser`.
+     */
+    resolveUser: (req: FastifyRequest) => undefined | Promise<void>
     /**
      * After writing users.sessions_valid_after = `at` (same UPDATE as the change that calls for it):
      * the user's sessions started and API keys created before `at` stop working in every process now.
@@ -100,14 +109,17 @@ export default fp<AppOptions>(
       await req.session.destroy()
       throw unauthorized('SESSION_REVOKED', 'This session was ended by a change to the account, please log in again')
     }
-    fastify.decorate('authenticateApiKey', async (req: FastifyRequest) => {
-      const header = req.headers.authorization
-      if (header === undefined) return null
-      const key = await apiKeys.authenticate(header)
+    const keyFound = (req: FastifyRequest, key: ApiKeyIdentity) => {
       req.apiKey = key
       req.user = key.user
       bindLogContext(req, { userId: key.user.id })
       return key
+    }
+    fastify.decorate('authenticateApiKey', (req: FastifyRequest) => {
+      const header = req.headers.authorization
+      if (header === undefined) return null
+      const key = apiKeys.check(header)
+      return key instanceof Promise ? key.then((k) => keyFound(req, k)) : keyFound(req, key)
     })
 
     fastify.decorateRequest('signIn', async function signIn(this: FastifyRequest, user: User, activeTenantId?: string) {
@@ -130,24 +142,31 @@ export default fp<AppOptions>(
       this.user = null
     })
 
-    fastify.decorate('requireUser', async (req: FastifyRequest) => {
+    // The common case (a live session whose user snapshot is fresh) is synchronous: no promise per request.
+    const resolveUser = (req: FastifyRequest): undefined | Promise<void> => {
       if (req.user) return
       if (req.headers.authorization !== undefined) {
         throw unauthorized('SESSION_REQUIRED', 'This route needs a logged-in session; API keys are accepted only under /api')
       }
       const userId = req.session.userId
       if (!userId) throw unauthorized()
-      if (absoluteMaxMs > 0 && Date.now() - (req.session.createdAt ?? 0) > absoluteMaxMs) {
-        await req.session.destroy()
-        throw unauthorized('SESSION_EXPIRED', 'Session expired, please log in again')
-      }
-      await revoked(req, revocations.validAfter(userId))
+      const now = Date.now()
+      if (absoluteMaxMs > 0 && now - (req.session.createdAt ?? 0) > absoluteMaxMs) return expire(req)
+      const validAfter = revocations.validAfter(userId)
+      if (validAfter !== undefined && (req.session.createdAt ?? 0) < validAfter) return revoked(req, validAfter)
       const snapshot = req.session.user
-      if (snapshot?.id === userId && Date.now() - (req.session.userLoadedAt ?? 0) < USER_SNAPSHOT_MS) {
+      if (snapshot?.id === userId && now - (req.session.userLoadedAt ?? 0) < USER_SNAPSHOT_MS) {
         req.user = snapshot
         bindLogContext(req, { userId })
         return
       }
+      return reload(req, userId)
+    }
+    const expire = async (req: FastifyRequest) => {
+      await req.session.destroy()
+      throw unauthorized('SESSION_EXPIRED', 'Session expired, please log in again')
+    }
+    const reload = async (req: FastifyRequest, userId: string) => {
       const user = await users.findById(userId)
       if (!user || user.deletedAt) {
         await req.session.destroy()
@@ -161,6 +180,10 @@ export default fp<AppOptions>(
       req.session.user = req.user = toPublicUser(user)
       req.session.userLoadedAt = Date.now()
       bindLogContext(req, { userId })
+    }
+    fastify.decorate('resolveUser', resolveUser)
+    fastify.decorate('requireUser', async (req: FastifyRequest) => {
+      await resolveUser(req)
     })
   },
   { name: 'auth', dependencies: ['host-db', 'session', 'redis', 'services'] },

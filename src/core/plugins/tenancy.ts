@@ -23,7 +23,8 @@
  * 'admin', and 'member' below an admin-level key), so owner- and admin-membership-only actions
  * (ownership, billing) follow the key's role too. Tenant status rules are the same as for sessions.
  */
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { ServerResponse } from 'node:http'
+import type { FastifyContextConfig, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Gauge, type Registry } from 'prom-client'
 import type { Membership, User } from '../../../drizzle/host/schema.js'
@@ -32,7 +33,7 @@ import { badRequest, conflict, forbidden, notFound, tenantMoving } from '../lib/
 import type { CatalogHandle } from '../tenancy/catalog.js'
 import { createMemberships, type Memberships } from '../tenancy/memberships.js'
 import type { ProvisionedTenant, Provisioner } from '../tenancy/provisioning.js'
-import { invalidApiKey } from '../identity/api-keys.js'
+import { type ApiKeyIdentity, invalidApiKey } from '../identity/api-keys.js'
 import { type AccessRule, createRoleResolver, hasMinRole, ROLE_LEVEL, type Role } from '../tenancy/rbac.js'
 import { defaultResolvers, fromSession, resolveTenantRefs } from '../tenancy/resolve.js'
 import { clientClosed } from '../tenancy/pool-manager.js'
@@ -61,7 +62,11 @@ export interface Tenancy {
 declare module 'fastify' {
   interface FastifyInstance {
     tenancy: Tenancy
-    tenantGuard: (req: FastifyRequest, reply: FastifyReply) => Promise<void>
+    /**
+     * The /api scope's preValidation hook (callback style: a request whose lookups all hit the caches is
+     * decided synchronously, with no promise; anything else goes the async way).
+     */
+    tenantGuard: (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void
   }
   interface FastifyRequest {
     tenant: TenantRecord | null
@@ -99,6 +104,8 @@ const kAbort = Symbol('leaseAbort')
 const kClosed = Symbol('clientClosed')
 /** The pool answered (a lease or an error): from then on a closing client has no wait to abort. */
 const kGranted = Symbol('leaseGranted')
+/** On the raw response: the request whose lease its 'close' returns (the synchronous path). */
+const kOwner = Symbol('leaseOwner')
 type WithLease = FastifyRequest & { [kLease]?: TenantLease; [kAbort]?: AbortController; [kClosed]?: boolean; [kGranted]?: boolean }
 
 /** Does a resolved reference (lower-cased id or slug, read as the catalog reads it) name this tenant? */
@@ -173,14 +180,22 @@ export default fp<AppOptions>(
         lease.release()
       }
     }
+    // The synchronous path's 'close' listener: one function for every response (no closure per request),
+    // finding its request through the response.
+    function releaseOnClose(this: ServerResponse & { [kOwner]?: FastifyRequest }) {
+      const req = this[kOwner]
+      this[kOwner] = undefined
+      if (req) release(req)
+    }
+    const gone = (req: FastifyRequest, res: ServerResponse) =>
+      (req as WithLease)[kClosed] || res.destroyed || res.writableEnded || req.raw.aborted || req.raw.socket?.destroyed
     const closeSignal = (req: FastifyRequest, reply: FastifyReply): AbortSignal => {
       const ac = new AbortController()
       ;(req as WithLease)[kAbort] = ac
       const res = reply.raw
       // The client may have gone before the guard got here (session and catalog lookups come first): then
       // 'close' has already fired and would never fire again.
-      if ((req as WithLease)[kClosed] || res.destroyed || res.writableEnded || req.raw.aborted || req.raw.socket?.destroyed)
-        ac.abort(CLOSED)
+      if (gone(req, res)) ac.abort(CLOSED)
       else
         res.once('close', () => {
           // Only a wait for budget has anything to abort: aborting on every finished request cost an
@@ -210,7 +225,128 @@ export default fp<AppOptions>(
       return tenant
     }
 
-    fastify.decorate('tenantGuard', async (req: FastifyRequest, reply: FastifyReply) => {
+    /** The checks between "who and which tenant" and the pool lease, the same on both paths. */
+    const admit = (
+      req: FastifyRequest,
+      route: FastifyContextConfig,
+      key: ApiKeyIdentity | null,
+      tenant: TenantRecord | undefined,
+      membership: Membership | undefined,
+    ) => {
+      if (!tenant || !membership || membership.status !== 'active' || tenant.status === 'deleted') {
+        throw notFound('TENANT_NOT_FOUND', 'No such tenant')
+      }
+      if (tenant.status === 'suspended' && !route.allowSuspended)
+        throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
+      if (tenant.status !== 'active' && tenant.status !== 'suspended')
+        throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
+      // Moving (tenancy/move): reads go on against the old copy through a read-only handle; writes wait.
+      if (tenant.moving && !READ_METHODS.has(req.method)) throw tenantMoving()
+      // Whatever the key's role: no key can do this (checked before the role, so the answer says why).
+      if (key && route.sessionOnly) {
+        throw forbidden('API_KEY_NOT_ALLOWED', 'This action needs a logged-in person; API keys cannot manage people or credentials')
+      }
+      return tenant
+    }
+    const insufficient = (rule: AccessRule, role: Role) =>
+      forbidden(
+        'INSUFFICIENT_ROLE',
+        `This action needs the ${rule.minRole} role${rule.resource ? ` or a grant on ${rule.resource}:${rule.action}` : ''}`,
+        { requiredRole: rule.minRole, role },
+      )
+    /** The lease is held: the tenant is the request's, then the role and the route's rule. */
+    const leased = (req: FastifyRequest, tenant: TenantRecord) => {
+      req.tenant = tenant
+      bindLogContext(req, { tenantId: tenant.id })
+    }
+    const withRole = (req: FastifyRequest, key: ApiKeyIdentity | null, membership: Membership, role: Role) => {
+      req.role = key ? lower(role, key.role) : role
+      req.membership = key ? keyMembership(membership, req.role) : membership
+    }
+
+    /**
+     * Everything from the caches, synchronously: true when the request is admitted (lease held, role set),
+     * false when something was not cached or the pool must be waited for (nothing held: the async path
+     * starts over, the caches answering what this one already read), a promise when only the route's
+     * grant check is left to read (on the lease now held). Refusals are thrown.
+     */
+    const fastGuard = (req: FastifyRequest, reply: FastifyReply, route: FastifyContextConfig): boolean | Promise<void> => {
+      let tenant: TenantRecord | undefined
+      let membership: Membership | undefined
+      const key = fastify.authenticateApiKey(req) // null without an Authorization header
+      if (key instanceof Promise) {
+        key.catch(() => {}) // the async path asks again (and sees the same answer)
+        return false
+      }
+      if (key) {
+        const m = memberships.peek(key.user.id, key.tenantId)
+        if (m === undefined) return false
+        if (m?.status !== 'active') throw invalidApiKey()
+        membership = m
+        tenant = catalog.peek(key.tenantId)
+        if (!tenant) return false
+        const refs = resolveTenantRefs(req, keyResolvers)
+        if (refs[0]) {
+          if (refs.length > 1) return false
+          const named = catalog.peek(refs[0])
+          if (!named) return false
+          if (named.id !== tenant.id) tenant = undefined
+        }
+      } else {
+        const user = fastify.resolveUser(req)
+        if (user) {
+          user.catch(() => {})
+          return false
+        }
+        const refs = resolveTenantRefs(req, resolvers)
+        if (!refs[0])
+          throw badRequest(
+            'TENANT_REQUIRED',
+            'No tenant given: send X-Tenant-ID, use /t/:tenant/…, a tenant subdomain, or switch with PUT /me/active-tenant',
+          )
+        if (refs.length > 1) return false
+        tenant = catalog.peek(refs[0])
+        if (!tenant) return false
+        const m = memberships.peek(req.user!.id, tenant.id)
+        if (m === undefined) return false
+        membership = m ?? undefined
+      }
+      const admitted = admit(req, route, key, tenant, membership)
+      // A client gone before the guard: the async path answers it (and holds nothing).
+      const res = reply.raw as ServerResponse & { [kOwner]?: FastifyRequest }
+      if (gone(req, res)) return false
+      const userId = req.user!.id
+      const role = roles.peekEffectiveRole(admitted.id, userId, membership!.role)
+      if (role === undefined) return false
+      const lease = pools.tryAcquire(admitted)
+      if (!lease) return false
+      // From here the lease is the request's until the response closes (or onResponse, whichever comes first).
+      ;(req as WithLease)[kGranted] = true
+      ;(req as WithLease)[kLease] = lease
+      res[kOwner] = req
+      res.on('close', releaseOnClose)
+      leased(req, admitted)
+      withRole(req, key, membership!, role)
+      const rule = route.access
+      if (rule) {
+        // A key is held to its role: no grant of its creator lifts it above.
+        const keyAllows = !key || hasMinRole(req.role!, rule.minRole)
+        const allowed = keyAllows && roles.peekAllows(admitted.id, userId, req.membership!.role, req.role!, rule)
+        // Grants not cached: read them on the lease now held.
+        if (allowed === undefined) return checkGrants(req, route, rule, key, lease)
+        if (!allowed) throw insufficient(rule, req.role!)
+      }
+      if (route.longLived) release(req)
+      return true
+    }
+    const checkGrants = async (req: FastifyRequest, route: FastifyContextConfig, rule: AccessRule, key: ApiKeyIdentity | null, lease: TenantLease) => {
+      const keyAllows = !key || hasMinRole(req.role!, rule.minRole)
+      if (!(keyAllows && (await roles.allows(lease.db, req.tenant!.id, req.user!.id, req.membership!.role, req.role!, rule))))
+        throw insufficient(rule, req.role!)
+      if (route.longLived) release(req)
+    }
+
+    const slowGuard = async (req: FastifyRequest, reply: FastifyReply, route: FastifyContextConfig) => {
       let tenant: TenantRecord | undefined
       let membership: Membership | undefined
       const key = await fastify.authenticateApiKey(req) // null without an Authorization header
@@ -233,24 +369,12 @@ export default fp<AppOptions>(
         membership = tenant && (await memberships.find(req.user!.id, tenant.id))
       }
       const user = req.user!
-      if (!tenant || !membership || membership.status !== 'active' || tenant.status === 'deleted') {
-        throw notFound('TENANT_NOT_FOUND', 'No such tenant')
-      }
-      if (tenant.status === 'suspended' && !req.routeOptions.config.allowSuspended)
-        throw forbidden('TENANT_SUSPENDED', 'This tenant is suspended')
-      if (tenant.status !== 'active' && tenant.status !== 'suspended')
-        throw conflict('TENANT_NOT_READY', `This tenant is not ready yet (${tenant.status})`)
-      // Moving (tenancy/move): reads go on against the old copy through a read-only handle; writes wait.
-      if (tenant.moving && !READ_METHODS.has(req.method)) throw tenantMoving()
-      // Whatever the key's role: no key can do this (checked before the role, so the answer says why).
-      if (key && req.routeOptions.config.sessionOnly) {
-        throw forbidden('API_KEY_NOT_ALLOWED', 'This action needs a logged-in person; API keys cannot manage people or credentials')
-      }
+      const admitted = admit(req, route, key, tenant, membership)
 
       const signal = closeSignal(req, reply)
       let lease: TenantLease
       try {
-        lease = await pools.acquire(tenant, { signal })
+        lease = await pools.acquire(admitted, { signal })
       } finally {
         ;(req as WithLease)[kGranted] = true
       }
@@ -260,26 +384,29 @@ export default fp<AppOptions>(
         release(req)
         throw clientClosed()
       }
-      req.tenant = tenant
-      bindLogContext(req, { tenantId: tenant.id })
-      const role = await roles.effectiveRole(lease.db, tenant.id, user.id, membership.role)
-      req.role = key ? lower(role, key.role) : role
-      req.membership = key ? keyMembership(membership, req.role) : membership
+      leased(req, admitted)
+      withRole(req, key, membership!, await roles.effectiveRole(lease.db, admitted.id, user.id, membership!.role))
 
-      const rule = req.routeOptions.config.access
+      const rule = route.access
       // A key is held to its role: no grant of its creator lifts it above.
-      const keyAllows = !rule || !key || hasMinRole(req.role, rule.minRole)
-      if (rule && !(keyAllows && (await roles.allows(lease.db, tenant.id, user.id, req.membership.role, req.role, rule)))) {
-        throw forbidden(
-          'INSUFFICIENT_ROLE',
-          `This action needs the ${rule.minRole} role${rule.resource ? ` or a grant on ${rule.resource}:${rule.action}` : ''}`,
-          {
-            requiredRole: rule.minRole,
-            role: req.role,
-          },
-        )
+      const keyAllows = !rule || !key || hasMinRole(req.role!, rule.minRole)
+      if (rule && !(keyAllows && (await roles.allows(lease.db, admitted.id, user.id, req.membership!.role, req.role!, rule)))) {
+        throw insufficient(rule, req.role!)
       }
-      if (req.routeOptions.config.longLived) release(req)
+      if (route.longLived) release(req)
+    }
+
+    fastify.decorate('tenantGuard', (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+      // routeOptions builds a new object on every read: once per request.
+      const route = req.routeOptions.config
+      let admitted: boolean | Promise<void>
+      try {
+        admitted = fastGuard(req, reply, route)
+      } catch (err) {
+        return done(err as Error)
+      }
+      if (admitted === true) return done()
+      ;(admitted || slowGuard(req, reply, route)).then(() => done(), done)
     })
 
     // Belt and braces with the 'close' listener (release is idempotent); inject()ed requests end here too.

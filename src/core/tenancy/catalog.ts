@@ -55,6 +55,8 @@ export interface CatalogStats {
 export interface CatalogHandle extends Catalog {
   /** Resolves once subscribed to the invalidation channel; rejects when Redis refuses. */
   ready: Promise<void>
+  /** `get` from the cache alone (the request plane's synchronous path): undefined when not cached, call `get`. */
+  peek(idOrSlug: string): TenantRecord | undefined
   stats(): CatalogStats
 }
 
@@ -173,13 +175,13 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
     cache.dropWhere((record) => record.id === id)
   }
 
+  const keyOf = (idOrSlug: string) => (isUuid(idOrSlug) ? `i:${idOrSlug.toLowerCase()}` : `s:${idOrSlug}`)
+
   return {
     ready,
     get(idOrSlug) {
       if (closed) return Promise.reject(new Error('catalog is closed'))
-      const isId = isUuid(idOrSlug)
-      const value = isId ? idOrSlug.toLowerCase() : idOrSlug
-      const key = isId ? `i:${value}` : `s:${value}`
+      const key = keyOf(idOrSlug)
       const cached = cache.get(key)
       if (cached) {
         counts.hits++
@@ -187,6 +189,12 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
       }
       counts.misses++
       return cache.load(key)
+    },
+    peek(idOrSlug) {
+      if (closed) return undefined
+      const cached = cache.get(keyOf(idOrSlug))
+      if (cached) counts.hits++
+      return cached
     },
     async invalidate(tenantId, hint) {
       drop(tenantId)

@@ -80,6 +80,12 @@ export function createMemberships({ db, redis, bus, channel, ttlMs = 30_000, log
   return {
     ready,
 
+    /** `find` from the cache alone: the row, null when cached as absent, undefined when not cached (call `find`). */
+    peek(userId: string, tenantId: string): Membership | null | undefined {
+      const hit = cache.get(key(userId, tenantId))
+      return hit === NONE ? null : hit
+    },
+
     /** The membership row, cached briefly. Only active memberships grant access; callers check status. */
     async find(userId: string, tenantId: string): Promise<Membership | undefined> {
       const k = key(userId, tenantId)

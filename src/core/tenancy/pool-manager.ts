@@ -405,6 +405,15 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   }
 
   return {
+    tryAcquire(tenant) {
+      if (closed || !tenant?.id) return undefined
+      const url = urlOf(tenant)
+      if (!url) return undefined
+      const live = pools.get(keyOf(tenant))
+      // As acquirePool does for a live pool (growing it when it opened small and there is room now).
+      return live && live.url === url ? leaseOf(take(grow(live, tenant) ?? live), tenant.id) : undefined
+    },
+
     async acquire(tenant, opts) {
       const lease = leaseOf(await acquirePool(tenant, opts?.signal), tenant.id)
       // Granted in the same turn the caller gave up (abort raced the grant): the slot goes straight back.

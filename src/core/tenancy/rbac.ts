@@ -84,7 +84,40 @@ export function createRoleResolver(opts: RoleResolverOptions = {}) {
     return access
   }
 
+  // A rule's grant key, built once per rule (rules are route config: a few, long-lived objects).
+  const grantKeys = new WeakMap<AccessRule, string>()
+  const grantKey = (rule: AccessRule) => {
+    let k = grantKeys.get(rule)
+    if (k === undefined) {
+      k = `${rule.resource}:${rule.action}`
+      grantKeys.set(rule, k)
+    }
+    return k
+  }
+  const decide = (access: LocalAccess | undefined, role: Role, rule: AccessRule): boolean => {
+    if (access && rule.resource !== undefined && rule.action !== undefined) {
+      const grant = access.grants.get(grantKey(rule))
+      if (grant !== undefined) return grant
+    }
+    return hasMinRole(role, rule.minRole)
+  }
+  const needsGrants = (rule: AccessRule) => rule.resource !== undefined && rule.action !== undefined
+
   return {
+    /** effectiveRole from the cache alone: undefined when the tenant-local role is not cached (call effectiveRole). */
+    peekEffectiveRole(tenantId: string, userId: string, membershipRole: MembershipRole): Role | undefined {
+      if (membershipRole === 'owner' || membershipRole === 'admin') return 'admin'
+      return cache.get(`${userId}:${tenantId}`)?.role
+    },
+
+    /** allows from the cache alone: undefined when it needs the tenant-local grants and they are not cached (call allows). */
+    peekAllows(tenantId: string, userId: string, membershipRole: MembershipRole, role: Role, rule: AccessRule): boolean | undefined {
+      if (membershipRole === 'owner') return true
+      if (!needsGrants(rule)) return hasMinRole(role, rule.minRole)
+      const access = cache.get(`${userId}:${tenantId}`)
+      return access && decide(access, role, rule)
+    },
+
     async effectiveRole(db: TenantDb, tenantId: string, userId: string, membershipRole: MembershipRole): Promise<Role> {
       if (membershipRole === 'owner' || membershipRole === 'admin') return 'admin'
       return (await localAccess(db, tenantId, userId)).role
@@ -92,11 +125,7 @@ export function createRoleResolver(opts: RoleResolverOptions = {}) {
 
     async allows(db: TenantDb, tenantId: string, userId: string, membershipRole: MembershipRole, role: Role, rule: AccessRule): Promise<boolean> {
       if (membershipRole === 'owner') return true
-      if (rule.resource !== undefined && rule.action !== undefined) {
-        const grant = (await localAccess(db, tenantId, userId)).grants.get(`${rule.resource}:${rule.action}`)
-        if (grant !== undefined) return grant
-      }
-      return hasMinRole(role, rule.minRole)
+      return decide(needsGrants(rule) ? await localAccess(db, tenantId, userId) : undefined, role, rule)
     },
   }
 }

@@ -104,6 +104,8 @@ export interface PoolManager {
    * aborted caller goes straight back, so a request the client gave up on never holds budget.
    */
   acquire(tenant: PoolTargetOf, opts?: { signal?: AbortSignal }): Promise<TenantLease>
+  /** `acquire` when it needs no wait (the tenant's pool is open): the lease at once, else undefined (call `acquire`). */
+  tryAcquire(tenant: PoolTargetOf): TenantLease | undefined
   /** acquire + fn + release. */
   withTenant<T>(tenant: PoolTargetOf, fn: (db: TenantDb) => Promise<T>): Promise<T>
   /**
