@@ -35,6 +35,8 @@ export const USAGE = `usage:
   tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER] [--isolation shared|database] [--server NAME]
   tenants servers list                         the database servers: role, status, tenant databases, capacity, budget
   tenants servers add <name> --url URL [--role dedicated|shared] [--capacity N] [--max-connections N]
+                     [--shared-url URL]          role shared: a shared database there too (URL of its data role: not the
+                                               owner, no BYPASSRLS), created and migrated now; shared tenants are placed on it
                                                register a Postgres server (a CREATEDB role's URL; checked first)
   tenants servers drain <name> [--inline]      take no new tenants there, and move each of its database tenants to
                                                the server placement picks: tenants.move jobs (--inline: one by one here)
@@ -103,6 +105,15 @@ function hostOf(url: string): string {
   }
 }
 
+/** The role a URL names (the server's add check reads its attributes). */
+function safeUser(url: string): string {
+  try {
+    const user = decodeURIComponent(new URL(url).username)
+    if (user) return user
+  } catch {}
+  throw new UsageError('--shared-url must be postgres://role:password@host:port/dbname')
+}
+
 const count = (v: string | undefined, what: string, min: number): number | undefined => {
   if (v === undefined) return undefined
   const n = Number(v)
@@ -118,6 +129,7 @@ async function serversCommand(
     role?: string | undefined
     capacity?: string | undefined
     'max-connections'?: string | undefined
+    'shared-url'?: string | undefined
     inline?: boolean | undefined
   },
   services: Services,
@@ -130,12 +142,13 @@ async function serversCommand(
       if (rest.length) throw new UsageError('tenants servers list takes no arguments')
       const [all, load] = await Promise.all([servers.list(), servers.load()])
       const lines = table(
-        ['NAME', 'ROLE', 'STATUS', 'TENANTS', 'CAPACITY', 'BUDGET', 'HOST'],
+        ['NAME', 'ROLE', 'STATUS', 'TENANTS', 'SHARED', 'CAPACITY', 'BUDGET', 'HOST'],
         all.map((s) => [
           s.name,
           s.role,
           s.status,
           String(load.find((l) => l.name === s.name)?.tenants ?? 0),
+          s.sharedUrl === null ? '-' : String(load.find((l) => l.name === s.name)?.sharedTenants ?? 0),
           s.capacity === null ? '-' : String(s.capacity),
           String(s.maxConnections ?? services.config.pool.connectionBudget),
           hostOf(s.adminUrl),
@@ -157,6 +170,14 @@ async function serversCommand(
       try {
         const [me] = await probe<{ createdb: boolean; superuser: boolean }[]>`select rolcreatedb as createdb, rolsuper as superuser from pg_roles where rolname = current_user`
         if (!me?.createdb && !me?.superuser) throw new AppError(400, 'INVALID_SERVER', 'the role of --url cannot create databases (needs CREATEDB)')
+        const sharedRole = values['shared-url'] === undefined ? undefined : safeUser(values['shared-url'])
+        if (sharedRole !== undefined) {
+          // Row-level security binds the data role only if it is a plain role: not a superuser, no BYPASSRLS.
+          const [data] = await probe<{ superuser: boolean; bypass: boolean }[]>`select rolsuper as superuser, rolbypassrls as bypass from pg_roles where rolname = ${sharedRole}`
+          if (!data) throw new AppError(400, 'INVALID_SERVER', `the role of --shared-url (${sharedRole}) does not exist on that server`)
+          if (data.superuser || data.bypass)
+            throw new AppError(400, 'INVALID_SERVER', `the role of --shared-url (${sharedRole}) is a superuser or has BYPASSRLS: row-level security would not bind it`)
+        }
         const limit = await readServerLimit(probe)
         const need = (maxConnections ?? services.config.pool.connectionBudget) + PROVISIONER_CONNECTIONS
         if (need > limit.maxConnections - limit.reserved)
@@ -168,8 +189,13 @@ async function serversCommand(
       } finally {
         await probe.end({ timeout: 1 })
       }
-      const s = await servers.add({ name, adminUrl: values.url, role, capacity, maxConnections })
+      const s = await servers.add({ name, adminUrl: values.url, role, capacity, maxConnections, sharedUrl: values['shared-url'] })
       io.out(`added server ${s.name} (${s.role}) at ${hostOf(s.adminUrl)}`)
+      const shared = await servers.shared(s.name)
+      if (shared) {
+        await shared.ensure()
+        io.out(`shared database ${shared.dbName} ready on ${s.name} (data role ${shared.dataRole})`)
+      }
       return 0
     }
     case 'drain': {
@@ -208,6 +234,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       role: { type: 'string' },
       capacity: { type: 'string' },
       'max-connections': { type: 'string' },
+      'shared-url': { type: 'string' },
       tenant: { type: 'string', multiple: true },
       concurrency: { type: 'string' },
       'continue-on-error': { type: 'boolean', default: false },
@@ -304,7 +331,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64)
         throw new UsageError('--concurrency must be an integer 1-64')
       const summary = await migrateFleet(
-        { host, catalog: services.catalog, pools: services.pools, config: services.config, logger: services.logger, folder, shared: provisioner.shared },
+        { host, catalog: services.catalog, pools: services.pools, config: services.config, logger: services.logger, folder, shared: provisioner.shared, servers: provisioner.servers },
         {
           tenants: values.tenant,
           concurrency,
@@ -377,8 +404,8 @@ async function moveCommand(
     io.out(`${slug}: move ${aborted.id} aborted at ${open.step}; writes resumed on its ${open.fromIsolation} location`)
     return 0
   }
-  // --server alone: another server, same mode (a database of its own; shared tenants stay with the shared database).
-  const isolation = values.isolation ?? (values.server !== undefined ? 'database' : undefined)
+  // --server alone: another server, same mode (a database there, or that server's shared database).
+  const isolation = values.isolation ?? (values.server !== undefined ? (await services.provisioner.writes.get(slug)).isolation : undefined)
   if (isolation !== 'shared' && isolation !== 'database') throw new UsageError('--isolation must be shared or database (or give --server)')
   const request = { target: { isolation, server: values.server } as const }
   if (values.queue) {

@@ -84,6 +84,11 @@ export const dbServers = pgTable(
     capacity: integer('capacity'),
     /** Tenant connections ONE process may hold on this server: its pool budget (null: POOL_CONNECTION_BUDGET). */
     maxConnections: integer('max_connections'),
+    /**
+     * A 'shared' server's shared database, as its data role (not the tables' owner, no BYPASSRLS), encrypted:
+     * shared tenants placed here live in it. Null: no shared database here (the default server's is SHARED_DATABASE_URL).
+     */
+    sharedUrlEncrypted: text('shared_url_encrypted'),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },
@@ -94,6 +99,7 @@ export const dbServers = pgTable(
     check('core_db_servers_url_ck', sql`name = 'default' or admin_url_encrypted is not null`),
     check('core_db_servers_capacity_ck', sql`capacity is null or capacity >= 0`),
     check('core_db_servers_max_connections_ck', sql`max_connections is null or max_connections >= 1`),
+    check('core_db_servers_shared_url_ck', sql`shared_url_encrypted is null or (role = 'shared' and name <> 'default')`),
   ],
 )
 

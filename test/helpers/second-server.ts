@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { connect } from '../../src/core/db/connect.js'
-import { APP_ROLE } from './env.js'
+import { APP_ROLE, SHARED_ROLE } from './env.js'
 
 export const SECOND_PORT = Number(process.env.TENANTKIT_PG2_PORT ?? 55433)
 export const SECOND_ADMIN_URL = `postgres://postgres@127.0.0.1:${SECOND_PORT}/postgres`
@@ -35,6 +35,23 @@ export async function ensureSecondServer(): Promise<string | undefined> {
     return `the second Postgres cluster (127.0.0.1:${SECOND_PORT}) could not be started: ${(e.stderr || e.message).trim()}`
   }
   return (await answers()) ? undefined : `the second Postgres cluster (127.0.0.1:${SECOND_PORT}) was started but does not answer`
+}
+
+/** A test world's shared database on the second cluster, reached as the shared data role (what `servers add --shared-url` is given). */
+export const secondSharedUrl = (world: string) => `postgres://${SHARED_ROLE}:${SHARED_ROLE}@127.0.0.1:${SECOND_PORT}/${world}_shared`
+
+/** The shared data role on the second cluster (no superuser, no BYPASSRLS), as test/global-setup.ts makes it on the first. */
+export async function ensureSecondSharedRole(): Promise<void> {
+  const admin = connect(SECOND_ADMIN_URL, { max: 1 })
+  try {
+    const [found] = await admin`select 1 from pg_roles where rolname = ${SHARED_ROLE}`
+    if (!found)
+      await admin.unsafe(`create role ${SHARED_ROLE} login nosuperuser nobypassrls password '${SHARED_ROLE}'`).catch((err: { code?: string }) => {
+        if (err.code !== '42710') throw err // made meanwhile by another test file
+      })
+  } finally {
+    await admin.end()
+  }
 }
 
 /** Drop the databases a test world made on the second cluster (test-env's cleanup covers the first). */

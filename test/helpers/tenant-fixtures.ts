@@ -81,6 +81,8 @@ export interface TenantWithOptions {
    * each then has one of their own too) or 'after-joining' (the fixture tenant is their only one). Default 'after-joining'.
    */
   signIn?: 'before-joining' | 'after-joining'
+  /** The database server (core_db_servers) it goes on; default: placement's choice. */
+  server?: string
   /** Name of a project the owner creates in it (its id is `projectId`). Default none. */
   project?: string
 }
@@ -107,7 +109,7 @@ export async function tenantWith(app: FastifyInstance, opts: TenantWithOptions =
   const early = (opts.signIn ?? 'after-joining') === 'before-joining'
   const person = (label: string) => newMember(app, label, { verified: opts.verified, signIn: early })
   const owner = await person(labels.owner)
-  const tenant = await app.tenancy.provisioner.provision({ slug, name: opts.name ?? `${slug} Inc`, ownerUserId: owner.id })
+  const tenant = await app.tenancy.provisioner.provision({ slug, name: opts.name ?? `${slug} Inc`, ownerUserId: owner.id, server: opts.server })
   if (!early) await owner.signIn()
   const add = async (label: string, role: 'admin' | 'member', localRole?: 'admin' | 'editor' | 'viewer') => {
     const m = await person(label)

@@ -464,16 +464,27 @@ async function runMatrixFor(user: UserFx): Promise<string[]> {
   return failures
 }
 
+export interface IsolationSuiteOptions {
+  /**
+   * Before any tenant is made, run this (e.g. add a second server holding a shared database, so that
+   * placement spreads the tenants over two servers), and after them `check` what it should have led to.
+   */
+  before?: (app: AppHandle['app'], world: string) => Promise<void>
+  check?: (app: AppHandle['app'], tenantIds: Record<string, string>) => Promise<void>
+}
+
 /**
  * The suite, for one isolation mode: every tenant of the world (provisioned here, or personal ones from
- * logins) is in that mode. isolation.test.ts runs it for 'database', isolation-shared.test.ts for 'shared'.
+ * logins) is in that mode. isolation.test.ts runs it for 'database', isolation-shared.test.ts for 'shared',
+ * isolation-shared-servers.test.ts for 'shared' over two servers' shared databases.
  */
-export function isolationSuite(isolation: TenantIsolation): void {
+export function isolationSuite(isolation: TenantIsolation, opts: IsolationSuiteOptions = {}): void {
 ctx = useApp(
   { TENANT_DOMAIN_SUFFIX: SUFFIX, TENANT_ISOLATION: isolation, ...(isolation === 'shared' ? SHARED : {}) },
   { closeTimeoutMs: 300_000 },
 )
 beforeAll(async () => {
+  await opts.before?.(ctx.app, ctx.env.name)
   const passwordHash = await hashPassword(PASSWORD)
   const toks: Record<string, string> = {}
   for (const k of ['A', 'B', 'C', 'S', 'P', 'F', 'D']) toks[k] = `tok${k.toLowerCase()}${rand()}`
@@ -590,6 +601,7 @@ beforeAll(async () => {
     localRole: 'admin',
     invitedBy: users.ownerA!.id,
   })
+  await opts.check?.(ctx.app, Object.fromEntries(Object.entries(tenants).map(([k, T]) => [k, T.id])))
   for (const [T, owner, admin] of [
     [A!, users.ownerA!, users.adminA!],
     [B!, users.ownerB!, users.adminB!],

@@ -83,7 +83,7 @@ export const CORE_ERROR_CODES = {
   INVALID_SLUG: { status: 400, description: 'The tenant slug is not valid (or reserved)' },
   INVALID_ISOLATION: { status: 400, description: 'A tenant\'s isolation is database or shared' },
   SHARED_ISOLATION_OFF: { status: 400, description: 'Shared isolation was asked for, but this deployment has no shared database (SHARED_DATABASE_URL)' },
-  INVALID_SERVER: { status: 400, description: 'A database server name, URL, role or number is malformed, or a shared tenant was asked to go elsewhere than the shared database\'s server' },
+  INVALID_SERVER: { status: 400, description: 'A database server name, URL, role or number is malformed, or a shared tenant was asked to go to a server that holds no shared database' },
   SERVER_NOT_FOUND: { status: 404, description: 'No database server of that name (core_db_servers)' },
   SERVER_EXISTS: { status: 409, description: 'A database server of that name exists already' },
   SERVER_DRAINING: { status: 409, description: 'The database server is draining: it takes no new tenants' },

@@ -14,6 +14,7 @@ import { errorMessage } from '../lib/error-log.js'
 import { notFound } from '../lib/errors.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import { sharedPoolKey } from './pool-manager.js'
+import { DEFAULT_DB_SERVER, type ServerRegistry } from './servers.js'
 import type { SharedDatabase } from './shared/shared-database.js'
 import type { Catalog, PoolManager } from './types.js'
 
@@ -31,6 +32,11 @@ export interface FleetDeps {
   folder?: string
   /** The shared database (provisioner.shared): migrated and sharedified once per run when a shared tenant is behind. */
   shared?: SharedDatabase | undefined
+  /**
+   * The servers (provisioner.servers): every other server's shared database is migrated too, once per run
+   * (the shared tenants behind on it, and each such database at the end of a whole-fleet run).
+   */
+  servers?: Pick<ServerRegistry, 'shared' | 'sharedHosts'> | undefined
 }
 
 export interface FleetOptions {
@@ -79,8 +85,8 @@ export interface MigrateTenantDeps {
   info: MigrationInfo
   folder: string
   pools?: PoolManager | undefined
-  /** Shared tenants: their version is the shared database's, brought current by ensure(). */
-  shared?: Pick<SharedDatabase, 'ensure'> | undefined
+  /** Shared tenants: the shared database of the tenant's server; its version is brought current by ensure(). */
+  shared?: ((server: string) => Promise<Pick<SharedDatabase, 'ensure'> | undefined>) | undefined
 }
 
 /** Migrate one tenant database and record the result in the catalog. No connection when already current. */
@@ -90,8 +96,9 @@ export async function migrateTenant(row: Tenant, deps: MigrateTenantDeps): Promi
   await writes.update(row.id, { migrationStatus: 'running', migrationError: null })
   try {
     if (row.isolation === 'shared') {
-      if (!deps.shared) throw new Error('tenant is in the shared database, but shared isolation is not configured (SHARED_DATABASE_URL)')
-      await deps.shared.ensure()
+      const shared = await deps.shared?.(row.server)
+      if (!shared) throw new Error(`tenant is in a shared database on server "${row.server}", but that server has none configured (SHARED_DATABASE_URL, servers add --shared-url)`)
+      await shared.ensure()
     } else {
       await runMigrations(writes.dbUrl(row), folder)
     }
@@ -161,15 +168,22 @@ export async function migrateFleet(deps: FleetDeps, opts: FleetOptions = {}): Pr
   let next = 0
   let done = 0
   let stop = false
-  // The shared database is migrated (and sharedified) once per run, by the first shared tenant behind;
-  // its pool is then closed: prepared statements were planned on the old schema.
-  const { shared, pools } = deps
-  let sharedRun: Promise<void> | undefined
-  const sharedOnce = shared && {
-    ensure: () => {
-      sharedRun ??= shared.migrate().then(() => pools?.evict(sharedPoolKey(shared.url)))
-      return sharedRun
-    },
+  // Each server's shared database is migrated (and sharedified) once per run, by the first shared tenant
+  // behind on it; its pool is then closed: prepared statements were planned on the old schema.
+  const { shared, pools, servers } = deps
+  const sharedRuns = new Map<string, Promise<void>>()
+  const sharedOn = async (server: string) => (server === DEFAULT_DB_SERVER ? shared : await servers?.shared(server))
+  const migrateShared = (server: string, db: SharedDatabase) => {
+    let run = sharedRuns.get(server)
+    if (!run) {
+      run = db.migrate().then(() => pools?.evict(sharedPoolKey(db.url)))
+      sharedRuns.set(server, run)
+    }
+    return run
+  }
+  const sharedOnce = async (server: string) => {
+    const db = await sharedOn(server)
+    return db && { ensure: () => migrateShared(server, db) }
   }
 
   async function one(i: number): Promise<void> {
@@ -197,6 +211,14 @@ export async function migrateFleet(deps: FleetDeps, opts: FleetOptions = {}): Pr
     while (!stop && next < rows.length) await one(next++)
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, rows.length) }, worker))
+  // A whole-fleet run leaves no shared database behind, tenants or not (an empty one takes moves and new tenants).
+  if (!opts.tenants?.length && !stop) {
+    const hosts = [...(shared ? [DEFAULT_DB_SERVER] : []), ...((await servers?.sharedHosts()) ?? []).map((s) => s.name).filter((n) => n !== DEFAULT_DB_SERVER)]
+    for (const server of hosts) {
+      const db = await sharedOn(server)
+      if (db) await migrateShared(server, db)
+    }
+  }
 
   const count = (o: TenantMigrationOutcome) => results.filter((r) => r.outcome === o).length
   const summary: FleetSummary = {

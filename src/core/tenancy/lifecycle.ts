@@ -25,7 +25,7 @@ import type { AuditOrigin, CatalogWrites, TenantPatch } from './catalog-writes.j
 import { errorMessage } from '../lib/error-log.js'
 import { migrateTenant } from './fleet.js'
 import type { SharedDatabase } from './shared/shared-database.js'
-import type { ServerRegistry } from './servers.js'
+import { DEFAULT_DB_SERVER, type ServerRegistry } from './servers.js'
 import type { TenantTemplate } from './template.js'
 import type { PoolManager, PoolTargetOf } from './types.js'
 import { isUuid } from '../lib/uuid.js'
@@ -223,10 +223,12 @@ export interface RunOptions {
  */
 export type Step = (row: Tenant, ctx: LifecycleContext, opts: RunOptions) => Promise<TenantPatch | undefined>
 
-/** The shared database, or a clear error for a shared tenant on a deployment that has none configured. */
-function sharedOf(ctx: LifecycleContext): SharedDatabase {
-  if (!ctx.shared) throw new Error('tenant is in the shared database, but shared isolation is not configured (SHARED_DATABASE_URL)')
-  return ctx.shared
+/** The shared database of the tenant's server, or a clear error when that server has none (configured). */
+async function sharedOf(ctx: LifecycleContext, row: Pick<Tenant, 'server'>): Promise<SharedDatabase> {
+  const shared = row.server === DEFAULT_DB_SERVER ? ctx.shared : await ctx.servers.shared(row.server)
+  if (!shared)
+    throw new Error(`tenant is in a shared database on server "${row.server}", but that server has none configured (SHARED_DATABASE_URL, servers add --shared-url)`)
+  return shared
 }
 
 /** The pool manager's view of a catalog row. */
@@ -275,7 +277,7 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
   async createDatabase(row, ctx) {
     if (row.isolation === 'shared') {
       // Created, migrated and sharedified once per process; a new tenant is rows, not a database.
-      const shared = sharedOf(ctx)
+      const shared = await sharedOf(ctx, row)
       await shared.ensure()
       // Registered once the shared database was ready: written current already, nothing to record.
       if (row.migrationVersion === shared.info.version && row.migrationStatus === 'current') return undefined
@@ -298,7 +300,7 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
 
   async migrate(row, ctx) {
     const { info, folder } = ctx.template
-    const outcome = await migrateTenant(row, { writes: ctx.writes, info, folder, pools: ctx.pools, shared: ctx.shared })
+    const outcome = await migrateTenant(row, { writes: ctx.writes, info, folder, pools: ctx.pools, shared: (server) => sharedOf(ctx, { server }) })
     // Already written by migrateTenant; returned so the runner's copy of the row stays true.
     return outcome === 'migrated'
       ? { migrationVersion: info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
@@ -344,7 +346,7 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
   async dropDatabase(row, ctx) {
     if (row.isolation === 'shared') {
       // Erasure: every row of the tenant, through its own scoped handle, then checked gone (erase throws otherwise).
-      const shared = sharedOf(ctx)
+      const shared = await sharedOf(ctx, row)
       const deleted = await ctx.pools.withTenant(poolTarget(row, ctx), (db) => shared.erase(db))
       ctx.logger.info({ tenantId: row.id, deleted }, 'shared tenant rows erased')
       return undefined

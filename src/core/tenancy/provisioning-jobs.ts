@@ -21,6 +21,7 @@ import type { HostDatabase } from '../db/host.js'
 import { migrationInfo, MIGRATIONS } from '../db/migrations.js'
 import { listBehind, migrateTenant } from './fleet.js'
 import { AppError } from '../lib/errors.js'
+import { DEFAULT_DB_SERVER } from './servers.js'
 import type { Provisioner, StepResult } from './provisioning.js'
 import type { PoolManager } from './types.js'
 import {
@@ -72,7 +73,7 @@ export const PROVISION_FIRST_JOB = pipelineStart(
 ) as `tenant.provision.${typeof FIRST_PROVISION_STEP}`
 
 export interface FleetJobDeps {
-  provisioner: Pick<Provisioner, 'writes' | 'template' | 'shared'>
+  provisioner: Pick<Provisioner, 'writes' | 'template' | 'shared' | 'servers'>
   pools: PoolManager
 }
 
@@ -91,7 +92,7 @@ export const tenantMigrate = systemJob({
       info: template.info,
       folder: template.folder,
       pools: ctx.deps.pools,
-      shared: ctx.deps.provisioner.shared,
+      shared: async (server) => (server === DEFAULT_DB_SERVER ? ctx.deps.provisioner.shared : ctx.deps.provisioner.servers.shared(server)),
     })
     return { outcome, version: template.info.version }
   },

@@ -119,9 +119,9 @@ export interface ProvisionInput {
    */
   isolation?: TenantIsolation | undefined
   /**
-   * The database server (core_db_servers.name) of a database tenant; default: the placement policy's choice.
-   * Refused when unknown (404 SERVER_NOT_FOUND), draining (409 SERVER_DRAINING) or for a shared tenant
-   * other than the shared database's server (400 INVALID_SERVER).
+   * The database server (core_db_servers.name) of the tenant's database, or (shared) of its shared database;
+   * default: the placement policy's choice. Refused when unknown (404 SERVER_NOT_FOUND), draining (409
+   * SERVER_DRAINING) or, for a shared tenant, a server holding no shared database (400 INVALID_SERVER).
    */
   server?: string | undefined
   /**
@@ -322,6 +322,9 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
   const staleAfterS = config.provisioning?.staleAfterS ?? DEFAULT_STALE_AFTER_S
   const template = createTemplate({ admin, serverUrl, prefix: config.tenantDbPrefix, folder: deps.migrationsFolder, logger })
   const writes = createCatalogWrites({ host, catalog, keys: config.encryptionKeys })
+  const shared = config.sharedDatabaseUrl
+    ? createSharedDatabase({ admin, serverUrl, url: config.sharedDatabaseUrl, folder: deps.migrationsFolder, logger })
+    : undefined
   const servers = createServerRegistry({
     host,
     config,
@@ -330,11 +333,9 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     defaultTemplate: template,
     folder: deps.migrationsFolder,
     bound: (url) => withTimeouts(url, statementTimeoutMs),
+    defaultShared: shared,
   })
   const placement = deps.placement ?? defaultPlacement
-  const shared = config.sharedDatabaseUrl
-    ? createSharedDatabase({ admin, serverUrl, url: config.sharedDatabaseUrl, folder: deps.migrationsFolder, logger })
-    : undefined
   const ctx: LifecycleContext = {
     shared,
     host,
@@ -375,6 +376,31 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     return deps.planIsolation?.(planTier) === 'shared' && shared ? 'shared' : 'database'
   }
 
+  type SharedHome = { server: string; db: SharedDatabase }
+  /**
+   * Where a new shared tenant's rows may go: the server asked for (it must hold a shared database and be
+   * active), else the one active server holding one (every install that never added a shared server:
+   * nothing to count), else undefined with the candidates, among which placement chooses under the
+   * placement lock (so a burst of sign-ups spreads instead of all seeing the same counts).
+   */
+  async function sharedHomes(asked: string | undefined): Promise<{ home?: SharedHome; candidates: SharedHome[] }> {
+    if (asked !== undefined) {
+      const server = await servers.get(asked)
+      if (server.status === 'draining') throw conflict('SERVER_DRAINING', `database server "${server.name}" is draining; it takes no new tenants`)
+      const db = await servers.shared(server.name)
+      if (!db) throw badRequest('INVALID_SERVER', `database server "${server.name}" holds no shared database (servers add --role shared --shared-url …)`)
+      return { home: { server: server.name, db }, candidates: [] }
+    }
+    const hosts = (await servers.sharedHosts()).filter((s) => s.status === 'active')
+    // The default server draining with no other shared database: its shared database is still the only one.
+    if (hosts.length === 0 && shared) return { home: { server: DEFAULT_DB_SERVER, db: shared }, candidates: [] }
+    const candidates = (await Promise.all(hosts.map(async (h) => ({ server: h.name, db: await servers.shared(h) })))).filter(
+      (c): c is SharedHome => c.db !== undefined,
+    )
+    if (candidates.length === 0) throw new AppError(503, 'NO_SERVER_AVAILABLE', 'no database server with a shared database can take a new tenant')
+    return candidates.length === 1 ? { home: candidates[0], candidates: [] } : { candidates }
+  }
+
   async function register(input: ProvisionInput): Promise<ProvisionedTenant> {
     const slug = validateSlug(input.slug)
     const name = typeof input.name === 'string' ? input.name.trim() : ''
@@ -382,12 +408,11 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     const id = uuidv7()
     const planTier = input.planTier ?? 'free'
     const isolation = isolationOf(input, planTier)
-    // A shared tenant's catalog row names the shared database (its data role's URL): the pool manager keys its pool by it.
-    const dbName = isolation === 'shared' ? shared!.dbName : tenantDbName(config.tenantDbPrefix, id)
-    // Where its database goes: a shared tenant on the shared database's server; a database tenant on the
-    // server asked for, or the placement policy's choice among the active servers.
-    if (isolation === 'shared' && input.server !== undefined && input.server !== DEFAULT_DB_SERVER)
-      throw badRequest('INVALID_SERVER', `shared tenants live on the shared database's server ("${DEFAULT_DB_SERVER}")`)
+    // A shared tenant: the shared database of the server asked for, or of the placement policy's choice
+    // among the servers holding one. Its catalog row names that database (its data role's URL): the pool
+    // manager keys its pool by it.
+    const homes = isolation === 'shared' ? await sharedHomes(input.server) : undefined
+    // A database tenant on the server asked for, or the placement policy's choice among the active servers.
     const asked = isolation === 'database' && input.server !== undefined ? await servers.get(input.server) : undefined
     if (asked?.status === 'draining') throw conflict('SERVER_DRAINING', `database server "${asked.name}" is draining; it takes no new tenants`)
     const active = isolation === 'database' && !asked ? (await servers.list()).filter((s) => s.status === 'active') : []
@@ -397,10 +422,16 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     // the first): once it is ready, the row is written already current at its version, so the
     // createDatabase step has nothing left to record (one catalog write and invalidation fewer). If it is
     // not (the shared database unreachable), the step ensures it again and records its failure as usual.
-    const sharedReady = isolation === 'shared' && (await shared!.ensure().then(() => true, () => false))
-    const migrated = sharedReady
-      ? { migrationVersion: shared!.info.version, migrationStatus: 'current' as const, migratedAt: new Date(), migrationError: null }
-      : {}
+    // Every shared database placement may choose (once per process each; a failure leaves that one to the step).
+    const sharedReady = new Set<string>()
+    await Promise.all(
+      (homes?.home ? [homes.home] : (homes?.candidates ?? [])).map((h) =>
+        h.db.ensure().then(
+          () => sharedReady.add(h.server),
+          () => undefined,
+        ),
+      ),
+    )
     let row: Tenant
     try {
       row = await host.db.transaction(async (tx) => {
@@ -414,8 +445,21 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
           server = active.find((s) => s.name === name)
           if (!server) throw new AppError(503, 'NO_SERVER_AVAILABLE', 'no database server can take a new tenant (all full or draining)')
         }
-        const serverName = server?.name ?? DEFAULT_DB_SERVER
-        const dbUrl = isolation === 'shared' ? shared!.url : withDatabase(server!.adminUrl, dbName)
+        let home = homes?.home
+        if (homes && !home) {
+          await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended('tenantkit:placement', 0))`)
+          const load = (await servers.load(htx)).filter((l) => homes.candidates.some((c) => c.server === l.name))
+          const name = placement({ tenantId: id, slug, planTier, isolation }, load)
+          home = homes.candidates.find((c) => c.server === name)
+          if (!home) throw new AppError(503, 'NO_SERVER_AVAILABLE', 'no database server with a shared database can take a new tenant')
+        }
+        const dbName = home ? home.db.dbName : tenantDbName(config.tenantDbPrefix, id)
+        const serverName = home?.server ?? server?.name ?? DEFAULT_DB_SERVER
+        const dbUrl = home ? home.db.url : withDatabase(server!.adminUrl, dbName)
+        const migrated =
+          home && sharedReady.has(home.server)
+            ? { migrationVersion: home.db.info.version, migrationStatus: 'current' as const, migratedAt: new Date(), migrationError: null }
+            : {}
         await claimSlug(htx, slug, id)
         if (input.ownerUserId && input.maxCreatedByOwner !== undefined) {
           await assertUnderQuota(tx as unknown as HostDatabase['db'], input.ownerUserId, input.maxCreatedByOwner)

@@ -7,10 +7,14 @@
  * an admin URL (a role with CREATEDB, on the server's `postgres` database) kept encrypted like a tenant's
  * database URL. Each server gets its own maintenance pool and its own tenant template, made on first use.
  *
- * Placement (placeServer): a pluggable policy picks the server of each new database tenant from the
- * active servers and their load; shared tenants stay on the server that holds the shared database
- * (SHARED_DATABASE_URL, the default server). Draining servers get nothing new, and `tenants servers drain`
- * moves what they hold elsewhere.
+ * Shared databases: the default server holds SHARED_DATABASE_URL's; a server of role 'shared' added with a
+ * shared URL (`servers add --role shared --shared-url …`, the data role's URL: not the tables' owner, no
+ * BYPASSRLS) holds one more, created on first use from the same migrations and sharedified, owned by the
+ * server's admin role. Each shared tenant's catalog row names its server and that database.
+ *
+ * Placement (a PlacementPolicy): picks the server of each new tenant from the active servers and their
+ * load: a database tenant among all of them, a shared tenant among those holding a shared database.
+ * Draining servers get nothing new, and `tenants servers drain` moves what they hold elsewhere.
  */
 import { asc, count, eq, sql } from 'drizzle-orm'
 import type { Logger } from 'pino'
@@ -29,6 +33,7 @@ import { connect, type Sql, withDatabase } from '../db/connect.js'
 import type { HostDatabase, HostDb } from '../db/host.js'
 import { decrypt, encrypt, type KeyRing } from '../lib/crypto.js'
 import { badRequest, conflict, notFound, PG, pgCode } from '../lib/errors.js'
+import { createSharedDatabase, type SharedDatabase, sharedDatabaseName } from './shared/shared-database.js'
 import { createTemplate, type TenantTemplate, tenantServerUrl } from './template.js'
 
 export { DEFAULT_DB_SERVER }
@@ -44,6 +49,8 @@ export interface DbServerInfo {
   maxConnections: number | null
   /** A role with CREATEDB on the server's maintenance database: tenant databases' URLs are made from it. */
   adminUrl: string
+  /** Its shared database as the data role (the default server: SHARED_DATABASE_URL); null: none here. */
+  sharedUrl: string | null
   createdAt: Date
 }
 
@@ -55,6 +62,10 @@ export interface ServerLoad {
   capacity: number | null
   /** Tenant databases on it now (every catalog row with a database of its own, deleted ones kept included). */
   tenants: number
+  /** Whether it holds a shared database (shared tenants can be placed here). */
+  hostsShared: boolean
+  /** Shared tenants in its shared database (catalog rows, deleted ones kept included). */
+  sharedTenants: number
 }
 
 export interface PlacementRequest {
@@ -65,18 +76,29 @@ export interface PlacementRequest {
 }
 
 /**
- * Choose the server of a new database tenant: a name among `servers` (active ones, each with its load),
- * or undefined when none will do (provisioning then answers 503 NO_SERVER_AVAILABLE). Pass your own as
- * ProvisionerDeps.placement, e.g. to put a plan on servers of its own.
+ * Choose the server of a new tenant (`request.isolation`: a database of its own, or rows in a shared
+ * database): a name among `servers` (active ones, each with its load), or undefined when none will do
+ * (provisioning then answers 503 NO_SERVER_AVAILABLE). Pass your own as ProvisionerDeps.placement, e.g. to
+ * put a plan on servers of its own.
  */
 export type PlacementPolicy = (request: PlacementRequest, servers: readonly ServerLoad[]) => string | undefined
 
 /**
- * The kit's policy: servers with room (tenants < capacity), dedicated before shared (a shared server
- * also holds the long tail's shared database), then the least full (tenants / capacity; a server with no
- * capacity counts as empty), then the fewest tenants, then by name.
+ * The kit's policy. A database tenant: servers with room (tenants < capacity), dedicated before shared (a
+ * shared server also holds the long tail's shared database), then the least full (tenants / capacity; a
+ * server with no capacity counts as empty), then the fewest tenants, then by name. A shared tenant: the
+ * servers holding a shared database, the one with the fewest shared tenants (the default server on a tie,
+ * then by name); capacity counts databases, so it does not apply.
  */
-export const defaultPlacement: PlacementPolicy = (_request, servers) => {
+export const defaultPlacement: PlacementPolicy = (request, servers) => {
+  if (request.isolation === 'shared') {
+    const hosts = servers.filter((s) => s.status === 'active' && s.hostsShared)
+    hosts.sort(
+      (a, b) =>
+        a.sharedTenants - b.sharedTenants || Number(a.name !== DEFAULT_DB_SERVER) - Number(b.name !== DEFAULT_DB_SERVER) || a.name.localeCompare(b.name),
+    )
+    return hosts[0]?.name
+  }
   const fill = (s: ServerLoad) => (s.capacity ? s.tenants / s.capacity : 0)
   const open = servers.filter((s) => s.status === 'active' && (s.capacity === null || s.tenants < s.capacity))
   open.sort(
@@ -95,6 +117,8 @@ export interface AddServerInput {
   role?: DbServerRole | undefined
   capacity?: number | null | undefined
   maxConnections?: number | null | undefined
+  /** Role 'shared' only: the shared database to create here, as its data role (postgres://role:password@host:port/dbname). */
+  sharedUrl?: string | undefined
 }
 
 export interface ServerRegistry {
@@ -110,12 +134,16 @@ export interface ServerRegistry {
   setStatus(name: string, status: DbServerStatus): Promise<void>
   /** A server's budget as last read (list/get/load refresh it); undefined before the first read. Sync: the pool manager asks it per grant. */
   budgetOf(name: string): number | undefined
-  /** Re-read every server (budgets). */
+  /** Re-read every server (budgets; sharedHosts on its next call). */
   refresh(): Promise<void>
   /** The server's maintenance pool (CREATE/DROP DATABASE), opened on first use. */
   admin(name: string): Promise<Sql>
   /** The server's tenant template (same migrations, same name on every server), made on first use. */
   template(name: string): Promise<TenantTemplate>
+  /** The server's shared database (created, migrated and sharedified by its ensure()), or undefined when it holds none. Given a server as listed, no query. */
+  shared(server: string | DbServerInfo): Promise<SharedDatabase | undefined>
+  /** The servers holding a shared database, active or not (read at most every few seconds; add/setStatus here re-read). */
+  sharedHosts(): Promise<DbServerInfo[]>
   /** select 1 on each server's maintenance database, within `timeoutMs`: 'up' or 'down' per server. */
   probe(timeoutMs?: number): Promise<Record<string, 'up' | 'down'>>
   close(): Promise<void>
@@ -132,7 +160,12 @@ export interface ServerRegistryDeps {
   folder?: string | undefined
   /** Adds statement/lock timeouts to a maintenance URL (provisioning's bounded admin connections). */
   bound: (url: string) => string
+  /** The default server's shared database (SHARED_DATABASE_URL); undefined when shared isolation is off. */
+  defaultShared?: SharedDatabase | undefined
 }
+
+/** How long sharedHosts() answers from memory: shared provisioning asks it on every new tenant. */
+const SHARED_HOSTS_TTL_MS = 5000
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/
 
@@ -151,6 +184,9 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
   const templates = new Map<string, TenantTemplate>([[DEFAULT_DB_SERVER, deps.defaultTemplate]])
   /** The admin URL each opened pool was made from: a server re-added under the same name with another URL gets a new pool. */
   const openedWith = new Map<string, string>()
+  /** Other servers' shared databases, by name, with the URL each was made from. */
+  const shareds = new Map<string, { url: string; db: SharedDatabase }>()
+  let hostsCache: { at: number; hosts: Promise<DbServerInfo[]> } | undefined
 
   function toInfo(row: DbServer): DbServerInfo {
     budgets.set(row.name, row.maxConnections ?? undefined)
@@ -162,8 +198,31 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
       capacity: row.capacity,
       maxConnections: row.maxConnections,
       adminUrl,
+      sharedUrl: row.name === DEFAULT_DB_SERVER ? (deps.defaultShared?.url ?? null) : row.sharedUrlEncrypted ? decrypt(row.sharedUrlEncrypted, keys) : null,
       createdAt: row.createdAt,
     }
+  }
+
+  /** A shared URL for server `name` (admin URL `adminUrl`): a postgres URL naming a database and a data role other than the admin's. */
+  function validateSharedUrl(sharedUrl: string, adminUrl: string): string {
+    let url: URL
+    try {
+      url = new URL(sharedUrl)
+    } catch {
+      throw badRequest('INVALID_SERVER', 'the shared URL must be a postgres:// URL')
+    }
+    if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw badRequest('INVALID_SERVER', 'the shared URL must be a postgres:// URL')
+    try {
+      sharedDatabaseName(sharedUrl)
+    } catch {
+      throw badRequest('INVALID_SERVER', 'the shared URL must name its database (postgres://role:password@host:port/dbname)')
+    }
+    if (!url.pathname.slice(1)) throw badRequest('INVALID_SERVER', 'the shared URL must name its database (postgres://role:password@host:port/dbname)')
+    const role = decodeURIComponent(url.username)
+    if (!role) throw badRequest('INVALID_SERVER', 'the shared URL must name its data role')
+    if (role === decodeURIComponent(new URL(adminUrl).username))
+      throw badRequest('INVALID_SERVER', "the shared URL's role must not be the admin URL's: the tables' owner can turn row-level security off")
+    return sharedUrl
   }
 
   async function list(): Promise<DbServerInfo[]> {
@@ -197,14 +256,22 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
       const [servers, counts] = await Promise.all([
         db.select().from(dbServers).orderBy(asc(dbServers.name)),
         db
-          .select({ server: tenants.server, n: count() })
+          .select({ server: tenants.server, isolation: tenants.isolation, n: count() })
           .from(tenants)
-          .where(eq(tenants.isolation, 'database'))
-          .groupBy(tenants.server),
+          .groupBy(tenants.server, tenants.isolation),
       ])
+      const n = (server: string, isolation: TenantIsolation) => counts.find((c) => c.server === server && c.isolation === isolation)?.n ?? 0
       return servers.map((s) => {
         budgets.set(s.name, s.maxConnections ?? undefined)
-        return { name: s.name, role: s.role, status: s.status, capacity: s.capacity, tenants: counts.find((c) => c.server === s.name)?.n ?? 0 }
+        return {
+          name: s.name,
+          role: s.role,
+          status: s.status,
+          capacity: s.capacity,
+          tenants: n(s.name, 'database'),
+          hostsShared: s.name === DEFAULT_DB_SERVER ? deps.defaultShared !== undefined : s.sharedUrlEncrypted !== null,
+          sharedTenants: n(s.name, 'shared'),
+        }
       })
     },
     async add(input) {
@@ -218,6 +285,8 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
       if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw badRequest('INVALID_SERVER', 'the admin URL must be a postgres:// URL')
       const role = input.role ?? 'dedicated'
       if (!DB_SERVER_ROLES.includes(role)) throw badRequest('INVALID_SERVER', 'role must be shared or dedicated')
+      if (input.sharedUrl !== undefined && role !== 'shared') throw badRequest('INVALID_SERVER', 'only a server of role shared holds a shared database')
+      const sharedUrl = input.sharedUrl === undefined ? undefined : validateSharedUrl(input.sharedUrl, input.adminUrl)
       for (const [what, n] of [
         ['capacity', input.capacity],
         ['max connections', input.maxConnections],
@@ -234,8 +303,10 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
             role,
             capacity: input.capacity ?? null,
             maxConnections: input.maxConnections ?? null,
+            sharedUrlEncrypted: sharedUrl === undefined ? null : encrypt(sharedUrl, keys),
           })
           .returning()
+        hostsCache = undefined
         logger.info({ server: name, role }, 'database server added')
         return toInfo(row!)
       } catch (err) {
@@ -246,9 +317,11 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
     async setStatus(name, status) {
       const changed = await host.db.update(dbServers).set({ status, updatedAt: new Date() }).where(eq(dbServers.name, name)).returning({ name: dbServers.name })
       if (!changed.length) throw notFound('SERVER_NOT_FOUND', `no database server "${name}"`)
+      hostsCache = undefined
     },
     budgetOf: (name) => budgets.get(name),
     async refresh() {
+      hostsCache = undefined
       await list()
     },
     admin,
@@ -261,6 +334,29 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
         templates.set(name, template)
       }
       return template
+    },
+    async shared(nameOrInfo) {
+      const name = typeof nameOrInfo === 'string' ? nameOrInfo : nameOrInfo.name
+      if (name === DEFAULT_DB_SERVER) return deps.defaultShared
+      // A server as just listed (sharedHosts) needs no query.
+      const server = typeof nameOrInfo === 'string' ? await get(name) : nameOrInfo
+      if (!server.sharedUrl) return undefined
+      const known = shareds.get(name)
+      if (known && known.url === server.sharedUrl && openedWith.get(name) === server.adminUrl) return known.db
+      // Owned by the server's admin role (as the default's by TENANT_DATABASE_URL's), reached as the data role.
+      const db = createSharedDatabase({ admin: await admin(name), serverUrl: server.adminUrl, url: server.sharedUrl, folder: deps.folder, logger })
+      shareds.set(name, { url: server.sharedUrl, db })
+      return db
+    },
+    sharedHosts() {
+      if (!hostsCache || performance.now() - hostsCache.at > SHARED_HOSTS_TTL_MS) {
+        const hosts = list().then((all) => all.filter((s) => s.sharedUrl !== null))
+        hostsCache = { at: performance.now(), hosts }
+        hosts.catch(() => {
+          hostsCache = undefined
+        })
+      }
+      return hostsCache.hosts
     },
     async probe(timeoutMs = 1500) {
       const out: Record<string, 'up' | 'down'> = {}

@@ -1,7 +1,8 @@
 /**
  * Draining a database server: it takes no new tenants (status 'draining', placement skips it), and each
- * database tenant on it gets a move to the server the placement policy picks among the active ones, with
- * the move's brief write pause and verification. Moves are recorded and queued as `tenants.move` jobs (the
+ * tenant on it gets a move to the server the placement policy picks among the active ones, with the move's
+ * brief write pause and verification: a database tenant to another server's database, a shared tenant to
+ * another server's shared database (skipped, with the reason, when no other server holds one). Moves are recorded and queued as `tenants.move` jobs (the
  * worker runs them, one at a time per tenant, resumable), or run here one after another (`inline`).
  * Running it again queues only what is left: a tenant with its move open keeps that move.
  */
@@ -21,7 +22,7 @@ export interface DrainDeps {
 export interface DrainResult {
   /** Tenants whose move was queued (or, inline, done), with the server each goes to. */
   moved: { slug: string; to: string; moveId: string; jobId?: string | undefined }[]
-  /** Tenants left where they are, and why (shared tenants, tenants not active, no room anywhere, a failed move). */
+  /** Tenants left where they are, and why (tenants not active, no room anywhere, no other shared database, a failed move). */
   skipped: { slug: string; reason: string }[]
 }
 
@@ -38,21 +39,21 @@ export async function drainServer(deps: DrainDeps, name: string, opts: { inline?
   const load = (await servers.load()).filter((s) => s.status === 'active' && s.name !== name)
   const result: DrainResult = { moved: [], skipped: [] }
   for (const row of rows) {
-    if (row.isolation === 'shared') {
-      result.skipped.push({ slug: row.slug, reason: 'shared tenant: its rows are in the shared database, which stays on this server' })
-      continue
-    }
     if (row.status !== 'active' && row.status !== 'suspended') {
       result.skipped.push({ slug: row.slug, reason: `${row.status}: only active or suspended tenants move` })
       continue
     }
-    const to = placement({ tenantId: row.id, slug: row.slug, planTier: row.planTier, isolation: 'database' }, load)
+    const isolation = row.isolation
+    const to = placement({ tenantId: row.id, slug: row.slug, planTier: row.planTier, isolation }, load)
     const target = load.find((s) => s.name === to)
     if (!target) {
-      result.skipped.push({ slug: row.slug, reason: 'no active server has room' })
+      result.skipped.push({
+        slug: row.slug,
+        reason: isolation === 'shared' ? 'shared tenant: no other active server holds a shared database' : 'no active server has room',
+      })
       continue
     }
-    const request = { target: { isolation: 'database' as const, server: target.name } }
+    const request = { target: { isolation, server: target.name } }
     try {
       if (opts.inline) {
         const m = await deps.mover.moveTenant(row.id, request)
@@ -61,7 +62,8 @@ export async function drainServer(deps: DrainDeps, name: string, opts: { inline?
         const q = await deps.mover.queue(row.id, request)
         result.moved.push({ slug: row.slug, to: target.name, moveId: q.moveId, jobId: q.jobId })
       }
-      target.tenants++
+      if (isolation === 'shared') target.sharedTenants++
+      else target.tenants++
     } catch (err) {
       result.skipped.push({ slug: row.slug, reason: errorMessage(err) })
     }

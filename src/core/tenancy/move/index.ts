@@ -61,14 +61,14 @@ export function createTenantMover(deps: TenantMoverDeps): TenantMover {
       prefix: config.tenantDbPrefix,
       templateInfo: deps.provisioner.template.info,
       shared: deps.provisioner.shared,
-      async place(tenantId) {
+      async place(tenantId, isolation) {
         const [row] = await deps.host.db.select().from(tenants).where(eq(tenants.id, tenantId))
         if (!row) return undefined
-        // A database already: it stays on its server (a move there is not needed).
-        if (row.isolation === 'database') return row.server
+        // In that mode already: it stays on its server (a move there is not needed).
+        if (row.isolation === isolation) return row.server
         const { servers, placement } = deps.provisioner
         const load = (await servers.load()).filter((s) => s.status === 'active')
-        return placement({ tenantId, slug: row.slug, planTier: row.planTier, isolation: 'database' }, load)
+        return placement({ tenantId, slug: row.slug, planTier: row.planTier, isolation }, load)
       },
     })
   const mover = createMover({

@@ -1,9 +1,10 @@
 /**
  * Locations on several Postgres servers (core_db_servers): what the mover uses once servers exist. A
  * database location is `${prefix}_${tenant id}` on a named server, created from that server's own
- * template; the shared location is SHARED_DATABASE_URL's database, on the default server. So a server
- * move (`tenants move <slug> --server NAME`, a drain) is a move whose two locations differ only in their
- * server: the same mark → prepare → copy → verify → switch → cleanup steps, write pause and checks.
+ * template; a shared location is the shared database of a server that holds one (SHARED_DATABASE_URL's on
+ * the default server, `servers add --shared-url` on others). So a server move (`tenants move <slug>
+ * --server NAME`, a drain) is a move whose two locations differ only in their server, in either mode: the
+ * same prepare → mark → copy → verify → switch → cleanup steps, write pause and checks.
  */
 import type { MigrationInfo } from '../../db/migrations.js'
 import { quoteIdent, withDatabase } from '../../db/connect.js'
@@ -20,10 +21,11 @@ export interface ServerLocationsDeps {
   templateInfo: MigrationInfo
   shared: Pick<SharedDatabase, 'ensure' | 'dbName' | 'url' | 'info'> | undefined
   /**
-   * The server of a move to a database that names none (a shared tenant upgraded): the placement policy's
-   * choice, or the tenant's own server when it has a database already. Default: the default server.
+   * The server of a move that names none: to a database (a shared tenant upgraded), the placement policy's
+   * choice, or the tenant's own server when it has a database already; to the shared layout (a downgrade),
+   * the placement's choice among the servers holding a shared database. Default: the default server.
    */
-  place?: (tenantId: string) => Promise<string | undefined>
+  place?: (tenantId: string, isolation: 'database' | 'shared') => Promise<string | undefined>
 }
 
 export function serverLocations(deps: ServerLocationsDeps): Locations {
@@ -44,28 +46,34 @@ export function serverLocations(deps: ServerLocationsDeps): Locations {
     }
   }
   const serverOf = (location: TenantLocation) => location.server ?? DEFAULT_DB_SERVER
+  /** The shared database of a server (400 INVALID_SERVER when it holds none). */
+  async function sharedAt(name: string) {
+    if (name === DEFAULT_DB_SERVER) return sharedOf()
+    const db = await servers.shared(name)
+    if (!db) throw badRequest('INVALID_SERVER', `database server "${name}" holds no shared database (servers add --role shared --shared-url …)`)
+    return db
+  }
 
   return {
     current: (row) => ({ isolation: row.isolation, server: row.server ?? DEFAULT_DB_SERVER, dbName: row.dbName, dbUrl: row.dbUrl }),
     async resolve(tenantId, target) {
       if (target.isolation === 'shared') {
-        if (target.server !== undefined && target.server !== DEFAULT_DB_SERVER) {
-          await targetServer(target.server)
-          throw badRequest('INVALID_SERVER', `shared tenants live on the shared database's server ("${DEFAULT_DB_SERVER}")`)
-        }
-        const s = sharedOf()
-        return { isolation: 'shared', server: DEFAULT_DB_SERVER, dbName: s.dbName, dbUrl: s.url }
+        sharedOf() // shared isolation needs SHARED_DATABASE_URL, wherever the tenant goes
+        const named = target.server ?? (deps.place ? await deps.place(tenantId, 'shared') : DEFAULT_DB_SERVER) ?? DEFAULT_DB_SERVER
+        const server = await targetServer(named)
+        const s = await sharedAt(server.name)
+        return { isolation: 'shared', server: server.name, dbName: s.dbName, dbUrl: s.url }
       }
       if (target.isolation !== 'database') throw badRequest('INVALID_ISOLATION', 'isolation must be database or shared')
       // Omitted: placement's choice (deps.place), else the default server.
-      const named = target.server ?? (deps.place ? await deps.place(tenantId) : DEFAULT_DB_SERVER)
+      const named = target.server ?? (deps.place ? await deps.place(tenantId, 'database') : DEFAULT_DB_SERVER)
       if (named === undefined) throw new AppError(503, 'NO_SERVER_AVAILABLE', 'no database server can take the tenant (all full or draining)')
       const server = await targetServer(named)
       const dbName = tenantDbName(prefix, tenantId)
       return { isolation: 'database', server: server.name, dbName, dbUrl: withDatabase(server.adminUrl, dbName) }
     },
     async prepare(location) {
-      if (location.isolation === 'shared') return sharedOf().ensure()
+      if (location.isolation === 'shared') return (await sharedAt(serverOf(location))).ensure()
       const name = serverOf(location)
       const [admin, template] = await Promise.all([servers.admin(name), servers.template(name)])
       const tpl = await template.ensure()

@@ -1,0 +1,2 @@
+ALTER TABLE "core_db_servers" ADD COLUMN "shared_url_encrypted" text;--> statement-breakpoint
+ALTER TABLE "core_db_servers" ADD CONSTRAINT "core_db_servers_shared_url_ck" CHECK (shared_url_encrypted is null or (role = 'shared' and name <> 'default'));
