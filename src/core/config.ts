@@ -111,6 +111,11 @@ export const ENV_VARS = {
     default: 'plan',
     doc: "Isolation of new tenants that name none: plan (the plan's `isolation` in config/plans.json), database or shared",
   },
+  PLACEMENT_BY: {
+    kind: 'string',
+    default: 'count',
+    doc: 'How the default placement weighs database servers: count (tenants on each) or size (pg_database_size of each server, read at most once a minute)',
+  },
   SHARED_POOL_MAX: {
     kind: 'int',
     default: '10',
@@ -503,6 +508,8 @@ export interface Config {
   sharedDatabaseUrl: string | undefined
   /** Isolation of new tenants that name none: from their plan, or one mode for all. */
   tenantIsolation: 'plan' | 'database' | 'shared'
+  /** The default placement's measure of a server's load: its tenant count, or its databases' size. */
+  placementBy: 'count' | 'size'
   autoMigrate: boolean
   redisUrl: string
   redisPrefix: string
@@ -693,6 +700,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!['plan', 'database', 'shared'].includes(tenantIsolation))
     throw new ConfigError('TENANT_ISOLATION', 'must be plan, database or shared')
   if (tenantIsolation === 'shared' && !sharedDatabaseUrl) throw new ConfigError('TENANT_ISOLATION', 'shared needs SHARED_DATABASE_URL')
+  const placementBy = s('PLACEMENT_BY') as Config['placementBy']
+  if (placementBy !== 'count' && placementBy !== 'size') throw new ConfigError('PLACEMENT_BY', 'must be count or size')
 
   let keys = l('ENCRYPTION_KEYS')
   if (keys.length === 0) {
@@ -750,6 +759,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tenantDbPrefix: prefix,
     sharedDatabaseUrl,
     tenantIsolation,
+    placementBy,
     autoMigrate: b('AUTO_MIGRATE', !production),
     redisUrl: s('REDIS_URL'),
     redisPrefix: s('REDIS_PREFIX'),

@@ -13,7 +13,7 @@ import { runCli } from '../../src/cli.js'
 import { connect, withDatabase } from '../../src/core/db/connect.js'
 import { migrateFleet } from '../../src/core/tenancy/fleet.js'
 import { moveFigures, type TenantMover } from '../../src/core/tenancy/move/index.js'
-import { defaultPlacement } from '../../src/core/tenancy/servers.js'
+import { createPlacement, defaultPlacement } from '../../src/core/tenancy/servers.js'
 import { SHARED, SHARED_ROLE } from '../helpers/env.js'
 import {
   dropOnSecondServer,
@@ -79,6 +79,30 @@ describe('placement of shared tenants', () => {
     expect(defaultPlacement(req, [load('default', 9, true, 'draining'), load('b', 5)])).toBe('b')
     expect(defaultPlacement(req, [load('b', 0, false)])).toBeUndefined()
   })
+
+  it('by size (PLACEMENT_BY=size): the smallest databases first, capacity and dedicated-first still apply; an unread size comes last', () => {
+    const bySize = createPlacement({ by: 'size' })
+    expect(bySize.sizes).toBe(true)
+    expect(defaultPlacement.sizes).toBe(false)
+    const db = { ...req, isolation: 'database' as const }
+    const server = (name: string, role: 'shared' | 'dedicated', tenants: number, bytes: number | undefined, capacity: number | null = null) => ({
+      ...load(name, 0),
+      role,
+      tenants,
+      capacity,
+      bytes,
+    })
+    // More tenants but fewer bytes wins by size, loses by count.
+    const pair = [server('a', 'dedicated', 10, 100e6), server('b', 'dedicated', 2, 900e6)]
+    expect(bySize(db, pair)).toBe('a')
+    expect(defaultPlacement(db, pair)).toBe('b')
+    expect(bySize(db, [server('a', 'dedicated', 10, 100e6, 10), server('b', 'dedicated', 2, 900e6)])).toBe('b')
+    expect(bySize(db, [server('default', 'shared', 0, 1e6), server('b', 'dedicated', 2, 900e6)])).toBe('b')
+    expect(bySize(db, [server('a', 'dedicated', 0, undefined), server('b', 'dedicated', 9, 900e6)])).toBe('b')
+    // Shared tenants: the smaller shared database.
+    expect(bySize(req, [{ ...load('default', 1), sharedBytes: 50e6 }, { ...load('b', 9), sharedBytes: 10e6 }])).toBe('b')
+    expect(defaultPlacement(req, [{ ...load('default', 1), sharedBytes: 50e6 }, { ...load('b', 9), sharedBytes: 10e6 }])).toBe('default')
+  })
 })
 
 describe.skipIf(unavailable)('shared databases on several servers', () => {
@@ -109,6 +133,17 @@ describe.skipIf(unavailable)('shared databases on several servers', () => {
     expect(listed.stdout).toMatch(/\nsecond\s+shared\s+active\s+0\s+0\s+/)
     // Added by another process (the CLI's): placement here sees it within seconds, at once after a refresh.
     await services().provisioner.servers.refresh()
+
+    // Sizes as PLACEMENT_BY=size reads them: every database of each server, and each shared database.
+    const sized = await services().provisioner.servers.load(undefined, { sizes: true })
+    const [def, second] = [sized.find((s) => s.name === 'default')!, sized.find((s) => s.name === 'second')!]
+    expect(def.bytes).toBeGreaterThan(second.bytes!)
+    expect(second.bytes).toBeGreaterThan(second.sharedBytes!)
+    expect(second.sharedBytes).toBeGreaterThan(1_000_000)
+    expect(def.sharedBytes).toBeGreaterThan(1_000_000)
+    expect((await services().provisioner.servers.load()).every((s) => s.bytes === undefined)).toBe(true)
+    // The second cluster holds far less than the default one (every test world's databases): size picks it.
+    expect(createPlacement({ by: 'size' })({ tenantId: 'x', slug: 'x', planTier: 'free', isolation: 'database' }, sized)).toBe('second')
 
     // Every tenant table forces row-level security, owned by the admin role, not by the data role.
     const tables = await asSuperuser(

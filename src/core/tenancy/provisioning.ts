@@ -46,7 +46,7 @@ import {
 import { createSharedDatabase, type SharedDatabase } from './shared/shared-database.js'
 import { claimSlug } from './slugs.js'
 import { createTemplate, maintenanceUrl, type TenantTemplate, tenantDbName, tenantServerUrl } from './template.js'
-import { createServerRegistry, DEFAULT_DB_SERVER, defaultPlacement, type PlacementPolicy, type ServerRegistry } from './servers.js'
+import { createPlacement, createServerRegistry, DEFAULT_DB_SERVER, defaultPlacement, type PlacementPolicy, type ServerRegistry } from './servers.js'
 import type { Catalog, PoolManager } from './types.js'
 import type { ServiceMetrics } from '../lib/service-metrics.js'
 
@@ -160,7 +160,7 @@ export interface ProvisionerDeps {
   pools: PoolManager
   /** appBaseUrl and stripe are for features' lifecycle steps (the welcome email's link, cancelBilling). */
   config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys' | 'appBaseUrl'> &
-    Partial<Pick<Config, 'stripe' | 'provisioning' | 'sharedDatabaseUrl' | 'tenantIsolation'>>
+    Partial<Pick<Config, 'stripe' | 'provisioning' | 'sharedDatabaseUrl' | 'tenantIsolation' | 'placementBy'>>
   /** A plan's isolation (config/plans.json `isolation`), for TENANT_ISOLATION=plan; default: none (database). */
   planIsolation?: (planTier: string) => TenantIsolation | undefined
   /** Where a new database tenant goes among the active servers (servers.ts); default: defaultPlacement. */
@@ -335,7 +335,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     bound: (url) => withTimeouts(url, statementTimeoutMs),
     defaultShared: shared,
   })
-  const placement = deps.placement ?? defaultPlacement
+  const placement = deps.placement ?? (config.placementBy === 'size' ? createPlacement({ by: 'size' }) : defaultPlacement)
   const ctx: LifecycleContext = {
     shared,
     host,
@@ -440,7 +440,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
         if (isolation === 'database' && !server) {
           // Under a lock, so concurrent registrations see each other's rows in the counts.
           await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended('tenantkit:placement', 0))`)
-          const load = (await servers.load(htx)).filter((l) => active.some((s) => s.name === l.name))
+          const load = (await servers.load(htx, { sizes: placement.sizes })).filter((l) => active.some((s) => s.name === l.name))
           const name = placement({ tenantId: id, slug, planTier, isolation }, load)
           server = active.find((s) => s.name === name)
           if (!server) throw new AppError(503, 'NO_SERVER_AVAILABLE', 'no database server can take a new tenant (all full or draining)')
@@ -448,7 +448,7 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
         let home = homes?.home
         if (homes && !home) {
           await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended('tenantkit:placement', 0))`)
-          const load = (await servers.load(htx)).filter((l) => homes.candidates.some((c) => c.server === l.name))
+          const load = (await servers.load(htx, { sizes: placement.sizes })).filter((l) => homes.candidates.some((c) => c.server === l.name))
           const name = placement({ tenantId: id, slug, planTier, isolation }, load)
           home = homes.candidates.find((c) => c.server === name)
           if (!home) throw new AppError(503, 'NO_SERVER_AVAILABLE', 'no database server with a shared database can take a new tenant')

@@ -66,6 +66,10 @@ export interface ServerLoad {
   hostsShared: boolean
   /** Shared tenants in its shared database (catalog rows, deleted ones kept included). */
   sharedTenants: number
+  /** load({ sizes: true }): every database on the server, in bytes (pg_database_size); undefined when unread or the server did not answer. */
+  bytes?: number | undefined
+  /** load({ sizes: true }): its shared database, in bytes. */
+  sharedBytes?: number | undefined
 }
 
 export interface PlacementRequest {
@@ -81,7 +85,10 @@ export interface PlacementRequest {
  * (provisioning then answers 503 NO_SERVER_AVAILABLE). Pass your own as ProvisionerDeps.placement, e.g. to
  * put a plan on servers of its own.
  */
-export type PlacementPolicy = (request: PlacementRequest, servers: readonly ServerLoad[]) => string | undefined
+export type PlacementPolicy = ((request: PlacementRequest, servers: readonly ServerLoad[]) => string | undefined) & {
+  /** The policy weighs sizes: callers pass load({ sizes: true }) (a query per server, cached a minute). */
+  sizes?: boolean
+}
 
 /**
  * The kit's policy. A database tenant: servers with room (tenants < capacity), dedicated before shared (a
@@ -90,25 +97,44 @@ export type PlacementPolicy = (request: PlacementRequest, servers: readonly Serv
  * servers holding a shared database, the one with the fewest shared tenants (the default server on a tie,
  * then by name); capacity counts databases, so it does not apply.
  */
-export const defaultPlacement: PlacementPolicy = (request, servers) => {
-  if (request.isolation === 'shared') {
-    const hosts = servers.filter((s) => s.status === 'active' && s.hostsShared)
-    hosts.sort(
+export const defaultPlacement: PlacementPolicy = createPlacement({ by: 'count' })
+
+/**
+ * The kit's policy, weighing either tenant counts (defaultPlacement) or sizes (PLACEMENT_BY=size): by size,
+ * among the same candidates (capacity still counts databases), the server whose databases take the fewest
+ * bytes (a database tenant), or whose shared database does (a shared tenant), before the counts; a server
+ * whose size could not be read comes after those whose size is known.
+ */
+export function createPlacement(opts: { by: 'count' | 'size' }): PlacementPolicy {
+  const bySize = opts.by === 'size'
+  const bytes = (n: number | undefined) => n ?? Number.POSITIVE_INFINITY
+  const size = (a: number | undefined, b: number | undefined) => (bySize ? Math.sign(bytes(a) - bytes(b)) || 0 : 0)
+  const policy: PlacementPolicy = (request, servers) => {
+    if (request.isolation === 'shared') {
+      const hosts = servers.filter((s) => s.status === 'active' && s.hostsShared)
+      hosts.sort(
+        (a, b) =>
+          size(a.sharedBytes, b.sharedBytes) ||
+          a.sharedTenants - b.sharedTenants ||
+          Number(a.name !== DEFAULT_DB_SERVER) - Number(b.name !== DEFAULT_DB_SERVER) ||
+          a.name.localeCompare(b.name),
+      )
+      return hosts[0]?.name
+    }
+    const fill = (s: ServerLoad) => (s.capacity ? s.tenants / s.capacity : 0)
+    const open = servers.filter((s) => s.status === 'active' && (s.capacity === null || s.tenants < s.capacity))
+    open.sort(
       (a, b) =>
-        a.sharedTenants - b.sharedTenants || Number(a.name !== DEFAULT_DB_SERVER) - Number(b.name !== DEFAULT_DB_SERVER) || a.name.localeCompare(b.name),
+        Number(a.role !== 'dedicated') - Number(b.role !== 'dedicated') ||
+        size(a.bytes, b.bytes) ||
+        fill(a) - fill(b) ||
+        a.tenants - b.tenants ||
+        a.name.localeCompare(b.name),
     )
-    return hosts[0]?.name
+    return open[0]?.name
   }
-  const fill = (s: ServerLoad) => (s.capacity ? s.tenants / s.capacity : 0)
-  const open = servers.filter((s) => s.status === 'active' && (s.capacity === null || s.tenants < s.capacity))
-  open.sort(
-    (a, b) =>
-      Number(a.role !== 'dedicated') - Number(b.role !== 'dedicated') ||
-      fill(a) - fill(b) ||
-      a.tenants - b.tenants ||
-      a.name.localeCompare(b.name),
-  )
-  return open[0]?.name
+  policy.sizes = bySize
+  return policy
 }
 
 export interface AddServerInput {
@@ -126,8 +152,8 @@ export interface ServerRegistry {
   list(): Promise<DbServerInfo[]>
   /** One server, or 404 SERVER_NOT_FOUND. */
   get(name: string): Promise<DbServerInfo>
-  /** Tenant databases per server (every server listed, 0 included). */
-  load(db?: HostDb): Promise<ServerLoad[]>
+  /** Tenant databases per server (every server listed, 0 included); with sizes, each server's bytes too (cached a minute). */
+  load(db?: HostDb, opts?: { sizes?: boolean | undefined }): Promise<ServerLoad[]>
   /** Register a server (409 SERVER_EXISTS). The caller checks that it answers first (see probe). */
   add(input: AddServerInput): Promise<DbServerInfo>
   /** active ⇄ draining. */
@@ -166,6 +192,10 @@ export interface ServerRegistryDeps {
 
 /** How long sharedHosts() answers from memory: shared provisioning asks it on every new tenant. */
 const SHARED_HOSTS_TTL_MS = 5000
+/** How long a server's sizes are reused: pg_database_size stats every file of every database. */
+const SIZES_TTL_MS = 60_000
+/** A server's sizes are given up on after this long (it is down: placement carries on without them). */
+const SIZES_TIMEOUT_MS = 2000
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/
 
@@ -187,6 +217,31 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
   /** Other servers' shared databases, by name, with the URL each was made from. */
   const shareds = new Map<string, { url: string; db: SharedDatabase }>()
   let hostsCache: { at: number; hosts: Promise<DbServerInfo[]> } | undefined
+  const sizesCache = new Map<string, { at: number; sizes: Promise<{ bytes?: number; sharedBytes?: number }> }>()
+
+  /** Every database's bytes on the server, and its shared database's; {} when it does not answer in time. */
+  function sizesOf(name: string, sharedDb: string | undefined): Promise<{ bytes?: number; sharedBytes?: number }> {
+    const cached = sizesCache.get(name)
+    if (cached && performance.now() - cached.at < SIZES_TTL_MS) return cached.sizes
+    const read = (async () => {
+      const sql = await admin(name)
+      const [row] = await sql<{ total: string; shared: string | null }[]>`
+        select coalesce(sum(pg_database_size(oid)), 0)::text as total,
+          (select pg_database_size(oid)::text from pg_database where datname = ${sharedDb ?? ''}) as shared
+        from pg_database where not datistemplate`
+      return { bytes: Number(row!.total), sharedBytes: row!.shared === null ? undefined : Number(row!.shared) }
+    })()
+    let timer: NodeJS.Timeout | undefined
+    const sizes = Promise.race([read, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), SIZES_TIMEOUT_MS)))])
+      .finally(() => clearTimeout(timer))
+      .catch((err: unknown) => {
+        logger.warn({ server: name, err: err instanceof Error ? err.message : String(err) }, 'reading database sizes failed; placement goes without them')
+        sizesCache.delete(name)
+        return {}
+      })
+    sizesCache.set(name, { at: performance.now(), sizes })
+    return sizes
+  }
 
   function toInfo(row: DbServer): DbServerInfo {
     budgets.set(row.name, row.maxConnections ?? undefined)
@@ -252,7 +307,7 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
   return {
     list,
     get,
-    async load(db = host.db) {
+    async load(db = host.db, opts = {}) {
       const [servers, counts] = await Promise.all([
         db.select().from(dbServers).orderBy(asc(dbServers.name)),
         db
@@ -261,9 +316,17 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
           .groupBy(tenants.server, tenants.isolation),
       ])
       const n = (server: string, isolation: TenantIsolation) => counts.find((c) => c.server === server && c.isolation === isolation)?.n ?? 0
-      return servers.map((s) => {
+      const sharedName = (s: DbServer) => {
+        const url = s.name === DEFAULT_DB_SERVER ? deps.defaultShared?.url : s.sharedUrlEncrypted ? decrypt(s.sharedUrlEncrypted, keys) : undefined
+        return url ? sharedDatabaseName(url) : undefined
+      }
+      const sizes = opts.sizes
+        ? await Promise.all(servers.map((s) => (s.status === 'active' ? sizesOf(s.name, sharedName(s)) : Promise.resolve({}))))
+        : undefined
+      return servers.map((s, i) => {
         budgets.set(s.name, s.maxConnections ?? undefined)
         return {
+          ...sizes?.[i],
           name: s.name,
           role: s.role,
           status: s.status,

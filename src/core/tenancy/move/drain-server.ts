@@ -36,7 +36,7 @@ export async function drainServer(deps: DrainDeps, name: string, opts: { inline?
     .where(and(eq(tenants.server, name), isNull(tenants.deletedAt)))
     .orderBy(asc(tenants.slug))
   // Counted as the moves are planned, so one drain spreads its tenants instead of sending all to the emptiest server.
-  const load = (await servers.load()).filter((s) => s.status === 'active' && s.name !== name)
+  const load = (await servers.load(undefined, { sizes: placement.sizes })).filter((s) => s.status === 'active' && s.name !== name)
   const result: DrainResult = { moved: [], skipped: [] }
   for (const row of rows) {
     if (row.status !== 'active' && row.status !== 'suspended') {

@@ -67,7 +67,7 @@ export function createTenantMover(deps: TenantMoverDeps): TenantMover {
         // In that mode already: it stays on its server (a move there is not needed).
         if (row.isolation === isolation) return row.server
         const { servers, placement } = deps.provisioner
-        const load = (await servers.load()).filter((s) => s.status === 'active')
+        const load = (await servers.load(undefined, { sizes: placement.sizes })).filter((s) => s.status === 'active')
         return placement({ tenantId, slug: row.slug, planTier: row.planTier, isolation }, load)
       },
     })
