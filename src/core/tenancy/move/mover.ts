@@ -333,10 +333,20 @@ export function createMover(deps: MoverDeps): Mover {
     }
   }
 
+  /** The tenant's open move when it goes where the request asks (a request naming no server matches any); 409 otherwise. */
+  function sameTargetOrConflict(open: TenantMove, slug: string, request: MoveRequest): TenantMove {
+    const same = open.toIsolation === request.target.isolation && (request.target.server === undefined || (open.toServer ?? undefined) === request.target.server)
+    if (same) return open
+    throw conflict('MOVE_IN_PROGRESS', `tenant "${slug}" is already moving to ${open.toIsolation}${open.toServer ? ` on ${open.toServer}` : ''}`)
+  }
+
   async function start(idOrSlug: string, request: MoveRequest): Promise<TenantMove> {
     const where = isUuid(idOrSlug) ? eq(tenants.id, idOrSlug.toLowerCase()) : eq(tenants.slug, idOrSlug)
     const [found] = await host.db.select().from(tenants).where(where)
     if (!found || found.status === 'deleted') throw notFound('TENANT_NOT_FOUND', `no tenant "${idOrSlug}"`)
+    // Asked again while its move runs (the run holds the lock): the open move, as startLocked answers it.
+    const open = await openFor(found.id)
+    if (open) return sameTargetOrConflict(open, found.slug, request)
     // The tenant lock, as a lifecycle run takes it: a deletion under way (it holds the lock) refuses the
     // move, and a deletion that comes later finds the move recorded (lifecycle: MOVE_IN_PROGRESS).
     if (!(await locks.acquire(found.id)))
@@ -355,16 +365,7 @@ export function createMover(deps: MoverDeps): Mover {
     const [row] = await host.db.select().from(tenants).where(eq(tenants.id, tenantId))
     if (!row || row.status === 'deleted') throw notFound('TENANT_NOT_FOUND', `no tenant "${tenantId}"`)
     const open = await openFor(row.id)
-    // A request naming no server matches the open move's, whichever server that resolved to.
-    const sameTarget = (o: TenantMove) =>
-      o.toIsolation === request.target.isolation && (request.target.server === undefined || (o.toServer ?? undefined) === request.target.server)
-    if (open) {
-      if (sameTarget(open)) return open
-      throw conflict(
-        'MOVE_IN_PROGRESS',
-        `tenant "${row.slug}" is already moving to ${open.toIsolation}${open.toServer ? ` on ${open.toServer}` : ''}`,
-      )
-    }
+    if (open) return sameTargetOrConflict(open, row.slug, request)
     if (row.status !== 'active' && row.status !== 'suspended')
       throw conflict('TENANT_NOT_MOVABLE', `tenant "${row.slug}" is ${row.status}; only active or suspended tenants move`)
     const deletion = await deletionQueued(row.id)
@@ -425,7 +426,7 @@ export function createMover(deps: MoverDeps): Mover {
       // Two starts at once: the other one's move is the tenant's open move.
       if (pgCode(err instanceof Error ? (err.cause ?? err) : err) !== PG.uniqueViolation) throw err
       const other = await openFor(row.id)
-      if (other && sameTarget(other)) return other
+      if (other) return sameTargetOrConflict(other, row.slug, request)
       throw conflict('MOVE_IN_PROGRESS', `tenant "${row.slug}" is already moving`)
     }
   }
