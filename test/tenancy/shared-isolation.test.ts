@@ -14,7 +14,7 @@ import { projects, tenantUsers } from '../../drizzle/tenant/schema.js'
 import { connect, type Sql, withDatabase } from '../../src/core/db/connect.js'
 import { migrateFleet } from '../../src/core/tenancy/fleet.js'
 import { createPoolManager } from '../../src/core/tenancy/pool-manager.js'
-import { createScopedClient } from '../../src/core/tenancy/shared/scoped-client.js'
+import { createScopedClient, createUnitLanes } from '../../src/core/tenancy/shared/scoped-client.js'
 import { sharedify } from '../../src/core/tenancy/shared/sharedify.js'
 import type { TenantDb, TenantRecord } from '../../src/core/tenancy/types.js'
 import { createServices, type Services } from '../../src/services.js'
@@ -186,6 +186,53 @@ describe('tenant A through its handle', () => {
       await expect(pool.unsafe('savepoint still_open')).rejects.toMatchObject({ code: '25P01' }) // no transaction block
     } finally {
       await pool.end()
+    }
+  })
+})
+
+describe('statement lanes', () => {
+  it('carry drizzle statements prepared (an unprepared one holds its lane for three round trips)', async () => {
+    const pool = connect(env.config.sharedDatabaseUrl!, { max: 1 })
+    const lanes = createUnitLanes(pool, 1)
+    try {
+      const a = createScopedClient(pool, A.id, lanes)
+      // As drizzle sends a statement with parameters: unsafe(text, params), unprepared by default.
+      const text = 'select count(*)::int as n from projects where name <> $1'
+      const [ra, rb] = await Promise.all([a.unsafe(text, ['x']), a.unsafe(text, ['y'])])
+      expect(ra).toEqual(rb)
+      // The lane's connection (the pool's only one) has it prepared.
+      expect(await a.unsafe('select count(*)::int as n from pg_prepared_statements where statement = $1', [text])).toEqual([{ n: 1 }])
+    } finally {
+      lanes.close()
+      await pool.end()
+    }
+  })
+
+  it('a prepared statement gone stale (a migration changed its result) runs again in a unit of its own, never in the next one', async () => {
+    await truth.unsafe(`create table stale_probe (id int primary key, tenant_id uuid not null default nullif(current_setting('app.tenant_id', true), '')::uuid)`)
+    try {
+      await truth.unsafe(`alter table stale_probe enable row level security; alter table stale_probe force row level security;
+        create policy p on stale_probe using (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid) with check (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
+        grant select, insert on stale_probe to ${SHARED_ROLE}`)
+      await truth`insert into stale_probe (id, tenant_id) values (1, ${A.id}), (2, ${B.id})`
+      const pool = connect(env.config.sharedDatabaseUrl!, { max: 2 })
+      // One lane: A's and B's units follow each other on one connection.
+      const lanes = createUnitLanes(pool, 1)
+      try {
+        const a = createScopedClient(pool, A.id, lanes)
+        const b = createScopedClient(pool, B.id, lanes)
+        expect(await a`select * from stale_probe where id > ${0}`).toEqual([{ id: 1, tenant_id: A.id }])
+        // What a migration does: the prepared `select *` now returns another row type (postgres.js: RevalidateCachedQuery).
+        await truth.unsafe('alter table stale_probe add column extra int')
+        const [ra, rb] = await Promise.all([a`select * from stale_probe where id > ${0}`, b`select * from stale_probe where id > ${0}`])
+        expect(ra).toEqual([{ id: 1, tenant_id: A.id, extra: null }])
+        expect(rb).toEqual([{ id: 2, tenant_id: B.id, extra: null }])
+      } finally {
+        lanes.close()
+        await pool.end()
+      }
+    } finally {
+      await truth.unsafe('drop table stale_probe')
     }
   })
 })

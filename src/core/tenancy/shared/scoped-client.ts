@@ -32,6 +32,11 @@ interface QueryInternals {
   resolve: (x: unknown) => void
   reject: (e: unknown) => void
   strings: readonly string[]
+  options: { prepare?: boolean; simple?: boolean }
+  /** postgres.js: set (then the query is sent again) when a prepared statement went stale. */
+  retried: unknown
+  /** postgres.js: a truthy value makes the connection skip the query. */
+  cancelled: unknown
   execute(): unknown
 }
 
@@ -83,22 +88,72 @@ const settled = (p: unknown) =>
 /**
  * Write begin + set_config, the statement and commit on one connection without waiting in between (one
  * round trip); settle the statement's promise once commit has answered. `send` is the connection's handler.
+ *
+ * The statement must be prepared (scoped() asks for it): postgres.js sends an unprepared statement with
+ * parameters as Parse/Describe first and holds everything behind it on the connection until the answer
+ * (its parameter types) is back, so the unit took three round trips and the lane carried one unit at a
+ * time. Prepared, a connection describes each statement once; after that the three go out together.
+ *
+ * postgres.js re-sends a prepared statement that went stale (a migration changed what it returns) after
+ * the answer to it: here that is after this unit's commit, into whatever unit the lane has sent since,
+ * maybe another tenant's. So that re-send is refused (the statement is dropped from the connection's cache
+ * by then) and the whole unit runs again once, in a transaction of its own.
  */
 async function runUnit(send: QueryInternals['handler'], conn: postgres.ReservedSql, q: QueryInternals, opening: string): Promise<void> {
+  const resolve = q.resolve
+  const reject = q.reject
+  for (let attempt = 1; ; attempt++) {
+    const unit = await sendUnit(send, conn, q, opening)
+    if (unit.stale && attempt === 1) continue
+    // Whatever failed first is the answer; a statement that ran without its tenant set is never reported as a success.
+    if (unit.openError !== undefined) reject(unit.openError)
+    else if (unit.failure) reject(unit.failure.error)
+    else if (unit.closeError !== undefined) reject(unit.closeError)
+    else if (unit.rolledBack) reject(new Error('shared tenant statement: its transaction rolled back'))
+    else if (unit.result) resolve(unit.result.value)
+    else reject(new Error('shared tenant statement finished without an answer'))
+    const broken = [unit.openError, unit.failure?.error, unit.closeError].find((e) =>
+      /^CONNECTION_/.test(String((e as { code?: unknown } | undefined)?.code ?? '')),
+    )
+    if (broken) throw broken
+    return
+  }
+}
+
+interface SentUnit {
+  openError: unknown
+  closeError: unknown
+  failure: { error: unknown } | undefined
+  result: { value: unknown } | undefined
+  /** Commit answered ROLLBACK: something in the transaction failed. */
+  rolledBack: boolean
+  /** The statement failed because its prepared form went stale (dropped from the cache since): worth one more unit. */
+  stale: boolean
+}
+
+async function sendUnit(send: QueryInternals['handler'], conn: postgres.ReservedSql, q: QueryInternals, opening: string): Promise<SentUnit> {
   // A Query built on the connection carries its handler; ours are sent by hand, in order.
   const open = internals(conn.unsafe(opening))
   const close = internals(conn.unsafe('commit'))
-  const resolve = q.resolve
-  const reject = q.reject
-  let result: { value: unknown } | undefined
-  let failure: { error: unknown } | undefined
+  const unit: SentUnit = { openError: undefined, closeError: undefined, failure: undefined, result: undefined, rolledBack: false, stale: false }
   // The statement's answer arrives before commit's: hold it until the commit is known to have worked.
   q.resolve = (value) => {
-    result = { value }
+    unit.result = { value }
   }
   q.reject = (error) => {
-    failure ??= { error }
+    unit.failure ??= { error }
   }
+  // postgres.js' retry of a stale prepared statement sets `retried`, then sends it again unless it is cancelled.
+  q.cancelled = null
+  Object.defineProperty(q, 'retried', {
+    configurable: true,
+    get: () => undefined,
+    set: (error: unknown) => {
+      unit.failure ??= { error }
+      unit.stale = true
+      q.cancelled = true
+    },
+  })
   open.executed = true
   close.executed = true
   q.handler = send
@@ -106,16 +161,17 @@ async function runUnit(send: QueryInternals['handler'], conn: postgres.ReservedS
   send(q)
   send(close)
   // Answers arrive in order; the caller frees the connection only after commit's, outside any transaction.
-  const openError = await settled(open)
-  const closeError = await settled(close)
-  // Whatever failed first is the answer; a statement that ran without its tenant set is never reported as a success.
-  if (openError !== undefined) reject(openError)
-  else if (failure) reject(failure.error)
-  else if (closeError !== undefined) reject(closeError)
-  else if (result) resolve(result.value)
-  else reject(new Error('shared tenant statement finished without an answer'))
-  const broken = [openError, failure?.error, closeError].find((e) => /^CONNECTION_/.test(String((e as { code?: unknown } | undefined)?.code ?? '')))
-  if (broken) throw broken
+  unit.openError = await settled(open)
+  let closed: unknown
+  unit.closeError = await Promise.resolve(close as unknown as Promise<unknown>).then(
+    (value) => {
+      closed = value
+      return undefined
+    },
+    (err: unknown) => err ?? new Error('commit failed'),
+  )
+  unit.rolledBack = (closed as { command?: unknown } | undefined)?.command === 'ROLLBACK'
+  return unit
 }
 
 /**
@@ -244,6 +300,9 @@ export function createScopedClient(pool: Sql, tenantId: string, lanes?: UnitLane
   function scoped<Q>(query: Q): Q {
     const q = internals(query)
     refuseSettingChange(q.strings.join('?'))
+    // Prepared (drizzle sends its statements unprepared): see runUnit. A statement without parameters
+    // goes as a simple query, which needs no describing.
+    if (!q.options.simple) q.options.prepare = true
     q.handler = unitHandler as unknown as QueryInternals['handler']
     return query
   }
