@@ -262,6 +262,43 @@ describe('crash at each step, then retry', () => {
     },
   )
 
+  it('starts the welcome email together with seedOwner (a concurrent step); seedOwner failing is still the step recorded', async () => {
+    const owner = await newUser('together@example.com')
+    let emailStarted!: () => void
+    const started = new Promise<void>((resolve) => {
+      emailStarted = resolve
+    })
+    const together = createProvisioner({
+      host: services.host,
+      catalog: services.catalog,
+      tasks: services.tasks,
+      lifecycle: services.lifecycle,
+      pools: services.pools,
+      config: env.config,
+      logger,
+      faults: {
+        // seedOwner waits for the email step to begin: run one after the other, this would never finish.
+        beforeStep: async (s) => {
+          if (s === 'sendWelcomeEmail') emailStarted()
+          if (s === 'seedOwner') {
+            await started
+            throw new Error('seed failed')
+          }
+        },
+      },
+    })
+    try {
+      await expect(together.provision({ slug: 'together', name: 'Together', ownerUserId: owner.id })).rejects.toMatchObject({ code: 'PROVISIONING_FAILED' })
+    } finally {
+      await together.close()
+    }
+    const failed = await services.provisioner.describe('together')
+    expect(failed).toMatchObject({ status: 'failed', provisionStep: 'seedOwner', provisionError: 'seedOwner: seed failed' })
+    const done = await services.provisioner.retry('together')
+    expect(done.status).toBe('active')
+    expect((await welcomeJobs('together@example.com')).map((r) => r.id)).toEqual([welcomeEmailJobId(done.id)])
+  })
+
   it('resumes a run whose process died without recording the failure (status still provisioning)', async () => {
     const dying = createProvisioner({
       host: services.host,

@@ -9,7 +9,7 @@
 import { eq } from 'drizzle-orm'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { auditLogs, users } from '../../drizzle/host/schema.js'
+import { auditLogs, memberships, systemJobs, users } from '../../drizzle/host/schema.js'
 import { projects, tenantUsers } from '../../drizzle/tenant/schema.js'
 import { connect, type Sql, withDatabase } from '../../src/core/db/connect.js'
 import { migrateFleet } from '../../src/core/tenancy/fleet.js'
@@ -24,6 +24,7 @@ import { Type } from 'typebox'
 import { settled } from '../jobs/helpers.js'
 import { ADMIN_URL, SHARED, SHARED_ROLE } from '../helpers/env.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { welcomeEmailJobId } from '../../src/features/tenants/welcome-email.js'
 
 let env: TestEnv
 let services: Services
@@ -311,6 +312,63 @@ describe('a shared tenant’s lifecycle', () => {
     )
     expect(summary).toMatchObject({ migrated: 1, failed: 0 })
     expect((await services.provisioner.writes.get('shared-c')).migrationStatus).toBe('current')
+  })
+
+  it('registers in one write (catalog row, membership, audit entry) and runs the lifecycle on it: the rows and refusals of register()', async () => {
+    const t = await services.provisioner.provision({
+      slug: 'shared-d',
+      name: ' D ',
+      ownerUserId: owner,
+      isolation: 'shared',
+      origin: { ip: '203.0.113.9', userAgent: 'probe' },
+    })
+    const row = await services.provisioner.writes.get('shared-d')
+    expect(row).toMatchObject({
+      id: t.id,
+      name: 'D',
+      planTier: 'free',
+      isolation: 'shared',
+      server: 'default',
+      status: 'active',
+      dbName: `${env.name}_shared`,
+      provisionStep: null,
+      provisionError: null,
+      migrationStatus: 'current',
+      migrationVersion: services.provisioner.shared!.info.version,
+      createdBy: owner,
+      deletedAt: null,
+    })
+    expect(row.createdAt).toBeInstanceOf(Date)
+    expect(row.migratedAt).toBeInstanceOf(Date)
+    expect(services.provisioner.writes.dbUrl(row)).toBe(env.config.sharedDatabaseUrl)
+    expect(await services.host.db.select({ role: memberships.role }).from(memberships).where(eq(memberships.tenantId, t.id))).toEqual([{ role: 'owner' }])
+    const entries = await services.host.db.select().from(auditLogs).where(eq(auditLogs.tenantId, t.id))
+    expect(entries.find((e) => e.action === 'tenant.created')).toMatchObject({
+      actorUserId: owner,
+      targetType: 'tenant',
+      targetId: t.id,
+      ip: '203.0.113.9',
+      userAgent: 'probe',
+      metadata: { slug: 'shared-d', planTier: 'free', isolation: 'shared', server: 'default', ownerUserId: owner },
+    })
+    expect(entries.map((e) => e.action)).toContain('tenant.provisioned')
+    // The lifecycle ran on it: the owner seeded in the shared tables, the welcome email queued, the tenant lock given back.
+    expect(await as(await record('shared-d'), (db) => db.select({ g: tenantUsers.globalUserId }).from(tenantUsers))).toEqual([{ g: owner }])
+    expect(await services.host.db.select({ id: systemJobs.id }).from(systemJobs).where(eq(systemJobs.id, welcomeEmailJobId(t.id)))).toHaveLength(1)
+    expect(await services.provisioner.run('suspended', 'shared-d')).toBe('done')
+
+    const refused = (input: Partial<Parameters<Services['provisioner']['provision']>[0]>) =>
+      services.provisioner.provision({ slug: 'shared-e', name: 'E', ownerUserId: owner, isolation: 'shared', ...input })
+    await expect(refused({ slug: 'shared-d' })).rejects.toMatchObject({ statusCode: 409, code: 'SLUG_TAKEN' })
+    // A live alias of another tenant's former slug holds it.
+    await services.host.sql`insert into core_tenant_slug_aliases (slug, tenant_id, expires_at) values ('shared-old', ${t.id}, now() + interval '1 day')`
+    await expect(refused({ slug: 'shared-old' })).rejects.toMatchObject({ statusCode: 409, code: 'SLUG_TAKEN' })
+    await expect(refused({ ownerUserId: crypto.randomUUID() })).rejects.toMatchObject({ statusCode: 400, code: 'UNKNOWN_OWNER' })
+    await expect(refused({ maxCreatedByOwner: 1 })).rejects.toMatchObject({ statusCode: 403, code: 'TENANT_QUOTA_EXCEEDED' })
+    expect(await services.provisioner.writes.find('shared-old')).toBeUndefined()
+    expect(await services.provisioner.writes.find('shared-e')).toBeUndefined()
+    // Under the quota it goes through.
+    expect(await refused({ maxCreatedByOwner: 100 })).toMatchObject({ slug: 'shared-e', status: 'active' })
   })
 
   it('hard delete erases every row of the tenant (verified) and leaves the others’', async () => {

@@ -39,9 +39,17 @@ declare module 'fastify' {
 export type AuditDb = Pick<HostDb, 'insert'> | RawSql
 
 export async function audit(db: AuditDb, entry: AuditEntry, from?: FastifyRequest | AuditSource): Promise<void> {
+  await auditInsert(db, entry, from)
+    // Prepared: an ad-hoc drizzle insert is sent unprepared, a Describe round trip before every audit row.
+    .prepare('tk_audit_insert')
+    .execute()
+}
+
+/** The audit row's insert, not yet sent (audit() sends it; CatalogWrites.update pipelines it with its update). */
+export function auditInsert(db: AuditDb, entry: AuditEntry, from?: FastifyRequest | AuditSource) {
   const request = from && 'raw' in from ? from : undefined
   const source = request ? auditSource(request) : (from as AuditSource | undefined)
-  await (typeof db === 'function' ? hostDbOn(db) : db).insert(auditLogs).values({
+  return (typeof db === 'function' ? hostDbOn(db) : db).insert(auditLogs).values({
     action: entry.action,
     actorUserId: entry.actorUserId ?? null,
     actorApiKeyId: entry.actorApiKeyId ?? request?.actorApiKeyId ?? null,

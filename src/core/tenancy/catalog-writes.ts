@@ -6,7 +6,7 @@
  */
 import { eq, or, sql } from 'drizzle-orm'
 import { type Tenant, tenants } from '../../../drizzle/host/schema.js'
-import { type AuditSource, audit } from '../lib/audit.js'
+import { type AuditSource, audit, auditInsert } from '../lib/audit.js'
 import type { HostDatabase } from '../db/host.js'
 import { decrypt, type KeyRing } from '../lib/crypto.js'
 import { notFound } from '../lib/errors.js'
@@ -31,7 +31,11 @@ export interface CatalogWrites {
   find(idOrSlug: string): Promise<Tenant | undefined>
   /** find, or 404 TENANT_NOT_FOUND. */
   get(idOrSlug: string): Promise<Tenant>
-  update(id: string, patch: TenantPatch): Promise<void>
+  /**
+   * With `entry`, its audit row is written in the same transaction, both statements and begin/commit sent
+   * together on one connection (one round trip): a lifecycle run's last write and its audit entry.
+   */
+  update(id: string, patch: TenantPatch, entry?: AuditEntry): Promise<void>
   /**
    * 'provisioning' → 'failed' with the step and error; a no-op (false) unless the tenant is still
    * provisioning, so a repeated mark never undoes a run that has finished it since. With `timeoutMs`
@@ -62,6 +66,29 @@ export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog
     return row
   }
 
+  /** The update and the audit row in one transaction, written as one batch (prepared statements, so nothing waits for a Describe). */
+  async function withAudit(update: { sql: string; params: unknown[] }, { origin, ...entry }: AuditEntry): Promise<void> {
+    const row = auditInsert(host.db, { ...entry, targetType: 'tenant', targetId: entry.tenantId }, origin).toSQL()
+    const conn = await host.sql.reserve()
+    try {
+      const sent = [
+        conn`begin`,
+        conn.unsafe(update.sql, update.params as never[], { prepare: true }),
+        conn.unsafe(row.sql, row.params as never[], { prepare: true }),
+        conn`commit`,
+      ]
+      const answers = await Promise.allSettled(sent)
+      const failed = answers.find((a): a is PromiseRejectedResult => a.status === 'rejected')
+      if (failed) {
+        await conn`rollback`.catch(() => {}) // when commit itself failed, the transaction may still be open
+        throw failed.reason
+      }
+      if ((answers.at(-1) as PromiseFulfilledResult<{ command?: string }>).value.command !== 'COMMIT') throw new Error('the catalog update rolled back')
+    } finally {
+      conn.release()
+    }
+  }
+
   return {
     find,
     async get(idOrSlug) {
@@ -69,11 +96,15 @@ export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog
       if (!row) throw notFound('TENANT_NOT_FOUND', `no tenant "${idOrSlug}"`)
       return row
     },
-    async update(id, patch) {
-      await host.db
+    async update(id, patch, entry) {
+      const update = host.db
         .update(tenants)
         .set({ ...patch, updatedAt: new Date() })
         .where(eq(tenants.id, id))
+      if (entry) await withAudit(update.toSQL(), entry)
+      // Prepared (postgres.js keeps one statement per patch shape and connection): drizzle's ad-hoc
+      // statements go unprepared, which costs a Describe round trip before each.
+      else await update.prepare('tk_writes_update_tenant').execute()
       await catalog.invalidate(id)
     },
     async markFailed(id, failure, timeoutMs) {

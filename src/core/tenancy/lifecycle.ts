@@ -113,6 +113,12 @@ export interface LifecycleStepContribution {
   step: string
   before?: StepName
   after?: StepName
+  /**
+   * Starts together with the step before it instead of after it: for a step that needs nothing that step
+   * writes (the welcome email beside seedOwner). If either fails, the first failing one in order is the
+   * step recorded, and a retry runs from there.
+   */
+  concurrent?: boolean
   run: Step
 }
 
@@ -120,6 +126,8 @@ export interface LifecycleStepContribution {
 export interface AssembledLifecycle {
   events: { readonly [E in LifecycleEvent]: EventSpec }
   steps: Readonly<Record<StepName, Step>>
+  /** Steps that start together with the step before them (LifecycleStepContribution.concurrent). */
+  concurrent?: ReadonlySet<StepName>
 }
 
 /** CORE_LIFECYCLE with the features' steps put in place; a clash or an unknown anchor is a boot error. */
@@ -127,7 +135,9 @@ export function assembleLifecycle(contributions: readonly LifecycleStepContribut
   const events = {} as Record<LifecycleEvent, EventSpec & { steps: string[] }>
   for (const [event, spec] of Object.entries(CORE_LIFECYCLE) as [LifecycleEvent, EventSpec][]) events[event] = { ...spec, steps: [...spec.steps] }
   const steps: Record<string, Step> = { ...CORE_STEPS }
+  const concurrent = new Set<StepName>()
   for (const c of contributions) {
+    if (c.concurrent) concurrent.add(c.step)
     const spec = events[c.event]
     if (!spec) throw new Error(`lifecycle step ${c.step}: no event "${c.event}"`)
     if (spec.steps.includes(c.step)) throw new Error(`lifecycle step ${c.step} is in "${c.event}" already`)
@@ -142,7 +152,7 @@ export function assembleLifecycle(contributions: readonly LifecycleStepContribut
   }
   // The first provisioning step is where a new tenant's record starts (and its first job): the core's.
   if (events.created.steps[0] !== CORE_LIFECYCLE.created.steps[0]) throw new Error('no lifecycle step may come before createDatabase')
-  return { events, steps }
+  return { events, steps, concurrent }
 }
 
 /** The first step of every provisioning (a new catalog row records it as its progress). */
@@ -209,6 +219,8 @@ export interface RunOptions {
   origin?: AuditOrigin | undefined
   /** seedOwner (and feature steps such as the welcome email): the owner; defaults to the tenant's created_by. */
   ownerUserId?: string | undefined
+  /** The owner, already read (a shared tenant's registration reads it in the same statement): saves lifecycleOwner its query. */
+  owner?: LifecycleOwner | undefined
   /**
    * Checked on the row read under the tenant lock: false → 409 PRECONDITION_FAILED and nothing runs. A
    * scheduled purge passes "still deleted, long enough ago", so a tenant restored since it was listed is never dropped.
@@ -258,7 +270,9 @@ export function lifecycleOwner(row: Pick<Tenant, 'createdBy'>, ctx: Pick<Lifecyc
   let owner = owners.get(opts)
   if (!owner) {
     const ownerId = opts.ownerUserId ?? row.createdBy
-    owner = ownerId
+    owner = opts.owner && opts.owner.id === ownerId
+      ? Promise.resolve(opts.owner)
+      : ownerId
       ? ctx.host.db
           .select({ id: users.id, email: users.email, name: users.name })
           .from(users)
@@ -379,12 +393,29 @@ export async function runLifecycle(
   try {
     return await runLocked(spec, event, id, ctx, opts)
   } finally {
-    // Bounded: with the database down the unlock may never be answered, and the run's own error must
-    // reach the caller. A lock whose session died is released by Postgres anyway.
-    await withDeadline(ctx.locks.release(id), RELEASE_DEADLINE_MS, 'releasing the tenant lock').catch((err: unknown) =>
-      ctx.logger.warn({ tenantId: id, err: errorMessage(err) }, 'releasing the tenant lock failed'),
-    )
+    await releaseTenantLock(ctx, id)
   }
+}
+
+/**
+ * runLifecycle for a tenant whose lock (ctx.locks) the caller already holds and whose catalog row it wrote
+ * itself under that lock (a shared tenant's registration takes the lock before its row commits), so the
+ * row needs no second read. Releases the lock when done, like runLifecycle.
+ */
+export async function runLifecycleHeld(event: LifecycleEvent, row: Tenant, ctx: LifecycleContext, opts: RunOptions = {}): Promise<RunResult> {
+  try {
+    return await runLocked(ctx.lifecycle.events[event], event, row.id, ctx, opts, row)
+  } finally {
+    await releaseTenantLock(ctx, row.id)
+  }
+}
+
+async function releaseTenantLock(ctx: LifecycleContext, id: string): Promise<void> {
+  // Bounded: with the database down the unlock may never be answered, and the run's own error must
+  // reach the caller. A lock whose session died is released by Postgres anyway.
+  await withDeadline(ctx.locks.release(id), RELEASE_DEADLINE_MS, 'releasing the tenant lock').catch((err: unknown) =>
+    ctx.logger.warn({ tenantId: id, err: errorMessage(err) }, 'releasing the tenant lock failed'),
+  )
 }
 
 const RELEASE_DEADLINE_MS = 5000
@@ -431,9 +462,16 @@ export async function markProvisioningFailed(
   }
 }
 
-async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx: LifecycleContext, opts: RunOptions): Promise<RunResult> {
-  // Read under the lock: the status and recorded step are now ours alone.
-  const found = await ctx.writes.find(id)
+async function runLocked(
+  spec: EventSpec,
+  event: LifecycleEvent,
+  id: string,
+  ctx: LifecycleContext,
+  opts: RunOptions,
+  written?: Tenant,
+): Promise<RunResult> {
+  // Read under the lock: the status and recorded step are now ours alone (or written under it by the caller).
+  const found = written ?? (await ctx.writes.find(id))
   // Hard deleted by a run that held the lock before us (the caller looked the tenant up first).
   if (!found && event === 'hardDeleted') return { outcome: 'already_done', row: undefined }
   if (!found) throw notFound('TENANT_NOT_FOUND', `no tenant "${id}"`)
@@ -465,19 +503,48 @@ async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx
   // Progress (provision_step) rides along with the next catalog write instead of costing one of its own:
   // a run that dies before it is written resumes one idempotent step earlier, which is still correct.
   let progress: TenantPatch = {}
+  // The run's audit entry, once every step of the event is done: in the transaction of the last catalog
+  // write when there is one (one round trip for both), else on its own after the steps.
+  const complete = end === spec.steps.length
+  let audited = false
+  const auditEntry = () => ({
+    action: spec.audit,
+    tenantId: id,
+    actorUserId: opts.actorUserId,
+    origin: opts.origin,
+    metadata: { slug: first.slug, ms: Math.round(performance.now() - started) },
+  })
   try {
-    for (let i = start; i < end; i++) {
-      const step = spec.steps[i]!
-      current = step
-      await ctx.faults?.beforeStep?.(step, id)
-      const patch = await ctx.lifecycle.steps[step]!(row, ctx, opts)
-      await ctx.faults?.afterStep?.(step, id)
-      const next = spec.steps[i + 1]
+    for (let i = start; i < end; ) {
+      // A step, and the concurrent steps right after it, started together.
+      let j = i + 1
+      while (j < end && ctx.lifecycle.concurrent?.has(spec.steps[j]!)) j++
+      const group = spec.steps.slice(i, j)
+      current = group[0]
+      const results = await Promise.allSettled(
+        group.map(async (step) => {
+          await ctx.faults?.beforeStep?.(step, id)
+          const patch = await ctx.lifecycle.steps[step]!(row, ctx, opts)
+          await ctx.faults?.afterStep?.(step, id)
+          return patch
+        }),
+      )
+      const failedAt = results.findIndex((r) => r.status === 'rejected')
+      if (failedAt !== -1) {
+        current = group[failedAt]
+        throw (results[failedAt] as PromiseRejectedResult).reason
+      }
+      const patches = results.map((r) => (r as PromiseFulfilledResult<TenantPatch | undefined>).value).filter((p) => p !== undefined)
+      const patch = patches.length ? (Object.assign({}, ...patches) as TenantPatch) : undefined
+      i = j
+      const next = spec.steps[i]
       if (spec.tracked && next) progress = { provisionStep: next }
-      const last = i === end - 1
+      const last = i === end
       const write: TenantPatch = patch || last ? { ...progress, ...patch } : {}
       if (Object.keys(write).length) {
-        await ctx.writes.update(id, write)
+        const entry = last && complete ? auditEntry() : undefined
+        await ctx.writes.update(id, write, entry)
+        audited = entry !== undefined
         row = { ...row, ...write } as Tenant
         progress = {}
       }
@@ -504,9 +571,9 @@ async function runLocked(spec: EventSpec, event: LifecycleEvent, id: string, ctx
     }
     throw spec.tracked ? Object.assign(err instanceof Error ? err : new Error(error), { [FAILURE_MARKED]: marked }) : err
   }
-  if (end === spec.steps.length) {
+  if (complete) {
     const ms = Math.round(performance.now() - started)
-    await ctx.writes.audit({ action: spec.audit, tenantId: id, actorUserId: opts.actorUserId, origin: opts.origin, metadata: { slug: first.slug, ms } })
+    if (!audited) await ctx.writes.audit(auditEntry())
     ctx.logger.info({ tenantId: id, slug: first.slug, event, ms }, spec.audit)
   }
   return { outcome: 'done', row: event === 'hardDeleted' && end === spec.steps.length ? undefined : row }

@@ -12,7 +12,7 @@
  * (stale-sweep.ts) or `tenants resume-stale`. The same object runs the other lifecycle events
  * (suspend, resume, delete).
  */
-import { and, asc, count, eq, isNull, lt, ne, sql } from 'drizzle-orm'
+import { and, asc, count, eq, getTableColumns, isNull, lt, ne, sql } from 'drizzle-orm'
 import { uuidv7 } from 'uuidv7'
 import type { Logger } from 'pino'
 import { memberships, type Tenant, type TenantIsolation, tenants } from '../../../drizzle/host/schema.js'
@@ -37,11 +37,13 @@ import {
   type LifecycleContext,
   type LifecycleEvent,
   type LifecycleFaults,
+  type LifecycleOwner,
   markProvisioningFailed,
   type ProvisionStep,
   type RunOptions,
   type RunOutcome,
   runLifecycle,
+  runLifecycleHeld,
 } from './lifecycle.js'
 import { createSharedDatabase, type SharedDatabase } from './shared/shared-database.js'
 import { claimSlug } from './slugs.js'
@@ -307,6 +309,17 @@ export function withTimeouts(maintenance: string, timeoutMs: number): string {
   return url.toString()
 }
 
+/** A core_tenants row as postgres.js returns it (column names) → the drizzle row (field names, mapped values). */
+const TENANT_COLUMNS = Object.entries(getTableColumns(tenants))
+function tenantFromRow(raw: Record<string, unknown>): Tenant {
+  const row: Record<string, unknown> = {}
+  for (const [field, column] of TENANT_COLUMNS) {
+    const value = raw[column.name]
+    row[field] = value === null || value === undefined ? null : column.mapFromDriverValue(value)
+  }
+  return row as Tenant
+}
+
 const DEFAULT_STATEMENT_TIMEOUT_MS = 60_000
 const DEFAULT_STALE_AFTER_S = 600
 /** The sweep's own lock, in the tenant locks' key space (never a tenant id). */
@@ -511,11 +524,143 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
     return publicView(row)
   }
 
+  /**
+   * register() for a shared tenant whose shared database is ready, as one write to the host database:
+   * begin, the slug's lock (and the owner's quota lock), then ONE statement that checks the slug's live
+   * aliases and the quota and inserts the catalog row (current at the shared database's version), the
+   * owner's membership and the audit entry, returning the row and the owner (seedOwner and the welcome
+   * email need them), and commit: all sent together, one round trip. Meanwhile the tenant's lifecycle lock
+   * is taken on its own connection, as runLifecycle would take it right after (a run that got there first
+   * makes this one TENANT_BUSY, as before); the row needs no second read under it, since only a run,
+   * which needs that lock, writes a tenant's row between its registration and its first run. Same rows, same
+   * errors (SLUG_TAKEN, TENANT_QUOTA_EXCEEDED, UNKNOWN_OWNER) as register(); raw postgres.js because
+   * drizzle's transaction waits for BEGIN and its statements go unprepared (a Describe round trip each).
+   */
+  async function registerShared(
+    input: ProvisionInput,
+    t: { id: string; slug: string; name: string; planTier: string; home: SharedHome },
+    lock: Promise<boolean>,
+  ): Promise<{ row: Tenant; owner: LifecycleOwner | undefined }> {
+    const ownerId = input.ownerUserId ?? null
+    const actor = input.actorUserId ?? input.ownerUserId ?? null
+    const quota = input.ownerUserId && input.maxCreatedByOwner !== undefined ? input.maxCreatedByOwner : null
+    const metadata = JSON.stringify({ slug: t.slug, planTier: t.planTier, isolation: 'shared', server: t.home.server, ownerUserId: ownerId })
+    try {
+      return await registerSharedRow(input, t, lock, { ownerId, actor, quota, metadata })
+    } catch (err) {
+      // Not registered: the lock (when it was taken) goes back.
+      if (await lock.catch(() => false)) await ctx.locks.release(t.id).catch(() => {})
+      throw err
+    }
+  }
+
+  async function registerSharedRow(
+    input: ProvisionInput,
+    t: { id: string; slug: string; name: string; planTier: string; home: SharedHome },
+    lock: Promise<boolean>,
+    p: { ownerId: string | null; actor: string | null; quota: number | null; metadata: string },
+  ): Promise<{ row: Tenant; owner: LifecycleOwner | undefined }> {
+    const { db, server } = t.home
+    const { ownerId, actor, quota, metadata } = p
+    const conn = await host.sql.reserve()
+    try {
+      // Sent together without waiting (postgres.js pipelines on one connection); the connection runs them in
+      // order, so the check takes its snapshot only once the locks are held, as in claimSlug.
+      const sent = [
+        conn`begin`,
+        conn`select pg_advisory_xact_lock(hashtextextended(${`slug:${t.slug}`}::text, 0))`,
+        ...(quota !== null ? [conn`select pg_advisory_xact_lock(hashtextextended(${`tenant-quota:${ownerId}`}::text, 0))`] : []),
+        conn<Record<string, unknown>[]>`
+          with refused as (
+            select exists (
+                select 1 from core_tenant_slug_aliases where slug = ${t.slug}::text and expires_at > now() and tenant_id <> ${t.id}::uuid
+              ) as slug_held,
+              coalesce(${quota}::int <= (
+                select count(*) from core_tenants where created_by = ${ownerId}::uuid and deleted_at is null and status <> 'deleted'
+              ), false) as over_quota
+          ), t as (
+            insert into core_tenants (id, slug, name, plan_tier, isolation, server, status, db_name, db_url_encrypted, provision_step,
+              created_by, migration_version, migration_status, migrated_at, migration_error)
+            select ${t.id}::uuid, ${t.slug}::text, ${t.name}::text, ${t.planTier}::text, 'shared', ${server}::text, 'provisioning',
+              ${db.dbName}::text, ${encrypt(db.url, config.encryptionKeys)}::text, ${FIRST_PROVISION_STEP}::text, ${ownerId}::uuid,
+              ${db.info.version}::text, 'current', now(), null
+            from refused where not slug_held and not over_quota
+            returning *
+          ), m as (
+            insert into core_memberships (id, user_id, tenant_id, role)
+            select ${uuidv7()}::uuid, created_by, id, 'owner' from t where created_by is not null
+          ), a as (
+            insert into sys_audit_logs (id, action, actor_user_id, tenant_id, target_type, target_id, ip, user_agent, metadata)
+            select ${uuidv7()}::uuid, 'tenant.created', ${actor}::uuid, id, 'tenant', id::text,
+              ${input.origin?.ip ?? null}::text, ${input.origin?.userAgent?.slice(0, 512) ?? null}::text, ${metadata}::jsonb
+            from t
+          )
+          select r.slug_held, r.over_quota, t.*, o.id as owner_id, o.email as owner_email, o.name as owner_name
+          from refused r left join t on true left join core_users o on o.id = ${ownerId}::uuid`,
+        // A refused check inserted nothing, so committing it writes nothing; after a failed statement it rolls back.
+        conn`commit`,
+      ]
+      const answers = await Promise.allSettled(sent)
+      const failed = answers.find((a): a is PromiseRejectedResult => a.status === 'rejected')
+      if (failed) {
+        await conn`rollback`.catch(() => {}) // when commit itself was what failed, the transaction may still be open
+        const code = pgCode(failed.reason)
+        if (code === PG.uniqueViolation) throw conflict('SLUG_TAKEN', `slug "${t.slug}" is already taken`)
+        if (code === '23503') throw badRequest('UNKNOWN_OWNER', 'the owner user does not exist')
+        throw failed.reason
+      }
+      const [out] = (answers.at(-2) as PromiseFulfilledResult<Record<string, unknown>[]>).value
+      if (!out || out.slug_held) throw conflict('SLUG_TAKEN', `slug "${t.slug}" is already taken`)
+      if (out.over_quota) throw forbidden('TENANT_QUOTA_EXCEEDED', `You have created ${quota} tenants, the most allowed: delete one first`, { max: quota })
+      if ((answers.at(-1) as PromiseFulfilledResult<{ command?: string }>).value.command !== 'COMMIT') throw new Error('registering the tenant rolled back')
+      if (!(await lock)) throw conflict('TENANT_BUSY', `another operation on tenant ${t.id} is running; try again when it has finished`)
+      const owner = out.owner_id ? { id: String(out.owner_id), email: String(out.owner_email), name: (out.owner_name as string | null) ?? null } : undefined
+      return { row: tenantFromRow(out), owner }
+    } finally {
+      conn.release()
+    }
+  }
+
   const observe = (mode: 'inline' | 'queued', outcome: 'active' | 'failed', seconds: number) =>
     deps.metrics?.provisioningDuration.observe({ mode, outcome }, seconds)
 
+  /**
+   * A shared tenant, all in this process: registerShared (one write, the tenant's lock taken alongside),
+   * then the `created` lifecycle on the row it wrote, with the owner it read. Undefined when placement has
+   * several shared databases to choose from, or the one chosen is not ready: register() and runLifecycle()
+   * then do it the long way (and record a failure).
+   */
+  async function provisionShared(input: ProvisionInput, started: number): Promise<ProvisionedTenant | undefined> {
+    const slug = validateSlug(input.slug)
+    const name = typeof input.name === 'string' ? input.name.trim() : ''
+    if (name.length < 1 || name.length > 200) throw badRequest('INVALID_NAME', 'name must be 1-200 characters')
+    // The server asked for, or the only one holding a shared database; with several, placement chooses
+    // under its lock in register().
+    const { home } = await sharedHomes(input.server)
+    if (!home || !(await home.db.ensure().then(() => true, () => false))) return undefined
+    const id = uuidv7()
+    const lock = ctx.locks.acquire(id)
+    const { row, owner } = await registerShared(input, { id, slug, name, planTier: input.planTier ?? 'free', home }, lock)
+    // Nothing is cached for a new id here; other processes may hold its slug as unknown. Published while the lifecycle runs.
+    const invalidated = catalog.invalidate(id)
+    try {
+      const done = await runLifecycleHeld('created', row, ctx, { actorUserId: input.actorUserId ?? input.ownerUserId, owner })
+      observe('inline', 'active', (performance.now() - started) / 1000)
+      return publicView(done.row!)
+    } catch (err) {
+      observe('inline', 'failed', (performance.now() - started) / 1000)
+      throw failed(id, err)
+    } finally {
+      await invalidated
+    }
+  }
+
   async function provision(input: ProvisionInput): Promise<ProvisionedTenant> {
     const started = performance.now()
+    if (isolationOf(input, input.planTier ?? 'free') === 'shared') {
+      const done = await provisionShared(input, started)
+      if (done) return done
+    }
     const { id } = await register(input)
     try {
       const { row } = await runLifecycle('created', id, ctx, { actorUserId: input.actorUserId ?? input.ownerUserId })
