@@ -7,9 +7,11 @@
  * lifecycle lock is held, does not start a move.
  */
 import { and, eq } from 'drizzle-orm'
+import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { systemJobs, tenantMoves } from '../../drizzle/host/schema.js'
 import { connect, withDatabase } from '../../src/core/db/connect.js'
+import { migrateFleet } from '../../src/core/tenancy/fleet.js'
 import { createTenantLocks } from '../../src/core/tenancy/lifecycle.js'
 import { tenantDeleteJobId } from '../../src/features/tenants/jobs.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
@@ -153,4 +155,21 @@ describe('a moving tenant is not deleted under its move', () => {
       await all.end()
     }
   }, 90_000)
+})
+
+describe('a moving tenant is not migrated under its move', () => {
+  it('a fleet migration reports it failed (MOVE_IN_PROGRESS) and marks nothing; after the move is aborted it is migrated', async () => {
+    const t = await tenantWith(ctx.app)
+    const m = await services().mover.start(t.slug, { target: { isolation: 'shared' } })
+    // Behind as after a deploy with a new tenant migration (the catalog says so; the database is current).
+    await services().provisioner.writes.update(t.id, { migrationStatus: 'pending' })
+    const deps = { host: ctx.app.host, catalog: services().catalog, pools: services().pools, config: ctx.env.config, logger: pino({ level: 'silent' }) }
+    const refused = await migrateFleet(deps, { tenants: [t.slug] })
+    expect(refused.results[0]).toMatchObject({ outcome: 'failed', error: expect.stringContaining(`is moving to shared on default (move ${m.id}`) })
+    expect((await services().provisioner.writes.get(t.id)).migrationStatus).toBe('pending')
+    await services().mover.abort(m.id)
+    const done = await migrateFleet(deps, { tenants: [t.slug] })
+    expect(done.results[0]).toMatchObject({ outcome: 'migrated' })
+    expect((await services().provisioner.writes.get(t.id)).migrationStatus).toBe('current')
+  })
 })

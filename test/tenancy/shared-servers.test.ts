@@ -194,8 +194,17 @@ describe.skipIf(unavailable)('shared databases on several servers', () => {
     } finally {
       await data.end()
     }
-    // The shared tenant's erasure on the second server deletes its rows there, verified.
     await services().provisioner.run('hardDeleted', 'tie-breaker')
+    // A shared tenant's erasure on the second server deletes its rows there (through its own handle), verified.
+    const gone = await services().provisioner.provision({ slug: 'gone-second', name: 'Gone', server: 'second' })
+    expect(gone.server).toBe('second')
+    await services().pools.withTenant((await services().catalog.get(gone.id))!, (db) => db.$client`insert into projects (id, name) values (gen_random_uuid(), 'doomed')`)
+    const rowsOf = (id: string) => asSuperuser(async (sql) => (await sql`select 1 from projects where tenant_id = ${id}`).length)
+    expect(await rowsOf(gone.id)).toBe(1)
+    await services().provisioner.run('hardDeleted', gone.id)
+    expect(await rowsOf(gone.id)).toBe(0)
+    expect(await services().provisioner.writes.find(gone.id)).toBeUndefined()
+    expect(await rowsOf(neighbour.id)).toBe(1)
   })
 
   it('moves a shared tenant from the default server to the second and back under reads: 0 failed reads, rows verified, old rows deleted', async () => {

@@ -14,6 +14,7 @@ import { errorMessage } from '../lib/error-log.js'
 import { notFound } from '../lib/errors.js'
 import { type CatalogWrites, createCatalogWrites } from './catalog-writes.js'
 import { sharedPoolKey } from './pool-manager.js'
+import { movingConflict, openMoveOf } from './moving.js'
 import { DEFAULT_DB_SERVER, type ServerRegistry } from './servers.js'
 import type { SharedDatabase } from './shared/shared-database.js'
 import type { Catalog, PoolManager } from './types.js'
@@ -85,6 +86,11 @@ export interface MigrateTenantDeps {
   info: MigrationInfo
   folder: string
   pools?: PoolManager | undefined
+  /**
+   * Given: a tenant with an open move is refused (409 MOVE_IN_PROGRESS, nothing marked): migrating the copy
+   * a move reads would leave the two sides on different layouts. Migrate it once the move is done.
+   */
+  host?: HostDatabase | undefined
   /** Shared tenants: the shared database of the tenant's server; its version is brought current by ensure(). */
   shared?: ((server: string) => Promise<Pick<SharedDatabase, 'ensure'> | undefined>) | undefined
 }
@@ -93,6 +99,8 @@ export interface MigrateTenantDeps {
 export async function migrateTenant(row: Tenant, deps: MigrateTenantDeps): Promise<'skipped' | 'migrated'> {
   const { writes, info, folder, pools } = deps
   if (row.migrationVersion === info.version && row.migrationStatus === 'current') return 'skipped'
+  const move = deps.host && (await openMoveOf(deps.host, row.id))
+  if (move) throw movingConflict(row.slug, 'migrate', move)
   await writes.update(row.id, { migrationStatus: 'running', migrationError: null })
   try {
     if (row.isolation === 'shared') {
@@ -194,7 +202,7 @@ export async function migrateFleet(deps: FleetDeps, opts: FleetOptions = {}): Pr
       if (!(MIGRATABLE as readonly string[]).includes(row.status)) {
         throw new Error(`tenant is ${row.status}; finish it with provisioning retry instead`)
       }
-      result.outcome = await migrateTenant(row, { writes, info, folder, pools: deps.pools, shared: sharedOnce })
+      result.outcome = await migrateTenant(row, { writes, info, folder, pools: deps.pools, shared: sharedOnce, host: deps.host })
       result.version = info.version
     } catch (err) {
       result.outcome = 'failed'

@@ -12,10 +12,10 @@
  * processes (CatalogWrites does that).
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import { and, eq } from 'drizzle-orm'
+import { eq } from 'drizzle-orm'
 import type { Logger } from 'pino'
 import { uuidv7 } from 'uuidv7'
-import { type Tenant, type TenantMove, tenantMoves, type TenantStatus, users } from '../../../drizzle/host/schema.js'
+import { type Tenant, type TenantStatus, users } from '../../../drizzle/host/schema.js'
 import { quoteIdent, type Sql } from '../db/connect.js'
 import type { Config } from '../config.js'
 import type { HostDatabase } from '../db/host.js'
@@ -29,6 +29,9 @@ import { DEFAULT_DB_SERVER, type ServerRegistry } from './servers.js'
 import type { TenantTemplate } from './template.js'
 import type { PoolManager, PoolTargetOf } from './types.js'
 import { isUuid } from '../lib/uuid.js'
+import { movingConflict, openMoveOf } from './moving.js'
+
+export { movingConflict, openMoveOf }
 
 export const CORE_LIFECYCLE = {
   created: {
@@ -314,7 +317,7 @@ const CORE_STEPS: Record<CoreStepName, Step> = {
 
   async migrate(row, ctx) {
     const { info, folder } = ctx.template
-    const outcome = await migrateTenant(row, { writes: ctx.writes, info, folder, pools: ctx.pools, shared: (server) => sharedOf(ctx, { server }) })
+    const outcome = await migrateTenant(row, { writes: ctx.writes, info, folder, pools: ctx.pools, shared: (server) => sharedOf(ctx, { server }), host: ctx.host })
     // Already written by migrateTenant; returned so the runner's copy of the row stays true.
     return outcome === 'migrated'
       ? { migrationVersion: info.version, migrationStatus: 'current', migratedAt: new Date(), migrationError: null }
@@ -577,24 +580,6 @@ async function runLocked(
     ctx.logger.info({ tenantId: id, slug: first.slug, event, ms }, spec.audit)
   }
   return { outcome: 'done', row: event === 'hardDeleted' && end === spec.steps.length ? undefined : row }
-}
-
-/** The tenant's open move (core_tenant_moves, state running), if any. */
-export async function openMoveOf(host: HostDatabase, tenantId: string): Promise<Pick<TenantMove, 'id' | 'step' | 'toIsolation' | 'toServer'> | undefined> {
-  const [move] = await host.db
-    .select({ id: tenantMoves.id, step: tenantMoves.step, toIsolation: tenantMoves.toIsolation, toServer: tenantMoves.toServer })
-    .from(tenantMoves)
-    .where(and(eq(tenantMoves.tenantId, tenantId), eq(tenantMoves.state, 'running')))
-  return move
-}
-
-/** 409 MOVE_IN_PROGRESS: what `what` (an event, a request) would do to a tenant while it moves. */
-export function movingConflict(slug: string, what: string, move: Pick<TenantMove, 'id' | 'step' | 'toIsolation' | 'toServer'>) {
-  return conflict(
-    'MOVE_IN_PROGRESS',
-    `tenant "${slug}" is moving to ${move.toIsolation}${move.toServer ? ` on ${move.toServer}` : ''} (move ${move.id}, at ${move.step}); ` +
-      `"${what}" is refused until the move has finished, or has been aborted (tenants move ${slug} --abort)`,
-  )
 }
 
 /** Set on a provisioning run's error: whether the tenant could be marked failed (false: still 'provisioning'). */

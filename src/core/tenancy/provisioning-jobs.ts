@@ -75,6 +75,8 @@ export const PROVISION_FIRST_JOB = pipelineStart(
 export interface FleetJobDeps {
   provisioner: Pick<Provisioner, 'writes' | 'template' | 'shared' | 'servers'>
   pools: PoolManager
+  /** A tenant with an open move is not migrated (409 MOVE_IN_PROGRESS: the job retries). */
+  host?: HostDatabase
 }
 
 export const tenantMigrate = systemJob({
@@ -93,6 +95,7 @@ export const tenantMigrate = systemJob({
       folder: template.folder,
       pools: ctx.deps.pools,
       shared: async (server) => (server === DEFAULT_DB_SERVER ? ctx.deps.provisioner.shared : ctx.deps.provisioner.servers.shared(server)),
+      host: ctx.deps.host,
     })
     return { outcome, version: template.info.version }
   },
