@@ -22,7 +22,8 @@ const MoveBody = Type.Object(
       Type.String({
         pattern: '^[a-z0-9][a-z0-9_-]{0,62}$',
         description:
-          'The database server (core_db_servers) a database of its own goes to; omitted: the default server. 400 UNKNOWN_SERVER, 409 SERVER_DRAINING',
+          'The database server (core_db_servers): where a database of its own is made, or whose shared database takes the rows; omitted: ' +
+          "placement's choice (a tenant already in that mode stays on its server). 400 UNKNOWN_SERVER, 400 INVALID_SERVER (no shared database there), 409 SERVER_DRAINING",
       }),
     ),
   },
