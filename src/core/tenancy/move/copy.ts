@@ -142,28 +142,37 @@ export async function copyTenant(source: Endpoint, target: Endpoint): Promise<Co
       for (const t of tables) {
         const insert = `insert into ${ident(t.name)} (${columnList(t)}) overriding system value
           select ${columnList(t)} from json_populate_recordset(null::${ident(t.name)}, $1::text::json)`
-        let n = 0
-        // A cursor keeps memory flat whatever the table's size; each batch goes over as one JSON array.
-        const read = src.unsafe(
-          `select row_to_json(r)::text as j from (select ${columnList(t)} from ${ident(t.name)} order by ${orderBy(t)}) r`,
+        const n = await pipeRows(
+          src.unsafe(`select row_to_json(r)::text as j from (select ${columnList(t)} from ${ident(t.name)} order by ${orderBy(t)}) r`),
+          dst,
+          insert,
         )
-        // One batch in flight on the target while the next is read from the source (two connections).
-        let writing: Promise<unknown> = Promise.resolve(null)
-        for await (const batch of read.cursor(BATCH_ROWS) as AsyncIterable<{ j: string }[]>) {
-          await settle(writing)
-          writing = dst.unsafe(insert, [`[${batch.map((r) => r.j).join(',')}]`]).then(
-            () => null,
-            (err: unknown) => ({ err }),
-          )
-          n += batch.length
-        }
-        await settle(writing)
         rows[t.name] = n
         total += n
       }
     })
   })
   return { rows, total }
+}
+
+/**
+ * Stream a source query's rows (`j`: each row as JSON text) into the target's `insert` ($1: a JSON array),
+ * BATCH_ROWS at a time. A cursor keeps memory flat whatever the table's size; one batch is in flight on the
+ * target while the next is read from the source (two connections). Returns the rows sent.
+ */
+async function pipeRows(read: postgres.PendingQuery<postgres.Row[]>, dst: postgres.TransactionSql, insert: string): Promise<number> {
+  let n = 0
+  let writing: Promise<unknown> = Promise.resolve(null)
+  for await (const batch of read.cursor(BATCH_ROWS) as AsyncIterable<{ j: string }[]>) {
+    await settle(writing)
+    writing = dst.unsafe(insert, [`[${batch.map((r) => r.j).join(',')}]`]).then(
+      () => null,
+      (err: unknown) => ({ err }),
+    )
+    n += batch.length
+  }
+  await settle(writing)
+  return n
 }
 
 /** Throw what a batch insert failed with (its promise resolves to { err } so it is never an unhandled rejection). */
@@ -248,20 +257,14 @@ export async function syncTenant(source: Endpoint, target: Endpoint): Promise<Sy
                 where (${changed.map((c) => `${ident(t.name)}.${ident(c)}`).join(', ')}) is distinct from (${changed.map((c) => `excluded.${ident(c)}`).join(', ')})`
         const insert = `insert into ${ident(t.name)} (${cols}) overriding system value
           select ${cols} from json_populate_recordset(null::${ident(t.name)}, $1::text::json)${upsert}`
-        const read = src.unsafe(
-          `select row_to_json(r)::text as j from (select ${cols} from ${ident(t.name)} where (${bucketOf(t, mask, ident(t.name))}) = any($1::int[])) r`,
-          [buckets],
+        sent += await pipeRows(
+          src.unsafe(
+            `select row_to_json(r)::text as j from (select ${cols} from ${ident(t.name)} where (${bucketOf(t, mask, ident(t.name))}) = any($1::int[])) r`,
+            [buckets],
+          ),
+          dst,
+          insert,
         )
-        let writing: Promise<unknown> = Promise.resolve(null)
-        for await (const batch of read.cursor(BATCH_ROWS) as AsyncIterable<{ j: string }[]>) {
-          await settle(writing)
-          writing = dst.unsafe(insert, [`[${batch.map((r) => r.j).join(',')}]`]).then(
-            () => null,
-            (err: unknown) => ({ err }),
-          )
-          sent += batch.length
-        }
-        await settle(writing)
       }
     })
   })
