@@ -9,6 +9,7 @@
  *     BENCH_DURATION_S   seconds per phase (default 60: some defects only show after 30 s, shared/STACK.md §0;
  *                        e.g. 5 for a smoke run)
  *     BENCH_CONNECTIONS  autocannon connections (default 50)
+ *     BENCH_ROUNDS       rounds of the first three phases, interleaved (default 1); ratios use the rounds' mean
  *     POOL_CONNECTION_BUDGET (default 40), POOL_MAX_PER_TENANT (default 5, the kit's), SHARED_POOL_MAX (default 10),
  *     POOL_ACQUIRE_TIMEOUT_MS (default 2000): the server's pool manager
  *
@@ -36,8 +37,18 @@
  * An earlier run (1 connection per tenant, load 10 → 14.7 with other benches running): 1 database tenant 983 req/s,
  * 1,000 shared 395 (0.40×), 300 database 42 req/s with p99 2.2 s and 10 × 503 POOL_EXHAUSTED (a wait past
  * POOL_ACQUIRE_TIMEOUT_MS 2 s), hybrid 99 req/s, p99 1.9 s.
- * One shared tenant taking all the traffic runs at a quarter of 1,000 shared tenants sharing it, in both runs:
- * a hot shared tenant's reads appear to be bound to less than the shared pool (its units on one statement lane?).
+ * One shared tenant taking all the traffic ran at a quarter of 1,000 shared tenants sharing it, in both runs. Not a
+ * per-tenant limit (nothing in the path is per tenant; in-process, one hot shared tenant and 20 random ones ran alike,
+ * and other runs had the hot one ahead of the fleet): every shared read was slow, and the phases' order on a loaded
+ * machine decided which looked slower. The cause: drizzle sends its statements unprepared, and postgres.js sends an
+ * unprepared statement with parameters as Parse/Describe, then waits before Bind/Execute, holding the connection's
+ * pipeline; so a shared unit (begin + set, statement, commit) took three round trips and a statement lane carried
+ * one unit at a time. The scoped client now sends unit statements prepared (scoped-client.ts).
+ * After (2026-12-03, 1,000 shared + 50 database tenants, budget 40, shared pool 10, 50 connections):
+ *   BENCH_ROUNDS=3, 15 s each, load average 5.3–7.3: 1 database tenant 6,505 / 5,503 / 3,667 req/s, 1 shared tenant
+ *   6,057 / 4,858 / 4,025 (mean **0.953×**), 1,000 shared 3,230 / 3,469 / 6,582 (0.847×), 0 non-2xx everywhere;
+ *   50 database 1,585 req/s (p99 148 ms), hybrid 950 + 50 1,523 req/s (p99 199 ms).
+ *   One round of 30 s: 1 shared 0.769× (2,177 vs 2,830, load 7.6 → 9.4) and 1.045× (2,668 vs 2,553, load 9.8–10.4).
  */
 import { spawn } from 'node:child_process'
 import { loadavg } from 'node:os'
@@ -56,6 +67,7 @@ const SHARED_TENANTS = Number(process.env.BENCH_TENANTS ?? 1000)
 const DB_TENANTS = Number(process.env.BENCH_DB_TENANTS ?? 1000)
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 60)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 1))
 const HYBRID_SHARED = Math.min(950, SHARED_TENANTS)
 const HYBRID_DB = Math.min(50, DB_TENANTS)
 
@@ -157,15 +169,43 @@ try {
     return result
   }
 
+  /** The rounds' figures as one result: mean req/s, summed errors, the worst round's latencies. */
+  const combine = (rs: AutocannonResult[]): AutocannonResult =>
+    rs.length === 1
+      ? rs[0]!
+      : {
+          ...rs[0]!,
+          requests: { ...rs[0]!.requests, average: rs.reduce((n, r) => n + r.requests.average, 0) / rs.length },
+          latency: {
+            ...rs[0]!.latency,
+            p50: Math.max(...rs.map((r) => r.latency.p50)),
+            p99: Math.max(...rs.map((r) => r.latency.p99)),
+            max: Math.max(...rs.map((r) => r.latency.max)),
+          },
+          errors: rs.reduce((n, r) => n + r.errors, 0),
+          timeouts: rs.reduce((n, r) => n + r.timeouts, 0),
+          non2xx: rs.reduce((n, r) => n + r.non2xx, 0),
+        }
+
   const hasDb = DB_TENANTS > 0
   // Warm-up: JIT, the shared pool, the first database pool.
   await measure('', () => `/r/s/${random(SHARED_TENANTS)}`, Math.min(5, DURATION_S))
-  const oneDb = hasDb ? await measure('1 database tenant', () => '/r/d/0', DURATION_S) : undefined
-  const oneShared = await measure('1 shared tenant', () => '/r/s/0', DURATION_S)
+  // The two single-tenant phases and the shared fleet, in BENCH_ROUNDS interleaved rounds (each phase
+  // BENCH_DURATION_S per round), so each ratio compares phases that saw the same machine.
+  const rounds: { oneDb?: AutocannonResult; oneShared: AutocannonResult; sharedFleet: AutocannonResult }[] = []
+  for (let r = 1; r <= ROUNDS; r++) {
+    const tag = ROUNDS > 1 ? ` (round ${r})` : ''
+    const db = hasDb ? await measure(`1 database tenant${tag}`, () => '/r/d/0', DURATION_S) : undefined
+    const one = await measure(`1 shared tenant${tag}`, () => '/r/s/0', DURATION_S)
+    const fleet = await measure(`${SHARED_TENANTS} shared tenants${tag}`, () => `/r/s/${random(SHARED_TENANTS)}`, DURATION_S)
+    rounds.push({ ...(db ? { oneDb: db } : {}), oneShared: one, sharedFleet: fleet })
+  }
+  const oneDb = hasDb ? combine(rounds.map((r) => r.oneDb!)) : undefined
+  const oneShared = combine(rounds.map((r) => r.oneShared))
+  const sharedFleet = combine(rounds.map((r) => r.sharedFleet))
   const baseline = (oneDb ?? oneShared).requests.average
   const baselineName = oneDb ? '1 database tenant' : '1 shared tenant'
   const ratio = (r: AutocannonResult) => `${(r.requests.average / baseline).toFixed(3)}× ${baselineName}, ${(r.requests.average / oneShared.requests.average).toFixed(3)}× 1 shared tenant`
-  const sharedFleet = await measure(`${SHARED_TENANTS} shared tenants`, () => `/r/s/${random(SHARED_TENANTS)}`, DURATION_S)
   const dbFleet = hasDb ? await measure(`${DB_TENANTS} database tenants`, () => `/r/d/${random(DB_TENANTS)}`, DURATION_S) : undefined
   const hybrid = hasDb
     ? await measure(
@@ -176,6 +216,12 @@ try {
     : undefined
 
   line('summary', '')
+  if (oneDb) {
+    line(
+      '  1 shared tenant taking all the traffic (goal ≥ 0.8× 1 database tenant)',
+      `${(oneShared.requests.average / oneDb.requests.average).toFixed(3)}× 1 database tenant; non-2xx ${oneShared.non2xx + oneShared.errors}`,
+    )
+  }
   line(`  ${SHARED_TENANTS} shared tenants (goal ≥ 0.5×, 0 non-2xx)`, `${ratio(sharedFleet)}; non-2xx ${sharedFleet.non2xx + sharedFleet.errors}`)
   if (dbFleet) line(`  ${DB_TENANTS} database tenants (goal 0 non-2xx, p99 < 1000 ms)`, `${ratio(dbFleet)}; non-2xx ${dbFleet.non2xx + dbFleet.errors}; p99 ${dbFleet.latency.p99} ms`)
   if (hybrid) line(`  hybrid ${HYBRID_SHARED} + ${HYBRID_DB}`, `${ratio(hybrid)}; non-2xx ${hybrid.non2xx + hybrid.errors}; p99 ${hybrid.latency.p99} ms`)

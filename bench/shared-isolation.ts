@@ -24,13 +24,17 @@
  * commit before the cuts):
  *   load average 3.7–4.4, BENCH_BASELINE_REF=fc03c2b: p50 28.0 ms, p99 48.6 ms; before 34.7 / 65.5 ms (p50 0.81×)
  *   load average 8.3–10.5, BENCH_BASELINE_REF=main (then): p50 32.5 / p99 152 ms; before 38.7 / 148 ms (p50 0.84×)
- * The goal (p50 < 10 ms) is not reached. Round trips are not what is left: one host round trip is p50 0.14 ms
- * (printed), and the chain is down to about a dozen (the registering transaction: begin, slug lock + alias check,
- * the three inserts, commit; the tenant lock, the row under it, the owner, the owner seeded in the shared database,
- * the welcome email's record and its BullMQ add, the activating update, the audit entry, the unlock). A profile at
- * load 2.3 (18.5 ms p50 in total) puts ~1–1.5 ms on each drizzle statement (the registering transaction alone 5.4 ms,
- * the unprepared update 1.7, the audit insert 1.3, the job record 1.7): the next cut is raw or prepared SQL for
- * the registering transaction and the lifecycle's writes, as the catalog lookup (prepared: 1.2 → 0.45 ms) shows.
+ * What was left then was not drizzle's CPU but its unprepared statements: postgres.js sends a statement with
+ * parameters and no prepared form as Parse/Describe, waits for the answer, then Bind/Execute, so each drizzle
+ * statement cost two round trips and held its connection's pipeline. Now (one host round trip p50 0.03 ms, p99 4.3
+ * ms at that load: the time goes to waiting for a CPU, once per round trip) the chain is six waits: the registering
+ * transaction written at once (begin, slug/quota locks, one statement inserting row + membership + audit and
+ * returning row and owner, commit) with the tenant lock taken alongside; the owner seeded in the shared database
+ * beside the welcome email's record + BullMQ add (a concurrent step); the activating update and the audit entry in
+ * one pipelined transaction; the invalidation; the unlock.
+ *   load average 7.5–8.5, BENCH_BASELINE_REF=d021553 (main before these cuts): p50 13.9 ms, p99 69.0 ms;
+ *   before 26.0 / 140.7 ms (p50 0.54×). In-process A/B at load 11.6: the email beside seedOwner 16.2 vs 19.5 ms.
+ * The goal (p50 < 10 ms) is not reached at load ~8, where each of the six waits costs ~2 ms; a quiet run is still to do.
  */
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs'
