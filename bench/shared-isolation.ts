@@ -27,14 +27,14 @@
  * What was left then was not drizzle's CPU but its unprepared statements: postgres.js sends a statement with
  * parameters and no prepared form as Parse/Describe, waits for the answer, then Bind/Execute, so each drizzle
  * statement cost two round trips and held its connection's pipeline. Now (one host round trip p50 0.03 ms, p99 4.3
- * ms at that load: the time goes to waiting for a CPU, once per round trip) the chain is six waits: the registering
+ * ms at that load: the time goes to waiting for a CPU, once per round trip) the chain is five waits: the registering
  * transaction written at once (begin, slug/quota locks, one statement inserting row + membership + audit and
  * returning row and owner, commit) with the tenant lock taken alongside; the owner seeded in the shared database
  * beside the welcome email's record + BullMQ add (a concurrent step); the activating update and the audit entry in
- * one pipelined transaction; the invalidation; the unlock.
- *   load average 7.5–8.5, BENCH_BASELINE_REF=d021553 (main before these cuts): p50 13.9 ms, p99 69.0 ms;
- *   before 26.0 / 140.7 ms (p50 0.54×). In-process A/B at load 11.6: the email beside seedOwner 16.2 vs 19.5 ms.
- * The goal (p50 < 10 ms) is not reached at load ~8, where each of the six waits costs ~2 ms; a quiet run is still to do.
+ * one pipelined transaction; the invalidation beside the unlock. BENCH_BASELINE_REF=d021553 (main before these cuts):
+ *   load average 2.8–2.9: p50 5.8 ms, p99 22.1 ms; before 11.4 / 35.2 ms (p50 0.51×). Goal met.
+ *   load average 7.5–8.5 (the unlock still after the invalidation): p50 13.9 ms, p99 69.0 ms; before 26.0 / 140.7 (0.54×).
+ *   In-process A/B at load 11.6: the email beside seedOwner 16.2 vs 19.5 ms. At load ~8 each wait costs ~2 ms.
  */
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs'

@@ -34,8 +34,9 @@ export interface CatalogWrites {
   /**
    * With `entry`, its audit row is written in the same transaction, both statements and begin/commit sent
    * together on one connection (one round trip): a lifecycle run's last write and its audit entry.
+   * `whileInvalidating` runs once the update committed, beside the invalidation (the run's lock release).
    */
-  update(id: string, patch: TenantPatch, entry?: AuditEntry): Promise<void>
+  update(id: string, patch: TenantPatch, entry?: AuditEntry, opts?: { whileInvalidating?: () => Promise<void> }): Promise<void>
   /**
    * 'provisioning' → 'failed' with the step and error; a no-op (false) unless the tenant is still
    * provisioning, so a repeated mark never undoes a run that has finished it since. With `timeoutMs`
@@ -96,7 +97,7 @@ export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog
       if (!row) throw notFound('TENANT_NOT_FOUND', `no tenant "${idOrSlug}"`)
       return row
     },
-    async update(id, patch, entry) {
+    async update(id, patch, entry, opts) {
       const update = host.db
         .update(tenants)
         .set({ ...patch, updatedAt: new Date() })
@@ -105,7 +106,7 @@ export function createCatalogWrites(deps: { host: HostDatabase; catalog: Catalog
       // Prepared (postgres.js keeps one statement per patch shape and connection): drizzle's ad-hoc
       // statements go unprepared, which costs a Describe round trip before each.
       else await update.prepare('tk_writes_update_tenant').execute()
-      await catalog.invalidate(id)
+      await Promise.all([catalog.invalidate(id), opts?.whileInvalidating?.()])
     },
     async markFailed(id, failure, timeoutMs) {
       // Raw postgres.js, not drizzle: only its query object can be cancelled.

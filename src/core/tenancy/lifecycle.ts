@@ -393,10 +393,11 @@ export async function runLifecycle(
   if (!(await ctx.locks.acquire(id))) {
     throw conflict('TENANT_BUSY', `another operation on tenant ${id} is running; try again when it has finished`)
   }
+  const release = releaseOnce(ctx, id)
   try {
-    return await runLocked(spec, event, id, ctx, opts)
+    return await runLocked(spec, event, id, ctx, opts, release)
   } finally {
-    await releaseTenantLock(ctx, id)
+    await release()
   }
 }
 
@@ -406,10 +407,23 @@ export async function runLifecycle(
  * row needs no second read. Releases the lock when done, like runLifecycle.
  */
 export async function runLifecycleHeld(event: LifecycleEvent, row: Tenant, ctx: LifecycleContext, opts: RunOptions = {}): Promise<RunResult> {
+  const release = releaseOnce(ctx, row.id)
   try {
-    return await runLocked(ctx.lifecycle.events[event], event, row.id, ctx, opts, row)
+    return await runLocked(ctx.lifecycle.events[event], event, row.id, ctx, opts, release, row)
   } finally {
-    await releaseTenantLock(ctx, row.id)
+    await release()
+  }
+}
+
+/**
+ * The run's lock release, done once: early (with its last write's invalidation) or when the run ends.
+ * Never twice: by then another run in this process may hold the same tenant's lock.
+ */
+function releaseOnce(ctx: LifecycleContext, id: string): () => Promise<void> {
+  let released: Promise<void> | undefined
+  return () => {
+    released ??= releaseTenantLock(ctx, id)
+    return released
   }
 }
 
@@ -471,6 +485,7 @@ async function runLocked(
   id: string,
   ctx: LifecycleContext,
   opts: RunOptions,
+  release: () => Promise<void>,
   written?: Tenant,
 ): Promise<RunResult> {
   // Read under the lock: the status and recorded step are now ours alone (or written under it by the caller).
@@ -546,7 +561,8 @@ async function runLocked(
       const write: TenantPatch = patch || last ? { ...progress, ...patch } : {}
       if (Object.keys(write).length) {
         const entry = last && complete ? auditEntry() : undefined
-        await ctx.writes.update(id, write, entry)
+        // The run's last write committed: its tenant lock can go back while the invalidation is published.
+        await ctx.writes.update(id, write, entry, last ? { whileInvalidating: release } : undefined)
         audited = entry !== undefined
         row = { ...row, ...write } as Tenant
         progress = {}
