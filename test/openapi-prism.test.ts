@@ -1,0 +1,474 @@
+/**
+ * The OpenAPI document (/docs/json) checked from outside, by a validator that is not ours: Stoplight Prism
+ * (`prism proxy <spec> <app> --errors`) in front of the app on a real port. Every request goes through it
+ * with real HTTP (fetch), as a client generated from the document would send it; Prism validates the request
+ * (an invalid one is refused with 422, or 401 without the declared credentials, and never forwarded) and the
+ * response against the operation's documented statuses, media types and schemas. A response that violates
+ * the document becomes Prism's 500 `VIOLATIONS` problem (--errors), and any violation, warnings included, is
+ * listed in its `sl-violations` header: both are collected and must stay empty.
+ *
+ * test/helpers/contract.ts holds responses to the document from inside (Ajv on Fastify's schemas); this holds
+ * the published document itself to what the app answers, and requests the app accepts to the document.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { eq } from 'drizzle-orm'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { users } from '../drizzle/host/schema.js'
+import { parsePlansFile, seedPlans } from '../src/features/billing/plans.js'
+import { WEBHOOK_SECRET } from './billing/helpers.js'
+import { PASSWORD } from './helpers/client.js'
+import { type FakeStripe, startFakeStripe } from './helpers/fake-stripe.js'
+import { joinTenant, markVerified } from './helpers/members.js'
+import { newMember } from './helpers/tenant-fixtures.js'
+import { useApp } from './helpers/use-app.js'
+
+// biome-ignore lint/suspicious/noExplicitAny: parsed JSON bodies, read by path in assertions
+type Json = any
+
+const PRO_M = 'price_1QkT0aJx4nB2cD3ePrismProM'
+const PRO_Y = 'price_1QkT0bJx4nB2cD3ePrismProY'
+const ENT_M = 'price_1QkT0cJx4nB2cD3ePrismEntM'
+
+let stripe: FakeStripe | undefined
+beforeAll(async () => {
+  stripe = await startFakeStripe()
+  stripe.addPrice({ id: PRO_M, unitAmount: 2900, interval: 'month' })
+  stripe.addPrice({ id: PRO_Y, unitAmount: 29000, interval: 'year' })
+  stripe.addPrice({ id: ENT_M, unitAmount: 9900, interval: 'month' })
+})
+afterAll(async () => {
+  await stripe?.close()
+})
+// One client IP (127.0.0.1) for the whole file: the general limit is lifted, login/signup keep theirs.
+// Billing on, against the fake Stripe, so its routes answer what a configured server answers.
+const ctx = useApp(() => ({
+  RATE_LIMIT_MAX: '100000',
+  STRIPE_SECRET_KEY: 'sk_test_prism',
+  STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+  STRIPE_API_HOST: stripe?.url ?? '',
+}))
+
+let prism: ChildProcess | undefined
+let prismLog = ''
+let dir: string | undefined
+let appUrl: string
+let proxyUrl: string
+/** Every violation Prism reported, as `METHOD path → status: …`. */
+const violations: string[] = []
+
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo
+      s.close(() => resolve(port))
+    })
+  })
+
+beforeAll(async () => {
+  const plans = parsePlansFile(JSON.parse(await readFile(new URL('../config/plans.json', import.meta.url), 'utf8')))
+  await seedPlans(ctx.app.host.db, plans, {
+    STRIPE_MONTHLY_PRICE_ID: PRO_M,
+    STRIPE_YEARLY_PRICE_ID: PRO_Y,
+    STRIPE_ENTERPRISE_MONTHLY_PRICE_ID: ENT_M,
+  })
+  await ctx.app.listen({ port: 0, host: '127.0.0.1' })
+  appUrl = `http://127.0.0.1:${(ctx.app.server.address() as AddressInfo).port}`
+  dir = await mkdtemp(join(tmpdir(), 'tk-prism-'))
+  const specFile = join(dir, 'openapi.json')
+  const spec = await fetch(`${appUrl}/docs/json`)
+  expect(spec.status).toBe(200)
+  const doc = await spec.json()
+  // Two canaries, so that a Prism that validates nothing fails this file: /docs/json and /docs/yaml (real
+  // routes, left out of the document) declared here with a body they do not send and a status they do not answer.
+  expect(doc.paths['/docs/json']).toBeUndefined()
+  expect(doc.paths['/docs/yaml']).toBeUndefined()
+  doc.paths['/docs/json'] = {
+    get: {
+      operationId: 'prismCanaryBody',
+      summary: 'canary: a required property the document never has',
+      security: [],
+      responses: {
+        200: { description: 'OK', content: { 'application/json': { schema: { type: 'object', required: ['prismCanary'] } } } },
+      },
+    },
+  }
+  doc.paths['/docs/yaml'] = {
+    get: {
+      operationId: 'prismCanaryStatus',
+      summary: 'canary: only a status it never answers',
+      security: [],
+      responses: { 201: { description: 'Created', content: { 'application/json': { schema: { type: 'object' } } } } },
+    },
+  }
+  await writeFile(specFile, JSON.stringify(doc))
+
+  const port = await freePort()
+  proxyUrl = `http://127.0.0.1:${port}`
+  const bin = join(import.meta.dirname, '..', 'node_modules', '.bin', 'prism')
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`npm ci\` (@stoplight/prism-cli is a devDependency)`)
+  const child = spawn(bin, ['proxy', specFile, appUrl, '--errors', '--port', String(port), '--host', '127.0.0.1', '--cors', 'false', '-v', 'warn'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, SCARF_ANALYTICS: 'false', DO_NOT_TRACK: '1' },
+  })
+  prism = child
+  const keep = (b: Buffer) => {
+    prismLog = (prismLog + b.toString()).slice(-20_000)
+  }
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
+  let exited: number | null = null
+  child.once('exit', (code) => {
+    exited = code ?? -1
+  })
+  // Listening once /health answers through it (Prism parses and dereferences the document first: seconds).
+  const deadline = Date.now() + 50_000
+  for (;;) {
+    if (exited !== null) throw new Error(`prism exited with ${exited}:\n${prismLog}`)
+    const ok = await fetch(`${proxyUrl}/health`).then(
+      (r) => r.status === 200,
+      () => false,
+    )
+    if (ok) break
+    if (Date.now() > deadline) throw new Error(`prism did not answer within 50 s:\n${prismLog}`)
+    await new Promise((r) => setTimeout(r, 250))
+  }
+}, 70_000)
+
+afterAll(async () => {
+  if (prism && prism.exitCode === null) {
+    const gone = new Promise((r) => prism?.once('exit', r))
+    prism.kill('SIGTERM')
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 3000))])
+    if (prism.exitCode === null) prism.kill('SIGKILL')
+  }
+  if (dir) await rm(dir, { recursive: true, force: true })
+})
+
+interface Res {
+  status: number
+  headers: Headers
+  body: Json
+  text: string
+}
+
+/** A browser-like client (cookies, CSRF on writes) or an API-key client, talking to the app through Prism. */
+class Via {
+  cookies = new Map<string, string>()
+  csrf: string | undefined
+  constructor(
+    private readonly base: () => string,
+    readonly bearer?: string,
+  ) {}
+
+  async req(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Res> {
+    const h: Record<string, string> = { accept: 'application/json', ...headers }
+    if (this.cookies.size > 0) h.cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ')
+    if (this.bearer) h.authorization = `Bearer ${this.bearer}`
+    if (this.csrf && method !== 'GET' && !('x-csrf-token' in h)) h['x-csrf-token'] = this.csrf
+    if (body !== undefined) h['content-type'] = 'application/json'
+    const res = await fetch(`${this.base()}${path}`, {
+      method,
+      headers: h,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      redirect: 'manual',
+    })
+    for (const c of res.headers.getSetCookie()) {
+      const [pair = '', ...attrs] = c.split(';')
+      const i = pair.indexOf('=')
+      const name = pair.slice(0, i).trim()
+      const value = pair.slice(i + 1).trim()
+      const expired = value === '' || attrs.some((a) => /^\s*max-age=0\s*$/i.test(a))
+      if (expired) this.cookies.delete(name)
+      else this.cookies.set(name, value)
+    }
+    const text = await res.text()
+    let parsed: Json
+    try {
+      parsed = text ? JSON.parse(text) : undefined
+    } catch {
+      parsed = undefined
+    }
+    const where = `${method} ${path} → ${res.status}`
+    const header = res.headers.get('sl-violations')
+    if (header) violations.push(`${where}: sl-violations ${header}`)
+    if ((res.headers.get('content-type') ?? '').includes('application/problem+json') && String(parsed?.type).endsWith('VIOLATIONS'))
+      violations.push(`${where}: ${JSON.stringify(parsed.validation)}`)
+    return { status: res.status, headers: res.headers, body: parsed, text }
+  }
+  get = (path: string, headers?: Record<string, string>) => this.req('GET', path, undefined, headers)
+  post = (path: string, body?: unknown, headers?: Record<string, string>) => this.req('POST', path, body, headers)
+  put = (path: string, body?: unknown) => this.req('PUT', path, body)
+  patch = (path: string, body?: unknown) => this.req('PATCH', path, body)
+  delete = (path: string) => this.req('DELETE', path)
+
+  async login(email: string, password = PASSWORD) {
+    const res = await this.post('/auth/login', { email, password })
+    expect(res.status, res.text).toBe(200)
+    await this.refreshCsrf()
+    return res
+  }
+  async refreshCsrf() {
+    const res = await this.get('/auth/csrf')
+    expect(res.status, res.text).toBe(200)
+    this.csrf = res.body.token
+  }
+}
+
+const viaPrism = (bearer?: string) => new Via(() => proxyUrl, bearer)
+const direct = () => new Via(() => appUrl)
+const email = (label: string) => `${label}-${Math.random().toString(36).slice(2, 10)}@example.com`
+const uuid = '01890000-0000-7000-8000-000000000000'
+
+/** The kit's error body: what every 4xx/5xx it sends carries. */
+const errorBody = (status: number, code?: string) => ({
+  statusCode: status,
+  error: expect.any(String),
+  message: expect.any(String),
+  code: code ?? expect.any(String),
+})
+
+/** Took no violation since the last call: each test ends with it, so a mismatch names its test. */
+const noViolations = () => {
+  const found = violations.splice(0)
+  expect(found, `prism log:\n${prismLog.slice(-4000)}`).toEqual([])
+}
+
+describe('through prism proxy --errors', () => {
+  it('reports what violates the document (the canaries): a 500 VIOLATIONS problem and the sl-violations header', async () => {
+    const c = viaPrism()
+    const body = await c.get('/docs/json')
+    expect(body.status).toBe(500)
+    expect(body.headers.get('content-type')).toContain('application/problem+json')
+    const status = await c.get('/docs/yaml')
+    const found = violations.splice(0)
+    expect(found.filter((v) => v.startsWith('GET /docs/json → 500: sl-violations')).join()).toContain('prismCanary')
+    expect(found.filter((v) => v.startsWith('GET /docs/json → 500: [')).join()).toContain('prismCanary')
+    expect(found.filter((v) => v.startsWith(`GET /docs/yaml → ${status.status}`)), found.join('\n')).not.toEqual([])
+  })
+
+  it('public routes: health, plans, blog, robots, sitemap', async () => {
+    const c = viaPrism()
+    expect((await c.get('/health')).status).toBe(200)
+    expect((await c.get('/health/ready')).status).toBe(200)
+    const plans = await c.get('/billing/plans')
+    expect(plans.status, plans.text).toBe(200)
+    expect((await c.get('/blog', { accept: 'text/html' })).status).toBe(200)
+    expect((await c.get('/robots.txt', { accept: 'text/plain' })).status).toBe(200)
+    expect((await c.get('/sitemap.xml', { accept: 'application/xml' })).status).toBe(200)
+    noViolations()
+  })
+
+  it('signup, session, CSRF, profile, tenants; logout ends the session', async () => {
+    const c = viaPrism()
+    const address = email('signup')
+    const signup = await c.post('/auth/signup', { email: address, password: PASSWORD, name: 'Sig' })
+    expect(signup.status, signup.text).toBe(201)
+    expect(c.cookies.has('sid')).toBe(true)
+    await c.refreshCsrf()
+    const me = await c.get('/me')
+    expect(me.status, me.text).toBe(200)
+    expect(me.body.user.email).toBe(address)
+    expect((await c.patch('/me', { name: 'Renamed' })).status).toBe(200)
+    const tenants = await c.get('/tenants')
+    expect(tenants.status, tenants.text).toBe(200)
+
+    // Already registered: 409 with the kit's error body.
+    const again = await viaPrism().post('/auth/signup', { email: address, password: PASSWORD })
+    expect(again.status, again.text).toBe(409)
+    expect(again.body).toMatchObject(errorBody(409))
+    // Wrong password: 401.
+    const wrong = await viaPrism().post('/auth/login', { email: address, password: 'not the password' })
+    expect(wrong.status, wrong.text).toBe(401)
+    expect(wrong.body).toMatchObject(errorBody(401))
+
+    // A cookie write without the CSRF token: 403 from the kit (the header is optional in the document:
+    // API keys need none).
+    const noCsrf = await c.req('PATCH', '/me', { name: 'x' }, { 'x-csrf-token': '' })
+    expect(noCsrf.status, noCsrf.text).toBe(403)
+    expect(noCsrf.body).toMatchObject(errorBody(403))
+
+    const old = [...c.cookies]
+    expect((await c.post('/auth/logout')).status).toBe(204)
+    // The old cookie is present (Prism lets it through) but no longer a session: the kit's 401.
+    const stale = viaPrism()
+    for (const [k, v] of old) stale.cookies.set(k, v)
+    const after = await stale.get('/me')
+    expect(after.status, after.text).toBe(401)
+    expect(after.body).toMatchObject(errorBody(401))
+    noViolations()
+  })
+
+  it('projects: create, list, get, update, delete; 404 and the kit’s 400s', async () => {
+    const c = viaPrism()
+    expect((await c.post('/auth/signup', { email: email('proj'), password: PASSWORD })).status).toBe(201)
+    await c.refreshCsrf()
+    const created = await c.post('/api/projects', { name: 'Apollo', description: 'to the moon' })
+    expect(created.status, created.text).toBe(201)
+    const id = created.body.id
+    expect((await c.post('/api/projects', { name: 'Gemini', description: null })).status).toBe(201)
+    const list = await c.get('/api/projects?limit=1')
+    expect(list.status, list.text).toBe(200)
+    expect(list.body.items).toHaveLength(1)
+    const next = await c.get(`/api/projects?limit=1&cursor=${encodeURIComponent(list.body.nextCursor)}`)
+    expect(next.status, next.text).toBe(200)
+    expect((await c.get('/api/projects?status=active')).status).toBe(200)
+    expect((await c.get(`/api/projects/${id}`)).body).toEqual(created.body)
+    const patched = await c.patch(`/api/projects/${id}`, { name: 'Apollo 11', status: 'archived' })
+    expect(patched.status, patched.text).toBe(200)
+    expect((await c.delete(`/api/projects/${id}`)).status).toBe(204)
+    const gone = await c.get(`/api/projects/${id}`)
+    expect(gone.status).toBe(404)
+    expect(gone.body).toMatchObject(errorBody(404, 'PROJECT_NOT_FOUND'))
+
+    // Invalid by the document: Prism refuses it (422, never forwarded), and the kit on its own answers 400
+    // VALIDATION_ERROR for the same request: both read the same schema.
+    const bad = { name: '' }
+    const refused = await c.post('/api/projects', bad)
+    expect(refused.status, refused.text).toBe(422)
+    expect(refused.headers.get('content-type')).toContain('application/problem+json')
+    const d = direct()
+    d.cookies = c.cookies
+    d.csrf = c.csrf
+    const kit = await d.post('/api/projects', bad)
+    expect(kit.status, kit.text).toBe(400)
+    expect(kit.body).toMatchObject(errorBody(400, 'VALIDATION_ERROR'))
+    noViolations()
+  })
+
+  it('tenant, members, settings, preferences, API keys (used as a bearer), billing reads, audit log, jobs', async () => {
+    const owner = viaPrism()
+    const ownerEmail = email('owner')
+    const signup = await owner.post('/auth/signup', { email: ownerEmail, password: PASSWORD })
+    expect(signup.status, signup.text).toBe(201)
+    await markVerified(ctx.app, signup.body.user.id) // API keys need a verified address
+    await owner.refreshCsrf()
+    const tenant = await owner.get('/api/tenant')
+    expect(tenant.status, tenant.text).toBe(200)
+    const { slug, id: tenantId } = tenant.body.tenant
+    expect((await owner.patch('/api/tenant', { name: 'Prism Inc' })).status).toBe(200)
+    // The same routes under /t/{tenant}/…
+    const scoped = await owner.get(`/t/${slug}/api/tenant`)
+    expect(scoped.status, scoped.text).toBe(200)
+    expect((await owner.get(`/t/${slug}/api/projects`)).status).toBe(200)
+
+    // Members: an invitation (deprecated POST /api/members does the same), the list, a role change, removal.
+    const invited = await owner.post('/api/invitations', { email: email('invitee'), role: 'member', localRole: 'viewer' })
+    expect(invited.status, invited.text).toBe(201)
+    const invitations = await owner.get('/api/invitations')
+    expect(invitations.status, invitations.text).toBe(200)
+    expect((await owner.delete(`/api/invitations/${invited.body.id}`)).status).toBe(204)
+
+    const viewer = await newMember(ctx.app, 'viewer')
+    await joinTenant(ctx.app, tenantId, { id: viewer.id, email: viewer.email }, 'member', 'viewer')
+    const members = await owner.get('/api/members')
+    expect(members.status, members.text).toBe(200)
+    expect(members.body.items).toEqual(expect.arrayContaining([expect.objectContaining({ userId: viewer.id })]))
+
+    // The viewer, through Prism: reads, and a write its role does not allow (403).
+    const v = viaPrism()
+    await v.login(viewer.email)
+    expect((await v.get(`/t/${slug}/api/projects`)).status).toBe(200)
+    const denied = await v.post(`/t/${slug}/api/projects`, { name: 'nope' })
+    expect(denied.status, denied.text).toBe(403)
+    expect(denied.body).toMatchObject(errorBody(403))
+    // A tenant that is not theirs (or not there): 404.
+    const elsewhere = await v.get('/t/no-such-tenant-here/api/projects')
+    expect(elsewhere.status, elsewhere.text).toBe(404)
+    expect(elsewhere.body).toMatchObject(errorBody(404))
+
+    const promoted = await owner.patch(`/api/members/${viewer.id}`, { localRole: 'editor' })
+    expect(promoted.status, promoted.text).toBe(200)
+    const granted = await owner.put(`/api/members/${viewer.id}/permissions`, { resource: 'projects', action: 'delete', granted: true })
+    expect(granted.status, granted.text).toBe(200)
+    expect((await owner.delete(`/api/members/${viewer.id}/permissions/projects/delete`)).status).toBe(204)
+    expect((await owner.delete(`/api/members/${viewer.id}`)).status).toBe(204)
+
+    // Settings and preferences; a time zone that the document allows (a string) but the kit does not know: 400.
+    expect((await owner.get('/api/settings')).status).toBe(200)
+    const settings = await owner.patch('/api/settings', { timezone: 'Europe/Paris', currency: 'EUR', featureFlags: { beta: true } })
+    expect(settings.status, settings.text).toBe(200)
+    const badZone = await owner.patch('/api/settings', { timezone: 'Mars/Olympus_Mons' })
+    expect(badZone.status, badZone.text).toBe(400)
+    expect(badZone.body).toMatchObject(errorBody(400, 'INVALID_TIMEZONE'))
+    expect((await owner.get('/api/me/preferences')).status).toBe(200)
+    const prefs = await owner.patch('/api/me/preferences', { preferences: { theme: 'dark', compact: true, size: 3, gone: null } })
+    expect(prefs.status, prefs.text).toBe(200)
+
+    // API keys: create, list, use one as a bearer through Prism, revoke; the revoked key is then 401.
+    const key = await owner.post('/api/api-keys', { name: 'ci', role: 'editor', expiresInDays: 30 })
+    expect(key.status, key.text).toBe(201)
+    const keys = await owner.get('/api/api-keys')
+    expect(keys.status, keys.text).toBe(200)
+    const bot = viaPrism(key.body.secret)
+    const made = await bot.post('/api/projects', { name: 'by key' })
+    expect(made.status, made.text).toBe(201)
+    expect((await bot.get('/api/projects')).status).toBe(200)
+    expect((await owner.delete(`/api/api-keys/${key.body.id}`)).status).toBe(204)
+    const revoked = await bot.get('/api/projects')
+    expect(revoked.status, revoked.text).toBe(401)
+    expect(revoked.body).toMatchObject(errorBody(401))
+
+    // Billing: a checkout session (on the fake Stripe), then the reads; the audit log, jobs.
+    const checkout = await owner.post('/api/billing/checkout', { planId: 'pro', interval: 'month' })
+    expect(checkout.status, checkout.text).toBe(200)
+    for (const path of ['/api/billing/subscription', '/api/billing/entitlements', '/api/audit-logs', '/api/jobs']) {
+      const res = await owner.get(path)
+      expect(res.status, `${path}: ${res.text}`).toBe(200)
+    }
+    const missingJob = await owner.get(`/api/jobs/${uuid}`)
+    expect(missingJob.status, missingJob.text).toBe(404)
+    noViolations()
+  })
+
+  it('the platform admin API as a platform admin; 403 for anyone else', async () => {
+    const someone = viaPrism()
+    const address = email('plain')
+    expect((await someone.post('/auth/signup', { email: address, password: PASSWORD })).status).toBe(201)
+    await someone.refreshCsrf()
+    const refused = await someone.get('/admin/api/tenants')
+    expect(refused.status, refused.text).toBe(403)
+    expect(refused.body).toMatchObject(errorBody(403))
+
+    const ops = await newMember(ctx.app, 'ops')
+    await ctx.app.host.db.update(users).set({ isPlatformAdmin: true }).where(eq(users.id, ops.id))
+    const a = viaPrism()
+    await a.login(ops.email)
+    const tenants = await a.get('/admin/api/tenants?limit=5')
+    expect(tenants.status, tenants.text).toBe(200)
+    const target = tenants.body.items[0]
+    expect((await a.get(`/admin/api/tenants/${target.id}`)).status).toBe(200)
+    const suspended = await a.post(`/admin/api/tenants/${target.id}/suspend`)
+    expect(suspended.status, suspended.text).toBe(200)
+    const resumed = await a.post(`/admin/api/tenants/${target.id}/resume`)
+    expect(resumed.status, resumed.text).toBe(200)
+    const missing = await a.get(`/admin/api/tenants/${uuid}`)
+    expect(missing.status, missing.text).toBe(404)
+    expect(missing.body).toMatchObject(errorBody(404))
+
+    const found = await a.get(`/admin/api/users?q=${encodeURIComponent(address)}`)
+    expect(found.status, found.text).toBe(200)
+    const userId = found.body.items[0].id
+    expect((await a.get(`/admin/api/users/${userId}`)).status).toBe(200)
+    expect((await a.post(`/admin/api/users/${userId}/revoke-sessions`)).status).toBe(200)
+    for (const path of ['/admin/api/audit-logs?limit=5', '/admin/api/migrations', '/admin/api/jobs?limit=5']) {
+      const res = await a.get(path)
+      expect(res.status, `${path}: ${res.text}`).toBe(200)
+    }
+    const key = await a.post('/admin/api/api-keys', { name: 'ops-ci', expiresInDays: 7 })
+    expect(key.status, key.text).toBe(201)
+    expect((await a.get('/admin/api/api-keys')).status).toBe(200)
+    // The platform key as a bearer through Prism.
+    const robot = viaPrism(key.body.secret)
+    expect((await robot.get('/admin/api/users?limit=1')).status).toBe(200)
+    expect((await a.delete(`/admin/api/api-keys/${key.body.id}`)).status).toBe(204)
+    noViolations()
+  })
+})
