@@ -48,6 +48,8 @@
  *   BENCH_ROUNDS=3, 15 s each, load average 5.3–7.3: 1 database tenant 6,505 / 5,503 / 3,667 req/s, 1 shared tenant
  *   6,057 / 4,858 / 4,025 (mean **0.953×**), 1,000 shared 3,230 / 3,469 / 6,582 (0.847×), 0 non-2xx everywhere;
  *   50 database 1,585 req/s (p99 148 ms), hybrid 950 + 50 1,523 req/s (p99 199 ms).
+ *   Again, load 5.2–6.9: 1 database tenant 4,498 / 4,282 / 5,238, 1 shared tenant 4,207 / 4,051 / 4,161 (**0.886×**),
+ *   1,000 shared 5,367 / 5,081 / 4,550 (1.07×), 0 non-2xx; 50 database 1,011 (p99 211 ms), hybrid 464 (p99 556 ms).
  *   One round of 30 s: 1 shared 0.769× (2,177 vs 2,830, load 7.6 → 9.4) and 1.045× (2,668 vs 2,553, load 9.8–10.4).
  */
 import { spawn } from 'node:child_process'
