@@ -21,6 +21,7 @@ import { eq } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { users } from '../drizzle/host/schema.js'
 import { parsePlansFile, seedPlans } from '../src/features/billing/plans.js'
+import { createInvitationsRepository } from '../src/features/members/invitations/repository.js'
 import { WEBHOOK_SECRET } from './billing/helpers.js'
 import { PASSWORD } from './helpers/client.js'
 import { type FakeStripe, startFakeStripe } from './helpers/fake-stripe.js'
@@ -49,6 +50,7 @@ afterAll(async () => {
 // Billing on, against the fake Stripe, so its routes answer what a configured server answers.
 const ctx = useApp(() => ({
   RATE_LIMIT_MAX: '100000',
+  WEBHOOKS_ALLOW_PRIVATE: 'true',
   STRIPE_SECRET_KEY: 'sk_test_prism',
   STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
   STRIPE_API_HOST: stripe?.url ?? '',
@@ -96,10 +98,12 @@ beforeAll(async () => {
       summary: 'canary: a required property the document never has',
       security: [],
       responses: {
-        200: { description: 'OK', content: { 'application/json': { schema: { type: 'object', required: ['prismCanary'] } } } },
+        200: { description: 'OK', content: { 'application/json': { schema: { $ref: '#/components/schemas/PrismCanary' } } } },
       },
     },
   }
+  // By $ref, as the kit's Error responses are: the reference is resolved, not skipped.
+  doc.components.schemas.PrismCanary = { type: 'object', required: ['prismCanary'] }
   doc.paths['/docs/yaml'] = {
     get: {
       operationId: 'prismCanaryStatus',
@@ -384,6 +388,35 @@ describe('through prism proxy --errors', () => {
     expect(elsewhere.status, elsewhere.text).toBe(404)
     expect(elsewhere.body).toMatchObject(errorBody(404))
 
+    // An invitation accepted through Prism: the public read of the token, then the accept by its addressee.
+    const guest = await newMember(ctx.app, 'guest', { verified: true })
+    const { token } = await createInvitationsRepository(ctx.app.host.db).create({
+      tenantId,
+      email: guest.email,
+      role: 'member',
+      localRole: 'viewer',
+      invitedBy: null,
+    })
+    const g = viaPrism()
+    const read = await g.get(`/invitations/${token}`)
+    expect(read.status, read.text).toBe(200)
+    await g.login(guest.email)
+    const accepted = await g.post(`/invitations/${token}/accept`)
+    expect(accepted.status, accepted.text).toBe(200)
+    const usedAgain = await g.post(`/invitations/${token}/accept`)
+    expect(usedAgain.status, usedAgain.text).toBeGreaterThanOrEqual(400)
+    expect(usedAgain.body).toMatchObject(errorBody(usedAgain.status))
+    // An ownership offer: refused to a member (409), made to them once an admin, seen by them, withdrawn.
+    const notAdmin = await owner.post(`/api/members/${guest.id}/ownership-offer`)
+    expect(notAdmin.status, notAdmin.text).toBe(409)
+    expect(notAdmin.body).toMatchObject(errorBody(409, 'OFFER_NEEDS_ADMIN'))
+    expect((await owner.patch(`/api/members/${guest.id}`, { role: 'admin' })).status).toBe(200)
+    const offer = await owner.post(`/api/members/${guest.id}/ownership-offer`)
+    expect(offer.status, offer.text).toBe(201)
+    const offers = await g.get(`/t/${slug}/api/ownership-offers`)
+    expect(offers.status, offers.text).toBe(200)
+    expect((await owner.delete(`/api/ownership-offers/${offer.body.id}`)).status).toBe(204)
+
     const promoted = await owner.patch(`/api/members/${viewer.id}`, { localRole: 'editor' })
     expect(promoted.status, promoted.text).toBe(200)
     const granted = await owner.put(`/api/members/${viewer.id}/permissions`, { resource: 'projects', action: 'delete', granted: true })
@@ -428,6 +461,88 @@ describe('through prism proxy --errors', () => {
     noViolations()
   })
 
+  it('the rest of the surface: tenants, account, exports and imports, offers, webhooks, billing, OAuth, Stripe', async () => {
+    const c = viaPrism()
+    const address = email('rest')
+    expect((await c.post('/auth/signup', { email: address, password: PASSWORD })).status).toBe(201)
+    await c.refreshCsrf()
+    /** One call through Prism; its status (and the kit's error code) must be the expected one. */
+    const call = async (status: number, method: string, path: string, body?: unknown, headers?: Record<string, string>, code?: string) => {
+      const res = await c.req(method, path, body, headers)
+      expect(res.status, `${method} ${path}: ${res.text.slice(0, 500)}`).toBe(status)
+      if (status >= 400 && code) expect(res.body, `${method} ${path}`).toMatchObject(errorBody(status, code))
+      return res
+    }
+    const second = await call(201, 'POST', '/tenants', { name: 'Second', slug: `second-${Math.random().toString(36).slice(2, 8)}` })
+    await call(200, 'PUT', '/me/active-tenant', { tenant: second.body.tenant?.slug ?? second.body.slug })
+    await call(200, 'GET', '/me/export')
+    await call(202, 'POST', '/auth/verify-email/request')
+    await call(403, 'POST', '/me/email', { newEmail: email('moved') }, undefined, 'CURRENT_PASSWORD_INVALID')
+    await call(202, 'POST', '/auth/password-reset/request', { email: address })
+    await call(404, 'GET', '/invitations/not-a-real-token', undefined, undefined, 'INVITATION_NOT_FOUND')
+    await call(200, 'GET', '/api/ownership-offers')
+    await call(202, 'POST', '/api/tenant/export')
+    await call(200, 'GET', '/api/tenant/export')
+    await call(202, 'POST', '/api/projects/recount')
+
+    // Without the plan: 402 / 403 FEATURE_NOT_IN_PLAN; a platform admin sets enterprise, and they answer.
+    await call(402, 'GET', '/api/projects/export?format=csv', undefined, { accept: 'text/csv' }, 'SUBSCRIPTION_REQUIRED')
+    await call(403, 'GET', '/api/webhooks', undefined, undefined, 'FEATURE_NOT_IN_PLAN')
+    const ops = await newMember(ctx.app, 'ops-rest')
+    await ctx.app.host.db.update(users).set({ isPlatformAdmin: true }).where(eq(users.id, ops.id))
+    const a = viaPrism()
+    await a.login(ops.email)
+    const tenantId = (await call(200, 'GET', '/api/tenant')).body.tenant.id
+    const plan = await a.post(`/admin/api/tenants/${tenantId}/plan`, { planKey: 'enterprise' })
+    expect(plan.status, plan.text).toBe(200)
+    await call(201, 'POST', '/api/projects', { name: 'Exported' })
+    const csv = await call(200, 'GET', '/api/projects/export?format=csv', undefined, { accept: 'text/csv' })
+    expect(csv.text).toContain('Exported')
+    const jsonl = await call(200, 'GET', '/api/projects/export?format=jsonl', undefined, { accept: 'application/x-ndjson' })
+    expect(jsonl.headers.get('content-type')).toContain('application/x-ndjson')
+    await call(200, 'GET', '/api/audit-logs?format=jsonl', undefined, { accept: 'application/x-ndjson' })
+    await call(200, 'GET', '/api/audit-logs?limit=2')
+    // A streamed NDJSON upload (not JSON: sent by hand).
+    const imported = await fetch(`${proxyUrl}/api/projects/import`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-ndjson',
+        cookie: [...c.cookies].map(([k, v]) => `${k}=${v}`).join('; '),
+        'x-csrf-token': c.csrf ?? '',
+      },
+      body: `${JSON.stringify({ name: 'Imported 1' })}\n${JSON.stringify({ name: 'Imported 2' })}\n`,
+    })
+    expect(imported.status, await imported.text()).toBe(202)
+    expect(imported.headers.get('sl-violations')).toBeNull()
+
+    await call(200, 'GET', '/api/webhooks')
+    const hook = await call(201, 'POST', '/api/webhooks', { url: 'http://127.0.0.1:9/hook', events: ['project.created'] })
+    await call(200, 'GET', `/api/webhooks/${hook.body.id}`)
+    await call(200, 'PATCH', `/api/webhooks/${hook.body.id}`, { events: ['project.created', 'project.deleted'] })
+    await call(200, 'GET', `/api/webhooks/${hook.body.id}/deliveries`)
+    await call(202, 'POST', `/api/webhooks/${hook.body.id}/test`)
+    await call(204, 'DELETE', `/api/webhooks/${hook.body.id}`)
+    await call(404, 'GET', `/api/webhooks/${hook.body.id}`)
+
+    await call(404, 'GET', '/billing/success?session_id=cs_test_nope', undefined, undefined, 'CHECKOUT_SESSION_NOT_FOUND')
+    await call(200, 'GET', '/api/billing/subscription')
+    await call(409, 'POST', '/api/billing/portal', {}, undefined, 'NO_BILLING_ACCOUNT')
+    await call(404, 'POST', '/api/billing/cancel', undefined, undefined, 'NO_SUBSCRIPTION')
+    await call(404, 'POST', '/api/billing/change-plan', { planId: 'pro', interval: 'month' }, undefined, 'NO_SUBSCRIPTION')
+    await call(503, 'GET', '/auth/google/login', undefined, undefined, 'OAUTH_DISABLED')
+    await call(503, 'GET', '/auth/google/callback?code=x&state=y', undefined, undefined, 'OAUTH_DISABLED')
+    await call(400, 'POST', '/webhooks/stripe', { id: 'evt_x' }, { 'stripe-signature': 't=1,v1=00' }, 'INVALID_SIGNATURE')
+
+    await call(204, 'POST', '/me/password', { currentPassword: PASSWORD, newPassword: `${PASSWORD} 2` })
+    await c.refreshCsrf()
+    // Last: the tenant itself goes (202, a job), after a wrong confirmation (400).
+    const slug = (await call(200, 'GET', '/api/tenant')).body.tenant.slug
+    await call(400, 'DELETE', '/api/tenant', { confirm: 'not-the-slug' })
+    await call(202, 'DELETE', '/api/tenant', { confirm: slug })
+    await call(204, 'POST', '/me/sessions/revoke-all')
+    noViolations()
+  })
+
   it('the platform admin API as a platform admin; 403 for anyone else', async () => {
     const someone = viaPrism()
     const address = email('plain')
@@ -462,6 +577,37 @@ describe('through prism proxy --errors', () => {
       const res = await a.get(path)
       expect(res.status, `${path}: ${res.text}`).toBe(200)
     }
+    const disabled = await a.post(`/admin/api/users/${userId}/disable`)
+    expect(disabled.status, disabled.text).toBe(200)
+    const enabled = await a.post(`/admin/api/users/${userId}/enable`)
+    expect(enabled.status, enabled.text).toBe(200)
+
+    // A tenant made by the admin, bulk-suspended and resumed, soft-deleted and restored.
+    const made = await a.post('/admin/api/tenants', { slug: `ops-${Math.random().toString(36).slice(2, 8)}`, name: 'Ops made', ownerEmail: address })
+    expect([201, 202], made.text).toContain(made.status)
+    const madeId = made.body.id ?? made.body.tenant?.id
+    const bulk = await a.post('/admin/api/tenants/bulk-suspend', { ids: [madeId] })
+    expect(bulk.status, bulk.text).toBe(202)
+    const bulkResume = await a.post('/admin/api/tenants/bulk-resume', { ids: [madeId] })
+    expect(bulkResume.status, bulkResume.text).toBe(202)
+    const deleted = await a.delete(`/admin/api/tenants/${madeId}`)
+    expect([200, 202], deleted.text).toContain(deleted.status)
+    const restored = await a.post(`/admin/api/tenants/${madeId}/restore`)
+    expect(restored.status, restored.text).toBe(200)
+    // Valid by the document, refused by the kit: neither ids nor a filter.
+    const neither = await a.post('/admin/api/jobs/retry', { queue: 'system' })
+    expect(neither.status, neither.text).toBe(400)
+    expect(neither.body).toMatchObject(errorBody(400, 'IDS_OR_FILTER'))
+    const retried = await a.post('/admin/api/jobs/retry', { queue: 'system', ids: [uuid] })
+    expect(retried.status, retried.text).toBe(200)
+    const noJob = await a.get(`/admin/api/jobs/${uuid}`)
+    expect(noJob.status, noJob.text).toBe(404)
+    expect(noJob.body).toMatchObject(errorBody(404))
+    const fleet = await a.post('/admin/api/migrations/fleet')
+    expect(fleet.status, fleet.text).toBe(202)
+    const jsonl = await a.get('/admin/api/audit-logs?format=jsonl&limit=5', { accept: 'application/x-ndjson' })
+    expect(jsonl.status, jsonl.text).toBe(200)
+
     const key = await a.post('/admin/api/api-keys', { name: 'ops-ci', expiresInDays: 7 })
     expect(key.status, key.text).toBe(201)
     expect((await a.get('/admin/api/api-keys')).status).toBe(200)
