@@ -267,6 +267,13 @@ describe('through prism proxy --errors', () => {
     expect((await c.get('/blog', { accept: 'text/html' })).status).toBe(200)
     expect((await c.get('/robots.txt', { accept: 'text/plain' })).status).toBe(200)
     expect((await c.get('/sitemap.xml', { accept: 'application/xml' })).status).toBe(200)
+    expect((await c.get('/blog/feed.xml', { accept: 'application/rss+xml' })).status).toBe(200)
+    expect((await c.get('/blog/atom.xml', { accept: 'application/atom+xml' })).status).toBe(200)
+    // A missing post: an HTML page for browsers, the JSON error otherwise (both documented).
+    expect((await c.get('/blog/no-such-post', { accept: 'text/html' })).status).toBe(404)
+    const missing = await c.get('/blog/no-such-post')
+    expect(missing.status).toBe(404)
+    expect(missing.body).toMatchObject(errorBody(404))
     noViolations()
   })
 
@@ -380,6 +387,12 @@ describe('through prism proxy --errors', () => {
     const v = viaPrism()
     await v.login(viewer.email)
     expect((await v.get(`/t/${slug}/api/projects`)).status).toBe(200)
+    // The same tenant named by the X-Tenant-ID header the document declares (the viewer's active tenant is
+    // their own personal one, or none).
+    const byHeader = await v.get('/api/projects', { 'x-tenant-id': slug })
+    expect(byHeader.status, byHeader.text).toBe(200)
+    const notTheirs = await v.get('/api/projects', { 'x-tenant-id': 'no-such-tenant-here' })
+    expect(notTheirs.status, notTheirs.text).toBe(404)
     const denied = await v.post(`/t/${slug}/api/projects`, { name: 'nope' })
     expect(denied.status, denied.text).toBe(403)
     expect(denied.body).toMatchObject(errorBody(403))
@@ -481,9 +494,12 @@ describe('through prism proxy --errors', () => {
     await call(202, 'POST', '/auth/password-reset/request', { email: address })
     await call(404, 'GET', '/invitations/not-a-real-token', undefined, undefined, 'INVITATION_NOT_FOUND')
     await call(200, 'GET', '/api/ownership-offers')
-    await call(202, 'POST', '/api/tenant/export')
+    const exported = await call(202, 'POST', '/api/tenant/export')
     await call(200, 'GET', '/api/tenant/export')
-    await call(202, 'POST', '/api/projects/recount')
+    await call(200, 'GET', `/api/tenant/export/${exported.body.id}`)
+    const recount = await call(202, 'POST', '/api/projects/recount')
+    const job = await call(200, 'GET', `/api/jobs/${recount.body.id}`)
+    expect(job.body).toMatchObject({ id: recount.body.id })
 
     // Without the plan: 402 / 403 FEATURE_NOT_IN_PLAN; a platform admin sets enterprise, and they answer.
     await call(402, 'GET', '/api/projects/export?format=csv', undefined, { accept: 'text/csv' }, 'SUBSCRIPTION_REQUIRED')

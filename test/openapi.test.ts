@@ -124,6 +124,15 @@ describe('the generated OpenAPI document', () => {
     expect(param(op('get', '/t/{tenant}/api/projects/{id}'), 'path', 'id')).toMatchObject({ required: true })
   })
 
+  it('declares the optional X-Tenant-ID header on the other tenant routes (how a client names the tenant there), only there', () => {
+    const api = operations.filter((o) => /^\/api\//.test(o.path))
+    expect(api.length).toBeGreaterThan(20)
+    for (const { method, path, op } of api)
+      expect(param(op, 'header', 'x-tenant-id'), `${method} ${path}`).toMatchObject({ required: false, schema: { type: 'string' } })
+    for (const { method, path, op } of operations.filter((o) => !/^\/api\//.test(o.path)))
+      expect(param(op, 'header', 'x-tenant-id'), `${method} ${path}`).toBeUndefined()
+  })
+
   it('documents errors from route configuration, as one $ref to the Error component', () => {
     expect(Object.keys(spec.components.schemas)).toContain('Error')
     expect(spec.components.schemas['def-0']).toBeUndefined()

@@ -11,8 +11,9 @@
  * - `authScope(kind)` is an onRoute hook a route scope installs next to its guard (routes/api for the
  *   tenant guard, /me and /tenants for `requireUser`): it records `config.auth` and the guard's errors.
  * - `openapiTransform` / `transformDocument` (doc time): security per operation, the `tenant` path
- *   parameter on /t/{tenant}/…, the CSRF header on cookie writes, operationIds, literal unions as one
- *   `enum`, nullable instead of `type: null`, parameters with a default not required, optional bodies.
+ *   parameter on /t/{tenant}/… (the optional X-Tenant-ID header on the other tenant routes), the CSRF
+ *   header on cookie writes, operationIds, literal unions as one `enum`, nullable instead of
+ *   `type: null`, parameters with a default not required, optional bodies.
  */
 import { STATUS_CODES } from 'node:http'
 import type { RouteOptions } from 'fastify'
@@ -119,6 +120,14 @@ const CsrfHeader = Type.Optional(
   Type.String({ description: 'Required with a session cookie on writes: the token from GET /auth/csrf (API keys need none)' }),
 ) as unknown as Schema
 const TenantParam = Type.String({ description: 'Tenant slug or id' }) as unknown as Schema
+/** src/core/tenancy/resolve.ts reads it on every tenant route; /t/{tenant}/… names the tenant in the path instead. */
+const TenantHeader = Type.Optional(
+  Type.String({
+    pattern: '^[A-Za-z0-9-]{1,63}$',
+    description:
+      "Tenant slug or id (first match wins: this header, a subdomain of TENANT_DOMAIN_SUFFIX, the session's active tenant); a malformed one is 400 INVALID_TENANT_REF",
+  }),
+) as unknown as Schema
 
 /** Bodies declared `Type.Optional(...)`, by operation, for `transformDocument` (Fastify's swagger marks every body required). */
 type OptionalBodies = Set<string>
@@ -137,6 +146,9 @@ export function openapiTransform(optionalBodies: OptionalBodies) {
     }
     if (url.includes('/:tenant/') && !(out.params as { properties?: Schema } | undefined)?.properties?.tenant) {
       out.params = withProperty(out.params, 'tenant', TenantParam, true)
+    } else if (auth === 'tenant') {
+      // Without it a client generated from the document could only reach the session's active tenant here.
+      out.headers = withProperty(out.headers, 'x-tenant-id', TenantHeader, false)
     }
     if (schema.body && (schema.body as Record<string, unknown>)['~optional'])
       for (const m of methodsOf(route)) optionalBodies.add(opKey(m, url))
