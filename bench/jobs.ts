@@ -4,6 +4,8 @@
  * Redis in the same run. Goal: task manager ≥ 0.5× raw for both enqueue and process.
  *
  *   npx tsx bench/jobs.ts     (BENCH_JOBS, default 10000; BENCH_CONCURRENCY, default 50; BENCH_ROUNDS, default 6)
+ *   BENCH_REDIS_CLUSTER=1 npx tsx bench/jobs.ts
+ *       the same on the local Redis Cluster (.ci/redis-cluster, REDIS_CLUSTER: hash-tagged queue prefixes)
  *   BENCH_BASELINE_REF=<commit> npx tsx bench/jobs.ts
  *       also measures the task manager as of that commit (its src/core/jobs loaded from a temporary git
  *       worktree into this process, on the same services), so before and after share the run.
@@ -21,17 +23,19 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Queue, Worker } from 'bullmq'
 import { pino } from 'pino'
 import { Type } from 'typebox'
-import { workerConnection } from '../src/core/jobs/queues.js'
+import { closeWorkerConnection, queuePrefix, workerConnection } from '../src/core/jobs/queues.js'
 import { systemJob, tenantJob } from '../src/core/jobs/registry.js'
 import { createTaskManager } from '../src/core/jobs/task-manager.js'
 import { createServices } from '../src/services.js'
 import setup from '../test/global-setup.js'
+import { CLUSTER_VARS, dropClusterKeys, ensureRedisCluster } from '../test/helpers/redis-cluster.js'
 import { createTestEnv } from '../test/helpers/test-env.js'
 
 const JOBS = Number(process.env.BENCH_JOBS ?? 10_000)
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 50)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6)
 const BASELINE_REF = process.env.BENCH_BASELINE_REF
+const CLUSTER = process.env.BENCH_REDIS_CLUSTER === '1'
 const root = fileURLToPath(new URL('..', import.meta.url))
 const BATCH = 1000
 
@@ -39,7 +43,11 @@ const line = (label: string, value: string | number) => console.log(`${label}: $
 const rate = (n: number, ms: number) => Math.round((n / ms) * 1000)
 
 await setup()
-const env = await createTestEnv({ JOB_TENANT_CONCURRENCY: String(CONCURRENCY), HOST_POOL_MAX: '10' })
+if (CLUSTER) {
+  const why = await ensureRedisCluster()
+  if (why) throw new Error(why)
+}
+const env = await createTestEnv({ JOB_TENANT_CONCURRENCY: String(CONCURRENCY), HOST_POOL_MAX: '10', ...(CLUSTER ? CLUSTER_VARS : {}) })
 const logger = pino({ level: 'silent' })
 const services = createServices(env.config, logger)
 
@@ -76,7 +84,8 @@ interface Figures {
 }
 
 async function raw(round: number): Promise<Figures> {
-  const queue = new Queue(`raw${round}`, { connection: services.redis, prefix: env.config.redisPrefix })
+  const prefix = queuePrefix(env.config, `raw${round}`)
+  const queue = new Queue(`raw${round}`, { connection: services.redis, prefix })
   let t = performance.now()
   for (let i = 0; i < JOBS; i += BATCH) {
     await queue.addBulk(
@@ -84,9 +93,10 @@ async function raw(round: number): Promise<Figures> {
     )
   }
   const enqueueMs = performance.now() - t
+  const connection = workerConnection(env.config)
   const worker = new Worker(`raw${round}`, async () => null, {
-    connection: workerConnection(env.config),
-    prefix: env.config.redisPrefix,
+    connection,
+    prefix,
     concurrency: CONCURRENCY,
     autorun: false,
   })
@@ -96,6 +106,7 @@ async function raw(round: number): Promise<Figures> {
   await finished
   const processMs = performance.now() - t
   await worker.close()
+  closeWorkerConnection(connection)
   await queue.obliterate({ force: true })
   await queue.close()
   return { enqueue: rate(JOBS, enqueueMs), process: rate(JOBS, processMs) }
@@ -128,6 +139,7 @@ const load = () => loadavg().map((l) => l.toFixed(2)).join(' ')
 
 try {
   const t = await services.provisioner.provision({ slug: 'bench-jobs', name: 'Bench' })
+  line('redis', CLUSTER ? `cluster (${env.config.redisUrl} and its peers)` : env.config.redisUrl)
   line('jobs per round', JOBS)
   line('worker concurrency', CONCURRENCY)
   const subjects: [string, () => Promise<Figures>][] = [
@@ -162,6 +174,7 @@ try {
   await tasks.close()
   await baselineTasks?.close()
   await services.close()
+  if (CLUSTER) await dropClusterKeys(env.name)
   await env.cleanup()
   if (baselineTree) {
     rmSync(join(baselineTree, 'node_modules'))

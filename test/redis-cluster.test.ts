@@ -11,6 +11,7 @@ import { request as httpRequest } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { eq, like } from 'drizzle-orm'
 import type { FastifyInstance } from 'fastify'
+import type { Cluster, Redis } from 'ioredis'
 import { Type } from 'typebox'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { projects } from '../drizzle/tenant/schema.js'
@@ -100,6 +101,7 @@ describe.skipIf(unavailable)('on a Redis Cluster', () => {
   let two: FastifyInstance
   let runtime: WorkerRuntime
   let t: TenantFixture
+  let closed = false
 
   beforeAll(async () => {
     // Heartbeats every second: the connection slots are refreshed (a pipeline) while the stream is open.
@@ -111,7 +113,7 @@ describe.skipIf(unavailable)('on a Redis Cluster', () => {
     t = await tenantWith(one)
   }, 120_000)
   afterAll(async () => {
-    await runtime?.close()
+    if (!closed) await runtime?.close()
     await one?.close()
     await two?.close()
     if (env) await dropClusterKeys(env.name)
@@ -269,5 +271,16 @@ describe.skipIf(unavailable)('on a Redis Cluster', () => {
     expect([...perMaster.keys()]).toEqual(CLUSTER_PORTS)
     const used = [...perMaster.values()].filter((k) => k.length > 0).length
     expect(used, JSON.stringify(Object.fromEntries(perMaster))).toBe(CLUSTER_PORTS.length)
+  })
+
+  it('closing the worker closes its cluster connections (BullMQ leaves a client it was given open)', async () => {
+    const given = [...runtime.workers.workers, runtime.scheduler!.worker].map((w) => w.opts.connection as unknown as Cluster)
+    expect(given.map((c) => isCluster(c as unknown as Redis))).toEqual(given.map(() => true))
+    // Connected to the cluster's nodes (BullMQ runs its commands on it), then to none.
+    const nodes = () => given.map((c) => c.nodes('all').length)
+    expect(nodes().every((n) => n > 0), String(nodes())).toBe(true)
+    await runtime.close(5000)
+    closed = true
+    expect(nodes()).toEqual(given.map(() => 0))
   })
 })

@@ -33,12 +33,20 @@ export function queuePrefix(target: QueueTarget, queue: string): string {
 /**
  * The connection of a BullMQ Worker. Workers block on Redis and must retry forever
  * (`maxRetriesPerRequest: null`); BullMQ opens and closes these connections itself: from options on one
- * server, and on a cluster by duplicating the (lazy, never connected) Cluster given here, since options
- * alone would make BullMQ open a plain single-node client.
+ * server; on a cluster, options alone would make BullMQ open a plain single-node client, so this is a
+ * (lazy) Cluster: BullMQ duplicates it for the blocking connection and uses it as the worker's main one,
+ * but leaves a client it was given open: closeWorkerConnection after the worker has closed.
  */
 export function workerConnection(target: RedisTarget): ConnectionOptions {
   if (!target.redisCluster) return { url: target.redisUrl, maxRetriesPerRequest: null }
   return newRedisClient(target, { maxRetriesPerRequest: null, lazyConnect: true })
+}
+
+/** Close what workerConnection made (the Cluster of a worker that has closed); options need nothing. */
+export function closeWorkerConnection(connection: ConnectionOptions): void {
+  const client = connection as Partial<Redis>
+  // disconnect, not quit: the worker is done with it, and QUIT would wait on a node that is down.
+  if (typeof client.disconnect === 'function') client.disconnect()
 }
 
 export interface Queues {

@@ -19,6 +19,7 @@ import { type ConnectionOptions, type Job, Queue, Worker } from 'bullmq'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { logRedisErrors } from '../lib/redis.js'
+import { closeWorkerConnection } from './queues.js'
 import { derivedJobId, type JobRegistry, type JobSubmitter, type KnownJobs, type PayloadOf, payloadProblems } from './registry.js'
 
 export const SCHEDULES_QUEUE = 'schedules'
@@ -110,7 +111,7 @@ export async function installSchedules(queue: Queue, schedules: readonly Schedul
 export interface SchedulerDeps {
   schedules: readonly Schedule[]
   tasks: Pick<JobSubmitter, 'submit'>
-  /** Producer connection (shared, not closed here) and the worker's own connection options. */
+  /** Producer connection (shared, not closed here) and the worker's own connection (workerConnection: closed with the scheduler). */
   redis: Redis
   workerConnection: ConnectionOptions
   /** The ticks' queue prefix: queuePrefix(config, SCHEDULES_QUEUE) (hash-tagged on a cluster). */
@@ -162,6 +163,7 @@ export async function startScheduler(d: SchedulerDeps): Promise<Scheduler> {
       const closed = await Promise.race([worker.close().then(() => true as const), late])
       clearTimeout(timer)
       if (!closed) await worker.disconnect().catch(() => {})
+      closeWorkerConnection(d.workerConnection)
       await queue.close().catch(() => {})
     },
   }

@@ -21,7 +21,7 @@ import type { Catalog, PoolManager, TenantRecord } from '../tenancy/types.js'
 import { createBackgroundWrites } from './background-writes.js'
 import { createEffects } from './effects.js'
 import { createProcessor, errorLog, recordUnhandledFailure } from './processor.js'
-import { createQueues, QUEUE_NAMES, type Queues, queuePrefix, workerConnection } from './queues.js'
+import { closeWorkerConnection, createQueues, QUEUE_NAMES, type Queues, queuePrefix, workerConnection } from './queues.js'
 import { type ReconcileCounts, type ReconcileLoop, type ReconcileOptions, reconcileJobRecords, startReconcileLoop } from './reconcile.js'
 import { ENQUEUE_FAILED, type JobRecord, type JobStatus, type NewRecord, recordsFor, systemRecords, tenantRecords } from './records.js'
 import {
@@ -356,9 +356,12 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       jobOutcomes: d.metrics?.jobOutcomes,
     }
     const processor = createProcessor(processorDeps)
+    const connections: ReturnType<typeof workerConnection>[] = []
     const workers = (opts.scopes ?? (['system', 'tenant'] as const)).map((scope) => {
+      const connection = workerConnection(config)
+      connections.push(connection)
       const worker = new Worker(QUEUE_NAMES[scope], processor, {
-        connection: workerConnection(config),
+        connection,
         prefix: queuePrefix(config, QUEUE_NAMES[scope]),
         concurrency: opts.concurrency ?? config.jobs.workerConcurrency,
         lockDuration: opts.lockDurationMs ?? 30_000,
@@ -402,6 +405,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
             logger.warn({ timeoutMs }, 'jobs still running at the shutdown deadline; leaving them to the stalled check')
             await Promise.all(workers.map((w) => w.disconnect().catch(() => {})))
           }
+          for (const c of connections) closeWorkerConnection(c)
           started.delete(handle)
           return drained
         })()
