@@ -114,10 +114,19 @@ beforeAll(async () => {
   }
   await writeFile(specFile, JSON.stringify(doc))
 
-  const port = await freePort()
-  proxyUrl = `http://127.0.0.1:${port}`
   const bin = join(import.meta.dirname, '..', 'node_modules', '.bin', 'prism')
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`npm ci\` (@stoplight/prism-cli is a devDependency)`)
+  // A free port can be taken between our probe and Prism's bind (other suites run alongside): a few tries.
+  for (let attempt = 1; ; attempt++) {
+    const started = await startPrism(bin, specFile, await freePort())
+    if (started === 'listening') break
+    if (attempt === 3 || started !== 'port taken') throw new Error(`prism did not start (${started}):\n${prismLog}`)
+  }
+}, 90_000)
+
+async function startPrism(bin: string, specFile: string, port: number): Promise<'listening' | 'port taken' | string> {
+  proxyUrl = `http://127.0.0.1:${port}`
+  prismLog = ''
   const child = spawn(bin, ['proxy', specFile, appUrl, '--errors', '--port', String(port), '--host', '127.0.0.1', '--cors', 'false', '-v', 'warn'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SCARF_ANALYTICS: 'false', DO_NOT_TRACK: '1' },
@@ -132,19 +141,25 @@ beforeAll(async () => {
   child.once('exit', (code) => {
     exited = code ?? -1
   })
-  // Listening once /health answers through it (Prism parses and dereferences the document first: seconds).
-  const deadline = Date.now() + 50_000
+  // Prism parses and dereferences the document first (seconds on a busy machine). It is the one listening
+  // (not whatever else took the port) once a path the document lacks answers its NO_PATH_MATCHED problem.
+  const deadline = Date.now() + 60_000
   for (;;) {
-    if (exited !== null) throw new Error(`prism exited with ${exited}:\n${prismLog}`)
-    const ok = await fetch(`${proxyUrl}/health`).then(
-      (r) => r.status === 200,
-      () => false,
-    )
-    if (ok) break
-    if (Date.now() > deadline) throw new Error(`prism did not answer within 50 s:\n${prismLog}`)
+    if (exited !== null) return /EADDRINUSE/.test(prismLog) ? 'port taken' : `exited with ${exited}`
+    const res = await fetch(`${proxyUrl}/__prism-probe`).catch(() => undefined)
+    const body = res ? await res.text() : ''
+    if (res?.status === 404 && body.includes('NO_PATH_MATCHED')) return 'listening'
+    if (res) {
+      // Something else answered there: ours cannot bind it.
+      prismLog += `\nport ${port} answered ${res.status} ${body.slice(0, 200)}: not Prism`
+      child.kill('SIGKILL')
+      return 'port taken'
+    }
+    if (Date.now() > deadline) return 'no answer within 60 s'
     await new Promise((r) => setTimeout(r, 250))
   }
-}, 70_000)
+}
+
 
 afterAll(async () => {
   if (prism && prism.exitCode === null) {
