@@ -51,6 +51,8 @@ afterAll(async () => {
 const ctx = useApp(() => ({
   RATE_LIMIT_MAX: '100000',
   WEBHOOKS_ALLOW_PRIVATE: 'true',
+  // One POST /tenants per user per hour: the second is the 429 this file checks.
+  TENANT_CREATES_PER_HOUR: '1',
   STRIPE_SECRET_KEY: 'sk_test_prism',
   STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
   STRIPE_API_HOST: stripe?.url ?? '',
@@ -503,6 +505,8 @@ describe('through prism proxy --errors', () => {
     }
     const second = await call(201, 'POST', '/tenants', { name: 'Second', slug: `second-${Math.random().toString(36).slice(2, 8)}` })
     await call(200, 'PUT', '/me/active-tenant', { tenant: second.body.tenant?.slug ?? second.body.slug })
+    const third = await call(429, 'POST', '/tenants', { name: 'Third', slug: `third-${Math.random().toString(36).slice(2, 8)}` }, undefined, 'RATE_LIMITED')
+    expect(third.headers.get('retry-after')).toMatch(/^\d+$/)
     await call(200, 'GET', '/me/export')
     await call(202, 'POST', '/auth/verify-email/request')
     await call(403, 'POST', '/me/email', { newEmail: email('moved') }, undefined, 'CURRENT_PASSWORD_INVALID')

@@ -145,6 +145,10 @@ describe('the generated OpenAPI document', () => {
     expect(op('post', '/auth/login').responses['429']).toBeDefined()
     expect(op('post', '/webhooks/stripe').responses['429']).toBeUndefined()
     expect(op('get', '/health').responses['429']).toBeUndefined()
+    // Every 429 says when to retry.
+    for (const { method, path, op } of operations) {
+      if (op.responses['429']) expect(op.responses['429'].headers?.['retry-after']?.schema, `${method} ${path}`).toEqual({ type: 'integer', minimum: 0 })
+    }
     // Billing-gated: 402 and 403.
     expect(op('get', '/api/projects/export').responses['402']).toBeDefined()
     // No route answers an error outside the Error shape.

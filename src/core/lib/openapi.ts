@@ -129,6 +129,8 @@ const TenantHeader = Type.Optional(
   }),
 ) as unknown as Schema
 
+const RetryAfterHeader = { schema: { type: 'integer', minimum: 0 }, description: 'Seconds to wait before retrying' }
+
 /** Bodies declared `Type.Optional(...)`, by operation, for `transformDocument` (Fastify's swagger marks every body required). */
 type OptionalBodies = Set<string>
 const opKey = (method: string, url: string) => `${method.toLowerCase()} ${url.replace(/:(\w+)/g, '{$1}')}`
@@ -218,6 +220,10 @@ export function transformDocument(optionalBodies: OptionalBodies) {
         }
         for (const [status, response] of Object.entries((op.responses ?? {}) as Record<string, Json>)) {
           if (response.description === 'Default Response') response.description = STATUS_CODES[status] ?? 'Response'
+          // Every limit the kit applies (@fastify/rate-limit, the login throttle, POST /tenants per hour, the tenant
+          // plan's) answers 429 with Retry-After; tenant routes already document it with the RateLimit-* headers.
+          if (status === '429' && !(isObject(response.headers) && 'retry-after' in response.headers))
+            response.headers = { ...(isObject(response.headers) ? response.headers : {}), 'retry-after': RetryAfterHeader }
         }
       }
     }
