@@ -275,7 +275,8 @@ const noViolations = () => {
   expect(found, `prism log:\n${prismLog.slice(-4000)}`).toEqual([])
 }
 
-describe('through prism proxy --errors', () => {
+// Dozens of requests per test, each through two processes: room for a loaded machine (the default is 30 s).
+describe('through prism proxy --errors', { timeout: 90_000 }, () => {
   it('reports what violates the document (the canaries): a 500 VIOLATIONS problem and the sl-violations header', async () => {
     const c = viaPrism()
     const body = await c.get('/docs/json')
