@@ -9,6 +9,7 @@
  * dropped (a throw is logged at debug), so Fastify neither warns "already sent" nor logs it as an error.
  * A route that legitimately runs long (a streamed export) opts out with `config: { requestDeadline: false }`.
  */
+import type { ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AppOptions } from '../config.js'
@@ -26,6 +27,10 @@ const kTimer = Symbol('deadlineTimer')
 const kAnswering = Symbol('answerStarted')
 const kExpired = Symbol('deadlineExpired')
 type Tracked = FastifyRequest & { [kTimer]?: NodeJS.Timeout; [kAnswering]?: boolean; [kExpired]?: boolean }
+const kSend = Symbol('replySend')
+type TrackedReply = FastifyReply & { [kSend]?: FastifyReply['send'] }
+/** On the raw response: the request whose timer its 'close' clears. */
+const kOwner = Symbol('deadlineOwner')
 
 const exempt = (req: FastifyRequest) => req.routeOptions.config?.requestDeadline === false
 
@@ -40,26 +45,39 @@ export default fp<AppOptions>(
     if (ms <= 0) return
 
     // Callback-style hooks: nothing here awaits, and a promise per hook per request is measurable (issue 14).
+    // Shared functions, no closure per request: the reply's own send is kept on the reply.
+    function deadlineSend(this: TrackedReply, payload?: unknown) {
+      const req = this.request as Tracked
+      if (req[kExpired]) return this // a late answer from the handler: the deadline already answered
+      req[kAnswering] = true
+      clear(req)
+      return this[kSend]!.call(this, payload)
+    }
+    function expire(req: Tracked, reply: TrackedReply) {
+      req[kTimer] = undefined
+      if (req[kAnswering] || reply.sent || reply.raw.headersSent || req.raw.destroyed) return
+      req[kExpired] = true
+      req.log.warn({ code: 'SERVICE_UNAVAILABLE', deadlineMs: ms }, 'request answered 503 at its deadline')
+      const body = errorBody(503, 'SERVICE_UNAVAILABLE', 'The request took too long; try again shortly')
+      reply[kSend]!.call(reply.code(503).header('retry-after', String(RETRY_AFTER_S.outage)), body)
+    }
+    // The timer goes when the response closes, however it ended (onResponse does not run for a client that gave up).
+    function clearOnClose(this: ServerResponse & { [kOwner]?: Tracked }) {
+      const req = this[kOwner]
+      this[kOwner] = undefined
+      if (req) clear(req)
+    }
     fastify.addHook('onRequest', (request, reply, done) => {
       const req = request as Tracked
       if (exempt(req)) return done()
       // Any answer, from anywhere (hooks, handler, error handler), goes through reply.send first.
-      const send = reply.send
-      reply.send = function (this: FastifyReply, payload?: unknown) {
-        if (req[kExpired]) return this // a late answer from the handler: the deadline already answered
-        req[kAnswering] = true
-        clear(req)
-        return send.call(this, payload)
-      }
-      req[kTimer] = setTimeout(() => {
-        req[kTimer] = undefined
-        if (req[kAnswering] || reply.sent || reply.raw.headersSent || req.raw.destroyed) return
-        req[kExpired] = true
-        req.log.warn({ code: 'SERVICE_UNAVAILABLE', deadlineMs: ms }, 'request answered 503 at its deadline')
-        const body = errorBody(503, 'SERVICE_UNAVAILABLE', 'The request took too long; try again shortly')
-        send.call(reply.code(503).header('retry-after', String(RETRY_AFTER_S.outage)), body)
-      }, ms)
-      req.raw.once('close', () => clear(req))
+      const tracked = reply as TrackedReply
+      tracked[kSend] = reply.send
+      reply.send = deadlineSend
+      req[kTimer] = setTimeout(expire, ms, req, tracked)
+      const res = reply.raw as ServerResponse & { [kOwner]?: Tracked }
+      res[kOwner] = req
+      res.on('close', clearOnClose)
       done()
     })
     fastify.addHook('onResponse', (req, _reply, done) => {

@@ -35,6 +35,9 @@ declare module 'fastify' {
 
 export const SESSION_COOKIE = 'sid'
 
+const kSession = Symbol('session')
+type WithSession = FastifyRequest & { [kSession]?: FastifyRequest['session'] }
+
 export default fp<AppOptions>(
   async (fastify, { config }) => {
     const { maxAgeS, secrets, cookieSecure, cacheTtlMs } = config.session
@@ -50,7 +53,16 @@ export default fp<AppOptions>(
     await sessions.ready
     fastify.addHook('onClose', () => sessions.close())
     fastify.decorate('sessions', sessions)
-    fastify.decorateRequest('session', null as never)
+    // A request without a cookie (every API-key request) builds its empty session only if something reads it.
+    fastify.decorateRequest('session', {
+      getter(this: WithSession) {
+        this[kSession] ??= sessions.open(undefined) as FastifyRequest['session']
+        return this[kSession]
+      },
+      setter(this: WithSession, session: FastifyRequest['session']) {
+        this[kSession] = session
+      },
+    })
 
     const refreshMs = Math.min(60_000, (maxAgeS * 1000) / 10)
     const attach = (req: FastifyRequest, session: FastifyRequest['session']) => {
@@ -61,7 +73,9 @@ export default fp<AppOptions>(
     }
     // Callback style: a cache hit opens the session synchronously, with no promise on the hot path.
     fastify.addHook('onRequest', (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
-      const opened = sessions.open(req.cookies[SESSION_COOKIE])
+      const cookie = req.cookies[SESSION_COOKIE]
+      if (!cookie) return done() // the getter makes the empty session if anything asks
+      const opened = sessions.open(cookie)
       if (opened instanceof Promise)
         opened.then(
           (session) => {
@@ -77,8 +91,9 @@ export default fp<AppOptions>(
     })
 
     fastify.addHook('onSend', (req: FastifyRequest, reply: FastifyReply, _payload: unknown, done: (err?: Error) => void) => {
-      const session = req.session
-      if (!session) return done() // answered before the session was read (load shedding, a bad request)
+      const session = (req as WithSession)[kSession]
+      // Answered before the session was read (load shedding, a bad request), or a cookieless request that never used it.
+      if (!session) return done()
       const hadCookie = req.cookies[SESSION_COOKIE] !== undefined
       const pending = sessions.pending(session, hadCookie)
       if (pending === undefined) return done()
