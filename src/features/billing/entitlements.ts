@@ -171,6 +171,8 @@ export interface EntitlementsCache {
   readonly ready: Promise<void>
   /** The tenant's entitlements: cached, else read (one read per tenant at a time). */
   get(tenantId: string): Promise<Entitlements>
+  /** `get` from the cache alone (still valid), or undefined: call `get`. */
+  peek(tenantId: string): Entitlements | undefined
   /** Drop the tenant's cached entitlements in every process (after a subscription or comp change). */
   invalidate(tenantId: string): Promise<void>
   /** Drop every tenant's (after plans were seeded: features or limits may have changed). */
@@ -233,6 +235,10 @@ export function createEntitlementsCache(deps: EntitlementsCacheDeps): Entitlemen
   }
   return {
     ready: catalog ? Promise.all([cache.ready, catalog.ready]).then(() => undefined) : cache.ready,
+    peek(tenantId) {
+      const cached = cache.get(tenantId.toLowerCase())
+      return cached && cached.validUntil > Date.now() ? cached : undefined
+    },
     async get(tenantId) {
       const id = tenantId.toLowerCase()
       const cached = cache.get(id)

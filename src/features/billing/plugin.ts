@@ -80,7 +80,7 @@ export default fp<AppOptions>(
     fastify.decorate('billingFollowUps', { outbox: fastify.services.outbox })
     // Every tenant route, right after the tenant guard: API keys need api_access, requests per minute
     // from the plan (tenant-requests.ts). Added before the billing guard's hook, so it runs first.
-    const tenantRequest = createTenantRequestHook(fastify, entitlements.get)
+    const tenantRequest = createTenantRequestHook(fastify, entitlements.get, entitlements.peek)
     fastify.addHook('onRoute', (route: RouteOptions) => {
       if (!isTenantRoute(route)) return
       route.preValidation = [route.preValidation ?? []].flat().concat(tenantRequest)

@@ -20,19 +20,16 @@ const WINDOW_MS = 60_000
 const kRpm = Symbol('tenantRequestsPerMinute')
 type WithRpm = FastifyRequest & { [kRpm]?: number }
 
-export function createTenantRequestHook(fastify: FastifyInstance, entitlements: (tenantId: string) => Promise<Entitlements>) {
+export function createTenantRequestHook(
+  fastify: FastifyInstance,
+  entitlements: (tenantId: string) => Promise<Entitlements>,
+  cached: (tenantId: string) => Entitlements | undefined = () => undefined,
+) {
   const limitOf = (req: FastifyRequest) => (req as WithRpm)[kRpm] ?? Number.MAX_SAFE_INTEGER
   const perTenant = fastify.createRateLimit({ keyGenerator: (req) => `tenant:${req.tenant!.id}`, max: limitOf, timeWindow: WINDOW_MS })
   const perApiKey = fastify.createRateLimit({ keyGenerator: (req) => `api-key:${req.apiKey!.id}`, max: limitOf, timeWindow: WINDOW_MS })
 
-  return async function tenantRequest(req: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const tenant = req.tenant
-    if (!tenant) return
-    const e = await entitlements(tenant.id)
-    if (req.apiKey) requireApiAccess(e)
-    const rpm = e.limits.requestsPerMinute
-    if (!rpm) return
-    ;(req as WithRpm)[kRpm] = rpm
+  async function count(req: FastifyRequest, reply: FastifyReply, rpm: number): Promise<void> {
     const r = await (req.apiKey ? perApiKey : perTenant)(req)
     if (r.isAllowed) return
     reply.header('ratelimit-limit', r.max)
@@ -42,5 +39,34 @@ export function createTenantRequestHook(fastify: FastifyInstance, entitlements: 
       reply.header('retry-after', r.ttlInSeconds)
       throw new AppError(429, 'RATE_LIMITED', `This ${req.apiKey ? 'API key' : 'tenant'} may make ${rpm} requests per minute; retry in ${r.ttlInSeconds} s`)
     }
+  }
+  /** undefined when the plan asks nothing more of this request; a promise while it is counted. */
+  function check(req: FastifyRequest, reply: FastifyReply, e: Entitlements): Promise<void> | undefined {
+    if (req.apiKey) requireApiAccess(e)
+    const rpm = e.limits.requestsPerMinute
+    if (!rpm) return undefined
+    ;(req as WithRpm)[kRpm] = rpm
+    return count(req, reply, rpm)
+  }
+
+  // Callback style: with the plan cached and no per-minute limit, nothing here needs a promise.
+  return function tenantRequest(req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) {
+    const tenant = req.tenant
+    if (!tenant) return done()
+    const e = cached(tenant.id)
+    if (!e) {
+      entitlements(tenant.id)
+        .then((loaded) => check(req, reply, loaded))
+        .then(() => done(), done)
+      return
+    }
+    let counting: Promise<void> | undefined
+    try {
+      counting = check(req, reply, e)
+    } catch (err) {
+      return done(err as Error)
+    }
+    if (counting) counting.then(() => done(), done)
+    else done()
   }
 }

@@ -21,7 +21,13 @@ export interface ProjectPage {
   nextCursor: string | null
 }
 
-export function createProjectsRepository(db: TenantDb) {
+/**
+ * The repository of one database handle, built once per handle (like its prepared statements) rather
+ * than once per request: it holds nothing but the handle.
+ */
+export const createProjectsRepository = preparedFor(projectsRepository)
+
+function projectsRepository(db: TenantDb) {
   return {
     findById: async (id: string) => (await statements(db).byId.execute({ id }))[0],
 

@@ -45,10 +45,11 @@ export function securityHeaders(options: object = HELMET_OPTIONS): Record<string
 
 export default fp(
   async (fastify) => {
-    const headers = securityHeaders()
+    const headers = Object.entries(securityHeaders())
     // Fastify-level headers (not raw setHeader) keep Node's writeHead on its fast path; errors keep them too.
+    // One reply.header() each from a list made once (reply.headers(object) makes a key array per request).
     fastify.addHook('onRequest', (_req: FastifyRequest, reply: FastifyReply, done: () => void) => {
-      reply.headers(headers)
+      for (let i = 0; i < headers.length; i++) reply.header(headers[i]![0], headers[i]![1])
       done()
     })
   },
