@@ -5,6 +5,8 @@
  * every request, refuses suspended or unready tenants, computes the effective role from the
  * databases, enforces the route's declared minimum role / permission, and leases the tenant's pool
  * for the request. Handlers then read `req.tenant`, `req.role` and `req.tenantDb`, never a global.
+ * When every lookup is cached and the pool is open, the guard decides synchronously (no promise per request,
+ * issue 14); otherwise it takes the async way, which reads and waits as needed. Both decide the same.
  *
  * Status codes (no existence leak: an unknown tenant and a tenant you're not in look the same):
  *   401 UNAUTHENTICATED · 400 TENANT_REQUIRED · 404 TENANT_NOT_FOUND · 403 TENANT_SUSPENDED ·
