@@ -125,6 +125,12 @@ describe.skipIf(unavailable)('on a Redis Cluster', () => {
     expect([one.redis, two.redis, one.services.redis].map(isCluster)).toEqual([true, true, true])
   })
 
+  it('refuses to boot, saying why, when REDIS_CLUSTER names a Redis that is not a cluster', async () => {
+    await expect(buildApp(env.configWith({ REDIS_URL: 'redis://127.0.0.1:6379' }))).rejects.toThrow(
+      /REDIS_CLUSTER=true needs REDIS_URL to name a node of a cluster/,
+    )
+  })
+
   it('doctor: checks the cluster, its size and state', async () => {
     const lines: string[] = []
     await runDoctor({ env: env.vars, out: (l) => lines.push(l) })

@@ -8,6 +8,19 @@ import { type Config, loadConfig } from '../../src/core/config.js'
 import { ADMIN_URL, APP_ROLE, APP_URL, REDIS_URL, hostTemplateName, sharedUrl, uniqueName } from './env.js'
 import { Redis } from 'ioredis'
 import type { ScratchPostgres } from './scratch-services.js'
+import { CLUSTER_VARS, dropClusterKeys, ensureRedisCluster } from './redis-cluster.js'
+
+/**
+ * TEST_REDIS_CLUSTER=1: every test world on the local Redis Cluster (.ci/redis-cluster) instead of the Redis
+ * on 6379, to run (part of) the suite on a cluster. Tests that read Redis keys by name with a client of their
+ * own assume one server; a test that passes REDIS_URL (a scratch Redis of its own) keeps it.
+ */
+const ON_CLUSTER = process.env.TEST_REDIS_CLUSTER === '1'
+let clusterUp: Promise<void> | undefined
+const clusterReady = () =>
+  (clusterUp ??= ensureRedisCluster().then((why) => {
+    if (why) throw new Error(`TEST_REDIS_CLUSTER=1: ${why}`)
+  }))
 
 export interface TestEnv {
   name: string
@@ -30,6 +43,7 @@ export interface ScratchTarget {
 }
 
 export async function createTestEnv(extra: Record<string, string> = {}, scratch?: ScratchTarget): Promise<TestEnv> {
+  if (ON_CLUSTER && !scratch) await clusterReady()
   const name = uniqueName('tkt')
   const hostDb = `${name}_host`
   let hostUrl: string
@@ -51,6 +65,8 @@ export async function createTestEnv(extra: Record<string, string> = {}, scratch?
     TENANT_DATABASE_URL: scratch?.postgres.appUrl ?? APP_URL,
     TENANT_DB_PREFIX: name,
     REDIS_URL: scratch?.redisUrl ?? REDIS_URL,
+    // (A test that names a Redis of its own, a scratch server, keeps it.)
+    ...(ON_CLUSTER && !scratch && !extra.REDIS_URL ? CLUSTER_VARS : {}),
     REDIS_PREFIX: name,
     AUTO_MIGRATE: 'false',
     // Most tests sign up and then use the tenant at once, with no worker running: provision inside the
@@ -77,7 +93,7 @@ export async function createTestEnv(extra: Record<string, string> = {}, scratch?
     vars,
     config: configWith({}),
     configWith,
-    cleanup: () => (scratch ? Promise.resolve() : dropTestWorld(name)),
+    cleanup: () => (scratch ? Promise.resolve() : ON_CLUSTER ? dropTestWorld(name).then(() => dropClusterKeys(name)) : dropTestWorld(name)),
   }
 }
 

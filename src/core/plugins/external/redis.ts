@@ -17,6 +17,10 @@ export default fp<AppOptions>(
     // hang): REDIS_COMMAND_TIMEOUT_MS, one retry, capped reconnect backoff (lib/redis.ts).
     const redis = createRedis(config, config.redisTimeouts, fastify.log, 'app', { lazyConnect: true })
     await redis.connect().catch((err: Error) => {
+      if (config.redisCluster)
+        throw new Error(
+          `Redis Cluster is not reachable from ${config.redisUrl} (${err.message}). REDIS_CLUSTER=true needs REDIS_URL to name a node of a cluster (cluster-enabled yes); unset it for a single Redis`,
+        )
       throw new Error(`Redis is not reachable at ${config.redisUrl} (${err.message}). Start it with: redis-server --daemonize yes`)
     })
     // Sessions live here: say so at boot when a Redis restart would lose them.
