@@ -14,6 +14,16 @@ import { APP_URL } from '../helpers/env.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 
 const logger = pino({ level: 'silent' })
+/** What a second provisioner in these tests shares with the services' own (each test adds its faults). */
+const provisionerDeps = () => ({
+  host: services.host,
+  catalog: services.catalog,
+  tasks: services.tasks,
+  lifecycle: services.lifecycle,
+  pools: services.pools,
+  config: env.config,
+  logger,
+})
 const version = migrationInfo('tenant').version
 let env: TestEnv
 let services: Services
@@ -206,13 +216,7 @@ describe('crash at each step, then retry', () => {
       const owner = await newUser(`owner-${when}-${step}@example.com`.toLowerCase())
       const slug = `crash-${when}-${step}`.toLowerCase()
       const crashing: Provisioner = createProvisioner({
-        host: services.host,
-        catalog: services.catalog,
-        tasks: services.tasks,
-        lifecycle: services.lifecycle,
-        pools: services.pools,
-        config: env.config,
-        logger,
+        ...provisionerDeps(),
         faults: {
           [when]: (s: StepName) => {
             if (s === step) throw new Error(`simulated crash ${when} ${step}`)
@@ -269,13 +273,7 @@ describe('crash at each step, then retry', () => {
       emailStarted = resolve
     })
     const together = createProvisioner({
-      host: services.host,
-      catalog: services.catalog,
-      tasks: services.tasks,
-      lifecycle: services.lifecycle,
-      pools: services.pools,
-      config: env.config,
-      logger,
+      ...provisionerDeps(),
       faults: {
         // seedOwner waits for the email step to begin: run one after the other, this would never finish.
         beforeStep: async (s) => {
@@ -301,13 +299,7 @@ describe('crash at each step, then retry', () => {
 
   it('resumes a run whose process died without recording the failure (status still provisioning)', async () => {
     const dying = createProvisioner({
-      host: services.host,
-      catalog: services.catalog,
-      tasks: services.tasks,
-      lifecycle: services.lifecycle,
-      pools: services.pools,
-      config: env.config,
-      logger,
+      ...provisionerDeps(),
       faults: {
         afterStep: (s) => {
           if (s === 'createDatabase') throw new Error('killed')
@@ -336,13 +328,7 @@ describe('crash at each step, then retry', () => {
     })
     // Another "process": its own provisioner, hence its own lock session on the maintenance database.
     const other = createProvisioner({
-      host: services.host,
-      catalog: services.catalog,
-      tasks: services.tasks,
-      lifecycle: services.lifecycle,
-      pools: services.pools,
-      config: env.config,
-      logger,
+      ...provisionerDeps(),
       faults: {
         beforeStep: async (s) => {
           if (s !== 'seedOwner') return
@@ -374,13 +360,7 @@ describe('crash at each step, then retry', () => {
   it('runs the steps one at a time (the job queue path)', async () => {
     const owner = await newUser('stepper@example.com')
     const stopped = createProvisioner({
-      host: services.host,
-      catalog: services.catalog,
-      tasks: services.tasks,
-      lifecycle: services.lifecycle,
-      pools: services.pools,
-      config: env.config,
-      logger,
+      ...provisionerDeps(),
       faults: {
         beforeStep: (s) => {
           if (s === 'createDatabase') throw new Error('queued instead')
@@ -423,13 +403,7 @@ describe('crash at each step, then retry', () => {
   it('records a real database error and keeps failing until the cause is fixed', async () => {
     let dbName = ''
     const sabotaged = createProvisioner({
-      host: services.host,
-      catalog: services.catalog,
-      tasks: services.tasks,
-      lifecycle: services.lifecycle,
-      pools: services.pools,
-      config: env.config,
-      logger,
+      ...provisionerDeps(),
       faults: {
         // Not a thrown fault: break the tenant database so the real seed query fails.
         beforeStep: async (s, tenantId) => {
