@@ -18,6 +18,7 @@ import { dropOnSecondServer, ensureSecondServer, SECOND_ADMIN_URL, SECOND_APP_UR
 import { type TenantFixture, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
 import { waitFor } from '../helpers/wait-for.js'
+import { continuousReads, type ReadTally } from '../helpers/continuous-reads.js'
 
 const unavailable = await ensureSecondServer()
 if (unavailable) console.warn(`server-moves.test.ts skipped: ${unavailable}`)
@@ -61,16 +62,8 @@ describe.skipIf(unavailable)('moving tenants between servers', () => {
     const dbName = t.tenant.dbName
 
     // Two readers, a request every 50 ms each (under the free plan's 600 a minute), from before the move until after it.
-    let stop = false
-    const statuses = new Map<number, number>()
-    const readers = Array.from({ length: 2 }, async () => {
-      while (!stop) {
-        const res = await t.as(t.viewer).get('/projects?limit=100')
-        statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
-        if (res.statusCode === 200) expect(res.json()).toEqual(before.json())
-        await new Promise((r) => setTimeout(r, 50))
-      }
-    })
+    const readers = continuousReads(() => t.as(t.viewer).get('/projects?limit=100'), before)
+    let tally: ReadTally
     let move: Awaited<ReturnType<TenantMover['moveTenant']>>
     try {
       await new Promise((r) => setTimeout(r, 200))
@@ -79,18 +72,16 @@ describe.skipIf(unavailable)('moving tenants between servers', () => {
       await waitFor(async () => (await portOf(t.id)) === '55433', { message: 'reads served by the second server' })
       await new Promise((r) => setTimeout(r, 200))
     } finally {
-      stop = true
-      await Promise.all(readers)
+      tally = await readers.stop()
     }
 
-    const reads = [...statuses.values()].reduce((a, b) => a + b, 0)
-    const failed = reads - (statuses.get(200) ?? 0)
+    const { reads, failed } = tally
     const f = moveFigures(move)
     console.log(
       `server move under read load: ${reads} reads, ${failed} failed; ${f.rows} rows, writes paused ${f.writePauseMs} ms, ${f.totalMs} ms in all`,
     )
     expect(move).toMatchObject({ state: 'done', fromServer: 'default', toServer: 'second' })
-    expect(failed, JSON.stringify(Object.fromEntries(statuses))).toBe(0)
+    expect(failed, JSON.stringify(tally.statuses)).toBe(0)
     expect(reads).toBeGreaterThan(10)
 
     const [row] = await services().host.db.select().from(tenants).where(eq(tenants.id, t.id))

@@ -26,6 +26,7 @@ import {
 import { type TenantFixture, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
 import { waitFor } from '../helpers/wait-for.js'
+import { continuousReads, type ReadTally } from '../helpers/continuous-reads.js'
 
 const unavailable = await ensureSecondServer()
 if (unavailable) console.warn(`shared-servers.test.ts skipped: ${unavailable}`)
@@ -210,16 +211,8 @@ describe.skipIf(unavailable)('shared databases on several servers', () => {
   it('moves a shared tenant from the default server to the second and back under reads: 0 failed reads, rows verified, old rows deleted', async () => {
     const before = await first.as(first.viewer).get('/projects?limit=100')
     expect(before.statusCode).toBe(200)
-    let stop = false
-    const statuses = new Map<number, number>()
-    const readers = Array.from({ length: 2 }, async () => {
-      while (!stop) {
-        const res = await first.as(first.viewer).get('/projects?limit=100')
-        statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
-        if (res.statusCode === 200) expect(res.json()).toEqual(before.json())
-        await new Promise((r) => setTimeout(r, 50))
-      }
-    })
+    const readers = continuousReads(() => first.as(first.viewer).get('/projects?limit=100'), before)
+    let tally: ReadTally
     let there: Awaited<ReturnType<TenantMover['moveTenant']>>
     let back: Awaited<ReturnType<TenantMover['moveTenant']>>
     try {
@@ -234,11 +227,9 @@ describe.skipIf(unavailable)('shared databases on several servers', () => {
       await waitFor(async () => (await portOf(first.id)) === '5432', { message: 'reads served by the default server again' })
       await new Promise((r) => setTimeout(r, 200))
     } finally {
-      stop = true
-      await Promise.all(readers)
+      tally = await readers.stop()
     }
-    const reads = [...statuses.values()].reduce((a, b) => a + b, 0)
-    const failed = reads - (statuses.get(200) ?? 0)
+    const { reads, failed } = tally
     const [f1, f2] = [moveFigures(there!), moveFigures(back!)]
     console.log(
       `shared server moves under read load: ${reads} reads, ${failed} failed; there: writes paused ${f1.writePauseMs} ms, ${f1.totalMs} ms in all; ` +
@@ -246,7 +237,7 @@ describe.skipIf(unavailable)('shared databases on several servers', () => {
     )
     expect(there!).toMatchObject({ state: 'done', fromIsolation: 'shared', toIsolation: 'shared', fromServer: 'default', toServer: 'second' })
     expect(back).toMatchObject({ state: 'done', fromServer: 'second', toServer: 'default' })
-    expect(failed, JSON.stringify(Object.fromEntries(statuses))).toBe(0)
+    expect(failed, JSON.stringify(tally.statuses)).toBe(0)
     expect(reads).toBeGreaterThan(10)
     // Its rows left the second server's shared database with it; writes work again.
     expect(await asSuperuser(async (sql) => (await sql`select 1 from projects where tenant_id = ${first.id}`).length)).toBe(0)
