@@ -281,6 +281,12 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     return open(t, live.url, full)
   }
 
+  /** A lease on the tenant's open pool for `url` (grown first when it opened small and there is room now), if there is one. */
+  function grantLive(t: PoolTarget, url: string): Pool | undefined {
+    const live = pools.get(keyOf(t))
+    return live && live.url === url ? take(grow(live, t) ?? live) : undefined
+  }
+
   /** Slots on `server` that come back without anyone releasing a lease: pools already closing. */
   function slotsBeingFreed(server: string): number {
     let n = 0
@@ -368,8 +374,8 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
     const url = urlOf(tenant)
     if (!url) return Promise.reject(new Error(`tenant ${tenant.id} has no database URL`))
     if (signal?.aborted) return Promise.reject(clientClosed())
-    const live = pools.get(keyOf(tenant))
-    if (live && live.url === url) return Promise.resolve(take(grow(live, tenant) ?? live))
+    const live = grantLive(tenant, url)
+    if (live) return Promise.resolve(live)
     return new Promise<Pool>((resolve, reject) => {
       const onAbort = () => drop(waiter, clientClosed())
       const waiter: Waiter = {
@@ -409,9 +415,8 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
       if (closed || !tenant?.id) return undefined
       const url = urlOf(tenant)
       if (!url) return undefined
-      const live = pools.get(keyOf(tenant))
-      // As acquirePool does for a live pool (growing it when it opened small and there is room now).
-      return live && live.url === url ? leaseOf(take(grow(live, tenant) ?? live), tenant.id) : undefined
+      const live = grantLive(tenant, url)
+      return live ? leaseOf(live, tenant.id) : undefined
     },
 
     async acquire(tenant, opts) {
