@@ -120,6 +120,15 @@ export function assertSameLayout(source: TableInfo[], target: TableInfo[]): void
 }
 
 const columnList = (t: TableInfo) => t.columns.map(ident).join(', ')
+/** The table's rows, copied columns only, as `r` (what a row's hash and its JSON are taken of). */
+const rowsOf = (t: TableInfo) => `(select ${columnList(t)} from ${ident(t.name)}) r`
+/** A row's 64-bit hash: its text, columns in name order (both layouts render it alike: inTransaction's settings). */
+const ROW_HASH = 'hashtextextended(r::text, 0)'
+
+/** Insert the rows of a JSON array ($1) into the table, as they were (identity values kept); `onConflict` appended. */
+const insertFromJson = (t: TableInfo, onConflict = '') =>
+  `insert into ${ident(t.name)} (${columnList(t)}) overriding system value
+   select ${columnList(t)} from json_populate_recordset(null::${ident(t.name)}, $1::text::json)${onConflict}`
 const orderBy = (t: TableInfo, alias = '') => t.primaryKey.map((c) => `${alias}${ident(c)}`).join(', ')
 
 export interface CopyResult {
@@ -140,12 +149,10 @@ export async function copyTenant(source: Endpoint, target: Endpoint): Promise<Co
       assertSameLayout(tables, await tenantTables(dst))
       for (const t of [...tables].reverse()) await dst.unsafe(`delete from ${ident(t.name)}`)
       for (const t of tables) {
-        const insert = `insert into ${ident(t.name)} (${columnList(t)}) overriding system value
-          select ${columnList(t)} from json_populate_recordset(null::${ident(t.name)}, $1::text::json)`
         const n = await pipeRows(
           src.unsafe(`select row_to_json(r)::text as j from (select ${columnList(t)} from ${ident(t.name)} order by ${orderBy(t)}) r`),
           dst,
-          insert,
+          insertFromJson(t),
         )
         rows[t.name] = n
         total += n
@@ -210,7 +217,8 @@ export async function syncTenant(source: Endpoint, target: Endpoint): Promise<Sy
       assertSameLayout(tables, await tenantTables(dst))
       const constraints = await primaryKeyConstraints(dst)
       // Which buckets differ, per table (both sides scanned at once, on their own connections).
-      const plans: { t: TableInfo; mask: number; buckets: number[] }[] = []
+      // buckets: the differing ones, as an int[] parameter.
+      const plans: { t: TableInfo; mask: number; buckets: string }[] = []
       for (const t of tables) {
         const n = (await src.unsafe<{ n: number }[]>(`select count(*)::int as n from ${ident(t.name)}`))[0]!.n
         rows[t.name] = n
@@ -218,11 +226,10 @@ export async function syncTenant(source: Endpoint, target: Endpoint): Promise<Sy
         const mask = bucketCount(n) - 1
         const [a, b] = await Promise.all([bucketSums(src, t, mask), bucketSums(dst, t, mask)])
         const buckets = [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k))
-        if (buckets.length) plans.push({ t, mask, buckets })
+        if (buckets.length) plans.push({ t, mask, buckets: intArray(buckets) })
       }
       // Rows the source no longer has, children first (a parent row goes after the rows referring to it).
-      for (const { t, mask, buckets: list } of [...plans].reverse()) {
-        const buckets = intArray(list)
+      for (const { t, mask, buckets } of [...plans].reverse()) {
         const inBuckets = `(${bucketOf(t, mask, ident(t.name))}) = any($1::int[])`
         if (!constraints.has(t.name)) {
           // No primary key: nothing refers to the table; its rows in those buckets are sent again whole.
@@ -244,10 +251,8 @@ export async function syncTenant(source: Endpoint, target: Endpoint): Promise<Sy
         ).count
       }
       // The source's rows of those buckets, parents first.
-      for (const { t, mask, buckets: list } of plans) {
-        const buckets = intArray(list)
+      for (const { t, mask, buckets } of plans) {
         const name = constraints.get(t.name)
-        const cols = columnList(t)
         const changed = t.columns.filter((c) => !t.primaryKey.includes(c))
         const upsert = !name
           ? ''
@@ -255,15 +260,13 @@ export async function syncTenant(source: Endpoint, target: Endpoint): Promise<Sy
             ? ` on conflict on constraint ${ident(name)} do nothing`
             : ` on conflict on constraint ${ident(name)} do update set ${changed.map((c) => `${ident(c)} = excluded.${ident(c)}`).join(', ')}
                 where (${changed.map((c) => `${ident(t.name)}.${ident(c)}`).join(', ')}) is distinct from (${changed.map((c) => `excluded.${ident(c)}`).join(', ')})`
-        const insert = `insert into ${ident(t.name)} (${cols}) overriding system value
-          select ${cols} from json_populate_recordset(null::${ident(t.name)}, $1::text::json)${upsert}`
         sent += await pipeRows(
           src.unsafe(
-            `select row_to_json(r)::text as j from (select ${cols} from ${ident(t.name)} where (${bucketOf(t, mask, ident(t.name))}) = any($1::int[])) r`,
+            `select row_to_json(r)::text as j from (select ${columnList(t)} from ${ident(t.name)} where (${bucketOf(t, mask, ident(t.name))}) = any($1::int[])) r`,
             [buckets],
           ),
           dst,
-          insert,
+          insertFromJson(t, upsert),
         )
       }
     })
@@ -284,8 +287,7 @@ const bucketOf = (t: TableInfo, mask: number, alias: string) =>
 /** Per bucket, the sum of its rows' hashes (as checksumTenant hashes them) and their count, as one string. */
 async function bucketSums(sql: postgres.TransactionSql, t: TableInfo, mask: number): Promise<Map<number, string>> {
   const rows = await sql.unsafe<{ b: number; s: string }[]>(
-    `select ${bucketOf(t, mask, 'r')} as b, count(*) || ':' || sum(hashtextextended(r::text, 0)::numeric) as s
-     from (select ${columnList(t)} from ${ident(t.name)}) r group by 1`,
+    `select ${bucketOf(t, mask, 'r')} as b, count(*) || ':' || sum(${ROW_HASH}::numeric) as s from ${rowsOf(t)} group by 1`,
   )
   return new Map(rows.map((r) => [r.b, r.s]))
 }
@@ -312,8 +314,7 @@ export async function checksumTenant(ep: Endpoint): Promise<Checksums> {
     const out: Checksums = {}
     for (const t of await tenantTables(tx)) {
       const [r] = await tx.unsafe<{ n: number; sum: string }[]>(
-        `select count(*)::int as n, coalesce(sum(hashtextextended(r::text, 0)::numeric), 0)::text as sum
-         from (select ${columnList(t)} from ${ident(t.name)}) r`,
+        `select count(*)::int as n, coalesce(sum(${ROW_HASH}::numeric), 0)::text as sum from ${rowsOf(t)}`,
       )
       out[t.name] = { rows: r!.n, checksum: r!.sum }
     }
