@@ -132,15 +132,9 @@ export function createMover(deps: MoverDeps): Mover {
     }
   }
 
-  async function withEndpoints<T>(m: TenantMove, fn: (source: Endpoint, target: Endpoint) => Promise<T>): Promise<T> {
-    const source = endpoint(from(m), m.tenantId)
-    const target = endpoint(to(m), m.tenantId)
-    try {
-      return await fn(source, target)
-    } finally {
-      await Promise.all([source.close(), target.close()])
-    }
-  }
+  /** Connections to the move's source and target, closed after `fn`. */
+  const withEndpoints = <T>(m: TenantMove, fn: (source: Endpoint, target: Endpoint) => Promise<T>): Promise<T> =>
+    using(from(m), m.tenantId, (source) => using(to(m), m.tenantId, (target) => fn(source, target)))
 
   async function get(moveId: string): Promise<TenantMove | undefined> {
     if (!isUuid(moveId)) return undefined
