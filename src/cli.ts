@@ -23,6 +23,7 @@ import { runDoctor } from './doctor.js'
 import { moveFigures } from './core/tenancy/move/index.js'
 import { drainServer } from './core/tenancy/move/drain-server.js'
 import { connect, withDatabase } from './core/db/connect.js'
+import { describeServers, hostOf, removeServer, serverAdminDeps } from './core/tenancy/server-admin.js'
 import { PROVISIONER_CONNECTIONS, readServerLimit } from './core/db/connection-budget.js'
 
 export const USAGE = `usage:
@@ -33,7 +34,8 @@ export const USAGE = `usage:
   tenants resume-stale [--older-than S]        resume tenants stuck in provisioning (default: PROVISION_STALE_AFTER_S)
   tenants behind                               tenants not on the current tenant migration
   tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER] [--isolation shared|database] [--server NAME]
-  tenants servers list                         the database servers: role, status, tenant databases, capacity, budget
+  tenants servers list                         the database servers: role, status, tenant databases, capacity, budget,
+                                               host, whether it answers
   tenants servers add <name> --url URL [--role dedicated|shared] [--capacity N] [--max-connections N]
                      [--shared-url URL]          role shared: a shared database there too (URL of its data role: not the
                                                owner, no BYPASSRLS), created and migrated now; shared tenants are placed on it
@@ -41,6 +43,9 @@ export const USAGE = `usage:
   tenants servers drain <name> [--inline]      take no new tenants there, and move each of its database tenants to
                                                the server placement picks: tenants.move jobs (--inline: one by one here)
   tenants servers activate <name>              take new tenants again
+  tenants servers remove <name>                forget a drained server: only a draining one holding nothing (no tenant, soft-
+                                               deleted ones included, no move in flight, no row in its shared database); drops
+                                               the shared database tenantkit created there, nothing else; never the default
   tenants retry <slug>                         resume a failed provisioning
   tenants move <slug> --isolation shared|database [--server NAME] [--queue]
   tenants move <slug> --server NAME [--queue]  move the tenant's data to the other mode or another server (writes
@@ -95,16 +100,6 @@ function one(positionals: string[], what: string): string {
   return value
 }
 
-/** host:port of a server URL, never its credentials. */
-function hostOf(url: string): string {
-  try {
-    const u = new URL(url)
-    return `${u.hostname}:${u.port || '5432'}`
-  } catch {
-    return '-'
-  }
-}
-
 /** The role a URL names (the server's add check reads its attributes). */
 function safeUser(url: string): string {
   try {
@@ -140,18 +135,19 @@ async function serversCommand(
   switch (sub) {
     case 'list': {
       if (rest.length) throw new UsageError('tenants servers list takes no arguments')
-      const [all, load] = await Promise.all([servers.list(), servers.load()])
+      const all = await describeServers(serverAdminDeps(services), { probe: true })
       const lines = table(
-        ['NAME', 'ROLE', 'STATUS', 'TENANTS', 'SHARED', 'CAPACITY', 'BUDGET', 'HOST'],
+        ['NAME', 'ROLE', 'STATUS', 'TENANTS', 'SHARED', 'CAPACITY', 'BUDGET', 'HOST', 'REACHABLE'],
         all.map((s) => [
           s.name,
           s.role,
           s.status,
-          String(load.find((l) => l.name === s.name)?.tenants ?? 0),
-          s.sharedUrl === null ? '-' : String(load.find((l) => l.name === s.name)?.sharedTenants ?? 0),
+          String(s.tenants.databases),
+          s.sharedDatabase === null ? '-' : String(s.tenants.shared),
           s.capacity === null ? '-' : String(s.capacity),
-          String(s.maxConnections ?? services.config.pool.connectionBudget),
-          hostOf(s.adminUrl),
+          String(s.pool.budget),
+          s.host,
+          s.reachable ? 'yes' : 'no',
         ]),
       )
       for (const line of lines) io.out(line)
@@ -215,8 +211,15 @@ async function serversCommand(
       io.out(`${name}: active`)
       return 0
     }
+    case 'remove': {
+      const removed = await removeServer(serverAdminDeps(services), one(rest, 'server name'))
+      io.out(`${removed.name}: removed`)
+      const shared = removed.sharedDatabase
+      if (shared) io.out(shared.dropped ? `shared database ${shared.name} dropped` : `shared database ${shared.name} kept: ${shared.reason}`)
+      return 0
+    }
     default:
-      throw new UsageError(sub ? `unknown tenants servers command "${sub}"` : 'missing tenants servers command (list, add, drain, activate)')
+      throw new UsageError(sub ? `unknown tenants servers command "${sub}"` : 'missing tenants servers command (list, add, drain, activate, remove)')
   }
 }
 

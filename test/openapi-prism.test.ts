@@ -686,6 +686,17 @@ describe('through prism proxy --errors', { timeout: 90_000 }, () => {
     expect(noJob.body).toMatchObject(errorBody(404))
     const fleet = await a.post('/admin/api/migrations/fleet')
     expect(fleet.status, fleet.text).toBe(202)
+    // The database servers: the list (no URL in it), and removal refused for the default server and an unknown one.
+    const servers = await a.get('/admin/api/servers')
+    expect(servers.status, servers.text).toBe(200)
+    expect(servers.body.items[0]).toMatchObject({ name: 'default', reachable: true })
+    expect((await a.post('/admin/api/servers/default/activate')).status).toBe(200)
+    const primary = await a.delete('/admin/api/servers/default')
+    expect(primary.status, primary.text).toBe(409)
+    expect(primary.body).toMatchObject(errorBody(409, 'SERVER_NOT_REMOVABLE'))
+    const noServer = await a.post('/admin/api/servers/nowhere/drain')
+    expect(noServer.status, noServer.text).toBe(404)
+    expect(noServer.body).toMatchObject(errorBody(404, 'SERVER_NOT_FOUND'))
     const jsonl = await a.get('/admin/api/audit-logs?format=jsonl&limit=5', { accept: 'application/x-ndjson' })
     expect(jsonl.status, jsonl.text).toBe(200)
 

@@ -43,6 +43,7 @@ export function errorBody(statusCode: number, code: string, message: string) {
 /** Postgres SQLSTATEs we branch on. */
 export const PG = {
   uniqueViolation: '23505',
+  foreignKeyViolation: '23503',
   duplicateDatabase: '42P04',
   invalidCatalogName: '3D000',
   tooManyConnections: '53300',

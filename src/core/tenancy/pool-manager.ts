@@ -461,6 +461,11 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
       await Promise.all(waits)
     },
 
+    async evictServer(server) {
+      for (const pool of [...pools.values()]) if (pool.server === server) retire(pool)
+      await Promise.all([...retired].filter((pool) => pool.server === server).map((pool) => pool.closed))
+    },
+
     stats(): PoolStats {
       const now = Date.now()
       const servers: Record<string, ServerPoolStats> = {}

@@ -14,9 +14,10 @@
  *
  * Placement (a PlacementPolicy): picks the server of each new tenant from the active servers and their
  * load: a database tenant among all of them, a shared tenant among those holding a shared database.
- * Draining servers get nothing new, and `tenants servers drain` moves what they hold elsewhere.
+ * Draining servers get nothing new, and `tenants servers drain` moves what they hold elsewhere; once empty,
+ * `tenants servers remove` forgets them (server-admin.ts).
  */
-import { asc, count, eq, sql } from 'drizzle-orm'
+import { and, asc, count, eq, sql } from 'drizzle-orm'
 import type { Logger } from 'pino'
 import {
   DB_SERVER_ROLES,
@@ -32,7 +33,7 @@ import type { Config } from '../config.js'
 import { connect, type Sql, withDatabase } from '../db/connect.js'
 import type { HostDatabase, HostDb } from '../db/host.js'
 import { decrypt, encrypt, type KeyRing } from '../lib/crypto.js'
-import { badRequest, conflict, notFound, PG, pgCode } from '../lib/errors.js'
+import { AppError, badRequest, conflict, notFound, PG, pgCode } from '../lib/errors.js'
 import { createSharedDatabase, type SharedDatabase, sharedDatabaseName } from './shared/shared-database.js'
 import { createTemplate, type TenantTemplate, tenantServerUrl } from './template.js'
 
@@ -158,6 +159,13 @@ export interface ServerRegistry {
   add(input: AddServerInput): Promise<DbServerInfo>
   /** active ⇄ draining. */
   setStatus(name: string, status: DbServerStatus): Promise<void>
+  /**
+   * Delete the catalog row of a draining server (server-admin.ts removeServer checks that it is empty first):
+   * false when no draining server has that name; 409 SERVER_NOT_EMPTY when a tenant row still names it.
+   */
+  delete(name: string): Promise<boolean>
+  /** Close what this process holds open on a server (its maintenance pool; its template and shared database handles) and forget it. */
+  forget(name: string): Promise<void>
   /** A server's budget as last read (list/get/load refresh it); undefined before the first read. Sync: the pool manager asks it per grant. */
   budgetOf(name: string): number | undefined
   /** Re-read every server (budgets; sharedHosts on its next call). */
@@ -381,6 +389,34 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
       const changed = await host.db.update(dbServers).set({ status, updatedAt: new Date() }).where(eq(dbServers.name, name)).returning({ name: dbServers.name })
       if (!changed.length) throw notFound('SERVER_NOT_FOUND', `no database server "${name}"`)
       hostsCache = undefined
+    },
+    async delete(name) {
+      if (name === DEFAULT_DB_SERVER) return false
+      try {
+        const gone = await host.db
+          .delete(dbServers)
+          .where(and(eq(dbServers.name, name), eq(dbServers.status, 'draining')))
+          .returning({ name: dbServers.name })
+        hostsCache = undefined
+        return gone.length > 0
+      } catch (err) {
+        // core_tenants.server references the row: a tenant placed there after the caller's check.
+        if (pgCode(err instanceof Error ? (err.cause ?? err) : err) === PG.foreignKeyViolation)
+          throw new AppError(409, 'SERVER_NOT_EMPTY', `database server "${name}" still holds tenants`)
+        throw err
+      }
+    },
+    async forget(name) {
+      if (name === DEFAULT_DB_SERVER) return
+      const sql = admins.get(name)
+      admins.delete(name)
+      openedWith.delete(name)
+      templates.delete(name)
+      shareds.delete(name)
+      budgets.delete(name)
+      sizesCache.delete(name)
+      hostsCache = undefined
+      await sql?.end({ timeout: 5 }).catch(() => {})
     },
     budgetOf: (name) => budgets.get(name),
     async refresh() {

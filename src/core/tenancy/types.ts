@@ -114,6 +114,8 @@ export interface PoolManager {
    * `readOnly` (the tenant started moving): a shared tenant's handle still leased runs its later statements read-only.
    */
   evict(tenantId: string, opts?: { readOnly?: boolean }): Promise<void>
+  /** Close every pool on a database server (waits for their leases to end): the server was removed (server-admin.ts). */
+  evictServer(server: string): Promise<void>
   stats(): PoolStats
   close(): Promise<void>
 }

@@ -4,7 +4,7 @@
  * delete as a job, bulk actions as a job, comping a plan, moving a tenant between isolation modes as a job); users (search, disable and enable, ending their
  * sessions); jobs (records by state, type, tenant and time; retrying failed ones; one job's progress); tenant
  * migrations across the fleet (who is behind; queueing the fleet migration); the audit log, paged or exported
- * as JSON lines; platform API keys, `tka_…`, which every /admin/api route accepts instead of a session.
+ * as JSON lines; the database servers (list, drain as jobs, activate, remove); platform API keys, `tka_…`, which every /admin/api route accepts instead of a session.
  */
 import { defineFeature } from '../../core/feature.js'
 import adminApiKeyRoutes from './api/api-keys.js'
@@ -15,6 +15,7 @@ import migrationAdminRoutes from './api/migrations.js'
 import tenantMoveRoutes from './api/tenant-move.js'
 import tenantPlanRoutes from './api/tenant-plan.js'
 import tenantAdminRoutes from './api/tenants.js'
+import serverAdminRoutes from './api/servers.js'
 import userAdminRoutes from './api/users.js'
 import { ADMIN_JOBS } from './jobs.js'
 import adminRoutes from './routes.js'
@@ -32,6 +33,7 @@ export default defineFeature({
     { scope: 'root', prefix: '/admin/api/jobs', plugin: jobAdminRoutes },
     { scope: 'root', prefix: '/admin/api/migrations', plugin: migrationAdminRoutes },
     { scope: 'root', prefix: '/admin/api/api-keys', plugin: adminApiKeyRoutes },
+    { scope: 'root', prefix: '/admin/api/servers', plugin: serverAdminRoutes },
   ],
   jobs: ADMIN_JOBS,
 })

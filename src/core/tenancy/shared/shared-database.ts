@@ -39,6 +39,9 @@ export interface SharedDatabaseDeps {
   logger: Pick<Logger, 'info' | 'warn'>
 }
 
+/** The comment on a shared database the kit created (not one it was given): only such a database is ever dropped. */
+export const SHARED_DATABASE_MARK = 'tenantkit shared database'
+
 export function sharedDatabaseName(url: string): string {
   const name = decodeURIComponent(new URL(url).pathname.slice(1))
   quoteIdent(name) // a plain identifier, or it throws
@@ -68,6 +71,8 @@ export function createSharedDatabase(deps: SharedDatabaseDeps): SharedDatabase {
           await conn.unsafe(`create database ${quoteIdent(dbName)}`).catch((err: unknown) => {
             if (pgCode(err) !== PG.duplicateDatabase) throw err
           })
+          // Says the kit made it: removing its server (server-admin.ts) drops only a database carrying this.
+          await conn.unsafe(`comment on database ${quoteIdent(dbName)} is '${SHARED_DATABASE_MARK}'`)
           logger.info({ database: dbName }, 'shared tenant database created')
         }
       } finally {

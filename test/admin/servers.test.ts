@@ -1,0 +1,243 @@
+/**
+ * The database servers' lifecycle, through /admin/api/servers and `tenants servers remove`, on two real
+ * Postgres clusters (the second on 127.0.0.1:55433, .ci/second-postgres): the list (no URL or credential
+ * in it), authorization (401/403), 404/409 bodies, removal refused while the server is active, holds
+ * tenants or holds rows in its shared database; drained through the route (tenants.move jobs run by a
+ * worker), then removed by the CLI (another process): its shared database dropped, the catalog row gone,
+ * and this process' pools there closed through the invalidation bus. Writes audited.
+ */
+import { randomUUID } from 'node:crypto'
+import { and, eq } from 'drizzle-orm'
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { dbServers, tenantMoves, tenants } from '../../drizzle/host/schema.js'
+import { runCli } from '../../src/cli.js'
+import { connect, withDatabase } from '../../src/core/db/connect.js'
+import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
+import { SHARED } from '../helpers/env.js'
+import { dropOnSecondServer, ensureSecondServer, ensureSecondSharedRole, SECOND_ADMIN_URL, SECOND_APP_URL, secondSharedUrl } from '../helpers/second-server.js'
+import { type Member, newMember, type TenantFixture, tenantWith } from '../helpers/tenant-fixtures.js'
+import { useApp } from '../helpers/use-app.js'
+import { waitFor } from '../helpers/wait-for.js'
+import { auditRows, platformAdmin, ua } from './helpers.js'
+
+const unavailable = await ensureSecondServer()
+if (unavailable) console.warn(`admin/servers.test.ts skipped: ${unavailable}`)
+
+const ctx = useApp({ ...SHARED, TENANT_ISOLATION: 'shared' })
+const services = () => ctx.app.services
+const logger = pino({ level: 'silent' })
+let worker: WorkerRuntime | undefined
+let ops: Member
+let plain: Member
+let onSecond: TenantFixture
+let dbTenant: { id: string; slug: string }
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = ''
+  let stderr = ''
+  const io = { out: (l: string) => (stdout += `${l}\n`), err: (l: string) => (stderr += `${l}\n`) }
+  const code = await runCli(args, { config: ctx.env.config, logger, io })
+  return { code, stdout, stderr }
+}
+const sharedDb = () => `${ctx.env.name}_shared`
+/** On the second cluster as its superuser: `db` (default its maintenance database). */
+async function onSecondCluster<T>(fn: (sql: ReturnType<typeof connect>) => Promise<T>, db = 'postgres'): Promise<T> {
+  const sql = connect(withDatabase(SECOND_ADMIN_URL, db), { max: 1 })
+  try {
+    return await fn(sql)
+  } finally {
+    await sql.end()
+  }
+}
+const databaseExists = (name: string) => onSecondCluster(async (sql) => (await sql`select 1 from pg_database where datname = ${name}`).length === 1)
+const serverRow = async (name: string) => (await services().host.db.select().from(dbServers).where(eq(dbServers.name, name)))[0]
+const remove = (m: Member, name: string) => m.c.delete(`/admin/api/servers/${name}`, ua)
+
+beforeAll(async () => {
+  if (unavailable) return
+  await ensureSecondSharedRole()
+  worker = await startWorkers(ctx.app.services, { scopes: ['system', 'tenant'], concurrency: 2 })
+  ops = await platformAdmin(ctx.app)
+  plain = await newMember(ctx.app, 'plain', { signIn: true })
+  const added = await cli(['tenants', 'servers', 'add', 'second', '--url', SECOND_APP_URL, '--role', 'shared', '--shared-url', secondSharedUrl(ctx.env.name)])
+  expect(added, added.stderr).toMatchObject({ code: 0 })
+  await services().provisioner.servers.refresh()
+  onSecond = await tenantWith(ctx.app, { project: 'kept on second', server: 'second' })
+  dbTenant = await services().provisioner.provision({ slug: 'srv-db', name: 'Database tenant', isolation: 'database', server: 'second' })
+}, 60_000)
+afterAll(async () => {
+  await worker?.close(5000)
+  if (ctx.env) await dropOnSecondServer(ctx.env.name)
+})
+
+describe.skipIf(unavailable)('/admin/api/servers and tenants servers remove', () => {
+  it('anonymous 401, a non-admin 403 PLATFORM_ADMIN_REQUIRED on every route; nothing changes', async () => {
+    for (const [method, url] of [
+      ['GET', '/admin/api/servers'],
+      ['POST', '/admin/api/servers/second/drain'],
+      ['POST', '/admin/api/servers/second/activate'],
+      ['DELETE', '/admin/api/servers/second'],
+    ] as const) {
+      const anon = await ctx.app.inject({ method, url })
+      expect(anon.statusCode, `${method} ${url}`).toBe(401)
+      expect(anon.json()).toMatchObject({ statusCode: 401, code: 'UNAUTHENTICATED' })
+      const denied = await plain.c.request({ method, url, headers: ua })
+      expect(denied.statusCode, `${method} ${url}`).toBe(403)
+      expect(denied.json()).toMatchObject({ statusCode: 403, error: 'Forbidden', code: 'PLATFORM_ADMIN_REQUIRED' })
+    }
+    expect(await serverRow('second')).toMatchObject({ status: 'active' })
+  })
+
+  it('lists every server with what it holds, this process\' pools there and whether it answers; no URL or credential', async () => {
+    // A read through the API: this process now holds a pool on the second server's shared database.
+    expect((await onSecond.as(onSecond.viewer).get('/projects?limit=5')).statusCode).toBe(200)
+    const res = await ops.c.get('/admin/api/servers', ua)
+    expect(res.statusCode, res.body).toBe(200)
+    const { items } = res.json()
+    expect(items.map((s: { name: string }) => s.name)).toEqual(['default', 'second'])
+    expect(items[1]).toMatchObject({
+      name: 'second',
+      role: 'shared',
+      status: 'active',
+      capacity: null,
+      host: '127.0.0.1:55433',
+      sharedDatabase: sharedDb(),
+      tenants: { databases: 1, shared: 1, deleted: 0, moving: 0 },
+      reachable: true,
+    })
+    expect(items[1].pool.openPools).toBeGreaterThanOrEqual(1)
+    expect(items[1].pool.budget).toBe(ctx.env.config.pool.connectionBudget)
+    expect(items[0]).toMatchObject({ name: 'default', host: '127.0.0.1:5432', reachable: true })
+    for (const secret of ['postgres://', 'postgresql://', 'tenantkit_app:', 'tenantkit_rls:', '@127.0.0.1']) expect(res.body).not.toContain(secret)
+
+    const unprobed = await ops.c.get('/admin/api/servers?probe=false', ua)
+    expect(unprobed.json().items.every((s: { reachable: unknown }) => s.reachable === null)).toBe(true)
+    const bad = await ops.c.get('/admin/api/servers?probe=maybe', ua)
+    expect(bad.statusCode).toBe(400)
+    expect(bad.json()).toMatchObject({ statusCode: 400, code: 'VALIDATION_ERROR' })
+  })
+
+  it('refuses to remove an unknown (404), the default (409), an active (409) or a non-empty draining server (409, what it holds)', async () => {
+    const unknown = await remove(ops, 'nowhere')
+    expect(unknown.statusCode).toBe(404)
+    expect(unknown.json()).toEqual({ statusCode: 404, error: 'Not Found', code: 'SERVER_NOT_FOUND', message: 'no database server "nowhere"' })
+    for (const path of ['/admin/api/servers/nowhere/drain', '/admin/api/servers/nowhere/activate']) {
+      const res = await ops.c.post(path, undefined, ua)
+      expect(res.statusCode, path).toBe(404)
+      expect(res.json()).toMatchObject({ code: 'SERVER_NOT_FOUND' })
+    }
+    expect((await remove(ops, 'Not_A_Name')).json()).toMatchObject({ statusCode: 400, code: 'VALIDATION_ERROR' })
+    const primary = await remove(ops, 'default')
+    expect(primary.statusCode).toBe(409)
+    expect(primary.json()).toMatchObject({ statusCode: 409, error: 'Conflict', code: 'SERVER_NOT_REMOVABLE' })
+    const active = await remove(ops, 'second')
+    expect(active.statusCode).toBe(409)
+    expect(active.json()).toMatchObject({ code: 'SERVER_NOT_DRAINING', message: expect.stringMatching(/is active: drain it first/) })
+    const viaCli = await cli(['tenants', 'servers', 'remove', 'second'])
+    expect(viaCli).toMatchObject({ code: 1, stdout: '' })
+    expect(viaCli.stderr).toMatch(/SERVER_NOT_DRAINING/)
+    expect((await cli(['tenants', 'servers', 'remove', 'default'])).stderr).toMatch(/cannot be removed \(SERVER_NOT_REMOVABLE\)/)
+    expect((await cli(['tenants', 'servers', 'remove'])).code).toBe(2)
+
+    // Draining, but its tenants have not moved: refused, saying what it holds.
+    await services().provisioner.servers.setStatus('second', 'draining')
+    const full = await remove(ops, 'second')
+    expect(full.statusCode).toBe(409)
+    expect(full.json()).toMatchObject({
+      statusCode: 409,
+      code: 'SERVER_NOT_EMPTY',
+      message: expect.stringMatching(/still holds 1 tenant database\(s\), 1 shared tenant\(s\)/),
+      holds: { databases: 1, shared: 1, deleted: 0, moving: 0, sharedRows: 0 },
+    })
+    const cliFull = await cli(['tenants', 'servers', 'remove', 'second'])
+    expect(cliFull.code).toBe(1)
+    expect(cliFull.stderr).toMatch(/still holds 1 tenant database\(s\), 1 shared tenant\(s\).*\(SERVER_NOT_EMPTY\)/)
+    expect(await serverRow('second')).toBeDefined()
+    expect(await databaseExists(sharedDb())).toBe(true)
+
+    const activated = await ops.c.post('/admin/api/servers/second/activate', undefined, ua)
+    expect(activated.statusCode, activated.body).toBe(200)
+    expect(activated.json()).toEqual({ name: 'second', status: 'active' })
+    expect(await serverRow('second')).toMatchObject({ status: 'active' })
+    expect(await auditRows(ctx.app, 'admin.server_activated', 'second')).toEqual([
+      expect.objectContaining({ actorUserId: ops.id, targetType: 'db_server', userAgent: expect.any(String) }),
+    ])
+  })
+
+  it('drains through the route: one tenants.move job per tenant, run by the worker; data intact', async () => {
+    const res = await ops.c.post('/admin/api/servers/second/drain', undefined, ua)
+    expect(res.statusCode, res.body).toBe(202)
+    const body = res.json()
+    expect(body).toMatchObject({ name: 'second', status: 'draining', skipped: [] })
+    expect(body.moves.map((m: { slug: string }) => m.slug).sort()).toEqual([onSecond.slug, dbTenant.slug].sort())
+    for (const m of body.moves) expect(m).toMatchObject({ to: 'default', moveId: expect.any(String), jobId: m.moveId })
+    expect(await auditRows(ctx.app, 'admin.server_drained', 'second')).toEqual([
+      expect.objectContaining({ actorUserId: ops.id, metadata: { moves: 2, skipped: 0 } }),
+    ])
+    await waitFor(
+      async () =>
+        (await services().host.db.select().from(tenants).where(eq(tenants.server, 'second'))).length === 0 &&
+        (await services().host.db.select().from(tenantMoves).where(eq(tenantMoves.state, 'running'))).length === 0,
+      { timeout: 60_000, message: 'both tenants moved off the second server' },
+    )
+    const mine = await onSecond.as(onSecond.viewer).get('/projects?limit=100')
+    expect(JSON.stringify(mine.json())).toContain('kept on second')
+    const listed = (await ops.c.get('/admin/api/servers?probe=false', ua)).json().items[1]
+    expect(listed).toMatchObject({ status: 'draining', tenants: { databases: 0, shared: 0, deleted: 0, moving: 0 } })
+  }, 90_000)
+
+  it('refuses while its shared database still holds rows, whoever they belong to', async () => {
+    const orphan = randomUUID()
+    await onSecondCluster((sql) => sql`insert into projects (id, name, tenant_id) values (gen_random_uuid(), 'orphan', ${orphan})`, sharedDb())
+    try {
+      const res = await remove(ops, 'second')
+      expect(res.statusCode).toBe(409)
+      expect(res.json()).toMatchObject({ code: 'SERVER_NOT_EMPTY', holds: { sharedRows: 1 }, message: expect.stringMatching(/1 row\(s\) in its shared database/) })
+    } finally {
+      await onSecondCluster((sql) => sql`delete from projects where tenant_id = ${orphan}`, sharedDb())
+    }
+    // The check ran in a transaction rolled back: row-level security is still forced there.
+    const forced = await onSecondCluster(async (sql) => (await sql<{ f: boolean }[]>`select relforcerowsecurity as f from pg_class where relname = 'projects'`)[0]!.f, sharedDb())
+    expect(forced).toBe(true)
+  })
+
+  it('removes the drained server from the CLI: shared database dropped, catalog row gone, this process\' pools there closed', async () => {
+    // This process holds pools on the second server: a tenant pool on its shared database, and its maintenance pool.
+    const target = { id: randomUUID(), dbUrl: secondSharedUrl(ctx.env.name), poolerUrl: undefined, maxConnections: undefined, isolation: 'shared' as const, server: 'second' }
+    await services().pools.withTenant(target, (db) => db.$client`select 1`)
+    expect(services().pools.stats().servers.second?.openPools).toBeGreaterThanOrEqual(1)
+
+    const res = await cli(['tenants', 'servers', 'remove', 'second'])
+    expect(res, res.stderr).toMatchObject({ code: 0, stderr: '' })
+    expect(res.stdout).toBe(`second: removed\nshared database ${sharedDb()} dropped\n`)
+    expect(await serverRow('second')).toBeUndefined()
+    expect(await databaseExists(sharedDb())).toBe(false)
+    // Announced on the invalidation bus by the CLI's process: this one closed its pools there.
+    await waitFor(() => services().pools.stats().servers.second === undefined, { message: "this process' pools on the removed server closed" })
+    await expect(services().provisioner.servers.get('second')).rejects.toMatchObject({ code: 'SERVER_NOT_FOUND' })
+    expect((await ops.c.get('/admin/api/servers?probe=false', ua)).json().items.map((s: { name: string }) => s.name)).toEqual(['default'])
+    expect((await remove(ops, 'second')).statusCode).toBe(404)
+    // The default server's shared database (same name, other cluster) is untouched.
+    const sql = connect(ctx.env.config.sharedDatabaseUrl!, { max: 1 })
+    try {
+      expect(await sql`select 1`).toHaveLength(1)
+    } finally {
+      await sql.end()
+    }
+  })
+
+  it('removes an empty draining server through the route, audited; its shared database null', async () => {
+    await services().provisioner.servers.add({ name: 'third', adminUrl: SECOND_APP_URL, role: 'dedicated' })
+    expect((await remove(ops, 'third')).json()).toMatchObject({ code: 'SERVER_NOT_DRAINING' })
+    await services().provisioner.servers.setStatus('third', 'draining')
+    const res = await remove(ops, 'third')
+    expect(res.statusCode, res.body).toBe(200)
+    expect(res.json()).toEqual({ name: 'third', removed: true, sharedDatabase: null })
+    expect(await serverRow('third')).toBeUndefined()
+    expect(await auditRows(ctx.app, 'admin.server_removed', 'third')).toEqual([
+      expect.objectContaining({ actorUserId: ops.id, targetType: 'db_server', metadata: { sharedDatabase: null } }),
+    ])
+    expect(await services().host.db.select().from(tenantMoves).where(and(eq(tenantMoves.toServer, 'third')))).toEqual([])
+  })
+})
