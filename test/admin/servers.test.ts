@@ -4,7 +4,8 @@
  * in it), authorization (401/403), 404/409 bodies, removal refused while the server is active, holds
  * tenants or holds rows in its shared database; drained through the route (tenants.move jobs run by a
  * worker), then removed by the CLI (another process): its shared database dropped, the catalog row gone,
- * and this process' pools there closed through the invalidation bus. Writes audited.
+ * and this process' pools there closed through the invalidation bus. Writes audited. A soft-deleted tenant
+ * still holds its server; a shared database tenantkit did not create is never dropped.
  */
 import { randomUUID } from 'node:crypto'
 import { and, eq } from 'drizzle-orm'
@@ -239,5 +240,40 @@ describe.skipIf(unavailable)('/admin/api/servers and tenants servers remove', ()
       expect.objectContaining({ actorUserId: ops.id, targetType: 'db_server', metadata: { sharedDatabase: null } }),
     ])
     expect(await services().host.db.select().from(tenantMoves).where(and(eq(tenantMoves.toServer, 'third')))).toEqual([])
+  })
+
+  it('counts a soft-deleted tenant as held (its database is still there): refused until it is hard-deleted', async () => {
+    await services().provisioner.servers.add({ name: 'fourth', adminUrl: SECOND_APP_URL, role: 'dedicated' })
+    const t = await services().provisioner.provision({ slug: 'srv-deleted', name: 'Deleted', isolation: 'database', server: 'fourth' })
+    await services().provisioner.run('softDeleted', t.id)
+    // A drain moves live tenants only: the soft-deleted one stays, and so does its database.
+    const drained = await cli(['tenants', 'servers', 'drain', 'fourth'])
+    expect(drained.stdout).toMatch(/\n0 tenant\(s\) queued to move, 0 left\n/)
+    const res = await remove(ops, 'fourth')
+    expect(res.statusCode).toBe(409)
+    expect(res.json()).toMatchObject({
+      code: 'SERVER_NOT_EMPTY',
+      holds: { databases: 1, shared: 0, deleted: 1 },
+      message: expect.stringMatching(/1 tenant database\(s\), \(1 of them soft-deleted: restore and move them, or delete them with --hard\)/),
+    })
+    expect(await databaseExists(t.dbName)).toBe(true)
+    await services().provisioner.run('hardDeleted', t.id)
+    expect(await databaseExists(t.dbName)).toBe(false)
+    expect((await remove(ops, 'fourth')).json()).toEqual({ name: 'fourth', removed: true, sharedDatabase: null })
+  })
+
+  it('keeps a shared database tenantkit did not create (it was given one): the server goes, the database stays', async () => {
+    const given = `${ctx.env.name}_given`
+    await onSecondCluster((sql) => sql.unsafe(`create database "${given}" owner tenantkit_app`))
+    const sharedUrl = secondSharedUrl(ctx.env.name).replace(/[^/]+$/, given)
+    await services().provisioner.servers.add({ name: 'given', adminUrl: SECOND_APP_URL, role: 'shared', sharedUrl })
+    // Migrated and sharedified where it is, not created.
+    await (await services().provisioner.servers.shared('given'))!.ensure()
+    await services().provisioner.servers.setStatus('given', 'draining')
+    const res = await remove(ops, 'given')
+    expect(res.statusCode, res.body).toBe(200)
+    expect(res.json()).toEqual({ name: 'given', removed: true, sharedDatabase: { name: given, dropped: false, reason: 'tenantkit did not create it' } })
+    expect(await databaseExists(given)).toBe(true)
+    expect(await serverRow('given')).toBeUndefined()
   })
 })
