@@ -43,9 +43,9 @@ export const USAGE = `usage:
   tenants servers drain <name> [--inline]      take no new tenants there, and move each of its database tenants to
                                                the server placement picks: tenants.move jobs (--inline: one by one here)
   tenants servers activate <name>              take new tenants again
-  tenants servers remove <name>                forget a drained server: only a draining one holding nothing (no tenant, soft-
-                                               deleted ones included, no move in flight, no row in its shared database); drops
-                                               the shared database tenantkit created there, nothing else; never the default
+  tenants servers remove <name>                forget a drained server: only a draining one that holds nothing (no tenant,
+                                               soft-deleted ones included, no move in flight, no row in its shared database);
+                                               drops the shared database tenantkit created there, nothing else; not default
   tenants retry <slug>                         resume a failed provisioning
   tenants move <slug> --isolation shared|database [--server NAME] [--queue]
   tenants move <slug> --server NAME [--queue]  move the tenant's data to the other mode or another server (writes

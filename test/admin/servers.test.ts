@@ -246,9 +246,10 @@ describe.skipIf(unavailable)('/admin/api/servers and tenants servers remove', ()
     await services().provisioner.servers.add({ name: 'fourth', adminUrl: SECOND_APP_URL, role: 'dedicated' })
     const t = await services().provisioner.provision({ slug: 'srv-deleted', name: 'Deleted', isolation: 'database', server: 'fourth' })
     await services().provisioner.run('softDeleted', t.id)
-    // A drain moves live tenants only: the soft-deleted one stays, and so does its database.
+    // A drain moves live tenants only: the soft-deleted one stays, and so does its database; the drain says so (exit 1).
     const drained = await cli(['tenants', 'servers', 'drain', 'fourth'])
-    expect(drained.stdout).toMatch(/\n0 tenant\(s\) queued to move, 0 left\n/)
+    expect(drained.code).toBe(1)
+    expect(drained.stdout).toMatch(/\nsrv-deleted: not moved: soft-deleted: its data stays here until it is restored \(then moved\) or deleted with --hard\n0 tenant\(s\) queued to move, 1 left\n/)
     const res = await remove(ops, 'fourth')
     expect(res.statusCode).toBe(409)
     expect(res.json()).toMatchObject({

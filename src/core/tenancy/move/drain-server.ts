@@ -6,7 +6,7 @@
  * worker runs them, one at a time per tenant, resumable), or run here one after another (`inline`).
  * Running it again queues only what is left: a tenant with its move open keeps that move.
  */
-import { and, asc, eq, isNull } from 'drizzle-orm'
+import { asc, eq } from 'drizzle-orm'
 import { tenants } from '../../../../drizzle/host/schema.js'
 import type { HostDatabase } from '../../db/host.js'
 import { errorMessage } from '../../lib/error-log.js'
@@ -22,7 +22,7 @@ export interface DrainDeps {
 export interface DrainResult {
   /** Tenants whose move was queued (or, inline, done), with the server each goes to. */
   moved: { slug: string; to: string; moveId: string; jobId?: string | undefined }[]
-  /** Tenants left where they are, and why (tenants not active, no room anywhere, no other shared database, a failed move). */
+  /** Tenants left where they are, and why (soft-deleted, not active, no room anywhere, no other shared database, a failed move). */
   skipped: { slug: string; reason: string }[]
 }
 
@@ -30,15 +30,16 @@ export async function drainServer(deps: DrainDeps, name: string, opts: { inline?
   const { servers, placement } = deps.provisioner
   await servers.get(name) // 404 SERVER_NOT_FOUND before anything changes
   await servers.setStatus(name, 'draining')
-  const rows = await deps.host.db
-    .select()
-    .from(tenants)
-    .where(and(eq(tenants.server, name), isNull(tenants.deletedAt)))
-    .orderBy(asc(tenants.slug))
+  const rows = await deps.host.db.select().from(tenants).where(eq(tenants.server, name)).orderBy(asc(tenants.slug))
   // Counted as the moves are planned, so one drain spreads its tenants instead of sending all to the emptiest server.
   const load = (await servers.load(undefined, { sizes: placement.sizes })).filter((s) => s.status === 'active' && s.name !== name)
   const result: DrainResult = { moved: [], skipped: [] }
   for (const row of rows) {
+    // Its database (or its rows) stays until it is restored (then moved) or hard-deleted: the server is not empty until then.
+    if (row.deletedAt !== null) {
+      result.skipped.push({ slug: row.slug, reason: 'soft-deleted: its data stays here until it is restored (then moved) or deleted with --hard' })
+      continue
+    }
     if (row.status !== 'active' && row.status !== 'suspended') {
       result.skipped.push({ slug: row.slug, reason: `${row.status}: only active or suspended tenants move` })
       continue
