@@ -10,7 +10,9 @@
  */
 import { timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
+import type { FastifyRequest } from 'fastify'
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { routeConfig } from '../lib/route-config.js'
 import type { AppOptions } from '../config.js'
 import { unauthorized } from '../lib/errors.js'
 
@@ -23,6 +25,8 @@ declare module 'fastify' {
     }
   }
 }
+
+type Observer = { observe(value: number): void }
 
 export default fp<AppOptions>(
   async (fastify, { config }) => {
@@ -38,9 +42,24 @@ export default fp<AppOptions>(
     const included: Registry[] = []
     fastify.decorate('metrics', { registry, include: (r: Registry) => void included.push(r) })
     const countTenant = tenantRequestCounter(registry, config.metricsTopTenants)
+    // The labelled series of each route, method and status, found once: observe(labels, v) hashes the
+    // label object (sorting its keys) on every call. Keyed by the route's config object, one per route.
+    const series = new WeakMap<object, Map<string, Observer>>()
+    const seriesOf = (req: FastifyRequest, status: number): Observer => {
+      const route = routeConfig(req)
+      let byStatus = series.get(route)
+      if (!byStatus) series.set(route, (byStatus = new Map()))
+      const key = `${req.method} ${status}`
+      let observer = byStatus.get(key)
+      if (!observer) {
+        // The url is the pattern (/api/projects/:id), so label cardinality stays bounded.
+        observer = latency.labels({ method: req.method, route: route.url ?? 'unmatched', status })
+        byStatus.set(key, observer)
+      }
+      return observer
+    }
     fastify.addHook('onResponse', (req, reply, done) => {
-      // routeOptions.url is the pattern (/api/projects/:id), so label cardinality stays bounded.
-      latency.observe({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status: reply.statusCode }, reply.elapsedTime / 1000)
+      seriesOf(req, reply.statusCode).observe(reply.elapsedTime / 1000)
       if (req.tenant) countTenant(req.tenant.id, req.tenant.slug)
       done()
     })

@@ -14,6 +14,7 @@ import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AppOptions } from '../config.js'
 import { errorBody } from '../lib/errors.js'
+import { routeConfig } from '../lib/route-config.js'
 import { RETRY_AFTER_S } from './errors.js'
 
 declare module 'fastify' {
@@ -32,7 +33,7 @@ type TrackedReply = FastifyReply & { [kSend]?: FastifyReply['send'] }
 /** On the raw response: the request whose timer its 'close' clears. */
 const kOwner = Symbol('deadlineOwner')
 
-const exempt = (req: FastifyRequest) => req.routeOptions.config?.requestDeadline === false
+const exempt = (req: FastifyRequest) => routeConfig(req).requestDeadline === false
 
 function clear(req: Tracked) {
   if (req[kTimer]) clearTimeout(req[kTimer])

@@ -44,6 +44,7 @@ import type { Logger } from 'pino'
 import { createTenant as createTenantIn } from '../tenancy/create-tenant.js'
 import type { ProvisionInput } from '../tenancy/provisioning.js'
 import { isUuid } from '../lib/uuid.js'
+import { routeConfig } from '../lib/route-config.js'
 import { bindLogContext } from '../lib/request-context.js'
 
 export interface Tenancy {
@@ -399,8 +400,7 @@ export default fp<AppOptions>(
     }
 
     fastify.decorate('tenantGuard', (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
-      // routeOptions builds a new object on every read: once per request.
-      const route = req.routeOptions.config
+      const route = routeConfig(req)
       let admitted: boolean | Promise<void>
       try {
         admitted = fastGuard(req, reply, route)

@@ -11,6 +11,7 @@ import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { HostDatabase } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
+import { routeConfig } from '../../core/lib/route-config.js'
 import { type Entitlements, type EntitlementsOptions, requireFeature, requirePaidPlan, requireTier, resolveEntitlements } from './entitlements.js'
 
 export interface BillingRouteConfig {
@@ -40,7 +41,7 @@ const tenantOf = (req: FastifyRequest) => (req as unknown as { tenant?: { id: st
 export function createBillingGuard(opts: BillingGuardOptions) {
   const read = opts.entitlements ?? ((tenantId: string) => resolveEntitlements(opts.host, tenantId, opts))
   return async function billingGuard(req: FastifyRequest): Promise<void> {
-    const need = req.routeOptions.config.billing
+    const need = routeConfig(req).billing
     if (!need || (!need.subscription && !need.feature && need.minTier === undefined)) return
     const tenant = tenantOf(req)
     if (!tenant) throw new AppError(404, 'TENANT_NOT_FOUND', 'This route needs a tenant')

@@ -7,6 +7,7 @@
 import csrf from '@fastify/csrf-protection'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { routeConfig } from '../../lib/route-config.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -22,7 +23,7 @@ export default fp(
     // (src/core/identity/sessions.ts) behave so, and save it when it is first set.
     await fastify.register(csrf, { sessionPlugin: '@fastify/session' })
     fastify.addHook('onRequest', (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
-      if (SAFE.has(req.method) || !req.session?.userId || req.routeOptions.config.csrf === false || req.headers.authorization) {
+      if (SAFE.has(req.method) || !req.session?.userId || routeConfig(req).csrf === false || req.headers.authorization) {
         return done()
       }
       fastify.csrfProtection(req, reply, done)
