@@ -48,7 +48,10 @@ export default fp<AppOptions>(
     const seriesOf = (req: FastifyRequest, status: number): Observer => {
       const route = routeConfig(req)
       let byStatus = series.get(route)
-      if (!byStatus) series.set(route, (byStatus = new Map()))
+      if (!byStatus) {
+        byStatus = new Map()
+        series.set(route, byStatus)
+      }
       const key = `${req.method} ${status}`
       let observer = byStatus.get(key)
       if (!observer) {
