@@ -38,12 +38,15 @@ describe('rate limits', () => {
     expect(statuses).toEqual([401, 401, 401, 401, 401, 429])
     const limited = await a.inject({ url: '/me', remoteAddress: ip })
     expect(limited.json()).toMatchObject({ statusCode: 429, code: 'RATE_LIMITED' })
-    expect(limited.headers['retry-after']).toBeDefined()
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0)
+    expect(limited.headers).toMatchObject({ 'x-ratelimit-limit': '5', 'x-ratelimit-remaining': '0' })
+    // A process' own count is not advertised on answers under the limit (it differs per instance).
+    expect(Object.keys((await a.inject({ url: '/me', remoteAddress: '10.20.0.3' })).headers).filter((h) => h.startsWith('x-ratelimit'))).toEqual([])
     // Another IP, and the same IP on another instance, have their own counts.
     expect((await a.inject({ url: '/me', remoteAddress: '10.20.0.2' })).statusCode).toBe(401)
-    const other = await b.inject({ url: '/me', remoteAddress: ip })
-    expect(other.statusCode).toBe(401)
-    expect(other.headers['x-ratelimit-remaining']).toBe('4')
+    const other = []
+    for (let i = 0; i < 6; i++) other.push((await b.inject({ url: '/me', remoteAddress: ip })).statusCode)
+    expect(other).toEqual([401, 401, 401, 401, 401, 429])
     expect(await a.redis.keys(`${env.config.redisPrefix}:rl:10.20.*`)).toEqual([])
   })
 

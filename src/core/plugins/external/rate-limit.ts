@@ -73,13 +73,16 @@ export default fp<AppOptions>(
     const keep = (_err: Error | null, res: Counted) => {
       counted = res // LocalStore calls back synchronously, and never with an error
     }
+    // Its counts go out only with the 429 (x-ratelimit-* and Retry-After): they are one process' counts, so
+    // behind a balancer "remaining" would be a different number on every answer. The limit a client plans
+    // around is its tenant's requests per minute (RateLimit-* headers, features/billing/tenant-requests.ts).
     function floodGuard(req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) {
       local.incr(normalizeIP(req.ip), keep, windowMs, max)
+      if (counted.current <= max) return done()
       const resetS = Math.ceil(counted.ttl / 1000)
       reply.header('x-ratelimit-limit', max)
-      reply.header('x-ratelimit-remaining', Math.max(0, max - counted.current))
+      reply.header('x-ratelimit-remaining', 0)
       reply.header('x-ratelimit-reset', resetS)
-      if (counted.current <= max) return done()
       reply.header('retry-after', resetS)
       done(new AppError(429, 'RATE_LIMITED', `Rate limit exceeded, retry in ${resetS} s`))
     }
