@@ -10,9 +10,10 @@ import { drizzle } from 'drizzle-orm/postgres-js'
 import { migrate } from 'drizzle-orm/postgres-js/migrator'
 import { connect } from './connect.js'
 
-// src/core/db → project root, also from dist/src/core/db after a build (migrations/ is copied beside dist/).
+// src/core/db → the repository; dist/src/core/db → the directory holding dist/ (the image copies migrations/,
+// config/ and content/ beside dist/). test/production-build.test.ts starts a build laid out as the image is.
 const here = dirname(fileURLToPath(import.meta.url))
-const root = [resolve(here, '../..'), resolve(here, '../../..')].find((dir) => {
+const root = [resolve(here, '../../..'), resolve(here, '../../../..')].find((dir) => {
   try {
     readFileSync(join(dir, 'migrations/host/meta/_journal.json'))
     return true
