@@ -179,6 +179,11 @@ export const ENV_VARS = {
     max: 86400000,
     doc: 'statement_timeout of host and tenant pool sessions (0 = none); migrations use their own connections',
   },
+  POOLER_PREPARED_STATEMENTS: {
+    kind: 'bool',
+    default: 'false',
+    doc: "Tenants' pooler URLs keep named prepared statements across transactions (PgBouncer >= 1.21 with max_prepared_statements); false: statements through a pooler go unnamed",
+  },
   CATALOG_CACHE_TTL_S: { kind: 'int', default: '60', min: 0, max: 86400, doc: 'Seconds a tenant catalog entry stays cached' },
 
   SESSION_SECRETS: { kind: 'list', default: '', doc: 'Cookie signing secrets (>= 32 chars), newest first; required in production' },
@@ -532,6 +537,8 @@ export interface Config {
     connectTimeoutMs: number
     /** statement_timeout of host and tenant pool sessions; 0 = none. */
     statementTimeoutMs: number
+    /** Tenants' poolers keep named prepared statements across transactions (PgBouncer >= 1.21); else unnamed through a pooler. */
+    poolerPreparedStatements: boolean
   }
   session: { secrets: string[]; maxAgeS: number; absoluteMaxS: number; cacheTtlMs: number; cookieSecure: boolean }
   tenantDomainSuffix: string | undefined
@@ -777,6 +784,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       catalogTtlS: i('CATALOG_CACHE_TTL_S'),
       connectTimeoutMs: i('DB_CONNECT_TIMEOUT_MS'),
       statementTimeoutMs: i('DB_STATEMENT_TIMEOUT_MS'),
+      poolerPreparedStatements: b('POOLER_PREPARED_STATEMENTS', false),
     },
     session: {
       secrets,

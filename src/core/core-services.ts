@@ -111,6 +111,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     acquireTimeoutMs: config.pool.acquireTimeoutMs,
     sharedMax: config.pool.sharedMax,
     connectOptions: config.pool,
+    poolerPreparedStatements: config.pool.poolerPreparedStatements,
     logger,
   })
   const invalidations = createInvalidationBus(redis, logger)

@@ -1,7 +1,8 @@
 /**
  * postgres.js connections. One place sets the options every pool shares: no NOTICE noise from
  * migrations, no type fetch round trip on connect (cold connects are the cost of database-per-tenant),
- * and prepared statements on (the hot paths rely on them).
+ * and prepared statements on (the hot paths rely on them) unless a pool goes through a transaction-pooling
+ * PgBouncer older than 1.21 (`prepare: false`, pool-manager.ts).
  */
 import postgres from 'postgres'
 
@@ -15,6 +16,11 @@ export interface ConnectOptions {
   connectTimeoutMs?: number
   /** Server-side statement_timeout of every session (57014 after it); default none. */
   statementTimeoutMs?: number
+  /**
+   * Named prepared statements (default true). false: every statement goes unnamed (per-query `prepare: true`,
+   * drizzle's `.prepare()` included, is then ignored): what a transaction-pooling PgBouncer < 1.21 needs.
+   */
+  prepare?: boolean
 }
 
 /** Seconds before a pool retries a failed connection: 50 ms more per consecutive failure, at most 250 ms. */
@@ -31,7 +37,7 @@ export function connect(url: string, opts: ConnectOptions = {}): Sql {
     // Capped at 250 ms, a query during an outage fails fast (503) and the first one after it connects.
     backoff: reconnectBackoffS,
     fetch_types: false,
-    prepare: true,
+    prepare: opts.prepare ?? true,
     onnotice: () => {},
     connection: {
       application_name: opts.applicationName ?? 'tenantkit',

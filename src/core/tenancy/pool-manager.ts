@@ -11,6 +11,13 @@
  * acquireTimeoutMs, get a 503 POOL_EXHAUSTED rather than Postgres' `53300 too many clients`.
  * While other tenants wait on a full server, a tenant database's pool opens with one slot (a long tail of
  * cold tenants then shares the budget one connection each) and grows to its full size once there is room.
+ *
+ * A tenant whose catalog row has a pooler URL (PgBouncer in transaction pooling mode, docs/scaling.md) is
+ * reached through it, with what such a pooler can carry: statements unnamed unless POOLER_PREPARED_STATEMENTS
+ * (PgBouncer >= 1.21 with max_prepared_statements; before that a named statement prepared in one transaction
+ * is missing from the server connection the next one lands on), and no startup parameters PgBouncer refuses
+ * (statement_timeout: set it on the role behind the pooler). A moving tenant's read-only pool goes past the
+ * pooler, to its direct URL: default_transaction_read_only is a startup parameter PgBouncer refuses too.
  */
 import { drizzle } from 'drizzle-orm/postgres-js'
 import type { Logger } from 'pino'
@@ -70,6 +77,8 @@ export interface PoolManagerDeps {
   sharedMax?: number
   /** How long a POOL_EXHAUSTED timeout with no grant since keeps the manager "starved" (readiness). Default 10 s. */
   starvedWindowMs?: number
+  /** The tenants' poolers keep named prepared statements across transactions (POOLER_PREPARED_STATEMENTS; PgBouncer >= 1.21). Default false. */
+  poolerPreparedStatements?: boolean
 }
 
 interface Pool {
@@ -163,7 +172,12 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
   )
   sweep.unref()
 
-  const urlOf = (t: PoolTarget) => (t.moving ? readOnlyUrl(t.poolerUrl || t.dbUrl) : t.poolerUrl || t.dbUrl)
+  // A moving tenant's read-only pool is direct: a transaction pooler refuses its startup parameter.
+  const urlOf = (t: PoolTarget) => (t.moving ? readOnlyUrl(t.dbUrl) : t.poolerUrl || t.dbUrl)
+  const direct = { ...deps.connectOptions }
+  // Through a pooler: no startup parameter PgBouncer refuses (08P01 "unsupported startup parameter"), and
+  // unnamed statements unless it keeps named ones across transactions.
+  const viaPooler = { ...deps.connectOptions, statementTimeoutMs: undefined, prepare: deps.poolerPreparedStatements === true }
   const isShared = (t: PoolTarget) => t.isolation === 'shared'
   const keyOf = (t: PoolTarget) => (isShared(t) ? sharedPoolKey(urlOf(t)) : t.id)
   const sizeOf = (t: PoolTarget) => {
@@ -190,7 +204,8 @@ export function createPoolManager(deps: PoolManagerDeps): PoolManager {
 
   function open(t: PoolTarget, url: string, size: number): Pool {
     // postgres.js connects lazily: no connection exists until the first query, so this never blocks.
-    const sql = connect(url, { ...deps.connectOptions, max: size, applicationName: deps.applicationName ?? 'tenantkit-tenant' })
+    const options = t.poolerUrl && url === t.poolerUrl ? viaPooler : direct
+    const sql = connect(url, { ...options, max: size, applicationName: deps.applicationName ?? 'tenantkit-tenant' })
     let markClosed = () => {}
     const closed = new Promise<void>((resolve) => {
       markClosed = resolve
