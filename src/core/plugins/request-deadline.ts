@@ -9,7 +9,6 @@
  * dropped (a throw is logged at debug), so Fastify neither warns "already sent" nor logs it as an error.
  * A route that legitimately runs long (a streamed export) opts out with `config: { requestDeadline: false }`.
  */
-import type { ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AppOptions } from '../config.js'
@@ -30,8 +29,6 @@ const kExpired = Symbol('deadlineExpired')
 type Tracked = FastifyRequest & { [kTimer]?: NodeJS.Timeout; [kAnswering]?: boolean; [kExpired]?: boolean }
 const kSend = Symbol('replySend')
 type TrackedReply = FastifyReply & { [kSend]?: FastifyReply['send'] }
-/** On the raw response: the request whose timer its 'close' clears. */
-const kOwner = Symbol('deadlineOwner')
 
 const exempt = (req: FastifyRequest) => routeConfig(req).requestDeadline === false
 
@@ -62,12 +59,6 @@ export default fp<AppOptions>(
       const body = errorBody(503, 'SERVICE_UNAVAILABLE', 'The request took too long; try again shortly')
       reply[kSend]!.call(reply.code(503).header('retry-after', String(RETRY_AFTER_S.outage)), body)
     }
-    // The timer goes when the response closes, however it ended (onResponse does not run for a client that gave up).
-    function clearOnClose(this: ServerResponse & { [kOwner]?: Tracked }) {
-      const req = this[kOwner]
-      this[kOwner] = undefined
-      if (req) clear(req)
-    }
     fastify.addHook('onRequest', (request, reply, done) => {
       const req = request as Tracked
       if (exempt(req)) return done()
@@ -75,10 +66,9 @@ export default fp<AppOptions>(
       const tracked = reply as TrackedReply
       tracked[kSend] = reply.send
       reply.send = deadlineSend
+      // Cleared by onResponse. A client that gave up gets no onResponse: its timer runs out and finds the
+      // request destroyed (a 'close' listener per request to clear it sooner cost more than the rare timer).
       req[kTimer] = setTimeout(expire, ms, req, tracked)
-      const res = reply.raw as ServerResponse & { [kOwner]?: Tracked }
-      res[kOwner] = req
-      res.on('close', clearOnClose)
       done()
     })
     fastify.addHook('onResponse', (req, _reply, done) => {

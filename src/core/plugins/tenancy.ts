@@ -103,13 +103,11 @@ const READ_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
 const kLease = Symbol('tenantLease')
 /** The abort reason: a plain value, not the DOMException (with its stack trace) abort() makes by default. */
 const CLOSED = 'client closed'
-const kAbort = Symbol('leaseAbort')
-const kClosed = Symbol('clientClosed')
 /** The pool answered (a lease or an error): from then on a closing client has no wait to abort. */
 const kGranted = Symbol('leaseGranted')
 /** On the raw response: the request whose lease its 'close' returns (the synchronous path). */
 const kOwner = Symbol('leaseOwner')
-type WithLease = FastifyRequest & { [kLease]?: TenantLease; [kAbort]?: AbortController; [kClosed]?: boolean; [kGranted]?: boolean }
+type WithLease = FastifyRequest & { [kLease]?: TenantLease; [kGranted]?: boolean }
 
 /** Does a resolved reference (lower-cased id or slug, read as the catalog reads it) name this tenant? */
 const names = (tenant: TenantRecord, ref: string) => (isUuid(ref) ? ref === tenant.id : ref === tenant.slug)
@@ -191,10 +189,9 @@ export default fp<AppOptions>(
       if (req) release(req)
     }
     const gone = (req: FastifyRequest, res: ServerResponse) =>
-      (req as WithLease)[kClosed] || res.destroyed || res.writableEnded || req.raw.aborted || req.raw.socket?.destroyed
+      res.destroyed || res.writableEnded || req.raw.aborted || req.raw.socket?.destroyed
     const closeSignal = (req: FastifyRequest, reply: FastifyReply): AbortSignal => {
       const ac = new AbortController()
-      ;(req as WithLease)[kAbort] = ac
       const res = reply.raw
       // The client may have gone before the guard got here (session and catalog lookups come first): then
       // 'close' has already fired and would never fire again.
@@ -412,15 +409,12 @@ export default fp<AppOptions>(
     })
 
     // Belt and braces with the 'close' listener (release is idempotent); inject()ed requests end here too.
+    // (No onRequestAbort hook: Fastify would add a 'close' listener and a closure to every request for it,
+    // and the response's own 'close' listeners above already end a wait or a lease when the client goes;
+    // a client gone before the guard is seen by `gone`.)
     fastify.addHook('onResponse', (req, _reply, done) => {
       release(req)
       done()
-    })
-    // Fastify's own signal that the client went away before the response: also before the guard ran.
-    fastify.addHook('onRequestAbort', async (req) => {
-      ;(req as WithLease)[kClosed] = true
-      ;(req as WithLease)[kAbort]?.abort(CLOSED)
-      release(req)
     })
   },
   { name: 'tenancy', dependencies: ['host-db', 'redis', 'auth', 'metrics', 'services'] },
