@@ -1,7 +1,8 @@
 import helmet from '@fastify/helmet'
 import Fastify from 'fastify'
 import { describe, expect, it } from 'vitest'
-import { HELMET_OPTIONS, securityHeaders } from '../src/core/plugins/external/helmet.js'
+import { API_SECURITY_HEADERS, HELMET_OPTIONS, isApiRoute, securityHeaders } from '../src/core/plugins/external/helmet.js'
+import { createClient } from './helpers/client.js'
 import { useApp } from './helpers/use-app.js'
 
 const ctx = useApp()
@@ -27,7 +28,7 @@ describe('security headers (precomputed once from helmet)', () => {
     expect(securityHeaders()).toEqual(expected)
   })
 
-  it('are on every kind of response: success, 401, 404, a rate-limited route, the docs UI', async () => {
+  it('pages (not JSON API routes) carry all of them: success, 401, 404, a rate-limited route, the docs UI', async () => {
     const expected = await fastifyHelmetHeaders()
     const requests = [
       { url: '/health', status: 200 },
@@ -43,5 +44,32 @@ describe('security headers (precomputed once from helmet)', () => {
       expect(res.statusCode, req.url).toBe(status)
       for (const [name, value] of Object.entries(expected)) expect(res.headers[name], `${req.url} ${name}`).toBe(value)
     }
+  })
+
+  it('JSON API answers carry the API set instead (no-store, CSP none, DENY), successes and refusals alike', async () => {
+    expect(API_SECURITY_HEADERS['strict-transport-security']).toBe(securityHeaders()['strict-transport-security'])
+    const c = createClient(ctx.app)
+    const signup = await c.signup(`headers-${Date.now()}@example.com`)
+    const tenant = signup.json().tenant.id as string
+    const answers = [
+      await c.get('/api/projects'), // 200 through the tenant guard
+      await c.get(`/t/${tenant}/api/projects`),
+      await c.get('/api/projects/not-a-uuid'), // 400
+      await ctx.app.inject({ url: '/api/projects' }), // 401, no session
+      await c.get('/admin/api/tenants'), // 403, not a platform admin
+    ]
+    const pageOnly = Object.keys(securityHeaders()).filter((h) => !(h in API_SECURITY_HEADERS))
+    expect(pageOnly).toEqual(expect.arrayContaining(['cross-origin-opener-policy', 'x-dns-prefetch-control', 'origin-agent-cluster']))
+    for (const res of answers) {
+      expect([200, 400, 401, 403], res.body).toContain(res.statusCode)
+      for (const [name, value] of Object.entries(API_SECURITY_HEADERS)) expect(res.headers[name], `${res.statusCode} ${name}`).toBe(value)
+      for (const name of pageOnly) expect(res.headers[name], name).toBeUndefined()
+    }
+    expect(answers.map((r) => r.statusCode)).toEqual([200, 200, 400, 401, 403])
+  })
+
+  it('tells API routes by their path', () => {
+    for (const url of ['/api/projects', '/api/projects/:id', '/t/:tenant/api/settings', '/admin/api/tenants', '/api']) expect(isApiRoute(url), url).toBe(true)
+    for (const url of ['/me', '/auth/login', '/docs/json', '/health', '/tenants', '/webhooks/github', '/apiary', '/t/:tenant/apis']) expect(isApiRoute(url), url).toBe(false)
   })
 })
