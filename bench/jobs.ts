@@ -123,6 +123,8 @@ async function managed(tasks: NonNullable<typeof baselineTasks>, name: 'bench.no
   const finished = drained(handle.workers, JOBS)
   t = performance.now()
   await finished
+  // Done when the records are: a job returns before its "completed" write lands (a commit or so later).
+  await (handle as Partial<typeof handle>).settled?.()
   const processMs = performance.now() - t
   await handle.close()
   // A fresh queue for the next round.

@@ -5,6 +5,7 @@ import { projects } from '../../drizzle/tenant/schema.js'
 import { createMailer, type Mailer } from '../../src/core/email/index.js'
 import { BUILT_IN_JOBS } from '../../src/core/jobs/built-in.js'
 import { PROJECT_JOBS } from '../../src/features/projects/jobs.js'
+import { systemRecords } from '../../src/core/jobs/records.js'
 import { derivedJobId, type JobContext, pipeline, systemJob, tenantJob } from '../../src/core/jobs/registry.js'
 import { createTaskManager, type JobWorkers, type TaskManager } from '../../src/core/jobs/task-manager.js'
 import type { TenantRecord } from '../../src/core/tenancy/types.js'
@@ -265,5 +266,44 @@ describe('getJob and listJobs', () => {
     expect(system.every((r) => r.scope === 'system' && r.jobType === 'test.flaky')).toBe(true)
     await expect(tasks.getJob('not-a-uuid', 'system')).rejects.toMatchObject({ statusCode: 404 })
     await expect(tasks.listJobs({ before: 'nope' })).rejects.toMatchObject({ statusCode: 400, code: 'INVALID_CURSOR' })
+  })
+})
+
+// Last in this file: it closes the workers.
+describe('the "completed" write after the job returns', () => {
+  it('BullMQ completes the job without waiting for its record; settled() and close() wait for the write', async () => {
+    const { sql } = world.services.host
+    const id = uuidv7()
+    await systemRecords.insert(sql, [{ id, jobType: 'test.flaky', payload: { failTimes: 0 }, maxRetries: 2, tenantId: null }])
+    // The record's row locked by another transaction: its status change cannot commit until we let go.
+    let unlock!: () => void
+    let locked!: () => void
+    const isLocked = new Promise<void>((resolve) => {
+      locked = resolve
+    })
+    const holding = sql.begin(async (tx) => {
+      await tx`select 1 from sys_jobs where id = ${id} for update`
+      locked()
+      await new Promise<void>((resolve) => {
+        unlock = resolve
+      })
+    })
+    await isLocked
+    await tasks.submit('test.flaky', { failTimes: 0 }, { id })
+    await until(async () => (await tasks.queues.system.getJobState(id)) === 'completed', 15_000, 'BullMQ to complete the job')
+    // A plain read is not blocked by the lock: the record has not moved yet.
+    expect(await tasks.getJob(id, 'system')).toMatchObject({ status: 'pending', queueState: 'completed' })
+    const stillWriting = () => new Promise<string>((resolve) => setTimeout(() => resolve('still writing'), 300))
+    expect(await Promise.race([workers.settled().then(() => 'settled'), stillWriting()])).toBe('still writing')
+    const closing = workers.close()
+    expect(await Promise.race([closing.then(() => 'closed'), stillWriting()])).toBe('still writing')
+    unlock()
+    await holding
+    expect(await closing).toBe(true)
+    await workers.settled()
+    const view = await tasks.getJob(id, 'system')
+    expect(view).toMatchObject({ status: 'completed', queueState: 'completed', retryCount: 0, result: { attempts: 1 } })
+    expect(view.startedAt).not.toBeNull()
+    expect(view.finishedAt).not.toBeNull()
   })
 })

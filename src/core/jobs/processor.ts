@@ -4,7 +4,8 @@
  * keeping the job's record in step with BullMQ:
  *
  *   start            → running (retry_count = retries so far)
- *   success          → follow-ups submitted, then completed with the result
+ *   success          → follow-ups submitted, then completed with the result (not waited for: the job
+ *                      returns and the record commits with the writer's next batch, a few ms later)
  *   failure, retry   → pending, retry_count + 1, error_log = error and stack (BullMQ waits out the backoff)
  *   failure, final   → failed with error_log (also: permanent errors and payloads that fail validation)
  *   tenant at cap    → back to delayed (BullMQ DelayedError); not an attempt, the record stays pending
@@ -76,6 +77,14 @@ export interface ProcessorDeps {
 
 export type Processor = (job: Job, token?: string) => Promise<unknown>
 
+export interface RecordingProcessor extends Processor {
+  /**
+   * Resolves once every record write a job left behind when it returned (its "completed") has been tried:
+   * committed, or failed and handed to the background retries (background-writes.ts).
+   */
+  settled(): Promise<void>
+}
+
 /** The tenant a job's log lines name: a tenant job's own, or the tenant a system job works on (provisioning, lifecycle). */
 function jobTenant(job: Job, tenantCtx: { tenant: TenantRecord } | undefined): { tenantId?: string } {
   if (tenantCtx) return { tenantId: tenantCtx.tenant.id }
@@ -86,8 +95,20 @@ function jobTenant(job: Job, tenantCtx: { tenant: TenantRecord } | undefined): {
 /** The least a tenant job waits while its tenant moves. */
 const MOVING_DELAY_MS = 1000
 
-export function createProcessor(p: ProcessorDeps): Processor {
+export function createProcessor(p: ProcessorDeps): RecordingProcessor {
   const { registry, catalog, pools, slots, logger } = p
+
+  // Record writes the jobs did not wait for (settle() never rejects: a failed write goes to the background retries).
+  let outstanding = 0
+  const idle: (() => void)[] = []
+  const landed = () => {
+    if (--outstanding === 0) for (const resolve of idle.splice(0)) resolve()
+  }
+  const deferred = (write: Promise<unknown>) => {
+    outstanding++
+    void write.then(landed, landed)
+  }
+  const settled = () => (outstanding === 0 ? Promise.resolve() : new Promise<void>((resolve) => idle.push(resolve)))
   const counted = (job: Job, outcome: JobOutcome) => p.jobOutcomes?.inc({ job_type: job.name, outcome })
 
   // Bounces so far: starts that neither failed nor finished. Backing off keeps a big backlog from
@@ -174,12 +195,31 @@ export function createProcessor(p: ProcessorDeps): Processor {
       counted(job, 'retried')
       throw markRecorded(err)
     }
-    await settle('record completed', (s) => store.completed(s, id, retries, result))
     counted(job, 'completed')
+    // The "completed" write is not waited for: the job returns at once (BullMQ marks it completed and hands
+    // this slot its next job) and the record commits with the writer's next batch, usually merged with this
+    // job's "running" into one row. Until that commit (a few ms) a reader still sees the record running;
+    // settled() waits for it (workers' close does), and a process killed in that window leaves the record
+    // running behind BullMQ's completed job, which the reconcile sweep completes from BullMQ's return value.
+    const write = (s: Sql) => store.completed(s, id, retries, result)
+    if (!tenantCtx) {
+      deferred(settle('record completed', write))
+      return result
+    }
+    // A tenant job's lease ends as it returns: a second lease keeps the tenant's pool open for the write.
+    // Only on the same pool (the writer orders a record's changes per pool, and "running" went on this one);
+    // if the pool was replaced meanwhile, the write is waited for here as before.
+    const hold = pools.tryAcquire(tenantCtx.tenant)
+    if (hold?.db === tenantCtx.db) {
+      deferred(settle('record completed', write).finally(() => hold.release()))
+    } else {
+      hold?.release()
+      await settle('record completed', write)
+    }
     return result
   }
 
-  return async function process(job, token) {
+  async function process(job: Job, token?: string): Promise<unknown> {
     const def = registry[job.name]
     if (!def) throw unrecoverable(`unknown job type "${job.name}"`)
     if (def.scope === 'system') return runRecorded(job, def, p.hostSql, undefined)
@@ -209,6 +249,8 @@ export function createProcessor(p: ProcessorDeps): Processor {
       void slot.release().catch((err) => logger.warn({ err, tenantId, jobId: job.id }, 'releasing tenant slot failed'))
     }
   }
+
+  return Object.assign(process, { settled })
 }
 
 /**

@@ -4,12 +4,14 @@
  * Every job writes its record at least twice (running, then completed or failed). One UPDATE and one
  * commit per write would make Postgres commits the ceiling of the whole worker, so changes to the same
  * database queue up while batches are in flight and go out together as one UPDATE … FROM
- * jsonb_to_recordset. Each caller still waits until its own change is committed; a lone change on an
- * idle system is sent at once, nothing waits on a timer.
+ * jsonb_to_recordset. A caller's promise settles when its own change is committed (the processor waits on
+ * some and not on others: processor.ts); a lone change on an idle system goes out at the end of the
+ * event-loop turn it was made in, nothing waits on a timer.
  *
  * Order per record is kept: a change is never sent while an earlier change to the same record is in
- * flight, and changes to one record that meet in the queue merge into one (a short job's "running" and
- * "completed" often become a single write that sets started_at and finished_at together).
+ * flight (it waits aside, blocked, and is ready again when that batch is done), and changes to one
+ * record that meet in the queue merge into one (a short job's "running" and "completed" usually become a
+ * single write that sets started_at and finished_at together).
  */
 import type { Sql } from '../db/connect.js'
 import type { JobStatus } from './records.js'
@@ -33,25 +35,44 @@ interface Waiter {
   reject: (err: unknown) => void
 }
 
+/** A record's change waiting to be sent, with the callers waiting on it. */
+interface Entry {
+  change: Merged
+  waiters: Waiter[]
+}
+
 interface Queue {
-  /** Insertion-ordered by record id; a record appears once. */
-  pending: Map<string, { change: Merged; waiters: Waiter[] }>
+  /** Changes ready to go, insertion-ordered by record id; a record appears once. */
+  ready: Map<string, Entry>
+  /** Changes to records that have a batch in flight: they join `ready` when that batch is done. */
+  blocked: Map<string, Entry>
   inFlightIds: Set<string>
   inFlight: number
+  /** A send is scheduled for the end of this event-loop turn. */
+  scheduled: boolean
 }
 
 const MAX_BATCH = 500
 /** Batches in flight per database: one fills while another commits. */
 const MAX_IN_FLIGHT = 2
 
-function merge(earlier: Merged | undefined, later: Change): Merged {
-  return {
-    ...later,
-    result: later.result !== undefined ? later.result : earlier?.result,
-    error_log: later.error_log ?? earlier?.error_log,
-    started: (earlier?.started ?? false) || later.status === 'running',
-  }
+/** A later change of the same record folded into the one still waiting (in place: one object per record). */
+function merge(into: Merged, later: Change): void {
+  into.status = later.status
+  into.retry_count = later.retry_count
+  if (later.result !== undefined) into.result = later.result
+  if (later.error_log !== undefined) into.error_log = later.error_log
+  if (later.status === 'running') into.started = true
 }
+
+const fresh = (c: Change): Merged => ({
+  id: c.id,
+  status: c.status,
+  retry_count: c.retry_count,
+  result: c.result,
+  error_log: c.error_log,
+  started: c.status === 'running',
+})
 
 export type ChangeWriter = (sql: Sql, change: Change) => Promise<void>
 
@@ -80,34 +101,49 @@ export function createChangeWriter(table: 'sys_jobs' | 'tenant_jobs'): ChangeWri
       (select set_config('synchronous_commit', 'off', true)) as async_commit
     where j.id = r.id and j.id = any(${`{${batch.map((c) => c.id).join(',')}}`}::uuid[])`
 
+  // Sent at the end of the event-loop turn, not at once: the changes of every job that moved in this turn
+  // (a burst of BullMQ replies read together) share one statement, and a short job's "running" and
+  // "completed", made in the same turn, become one row.
+  function schedule(sql: Sql, q: Queue) {
+    if (q.scheduled) return
+    q.scheduled = true
+    setImmediate(() => {
+      q.scheduled = false
+      kick(sql, q)
+    })
+  }
+
   function kick(sql: Sql, q: Queue) {
-    while (q.inFlight < MAX_IN_FLIGHT && q.pending.size > 0) {
-      const batch: { change: Merged; waiters: Waiter[] }[] = []
-      for (const [id, entry] of q.pending) {
-        if (q.inFlightIds.has(id)) continue
+    while (q.inFlight < MAX_IN_FLIGHT && q.ready.size > 0) {
+      const batch: Entry[] = []
+      for (const [id, entry] of q.ready) {
         batch.push(entry)
-        q.pending.delete(id)
+        q.ready.delete(id)
         if (batch.length === MAX_BATCH) break
       }
-      if (batch.length === 0) return // everything pending waits on its own record's batch in flight
       void flushBatch(sql, q, batch)
     }
   }
 
-  async function flushBatch(sql: Sql, q: Queue, batch: { change: Merged; waiters: Waiter[] }[]) {
+  async function flushBatch(sql: Sql, q: Queue, batch: Entry[]) {
     q.inFlight++
-    for (const { change } of batch) q.inFlightIds.add(change.id)
+    const changes = batch.map((e) => e.change)
+    for (const change of changes) q.inFlightIds.add(change.id)
     try {
-      await send(
-        sql,
-        batch.map((e) => e.change),
-      )
+      await send(sql, changes)
       for (const e of batch) for (const w of e.waiters) w.resolve()
     } catch (err) {
       for (const e of batch) for (const w of e.waiters) w.reject(err)
     } finally {
       q.inFlight--
-      for (const { change } of batch) q.inFlightIds.delete(change.id)
+      for (const { id } of changes) {
+        q.inFlightIds.delete(id)
+        const next = q.blocked.get(id)
+        if (next) {
+          q.blocked.delete(id)
+          q.ready.set(id, next)
+        }
+      }
       kick(sql, q)
     }
   }
@@ -116,16 +152,17 @@ export function createChangeWriter(table: 'sys_jobs' | 'tenant_jobs'): ChangeWri
     new Promise<void>((resolve, reject) => {
       let q = queues.get(sql)
       if (!q) {
-        q = { pending: new Map(), inFlightIds: new Set(), inFlight: 0 }
+        q = { ready: new Map(), blocked: new Map(), inFlightIds: new Set(), inFlight: 0, scheduled: false }
         queues.set(sql, q)
       }
-      const entry = q.pending.get(change.id)
+      const waiting = q.inFlightIds.has(change.id) ? q.blocked : q.ready
+      const entry = waiting.get(change.id)
       if (entry) {
-        entry.change = merge(entry.change, change)
+        merge(entry.change, change)
         entry.waiters.push({ resolve, reject })
       } else {
-        q.pending.set(change.id, { change: merge(undefined, change), waiters: [{ resolve, reject }] })
+        waiting.set(change.id, { change: fresh(change), waiters: [{ resolve, reject }] })
       }
-      kick(sql, q)
+      if (waiting === q.ready) schedule(sql, q)
     })
 }

@@ -82,9 +82,16 @@ export interface JobWorkers {
   /** Resolves when every worker is connected and consuming. */
   ready(): Promise<void>
   /**
+   * Resolves once the records of the jobs finished so far are written: a job returns without waiting for
+   * its "completed" write (processor.ts), so a reader may see it running for a few ms after BullMQ
+   * completed it. close() waits for this too.
+   */
+  settled(): Promise<void>
+  /**
    * Stop taking jobs and wait for running ones, at most `timeoutMs`; then drop the workers' Redis
    * connections, leaving jobs still running to the stalled check of another worker (the worker process
-   * exits right after). Resolves with whether it drained in time.
+   * exits right after). The finished jobs' record writes get what is left of `timeoutMs` (at least 1 s) to
+   * land. Resolves with whether it drained in time.
    */
   close(timeoutMs?: number): Promise<boolean>
 }
@@ -390,8 +397,10 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
       async ready() {
         await Promise.all(workers.map((w) => w.waitUntilReady()))
       },
+      settled: () => processor.settled(),
       close(timeoutMs = config.jobs.shutdownTimeoutMs) {
         closing ??= (async () => {
+          const deadline = Date.now() + timeoutMs
           await loop?.stop()
           let timer: NodeJS.Timeout | undefined
           const timedOut = new Promise<false>((resolve) => {
@@ -405,6 +414,17 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
             logger.warn({ timeoutMs }, 'jobs still running at the shutdown deadline; leaving them to the stalled check')
             await Promise.all(workers.map((w) => w.disconnect().catch(() => {})))
           }
+          // The "completed" writes the finished jobs left behind. One still failing by then stays with the
+          // background retries until tasks.close(); one lost with the process leaves its record running
+          // behind BullMQ's completed job, which the reconcile sweep completes.
+          const writesLanded = await Promise.race([
+            processor.settled().then(() => true),
+            new Promise<false>((resolve) => {
+              timer = setTimeout(() => resolve(false), Math.max(deadline - Date.now(), 1000))
+            }),
+          ])
+          clearTimeout(timer)
+          if (!writesLanded) logger.warn('job record writes still unwritten at shutdown; the reconcile sweep will repair them')
           for (const c of connections) closeWorkerConnection(c)
           started.delete(handle)
           return drained
