@@ -92,6 +92,8 @@ function jobTenant(job: Job, tenantCtx: { tenant: TenantRecord } | undefined): {
   return typeof tenantId === 'string' && isUuid(tenantId) ? { tenantId } : {}
 }
 
+type TenantCtx = { tenant: TenantRecord; db: TenantDb }
+
 /** The least a tenant job waits while its tenant moves. */
 const MOVING_DELAY_MS = 1000
 
@@ -127,103 +129,137 @@ export function createProcessor(p: ProcessorDeps): RecordingProcessor {
     }
   }
 
-  async function runRecorded(job: Job, def: JobDefinition, sql: Sql, tenantCtx: { tenant: TenantRecord; db: TenantDb } | undefined) {
-    const store = recordsFor(def.scope)
-    const id = job.id!
-    const retries = job.attemptsMade
-    // A final outcome's record: written now on this lease; if that fails, retried in the background, on
-    // a fresh lease of the tenant's pool (this one ends with the job).
-    const settle = (what: string, write: (sql: Sql) => Promise<void>) => {
-      let first = true
-      return p.writes.attempt(
-        what,
-        () => {
-          if (first || !tenantCtx) {
-            first = false
-            return write(sql)
-          }
-          return pools.withTenant(tenantCtx.tenant, (db) => write(db.$client))
-        },
-        { jobId: id, job: job.name },
-      )
-    }
-    const problems = payloadProblems(def.payload, job.data)
-    if (problems.length > 0) {
-      const err = unrecoverable(`INVALID_JOB_PAYLOAD: ${problems.slice(0, 5).join('; ')}`)
-      await settle('record failed', (s) => store.failed(s, id, retries, errorLog(err)))
-      throw markRecorded(err)
-    }
-    // The running mark is sent as the job starts but not waited for: the work need not sit out a commit,
-    // and the record writer keeps this record's changes in order (a later outcome never lands first).
-    void store.running(sql, id, retries).catch((err) => logger.warn({ err, jobId: id }, 'marking a job running failed'))
+  // runRecorded is the path every job takes; what only some take (a bad payload, a failure, the context's
+  // logger) lives in functions of its own, which keeps the suspended job's frame and closures small (issue 14).
+
+  /**
+   * A final outcome's record: written now on the job's lease; if that fails, retried in the background, on
+   * a fresh lease of the tenant's pool (the job's lease ends with the job).
+   */
+  function settle(what: string, job: Job, sql: Sql, tenantCtx: TenantCtx | undefined, write: (sql: Sql) => Promise<void>) {
+    let first = true
+    return p.writes.attempt(
+      what,
+      () => {
+        if (first || !tenantCtx) {
+          first = false
+          return write(sql)
+        }
+        return pools.withTenant(tenantCtx.tenant, (db) => write(db.$client))
+      },
+      { jobId: job.id, job: job.name },
+    )
+  }
+
+  function contextOf(job: Job, id: string, retries: number, tenantCtx: TenantCtx | undefined): { ctx: JobContext; log: () => Logger } {
     // Made on first use: a pino child per job was a measurable share of a short job's cost (issue 14).
     let childLogger: Logger | undefined
-    const jobLog = () => (childLogger ??= logger.child({ jobId: id, jobType: job.name, ...jobTenant(job, tenantCtx) }))
+    const log = () => (childLogger ??= logger.child({ jobId: id, jobType: job.name, ...jobTenant(job, tenantCtx) }))
     const ctx: JobContext = {
       job,
       jobId: id,
       attempt: retries + 1,
       get logger() {
-        return jobLog()
+        return log()
       },
       deps: p.deps,
       submit: p.submitter.submit,
       submitMany: p.submitter.submitMany,
       submitWorkflow: p.submitter.submitWorkflow,
-      once: (effect, run) => p.effects.once(id, effect, run, jobLog()),
-      ...tenantCtx,
+      once: (effect, run) => p.effects.once(id, effect, run, log()),
     }
+    if (tenantCtx) Object.assign(ctx, tenantCtx)
+    return { ctx, log }
+  }
+
+  async function invalidPayload(job: Job, def: JobDefinition, sql: Sql, tenantCtx: TenantCtx | undefined, problems: string[]): Promise<never> {
+    const err = unrecoverable(`INVALID_JOB_PAYLOAD: ${problems.slice(0, 5).join('; ')}`)
+    await settle('record failed', job, sql, tenantCtx, (s) => recordsFor(def.scope).failed(s, job.id!, job.attemptsMade, errorLog(err)))
+    throw markRecorded(err)
+  }
+
+  async function attemptFailed(job: Job, def: JobDefinition, sql: Sql, tenantCtx: TenantCtx | undefined, log: () => Logger, err: unknown): Promise<never> {
+    const store = recordsFor(def.scope)
+    const id = job.id!
+    const retries = job.attemptsMade
+    const permanent = def.permanent?.(err) === true
+    const final = permanent || retries + 1 >= (job.opts.attempts ?? 1)
+    if (final) {
+      await settle('record failed', job, sql, tenantCtx, (s) => store.failed(s, id, retries, errorLog(err)))
+      log().error({ err, attempt: retries + 1, permanent }, 'job failed')
+      counted(job, 'failed')
+      throw markRecorded(permanent ? unrecoverable(err instanceof Error ? err.message : String(err), err) : err)
+    }
+    // Not retried in the background: the next attempt writes the record again, and a late "pending"
+    // must not land over it.
+    await store
+      .retrying(sql, id, retries + 1, errorLog(err))
+      .catch((writeErr) => log().warn({ err: writeErr }, 'recording a failed attempt failed; the retry records itself'))
+    log().warn({ err, attempt: retries + 1 }, 'job attempt failed; will retry')
+    counted(job, 'retried')
+    throw markRecorded(err)
+  }
+
+  const runningFailed = (id: string) => (err: unknown) => logger.warn({ err, jobId: id }, 'marking a job running failed')
+
+  async function runRecorded(job: Job, def: JobDefinition, sql: Sql, tenantCtx: TenantCtx | undefined) {
+    const store = recordsFor(def.scope)
+    const id = job.id!
+    const retries = job.attemptsMade
+    const problems = payloadProblems(def.payload, job.data)
+    if (problems.length > 0) return invalidPayload(job, def, sql, tenantCtx, problems)
+    // The running mark is sent as the job starts but not waited for: the work need not sit out a commit,
+    // and the record writer keeps this record's changes in order (a later outcome never lands first).
+    void store.running(sql, id, retries).catch(runningFailed(id))
+    const { ctx, log } = contextOf(job, id, retries, tenantCtx)
     let result: unknown
     try {
       result = await (def.process as (ctx: JobContext, payload: unknown) => Promise<unknown>)(ctx, job.data)
-      await followUps(def, job, result)
+      if (def.next) await followUps(def, job, result)
     } catch (err) {
-      const permanent = def.permanent?.(err) === true
-      const final = permanent || retries + 1 >= (job.opts.attempts ?? 1)
-      if (final) {
-        await settle('record failed', (s) => store.failed(s, id, retries, errorLog(err)))
-        jobLog().error({ err, attempt: retries + 1, permanent }, 'job failed')
-        counted(job, 'failed')
-        throw markRecorded(permanent ? unrecoverable(err instanceof Error ? err.message : String(err), err) : err)
-      }
-      // Not retried in the background: the next attempt writes the record again, and a late "pending"
-      // must not land over it.
-      await store
-        .retrying(sql, id, retries + 1, errorLog(err))
-        .catch((writeErr) => jobLog().warn({ err: writeErr }, 'recording a failed attempt failed; the retry records itself'))
-      jobLog().warn({ err, attempt: retries + 1 }, 'job attempt failed; will retry')
-      counted(job, 'retried')
-      throw markRecorded(err)
+      return attemptFailed(job, def, sql, tenantCtx, log, err)
     }
     counted(job, 'completed')
-    // The "completed" write is not waited for: the job returns at once (BullMQ marks it completed and hands
-    // this slot its next job) and the record commits with the writer's next batch, usually merged with this
-    // job's "running" into one row. Until that commit (a few ms) a reader still sees the record running;
-    // settled() waits for it (workers' close does), and a process killed in that window leaves the record
-    // running behind BullMQ's completed job, which the reconcile sweep completes from BullMQ's return value.
-    const write = (s: Sql) => store.completed(s, id, retries, result)
-    if (!tenantCtx) {
-      deferred(settle('record completed', write))
-      return result
-    }
-    // A tenant job's lease ends as it returns: a second lease keeps the tenant's pool open for the write.
-    // Only on the same pool (the writer orders a record's changes per pool, and "running" went on this one);
-    // if the pool was replaced meanwhile, the write is waited for here as before.
-    const hold = pools.tryAcquire(tenantCtx.tenant)
-    if (hold?.db === tenantCtx.db) {
-      deferred(settle('record completed', write).finally(() => hold.release()))
-    } else {
-      hold?.release()
-      await settle('record completed', write)
-    }
+    const waiting = recordCompleted(job, def, sql, tenantCtx, result)
+    if (waiting) await waiting
     return result
   }
 
-  async function process(job: Job, token?: string): Promise<unknown> {
-    const def = registry[job.name]
-    if (!def) throw unrecoverable(`unknown job type "${job.name}"`)
-    if (def.scope === 'system') return runRecorded(job, def, p.hostSql, undefined)
+  /**
+   * The "completed" write is not waited for: the job returns at once (BullMQ marks it completed and hands
+   * this slot its next job) and the record commits with the writer's next batch, usually merged with the
+   * job's "running" into one row. Until that commit (a few ms) a reader still sees the record running;
+   * settled() waits for it (workers' close does), and a process killed in that window leaves the record
+   * running behind BullMQ's completed job, which the reconcile sweep completes from BullMQ's return value.
+   * Returns the write only when the job must wait for it after all.
+   */
+  function recordCompleted(job: Job, def: JobDefinition, sql: Sql, tenantCtx: TenantCtx | undefined, result: unknown) {
+    const id = job.id!
+    const retries = job.attemptsMade
+    const write = (s: Sql) => recordsFor(def.scope).completed(s, id, retries, result)
+    if (!tenantCtx) {
+      deferred(settle('record completed', job, sql, undefined, write))
+      return undefined
+    }
+    // A tenant job's lease ends as it returns: a second lease keeps the tenant's pool open for the write.
+    // Only on the same pool (the writer orders a record's changes per pool, and "running" went on this one);
+    // if the pool was replaced meanwhile, the write is waited for as before.
+    const hold = pools.tryAcquire(tenantCtx.tenant)
+    if (hold?.db === tenantCtx.db) {
+      deferred(settle('record completed', job, sql, tenantCtx, write).finally(() => hold.release()))
+      return undefined
+    }
+    hold?.release()
+    return settle('record completed', job, sql, tenantCtx, write)
+  }
 
+  function process(job: Job, token?: string): Promise<unknown> {
+    const def = registry[job.name]
+    if (!def) return Promise.reject(unrecoverable(`unknown job type "${job.name}"`))
+    return def.scope === 'system' ? runRecorded(job, def, p.hostSql, undefined) : runTenantJob(job, def, token)
+  }
+
+  async function runTenantJob(job: Job, def: JobDefinition, token: string | undefined): Promise<unknown> {
     const tenantId = (job.data as { tenantId?: unknown } | undefined)?.tenantId
     // Without a valid tenant there is no database to hold the record: fail in BullMQ only.
     if (typeof tenantId !== 'string' || !isUuid(tenantId)) throw unrecoverable('INVALID_JOB_PAYLOAD: /tenantId is required')
