@@ -360,7 +360,10 @@ try {
     worker.proc.kill('SIGKILL')
     const killedAt = smtp.messages.length - before
     const [running] = await admin<{ n: number }[]>`select count(*)::int as n from sys_jobs where status = 'running'`
-    worker = startProcess('dist/src/worker.js', workerEnv, workerArgs)
+    // A job completes before its record's "completed" write lands (src/core/jobs/processor.ts): a kill in those
+    // few ms leaves the record running behind BullMQ, for the reconcile sweep to complete; here it looks after
+    // 10 s instead of the default 5 min, so "drained" below can count on it.
+    worker = startProcess('dist/src/worker.js', { ...workerEnv, JOB_RECONCILE_AFTER_MS: '10000', JOB_RECONCILE_INTERVAL_MS: '2000' }, workerArgs)
     const drained = await until(
       async () => {
         const [row] = await admin<{ open: number }[]>`select count(*)::int as open from sys_jobs where status not in ('completed', 'failed')`

@@ -2,15 +2,17 @@
  * kill -9 of a worker in the middle of a batch of welcome emails: no owner gets two.
  *
  * The kill is aimed at the moment that used to duplicate mail: messages accepted by the SMTP server
- * whose jobs have not finished yet. The test holds sys_jobs locked, so every job that sends stays stuck
- * on its own record write after the send; once all of the worker's slots are stuck like that, the
- * worker is SIGKILLed. BullMQ's stalled check hands those jobs to the next worker, which must not mail
- * again.
+ * whose jobs have not finished yet. The test pauses writes on its own Redis (CLIENT PAUSE … WRITE, a
+ * scratch server: never the shared one), so every job that has sent and marked its effect done stays
+ * stuck on BullMQ's move to completed (a job does not wait for its own record: processor.ts); once all
+ * of the worker's slots are stuck like that, the worker is SIGKILLed. BullMQ's stalled check hands those
+ * jobs to the next worker, which must not mail again.
  */
 import { randomUUID } from 'node:crypto'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { welcomeEmail } from '../../src/core/email/senders.js'
 import { welcomeEmailJobId } from '../../src/features/tenants/welcome-email.js'
+import { type ScratchRedis, startScratchRedis } from '../helpers/scratch-services.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
 import { createJobsWorld, type JobsWorld, settled, until } from '../jobs/helpers.js'
 import { killSpawnedWorkers, spawnWorker } from '../jobs/worker-child.js'
@@ -20,10 +22,13 @@ const EMAILS = 24
 
 let world: JobsWorld
 let smtp: SmtpCapture
+let redis: ScratchRedis
 
 beforeAll(async () => {
   smtp = await startSmtpCapture()
+  redis = await startScratchRedis()
   world = await createJobsWorld({
+    REDIS_URL: redis.url,
     SMTP_HOST: smtp.host,
     SMTP_PORT: String(smtp.port),
     SMTP_STARTTLS: 'false',
@@ -36,6 +41,7 @@ afterEach(async () => {
 afterAll(async () => {
   await world?.close()
   await smtp?.close()
+  await redis?.destroy()
 })
 
 const workerArgs = [
@@ -51,7 +57,7 @@ const workerArgs = [
 ]
 
 describe('worker killed mid-batch', () => {
-  it('SIGKILL while sent emails wait on their job records: after recovery every owner has exactly one welcome email', async () => {
+  it('SIGKILL while sent emails wait on BullMQ to complete their jobs: after recovery every owner has exactly one welcome email', async () => {
     const { tasks, host } = world.services
     const owners = Array.from({ length: EMAILS }, (_, i) => ({ tenantId: randomUUID(), to: `owner${i}@example.test` }))
     await tasks.submitMany(
@@ -64,28 +70,28 @@ describe('worker killed mid-batch', () => {
     await first.waitForLog('worker started')
     await smtp.waitFor(6, 20_000)
 
-    // From here no job record can be written: every job that sends now stays stuck after its send.
-    const lock = await host.sql.reserve()
+    // From here BullMQ takes no writes (reads still answer): every job that sends now stays stuck after its
+    // send and its effect's "done" mark, on the move to completed.
+    const active = tasks.queues.system.keys.active!
+    await world.services.redis.call('client', 'pause', '60000', 'WRITE')
     try {
-      await lock`begin`
-      await lock`lock table sys_jobs in exclusive mode`
       const stuck = async () => {
+        const ids = await world.services.redis.lrange(active, 0, -1)
         const [r] = await host.sql<{ n: number; done: number }[]>`
-          select count(*) filter (where j.status <> 'completed')::int as n, count(*)::int as done
-          from sys_job_effects e join sys_jobs j on j.id = e.job_id where e.status = 'done'`
+          select count(*) filter (where e.job_id = any(${`{${ids.join(',')}}`}::uuid[]))::int as n, count(*)::int as done
+          from sys_job_effects e where e.status = 'done'`
         return r!
       }
       // Every slot of the worker holds a job that has sent its mail and can't finish.
-      await until(async () => (await stuck()).n === CONCURRENCY, 20_000, `${CONCURRENCY} sent jobs stuck on their records`)
+      await until(async () => (await stuck()).n === CONCURRENCY, 20_000, `${CONCURRENCY} sent jobs stuck in BullMQ`)
       const before = await stuck()
       expect(smtp.messages).toHaveLength(before.done)
       expect(before.done).toBeLessThan(EMAILS)
 
       first.proc.kill('SIGKILL')
       expect(await first.exited).toEqual({ code: null, signal: 'SIGKILL' })
-      await lock`commit`
     } finally {
-      lock.release()
+      await world.services.redis.call('client', 'unpause')
     }
 
     const second = spawnWorker(workerArgs, world.env.vars)
