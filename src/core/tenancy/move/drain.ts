@@ -26,6 +26,13 @@ export interface DrainOptions {
   logger?: Pick<Logger, 'warn'>
   /** A database location about to be dropped: wait out readers too (every connection but the move's own). */
   readers?: boolean
+  /**
+   * The tenant is reached through a transaction pooler (its catalog row has a pooler URL): the pooler's idle
+   * server connections never close on their own (server_idle_timeout), so they are not waited for: once no
+   * read-write connection is active or in a transaction, the idle ones are ended at once (PgBouncer opens new
+   * ones as needed). Without this the drain ran to its timeout: writes refused ~11 s instead of ~1 s.
+   */
+  pooled?: boolean
 }
 
 export interface DrainResult {
@@ -46,13 +53,21 @@ export async function drainWriters(ep: Endpoint, location: TenantLocation, opts:
     // Names no connection when readers count too.
     const readers = opts.readers ? MOVE_APPLICATION : READ_ONLY_APPLICATION
     const writers = () =>
-      ep.sql<{ pid: number }[]>`
-        select pid from pg_stat_activity
+      ep.sql<{ pid: number; state: string | null }[]>`
+        select pid, state from pg_stat_activity
         where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'
           and application_name not in (${readers}, ${MOVE_APPLICATION})`
+    const endIdle = async () => {
+      const ended = await ep.sql<{ ok: boolean }[]>`
+        select pg_terminate_backend(pid) as ok from pg_stat_activity
+        where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend' and state = 'idle'
+          and application_name not in (${readers}, ${MOVE_APPLICATION})`
+      return ended.filter((e) => e.ok).length
+    }
     for (;;) {
       const left = await writers()
       if (left.length === 0) return { waitedMs: waited(), terminated: 0 }
+      if (opts.pooled && left.every((w) => w.state === 'idle')) return { waitedMs: waited(), terminated: await endIdle() }
       if (performance.now() >= deadline) {
         const ended = await ep.sql<{ ok: boolean }[]>`
           select pg_terminate_backend(pid) as ok from pg_stat_activity

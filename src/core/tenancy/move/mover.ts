@@ -187,7 +187,9 @@ export function createMover(deps: MoverDeps): Mover {
       await host.sql`update core_tenants set moving_since = coalesce(moving_since, now()), updated_at = now() where id = ${m.tenantId}`
       await announce(m.tenantId, true)
       const source = from(m)
-      const drained = await using(source, m.tenantId, (ep) => drainWriters(ep, source, { logger, ...deps.drain }))
+      // Through a pooler its idle server connections are not waited for (drain.ts).
+      const [pooler] = await host.sql<{ pooled: boolean }[]>`select pooler_url_encrypted is not null as pooled from core_tenants where id = ${m.tenantId}`
+      const drained = await using(source, m.tenantId, (ep) => drainWriters(ep, source, { logger, ...deps.drain, pooled: pooler?.pooled === true }))
       logger.info({ tenantId: m.tenantId, moveId: m.id, ...drained }, 'tenant move: writes paused and drained')
       return { markedAt: m.markedAt ?? new Date() }
     },
