@@ -184,14 +184,18 @@ export function createMover(deps: MoverDeps): Mover {
   /** Each step returns what to record with its completion; switch and clear record themselves (with their change). */
   const STEPS: Record<RunnableStep, (m: TenantMove) => Promise<Partial<typeof tenantMoves.$inferInsert> | 'recorded'>> = {
     async mark(m) {
-      await host.sql`update core_tenants set moving_since = coalesce(moving_since, now()), updated_at = now() where id = ${m.tenantId}`
+      // The pause starts here (writes are refused from the mark on), not when the writers have drained.
+      const [marked] = await host.sql<{ since: string }[]>`
+        update core_tenants set moving_since = coalesce(moving_since, now()), updated_at = now()
+        where id = ${m.tenantId} returning moving_since as since`
       await announce(m.tenantId, true)
       const source = from(m)
       // Through a pooler its idle server connections are not waited for (drain.ts).
       const [pooler] = await host.sql<{ pooled: boolean }[]>`select pooler_url_encrypted is not null as pooled from core_tenants where id = ${m.tenantId}`
       const drained = await using(source, m.tenantId, (ep) => drainWriters(ep, source, { logger, ...deps.drain, pooled: pooler?.pooled === true }))
       logger.info({ tenantId: m.tenantId, moveId: m.id, ...drained }, 'tenant move: writes paused and drained')
-      return { markedAt: m.markedAt ?? new Date() }
+      // (host.sql reads timestamps as text, as drizzle's driver set it up.)
+      return { markedAt: m.markedAt ?? (marked ? new Date(marked.since) : new Date()) }
     },
     async prepare(m) {
       await locations.prepare(to(m))
