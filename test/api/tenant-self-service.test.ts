@@ -100,6 +100,8 @@ describe('DELETE /api/tenant', () => {
     expect(res.json().jobId).toBe(tenantDeleteJobId(t.id))
 
     await waitFor(async () => (await ctx.app.tenancy.provisioner.describe(t.id)).status === 'deleted', { message: 'the tenant to be deleted' })
+    // The run's audit entry follows its last step (evictPools, after the status changed): wait for the run to end.
+    await waitFor(async () => (await auditRows(t.id, 'tenant.deleted')).length > 0, { message: 'the deletion to be audited' })
     expectError(await t.as(t.owner).get('/tenant'), 404, 'TENANT_NOT_FOUND')
     expect(await auditRows(t.id, 'tenant.deletion_requested')).toHaveLength(1)
     expect(await auditRows(t.id, 'tenant.deleted')).toHaveLength(1)

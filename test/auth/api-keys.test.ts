@@ -7,12 +7,11 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
-import { Redis } from 'ioredis'
 import { uuidv7 } from 'uuidv7'
 import { describe, expect, it } from 'vitest'
 import { createApiKeys } from '../../src/core/identity/api-keys.js'
 import { buildApp } from '../helpers/build-app.js'
-import { REDIS_URL } from '../helpers/env.js'
+import { newRedisClient } from '../../src/core/lib/redis.js'
 import { joinTenant } from '../helpers/members.js'
 import { type Member, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
@@ -436,7 +435,7 @@ describe('across processes and over time', () => {
   it('writes last_used_at at most once per interval', async () => {
     const t = await team()
     const k = await createKey(t, t.admin, { role: 'viewer' })
-    const redis = new Redis(REDIS_URL)
+    const redis = newRedisClient(ctx.env.config)
     const keys = createApiKeys({
       db: ctx.app.host.db,
       redis,

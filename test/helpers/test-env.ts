@@ -11,11 +11,13 @@ import type { ScratchPostgres } from './scratch-services.js'
 import { CLUSTER_VARS, dropClusterKeys, ensureRedisCluster } from './redis-cluster.js'
 
 /**
- * TEST_REDIS_CLUSTER=1: every test world on the local Redis Cluster (.ci/redis-cluster) instead of the Redis
- * on 6379, to run (part of) the suite on a cluster. Tests that read Redis keys by name with a client of their
- * own assume one server; a test that passes REDIS_URL (a scratch Redis of its own) keeps it.
+ * TEST_REDIS_CLUSTER=1 (or TEST_REDIS=cluster; `npm run test:redis-cluster -- test/api`): every test world on the
+ * local Redis Cluster (.ci/redis-cluster) instead of the Redis on 6379, to run (part of) the suite on a cluster.
+ * A test that reads Redis with a client of its own builds it with `newRedisClient(env.config)` (a cluster client
+ * then); a test that passes REDIS_URL (a scratch Redis of its own) keeps it. cleanup() drops the world's keys
+ * from every master (one SCAN per node: a cluster client's SCAN reaches one node only).
  */
-const ON_CLUSTER = process.env.TEST_REDIS_CLUSTER === '1'
+const ON_CLUSTER = process.env.TEST_REDIS_CLUSTER === '1' || process.env.TEST_REDIS === 'cluster'
 let clusterUp: Promise<void> | undefined
 const clusterReady = () =>
   (clusterUp ??= ensureRedisCluster().then((why) => {

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { Type } from 'typebox'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { projects } from '../../drizzle/tenant/schema.js'
@@ -7,7 +7,7 @@ import { tenantJob } from '../../src/core/jobs/registry.js'
 import { createTaskManager, type TaskManager } from '../../src/core/jobs/task-manager.js'
 import { createTenantSlots } from '../../src/core/jobs/tenant-slots.js'
 import type { TenantRecord } from '../../src/core/tenancy/types.js'
-import { REDIS_URL } from '../helpers/env.js'
+import { newRedisClient } from '../../src/core/lib/redis.js'
 import { createJobsWorld, type JobsWorld, settled, silent, sleep, until } from './helpers.js'
 
 /** Jobs running right now, per tenant id, and the most seen at once. */
@@ -144,8 +144,8 @@ describe('noisy neighbours', () => {
 describe('tenant slots', () => {
   it('caps holders; the same job re-enters its slot; a live lease is renewed; a crashed holder frees its slot after the lease', async () => {
     const prefix = `${world.env.name}:slots-test`
-    const crashing = new Redis(REDIS_URL)
-    const other = new Redis(REDIS_URL)
+    const crashing = newRedisClient(world.env.config)
+    const other = newRedisClient(world.env.config)
     try {
       const dying = createTenantSlots(crashing, { prefix, cap: 1, leaseMs: 400 })
       const live = createTenantSlots(other, { prefix, cap: 1, leaseMs: 400 })
@@ -177,8 +177,8 @@ describe('tenant slots', () => {
 
   it('commands made in one tick (sent as one batch) keep the cap and their order', async () => {
     const prefix = `${world.env.name}:slots-batch`
-    const client = new Redis(REDIS_URL)
-    const otherProcess = new Redis(REDIS_URL)
+    const client = newRedisClient(world.env.config)
+    const otherProcess = newRedisClient(world.env.config)
     try {
       const slots = createTenantSlots(client, { prefix, cap: 3, leaseMs: 5000 })
       const other = createTenantSlots(otherProcess, { prefix, cap: 3, leaseMs: 5000 })
@@ -210,7 +210,7 @@ describe('tenant slots', () => {
 
   it('an abandoned lease expires', async () => {
     const prefix = `${world.env.name}:slots-expiry`
-    const client = new Redis(REDIS_URL)
+    const client = newRedisClient(world.env.config)
     try {
       const slots = createTenantSlots(client, { prefix, cap: 1, leaseMs: 300 })
       // Write a lease the way a dead worker leaves it: held, never renewed again.

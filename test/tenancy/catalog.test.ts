@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto'
 import { eq } from 'drizzle-orm'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { tenants } from '../../drizzle/host/schema.js'
 import { withDatabase } from '../../src/core/db/connect.js'
 import { createHostDatabase, type HostDatabase } from '../../src/core/db/host.js'
 import { DecryptionError, encrypt } from '../../src/core/lib/crypto.js'
 import { type CatalogDeps, type CatalogHandle, catalogChannel, createCatalog } from '../../src/core/tenancy/catalog.js'
-import { APP_URL, REDIS_URL } from '../helpers/env.js'
+import { APP_URL } from '../helpers/env.js'
+import { newRedisClient } from '../../src/core/lib/redis.js'
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
 import { waitFor } from '../helpers/wait-for.js'
 
@@ -20,7 +21,7 @@ const queries: string[] = []
 beforeAll(async () => {
   env = await createTestEnv()
   host = createHostDatabase(env.hostUrl, 4)
-  redis = new Redis(REDIS_URL)
+  redis = newRedisClient(env.config)
 })
 afterEach(async () => {
   await Promise.all(catalogs.splice(0).map((c) => c.close()))
