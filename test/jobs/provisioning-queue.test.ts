@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { auditLogs } from '../../drizzle/host/schema.js'
 import { runCli } from '../../src/cli.js'
 import { migrationInfo } from '../../src/core/db/migrations.js'
+import { queuePrefix } from '../../src/core/jobs/queues.js'
 import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
 import { type Client, createClient } from '../helpers/client.js'
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js'
@@ -106,7 +107,7 @@ describe('POST /tenants in queue mode', () => {
     // A real Redis failure, no stand-in: the system queue's wait list holds a string, so BullMQ's add
     // script fails with WRONGTYPE. The worker is paused so it does not trip over the same key.
     await pauseWorker()
-    const waitKey = `${ctx.env.config.redisPrefix}:system:wait`
+    const waitKey = `${queuePrefix(ctx.env.config, 'system')}:system:wait` // ({<prefix>:system} on a cluster)
     expect(await ctx.app.redis.exists(waitKey)).toBe(0)
     await ctx.app.redis.set(waitKey, 'not a list')
     let res: Awaited<ReturnType<Client['post']>>

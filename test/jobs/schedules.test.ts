@@ -9,6 +9,7 @@ import { Queue } from 'bullmq'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { collectSchedules } from '../../src/core/core-services.js'
 import { HOUSEKEEPING_JOBS } from '../../src/core/housekeeping/index.js'
+import { queuePrefix } from '../../src/core/jobs/queues.js'
 import {
   installSchedules,
   SCHEDULES_QUEUE,
@@ -80,7 +81,7 @@ describe('installed by the worker, ticking into recorded jobs', () => {
   it('upserts the listed schedules, removes the others, and each tick runs the job once with a per-period id', async () => {
     const { services } = world
     // A scheduler left by an older release, no longer in the list.
-    const queue = new Queue(SCHEDULES_QUEUE, { connection: services.redis, prefix: services.config.redisPrefix })
+    const queue = new Queue(SCHEDULES_QUEUE, { connection: services.redis, prefix: queuePrefix(services.config, SCHEDULES_QUEUE) })
     await queue.upsertJobScheduler('old.removed', { pattern: '0 5 * * *' }, { name: 'old.removed', data: { schedule: 'old.removed' } })
 
     runtime = await startWorkers({ ...services, schedules: [...KIT_SCHEDULES, every] }, { scopes: ['system'], concurrency: 2 })
@@ -123,7 +124,7 @@ describe('installed by the worker, ticking into recorded jobs', () => {
   })
 
   it('installing again changes nothing (idempotent upserts)', async () => {
-    const queue = new Queue(SCHEDULES_QUEUE, { connection: world.services.redis, prefix: world.services.config.redisPrefix })
+    const queue = new Queue(SCHEDULES_QUEUE, { connection: world.services.redis, prefix: queuePrefix(world.services.config, SCHEDULES_QUEUE) })
     try {
       const before = (await queue.getJobSchedulers(0, -1)).map((s) => s.key).sort()
       expect(await installSchedules(queue, [...KIT_SCHEDULES, every])).toEqual([])
