@@ -9,6 +9,13 @@
  *   BENCH_BASELINE_REF=<commit> npx tsx bench/request-plane.ts
  *       also runs the app as of that commit (a temporary git worktree, its own server process and test
  *       world), so before and after are measured in the same run, rounds interleaved, against one bare server.
+ *   BENCH_BASELINE_FIRST=1 …  starts the baseline's process first: the first app process started measured up to
+ *       ~15 % dearer than the second with the same commit in both (2026-12-03, quiet machine), so judge a
+ *       before/after from runs in both orders.
+ *
+ * Bare runs in a process of its own: when one process served both, bare and app requests shared its JIT and
+ * heap, and the app measured 10-18 % dearer than the same commit served alone as the baseline (a run with
+ * BENCH_BASELINE_REF=HEAD showed it), which also biased every before/after in favour of "before".
  *
  * Prints req/s, p99 and the ratio to bare per subject (issue 14's goals: ≥ 0.7 with a session cookie,
  * ≥ 0.8 with an API key, p99 within 1 ms of bare at 50 connections), the load average after each round,
@@ -35,36 +42,41 @@ const load = () => loadavg().map((l) => l.toFixed(2)).join(' ')
 
 interface ServerInfo {
   appPort: number
-  barePort: number
   cookie: string
   apiKey: string
   projectId: string
+  dbUrl: string
 }
 interface Server {
   child: ChildProcess
   info: ServerInfo
-  env: TestEnv
+  env?: TestEnv
 }
 
-/** One server process (the app and a bare server side by side) from the source tree at `tree`. */
-async function startServer(tree: string, profile: string[]): Promise<Server> {
-  const env = await createTestEnv({ LOG_LEVEL: 'silent', POOL_MAX_PER_TENANT: '10', RATE_LIMIT_MAX: '100000000' })
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(tree, 'bench/lib/request-plane-server.ts')], {
+/** A child process running `script`, once it printed its JSON line. */
+async function startProcess<T>(tree: string, script: string, profile: string[], vars: Record<string, string>): Promise<{ child: ChildProcess; info: T }> {
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(tree, script)], {
     cwd: tree,
-    env: { ...process.env, ...env.vars },
+    env: { ...process.env, ...vars },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
-  const info = await new Promise<ServerInfo>((resolve, reject) => {
+  const info = await new Promise<T>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', (line) => resolve(JSON.parse(line)))
-    child.once('exit', (code) => reject(new Error(`server in ${tree} exited with ${code}`)))
+    child.once('exit', (code) => reject(new Error(`${script} in ${tree} exited with ${code}`)))
   })
-  return { child, info, env }
+  return { child, info }
 }
 
-async function stopServer(s: Server) {
+/** The app (its own test world and process) from the source tree at `tree`. */
+async function startServer(tree: string, profile: string[]): Promise<Server> {
+  const env = await createTestEnv({ LOG_LEVEL: 'silent', POOL_MAX_PER_TENANT: '10', RATE_LIMIT_MAX: '100000000' })
+  return { ...(await startProcess<ServerInfo>(tree, 'bench/lib/request-plane-server.ts', profile, env.vars)), env }
+}
+
+async function stopServer(s: { child: ChildProcess; env?: TestEnv }) {
   s.child.kill('SIGTERM')
   await new Promise((r) => s.child.once('exit', r))
-  await s.env.cleanup()
+  await s.env?.cleanup()
 }
 
 // utime + stime of a process in clock ticks (USER_HZ, 100 on Linux): CPU spent per scenario.
@@ -80,8 +92,16 @@ if (BASELINE_REF) {
   execFileSync('git', ['-C', root, 'worktree', 'add', '--detach', baselineTree, BASELINE_REF], { stdio: 'ignore' })
   symlinkSync(join(root, 'node_modules'), join(baselineTree, 'node_modules'))
 }
+// The app process started first measured up to ~15 % dearer than one started after it (same commit on both sides,
+// either order): BENCH_BASELINE_FIRST=1 starts the baseline first, so a before/after can be read both ways round.
+const early = baselineTree && process.env.BENCH_BASELINE_FIRST === '1' ? await startServer(baselineTree, []) : undefined
 const current = await startServer(root, CPU_PROF)
-const baseline = baselineTree ? await startServer(baselineTree, []) : undefined
+// Bare in a process of its own, on the current app's tenant database, so every server process serves one kind of request.
+const bare = await startProcess<{ barePort: number }>(root, 'bench/lib/bare-server.ts', [], {
+  ...current.env!.vars,
+  BARE_DB_URL: current.info.dbUrl,
+})
+const baseline = early ?? (baselineTree ? await startServer(baselineTree, []) : undefined)
 try {
   const run = (port: number, path: string, headers: Record<string, string> = {}, duration = DURATION_S) =>
     runAutocannon({ url: `http://127.0.0.1:${port}${path}`, connections: CONNECTIONS, duration, headers } as AutocannonOptions)
@@ -89,7 +109,7 @@ try {
   const keyed = (s: Server) => (d?: number) =>
     run(s.info.appPort, `/api/projects/${s.info.projectId}`, { authorization: `Bearer ${s.info.apiKey}` }, d)
   const subjects: { name: string; pid: number; go: (duration?: number) => Promise<AutocannonResult> }[] = [
-    { name: 'bare', pid: current.child.pid!, go: (d) => run(current.info.barePort, `/projects/${current.info.projectId}`, {}, d) },
+    { name: 'bare', pid: bare.child.pid!, go: (d) => run(bare.info.barePort, `/projects/${current.info.projectId}`, {}, d) },
     { name: 'session', pid: current.child.pid!, go: app(current) },
     { name: 'api key', pid: current.child.pid!, go: keyed(current) },
   ]
@@ -136,6 +156,7 @@ try {
     )
   }
 } finally {
+  await stopServer(bare)
   await stopServer(current)
   if (baseline) await stopServer(baseline)
   if (baselineTree) {

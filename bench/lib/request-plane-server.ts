@@ -1,13 +1,14 @@
 /**
- * Child process of bench/request-plane.ts: the full app and a bare Fastify + postgres.js server side
- * by side, reading the same project row from the same tenant database. Prints one JSON line with the
- * ports, the session cookie and the project id, then serves until killed.
+ * Child process of bench/request-plane.ts: the full app, with a user, their tenant and one project. Prints
+ * one JSON line with its port, the session cookie, an API key, the project id and the tenant database's URL
+ * (for the bare server, bench/lib/bare-server.ts, which runs in a process of its own: served from one
+ * process, bare and app requests shared its JIT and heap, and the app measured 10-18 % dearer than the
+ * same code served alone), then serves until killed.
  */
 import Fastify from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/core/config.js'
-import { connect } from '../../src/core/db/connect.js'
 
 const config = loadConfig(process.env)
 const full = Fastify({ ...serverOptions(config), logger: false })
@@ -42,21 +43,11 @@ const apiKey = (
 ).json().secret as string
 const tenant = (await full.tenancy.catalog.get(signup.json().tenant.id))!
 
-// The baseline: the same SELECT with nothing in front of it.
-const bare = Fastify({ logger: false })
-const sql = connect(tenant.dbUrl, { max: config.pool.maxPerTenant })
-bare.get<{ Params: { id: string } }>('/projects/:id', async (req, reply) => {
-  const [row] = await sql`select * from projects where id = ${req.params.id}`
-  if (!row) return reply.code(404).send()
-  return row
-})
-
 await full.listen({ port: 0, host: '127.0.0.1' })
-await bare.listen({ port: 0, host: '127.0.0.1' })
-const port = (f: typeof full) => (f.server.address() as { port: number }).port
-process.stdout.write(`${JSON.stringify({ appPort: port(full), barePort: port(bare), cookie, apiKey, projectId })}\n`)
+const appPort = (full.server.address() as { port: number }).port
+process.stdout.write(`${JSON.stringify({ appPort, cookie, apiKey, projectId, dbUrl: tenant.dbUrl })}\n`)
 
 process.on('SIGTERM', async () => {
-  await Promise.all([full.close(), bare.close(), sql.end()])
+  await full.close()
   process.exit(0)
 })
