@@ -5,22 +5,20 @@
  * plans and templates from there, serve a signup end to end (the worker in-process) and stop cleanly on SIGTERM.
  * (A path computed from the compiled file's location once pointed one level short, and only the image broke.)
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { until } from './jobs/helpers.js'
+import { type ServerProcess, signUpUntilActive, startServerProcess } from './helpers/server-process.js'
 import { createTestEnv, type TestEnv } from './helpers/test-env.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 
 let env: TestEnv
 let app: string
-let server: ChildProcess | undefined
-let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-let out = ''
+let server: ServerProcess | undefined
 
 beforeAll(async () => {
   env = await createTestEnv()
@@ -32,49 +30,21 @@ beforeAll(async () => {
   for (const dir of ['migrations', 'config', 'content', 'patches']) cpSync(join(root, dir), join(app, dir), { recursive: true })
   cpSync(join(root, 'package.json'), join(app, 'package.json'))
   symlinkSync(join(root, 'node_modules'), join(app, 'node_modules'))
-  server = spawn(process.execPath, ['dist/src/server.js'], {
-    cwd: app,
-    env: { ...process.env, ...env.vars, NODE_ENV: 'development', PROVISION_INLINE: 'false', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  server.stdout!.on('data', (d) => {
-    out += d
-  })
-  server.stderr!.on('data', (d) => {
-    out += d
-  })
-  exited = new Promise((r) => server!.once('exit', (code, signal) => r({ code, signal })))
+  server = startServerProcess(['dist/src/server.js'], app, env.vars)
 }, 120_000)
 afterAll(async () => {
-  if (server && server.exitCode === null && server.signalCode === null) {
-    server.kill('SIGKILL')
-    await exited
-  }
+  await server?.kill()
   if (app) rmSync(app, { recursive: true, force: true })
   await env?.cleanup()
 })
 
 it('node dist/src/server.js serves a signup end to end from the image layout, then stops cleanly', async () => {
-  const base = await until(async () => /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1], 30_000, `server to listen\n${out}`)
+  const base = await server!.listening()
   expect((await fetch(`${base}/health/ready`)).status).toBe(200)
   // Plans come from config/plans.json beside dist/ (seeded by the test world), the OpenAPI document from the routes.
   expect((await fetch(`${base}/docs/json`)).status).toBe(200)
-
-  const signup = await fetch(`${base}/auth/signup`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: 'image@example.com', password: 'correct horse battery staple' }),
-  })
-  expect(signup.status).toBe(201)
-  const cookie = signup.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')
-  const status = async () => {
-    const me = (await (await fetch(`${base}/me`, { headers: { cookie } })).json()) as { activeTenant: { tenantStatus: string } | null }
-    return me.activeTenant?.tenantStatus
-  }
   // Provisioning clones the tenant template (migrated from migrations/tenant) in the in-process worker.
-  await until(async () => (await status()) === 'active', 30_000, 'tenant to become active')
-
-  server!.kill('SIGTERM')
-  expect(await exited).toEqual({ code: 0, signal: null })
-  expect(out).not.toMatch(/"level":(50|60)/)
+  await signUpUntilActive(base, 'image@example.com')
+  expect(await server!.stop()).toEqual({ code: 0, signal: null })
+  expect(server!.output()).not.toMatch(/"level":(50|60)/)
 }, 90_000)
