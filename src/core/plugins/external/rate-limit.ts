@@ -64,7 +64,7 @@ export default fp<AppOptions>(
     // The flood guard: the library's LocalStore (fixed window per client IP, an LRU of counters), read in a
     // synchronous hook. Its store answers at once, but the library's own hook is an async function awaiting
     // a promise around that callback, reading req.routeOptions and building a result object: ~5 % of an
-    // authenticated API read. Same headers and 429 as the library's. Routes with a limit of their own
+    // authenticated API read. The library's 429 and header names. Routes with a limit of their own
     // (config.rateLimit) or `rateLimit: false` are left to the library, as its global limit did.
     const max = config.rateLimit.max
     const windowMs = config.rateLimit.windowS * 1000

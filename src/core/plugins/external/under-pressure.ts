@@ -13,6 +13,7 @@ import underPressure from '@fastify/under-pressure'
 import fp from 'fastify-plugin'
 import type { AppOptions, Config } from '../../config.js'
 import { unavailable } from '../../lib/errors.js'
+import { routeConfig } from '../../lib/route-config.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -36,7 +37,7 @@ export default fp<AppOptions>(
       sampleInterval: config.pressure.sampleIntervalMs,
       // A rejection goes to the error handler: 503 in the kit's shape, Retry-After, one warning line.
       async pressureHandler(req, _reply, type) {
-        if (req.routeOptions.config?.underPressure === false) return
+        if (routeConfig(req).underPressure === false) return
         throw unavailable('SERVICE_UNAVAILABLE', `The server is overloaded (${WHY[type] ?? type}), try again shortly`)
       },
     })
