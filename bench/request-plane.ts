@@ -4,14 +4,17 @@
  * the same SELECT on the same database, measured alternately in one run. The same route with an API
  * key (no session round trip to Redis) is measured too, to show what the session costs.
  *
- *   npx tsx bench/request-plane.ts        (BENCH_DURATION_S per round, default 30; BENCH_ROUNDS, default 2)
- *   BENCH_CPU_PROF=/tmp/prof npx tsx bench/request-plane.ts   (writes the server's .cpuprofile there on exit)
+ *   npx tsx bench/request-plane.ts        (BENCH_DURATION_S per round, default 30; BENCH_ROUNDS per repeat, default 2)
+ *   BENCH_CPU_PROF=/tmp/prof npx tsx bench/request-plane.ts   (writes the app's and bare's .cpuprofile there on exit)
  *   BENCH_BASELINE_REF=<commit> npx tsx bench/request-plane.ts
  *       also runs the app as of that commit (a temporary git worktree, its own server process and test
  *       world), so before and after are measured in the same run, rounds interleaved, against one bare server.
- *   BENCH_BASELINE_FIRST=1 …  starts the baseline's process first: the first app process started measured up to
- *       ~15 % dearer than the second with the same commit in both (2026-12-03, quiet machine), so judge a
- *       before/after from runs in both orders.
+ *   BENCH_REPEATS (default 2): each repeat starts fresh server processes; with a baseline they alternate which
+ *       app process starts first (BENCH_BASELINE_FIRST=1: the baseline's, in the first repeat). The app process
+ *       started first measured up to ~15 % dearer than the second with the same commit in both (2026-12-03,
+ *       quiet machine), so one repeat can't tell a before/after apart; the figures are the mean of all repeats.
+ *   BENCH_PIN=1/0 pins every server process to CPU 1 and the load generator to CPU 0 (taskset): it did not
+ *       remove that bias.
  *
  * Bare runs in a process of its own: when one process served both, bare and app requests shared its JIT and
  * heap, and the app measured 10-18 % dearer than the same commit served alone as the baseline (a run with
@@ -37,6 +40,9 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const CPU_PROF = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []
 const BASELINE_REF = process.env.BENCH_BASELINE_REF
+const BASELINE_FIRST = process.env.BENCH_BASELINE_FIRST === '1'
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 2)
+const PIN = process.env.BENCH_PIN ? { server: process.env.BENCH_PIN.split('/')[0]!, client: process.env.BENCH_PIN.split('/')[1]! } : undefined
 const root = fileURLToPath(new URL('..', import.meta.url))
 const load = () => loadavg().map((l) => l.toFixed(2)).join(' ')
 
@@ -92,43 +98,76 @@ if (BASELINE_REF) {
   execFileSync('git', ['-C', root, 'worktree', 'add', '--detach', baselineTree, BASELINE_REF], { stdio: 'ignore' })
   symlinkSync(join(root, 'node_modules'), join(baselineTree, 'node_modules'))
 }
-// The app process started first measured up to ~15 % dearer than one started after it (same commit on both sides,
-// either order): BENCH_BASELINE_FIRST=1 starts the baseline first, so a before/after can be read both ways round.
-const early = baselineTree && process.env.BENCH_BASELINE_FIRST === '1' ? await startServer(baselineTree, []) : undefined
-const current = await startServer(root, CPU_PROF)
-// Bare in a process of its own, on the current app's tenant database, so every server process serves one kind of request.
-const bare = await startProcess<{ barePort: number }>(root, 'bench/lib/bare-server.ts', [], {
-  ...current.env!.vars,
-  BARE_DB_URL: current.info.dbUrl,
-})
-const baseline = early ?? (baselineTree ? await startServer(baselineTree, []) : undefined)
-try {
-  const run = (port: number, path: string, headers: Record<string, string> = {}, duration = DURATION_S) =>
-    runAutocannon({ url: `http://127.0.0.1:${port}${path}`, connections: CONNECTIONS, duration, headers } as AutocannonOptions)
-  const app = (s: Server) => (d?: number) => run(s.info.appPort, `/api/projects/${s.info.projectId}`, { cookie: s.info.cookie }, d)
-  const keyed = (s: Server) => (d?: number) =>
-    run(s.info.appPort, `/api/projects/${s.info.projectId}`, { authorization: `Bearer ${s.info.apiKey}` }, d)
-  const subjects: { name: string; pid: number; go: (duration?: number) => Promise<AutocannonResult> }[] = [
-    { name: 'bare', pid: bare.child.pid!, go: (d) => run(bare.info.barePort, `/projects/${current.info.projectId}`, {}, d) },
-    { name: 'session', pid: current.child.pid!, go: app(current) },
-    { name: 'api key', pid: current.child.pid!, go: keyed(current) },
-  ]
-  if (baseline) {
-    subjects.push({ name: `session @${BASELINE_REF}`, pid: baseline.child.pid!, go: app(baseline) })
-    subjects.push({ name: `api key @${BASELINE_REF}`, pid: baseline.child.pid!, go: keyed(baseline) })
-  }
-  // Warm every subject (JIT, pools, prepared statements, caches) before measuring.
-  for (const s of subjects) await s.go(5)
-  const results = new Map(subjects.map((s) => [s.name, { runs: [] as AutocannonResult[], ticks: 0, loads: [] as string[] }]))
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const s of subjects) {
-      const r = results.get(s.name)!
-      const before = cpuTicks(s.pid)
-      r.runs.push(await s.go())
-      r.ticks += cpuTicks(s.pid) - before
-      r.loads.push(load())
+
+interface Subject {
+  name: string
+  pid: number
+  go: (duration?: number) => Promise<AutocannonResult>
+}
+const results = new Map<string, { runs: AutocannonResult[]; ticks: number; loads: string[] }>()
+const names: string[] = []
+
+/**
+ * One repeat: fresh server processes (and test worlds), warmed, then ROUNDS interleaved rounds. With a
+ * baseline, `baselineFirst` starts its process before the current one's: the app process started first
+ * measured up to ~15 % dearer than the one started after it with the same commit on both sides, so repeats
+ * alternate the order and the figures are their mean.
+ */
+async function repeat(baselineFirst: boolean) {
+  const early = baselineTree && baselineFirst ? await startServer(baselineTree, []) : undefined
+  const current = await startServer(root, CPU_PROF)
+  // Bare in a process of its own, on the current app's tenant database, so every server process serves one kind of request.
+  const bare = await startProcess<{ barePort: number }>(root, 'bench/lib/bare-server.ts', CPU_PROF, {
+    ...current.env!.vars,
+    BARE_DB_URL: current.info.dbUrl,
+  })
+  const baseline = early ?? (baselineTree ? await startServer(baselineTree, []) : undefined)
+  try {
+    if (PIN) {
+      // Every server process (all its threads) on one CPU, the load generator on the other.
+      for (const s of [current, bare, baseline]) if (s) execFileSync('taskset', ['-a', '-cp', PIN.server, String(s.child.pid)], { stdio: 'ignore' })
+      execFileSync('taskset', ['-a', '-cp', PIN.client, String(process.pid)], { stdio: 'ignore' })
     }
+    const run = (port: number, path: string, headers: Record<string, string> = {}, duration = DURATION_S) =>
+      runAutocannon({ url: `http://127.0.0.1:${port}${path}`, connections: CONNECTIONS, duration, headers } as AutocannonOptions)
+    const app = (s: Server) => (d?: number) => run(s.info.appPort, `/api/projects/${s.info.projectId}`, { cookie: s.info.cookie }, d)
+    const keyed = (s: Server) => (d?: number) =>
+      run(s.info.appPort, `/api/projects/${s.info.projectId}`, { authorization: `Bearer ${s.info.apiKey}` }, d)
+    const subjects: Subject[] = [
+      { name: 'bare', pid: bare.child.pid!, go: (d) => run(bare.info.barePort, `/projects/${current.info.projectId}`, {}, d) },
+      { name: 'session', pid: current.child.pid!, go: app(current) },
+      { name: 'api key', pid: current.child.pid!, go: keyed(current) },
+    ]
+    if (baseline) {
+      subjects.push({ name: `session @${BASELINE_REF}`, pid: baseline.child.pid!, go: app(baseline) })
+      subjects.push({ name: `api key @${BASELINE_REF}`, pid: baseline.child.pid!, go: keyed(baseline) })
+    }
+    for (const s of subjects) {
+      if (!results.has(s.name)) {
+        results.set(s.name, { runs: [], ticks: 0, loads: [] })
+        names.push(s.name)
+      }
+    }
+    // Warm every subject (JIT, pools, prepared statements, caches) before measuring.
+    for (const s of subjects) await s.go(5)
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const s of subjects) {
+        const r = results.get(s.name)!
+        const before = cpuTicks(s.pid)
+        r.runs.push(await s.go())
+        r.ticks += cpuTicks(s.pid) - before
+        r.loads.push(load())
+      }
+    }
+  } finally {
+    await stopServer(bare)
+    await stopServer(current)
+    if (baseline) await stopServer(baseline)
   }
+}
+
+try {
+  for (let i = 0; i < REPEATS; i++) await repeat(i % 2 === 1 ? !BASELINE_FIRST : BASELINE_FIRST)
   const mean = (rs: AutocannonResult[], f: (r: AutocannonResult) => number) => rs.reduce((sum, r) => sum + f(r), 0) / rs.length
   const rps = (name: string) => mean(results.get(name)!.runs, (r) => r.requests.average)
   const p99 = (name: string) => mean(results.get(name)!.runs, (r) => r.latency.p99)
@@ -136,29 +175,26 @@ try {
     const r = results.get(name)!
     return (r.ticks * 10_000) / r.runs.reduce((sum, x) => sum + x.requests.total, 0)
   }
-  console.log(`${CONNECTIONS} connections, ${ROUNDS} rounds × ${DURATION_S} s per subject, interleaved`)
+  console.log(`${CONNECTIONS} connections, ${REPEATS} repeat(s) × ${ROUNDS} rounds × ${DURATION_S} s per subject, interleaved`)
   console.log('subject | req/s | ratio to bare | p99 ms | p99 − bare p99 | server CPU µs/req | bare/subject CPU | errors | load avg after each round')
-  for (const s of subjects) {
-    const r = results.get(s.name)!
+  for (const name of names) {
+    const r = results.get(name)!
     const bad = r.runs.reduce((sum, x) => sum + x.non2xx + x.errors + x.timeouts, 0)
     console.log(
       [
-        s.name,
-        rps(s.name).toFixed(0),
-        (rps(s.name) / rps('bare')).toFixed(2),
-        p99(s.name).toFixed(1),
-        (p99(s.name) - p99('bare')).toFixed(1),
-        cpuUs(s.name).toFixed(0),
-        (cpuUs('bare') / cpuUs(s.name)).toFixed(2),
+        name,
+        rps(name).toFixed(0),
+        (rps(name) / rps('bare')).toFixed(2),
+        p99(name).toFixed(1),
+        (p99(name) - p99('bare')).toFixed(1),
+        cpuUs(name).toFixed(0),
+        (cpuUs('bare') / cpuUs(name)).toFixed(2),
         bad,
         r.loads.join(' / '),
       ].join(' | '),
     )
   }
 } finally {
-  await stopServer(bare)
-  await stopServer(current)
-  if (baseline) await stopServer(baseline)
   if (baselineTree) {
     rmSync(join(baselineTree, 'node_modules'))
     execFileSync('git', ['-C', root, 'worktree', 'remove', '--force', baselineTree], { stdio: 'ignore' })

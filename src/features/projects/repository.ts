@@ -5,15 +5,18 @@
  */
 import { and, desc, eq, lt, sql } from 'drizzle-orm'
 import { type Project, projects } from '../../../drizzle/tenant/schema.js'
-import { preparedFor } from '../../core/tenancy/prepared.js'
+import { lean, preparedFor } from '../../core/tenancy/prepared.js'
 import type { TenantDb } from '../../core/tenancy/types.js'
 
 const statements = preparedFor((db) => ({
-  byId: db
-    .select()
-    .from(projects)
-    .where(eq(projects.id, sql.placeholder('id')))
-    .prepare('projects_by_id'),
+  // lean(): the hot read runs straight on the handle's client (same SQL, rows and errors; see prepared.ts).
+  byId: lean(
+    db
+      .select()
+      .from(projects)
+      .where(eq(projects.id, sql.placeholder('id')))
+      .prepare('projects_by_id'),
+  ),
 }))
 
 export interface ProjectPage {

@@ -77,7 +77,9 @@ export default fp<AppOptions>(
     // behind a balancer "remaining" would be a different number on every answer. The limit a client plans
     // around is its tenant's requests per minute (RateLimit-* headers, features/billing/tenant-requests.ts).
     function floodGuard(req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) {
-      local.incr(normalizeIP(req.ip), keep, windowMs, max)
+      // normalizeIP's isIPv6 runs Node's IPv6 regex (~1 µs) on every address; an IPv4 one (no ':') is already its own key.
+      const ip = req.ip
+      local.incr(ip.includes(':') ? normalizeIP(ip) : ip, keep, windowMs, max)
       if (counted.current <= max) return done()
       const resetS = Math.ceil(counted.ttl / 1000)
       reply.header('x-ratelimit-limit', max)
