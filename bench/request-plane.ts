@@ -6,6 +6,7 @@
  *
  *   npx tsx bench/request-plane.ts        (BENCH_DURATION_S per round, default 30; BENCH_ROUNDS per repeat, default 2)
  *   BENCH_CPU_PROF=/tmp/prof npx tsx bench/request-plane.ts   (writes the app's and bare's .cpuprofile there on exit)
+ *   BENCH_ALLOC_PROF=/tmp/prof …   the app's allocations (sampled, collected ones included) as a .heapprofile there
  *   BENCH_BASELINE_REF=<commit> npx tsx bench/request-plane.ts
  *       also runs the app as of that commit (a temporary git worktree, its own server process and test
  *       world), so before and after are measured in the same run, rounds interleaved, against one bare server.

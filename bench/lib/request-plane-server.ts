@@ -47,7 +47,28 @@ await full.listen({ port: 0, host: '127.0.0.1' })
 const appPort = (full.server.address() as { port: number }).port
 process.stdout.write(`${JSON.stringify({ appPort, cookie, apiKey, projectId, dbUrl: tenant.dbUrl })}\n`)
 
+// BENCH_ALLOC_PROF=<dir>: sample every allocation from here on, collected ones included (what GC churns
+// through, not only what stays live, which is all --heap-prof reports), written there as a .heapprofile on exit.
+const allocProf = process.env.BENCH_ALLOC_PROF ? await startAllocationSampling() : undefined
+
 process.on('SIGTERM', async () => {
+  await allocProf?.(process.env.BENCH_ALLOC_PROF!)
   await full.close()
   process.exit(0)
 })
+
+async function startAllocationSampling() {
+  const { Session } = await import('node:inspector/promises')
+  const { writeFileSync } = await import('node:fs')
+  const session = new Session()
+  session.connect()
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 4096,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  })
+  return async (dir: string) => {
+    const { profile } = await session.post('HeapProfiler.stopSampling')
+    writeFileSync(`${dir}/request-plane-${process.pid}.heapprofile`, JSON.stringify(profile))
+  }
+}
