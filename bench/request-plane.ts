@@ -6,6 +6,7 @@
  *
  *   npx tsx bench/request-plane.ts        (BENCH_DURATION_S per round, default 30; BENCH_ROUNDS per repeat, default 2)
  *   BENCH_CPU_PROF=/tmp/prof npx tsx bench/request-plane.ts   (writes the app's and bare's .cpuprofile there on exit)
+ *   BENCH_NODE_FLAGS='--max-semi-space-size=64' …   Node flags for the current app's process; BENCH_BARE_FLAGS for bare's
  *   BENCH_ALLOC_PROF=/tmp/prof …   the app's allocations (sampled, collected ones included) as a .heapprofile there
  *   BENCH_BASELINE_REF=<commit> npx tsx bench/request-plane.ts
  *       also runs the app as of that commit (a temporary git worktree, its own server process and test
@@ -40,6 +41,10 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 30)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const CPU_PROF = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []
+const flags = (v: string | undefined) => (v ? v.split(' ').filter(Boolean) : [])
+/** Node flags of the current app's process (BENCH_NODE_FLAGS) and of bare's (BENCH_BARE_FLAGS). */
+const APP_FLAGS = [...flags(process.env.BENCH_NODE_FLAGS), ...CPU_PROF]
+const BARE_FLAGS = [...flags(process.env.BENCH_BARE_FLAGS), ...CPU_PROF]
 const BASELINE_REF = process.env.BENCH_BASELINE_REF
 const BASELINE_FIRST = process.env.BENCH_BASELINE_FIRST === '1'
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 2)
@@ -116,9 +121,9 @@ const names: string[] = []
  */
 async function repeat(baselineFirst: boolean) {
   const early = baselineTree && baselineFirst ? await startServer(baselineTree, []) : undefined
-  const current = await startServer(root, CPU_PROF)
+  const current = await startServer(root, APP_FLAGS)
   // Bare in a process of its own, on the current app's tenant database, so every server process serves one kind of request.
-  const bare = await startProcess<{ barePort: number }>(root, 'bench/lib/bare-server.ts', CPU_PROF, {
+  const bare = await startProcess<{ barePort: number }>(root, 'bench/lib/bare-server.ts', BARE_FLAGS, {
     ...current.env!.vars,
     BARE_DB_URL: current.info.dbUrl,
   })
