@@ -45,7 +45,8 @@ export const USAGE = `usage:
   tenants servers activate <name>              take new tenants again
   tenants servers remove <name>                forget a drained server: only a draining one that holds nothing (no tenant,
                                                soft-deleted ones included, no move in flight, no row in its shared database);
-                                               drops the shared database tenantkit created there, nothing else; not default
+                                               drops the shared database and the templates tenantkit created there
+                                               (the templates only when no other server is on that Postgres); not default
   tenants retry <slug>                         resume a failed provisioning
   tenants move <slug> --isolation shared|database [--server NAME] [--queue]
   tenants move <slug> --server NAME [--queue]  move the tenant's data to the other mode or another server (writes
@@ -216,6 +217,9 @@ async function serversCommand(
       io.out(`${removed.name}: removed`)
       const shared = removed.sharedDatabase
       if (shared) io.out(shared.dropped ? `shared database ${shared.name} dropped` : `shared database ${shared.name} kept: ${shared.reason}`)
+      const { dropped, kept, reason } = removed.templates
+      if (dropped.length) io.out(`template(s) dropped: ${dropped.join(', ')}`)
+      if (kept.length || reason) io.out(`template(s) kept${kept.length ? ` (${kept.join(', ')})` : ''}: ${reason}`)
       return 0
     }
     default:

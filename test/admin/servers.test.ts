@@ -54,6 +54,10 @@ async function onSecondCluster<T>(fn: (sql: ReturnType<typeof connect>) => Promi
 const databaseExists = (name: string) => onSecondCluster(async (sql) => (await sql`select 1 from pg_database where datname = ${name}`).length === 1)
 const serverRow = async (name: string) => (await services().host.db.select().from(dbServers).where(eq(dbServers.name, name)))[0]
 const remove = (m: Member, name: string) => m.c.delete(`/admin/api/servers/${name}`, ua)
+/** This deployment's tenant templates on the second cluster. */
+const templatesOnSecond = () =>
+  onSecondCluster(async (sql) => (await sql<{ datname: string }[]>`select datname from pg_database where datname like ${`${ctx.env.name}_tpl_%`}`).map((r) => r.datname))
+const noTemplates = { dropped: [], kept: [] }
 
 beforeAll(async () => {
   if (unavailable) return
@@ -209,11 +213,16 @@ describe.skipIf(unavailable)('/admin/api/servers and tenants servers remove', ()
     await services().pools.withTenant(target, (db) => db.$client`select 1`)
     expect(services().pools.stats().servers.second?.openPools).toBeGreaterThanOrEqual(1)
 
+    // Provisioning there made this deployment's tenant template on the second cluster.
+    const templates = await templatesOnSecond()
+    expect(templates).toHaveLength(1)
+
     const res = await cli(['tenants', 'servers', 'remove', 'second'])
     expect(res, res.stderr).toMatchObject({ code: 0, stderr: '' })
-    expect(res.stdout).toBe(`second: removed\nshared database ${sharedDb()} dropped\n`)
+    expect(res.stdout).toBe(`second: removed\nshared database ${sharedDb()} dropped\ntemplate(s) dropped: ${templates[0]}\n`)
     expect(await serverRow('second')).toBeUndefined()
     expect(await databaseExists(sharedDb())).toBe(false)
+    expect(await templatesOnSecond()).toEqual([])
     // Announced on the invalidation bus by the CLI's process: this one closed its pools there.
     await waitFor(() => services().pools.stats().servers.second === undefined, { message: "this process' pools on the removed server closed" })
     await expect(services().provisioner.servers.get('second')).rejects.toMatchObject({ code: 'SERVER_NOT_FOUND' })
@@ -234,10 +243,10 @@ describe.skipIf(unavailable)('/admin/api/servers and tenants servers remove', ()
     await services().provisioner.servers.setStatus('third', 'draining')
     const res = await remove(ops, 'third')
     expect(res.statusCode, res.body).toBe(200)
-    expect(res.json()).toEqual({ name: 'third', removed: true, sharedDatabase: null })
+    expect(res.json()).toEqual({ name: 'third', removed: true, sharedDatabase: null, templates: noTemplates })
     expect(await serverRow('third')).toBeUndefined()
     expect(await auditRows(ctx.app, 'admin.server_removed', 'third')).toEqual([
-      expect.objectContaining({ actorUserId: ops.id, targetType: 'db_server', metadata: { sharedDatabase: null } }),
+      expect.objectContaining({ actorUserId: ops.id, targetType: 'db_server', metadata: { sharedDatabase: null, templates: noTemplates } }),
     ])
     expect(await services().host.db.select().from(tenantMoves).where(and(eq(tenantMoves.toServer, 'third')))).toEqual([])
   })
@@ -260,7 +269,31 @@ describe.skipIf(unavailable)('/admin/api/servers and tenants servers remove', ()
     expect(await databaseExists(t.dbName)).toBe(true)
     await services().provisioner.run('hardDeleted', t.id)
     expect(await databaseExists(t.dbName)).toBe(false)
-    expect((await remove(ops, 'fourth')).json()).toEqual({ name: 'fourth', removed: true, sharedDatabase: null })
+    // Its provisioning made the template again on the second cluster, and nothing else is there now: dropped.
+    const [template] = await templatesOnSecond()
+    expect(template).toBeDefined()
+    expect((await remove(ops, 'fourth')).json()).toEqual({ name: 'fourth', removed: true, sharedDatabase: null, templates: { dropped: [template], kept: [] } })
+    expect(await templatesOnSecond()).toEqual([])
+  })
+
+  it('keeps the templates while another server row reaches the same Postgres under another host string', async () => {
+    const viaLocalhost = SECOND_APP_URL.replace('127.0.0.1', 'localhost')
+    expect(viaLocalhost).not.toBe(SECOND_APP_URL)
+    await services().provisioner.servers.add({ name: 'fifth', adminUrl: SECOND_APP_URL, role: 'dedicated' })
+    await services().provisioner.servers.add({ name: 'alias', adminUrl: viaLocalhost, role: 'dedicated' })
+    const t = await services().provisioner.provision({ slug: 'srv-fifth', name: 'Fifth', isolation: 'database', server: 'fifth' })
+    await services().provisioner.run('hardDeleted', t.id)
+    const templates = await templatesOnSecond()
+    expect(templates).toHaveLength(1)
+    await services().provisioner.servers.setStatus('fifth', 'draining')
+    const res = await remove(ops, 'fifth')
+    expect(res.statusCode, res.body).toBe(200)
+    expect(res.json().templates).toEqual({ dropped: [], kept: templates, reason: 'another server or the host database is on the same Postgres' })
+    expect(await templatesOnSecond()).toEqual(templates)
+    // The alias is the last one there: its removal drops them.
+    await services().provisioner.servers.setStatus('alias', 'draining')
+    expect((await remove(ops, 'alias')).json().templates).toEqual({ dropped: templates, kept: [] })
+    expect(await templatesOnSecond()).toEqual([])
   })
 
   it('keeps a shared database tenantkit did not create (it was given one): the server goes, the database stays', async () => {
@@ -273,7 +306,7 @@ describe.skipIf(unavailable)('/admin/api/servers and tenants servers remove', ()
     await services().provisioner.servers.setStatus('given', 'draining')
     const res = await remove(ops, 'given')
     expect(res.statusCode, res.body).toBe(200)
-    expect(res.json()).toEqual({ name: 'given', removed: true, sharedDatabase: { name: given, dropped: false, reason: 'tenantkit did not create it' } })
+    expect(res.json()).toEqual({ name: 'given', removed: true, sharedDatabase: { name: given, dropped: false, reason: 'tenantkit did not create it' }, templates: noTemplates })
     expect(await databaseExists(given)).toBe(true)
     expect(await serverRow('given')).toBeUndefined()
   })

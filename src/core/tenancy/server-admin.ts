@@ -11,7 +11,13 @@
  * delete also requires status draining, and core_tenants.server's foreign key refuses it if a tenant row
  * appeared meanwhile), every process closes what it holds open there (the invalidation bus, `serversChannel`),
  * and its shared database is dropped when the kit created it (SHARED_DATABASE_MARK) and no other server
- * or the host database is that same database. Nothing else on the server is touched.
+ * or the host database is that same database, and so are the kit's tenant templates there (this deployment's
+ * `<TENANT_DB_PREFIX>_tpl_*`) when no other server row and not the host database is on that Postgres. Nothing
+ * else on the server is touched.
+ *
+ * "That same Postgres" is decided by the cluster's system identifier (pg_control_system()), not by host
+ * strings: localhost:5432 and 127.0.0.1:5432 are one cluster. A server that can't be asked counts as maybe
+ * the same, so nothing is dropped on a guess.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { and, count, eq, or, sql } from 'drizzle-orm'
@@ -56,7 +62,7 @@ export interface ServerAdminDeps {
   host: HostDatabase
   servers: ServerRegistry
   pools: Pick<PoolManager, 'stats' | 'evictServer'>
-  config: Pick<Config, 'pool' | 'databaseUrl' | 'redisPrefix'>
+  config: Pick<Config, 'pool' | 'databaseUrl' | 'redisPrefix' | 'tenantDbPrefix'>
   invalidations: Pick<InvalidationBus, 'publish'>
   logger: Pick<Logger, 'info' | 'warn'>
 }
@@ -168,6 +174,47 @@ export interface RemovedServer {
   name: string
   /** Its shared database: dropped, or kept and why; null when it held none. */
   sharedDatabase: { name: string; dropped: boolean; reason?: string | undefined } | null
+  /** The kit's tenant templates on it (`<TENANT_DB_PREFIX>_tpl_*`): dropped, or kept and why. */
+  templates: { dropped: string[]; kept: string[]; reason?: string | undefined }
+}
+
+/**
+ * The Postgres cluster a URL reaches: its system identifier, the same for every host string, database and
+ * role on one cluster. undefined when it does not answer.
+ */
+async function clusterOf(url: string): Promise<string | undefined> {
+  const sql = connect(url, { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
+  try {
+    const [row] = await sql<{ id: string }[]>`select system_identifier::text as id from pg_control_system()`
+    return row?.id
+  } catch {
+    return undefined
+  } finally {
+    await sql.end({ timeout: 1 })
+  }
+}
+
+/**
+ * The clusters of every other server row and of the host database, with the databases each is known to use
+ * there (its shared database, the host database). `unknown`: one of them did not answer.
+ */
+async function otherClusters(deps: ServerAdminDeps, server: DbServerInfo): Promise<{ databases: Set<string>; clusters: Set<string>; unknown: boolean }> {
+  const others: { url: string; database: string | undefined }[] = []
+  for (const other of await deps.servers.list()) {
+    if (other.name === server.name) continue
+    others.push({ url: withDatabase(other.adminUrl, 'postgres'), database: other.sharedUrl ? sharedDatabaseName(other.sharedUrl) : undefined })
+  }
+  if (deps.config.databaseUrl) others.push({ url: deps.config.databaseUrl, database: decodeURIComponent(new URL(deps.config.databaseUrl).pathname.slice(1)) })
+  const ids = await Promise.all(others.map((o) => clusterOf(o.url)))
+  const found = { databases: new Set<string>(), clusters: new Set<string>(), unknown: false }
+  ids.forEach((id, i) => {
+    if (id === undefined) found.unknown = true
+    else {
+      found.clusters.add(id)
+      if (others[i]!.database) found.databases.add(`${id}/${others[i]!.database}`)
+    }
+  })
+  return found
 }
 
 /** Rows in a shared database, every tenant's: as its owner, past the forced row-level security (in a transaction rolled back). */
@@ -211,8 +258,9 @@ export async function removeServer(deps: ServerAdminDeps, name: string): Promise
   const held = (await holdings(deps.host, name)).get(name) ?? { ...EMPTY }
   if (held.databases || held.shared || held.moving) throw notEmpty(name, { ...held, sharedRows: 0 })
 
-  let shared: { name: string; drop: boolean; reason?: string } | undefined
-  if (server.sharedUrl) shared = await checkShared(deps, server)
+  // Which Postgres it is, and which others are there, asked while every other server's row is still listed.
+  const [here, others] = await Promise.all([clusterOf(withDatabase(server.adminUrl, 'postgres')), otherClusters(deps, server)])
+  const shared = server.sharedUrl ? await checkShared(server, here, others) : undefined
 
   if (!(await servers.delete(name))) {
     await servers.get(name) // 404 when removed meanwhile
@@ -221,9 +269,17 @@ export async function removeServer(deps: ServerAdminDeps, name: string): Promise
   deps.logger.info({ server: name }, 'database server removed')
   await announceRemoval(deps, name)
 
-  if (!shared) return { name, sharedDatabase: null }
-  if (!shared.drop) return { name, sharedDatabase: { name: shared.name, dropped: false, reason: shared.reason } }
   const admin = connect(withDatabase(server.adminUrl, 'postgres'), { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
+  try {
+    const sharedDatabase = shared ? await dropShared(deps, admin, name, shared) : null
+    return { name, sharedDatabase, templates: await dropTemplates(deps, admin, name, here, others) }
+  } finally {
+    await admin.end({ timeout: 1 })
+  }
+}
+
+async function dropShared(deps: ServerAdminDeps, admin: Sql, server: string, shared: { name: string; drop: boolean; reason?: string }): Promise<RemovedServer['sharedDatabase']> {
+  if (!shared.drop) return { name: shared.name, dropped: false, reason: shared.reason }
   try {
     // Every process closes its pools there on the announcement; the data role's connections are not the
     // admin role's to end (with (force) needs that), so wait for them to go first.
@@ -234,14 +290,51 @@ export async function removeServer(deps: ServerAdminDeps, name: string): Promise
       await sleep(100)
     }
     await admin.unsafe(`drop database if exists ${quoteIdent(shared.name)} with (force)`)
-    deps.logger.info({ server: name, database: shared.name }, 'shared database of a removed server dropped')
-    return { name, sharedDatabase: { name: shared.name, dropped: true } }
+    deps.logger.info({ server, database: shared.name }, 'shared database of a removed server dropped')
+    return { name: shared.name, dropped: true }
   } catch (err) {
-    deps.logger.warn({ server: name, database: shared.name, err }, 'dropping the shared database of a removed server failed')
-    return { name, sharedDatabase: { name: shared.name, dropped: false, reason: `dropping it failed (drop it by hand once its connections are gone): ${errorMessage(err)}` } }
-  } finally {
-    await admin.end({ timeout: 1 })
+    deps.logger.warn({ server, database: shared.name, err }, 'dropping the shared database of a removed server failed')
+    return { name: shared.name, dropped: false, reason: `dropping it failed (drop it by hand once its connections are gone): ${errorMessage(err)}` }
   }
+}
+
+/**
+ * This deployment's tenant templates on a removed server, dropped unless another server row or the host
+ * database is on the same Postgres (they would use them), or that can't be known (a server did not answer).
+ */
+async function dropTemplates(
+  deps: ServerAdminDeps,
+  admin: Sql,
+  server: string,
+  here: string | undefined,
+  others: Awaited<ReturnType<typeof otherClusters>>,
+): Promise<RemovedServer['templates']> {
+  let names: string[]
+  try {
+    const ours = `^${deps.config.tenantDbPrefix}_tpl_` // the prefix is [a-z0-9_] (config), nothing to escape
+    names = (await admin<{ datname: string }[]>`select datname from pg_database where datname ~ ${ours} order by datname`).map((r) => r.datname)
+  } catch (err) {
+    return { dropped: [], kept: [], reason: `they could not be listed: ${errorMessage(err)}` }
+  }
+  if (names.length === 0) return { dropped: [], kept: [] }
+  if (here === undefined || others.unknown)
+    return { dropped: [], kept: names, reason: 'a server did not answer, so whether another one uses the same Postgres is unknown' }
+  if (others.clusters.has(here)) return { dropped: [], kept: names, reason: 'another server or the host database is on the same Postgres' }
+  const result: RemovedServer['templates'] = { dropped: [], kept: [] }
+  for (const db of names) {
+    try {
+      // A template database can't be dropped while it is one.
+      await admin.unsafe(`alter database ${quoteIdent(db)} is_template false`)
+      await admin.unsafe(`drop database if exists ${quoteIdent(db)} with (force)`)
+      result.dropped.push(db)
+    } catch (err) {
+      deps.logger.warn({ server, database: db, err }, 'dropping a template of a removed server failed')
+      result.kept.push(db)
+      result.reason ??= `dropping failed (drop by hand): ${errorMessage(err)}`
+    }
+  }
+  if (result.dropped.length) deps.logger.info({ server, databases: result.dropped }, 'templates of a removed server dropped')
+  return result
 }
 
 function notEmpty(name: string, holds: ServerHoldings & { sharedRows: number }): AppError {
@@ -258,17 +351,14 @@ function notEmpty(name: string, holds: ServerHoldings & { sharedRows: number }):
 }
 
 /** The server's shared database: refuses (409) when it holds rows; says whether removing the server may drop it. */
-async function checkShared(deps: ServerAdminDeps, server: DbServerInfo): Promise<{ name: string; drop: boolean; reason?: string }> {
+async function checkShared(
+  server: DbServerInfo,
+  cluster: string | undefined,
+  others: Awaited<ReturnType<typeof otherClusters>>,
+): Promise<{ name: string; drop: boolean; reason?: string }> {
   const dbName = sharedDatabaseName(server.sharedUrl!)
-  const here = `${hostOf(server.adminUrl)}/${dbName}`
   // The same database registered elsewhere (another server row on the same Postgres, or the host database): never dropped.
-  const elsewhere = new Set<string>()
-  for (const other of await deps.servers.list()) {
-    if (other.name === server.name || !other.sharedUrl) continue
-    const db = sharedDatabaseName(other.sharedUrl)
-    elsewhere.add(`${hostOf(other.adminUrl)}/${db}`).add(`${hostOf(other.sharedUrl)}/${db}`)
-  }
-  if (deps.config.databaseUrl) elsewhere.add(`${hostOf(deps.config.databaseUrl)}/${decodeURIComponent(new URL(deps.config.databaseUrl).pathname.slice(1))}`)
+  const usedElsewhere = cluster !== undefined && others.databases.has(`${cluster}/${dbName}`)
 
   const admin = connect(withDatabase(server.adminUrl, 'postgres'), { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
   let owner: Sql | undefined
@@ -278,7 +368,8 @@ async function checkShared(deps: ServerAdminDeps, server: DbServerInfo): Promise
     owner = connect(withDatabase(server.adminUrl, dbName), { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
     const rows = await sharedRows(owner)
     if (rows) throw notEmpty(server.name, { ...EMPTY, sharedRows: rows })
-    if (NOT_OURS.has(dbName) || elsewhere.has(here)) return { name: dbName, drop: false, reason: 'another server or the host database uses it' }
+    if (NOT_OURS.has(dbName) || usedElsewhere) return { name: dbName, drop: false, reason: 'another server or the host database uses it' }
+    if (others.unknown) return { name: dbName, drop: false, reason: 'a server did not answer, so whether another one uses it is unknown' }
     if (found.mark !== SHARED_DATABASE_MARK) return { name: dbName, drop: false, reason: 'tenantkit did not create it' }
     return { name: dbName, drop: true }
   } catch (err) {

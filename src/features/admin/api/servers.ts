@@ -81,6 +81,10 @@ const Removed = Type.Object({
     [Type.Object({ name: Type.String(), dropped: Type.Boolean(), reason: Type.Optional(Type.String()) }), Type.Null()],
     { description: 'Its shared database: dropped, or kept and why (not created by the kit, used elsewhere, gone); null: it held none' },
   ),
+  templates: Type.Object(
+    { dropped: Type.Array(Type.String()), kept: Type.Array(Type.String()), reason: Type.Optional(Type.String()) },
+    { description: "This deployment's tenant templates there: dropped, or kept and why (another server or the host database is on the same Postgres)" },
+  ),
 })
 
 const serverAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
@@ -154,7 +158,7 @@ const serverAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
     {
       schema: {
         tags,
-        summary: 'Remove a drained server that holds nothing; the shared database the kit created there is dropped',
+        summary: 'Remove a drained server that holds nothing; the shared database and the templates the kit created there are dropped',
         description:
           '409 SERVER_NOT_DRAINING (drain it first), 409 SERVER_NOT_EMPTY (tenants, soft-deleted ones included, moves in flight or rows ' +
           'in its shared database: `holds` says which), 409 SERVER_NOT_REMOVABLE (the default server), 503 SERVER_UNREACHABLE (its shared database could not be checked).',
@@ -165,8 +169,8 @@ const serverAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
     async (req) => {
       const { name } = req.params
       const removed = await removeServer(deps, name)
-      await audited(req, 'admin.server_removed', name, { sharedDatabase: removed.sharedDatabase })
-      return { name, removed: true as const, sharedDatabase: removed.sharedDatabase }
+      await audited(req, 'admin.server_removed', name, { sharedDatabase: removed.sharedDatabase, templates: removed.templates })
+      return { name, removed: true as const, sharedDatabase: removed.sharedDatabase, templates: removed.templates }
     },
   )
 }
