@@ -3,43 +3,31 @@
  * tenant, with unique keys that lead with tenant_id. Two tenants load rows with the same ids: each sees
  * and updates only its own, and the database stamps tenant_id.
  */
-import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { users } from '../../drizzle/host/schema.js'
 import { projects, tenantUsers } from '../../drizzle/tenant/schema.js'
-import { connect, type Sql, withDatabase } from '../../src/core/db/connect.js'
+import type { Sql } from '../../src/core/db/connect.js'
 import { mapAndUpsert } from '../../src/core/data/map-and-upsert.js'
 import { paginateCursor } from '../../src/core/data/pagination.js'
 import { bulkInsertOnly, bulkUpsert, getById, withTransaction } from '../../src/core/data/table-helpers.js'
 import { isSharedTenantDb } from '../../src/core/tenancy/shared/scoped-client.js'
 import type { TenantDb, TenantRecord } from '../../src/core/tenancy/types.js'
-import { createServices, type Services } from '../../src/services.js'
-import { ADMIN_URL, SHARED } from '../helpers/env.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { type SharedWorld, sharedWorld } from '../helpers/shared-world.js'
 
-let env: TestEnv
-let services: Services
+let world: SharedWorld
 let truth: Sql
 let A: TenantRecord
 let B: TenantRecord
 let owner: string
-const as = <T>(t: TenantRecord, fn: (db: TenantDb) => Promise<T>) => services.pools.withTenant(t, fn)
+const as = <T>(t: TenantRecord, fn: (db: TenantDb) => Promise<T>) => world.as(t, fn)
 
 beforeAll(async () => {
-  env = await createTestEnv({ ...SHARED })
-  services = createServices(env.config, pino({ level: 'silent' }))
-  const [u] = await services.host.db.insert(users).values({ email: `owner-${env.name}@example.com`, name: 'Owner' }).returning()
-  owner = u!.id
-  await services.provisioner.provision({ slug: 'data-a', name: 'A', ownerUserId: owner, isolation: 'shared' })
-  await services.provisioner.provision({ slug: 'data-b', name: 'B', ownerUserId: owner, isolation: 'shared' })
-  A = (await services.catalog.get('data-a'))!
-  B = (await services.catalog.get('data-b'))!
-  truth = connect(withDatabase(ADMIN_URL, `${env.name}_shared`), { max: 1 })
+  world = await sharedWorld({ 'data-a': 'shared', 'data-b': 'shared' })
+  ;({ truth, owner } = world)
+  A = world.tenants['data-a']!
+  B = world.tenants['data-b']!
 })
 afterAll(async () => {
-  await truth?.end()
-  await services?.close()
-  await env?.cleanup()
+  await world?.close()
 })
 
 describe('data helpers on shared tenants', () => {

@@ -4,38 +4,24 @@
  * tenant and a shared tenant, keep the shared tenant's scope, and hand anything it doesn't cover back to drizzle.
  */
 import { DrizzleQueryError, eq, sql } from 'drizzle-orm'
-import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { users } from '../../drizzle/host/schema.js'
 import { projects, tenantUsers } from '../../drizzle/tenant/schema.js'
 import { lean } from '../../src/core/tenancy/prepared.js'
 import type { TenantDb, TenantRecord } from '../../src/core/tenancy/types.js'
-import { createServices, type Services } from '../../src/services.js'
-import { SHARED } from '../helpers/env.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { type SharedWorld, sharedWorld } from '../helpers/shared-world.js'
 
-let env: TestEnv
-let services: Services
+let world: SharedWorld
 const tenants: Record<'database' | 'shared', TenantRecord[]> = { database: [], shared: [] }
 
 const byId = (db: TenantDb) => db.select().from(projects).where(eq(projects.id, sql.placeholder('id'))).prepare('lean_test_projects_by_id')
-const as = <T>(t: TenantRecord, fn: (db: TenantDb) => Promise<T>) => services.pools.withTenant(t, fn)
+const as = <T>(t: TenantRecord, fn: (db: TenantDb) => Promise<T>) => world.as(t, fn)
 
 beforeAll(async () => {
-  env = await createTestEnv({ ...SHARED })
-  services = createServices(env.config, pino({ level: 'silent' }))
-  const [u] = await services.host.db.insert(users).values({ email: `lean-${env.name}@example.com`, name: 'Owner' }).returning()
-  for (const isolation of ['database', 'shared'] as const) {
-    for (const n of [1, 2]) {
-      const slug = `lean-${isolation}-${n}`
-      await services.provisioner.provision({ slug, name: slug, ownerUserId: u!.id, isolation })
-      tenants[isolation].push((await services.catalog.get(slug))!)
-    }
-  }
+  world = await sharedWorld({ 'lean-database-1': 'database', 'lean-database-2': 'database', 'lean-shared-1': 'shared', 'lean-shared-2': 'shared' })
+  for (const t of Object.values(world.tenants)) tenants[t.isolation as 'database' | 'shared'].push(t)
 })
 afterAll(async () => {
-  await services?.close()
-  await env?.cleanup()
+  await world?.close()
 })
 
 describe.each(['database', 'shared'] as const)('lean() on a %s tenant', (isolation) => {

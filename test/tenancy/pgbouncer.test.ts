@@ -11,25 +11,26 @@ import { eq, sql } from 'drizzle-orm'
 import { pino } from 'pino'
 import { Type } from 'typebox'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { tenants, users } from '../../drizzle/host/schema.js'
+import { tenants } from '../../drizzle/host/schema.js'
 import { projects } from '../../drizzle/tenant/schema.js'
-import { connect, type Sql, withDatabase } from '../../src/core/db/connect.js'
+import { connect, type Sql } from '../../src/core/db/connect.js'
 import { tenantJob } from '../../src/core/jobs/registry.js'
 import { createTaskManager } from '../../src/core/jobs/task-manager.js'
 import { encrypt } from '../../src/core/lib/crypto.js'
 import { createPoolManager, READ_ONLY_APPLICATION } from '../../src/core/tenancy/pool-manager.js'
 import type { PoolManager, TenantDb, TenantRecord } from '../../src/core/tenancy/types.js'
 import { createProjectsRepository } from '../../src/features/projects/repository.js'
-import { createServices, type Services } from '../../src/services.js'
-import { ADMIN_URL, SHARED } from '../helpers/env.js'
+import type { Services } from '../../src/services.js'
 import { ensurePgBouncer, pgbouncerConsole, viaPgBouncer } from '../helpers/pgbouncer.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { type SharedWorld, sharedWorld } from '../helpers/shared-world.js'
+import type { TestEnv } from '../helpers/test-env.js'
 import { settled } from '../jobs/helpers.js'
 
 const unavailable = await ensurePgBouncer()
 if (unavailable) console.warn(`skipping the PgBouncer tests: ${unavailable}`)
 
 describe.skipIf(unavailable)('tenants behind PgBouncer (transaction pooling)', () => {
+  let world: SharedWorld
   let env: TestEnv
   let services: Services
   /** A second process' pool manager over the same catalog rows. */
@@ -42,11 +43,7 @@ describe.skipIf(unavailable)('tenants behind PgBouncer (transaction pooling)', (
   let B: TenantRecord
   let version: string
 
-  const record = async (slug: string) => {
-    const r = await services.catalog.get(slug)
-    if (!r) throw new Error(`no tenant ${slug}`)
-    return r
-  }
+  const record = (slug: string) => world.record(slug)
   /** Point a tenant's catalog row at PgBouncer (its direct URL with PgBouncer's port), as an operator would. */
   async function behindPooler(t: TenantRecord): Promise<TenantRecord> {
     await services.host.db
@@ -75,27 +72,20 @@ describe.skipIf(unavailable)('tenants behind PgBouncer (transaction pooling)', (
     })
 
   beforeAll(async () => {
-    env = await createTestEnv({ ...SHARED })
-    services = createServices(env.config, pino({ level: 'silent' }))
-    const [u] = await services.host.db.insert(users).values({ email: `owner-${env.name}@example.com`, name: 'Owner' }).returning()
-    await services.provisioner.provision({ slug: 'pgb-d', name: 'D', ownerUserId: u!.id, isolation: 'database' })
-    await services.provisioner.provision({ slug: 'pgb-a', name: 'A', ownerUserId: u!.id, isolation: 'shared' })
-    await services.provisioner.provision({ slug: 'pgb-b', name: 'B', ownerUserId: u!.id, isolation: 'shared' })
-    D = await behindPooler(await record('pgb-d'))
-    A = await behindPooler(await record('pgb-a'))
-    B = await behindPooler(await record('pgb-b'))
+    world = await sharedWorld({ 'pgb-d': 'database', 'pgb-a': 'shared', 'pgb-b': 'shared' })
+    ;({ env, services, truth } = world)
+    D = await behindPooler(world.tenants['pgb-d']!)
+    A = await behindPooler(world.tenants['pgb-a']!)
+    B = await behindPooler(world.tenants['pgb-b']!)
     other = newManager()
     console_ = pgbouncerConsole()
-    truth = connect(withDatabase(ADMIN_URL, `${env.name}_shared`), { max: 1 })
     const [v] = await console_.unsafe<{ version: string }[]>('show version')
     version = v!.version
   })
   afterAll(async () => {
     await other?.close()
-    await services?.close()
     await console_?.end()
-    await truth?.end()
-    await env?.cleanup()
+    await world?.close()
   })
 
   it('reads the pooler URL from the catalog, with the kit’s default statement_timeout configured', () => {

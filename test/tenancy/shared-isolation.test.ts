@@ -9,7 +9,7 @@
 import { eq } from 'drizzle-orm'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { auditLogs, memberships, systemJobs, users } from '../../drizzle/host/schema.js'
+import { auditLogs, memberships, systemJobs } from '../../drizzle/host/schema.js'
 import { projects, tenantUsers } from '../../drizzle/tenant/schema.js'
 import { connect, type Sql, withDatabase } from '../../src/core/db/connect.js'
 import { migrateFleet } from '../../src/core/tenancy/fleet.js'
@@ -22,10 +22,12 @@ import { tenantJob } from '../../src/core/jobs/registry.js'
 import { createTaskManager } from '../../src/core/jobs/task-manager.js'
 import { Type } from 'typebox'
 import { settled } from '../jobs/helpers.js'
-import { ADMIN_URL, SHARED, SHARED_ROLE } from '../helpers/env.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import { SHARED_ROLE } from '../helpers/env.js'
+import { type SharedWorld, sharedWorld } from '../helpers/shared-world.js'
+import type { TestEnv } from '../helpers/test-env.js'
 import { welcomeEmailJobId } from '../../src/features/tenants/welcome-email.js'
 
+let world: SharedWorld
 let env: TestEnv
 let services: Services
 /** The shared database as its data role, with no tenant set: what a forgotten set_config would see. */
@@ -44,22 +46,15 @@ const record = async (slug: string) => {
 const as = <T>(t: TenantRecord, fn: (db: TenantDb) => Promise<T>) => services.pools.withTenant(t, fn)
 
 beforeAll(async () => {
-  env = await createTestEnv({ ...SHARED })
-  services = createServices(env.config, pino({ level: 'silent' }))
-  const [u] = await services.host.db.insert(users).values({ email: `owner-${env.name}@example.com`, name: 'Owner' }).returning()
-  owner = u!.id
-  await services.provisioner.provision({ slug: 'shared-a', name: 'A', ownerUserId: owner, isolation: 'shared' })
-  await services.provisioner.provision({ slug: 'shared-b', name: 'B', ownerUserId: owner, isolation: 'shared' })
-  A = await record('shared-a')
-  B = await record('shared-b')
+  world = await sharedWorld({ 'shared-a': 'shared', 'shared-b': 'shared' })
+  ;({ env, services, owner, truth } = world)
+  A = world.tenants['shared-a']!
+  B = world.tenants['shared-b']!
   raw = connect(env.config.sharedDatabaseUrl!, { max: 1 })
-  truth = connect(withDatabase(ADMIN_URL, `${env.name}_shared`), { max: 1 })
 })
 afterAll(async () => {
   await raw?.end()
-  await truth?.end()
-  await services?.close()
-  await env?.cleanup()
+  await world?.close()
 })
 
 describe('the shared layout', () => {
