@@ -182,8 +182,18 @@ async function pingRedis(target: RedisTarget, ms: number): Promise<string> {
     cause ??= err
   })
   try {
-    await redis.connect().catch((err: unknown) => {
-      throw cause ?? err
+    await redis.connect().catch(async (err: unknown) => {
+      const failure = cause ?? (err as Error)
+      // A cluster client says only "Failed to refresh slots cache." / "Connection is closed.": ask REDIS_URL's
+      // node on its own what stops it (ECONNREFUSED, auth, TLS), if that is what it is.
+      if (target.redisCluster) {
+        const why = await pingRedis({ ...target, redisCluster: false }, ms).then(
+          () => undefined,
+          (e: unknown) => (e as Error).message,
+        )
+        if (why) throw new Error(`${failure.message} ${new URL(target.redisUrl).host}: ${why}`)
+      }
+      throw failure
     })
     const pong = await redis.ping()
     const version = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1]
