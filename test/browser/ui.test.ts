@@ -92,18 +92,24 @@ describe('Bull Board in Chromium', () => {
     // Whether the board asks for a confirmation is its own setting, and on a busy machine the dialog can
     // take seconds to appear: click the item, then until the queue is in the state asked for, confirm
     // whenever a confirmation is showing (never a fixed wait that a slow render outlasts).
+    // The menu itself can close before its item is clicked (the board re-renders on its polling refresh, and
+    // on a loaded machine a render can land between the two clicks): each round, whatever shows is acted on,
+    // the confirmation first, then the item, else the menu is opened (again).
     const act = async (label: 'Pause' | 'Resume') => {
       const want = label === 'Pause'
-      await page.locator('button[aria-haspopup="menu"]').click()
-      await page.locator(`[role="menuitem"]::-p-text(${label})`).click()
+      const click = (el: { click(): Promise<void> } | null) => el?.click().catch(() => undefined) // (it may go between finding and clicking)
       await waitFor(
         async () => {
           if ((await queue.isPaused()) === want) return true
           const confirm = await page.$('[role="alertdialog"] button::-p-text(Confirm), [role="dialog"] button::-p-text(Confirm)')
-          await confirm?.click().catch(() => undefined) // (it may close between finding and clicking)
+          if (confirm) await click(confirm)
+          else {
+            const item = await page.$(`[role="menuitem"]::-p-text(${label})`)
+            await click(item ?? (await page.$('button[aria-haspopup="menu"]')))
+          }
           return false
         },
-        { timeout: STEP_MS, interval: 100, message: `queue ${label.toLowerCase()}d from the board` },
+        { timeout: STEP_MS, interval: 300, message: `queue ${label.toLowerCase()}d from the board` },
       )
     }
     await act('Pause')
