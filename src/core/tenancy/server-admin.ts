@@ -178,12 +178,15 @@ export interface RemovedServer {
   templates: { dropped: string[]; kept: string[]; reason?: string | undefined }
 }
 
+/** A one-connection client for one of these checks or drops, named apart in pg_stat_activity. */
+const oneShot = (url: string): Sql => connect(url, { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
+
 /**
  * The Postgres cluster a URL reaches: its system identifier, the same for every host string, database and
  * role on one cluster. undefined when it does not answer.
  */
 async function clusterOf(url: string): Promise<string | undefined> {
-  const sql = connect(url, { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
+  const sql = oneShot(url)
   try {
     const [row] = await sql<{ id: string }[]>`select system_identifier::text as id from pg_control_system()`
     return row?.id
@@ -269,7 +272,7 @@ export async function removeServer(deps: ServerAdminDeps, name: string): Promise
   deps.logger.info({ server: name }, 'database server removed')
   await announceRemoval(deps, name)
 
-  const admin = connect(withDatabase(server.adminUrl, 'postgres'), { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
+  const admin = oneShot(withDatabase(server.adminUrl, 'postgres'))
   try {
     const sharedDatabase = shared ? await dropShared(deps, admin, name, shared) : null
     return { name, sharedDatabase, templates: await dropTemplates(deps, admin, name, here, others) }
@@ -360,12 +363,12 @@ async function checkShared(
   // The same database registered elsewhere (another server row on the same Postgres, or the host database): never dropped.
   const usedElsewhere = cluster !== undefined && others.databases.has(`${cluster}/${dbName}`)
 
-  const admin = connect(withDatabase(server.adminUrl, 'postgres'), { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
+  const admin = oneShot(withDatabase(server.adminUrl, 'postgres'))
   let owner: Sql | undefined
   try {
     const [found] = await admin<{ mark: string | null }[]>`select shobj_description(oid, 'pg_database') as mark from pg_database where datname = ${dbName}`
     if (!found) return { name: dbName, drop: false, reason: 'it does not exist' }
-    owner = connect(withDatabase(server.adminUrl, dbName), { max: 1, connectTimeoutMs: 5000, applicationName: 'tenantkit-servers' })
+    owner = oneShot(withDatabase(server.adminUrl, dbName))
     const rows = await sharedRows(owner)
     if (rows) throw notEmpty(server.name, { ...EMPTY, sharedRows: rows })
     if (NOT_OURS.has(dbName) || usedElsewhere) return { name: dbName, drop: false, reason: 'another server or the host database uses it' }

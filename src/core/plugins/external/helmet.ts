@@ -83,7 +83,7 @@ declare module 'fastify' {
 export default fp(
   async (fastify) => {
     const page = securityHeaders()
-    const api = { ...API_SECURITY_HEADERS }
+    const api = API_SECURITY_HEADERS
     fastify.addHook('onRoute', (route) => {
       if (isApiRoute(route.url)) route.config = { ...route.config, securityHeaders: 'api' }
     })
