@@ -11,10 +11,13 @@ import { request as httpRequest, type IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { connect } from 'node:net'
 import { createRequire } from 'node:module'
+import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { compPlan } from '../../src/features/billing/comp.js'
 import { type PlanSeed, seedPlans } from '../../src/features/billing/plans.js'
+import type { RealtimeClient } from '../../src/features/realtime/hub.js'
+import { ROLE_LEVEL } from '../../src/core/tenancy/rbac.js'
 import { buildApp } from '../helpers/build-app.js'
 import { type Member, type TenantFixture, tenantWith } from '../helpers/tenant-fixtures.js'
 import { useApp } from '../helpers/use-app.js'
@@ -313,6 +316,39 @@ describe('resume', () => {
     const reset = await again.next((e) => e.event === 'reset')
     expect(dataOf(reset)).toEqual({ reason: 'replay_gap' })
     again.close()
+  })
+
+  it('starts a fresh client at the tenant’s newest event: one published while it subscribes still reaches it', async () => {
+    // The route reads the start before the client sees its stream open; the subscription comes after.
+    // An event published in between (a client reacting to the open stream) once got lost.
+    const c = await tenantWith(ctx.app)
+    const project = (x: string) => ({ project: { id: `00000000-0000-4000-8000-0000000000${x}` } })
+    await ctx.app.services.events.publish(c.id, 'project.deleted', project('c0'))
+    const start = await ctx.app.realtime.startAt(c.id)
+    expect(start.resumed).toBe(false)
+    await ctx.app.services.events.publish(c.id, 'project.deleted', project('c1'))
+    const frames: string[] = []
+    const resets: string[] = []
+    const client: RealtimeClient = {
+      id: randomUUID(),
+      kind: 'sse',
+      tenantId: c.id,
+      userId: c.viewer.id,
+      level: ROLE_LEVEL.viewer,
+      membershipRole: 'viewer',
+      credentials: {},
+      write: (frame) => void frames.push(frame.json),
+      buffered: () => 0,
+      heartbeat: () => true,
+      reset: (reason) => void resets.push(reason),
+      close() {},
+    }
+    await ctx.app.realtime.attach(client, start)
+    await ctx.app.services.events.publish(c.id, 'project.deleted', project('c2'))
+    await waitFor(() => frames.length >= 2, { message: 'the event published while subscribing, then the live one' })
+    ctx.app.realtime.detach(client)
+    expect(frames.map((f) => JSON.parse(f).data.project.id.slice(-2))).toEqual(['c1', 'c2'])
+    expect(resets).toEqual([])
   })
 })
 

@@ -16,8 +16,11 @@
  * - shutdown: SSE clients get a `retry:` and the end of the stream, WebSockets close 1012 (reconnect).
  *
  * Each event is serialised once per process (events.ts, `Frame`) and written to each client whose role
- * may see it. A client resuming from a Last-Event-ID is attached first (live events wait in its queue),
- * then sent the replay from the tenant's stream, then its queue; seq orders and dedupes the two.
+ * may see it. Every client starts from a position in its tenant's stream: the Last-Event-ID it resumes
+ * from, or else the tenant's newest event, read (`startAt`) before the client is told it is connected.
+ * It is attached first (live events wait in its queue), then sent what the stream holds past that
+ * position, then its queue; seq orders and dedupes the two. So an event published as soon as the client
+ * sees its stream open reaches it, however long the subscription took (a fresh client once missed it).
  * When the subscriber reconnects (messages may have been lost), each tenant catches up from its stream.
  */
 import { randomUUID } from 'node:crypto'
@@ -29,7 +32,16 @@ import type { CatalogHandle } from '../../core/tenancy/catalog.js'
 import { catalogChannel } from '../../core/tenancy/catalog.js'
 import type { Memberships } from '../../core/tenancy/memberships.js'
 import { compareSeq, type Frame, frameOf } from './events.js'
-import { acquireSlot, type ConnectionCaps, type RealtimeKeys, readSince, realtimeKeys, refreshSlots, releaseSlot } from './stream.js'
+import {
+  acquireSlot,
+  type ConnectionCaps,
+  newestSeq,
+  type RealtimeKeys,
+  readSince,
+  realtimeKeys,
+  refreshSlots,
+  releaseSlot,
+} from './stream.js'
 
 export type CloseReason =
   | 'membership_ended'
@@ -104,6 +116,12 @@ export interface RealtimeHubDeps {
   /** Called for every client dropped or closed by the hub (metrics). */
   onClose?: (reason: CloseReason, kind: 'sse' | 'ws') => void
   onDeliver?: (count: number) => void
+}
+
+/** Where a client's stream starts: after `after`; `resumed`: the client's own Last-Event-ID (a gap there is reported to it). */
+export interface StartAt {
+  after: string
+  resumed: boolean
 }
 
 export class ConnectionLimitError extends Error {
@@ -390,10 +408,19 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
     release: (who: { tenantId: string; userId: string; id: string }) => releaseSlot(redis, keys, who),
 
     /**
-     * Start streaming to `client` (admitted under its id): live events from now on, after the replay of
-     * those past `lastEventId` when given. Resolves once subscribed (and the replay written).
+     * Where a client connecting now starts: after `lastEventId` when it resumes, else after the tenant's
+     * newest event. Read before the client hears it is connected (the SSE headers, the WebSocket upgrade).
      */
-    async attach(client: RealtimeClient, lastEventId?: string): Promise<void> {
+    async startAt(tenantId: string, lastEventId?: string): Promise<StartAt> {
+      if (lastEventId) return { after: lastEventId, resumed: true }
+      return { after: await newestSeq(redis, keys.log(tenantId)), resumed: false }
+    },
+
+    /**
+     * Start streaming to `client` (admitted under its id): what the tenant's stream holds past `start`,
+     * then live events. Resolves once subscribed and that replay is written.
+     */
+    async attach(client: RealtimeClient, start: StartAt): Promise<void> {
       if (closing) {
         client.close('shutdown')
         return
@@ -401,7 +428,7 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
       const state: ClientState = {
         client,
         lastSeq: undefined,
-        queue: lastEventId ? [] : null,
+        queue: [],
         closed: false,
         wrote: false,
         slice: nextSlice++ % SLICES,
@@ -417,14 +444,15 @@ export function createRealtimeHub(deps: RealtimeHubDeps) {
         end(state, 'reconnect')
         throw err
       }
-      if (!lastEventId) return
       try {
-        let after = lastEventId
+        let after = start.after
         let first = true
         for (;;) {
           const { entries, gap } = await readSince(redis, keys.log(client.tenantId), after, REPLAY_BATCH)
           if (state.closed) return
-          if (first && gap) client.reset('replay_gap')
+          // Only the client's own position can have a gap: the newest event at connect time may be
+          // trimmed or expired since, which loses nothing this client was owed.
+          if (first && gap && start.resumed) client.reset('replay_gap')
           first = false
           for (const e of entries) deliver(state, frameOf(e.seq, e.type, e.body))
           if (entries.length < REPLAY_BATCH) break

@@ -25,7 +25,7 @@ import { errorResponses } from '../../core/lib/schemas.js'
 import { ROLE_LEVEL } from '../../core/tenancy/rbac.js'
 import { limitOf } from '../billing/index.js'
 import { SEQ_PATTERN } from './events.js'
-import { type CloseReason, ConnectionLimitError, type RealtimeClient } from './hub.js'
+import { type CloseReason, ConnectionLimitError, type RealtimeClient, type StartAt } from './hub.js'
 
 /** What the routes use of a `ws` WebSocket (the kit has no @types/ws; @fastify/websocket hands one to wsHandler). */
 interface ServerSocket {
@@ -122,6 +122,14 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
     async (req, reply) => {
       const id = await admit(req)
       const res = reply.raw
+      let start: StartAt
+      try {
+        // Before the headers: an event published once the client sees the stream open must reach it.
+        start = await hub.startAt(req.tenant!.id, req.headers['last-event-id'] ?? req.query.lastEventId)
+      } catch (err) {
+        await hub.release({ ...who(req), id })
+        throw err
+      }
       // The client may have gone while it was admitted: its 'close' has fired already and won't again.
       if (res.destroyed || res.writableEnded || req.raw.socket?.destroyed) {
         await hub.release({ ...who(req), id })
@@ -138,7 +146,7 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
       res.write(`retry: ${RETRY_MS}\n\n`)
       const client = sseClient(res, base(req, id))
       res.once('close', () => hub.detach(client))
-      await hub.attach(client, req.headers['last-event-id'] ?? req.query.lastEventId)
+      await hub.attach(client, start)
     },
   )
 
@@ -164,21 +172,29 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
       done()
     },
     // Before the upgrade, so a refusal is an HTTP answer (429 JSON), not a socket closed on arrival.
+    // The start position too: an event published once the client sees the socket open must reach it.
     async preHandler(req) {
-      if (req.ws) slots.set(req, await admit(req))
+      if (!req.ws) return
+      const id = await admit(req)
+      try {
+        const start = await hub.startAt(req.tenant!.id, (req.query as { lastEventId?: string }).lastEventId)
+        slots.set(req, { id, start })
+      } catch (err) {
+        await hub.release({ ...who(req), id })
+        throw err
+      }
     },
     handler() {
       throw new AppError(426, 'UPGRADE_REQUIRED', 'This is a WebSocket endpoint: send a WebSocket handshake')
     },
     wsHandler(socket, req) {
-      const id = slots.get(req)!
+      const { id, start } = slots.get(req)!
       const client = wsClient(socket as ServerSocket, base(req, id))
       socket.once('close', () => hub.detach(client))
-      const lastEventId = (req.query as { lastEventId?: string }).lastEventId
-      hub.attach(client, lastEventId).catch((err) => req.log.warn({ err }, 'realtime: attaching a WebSocket failed'))
+      hub.attach(client, start).catch((err) => req.log.warn({ err }, 'realtime: attaching a WebSocket failed'))
     },
   })
-  const slots = new WeakMap<FastifyRequest, string>()
+  const slots = new WeakMap<FastifyRequest, { id: string; start: StartAt }>()
 }
 
 function sseClient(

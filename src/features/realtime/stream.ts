@@ -130,6 +130,12 @@ export async function readSince(
   return { entries: [], gap: compareSeq(last, after) > 0 }
 }
 
+/** The tenant's newest event (`0-0`: none): a client that connects now starts after it. */
+export async function newestSeq(redis: Redis, key: string): Promise<string> {
+  const last = (await redis.xrevrange(key, '+', '-', 'COUNT', 1)) as [string, string[]][]
+  return last[0]?.[0] ?? '0-0'
+}
+
 const typeOf = (body: string): string => {
   const m = /"type":"([^"]+)"/.exec(body)
   return m?.[1] ?? 'unknown'

@@ -100,8 +100,8 @@ export const webhooksDeliver = tenantJob({
     if (!row) return { skipped: 'the delivery or its endpoint was deleted' }
     const { delivery, endpoint } = row
     if (delivery.status === 'succeeded') return { skipped: 'already delivered' }
-    const setDelivery = (values: PgUpdateSetSource<typeof webhookDeliveries>) =>
-      ctx.db
+    const setDelivery = (values: PgUpdateSetSource<typeof webhookDeliveries>, db: Pick<typeof ctx.db, 'update'> = ctx.db) =>
+      db
         .update(webhookDeliveries)
         .set({ ...values, updatedAt: sql`now()` })
         .where(eq(webhookDeliveries.id, delivery.id))
@@ -125,33 +125,39 @@ export const webhooksDeliver = tenantJob({
       lastAttemptAt: sql`now()`,
     }
     if (outcome.ok) {
-      await setDelivery({ ...attempt, status: 'succeeded' })
-      await ctx.db
-        .update(webhookEndpoints)
-        .set({ consecutiveFailures: 0, lastSuccessAt: sql`now()` })
-        .where(eq(webhookEndpoints.id, endpoint.id))
+      await ctx.db.transaction(async (tx) => {
+        await setDelivery({ ...attempt, status: 'succeeded' }, tx)
+        await tx.update(webhookEndpoints).set({ consecutiveFailures: 0, lastSuccessAt: sql`now()` }).where(eq(webhookEndpoints.id, endpoint.id))
+      })
       return { status: outcome.status, durationMs: outcome.durationMs }
     }
 
-    const [counted] = await ctx.db
-      .update(webhookEndpoints)
-      .set({ consecutiveFailures: sql`${webhookEndpoints.consecutiveFailures} + 1`, lastFailureAt: sql`now()` })
-      .where(eq(webhookEndpoints.id, endpoint.id))
-      .returning({ failures: webhookEndpoints.consecutiveFailures })
-    const failures = counted?.failures ?? 0
-    if (failures >= config.webhooks.disableAfterFailures) {
-      // Only the attempt that flips enabled mails the owners.
-      const [disabled] = await ctx.db
+    // The endpoint's count, its disabling and the delivery's row change together: no reader sees the
+    // endpoint disabled while the delivery that disabled it still reads pending (CI once did).
+    const last = outcome.forbidden || ctx.attempt > DELIVERY_RETRIES
+    const { failures, disabling, flipped } = await ctx.db.transaction(async (tx) => {
+      const [counted] = await tx
         .update(webhookEndpoints)
-        .set({ enabled: false, disabledReason: `${failures} consecutive failed deliveries (last: ${outcome.error})`, updatedAt: sql`now()` })
-        .where(and(eq(webhookEndpoints.id, endpoint.id), eq(webhookEndpoints.enabled, true)))
-        .returning({ id: webhookEndpoints.id })
-      await setDelivery({ ...attempt, status: 'failed' })
-      const mailed: number = disabled ? await mailOwnersEndpointDisabled(ctx, endpoint.url, failures, outcome.error ?? 'failed') : 0
+        .set({ consecutiveFailures: sql`${webhookEndpoints.consecutiveFailures} + 1`, lastFailureAt: sql`now()` })
+        .where(eq(webhookEndpoints.id, endpoint.id))
+        .returning({ failures: webhookEndpoints.consecutiveFailures })
+      const failures = counted?.failures ?? 0
+      const disabling = failures >= config.webhooks.disableAfterFailures
+      // Only the attempt that flips enabled mails the owners.
+      const [disabled] = disabling
+        ? await tx
+            .update(webhookEndpoints)
+            .set({ enabled: false, disabledReason: `${failures} consecutive failed deliveries (last: ${outcome.error})`, updatedAt: sql`now()` })
+            .where(and(eq(webhookEndpoints.id, endpoint.id), eq(webhookEndpoints.enabled, true)))
+            .returning({ id: webhookEndpoints.id })
+        : []
+      await setDelivery({ ...attempt, status: disabling || last ? 'failed' : 'pending' }, tx)
+      return { failures, disabling, flipped: disabled !== undefined }
+    })
+    if (disabling) {
+      const mailed: number = flipped ? await mailOwnersEndpointDisabled(ctx, endpoint.url, failures, outcome.error ?? 'failed') : 0
       return { status: outcome.status, error: outcome.error, endpointDisabled: true, mailed }
     }
-    const last = outcome.forbidden || ctx.attempt > DELIVERY_RETRIES
-    await setDelivery({ ...attempt, status: last ? 'failed' : 'pending' })
     if (outcome.forbidden) throw new ForbiddenEndpoint(`delivery refused: ${outcome.error}`)
     throw new Error(`webhook delivery failed: ${outcome.error}`)
   },
