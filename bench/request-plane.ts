@@ -26,6 +26,11 @@
  * ≥ 0.8 with an API key, p99 within 1 ms of bare at 50 connections), the load average after each round,
  * and the server's CPU time per request (Linux /proc), which other load on a shared machine disturbs far
  * less than req/s does.
+ *
+ * Then the latency at a fixed offered load: every subject at the same evenly paced rate over up to the same
+ * 50 connections (lib/paced.ts; BENCH_RATE req/s, default half the session subject's saturated req/s of the
+ * repeat, which every subject can serve). At saturation a p99 is queueing behind the slowest server, so it
+ * restates the req/s ratio; at a rate all of them sustain it is what a request pays in latency for the kit.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
@@ -35,7 +40,8 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import setup from '../test/global-setup.js'
 import { createTestEnv, type TestEnv } from '../test/helpers/test-env.js'
-import { type AutocannonOptions, type AutocannonResult, runAutocannon } from './lib/autocannon.js'
+import { type AutocannonResult, runAutocannon } from './lib/autocannon.js'
+import { type PacedResult, runPaced } from './lib/paced.js'
 
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 30)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
@@ -48,6 +54,7 @@ const BARE_FLAGS = [...flags(process.env.BENCH_BARE_FLAGS), ...CPU_PROF]
 const BASELINE_REF = process.env.BENCH_BASELINE_REF
 const BASELINE_FIRST = process.env.BENCH_BASELINE_FIRST === '1'
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 2)
+const RATE = process.env.BENCH_RATE ? Number(process.env.BENCH_RATE) : undefined
 const PIN = process.env.BENCH_PIN ? { server: process.env.BENCH_PIN.split('/')[0]!, client: process.env.BENCH_PIN.split('/')[1]! } : undefined
 const root = fileURLToPath(new URL('..', import.meta.url))
 const load = () => loadavg().map((l) => l.toFixed(2)).join(' ')
@@ -108,9 +115,10 @@ if (BASELINE_REF) {
 interface Subject {
   name: string
   pid: number
-  go: (duration?: number) => Promise<AutocannonResult>
+  target: { url: string; headers: Record<string, string> }
 }
-const results = new Map<string, { runs: AutocannonResult[]; ticks: number; loads: string[] }>()
+const results = new Map<string, { runs: AutocannonResult[]; ticks: number; loads: string[]; paced: PacedResult[] }>()
+const rates: number[] = []
 const names: string[] = []
 
 /**
@@ -134,37 +142,42 @@ async function repeat(baselineFirst: boolean) {
       for (const s of [current, bare, baseline]) if (s) execFileSync('taskset', ['-a', '-cp', PIN.server, String(s.child.pid)], { stdio: 'ignore' })
       execFileSync('taskset', ['-a', '-cp', PIN.client, String(process.pid)], { stdio: 'ignore' })
     }
-    const run = (port: number, path: string, headers: Record<string, string> = {}, duration = DURATION_S) =>
-      runAutocannon({ url: `http://127.0.0.1:${port}${path}`, connections: CONNECTIONS, duration, headers } as AutocannonOptions)
-    const app = (s: Server) => (d?: number) => run(s.info.appPort, `/api/projects/${s.info.projectId}`, { cookie: s.info.cookie }, d)
-    const keyed = (s: Server) => (d?: number) =>
-      run(s.info.appPort, `/api/projects/${s.info.projectId}`, { authorization: `Bearer ${s.info.apiKey}` }, d)
+    const target = (port: number, path: string, headers: Record<string, string> = {}) => ({ url: `http://127.0.0.1:${port}${path}`, headers })
+    const app = (s: Server) => target(s.info.appPort, `/api/projects/${s.info.projectId}`, { cookie: s.info.cookie })
+    const keyed = (s: Server) => target(s.info.appPort, `/api/projects/${s.info.projectId}`, { authorization: `Bearer ${s.info.apiKey}` })
     const subjects: Subject[] = [
-      { name: 'bare', pid: bare.child.pid!, go: (d) => run(bare.info.barePort, `/projects/${current.info.projectId}`, {}, d) },
-      { name: 'session', pid: current.child.pid!, go: app(current) },
-      { name: 'api key', pid: current.child.pid!, go: keyed(current) },
+      { name: 'bare', pid: bare.child.pid!, target: target(bare.info.barePort, `/projects/${current.info.projectId}`) },
+      { name: 'session', pid: current.child.pid!, target: app(current) },
+      { name: 'api key', pid: current.child.pid!, target: keyed(current) },
     ]
     if (baseline) {
-      subjects.push({ name: `session @${BASELINE_REF}`, pid: baseline.child.pid!, go: app(baseline) })
-      subjects.push({ name: `api key @${BASELINE_REF}`, pid: baseline.child.pid!, go: keyed(baseline) })
+      subjects.push({ name: `session @${BASELINE_REF}`, pid: baseline.child.pid!, target: app(baseline) })
+      subjects.push({ name: `api key @${BASELINE_REF}`, pid: baseline.child.pid!, target: keyed(baseline) })
     }
     for (const s of subjects) {
       if (!results.has(s.name)) {
-        results.set(s.name, { runs: [], ticks: 0, loads: [] })
+        results.set(s.name, { runs: [], ticks: 0, loads: [], paced: [] })
         names.push(s.name)
       }
     }
+    const go = (s: Subject, duration = DURATION_S) => runAutocannon({ ...s.target, connections: CONNECTIONS, duration })
     // Warm every subject (JIT, pools, prepared statements, caches) before measuring.
-    for (const s of subjects) await s.go(5)
+    for (const s of subjects) await go(s, 5)
     for (let round = 0; round < ROUNDS; round++) {
       for (const s of subjects) {
         const r = results.get(s.name)!
         const before = cpuTicks(s.pid)
-        r.runs.push(await s.go())
+        r.runs.push(await go(s))
         r.ticks += cpuTicks(s.pid) - before
         r.loads.push(load())
       }
     }
+    // The same offered load for every subject: latency, not capacity.
+    const sessionRuns = results.get('session')!.runs.slice(-ROUNDS)
+    const rate = RATE ?? Math.round((0.5 * sessionRuns.reduce((sum, x) => sum + x.requests.average, 0)) / sessionRuns.length)
+    rates.push(rate)
+    for (const s of subjects)
+      results.get(s.name)!.paced.push(await runPaced({ ...s.target, rate, durationS: DURATION_S, connections: CONNECTIONS }))
   } finally {
     await stopServer(bare)
     await stopServer(current)
@@ -174,7 +187,7 @@ async function repeat(baselineFirst: boolean) {
 
 try {
   for (let i = 0; i < REPEATS; i++) await repeat(i % 2 === 1 ? !BASELINE_FIRST : BASELINE_FIRST)
-  const mean = (rs: AutocannonResult[], f: (r: AutocannonResult) => number) => rs.reduce((sum, r) => sum + f(r), 0) / rs.length
+  const mean = <R>(rs: R[], f: (r: R) => number) => rs.reduce((sum, r) => sum + f(r), 0) / rs.length
   const rps = (name: string) => mean(results.get(name)!.runs, (r) => r.requests.average)
   const p99 = (name: string) => mean(results.get(name)!.runs, (r) => r.latency.p99)
   const cpuUs = (name: string) => {
@@ -197,6 +210,23 @@ try {
         (cpuUs('bare') / cpuUs(name)).toFixed(2),
         bad,
         r.loads.join(' / '),
+      ].join(' | '),
+    )
+  }
+  console.log(`\nat a fixed rate (${rates.join(' / ')} req/s per repeat, ${CONNECTIONS} connections)`)
+  console.log('subject | req/s served | p50 ms | p99 ms | p99.9 ms | p99 − bare p99 | errors')
+  const paced = (name: string, f: (r: PacedResult) => number) => mean(results.get(name)!.paced, f)
+  for (const name of names) {
+    const bad = results.get(name)!.paced.reduce((sum, x) => sum + x.non2xx + x.errors, 0)
+    console.log(
+      [
+        name,
+        paced(name, (r) => r.rate).toFixed(0),
+        paced(name, (r) => r.p50).toFixed(2),
+        paced(name, (r) => r.p99).toFixed(2),
+        paced(name, (r) => r.p999).toFixed(2),
+        (paced(name, (r) => r.p99) - paced('bare', (r) => r.p99)).toFixed(2),
+        bad,
       ].join(' | '),
     )
   }

@@ -12,6 +12,7 @@ export interface AutocannonOptions {
   connections?: number
   duration?: number
   pipelining?: number
+  headers?: Record<string, string>
   requests?: AutocannonRequest[]
 }
 
