@@ -23,7 +23,7 @@ import { runDoctor } from './doctor.js'
 import { moveFigures } from './core/tenancy/move/index.js'
 import { drainServer } from './core/tenancy/move/drain-server.js'
 import { connect, withDatabase } from './core/db/connect.js'
-import { describeServers, hostOf, removeServer, serverAdminDeps } from './core/tenancy/server-admin.js'
+import { describeServers, hostOf, removeServer, serverAdminDeps, setServerPooler } from './core/tenancy/server-admin.js'
 import { PROVISIONER_CONNECTIONS, readServerLimit } from './core/db/connection-budget.js'
 
 export const USAGE = `usage:
@@ -35,11 +35,16 @@ export const USAGE = `usage:
   tenants behind                               tenants not on the current tenant migration
   tenants provision <slug> [--name N] [--owner EMAIL] [--plan TIER] [--isolation shared|database] [--server NAME]
   tenants servers list                         the database servers: role, status, tenant databases, capacity, budget,
-                                               host, whether it answers
+                                               host, pooler, whether it answers
   tenants servers add <name> --url URL [--role dedicated|shared] [--capacity N] [--max-connections N]
                      [--shared-url URL]          role shared: a shared database there too (URL of its data role: not the
                                                owner, no BYPASSRLS), created and migrated now; shared tenants are placed on it
+                     [--pooler-url URL]          a pooler in front of it (as servers pooler)
                                                register a Postgres server (a CREATEDB role's URL; checked first)
+  tenants servers pooler <name> <postgres://host:port | none>
+                                               its database tenants connect through that pooler (PgBouncer, transaction
+                                               pooling, accepting every tenant role and database) as themselves, or
+                                               directly again; every process reroutes at once
   tenants servers drain <name> [--inline]      take no new tenants there, and move each of its database tenants to
                                                the server placement picks: tenants.move jobs (--inline: one by one here)
   tenants servers activate <name>              take new tenants again
@@ -126,6 +131,7 @@ async function serversCommand(
     capacity?: string | undefined
     'max-connections'?: string | undefined
     'shared-url'?: string | undefined
+    'pooler-url'?: string | undefined
     inline?: boolean | undefined
   },
   services: Services,
@@ -138,7 +144,7 @@ async function serversCommand(
       if (rest.length) throw new UsageError('tenants servers list takes no arguments')
       const all = await describeServers(serverAdminDeps(services), { probe: true })
       const lines = table(
-        ['NAME', 'ROLE', 'STATUS', 'TENANTS', 'SHARED', 'CAPACITY', 'BUDGET', 'HOST', 'REACHABLE'],
+        ['NAME', 'ROLE', 'STATUS', 'TENANTS', 'SHARED', 'CAPACITY', 'BUDGET', 'HOST', 'POOLER', 'REACHABLE'],
         all.map((s) => [
           s.name,
           s.role,
@@ -148,6 +154,7 @@ async function serversCommand(
           s.capacity === null ? '-' : String(s.capacity),
           String(s.pool.budget),
           s.host,
+          s.pooler ?? '-',
           s.reachable ? 'yes' : 'no',
         ]),
       )
@@ -188,6 +195,10 @@ async function serversCommand(
       }
       const s = await servers.add({ name, adminUrl: values.url, role, capacity, maxConnections, sharedUrl: values['shared-url'] })
       io.out(`added server ${s.name} (${s.role}) at ${hostOf(s.adminUrl)}`)
+      if (values['pooler-url'] !== undefined) {
+        const set = await setServerPooler(serverAdminDeps(services), s.name, values['pooler-url'])
+        io.out(`${s.name}: database tenants connect through the pooler at ${set.pooler}`)
+      }
       const shared = await servers.shared(s.name)
       if (shared) {
         await shared.ensure()
@@ -206,6 +217,14 @@ async function serversCommand(
       if (!values.inline && result.moved.length) io.out('the worker runs the moves (`npm run worker`); follow them with `npm run tenants -- servers list`')
       return result.skipped.some((s) => !s.reason.startsWith('shared tenant')) ? 1 : 0
     }
+    case 'pooler': {
+      // `servers pooler <name> postgres://host:port` or `servers pooler <name> none`
+      if (rest.length !== 2) throw new UsageError('usage: tenants servers pooler <server name> <postgres://host:port | none>')
+      const [name, url] = rest as [string, string]
+      const set = await setServerPooler(serverAdminDeps(services), name, url === 'none' ? null : url)
+      io.out(set.pooler ? `${name}: database tenants connect through the pooler at ${set.pooler}` : `${name}: database tenants connect directly`)
+      return 0
+    }
     case 'activate': {
       const name = one(rest, 'server name')
       await servers.setStatus(name, 'active')
@@ -223,7 +242,7 @@ async function serversCommand(
       return 0
     }
     default:
-      throw new UsageError(sub ? `unknown tenants servers command "${sub}"` : 'missing tenants servers command (list, add, drain, activate, remove)')
+      throw new UsageError(sub ? `unknown tenants servers command "${sub}"` : 'missing tenants servers command (list, add, pooler, drain, activate, remove)')
   }
 }
 
@@ -242,6 +261,7 @@ async function tenantsCommand(argv: string[], services: Services, io: CliIo, fol
       capacity: { type: 'string' },
       'max-connections': { type: 'string' },
       'shared-url': { type: 'string' },
+      'pooler-url': { type: 'string' },
       tenant: { type: 'string', multiple: true },
       concurrency: { type: 'string' },
       'continue-on-error': { type: 'boolean', default: false },

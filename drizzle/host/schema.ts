@@ -89,6 +89,11 @@ export const dbServers = pgTable(
      * shared tenants placed here live in it. Null: no shared database here (the default server's is SHARED_DATABASE_URL).
      */
     sharedUrlEncrypted: text('shared_url_encrypted'),
+    /**
+     * A transaction pooler in front of this server (PgBouncer), encrypted: `postgres://host:port[?params]`. Its
+     * database tenants' pools connect there, with their own database, role and password; null: directly.
+     */
+    poolerUrlEncrypted: text('pooler_url_encrypted'),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },

@@ -21,7 +21,7 @@ import { createMailer, type Mailer } from './email/index.js'
 import { BUILT_IN_JOBS } from './jobs/built-in.js'
 import { FLEET_JOBS, provisioningJobs } from './tenancy/provisioning-jobs.js'
 import { createTenantMover, MOVE_JOBS, type TenantMover } from './tenancy/move/index.js'
-import { listenForServerRemovals, serversChannel } from './tenancy/server-admin.js'
+import { listenForServerChanges, serversChannel } from './tenancy/server-admin.js'
 import type { CoreServices, Feature } from './feature.js'
 import { type AssembledLifecycle, assembleLifecycle } from './tenancy/lifecycle.js'
 import type { JobRegistry, JobSubmitter, KnownJobs } from './jobs/registry.js'
@@ -166,8 +166,8 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
   void refreshServers()
   const serverRefresh = setInterval(refreshServers, 60_000)
   serverRefresh.unref()
-  // A server removed by any process (server-admin.ts): close this process' pools there at once.
-  const serverRemovals = listenForServerRemovals(invalidations, { servers: provisioner.servers, pools, logger, channel: serversChannel(config.redisPrefix) })
+  // A server removed or rerouted through a pooler by any process (server-admin.ts): close this process' pools there at once.
+  const serverChanges = listenForServerChanges(invalidations, { servers: provisioner.servers, pools, catalog, logger, channel: serversChannel(config.redisPrefix) })
   const core: CoreServices = {
     config,
     logger,
@@ -237,7 +237,7 @@ export function createCoreServices(config: Config, logger: Logger, opts: Service
     close() {
       closing ??= (async () => {
         clearInterval(serverRefresh)
-        await serverRemovals.stop()
+        await serverChanges.stop()
         await outbox.close()
         await tasks.close()
         if (!opts.mailer) mailer.close()

@@ -8,7 +8,7 @@
  * still holds its server; a shared database tenantkit did not create is never dropped.
  */
 import { randomUUID } from 'node:crypto'
-import { and, eq } from 'drizzle-orm'
+import { and, eq, sql } from 'drizzle-orm'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { dbServers, tenantMoves, tenants } from '../../drizzle/host/schema.js'
@@ -82,6 +82,7 @@ describe.skipIf(unavailable)('/admin/api/servers and tenants servers remove', ()
       ['GET', '/admin/api/servers'],
       ['POST', '/admin/api/servers/second/drain'],
       ['POST', '/admin/api/servers/second/activate'],
+      ['PUT', '/admin/api/servers/second/pooler'],
       ['DELETE', '/admin/api/servers/second'],
     ] as const) {
       const anon = await ctx.app.inject({ method, url })
@@ -121,6 +122,45 @@ describe.skipIf(unavailable)('/admin/api/servers and tenants servers remove', ()
     const bad = await ops.c.get('/admin/api/servers?probe=maybe', ua)
     expect(bad.statusCode).toBe(400)
     expect(bad.json()).toMatchObject({ statusCode: 400, code: 'VALIDATION_ERROR' })
+  })
+
+  it('puts a pooler in front of a server (route and CLI, audited): its database tenants connect there as themselves; 400 and 404 otherwise', async () => {
+    // The second cluster's own port stands in for a pooler in front of it (test/tenancy/pgbouncer.test.ts uses a real PgBouncer).
+    const port = new URL(SECOND_ADMIN_URL).port
+    const set = await ops.c.put('/admin/api/servers/second/pooler', { url: `postgres://localhost:${port}` }, ua)
+    expect(set.statusCode, set.body).toBe(200)
+    expect(set.json()).toEqual({ name: 'second', pooler: `localhost:${port}` })
+    const listed = (await ops.c.get('/admin/api/servers?probe=false', ua)).json().items
+    expect(listed.find((s: { name: string }) => s.name === 'second').pooler).toBe(`localhost:${port}`)
+    expect(listed.find((s: { name: string }) => s.name === 'default').pooler).toBeNull()
+    const record = (await services().catalog.get(dbTenant.id))!
+    const via = new URL(record.poolerUrl!)
+    expect({ host: via.host, database: via.pathname.slice(1), role: via.username }).toEqual({
+      host: `localhost:${port}`,
+      database: record.dbName,
+      role: new URL(record.dbUrl).username,
+    })
+    expect(await services().pools.withTenant(record, (db) => db.execute(sql`select current_database() as db`))).toMatchObject([{ db: record.dbName }])
+    expect(await auditRows(ctx.app, 'admin.server_pooler_set', 'second')).toEqual([
+      expect.objectContaining({ actorUserId: ops.id, targetType: 'db_server', metadata: { pooler: `localhost:${port}` } }),
+    ])
+
+    for (const [url, why] of [
+      [`postgres://app:secret@localhost:${port}`, /host and port only/],
+      [`postgres://localhost:${port}/somedb`, /host and port only/],
+      ['https://localhost', /postgres:\/\/ URL/],
+      ['postgres://127.0.0.1:1', /did not accept a connection/],
+    ] as const) {
+      const res = await ops.c.put('/admin/api/servers/second/pooler', { url }, ua)
+      expect(res.statusCode, url).toBe(400)
+      expect(res.json(), url).toMatchObject({ statusCode: 400, code: 'INVALID_SERVER', message: expect.stringMatching(why) })
+    }
+    expect((await ops.c.put('/admin/api/servers/second/pooler', {}, ua)).json()).toMatchObject({ statusCode: 400, code: 'VALIDATION_ERROR' })
+    expect((await ops.c.put('/admin/api/servers/nowhere/pooler', { url: null }, ua)).json()).toMatchObject({ statusCode: 404, code: 'SERVER_NOT_FOUND' })
+
+    const cleared = await cli(['tenants', 'servers', 'pooler', 'second', 'none'])
+    expect(cleared, cleared.stderr).toMatchObject({ code: 0, stdout: 'second: database tenants connect directly\n' })
+    expect((await services().catalog.get(dbTenant.id))!.poolerUrl).toBeUndefined()
   })
 
   it('refuses to remove an unknown (404), the default (409), an active (409) or a non-empty draining server (409, what it holds)', async () => {

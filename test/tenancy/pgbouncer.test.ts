@@ -18,13 +18,15 @@ import { tenantJob } from '../../src/core/jobs/registry.js'
 import { createTaskManager } from '../../src/core/jobs/task-manager.js'
 import { encrypt } from '../../src/core/lib/crypto.js'
 import { createPoolManager, READ_ONLY_APPLICATION } from '../../src/core/tenancy/pool-manager.js'
+import { describeServers, serverAdminDeps, setServerPooler } from '../../src/core/tenancy/server-admin.js'
 import type { PoolManager, TenantDb, TenantRecord } from '../../src/core/tenancy/types.js'
 import { createProjectsRepository } from '../../src/features/projects/repository.js'
-import type { Services } from '../../src/services.js'
-import { ensurePgBouncer, pgbouncerConsole, viaPgBouncer } from '../helpers/pgbouncer.js'
+import { createServices, type Services } from '../../src/services.js'
+import { ensurePgBouncer, PGBOUNCER_PORT, pgbouncerConsole, viaPgBouncer } from '../helpers/pgbouncer.js'
 import { type SharedWorld, sharedWorld } from '../helpers/shared-world.js'
 import type { TestEnv } from '../helpers/test-env.js'
 import { settled } from '../jobs/helpers.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 const unavailable = await ensurePgBouncer()
 if (unavailable) console.warn(`skipping the PgBouncer tests: ${unavailable}`)
@@ -245,5 +247,66 @@ describe.skipIf(unavailable)('tenants behind PgBouncer (transaction pooling)', (
       await workers.close()
       await tasks.close()
     }
+  })
+})
+
+describe.skipIf(unavailable)('a server’s pooler (servers pooler / PUT /admin/api/servers/:name/pooler)', () => {
+  let world: SharedWorld
+  let second: Services
+  let console_: Sql
+
+  beforeAll(async () => {
+    world = await sharedWorld({ 'srv-d': 'database', 'srv-s': 'shared' })
+    // Another process of the deployment: its own catalog cache and pools, the same Redis bus.
+    second = createServices(world.env.config, pino({ level: 'silent' }))
+    console_ = pgbouncerConsole()
+  })
+  afterAll(async () => {
+    await setServerPooler(serverAdminDeps(world.services), 'default', null).catch(() => {})
+    await second?.close()
+    await console_?.end()
+    await world?.close()
+  })
+  const clientsOf = async (database: string) =>
+    (await console_.unsafe<{ database: string }[]>('show clients')).filter((r) => r.database === database).length
+  const read = (services: Services, slug: string) =>
+    services.catalog.get(slug).then((t) => services.pools.withTenant(t!, (db) => db.select({ id: projects.id }).from(projects)))
+
+  it('routes the server’s database tenants through it in every process at once, and back directly with none', async () => {
+    // Both processes have the tenants cached and a pool open directly.
+    for (const s of [world.services, second]) await Promise.all([read(s, 'srv-d'), read(s, 'srv-s')])
+    const d = world.tenants['srv-d']!
+    expect(await clientsOf(d.dbName)).toBe(0)
+
+    const set = await setServerPooler(serverAdminDeps(world.services), 'default', `postgres://127.0.0.1:${PGBOUNCER_PORT}`)
+    expect(set).toEqual({ name: 'default', pooler: `127.0.0.1:${PGBOUNCER_PORT}` })
+    const overview = await describeServers(serverAdminDeps(world.services))
+    expect(overview.find((s) => s.name === 'default')?.pooler).toBe(`127.0.0.1:${PGBOUNCER_PORT}`)
+    // The other process heard it: its cached record now names the pooler, with the tenant's own role and database.
+    await waitFor(async () => ((await second.catalog.get('srv-d'))?.poolerUrl === viaPgBouncer(d.dbUrl) ? true : undefined), {
+      message: 'the second process rerouted',
+    })
+    expect((await world.services.catalog.get('srv-d'))?.poolerUrl).toBe(viaPgBouncer(d.dbUrl))
+    // A shared tenant keeps its direct pool.
+    expect((await second.catalog.get('srv-s'))?.poolerUrl).toBeUndefined()
+    await Promise.all([read(world.services, 'srv-d'), read(second, 'srv-d'), read(second, 'srv-s')])
+    expect(await clientsOf(d.dbName)).toBeGreaterThanOrEqual(2)
+
+    await setServerPooler(serverAdminDeps(world.services), 'default', null)
+    await waitFor(async () => ((await second.catalog.get('srv-d'))?.poolerUrl === undefined ? true : undefined), { message: 'back directly' })
+    // Their pools through PgBouncer were closed: reads reopen direct ones.
+    await Promise.all([read(world.services, 'srv-d'), read(second, 'srv-d')])
+    await waitFor(async () => ((await clientsOf(d.dbName)) === 0 ? true : undefined), { message: 'no client left on PgBouncer' })
+  })
+
+  it('refuses a pooler URL with credentials or a database, or where nothing listens (400 INVALID_SERVER), and an unknown server (404)', async () => {
+    const deps = serverAdminDeps(world.services)
+    for (const url of ['postgres://app:secret@127.0.0.1:6432', 'postgres://127.0.0.1:6432/tenant_db', 'http://127.0.0.1:6432', 'not a url']) {
+      await expect(setServerPooler(deps, 'default', url), url).rejects.toMatchObject({ statusCode: 400, code: 'INVALID_SERVER' })
+    }
+    // A port nothing listens on.
+    await expect(setServerPooler(deps, 'default', 'postgres://127.0.0.1:1')).rejects.toMatchObject({ statusCode: 400, code: 'INVALID_SERVER' })
+    await expect(setServerPooler(deps, 'nope', null)).rejects.toMatchObject({ statusCode: 404, code: 'SERVER_NOT_FOUND' })
+    expect((await world.services.provisioner.servers.get('default')).poolerUrl).toBeNull()
   })
 })

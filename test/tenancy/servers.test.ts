@@ -140,9 +140,9 @@ describe.skipIf(unavailable)('several Postgres servers', () => {
     expect(list.stdout).toMatch(/\non-second-a\s+A\s+active\s+free\s+database\s+second\s/)
     expect(list.stdout).toMatch(/\non-default-c\s+C\s+active\s+free\s+database\s+default\s/)
     const servers = await run(['tenants', 'servers', 'list'])
-    expect(servers.stdout.split('\n')[0]).toMatch(/^NAME\s+ROLE\s+STATUS\s+TENANTS\s+SHARED\s+CAPACITY\s+BUDGET\s+HOST\s+REACHABLE$/)
-    expect(servers.stdout).toMatch(/\ndefault\s+shared\s+active\s+1\s+-\s+-\s+\d+\s+127\.0\.0\.1:5432\s+yes\n/)
-    expect(servers.stdout).toMatch(/\nsecond\s+dedicated\s+active\s+2\s+-\s+2\s+4\s+127\.0\.0\.1:55433\s+yes\n/)
+    expect(servers.stdout.split('\n')[0]).toMatch(/^NAME\s+ROLE\s+STATUS\s+TENANTS\s+SHARED\s+CAPACITY\s+BUDGET\s+HOST\s+POOLER\s+REACHABLE$/)
+    expect(servers.stdout).toMatch(/\ndefault\s+shared\s+active\s+1\s+-\s+-\s+\d+\s+127\.0\.0\.1:5432\s+-\s+yes\n/)
+    expect(servers.stdout).toMatch(/\nsecond\s+dedicated\s+active\s+2\s+-\s+2\s+4\s+127\.0\.0\.1:55433\s+-\s+yes\n/)
   })
 
   it('migrates tenants on every server (fleet migrations use each catalog row\'s own URL)', async () => {

@@ -1,5 +1,6 @@
 /**
- * The read side of the tenant catalog: core_tenants rows with their URLs decrypted, cached per process
+ * The read side of the tenant catalog: core_tenants rows with their URLs decrypted (and a database tenant's
+ * pooler: its own row's, else its server's, servers.ts throughPooler), cached per process
  * with a TTL, one query per cold key however many requests ask at once (single-flight), and dropped in
  * every process when any process calls invalidate() (Redis pub/sub on `channel`, src/core/lib/invalidated-cache.ts).
  */
@@ -7,10 +8,11 @@ import { randomUUID } from 'node:crypto'
 import { and, eq, gt, isNull, sql } from 'drizzle-orm'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
-import { tenantSlugAliases, tenants } from '../../../drizzle/host/schema.js'
+import { dbServers, tenantSlugAliases, tenants } from '../../../drizzle/host/schema.js'
 import type { HostDatabase } from '../db/host.js'
 import { DecryptionError, decrypt, type KeyRing } from '../lib/crypto.js'
 import { createInvalidatedCache, createInvalidationBus, type InvalidationBus } from '../lib/invalidated-cache.js'
+import { throughPooler } from './servers.js'
 import type { Catalog, InvalidationHint, TenantRecord } from './types.js'
 import { isUuid } from '../lib/uuid.js'
 
@@ -57,6 +59,8 @@ export interface CatalogHandle extends Catalog {
   ready: Promise<void>
   /** `get` from the cache alone (the request plane's synchronous path): undefined when not cached, call `get`. */
   peek(idOrSlug: string): TenantRecord | undefined
+  /** Drop this process' cached records of the tenants on a server (its pooler changed: their URLs are derived from it). */
+  dropServer(server: string): void
   stats(): CatalogStats
 }
 
@@ -71,6 +75,7 @@ const columns = {
   dbName: tenants.dbName,
   dbUrlEncrypted: tenants.dbUrlEncrypted,
   poolerUrlEncrypted: tenants.poolerUrlEncrypted,
+  serverPoolerUrlEncrypted: dbServers.poolerUrlEncrypted,
   maxConnections: tenants.maxConnections,
   migrationVersion: tenants.migrationVersion,
   migrationStatus: tenants.migrationStatus,
@@ -86,6 +91,7 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
     host.db
       .select(columns)
       .from(tenants)
+      .leftJoin(dbServers, eq(dbServers.name, tenants.server))
       .where(and(eq(column, sql.placeholder('key')), isNull(tenants.deletedAt)))
       .limit(1)
       .prepare(name)
@@ -95,6 +101,7 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
   const byAlias = host.db
     .select(columns)
     .from(tenants)
+    .leftJoin(dbServers, eq(dbServers.name, tenants.server))
     .innerJoin(tenantSlugAliases, eq(tenantSlugAliases.tenantId, tenants.id))
     .where(and(eq(tenantSlugAliases.slug, sql.placeholder('key')), gt(tenantSlugAliases.expiresAt, sql`now()`), isNull(tenants.deletedAt)))
     .limit(1)
@@ -112,6 +119,13 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
         throw new DecryptionError(`tenant "${row.slug}" (${row.id}): cannot decrypt ${column}: ${(err as Error).message}`, { cause: err })
       }
     }
+    const dbUrl = open('db_url_encrypted', row.dbUrlEncrypted)
+    // A server's pooler serves its database tenants; a shared database is one pool per process already.
+    const poolerUrl = row.poolerUrlEncrypted
+      ? open('pooler_url_encrypted', row.poolerUrlEncrypted)
+      : row.serverPoolerUrlEncrypted && row.isolation === 'database'
+        ? throughPooler(dbUrl, open(`server ${row.server}'s pooler_url_encrypted`, row.serverPoolerUrlEncrypted))
+        : undefined
     return {
       id: row.id,
       slug: row.slug,
@@ -121,8 +135,8 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
       isolation: row.isolation,
       server: row.server,
       dbName: row.dbName,
-      dbUrl: open('db_url_encrypted', row.dbUrlEncrypted),
-      poolerUrl: row.poolerUrlEncrypted ? open('pooler_url_encrypted', row.poolerUrlEncrypted) : undefined,
+      dbUrl,
+      poolerUrl,
       maxConnections: row.maxConnections ?? undefined,
       migrationVersion: row.migrationVersion ?? undefined,
       migrationStatus: row.migrationStatus,
@@ -189,6 +203,9 @@ export function createCatalog(deps: CatalogDeps): CatalogHandle {
       }
       counts.misses++
       return cache.load(key)
+    },
+    dropServer(server) {
+      cache.dropWhere((record) => record.server === server)
     },
     peek(idOrSlug) {
       if (closed) return undefined

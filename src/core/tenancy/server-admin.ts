@@ -2,7 +2,12 @@
  * The operator's view and lifecycle of the database servers (core_db_servers), one implementation for
  * `npm run tenants -- servers …` and /admin/api/servers: the overview (role, status, capacity, what each
  * holds, this process' pool budget and use, whether it answers), drain (move/drain-server.ts), activate,
- * and remove.
+ * its pooler, and remove.
+ *
+ * A server's pooler (PgBouncer in front of it): its database tenants' pools connect there as themselves
+ * (catalog.ts derives each one's URL). Setting or clearing it reroutes every process: each drops its cached
+ * catalog records of the server's tenants and closes its pools there (`serversChannel`, `{ rerouted }`), so
+ * the next lease opens on the new route; leases already out finish on the old one.
  *
  * Removing a server: only a draining one (placement sends it nothing new, so nothing lands there between
  * the checks and the delete), never the default one (the config's), and only when it holds nothing: no
@@ -19,6 +24,7 @@
  * strings: localhost:5432 and 127.0.0.1:5432 are one cluster. A server that can't be asked counts as maybe
  * the same, so nothing is dropped on a guess.
  */
+import { createConnection } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { and, count, eq, or, sql } from 'drizzle-orm'
 import type { Logger } from 'pino'
@@ -28,9 +34,10 @@ import type { Services } from '../core-services.js'
 import { connect, quoteIdent, type Sql, withDatabase } from '../db/connect.js'
 import type { HostDatabase } from '../db/host.js'
 import { errorMessage } from '../lib/error-log.js'
-import { AppError, conflict, isDependencyDown, unavailable } from '../lib/errors.js'
+import { AppError, badRequest, conflict, isDependencyDown, unavailable } from '../lib/errors.js'
 import type { InvalidationBus, Subscription } from '../lib/invalidated-cache.js'
-import type { DbServerInfo, ServerRegistry } from './servers.js'
+import type { CatalogHandle } from './catalog.js'
+import { type DbServerInfo, type ServerRegistry, validatePoolerUrl } from './servers.js'
 import { SHARED_DATABASE_MARK, sharedDatabaseName } from './shared/shared-database.js'
 import { sharedTables } from './shared/sharedify.js'
 import type { PoolManager } from './types.js'
@@ -49,8 +56,9 @@ export function hostOf(url: string): string {
 }
 
 /** The deps out of a process' services (CLI, routes). */
-export const serverAdminDeps = (s: Pick<Services, 'host' | 'provisioner' | 'pools' | 'config' | 'invalidations' | 'logger'>): ServerAdminDeps => ({
+export const serverAdminDeps = (s: Pick<Services, 'host' | 'provisioner' | 'pools' | 'catalog' | 'config' | 'invalidations' | 'logger'>): ServerAdminDeps => ({
   host: s.host,
+  catalog: s.catalog,
   servers: s.provisioner.servers,
   pools: s.pools,
   config: s.config,
@@ -62,6 +70,7 @@ export interface ServerAdminDeps {
   host: HostDatabase
   servers: ServerRegistry
   pools: Pick<PoolManager, 'stats' | 'evictServer'>
+  catalog: Pick<CatalogHandle, 'dropServer'>
   config: Pick<Config, 'pool' | 'databaseUrl' | 'redisPrefix' | 'tenantDbPrefix'>
   invalidations: Pick<InvalidationBus, 'publish'>
   logger: Pick<Logger, 'info' | 'warn'>
@@ -89,6 +98,8 @@ export interface ServerOverview {
   host: string
   /** The name of its shared database, or null when it holds none. */
   sharedDatabase: string | null
+  /** host:port of the pooler its database tenants connect through, or null: directly. */
+  pooler: string | null
   tenants: ServerHoldings
   /** This process' tenant pools on it: its budget and what is reserved and leased now. */
   pool: { budget: number; reserved: number; inUse: number; openPools: number; waiters: number }
@@ -156,6 +167,7 @@ export async function describeServers(deps: ServerAdminDeps, opts: { probe?: boo
       capacity: s.capacity,
       host: hostOf(s.adminUrl),
       sharedDatabase: s.sharedUrl === null ? null : sharedDatabaseName(s.sharedUrl),
+      pooler: s.poolerUrl === null ? null : hostOf(s.poolerUrl),
       tenants: held.get(s.name) ?? { ...EMPTY },
       pool: {
         budget: s.maxConnections ?? deps.config.pool.connectionBudget,
@@ -385,6 +397,47 @@ async function checkShared(
   }
 }
 
+/**
+ * Put a pooler in front of a server's database tenants (`poolerUrl`, postgres://host:port), or take it away
+ * (null), and reroute every process. 400 INVALID_SERVER when the URL is malformed or nothing accepts a
+ * connection there (a wrong pooler would fail every tenant of the server).
+ */
+export async function setServerPooler(deps: ServerAdminDeps, name: string, poolerUrl: string | null): Promise<{ name: string; pooler: string | null }> {
+  await deps.servers.get(name) // 404 SERVER_NOT_FOUND before anything is checked
+  if (poolerUrl !== null) await acceptsConnections(validatePoolerUrl(poolerUrl))
+  const server = await deps.servers.setPooler(name, poolerUrl)
+  rerouted(deps, name)
+  await deps.invalidations
+    .publish(serversChannel(deps.config.redisPrefix), JSON.stringify({ rerouted: name }))
+    .catch((err: unknown) => deps.logger.warn({ err, server: name }, 'pooler change not announced: other processes take the new route as their catalog entries expire'))
+  return { name, pooler: server.poolerUrl === null ? null : hostOf(server.poolerUrl) }
+}
+
+/** A TCP connection to the URL's host and port within 3 s, else 400 INVALID_SERVER. */
+async function acceptsConnections(url: string): Promise<void> {
+  const { hostname, port } = new URL(url)
+  const host = hostname.replace(/^\[|\]$/g, '')
+  await new Promise<void>((resolve, reject) => {
+    const socket = createConnection({ host, port: Number(port || 5432), timeout: 3000 })
+    const fail = (why: string) => {
+      socket.destroy()
+      reject(badRequest('INVALID_SERVER', `the pooler at ${hostOf(url)} did not accept a connection (${why})`))
+    }
+    socket.once('connect', () => {
+      socket.end()
+      resolve()
+    })
+    socket.once('timeout', () => fail('timed out'))
+    socket.once('error', (err) => fail(errorMessage(err)))
+  })
+}
+
+/** This process: the server's tenants are looked up again and their pools reopened on the next lease. */
+function rerouted(deps: Pick<ServerAdminDeps, 'catalog' | 'pools' | 'logger'>, name: string): void {
+  deps.catalog.dropServer(name)
+  deps.pools.evictServer(name).catch((err: unknown) => deps.logger.warn({ err, server: name }, 'closing the pools of a rerouted server failed'))
+}
+
 /** Close what this process holds on a removed server, and have every other process do the same. */
 async function announceRemoval(deps: ServerAdminDeps, name: string): Promise<void> {
   await forgetServer(deps, name)
@@ -399,20 +452,22 @@ async function forgetServer(deps: Pick<ServerAdminDeps, 'servers' | 'pools' | 'l
   )
 }
 
-/** Every process: on a server's removal announced by any process, close the pools held on it. */
-export function listenForServerRemovals(
+/** Every process: on a server's removal announced by any process, close the pools held on it; on a pooler change, reroute them. */
+export function listenForServerChanges(
   bus: Pick<InvalidationBus, 'listen'>,
-  deps: Pick<ServerAdminDeps, 'servers' | 'pools' | 'logger'> & { channel: string },
+  deps: Pick<ServerAdminDeps, 'servers' | 'pools' | 'catalog' | 'logger'> & { channel: string },
 ): Subscription {
   return bus.listen(deps.channel, {
     message(message) {
-      let removed: unknown
+      let change: { removed?: unknown; rerouted?: unknown } = {}
       try {
-        removed = (JSON.parse(message) as { removed?: unknown }).removed
+        change = JSON.parse(message) as typeof change
       } catch {}
-      if (typeof removed === 'string' && removed !== DEFAULT_DB_SERVER) void forgetServer(deps, removed)
+      if (typeof change.removed === 'string' && change.removed !== DEFAULT_DB_SERVER) void forgetServer(deps, change.removed)
+      if (typeof change.rerouted === 'string') rerouted(deps, change.rerouted)
     },
-    // A removal missed while disconnected: the pools there idle out on their own (nothing is placed there).
+    // A removal missed while disconnected: the pools there idle out on their own (nothing is placed there);
+    // a pooler change: catalog entries expire within CATALOG_TTL_S and the pools follow their records.
     reconnected() {},
   })
 }

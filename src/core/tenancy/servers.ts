@@ -52,6 +52,8 @@ export interface DbServerInfo {
   adminUrl: string
   /** Its shared database as the data role (the default server: SHARED_DATABASE_URL); null: none here. */
   sharedUrl: string | null
+  /** A transaction pooler in front of it (`postgres://host:port[?params]`): its database tenants' pools go there; null: directly. */
+  poolerUrl: string | null
   createdAt: Date
 }
 
@@ -146,6 +148,8 @@ export interface AddServerInput {
   maxConnections?: number | null | undefined
   /** Role 'shared' only: the shared database to create here, as its data role (postgres://role:password@host:port/dbname). */
   sharedUrl?: string | undefined
+  /** A transaction pooler in front of it (validatePoolerUrl). */
+  poolerUrl?: string | undefined
 }
 
 export interface ServerRegistry {
@@ -159,6 +163,8 @@ export interface ServerRegistry {
   add(input: AddServerInput): Promise<DbServerInfo>
   /** active ⇄ draining. */
   setStatus(name: string, status: DbServerStatus): Promise<void>
+  /** Put a pooler in front of the server's database tenants, or take it away (null); 404 SERVER_NOT_FOUND. server-admin.ts setServerPooler also reroutes the open pools. */
+  setPooler(name: string, poolerUrl: string | null): Promise<DbServerInfo>
   /**
    * Delete the catalog row of a draining server (server-admin.ts removeServer checks that it is empty first):
    * false when no draining server has that name; 409 SERVER_NOT_EMPTY when a tenant row still names it.
@@ -214,6 +220,33 @@ export function validateServerName(name: unknown): string {
   return name
 }
 
+/**
+ * A pooler's URL as a server takes it: postgres://host:port, with connection parameters (sslmode…) if
+ * needed, and no role, password or database: every tenant connects through it as itself, to its own database.
+ */
+export function validatePoolerUrl(poolerUrl: string): string {
+  let url: URL
+  try {
+    url = new URL(poolerUrl)
+  } catch {
+    throw badRequest('INVALID_SERVER', 'the pooler URL must be a postgres:// URL')
+  }
+  if ((url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') || !url.hostname) throw badRequest('INVALID_SERVER', 'the pooler URL must be a postgres:// URL with a host')
+  if (url.username || url.password || url.pathname.length > 1)
+    throw badRequest('INVALID_SERVER', "the pooler URL names a host and port only (postgres://host:port): each tenant connects through it with its own role and database")
+  return poolerUrl
+}
+
+/** A tenant's database URL routed through a pooler: the pooler's host, port and parameters; the tenant's role, password and database. */
+export function throughPooler(dbUrl: string, poolerUrl: string): string {
+  const url = new URL(dbUrl)
+  const pooler = new URL(poolerUrl)
+  url.hostname = pooler.hostname
+  url.port = pooler.port
+  for (const [k, v] of pooler.searchParams) url.searchParams.set(k, v)
+  return url.toString()
+}
+
 export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
   const { host, config, logger } = deps
   const keys: readonly KeyRing[] = config.encryptionKeys
@@ -262,6 +295,7 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
       maxConnections: row.maxConnections,
       adminUrl,
       sharedUrl: row.name === DEFAULT_DB_SERVER ? (deps.defaultShared?.url ?? null) : row.sharedUrlEncrypted ? decrypt(row.sharedUrlEncrypted, keys) : null,
+      poolerUrl: row.poolerUrlEncrypted ? decrypt(row.poolerUrlEncrypted, keys) : null,
       createdAt: row.createdAt,
     }
   }
@@ -358,6 +392,7 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
       if (!DB_SERVER_ROLES.includes(role)) throw badRequest('INVALID_SERVER', 'role must be shared or dedicated')
       if (input.sharedUrl !== undefined && role !== 'shared') throw badRequest('INVALID_SERVER', 'only a server of role shared holds a shared database')
       const sharedUrl = input.sharedUrl === undefined ? undefined : validateSharedUrl(input.sharedUrl, input.adminUrl)
+      const poolerUrl = input.poolerUrl === undefined ? undefined : validatePoolerUrl(input.poolerUrl)
       for (const [what, n] of [
         ['capacity', input.capacity],
         ['max connections', input.maxConnections],
@@ -375,6 +410,7 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
             capacity: input.capacity ?? null,
             maxConnections: input.maxConnections ?? null,
             sharedUrlEncrypted: sharedUrl === undefined ? null : encrypt(sharedUrl, keys),
+            poolerUrlEncrypted: poolerUrl === undefined ? null : encrypt(poolerUrl, keys),
           })
           .returning()
         hostsCache = undefined
@@ -389,6 +425,13 @@ export function createServerRegistry(deps: ServerRegistryDeps): ServerRegistry {
       const changed = await host.db.update(dbServers).set({ status, updatedAt: new Date() }).where(eq(dbServers.name, name)).returning({ name: dbServers.name })
       if (!changed.length) throw notFound('SERVER_NOT_FOUND', `no database server "${name}"`)
       hostsCache = undefined
+    },
+    async setPooler(name, poolerUrl) {
+      const sealed = poolerUrl === null ? null : encrypt(validatePoolerUrl(poolerUrl), keys)
+      const [row] = await host.db.update(dbServers).set({ poolerUrlEncrypted: sealed, updatedAt: new Date() }).where(eq(dbServers.name, name)).returning()
+      if (!row) throw notFound('SERVER_NOT_FOUND', `no database server "${name}"`)
+      logger.info({ server: name, pooler: poolerUrl === null ? null : new URL(poolerUrl).host }, 'database server pooler set')
+      return toInfo(row)
     },
     async delete(name) {
       if (name === DEFAULT_DB_SERVER) return false

@@ -190,8 +190,10 @@ export function createMover(deps: MoverDeps): Mover {
         where id = ${m.tenantId} returning moving_since as since`
       await announce(m.tenantId, true)
       const source = from(m)
-      // Through a pooler its idle server connections are not waited for (drain.ts).
-      const [pooler] = await host.sql<{ pooled: boolean }[]>`select pooler_url_encrypted is not null as pooled from core_tenants where id = ${m.tenantId}`
+      // Through a pooler (its own, or its server's for a database tenant) its idle server connections are not waited for (drain.ts).
+      const [pooler] = await host.sql<{ pooled: boolean }[]>`
+        select t.pooler_url_encrypted is not null or (t.isolation = 'database' and s.pooler_url_encrypted is not null) as pooled
+        from core_tenants t left join core_db_servers s on s.name = t.server where t.id = ${m.tenantId}`
       const drained = await using(source, m.tenantId, (ep) => drainWriters(ep, source, { logger, ...deps.drain, pooled: pooler?.pooled === true }))
       logger.info({ tenantId: m.tenantId, moveId: m.id, ...drained }, 'tenant move: writes paused and drained')
       // (host.sql reads timestamps as text, as drizzle's driver set it up.)

@@ -7,10 +7,12 @@
  *   POST   /:name/drain   no new tenants there; each of its tenants gets a move to the server placement picks,
  *                         queued as a `tenants.move` job (202; `servers drain` without --inline)
  *   POST   /:name/activate  takes new tenants again
+ *   PUT    /:name/pooler  its database tenants connect through that pooler (PgBouncer), or directly again (url null)
  *   DELETE /:name         removes a draining server that holds nothing (409 SERVER_NOT_DRAINING / SERVER_NOT_EMPTY /
  *                         SERVER_NOT_REMOVABLE otherwise), dropping the shared database the kit created there
  *
- * Writes are audited with the admin, ip and user agent (admin.server_drained, admin.server_activated, admin.server_removed).
+ * Writes are audited with the admin, ip and user agent (admin.server_drained, admin.server_activated, admin.server_pooler_set,
+ * admin.server_removed).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
@@ -19,7 +21,7 @@ import type { AppOptions } from '../../../core/config.js'
 import { audit } from '../../../core/lib/audit.js'
 import { errorResponses, Uuid } from '../../../core/lib/schemas.js'
 import { drainServer } from '../../../core/tenancy/move/drain-server.js'
-import { describeServers, removeServer, serverAdminDeps } from '../../../core/tenancy/server-admin.js'
+import { describeServers, removeServer, serverAdminDeps, setServerPooler } from '../../../core/tenancy/server-admin.js'
 import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { DateTime, tags } from './schemas.js'
 
@@ -35,6 +37,7 @@ const Server = Type.Object({
   capacity: Type.Union([Count, Type.Null()], { description: 'Most tenant databases placement puts there; null: no limit' }),
   host: Type.String({ description: 'host:port (never the URL or its credentials)' }),
   sharedDatabase: Type.Union([Type.String(), Type.Null()], { description: 'The name of its shared database; null: none there' }),
+  pooler: Type.Union([Type.String(), Type.Null()], { description: 'host:port of the pooler its database tenants connect through; null: directly' }),
   tenants: Type.Object(
     {
       databases: Type.Integer({ minimum: 0, description: 'Tenant databases there (soft-deleted tenants included: their databases are kept)' }),
@@ -73,6 +76,16 @@ const DrainAccepted = Type.Object(
 )
 
 const StatusChanged = Type.Object({ name: Type.String(), status: Status })
+const PoolerBody = Type.Object(
+  {
+    url: Type.Union(
+      [Type.String({ minLength: 1, maxLength: 2048, description: 'postgres://host:port[?params]: no role, password or database (each tenant connects as itself)' }), Type.Null()],
+      { description: 'null: connect directly again' },
+    ),
+  },
+  { additionalProperties: false },
+)
+const PoolerSet = Type.Object({ name: Type.String(), pooler: Type.Union([Type.String(), Type.Null()], { description: 'host:port; null: directly' }) })
 
 const Removed = Type.Object({
   name: Type.String(),
@@ -150,6 +163,29 @@ const serverAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify,
       await services.provisioner.servers.setStatus(name, 'active')
       await audited(req, 'admin.server_activated', name, {})
       return { name, status: 'active' as const }
+    },
+  )
+
+  fastify.put(
+    '/:name/pooler',
+    {
+      schema: {
+        tags,
+        summary: 'Put a pooler (PgBouncer, transaction pooling) in front of a server’s database tenants, or take it away',
+        description:
+          'Each database tenant on the server then connects through it with its own role, password and database (the pooler must accept them: ' +
+          'a `*` database entry and auth_query or an auth_file). Every process drops its catalog entries and pools there, so the next request takes the new route. ' +
+          'Shared tenants keep connecting directly (one pool per process already bounds them). 400 INVALID_SERVER when the URL is malformed or nothing accepts a connection there.',
+        params: NameParams,
+        body: PoolerBody,
+        response: { 200: PoolerSet, ...errorResponses(400, 404) },
+      },
+    },
+    async (req) => {
+      const { name } = req.params
+      const set = await setServerPooler(deps, name, req.body.url)
+      await audited(req, 'admin.server_pooler_set', name, { pooler: set.pooler })
+      return set
     },
   )
 

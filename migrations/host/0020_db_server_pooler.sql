@@ -1,0 +1,1 @@
+ALTER TABLE "core_db_servers" ADD COLUMN "pooler_url_encrypted" text;
