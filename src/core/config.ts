@@ -125,7 +125,7 @@ export const ENV_VARS = {
   },
   AUTO_MIGRATE: { kind: 'bool', default: '', doc: 'Run host migrations at boot (default: on outside production)' },
 
-  REDIS_URL: { kind: 'url', default: 'redis://127.0.0.1:6379', doc: 'Redis for sessions, queues, rate limits and cache invalidation' },
+  REDIS_URL: { kind: 'url', default: 'redis://127.0.0.1:6379', doc: 'Redis for sessions, queues, rate limits and cache invalidation (rediss:// for TLS; a private CA is trusted through NODE_EXTRA_CA_CERTS)' },
   REDIS_PREFIX: { kind: 'string', default: 'tk', doc: 'Prefix of every Redis key and BullMQ queue of this deployment' },
   REDIS_CLUSTER: {
     kind: 'bool',

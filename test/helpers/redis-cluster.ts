@@ -77,6 +77,8 @@ export async function dropClusterKeys(part: string): Promise<void> {
 export interface ScratchCluster {
   ports: number[]
   url: string
+  /** tls: the CA that signed the nodes' certificate (for NODE_EXTRA_CA_CERTS). */
+  caFile: string | undefined
   /** The port of the master serving `key`'s slot now. */
   masterOf(key: string): Promise<number>
   /** SIGKILL the server on `port` (by its pid file). */
@@ -84,7 +86,14 @@ export interface ScratchCluster {
   stop(): Promise<void>
 }
 
-export async function startScratchCluster(opts: { ports: number[]; replicas: number; nodeTimeoutMs: number; dir: string }): Promise<ScratchCluster> {
+export async function startScratchCluster(opts: {
+  ports: number[]
+  replicas: number
+  nodeTimeoutMs: number
+  dir: string
+  /** TLS only (client port, bus, replication), a private CA's certificate for 127.0.0.1: `rediss://` (masterOf does not speak it). */
+  tls?: boolean
+}): Promise<ScratchCluster> {
   const pidOf = (port: number) => {
     try {
       return Number(readFileSync(join(opts.dir, String(port), 'redis.pid'), 'utf8').trim())
@@ -114,6 +123,7 @@ export async function startScratchCluster(opts: { ports: number[]; replicas: num
       TENANTKIT_REDIS_CLUSTER_DIR: opts.dir,
       TENANTKIT_REDIS_CLUSTER_REPLICAS: String(opts.replicas),
       TENANTKIT_REDIS_CLUSTER_NODE_TIMEOUT_MS: String(opts.nodeTimeoutMs),
+      TENANTKIT_REDIS_CLUSTER_TLS: opts.tls ? '1' : '0',
     },
   })
   const foreign = opts.ports.filter((port) => pidOf(port) === undefined)
@@ -135,5 +145,12 @@ export async function startScratchCluster(opts: { ports: number[]; replicas: num
     }
     throw new Error(`no live node knows the master of ${key}`)
   }
-  return { ports: opts.ports, url: `redis://127.0.0.1:${opts.ports[0]}`, masterOf, kill, stop }
+  return {
+    ports: opts.ports,
+    url: `${opts.tls ? 'rediss' : 'redis'}://127.0.0.1:${opts.ports[0]}`,
+    caFile: opts.tls ? join(opts.dir, 'tls', 'ca.crt') : undefined,
+    masterOf,
+    kill,
+    stop,
+  }
 }
