@@ -23,7 +23,7 @@ import { runDoctor } from './doctor.js'
 import { moveFigures } from './core/tenancy/move/index.js'
 import { drainServer } from './core/tenancy/move/drain-server.js'
 import { connect, withDatabase } from './core/db/connect.js'
-import { describeServers, hostOf, removeServer, serverAdminDeps, setServerPooler } from './core/tenancy/server-admin.js'
+import { checkPooler, describeServers, hostOf, removeServer, serverAdminDeps, setServerPooler } from './core/tenancy/server-admin.js'
 import { PROVISIONER_CONNECTIONS, readServerLimit } from './core/db/connection-budget.js'
 
 export const USAGE = `usage:
@@ -193,12 +193,19 @@ async function serversCommand(
       } finally {
         await probe.end({ timeout: 1 })
       }
-      const s = await servers.add({ name, adminUrl: values.url, role, capacity, maxConnections, sharedUrl: values['shared-url'] })
+      // Checked before the server is added, like the URL: nothing is half set up on a wrong pooler.
+      if (values['pooler-url'] !== undefined) await checkPooler(values['pooler-url'])
+      const s = await servers.add({
+        name,
+        adminUrl: values.url,
+        role,
+        capacity,
+        maxConnections,
+        sharedUrl: values['shared-url'],
+        poolerUrl: values['pooler-url'],
+      })
       io.out(`added server ${s.name} (${s.role}) at ${hostOf(s.adminUrl)}`)
-      if (values['pooler-url'] !== undefined) {
-        const set = await setServerPooler(serverAdminDeps(services), s.name, values['pooler-url'])
-        io.out(`${s.name}: database tenants connect through the pooler at ${set.pooler}`)
-      }
+      if (s.poolerUrl) io.out(`${s.name}: database tenants connect through the pooler at ${hostOf(s.poolerUrl)}`)
       const shared = await servers.shared(s.name)
       if (shared) {
         await shared.ensure()

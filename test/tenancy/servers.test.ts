@@ -92,6 +92,11 @@ describe.skipIf(unavailable)('several Postgres servers', () => {
     const tooBig = await run(['tenants', 'servers', 'add', 'second', '--url', SECOND_APP_URL, '--max-connections', '500'])
     expect(tooBig).toMatchObject({ code: 1 })
     expect(tooBig.stderr).toMatch(/does not fit its max_connections 100/)
+    // A pooler where nothing listens: refused before anything is added.
+    const noPooler = await run(['tenants', 'servers', 'add', 'second', '--url', SECOND_APP_URL, '--pooler-url', 'postgres://127.0.0.1:1'])
+    expect(noPooler).toMatchObject({ code: 1 })
+    expect(noPooler.stderr).toMatch(/the pooler at 127\.0\.0\.1:1 did not accept a connection.*INVALID_SERVER/)
+    expect(await services.host.db.select().from(dbServers).where(eq(dbServers.name, 'second'))).toEqual([])
 
     const added = await run(['tenants', 'servers', 'add', 'second', '--url', SECOND_APP_URL, '--role', 'dedicated', '--capacity', '2', '--max-connections', '4'])
     expect(added).toMatchObject({ code: 0, stderr: '' })

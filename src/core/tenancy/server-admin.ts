@@ -404,7 +404,7 @@ async function checkShared(
  */
 export async function setServerPooler(deps: ServerAdminDeps, name: string, poolerUrl: string | null): Promise<{ name: string; pooler: string | null }> {
   await deps.servers.get(name) // 404 SERVER_NOT_FOUND before anything is checked
-  if (poolerUrl !== null) await acceptsConnections(validatePoolerUrl(poolerUrl))
+  if (poolerUrl !== null) await checkPooler(poolerUrl)
   const server = await deps.servers.setPooler(name, poolerUrl)
   rerouted(deps, name)
   await deps.invalidations
@@ -413,8 +413,9 @@ export async function setServerPooler(deps: ServerAdminDeps, name: string, poole
   return { name, pooler: server.poolerUrl === null ? null : hostOf(server.poolerUrl) }
 }
 
-/** A TCP connection to the URL's host and port within 3 s, else 400 INVALID_SERVER. */
-async function acceptsConnections(url: string): Promise<void> {
+/** A pooler URL as a server takes it (servers.ts validatePoolerUrl) where something accepts a TCP connection within 3 s; else 400 INVALID_SERVER. */
+export async function checkPooler(url: string): Promise<void> {
+  validatePoolerUrl(url)
   const { hostname, port } = new URL(url)
   const host = hostname.replace(/^\[|\]$/g, '')
   await new Promise<void>((resolve, reject) => {
