@@ -100,6 +100,20 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
     }
   }
 
+  /**
+   * A connection slot and where its stream starts, read before the client hears it is connected (the SSE
+   * headers, the WebSocket upgrade): an event published once it sees the stream open must reach it.
+   */
+  async function open(req: FastifyRequest, lastEventId: string | undefined): Promise<{ id: string; start: StartAt }> {
+    const id = await admit(req)
+    try {
+      return { id, start: await hub.startAt(req.tenant!.id, lastEventId) }
+    } catch (err) {
+      await hub.release({ ...who(req), id })
+      throw err
+    }
+  }
+
   fastify.get(
     '/stream',
     {
@@ -120,16 +134,8 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
       },
     },
     async (req, reply) => {
-      const id = await admit(req)
+      const { id, start } = await open(req, req.headers['last-event-id'] ?? req.query.lastEventId)
       const res = reply.raw
-      let start: StartAt
-      try {
-        // Before the headers: an event published once the client sees the stream open must reach it.
-        start = await hub.startAt(req.tenant!.id, req.headers['last-event-id'] ?? req.query.lastEventId)
-      } catch (err) {
-        await hub.release({ ...who(req), id })
-        throw err
-      }
       // The client may have gone while it was admitted: its 'close' has fired already and won't again.
       if (res.destroyed || res.writableEnded || req.raw.socket?.destroyed) {
         await hub.release({ ...who(req), id })
@@ -172,17 +178,8 @@ const realtimeRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { 
       done()
     },
     // Before the upgrade, so a refusal is an HTTP answer (429 JSON), not a socket closed on arrival.
-    // The start position too: an event published once the client sees the socket open must reach it.
     async preHandler(req) {
-      if (!req.ws) return
-      const id = await admit(req)
-      try {
-        const start = await hub.startAt(req.tenant!.id, (req.query as { lastEventId?: string }).lastEventId)
-        slots.set(req, { id, start })
-      } catch (err) {
-        await hub.release({ ...who(req), id })
-        throw err
-      }
+      if (req.ws) slots.set(req, await open(req, (req.query as { lastEventId?: string }).lastEventId))
     },
     handler() {
       throw new AppError(426, 'UPGRADE_REQUIRED', 'This is a WebSocket endpoint: send a WebSocket handshake')
