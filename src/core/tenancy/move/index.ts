@@ -37,7 +37,7 @@ export interface TenantMover extends Mover {
 export interface TenantMoverDeps {
   config: Pick<Config, 'tenantDatabaseUrl' | 'databaseUrl' | 'tenantDbPrefix' | 'encryptionKeys'> & Partial<Pick<Config, 'provisioning'>>
   host: HostDatabase
-  catalog: Pick<Catalog, 'invalidate'>
+  catalog: Pick<Catalog, 'invalidate' | 'get'>
   pools: Pick<PoolManager, 'evict'>
   provisioner: Pick<Provisioner, 'template' | 'shared' | 'servers' | 'placement'>
   tasks: Pick<JobSubmitter, 'submit'>

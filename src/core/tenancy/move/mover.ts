@@ -51,7 +51,7 @@ export interface MoveFaults {
 
 export interface MoverDeps {
   host: HostDatabase
-  catalog: Pick<Catalog, 'invalidate'>
+  catalog: Pick<Catalog, 'invalidate' | 'get'>
   pools: Pick<PoolManager, 'evict'>
   keys: readonly KeyRing[]
   locations: Locations
@@ -190,11 +190,9 @@ export function createMover(deps: MoverDeps): Mover {
         where id = ${m.tenantId} returning moving_since as since`
       await announce(m.tenantId, true)
       const source = from(m)
-      // Through a pooler (its own, or its server's for a database tenant) its idle server connections are not waited for (drain.ts).
-      const [pooler] = await host.sql<{ pooled: boolean }[]>`
-        select t.pooler_url_encrypted is not null or (t.isolation = 'database' and s.pooler_url_encrypted is not null) as pooled
-        from core_tenants t left join core_db_servers s on s.name = t.server where t.id = ${m.tenantId}`
-      const drained = await using(source, m.tenantId, (ep) => drainWriters(ep, source, { logger, ...deps.drain, pooled: pooler?.pooled === true }))
+      // Through a pooler (its own, or its server's: the catalog's record says) its idle server connections are not waited for (drain.ts).
+      const pooled = (await catalog.get(m.tenantId))?.poolerUrl !== undefined
+      const drained = await using(source, m.tenantId, (ep) => drainWriters(ep, source, { logger, ...deps.drain, pooled }))
       logger.info({ tenantId: m.tenantId, moveId: m.id, ...drained }, 'tenant move: writes paused and drained')
       // (host.sql reads timestamps as text, as drizzle's driver set it up.)
       return { markedAt: m.markedAt ?? (marked ? new Date(marked.since) : new Date()) }
