@@ -12,11 +12,11 @@ import { Type } from 'typebox'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { queuePrefix } from '../../src/core/jobs/queues.js'
 import { systemJob } from '../../src/core/jobs/registry.js'
-import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
-import { buildApp } from '../helpers/build-app.js'
+import type { WorkerRuntime } from '../../src/worker.js'
+import { type ClusterApp, clusterApp } from '../helpers/cluster-app.js'
 import { type ScratchCluster, startScratchCluster } from '../helpers/redis-cluster.js'
 import { type Member, newMember } from '../helpers/tenant-fixtures.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import type { TestEnv } from '../helpers/test-env.js'
 import { waitFor } from '../helpers/wait-for.js'
 import { settled } from '../jobs/helpers.js'
 
@@ -46,6 +46,7 @@ const JOBS = {
 }
 
 describe.skipIf(unavailable)('a Redis Cluster failover', () => {
+  let world: ClusterApp
   let env: TestEnv
   let app: FastifyInstance
   let runtime: WorkerRuntime
@@ -53,17 +54,13 @@ describe.skipIf(unavailable)('a Redis Cluster failover', () => {
 
   beforeAll(async () => {
     // Command timeout back to production's order (test-env raises it to 10 s): a request meeting the dead
-    // master fails within 2 s instead of waiting. No session cache: every request reads its session from the cluster.
-    env = await createTestEnv({ REDIS_URL: cluster!.url, REDIS_CLUSTER: 'true', REDIS_COMMAND_TIMEOUT_MS: '2000', SESSION_CACHE_TTL_MS: '0' })
-    app = await buildApp(env.config)
-    runtime = await startWorkers(app.services, { registry: JOBS, scopes: ['system'], reconcileIntervalMs: 0, schedules: false })
-    member = await newMember(app, 'failover', { signIn: true })
+    // master fails within 2 s instead of waiting.
+    world = await clusterApp(cluster!, JOBS, 'failover', { REDIS_COMMAND_TIMEOUT_MS: '2000' })
+    ;({ env, app, runtime, member } = world)
   }, 120_000)
   afterAll(async () => {
-    await runtime?.close(5000)
-    await app?.close()
+    await world?.close()
     await cluster?.stop()
-    await env?.cleanup()
   }, 60_000)
 
   it('serves sessions and runs jobs again once the replica of the killed master is promoted', async () => {

@@ -13,17 +13,16 @@
  * after the lock's 30 s, which is what `ctx.once` is for. RESHARD_PAUSE_MS (default 50) spaces the batches:
  * a slower move refuses more and re-runs more.
  */
-import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import { Type } from 'typebox'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { queuePrefix } from '../../src/core/jobs/queues.js'
 import { systemJob } from '../../src/core/jobs/registry.js'
-import { startWorkers, type WorkerRuntime } from '../../src/worker.js'
-import { buildApp } from '../helpers/build-app.js'
+import type { WorkerRuntime } from '../../src/worker.js'
+import { type ClusterApp, clusterApp } from '../helpers/cluster-app.js'
 import { type ScratchCluster, startScratchCluster } from '../helpers/redis-cluster.js'
-import { type Member, newMember } from '../helpers/tenant-fixtures.js'
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js'
+import type { Member } from '../helpers/tenant-fixtures.js'
+import type { TestEnv } from '../helpers/test-env.js'
 import { settled } from '../jobs/helpers.js'
 
 let cluster: ScratchCluster | undefined
@@ -84,23 +83,19 @@ async function moveSlot(ports: number[], slot: number, pauseMs: number): Promise
 }
 
 describe.skipIf(unavailable)('a Redis Cluster resharded under load', () => {
+  let world: ClusterApp
   let env: TestEnv
-  let app: FastifyInstance
   let runtime: WorkerRuntime
   let member: Member
 
   beforeAll(async () => {
-    // No session cache: every request reads its session from the cluster (and no rate limit: the reader is quick).
-    env = await createTestEnv({ REDIS_URL: cluster!.url, REDIS_CLUSTER: 'true', SESSION_CACHE_TTL_MS: '0', RATE_LIMIT_MAX: '1000000' })
-    app = await buildApp(env.config)
-    runtime = await startWorkers(app.services, { registry: JOBS, scopes: ['system'], reconcileIntervalMs: 0, schedules: false })
-    member = await newMember(app, 'reshard', { signIn: true })
+    // No rate limit: the reader is quick.
+    world = await clusterApp(cluster!, JOBS, 'reshard', { RATE_LIMIT_MAX: '1000000' })
+    ;({ env, runtime, member } = world)
   }, 120_000)
   afterAll(async () => {
-    await runtime?.close(5000)
-    await app?.close()
+    await world?.close()
     await cluster?.stop()
-    await env?.cleanup()
   }, 60_000)
 
   it('moves the system queue’s slot and a session’s slot while jobs run and requests read: every job once, every request 200', async () => {
