@@ -4,13 +4,14 @@
  * `graceDays` since the payment failed. Which features a tenant has is entitlements.ts's answer
  * (checkFeatureAccess asks it): the best counting subscription's plan, else a comp, else the free plan.
  */
-import { and, desc, eq, gt, inArray, or, sql } from 'drizzle-orm'
+import { eq } from 'drizzle-orm'
 import { pricingPlans, subscriptions } from '../../../drizzle/host/schema.js'
 import type { HostDatabase, HostDb } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
 import { preparedFor } from '../../core/tenancy/prepared.js'
 import { isUuid } from '../../core/lib/uuid.js'
 import { requireFeature, resolveEntitlements } from './entitlements.js'
+import { bestSubscriptionFirst, countingSubscriptionWhere } from './subscriptions.js'
 
 export interface AccessOptions {
   /** Days a past_due subscription still counts (config.billingGraceDays). */
@@ -49,19 +50,8 @@ const statements = preparedFor((db: HostDb) => ({
     })
     .from(s)
     .leftJoin(pricingPlans, eq(pricingPlans.id, s.planId))
-    .where(
-      and(
-        eq(s.tenantId, sql.placeholder('tenantId')),
-        or(
-          inArray(s.status, ['active', 'trialing']),
-          and(
-            eq(s.status, 'past_due'),
-            gt(sql`coalesce(${s.pastDueSince}, ${s.stripeUpdatedAt})`, sql`now() - make_interval(days => ${sql.placeholder('graceDays')})`),
-          ),
-        ),
-      ),
-    )
-    .orderBy(sql`coalesce(${pricingPlans.tierLevel}, -1) desc`, desc(s.stripeUpdatedAt))
+    .where(countingSubscriptionWhere())
+    .orderBy(...bestSubscriptionFirst())
     .limit(1)
     .prepare('billing_active_subscription'),
 }))

@@ -11,14 +11,14 @@
  * admin comp route, and whenever the tenant's catalog entry is invalidated (the worker's reconcile). Time-bound answers (a grace period or a comp running out)
  * also carry `validUntil`, past which the cached copy is not used.
  */
-import { and, desc, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm'
+import { and, eq, gt, isNull, or, sql } from 'drizzle-orm'
 import { type PlanLimits, pricingPlans, subscriptions, tenants } from '../../../drizzle/host/schema.js'
 import type { HostDatabase, HostDb } from '../../core/db/host.js'
 import { AppError } from '../../core/lib/errors.js'
 import { createInvalidatedCache, type InvalidationBus } from '../../core/lib/invalidated-cache.js'
 import { isUuid } from '../../core/lib/uuid.js'
 import { preparedFor } from '../../core/tenancy/prepared.js'
-import { FREE_PLAN_KEY } from './subscriptions.js'
+import { bestSubscriptionFirst, countingSubscriptionWhere, FREE_PLAN_KEY } from './subscriptions.js'
 
 export type { PlanLimits }
 export type LimitedResource = Exclude<keyof PlanLimits, 'requestsPerMinute' | 'storageMb' | 'realtimeConnections'>
@@ -57,19 +57,8 @@ const statements = preparedFor((db: HostDb) => ({
     .select({ ...plan, status: s.status, pastDueSince: sql<Date | null>`coalesce(${s.pastDueSince}, ${s.stripeUpdatedAt})`.mapWith((v) => (v ? new Date(v) : null)) })
     .from(s)
     .leftJoin(pricingPlans, eq(pricingPlans.id, s.planId))
-    .where(
-      and(
-        eq(s.tenantId, sql.placeholder('tenantId')),
-        or(
-          inArray(s.status, ['active', 'trialing']),
-          and(
-            eq(s.status, 'past_due'),
-            gt(sql`coalesce(${s.pastDueSince}, ${s.stripeUpdatedAt})`, sql`now() - make_interval(days => ${sql.placeholder('graceDays')})`),
-          ),
-        ),
-      ),
-    )
-    .orderBy(sql`coalesce(${pricingPlans.tierLevel}, -1) desc`, desc(s.stripeUpdatedAt))
+    .where(countingSubscriptionWhere())
+    .orderBy(...bestSubscriptionFirst())
     .limit(1)
     .prepare('billing_entitlements_subscription'),
   comped: db

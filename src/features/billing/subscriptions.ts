@@ -11,7 +11,7 @@
  * The webhooks call in with the postgres.js transaction they open (`Tx`); the queries here run drizzle
  * on that same transaction (hostDbOn), except the one conditional UPDATE every event runs (writeIfNewer).
  */
-import { and, desc, eq, inArray, or, sql } from 'drizzle-orm'
+import { and, desc, eq, gt, inArray, or, sql } from 'drizzle-orm'
 import type Stripe from 'stripe'
 import { uuidv7 } from 'uuidv7'
 import { pricingPlans, subscriptions, tenants, users } from '../../../drizzle/host/schema.js'
@@ -26,6 +26,28 @@ export type { Tx }
 export const LIVE_STATUSES = ['active', 'trialing', 'past_due'] as const
 /** The plan_tier a tenant falls back to without a live subscription. */
 export const FREE_PLAN_KEY = 'free'
+
+/**
+ * The one rule for a subscription that counts (grants access), for prepared statements with the
+ * placeholders `tenantId` and `graceDays`: the tenant's, and active or trialing, or past_due for at most
+ * `graceDays` since the payment failed (or, without that stamp, since its last Stripe change).
+ */
+export const countingSubscriptionWhere = () =>
+  and(
+    eq(subscriptions.tenantId, sql.placeholder('tenantId')),
+    or(
+      inArray(subscriptions.status, ['active', 'trialing']),
+      and(
+        eq(subscriptions.status, 'past_due'),
+        gt(
+          sql`coalesce(${subscriptions.pastDueSince}, ${subscriptions.stripeUpdatedAt})`,
+          sql`now() - make_interval(days => ${sql.placeholder('graceDays')})`,
+        ),
+      ),
+    ),
+  )
+/** Which counting subscription is the tenant's: the highest plan tier, then the latest Stripe state. */
+export const bestSubscriptionFirst = () => [sql`coalesce(${pricingPlans.tierLevel}, -1) desc`, desc(subscriptions.stripeUpdatedAt)] as const
 
 export interface SubscriptionSnapshot {
   stripeSubscriptionId: string
