@@ -116,6 +116,26 @@ describe('every /admin/api route', () => {
       expect((await bearer(secret, 'GET', path)).statusCode, path).toBe(200)
     }
   })
+
+  it('every documented operation: anonymous 401, a tenant key 401, a signed-in non-admin 403, before its input is read', async () => {
+    const spec = (await ctx.app.inject('/docs/json')).json() as { paths: Record<string, Record<string, unknown>> }
+    const ops = Object.entries(spec.paths)
+      .filter(([path]) => path.startsWith('/admin/api/'))
+      .flatMap(([path, item]) => Object.keys(item).map((method) => ({ method: method.toUpperCase() as 'GET', url: path.replace(/\{[^}]+\}/g, crypto.randomUUID()) })))
+    expect(ops.length).toBeGreaterThan(15)
+    for (const { method, url } of ops) {
+      // No body at all: the guard answers before validation would (a 400 would tell an outsider about the route).
+      const anon = await ctx.app.inject({ method, url })
+      expect(anon.statusCode, `${method} ${url}`).toBe(401)
+      expect(anon.json(), `${method} ${url}`).toMatchObject({ code: 'UNAUTHENTICATED' })
+      const keyed = await ctx.app.inject({ method, url, headers: { authorization: `Bearer ${tenantKey}` } })
+      expect(keyed.statusCode, `${method} ${url}`).toBe(401)
+      expect(keyed.json(), `${method} ${url}`).toMatchObject({ code: 'INVALID_API_KEY' })
+      const denied = await plain.c.request({ method, url, headers: ua })
+      expect(denied.statusCode, `${method} ${url}`).toBe(403)
+      expect(denied.json(), `${method} ${url}`).toMatchObject({ code: 'PLATFORM_ADMIN_REQUIRED' })
+    }
+  })
 })
 
 describe('cross-type refusal', () => {

@@ -7,16 +7,8 @@
  * as JSON lines; the database servers (list, drain as jobs, activate, remove); platform API keys, `tka_…`, which every /admin/api route accepts instead of a session.
  */
 import { defineFeature } from '../../core/feature.js'
-import adminApiKeyRoutes from './api/api-keys.js'
-import auditLogRoutes from './api/audit-logs.js'
+import adminApiRoutes from './api/index.js'
 import { ADMIN_ERROR_CODES } from './error-codes.js'
-import jobAdminRoutes from './api/jobs.js'
-import migrationAdminRoutes from './api/migrations.js'
-import tenantMoveRoutes from './api/tenant-move.js'
-import tenantPlanRoutes from './api/tenant-plan.js'
-import tenantAdminRoutes from './api/tenants.js'
-import serverAdminRoutes from './api/servers.js'
-import userAdminRoutes from './api/users.js'
 import { ADMIN_JOBS } from './jobs.js'
 import adminRoutes from './routes.js'
 
@@ -25,15 +17,8 @@ export default defineFeature({
   errors: ADMIN_ERROR_CODES,
   routes: [
     { scope: 'root', prefix: '/admin', plugin: adminRoutes },
-    { scope: 'root', prefix: '/admin/api/tenants', plugin: tenantAdminRoutes },
-    { scope: 'root', prefix: '/admin/api/tenants', plugin: tenantPlanRoutes },
-    { scope: 'root', prefix: '/admin/api/tenants', plugin: tenantMoveRoutes },
-    { scope: 'root', prefix: '/admin/api/users', plugin: userAdminRoutes },
-    { scope: 'root', prefix: '/admin/api/audit-logs', plugin: auditLogRoutes },
-    { scope: 'root', prefix: '/admin/api/jobs', plugin: jobAdminRoutes },
-    { scope: 'root', prefix: '/admin/api/migrations', plugin: migrationAdminRoutes },
-    { scope: 'root', prefix: '/admin/api/api-keys', plugin: adminApiKeyRoutes },
-    { scope: 'root', prefix: '/admin/api/servers', plugin: serverAdminRoutes },
+    // Every /admin/api route file, under the platform-admin guard installed once for all of them (api/index.ts).
+    { scope: 'root', prefix: '/admin/api', plugin: adminApiRoutes },
   ],
   jobs: ADMIN_JOBS,
 })

@@ -14,7 +14,6 @@ import { audit } from '../../../core/lib/audit.js'
 import { forbidden, notFound } from '../../../core/lib/errors.js'
 import { errorResponses, IdParams, Text, Uuid } from '../../../core/lib/schemas.js'
 import { createAdminApiKeys } from '../api-keys.js'
-import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { Cursor, DateTime, DateTimeOrNull, Limit, page, tags } from './schemas.js'
 
 const AdminApiKeySchema = Type.Object({
@@ -41,8 +40,6 @@ const errors = errorResponses(400, 404)
 const adminApiKeyRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
   const db = fastify.host.db
   const keys = createAdminApiKeys(db, config.env, config.platformAdminEmails)
-  fastify.addHook('preValidation', platformAdminGuard(fastify, config))
-  fastify.addHook('onRoute', platformAdminScope)
 
   fastify.post(
     '/',

@@ -11,12 +11,10 @@
 import { Readable } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { type Static, Type } from 'typebox'
-import type { AppOptions } from '../../../core/config.js'
 import type { Sql } from '../../../core/db/connect.js'
 import { audit } from '../../../core/lib/audit.js'
 import { badRequest } from '../../../core/lib/errors.js'
 import { errorResponses, Text, Uuid } from '../../../core/lib/schemas.js'
-import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { Cursor, DateTime, Limit, StringOrNull, tags } from './schemas.js'
 
 const AuditEntry = Type.Object({
@@ -86,10 +84,8 @@ const LINE = `json_build_object(
   'targetId', target_id, 'ip', ip, 'userAgent', user_agent, 'metadata', metadata,
   'createdAt', to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text as line`
 
-const auditLogRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
+const auditLogRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const sql = fastify.host.sql as unknown as Sql
-  fastify.addHook('preValidation', platformAdminGuard(fastify, config))
-  fastify.addHook('onRoute', platformAdminScope)
 
   fastify.get(
     '/',

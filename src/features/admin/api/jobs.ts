@@ -16,13 +16,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { type Job, Job as BullJob } from 'bullmq'
 import { Type } from 'typebox'
-import type { AppOptions } from '../../../core/config.js'
 import { JOB_STATUSES } from '../../../core/jobs/records.js'
 import { audit } from '../../../core/lib/audit.js'
 import { iso } from '../../../core/lib/dates.js'
 import { badRequest } from '../../../core/lib/errors.js'
 import { errorResponses, IdParams, Text, Uuid } from '../../../core/lib/schemas.js'
-import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { literals } from '../jobs.js'
 import { Cursor, DateTime, DateTimeOrNull, Limit, page, StringOrNull, tags } from './schemas.js'
 
@@ -115,10 +113,8 @@ const timeRange = (since: string | undefined, until: string | undefined) => {
   return range
 }
 
-const jobAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
+const jobAdminRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { tasks } = fastify.services
-  fastify.addHook('preValidation', platformAdminGuard(fastify, config))
-  fastify.addHook('onRoute', platformAdminScope)
 
   fastify.get(
     '/',

@@ -13,12 +13,10 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { AppOptions } from '../../../core/config.js'
 import { audit } from '../../../core/lib/audit.js'
 import { errorResponses, Uuid } from '../../../core/lib/schemas.js'
 import { listBehind } from '../../../core/tenancy/fleet.js'
 import { queueFleetMigration } from '../../../core/tenancy/provisioning-jobs.js'
-import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { MigrationStatusSchema, TenantStatusSchema } from '../jobs.js'
 import { StringOrNull, tags } from './schemas.js'
 
@@ -46,12 +44,10 @@ const FleetQueued = Type.Object(
   { description: 'Follow each job at GET /admin/api/jobs/{jobId}, or the fleet at GET /admin/api/migrations' },
 )
 
-const migrationAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
+const migrationAdminRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { host, tasks, provisioner } = fastify.services
   // The folder the running release migrates tenants from (tests point it at a copy with extra migrations).
   const folder = provisioner.template.folder
-  fastify.addHook('preValidation', platformAdminGuard(fastify, config))
-  fastify.addHook('onRoute', platformAdminScope)
 
   fastify.get(
     '/',

@@ -17,12 +17,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import type { AppOptions } from '../../../core/config.js'
 import { audit } from '../../../core/lib/audit.js'
 import { errorResponses, Uuid } from '../../../core/lib/schemas.js'
 import { drainServer } from '../../../core/tenancy/move/drain-server.js'
 import { describeServers, removeServer, serverAdminDeps, setServerPooler } from '../../../core/tenancy/server-admin.js'
-import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { DateTime, tags } from './schemas.js'
 
 const NameParams = Type.Object({ name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'The server name (core_db_servers.name)' }) })
@@ -100,11 +98,9 @@ const Removed = Type.Object({
   ),
 })
 
-const serverAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
+const serverAdminRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const services = fastify.services
   const deps = serverAdminDeps(services)
-  fastify.addHook('preValidation', platformAdminGuard(fastify, config))
-  fastify.addHook('onRoute', platformAdminScope)
 
   const audited = (req: FastifyRequest, action: string, name: string, metadata: Record<string, unknown>) =>
     audit(fastify.host.db, { action, actorUserId: req.user!.id, targetType: 'db_server', targetId: name, metadata }, req)

@@ -7,10 +7,8 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { AppOptions } from '../../../core/config.js'
 import { audit, auditSource } from '../../../core/lib/audit.js'
 import { errorResponses, IdParams, Uuid } from '../../../core/lib/schemas.js'
-import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { tags } from './schemas.js'
 
 const MoveBody = Type.Object(
@@ -35,10 +33,8 @@ const MoveAccepted = Type.Object(
   { description: 'The move is queued: writes to the tenant are refused (503 TENANT_MOVING) for the short while it copies and verifies' },
 )
 
-const tenantMoveRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
+const tenantMoveRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { mover, provisioner } = fastify.services
-  fastify.addHook('preValidation', platformAdminGuard(fastify, config))
-  fastify.addHook('onRoute', platformAdminScope)
 
   fastify.post(
     '/:id/move',

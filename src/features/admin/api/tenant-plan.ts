@@ -6,12 +6,10 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { AppOptions } from '../../../core/config.js'
 import { auditSource } from '../../../core/lib/audit.js'
 import { iso } from '../../../core/lib/dates.js'
 import { errorResponses, IdParams, Uuid } from '../../../core/lib/schemas.js'
 import { compPlan, EntitlementsSchema, entitlementsJson } from '../../billing/index.js'
-import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { DateTime, DateTimeOrNull, StringOrNull, tags } from './schemas.js'
 
 const CompBody = Type.Object(
@@ -29,9 +27,7 @@ const CompResult = Type.Object({
   entitlements: EntitlementsSchema,
 })
 
-const tenantPlanRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
-  fastify.addHook('preValidation', platformAdminGuard(fastify, config))
-  fastify.addHook('onRoute', platformAdminScope)
+const tenantPlanRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post(
     '/:id/plan',

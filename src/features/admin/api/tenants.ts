@@ -19,7 +19,6 @@ import { badRequest, conflict, notFound } from '../../../core/lib/errors.js'
 import { errorResponses, IdParams, Text, Uuid } from '../../../core/lib/schemas.js'
 import { type LifecycleEvent, movingConflict, openMoveOf } from '../../../core/tenancy/lifecycle.js'
 import { inviteOwner } from '../../members/index.js'
-import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { type BulkEvent, MAX_BULK_IDS, MigrationStatusSchema, TenantFilterSchema, TenantStatusSchema } from '../jobs.js'
 import { Cursor, DateTime, DateTimeOrNull, Limit, page, StringOrNull, tags } from './schemas.js'
 import { describeTenant, listTenants, type TenantSummary } from './tenant-queries.js'
@@ -138,8 +137,6 @@ const errors = errorResponses(400, 404, 409)
 const tenantAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
   const { provisioner, pools, tasks } = fastify.services
   const db = fastify.host.db
-  fastify.addHook('preValidation', platformAdminGuard(fastify, config))
-  fastify.addHook('onRoute', platformAdminScope)
 
   fastify.get(
     '/',

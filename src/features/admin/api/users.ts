@@ -23,7 +23,6 @@ import { audit } from '../../../core/lib/audit.js'
 import { iso } from '../../../core/lib/dates.js'
 import { conflict, notFound } from '../../../core/lib/errors.js'
 import { errorResponses, IdParams, Text, Uuid } from '../../../core/lib/schemas.js'
-import { platformAdminGuard, platformAdminScope } from '../guard.js'
 import { TenantStatusSchema } from '../jobs.js'
 import { Cursor, DateTime, DateTimeOrNull, Limit, page, StringOrNull, tags } from './schemas.js'
 
@@ -87,8 +86,6 @@ const errors = errorResponses(400, 404, 409)
 
 const userAdminRoutes: FastifyPluginAsyncTypebox<AppOptions> = async (fastify, { config }) => {
   const db = fastify.host.db
-  fastify.addHook('preValidation', platformAdminGuard(fastify, config))
-  fastify.addHook('onRoute', platformAdminScope)
 
   const summaryJson = (u: User, n: number) => ({
     id: u.id,
