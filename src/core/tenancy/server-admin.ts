@@ -200,12 +200,19 @@ const oneShot = (url: string): Sql => connect(url, { max: 1, connectTimeoutMs: 5
 async function clusterOf(url: string): Promise<string | undefined> {
   const sql = oneShot(url)
   try {
+    return await clusterId(sql)
+  } finally {
+    await sql.end({ timeout: 1 })
+  }
+}
+
+/** The system identifier of the cluster a client is on; undefined when it does not answer. */
+async function clusterId(sql: Sql): Promise<string | undefined> {
+  try {
     const [row] = await sql<{ id: string }[]>`select system_identifier::text as id from pg_control_system()`
     return row?.id
   } catch {
     return undefined
-  } finally {
-    await sql.end({ timeout: 1 })
   }
 }
 
@@ -273,19 +280,20 @@ export async function removeServer(deps: ServerAdminDeps, name: string): Promise
   const held = (await holdings(deps.host, name)).get(name) ?? { ...EMPTY }
   if (held.databases || held.shared || held.moving) throw notEmpty(name, { ...held, sharedRows: 0 })
 
-  // Which Postgres it is, and which others are there, asked while every other server's row is still listed.
-  const [here, others] = await Promise.all([clusterOf(withDatabase(server.adminUrl, 'postgres')), otherClusters(deps, server)])
-  const shared = server.sharedUrl ? await checkShared(server, here, others) : undefined
-
-  if (!(await servers.delete(name))) {
-    await servers.get(name) // 404 when removed meanwhile
-    throw conflict('SERVER_NOT_DRAINING', `database server "${name}" is no longer draining`)
-  }
-  deps.logger.info({ server: name }, 'database server removed')
-  await announceRemoval(deps, name)
-
+  // One admin connection to it for every check and drop below.
   const admin = oneShot(withDatabase(server.adminUrl, 'postgres'))
   try {
+    // Which Postgres it is, and which others are there, asked while every other server's row is still listed.
+    const [here, others] = await Promise.all([clusterId(admin), otherClusters(deps, server)])
+    const shared = server.sharedUrl ? await checkShared(admin, server, here, others) : undefined
+
+    if (!(await servers.delete(name))) {
+      await servers.get(name) // 404 when removed meanwhile
+      throw conflict('SERVER_NOT_DRAINING', `database server "${name}" is no longer draining`)
+    }
+    deps.logger.info({ server: name }, 'database server removed')
+    await announceRemoval(deps, name)
+
     const sharedDatabase = shared ? await dropShared(deps, admin, name, shared) : null
     return { name, sharedDatabase, templates: await dropTemplates(deps, admin, name, here, others) }
   } finally {
@@ -367,6 +375,7 @@ function notEmpty(name: string, holds: ServerHoldings & { sharedRows: number }):
 
 /** The server's shared database: refuses (409) when it holds rows; says whether removing the server may drop it. */
 async function checkShared(
+  admin: Sql,
   server: DbServerInfo,
   cluster: string | undefined,
   others: Awaited<ReturnType<typeof otherClusters>>,
@@ -375,7 +384,6 @@ async function checkShared(
   // The same database registered elsewhere (another server row on the same Postgres, or the host database): never dropped.
   const usedElsewhere = cluster !== undefined && others.databases.has(`${cluster}/${dbName}`)
 
-  const admin = oneShot(withDatabase(server.adminUrl, 'postgres'))
   let owner: Sql | undefined
   try {
     const [found] = await admin<{ mark: string | null }[]>`select shobj_description(oid, 'pg_database') as mark from pg_database where datname = ${dbName}`
@@ -393,7 +401,7 @@ async function checkShared(
       throw unavailable('SERVER_UNREACHABLE', `database server "${server.name}" did not answer: its shared database ${dbName} could not be checked (${errorMessage(err)})`)
     throw err
   } finally {
-    await Promise.all([admin.end({ timeout: 1 }), owner?.end({ timeout: 1 })])
+    await owner?.end({ timeout: 1 })
   }
 }
 
@@ -407,9 +415,7 @@ export async function setServerPooler(deps: ServerAdminDeps, name: string, poole
   if (poolerUrl !== null) await checkPooler(poolerUrl)
   const server = await deps.servers.setPooler(name, poolerUrl)
   rerouted(deps, name)
-  await deps.invalidations
-    .publish(serversChannel(deps.config.redisPrefix), JSON.stringify({ rerouted: name }))
-    .catch((err: unknown) => deps.logger.warn({ err, server: name }, 'pooler change not announced: other processes take the new route as their catalog entries expire'))
+  await announce(deps, { rerouted: name }, 'pooler change not announced: other processes take the new route as their catalog entries expire')
   return { name, pooler: server.poolerUrl === null ? null : hostOf(server.poolerUrl) }
 }
 
@@ -442,9 +448,19 @@ function rerouted(deps: Pick<ServerAdminDeps, 'catalog' | 'pools' | 'logger'>, n
 /** Close what this process holds on a removed server, and have every other process do the same. */
 async function announceRemoval(deps: ServerAdminDeps, name: string): Promise<void> {
   await forgetServer(deps, name)
-  await deps.invalidations
-    .publish(serversChannel(deps.config.redisPrefix), JSON.stringify({ removed: name }))
-    .catch((err: unknown) => deps.logger.warn({ err, server: name }, 'server removal not announced: other processes close their idle pools there on their own'))
+  await announce(deps, { removed: name }, 'server removal not announced: other processes close their idle pools there on their own')
+}
+
+/** What the servers channel carries: a server removed, or a server's route (its pooler) changed. */
+type ServerChange = { removed: string } | { rerouted: string }
+
+/**
+ * Tell every process about a change (this one hears it too and applies it again: both are idempotent, and
+ * this one already has, in case the bus is down). Not heard: warn with what happens instead.
+ */
+async function announce(deps: Pick<ServerAdminDeps, 'invalidations' | 'config' | 'logger'>, change: ServerChange, ifNotHeard: string): Promise<void> {
+  const server = 'removed' in change ? change.removed : change.rerouted
+  await deps.invalidations.publish(serversChannel(deps.config.redisPrefix), JSON.stringify(change)).catch((err: unknown) => deps.logger.warn({ err, server }, ifNotHeard))
 }
 
 async function forgetServer(deps: Pick<ServerAdminDeps, 'servers' | 'pools' | 'logger'>, name: string): Promise<void> {
@@ -460,7 +476,7 @@ export function listenForServerChanges(
 ): Subscription {
   return bus.listen(deps.channel, {
     message(message) {
-      let change: { removed?: unknown; rerouted?: unknown } = {}
+      let change: { removed?: unknown; rerouted?: unknown } = {} // any JSON: checked field by field below
       try {
         change = JSON.parse(message) as typeof change
       } catch {}
