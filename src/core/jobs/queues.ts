@@ -39,8 +39,18 @@ export function queuePrefix(target: QueueTarget, queue: string): string {
  */
 export function workerConnection(target: RedisTarget): ConnectionOptions {
   if (!target.redisCluster) return { url: target.redisUrl, maxRetriesPerRequest: null }
-  return newRedisClient(target, { maxRetriesPerRequest: null, lazyConnect: true })
+  return newRedisClient(target, { maxRetriesPerRequest: null, lazyConnect: true }, { maxRedirections: WORKER_MAX_REDIRECTIONS })
 }
+
+/**
+ * How many redirections and TRYAGAIN answers a worker's command follows on a cluster (ioredis waits
+ * `retryDelayOnTryAgain`, 100 ms, before each TRYAGAIN retry; its default of 16 gives up after ~1.6 s). While
+ * a queue's slot is being resharded its multi-key scripts answer TRYAGAIN; a worker's completion write that
+ * gave up left its job active, run again by the stalled check 30 s later. 200 (~20 s) rides out a reshard
+ * of a busy queue's slot and stays under the job lock (30 s), so the worker keeps its job. The request path
+ * (submits) keeps ioredis' default and answers 503 QUEUE_UNAVAILABLE instead of waiting.
+ */
+export const WORKER_MAX_REDIRECTIONS = 200
 
 /** Close what workerConnection made (the Cluster of a worker that has closed); options need nothing. */
 export function closeWorkerConnection(connection: ConnectionOptions): void {

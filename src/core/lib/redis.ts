@@ -33,9 +33,9 @@ export const isCluster = (client: Redis): boolean => (client as unknown as { isC
  * A client for REDIS_URL: `new Redis(url, options)`, or on a cluster a `Redis.Cluster` started from that node,
  * with the URL's user, password and TLS (`rediss:`) for every node, the per-node options (timeouts, retries)
  * as its `redisOptions`, and `retryStrategy` as its `clusterRetryStrategy` (ioredis reconnects a cluster as
- * a whole, never node connections one by one). Typed as `Redis`: see the header.
+ * a whole, never node connections one by one); `clusterOptions` only on a cluster. Typed as `Redis`: see the header.
  */
-export function newRedisClient(target: RedisTarget, options: RedisOptions = {}): Redis {
+export function newRedisClient(target: RedisTarget, options: RedisOptions = {}, clusterOptions: Pick<ClusterOptions, 'maxRedirections'> = {}): Redis {
   if (!target.redisCluster) return new Redis(target.redisUrl, options)
   const url = new URL(target.redisUrl)
   const db = url.pathname.replace(/^\//, '')
@@ -56,6 +56,7 @@ export function newRedisClient(target: RedisTarget, options: RedisOptions = {}):
     ...(enableAutoPipelining !== undefined ? { enableAutoPipelining } : {}),
     ...(autoPipeliningIgnoredCommands ? { autoPipeliningIgnoredCommands } : {}),
     ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) } : {}),
+    ...clusterOptions,
   }
   return new Cluster([{ host: url.hostname, port: Number(url.port || 6379) }], cluster) as unknown as Redis
 }
