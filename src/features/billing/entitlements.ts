@@ -18,7 +18,7 @@ import { AppError } from '../../core/lib/errors.js'
 import { createInvalidatedCache, type InvalidationBus } from '../../core/lib/invalidated-cache.js'
 import { isUuid } from '../../core/lib/uuid.js'
 import { preparedFor } from '../../core/tenancy/prepared.js'
-import { bestSubscriptionFirst, countingSubscriptionWhere, FREE_PLAN_KEY } from './subscriptions.js'
+import { bestSubscriptionFirst, countingSubscriptionWhere, FREE_PLAN_KEY, graceEndsAt } from './subscriptions.js'
 
 export type { PlanLimits }
 export type LimitedResource = Exclude<keyof PlanLimits, 'requestsPerMinute' | 'storageMb' | 'realtimeConnections'>
@@ -100,7 +100,7 @@ export async function resolveEntitlements(host: HostDatabase, tenantId: string, 
     const [sub] = await q.subscribed.execute({ tenantId, graceDays: opts.graceDays })
     if (sub) {
       // A past_due subscription stops counting when its grace runs out.
-      const graceEnd = sub.status === 'past_due' && sub.pastDueSince ? sub.pastDueSince.getTime() + opts.graceDays * 86_400_000 : FOREVER
+      const graceEnd = sub.status === 'past_due' && sub.pastDueSince ? graceEndsAt(sub.pastDueSince, opts.graceDays).getTime() : FOREVER
       // A paying tenant whose price no plan sells (a plan removed by hand): it pays, with the free plan's rights.
       const p = sub.key !== null ? { key: sub.key, tierLevel: sub.tierLevel ?? 0, features: sub.features ?? [], limits: sub.limits ?? {} } : await freePlan()
       const e = of('subscription', p ?? { key: '', tierLevel: 0, features: [], limits: {} }, graceEnd)

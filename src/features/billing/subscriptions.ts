@@ -46,6 +46,10 @@ export const countingSubscriptionWhere = () =>
       ),
     ),
   )
+/** When the grace period of a payment failure ends: past it, a past_due subscription no longer counts. */
+export function graceEndsAt(pastDueSince: Date, graceDays: number): Date {
+  return new Date(pastDueSince.getTime() + graceDays * 86_400_000)
+}
 /** Which counting subscription is the tenant's: the highest plan tier, then the latest Stripe state. */
 export const bestSubscriptionFirst = () => [sql`coalesce(${pricingPlans.tierLevel}, -1) desc`, desc(subscriptions.stripeUpdatedAt)] as const
 

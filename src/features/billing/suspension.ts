@@ -33,11 +33,6 @@ export interface SuspensionDeps {
 export type SuspendOutcome = 'suspended' | 'already-suspended' | 'suspended-by-operator' | 'not-active' | 'covered' | 'paid-meanwhile'
 export type ResumeOutcome = 'resumed' | 'not-suspended' | 'suspended-by-operator' | 'still-unpaid'
 
-/** When the grace period of a payment failure ends. */
-export function graceEndsAt(pastDueSince: Date, graceDays: number): Date {
-  return new Date(pastDueSince.getTime() + graceDays * 86_400_000)
-}
-
 /** Whether the tenant's latest suspension record is billing's. */
 export async function isSuspendedForBilling(host: HostDatabase, tenantId: string): Promise<boolean> {
   const [row] = await host.db
