@@ -196,7 +196,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     )
     if (toAdd.length > 0) {
       try {
-        confirmAdded(await queues.byScope(def.scope).addBulk(toAdd), toAdd)
+        confirmAdded(await queues.byScope(def.scope).addBulk(toAdd), toAdd.map((a) => a.opts.jobId))
       } catch (err) {
         logger.error({ err, job: name, count: toAdd.length }, 'enqueueing jobs failed; records marked failed')
         await markEnqueueFailed(def, rows, enqueue, err).catch(() => {})
@@ -280,7 +280,7 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
     flows ??= new FlowProducer({ connection: redis, prefix })
     try {
       const added = await flows.add({ name, queueName, prefix: nodePrefix, data: payload, opts: jobOptions(root, id), children: [child!] })
-      confirmAdded([added.job], [{ opts: { jobId: id } }])
+      confirmAdded([added.job], [id])
     } catch (err) {
       logger.error({ err, job: name, id }, 'enqueueing a workflow failed; records marked failed')
       await markEnqueueFailed(root, rows, new Set(rows.map((r) => r.id)), err).catch(() => {})
@@ -296,8 +296,8 @@ export function createTaskManager<R extends JobRegistry>(d: TaskManagerDeps<R>):
    * so addBulk returned a job without an id that was never added (test/faults/redis-cluster-reshard.test.ts
    * saw it in about one move in five). Such an add is refused like any other enqueue failure.
    */
-  function confirmAdded(added: readonly { id?: string | undefined }[], asked: readonly { opts: { jobId?: string | undefined } }[]) {
-    const lost = asked.filter((a, i) => added[i]?.id !== a.opts.jobId).map((a) => a.opts.jobId)
+  function confirmAdded(added: readonly { id?: string | undefined }[], ids: readonly (string | undefined)[]) {
+    const lost = ids.filter((id, i) => added[i]?.id !== id)
     if (lost.length > 0) throw new Error(`the queue did not confirm job(s) ${lost.join(', ')}`)
   }
 

@@ -18,7 +18,7 @@ import { AppError } from '../../core/lib/errors.js'
 import { createInvalidatedCache, type InvalidationBus } from '../../core/lib/invalidated-cache.js'
 import { isUuid } from '../../core/lib/uuid.js'
 import { preparedFor } from '../../core/tenancy/prepared.js'
-import { bestSubscriptionFirst, countingSubscriptionWhere, FREE_PLAN_KEY, graceEndsAt } from './subscriptions.js'
+import { bestSubscriptionFirst, countingSubscriptionWhere, FREE_PLAN_KEY, graceEndsAt, graceStartedAt } from './subscriptions.js'
 
 export type { PlanLimits }
 export type LimitedResource = Exclude<keyof PlanLimits, 'requestsPerMinute' | 'storageMb' | 'realtimeConnections'>
@@ -54,7 +54,7 @@ const plan = {
 
 const statements = preparedFor((db: HostDb) => ({
   subscribed: db
-    .select({ ...plan, status: s.status, pastDueSince: sql<Date | null>`coalesce(${s.pastDueSince}, ${s.stripeUpdatedAt})`.mapWith((v) => (v ? new Date(v) : null)) })
+    .select({ ...plan, status: s.status, pastDueSince: graceStartedAt().mapWith((v) => (v ? new Date(v) : null)) })
     .from(s)
     .leftJoin(pricingPlans, eq(pricingPlans.id, s.planId))
     .where(countingSubscriptionWhere())

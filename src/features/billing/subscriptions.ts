@@ -27,29 +27,28 @@ export const LIVE_STATUSES = ['active', 'trialing', 'past_due'] as const
 /** The plan_tier a tenant falls back to without a live subscription. */
 export const FREE_PLAN_KEY = 'free'
 
+/** When a past_due subscription's grace started: the payment failure, or without that stamp its last Stripe change. */
+export const graceStartedAt = () => sql<Date | null>`coalesce(${subscriptions.pastDueSince}, ${subscriptions.stripeUpdatedAt})`
+
 /**
  * The one rule for a subscription that counts (grants access), for prepared statements with the
  * placeholders `tenantId` and `graceDays`: the tenant's, and active or trialing, or past_due for at most
- * `graceDays` since the payment failed (or, without that stamp, since its last Stripe change).
+ * `graceDays` since its grace started.
  */
 export const countingSubscriptionWhere = () =>
   and(
     eq(subscriptions.tenantId, sql.placeholder('tenantId')),
     or(
       inArray(subscriptions.status, ['active', 'trialing']),
-      and(
-        eq(subscriptions.status, 'past_due'),
-        gt(
-          sql`coalesce(${subscriptions.pastDueSince}, ${subscriptions.stripeUpdatedAt})`,
-          sql`now() - make_interval(days => ${sql.placeholder('graceDays')})`,
-        ),
-      ),
+      and(eq(subscriptions.status, 'past_due'), gt(graceStartedAt(), sql`now() - make_interval(days => ${sql.placeholder('graceDays')})`)),
     ),
   )
+
 /** When the grace period of a payment failure ends: past it, a past_due subscription no longer counts. */
 export function graceEndsAt(pastDueSince: Date, graceDays: number): Date {
   return new Date(pastDueSince.getTime() + graceDays * 86_400_000)
 }
+
 /** Which counting subscription is the tenant's: the highest plan tier, then the latest Stripe state. */
 export const bestSubscriptionFirst = () => [sql`coalesce(${pricingPlans.tierLevel}, -1) desc`, desc(subscriptions.stripeUpdatedAt)] as const
 
